@@ -1,0 +1,231 @@
+//! The one I/O seam: [`BlockDevice`] is the only way the store touches a
+//! device.
+//!
+//! Implementations:
+//! - [`uring::UringDevice`]: production, io_uring with O_DIRECT on a block
+//!   device or a regular file.
+//! - [`sync::SyncDevice`]: `pread`/`pwrite`, the `psync` engine of the
+//!   benchmark and a reference to compare io_uring against.
+//! - [`sim::SimDevice`]: in memory, deterministic, able to crash (drop, tear
+//!   or misdirect unflushed writes), fail chosen operations and rot bits.
+//!
+//! The interface is asynchronous: [`BlockDevice::submit`] queues an
+//! operation that owns its buffer; [`BlockDevice::reap`] submits what is
+//! queued in one batch and collects completions, each of which hands the
+//! buffer back. Everything above this seam is the same code in production
+//! and in every test.
+
+pub mod buffer;
+mod file;
+pub mod sim;
+pub mod sync;
+pub mod uring;
+
+use std::path::Path;
+
+pub use buffer::{BufferPool, IoBuf};
+pub use file::TargetKind;
+
+use crate::constants::IO_SIZE_BYTES_MAX;
+use crate::error::{Error, OpKind, Result};
+
+/// What a device is and what the engine managed to enable on it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceInfo {
+    /// The path as given, used in every error message.
+    pub name: String,
+    pub kind: TargetKind,
+    pub size_bytes: u64,
+    /// Smallest unit of O_DIRECT I/O (`BLKSSZGET`); every offset and length
+    /// must be a multiple of it.
+    pub logical_block_size: u64,
+    /// Unit the medium writes atomically at best (`BLKPBSZGET`).
+    pub physical_block_size: u64,
+    pub features: EngineFeatures,
+}
+
+/// io_uring features in use on this handle; each falls back cleanly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EngineFeatures {
+    pub registered_buffers: bool,
+    pub registered_file: bool,
+    pub single_issuer: bool,
+    pub defer_taskrun: bool,
+}
+
+/// How to open a device.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub read_only: bool,
+    /// Open block devices with `O_EXCL` (refused while mounted or held) and
+    /// take an exclusive `flock` on regular files.
+    pub exclusive: bool,
+    /// Operations in flight at most (io_uring submission queue depth).
+    pub queue_depth: u32,
+    /// A pool to register with the ring; buffers from it use fixed-buffer
+    /// operations, others plain ones.
+    pub buffers: Option<BufferPool>,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            read_only: false,
+            exclusive: true,
+            queue_depth: crate::constants::QUEUE_DEPTH_DEFAULT,
+            buffers: None,
+        }
+    }
+}
+
+/// One operation. It owns its buffer until its completion returns it.
+#[derive(Debug)]
+pub struct IoOp {
+    /// Chosen by the caller, returned in the completion.
+    pub token: u64,
+    pub kind: IoKind,
+}
+
+#[derive(Debug)]
+pub enum IoKind {
+    Read {
+        offset: u64,
+        buf: IoBuf,
+    },
+    /// `fua`: durable when complete (`RWF_DSYNC`), without a separate flush.
+    Write {
+        offset: u64,
+        buf: IoBuf,
+        fua: bool,
+    },
+    /// Makes every write completed before it durable.
+    Flush,
+}
+
+impl IoKind {
+    pub fn op(&self) -> OpKind {
+        match self {
+            IoKind::Read { .. } => OpKind::Read,
+            IoKind::Write { .. } => OpKind::Write,
+            IoKind::Flush => OpKind::Flush,
+        }
+    }
+
+    fn extent(&self) -> (u64, u64) {
+        match self {
+            IoKind::Read { offset, buf } | IoKind::Write { offset, buf, .. } => (*offset, buf.len() as u64),
+            IoKind::Flush => (0, 0),
+        }
+    }
+}
+
+/// The outcome of one operation.
+#[derive(Debug)]
+pub struct Completion {
+    pub token: u64,
+    pub op: OpKind,
+    pub offset: u64,
+    pub len: u64,
+    pub result: Result<()>,
+    /// The operation's buffer, back with the caller (reads: filled).
+    pub buf: Option<IoBuf>,
+}
+
+/// The seam between the store and a device.
+pub trait BlockDevice: Send {
+    fn info(&self) -> &DeviceInfo;
+
+    /// Queues one operation. Fails at once, without I/O, when the operation
+    /// is misaligned, out of range, a write to a poisoned or read-only
+    /// handle, or when `queue_depth` operations are already in flight.
+    fn submit(&mut self, op: IoOp) -> Result<()>;
+
+    /// Submits everything queued and appends completions to `out`, waiting
+    /// until at least `min_complete` (capped at what is in flight) arrived.
+    /// Returns how many were appended.
+    fn reap(&mut self, min_complete: usize, out: &mut Vec<Completion>) -> Result<usize>;
+
+    /// Operations submitted and not yet reaped.
+    fn in_flight(&self) -> usize;
+
+    fn queue_depth(&self) -> usize;
+
+    /// True once a flush has failed; writes and flushes are then refused.
+    fn is_poisoned(&self) -> bool;
+}
+
+/// Blocking helpers for code that does one operation at a time (superblock
+/// updates, tools). They must not be mixed with asynchronous operations in
+/// flight on the same handle.
+pub trait BlockDeviceExt: BlockDevice {
+    fn run_one(&mut self, kind: IoKind) -> Result<Option<IoBuf>> {
+        assert_eq!(self.in_flight(), 0, "blocking helper used with operations in flight");
+        self.submit(IoOp { token: u64::MAX, kind })?;
+        let mut out = Vec::with_capacity(1);
+        self.reap(1, &mut out)?;
+        let completion = out.pop().expect("reap(1) returned a completion");
+        assert_eq!(completion.token, u64::MAX);
+        completion.result.map(|()| completion.buf)
+    }
+
+    /// Reads `len` bytes at `offset` into a fresh standalone buffer.
+    fn read_at(&mut self, offset: u64, len: usize) -> Result<IoBuf> {
+        let buf = IoBuf::standalone(len)?;
+        Ok(self.run_one(IoKind::Read { offset, buf })?.expect("read returns its buffer"))
+    }
+
+    /// Writes `data` at `offset` (copied into an aligned buffer).
+    fn write_at(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<()> {
+        let mut buf = IoBuf::standalone(data.len())?;
+        buf.as_mut_slice().copy_from_slice(data);
+        self.run_one(IoKind::Write { offset, buf, fua }).map(drop)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.run_one(IoKind::Flush).map(drop)
+    }
+}
+
+impl<T: BlockDevice + ?Sized> BlockDeviceExt for T {}
+
+/// The checks every implementation makes before accepting an operation.
+pub(crate) fn validate(info: &DeviceInfo, kind: &IoKind, read_only: bool, poisoned: bool) -> Result<()> {
+    let op = kind.op();
+    let name = || info.name.clone();
+    if op != OpKind::Read && poisoned {
+        return Err(Error::Poisoned { device: name(), op });
+    }
+    if op != OpKind::Read && read_only {
+        let (offset, len) = kind.extent();
+        return Err(Error::io(
+            &info.name,
+            op,
+            offset,
+            len,
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, "device handle is read-only"),
+        ));
+    }
+    if op == OpKind::Flush {
+        return Ok(());
+    }
+    let (offset, len) = kind.extent();
+    let align = info.logical_block_size;
+    if len == 0 || offset % align != 0 || len % align != 0 {
+        return Err(Error::Misaligned { device: name(), op, offset, len, align });
+    }
+    if len > IO_SIZE_BYTES_MAX {
+        return Err(Error::InvalidArgument(format!(
+            "{}: {op} of {len} bytes exceeds the largest single I/O ({IO_SIZE_BYTES_MAX} bytes)",
+            info.name
+        )));
+    }
+    if offset.checked_add(len).is_none_or(|end| end > info.size_bytes) {
+        return Err(Error::OutOfRange { device: name(), op, offset, len, size: info.size_bytes });
+    }
+    Ok(())
+}
+
+/// Opens `path` with the production engine.
+pub fn open(path: &Path, options: &OpenOptions) -> Result<uring::UringDevice> {
+    uring::UringDevice::open(path, options)
+}

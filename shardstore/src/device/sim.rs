@@ -1,0 +1,469 @@
+//! The simulated device: an in-memory disk with a volatile write cache,
+//! for reaching states a real disk cannot produce on demand.
+//!
+//! It keeps the *durable image* (what survives power loss) and the *pending
+//! writes* (completed but not yet covered by a completed flush). Reads see
+//! the durable image with pending writes applied in order, as a real drive
+//! with a write-back cache does. A [`SimHandle`] held by the test can:
+//! - **crash** the device: every pending write independently persists, is
+//!   dropped, is torn at sector granularity, or lands at another offset
+//!   (misdirected); earlier handles are dead afterwards, as if the host
+//!   rebooted, and [`SimHandle::attach`] gives a fresh one;
+//! - **cut power** after N more writes or flushes, so a test can stop a
+//!   multi-step protocol at every step;
+//! - **inject I/O errors** on chosen operations and ranges;
+//! - **rot** chosen bits of the durable image.
+//!
+//! All randomness comes from a seed, so every failing case replays.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{validate, BlockDevice, Completion, DeviceInfo, EngineFeatures, IoKind, IoOp, TargetKind};
+use crate::error::{Error, OpKind, Result};
+use crate::rng::Rng;
+
+/// Geometry and seed of a simulated device.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub size_bytes: u64,
+    /// Logical sector: unit of alignment and of tearing.
+    pub sector_size: u64,
+    pub seed: u64,
+    pub queue_depth: usize,
+}
+
+impl SimConfig {
+    pub fn new(size_bytes: u64, seed: u64) -> Self {
+        SimConfig { size_bytes, sector_size: 512, seed, queue_depth: 128 }
+    }
+}
+
+/// A write that completed but is not yet durable.
+#[derive(Debug, Clone)]
+pub struct PendingWrite {
+    pub offset: u64,
+    pub data: Vec<u8>,
+}
+
+/// What a crash does to one pending write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    Persist,
+    Drop,
+    /// Only the sectors whose flag is true reach the medium.
+    Tear(Vec<bool>),
+    /// The whole write lands at this offset instead.
+    Misdirect(u64),
+}
+
+/// An injected I/O error.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub op: OpKind,
+    /// Only operations overlapping `[offset, offset + len)` are hit; `None`
+    /// hits every operation of the kind.
+    pub range: Option<(u64, u64)>,
+    /// Matching operations to let through before failing.
+    pub skip: u64,
+    /// Failures left; `None` fails forever (an unreadable sector).
+    pub remaining: Option<u64>,
+}
+
+impl Fault {
+    pub fn once(op: OpKind) -> Self {
+        Fault { op, range: None, skip: 0, remaining: Some(1) }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SimStats {
+    pub reads: u64,
+    pub writes: u64,
+    pub flushes: u64,
+    pub faults_hit: u64,
+}
+
+#[derive(Debug)]
+struct SimState {
+    name: String,
+    sector_size: u64,
+    durable: Vec<u8>,
+    image: Vec<u8>,
+    pending: Vec<PendingWrite>,
+    faults: Vec<Fault>,
+    /// Writes and flushes that may still complete before power is lost.
+    power_budget: Option<u64>,
+    powered: bool,
+    /// Bumped by every crash; handles from an older epoch are dead.
+    epoch: u64,
+    rng: Rng,
+    stats: SimStats,
+}
+
+/// The test's grip on a simulated device, shared with every handle.
+#[derive(Debug, Clone)]
+pub struct SimHandle {
+    state: Arc<Mutex<SimState>>,
+    config: SimConfig,
+}
+
+#[derive(Debug)]
+pub struct SimDevice {
+    info: DeviceInfo,
+    state: Arc<Mutex<SimState>>,
+    epoch: u64,
+    poisoned: bool,
+    depth: usize,
+    done: VecDeque<Completion>,
+}
+
+impl SimDevice {
+    pub fn new(config: SimConfig) -> SimDevice {
+        assert!(config.sector_size.is_power_of_two() && config.size_bytes % config.sector_size == 0);
+        let size = usize::try_from(config.size_bytes).expect("simulated device fits in memory");
+        let state = SimState {
+            name: format!("sim{:x}", config.seed),
+            sector_size: config.sector_size,
+            durable: vec![0; size],
+            image: vec![0; size],
+            pending: Vec::new(),
+            faults: Vec::new(),
+            power_budget: None,
+            powered: true,
+            epoch: 0,
+            rng: Rng::new(config.seed),
+            stats: SimStats::default(),
+        };
+        SimHandle { state: Arc::new(Mutex::new(state)), config }.attach()
+    }
+
+    pub fn handle(&self) -> SimHandle {
+        let state = self.state.lock().expect("sim lock");
+        let config = SimConfig {
+            size_bytes: self.info.size_bytes,
+            sector_size: self.info.logical_block_size,
+            seed: 0,
+            queue_depth: self.depth,
+        };
+        drop(state);
+        SimHandle { state: Arc::clone(&self.state), config }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SimState> {
+        self.state.lock().expect("sim lock")
+    }
+
+    fn execute(&mut self, kind: &mut IoKind) -> io::Result<()> {
+        let epoch = self.epoch;
+        let mut s = self.lock();
+        if s.epoch != epoch {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "device handle is gone: the device crashed"));
+        }
+        if !s.powered {
+            return Err(io::Error::other("simulated power loss"));
+        }
+        let op = kind.op();
+        let (offset, len) = kind.extent();
+        match op {
+            OpKind::Read => s.stats.reads += 1,
+            OpKind::Write => s.stats.writes += 1,
+            OpKind::Flush => s.stats.flushes += 1,
+            OpKind::Open | OpKind::Submit => {}
+        }
+        if s.take_fault(op, offset, len) {
+            s.stats.faults_hit += 1;
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        if op != OpKind::Read {
+            if let Some(budget) = s.power_budget.as_mut() {
+                if *budget == 0 {
+                    s.powered = false;
+                    return Err(io::Error::other("simulated power loss"));
+                }
+                *budget -= 1;
+            }
+        }
+        let (start, end) = (offset as usize, (offset + len) as usize);
+        match kind {
+            IoKind::Read { buf, .. } => buf.as_mut_slice().copy_from_slice(&s.image[start..end]),
+            IoKind::Write { buf, fua, .. } => {
+                s.image[start..end].copy_from_slice(buf.as_slice());
+                if *fua {
+                    s.durable[start..end].copy_from_slice(buf.as_slice());
+                } else {
+                    s.pending.push(PendingWrite { offset, data: buf.as_slice().to_vec() });
+                }
+            }
+            IoKind::Flush => {
+                let state = &mut *s;
+                state.durable.copy_from_slice(&state.image);
+                state.pending.clear();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SimState {
+    fn take_fault(&mut self, op: OpKind, offset: u64, len: u64) -> bool {
+        let hit = self.faults.iter().position(|f| {
+            f.op == op
+                && f.range.is_none_or(
+                    |(o, l)| {
+                        if op == OpKind::Flush {
+                            true
+                        } else {
+                            offset < o + l && o < offset + len
+                        }
+                    },
+                )
+        });
+        let Some(i) = hit else { return false };
+        let fault = &mut self.faults[i];
+        if fault.skip > 0 {
+            fault.skip -= 1;
+            return false;
+        }
+        if let Some(remaining) = fault.remaining.as_mut() {
+            *remaining -= 1;
+            if *remaining == 0 {
+                self.faults.remove(i);
+            }
+        }
+        true
+    }
+}
+
+impl SimHandle {
+    fn lock(&self) -> MutexGuard<'_, SimState> {
+        self.state.lock().expect("sim lock")
+    }
+
+    /// A new device handle on the current state (after a crash: the
+    /// rebooted host opening its disk again).
+    pub fn attach(&self) -> SimDevice {
+        let s = self.lock();
+        let info = DeviceInfo {
+            name: s.name.clone(),
+            kind: TargetKind::Simulated,
+            size_bytes: s.image.len() as u64,
+            logical_block_size: s.sector_size,
+            physical_block_size: s.sector_size.max(4096),
+            features: EngineFeatures::default(),
+        };
+        let epoch = s.epoch;
+        drop(s);
+        SimDevice {
+            info,
+            state: Arc::clone(&self.state),
+            epoch,
+            poisoned: false,
+            depth: self.config.queue_depth.max(1),
+            done: VecDeque::new(),
+        }
+    }
+
+    /// Lets `n` more writes or flushes through, then fails everything until
+    /// the next crash.
+    pub fn cut_power_after(&self, n: u64) {
+        self.lock().power_budget = Some(n);
+    }
+
+    pub fn is_powered(&self) -> bool {
+        self.lock().powered
+    }
+
+    pub fn pending(&self) -> Vec<PendingWrite> {
+        self.lock().pending.clone()
+    }
+
+    /// Crashes the device, deciding each pending write's fate with `fate`.
+    pub fn crash_with(&self, mut fate: impl FnMut(usize, &PendingWrite) -> Fate) {
+        let mut s = self.lock();
+        let pending = std::mem::take(&mut s.pending);
+        let sector = s.sector_size as usize;
+        for (i, w) in pending.iter().enumerate() {
+            let start = w.offset as usize;
+            match fate(i, w) {
+                Fate::Persist => s.durable[start..start + w.data.len()].copy_from_slice(&w.data),
+                Fate::Drop => {}
+                Fate::Tear(keep) => {
+                    assert_eq!(keep.len(), w.data.len() / sector, "tear mask must cover every sector");
+                    for (k, kept) in keep.iter().enumerate() {
+                        if *kept {
+                            let at = start + k * sector;
+                            s.durable[at..at + sector].copy_from_slice(&w.data[k * sector..(k + 1) * sector]);
+                        }
+                    }
+                }
+                Fate::Misdirect(to) => {
+                    let to = to as usize;
+                    assert!(to % sector == 0 && to + w.data.len() <= s.durable.len(), "misdirect target in range");
+                    s.durable[to..to + w.data.len()].copy_from_slice(&w.data);
+                }
+            }
+        }
+        let state = &mut *s;
+        state.image.copy_from_slice(&state.durable);
+        state.powered = true;
+        state.power_budget = None;
+        state.faults.clear();
+        state.epoch += 1;
+    }
+
+    /// Crashes with a seeded random fate per pending write: half persist,
+    /// a quarter are dropped, the rest torn or (rarely) misdirected.
+    pub fn crash(&self) {
+        let mut rng = {
+            let mut s = self.lock();
+            Rng::new(s.rng.next_u64())
+        };
+        let size = self.config.size_bytes;
+        let sector = self.lock().sector_size;
+        self.crash_with(|_, w| match rng.below(20) {
+            0..=9 => Fate::Persist,
+            10..=14 => Fate::Drop,
+            15..=18 => Fate::Tear((0..w.data.len() as u64 / sector).map(|_| rng.chance(1, 2)).collect()),
+            _ => {
+                let slots = (size - w.data.len() as u64) / sector;
+                Fate::Misdirect(rng.below(slots + 1) * sector)
+            }
+        });
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        self.lock().faults.push(fault);
+    }
+
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
+    /// Flips one bit of the medium (durable image and what reads see).
+    pub fn rot_bit(&self, offset: u64, bit: u8) {
+        let mut s = self.lock();
+        let mask = 1u8 << (bit % 8);
+        s.durable[offset as usize] ^= mask;
+        s.image[offset as usize] ^= mask;
+    }
+
+    /// Overwrites bytes of the medium directly (durable and visible), as
+    /// another program writing to the disk would.
+    pub fn scribble(&self, offset: u64, data: &[u8]) {
+        let mut s = self.lock();
+        let at = offset as usize;
+        s.durable[at..at + data.len()].copy_from_slice(data);
+        s.image[at..at + data.len()].copy_from_slice(data);
+    }
+
+    pub fn durable_image(&self) -> Vec<u8> {
+        self.lock().durable.clone()
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.lock().stats
+    }
+}
+
+impl BlockDevice for SimDevice {
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    fn submit(&mut self, op: IoOp) -> Result<()> {
+        let IoOp { token, mut kind } = op;
+        validate(&self.info, &kind, false, self.poisoned)?;
+        if self.done.len() >= self.depth {
+            return Err(Error::QueueFull { device: self.info.name.clone(), depth: self.depth });
+        }
+        let result = self.execute(&mut kind);
+        let op = kind.op();
+        let (offset, len) = kind.extent();
+        if op == OpKind::Flush && result.is_err() {
+            self.poisoned = true;
+        }
+        let buf = match kind {
+            IoKind::Read { buf, .. } | IoKind::Write { buf, .. } => Some(buf),
+            IoKind::Flush => None,
+        };
+        let result = result.map_err(|e| Error::io(&self.info.name, op, offset, len, e));
+        self.done.push_back(Completion { token, op, offset, len, result, buf });
+        Ok(())
+    }
+
+    fn reap(&mut self, _min_complete: usize, out: &mut Vec<Completion>) -> Result<usize> {
+        let n = self.done.len();
+        out.extend(self.done.drain(..));
+        Ok(n)
+    }
+
+    fn in_flight(&self) -> usize {
+        self.done.len()
+    }
+
+    fn queue_depth(&self) -> usize {
+        self.depth
+    }
+
+    fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::BlockDeviceExt;
+
+    #[test]
+    fn unflushed_writes_are_lost_and_flushed_ones_kept() {
+        let mut dev = SimDevice::new(SimConfig::new(1 << 20, 1));
+        let h = dev.handle();
+        dev.write_at(0, &[1u8; 4096], false).unwrap();
+        dev.flush().unwrap();
+        dev.write_at(4096, &[2u8; 4096], false).unwrap();
+        assert_eq!(dev.read_at(4096, 4096).unwrap().as_slice(), &[2u8; 4096], "reads see the cache");
+        h.crash_with(|_, _| Fate::Drop);
+        let mut dev = h.attach();
+        assert_eq!(dev.read_at(0, 4096).unwrap().as_slice(), &[1u8; 4096]);
+        assert_eq!(dev.read_at(4096, 4096).unwrap().as_slice(), &[0u8; 4096]);
+    }
+
+    #[test]
+    fn torn_write_keeps_chosen_sectors_and_old_handles_die() {
+        let mut dev = SimDevice::new(SimConfig::new(1 << 20, 2));
+        let h = dev.handle();
+        dev.write_at(0, &[7u8; 2048], false).unwrap();
+        h.crash_with(|_, _| Fate::Tear(vec![true, false, true, false]));
+        assert!(dev.read_at(0, 512).is_err(), "a handle from before the crash must be dead");
+        let img = h.durable_image();
+        assert!(img[..512].iter().all(|&b| b == 7) && img[512..1024].iter().all(|&b| b == 0));
+        assert!(img[1024..1536].iter().all(|&b| b == 7) && img[1536..2048].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn power_cut_and_faults_fail_operations() {
+        let mut dev = SimDevice::new(SimConfig::new(1 << 20, 3));
+        let h = dev.handle();
+        h.inject(Fault { op: OpKind::Read, range: Some((8192, 512)), skip: 0, remaining: None });
+        assert!(dev.read_at(8192, 4096).is_err());
+        assert!(dev.read_at(0, 4096).is_ok());
+        h.cut_power_after(1);
+        dev.write_at(0, &[1u8; 512], false).unwrap();
+        assert!(dev.write_at(512, &[1u8; 512], false).is_err());
+        assert!(!h.is_powered());
+    }
+
+    #[test]
+    fn failed_flush_poisons_the_handle() {
+        let mut dev = SimDevice::new(SimConfig::new(1 << 20, 4));
+        dev.handle().inject(Fault::once(OpKind::Flush));
+        dev.write_at(0, &[1u8; 512], false).unwrap();
+        assert!(dev.flush().is_err());
+        let err = dev.write_at(0, &[1u8; 512], false).unwrap_err();
+        assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+        assert!(dev.read_at(0, 512).is_ok(), "reads still work on a poisoned handle");
+    }
+}

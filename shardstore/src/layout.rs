@@ -1,0 +1,151 @@
+//! Where everything lives on a formatted device.
+//!
+//! ```text
+//! 0            1 MiB                          data_offset                       size - 1 MiB   size
+//! | head zone  | metadata region (index log,  | extent 0 | extent 1 | ... | pad | tail zone    |
+//! | SB0 .. SB1 | checkpoints; issue 3)        |                               | SB2 .. SB3   |
+//! ```
+//! Superblock copies 0 and 1 sit in the head zone, 512 KiB apart; copies 2
+//! and 3 in the tail zone, likewise, so neither one damaged region nor one
+//! misdirected write can take a quorum. See `docs/format.md`.
+
+use crate::constants::{
+    BLOCK_SIZE_BYTES, EXTENT_COUNT_MIN, EXTENT_SIZE_BYTES_MAX, EXTENT_SIZE_BYTES_MIN, META_FRACTION_DENOMINATOR,
+    META_SIZE_BYTES_MAX, META_SIZE_BYTES_MIN, SECTOR_SIZE_BYTES_MAX, SUPERBLOCK_COPIES_COUNT,
+    SUPERBLOCK_COPY_SPACING_BYTES, SUPERBLOCK_ZONE_SIZE_BYTES,
+};
+
+/// The layout parameters recorded in every superblock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Layout {
+    /// Device size when formatted; the tail zone is placed from it.
+    pub device_size_bytes: u64,
+    pub sector_size_bytes: u64,
+    pub block_size_bytes: u64,
+    pub extent_size_bytes: u64,
+    pub extent_count: u64,
+    pub meta_offset: u64,
+    pub meta_size_bytes: u64,
+    pub data_offset: u64,
+}
+
+/// Why a layout cannot be made; the caller adds the device name.
+pub type LayoutError = String;
+
+impl Layout {
+    /// Computes the layout for a device of `device_size_bytes` with the
+    /// given logical sector size and extent size.
+    pub fn compute(
+        device_size_bytes: u64,
+        sector_size_bytes: u64,
+        extent_size_bytes: u64,
+    ) -> Result<Layout, LayoutError> {
+        if !extent_size_bytes.is_power_of_two() {
+            return Err(format!("extent size {extent_size_bytes} is not a power of two"));
+        }
+        if extent_size_bytes % BLOCK_SIZE_BYTES != 0 || extent_size_bytes % sector_size_bytes != 0 {
+            return Err(format!(
+                "extent size {extent_size_bytes} is not a multiple of the block size ({BLOCK_SIZE_BYTES})"
+            ));
+        }
+        if !(EXTENT_SIZE_BYTES_MIN..=EXTENT_SIZE_BYTES_MAX).contains(&extent_size_bytes) {
+            return Err(format!(
+                "extent size {extent_size_bytes} is outside {EXTENT_SIZE_BYTES_MIN}..={EXTENT_SIZE_BYTES_MAX} bytes"
+            ));
+        }
+        if !sector_size_bytes.is_power_of_two() || sector_size_bytes > SECTOR_SIZE_BYTES_MAX {
+            return Err(format!("sector size {sector_size_bytes} is not supported"));
+        }
+        // Only whole zones count: a device whose size is not a multiple of
+        // the zone has its last partial zone unused.
+        let usable = device_size_bytes - device_size_bytes % SUPERBLOCK_ZONE_SIZE_BYTES;
+        let meta_size = (usable / META_FRACTION_DENOMINATOR)
+            .clamp(META_SIZE_BYTES_MIN, META_SIZE_BYTES_MAX)
+            .div_ceil(SUPERBLOCK_ZONE_SIZE_BYTES)
+            * SUPERBLOCK_ZONE_SIZE_BYTES;
+        let meta_offset = SUPERBLOCK_ZONE_SIZE_BYTES;
+        let data_offset = meta_offset + meta_size;
+        let tail_zone = usable.saturating_sub(SUPERBLOCK_ZONE_SIZE_BYTES);
+        let extent_count = tail_zone.saturating_sub(data_offset) / extent_size_bytes;
+        let needed = data_offset + EXTENT_COUNT_MIN * extent_size_bytes + SUPERBLOCK_ZONE_SIZE_BYTES;
+        if usable < SUPERBLOCK_ZONE_SIZE_BYTES * 2 || extent_count < EXTENT_COUNT_MIN {
+            return Err(format!(
+                "device of {device_size_bytes} bytes is too small: this layout needs at least {needed} bytes \
+                 ({EXTENT_COUNT_MIN} extents of {extent_size_bytes} bytes plus superblock zones and metadata)"
+            ));
+        }
+        Ok(Layout {
+            device_size_bytes,
+            sector_size_bytes,
+            block_size_bytes: BLOCK_SIZE_BYTES,
+            extent_size_bytes,
+            extent_count,
+            meta_offset,
+            meta_size_bytes: meta_size,
+            data_offset,
+        })
+    }
+
+    /// Start of the tail superblock zone.
+    pub fn tail_zone_offset(&self) -> u64 {
+        tail_zone_offset(self.device_size_bytes)
+    }
+
+    /// Byte offset of superblock copy `index`.
+    pub fn copy_offset(&self, index: usize) -> u64 {
+        copy_offset(self.device_size_bytes, index)
+    }
+
+    pub fn data_end(&self) -> u64 {
+        self.data_offset + self.extent_count * self.extent_size_bytes
+    }
+
+    /// Checks the internal consistency of a layout read from disk.
+    pub fn check(&self) -> Result<(), LayoutError> {
+        let expected = Layout::compute(self.device_size_bytes, self.sector_size_bytes, self.extent_size_bytes)?;
+        if *self == expected {
+            Ok(())
+        } else {
+            Err(format!("layout fields are inconsistent: recorded {self:?}, derived {expected:?}"))
+        }
+    }
+}
+
+pub fn tail_zone_offset(device_size_bytes: u64) -> u64 {
+    let usable = device_size_bytes - device_size_bytes % SUPERBLOCK_ZONE_SIZE_BYTES;
+    usable.saturating_sub(SUPERBLOCK_ZONE_SIZE_BYTES)
+}
+
+/// Offset of superblock copy `index` on a device formatted at
+/// `device_size_bytes`.
+pub fn copy_offset(device_size_bytes: u64, index: usize) -> u64 {
+    assert!(index < SUPERBLOCK_COPIES_COUNT);
+    let zone = if index < 2 { 0 } else { tail_zone_offset(device_size_bytes) };
+    zone + (index as u64 % 2) * SUPERBLOCK_COPY_SPACING_BYTES
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_are_distinct_aligned_and_outside_data() {
+        let l = Layout::compute(10 << 30, 512, 64 << 20).unwrap();
+        let offsets: Vec<u64> = (0..4).map(|i| l.copy_offset(i)).collect();
+        for (i, o) in offsets.iter().enumerate() {
+            assert_eq!(o % 4096, 0);
+            assert!(*o + 4096 <= l.meta_offset || *o >= l.data_end(), "copy {i} overlaps data");
+        }
+        assert_eq!(offsets[0], 0);
+        assert!(offsets[2] >= l.data_end());
+        assert!(l.data_end() <= l.tail_zone_offset());
+        l.check().unwrap();
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        assert!(Layout::compute(1 << 30, 512, 3 << 20).unwrap_err().contains("power of two"));
+        assert!(Layout::compute(1 << 30, 512, 2048).unwrap_err().contains("multiple of the block size"));
+        assert!(Layout::compute(8 << 20, 512, 1 << 20).unwrap_err().contains("too small"));
+    }
+}
