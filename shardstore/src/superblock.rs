@@ -298,7 +298,9 @@ pub fn select(copies: &[CopyReport]) -> std::result::Result<Selection, SelectErr
             .iter()
             .any(|c| !matches!(c.copy, Err(CopyProblem::Blank | CopyProblem::NoMagic | CopyProblem::Unreadable(_))));
         return Err(if any_ours {
-            SelectError::NoQuorum("no copy is valid".to_owned())
+            let problems: Vec<String> =
+                copies.iter().filter_map(|c| c.copy.as_ref().err().map(|p| format!("copy {}: {p}", c.index))).collect();
+            SelectError::NoQuorum(format!("no copy is valid ({})", problems.join("; ")))
         } else {
             SelectError::NotFormatted
         });

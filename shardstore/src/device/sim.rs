@@ -198,8 +198,10 @@ impl SimDevice {
             }
             IoKind::Flush => {
                 let state = &mut *s;
-                state.durable.copy_from_slice(&state.image);
-                state.pending.clear();
+                for w in state.pending.drain(..) {
+                    let at = w.offset as usize;
+                    state.durable[at..at + w.data.len()].copy_from_slice(&w.data);
+                }
             }
         }
         Ok(())

@@ -108,7 +108,7 @@ impl UringDevice {
                 match unsafe { ring.submitter().register_buffers(&iovecs) } {
                     Ok(()) => registered_pool = Some(pool.clone()),
                     Err(e) => {
-                        tracing::debug!(device = %name, error = %e, "registered buffers refused; using plain reads and writes")
+                        tracing::debug!(device = %name, error = %e, "registered buffers refused; using plain reads and writes");
                     }
                 }
             }
