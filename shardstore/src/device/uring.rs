@@ -320,5 +320,12 @@ impl Drop for UringDevice {
             }
             sink.clear();
         }
+        // Ring teardown is asynchronous in the kernel, and a registered file
+        // holds a reference until it ends: unregister now so the O_EXCL
+        // claim or flock is released when this handle is gone, and a reopen
+        // right after does not see the device as busy.
+        if self.info.features.registered_file {
+            let _ = self.ring.submitter().unregister_files();
+        }
     }
 }
