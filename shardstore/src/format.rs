@@ -34,13 +34,15 @@ impl Default for FormatOptions {
 /// open refuses as unformatted, never a mix of two identities that opens.
 pub fn format(dev: &mut dyn BlockDevice, options: &FormatOptions) -> Result<Superblock> {
     let info = dev.info().clone();
-    let layout = Layout::compute(info.size_bytes, info.logical_block_size, options.extent_size_bytes)
-        .map_err(|reason| Error::InvalidLayout { device: info.name.clone(), reason })?;
+    // What is on the device is the first thing an operator must hear about,
+    // before whether the requested layout fits.
     if !options.force {
         if let Some(reason) = signature::detect(dev)? {
             return Err(Error::WouldOverwrite { device: info.name.clone(), reason });
         }
     }
+    let layout = Layout::compute(info.size_bytes, info.logical_block_size, options.extent_size_bytes)
+        .map_err(|reason| Error::InvalidLayout { device: info.name.clone(), reason })?;
     let zeros = vec![0u8; SUPERBLOCK_COPY_SIZE_BYTES as usize];
     for index in 0..SUPERBLOCK_COPIES_COUNT {
         dev.write_at(layout.copy_offset(index), &zeros, false)?;

@@ -184,7 +184,8 @@ fn copy_pattern_table() {
 
 #[test]
 fn crash_at_every_write_of_an_update_opens_old_or_new() {
-    let fates: [(&str, fn(&mut Rng, usize, usize) -> Fate); 4] = [
+    type FateFn = fn(&mut Rng, usize, usize) -> Fate;
+    let fates: [(&str, FateFn); 4] = [
         ("drop all", |_, _, _| Fate::Drop),
         ("persist all", |_, _, _| Fate::Persist),
         ("tear", |rng, _, len| Fate::Tear((0..len / 512).map(|_| rng.chance(1, 2)).collect())),

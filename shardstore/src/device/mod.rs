@@ -65,6 +65,8 @@ pub struct OpenOptions {
     /// A pool to register with the ring; buffers from it use fixed-buffer
     /// operations, others plain ones.
     pub buffers: Option<BufferPool>,
+    /// Register the file descriptor with the ring (io_uring only).
+    pub register_file: bool,
 }
 
 impl Default for OpenOptions {
@@ -74,6 +76,7 @@ impl Default for OpenOptions {
             exclusive: true,
             queue_depth: crate::constants::QUEUE_DEPTH_DEFAULT,
             buffers: None,
+            register_file: true,
         }
     }
 }

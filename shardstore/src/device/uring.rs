@@ -97,7 +97,8 @@ impl UringDevice {
         })?;
         let ring_enabled = !single_issuer;
 
-        let registered_file = ring.submitter().register_files(&[target.file.as_raw_fd()]).is_ok();
+        let registered_file =
+            options.register_file && ring.submitter().register_files(&[target.file.as_raw_fd()]).is_ok();
 
         let mut registered_pool = None;
         if let Some(pool) = &options.buffers {
