@@ -1,1 +1,22 @@
-fn main() {}
+//! `shardctl`: format and inspect shardnode devices.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use shardnode_tools::shardctl::{exit, Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Format(args) => shardnode_tools::shardctl::format::run(args),
+        Command::Inspect(args) => shardnode_tools::shardctl::inspect::run(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            // One line: the chain of causes joined, never a backtrace.
+            eprintln!("shardctl: {e:#}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}

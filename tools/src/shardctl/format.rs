@@ -1,0 +1,103 @@
+//! `shardctl format DEVICE`: lay out a device (creating a sparse file when
+//! `--size` is given) and write its first superblock.
+
+use std::os::unix::fs::FileTypeExt;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use shardstore::device::{self, BlockDevice, OpenOptions};
+use shardstore::format::{format, FormatOptions};
+
+use crate::units::{human_bytes, parse_size};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Block device or regular file to format.
+    pub device: PathBuf,
+    /// Create (or with --force, resize) a regular file of this size, e.g. 10G.
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<u64>,
+    /// Extent size: a power of two, a multiple of the block size, 1MiB..=1GiB.
+    #[arg(long, value_parser = parse_size, default_value = "64MiB")]
+    pub extent_size: u64,
+    /// Overwrite a device that holds a shardnode store or any other data.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the new superblock as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<u8> {
+    let path = &args.device;
+    let created = prepare_file(args)?;
+    let result = format_path(args);
+    if result.is_err() && created {
+        // Leave nothing behind for a format that did not happen.
+        let _ = std::fs::remove_file(path);
+    }
+    let sb = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&sb)?);
+    } else {
+        let l = &sb.layout;
+        println!(
+            "formatted {}: device {}, {} extents of {}, metadata {} at offset {}, data at offset {}",
+            path.display(),
+            shardstore::superblock::format_uuid(&sb.device_uuid),
+            l.extent_count,
+            human_bytes(l.extent_size_bytes),
+            human_bytes(l.meta_size_bytes),
+            l.meta_offset,
+            l.data_offset
+        );
+    }
+    Ok(super::exit::OK)
+}
+
+/// Creates or resizes the backing file for `--size`; returns whether it
+/// created the file.
+fn prepare_file(args: &Args) -> anyhow::Result<bool> {
+    let path = &args.device;
+    match (std::fs::metadata(path), args.size) {
+        (Err(e), None) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("{}: no such file or block device (pass --size SIZE to create a file-backed device)", path.display())
+        }
+        (Err(e), None) => Err(e).with_context(|| format!("{}: cannot stat", path.display())),
+        (Err(e), Some(size)) if e.kind() == std::io::ErrorKind::NotFound => {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .with_context(|| format!("{}: cannot create", path.display()))?;
+            file.set_len(size).with_context(|| format!("{}: cannot size to {size} bytes", path.display()))?;
+            Ok(true)
+        }
+        (Err(e), Some(_)) => Err(e).with_context(|| format!("{}: cannot stat", path.display())),
+        (Ok(meta), Some(size)) => {
+            if meta.file_type().is_block_device() {
+                bail!("{}: --size applies only to regular files; a block device has its own size", path.display());
+            }
+            if meta.len() != size {
+                if !args.force {
+                    bail!(
+                        "{}: exists with {} bytes, not the {size} given by --size (pass --force to resize it)",
+                        path.display(),
+                        meta.len()
+                    );
+                }
+                std::fs::OpenOptions::new().write(true).open(path)?.set_len(size)?;
+            }
+            Ok(false)
+        }
+        (Ok(_), None) => Ok(false),
+    }
+}
+
+fn format_path(args: &Args) -> anyhow::Result<shardstore::superblock::Superblock> {
+    let mut dev = device::open(&args.device, &OpenOptions { queue_depth: 4, ..OpenOptions::default() })?;
+    let options = FormatOptions { extent_size_bytes: args.extent_size, force: args.force, ..FormatOptions::default() };
+    let sb = format(&mut dev, &options)?;
+    debug_assert!(!dev.is_poisoned());
+    Ok(sb)
+}

@@ -1,0 +1,33 @@
+//! `shardctl`: the operator's admin CLI. One module per subcommand.
+
+pub mod format;
+pub mod inspect;
+
+use clap::{Parser, Subcommand};
+
+/// shardnode admin CLI: format and inspect devices.
+#[derive(Debug, Parser)]
+#[command(name = "shardctl", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Format a block device or a regular file as a shardnode store.
+    Format(format::Args),
+    /// Print the layout and every superblock copy of a device.
+    Inspect(inspect::Args),
+}
+
+/// Exit codes, documented in docs/cli.md.
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// Bad input, or the device is unusable.
+    pub const FAILURE: u8 = 1;
+    /// Usage error (clap).
+    pub const USAGE: u8 = 2;
+    /// The device opens but some superblock copies need repair.
+    pub const DEGRADED: u8 = 3;
+}

@@ -1,0 +1,221 @@
+//! `shardctl format` and `inspect` as an operator runs them: real binaries
+//! on real files and, as root, on a real loop device.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn shardctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shardctl")).args(args).output().expect("run shardctl")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn inspect_json(path: &str) -> (i32, Value) {
+    let o = shardctl(&["inspect", path, "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("inspect JSON: {e}: {}", stderr(&o)));
+    (o.status.code().unwrap(), v)
+}
+
+fn write_at(path: &Path, offset: u64, data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(data, offset).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[test]
+fn format_then_inspect_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("dev.img");
+    let p = img.to_str().unwrap();
+    let o = shardctl(&["format", p, "--size", "256M", "--extent-size", "8M"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("formatted"));
+    let (code, v) = inspect_json(p);
+    assert_eq!(code, 0);
+    assert_eq!(v["status"], "healthy");
+    let copies = v["superblock"]["copies"].as_array().unwrap();
+    assert_eq!(copies.len(), 4);
+    for c in copies {
+        assert_eq!(c["valid"], true);
+        assert_eq!(c["sequence"], 1);
+        assert!(c["problem"].is_null());
+        assert!(c["offset"].as_u64().unwrap() % 4096 == 0);
+    }
+    assert_eq!(v["superblock"]["in_force"]["layout"]["extent_size_bytes"], 8 << 20);
+    let human = shardctl(&["inspect", p]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains("in force    sequence 1") && text.contains("status      healthy"), "{text}");
+
+    // A second format is refused, naming what is there; --force works.
+    let o = shardctl(&["format", p]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("holds a shardnode store") && stderr(&o).contains("--force"), "{}", stderr(&o));
+    let o = shardctl(&["format", p, "--force", "--extent-size", "16M"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(inspect_json(p).1["superblock"]["in_force"]["layout"]["extent_size_bytes"], 16 << 20);
+}
+
+#[test]
+fn inspect_reports_damaged_copies_and_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("dev.img");
+    let p = img.to_str().unwrap();
+    assert!(shardctl(&["format", p, "--size", "64M", "--extent-size", "1M"]).status.success());
+    let offsets: Vec<u64> = inspect_json(p).1["superblock"]["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["offset"].as_u64().unwrap())
+        .collect();
+
+    // One torn copy: degraded, exit 3, the copy named with its problem.
+    write_at(&img, offsets[2] + 1000, &[0xFF; 100]);
+    let (code, v) = inspect_json(p);
+    assert_eq!(code, 3);
+    assert_eq!(v["status"], "degraded");
+    let c2 = &v["superblock"]["copies"][2];
+    assert_eq!(c2["valid"], false);
+    assert!(c2["problem"].as_str().unwrap().contains("bad checksum"), "{c2}");
+    let o = shardctl(&["inspect", p]);
+    assert!(stderr(&o).contains("copies 2 need repair"), "{}", stderr(&o));
+
+    // A misdirected copy: copy 1's bytes in slot 0.
+    let mut copy1 = vec![0u8; 4096];
+    {
+        use std::os::unix::fs::FileExt;
+        std::fs::File::open(&img).unwrap().read_exact_at(&mut copy1, offsets[1]).unwrap();
+    }
+    write_at(&img, offsets[0], &copy1);
+    let (code, v) = inspect_json(p);
+    // Copies 1 and 3 are still valid: a quorum of 2, so it still opens.
+    assert_eq!(code, 3, "{v}");
+    assert_eq!(v["superblock"]["in_force"]["sequence"], 1);
+    let c0 = &v["superblock"]["copies"][0];
+    assert!(c0["problem"].as_str().unwrap().contains("misdirected"), "{c0}");
+
+    // Three bad copies: unusable, exit 1.
+    write_at(&img, offsets[3] + 8, &[0xEE; 4]);
+    let (code, v) = inspect_json(p);
+    assert_eq!(code, 1);
+    assert_eq!(v["status"], "unusable");
+    assert!(v["reason"].as_str().unwrap().contains("no superblock version"), "{v}");
+}
+
+#[test]
+fn bad_input_gets_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.img");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["format".into(), missing.display().to_string()], "pass --size"),
+        (vec!["inspect".into(), missing.display().to_string()], "No such file"),
+        (
+            vec!["format".into(), dir.path().join("s.img").display().to_string(), "--size".into(), "8M".into()],
+            "too small",
+        ),
+        (
+            vec![
+                "format".into(),
+                dir.path().join("e.img").display().to_string(),
+                "--size".into(),
+                "1G".into(),
+                "--extent-size".into(),
+                "3M".into(),
+            ],
+            "not a power of two",
+        ),
+        (
+            vec![
+                "format".into(),
+                dir.path().join("b.img").display().to_string(),
+                "--size".into(),
+                "1G".into(),
+                "--extent-size".into(),
+                "2k".into(),
+            ],
+            "not a multiple of the block size",
+        ),
+        (vec!["format".into(), dir.path().display().to_string()], "not a block device or a regular file"),
+    ];
+    for (args, want) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = shardctl(&args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err:?} should contain {want:?}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line expected: {err:?}");
+    }
+    // A refused format leaves no file behind.
+    assert!(!dir.path().join("s.img").exists());
+    assert!(!dir.path().join("e.img").exists());
+    // Unknown data is not overwritten.
+    let junk = dir.path().join("junk.img");
+    std::fs::write(&junk, vec![7u8; 64 << 20]).unwrap();
+    let o = shardctl(&["format", junk.to_str().unwrap()]);
+    assert!(stderr(&o).contains("unknown kind"), "{}", stderr(&o));
+    assert!(std::fs::read(&junk).unwrap().iter().all(|&b| b == 7), "refused format must not write");
+}
+
+/// Detaches the loop device however the test ends.
+struct Loop {
+    dev: PathBuf,
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
+
+#[test]
+fn format_and_inspect_a_real_loop_device() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIP format_and_inspect_a_real_loop_device: needs root to attach a loop device");
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let backing = dir.path().join("loop.img");
+    std::fs::File::create(&backing).unwrap().set_len(512 << 20).unwrap();
+    let out = Command::new("losetup").args(["--find", "--show"]).arg(&backing).output();
+    let out = match out {
+        Ok(o) if o.status.success() => o,
+        other => panic!("losetup is required as root and failed: {other:?}"),
+    };
+    let dev = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let guard = Loop { dev: dev.clone() };
+    let p = dev.to_str().unwrap();
+
+    let o = shardctl(&["format", p, "--extent-size", "16M"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (code, v) = inspect_json(p);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["device"]["kind"], "block_device");
+    assert_eq!(v["device"]["size_bytes"], 512u64 << 20);
+    assert_eq!(v["device"]["logical_block_size"], 512);
+    assert!(v["superblock"]["copies"].as_array().unwrap().iter().all(|c| c["valid"] == true));
+
+    let o = shardctl(&["format", p]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    let o = shardctl(&["format", p, "--size", "1G"]);
+    assert!(stderr(&o).contains("only to regular files"), "{}", stderr(&o));
+
+    // Held exclusively (as a mount would): refused as busy, even with --force.
+    let held = std::fs::OpenOptions::new().read(true).custom_flags(libc_o_excl()).open(&dev).unwrap();
+    let o = shardctl(&["format", p, "--force"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("mounted or held open"), "{}", stderr(&o));
+    drop(held);
+    let o = shardctl(&["format", p, "--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(guard);
+}
+
+fn libc_o_excl() -> i32 {
+    nix::fcntl::OFlag::O_EXCL.bits()
+}
