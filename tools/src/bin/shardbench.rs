@@ -1,1 +1,34 @@
-fn main() {}
+//! `shardbench`: fio-style benchmark of the shardnode device engine.
+
+use std::process::ExitCode;
+
+use shardnode_tools::bench::{self, options};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{}", options::USAGE);
+        return ExitCode::SUCCESS;
+    }
+    if args.iter().any(|a| a == "--version") {
+        println!("shardbench-{}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let invocation = match options::parse_args(args) {
+        Ok(inv) => inv,
+        Err(e) => {
+            eprintln!("shardbench: {e}\n{}", options::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    match bench::run(&invocation) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shardbench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! fio's command-line options, for the subset shardbench supports.
+//!
+//! As in fio: options before the first `--name` are global defaults; each
+//! `--name` starts a job that inherits them; later options apply to that
+//! job. `--key=value` and `--key value` both work; a boolean option may be
+//! given bare. An option fio has that shardbench lacks is an error naming
+//! it, never silently ignored.
+
+use std::path::PathBuf;
+
+use crate::units::{parse_duration_us, parse_size};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rw {
+    Read,
+    Write,
+    RandRead,
+    RandWrite,
+    /// Sequential mixed reads and writes.
+    ReadWrite,
+    RandReadWrite,
+}
+
+impl Rw {
+    pub fn is_random(self) -> bool {
+        matches!(self, Rw::RandRead | Rw::RandWrite | Rw::RandReadWrite)
+    }
+
+    /// Percentage of operations that are reads, given `rwmixread`.
+    pub fn read_percent(self, rwmixread: u32) -> u32 {
+        match self {
+            Rw::Read | Rw::RandRead => 100,
+            Rw::Write | Rw::RandWrite => 0,
+            Rw::ReadWrite | Rw::RandReadWrite => rwmixread,
+        }
+    }
+
+    pub fn fio_name(self) -> &'static str {
+        match self {
+            Rw::Read => "read",
+            Rw::Write => "write",
+            Rw::RandRead => "randread",
+            Rw::RandWrite => "randwrite",
+            Rw::ReadWrite => "rw",
+            Rw::RandReadWrite => "randrw",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    IoUring,
+    Psync,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Normal,
+    Json,
+}
+
+/// One job as fio would understand it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    pub name: String,
+    pub filename: Option<PathBuf>,
+    pub rw: Rw,
+    pub rwmixread: u32,
+    pub bs: u64,
+    pub iodepth: u32,
+    pub numjobs: u32,
+    pub size: Option<u64>,
+    pub offset: u64,
+    pub runtime_us: Option<u64>,
+    pub time_based: bool,
+    pub ramp_time_us: u64,
+    pub ioengine: Engine,
+    pub group_reporting: bool,
+    pub randseed: u64,
+    /// io_uring: use the registered buffer pool (fio's `fixedbufs`; on by
+    /// default here because the shardnode engine always registers its pool).
+    pub fixedbufs: bool,
+    /// io_uring: register the file with the ring (fio's `registerfiles`).
+    pub registerfiles: bool,
+    /// Every option given for this job, as text, for the JSON's
+    /// `job options` (fio echoes them).
+    pub given: Vec<(String, String)>,
+}
+
+impl Default for JobSpec {
+    fn default() -> Self {
+        JobSpec {
+            name: String::new(),
+            filename: None,
+            rw: Rw::Read,
+            rwmixread: 50,
+            bs: 4096,
+            iodepth: 1,
+            numjobs: 1,
+            size: None,
+            offset: 0,
+            runtime_us: None,
+            time_based: false,
+            ramp_time_us: 0,
+            ioengine: Engine::IoUring,
+            group_reporting: false,
+            randseed: 0x5eed_5eed,
+            fixedbufs: true,
+            registerfiles: true,
+            given: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invocation {
+    pub jobs: Vec<JobSpec>,
+    pub output_format: OutputFormat,
+}
+
+/// Options that are flags when given without a value.
+const BOOLEAN: &[&str] = &["time_based", "group_reporting", "fixedbufs", "registerfiles"];
+
+const KNOWN: &[&str] = &[
+    "name",
+    "filename",
+    "rw",
+    "readwrite",
+    "rwmixread",
+    "rwmixwrite",
+    "bs",
+    "iodepth",
+    "numjobs",
+    "size",
+    "offset",
+    "runtime",
+    "time_based",
+    "ramp_time",
+    "direct",
+    "ioengine",
+    "group_reporting",
+    "randseed",
+    "fixedbufs",
+    "registerfiles",
+    "output-format",
+];
+
+pub const USAGE: &str = "usage: shardbench --name=JOB --filename=PATH [--rw=read|write|randread|randwrite|rw|randrw] \
+[--bs=4k] [--iodepth=N] [--numjobs=N] [--size=SIZE] [--offset=SIZE] [--runtime=30] [--time_based] \
+[--ramp_time=T] [--rwmixread=PCT] [--direct=1] [--ioengine=io_uring|psync] [--fixedbufs=0|1] \
+[--registerfiles=0|1] [--group_reporting] \
+[--output-format=normal|json]";
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("option {key}: expected 0 or 1, got {value:?}")),
+    }
+}
+
+fn parse_u32(key: &str, value: &str, min: u32, max: u32) -> Result<u32, String> {
+    let n: u32 = value.parse().map_err(|_| format!("option {key}: expected a number, got {value:?}"))?;
+    if n < min || n > max {
+        return Err(format!("option {key}: {n} is outside {min}..={max}"));
+    }
+    Ok(n)
+}
+
+fn apply(job: &mut JobSpec, key: &str, value: &str) -> Result<(), String> {
+    match key {
+        "name" => value.clone_into(&mut job.name),
+        "filename" => job.filename = Some(PathBuf::from(value)),
+        "rw" | "readwrite" => {
+            job.rw = match value {
+                "read" => Rw::Read,
+                "write" => Rw::Write,
+                "randread" => Rw::RandRead,
+                "randwrite" => Rw::RandWrite,
+                "rw" | "readwrite" => Rw::ReadWrite,
+                "randrw" => Rw::RandReadWrite,
+                _ => {
+                    return Err(format!(
+                        "option {key}: unsupported pattern {value:?} (read, write, randread, randwrite, rw, randrw)"
+                    ))
+                }
+            }
+        }
+        "rwmixread" => job.rwmixread = parse_u32(key, value, 0, 100)?,
+        "rwmixwrite" => job.rwmixread = 100 - parse_u32(key, value, 0, 100)?,
+        "bs" => {
+            let bs = parse_size(value).map_err(|e| format!("option bs: {e}"))?;
+            if bs == 0 || bs % 512 != 0 || bs > shardstore::constants::IO_SIZE_BYTES_MAX {
+                return Err(format!("option bs: {bs} must be a non-zero multiple of 512 up to 64MiB"));
+            }
+            job.bs = bs;
+        }
+        "iodepth" => job.iodepth = parse_u32(key, value, 1, shardstore::constants::QUEUE_DEPTH_MAX)?,
+        "numjobs" => job.numjobs = parse_u32(key, value, 1, 256)?,
+        "size" => job.size = Some(parse_size(value).map_err(|e| format!("option size: {e}"))?),
+        "offset" => job.offset = parse_size(value).map_err(|e| format!("option offset: {e}"))?,
+        "runtime" => job.runtime_us = Some(parse_duration_us(value).map_err(|e| format!("option runtime: {e}"))?),
+        "time_based" => job.time_based = parse_bool(key, value)?,
+        "ramp_time" => job.ramp_time_us = parse_duration_us(value).map_err(|e| format!("option ramp_time: {e}"))?,
+        "direct" => {
+            if !parse_bool(key, value)? {
+                return Err("option direct: shardbench always uses O_DIRECT (direct=0 is not supported)".to_owned());
+            }
+        }
+        "ioengine" => {
+            job.ioengine = match value {
+                "io_uring" => Engine::IoUring,
+                "psync" => Engine::Psync,
+                _ => return Err(format!("option ioengine: unsupported engine {value:?} (io_uring, psync)")),
+            }
+        }
+        "group_reporting" => job.group_reporting = parse_bool(key, value)?,
+        "fixedbufs" => job.fixedbufs = parse_bool(key, value)?,
+        "registerfiles" => job.registerfiles = parse_bool(key, value)?,
+        "randseed" => {
+            job.randseed = value.parse().map_err(|_| format!("option randseed: expected a number, got {value:?}"))?;
+        }
+        _ => return Err(format!("unknown option {key:?} (see --help)")),
+    }
+    Ok(())
+}
+
+/// Parses a fio-style command line (without the program name).
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, String> {
+    let mut args = args.into_iter().peekable();
+    let mut global = JobSpec::default();
+    let mut jobs: Vec<JobSpec> = Vec::new();
+    let mut output_format = OutputFormat::Normal;
+    while let Some(arg) = args.next() {
+        let Some(opt) = arg.strip_prefix("--") else {
+            return Err(format!(
+                "unexpected argument {arg:?}: job files are not supported yet; give options as --key=value"
+            ));
+        };
+        let (key, inline) = match opt.split_once('=') {
+            Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+            None => (opt.to_owned(), None),
+        };
+        if !KNOWN.contains(&key.as_str()) {
+            return Err(format!("unknown option --{key} (see --help)"));
+        }
+        let value = match inline {
+            Some(v) => v,
+            None if BOOLEAN.contains(&key.as_str()) => "1".to_owned(),
+            None => args.next().ok_or_else(|| format!("option --{key} needs a value"))?,
+        };
+        if key == "output-format" {
+            output_format = match value.as_str() {
+                "normal" => OutputFormat::Normal,
+                "json" => OutputFormat::Json,
+                _ => return Err(format!("option output-format: unsupported format {value:?} (normal, json)")),
+            };
+            continue;
+        }
+        if key == "name" {
+            jobs.push(global.clone());
+        }
+        let target = jobs.last_mut().unwrap_or(&mut global);
+        apply(target, &key, &value)?;
+        target.given.push((key, value));
+    }
+    if jobs.is_empty() {
+        return Err("no job defined: give at least --name=JOB".to_owned());
+    }
+    for job in &jobs {
+        if job.filename.is_none() {
+            return Err(format!("job {:?}: no --filename given", job.name));
+        }
+        if job.time_based && job.runtime_us.is_none() {
+            return Err(format!("job {:?}: --time_based needs --runtime", job.name));
+        }
+        if job.offset % job.bs != 0 {
+            return Err(format!("job {:?}: offset {} is not a multiple of bs {}", job.name, job.offset, job.bs));
+        }
+    }
+    Ok(Invocation { jobs, output_format })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Invocation, String> {
+        parse_args(line.split_whitespace().map(str::to_owned))
+    }
+
+    #[test]
+    fn fio_command_lines_parse() {
+        let inv = parse("--ioengine=io_uring --direct=1 --name=rr --filename=/tmp/x --rw=randread --bs=4k --iodepth 32 --runtime=10 --time_based --output-format=json").unwrap();
+        assert_eq!(inv.output_format, OutputFormat::Json);
+        let j = &inv.jobs[0];
+        assert_eq!(
+            (j.rw, j.bs, j.iodepth, j.runtime_us, j.time_based),
+            (Rw::RandRead, 4096, 32, Some(10_000_000), true)
+        );
+        assert_eq!(j.filename.as_deref(), Some(std::path::Path::new("/tmp/x")));
+    }
+
+    #[test]
+    fn globals_apply_to_every_job_and_job_options_to_one() {
+        let inv = parse("--filename=/d --bs=8k --name=a --rw=write --name=b --bs=1m").unwrap();
+        assert_eq!(inv.jobs.len(), 2);
+        assert_eq!((inv.jobs[0].bs, inv.jobs[0].rw), (8192, Rw::Write));
+        assert_eq!((inv.jobs[1].bs, inv.jobs[1].rw), (1 << 20, Rw::Read));
+    }
+
+    #[test]
+    fn mixes_follow_fio() {
+        let inv = parse("--name=m --filename=/d --rw=randrw --rwmixwrite=30").unwrap();
+        assert_eq!(inv.jobs[0].rw.read_percent(inv.jobs[0].rwmixread), 70);
+    }
+
+    #[test]
+    fn every_error_names_what_is_wrong() {
+        let cases = [
+            ("--name=a --filename=/d --verify=md5", "unknown option --verify"),
+            ("--name=a --filename=/d --rw=trim", "unsupported pattern"),
+            ("--name=a --filename=/d --bs=1000", "option bs"),
+            ("--name=a --filename=/d --bs=4q", "unknown suffix"),
+            ("--name=a --filename=/d --iodepth=0", "option iodepth"),
+            ("--name=a --filename=/d --rwmixread=101", "option rwmixread"),
+            ("--name=a --filename=/d --direct=0", "direct=0"),
+            ("--name=a --filename=/d --ioengine=libaio", "unsupported engine"),
+            ("--name=a --filename=/d --output-format=terse", "unsupported format"),
+            ("--name=a --filename=/d --time_based", "needs --runtime"),
+            ("--name=a --filename=/d --runtime=5x", "option runtime"),
+            ("--name=a", "no --filename"),
+            ("--filename=/d", "no job defined"),
+            ("--name=a --filename=/d --iodepth", "needs a value"),
+            ("--name=a --filename=/d job.fio", "job files"),
+            ("--name=a --filename=/d --bs=8k --offset=4k", "not a multiple of bs"),
+        ];
+        for (line, want) in cases {
+            let err = parse(line).unwrap_err();
+            assert!(err.contains(want), "{line}: {err:?} should mention {want:?}");
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Running a job through the shardnode device engine: one thread per
+//! `numjobs`, each with its own device handle (its own ring), an aligned
+//! buffer pool registered with the ring, and `iodepth` operations kept in
+//! flight. Latencies are taken as fio takes them: `slat` from queueing an
+//! operation to handing it to the kernel, `clat` from there to its
+//! completion, `lat` the sum.
+
+use std::path::Path;
+use std::sync::{Arc, Barrier};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use nix::sys::resource::{getrusage, UsageWho};
+use shardstore::device::sync::SyncDevice;
+use shardstore::device::uring::UringDevice;
+use shardstore::device::{BlockDevice, BufferPool, Completion, IoKind, IoOp, OpenOptions};
+use shardstore::error::OpKind;
+use shardstore::rng::Rng;
+
+use super::hist::LatencyStats;
+use super::options::{Engine, JobSpec};
+
+/// What one direction (read or write) of a job did.
+#[derive(Debug, Clone, Default)]
+pub struct DirStats {
+    pub io_bytes: u64,
+    pub total_ios: u64,
+    pub slat: LatencyStats,
+    pub clat: LatencyStats,
+    pub lat: LatencyStats,
+}
+
+impl DirStats {
+    fn merge(&mut self, o: &DirStats) {
+        self.io_bytes += o.io_bytes;
+        self.total_ios += o.total_ios;
+        self.slat.merge(&o.slat);
+        self.clat.merge(&o.clat);
+        self.lat.merge(&o.lat);
+    }
+}
+
+/// The result of one job thread (or of a group, merged).
+#[derive(Debug, Clone, Default)]
+pub struct JobResult {
+    pub name: String,
+    pub jobs: u32,
+    pub read: DirStats,
+    pub write: DirStats,
+    /// Measured time after the ramp, in microseconds.
+    pub runtime_us: u64,
+    pub usr_cpu_us: u64,
+    pub sys_cpu_us: u64,
+    pub ctx_switches: u64,
+    /// Completions by how many operations were in flight when each batch
+    /// was submitted (fio's `IO depths`): index k counts depth buckets
+    /// 1, 2, 4, 8, 16, 32, >=64.
+    pub depth_hist: [u64; 7],
+}
+
+impl JobResult {
+    pub fn merge(&mut self, o: &JobResult) {
+        self.jobs += o.jobs;
+        self.read.merge(&o.read);
+        self.write.merge(&o.write);
+        self.runtime_us = self.runtime_us.max(o.runtime_us);
+        self.usr_cpu_us += o.usr_cpu_us;
+        self.sys_cpu_us += o.sys_cpu_us;
+        self.ctx_switches += o.ctx_switches;
+        for (a, b) in self.depth_hist.iter_mut().zip(o.depth_hist) {
+            *a += b;
+        }
+    }
+}
+
+/// Runs one job (all its threads) and returns one result per thread.
+pub fn run_job(spec: &JobSpec) -> anyhow::Result<Vec<JobResult>> {
+    let path = spec.filename.clone().expect("validated: every job has a filename");
+    prepare_target(&path, spec)?;
+    let barrier = Arc::new(Barrier::new(spec.numjobs as usize));
+    let handles: Vec<_> = (0..spec.numjobs)
+        .map(|i| {
+            let spec = spec.clone();
+            let barrier = Arc::clone(&barrier);
+            std::thread::Builder::new()
+                .name(format!("{}-{i}", spec.name))
+                .spawn(move || worker(&spec, i, &barrier))
+                .expect("spawn job thread")
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().expect("job thread panicked")).collect()
+}
+
+/// fio creates a missing file of `size`; so do we (sparse: lay it out with a
+/// write job first if reads of it are to mean anything).
+fn prepare_target(path: &Path, spec: &JobSpec) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let Some(size) = spec.size else {
+        bail!("{}: does not exist (give --size to create it)", path.display());
+    };
+    let file = std::fs::File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
+    file.set_len(spec.offset + size).with_context(|| format!("{}: cannot size", path.display()))?;
+    Ok(())
+}
+
+fn open(spec: &JobSpec, path: &Path, pool: &BufferPool) -> anyhow::Result<Box<dyn BlockDevice>> {
+    let options = OpenOptions {
+        read_only: spec.rw.read_percent(spec.rwmixread) == 100,
+        // Several jobs (and fio) may share the target, as with fio.
+        exclusive: false,
+        queue_depth: spec.iodepth,
+        buffers: spec.fixedbufs.then(|| pool.clone()),
+        register_file: spec.registerfiles,
+    };
+    Ok(match spec.ioengine {
+        Engine::IoUring => Box::new(UringDevice::open(path, &options)?),
+        Engine::Psync => Box::new(SyncDevice::open(path, &OpenOptions { queue_depth: 1, ..options })?),
+    })
+}
+
+struct Slot {
+    queued_ns: u64,
+    submitted_ns: u64,
+}
+
+fn depth_bucket(depth: usize) -> usize {
+    match depth {
+        0 | 1 => 0,
+        2..=3 => 1,
+        4..=7 => 2,
+        8..=15 => 3,
+        16..=31 => 4,
+        32..=63 => 5,
+        _ => 6,
+    }
+}
+
+fn worker(spec: &JobSpec, thread: u32, barrier: &Barrier) -> anyhow::Result<JobResult> {
+    let path = spec.filename.as_deref().expect("validated");
+    let bs = spec.bs as usize;
+    let depth = if spec.ioengine == Engine::Psync { 1 } else { spec.iodepth as usize };
+    let pool = BufferPool::new(bs.next_multiple_of(4096), depth)?;
+    // Like fio, write random bytes, not zeros: a virtualised or
+    // compressing/deduplicating device treats zero blocks specially.
+    {
+        let mut fill_rng = Rng::new(spec.randseed.rotate_left(17) ^ u64::from(thread));
+        let mut bufs: Vec<_> = (0..depth).filter_map(|_| pool.take(pool.slot_size())).collect();
+        for buf in &mut bufs {
+            for chunk in buf.as_mut_slice().chunks_exact_mut(8) {
+                chunk.copy_from_slice(&fill_rng.next_u64().to_le_bytes());
+            }
+        }
+    }
+    let mut dev = open(spec, path, &pool)?;
+    let size = dev.info().size_bytes;
+    if spec.bs % dev.info().logical_block_size != 0 {
+        bail!(
+            "{}: bs {} is not a multiple of the device's {}-byte logical block",
+            path.display(),
+            spec.bs,
+            dev.info().logical_block_size
+        );
+    }
+    if spec.offset >= size {
+        bail!("{}: offset {} is beyond the end of the device ({size} bytes)", path.display(), spec.offset);
+    }
+    let region = spec.size.unwrap_or(size - spec.offset).min(size - spec.offset);
+    let blocks = region / spec.bs;
+    if blocks == 0 {
+        bail!("{}: the I/O region ({region} bytes) is smaller than bs ({})", path.display(), spec.bs);
+    }
+    let read_percent = spec.rw.read_percent(spec.rwmixread);
+    let mut rng = Rng::new(spec.randseed ^ u64::from(thread).wrapping_mul(0x9E37_79B9));
+    let mut slots: Vec<Slot> = (0..depth).map(|_| Slot { queued_ns: 0, submitted_ns: 0 }).collect();
+    let mut free: Vec<u64> = (0..depth as u64).collect();
+    let mut unsubmitted: Vec<u64> = Vec::with_capacity(depth);
+    let mut completions: Vec<Completion> = Vec::with_capacity(depth);
+    let mut result = JobResult { name: spec.name.clone(), jobs: 1, ..JobResult::default() };
+    let mut next_block = 0u64;
+    let mut issued_bytes = 0u64;
+    let bytes_limit = if spec.time_based { u64::MAX } else { blocks * spec.bs };
+
+    barrier.wait();
+    let base = Instant::now();
+    let now_ns = || base.elapsed().as_nanos() as u64;
+    let ramp_end_ns = spec.ramp_time_us * 1000;
+    let end_ns = spec.runtime_us.map_or(u64::MAX, |r| ramp_end_ns + r * 1000);
+    let mut usage_start = None;
+    let mut measuring = ramp_end_ns == 0;
+    if measuring {
+        usage_start = Some(getrusage(UsageWho::RUSAGE_THREAD)?);
+    }
+    let mut last_completion_ns = 0;
+
+    loop {
+        let now = now_ns();
+        let stop_issuing = now >= end_ns || (issued_bytes >= bytes_limit && !spec.time_based);
+        if !stop_issuing {
+            while let Some(token) = free.pop() {
+                if issued_bytes >= bytes_limit {
+                    free.push(token);
+                    break;
+                }
+                let block = if spec.rw.is_random() {
+                    rng.below(blocks)
+                } else {
+                    let b = next_block;
+                    next_block = (next_block + 1) % blocks;
+                    b
+                };
+                let offset = spec.offset + block * spec.bs;
+                let buf = pool.take(bs).expect("one buffer per slot");
+                let is_read = read_percent == 100 || (read_percent > 0 && rng.below(100) < u64::from(read_percent));
+                let kind =
+                    if is_read { IoKind::Read { offset, buf } } else { IoKind::Write { offset, buf, fua: false } };
+                slots[token as usize].queued_ns = now_ns();
+                dev.submit(IoOp { token, kind })?;
+                unsubmitted.push(token);
+                issued_bytes += spec.bs;
+            }
+        }
+        if dev.in_flight() == 0 {
+            break;
+        }
+        let submit_ns = now_ns();
+        for &token in &unsubmitted {
+            slots[token as usize].submitted_ns = submit_ns;
+        }
+        let batch_depth = dev.in_flight();
+        unsubmitted.clear();
+        dev.reap(1, &mut completions)?;
+        let done_ns = now_ns();
+        if !measuring && done_ns >= ramp_end_ns {
+            measuring = true;
+            usage_start = Some(getrusage(UsageWho::RUSAGE_THREAD)?);
+        }
+        for c in completions.drain(..) {
+            if let Err(e) = c.result {
+                return Err(e).context(format!("job {}", spec.name));
+            }
+            free.push(c.token);
+            if !measuring {
+                continue;
+            }
+            let slot = &slots[c.token as usize];
+            let dir = if c.op == OpKind::Read { &mut result.read } else { &mut result.write };
+            dir.io_bytes += c.len;
+            dir.total_ios += 1;
+            let slat = slot.submitted_ns.saturating_sub(slot.queued_ns);
+            let clat = done_ns.saturating_sub(slot.submitted_ns);
+            dir.slat.record(slat);
+            dir.clat.record(clat);
+            dir.lat.record(slat + clat);
+            result.depth_hist[depth_bucket(batch_depth)] += 1;
+            last_completion_ns = done_ns;
+        }
+    }
+    result.runtime_us = last_completion_ns.saturating_sub(ramp_end_ns) / 1000;
+    if let Some(start) = usage_start {
+        let end = getrusage(UsageWho::RUSAGE_THREAD)?;
+        let us = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
+        result.usr_cpu_us = us(end.user_time()).saturating_sub(us(start.user_time()));
+        result.sys_cpu_us = us(end.system_time()).saturating_sub(us(start.system_time()));
+        result.ctx_switches = (end.voluntary_context_switches() + end.involuntary_context_switches())
+            .saturating_sub(start.voluntary_context_switches() + start.involuntary_context_switches())
+            as u64;
+    }
+    Ok(result)
+}
