@@ -1,0 +1,151 @@
+//! The agent as systemd runs it: a first run creates and formats its
+//! default devices; SIGTERM records a clean shutdown on each and exits 0;
+//! SIGKILL loses nothing and the next start reports the unclean shutdown;
+//! a configured device that is not formatted is refused by name while the
+//! others are served.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use shardstore::device::{self, OpenOptions};
+use shardstore::superblock::{self, Superblock};
+
+struct Agent {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Agent {
+    fn start(args: &[&str]) -> Agent {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shard-agent"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start shard-agent");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Agent { child, lines, log: Vec::new() }
+    }
+
+    /// Waits (bounded) for a log line containing `text`.
+    fn wait_for(&mut self, text: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                let hit = line.contains(text);
+                self.log.push(line);
+                if hit {
+                    return;
+                }
+            } else if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("agent exited ({status}) before logging {text:?}; log:\n{}", self.log.join("\n"));
+            }
+        }
+        panic!("agent did not log {text:?} in time; log:\n{}", self.log.join("\n"));
+    }
+
+    fn signal(&mut self, signal: Signal) -> std::process::ExitStatus {
+        kill(Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits in pid_t")), signal).unwrap();
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.log.push(line);
+        }
+        status
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn superblock_of(path: &Path) -> Superblock {
+    let options = OpenOptions { read_only: true, exclusive: false, queue_depth: 4, ..OpenOptions::default() };
+    let mut dev = device::open(path, &options).unwrap();
+    superblock::open(&mut dev, false).unwrap().superblock
+}
+
+#[test]
+fn first_run_sigterm_and_sigkill() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let data = dir.path().to_str().unwrap();
+    let mut agent = Agent::start(&["--data-dir", data]);
+    agent.wait_for("shard-agent ready");
+    let devs: Vec<_> = (0..3).map(|i| dir.path().join(format!("dev{i}.img"))).collect();
+    let uuids: Vec<[u8; 16]> = devs
+        .iter()
+        .map(|d| {
+            let sb = superblock_of(d);
+            assert!(!sb.clean_shutdown, "{}: an open device is marked in use", d.display());
+            sb.device_uuid
+        })
+        .collect();
+    assert!(uuids[0] != uuids[1] && uuids[1] != uuids[2], "each device has its own identity");
+    let status = agent.signal(Signal::SIGTERM);
+    assert!(status.success(), "SIGTERM must exit 0: {status}; log:\n{}", agent.log.join("\n"));
+    for d in &devs {
+        assert!(superblock_of(d).clean_shutdown, "{}: clean shutdown recorded", d.display());
+    }
+    assert!(!dir.path().join("dev0.img.tmp").exists());
+
+    // Second start: the same devices, not re-formatted; then SIGKILL.
+    let mut agent = Agent::start(&["--data-dir", data]);
+    agent.wait_for("shard-agent ready");
+    let status = agent.signal(Signal::SIGKILL);
+    assert!(!status.success());
+    for (d, uuid) in devs.iter().zip(&uuids) {
+        let sb = superblock_of(d);
+        assert_eq!(&sb.device_uuid, uuid, "a restart never re-formats");
+        assert!(!sb.clean_shutdown);
+    }
+    let mut agent = Agent::start(&["--data-dir", data]);
+    agent.wait_for("device was not shut down cleanly");
+    agent.wait_for("shard-agent ready");
+    assert!(agent.signal(Signal::SIGTERM).success());
+}
+
+#[test]
+fn an_unformatted_configured_device_is_refused_and_the_others_serve() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let good = dir.path().join("good.img");
+    let blank = dir.path().join("blank.img");
+    std::fs::File::create(&good).unwrap().set_len(256 << 20).unwrap();
+    std::fs::File::create(&blank).unwrap().set_len(256 << 20).unwrap();
+    {
+        let mut dev = device::open(&good, &OpenOptions::default()).unwrap();
+        let options = shardstore::format::FormatOptions { extent_size_bytes: 8 << 20, ..Default::default() };
+        shardstore::format::format(&mut dev, &options).unwrap();
+    }
+    let data = dir.path().join("data");
+    let mut agent = Agent::start(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--device",
+        good.to_str().unwrap(),
+        "--device",
+        blank.to_str().unwrap(),
+    ]);
+    agent.wait_for("shard-agent ready");
+    let log = agent.log.join("\n");
+    assert!(log.contains("open=1") && log.contains("failed=1"), "{log}");
+    assert!(log.contains("shardctl format") && log.contains("blank.img"), "{log}");
+    assert!(std::fs::read(&blank).unwrap().iter().all(|&b| b == 0), "the agent never formats a configured device");
+    assert!(agent.signal(Signal::SIGTERM).success());
+    assert!(superblock_of(&good).clean_shutdown);
+}
