@@ -33,15 +33,10 @@ impl fmt::Display for OpKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{device}: {op} of {len} bytes at offset {offset} failed: {source}")]
-    Io {
-        device: String,
-        op: OpKind,
-        offset: u64,
-        len: u64,
-        #[source]
-        source: io::Error,
-    },
+    // The cause is part of the one-line message and deliberately not a
+    // `#[source]`: printed through a cause chain it would appear twice.
+    #[error("{device}: {op} of {len} bytes at offset {offset} failed: {cause}")]
+    Io { device: String, op: OpKind, offset: u64, len: u64, cause: io::Error },
 
     #[error("{device}: {op} of {len} bytes at offset {offset} is not aligned to the {align}-byte block size")]
     Misaligned { device: String, op: OpKind, offset: u64, len: u64, align: u64 },
@@ -67,12 +62,8 @@ pub enum Error {
     #[error("{device}: {reason}")]
     InvalidLayout { device: String, reason: String },
 
-    #[error("{device}: cannot open: {source}")]
-    Open {
-        device: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("{device}: cannot open: {cause}")]
+    Open { device: String, cause: io::Error },
 
     #[error("{device}: {reason}")]
     Busy { device: String, reason: String },
@@ -88,7 +79,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn io(device: &str, op: OpKind, offset: u64, len: u64, source: io::Error) -> Self {
-        Error::Io { device: device.to_owned(), op, offset, len, source }
+    pub fn io(device: &str, op: OpKind, offset: u64, len: u64, cause: io::Error) -> Self {
+        Error::Io { device: device.to_owned(), op, offset, len, cause }
     }
 }

@@ -429,13 +429,17 @@ pub fn open(dev: &mut dyn BlockDevice, repair: bool) -> Result<Opened> {
             ),
         });
     }
-    if sb.layout.sector_size_bytes % dev.info().logical_block_size != 0 {
+    // Every store I/O is block-aligned, so any logical sector that divides
+    // the block works, whatever sector size the device had at format (a
+    // loop device of 512-byte sectors and its 4096-aligned backing file
+    // are the same store).
+    if sb.layout.block_size_bytes % dev.info().logical_block_size != 0 {
         return Err(Error::Superblock {
             device: name,
             reason: format!(
-                "formatted for {}-byte sectors but the device now has {}-byte sectors",
-                sb.layout.sector_size_bytes,
-                dev.info().logical_block_size
+                "the device's {}-byte logical sectors do not divide the store's {}-byte block",
+                dev.info().logical_block_size,
+                sb.layout.block_size_bytes
             ),
         });
     }

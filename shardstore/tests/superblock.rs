@@ -182,16 +182,29 @@ fn copy_pattern_table() {
     }
 }
 
+type FateFn = fn(&mut Rng, &[u64], u64, usize) -> Fate;
+
 #[test]
 fn crash_at_every_write_of_an_update_opens_old_or_new() {
-    type FateFn = fn(&mut Rng, usize, usize) -> Fate;
-    let fates: [(&str, FateFn); 4] = [
-        ("drop all", |_, _, _| Fate::Drop),
-        ("persist all", |_, _, _| Fate::Persist),
-        ("tear", |rng, _, len| Fate::Tear((0..len / 512).map(|_| rng.chance(1, 2)).collect())),
-        ("random", |rng, _, len| match rng.below(3) {
+    // The offsets of the four copy slots (the same layout for every seed).
+    let slots: Vec<u64> = {
+        let (_, _, v2) = device_at_v2(0);
+        (0..4).map(|i| offset(&v2, i)).collect()
+    };
+    let fates: [(&str, FateFn); 5] = [
+        ("drop all", |_, _, _, _| Fate::Drop),
+        ("persist all", |_, _, _, _| Fate::Persist),
+        ("tear", |rng, _, _, len| Fate::Tear((0..len / 512).map(|_| rng.chance(1, 2)).collect())),
+        // The write lands on another copy's slot: the strongest adversary
+        // for the quorum, since it destroys a copy and misses its own.
+        ("misdirect onto another slot", |rng, slots, at, _| {
+            let others: Vec<u64> = slots.iter().copied().filter(|&o| o != at).collect();
+            Fate::Misdirect(others[rng.below(others.len() as u64) as usize])
+        }),
+        ("random", |rng, slots, _, len| match rng.below(4) {
             0 => Fate::Drop,
             1 => Fate::Persist,
+            2 => Fate::Misdirect(slots[rng.below(4) as usize]),
             _ => Fate::Tear((0..len / 512).map(|_| rng.chance(1, 2)).collect()),
         }),
     ];
@@ -207,7 +220,7 @@ fn crash_at_every_write_of_an_update_opens_old_or_new() {
                 let result = superblock::commit(&mut dev, &v2, |sb| sb.clean_shutdown = true);
                 let committed = result.is_ok();
                 let mut rng = Rng::new(seed * 1000 + budget);
-                h.crash_with(|i, w| fate(&mut rng, i, w.data.len()));
+                h.crash_with(|_, w| fate(&mut rng, &slots, w.offset, w.data.len()));
                 let mut dev = h.attach();
                 let opened = superblock::open(&mut dev, true)
                     .unwrap_or_else(|e| panic!("fate {fate_name} seed {seed} budget {budget}: open failed: {e}"));
@@ -224,7 +237,7 @@ fn crash_at_every_write_of_an_update_opens_old_or_new() {
             }
         }
     }
-    assert_eq!(steps_seen, 4 * 8 * 10);
+    assert_eq!(steps_seen, 5 * 8 * 10);
 }
 
 #[test]
@@ -344,4 +357,17 @@ fn select_reports_not_formatted_for_foreign_bytes() {
     let copies = superblock::read_copies(&mut dev);
     assert_eq!(select(&copies).unwrap_err(), SelectError::NotFormatted);
     assert_eq!(dev.in_flight(), 0);
+}
+
+#[test]
+fn a_store_formatted_on_512_byte_sectors_opens_on_4096_byte_sectors() {
+    // The loop device (512) and its backing file (4096) are the same store.
+    let mut small = SimDevice::new(SimConfig::new(DEVICE_SIZE, 11));
+    let sb = format(&mut small, &options()).unwrap();
+    let image = small.handle().durable_image();
+    let mut big = SimDevice::new(SimConfig { sector_size: 4096, ..SimConfig::new(DEVICE_SIZE, 12) });
+    big.handle().scribble(0, &image);
+    let opened = superblock::open(&mut big, true).unwrap();
+    assert_eq!(opened.superblock, sb);
+    assert!(opened.repaired.is_empty());
 }

@@ -34,7 +34,7 @@ nix::ioctl_read_bad!(ioctl_blkpbszget, libc::BLKPBSZGET, libc::c_uint);
 
 pub(crate) fn open_target(path: &Path, read_only: bool, exclusive: bool) -> Result<Target> {
     let name = path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(|source| Error::Open { device: name.clone(), source })?;
+    let meta = std::fs::metadata(path).map_err(|source| Error::Open { device: name.clone(), cause: source })?;
     let file_type = meta.file_type();
     let kind = if file_type.is_block_device() {
         TargetKind::BlockDevice
@@ -58,12 +58,12 @@ pub(crate) fn open_target(path: &Path, read_only: bool, exclusive: bool) -> Resu
                 },
                 Some(libc::EINVAL) => Error::Open {
                     device: name.clone(),
-                    source: std::io::Error::new(
+                    cause: std::io::Error::new(
                         source.kind(),
                         "O_DIRECT is not supported by the file system holding this file (EINVAL)",
                     ),
                 },
-                _ => Error::Open { device: name.clone(), source },
+                _ => Error::Open { device: name.clone(), cause: source },
             }
         })?;
 
@@ -76,7 +76,7 @@ pub(crate) fn open_target(path: &Path, read_only: bool, exclusive: bool) -> Resu
             return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
                 Error::Busy { device: name, reason: "file is in use by another shardnode process (locked)".to_owned() }
             } else {
-                Error::Open { device: name, source: err }
+                Error::Open { device: name, cause: err }
             });
         }
     }
@@ -89,7 +89,7 @@ pub(crate) fn open_target(path: &Path, read_only: bool, exclusive: bool) -> Resu
             let mut physical: libc::c_uint = 0;
             let ioctl_err = |what: &str, e: nix::Error| Error::Open {
                 device: name.clone(),
-                source: std::io::Error::other(format!("{what} failed: {e}")),
+                cause: std::io::Error::other(format!("{what} failed: {e}")),
             };
             // SAFETY: each ioctl writes one integer of the declared type
             // into the pointed-to local, on a valid descriptor.

@@ -10,7 +10,8 @@
 //!   (misdirected); earlier handles are dead afterwards, as if the host
 //!   rebooted, and [`SimHandle::attach`] gives a fresh one;
 //! - **cut power** after N more writes or flushes, so a test can stop a
-//!   multi-step protocol at every step;
+//!   multi-step protocol at every step; the write that meets the cut fails
+//!   but, as on real hardware, may still land whole or torn at the crash;
 //! - **inject I/O errors** on chosen operations and ranges;
 //! - **rot** chosen bits of the durable image.
 //!
@@ -180,6 +181,12 @@ impl SimDevice {
             if let Some(budget) = s.power_budget.as_mut() {
                 if *budget == 0 {
                     s.powered = false;
+                    // A write in flight when power fails may still reach
+                    // the medium, whole or in part: it joins the pending
+                    // writes and the crash decides its fate.
+                    if let IoKind::Write { offset, buf, .. } = kind {
+                        s.pending.push(PendingWrite { offset: *offset, data: buf.as_slice().to_vec() });
+                    }
                     return Err(io::Error::other("simulated power loss"));
                 }
                 *budget -= 1;

@@ -91,9 +91,17 @@ impl UringDevice {
         let target = open_target(path, options.read_only, options.exclusive)?;
         let name = path.display().to_string();
         let depth = options.queue_depth.clamp(1, QUEUE_DEPTH_MAX);
-        let (ring, single_issuer, defer_taskrun) = build_ring(depth).map_err(|e| Error::Open {
-            device: name.clone(),
-            source: io::Error::new(e.kind(), format!("io_uring_setup failed: {e}")),
+        let (ring, single_issuer, defer_taskrun) = build_ring(depth).map_err(|e| {
+            let hint = match e.raw_os_error() {
+                Some(libc::ENOMEM) => " (locked-memory limit too low? raise LimitMEMLOCK / ulimit -l)",
+                Some(libc::EPERM) => " (io_uring is disabled: see sysctl kernel.io_uring_disabled)",
+                Some(libc::ENOSYS) => " (this kernel has no io_uring)",
+                _ => "",
+            };
+            Error::Open {
+                device: name.clone(),
+                cause: io::Error::new(e.kind(), format!("io_uring_setup failed: {e}{hint}")),
+            }
         })?;
         let ring_enabled = !single_issuer;
 
