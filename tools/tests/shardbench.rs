@@ -132,3 +132,35 @@ fn bad_options_are_named_and_refused() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/dir/f"));
 }
+
+/// Registered buffers need locked memory: as an unprivileged user whose
+/// `RLIMIT_MEMLOCK` (256 KiB) admits the ring but not an 8 MiB buffer pool,
+/// the kernel refuses them, and the engine must fall back to plain reads
+/// and writes and still do the whole job.
+#[test]
+fn registered_buffers_fall_back_when_memlock_is_refused() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIP registered_buffers_fall_back_when_memlock_is_refused: needs root to run as nobody");
+        return;
+    }
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let file = dir.path().join("f.img");
+    let args = job_args(&file, "--rw=write --bs=1m --iodepth=8 --output-format=json");
+    // As root: registered.
+    let o = shardbench(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["engine"]["registered_buffers"], true, "{}", v["engine"]);
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    // As nobody with no lockable memory: refused by the kernel, fallen back.
+    let o = Command::new("prlimit")
+        .args(["--memlock=262144:262144", "runuser", "-u", "nobody", "--", env!("CARGO_BIN_EXE_shardbench")])
+        .args(&args)
+        .output()
+        .expect("prlimit and runuser (util-linux)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["engine"]["registered_buffers"], false, "{}", v["engine"]);
+    assert_eq!(v["jobs"][0]["write"]["io_bytes"], 16u64 << 20);
+}

@@ -82,6 +82,8 @@ pub struct JobSpec {
     pub fixedbufs: bool,
     /// io_uring: register the file with the ring (fio's `registerfiles`).
     pub registerfiles: bool,
+    /// Report percentiles of total latency too (fio's `lat_percentiles`).
+    pub lat_percentiles: bool,
     /// Every option given for this job, as text, for the JSON's
     /// `job options` (fio echoes them).
     pub given: Vec<(String, String)>,
@@ -107,6 +109,7 @@ impl Default for JobSpec {
             randseed: 0x5eed_5eed,
             fixedbufs: true,
             registerfiles: true,
+            lat_percentiles: false,
             given: Vec::new(),
         }
     }
@@ -119,7 +122,7 @@ pub struct Invocation {
 }
 
 /// Options that are flags when given without a value.
-const BOOLEAN: &[&str] = &["time_based", "group_reporting", "fixedbufs", "registerfiles"];
+const BOOLEAN: &[&str] = &["time_based", "group_reporting", "fixedbufs", "registerfiles", "lat_percentiles"];
 
 const KNOWN: &[&str] = &[
     "name",
@@ -142,13 +145,14 @@ const KNOWN: &[&str] = &[
     "randseed",
     "fixedbufs",
     "registerfiles",
+    "lat_percentiles",
     "output-format",
 ];
 
 pub const USAGE: &str = "usage: shardbench --name=JOB --filename=PATH [--rw=read|write|randread|randwrite|rw|randrw] \
 [--bs=4k] [--iodepth=N] [--numjobs=N] [--size=SIZE] [--offset=SIZE] [--runtime=30] [--time_based] \
 [--ramp_time=T] [--rwmixread=PCT] [--direct=1] [--ioengine=io_uring|psync] [--fixedbufs=0|1] \
-[--registerfiles=0|1] [--group_reporting] \
+[--registerfiles=0|1] [--lat_percentiles=0|1] [--group_reporting] \
 [--output-format=normal|json]";
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
@@ -217,6 +221,7 @@ fn apply(job: &mut JobSpec, key: &str, value: &str) -> Result<(), String> {
         "group_reporting" => job.group_reporting = parse_bool(key, value)?,
         "fixedbufs" => job.fixedbufs = parse_bool(key, value)?,
         "registerfiles" => job.registerfiles = parse_bool(key, value)?,
+        "lat_percentiles" => job.lat_percentiles = parse_bool(key, value)?,
         "randseed" => {
             job.randseed = value.parse().map_err(|_| format!("option randseed: expected a number, got {value:?}"))?;
         }

@@ -34,7 +34,7 @@ fn lat_json(s: &LatencyStats, percentiles: bool) -> Value {
     v
 }
 
-fn dir_json(d: &DirStats, runtime_us: u64) -> Value {
+fn dir_json(d: &DirStats, runtime_us: u64, lat_percentiles: bool) -> Value {
     let runtime_us = if d.total_ios == 0 { 0 } else { runtime_us };
     let bw_bytes = per_sec(d.io_bytes, runtime_us);
     json!({
@@ -49,7 +49,7 @@ fn dir_json(d: &DirStats, runtime_us: u64) -> Value {
         "drop_ios": 0,
         "slat_ns": lat_json(&d.slat, false),
         "clat_ns": lat_json(&d.clat, true),
-        "lat_ns": lat_json(&d.lat, false),
+        "lat_ns": lat_json(&d.lat, lat_percentiles),
     })
 }
 
@@ -77,9 +77,9 @@ pub fn json_report(results: &[(JobSpec, JobResult)]) -> Value {
                 "error": 0,
                 "elapsed": r.runtime_us.div_ceil(1_000_000),
                 "job options": options,
-                "read": dir_json(&r.read, r.runtime_us),
-                "write": dir_json(&r.write, r.runtime_us),
-                "trim": dir_json(&DirStats::default(), 0),
+                "read": dir_json(&r.read, r.runtime_us, spec.lat_percentiles),
+                "write": dir_json(&r.write, r.runtime_us, spec.lat_percentiles),
+                "trim": dir_json(&DirStats::default(), 0, false),
                 "job_runtime": r.runtime_us / 1000,
                 "usr_cpu": cpu(r.usr_cpu_us),
                 "sys_cpu": cpu(r.sys_cpu_us),
@@ -90,9 +90,13 @@ pub fn json_report(results: &[(JobSpec, JobResult)]) -> Value {
             })
         })
         .collect();
+    // Not in fio's schema: which io_uring features the engine got (from
+    // the first job), so a run on a restricted host says it fell back.
+    let engine = results.first().map_or(Value::Null, |(_, r)| json!(r.features));
     json!({
         "fio version": concat!("shardbench-", env!("CARGO_PKG_VERSION")),
         "timestamp": shardstore::superblock::now_unix_ms() / 1000,
+        "engine": engine,
         "jobs": jobs,
     })
 }

@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use nix::sys::resource::{getrusage, UsageWho};
 use shardstore::device::sync::SyncDevice;
 use shardstore::device::uring::UringDevice;
-use shardstore::device::{BlockDevice, BufferPool, Completion, IoKind, IoOp, OpenOptions};
+use shardstore::device::{BlockDevice, BufferPool, Completion, EngineFeatures, IoKind, IoOp, OpenOptions};
 use shardstore::error::OpKind;
 use shardstore::rng::Rng;
 
@@ -56,6 +56,8 @@ pub struct JobResult {
     /// was submitted (fio's `IO depths`): index k counts depth buckets
     /// 1, 2, 4, 8, 16, 32, >=64.
     pub depth_hist: [u64; 7],
+    /// What the engine enabled on this thread's device handle.
+    pub features: EngineFeatures,
 }
 
 impl JobResult {
@@ -177,7 +179,8 @@ fn worker(spec: &JobSpec, thread: u32, barrier: &Barrier) -> anyhow::Result<JobR
     let mut free: Vec<u64> = (0..depth as u64).collect();
     let mut unsubmitted: Vec<u64> = Vec::with_capacity(depth);
     let mut completions: Vec<Completion> = Vec::with_capacity(depth);
-    let mut result = JobResult { name: spec.name.clone(), jobs: 1, ..JobResult::default() };
+    let mut result =
+        JobResult { name: spec.name.clone(), jobs: 1, features: dev.info().features, ..JobResult::default() };
     let mut next_block = 0u64;
     let mut issued_bytes = 0u64;
     let bytes_limit = if spec.time_based { u64::MAX } else { blocks * spec.bs };
