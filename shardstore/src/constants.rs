@@ -33,7 +33,9 @@ pub const SECTOR_SIZE_BYTES_MAX: u64 = 4096;
 /// Default extent size: large enough that an HDD spends its time
 /// transferring, not seeking, when a whole extent is evacuated.
 pub const EXTENT_SIZE_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
-pub const EXTENT_SIZE_BYTES_MIN: u64 = 1024 * 1024;
+/// Smallest extent: it must hold several of the largest chunk records
+/// (1 MiB of payload plus header and key, 1 MiB + 4 KiB on disk).
+pub const EXTENT_SIZE_BYTES_MIN: u64 = 4 * 1024 * 1024;
 pub const EXTENT_SIZE_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 
 /// Fewest extents a formatted device may have: reclamation needs room to

@@ -74,6 +74,15 @@ pub enum Error {
     #[error("no space left: {0}")]
     NoSpace(String),
 
+    #[error("shard {0} not found")]
+    NotFound(String),
+
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+
+    #[error("shard of {size} bytes exceeds the maximum of {max} bytes")]
+    TooLarge { size: u64, max: u64 },
+
     #[error("{0}")]
     InvalidArgument(String),
 }

@@ -48,9 +48,9 @@ pub fn format(dev: &mut dyn BlockDevice, options: &FormatOptions) -> Result<Supe
         dev.write_at(layout.copy_offset(index), &zeros, false)?;
     }
     dev.flush()?;
-    // The first block of the metadata region starts empty, so the store
-    // (issue 3) never mistakes old bytes there for its own.
-    dev.write_at(layout.meta_offset, &vec![0u8; layout.block_size_bytes as usize], false)?;
+    // The store starts from an empty checkpoint in the first half of the
+    // metadata region; the superblock records its length and CRC.
+    let store = crate::store::write_initial_checkpoint(dev, &layout)?;
     let now = superblock::now_unix_ms();
     let sb = Superblock {
         format_version: FORMAT_VERSION,
@@ -63,6 +63,7 @@ pub fn format(dev: &mut dyn BlockDevice, options: &FormatOptions) -> Result<Supe
         layout,
         created_unix_ms: now,
         updated_unix_ms: now,
+        store,
     };
     dev.flush()?;
     superblock::write_initial(dev, &sb)?;

@@ -146,6 +146,7 @@ mod tests {
     fn bad_parameters_are_named() {
         assert!(Layout::compute(1 << 30, 512, 3 << 20).unwrap_err().contains("power of two"));
         assert!(Layout::compute(1 << 30, 512, 2048).unwrap_err().contains("multiple of the block size"));
-        assert!(Layout::compute(8 << 20, 512, 1 << 20).unwrap_err().contains("too small"));
+        assert!(Layout::compute(8 << 20, 512, 4 << 20).unwrap_err().contains("too small"));
+        assert!(Layout::compute(1 << 30, 512, 1 << 20).unwrap_err().contains("outside"));
     }
 }

@@ -13,6 +13,7 @@ pub mod format;
 pub mod layout;
 pub mod rng;
 pub mod signature;
+pub mod store;
 pub mod superblock;
 
 pub use error::{Error, Result};

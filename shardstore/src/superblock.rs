@@ -43,8 +43,12 @@ const OFF_META_SIZE: usize = 128;
 const OFF_DATA_OFFSET: usize = 136;
 const OFF_CREATED: usize = 144;
 const OFF_UPDATED: usize = 152;
+const OFF_STORE_EPOCH: usize = 160;
+const OFF_STORE_HALF: usize = 168;
+const OFF_CHECKPOINT_CRC: usize = 172;
+const OFF_CHECKPOINT_LEN: usize = 176;
 /// First byte of the reserved tail, zero in version 1.
-const OFF_RESERVED_TAIL: usize = 160;
+const OFF_RESERVED_TAIL: usize = 184;
 
 const _: () = assert!(OFF_CHECKSUM == OFF_MAGIC + 8);
 const _: () = assert!(OFF_COPY_INDEX == OFF_CHECKSUM + 4);
@@ -57,7 +61,9 @@ const _: () = assert!(OFF_SECTOR_SIZE == OFF_DEVICE_SIZE + 8 && OFF_BLOCK_SIZE =
 const _: () = assert!(OFF_EXTENT_SIZE == OFF_BLOCK_SIZE + 8 && OFF_EXTENT_COUNT == OFF_EXTENT_SIZE + 8);
 const _: () = assert!(OFF_META_OFFSET == OFF_EXTENT_COUNT + 8 && OFF_META_SIZE == OFF_META_OFFSET + 8);
 const _: () = assert!(OFF_DATA_OFFSET == OFF_META_SIZE + 8 && OFF_CREATED == OFF_DATA_OFFSET + 8);
-const _: () = assert!(OFF_UPDATED == OFF_CREATED + 8 && OFF_RESERVED_TAIL == OFF_UPDATED + 8);
+const _: () = assert!(OFF_UPDATED == OFF_CREATED + 8 && OFF_STORE_EPOCH == OFF_UPDATED + 8);
+const _: () = assert!(OFF_STORE_HALF == OFF_STORE_EPOCH + 8 && OFF_CHECKPOINT_CRC == OFF_STORE_HALF + 4);
+const _: () = assert!(OFF_CHECKPOINT_LEN == OFF_CHECKPOINT_CRC + 4 && OFF_RESERVED_TAIL == OFF_CHECKPOINT_LEN + 8);
 const _: () = assert!(OFF_RESERVED_TAIL <= COPY_SIZE);
 
 /// One version of the superblock, as held in memory.
@@ -77,6 +83,19 @@ pub struct Superblock {
     pub layout: Layout,
     pub created_unix_ms: u64,
     pub updated_unix_ms: u64,
+    /// The store's checkpoint in force.
+    pub store: StoreRef,
+}
+
+/// Where the store's checkpoint in force lives, and what it must hash to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct StoreRef {
+    /// Increases with every checkpoint; log blocks carry it.
+    pub epoch: u64,
+    /// Which half of the metadata region holds the checkpoint (0 or 1).
+    pub half: u32,
+    pub checkpoint_crc: u32,
+    pub checkpoint_len_bytes: u64,
 }
 
 fn ser_uuid<S: serde::Serializer>(uuid: &[u8; 16], s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -130,6 +149,10 @@ impl Superblock {
         put_u64(&mut b, OFF_DATA_OFFSET, l.data_offset);
         put_u64(&mut b, OFF_CREATED, self.created_unix_ms);
         put_u64(&mut b, OFF_UPDATED, self.updated_unix_ms);
+        put_u64(&mut b, OFF_STORE_EPOCH, self.store.epoch);
+        put_u32(&mut b, OFF_STORE_HALF, self.store.half);
+        put_u32(&mut b, OFF_CHECKPOINT_CRC, self.store.checkpoint_crc);
+        put_u64(&mut b, OFF_CHECKPOINT_LEN, self.store.checkpoint_len_bytes);
         let checksum = crc32c::crc32c(&b[OFF_COPY_INDEX..]);
         put_u32(&mut b, OFF_CHECKSUM, checksum);
         b
@@ -189,7 +212,16 @@ impl Superblock {
             },
             created_unix_ms: get_u64(bytes, OFF_CREATED),
             updated_unix_ms: get_u64(bytes, OFF_UPDATED),
+            store: StoreRef {
+                epoch: get_u64(bytes, OFF_STORE_EPOCH),
+                half: get_u32(bytes, OFF_STORE_HALF),
+                checkpoint_crc: get_u32(bytes, OFF_CHECKPOINT_CRC),
+                checkpoint_len_bytes: get_u64(bytes, OFF_CHECKPOINT_LEN),
+            },
         };
+        if sb.store.half > 1 || sb.store.checkpoint_len_bytes > sb.layout.meta_size_bytes / 2 {
+            return Err(CopyProblem::Invalid("store checkpoint reference out of range".to_owned()));
+        }
         if sb.sequence == 0 {
             return Err(CopyProblem::Invalid("sequence 0".to_owned()));
         }

@@ -10,8 +10,8 @@ use shardstore::format::{format, FormatOptions};
 use shardstore::rng::Rng;
 use shardstore::superblock::{self, select, CopyProblem, CopyStatus, SelectError, Superblock};
 
-const DEVICE_SIZE: u64 = 16 << 20;
-const EXTENT: u64 = 1 << 20;
+const DEVICE_SIZE: u64 = 32 << 20;
+const EXTENT: u64 = 4 << 20;
 
 fn options() -> FormatOptions {
     FormatOptions { extent_size_bytes: EXTENT, ..FormatOptions::default() }

@@ -66,7 +66,7 @@ fn inspect_reports_damaged_copies_and_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("dev.img");
     let p = img.to_str().unwrap();
-    assert!(shardctl(&["format", p, "--size", "64M", "--extent-size", "1M"]).status.success());
+    assert!(shardctl(&["format", p, "--size", "64M", "--extent-size", "4M"]).status.success());
     let offsets: Vec<u64> = inspect_json(p).1["superblock"]["copies"]
         .as_array()
         .unwrap()

@@ -1,0 +1,365 @@
+//! The metadata region: checkpoints and the log of index changes.
+//!
+//! The region is split in two halves. The active half holds a checkpoint
+//! (the whole index and extent table at one moment) followed by log
+//! blocks, each holding whole records of changes since. The superblock
+//! names the active half, the checkpoint's length and CRC, and its epoch.
+//! A new checkpoint is written into the other half and made current by a
+//! superblock commit. Every log block carries the epoch, its index, and
+//! the CRC of the block before it (the checkpoint's CRC for block 0), so
+//! replay stops at the first block that does not continue the chain: a
+//! torn block, a block of an older epoch, or a stale block left behind a
+//! tail that was rewritten after a crash. Layout: `docs/format.md`.
+
+use crate::constants::BLOCK_SIZE_BYTES;
+
+pub const LOG_MAGIC: [u8; 4] = *b"SHLG";
+pub const CHECKPOINT_MAGIC: [u8; 4] = *b"SHCP";
+pub const CHECKPOINT_VERSION: u32 = 1;
+pub const LOG_HEADER_BYTES: usize = 40;
+pub const BLOCK: usize = BLOCK_SIZE_BYTES as usize;
+/// Room for records in one log block.
+pub const LOG_PAYLOAD_BYTES_MAX: usize = BLOCK - LOG_HEADER_BYTES;
+
+const TAG_PUT: u8 = 1;
+const TAG_DELETE: u8 = 2;
+const TAG_RELOCATE: u8 = 3;
+const TAG_RESET: u8 = 4;
+
+/// Where one chunk record lives, and the header CRC it must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Locator {
+    pub extent: u32,
+    /// Offset within the extent, in 4 KiB blocks.
+    pub block: u32,
+    pub header_crc: u32,
+}
+
+/// A shard as the index knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardMeta {
+    pub size: u64,
+    pub crc: u32,
+    pub sequence: u64,
+    pub written_unix_ms: u64,
+    pub chunks: Vec<Locator>,
+}
+
+/// One change to the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogRecord {
+    Put {
+        key: Vec<u8>,
+        meta: ShardMeta,
+    },
+    Delete {
+        key: Vec<u8>,
+        sequence: u64,
+    },
+    /// Chunk `chunk` of the shard written at `sequence` moved.
+    Relocate {
+        key: Vec<u8>,
+        sequence: u64,
+        chunk: u32,
+        to: Locator,
+    },
+    /// The extent was emptied and its generation bumped.
+    Reset {
+        extent: u32,
+        generation: u32,
+    },
+}
+
+fn put_key(out: &mut Vec<u8>, key: &[u8]) {
+    out.push(key.len() as u8);
+    out.extend_from_slice(key);
+}
+
+fn put_locator(out: &mut Vec<u8>, l: &Locator) {
+    out.extend_from_slice(&l.extent.to_le_bytes());
+    out.extend_from_slice(&l.block.to_le_bytes());
+    out.extend_from_slice(&l.header_crc.to_le_bytes());
+}
+
+impl LogRecord {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            LogRecord::Put { key, meta } => {
+                out.push(TAG_PUT);
+                put_key(out, key);
+                encode_meta(meta, out);
+            }
+            LogRecord::Delete { key, sequence } => {
+                out.push(TAG_DELETE);
+                put_key(out, key);
+                out.extend_from_slice(&sequence.to_le_bytes());
+            }
+            LogRecord::Relocate { key, sequence, chunk, to } => {
+                out.push(TAG_RELOCATE);
+                put_key(out, key);
+                out.extend_from_slice(&sequence.to_le_bytes());
+                out.extend_from_slice(&chunk.to_le_bytes());
+                put_locator(out, to);
+            }
+            LogRecord::Reset { extent, generation } => {
+                out.push(TAG_RESET);
+                out.extend_from_slice(&extent.to_le_bytes());
+                out.extend_from_slice(&generation.to_le_bytes());
+            }
+        }
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        let mut v = Vec::new();
+        self.encode(&mut v);
+        v.len()
+    }
+}
+
+fn encode_meta(meta: &ShardMeta, out: &mut Vec<u8>) {
+    out.extend_from_slice(&meta.sequence.to_le_bytes());
+    out.extend_from_slice(&meta.size.to_le_bytes());
+    out.extend_from_slice(&meta.crc.to_le_bytes());
+    out.extend_from_slice(&meta.written_unix_ms.to_le_bytes());
+    out.extend_from_slice(&(meta.chunks.len() as u32).to_le_bytes());
+    for l in &meta.chunks {
+        put_locator(out, l);
+    }
+}
+
+/// A cursor over encoded bytes that fails instead of panicking.
+#[derive(Debug)]
+pub struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes, at: 0 }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.at >= self.bytes.len()
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(n)?;
+        let s = self.bytes.get(self.at..end)?;
+        self.at = end;
+        Some(s)
+    }
+
+    pub fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    pub fn u32(&mut self) -> Option<u32> {
+        self.take(4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    }
+
+    pub fn u64(&mut self) -> Option<u64> {
+        self.take(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    }
+
+    fn key(&mut self) -> Option<Vec<u8>> {
+        let n = self.u8()? as usize;
+        if n == 0 {
+            return None;
+        }
+        self.take(n).map(<[u8]>::to_vec)
+    }
+
+    fn locator(&mut self) -> Option<Locator> {
+        Some(Locator { extent: self.u32()?, block: self.u32()?, header_crc: self.u32()? })
+    }
+
+    pub fn meta(&mut self) -> Option<ShardMeta> {
+        let sequence = self.u64()?;
+        let size = self.u64()?;
+        let crc = self.u32()?;
+        let written_unix_ms = self.u64()?;
+        let n = self.u32()? as usize;
+        if n > 1 << 16 {
+            return None;
+        }
+        let chunks = (0..n).map(|_| self.locator()).collect::<Option<Vec<_>>>()?;
+        Some(ShardMeta { size, crc, sequence, written_unix_ms, chunks })
+    }
+
+    /// The next record, or `None` when the bytes do not hold a valid one.
+    pub fn record(&mut self) -> Option<LogRecord> {
+        match self.u8()? {
+            TAG_PUT => Some(LogRecord::Put { key: self.key()?, meta: self.meta()? }),
+            TAG_DELETE => Some(LogRecord::Delete { key: self.key()?, sequence: self.u64()? }),
+            TAG_RELOCATE => Some(LogRecord::Relocate {
+                key: self.key()?,
+                sequence: self.u64()?,
+                chunk: self.u32()?,
+                to: self.locator()?,
+            }),
+            TAG_RESET => Some(LogRecord::Reset { extent: self.u32()?, generation: self.u32()? }),
+            _ => None,
+        }
+    }
+
+    pub fn key_and_meta(&mut self) -> Option<(Vec<u8>, ShardMeta)> {
+        Some((self.key()?, self.meta()?))
+    }
+}
+
+/// Encodes one log block: header, then `payload` (whole records), zero
+/// padding. Returns the block's CRC (the next block's `prev_crc`).
+pub fn encode_log_block(
+    epoch: u64,
+    index: u64,
+    prev_crc: u32,
+    record_count: u32,
+    payload: &[u8],
+    out: &mut [u8],
+) -> u32 {
+    assert_eq!(out.len(), BLOCK);
+    assert!(payload.len() <= LOG_PAYLOAD_BYTES_MAX);
+    out.fill(0);
+    out[0..4].copy_from_slice(&LOG_MAGIC);
+    out[8..16].copy_from_slice(&epoch.to_le_bytes());
+    out[16..24].copy_from_slice(&index.to_le_bytes());
+    out[24..28].copy_from_slice(&prev_crc.to_le_bytes());
+    out[28..32].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    out[32..36].copy_from_slice(&record_count.to_le_bytes());
+    out[LOG_HEADER_BYTES..LOG_HEADER_BYTES + payload.len()].copy_from_slice(payload);
+    let crc = crc32c::crc32c(&out[8..]);
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    crc
+}
+
+/// A valid log block continuing the chain, or `None`.
+pub fn decode_log_block(block: &[u8], epoch: u64, index: u64, prev_crc: u32) -> Option<(u32, Vec<LogRecord>)> {
+    if block.len() != BLOCK || block[0..4] != LOG_MAGIC {
+        return None;
+    }
+    let crc = u32::from_le_bytes(block[4..8].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&block[8..]) != crc {
+        return None;
+    }
+    let mut r = Reader::new(&block[8..LOG_HEADER_BYTES]);
+    if r.u64()? != epoch || r.u64()? != index || r.u32()? != prev_crc {
+        return None;
+    }
+    let used = r.u32()? as usize;
+    let count = r.u32()?;
+    if used > LOG_PAYLOAD_BYTES_MAX {
+        return None;
+    }
+    let mut records = Reader::new(&block[LOG_HEADER_BYTES..LOG_HEADER_BYTES + used]);
+    let mut out = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        out.push(records.record()?);
+    }
+    records.is_empty().then_some((crc, out))
+}
+
+/// The fixed part of a checkpoint, in its first 64 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointHeader {
+    pub epoch: u64,
+    pub next_sequence: u64,
+    pub entry_count: u64,
+    pub extent_count: u64,
+    /// Bytes of extent table and entries after the header block.
+    pub body_len: u64,
+}
+
+pub const CHECKPOINT_HEADER_BYTES: usize = 48;
+
+impl CheckpointHeader {
+    pub fn encode(&self, out: &mut [u8]) {
+        out[..BLOCK].fill(0);
+        out[0..4].copy_from_slice(&CHECKPOINT_MAGIC);
+        out[4..8].copy_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+        out[8..16].copy_from_slice(&self.epoch.to_le_bytes());
+        out[16..24].copy_from_slice(&self.next_sequence.to_le_bytes());
+        out[24..32].copy_from_slice(&self.entry_count.to_le_bytes());
+        out[32..40].copy_from_slice(&self.extent_count.to_le_bytes());
+        out[40..48].copy_from_slice(&self.body_len.to_le_bytes());
+    }
+
+    pub fn decode(block: &[u8]) -> Option<CheckpointHeader> {
+        if block.len() < CHECKPOINT_HEADER_BYTES || block[0..4] != CHECKPOINT_MAGIC {
+            return None;
+        }
+        let mut r = Reader::new(&block[4..CHECKPOINT_HEADER_BYTES]);
+        if r.u32()? != CHECKPOINT_VERSION {
+            return None;
+        }
+        Some(CheckpointHeader {
+            epoch: r.u64()?,
+            next_sequence: r.u64()?,
+            entry_count: r.u64()?,
+            extent_count: r.u64()?,
+            body_len: r.u64()?,
+        })
+    }
+}
+
+/// Encodes a checkpoint entry (key and shard) for the body.
+pub fn encode_entry(key: &[u8], meta: &ShardMeta, out: &mut Vec<u8>) {
+    put_key(out, key);
+    encode_meta(meta, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str, n: usize) -> LogRecord {
+        LogRecord::Put {
+            key: key.as_bytes().to_vec(),
+            meta: ShardMeta {
+                size: 5,
+                crc: 9,
+                sequence: 3,
+                written_unix_ms: 4,
+                chunks: (0..n as u32).map(|i| Locator { extent: i, block: i * 2, header_crc: i * 3 }).collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn log_blocks_round_trip_and_chain() {
+        let records = vec![
+            put("a", 1),
+            put("bb", 64),
+            LogRecord::Delete { key: b"c".to_vec(), sequence: 8 },
+            LogRecord::Relocate {
+                key: b"d".to_vec(),
+                sequence: 2,
+                chunk: 1,
+                to: Locator { extent: 1, block: 2, header_crc: 3 },
+            },
+            LogRecord::Reset { extent: 7, generation: 2 },
+        ];
+        let mut payload = Vec::new();
+        for r in &records {
+            r.encode(&mut payload);
+        }
+        let mut block = vec![0u8; BLOCK];
+        let crc = encode_log_block(5, 0, 77, records.len() as u32, &payload, &mut block);
+        let (back_crc, back) = decode_log_block(&block, 5, 0, 77).unwrap();
+        assert_eq!((back_crc, back), (crc, records));
+        assert!(decode_log_block(&block, 6, 0, 77).is_none(), "another epoch");
+        assert!(decode_log_block(&block, 5, 1, 77).is_none(), "another index");
+        assert!(decode_log_block(&block, 5, 0, 78).is_none(), "a broken chain");
+        for bit in 0..BLOCK * 8 {
+            block[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode_log_block(&block, 5, 0, 77).is_none(), "bit {bit}");
+            block[bit / 8] ^= 1 << (bit % 8);
+        }
+    }
+
+    #[test]
+    fn the_largest_put_record_fits_a_block() {
+        let key = "k".repeat(255);
+        assert!(put(&key, 64).encoded_len() <= LOG_PAYLOAD_BYTES_MAX);
+    }
+}

@@ -1,0 +1,846 @@
+//! The shard store of one device: shards named by key, kept in
+//! append-only extents as self-describing chunk records, found through an
+//! in-memory index made durable by a log and checkpoints in the metadata
+//! region.
+//!
+//! Durability of a batch (group commit): chunk records are written, one
+//! flush makes them durable, then the log blocks that reference them are
+//! written with FUA; only then are the operations acknowledged and applied
+//! to the in-memory index. A crash at any point leaves either the old or
+//! the new state of each operation of the batch, never a reference to data
+//! that is not on the medium. See `docs/format.md`, "Shard store".
+//!
+//! This is the synchronous core, driven by one thread that owns the
+//! device; reclamation and the device thread with its queue build on it.
+
+pub mod meta;
+pub mod record;
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::constants::BLOCK_SIZE_BYTES;
+use crate::device::{BlockDevice, BlockDeviceExt, BufferPool, Completion, IoKind, IoOp};
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::superblock::{self, StoreRef, Superblock};
+use meta::{CheckpointHeader, Locator, LogRecord, ShardMeta, BLOCK, CHECKPOINT_HEADER_BYTES, LOG_PAYLOAD_BYTES_MAX};
+use record::{record_size_bytes, RecordHeader, CHUNK_SIZE_BYTES_MAX, KEY_SIZE_BYTES_MAX};
+
+/// Largest shard the store accepts.
+pub const SHARD_SIZE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Free extents held back from puts so reclamation can always evacuate.
+pub const RESERVE_EXTENTS_COUNT: u32 = 2;
+/// Data-path I/Os in flight per store, and buffer-pool slots.
+pub const STORE_QUEUE_DEPTH: usize = 32;
+/// Operations in one group commit at most.
+pub const BATCH_OPS_MAX: usize = 1024;
+
+const _: () = assert!(SHARD_SIZE_BYTES_MAX % CHUNK_SIZE_BYTES_MAX as u64 == 0);
+const _: () = assert!(
+    crate::constants::EXTENT_SIZE_BYTES_MIN >= 3 * (CHUNK_SIZE_BYTES_MAX as u64 + BLOCK_SIZE_BYTES),
+    "every extent holds several of the largest records"
+);
+const _: () = assert!(SHARD_SIZE_BYTES_MAX / CHUNK_SIZE_BYTES_MAX as u64 <= 64, "a put record fits one log block");
+
+/// One extent's state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExtentInfo {
+    pub generation: u32,
+    /// Write pointer in blocks: everything below it was written this
+    /// generation.
+    pub write_blocks: u32,
+    /// Blocks of records the index still references.
+    pub live_blocks: u32,
+}
+
+/// A write operation for [`Store::commit`].
+#[derive(Debug, Clone)]
+pub enum Op {
+    Put { key: Vec<u8>, data: Vec<u8> },
+    Delete { key: Vec<u8> },
+}
+
+/// What `stat` tells about a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardStat {
+    pub size: u64,
+    pub crc32c: u32,
+    pub written_unix_ms: u64,
+    pub sequence: u64,
+    pub chunks: usize,
+}
+
+pub fn chunk_count(size: u64) -> usize {
+    size.div_ceil(CHUNK_SIZE_BYTES_MAX as u64).max(1) as usize
+}
+
+pub fn chunk_len(size: u64, chunk: usize) -> usize {
+    let start = chunk as u64 * CHUNK_SIZE_BYTES_MAX as u64;
+    (size.saturating_sub(start)).min(CHUNK_SIZE_BYTES_MAX as u64) as usize
+}
+
+fn record_blocks(key_len: usize, size: u64, chunk: usize) -> u32 {
+    (record_size_bytes(key_len, chunk_len(size, chunk)) / BLOCK_SIZE_BYTES) as u32
+}
+
+fn key_text(key: &[u8]) -> String {
+    String::from_utf8_lossy(key).into_owned()
+}
+
+pub fn validate_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() || key.len() > KEY_SIZE_BYTES_MAX {
+        return Err(Error::InvalidKey(format!("a key is 1 to {KEY_SIZE_BYTES_MAX} bytes, this one is {}", key.len())));
+    }
+    Ok(())
+}
+
+/// The encoded checkpoint for an index and extent table.
+pub fn encode_checkpoint(
+    epoch: u64,
+    next_sequence: u64,
+    extents: &[ExtentInfo],
+    index: &BTreeMap<Vec<u8>, ShardMeta>,
+) -> Vec<u8> {
+    let mut body = Vec::with_capacity(extents.len() * 8 + index.len() * 64);
+    for e in extents {
+        body.extend_from_slice(&e.generation.to_le_bytes());
+        body.extend_from_slice(&e.write_blocks.to_le_bytes());
+    }
+    for (key, meta) in index {
+        meta::encode_entry(key, meta, &mut body);
+    }
+    let header = CheckpointHeader {
+        epoch,
+        next_sequence,
+        entry_count: index.len() as u64,
+        extent_count: extents.len() as u64,
+        body_len: body.len() as u64,
+    };
+    let total = (BLOCK + body.len()).next_multiple_of(BLOCK);
+    let mut out = vec![0u8; total];
+    header.encode(&mut out[..BLOCK]);
+    out[BLOCK..BLOCK + body.len()].copy_from_slice(&body);
+    out
+}
+
+/// Writes the empty checkpoint of a freshly formatted device and returns
+/// the reference the first superblock records.
+pub(crate) fn write_initial_checkpoint(dev: &mut dyn BlockDevice, layout: &Layout) -> Result<StoreRef> {
+    let extents = vec![ExtentInfo::default(); layout.extent_count as usize];
+    let bytes = encode_checkpoint(1, 1, &extents, &BTreeMap::new());
+    write_bytes(dev, layout.meta_offset, &bytes)?;
+    // The first log block slot after it must not hold an old block that
+    // continues the chain by accident: zero it.
+    dev.write_at(layout.meta_offset + bytes.len() as u64, &[0u8; BLOCK], false)?;
+    Ok(StoreRef { epoch: 1, half: 0, checkpoint_crc: crc32c::crc32c(&bytes), checkpoint_len_bytes: bytes.len() as u64 })
+}
+
+fn write_bytes(dev: &mut dyn BlockDevice, offset: u64, bytes: &[u8]) -> Result<()> {
+    for (i, piece) in bytes.chunks(CHUNK_SIZE_BYTES_MAX).enumerate() {
+        dev.write_at(offset + (i * CHUNK_SIZE_BYTES_MAX) as u64, piece, false)?;
+    }
+    Ok(())
+}
+
+fn read_bytes(dev: &mut dyn BlockDevice, offset: u64, len: usize) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(len);
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(CHUNK_SIZE_BYTES_MAX);
+        out.extend_from_slice(dev.read_at(offset + at as u64, n)?.as_slice());
+        at += n;
+    }
+    Ok(out)
+}
+
+/// One device's shard store.
+pub struct Store {
+    dev: Box<dyn BlockDevice>,
+    name: String,
+    sb: Superblock,
+    pool: BufferPool,
+    index: BTreeMap<Vec<u8>, ShardMeta>,
+    extents: Vec<ExtentInfo>,
+    open_extent: Option<u32>,
+    next_sequence: u64,
+    /// Absolute offset of the next log block, its index and the CRC of the
+    /// block before it.
+    log_offset: u64,
+    log_index: u64,
+    log_prev_crc: u32,
+    /// Encoded size of the index in a checkpoint, kept up to date so a
+    /// batch that would not fit is refused before anything changes.
+    checkpoint_bytes: u64,
+    /// Set when durable state may differ from memory (a failed flush or
+    /// metadata write): every later operation fails until reopened.
+    failed: Option<String>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("device", &self.name).field("shards", &self.index.len()).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens a formatted device: superblock (repairing stale copies), the
+    /// checkpoint in force, then the log after it up to the first block
+    /// that does not continue the chain.
+    pub fn open(mut dev: Box<dyn BlockDevice>) -> Result<Store> {
+        let name = dev.info().name.clone();
+        let opened = superblock::open(dev.as_mut(), true)?;
+        let sb = opened.superblock;
+        let layout = sb.layout;
+        let half_size = layout.meta_size_bytes / 2;
+        let half_offset = layout.meta_offset + u64::from(sb.store.half) * half_size;
+        let corrupt = |what: String, offset: u64| Error::Corruption { device: name.clone(), what, offset };
+        let bytes = read_bytes(dev.as_mut(), half_offset, sb.store.checkpoint_len_bytes as usize)?;
+        if crc32c::crc32c(&bytes) != sb.store.checkpoint_crc {
+            return Err(corrupt("checkpoint (checksum differs from the superblock's)".to_owned(), half_offset));
+        }
+        let header = CheckpointHeader::decode(&bytes)
+            .filter(|h| h.epoch == sb.store.epoch && h.extent_count == layout.extent_count)
+            .ok_or_else(|| corrupt("checkpoint header".to_owned(), half_offset))?;
+        let body = bytes
+            .get(BLOCK..BLOCK + header.body_len as usize)
+            .ok_or_else(|| corrupt("checkpoint length".to_owned(), half_offset))?;
+        let mut r = meta::Reader::new(body);
+        let mut extents = Vec::with_capacity(layout.extent_count as usize);
+        for _ in 0..layout.extent_count {
+            let generation = r.u32().ok_or_else(|| corrupt("checkpoint extent table".to_owned(), half_offset))?;
+            let write_blocks = r.u32().ok_or_else(|| corrupt("checkpoint extent table".to_owned(), half_offset))?;
+            extents.push(ExtentInfo { generation, write_blocks, live_blocks: 0 });
+        }
+        let mut store = Store {
+            dev,
+            name: name.clone(),
+            sb,
+            pool: BufferPool::new(
+                record_size_bytes(KEY_SIZE_BYTES_MAX, CHUNK_SIZE_BYTES_MAX) as usize,
+                STORE_QUEUE_DEPTH,
+            )?,
+            index: BTreeMap::new(),
+            extents,
+            open_extent: None,
+            next_sequence: header.next_sequence,
+            log_offset: half_offset + bytes.len() as u64,
+            log_index: 0,
+            log_prev_crc: crc32c::crc32c(&bytes),
+            checkpoint_bytes: 0,
+            failed: None,
+        };
+        for _ in 0..header.entry_count {
+            let (key, meta) = r.key_and_meta().ok_or_else(|| corrupt("checkpoint entry".to_owned(), half_offset))?;
+            store.apply(&LogRecord::Put { key, meta });
+        }
+        if !r.is_empty() {
+            return Err(corrupt("checkpoint trailing bytes".to_owned(), half_offset));
+        }
+        store.replay_log(half_offset + half_size)?;
+        store.checkpoint_bytes = encode_checkpoint(0, 0, &store.extents, &store.index).len() as u64;
+        Ok(store)
+    }
+
+    fn replay_log(&mut self, half_end: u64) -> Result<()> {
+        const READ_BLOCKS: u64 = 64;
+        'outer: while self.log_offset < half_end {
+            let n = ((half_end - self.log_offset) / BLOCK_SIZE_BYTES).min(READ_BLOCKS);
+            let buf = self.dev.read_at(self.log_offset, (n * BLOCK_SIZE_BYTES) as usize)?;
+            for block in buf.as_slice().chunks(BLOCK) {
+                let Some((crc, records)) =
+                    meta::decode_log_block(block, self.sb.store.epoch, self.log_index, self.log_prev_crc)
+                else {
+                    break 'outer;
+                };
+                for record in &records {
+                    self.apply(record);
+                }
+                self.log_offset += BLOCK_SIZE_BYTES;
+                self.log_index += 1;
+                self.log_prev_crc = crc;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one change to the index and the extent table. Used by
+    /// recovery and, after the change is durable, by commit.
+    fn apply(&mut self, record: &LogRecord) {
+        match record {
+            LogRecord::Put { key, meta } => {
+                self.next_sequence = self.next_sequence.max(meta.sequence + 1);
+                for (i, l) in meta.chunks.iter().enumerate() {
+                    let blocks = record_blocks(key.len(), meta.size, i);
+                    let e = &mut self.extents[l.extent as usize];
+                    e.write_blocks = e.write_blocks.max(l.block + blocks);
+                    e.live_blocks += blocks;
+                }
+                if let Some(old) = self.index.insert(key.clone(), meta.clone()) {
+                    self.release(key, &old);
+                }
+            }
+            LogRecord::Delete { key, sequence } => {
+                self.next_sequence = self.next_sequence.max(sequence + 1);
+                if let Some(old) = self.index.remove(key) {
+                    self.release(key, &old);
+                }
+            }
+            LogRecord::Relocate { key, sequence, chunk, to } => {
+                let blocks = self.index.get(key).filter(|m| m.sequence == *sequence).map(|m| {
+                    let b = record_blocks(key.len(), m.size, *chunk as usize);
+                    (m.chunks[*chunk as usize], b)
+                });
+                if let Some((from, b)) = blocks {
+                    self.extents[from.extent as usize].live_blocks -= b;
+                    let e = &mut self.extents[to.extent as usize];
+                    e.write_blocks = e.write_blocks.max(to.block + b);
+                    e.live_blocks += b;
+                    self.index.get_mut(key).expect("checked above").chunks[*chunk as usize] = *to;
+                }
+            }
+            LogRecord::Reset { extent, generation } => {
+                self.extents[*extent as usize] =
+                    ExtentInfo { generation: *generation, write_blocks: 0, live_blocks: 0 };
+                if self.open_extent == Some(*extent) {
+                    self.open_extent = None;
+                }
+            }
+        }
+    }
+
+    fn release(&mut self, key: &[u8], old: &ShardMeta) {
+        for (i, l) in old.chunks.iter().enumerate() {
+            let blocks = record_blocks(key.len(), old.size, i);
+            let e = &mut self.extents[l.extent as usize];
+            assert!(e.live_blocks >= blocks, "extent {} live accounting underflow", l.extent);
+            e.live_blocks -= blocks;
+        }
+    }
+
+    fn blocks_per_extent(&self) -> u32 {
+        (self.sb.layout.extent_size_bytes / BLOCK_SIZE_BYTES) as u32
+    }
+
+    fn free_extents(&self) -> u32 {
+        self.extents
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| e.write_blocks == 0 && self.open_extent != Some(*i as u32))
+            .count() as u32
+    }
+
+    /// Space for one record of `blocks`: appended to the open extent, or at
+    /// the start of a free one while more than the reserve are free.
+    fn allocate(&mut self, blocks: u32) -> Option<Locator> {
+        let per = self.blocks_per_extent();
+        assert!(blocks <= per, "a record of {blocks} blocks cannot fit a {per}-block extent");
+        if let Some(e) = self.open_extent {
+            let info = &mut self.extents[e as usize];
+            if info.write_blocks + blocks <= per {
+                let block = info.write_blocks;
+                info.write_blocks += blocks;
+                return Some(Locator { extent: e, block, header_crc: 0 });
+            }
+        }
+        if self.free_extents() <= RESERVE_EXTENTS_COUNT {
+            return None;
+        }
+        let e = self
+            .extents
+            .iter()
+            .enumerate()
+            .position(|(i, e)| e.write_blocks == 0 && self.open_extent != Some(i as u32))?;
+        self.open_extent = Some(e as u32);
+        self.extents[e].write_blocks = blocks;
+        Some(Locator { extent: e as u32, block: 0, header_crc: 0 })
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        match &self.failed {
+            Some(why) => {
+                Err(Error::Poisoned { device: format!("{} ({why})", self.name), op: crate::error::OpKind::Write })
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&mut self, why: &str) -> Error {
+        self.failed = Some(why.to_owned());
+        Error::Poisoned { device: format!("{} ({why})", self.name), op: crate::error::OpKind::Write }
+    }
+
+    /// Runs a batch of writes as one group commit and returns one result
+    /// per operation, in order. Each is acknowledged only when durable.
+    pub fn commit(&mut self, ops: &[Op]) -> Vec<Result<()>> {
+        assert!(ops.len() <= BATCH_OPS_MAX, "batch of {} operations exceeds {BATCH_OPS_MAX}", ops.len());
+        if let Err(e) = self.check_usable() {
+            return ops
+                .iter()
+                .map(|_| Err(Error::Poisoned { device: e.to_string(), op: crate::error::OpKind::Write }))
+                .collect();
+        }
+        let mut results: Vec<Option<Result<()>>> = (0..ops.len()).map(|_| None).collect();
+        let mut staged: Vec<Option<LogRecord>> = (0..ops.len()).map(|_| None).collect();
+        let mut exists: HashMap<&[u8], bool> = HashMap::new();
+        let mut out: Vec<Completion> = Vec::with_capacity(STORE_QUEUE_DEPTH);
+        let mut write_failed = vec![false; ops.len()];
+        let now = superblock::now_unix_ms();
+        let mut any_data = false;
+
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                Op::Put { key, data } => {
+                    if let Err(e) = validate_key(key) {
+                        results[i] = Some(Err(e));
+                        continue;
+                    }
+                    if data.len() as u64 > SHARD_SIZE_BYTES_MAX {
+                        results[i] = Some(Err(Error::TooLarge { size: data.len() as u64, max: SHARD_SIZE_BYTES_MAX }));
+                        continue;
+                    }
+                    let sequence = self.next_sequence;
+                    self.next_sequence += 1;
+                    let size = data.len() as u64;
+                    let shard_crc = crc32c::crc32c(data);
+                    let mut chunks = Vec::with_capacity(chunk_count(size));
+                    for c in 0..chunk_count(size) {
+                        let blocks = record_blocks(key.len(), size, c);
+                        let Some(mut loc) = self.allocate(blocks) else {
+                            results[i] = Some(Err(Error::NoSpace(format!(
+                                "{}: no free extent for a {size}-byte shard ({RESERVE_EXTENTS_COUNT} are held back for reclamation)",
+                                self.name
+                            ))));
+                            break;
+                        };
+                        let start = c * CHUNK_SIZE_BYTES_MAX;
+                        let payload = &data[start..start + chunk_len(size, c)];
+                        let header = RecordHeader {
+                            key: key.clone(),
+                            sequence,
+                            extent: loc.extent,
+                            generation: self.extents[loc.extent as usize].generation,
+                            shard_len: size,
+                            chunk_offset: start as u64,
+                            chunk_len: payload.len() as u32,
+                            payload_crc: crc32c::crc32c(payload),
+                            shard_crc,
+                            written_unix_ms: now,
+                        };
+                        let len = record_size_bytes(key.len(), payload.len()) as usize;
+                        if self.dev.in_flight() == STORE_QUEUE_DEPTH {
+                            let _ = self.dev.reap(1, &mut out);
+                        }
+                        Self::collect_write_failures(&mut out, &mut write_failed);
+                        let mut buf = self.pool.take(len).expect("a free buffer for every queue slot");
+                        loc.header_crc = header.encode(payload, buf.as_mut_slice());
+                        let offset = self.sb.layout.data_offset
+                            + u64::from(loc.extent) * self.sb.layout.extent_size_bytes
+                            + u64::from(loc.block) * BLOCK_SIZE_BYTES;
+                        if let Err(e) =
+                            self.dev.submit(IoOp { token: i as u64, kind: IoKind::Write { offset, buf, fua: false } })
+                        {
+                            results[i] = Some(Err(e));
+                            break;
+                        }
+                        any_data = true;
+                        chunks.push(loc);
+                    }
+                    if results[i].is_none() {
+                        exists.insert(key.as_slice(), true);
+                        staged[i] = Some(LogRecord::Put {
+                            key: key.clone(),
+                            meta: ShardMeta { size, crc: shard_crc, sequence, written_unix_ms: now, chunks },
+                        });
+                    }
+                }
+                Op::Delete { key } => {
+                    if let Err(e) = validate_key(key) {
+                        results[i] = Some(Err(e));
+                        continue;
+                    }
+                    let present = exists.get(key.as_slice()).copied().unwrap_or_else(|| self.index.contains_key(key));
+                    if !present {
+                        results[i] = Some(Err(Error::NotFound(key_text(key))));
+                        continue;
+                    }
+                    exists.insert(key.as_slice(), false);
+                    let sequence = self.next_sequence;
+                    self.next_sequence += 1;
+                    staged[i] = Some(LogRecord::Delete { key: key.clone(), sequence });
+                }
+            }
+        }
+        while self.dev.in_flight() > 0 {
+            if let Err(e) = self.dev.reap(self.dev.in_flight(), &mut out) {
+                let err = self.fail(&format!("reaping writes failed: {e}"));
+                return finish(results, |_| {
+                    Err(Error::Poisoned { device: err.to_string(), op: crate::error::OpKind::Write })
+                });
+            }
+        }
+        Self::collect_write_failures(&mut out, &mut write_failed);
+        for (i, failed) in write_failed.iter().enumerate() {
+            if *failed && results[i].is_none() {
+                staged[i] = None;
+                results[i] = Some(Err(Error::Io {
+                    device: self.name.clone(),
+                    op: crate::error::OpKind::Write,
+                    offset: 0,
+                    len: 0,
+                    cause: std::io::Error::other(format!("writing shard {} failed", op_key(&ops[i]))),
+                }));
+            }
+        }
+        if any_data {
+            if let Err(e) = self.dev.flush() {
+                let err = self.fail(&format!("flush failed: {e}"));
+                return finish(results, |_| {
+                    Err(Error::Poisoned { device: err.to_string(), op: crate::error::OpKind::Flush })
+                });
+            }
+        }
+        let records: Vec<(usize, LogRecord)> =
+            staged.into_iter().enumerate().filter_map(|(i, r)| r.map(|r| (i, r))).collect();
+        if !records.is_empty() {
+            if let Err(e) = self.make_durable(&records) {
+                for (i, _) in &records {
+                    results[*i] = Some(Err(match &e {
+                        Error::NoSpace(m) => Error::NoSpace(m.clone()),
+                        other => Error::Poisoned { device: other.to_string(), op: crate::error::OpKind::Write },
+                    }));
+                }
+                return finish(results, |_| Ok(()));
+            }
+        }
+        finish(results, |_| Ok(()))
+    }
+
+    fn collect_write_failures(out: &mut Vec<Completion>, failed: &mut [bool]) {
+        for c in out.drain(..) {
+            if c.result.is_err() {
+                failed[c.token as usize] = true;
+            }
+        }
+    }
+
+    /// Logs `records` (already backed by durable data) and applies them.
+    /// When the log half is full, a checkpoint takes the log's place.
+    fn make_durable(&mut self, records: &[(usize, LogRecord)]) -> Result<()> {
+        // Refuse a batch whose checkpoint could not be written later.
+        let (mut added, mut removed) = (0u64, 0u64);
+        for (_, r) in records {
+            let key = match r {
+                LogRecord::Put { key, meta } => {
+                    added += entry_len(key, meta.chunks.len());
+                    key
+                }
+                LogRecord::Delete { key, .. } => key,
+                LogRecord::Relocate { .. } | LogRecord::Reset { .. } => continue,
+            };
+            if let Some(old) = self.index.get(key) {
+                removed += entry_len(key, old.chunks.len());
+            }
+        }
+        let projected = (self.checkpoint_bytes + added).saturating_sub(removed);
+        let half_size = self.sb.layout.meta_size_bytes / 2;
+        if added > 0 && projected + BLOCK_SIZE_BYTES > half_size {
+            return Err(Error::NoSpace(format!(
+                "{}: the index would outgrow the metadata region ({half_size} bytes per checkpoint)",
+                self.name
+            )));
+        }
+        let blocks = pack(records.iter().map(|(_, r)| r));
+        let half_end = self.half_offset(self.sb.store.half) + half_size;
+        if self.log_offset + blocks.len() as u64 * BLOCK_SIZE_BYTES <= half_end {
+            self.write_log_blocks(&blocks)?;
+            for (_, r) in records {
+                self.apply(r);
+            }
+        } else {
+            for (_, r) in records {
+                self.apply(r);
+            }
+            self.checkpoint()?;
+        }
+        self.checkpoint_bytes = projected;
+        Ok(())
+    }
+
+    fn half_offset(&self, half: u32) -> u64 {
+        self.sb.layout.meta_offset + u64::from(half) * (self.sb.layout.meta_size_bytes / 2)
+    }
+
+    fn write_log_blocks(&mut self, blocks: &[(u32, Vec<u8>)]) -> Result<()> {
+        let mut bytes = vec![0u8; blocks.len() * BLOCK];
+        let mut crc = self.log_prev_crc;
+        for (k, (count, payload)) in blocks.iter().enumerate() {
+            crc = meta::encode_log_block(
+                self.sb.store.epoch,
+                self.log_index + k as u64,
+                crc,
+                *count,
+                payload,
+                &mut bytes[k * BLOCK..(k + 1) * BLOCK],
+            );
+        }
+        let offset = self.log_offset;
+        let result = bytes
+            .chunks(CHUNK_SIZE_BYTES_MAX)
+            .enumerate()
+            .try_for_each(|(i, piece)| self.dev.write_at(offset + (i * CHUNK_SIZE_BYTES_MAX) as u64, piece, true));
+        if let Err(e) = result {
+            return Err(self.fail(&format!("log write failed: {e}")));
+        }
+        self.log_offset += bytes.len() as u64;
+        self.log_index += blocks.len() as u64;
+        self.log_prev_crc = crc;
+        Ok(())
+    }
+
+    /// Writes the whole index into the inactive half and makes it current
+    /// with a superblock commit; the log restarts after it.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        self.check_usable()?;
+        let epoch = self.sb.store.epoch + 1;
+        let half = 1 - self.sb.store.half;
+        let bytes = encode_checkpoint(epoch, self.next_sequence, &self.extents, &self.index);
+        let half_size = self.sb.layout.meta_size_bytes / 2;
+        if bytes.len() as u64 + BLOCK_SIZE_BYTES > half_size {
+            return Err(Error::NoSpace(format!(
+                "{}: checkpoint of {} bytes does not fit the metadata region",
+                self.name,
+                bytes.len()
+            )));
+        }
+        let offset = self.half_offset(half);
+        let store =
+            StoreRef { epoch, half, checkpoint_crc: crc32c::crc32c(&bytes), checkpoint_len_bytes: bytes.len() as u64 };
+        let result = write_bytes(self.dev.as_mut(), offset, &bytes)
+            .and_then(|()| superblock::commit(self.dev.as_mut(), &self.sb, |sb| sb.store = store));
+        match result {
+            Ok(sb) => {
+                self.sb = sb;
+                self.log_offset = offset + bytes.len() as u64;
+                self.log_index = 0;
+                self.log_prev_crc = store.checkpoint_crc;
+                self.checkpoint_bytes = bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => Err(self.fail(&format!("checkpoint failed: {e}"))),
+        }
+    }
+
+    pub fn put(&mut self, key: &[u8], data: &[u8]) -> Result<()> {
+        self.commit(&[Op::Put { key: key.to_vec(), data: data.to_vec() }]).pop().expect("one result")
+    }
+
+    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.commit(&[Op::Delete { key: key.to_vec() }]).pop().expect("one result")
+    }
+
+    pub fn stat(&self, key: &[u8]) -> Option<ShardStat> {
+        self.index.get(key).map(|m| ShardStat {
+            size: m.size,
+            crc32c: m.crc,
+            written_unix_ms: m.written_unix_ms,
+            sequence: m.sequence,
+            chunks: m.chunks.len(),
+        })
+    }
+
+    /// Keys with `prefix`, after `start_after`, at most `limit`, in order,
+    /// with their sizes.
+    pub fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Vec<(Vec<u8>, u64)> {
+        let start = match start_after {
+            Some(after) if after >= prefix => std::ops::Bound::Excluded(after.to_vec()),
+            _ => std::ops::Bound::Included(prefix.to_vec()),
+        };
+        self.index
+            .range((start, std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, m)| (k.clone(), m.size))
+            .collect()
+    }
+
+    pub fn get(&mut self, key: &[u8]) -> Result<Vec<u8>> {
+        let size = self.index.get(key).ok_or_else(|| Error::NotFound(key_text(key)))?.size;
+        self.get_range(key, 0, size)
+    }
+
+    /// Reads `len` bytes from `offset` of a shard (clamped to its end),
+    /// verifying every chunk it touches; a whole-shard read also checks the
+    /// shard's CRC32C.
+    pub fn get_range(&mut self, key: &[u8], offset: u64, len: u64) -> Result<Vec<u8>> {
+        let meta = self.index.get(key).ok_or_else(|| Error::NotFound(key_text(key)))?.clone();
+        let end = offset.saturating_add(len).min(meta.size);
+        if offset > meta.size {
+            return Err(Error::InvalidArgument(format!(
+                "range starts at {offset}, past the end of a {}-byte shard",
+                meta.size
+            )));
+        }
+        let chunk_size = CHUNK_SIZE_BYTES_MAX as u64;
+        let first = (offset / chunk_size) as usize;
+        let last = if end == offset { first } else { ((end - 1) / chunk_size) as usize };
+        let mut out = vec![0u8; (end - offset) as usize];
+        let mut completions = Vec::with_capacity(STORE_QUEUE_DEPTH);
+        let mut done = 0;
+        let mut next = first;
+        while done < last - first + 1 {
+            while next <= last && self.dev.in_flight() < STORE_QUEUE_DEPTH {
+                let loc = meta.chunks[next];
+                let len = record_size_bytes(key.len(), chunk_len(meta.size, next)) as usize;
+                let buf = self.pool.take(len).expect("a free buffer for every queue slot");
+                let at = self.locator_offset(loc);
+                self.dev.submit(IoOp { token: next as u64, kind: IoKind::Read { offset: at, buf } })?;
+                next += 1;
+            }
+            self.dev.reap(1, &mut completions)?;
+            for c in completions.drain(..) {
+                done += 1;
+                let chunk = c.token as usize;
+                let loc = meta.chunks[chunk];
+                let at = self.locator_offset(loc);
+                let corrupt = |why: String| Error::Corruption {
+                    device: self.name.clone(),
+                    what: format!("shard {:?} chunk {chunk}: {why}", key_text(key)),
+                    offset: at,
+                };
+                if let Err(e) = c.result {
+                    // Drain what is still in flight before returning.
+                    while self.dev.in_flight() > 0 {
+                        let _ = self.dev.reap(self.dev.in_flight(), &mut Vec::new());
+                    }
+                    return Err(corrupt(format!("unreadable: {e}")));
+                }
+                let buf = c.buf.expect("reads return their buffer");
+                let (_, payload) = match RecordHeader::verify(buf.as_slice(), loc.header_crc) {
+                    Ok(v) => v,
+                    Err(problem) => {
+                        while self.dev.in_flight() > 0 {
+                            let _ = self.dev.reap(self.dev.in_flight(), &mut Vec::new());
+                        }
+                        return Err(corrupt(problem.to_string()));
+                    }
+                };
+                let chunk_start = chunk as u64 * chunk_size;
+                let from = offset.max(chunk_start);
+                let to = end.min(chunk_start + payload.len() as u64);
+                if from < to {
+                    out[(from - offset) as usize..(to - offset) as usize]
+                        .copy_from_slice(&payload[(from - chunk_start) as usize..(to - chunk_start) as usize]);
+                }
+            }
+        }
+        if offset == 0 && end == meta.size && crc32c::crc32c(&out) != meta.crc {
+            return Err(Error::Corruption {
+                device: self.name.clone(),
+                what: format!("shard {:?}: whole-shard checksum mismatch", key_text(key)),
+                offset: self.locator_offset(meta.chunks[0]),
+            });
+        }
+        Ok(out)
+    }
+
+    fn locator_offset(&self, loc: Locator) -> u64 {
+        self.sb.layout.data_offset
+            + u64::from(loc.extent) * self.sb.layout.extent_size_bytes
+            + u64::from(loc.block) * BLOCK_SIZE_BYTES
+    }
+
+    /// Where each chunk record of a shard lives: (device offset, bytes of
+    /// the record covered by its checksums).
+    pub fn chunk_locations(&self, key: &[u8]) -> Option<Vec<(u64, u64)>> {
+        self.index.get(key).map(|m| {
+            m.chunks
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let used = record::HEADER_SIZE_BYTES + key.len() + chunk_len(m.size, i);
+                    (self.locator_offset(*l), used as u64)
+                })
+                .collect()
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    pub fn extents(&self) -> &[ExtentInfo] {
+        &self.extents
+    }
+
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    /// Checks the index against the extent accounting; panics on a broken
+    /// invariant (tests call it after every step).
+    pub fn check_invariants(&self) {
+        let mut live = vec![0u32; self.extents.len()];
+        for (key, m) in &self.index {
+            assert_eq!(m.chunks.len(), chunk_count(m.size), "shard {key:?} chunk count");
+            for (i, l) in m.chunks.iter().enumerate() {
+                let b = record_blocks(key.len(), m.size, i);
+                assert!(
+                    l.block + b <= self.extents[l.extent as usize].write_blocks,
+                    "shard {key:?} chunk {i} beyond write pointer"
+                );
+                live[l.extent as usize] += b;
+            }
+        }
+        for (i, e) in self.extents.iter().enumerate() {
+            assert_eq!(e.live_blocks, live[i], "extent {i} live blocks");
+            assert!(e.write_blocks <= self.blocks_per_extent(), "extent {i} write pointer past its end");
+        }
+    }
+
+    /// Checkpoints and records a clean shutdown.
+    pub fn close(mut self) -> Result<()> {
+        self.checkpoint()?;
+        let sb = superblock::commit(self.dev.as_mut(), &self.sb, |sb| sb.clean_shutdown = true)?;
+        self.sb = sb;
+        Ok(())
+    }
+}
+
+/// Bytes of one index entry in a checkpoint: key length, key, sequence,
+/// size, CRC, time, chunk count, 12 bytes per locator.
+fn entry_len(key: &[u8], chunks: usize) -> u64 {
+    (1 + key.len() + 32 + 12 * chunks) as u64
+}
+
+fn op_key(op: &Op) -> String {
+    match op {
+        Op::Put { key, .. } | Op::Delete { key } => key_text(key),
+    }
+}
+
+fn finish(results: Vec<Option<Result<()>>>, default: impl Fn(usize) -> Result<()>) -> Vec<Result<()>> {
+    results.into_iter().enumerate().map(|(i, r)| r.unwrap_or_else(|| default(i))).collect()
+}
+
+/// Packs records into log block payloads: (record count, bytes).
+fn pack<'a>(records: impl Iterator<Item = &'a LogRecord>) -> Vec<(u32, Vec<u8>)> {
+    let mut blocks: Vec<(u32, Vec<u8>)> = vec![(0, Vec::with_capacity(LOG_PAYLOAD_BYTES_MAX))];
+    let mut scratch = Vec::with_capacity(1100);
+    for r in records {
+        scratch.clear();
+        r.encode(&mut scratch);
+        if blocks.last().expect("one block").1.len() + scratch.len() > LOG_PAYLOAD_BYTES_MAX {
+            blocks.push((0, Vec::with_capacity(LOG_PAYLOAD_BYTES_MAX)));
+        }
+        let last = blocks.last_mut().expect("one block");
+        last.0 += 1;
+        last.1.extend_from_slice(&scratch);
+    }
+    blocks
+}
+
+const _: () = assert!(CHECKPOINT_HEADER_BYTES <= BLOCK);

@@ -1,0 +1,255 @@
+//! Chunk records: the self-describing unit of shard data in an extent.
+//!
+//! A record is a 64-byte header, the key, and up to one chunk of payload,
+//! padded with zeros to the 4 KiB block. Everything needed to rebuild the
+//! index is in the header, and the header CRC covers the extent
+//! generation and the write sequence, so a locator that carries it detects
+//! a stale record (an older generation at the same place) or a misdirected
+//! one. Byte layout: `docs/format.md`, "Chunk record".
+
+use crate::constants::BLOCK_SIZE_BYTES;
+
+pub const RECORD_MAGIC: [u8; 4] = *b"SHCK";
+pub const RECORD_VERSION: u8 = 1;
+pub const HEADER_SIZE_BYTES: usize = 64;
+pub const KEY_SIZE_BYTES_MAX: usize = 255;
+
+/// Largest payload one record carries: one buffer-pool slot, one read.
+pub const CHUNK_SIZE_BYTES_MAX: usize = 1024 * 1024;
+
+const OFF_MAGIC: usize = 0;
+const OFF_VERSION: usize = 4;
+const OFF_KEY_LEN: usize = 5;
+const OFF_FLAGS: usize = 6;
+const OFF_RESERVED0: usize = 7;
+const OFF_SEQUENCE: usize = 8;
+const OFF_EXTENT: usize = 16;
+const OFF_GENERATION: usize = 20;
+const OFF_SHARD_LEN: usize = 24;
+const OFF_CHUNK_OFFSET: usize = 32;
+const OFF_CHUNK_LEN: usize = 40;
+const OFF_PAYLOAD_CRC: usize = 44;
+const OFF_SHARD_CRC: usize = 48;
+const OFF_WRITTEN: usize = 52;
+const OFF_HEADER_CRC: usize = 60;
+
+const _: () = assert!(OFF_VERSION == OFF_MAGIC + 4 && OFF_KEY_LEN == OFF_VERSION + 1);
+const _: () = assert!(OFF_FLAGS == OFF_KEY_LEN + 1 && OFF_RESERVED0 == OFF_FLAGS + 1);
+const _: () = assert!(OFF_SEQUENCE == OFF_RESERVED0 + 1 && OFF_EXTENT == OFF_SEQUENCE + 8);
+const _: () = assert!(OFF_GENERATION == OFF_EXTENT + 4 && OFF_SHARD_LEN == OFF_GENERATION + 4);
+const _: () = assert!(OFF_CHUNK_OFFSET == OFF_SHARD_LEN + 8 && OFF_CHUNK_LEN == OFF_CHUNK_OFFSET + 8);
+const _: () = assert!(OFF_PAYLOAD_CRC == OFF_CHUNK_LEN + 4 && OFF_SHARD_CRC == OFF_PAYLOAD_CRC + 4);
+const _: () = assert!(OFF_WRITTEN == OFF_SHARD_CRC + 4 && OFF_HEADER_CRC == OFF_WRITTEN + 8);
+const _: () = assert!(OFF_HEADER_CRC + 4 == HEADER_SIZE_BYTES);
+const _: () = assert!(CHUNK_SIZE_BYTES_MAX as u64 % BLOCK_SIZE_BYTES == 0);
+
+/// The header of one chunk record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub key: Vec<u8>,
+    /// Write sequence of the put that wrote the shard (all its chunks).
+    pub sequence: u64,
+    pub extent: u32,
+    pub generation: u32,
+    pub shard_len: u64,
+    /// Offset of this chunk's payload within the shard.
+    pub chunk_offset: u64,
+    pub chunk_len: u32,
+    pub payload_crc: u32,
+    /// CRC32C of the whole shard, the same in every chunk.
+    pub shard_crc: u32,
+    pub written_unix_ms: u64,
+}
+
+/// Why bytes at a locator are not the expected record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordProblem {
+    NoMagic,
+    BadHeaderChecksum,
+    UnsupportedVersion(u8),
+    BadPayloadChecksum,
+    /// A valid record, but not the one the locator names (stale or
+    /// misdirected).
+    Mismatch,
+    Invalid(&'static str),
+}
+
+impl std::fmt::Display for RecordProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordProblem::NoMagic => f.write_str("no record magic"),
+            RecordProblem::BadHeaderChecksum => f.write_str("bad header checksum"),
+            RecordProblem::UnsupportedVersion(v) => write!(f, "unsupported record version {v}"),
+            RecordProblem::BadPayloadChecksum => f.write_str("bad payload checksum"),
+            RecordProblem::Mismatch => f.write_str("a different record than expected (stale or misdirected)"),
+            RecordProblem::Invalid(why) => write!(f, "invalid record: {why}"),
+        }
+    }
+}
+
+/// Bytes a record with this key and payload length occupies on disk.
+pub fn record_size_bytes(key_len: usize, chunk_len: usize) -> u64 {
+    ((HEADER_SIZE_BYTES + key_len + chunk_len) as u64).next_multiple_of(BLOCK_SIZE_BYTES)
+}
+
+impl RecordHeader {
+    /// Writes the record (header, key, payload, zero padding) into `out`,
+    /// which must be exactly `record_size_bytes` long. Returns the header
+    /// CRC, which the locator keeps.
+    pub fn encode(&self, payload: &[u8], out: &mut [u8]) -> u32 {
+        assert!(!self.key.is_empty() && self.key.len() <= KEY_SIZE_BYTES_MAX, "key length checked by the caller");
+        assert_eq!(payload.len(), self.chunk_len as usize);
+        assert_eq!(out.len() as u64, record_size_bytes(self.key.len(), payload.len()));
+        let h = &mut out[..HEADER_SIZE_BYTES];
+        h[OFF_MAGIC..OFF_MAGIC + 4].copy_from_slice(&RECORD_MAGIC);
+        h[OFF_VERSION] = RECORD_VERSION;
+        h[OFF_KEY_LEN] = self.key.len() as u8;
+        h[OFF_FLAGS] = 0;
+        h[OFF_RESERVED0] = 0;
+        h[OFF_SEQUENCE..OFF_SEQUENCE + 8].copy_from_slice(&self.sequence.to_le_bytes());
+        h[OFF_EXTENT..OFF_EXTENT + 4].copy_from_slice(&self.extent.to_le_bytes());
+        h[OFF_GENERATION..OFF_GENERATION + 4].copy_from_slice(&self.generation.to_le_bytes());
+        h[OFF_SHARD_LEN..OFF_SHARD_LEN + 8].copy_from_slice(&self.shard_len.to_le_bytes());
+        h[OFF_CHUNK_OFFSET..OFF_CHUNK_OFFSET + 8].copy_from_slice(&self.chunk_offset.to_le_bytes());
+        h[OFF_CHUNK_LEN..OFF_CHUNK_LEN + 4].copy_from_slice(&self.chunk_len.to_le_bytes());
+        h[OFF_PAYLOAD_CRC..OFF_PAYLOAD_CRC + 4].copy_from_slice(&self.payload_crc.to_le_bytes());
+        h[OFF_SHARD_CRC..OFF_SHARD_CRC + 4].copy_from_slice(&self.shard_crc.to_le_bytes());
+        h[OFF_WRITTEN..OFF_WRITTEN + 8].copy_from_slice(&self.written_unix_ms.to_le_bytes());
+        let key_end = HEADER_SIZE_BYTES + self.key.len();
+        out[HEADER_SIZE_BYTES..key_end].copy_from_slice(&self.key);
+        let header_crc = crc32c::crc32c_append(crc32c::crc32c(&out[..OFF_HEADER_CRC]), &self.key);
+        out[OFF_HEADER_CRC..OFF_HEADER_CRC + 4].copy_from_slice(&header_crc.to_le_bytes());
+        out[key_end..key_end + payload.len()].copy_from_slice(payload);
+        out[key_end + payload.len()..].fill(0);
+        header_crc
+    }
+
+    /// Parses the header and key at the start of `bytes` (at least the
+    /// header and key), checking magic, version and header CRC. Returns the
+    /// header and its CRC.
+    pub fn decode(bytes: &[u8]) -> Result<(RecordHeader, u32), RecordProblem> {
+        if bytes.len() < HEADER_SIZE_BYTES {
+            return Err(RecordProblem::Invalid("shorter than a header"));
+        }
+        if bytes[OFF_MAGIC..OFF_MAGIC + 4] != RECORD_MAGIC {
+            return Err(RecordProblem::NoMagic);
+        }
+        let key_len = bytes[OFF_KEY_LEN] as usize;
+        if key_len == 0 || bytes.len() < HEADER_SIZE_BYTES + key_len {
+            return Err(RecordProblem::Invalid("key length"));
+        }
+        let key = &bytes[HEADER_SIZE_BYTES..HEADER_SIZE_BYTES + key_len];
+        let stored = u32::from_le_bytes(bytes[OFF_HEADER_CRC..OFF_HEADER_CRC + 4].try_into().expect("4 bytes"));
+        let computed = crc32c::crc32c_append(crc32c::crc32c(&bytes[..OFF_HEADER_CRC]), key);
+        if stored != computed {
+            return Err(RecordProblem::BadHeaderChecksum);
+        }
+        if bytes[OFF_VERSION] != RECORD_VERSION {
+            return Err(RecordProblem::UnsupportedVersion(bytes[OFF_VERSION]));
+        }
+        if bytes[OFF_FLAGS] != 0 || bytes[OFF_RESERVED0] != 0 {
+            return Err(RecordProblem::Invalid("reserved bits set"));
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
+        let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
+        let header = RecordHeader {
+            key: key.to_vec(),
+            sequence: u64_at(OFF_SEQUENCE),
+            extent: u32_at(OFF_EXTENT),
+            generation: u32_at(OFF_GENERATION),
+            shard_len: u64_at(OFF_SHARD_LEN),
+            chunk_offset: u64_at(OFF_CHUNK_OFFSET),
+            chunk_len: u32_at(OFF_CHUNK_LEN),
+            payload_crc: u32_at(OFF_PAYLOAD_CRC),
+            shard_crc: u32_at(OFF_SHARD_CRC),
+            written_unix_ms: u64_at(OFF_WRITTEN),
+        };
+        if header.chunk_len as usize > CHUNK_SIZE_BYTES_MAX
+            || header.chunk_offset.checked_add(u64::from(header.chunk_len)).is_none_or(|end| end > header.shard_len)
+        {
+            return Err(RecordProblem::Invalid("chunk lies outside its shard"));
+        }
+        Ok((header, computed))
+    }
+
+    /// Verifies a whole record read at a locator expecting `header_crc`,
+    /// and returns the payload slice.
+    pub fn verify(bytes: &[u8], header_crc: u32) -> Result<(RecordHeader, &[u8]), RecordProblem> {
+        let (header, crc) = RecordHeader::decode(bytes)?;
+        if crc != header_crc {
+            return Err(RecordProblem::Mismatch);
+        }
+        let start = HEADER_SIZE_BYTES + header.key.len();
+        let end = start + header.chunk_len as usize;
+        if bytes.len() < end {
+            return Err(RecordProblem::Invalid("record longer than what was read"));
+        }
+        let payload = &bytes[start..end];
+        if crc32c::crc32c(payload) != header.payload_crc {
+            return Err(RecordProblem::BadPayloadChecksum);
+        }
+        Ok((header, payload))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(key: &[u8], payload: &[u8]) -> RecordHeader {
+        RecordHeader {
+            key: key.to_vec(),
+            sequence: 42,
+            extent: 3,
+            generation: 7,
+            shard_len: payload.len() as u64 + 10,
+            chunk_offset: 10,
+            chunk_len: payload.len() as u32,
+            payload_crc: crc32c::crc32c(payload),
+            shard_crc: 0xdead_beef,
+            written_unix_ms: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn records_round_trip_at_block_boundaries() {
+        for (key_len, payload_len) in
+            [(1, 0), (255, 0), (1, 4096 - 65), (1, 4096 - 64), (255, 4096), (32, CHUNK_SIZE_BYTES_MAX)]
+        {
+            let key = vec![b'k'; key_len];
+            let payload: Vec<u8> = (0..payload_len).map(|i| (i * 7) as u8).collect();
+            let header = sample(&key, &payload);
+            let mut out = vec![0xAAu8; record_size_bytes(key_len, payload_len) as usize];
+            assert_eq!(out.len() % 4096, 0);
+            let crc = header.encode(&payload, &mut out);
+            let (back, got) = RecordHeader::verify(&out, crc).unwrap();
+            assert_eq!(back, header);
+            assert_eq!(got, payload.as_slice());
+        }
+    }
+
+    #[test]
+    fn every_bit_flip_in_header_key_or_payload_is_caught() {
+        let payload = vec![5u8; 300];
+        let header = sample(b"shard/1", &payload);
+        let mut out = vec![0u8; record_size_bytes(7, 300) as usize];
+        let crc = header.encode(&payload, &mut out);
+        let used = HEADER_SIZE_BYTES + 7 + 300;
+        for bit in 0..used * 8 {
+            out[bit / 8] ^= 1 << (bit % 8);
+            assert!(RecordHeader::verify(&out, crc).is_err(), "flip of bit {bit} not caught");
+            out[bit / 8] ^= 1 << (bit % 8);
+        }
+    }
+
+    #[test]
+    fn a_stale_generation_at_the_same_place_is_a_mismatch() {
+        let payload = vec![1u8; 100];
+        let old = RecordHeader { generation: 6, ..sample(b"k", &payload) };
+        let new = sample(b"k", &payload);
+        let mut out = vec![0u8; 4096];
+        let expected = new.encode(&payload, &mut out);
+        old.encode(&payload, &mut out);
+        assert_eq!(RecordHeader::verify(&out, expected).unwrap_err(), RecordProblem::Mismatch);
+    }
+}

@@ -1,0 +1,313 @@
+//! Model conformance: the store and a reference model (a `BTreeMap`) are
+//! driven by the same random operations, crashes, injected read errors
+//! and bit rot included, and compared after every step. Every
+//! acknowledged put reads back identically until replaced or deleted,
+//! every acknowledged delete stays deleted, an operation hit by a fault
+//! may fail but never returns wrong bytes, and the index and extent
+//! accounting invariants hold. Failing cases print the seed that replays
+//! them (`PROPTEST_CASES=N` runs more).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use shardstore::device::sim::{Fate, Fault, SimConfig, SimDevice, SimHandle};
+use shardstore::error::{Error, OpKind};
+use shardstore::format::{format, FormatOptions};
+use shardstore::rng::Rng;
+use shardstore::store::{Op, Store};
+
+const KEYS: [&str; 8] = ["a/1", "a/2", "a/3", "b/1", "b/22", "c", "c/x", "zz"];
+const PREFIXES: [&str; 4] = ["", "a/", "b", "c/"];
+/// Sizes around the block and chunk boundaries (header 64 + key).
+const SIZES: [usize; 10] =
+    [0, 1, 4096 - 64 - 3, 4096 - 64 - 2, 4096, 5000, 65_536, 1 << 20, (1 << 20) + 1, (5 << 19) + 7];
+
+#[derive(Debug, Clone)]
+enum Step {
+    Put {
+        key: usize,
+        size: usize,
+        seed: u64,
+    },
+    Delete {
+        key: usize,
+    },
+    Get {
+        key: usize,
+    },
+    GetRange {
+        key: usize,
+        offset: u64,
+        len: u64,
+    },
+    List {
+        prefix: usize,
+        after: Option<usize>,
+        limit: usize,
+    },
+    Batch {
+        puts: Vec<(usize, usize, u64)>,
+        deletes: Vec<usize>,
+    },
+    Checkpoint,
+    CleanRestart,
+    /// Power fails after `budget` device writes/flushes of the next put
+    /// (or delete), then the machine crashes.
+    CrashDuring {
+        key: usize,
+        size: usize,
+        seed: u64,
+        budget: u64,
+        delete: bool,
+        fate_seed: u64,
+    },
+    ReadError {
+        key: usize,
+    },
+    BitRot {
+        key: usize,
+        pick: u64,
+    },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let key = 0..KEYS.len();
+    let size = 0..SIZES.len();
+    prop_oneof![
+        8 => (key.clone(), size.clone(), any::<u64>()).prop_map(|(key, size, seed)| Step::Put { key, size, seed }),
+        3 => key.clone().prop_map(|key| Step::Delete { key }),
+        5 => key.clone().prop_map(|key| Step::Get { key }),
+        2 => (key.clone(), 0..6_000_000u64, 0..3_000_000u64).prop_map(|(key, offset, len)| Step::GetRange { key, offset, len }),
+        1 => (0..PREFIXES.len(), proptest::option::of(0..KEYS.len()), 1..5usize)
+            .prop_map(|(prefix, after, limit)| Step::List { prefix, after, limit }),
+        2 => (proptest::collection::vec((key.clone(), size.clone(), any::<u64>()), 0..5), proptest::collection::vec(key.clone(), 0..3))
+            .prop_map(|(puts, deletes)| Step::Batch { puts, deletes }),
+        1 => Just(Step::Checkpoint),
+        1 => Just(Step::CleanRestart),
+        2 => (key.clone(), size.clone(), any::<u64>(), 0..8u64, any::<bool>(), any::<u64>())
+            .prop_map(|(key, size, seed, budget, delete, fate_seed)| Step::CrashDuring { key, size, seed, budget, delete, fate_seed }),
+        1 => key.clone().prop_map(|key| Step::ReadError { key }),
+        1 => (key, any::<u64>()).prop_map(|(key, pick)| Step::BitRot { key, pick }),
+    ]
+}
+
+fn data(size: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    (0..size).map(|_| rng.next_u64() as u8).collect()
+}
+
+struct Harness {
+    handle: SimHandle,
+    store: Option<Store>,
+    model: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Keys with a flipped bit in a live record: whole reads must fail.
+    rotted: BTreeSet<Vec<u8>>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let mut dev = SimDevice::new(SimConfig::new(64 << 20, 1));
+        format(&mut dev, &FormatOptions { extent_size_bytes: 4 << 20, ..FormatOptions::default() }).unwrap();
+        let handle = dev.handle();
+        let store = Store::open(Box::new(dev)).unwrap();
+        Harness { handle, store: Some(store), model: BTreeMap::new(), rotted: BTreeSet::new() }
+    }
+
+    fn store(&mut self) -> &mut Store {
+        self.store.as_mut().expect("store open")
+    }
+
+    fn reopen(&mut self) {
+        self.store = None;
+        self.store = Some(Store::open(Box::new(self.handle.attach())).expect("reopen after restart"));
+    }
+
+    fn apply_put(&mut self, key: &[u8], value: Vec<u8>, result: &Result<(), Error>) {
+        match result {
+            Ok(()) => {
+                self.rotted.remove(key);
+                self.model.insert(key.to_vec(), value);
+            }
+            Err(Error::NoSpace(_)) => {}
+            Err(e) => panic!("put {key:?} failed without a fault: {e}"),
+        }
+    }
+
+    fn check_get(&mut self, key: &[u8]) {
+        let got = self.store().get(key);
+        match (self.model.get(key), got) {
+            (Some(want), Ok(bytes)) => {
+                assert!(!self.rotted.contains(key), "rotted shard {key:?} was returned");
+                assert!(&bytes == want, "shard {key:?}: wrong bytes");
+            }
+            (Some(_), Err(Error::Corruption { .. })) if self.rotted.contains(key) => {}
+            (None, Err(Error::NotFound(_))) => {}
+            (want, got) => panic!("get {key:?}: model has {:?} bytes, store answered {got:?}", want.map(Vec::len)),
+        }
+    }
+
+    fn run(&mut self, step: &Step) {
+        match step.clone() {
+            Step::Put { key, size, seed } => {
+                let (k, v) = (KEYS[key].as_bytes(), data(SIZES[size], seed));
+                let r = self.store().put(k, &v);
+                self.apply_put(k, v, &r);
+            }
+            Step::Delete { key } => {
+                let k = KEYS[key].as_bytes();
+                let r = self.store().delete(k);
+                match (self.model.remove(k), r) {
+                    (Some(_), Ok(())) | (None, Err(Error::NotFound(_))) => {
+                        self.rotted.remove(k);
+                    }
+                    (had, r) => panic!("delete {k:?}: model had {}, store said {r:?}", had.is_some()),
+                }
+            }
+            Step::Get { key } => self.check_get(KEYS[key].as_bytes()),
+            Step::GetRange { key, offset, len } => {
+                let k = KEYS[key].as_bytes();
+                let got = self.store().get_range(k, offset, len);
+                match (self.model.get(k), got) {
+                    (Some(v), Ok(bytes)) => {
+                        let start = (offset as usize).min(v.len());
+                        let end = (offset.saturating_add(len) as usize).min(v.len());
+                        assert!(bytes == v[start..end], "range of {k:?} at {offset}+{len}: wrong bytes");
+                    }
+                    (Some(v), Err(Error::InvalidArgument(_))) => assert!(offset as usize > v.len()),
+                    (Some(_), Err(Error::Corruption { .. })) if self.rotted.contains(k) => {}
+                    (None, Err(Error::NotFound(_))) => {}
+                    (want, got) => panic!("range {k:?}: model {:?}, store {got:?}", want.map(Vec::len)),
+                }
+            }
+            Step::List { prefix, after, limit } => {
+                let p = PREFIXES[prefix].as_bytes();
+                let after = after.map(|a| KEYS[a].as_bytes());
+                let got = self.store().list(p, after, limit);
+                let want: Vec<(Vec<u8>, u64)> = self
+                    .model
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(p) && after.is_none_or(|a| k.as_slice() > a))
+                    .take(limit)
+                    .map(|(k, v)| (k.clone(), v.len() as u64))
+                    .collect();
+                assert_eq!(got, want, "list {p:?} after {after:?}");
+            }
+            Step::Batch { puts, deletes } => {
+                let mut ops: Vec<Op> = puts
+                    .iter()
+                    .map(|&(k, s, seed)| Op::Put { key: KEYS[k].as_bytes().to_vec(), data: data(SIZES[s], seed) })
+                    .collect();
+                ops.extend(deletes.iter().map(|&k| Op::Delete { key: KEYS[k].as_bytes().to_vec() }));
+                let results = self.store().commit(&ops);
+                for (op, r) in ops.into_iter().zip(results) {
+                    match op {
+                        Op::Put { key, data } => self.apply_put(&key, data, &r),
+                        Op::Delete { key } => match (self.model.contains_key(&key), r) {
+                            (true, Ok(())) => {
+                                self.model.remove(&key);
+                                self.rotted.remove(&key);
+                            }
+                            (false, Err(Error::NotFound(_))) => {}
+                            (had, r) => panic!("batched delete {key:?}: model had {had}, store said {r:?}"),
+                        },
+                    }
+                }
+            }
+            Step::Checkpoint => self.store().checkpoint().unwrap(),
+            Step::CleanRestart => {
+                let store = self.store.take().unwrap();
+                store.close().unwrap();
+                self.reopen();
+            }
+            Step::CrashDuring { key, size, seed, budget, delete, fate_seed } => {
+                let k = KEYS[key].as_bytes().to_vec();
+                let v = data(SIZES[size], seed);
+                self.handle.cut_power_after(budget);
+                let r = if delete { self.store().delete(&k) } else { self.store().put(&k, &v) };
+                let mut rng = Rng::new(fate_seed);
+                // Crash: each unflushed write persists, vanishes or tears.
+                self.handle.crash_with(|_, w| match rng.below(3) {
+                    0 => Fate::Persist,
+                    1 => Fate::Drop,
+                    _ => Fate::Tear((0..w.data.len() / 512).map(|_| rng.chance(1, 2)).collect()),
+                });
+                self.reopen();
+                let old = self.model.get(&k).cloned();
+                let new = if delete { None } else { Some(v) };
+                let now = match self.store().get(&k) {
+                    Ok(bytes) => Some(bytes),
+                    Err(Error::NotFound(_)) => None,
+                    Err(Error::Corruption { .. }) if self.rotted.contains(&k) => old.clone(),
+                    Err(e) => panic!("after a crash, {k:?} reads as {e}"),
+                };
+                match &r {
+                    // Acknowledged: it must have survived.
+                    Ok(()) => assert!(
+                        now == new,
+                        "acknowledged {} of {k:?} lost in the crash",
+                        if delete { "delete" } else { "put" }
+                    ),
+                    Err(Error::NotFound(_)) => assert!(delete && old.is_none() && now.is_none()),
+                    Err(Error::NoSpace(_)) => assert!(now == old),
+                    // Not acknowledged: old or new, nothing else.
+                    Err(_) => assert!(now == old || now == new, "{k:?} after a crash is neither old nor new"),
+                }
+                if now != old {
+                    self.rotted.remove(&k);
+                }
+                match now {
+                    Some(bytes) => self.model.insert(k, bytes),
+                    None => self.model.remove(&k),
+                };
+            }
+            Step::ReadError { key } => {
+                let k = KEYS[key].as_bytes();
+                let Some(locs) = self.store().chunk_locations(k) else { return };
+                let (offset, _) = locs[locs.len() / 2];
+                self.handle.inject(Fault { op: OpKind::Read, range: Some((offset, 512)), skip: 0, remaining: Some(1) });
+                match self.store().get(k) {
+                    Ok(bytes) => panic!("read of {k:?} through an injected error returned {} bytes", bytes.len()),
+                    Err(Error::Corruption { what, .. }) => {
+                        assert!(what.contains("unreadable") || self.rotted.contains(k), "{what}");
+                    }
+                    Err(e) => panic!("read error surfaced as {e}"),
+                }
+                self.handle.clear_faults();
+                self.check_get(k);
+            }
+            Step::BitRot { key, pick } => {
+                let k = KEYS[key].as_bytes();
+                let Some(locs) = self.store().chunk_locations(k) else { return };
+                let (offset, used) = locs[(pick % locs.len() as u64) as usize];
+                let at = offset + (pick >> 8) % used;
+                self.handle.rot_bit(at, (pick % 8) as u8);
+                self.rotted.insert(k.to_vec());
+                self.check_get(k);
+            }
+        }
+        self.store().check_invariants();
+        for (k, v) in self.model.clone() {
+            assert_eq!(self.store().stat(&k).map(|s| s.size), Some(v.len() as u64), "stat {k:?}");
+        }
+        assert_eq!(self.store().len(), self.model.len(), "shard count");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, max_shrink_iters: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn store_matches_the_model(steps in proptest::collection::vec(step(), 1..40)) {
+        let mut h = Harness::new();
+        for step in &steps {
+            h.run(step);
+        }
+        // A final clean restart must preserve everything.
+        let store = h.store.take().unwrap();
+        store.close().unwrap();
+        h.reopen();
+        for k in KEYS {
+            h.check_get(k.as_bytes());
+        }
+    }
+}
