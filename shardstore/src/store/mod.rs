@@ -174,6 +174,8 @@ pub struct Store {
     /// Set when durable state may differ from memory (a failed flush or
     /// metadata write): every later operation fails until reopened.
     failed: Option<String>,
+    /// Whether the previous run shut down cleanly.
+    opened_clean: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -190,6 +192,7 @@ impl Store {
         let name = dev.info().name.clone();
         let opened = superblock::open(dev.as_mut(), true)?;
         let sb = opened.superblock;
+        let opened_clean = sb.clean_shutdown;
         let layout = sb.layout;
         let half_size = layout.meta_size_bytes / 2;
         let half_offset = layout.meta_offset + u64::from(sb.store.half) * half_size;
@@ -228,6 +231,7 @@ impl Store {
             log_prev_crc: crc32c::crc32c(&bytes),
             checkpoint_bytes: 0,
             failed: None,
+            opened_clean,
         };
         for _ in 0..header.entry_count {
             let (key, meta) = r.key_and_meta().ok_or_else(|| corrupt("checkpoint entry".to_owned(), half_offset))?;
@@ -238,6 +242,10 @@ impl Store {
         }
         store.replay_log(half_offset + half_size)?;
         store.checkpoint_bytes = encode_checkpoint(0, 0, &store.extents, &store.index).len() as u64;
+        // From now on a crash must be visible at the next open.
+        if store.sb.clean_shutdown {
+            store.sb = superblock::commit(store.dev.as_mut(), &store.sb, |sb| sb.clean_shutdown = false)?;
+        }
         Ok(store)
     }
 
@@ -778,6 +786,11 @@ impl Store {
 
     pub fn superblock(&self) -> &Superblock {
         &self.sb
+    }
+
+    /// Whether the previous run closed the store cleanly.
+    pub fn opened_clean(&self) -> bool {
+        self.opened_clean
     }
 
     /// Checks the index against the extent accounting; panics on a broken
