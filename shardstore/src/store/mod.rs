@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::superblock::{self, StoreRef, Superblock};
 use meta::{CheckpointHeader, Locator, LogRecord, ShardMeta, BLOCK, CHECKPOINT_HEADER_BYTES, LOG_PAYLOAD_BYTES_MAX};
-use record::{record_size_bytes, RecordHeader, CHUNK_SIZE_BYTES_MAX, KEY_SIZE_BYTES_MAX};
+use record::{record_size_bytes, RecordHeader, CHUNK_SIZE_BYTES_MAX, HEADER_SIZE_BYTES, KEY_SIZE_BYTES_MAX};
 
 /// Largest shard the store accepts.
 pub const SHARD_SIZE_BYTES_MAX: u64 = 64 * 1024 * 1024;
@@ -340,6 +340,12 @@ impl Store {
     /// Space for one record of `blocks`: appended to the open extent, or at
     /// the start of a free one while more than the reserve are free.
     fn allocate(&mut self, blocks: u32) -> Option<Locator> {
+        self.allocate_from(blocks, RESERVE_EXTENTS_COUNT)
+    }
+
+    /// As `allocate`, keeping `reserve` free extents back (reclamation
+    /// passes 0: it is what the reserve is for).
+    fn allocate_from(&mut self, blocks: u32, reserve: u32) -> Option<Locator> {
         let per = self.blocks_per_extent();
         assert!(blocks <= per, "a record of {blocks} blocks cannot fit a {per}-block extent");
         if let Some(e) = self.open_extent {
@@ -350,7 +356,7 @@ impl Store {
                 return Some(Locator { extent: e, block, header_crc: 0 });
             }
         }
-        if self.free_extents() <= RESERVE_EXTENTS_COUNT {
+        if self.free_extents() <= reserve {
             return None;
         }
         let e = self
@@ -381,6 +387,20 @@ impl Store {
     /// per operation, in order. Each is acknowledged only when durable.
     pub fn commit(&mut self, ops: &[Op]) -> Vec<Result<()>> {
         assert!(ops.len() <= BATCH_OPS_MAX, "batch of {} operations exceeds {BATCH_OPS_MAX}", ops.len());
+        if let Err(e) = self.check_usable() {
+            return ops
+                .iter()
+                .map(|_| Err(Error::Poisoned { device: e.to_string(), op: crate::error::OpKind::Write }))
+                .collect();
+        }
+        // Keep free extents above the reserve so puts keep flowing under a
+        // steady overwrite load; a failure here leaves puts to find NoSpace.
+        while self.free_extents() <= RESERVE_EXTENTS_COUNT + 1 {
+            match self.reclaim() {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
         if let Err(e) = self.check_usable() {
             return ops
                 .iter()
@@ -636,6 +656,98 @@ impl Store {
             }
             Err(e) => Err(self.fail(&format!("checkpoint failed: {e}"))),
         }
+    }
+
+    /// Evacuates the sealed extent with the most dead space (if at least a
+    /// quarter of what was written to it is dead): its live chunks are
+    /// rewritten elsewhere, the relocations and the extent's reset are
+    /// logged in one write after a flush, and only then is it reused.
+    /// Returns the extent reclaimed and the live bytes moved, or `None`
+    /// when no extent is worth it. A chunk that cannot be read and verified
+    /// aborts the pass and leaves the extent untouched: it stays referenced
+    /// (and copying a corrupt chunk forward would launder it).
+    pub fn reclaim(&mut self) -> Result<Option<(u32, u64)>> {
+        self.check_usable()?;
+        let victim = self
+            .extents
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| e.write_blocks > 0 && self.open_extent != Some(*i as u32))
+            .filter(|(_, e)| (e.write_blocks - e.live_blocks) * 4 >= e.write_blocks)
+            .max_by_key(|(_, e)| e.write_blocks - e.live_blocks)
+            .map(|(i, _)| i as u32);
+        let Some(victim) = victim else { return Ok(None) };
+        let mut live: Vec<(Vec<u8>, u64, usize, Locator, u64)> = Vec::new();
+        for (key, m) in &self.index {
+            for (c, l) in m.chunks.iter().enumerate() {
+                if l.extent == victim {
+                    live.push((key.clone(), m.sequence, c, *l, m.size));
+                }
+            }
+        }
+        let mut records = Vec::with_capacity(live.len() + 1);
+        let mut moved = 0u64;
+        let mut out = Vec::with_capacity(1);
+        for (key, sequence, chunk, from, size) in live {
+            let len = record_size_bytes(key.len(), chunk_len(size, chunk));
+            let at = self.locator_offset(from);
+            let buf = self.pool.take(len as usize).expect("no operations in flight between batches");
+            self.dev.submit(IoOp { token: 0, kind: IoKind::Read { offset: at, buf } })?;
+            self.dev.reap(1, &mut out)?;
+            let done = out.pop().expect("one completion");
+            if let Err(e) = done.result {
+                return Err(Error::Corruption {
+                    device: self.name.clone(),
+                    what: format!(
+                        "shard {:?} chunk {chunk} (not moved; extent {victim} kept): unreadable: {e}",
+                        key_text(&key)
+                    ),
+                    offset: at,
+                });
+            }
+            let mut buf = done.buf.expect("reads return their buffer");
+            let header = match RecordHeader::verify(buf.as_slice(), from.header_crc) {
+                Ok((h, _)) => h,
+                Err(problem) => {
+                    return Err(Error::Corruption {
+                        device: self.name.clone(),
+                        what: format!(
+                            "shard {:?} chunk {chunk} (not moved; extent {victim} kept): {problem}",
+                            key_text(&key)
+                        ),
+                        offset: at,
+                    })
+                }
+            };
+            let blocks = (len / BLOCK_SIZE_BYTES) as u32;
+            let Some(mut to) = self.allocate_from(blocks, 0) else {
+                return Err(Error::NoSpace(format!("{}: no room to evacuate extent {victim}", self.name)));
+            };
+            assert_ne!(to.extent, victim, "the victim is sealed, never the open extent");
+            let start = HEADER_SIZE_BYTES + key.len();
+            let payload = buf.as_slice()[start..start + header.chunk_len as usize].to_vec();
+            let moved_header =
+                RecordHeader { extent: to.extent, generation: self.extents[to.extent as usize].generation, ..header };
+            to.header_crc = moved_header.encode(&payload, buf.as_mut_slice());
+            let offset = self.locator_offset(to);
+            self.dev.submit(IoOp { token: 0, kind: IoKind::Write { offset, buf, fua: false } })?;
+            self.dev.reap(1, &mut out)?;
+            if let Some(c) = out.pop() {
+                c.result?;
+            }
+            moved += len;
+            records.push((0, LogRecord::Relocate { key, sequence, chunk: chunk as u32, to }));
+        }
+        if !records.is_empty() {
+            if let Err(e) = self.dev.flush() {
+                return Err(self.fail(&format!("flush failed: {e}")));
+            }
+        }
+        let generation = self.extents[victim as usize].generation.wrapping_add(1);
+        records.push((0, LogRecord::Reset { extent: victim, generation }));
+        self.make_durable(&records)?;
+        debug_assert_eq!(self.extents[victim as usize], ExtentInfo { generation, write_blocks: 0, live_blocks: 0 });
+        Ok(Some((victim, moved)))
     }
 
     pub fn put(&mut self, key: &[u8], data: &[u8]) -> Result<()> {
