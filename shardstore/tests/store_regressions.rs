@@ -20,8 +20,7 @@ fn chunks_at_the_block_boundary_read_back() {
     let (_, mut store) = fresh(1);
     for key_len in [1usize, 7, 255] {
         let key = vec![b'k'; key_len];
-        for delta in [-1i64, 0, 1] {
-            let len = (4096 - 64 - key_len as i64 + delta) as usize;
+        for len in [4096 - 64 - key_len - 1, 4096 - 64 - key_len, 4096 - 64 - key_len + 1] {
             let data: Vec<u8> = (0..len).map(|i| (i * 31) as u8).collect();
             store.put(&key, &data).unwrap();
             assert_eq!(store.get(&key).unwrap(), data, "key {key_len} bytes, payload {len}");
