@@ -15,6 +15,7 @@
 
 pub mod meta;
 pub mod record;
+pub mod thread;
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -1,0 +1,195 @@
+//! The device thread: one thread owns a store and its device (and so its
+//! io_uring), callers talk to it through a bounded queue.
+//!
+//! The thread blocks for the first request, then drains what else is
+//! queued (up to `BATCH_OPS_MAX`) so that concurrent puts and deletes share
+//! one group commit: one flush and one log write for the whole batch.
+//! Reads are served in arrival order from the in-memory index and the
+//! device. When the queue is idle it reclaims, at most one extent per
+//! `RECLAIM_IDLE_INTERVAL_MS`, so reclamation never competes with a busy
+//! queue but keeps ahead of a steady overwrite load.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{Op, ShardStat, Store, BATCH_OPS_MAX};
+use crate::device::BlockDevice;
+use crate::error::{Error, Result};
+
+/// Requests waiting for a store thread at most; beyond it callers get
+/// `Overloaded` rather than queueing without bound.
+pub const STORE_QUEUE_REQUESTS_MAX: usize = 4096;
+/// Idle time between background reclamation passes.
+pub const RECLAIM_IDLE_INTERVAL_MS: u64 = 100;
+
+type Reply<T> = SyncSender<Result<T>>;
+
+enum Request {
+    Write(Op, Reply<()>),
+    Get { key: Vec<u8>, offset: u64, len: u64, reply: Reply<Vec<u8>> },
+    Stat { key: Vec<u8>, reply: Reply<Option<ShardStat>> },
+    List { prefix: Vec<u8>, start_after: Option<Vec<u8>>, limit: usize, reply: Reply<Vec<(Vec<u8>, u64)>> },
+    Checkpoint(Reply<()>),
+    Close(Reply<()>),
+}
+
+/// A cheap, cloneable handle to a store thread.
+#[derive(Clone, Debug)]
+pub struct StoreHandle {
+    tx: SyncSender<Request>,
+    name: String,
+}
+
+/// Starts a thread that opens the store on `dev` and serves it. Returns
+/// once the store is open (or failed to open).
+pub fn spawn(dev: Box<dyn BlockDevice>) -> Result<(StoreHandle, JoinHandle<()>)> {
+    let name = dev.info().name.clone();
+    let (tx, rx) = mpsc::sync_channel(STORE_QUEUE_REQUESTS_MAX);
+    let (opened_tx, opened_rx) = mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
+        .name(format!("store:{}", short_name(&name)))
+        .spawn(move || match Store::open(dev) {
+            Ok(store) => {
+                let _ = opened_tx.send(Ok(()));
+                serve(store, &rx);
+            }
+            Err(e) => {
+                let _ = opened_tx.send(Err(e));
+            }
+        })
+        .map_err(|e| Error::InvalidArgument(format!("cannot start the store thread for {name}: {e}")))?;
+    opened_rx
+        .recv()
+        .map_err(|_| Error::InvalidArgument(format!("the store thread for {name} died while opening")))??;
+    Ok((StoreHandle { tx, name }, thread))
+}
+
+fn short_name(name: &str) -> String {
+    let base = PathBuf::from(name).file_name().map_or_else(|| name.to_owned(), |f| f.to_string_lossy().into_owned());
+    base.chars().take(9).collect()
+}
+
+fn serve(mut store: Store, rx: &Receiver<Request>) {
+    let mut last_reclaim = Instant::now();
+    let mut pending: Vec<Request> = Vec::with_capacity(BATCH_OPS_MAX);
+    loop {
+        let first = match rx.recv_timeout(Duration::from_millis(RECLAIM_IDLE_INTERVAL_MS)) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => {
+                if last_reclaim.elapsed() >= Duration::from_millis(RECLAIM_IDLE_INTERVAL_MS) {
+                    let _ = store.reclaim();
+                    last_reclaim = Instant::now();
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = store.close();
+                return;
+            }
+        };
+        pending.push(first);
+        while pending.len() < BATCH_OPS_MAX {
+            match rx.try_recv() {
+                Ok(r) => pending.push(r),
+                Err(_) => break,
+            }
+        }
+        let mut ops = Vec::new();
+        let mut replies = Vec::new();
+        for request in pending.drain(..) {
+            match request {
+                Request::Write(op, reply) => {
+                    ops.push(op);
+                    replies.push(reply);
+                }
+                Request::Get { key, offset, len, reply } => {
+                    let _ = reply.send(store.get_range(&key, offset, len));
+                }
+                Request::Stat { key, reply } => {
+                    let _ = reply.send(Ok(store.stat(&key)));
+                }
+                Request::List { prefix, start_after, limit, reply } => {
+                    let _ = reply.send(Ok(store.list(&prefix, start_after.as_deref(), limit)));
+                }
+                Request::Checkpoint(reply) => {
+                    let _ = reply.send(store.checkpoint());
+                }
+                Request::Close(reply) => {
+                    // Writes queued before the close still commit.
+                    for (r, reply) in store.commit(&ops).into_iter().zip(replies.drain(..)) {
+                        let _ = reply.send(r);
+                    }
+                    let _ = reply.send(store.close());
+                    return;
+                }
+            }
+        }
+        if !ops.is_empty() {
+            for (r, reply) in store.commit(&ops).into_iter().zip(replies) {
+                let _ = reply.send(r);
+            }
+        }
+    }
+}
+
+impl StoreHandle {
+    fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T> {
+        let (reply, rx) = mpsc::sync_channel(1);
+        match self.tx.try_send(make(reply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(Error::Busy {
+                    device: self.name.clone(),
+                    reason: format!("store queue is full ({STORE_QUEUE_REQUESTS_MAX} requests waiting)"),
+                })
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(self.gone()),
+        }
+        rx.recv().map_err(|_| self.gone())?
+    }
+
+    fn gone(&self) -> Error {
+        Error::InvalidArgument(format!("{}: the store thread has stopped", self.name))
+    }
+
+    pub fn put(&self, key: &[u8], data: Vec<u8>) -> Result<()> {
+        self.call(|r| Request::Write(Op::Put { key: key.to_vec(), data }, r))
+    }
+
+    pub fn delete(&self, key: &[u8]) -> Result<()> {
+        self.call(|r| Request::Write(Op::Delete { key: key.to_vec() }, r))
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Vec<u8>> {
+        self.get_range(key, 0, u64::MAX)
+    }
+
+    pub fn get_range(&self, key: &[u8], offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.call(|reply| Request::Get { key: key.to_vec(), offset, len, reply })
+    }
+
+    pub fn stat(&self, key: &[u8]) -> Result<Option<ShardStat>> {
+        self.call(|reply| Request::Stat { key: key.to_vec(), reply })
+    }
+
+    pub fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, u64)>> {
+        self.call(|reply| Request::List {
+            prefix: prefix.to_vec(),
+            start_after: start_after.map(<[u8]>::to_vec),
+            limit,
+            reply,
+        })
+    }
+
+    pub fn checkpoint(&self) -> Result<()> {
+        self.call(Request::Checkpoint)
+    }
+
+    /// Commits what is queued, checkpoints, records a clean shutdown and
+    /// stops the thread.
+    pub fn close(&self) -> Result<()> {
+        self.call(Request::Close)
+    }
+}
