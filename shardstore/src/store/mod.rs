@@ -177,6 +177,26 @@ pub struct Store {
     failed: Option<String>,
     /// Whether the previous run shut down cleanly.
     opened_clean: bool,
+    /// Gets in progress (a slab indexed by the high half of a read token),
+    /// chunk reads not yet submitted, and a reusable completion buffer.
+    gets: Vec<Option<GetCtx>>,
+    get_queue: std::collections::VecDeque<(u32, u32)>,
+    get_completions: Vec<Completion>,
+    /// Gets finished while a commit drained the device, for the caller.
+    finished_gets: Vec<(u64, Result<Vec<u8>>)>,
+}
+
+/// One get in progress.
+#[derive(Debug)]
+struct GetCtx {
+    id: u64,
+    key: Vec<u8>,
+    meta: ShardMeta,
+    offset: u64,
+    end: u64,
+    out: Vec<u8>,
+    remaining: usize,
+    error: Option<Error>,
 }
 
 impl std::fmt::Debug for Store {
@@ -233,6 +253,10 @@ impl Store {
             checkpoint_bytes: 0,
             failed: None,
             opened_clean,
+            gets: Vec::new(),
+            get_queue: std::collections::VecDeque::new(),
+            get_completions: Vec::with_capacity(STORE_QUEUE_DEPTH),
+            finished_gets: Vec::new(),
         };
         for _ in 0..header.entry_count {
             let (key, meta) = r.key_and_meta().ok_or_else(|| corrupt("checkpoint entry".to_owned(), half_offset))?;
@@ -394,6 +418,7 @@ impl Store {
                 .map(|_| Err(Error::Poisoned { device: e.to_string(), op: crate::error::OpKind::Write }))
                 .collect();
         }
+        self.quiesce();
         // Keep free extents above the reserve so puts keep flowing under a
         // steady overwrite load; a failure here leaves puts to find NoSpace.
         while self.free_extents() <= RESERVE_EXTENTS_COUNT + 1 {
@@ -629,6 +654,7 @@ impl Store {
     /// Writes the whole index into the inactive half and makes it current
     /// with a superblock commit; the log restarts after it.
     pub fn checkpoint(&mut self) -> Result<()> {
+        self.quiesce();
         self.check_usable()?;
         let epoch = self.sb.store.epoch + 1;
         let half = 1 - self.sb.store.half;
@@ -668,6 +694,7 @@ impl Store {
     /// aborts the pass and leaves the extent untouched: it stays referenced
     /// (and copying a corrupt chunk forward would launder it).
     pub fn reclaim(&mut self) -> Result<Option<(u32, u64)>> {
+        self.quiesce();
         self.check_usable()?;
         let victim = self
             .extents
@@ -793,75 +820,158 @@ impl Store {
     /// verifying every chunk it touches; a whole-shard read also checks the
     /// shard's CRC32C.
     pub fn get_range(&mut self, key: &[u8], offset: u64, len: u64) -> Result<Vec<u8>> {
+        const SYNC_ID: u64 = u64::MAX;
+        self.start_get(SYNC_ID, key, offset, len)?;
+        let mut done = Vec::with_capacity(1);
+        loop {
+            self.poll_gets(true, &mut done)?;
+            if let Some(pos) = done.iter().position(|(id, _)| *id == SYNC_ID) {
+                return done.swap_remove(pos).1;
+            }
+        }
+    }
+
+    /// Starts an asynchronous get identified by `id`; its result comes out
+    /// of [`Store::poll_gets`]. Errors known before any I/O (not found, a
+    /// range past the end) are returned at once.
+    pub fn start_get(&mut self, id: u64, key: &[u8], offset: u64, len: u64) -> Result<()> {
         let meta = self.index.get(key).ok_or_else(|| Error::NotFound(key_text(key)))?.clone();
-        let end = offset.saturating_add(len).min(meta.size);
         if offset > meta.size {
             return Err(Error::InvalidArgument(format!(
                 "range starts at {offset}, past the end of a {}-byte shard",
                 meta.size
             )));
         }
+        let end = offset.saturating_add(len).min(meta.size);
         let chunk_size = CHUNK_SIZE_BYTES_MAX as u64;
         let first = (offset / chunk_size) as usize;
         let last = if end == offset { first } else { ((end - 1) / chunk_size) as usize };
-        let mut out = vec![0u8; (end - offset) as usize];
-        let mut completions = Vec::with_capacity(STORE_QUEUE_DEPTH);
-        let mut done = 0;
-        let mut next = first;
-        while done < last - first + 1 {
-            while next <= last && self.dev.in_flight() < STORE_QUEUE_DEPTH {
-                let loc = meta.chunks[next];
-                let len = record_size_bytes(key.len(), chunk_len(meta.size, next)) as usize;
-                let buf = self.pool.take(len).expect("a free buffer for every queue slot");
-                let at = self.locator_offset(loc);
-                self.dev.submit(IoOp { token: next as u64, kind: IoKind::Read { offset: at, buf } })?;
-                next += 1;
+        let slot = if let Some(free) = self.gets.iter().position(Option::is_none) {
+            free
+        } else {
+            self.gets.push(None);
+            self.gets.len() - 1
+        };
+        for chunk in first..=last {
+            self.get_queue.push_back((slot as u32, chunk as u32));
+        }
+        self.gets[slot] = Some(GetCtx {
+            id,
+            key: key.to_vec(),
+            meta,
+            offset,
+            end,
+            out: vec![0u8; (end - offset) as usize],
+            remaining: last - first + 1,
+            error: None,
+        });
+        Ok(())
+    }
+
+    /// Submits queued chunk reads up to the queue depth, collects what has
+    /// completed (waiting for at least one completion if `wait` and any are
+    /// in flight), and appends finished gets to `done`.
+    pub fn poll_gets(&mut self, wait: bool, done: &mut Vec<(u64, Result<Vec<u8>>)>) -> Result<()> {
+        while self.dev.in_flight() < STORE_QUEUE_DEPTH {
+            let Some((slot, chunk)) = self.get_queue.pop_front() else { break };
+            let ctx = self.gets[slot as usize].as_ref().expect("queued chunk of a live get");
+            let loc = ctx.meta.chunks[chunk as usize];
+            let len = record_size_bytes(ctx.key.len(), chunk_len(ctx.meta.size, chunk as usize)) as usize;
+            let buf = self.pool.take(len).expect("a free buffer for every queue slot");
+            let at = self.locator_offset(loc);
+            let token = (u64::from(slot) << 32) | u64::from(chunk);
+            if let Err(e) = self.dev.submit(IoOp { token, kind: IoKind::Read { offset: at, buf } }) {
+                self.finish_chunk(slot, Err(e), done);
             }
-            self.dev.reap(1, &mut completions)?;
-            for c in completions.drain(..) {
-                done += 1;
-                let chunk = c.token as usize;
-                let loc = meta.chunks[chunk];
-                let at = self.locator_offset(loc);
-                let corrupt = |why: String| Error::Corruption {
+        }
+        if self.dev.in_flight() == 0 {
+            return Ok(());
+        }
+        let mut completions = std::mem::take(&mut self.get_completions);
+        self.dev.reap(usize::from(wait), &mut completions)?;
+        for c in completions.drain(..) {
+            let slot = (c.token >> 32) as u32;
+            let chunk = (c.token & 0xFFFF_FFFF) as usize;
+            let result = self.verify_chunk(slot, chunk, c);
+            self.finish_chunk(slot, result, done);
+        }
+        self.get_completions = completions;
+        Ok(())
+    }
+
+    /// Gets that finished while a commit or checkpoint drained the device.
+    pub fn take_finished_gets(&mut self, done: &mut Vec<(u64, Result<Vec<u8>>)>) {
+        done.append(&mut self.finished_gets);
+    }
+
+    /// Whether any get is still in progress.
+    pub fn gets_pending(&self) -> bool {
+        self.gets.iter().any(Option::is_some)
+    }
+
+    fn verify_chunk(&mut self, slot: u32, chunk: usize, c: Completion) -> Result<()> {
+        let ctx = self.gets[slot as usize].as_mut().expect("completion of a live get");
+        let loc = ctx.meta.chunks[chunk];
+        let at = self.sb.layout.data_offset
+            + u64::from(loc.extent) * self.sb.layout.extent_size_bytes
+            + u64::from(loc.block) * BLOCK_SIZE_BYTES;
+        let corrupt = |why: String| Error::Corruption {
+            device: self.name.clone(),
+            what: format!("shard {:?} chunk {chunk}: {why}", key_text(&ctx.key)),
+            offset: at,
+        };
+        if let Err(e) = c.result {
+            return Err(corrupt(format!("unreadable: {e}")));
+        }
+        let buf = c.buf.expect("reads return their buffer");
+        let (_, payload) = RecordHeader::verify(buf.as_slice(), loc.header_crc).map_err(|p| corrupt(p.to_string()))?;
+        let chunk_size = CHUNK_SIZE_BYTES_MAX as u64;
+        let chunk_start = chunk as u64 * chunk_size;
+        let from = ctx.offset.max(chunk_start);
+        let to = ctx.end.min(chunk_start + payload.len() as u64);
+        if from < to {
+            ctx.out[(from - ctx.offset) as usize..(to - ctx.offset) as usize]
+                .copy_from_slice(&payload[(from - chunk_start) as usize..(to - chunk_start) as usize]);
+        }
+        Ok(())
+    }
+
+    fn finish_chunk(&mut self, slot: u32, result: Result<()>, done: &mut Vec<(u64, Result<Vec<u8>>)>) {
+        let ctx = self.gets[slot as usize].as_mut().expect("chunk of a live get");
+        if let Err(e) = result {
+            ctx.error.get_or_insert(e);
+        }
+        ctx.remaining -= 1;
+        if ctx.remaining > 0 {
+            return;
+        }
+        let ctx = self.gets[slot as usize].take().expect("checked above");
+        let result = match ctx.error {
+            Some(e) => Err(e),
+            None if ctx.offset == 0 && ctx.end == ctx.meta.size && crc32c::crc32c(&ctx.out) != ctx.meta.crc => {
+                Err(Error::Corruption {
                     device: self.name.clone(),
-                    what: format!("shard {:?} chunk {chunk}: {why}", key_text(key)),
-                    offset: at,
-                };
-                if let Err(e) = c.result {
-                    // Drain what is still in flight before returning.
-                    while self.dev.in_flight() > 0 {
-                        let _ = self.dev.reap(self.dev.in_flight(), &mut Vec::new());
-                    }
-                    return Err(corrupt(format!("unreadable: {e}")));
-                }
-                let buf = c.buf.expect("reads return their buffer");
-                let (_, payload) = match RecordHeader::verify(buf.as_slice(), loc.header_crc) {
-                    Ok(v) => v,
-                    Err(problem) => {
-                        while self.dev.in_flight() > 0 {
-                            let _ = self.dev.reap(self.dev.in_flight(), &mut Vec::new());
-                        }
-                        return Err(corrupt(problem.to_string()));
-                    }
-                };
-                let chunk_start = chunk as u64 * chunk_size;
-                let from = offset.max(chunk_start);
-                let to = end.min(chunk_start + payload.len() as u64);
-                if from < to {
-                    out[(from - offset) as usize..(to - offset) as usize]
-                        .copy_from_slice(&payload[(from - chunk_start) as usize..(to - chunk_start) as usize]);
-                }
+                    what: format!("shard {:?}: whole-shard checksum mismatch", key_text(&ctx.key)),
+                    offset: self.locator_offset(ctx.meta.chunks[0]),
+                })
+            }
+            None => Ok(ctx.out),
+        };
+        done.push((ctx.id, result));
+    }
+
+    /// Completes every get in progress, keeping their results for
+    /// `take_finished_gets`: commits, checkpoints and reclamation use the
+    /// device one operation at a time and must have it to themselves.
+    fn quiesce(&mut self) {
+        let mut finished = std::mem::take(&mut self.finished_gets);
+        while self.gets_pending() {
+            if let Err(e) = self.poll_gets(true, &mut finished) {
+                let _ = self.fail(&format!("reading failed: {e}"));
+                break;
             }
         }
-        if offset == 0 && end == meta.size && crc32c::crc32c(&out) != meta.crc {
-            return Err(Error::Corruption {
-                device: self.name.clone(),
-                what: format!("shard {:?}: whole-shard checksum mismatch", key_text(key)),
-                offset: self.locator_offset(meta.chunks[0]),
-            });
-        }
-        Ok(out)
+        self.finished_gets = finished;
     }
 
     fn locator_offset(&self, loc: Locator) -> u64 {
@@ -929,6 +1039,11 @@ impl Store {
 
     /// Checkpoints and records a clean shutdown.
     pub fn close(mut self) -> Result<()> {
+        self.close_in_place()
+    }
+
+    /// As `close`, for an owner that drops the store afterwards itself.
+    pub fn close_in_place(&mut self) -> Result<()> {
         self.checkpoint()?;
         let sb = superblock::commit(self.dev.as_mut(), &self.sb, |sb| sb.clean_shutdown = true)?;
         self.sb = sb;

@@ -9,12 +9,13 @@
 //! `RECLAIM_IDLE_INTERVAL_MS`, so reclamation never competes with a busy
 //! queue but keeps ahead of a steady overwrite load.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{Op, ShardStat, Store, BATCH_OPS_MAX};
+use super::{Op, ShardStat, Store, BATCH_OPS_MAX, STORE_QUEUE_DEPTH};
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
 
@@ -74,30 +75,44 @@ fn short_name(name: &str) -> String {
 fn serve(mut store: Store, rx: &Receiver<Request>) {
     let mut last_reclaim = Instant::now();
     let mut pending: Vec<Request> = Vec::with_capacity(BATCH_OPS_MAX);
+    let mut get_replies: HashMap<u64, Reply<Vec<u8>>> = HashMap::new();
+    let mut next_get = 0u64;
+    let mut finished = Vec::with_capacity(STORE_QUEUE_DEPTH);
     loop {
-        let first = match rx.recv_timeout(Duration::from_millis(RECLAIM_IDLE_INTERVAL_MS)) {
-            Ok(r) => r,
-            Err(RecvTimeoutError::Timeout) => {
-                if last_reclaim.elapsed() >= Duration::from_millis(RECLAIM_IDLE_INTERVAL_MS) {
-                    let _ = store.reclaim();
-                    last_reclaim = Instant::now();
-                }
-                continue;
+        // While gets are in flight, look for new work without blocking, so
+        // reads keep the device's queue full; otherwise sleep until work
+        // arrives or it is time for a background reclamation pass.
+        let first = if store.gets_pending() {
+            match rx.try_recv() {
+                Ok(r) => Some(r),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => break,
             }
-            Err(RecvTimeoutError::Disconnected) => {
-                let _ = store.close();
-                return;
+        } else {
+            match rx.recv_timeout(Duration::from_millis(RECLAIM_IDLE_INTERVAL_MS)) {
+                Ok(r) => Some(r),
+                Err(RecvTimeoutError::Timeout) => {
+                    if last_reclaim.elapsed() >= Duration::from_millis(RECLAIM_IDLE_INTERVAL_MS) {
+                        let _ = store.reclaim();
+                        last_reclaim = Instant::now();
+                    }
+                    None
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
             }
         };
-        pending.push(first);
-        while pending.len() < BATCH_OPS_MAX {
-            match rx.try_recv() {
-                Ok(r) => pending.push(r),
-                Err(_) => break,
+        if let Some(first) = first {
+            pending.push(first);
+            while pending.len() < BATCH_OPS_MAX {
+                match rx.try_recv() {
+                    Ok(r) => pending.push(r),
+                    Err(_) => break,
+                }
             }
         }
         let mut ops = Vec::new();
         let mut replies = Vec::new();
+        let mut closing = None;
         for request in pending.drain(..) {
             match request {
                 Request::Write(op, reply) => {
@@ -105,7 +120,16 @@ fn serve(mut store: Store, rx: &Receiver<Request>) {
                     replies.push(reply);
                 }
                 Request::Get { key, offset, len, reply } => {
-                    let _ = reply.send(store.get_range(&key, offset, len));
+                    let id = next_get;
+                    next_get += 1;
+                    match store.start_get(id, &key, offset, len) {
+                        Ok(()) => {
+                            get_replies.insert(id, reply);
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
                 }
                 Request::Stat { key, reply } => {
                     let _ = reply.send(Ok(store.stat(&key)));
@@ -116,20 +140,41 @@ fn serve(mut store: Store, rx: &Receiver<Request>) {
                 Request::Checkpoint(reply) => {
                     let _ = reply.send(store.checkpoint());
                 }
-                Request::Close(reply) => {
-                    // Writes queued before the close still commit.
-                    for (r, reply) in store.commit(&ops).into_iter().zip(replies.drain(..)) {
-                        let _ = reply.send(r);
-                    }
-                    let _ = reply.send(store.close());
-                    return;
-                }
+                Request::Close(reply) => closing = Some(reply),
             }
         }
         if !ops.is_empty() {
             for (r, reply) in store.commit(&ops).into_iter().zip(replies) {
                 let _ = reply.send(r);
             }
+        }
+        if let Some(reply) = closing {
+            // Writes queued before the close were committed above.
+            let result = store.close_in_place();
+            store.take_finished_gets(&mut finished);
+            answer(&mut get_replies, &mut finished);
+            let _ = reply.send(result);
+            return;
+        }
+        store.take_finished_gets(&mut finished);
+        if store.gets_pending() {
+            // Wait for at least one completion: requests that arrive in the
+            // meantime are picked up right after it, and under load from
+            // synchronous clients the drain above has emptied the queue.
+            if let Err(e) = store.poll_gets(true, &mut finished) {
+                tracing::error!(error = %e, "store read path failed");
+            }
+        }
+        answer(&mut get_replies, &mut finished);
+    }
+    let _ = store.close_in_place();
+}
+
+/// Replies to every finished get.
+fn answer(replies: &mut HashMap<u64, Reply<Vec<u8>>>, finished: &mut Vec<(u64, Result<Vec<u8>>)>) {
+    for (id, result) in finished.drain(..) {
+        if let Some(reply) = replies.remove(&id) {
+            let _ = reply.send(result);
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod hist;
 pub mod options;
 pub mod report;
 pub mod run;
+pub mod store;
 
 use options::{Invocation, OutputFormat};
 
@@ -14,7 +15,10 @@ use options::{Invocation, OutputFormat};
 pub fn run(invocation: &Invocation) -> anyhow::Result<String> {
     let mut results = Vec::new();
     for spec in &invocation.jobs {
-        let threads = run::run_job(spec)?;
+        let threads = match spec.target {
+            options::Target::Device => run::run_job(spec)?,
+            options::Target::Store => store::run_job(spec)?,
+        };
         if spec.group_reporting {
             let mut merged = run::JobResult { name: spec.name.clone(), ..run::JobResult::default() };
             for t in &threads {

@@ -47,6 +47,16 @@ impl Rw {
     }
 }
 
+/// What a job exercises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The raw device engine: fio's semantics exactly.
+    Device,
+    /// The shard store on the device: `write` puts shards of `bs` bytes,
+    /// reads get them; each completed put is durable.
+    Store,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     IoUring,
@@ -84,6 +94,7 @@ pub struct JobSpec {
     pub registerfiles: bool,
     /// Report percentiles of total latency too (fio's `lat_percentiles`).
     pub lat_percentiles: bool,
+    pub target: Target,
     /// Every option given for this job, as text, for the JSON's
     /// `job options` (fio echoes them).
     pub given: Vec<(String, String)>,
@@ -110,6 +121,7 @@ impl Default for JobSpec {
             fixedbufs: true,
             registerfiles: true,
             lat_percentiles: false,
+            target: Target::Device,
             given: Vec::new(),
         }
     }
@@ -146,13 +158,14 @@ const KNOWN: &[&str] = &[
     "fixedbufs",
     "registerfiles",
     "lat_percentiles",
+    "target",
     "output-format",
 ];
 
 pub const USAGE: &str = "usage: shardbench --name=JOB --filename=PATH [--rw=read|write|randread|randwrite|rw|randrw] \
 [--bs=4k] [--iodepth=N] [--numjobs=N] [--size=SIZE] [--offset=SIZE] [--runtime=30] [--time_based] \
 [--ramp_time=T] [--rwmixread=PCT] [--direct=1] [--ioengine=io_uring|psync] [--fixedbufs=0|1] \
-[--registerfiles=0|1] [--lat_percentiles=0|1] [--group_reporting] \
+[--registerfiles=0|1] [--lat_percentiles=0|1] [--target=device|store] [--group_reporting] \
 [--output-format=normal|json]";
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
@@ -222,6 +235,13 @@ fn apply(job: &mut JobSpec, key: &str, value: &str) -> Result<(), String> {
         "fixedbufs" => job.fixedbufs = parse_bool(key, value)?,
         "registerfiles" => job.registerfiles = parse_bool(key, value)?,
         "lat_percentiles" => job.lat_percentiles = parse_bool(key, value)?,
+        "target" => {
+            job.target = match value {
+                "device" => Target::Device,
+                "store" => Target::Store,
+                _ => return Err(format!("option target: unsupported target {value:?} (device, store)")),
+            }
+        }
         "randseed" => {
             job.randseed = value.parse().map_err(|_| format!("option randseed: expected a number, got {value:?}"))?;
         }
@@ -278,6 +298,15 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
         }
         if job.time_based && job.runtime_us.is_none() {
             return Err(format!("job {:?}: --time_based needs --runtime", job.name));
+        }
+        if job.target == Target::Store && job.ioengine == Engine::Psync {
+            return Err(format!(
+                "job {:?}: the store target always uses io_uring (ioengine=psync is for --target=device)",
+                job.name
+            ));
+        }
+        if job.target == Target::Store && job.bs > shardstore::store::SHARD_SIZE_BYTES_MAX {
+            return Err(format!("job {:?}: bs {} exceeds the largest shard", job.name, job.bs));
         }
         if job.offset % job.bs != 0 {
             return Err(format!("job {:?}: offset {} is not a multiple of bs {}", job.name, job.offset, job.bs));
