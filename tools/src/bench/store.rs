@@ -50,6 +50,9 @@ pub fn run_job(spec: &JobSpec) -> anyhow::Result<Vec<JobResult>> {
             store.put(&key(&spec.name, n), payload.clone())?;
         }
     }
+    // The work happens on the store thread and the clients: charge the
+    // whole process's CPU over the run to the job.
+    let usage_start = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
     let clients = spec.iodepth as usize * spec.numjobs as usize;
     let barrier = Arc::new(Barrier::new(clients));
     let next = Arc::new(AtomicU64::new(0));
@@ -66,8 +69,15 @@ pub fn run_job(spec: &JobSpec) -> anyhow::Result<Vec<JobResult>> {
         let r = h.join().expect("client thread panicked")?;
         per_job[c % spec.numjobs as usize].merge(&r);
     }
+    let usage_end = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
+    let us = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
+    let usr = us(usage_end.user_time()).saturating_sub(us(usage_start.user_time()));
+    let sys = us(usage_end.system_time()).saturating_sub(us(usage_start.system_time()));
+    let share = u64::from(spec.numjobs);
     for j in &mut per_job {
         j.jobs = 1;
+        j.usr_cpu_us = usr / share;
+        j.sys_cpu_us = sys / share;
     }
     store.close()?;
     join.join().expect("store thread panicked");
