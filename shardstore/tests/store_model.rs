@@ -295,7 +295,9 @@ impl Harness {
         }
         self.store().check_invariants();
         for (k, v) in self.model.clone() {
-            assert_eq!(self.store().stat(&k).map(|s| s.size), Some(v.len() as u64), "stat {k:?}");
+            let stat = self.store().stat(&k).unwrap_or_else(|| panic!("stat {k:?}: missing"));
+            assert_eq!(stat.size, v.len() as u64, "stat {k:?}: size");
+            assert_eq!(stat.crc32c, crc32c::crc32c(&v), "stat {k:?}: the shard CRC clients compare against");
         }
         assert_eq!(self.store().len(), self.model.len(), "shard count");
     }

@@ -197,6 +197,8 @@ struct GetCtx {
     out: Vec<u8>,
     remaining: usize,
     error: Option<Error>,
+    /// Verified payload CRC of each chunk, for the whole-shard check.
+    chunk_crcs: Vec<u32>,
 }
 
 impl std::fmt::Debug for Store {
@@ -455,7 +457,15 @@ impl Store {
                     let sequence = self.next_sequence;
                     self.next_sequence += 1;
                     let size = data.len() as u64;
-                    let shard_crc = crc32c::crc32c(data);
+                    // One pass over the data: each chunk's CRC, combined
+                    // into the shard's.
+                    let chunk_crcs: Vec<u32> = (0..chunk_count(size))
+                        .map(|c| {
+                            let start = c * CHUNK_SIZE_BYTES_MAX;
+                            crc32c::crc32c(&data[start..start + chunk_len(size, c)])
+                        })
+                        .collect();
+                    let shard_crc = combine_crcs(&chunk_crcs, size);
                     let mut chunks = Vec::with_capacity(chunk_count(size));
                     for c in 0..chunk_count(size) {
                         let blocks = record_blocks(key.len(), size, c);
@@ -476,7 +486,7 @@ impl Store {
                             shard_len: size,
                             chunk_offset: start as u64,
                             chunk_len: payload.len() as u32,
-                            payload_crc: crc32c::crc32c(payload),
+                            payload_crc: chunk_crcs[c],
                             shard_crc,
                             written_unix_ms: now,
                         };
@@ -864,6 +874,7 @@ impl Store {
             out: vec![0u8; (end - offset) as usize],
             remaining: last - first + 1,
             error: None,
+            chunk_crcs: vec![0; last - first + 1],
         });
         Ok(())
     }
@@ -924,7 +935,10 @@ impl Store {
             return Err(corrupt(format!("unreadable: {e}")));
         }
         let buf = c.buf.expect("reads return their buffer");
-        let (_, payload) = RecordHeader::verify(buf.as_slice(), loc.header_crc).map_err(|p| corrupt(p.to_string()))?;
+        let (header, payload) =
+            RecordHeader::verify(buf.as_slice(), loc.header_crc).map_err(|p| corrupt(p.to_string()))?;
+        let first = (ctx.offset / CHUNK_SIZE_BYTES_MAX as u64) as usize;
+        ctx.chunk_crcs[chunk - first] = header.payload_crc;
         let chunk_size = CHUNK_SIZE_BYTES_MAX as u64;
         let chunk_start = chunk as u64 * chunk_size;
         let from = ctx.offset.max(chunk_start);
@@ -948,7 +962,12 @@ impl Store {
         let ctx = self.gets[slot as usize].take().expect("checked above");
         let result = match ctx.error {
             Some(e) => Err(e),
-            None if ctx.offset == 0 && ctx.end == ctx.meta.size && crc32c::crc32c(&ctx.out) != ctx.meta.crc => {
+            // Each chunk's payload was checked against its CRC; the chunk
+            // CRCs must also combine into the shard's end-to-end CRC.
+            None if ctx.offset == 0
+                && ctx.end == ctx.meta.size
+                && combine_crcs(&ctx.chunk_crcs, ctx.meta.size) != ctx.meta.crc =>
+            {
                 Err(Error::Corruption {
                     device: self.name.clone(),
                     what: format!("shard {:?}: whole-shard checksum mismatch", key_text(&ctx.key)),
@@ -1049,6 +1068,15 @@ impl Store {
         self.sb = sb;
         Ok(())
     }
+}
+
+/// The CRC32C of a shard from the CRCs of its chunks, in order.
+fn combine_crcs(chunk_crcs: &[u32], size: u64) -> u32 {
+    let mut crc = chunk_crcs[0];
+    for (c, &next) in chunk_crcs.iter().enumerate().skip(1) {
+        crc = crc32c::crc32c_combine(crc, next, chunk_len(size, c));
+    }
+    crc
 }
 
 /// Bytes of one index entry in a checkpoint: key length, key, sequence,
