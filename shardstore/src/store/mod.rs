@@ -899,7 +899,21 @@ impl Store {
             return Ok(());
         }
         let mut completions = std::mem::take(&mut self.get_completions);
-        self.dev.reap(usize::from(wait), &mut completions)?;
+        if let Err(e) = self.dev.reap(usize::from(wait), &mut completions) {
+            // The ring itself failed: no get in progress can finish. Answer
+            // them all and stop serving, rather than wait forever.
+            let why = format!("reaping reads failed: {e}");
+            let _ = self.fail(&why);
+            self.get_queue.clear();
+            for ctx in self.gets.iter_mut().filter_map(Option::take) {
+                done.push((
+                    ctx.id,
+                    Err(Error::Poisoned { device: format!("{} ({why})", self.name), op: crate::error::OpKind::Read }),
+                ));
+            }
+            self.get_completions = completions;
+            return Err(e);
+        }
         for c in completions.drain(..) {
             let slot = (c.token >> 32) as u32;
             let chunk = (c.token & 0xFFFF_FFFF) as usize;
