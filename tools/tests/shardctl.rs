@@ -219,3 +219,51 @@ fn format_and_inspect_a_real_loop_device() {
 fn libc_o_excl() -> i32 {
     nix::fcntl::OFlag::O_EXCL.bits()
 }
+
+#[test]
+fn inspect_shows_the_store_and_verifies_a_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("dev.img");
+    let p = img.to_str().unwrap();
+    assert!(shardctl(&["format", p, "--size", "256M", "--extent-size", "8M"]).status.success());
+    {
+        let dev = shardstore::device::open(&img, &shardstore::device::OpenOptions::default()).unwrap();
+        let mut store = shardstore::store::Store::open(Box::new(dev)).unwrap();
+        store.put(b"photos/cat", &vec![7u8; 300_000]).unwrap();
+        store.put(b"photos/dog", b"woof").unwrap();
+        store.close().unwrap();
+    }
+    let (code, v) = inspect_json(p);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["store"]["shards"], 2);
+    assert_eq!(v["store"]["shard_bytes"], 300_004);
+    assert_eq!(v["store"]["opened_clean"], true);
+    let extents = v["store"]["extents"].as_array().unwrap();
+    assert!(extents.iter().any(|e| e["live_bytes"].as_u64().unwrap() > 300_000));
+    let text = String::from_utf8(shardctl(&["inspect", p]).stdout).unwrap();
+    assert!(text.contains("store       2 shards") && text.contains("  live      "), "{text}");
+
+    let o = shardctl(&["inspect", p, "--shard", "photos/cat", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["shard"]["verified"], true);
+    assert_eq!(v["shard"]["size"], 300_000);
+    let offset = v["shard"]["chunk_offsets"][0].as_u64().unwrap();
+
+    // One flipped byte in the shard's data: found, named, non-zero exit.
+    write_at(&img, offset + 1000, &[0x55]);
+    let o = shardctl(&["inspect", p, "--shard", "photos/cat", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["shard"]["verified"], false);
+    assert!(v["shard"]["problem"].as_str().unwrap().contains("corrupt"), "{v}");
+    assert_eq!(v["status"], "shard_not_verified");
+    // Inspect wrote nothing: the other shard is still fine and the
+    // superblock still says clean.
+    let o = shardctl(&["inspect", p, "--shard", "photos/dog", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let o = shardctl(&["inspect", p, "--shard", "photos/none"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
+    assert_eq!(inspect_json(p).1["superblock"]["in_force"]["clean_shutdown"], true);
+}

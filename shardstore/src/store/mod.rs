@@ -211,9 +211,20 @@ impl Store {
     /// Opens a formatted device: superblock (repairing stale copies), the
     /// checkpoint in force, then the log after it up to the first block
     /// that does not continue the chain.
-    pub fn open(mut dev: Box<dyn BlockDevice>) -> Result<Store> {
+    pub fn open(dev: Box<dyn BlockDevice>) -> Result<Store> {
+        Store::open_mode(dev, false)
+    }
+
+    /// Opens for inspection: recovers the index in memory but writes
+    /// nothing (no superblock repair, no in-use mark); every write
+    /// operation is refused.
+    pub fn open_read_only(dev: Box<dyn BlockDevice>) -> Result<Store> {
+        Store::open_mode(dev, true)
+    }
+
+    fn open_mode(mut dev: Box<dyn BlockDevice>, read_only: bool) -> Result<Store> {
         let name = dev.info().name.clone();
-        let opened = superblock::open(dev.as_mut(), true)?;
+        let opened = superblock::open(dev.as_mut(), !read_only)?;
         let sb = opened.superblock;
         let opened_clean = sb.clean_shutdown;
         let layout = sb.layout;
@@ -270,7 +281,9 @@ impl Store {
         store.replay_log(half_offset + half_size)?;
         store.checkpoint_bytes = encode_checkpoint(0, 0, &store.extents, &store.index).len() as u64;
         // From now on a crash must be visible at the next open.
-        if store.sb.clean_shutdown {
+        if read_only {
+            store.failed = Some("opened read-only".to_owned());
+        } else if store.sb.clean_shutdown {
             store.sb = superblock::commit(store.dev.as_mut(), &store.sb, |sb| sb.clean_shutdown = false)?;
         }
         Ok(store)
@@ -1042,6 +1055,13 @@ impl Store {
 
     pub fn superblock(&self) -> &Superblock {
         &self.sb
+    }
+
+    /// Index statistics: shard count, total shard bytes, chunk count.
+    pub fn index_stats(&self) -> (u64, u64, u64) {
+        self.index
+            .values()
+            .fold((0, 0, 0), |(n, bytes, chunks), m| (n + 1, bytes + m.size, chunks + m.chunks.len() as u64))
     }
 
     /// Whether the previous run closed the store cleanly.

@@ -19,16 +19,58 @@ pub struct Args {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// Show where this shard lives and verify every byte of it.
+    #[arg(long, value_name = "KEY")]
+    pub shard: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
 struct Report {
     device: DeviceInfo,
-    /// `healthy`, `degraded` (opens, some copies need repair) or `unusable`.
+    /// `healthy`, `degraded` (opens, some copies need repair), `unusable`,
+    /// or with `--shard`, `shard_not_verified` (missing or corrupt).
     status: &'static str,
     /// Null when healthy, else one line saying why not.
     reason: Option<String>,
     superblock: SuperblockReport,
+    /// The shard store, when the superblock is usable.
+    store: Option<StoreReport>,
+    /// Why the store could not be read, when it could not.
+    store_error: Option<String>,
+    /// With `--shard KEY`.
+    shard: Option<ShardReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct StoreReport {
+    shards: u64,
+    shard_bytes: u64,
+    chunks: u64,
+    opened_clean: bool,
+    extent_size_bytes: u64,
+    /// Per extent: generation, bytes written this generation, live bytes.
+    extents: Vec<ExtentJson>,
+}
+
+#[derive(Debug, Serialize)]
+struct ExtentJson {
+    index: usize,
+    generation: u32,
+    written_bytes: u64,
+    live_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct ShardReport {
+    key: String,
+    found: bool,
+    size: Option<u64>,
+    crc32c: Option<String>,
+    written_unix_ms: Option<u64>,
+    /// Device offset of each chunk record.
+    chunk_offsets: Vec<u64>,
+    verified: bool,
+    problem: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -88,11 +130,36 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         }
         Err(e) => ("unusable", Some(e.to_string()), None),
     };
+    let info = dev.info().clone();
+    let (mut store, store_error) = if in_force.is_some() {
+        match shardstore::store::Store::open_read_only(Box::new(dev)) {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(e.to_string())),
+        }
+    } else {
+        (None, None)
+    };
+    let store_report = store.as_ref().map(store_report);
+    let shard = match (&args.shard, store.as_mut()) {
+        (Some(key), Some(store)) => Some(shard_report(store, key)),
+        _ => None,
+    };
+    let (status, reason) = match (&shard, &store_error) {
+        (_, Some(e)) if status == "healthy" => ("unusable", Some(format!("store: {e}"))),
+        (Some(sh), _) if !sh.verified => (
+            "shard_not_verified",
+            Some(format!("shard {:?}: {}", sh.key, sh.problem.as_deref().unwrap_or("not verified"))),
+        ),
+        _ => (status, reason),
+    };
     let report = Report {
-        device: dev.info().clone(),
+        device: info,
         status,
         reason,
         superblock: SuperblockReport { in_force, copies: copies_json },
+        store: store_report,
+        store_error,
+        shard,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -107,6 +174,64 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         "degraded" => exit::DEGRADED,
         _ => exit::FAILURE,
     })
+}
+
+fn store_report(store: &shardstore::store::Store) -> StoreReport {
+    let (shards, shard_bytes, chunks) = store.index_stats();
+    let block = store.superblock().layout.block_size_bytes;
+    StoreReport {
+        shards,
+        shard_bytes,
+        chunks,
+        opened_clean: store.opened_clean(),
+        extent_size_bytes: store.superblock().layout.extent_size_bytes,
+        extents: store
+            .extents()
+            .iter()
+            .enumerate()
+            .map(|(index, e)| ExtentJson {
+                index,
+                generation: e.generation,
+                written_bytes: u64::from(e.write_blocks) * block,
+                live_bytes: u64::from(e.live_blocks) * block,
+            })
+            .collect(),
+    }
+}
+
+fn shard_report(store: &mut shardstore::store::Store, key: &str) -> ShardReport {
+    let stat = store.stat(key.as_bytes());
+    let chunk_offsets =
+        store.chunk_locations(key.as_bytes()).map(|v| v.iter().map(|(o, _)| *o).collect()).unwrap_or_default();
+    let (verified, problem) = match store.get(key.as_bytes()) {
+        Ok(_) => (true, None),
+        Err(e) => (false, Some(e.to_string())),
+    };
+    ShardReport {
+        key: key.to_owned(),
+        found: stat.is_some(),
+        size: stat.as_ref().map(|s| s.size),
+        crc32c: stat.as_ref().map(|s| format!("{:08x}", s.crc32c)),
+        written_unix_ms: stat.as_ref().map(|s| s.written_unix_ms),
+        chunk_offsets,
+        verified,
+        problem,
+    }
+}
+
+/// One character per extent: `.` empty, `0`-`9` tenths, `#` full.
+fn extent_row(values: impl Iterator<Item = (u64, u64)>) -> String {
+    values
+        .map(|(part, whole)| {
+            if part == 0 {
+                '.'
+            } else if part * 20 >= whole * 19 {
+                '#'
+            } else {
+                char::from(b'0' + (part * 10 / whole) as u8)
+            }
+        })
+        .collect()
 }
 
 fn print_human(r: &Report) {
@@ -155,6 +280,40 @@ fn print_human(r: &Report) {
         };
         let problem = c.problem.as_deref().unwrap_or("");
         println!("  #{}  offset {:>14}  sequence {:>6}  {:<8} {}", c.index, c.offset, seq, state, problem);
+    }
+    if let Some(st) = &r.store {
+        println!(
+            "store       {} shards, {} in {} chunks; last shutdown {}",
+            st.shards,
+            human_bytes(st.shard_bytes),
+            st.chunks,
+            if st.opened_clean { "clean" } else { "NOT clean (crash recovery ran)" }
+        );
+        let size = st.extent_size_bytes;
+        let written = extent_row(st.extents.iter().map(|e| (e.written_bytes, size)));
+        let live = extent_row(st.extents.iter().map(|e| (e.live_bytes, size)));
+        println!("extents     written (. empty, 0-9 tenths, # full) / live, 64 per line");
+        for (w, l) in written.as_bytes().chunks(64).zip(live.as_bytes().chunks(64)) {
+            println!("  written   {}", String::from_utf8_lossy(w));
+            println!("  live      {}", String::from_utf8_lossy(l));
+        }
+    }
+    if let Some(e) = &r.store_error {
+        println!("store       unreadable: {e}");
+    }
+    if let Some(sh) = &r.shard {
+        if sh.found {
+            println!(
+                "shard       {:?}: {} bytes, crc32c {}, chunks at {:?}: {}",
+                sh.key,
+                sh.size.unwrap_or(0),
+                sh.crc32c.as_deref().unwrap_or("-"),
+                sh.chunk_offsets,
+                if sh.verified { "verified" } else { sh.problem.as_deref().unwrap_or("not verified") }
+            );
+        } else {
+            println!("shard       {:?}: not found", sh.key);
+        }
     }
     println!("status      {}", r.status);
 }
