@@ -271,7 +271,10 @@ impl Harness {
             Step::ReadError { key } => {
                 let k = KEYS[key].as_bytes();
                 let Some(locs) = self.store().chunk_locations(k) else { return };
-                let (offset, _) = locs[locs.len() / 2];
+                let (offset, len) = locs[locs.len() / 2];
+                if len == 0 {
+                    return; // an empty shard is never read from the device
+                }
                 self.handle.inject(Fault { op: OpKind::Read, range: Some((offset, 512)), skip: 0, remaining: Some(1) });
                 match self.store().get(k) {
                     Ok(bytes) => panic!("read of {k:?} through an injected error returned {} bytes", bytes.len()),
@@ -286,8 +289,11 @@ impl Harness {
             Step::BitRot { key, pick } => {
                 let k = KEYS[key].as_bytes();
                 let Some(locs) = self.store().chunk_locations(k) else { return };
-                let (offset, used) = locs[(pick % locs.len() as u64) as usize];
-                let at = offset + (pick >> 8) % used;
+                let (offset, len) = locs[(pick % locs.len() as u64) as usize];
+                if len == 0 {
+                    return; // no data bytes to rot
+                }
+                let at = offset + (pick >> 8) % len;
                 self.handle.rot_bit(at, (pick % 8) as u8);
                 self.rotted.insert(k.to_vec());
                 self.check_get(k);

@@ -58,17 +58,17 @@ fn reclamation_after_a_transient_read_error() {
     assert_eq!(store.extents()[0].generation, 1, "the reset is durable");
 }
 
-/// A record whose header sector survived but whose payload sectors did not
-/// (a torn write that looks like a valid header) is refused, never served.
+/// A record whose header block landed but whose payload did not (a torn
+/// write that leaves a valid header) is refused, never served.
 #[test]
 fn a_torn_chunk_with_a_valid_header_is_refused() {
     let (h, mut store) = fresh(3);
     let data = vec![9u8; 20_000];
     store.put(b"k", &data).unwrap();
-    let (offset, used) = store.chunk_locations(b"k").unwrap()[0];
-    // Everything after the first sector reverts to zeros, as if only the
-    // header sector of the write had landed.
-    h.scribble(offset + 512, &vec![0u8; (used - 512) as usize]);
+    let (offset, len) = store.chunk_locations(b"k").unwrap()[0];
+    // The header block just before the payload stays; the payload's later
+    // sectors revert to what was there before (zeros).
+    h.scribble(offset + 512, &vec![0u8; (len - 512) as usize]);
     let err = store.get(b"k").unwrap_err();
     assert!(matches!(err, Error::Corruption { ref what, .. } if what.contains("payload")), "{err}");
     assert!(store.get_range(b"k", 0, 100).is_err(), "a range in the torn chunk is refused too");

@@ -26,13 +26,14 @@ const TAG_DELETE: u8 = 2;
 const TAG_RELOCATE: u8 = 3;
 const TAG_RESET: u8 = 4;
 
-/// Where one chunk record lives, and the header CRC it must have.
+/// Where one chunk record lives, and the CRC32C its payload must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Locator {
     pub extent: u32,
-    /// Offset within the extent, in 4 KiB blocks.
+    /// Offset of the record's header block within the extent, in blocks.
     pub block: u32,
-    pub header_crc: u32,
+    /// CRC32C of the chunk's payload.
+    pub crc: u32,
 }
 
 /// A shard as the index knows it.
@@ -78,7 +79,7 @@ fn put_key(out: &mut Vec<u8>, key: &[u8]) {
 fn put_locator(out: &mut Vec<u8>, l: &Locator) {
     out.extend_from_slice(&l.extent.to_le_bytes());
     out.extend_from_slice(&l.block.to_le_bytes());
-    out.extend_from_slice(&l.header_crc.to_le_bytes());
+    out.extend_from_slice(&l.crc.to_le_bytes());
 }
 
 impl LogRecord {
@@ -171,7 +172,7 @@ impl<'a> Reader<'a> {
     }
 
     fn locator(&mut self) -> Option<Locator> {
-        Some(Locator { extent: self.u32()?, block: self.u32()?, header_crc: self.u32()? })
+        Some(Locator { extent: self.u32()?, block: self.u32()?, crc: self.u32()? })
     }
 
     pub fn meta(&mut self) -> Option<ShardMeta> {
@@ -320,7 +321,7 @@ mod tests {
                 crc: 9,
                 sequence: 3,
                 written_unix_ms: 4,
-                chunks: (0..n as u32).map(|i| Locator { extent: i, block: i * 2, header_crc: i * 3 }).collect(),
+                chunks: (0..n as u32).map(|i| Locator { extent: i, block: i * 2, crc: i * 3 }).collect(),
             },
         }
     }
@@ -335,7 +336,7 @@ mod tests {
                 key: b"d".to_vec(),
                 sequence: 2,
                 chunk: 1,
-                to: Locator { extent: 1, block: 2, header_crc: 3 },
+                to: Locator { extent: 1, block: 2, crc: 3 },
             },
             LogRecord::Reset { extent: 7, generation: 2 },
         ];

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::superblock::{self, StoreRef, Superblock};
 use meta::{CheckpointHeader, Locator, LogRecord, ShardMeta, BLOCK, CHECKPOINT_HEADER_BYTES, LOG_PAYLOAD_BYTES_MAX};
-use record::{record_size_bytes, RecordHeader, CHUNK_SIZE_BYTES_MAX, HEADER_SIZE_BYTES, KEY_SIZE_BYTES_MAX};
+use record::{record_size_bytes, RecordHeader, CHUNK_SIZE_BYTES_MAX, KEY_SIZE_BYTES_MAX};
 
 /// Largest shard the store accepts.
 pub const SHARD_SIZE_BYTES_MAX: u64 = 64 * 1024 * 1024;
@@ -393,7 +393,7 @@ impl Store {
             if info.write_blocks + blocks <= per {
                 let block = info.write_blocks;
                 info.write_blocks += blocks;
-                return Some(Locator { extent: e, block, header_crc: 0 });
+                return Some(Locator { extent: e, block, crc: 0 });
             }
         }
         if self.free_extents() <= reserve {
@@ -406,7 +406,7 @@ impl Store {
             .position(|(i, e)| e.write_blocks == 0 && self.open_extent != Some(i as u32))?;
         self.open_extent = Some(e as u32);
         self.extents[e].write_blocks = blocks;
-        Some(Locator { extent: e as u32, block: 0, header_crc: 0 })
+        Some(Locator { extent: e as u32, block: 0, crc: 0 })
     }
 
     fn check_usable(&self) -> Result<()> {
@@ -509,7 +509,8 @@ impl Store {
                         }
                         Self::collect_write_failures(&mut out, &mut write_failed);
                         let mut buf = self.pool.take(len).expect("a free buffer for every queue slot");
-                        loc.header_crc = header.encode(payload, buf.as_mut_slice());
+                        header.encode(payload, buf.as_mut_slice());
+                        loc.crc = header.payload_crc;
                         let offset = self.sb.layout.data_offset
                             + u64::from(loc.extent) * self.sb.layout.extent_size_bytes
                             + u64::from(loc.block) * BLOCK_SIZE_BYTES;
@@ -757,8 +758,15 @@ impl Store {
                 });
             }
             let mut buf = done.buf.expect("reads return their buffer");
-            let header = match RecordHeader::verify(buf.as_slice(), from.header_crc) {
-                Ok((h, _)) => h,
+            let verified = RecordHeader::verify(buf.as_slice(), from.crc).and_then(|(h, _)| {
+                if h.key == key && h.sequence == sequence {
+                    Ok(h)
+                } else {
+                    Err(record::RecordProblem::Mismatch)
+                }
+            });
+            let header = match verified {
+                Ok(h) => h,
                 Err(problem) => {
                     return Err(Error::Corruption {
                         device: self.name.clone(),
@@ -775,11 +783,12 @@ impl Store {
                 return Err(Error::NoSpace(format!("{}: no room to evacuate extent {victim}", self.name)));
             };
             assert_ne!(to.extent, victim, "the victim is sealed, never the open extent");
-            let start = HEADER_SIZE_BYTES + key.len();
+            let start = record::HEADER_BLOCK_BYTES;
             let payload = buf.as_slice()[start..start + header.chunk_len as usize].to_vec();
             let moved_header =
                 RecordHeader { extent: to.extent, generation: self.extents[to.extent as usize].generation, ..header };
-            to.header_crc = moved_header.encode(&payload, buf.as_mut_slice());
+            moved_header.encode(&payload, buf.as_mut_slice());
+            to.crc = moved_header.payload_crc;
             let offset = self.locator_offset(to);
             self.dev.submit(IoOp { token: 0, kind: IoKind::Write { offset, buf, fua: false } })?;
             self.dev.reap(1, &mut out)?;
@@ -898,11 +907,27 @@ impl Store {
     pub fn poll_gets(&mut self, wait: bool, done: &mut Vec<(u64, Result<Vec<u8>>)>) -> Result<()> {
         while self.dev.in_flight() < STORE_QUEUE_DEPTH {
             let Some((slot, chunk)) = self.get_queue.pop_front() else { break };
-            let ctx = self.gets[slot as usize].as_ref().expect("queued chunk of a live get");
+            let ctx = self.gets[slot as usize].as_mut().expect("queued chunk of a live get");
             let loc = ctx.meta.chunks[chunk as usize];
-            let len = record_size_bytes(ctx.key.len(), chunk_len(ctx.meta.size, chunk as usize)) as usize;
+            let len = record::payload_size_bytes(chunk_len(ctx.meta.size, chunk as usize)) as usize;
+            if len == 0 {
+                // An empty shard: no bytes to read; its CRC is that of nothing.
+                let first = (ctx.offset / CHUNK_SIZE_BYTES_MAX as u64) as usize;
+                ctx.chunk_crcs[chunk as usize - first] = loc.crc;
+                let result = if loc.crc == 0 {
+                    Ok(())
+                } else {
+                    Err(Error::Corruption {
+                        device: self.name.clone(),
+                        what: format!("shard {:?}: an empty chunk with a non-empty checksum", key_text(&ctx.key)),
+                        offset: 0,
+                    })
+                };
+                self.finish_chunk(slot, result, done);
+                continue;
+            }
             let buf = self.pool.take(len).expect("a free buffer for every queue slot");
-            let at = self.locator_offset(loc);
+            let at = self.payload_offset(loc);
             let token = (u64::from(slot) << 32) | u64::from(chunk);
             if let Err(e) = self.dev.submit(IoOp { token, kind: IoKind::Read { offset: at, buf } }) {
                 self.finish_chunk(slot, Err(e), done);
@@ -948,11 +973,12 @@ impl Store {
     }
 
     fn verify_chunk(&mut self, slot: u32, chunk: usize, c: Completion) -> Result<()> {
+        let at = {
+            let ctx = self.gets[slot as usize].as_ref().expect("completion of a live get");
+            self.payload_offset(ctx.meta.chunks[chunk])
+        };
         let ctx = self.gets[slot as usize].as_mut().expect("completion of a live get");
         let loc = ctx.meta.chunks[chunk];
-        let at = self.sb.layout.data_offset
-            + u64::from(loc.extent) * self.sb.layout.extent_size_bytes
-            + u64::from(loc.block) * BLOCK_SIZE_BYTES;
         let corrupt = |why: String| Error::Corruption {
             device: self.name.clone(),
             what: format!("shard {:?} chunk {chunk}: {why}", key_text(&ctx.key)),
@@ -962,10 +988,10 @@ impl Store {
             return Err(corrupt(format!("unreadable: {e}")));
         }
         let buf = c.buf.expect("reads return their buffer");
-        let (header, payload) =
-            RecordHeader::verify(buf.as_slice(), loc.header_crc).map_err(|p| corrupt(p.to_string()))?;
+        let payload = &buf.as_slice()[..chunk_len(ctx.meta.size, chunk)];
+        record::verify_payload(payload, loc.crc).map_err(|p| corrupt(p.to_string()))?;
         let first = (ctx.offset / CHUNK_SIZE_BYTES_MAX as u64) as usize;
-        ctx.chunk_crcs[chunk - first] = header.payload_crc;
+        ctx.chunk_crcs[chunk - first] = loc.crc;
         let chunk_size = CHUNK_SIZE_BYTES_MAX as u64;
         let chunk_start = chunk as u64 * chunk_size;
         let from = ctx.offset.max(chunk_start);
@@ -1020,24 +1046,22 @@ impl Store {
         self.finished_gets = finished;
     }
 
+    /// Device offset of a chunk's payload (after its header block).
+    fn payload_offset(&self, loc: Locator) -> u64 {
+        self.locator_offset(loc) + record::HEADER_BLOCK_BYTES as u64
+    }
+
     fn locator_offset(&self, loc: Locator) -> u64 {
         self.sb.layout.data_offset
             + u64::from(loc.extent) * self.sb.layout.extent_size_bytes
             + u64::from(loc.block) * BLOCK_SIZE_BYTES
     }
 
-    /// Where each chunk record of a shard lives: (device offset, bytes of
-    /// the record covered by its checksums).
+    /// Where each chunk's data lives: (device offset of its payload,
+    /// payload bytes). The chunk's header block is the 4 KiB before it.
     pub fn chunk_locations(&self, key: &[u8]) -> Option<Vec<(u64, u64)>> {
         self.index.get(key).map(|m| {
-            m.chunks
-                .iter()
-                .enumerate()
-                .map(|(i, l)| {
-                    let used = record::HEADER_SIZE_BYTES + key.len() + chunk_len(m.size, i);
-                    (self.locator_offset(*l), used as u64)
-                })
-                .collect()
+            m.chunks.iter().enumerate().map(|(i, l)| (self.payload_offset(*l), chunk_len(m.size, i) as u64)).collect()
         })
     }
 

@@ -1,11 +1,12 @@
 //! Chunk records: the self-describing unit of shard data in an extent.
 //!
-//! A record is a 64-byte header, the key, and up to one chunk of payload,
-//! padded with zeros to the 4 KiB block. Everything needed to rebuild the
-//! index is in the header, and the header CRC covers the extent
-//! generation and the write sequence, so a locator that carries it detects
-//! a stale record (an older generation at the same place) or a misdirected
-//! one. Byte layout: `docs/format.md`, "Chunk record".
+//! A record is a header block (the 64-byte header and the key, zero-padded
+//! to 4 KiB) followed by up to one chunk of payload starting on the next
+//! block boundary, itself zero-padded. Everything needed to rebuild the
+//! index is in the header (with its own CRC, covering the extent
+//! generation and the write sequence); the payload is block-aligned so a
+//! read fetches exactly the payload blocks and checks them against the CRC
+//! its locator carries. Byte layout: `docs/format.md`, "Chunk record".
 
 use crate::constants::BLOCK_SIZE_BYTES;
 
@@ -80,22 +81,34 @@ impl std::fmt::Display for RecordProblem {
             RecordProblem::NoMagic => f.write_str("no record magic"),
             RecordProblem::BadHeaderChecksum => f.write_str("bad header checksum"),
             RecordProblem::UnsupportedVersion(v) => write!(f, "unsupported record version {v}"),
-            RecordProblem::BadPayloadChecksum => f.write_str("bad payload checksum"),
+            RecordProblem::BadPayloadChecksum => {
+                f.write_str("bad payload checksum (torn, corrupted, stale or misdirected)")
+            }
             RecordProblem::Mismatch => f.write_str("a different record than expected (stale or misdirected)"),
             RecordProblem::Invalid(why) => write!(f, "invalid record: {why}"),
         }
     }
 }
 
+/// The header block precedes the payload.
+pub const HEADER_BLOCK_BYTES: usize = BLOCK_SIZE_BYTES as usize;
+const _: () = assert!(HEADER_SIZE_BYTES + KEY_SIZE_BYTES_MAX <= HEADER_BLOCK_BYTES);
+
+/// Bytes the payload of a chunk occupies on disk (block-padded).
+pub fn payload_size_bytes(chunk_len: usize) -> u64 {
+    (chunk_len as u64).next_multiple_of(BLOCK_SIZE_BYTES)
+}
+
 /// Bytes a record with this key and payload length occupies on disk.
 pub fn record_size_bytes(key_len: usize, chunk_len: usize) -> u64 {
-    ((HEADER_SIZE_BYTES + key_len + chunk_len) as u64).next_multiple_of(BLOCK_SIZE_BYTES)
+    debug_assert!(key_len <= KEY_SIZE_BYTES_MAX);
+    HEADER_BLOCK_BYTES as u64 + payload_size_bytes(chunk_len)
 }
 
 impl RecordHeader {
-    /// Writes the record (header, key, payload, zero padding) into `out`,
+    /// Writes the record (header block, payload, zero padding) into `out`,
     /// which must be exactly `record_size_bytes` long. Returns the header
-    /// CRC, which the locator keeps.
+    /// CRC.
     pub fn encode(&self, payload: &[u8], out: &mut [u8]) -> u32 {
         assert!(!self.key.is_empty() && self.key.len() <= KEY_SIZE_BYTES_MAX, "key length checked by the caller");
         assert_eq!(payload.len(), self.chunk_len as usize);
@@ -119,8 +132,10 @@ impl RecordHeader {
         out[HEADER_SIZE_BYTES..key_end].copy_from_slice(&self.key);
         let header_crc = crc32c::crc32c_append(crc32c::crc32c(&out[..OFF_HEADER_CRC]), &self.key);
         out[OFF_HEADER_CRC..OFF_HEADER_CRC + 4].copy_from_slice(&header_crc.to_le_bytes());
-        out[key_end..key_end + payload.len()].copy_from_slice(payload);
-        out[key_end + payload.len()..].fill(0);
+        out[key_end..HEADER_BLOCK_BYTES].fill(0);
+        let payload_end = HEADER_BLOCK_BYTES + payload.len();
+        out[HEADER_BLOCK_BYTES..payload_end].copy_from_slice(payload);
+        out[payload_end..].fill(0);
         header_crc
     }
 
@@ -172,23 +187,32 @@ impl RecordHeader {
         Ok((header, computed))
     }
 
-    /// Verifies a whole record read at a locator expecting `header_crc`,
-    /// and returns the payload slice.
-    pub fn verify(bytes: &[u8], header_crc: u32) -> Result<(RecordHeader, &[u8]), RecordProblem> {
-        let (header, crc) = RecordHeader::decode(bytes)?;
-        if crc != header_crc {
-            return Err(RecordProblem::Mismatch);
-        }
-        let start = HEADER_SIZE_BYTES + header.key.len();
-        let end = start + header.chunk_len as usize;
+    /// Verifies a whole record (header block and payload) read at a locator
+    /// whose payload CRC is `payload_crc`: a valid header, and a payload
+    /// matching both the header and the locator. Returns the header and the
+    /// payload slice.
+    pub fn verify(bytes: &[u8], payload_crc: u32) -> Result<(RecordHeader, &[u8]), RecordProblem> {
+        let (header, _) = RecordHeader::decode(bytes)?;
+        let end = HEADER_BLOCK_BYTES + header.chunk_len as usize;
         if bytes.len() < end {
             return Err(RecordProblem::Invalid("record longer than what was read"));
         }
-        let payload = &bytes[start..end];
-        if crc32c::crc32c(payload) != header.payload_crc {
-            return Err(RecordProblem::BadPayloadChecksum);
+        let payload = &bytes[HEADER_BLOCK_BYTES..end];
+        if header.payload_crc != payload_crc {
+            return Err(RecordProblem::Mismatch);
         }
+        verify_payload(payload, payload_crc)?;
         Ok((header, payload))
+    }
+}
+
+/// Checks payload bytes read on their own against the CRC the locator
+/// carries: torn, rotted, stale or misdirected data all fail here.
+pub fn verify_payload(payload: &[u8], payload_crc: u32) -> Result<(), RecordProblem> {
+    if crc32c::crc32c(payload) == payload_crc {
+        Ok(())
+    } else {
+        Err(RecordProblem::BadPayloadChecksum)
     }
 }
 
@@ -221,8 +245,8 @@ mod tests {
             let header = sample(&key, &payload);
             let mut out = vec![0xAAu8; record_size_bytes(key_len, payload_len) as usize];
             assert_eq!(out.len() % 4096, 0);
-            let crc = header.encode(&payload, &mut out);
-            let (back, got) = RecordHeader::verify(&out, crc).unwrap();
+            header.encode(&payload, &mut out);
+            let (back, got) = RecordHeader::verify(&out, header.payload_crc).unwrap();
             assert_eq!(back, header);
             assert_eq!(got, payload.as_slice());
         }
@@ -233,23 +257,28 @@ mod tests {
         let payload = vec![5u8; 300];
         let header = sample(b"shard/1", &payload);
         let mut out = vec![0u8; record_size_bytes(7, 300) as usize];
-        let crc = header.encode(&payload, &mut out);
-        let used = HEADER_SIZE_BYTES + 7 + 300;
-        for bit in 0..used * 8 {
-            out[bit / 8] ^= 1 << (bit % 8);
-            assert!(RecordHeader::verify(&out, crc).is_err(), "flip of bit {bit} not caught");
-            out[bit / 8] ^= 1 << (bit % 8);
+        header.encode(&payload, &mut out);
+        let crc = header.payload_crc;
+        let covered = (0..HEADER_SIZE_BYTES + 7).chain(HEADER_BLOCK_BYTES..HEADER_BLOCK_BYTES + 300);
+        for byte in covered {
+            for bit in 0..8 {
+                out[byte] ^= 1 << bit;
+                assert!(RecordHeader::verify(&out, crc).is_err(), "flip of bit {bit} of byte {byte} not caught");
+                out[byte] ^= 1 << bit;
+            }
         }
+        assert!(verify_payload(&out[HEADER_BLOCK_BYTES..HEADER_BLOCK_BYTES + 300], crc).is_ok());
     }
 
     #[test]
-    fn a_stale_generation_at_the_same_place_is_a_mismatch() {
-        let payload = vec![1u8; 100];
-        let old = RecordHeader { generation: 6, ..sample(b"k", &payload) };
-        let new = sample(b"k", &payload);
-        let mut out = vec![0u8; 4096];
-        let expected = new.encode(&payload, &mut out);
-        old.encode(&payload, &mut out);
-        assert_eq!(RecordHeader::verify(&out, expected).unwrap_err(), RecordProblem::Mismatch);
+    fn stale_payload_at_the_same_place_is_refused() {
+        let old_payload = vec![1u8; 100];
+        let new_payload = vec![2u8; 100];
+        let old = RecordHeader { generation: 6, ..sample(b"k", &old_payload) };
+        let new = sample(b"k", &new_payload);
+        let mut out = vec![0u8; 8192];
+        old.encode(&old_payload, &mut out);
+        assert_eq!(RecordHeader::verify(&out, new.payload_crc).unwrap_err(), RecordProblem::Mismatch);
+        assert!(verify_payload(&out[4096..4196], new.payload_crc).is_err());
     }
 }
