@@ -280,10 +280,8 @@ fn interrupted_format_never_opens_as_a_mix() {
             }
             Err(e) => {
                 assert!(result.is_err(), "budget {budget}: completed format failed to open: {e}");
-                assert!(
-                    matches!(e, Error::NotFormatted { .. } | Error::Superblock { .. }),
-                    "budget {budget}: unexpected error {e}"
-                );
+                let refused_cleanly = matches!(e, Error::NotFormatted { .. } | Error::Superblock { .. });
+                assert!(refused_cleanly, "budget {budget}: unexpected error {e}");
             }
         }
     }
