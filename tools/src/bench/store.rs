@@ -27,8 +27,14 @@ fn key(job: &str, n: u64) -> Vec<u8> {
 fn open_store(path: &Path, spec: &JobSpec) -> anyhow::Result<(StoreHandle, std::thread::JoinHandle<()>)> {
     if !path.exists() {
         let Some(size) = spec.size else { bail!("{}: does not exist (give --size to create a store)", path.display()) };
-        // Room for the shards plus the store's own regions and reserve.
-        let file_size = (size + size / 4 + (512 << 20)).next_multiple_of(1 << 20);
+        // Room for the shards as stored (a header block plus block-padded
+        // payload each), a quarter more for reclamation, and the store's
+        // own regions; the metadata region (1/64 of the device) then also
+        // holds the index of that many shards.
+        let count = (size / spec.bs).max(1);
+        let record = shardstore::store::record::record_size_bytes(spec.name.len() + 11, spec.bs as usize);
+        let data = count * record;
+        let file_size = (data + data / 4 + (512 << 20)).next_multiple_of(1 << 20);
         std::fs::File::create(path)
             .and_then(|f| f.set_len(file_size))
             .with_context(|| format!("{}: cannot create", path.display()))?;
