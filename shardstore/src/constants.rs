@@ -59,6 +59,12 @@ pub const QUEUE_DEPTH_DEFAULT: u32 = 128;
 /// Largest single I/O the engine accepts (one buffer-pool slot at most).
 pub const IO_SIZE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
+/// How long opening waits for a device that is busy before saying so. A
+/// process that just exited (even cleanly) can hold its exclusive claim a
+/// little longer: the kernel drops an io_uring's registered file
+/// asynchronously after the ring is gone.
+pub const OPEN_BUSY_WAIT_MS_MAX: u64 = 1000;
+
 /// io_uring accepts at most this many registered buffers.
 pub const REGISTERED_BUFFERS_COUNT_MAX: usize = 16 * 1024;
 

@@ -267,3 +267,51 @@ fn inspect_shows_the_store_and_verifies_a_shard() {
     assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
     assert_eq!(inspect_json(p).1["superblock"]["in_force"]["clean_shutdown"], true);
 }
+
+#[test]
+fn fsck_finds_dead_space_corruption_and_dangling_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("dev.img");
+    let p = img.to_str().unwrap();
+    assert!(shardctl(&["format", p, "--size", "256M", "--extent-size", "8M"]).status.success());
+    {
+        let dev = shardstore::device::open(&img, &shardstore::device::OpenOptions::default()).unwrap();
+        let mut store = shardstore::store::Store::open(Box::new(dev)).unwrap();
+        for i in 0..20u32 {
+            store.put(format!("k/{i}").as_bytes(), &vec![i as u8; 5000 + i as usize * 300]).unwrap();
+        }
+        store.put(b"big", &vec![3u8; (1 << 20) + 10]).unwrap();
+        store.put(b"empty", b"").unwrap();
+        store.delete(b"k/3").unwrap();
+        store.put(b"k/4", b"overwritten").unwrap();
+        store.close().unwrap();
+    }
+    let o = shardctl(&["fsck", p, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["shards_checked"], 21);
+    // 19 k/* shards (k/3 deleted; k/4 rewritten, still one record), big in
+    // 2 chunks, and the empty shard.
+    assert_eq!(v["records_live"], 22, "{v}");
+    assert_eq!(v["records_dead"], 2, "the deleted and the overwritten record: {v}");
+    assert!(v["problems"].as_array().unwrap().is_empty());
+
+    // A flipped byte in a live payload is a problem naming the shard.
+    let offset = {
+        let o = shardctl(&["inspect", p, "--shard", "k/7", "--json"]);
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()["shard"]["chunk_offsets"][0].as_u64().unwrap()
+    };
+    write_at(&img, offset + 17, &[0xEE]);
+    let o = shardctl(&["fsck", p]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("shard \"k/7\" chunk 0: payload corrupt") && out.contains("INCONSISTENT"), "{out}");
+
+    // A destroyed header block leaves the index pointing at nothing.
+    write_at(&img, offset - 4096, &[0u8; 64]);
+    let o = shardctl(&["fsck", p, "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let problems: Vec<&str> = v["problems"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert!(problems.iter().any(|p| p.contains("k/7") && p.contains("points at nothing")), "{problems:?}");
+}

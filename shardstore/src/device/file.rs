@@ -32,7 +32,23 @@ nix::ioctl_read!(ioctl_blkgetsize64, 0x12, 114, u64);
 nix::ioctl_read_bad!(ioctl_blksszget, libc::BLKSSZGET, libc::c_int);
 nix::ioctl_read_bad!(ioctl_blkpbszget, libc::BLKPBSZGET, libc::c_uint);
 
+/// Opens `path`, waiting up to `OPEN_BUSY_WAIT_MS_MAX` while it is busy
+/// (see the constant for why a just-released device can still look held).
 pub(crate) fn open_target(path: &Path, read_only: bool, exclusive: bool) -> Result<Target> {
+    let started = std::time::Instant::now();
+    loop {
+        match open_target_once(path, read_only, exclusive) {
+            Err(Error::Busy { .. })
+                if started.elapsed() < std::time::Duration::from_millis(crate::constants::OPEN_BUSY_WAIT_MS_MAX) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn open_target_once(path: &Path, read_only: bool, exclusive: bool) -> Result<Target> {
     let name = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|source| Error::Open { device: name.clone(), cause: source })?;
     let file_type = meta.file_type();

@@ -13,6 +13,7 @@
 //! This is the synchronous core, driven by one thread that owns the
 //! device; reclamation and the device thread with its queue build on it.
 
+pub mod fsck;
 pub mod meta;
 pub mod record;
 pub mod thread;

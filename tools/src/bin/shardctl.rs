@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Format(args) => shardnode_tools::shardctl::format::run(args),
         Command::Inspect(args) => shardnode_tools::shardctl::inspect::run(args),
+        Command::Fsck(args) => shardnode_tools::shardctl::fsck::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

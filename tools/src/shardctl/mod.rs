@@ -1,11 +1,12 @@
 //! `shardctl`: the operator's admin CLI. One module per subcommand.
 
 pub mod format;
+pub mod fsck;
 pub mod inspect;
 
 use clap::{Parser, Subcommand};
 
-/// shardnode admin CLI: format and inspect devices.
+/// shardnode admin CLI: format, inspect and check devices.
 #[derive(Debug, Parser)]
 #[command(name = "shardctl", version, about)]
 pub struct Cli {
@@ -19,6 +20,8 @@ pub enum Command {
     Format(format::Args),
     /// Print the layout and every superblock copy of a device.
     Inspect(inspect::Args),
+    /// Rebuild the index from the extents and compare; verify every payload.
+    Fsck(fsck::Args),
 }
 
 /// Exit codes, documented in docs/cli.md.
