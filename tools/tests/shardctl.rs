@@ -220,19 +220,26 @@ fn libc_o_excl() -> i32 {
     nix::fcntl::OFlag::O_EXCL.bits()
 }
 
+/// Formats `img` with shardctl and fills its store through the library,
+/// closing it cleanly.
+fn formatted_store(img: &Path, fill: impl FnOnce(&mut shardstore::store::Store)) {
+    let p = img.to_str().unwrap();
+    assert!(shardctl(&["format", p, "--size", "256M", "--extent-size", "8M"]).status.success());
+    let dev = shardstore::device::open(img, &shardstore::device::OpenOptions::default()).unwrap();
+    let mut store = shardstore::store::Store::open(Box::new(dev)).unwrap();
+    fill(&mut store);
+    store.close().unwrap();
+}
+
 #[test]
 fn inspect_shows_the_store_and_verifies_a_shard() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("dev.img");
     let p = img.to_str().unwrap();
-    assert!(shardctl(&["format", p, "--size", "256M", "--extent-size", "8M"]).status.success());
-    {
-        let dev = shardstore::device::open(&img, &shardstore::device::OpenOptions::default()).unwrap();
-        let mut store = shardstore::store::Store::open(Box::new(dev)).unwrap();
+    formatted_store(&img, |store| {
         store.put(b"photos/cat", &vec![7u8; 300_000]).unwrap();
         store.put(b"photos/dog", b"woof").unwrap();
-        store.close().unwrap();
-    }
+    });
     let (code, v) = inspect_json(p);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["store"]["shards"], 2);
@@ -273,10 +280,7 @@ fn fsck_finds_dead_space_corruption_and_dangling_references() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("dev.img");
     let p = img.to_str().unwrap();
-    assert!(shardctl(&["format", p, "--size", "256M", "--extent-size", "8M"]).status.success());
-    {
-        let dev = shardstore::device::open(&img, &shardstore::device::OpenOptions::default()).unwrap();
-        let mut store = shardstore::store::Store::open(Box::new(dev)).unwrap();
+    formatted_store(&img, |store| {
         for i in 0..20u32 {
             store.put(format!("k/{i}").as_bytes(), &vec![i as u8; 5000 + i as usize * 300]).unwrap();
         }
@@ -284,8 +288,7 @@ fn fsck_finds_dead_space_corruption_and_dangling_references() {
         store.put(b"empty", b"").unwrap();
         store.delete(b"k/3").unwrap();
         store.put(b"k/4", b"overwritten").unwrap();
-        store.close().unwrap();
-    }
+    });
     let o = shardctl(&["fsck", p, "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
