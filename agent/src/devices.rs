@@ -16,31 +16,11 @@ use shardstore::superblock::{self, Superblock};
 use crate::config::{Config, DEFAULT_DEVICE_COUNT};
 
 /// How long a device that is busy at start-up is waited for. After a crash
-/// (SIGKILL) the kernel tears down the dead process's io_uring
-/// asynchronously, and until it has, its registered file still holds the
-/// O_EXCL claim or flock; a restart by systemd must not fail on that.
+/// (SIGKILL) the kernel finishes the dead process's in-flight I/O and tears
+/// down its io_uring asynchronously; until then its registered file still
+/// holds the O_EXCL claim or flock, and a restart by systemd must not fail
+/// on that.
 pub const DEVICE_BUSY_WAIT_MS_MAX: u64 = 10_000;
-const DEVICE_BUSY_POLL_MS: u64 = 50;
-
-/// Opens a device for writing, waiting a bounded time while it is busy.
-fn open_waiting(path: &Path) -> shardstore::Result<shardstore::device::uring::UringDevice> {
-    let started = std::time::Instant::now();
-    let mut logged = false;
-    loop {
-        match device::open(path, &OpenOptions::default()) {
-            Err(shardstore::Error::Busy { .. })
-                if started.elapsed() < std::time::Duration::from_millis(DEVICE_BUSY_WAIT_MS_MAX) =>
-            {
-                if !logged {
-                    tracing::info!(device = %path.display(), "device busy; waiting for its previous holder to release it");
-                    logged = true;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(DEVICE_BUSY_POLL_MS));
-            }
-            other => return other,
-        }
-    }
-}
 
 /// One device and how it fared.
 #[derive(Debug)]
@@ -95,7 +75,8 @@ fn create_default_device(path: &Path, size: u64) -> anyhow::Result<()> {
 /// version with the clean-shutdown flag cleared (the device is in use).
 pub fn open_device(path: &Path) -> Device {
     let result = (|| -> anyhow::Result<DeviceState> {
-        let mut dev = Box::new(open_waiting(path)?);
+        let options = OpenOptions { busy_wait_ms: DEVICE_BUSY_WAIT_MS_MAX, ..OpenOptions::default() };
+        let mut dev = Box::new(device::open(path, &options)?);
         let opened = superblock::open(dev.as_mut(), true).map_err(|e| match e {
             shardstore::Error::NotFormatted { .. } => anyhow::anyhow!(
                 "{}: not a shardnode device; the agent never formats a configured device: run `shardctl format {}` first",

@@ -32,15 +32,13 @@ nix::ioctl_read!(ioctl_blkgetsize64, 0x12, 114, u64);
 nix::ioctl_read_bad!(ioctl_blksszget, libc::BLKSSZGET, libc::c_int);
 nix::ioctl_read_bad!(ioctl_blkpbszget, libc::BLKPBSZGET, libc::c_uint);
 
-/// Opens `path`, waiting up to `OPEN_BUSY_WAIT_MS_MAX` while it is busy
-/// (see the constant for why a just-released device can still look held).
-pub(crate) fn open_target(path: &Path, read_only: bool, exclusive: bool) -> Result<Target> {
+/// Opens `path`, retrying for `busy_wait_ms` while it is busy (see
+/// `OPEN_BUSY_WAIT_MS_MAX` for why a just-released device can look held).
+pub(crate) fn open_target(path: &Path, read_only: bool, exclusive: bool, busy_wait_ms: u64) -> Result<Target> {
     let started = std::time::Instant::now();
     loop {
         match open_target_once(path, read_only, exclusive) {
-            Err(Error::Busy { .. })
-                if started.elapsed() < std::time::Duration::from_millis(crate::constants::OPEN_BUSY_WAIT_MS_MAX) =>
-            {
+            Err(Error::Busy { .. }) if started.elapsed() < std::time::Duration::from_millis(busy_wait_ms) => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             other => return other,

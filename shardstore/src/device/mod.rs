@@ -67,6 +67,9 @@ pub struct OpenOptions {
     pub buffers: Option<BufferPool>,
     /// Register the file descriptor with the ring (io_uring only).
     pub register_file: bool,
+    /// How long to keep retrying while the device is busy before failing
+    /// with `Busy` (see `OPEN_BUSY_WAIT_MS_MAX` for why it can be busy).
+    pub busy_wait_ms: u64,
 }
 
 impl Default for OpenOptions {
@@ -77,6 +80,7 @@ impl Default for OpenOptions {
             queue_depth: crate::constants::QUEUE_DEPTH_DEFAULT,
             buffers: None,
             register_file: true,
+            busy_wait_ms: crate::constants::OPEN_BUSY_WAIT_MS_MAX,
         }
     }
 }
@@ -118,6 +122,14 @@ impl IoKind {
         match self {
             IoKind::Read { offset, buf } | IoKind::Write { offset, buf, .. } => (*offset, buf.len() as u64),
             IoKind::Flush => (0, 0),
+        }
+    }
+
+    /// Offset, length and the buffer handed back in the completion.
+    pub(crate) fn into_parts(self) -> (u64, u64, Option<IoBuf>) {
+        match self {
+            IoKind::Read { offset, buf } | IoKind::Write { offset, buf, .. } => (offset, buf.len() as u64, Some(buf)),
+            IoKind::Flush => (0, 0, None),
         }
     }
 }

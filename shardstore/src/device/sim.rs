@@ -389,14 +389,10 @@ impl BlockDevice for SimDevice {
         }
         let result = self.execute(&mut kind);
         let op = kind.op();
-        let (offset, len) = kind.extent();
         if op == OpKind::Flush && result.is_err() {
             self.poisoned = true;
         }
-        let buf = match kind {
-            IoKind::Read { buf, .. } | IoKind::Write { buf, .. } => Some(buf),
-            IoKind::Flush => None,
-        };
+        let (offset, len, buf) = kind.into_parts();
         let result = result.map_err(|e| Error::io(&self.info.name, op, offset, len, e));
         self.done.push_back(Completion { token, op, offset, len, result, buf });
         Ok(())

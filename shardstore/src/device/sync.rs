@@ -24,7 +24,7 @@ pub struct SyncDevice {
 
 impl SyncDevice {
     pub fn open(path: &Path, options: &OpenOptions) -> Result<Self> {
-        let target = open_target(path, options.read_only, options.exclusive)?;
+        let target = open_target(path, options.read_only, options.exclusive, options.busy_wait_ms)?;
         Ok(SyncDevice {
             info: DeviceInfo {
                 name: path.display().to_string(),
@@ -87,10 +87,7 @@ impl BlockDevice for SyncDevice {
         }
         let result = self.execute(&mut kind);
         let op = kind.op();
-        let (offset, len, buf) = match kind {
-            IoKind::Read { offset, buf } | IoKind::Write { offset, buf, .. } => (offset, buf.len() as u64, Some(buf)),
-            IoKind::Flush => (0, 0, None),
-        };
+        let (offset, len, buf) = kind.into_parts();
         if op == OpKind::Flush && result.is_err() {
             self.poisoned = true;
         }

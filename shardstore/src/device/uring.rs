@@ -88,7 +88,7 @@ fn build_ring(depth: u32) -> io::Result<(IoUring, bool, bool)> {
 
 impl UringDevice {
     pub fn open(path: &Path, options: &OpenOptions) -> Result<Self> {
-        let target = open_target(path, options.read_only, options.exclusive)?;
+        let target = open_target(path, options.read_only, options.exclusive, options.busy_wait_ms)?;
         let name = path.display().to_string();
         let depth = options.queue_depth.clamp(1, QUEUE_DEPTH_MAX);
         let (ring, single_issuer, defer_taskrun) = build_ring(depth).map_err(|e| {
@@ -242,10 +242,7 @@ impl BlockDevice for UringDevice {
         };
         let entry = self.entry(&mut kind).user_data(u64::from(slot));
         let op_kind = kind.op();
-        let (offset, len, buf) = match kind {
-            IoKind::Read { offset, buf } | IoKind::Write { offset, buf, .. } => (offset, buf.len() as u64, Some(buf)),
-            IoKind::Flush => (0, 0, None),
-        };
+        let (offset, len, buf) = kind.into_parts();
         debug_assert!(self.slots[slot as usize].is_none());
         self.slots[slot as usize] = Some(InFlight { token, op: op_kind, offset, len, buf });
         // The submission queue has as many entries as there are slots, so

@@ -428,12 +428,6 @@ impl Store {
     /// per operation, in order. Each is acknowledged only when durable.
     pub fn commit(&mut self, ops: &[Op]) -> Vec<Result<()>> {
         assert!(ops.len() <= BATCH_OPS_MAX, "batch of {} operations exceeds {BATCH_OPS_MAX}", ops.len());
-        if let Err(e) = self.check_usable() {
-            return ops
-                .iter()
-                .map(|_| Err(Error::Poisoned { device: e.to_string(), op: crate::error::OpKind::Write }))
-                .collect();
-        }
         self.quiesce();
         // Keep free extents above the reserve so puts keep flowing under a
         // steady overwrite load; a failure here leaves puts to find NoSpace.

@@ -115,6 +115,7 @@ fn open(spec: &JobSpec, path: &Path, pool: &BufferPool) -> anyhow::Result<Box<dy
         queue_depth: spec.iodepth,
         buffers: spec.fixedbufs.then(|| pool.clone()),
         register_file: spec.registerfiles,
+        ..OpenOptions::default()
     };
     Ok(match spec.ioengine {
         Engine::IoUring => Box::new(UringDevice::open(path, &options)?),
@@ -125,6 +126,11 @@ fn open(spec: &JobSpec, path: &Path, pool: &BufferPool) -> anyhow::Result<Box<dy
 struct Slot {
     queued_ns: u64,
     submitted_ns: u64,
+}
+
+/// A `getrusage` time in microseconds.
+pub(crate) fn micros(t: nix::sys::time::TimeVal) -> u64 {
+    t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64
 }
 
 fn depth_bucket(depth: usize) -> usize {
@@ -263,9 +269,8 @@ fn worker(spec: &JobSpec, thread: u32, barrier: &Barrier) -> anyhow::Result<JobR
     result.runtime_us = last_completion_ns.saturating_sub(ramp_end_ns) / 1000;
     if let Some(start) = usage_start {
         let end = getrusage(UsageWho::RUSAGE_THREAD)?;
-        let us = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
-        result.usr_cpu_us = us(end.user_time()).saturating_sub(us(start.user_time()));
-        result.sys_cpu_us = us(end.system_time()).saturating_sub(us(start.system_time()));
+        result.usr_cpu_us = micros(end.user_time()).saturating_sub(micros(start.user_time()));
+        result.sys_cpu_us = micros(end.system_time()).saturating_sub(micros(start.system_time()));
         result.ctx_switches = (end.voluntary_context_switches() + end.involuntary_context_switches())
             .saturating_sub(start.voluntary_context_switches() + start.involuntary_context_switches())
             as u64;

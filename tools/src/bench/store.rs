@@ -18,7 +18,7 @@ use shardstore::rng::Rng;
 use shardstore::store::thread::{self, StoreHandle};
 
 use super::options::JobSpec;
-use super::run::{DirStats, JobResult};
+use super::run::{micros, DirStats, JobResult};
 
 fn key(job: &str, n: u64) -> Vec<u8> {
     format!("{job}/{n:010}").into_bytes()
@@ -76,9 +76,8 @@ pub fn run_job(spec: &JobSpec) -> anyhow::Result<Vec<JobResult>> {
         per_job[c % spec.numjobs as usize].merge(&r);
     }
     let usage_end = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
-    let us = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
-    let usr = us(usage_end.user_time()).saturating_sub(us(usage_start.user_time()));
-    let sys = us(usage_end.system_time()).saturating_sub(us(usage_start.system_time()));
+    let usr = micros(usage_end.user_time()).saturating_sub(micros(usage_start.user_time()));
+    let sys = micros(usage_end.system_time()).saturating_sub(micros(usage_start.system_time()));
     let share = u64::from(spec.numjobs);
     for j in &mut per_job {
         j.jobs = 1;
