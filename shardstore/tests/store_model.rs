@@ -104,6 +104,8 @@ struct Harness {
     model: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Keys with a flipped bit in a live record: whole reads must fail.
     rotted: BTreeSet<Vec<u8>>,
+    /// Device bits flipped so far: flipping one twice would restore it.
+    flipped: BTreeSet<(u64, u8)>,
 }
 
 impl Harness {
@@ -112,7 +114,7 @@ impl Harness {
         format(&mut dev, &FormatOptions { extent_size_bytes: 4 << 20, ..FormatOptions::default() }).unwrap();
         let handle = dev.handle();
         let store = Store::open(Box::new(dev)).unwrap();
-        Harness { handle, store: Some(store), model: BTreeMap::new(), rotted: BTreeSet::new() }
+        Harness { handle, store: Some(store), model: BTreeMap::new(), rotted: BTreeSet::new(), flipped: BTreeSet::new() }
     }
 
     fn store(&mut self) -> &mut Store {
@@ -293,8 +295,11 @@ impl Harness {
                 if len == 0 {
                     return; // no data bytes to rot
                 }
-                let at = offset + (pick >> 8) % len;
-                self.handle.rot_bit(at, (pick % 8) as u8);
+                let (at, bit) = (offset + (pick >> 8) % len, (pick % 8) as u8);
+                if !self.flipped.insert((at, bit)) {
+                    return; // flipping it again would heal it, not rot it
+                }
+                self.handle.rot_bit(at, bit);
                 self.rotted.insert(k.to_vec());
                 self.check_get(k);
             }
