@@ -114,7 +114,13 @@ impl Harness {
         format(&mut dev, &FormatOptions { extent_size_bytes: 4 << 20, ..FormatOptions::default() }).unwrap();
         let handle = dev.handle();
         let store = Store::open(Box::new(dev)).unwrap();
-        Harness { handle, store: Some(store), model: BTreeMap::new(), rotted: BTreeSet::new(), flipped: BTreeSet::new() }
+        Harness {
+            handle,
+            store: Some(store),
+            model: BTreeMap::new(),
+            rotted: BTreeSet::new(),
+            flipped: BTreeSet::new(),
+        }
     }
 
     fn store(&mut self) -> &mut Store {
@@ -199,13 +205,16 @@ impl Harness {
             Step::Batch { puts, deletes } => {
                 let mut ops: Vec<Op> = puts
                     .iter()
-                    .map(|&(k, s, seed)| Op::Put { key: KEYS[k].as_bytes().to_vec(), data: data(SIZES[s], seed) })
+                    .map(|&(k, s, seed)| Op::Put {
+                        key: KEYS[k].as_bytes().to_vec(),
+                        data: data(SIZES[s], seed).into(),
+                    })
                     .collect();
                 ops.extend(deletes.iter().map(|&k| Op::Delete { key: KEYS[k].as_bytes().to_vec() }));
                 let results = self.store().commit(&ops);
                 for (op, r) in ops.into_iter().zip(results) {
                     match op {
-                        Op::Put { key, data } => self.apply_put(&key, data, &r),
+                        Op::Put { key, data } => self.apply_put(&key, data.to_vec(), &r),
                         Op::Delete { key } => match (self.model.contains_key(&key), r) {
                             (true, Ok(())) => {
                                 self.model.remove(&key);

@@ -51,7 +51,7 @@ fn thousands_of_puts_survive_restarts_on_a_real_file() {
                 _ => rng.below(3 << 20),
             } as usize;
             let data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
-            ops.push(Op::Put { key, data });
+            ops.push(Op::Put { key, data: data.into() });
             puts += 1;
         }
         let results = store.commit(&ops);
@@ -59,7 +59,7 @@ fn thousands_of_puts_survive_restarts_on_a_real_file() {
             match op {
                 Op::Put { key, data } => {
                     r.unwrap_or_else(|e| panic!("put {key:?}: {e}"));
-                    model.insert(key, data);
+                    model.insert(key, data.to_vec());
                 }
                 Op::Delete { key } => match r {
                     Ok(()) => assert!(model.remove(&key).is_some()),

@@ -84,6 +84,12 @@ impl BufferPool {
             // segments per large I/O.
             let _ = map.advise_range(memmap2::Advice::HugePage, skip, total);
         }
+        // Fault the arena in now, not on the data path: the first O_DIRECT
+        // I/O into an untouched huge page would otherwise zero 2 MiB while
+        // a request waits.
+        for page in (skip..skip + total).step_by(BLOCK_SIZE_BYTES as usize) {
+            map[page] = 0;
+        }
         // SAFETY: skip < slack, so base..base+total lies inside the mapping.
         let base = NonNull::new(unsafe { start.add(skip) }).expect("mmap returned null");
         assert_eq!(base.as_ptr() as usize % BLOCK_SIZE_BYTES as usize, 0, "mmap is page-aligned");

@@ -97,9 +97,9 @@ impl Store {
             }
         }
         let mut referenced = 0u64;
-        for (key, meta) in &self.index {
+        for (key, meta) in self.index.iter() {
             report.shards_checked += 1;
-            for (c, loc) in meta.chunks.iter().enumerate() {
+            for (c, loc) in meta.locators().enumerate() {
                 let offset = c as u64 * record::CHUNK_SIZE_BYTES_MAX as u64;
                 let name = format!("shard {:?} chunk {c}", key_text(key));
                 match found.get(&(loc.extent, loc.block)) {
@@ -109,7 +109,7 @@ impl Store {
                     )),
                     Some((id, crc, ok)) => {
                         referenced += 1;
-                        if id.0 != *key || id.1 != meta.sequence || id.2 != offset || *crc != loc.crc {
+                        if *id.0 != *key || id.1 != meta.sequence || id.2 != offset || *crc != loc.crc {
                             report.problems.push(format!(
                                 "{name}: the record at extent {} block {} is {:?} sequence {} offset {}, not this chunk",
                                 loc.extent,

@@ -36,14 +36,71 @@ pub struct Locator {
     pub crc: u32,
 }
 
-/// A shard as the index knows it.
+/// A shard as the index knows it. One of these stays in memory per shard,
+/// so it is kept small (see "Memory per shard" in `ARCHITECTURE.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardMeta {
     pub size: u64,
     pub crc: u32,
     pub sequence: u64,
     pub written_unix_ms: u64,
-    pub chunks: Vec<Locator>,
+    chunks: Chunks,
+}
+
+/// Where a shard's chunks are. Nearly every shard is one chunk, and that
+/// chunk's payload CRC is the shard's own, so it is held inline without a
+/// heap allocation; other shards keep a boxed slice of locators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Chunks {
+    One { extent: u32, block: u32 },
+    Many(Box<[Locator]>),
+}
+
+impl ShardMeta {
+    pub fn new(size: u64, crc: u32, sequence: u64, written_unix_ms: u64, chunks: Vec<Locator>) -> ShardMeta {
+        let chunks = match chunks.as_slice() {
+            [one] if one.crc == crc => Chunks::One { extent: one.extent, block: one.block },
+            _ => Chunks::Many(chunks.into_boxed_slice()),
+        };
+        ShardMeta { size, crc, sequence, written_unix_ms, chunks }
+    }
+
+    pub fn chunk_count(&self) -> usize {
+        match &self.chunks {
+            Chunks::One { .. } => 1,
+            Chunks::Many(l) => l.len(),
+        }
+    }
+
+    /// Locator of chunk `i`; panics past the last chunk.
+    pub fn chunk(&self, i: usize) -> Locator {
+        match &self.chunks {
+            Chunks::One { extent, block } => {
+                assert_eq!(i, 0, "a one-chunk shard has no chunk {i}");
+                Locator { extent: *extent, block: *block, crc: self.crc }
+            }
+            Chunks::Many(l) => l[i],
+        }
+    }
+
+    pub fn locators(&self) -> impl ExactSizeIterator<Item = Locator> + '_ {
+        (0..self.chunk_count()).map(|i| self.chunk(i))
+    }
+
+    /// Points chunk `i` somewhere else (a relocation keeps its CRC).
+    pub fn set_chunk(&mut self, i: usize, to: Locator) {
+        match &mut self.chunks {
+            Chunks::One { extent, block } if i == 0 && to.crc == self.crc => {
+                (*extent, *block) = (to.extent, to.block);
+            }
+            Chunks::Many(l) => l[i] = to,
+            Chunks::One { .. } => {
+                let mut all: Vec<Locator> = self.locators().collect();
+                all[i] = to;
+                self.chunks = Chunks::Many(all.into_boxed_slice());
+            }
+        }
+    }
 }
 
 /// One change to the index.
@@ -122,9 +179,9 @@ fn encode_meta(meta: &ShardMeta, out: &mut Vec<u8>) {
     out.extend_from_slice(&meta.size.to_le_bytes());
     out.extend_from_slice(&meta.crc.to_le_bytes());
     out.extend_from_slice(&meta.written_unix_ms.to_le_bytes());
-    out.extend_from_slice(&(meta.chunks.len() as u32).to_le_bytes());
-    for l in &meta.chunks {
-        put_locator(out, l);
+    out.extend_from_slice(&(meta.chunk_count() as u32).to_le_bytes());
+    for l in meta.locators() {
+        put_locator(out, &l);
     }
 }
 
@@ -185,7 +242,7 @@ impl<'a> Reader<'a> {
             return None;
         }
         let chunks = (0..n).map(|_| self.locator()).collect::<Option<Vec<_>>>()?;
-        Some(ShardMeta { size, crc, sequence, written_unix_ms, chunks })
+        Some(ShardMeta::new(size, crc, sequence, written_unix_ms, chunks))
     }
 
     /// The next record, or `None` when the bytes do not hold a valid one.
@@ -316,13 +373,13 @@ mod tests {
     fn put(key: &str, n: usize) -> LogRecord {
         LogRecord::Put {
             key: key.as_bytes().to_vec(),
-            meta: ShardMeta {
-                size: 5,
-                crc: 9,
-                sequence: 3,
-                written_unix_ms: 4,
-                chunks: (0..n as u32).map(|i| Locator { extent: i, block: i * 2, crc: i * 3 }).collect(),
-            },
+            meta: ShardMeta::new(
+                5,
+                9,
+                3,
+                4,
+                (0..n as u32).map(|i| Locator { extent: i, block: i * 2, crc: i * 3 }).collect(),
+            ),
         }
     }
 

@@ -14,17 +14,21 @@
 //! device; reclamation and the device thread with its queue build on it.
 
 pub mod fsck;
+pub mod index;
 pub mod meta;
 pub mod record;
 pub mod thread;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+
+use bytes::Bytes;
 
 use crate::constants::BLOCK_SIZE_BYTES;
 use crate::device::{BlockDevice, BlockDeviceExt, BufferPool, Completion, IoKind, IoOp};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::superblock::{self, StoreRef, Superblock};
+use index::Index;
 use meta::{CheckpointHeader, Locator, LogRecord, ShardMeta, BLOCK, CHECKPOINT_HEADER_BYTES, LOG_PAYLOAD_BYTES_MAX};
 use record::{record_size_bytes, RecordHeader, CHUNK_SIZE_BYTES_MAX, KEY_SIZE_BYTES_MAX};
 
@@ -55,10 +59,12 @@ pub struct ExtentInfo {
     pub live_blocks: u32,
 }
 
-/// A write operation for [`Store::commit`].
+/// A write operation for [`Store::commit`]. A put's data is a shared
+/// buffer, so a caller (an HTTP body, a benchmark's payload) hands it over
+/// without a copy; the store copies it once, into an aligned I/O buffer.
 #[derive(Debug, Clone)]
 pub enum Op {
-    Put { key: Vec<u8>, data: Vec<u8> },
+    Put { key: Vec<u8>, data: Bytes },
     Delete { key: Vec<u8> },
 }
 
@@ -97,19 +103,14 @@ pub fn validate_key(key: &[u8]) -> Result<()> {
 }
 
 /// The encoded checkpoint for an index and extent table.
-pub fn encode_checkpoint(
-    epoch: u64,
-    next_sequence: u64,
-    extents: &[ExtentInfo],
-    index: &BTreeMap<Vec<u8>, ShardMeta>,
-) -> Vec<u8> {
+pub fn encode_checkpoint(epoch: u64, next_sequence: u64, extents: &[ExtentInfo], index: &Index) -> Vec<u8> {
     let mut body = Vec::with_capacity(extents.len() * 8 + index.len() * 64);
     for e in extents {
         body.extend_from_slice(&e.generation.to_le_bytes());
         body.extend_from_slice(&e.write_blocks.to_le_bytes());
     }
-    for (key, meta) in index {
-        meta::encode_entry(key, meta, &mut body);
+    for (key, meta) in index.iter() {
+        meta::encode_entry(key, &meta, &mut body);
     }
     let header = CheckpointHeader {
         epoch,
@@ -129,7 +130,7 @@ pub fn encode_checkpoint(
 /// the reference the first superblock records.
 pub(crate) fn write_initial_checkpoint(dev: &mut dyn BlockDevice, layout: &Layout) -> Result<StoreRef> {
     let extents = vec![ExtentInfo::default(); layout.extent_count as usize];
-    let bytes = encode_checkpoint(1, 1, &extents, &BTreeMap::new());
+    let bytes = encode_checkpoint(1, 1, &extents, &Index::default());
     write_bytes(dev, layout.meta_offset, &bytes)?;
     // The first log block slot after it must not hold an old block that
     // continues the chain by accident: zero it.
@@ -161,7 +162,7 @@ pub struct Store {
     name: String,
     sb: Superblock,
     pool: BufferPool,
-    index: BTreeMap<Vec<u8>, ShardMeta>,
+    index: Index,
     extents: Vec<ExtentInfo>,
     open_extent: Option<u32>,
     next_sequence: u64,
@@ -185,6 +186,24 @@ pub struct Store {
     get_completions: Vec<Completion>,
     /// Gets finished while a commit drained the device, for the caller.
     finished_gets: Vec<(u64, Result<Vec<u8>>)>,
+}
+
+/// Data writes of one commit in flight: their completions, which
+/// operations had a write fail, and whether anything was written.
+struct WriteBatch {
+    out: Vec<Completion>,
+    failed: Vec<bool>,
+    any_data: bool,
+}
+
+impl WriteBatch {
+    fn collect_failures(&mut self) {
+        for c in self.out.drain(..) {
+            if c.result.is_err() {
+                self.failed[c.token as usize] = true;
+            }
+        }
+    }
 }
 
 /// One get in progress.
@@ -257,7 +276,7 @@ impl Store {
                 record_size_bytes(KEY_SIZE_BYTES_MAX, CHUNK_SIZE_BYTES_MAX) as usize,
                 STORE_QUEUE_DEPTH,
             )?,
-            index: BTreeMap::new(),
+            index: Index::default(),
             extents,
             open_extent: None,
             next_sequence: header.next_sequence,
@@ -318,13 +337,13 @@ impl Store {
         match record {
             LogRecord::Put { key, meta } => {
                 self.next_sequence = self.next_sequence.max(meta.sequence + 1);
-                for (i, l) in meta.chunks.iter().enumerate() {
+                for (i, l) in meta.locators().enumerate() {
                     let blocks = record_blocks(key.len(), meta.size, i);
                     let e = &mut self.extents[l.extent as usize];
                     e.write_blocks = e.write_blocks.max(l.block + blocks);
                     e.live_blocks += blocks;
                 }
-                if let Some(old) = self.index.insert(key.clone(), meta.clone()) {
+                if let Some(old) = self.index.insert(key, meta) {
                     self.release(key, &old);
                 }
             }
@@ -335,16 +354,15 @@ impl Store {
                 }
             }
             LogRecord::Relocate { key, sequence, chunk, to } => {
-                let blocks = self.index.get(key).filter(|m| m.sequence == *sequence).map(|m| {
+                if let Some(mut m) = self.index.get(key).filter(|m| m.sequence == *sequence) {
                     let b = record_blocks(key.len(), m.size, *chunk as usize);
-                    (m.chunks[*chunk as usize], b)
-                });
-                if let Some((from, b)) = blocks {
+                    let from = m.chunk(*chunk as usize);
                     self.extents[from.extent as usize].live_blocks -= b;
                     let e = &mut self.extents[to.extent as usize];
                     e.write_blocks = e.write_blocks.max(to.block + b);
                     e.live_blocks += b;
-                    self.index.get_mut(key).expect("checked above").chunks[*chunk as usize] = *to;
+                    m.set_chunk(*chunk as usize, *to);
+                    self.index.insert(key, &m);
                 }
             }
             LogRecord::Reset { extent, generation } => {
@@ -358,7 +376,7 @@ impl Store {
     }
 
     fn release(&mut self, key: &[u8], old: &ShardMeta) {
-        for (i, l) in old.chunks.iter().enumerate() {
+        for (i, l) in old.locators().enumerate() {
             let blocks = record_blocks(key.len(), old.size, i);
             let e = &mut self.extents[l.extent as usize];
             assert!(e.live_blocks >= blocks, "extent {} live accounting underflow", l.extent);
@@ -446,86 +464,19 @@ impl Store {
         let mut results: Vec<Option<Result<()>>> = (0..ops.len()).map(|_| None).collect();
         let mut staged: Vec<Option<LogRecord>> = (0..ops.len()).map(|_| None).collect();
         let mut exists: HashMap<&[u8], bool> = HashMap::new();
-        let mut out: Vec<Completion> = Vec::with_capacity(STORE_QUEUE_DEPTH);
-        let mut write_failed = vec![false; ops.len()];
+        let mut writes =
+            WriteBatch { out: Vec::with_capacity(STORE_QUEUE_DEPTH), failed: vec![false; ops.len()], any_data: false };
         let now = superblock::now_unix_ms();
-        let mut any_data = false;
 
         for (i, op) in ops.iter().enumerate() {
             match op {
-                Op::Put { key, data } => {
-                    if let Err(e) = validate_key(key) {
-                        results[i] = Some(Err(e));
-                        continue;
-                    }
-                    if data.len() as u64 > SHARD_SIZE_BYTES_MAX {
-                        results[i] = Some(Err(Error::TooLarge { size: data.len() as u64, max: SHARD_SIZE_BYTES_MAX }));
-                        continue;
-                    }
-                    let sequence = self.next_sequence;
-                    self.next_sequence += 1;
-                    let size = data.len() as u64;
-                    // One pass over the data: each chunk's CRC, combined
-                    // into the shard's.
-                    let chunk_crcs: Vec<u32> = (0..chunk_count(size))
-                        .map(|c| {
-                            let start = c * CHUNK_SIZE_BYTES_MAX;
-                            crc32c::crc32c(&data[start..start + chunk_len(size, c)])
-                        })
-                        .collect();
-                    let shard_crc = combine_crcs(&chunk_crcs, size);
-                    let mut chunks = Vec::with_capacity(chunk_count(size));
-                    for c in 0..chunk_count(size) {
-                        let blocks = record_blocks(key.len(), size, c);
-                        let Some(mut loc) = self.allocate(blocks) else {
-                            results[i] = Some(Err(Error::NoSpace(format!(
-                                "{}: no free extent for a {size}-byte shard ({RESERVE_EXTENTS_COUNT} are held back for reclamation)",
-                                self.name
-                            ))));
-                            break;
-                        };
-                        let start = c * CHUNK_SIZE_BYTES_MAX;
-                        let payload = &data[start..start + chunk_len(size, c)];
-                        let header = RecordHeader {
-                            key: key.clone(),
-                            sequence,
-                            extent: loc.extent,
-                            generation: self.extents[loc.extent as usize].generation,
-                            shard_len: size,
-                            chunk_offset: start as u64,
-                            chunk_len: payload.len() as u32,
-                            payload_crc: chunk_crcs[c],
-                            shard_crc,
-                            written_unix_ms: now,
-                        };
-                        let len = record_size_bytes(key.len(), payload.len()) as usize;
-                        if self.dev.in_flight() == STORE_QUEUE_DEPTH {
-                            let _ = self.dev.reap(1, &mut out);
-                        }
-                        Self::collect_write_failures(&mut out, &mut write_failed);
-                        let mut buf = self.pool.take(len).expect("a free buffer for every queue slot");
-                        header.encode(payload, buf.as_mut_slice());
-                        loc.crc = header.payload_crc;
-                        let offset = self.sb.layout.data_offset
-                            + u64::from(loc.extent) * self.sb.layout.extent_size_bytes
-                            + u64::from(loc.block) * BLOCK_SIZE_BYTES;
-                        if let Err(e) =
-                            self.dev.submit(IoOp { token: i as u64, kind: IoKind::Write { offset, buf, fua: false } })
-                        {
-                            results[i] = Some(Err(e));
-                            break;
-                        }
-                        any_data = true;
-                        chunks.push(loc);
-                    }
-                    if results[i].is_none() {
+                Op::Put { key, data } => match self.stage_put(i, key, data, now, &mut writes) {
+                    Ok(record) => {
                         exists.insert(key.as_slice(), true);
-                        staged[i] = Some(LogRecord::Put {
-                            key: key.clone(),
-                            meta: ShardMeta { size, crc: shard_crc, sequence, written_unix_ms: now, chunks },
-                        });
+                        staged[i] = Some(record);
                     }
-                }
+                    Err(e) => results[i] = Some(Err(e)),
+                },
                 Op::Delete { key } => {
                     if let Err(e) = validate_key(key) {
                         results[i] = Some(Err(e));
@@ -544,15 +495,15 @@ impl Store {
             }
         }
         while self.dev.in_flight() > 0 {
-            if let Err(e) = self.dev.reap(self.dev.in_flight(), &mut out) {
+            if let Err(e) = self.dev.reap(self.dev.in_flight(), &mut writes.out) {
                 let err = self.fail(&format!("reaping writes failed: {e}"));
                 return finish(results, |_| {
                     Err(Error::Poisoned { device: err.to_string(), op: crate::error::OpKind::Write })
                 });
             }
         }
-        Self::collect_write_failures(&mut out, &mut write_failed);
-        for (i, failed) in write_failed.iter().enumerate() {
+        writes.collect_failures();
+        for (i, failed) in writes.failed.iter().enumerate() {
             if *failed && results[i].is_none() {
                 staged[i] = None;
                 results[i] = Some(Err(Error::Io {
@@ -564,7 +515,7 @@ impl Store {
                 }));
             }
         }
-        if any_data {
+        if writes.any_data {
             if let Err(e) = self.dev.flush() {
                 let err = self.fail(&format!("flush failed: {e}"));
                 return finish(results, |_| {
@@ -588,12 +539,74 @@ impl Store {
         finish(results, |_| Ok(()))
     }
 
-    fn collect_write_failures(out: &mut Vec<Completion>, failed: &mut [bool]) {
-        for c in out.drain(..) {
-            if c.result.is_err() {
-                failed[c.token as usize] = true;
-            }
+    /// Checks a put and submits its chunk records (reaped by the caller);
+    /// returns the log record that will make it visible.
+    fn stage_put(&mut self, i: usize, key: &[u8], data: &[u8], now: u64, writes: &mut WriteBatch) -> Result<LogRecord> {
+        validate_key(key)?;
+        let size = data.len() as u64;
+        if size > SHARD_SIZE_BYTES_MAX {
+            return Err(Error::TooLarge { size, max: SHARD_SIZE_BYTES_MAX });
         }
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        let count = chunk_count(size);
+        // A one-chunk shard (nearly all of them) takes its CRC from the copy
+        // in the I/O buffer while it is in cache. A longer one needs every
+        // chunk's CRC first: each header carries the whole shard's.
+        let chunk_crcs: Vec<u32> = if count == 1 {
+            Vec::new()
+        } else {
+            (0..count)
+                .map(|c| {
+                    let start = c * CHUNK_SIZE_BYTES_MAX;
+                    crc32c::crc32c(&data[start..start + chunk_len(size, c)])
+                })
+                .collect()
+        };
+        let mut shard_crc = if count == 1 { 0 } else { combine_crcs(&chunk_crcs, size) };
+        let mut chunks = Vec::with_capacity(count);
+        for c in 0..count {
+            let Some(mut loc) = self.allocate(record_blocks(key.len(), size, c)) else {
+                return Err(Error::NoSpace(format!(
+                    "{}: no free extent for a {size}-byte shard ({RESERVE_EXTENTS_COUNT} are held back for reclamation)",
+                    self.name
+                )));
+            };
+            let start = c * CHUNK_SIZE_BYTES_MAX;
+            let payload = &data[start..start + chunk_len(size, c)];
+            if self.dev.in_flight() == STORE_QUEUE_DEPTH {
+                let _ = self.dev.reap(1, &mut writes.out);
+            }
+            writes.collect_failures();
+            let len = record_size_bytes(key.len(), payload.len()) as usize;
+            let mut buf = self.pool.take(len).expect("a free buffer for every queue slot");
+            let placed = record::place_payload(payload, buf.as_mut_slice());
+            let payload_crc = if count == 1 {
+                shard_crc = crc32c::crc32c(placed);
+                shard_crc
+            } else {
+                chunk_crcs[c]
+            };
+            let header = RecordHeader {
+                key: key.to_vec(),
+                sequence,
+                extent: loc.extent,
+                generation: self.extents[loc.extent as usize].generation,
+                shard_len: size,
+                chunk_offset: start as u64,
+                chunk_len: payload.len() as u32,
+                payload_crc,
+                shard_crc,
+                written_unix_ms: now,
+            };
+            header.encode_header(buf.as_mut_slice());
+            loc.crc = payload_crc;
+            let offset = self.locator_offset(loc);
+            self.dev.submit(IoOp { token: i as u64, kind: IoKind::Write { offset, buf, fua: false } })?;
+            writes.any_data = true;
+            chunks.push(loc);
+        }
+        Ok(LogRecord::Put { key: key.to_vec(), meta: ShardMeta::new(size, shard_crc, sequence, now, chunks) })
     }
 
     /// Logs `records` (already backed by durable data) and applies them.
@@ -604,14 +617,14 @@ impl Store {
         for (_, r) in records {
             let key = match r {
                 LogRecord::Put { key, meta } => {
-                    added += entry_len(key, meta.chunks.len());
+                    added += entry_len(key, meta.chunk_count());
                     key
                 }
                 LogRecord::Delete { key, .. } => key,
                 LogRecord::Relocate { .. } | LogRecord::Reset { .. } => continue,
             };
             if let Some(old) = self.index.get(key) {
-                removed += entry_len(key, old.chunks.len());
+                removed += entry_len(key, old.chunk_count());
             }
         }
         let projected = (self.checkpoint_bytes + added).saturating_sub(removed);
@@ -725,10 +738,10 @@ impl Store {
             .map(|(i, _)| i as u32);
         let Some(victim) = victim else { return Ok(None) };
         let mut live: Vec<(Vec<u8>, u64, usize, Locator, u64)> = Vec::new();
-        for (key, m) in &self.index {
-            for (c, l) in m.chunks.iter().enumerate() {
+        for (key, m) in self.index.iter() {
+            for (c, l) in m.locators().enumerate() {
                 if l.extent == victim {
-                    live.push((key.clone(), m.sequence, c, *l, m.size));
+                    live.push((key.to_vec(), m.sequence, c, l, m.size));
                 }
             }
         }
@@ -806,7 +819,7 @@ impl Store {
     }
 
     pub fn put(&mut self, key: &[u8], data: &[u8]) -> Result<()> {
-        self.commit(&[Op::Put { key: key.to_vec(), data: data.to_vec() }]).pop().expect("one result")
+        self.commit(&[Op::Put { key: key.to_vec(), data: Bytes::copy_from_slice(data) }]).pop().expect("one result")
     }
 
     pub fn delete(&mut self, key: &[u8]) -> Result<()> {
@@ -819,7 +832,7 @@ impl Store {
             crc32c: m.crc,
             written_unix_ms: m.written_unix_ms,
             sequence: m.sequence,
-            chunks: m.chunks.len(),
+            chunks: m.chunk_count(),
         })
     }
 
@@ -827,14 +840,14 @@ impl Store {
     /// with their sizes.
     pub fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Vec<(Vec<u8>, u64)> {
         let start = match start_after {
-            Some(after) if after >= prefix => std::ops::Bound::Excluded(after.to_vec()),
-            _ => std::ops::Bound::Included(prefix.to_vec()),
+            Some(after) if after >= prefix => std::ops::Bound::Excluded(after),
+            _ => std::ops::Bound::Included(prefix),
         };
         self.index
-            .range((start, std::ops::Bound::Unbounded))
+            .sizes_from(start)
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
-            .map(|(k, m)| (k.clone(), m.size))
+            .map(|(k, size)| (k.to_vec(), size))
             .collect()
     }
 
@@ -862,7 +875,7 @@ impl Store {
     /// of [`Store::poll_gets`]. Errors known before any I/O (not found, a
     /// range past the end) are returned at once.
     pub fn start_get(&mut self, id: u64, key: &[u8], offset: u64, len: u64) -> Result<()> {
-        let meta = self.index.get(key).ok_or_else(|| Error::NotFound(key_text(key)))?.clone();
+        let meta = self.index.get(key).ok_or_else(|| Error::NotFound(key_text(key)))?;
         if offset > meta.size {
             return Err(Error::InvalidArgument(format!(
                 "range starts at {offset}, past the end of a {}-byte shard",
@@ -903,7 +916,7 @@ impl Store {
         while self.dev.in_flight() < STORE_QUEUE_DEPTH {
             let Some((slot, chunk)) = self.get_queue.pop_front() else { break };
             let ctx = self.gets[slot as usize].as_mut().expect("queued chunk of a live get");
-            let loc = ctx.meta.chunks[chunk as usize];
+            let loc = ctx.meta.chunk(chunk as usize);
             let len = record::payload_size_bytes(chunk_len(ctx.meta.size, chunk as usize)) as usize;
             if len == 0 {
                 // An empty shard: no bytes to read; its CRC is that of nothing.
@@ -970,10 +983,10 @@ impl Store {
     fn verify_chunk(&mut self, slot: u32, chunk: usize, c: Completion) -> Result<()> {
         let at = {
             let ctx = self.gets[slot as usize].as_ref().expect("completion of a live get");
-            self.payload_offset(ctx.meta.chunks[chunk])
+            self.payload_offset(ctx.meta.chunk(chunk))
         };
         let ctx = self.gets[slot as usize].as_mut().expect("completion of a live get");
-        let loc = ctx.meta.chunks[chunk];
+        let loc = ctx.meta.chunk(chunk);
         let corrupt = |why: String| Error::Corruption {
             device: self.name.clone(),
             what: format!("shard {:?} chunk {chunk}: {why}", key_text(&ctx.key)),
@@ -1019,7 +1032,7 @@ impl Store {
                 Err(Error::Corruption {
                     device: self.name.clone(),
                     what: format!("shard {:?}: whole-shard checksum mismatch", key_text(&ctx.key)),
-                    offset: self.locator_offset(ctx.meta.chunks[0]),
+                    offset: self.locator_offset(ctx.meta.chunk(0)),
                 })
             }
             None => Ok(ctx.out),
@@ -1056,7 +1069,7 @@ impl Store {
     /// payload bytes). The chunk's header block is the 4 KiB before it.
     pub fn chunk_locations(&self, key: &[u8]) -> Option<Vec<(u64, u64)>> {
         self.index.get(key).map(|m| {
-            m.chunks.iter().enumerate().map(|(i, l)| (self.payload_offset(*l), chunk_len(m.size, i) as u64)).collect()
+            m.locators().enumerate().map(|(i, l)| (self.payload_offset(l), chunk_len(m.size, i) as u64)).collect()
         })
     }
 
@@ -1079,8 +1092,9 @@ impl Store {
     /// Index statistics: shard count, total shard bytes, chunk count.
     pub fn index_stats(&self) -> (u64, u64, u64) {
         self.index
-            .values()
-            .fold((0, 0, 0), |(n, bytes, chunks), m| (n + 1, bytes + m.size, chunks + m.chunks.len() as u64))
+            .iter()
+            .map(|(_, m)| m)
+            .fold((0, 0, 0), |(n, bytes, chunks), m| (n + 1, bytes + m.size, chunks + m.chunk_count() as u64))
     }
 
     /// Whether the previous run closed the store cleanly.
@@ -1092,9 +1106,9 @@ impl Store {
     /// invariant (tests call it after every step).
     pub fn check_invariants(&self) {
         let mut live = vec![0u32; self.extents.len()];
-        for (key, m) in &self.index {
-            assert_eq!(m.chunks.len(), chunk_count(m.size), "shard {key:?} chunk count");
-            for (i, l) in m.chunks.iter().enumerate() {
+        for (key, m) in self.index.iter() {
+            assert_eq!(m.chunk_count(), chunk_count(m.size), "shard {key:?} chunk count");
+            for (i, l) in m.locators().enumerate() {
                 let b = record_blocks(key.len(), m.size, i);
                 assert!(
                     l.block + b <= self.extents[l.extent as usize].write_blocks,

@@ -105,14 +105,31 @@ pub fn record_size_bytes(key_len: usize, chunk_len: usize) -> u64 {
     HEADER_BLOCK_BYTES as u64 + payload_size_bytes(chunk_len)
 }
 
+/// Copies a chunk's payload into its place in a record buffer (after the
+/// header block) and zeroes the padding after it. Returns the payload as
+/// placed, still hot in cache for its CRC.
+pub fn place_payload<'a>(payload: &[u8], out: &'a mut [u8]) -> &'a [u8] {
+    let end = HEADER_BLOCK_BYTES + payload.len();
+    out[HEADER_BLOCK_BYTES..end].copy_from_slice(payload);
+    out[end..].fill(0);
+    &out[HEADER_BLOCK_BYTES..end]
+}
+
 impl RecordHeader {
     /// Writes the record (header block, payload, zero padding) into `out`,
     /// which must be exactly `record_size_bytes` long. Returns the header
     /// CRC.
     pub fn encode(&self, payload: &[u8], out: &mut [u8]) -> u32 {
-        assert!(!self.key.is_empty() && self.key.len() <= KEY_SIZE_BYTES_MAX, "key length checked by the caller");
         assert_eq!(payload.len(), self.chunk_len as usize);
-        assert_eq!(out.len() as u64, record_size_bytes(self.key.len(), payload.len()));
+        place_payload(payload, out);
+        self.encode_header(out)
+    }
+
+    /// Writes the header block at the start of `out` (a whole record whose
+    /// payload is already in place). Returns the header CRC.
+    pub fn encode_header(&self, out: &mut [u8]) -> u32 {
+        assert!(!self.key.is_empty() && self.key.len() <= KEY_SIZE_BYTES_MAX, "key length checked by the caller");
+        assert_eq!(out.len() as u64, record_size_bytes(self.key.len(), self.chunk_len as usize));
         let h = &mut out[..HEADER_SIZE_BYTES];
         h[OFF_MAGIC..OFF_MAGIC + 4].copy_from_slice(&RECORD_MAGIC);
         h[OFF_VERSION] = RECORD_VERSION;
@@ -133,9 +150,6 @@ impl RecordHeader {
         let header_crc = crc32c::crc32c_append(crc32c::crc32c(&out[..OFF_HEADER_CRC]), &self.key);
         out[OFF_HEADER_CRC..OFF_HEADER_CRC + 4].copy_from_slice(&header_crc.to_le_bytes());
         out[key_end..HEADER_BLOCK_BYTES].fill(0);
-        let payload_end = HEADER_BLOCK_BYTES + payload.len();
-        out[HEADER_BLOCK_BYTES..payload_end].copy_from_slice(payload);
-        out[payload_end..].fill(0);
         header_crc
     }
 

@@ -15,6 +15,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use super::{Op, ShardStat, Store, BATCH_OPS_MAX, STORE_QUEUE_DEPTH};
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
@@ -25,7 +27,9 @@ pub const STORE_QUEUE_REQUESTS_MAX: usize = 4096;
 /// Idle time between background reclamation passes.
 pub const RECLAIM_IDLE_INTERVAL_MS: u64 = 100;
 
-type Reply<T> = SyncSender<Result<T>>;
+/// How a request's result gets back to its caller: called once, on the
+/// store thread, so it must be quick (send on a channel, wake a task).
+type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;
 
 enum Request {
     Write(Op, Reply<()>),
@@ -127,25 +131,25 @@ fn serve(mut store: Store, rx: &Receiver<Request>) {
                             get_replies.insert(id, reply);
                         }
                         Err(e) => {
-                            let _ = reply.send(Err(e));
+                            reply(Err(e));
                         }
                     }
                 }
                 Request::Stat { key, reply } => {
-                    let _ = reply.send(Ok(store.stat(&key)));
+                    reply(Ok(store.stat(&key)));
                 }
                 Request::List { prefix, start_after, limit, reply } => {
-                    let _ = reply.send(Ok(store.list(&prefix, start_after.as_deref(), limit)));
+                    reply(Ok(store.list(&prefix, start_after.as_deref(), limit)));
                 }
                 Request::Checkpoint(reply) => {
-                    let _ = reply.send(store.checkpoint());
+                    reply(store.checkpoint());
                 }
                 Request::Close(reply) => closing = Some(reply),
             }
         }
         if !ops.is_empty() {
             for (r, reply) in store.commit(&ops).into_iter().zip(replies) {
-                let _ = reply.send(r);
+                reply(r);
             }
         }
         if let Some(reply) = closing {
@@ -153,7 +157,7 @@ fn serve(mut store: Store, rx: &Receiver<Request>) {
             let result = store.close_in_place();
             store.take_finished_gets(&mut finished);
             answer(&mut get_replies, &mut finished);
-            let _ = reply.send(result);
+            reply(result);
             return;
         }
         store.take_finished_gets(&mut finished);
@@ -174,32 +178,68 @@ fn serve(mut store: Store, rx: &Receiver<Request>) {
 fn answer(replies: &mut HashMap<u64, Reply<Vec<u8>>>, finished: &mut Vec<(u64, Result<Vec<u8>>)>) {
     for (id, result) in finished.drain(..) {
         if let Some(reply) = replies.remove(&id) {
-            let _ = reply.send(result);
+            reply(result);
         }
     }
 }
 
 impl StoreHandle {
-    fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T> {
-        let (reply, rx) = mpsc::sync_channel(1);
-        match self.tx.try_send(make(reply)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                return Err(Error::Busy {
-                    device: self.name.clone(),
-                    reason: format!("store queue is full ({STORE_QUEUE_REQUESTS_MAX} requests waiting)"),
-                })
-            }
-            Err(TrySendError::Disconnected(_)) => return Err(self.gone()),
+    /// Queues a request without waiting: `Busy` when the queue is full
+    /// (the reply is then never called).
+    fn send(&self, request: Request) -> Result<()> {
+        match self.tx.try_send(request) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(Error::Busy {
+                device: self.name.clone(),
+                reason: format!("store queue is full ({STORE_QUEUE_REQUESTS_MAX} requests waiting)"),
+            }),
+            Err(TrySendError::Disconnected(_)) => Err(self.gone()),
         }
+    }
+
+    fn call<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(make(Box::new(move |r| {
+            let _ = tx.send(r);
+        })))?;
         rx.recv().map_err(|_| self.gone())?
+    }
+
+    /// Queues a put; `done` is called on the store thread once the shard is
+    /// durable (or the put failed). For callers that keep many requests in
+    /// flight without a thread each (the agent's tasks, the benchmark).
+    pub fn submit_put(
+        &self,
+        key: Vec<u8>,
+        data: impl Into<Bytes>,
+        done: impl FnOnce(Result<()>) + Send + 'static,
+    ) -> Result<()> {
+        self.send(Request::Write(Op::Put { key, data: data.into() }, Box::new(done)))
+    }
+
+    /// Queues a delete; `done` is called once it is durable.
+    pub fn submit_delete(&self, key: Vec<u8>, done: impl FnOnce(Result<()>) + Send + 'static) -> Result<()> {
+        self.send(Request::Write(Op::Delete { key }, Box::new(done)))
+    }
+
+    /// Queues a read of `len` bytes at `offset` of a shard (`u64::MAX`: to
+    /// the end); `done` gets the verified bytes.
+    pub fn submit_get(
+        &self,
+        key: Vec<u8>,
+        offset: u64,
+        len: u64,
+        done: impl FnOnce(Result<Vec<u8>>) + Send + 'static,
+    ) -> Result<()> {
+        self.send(Request::Get { key, offset, len, reply: Box::new(done) })
     }
 
     fn gone(&self) -> Error {
         Error::InvalidArgument(format!("{}: the store thread has stopped", self.name))
     }
 
-    pub fn put(&self, key: &[u8], data: Vec<u8>) -> Result<()> {
+    pub fn put(&self, key: &[u8], data: impl Into<Bytes>) -> Result<()> {
+        let data = data.into();
         self.call(|r| Request::Write(Op::Put { key: key.to_vec(), data }, r))
     }
 
