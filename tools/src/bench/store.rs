@@ -2,13 +2,14 @@
 //! shards of `bs` bytes under keys `<job>/<n>` for n in 0..size/bs (a
 //! time-based job wraps around and overwrites, as fio rewrites a file);
 //! `read`/`randread` get them (laid out first if missing, as fio lays out a
-//! file); `rw`/`randrw` mix by `rwmixread`. `iodepth` is the number of
-//! concurrent clients on the store's queue; each put is acknowledged only
-//! when durable, so a write job measures durable puts.
+//! file); `rw`/`randrw` mix by `rwmixread`. Each of `numjobs` threads keeps
+//! `iodepth` requests in flight on the store's queue, as a fio job keeps
+//! `iodepth` I/Os in flight on its ring; each put is acknowledged only when
+//! durable, so a write job measures durable puts.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{mpsc, Arc, Barrier};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -18,7 +19,7 @@ use shardstore::rng::Rng;
 use shardstore::store::thread::{self, StoreHandle};
 
 use super::options::JobSpec;
-use super::run::{micros, DirStats, JobResult};
+use super::run::{lay_out, micros, DirStats, JobResult};
 
 fn key(job: &str, n: u64) -> Vec<u8> {
     format!("{job}/{n:010}").into_bytes()
@@ -35,14 +36,36 @@ fn open_store(path: &Path, spec: &JobSpec) -> anyhow::Result<(StoreHandle, std::
         let record = shardstore::store::record::record_size_bytes(spec.name.len() + 11, spec.bs as usize);
         let data = count * record;
         let file_size = (data + data / 4 + (512 << 20)).next_multiple_of(1 << 20);
-        std::fs::File::create(path)
-            .and_then(|f| f.set_len(file_size))
-            .with_context(|| format!("{}: cannot create", path.display()))?;
+        lay_out(path, file_size).with_context(|| format!("{}: cannot lay out {file_size} bytes", path.display()))?;
         let mut dev = device::open(path, &OpenOptions { queue_depth: 4, ..OpenOptions::default() })?;
         format(&mut dev, &FormatOptions::default())?;
     }
     let dev = device::open(path, &OpenOptions { queue_depth: 64, ..OpenOptions::default() })?;
     Ok(thread::spawn(Box::new(dev))?)
+}
+
+/// Puts every shard a read job needs, many in flight so they share
+/// group commits.
+fn fill(store: &StoreHandle, spec: &JobSpec, count: u64) -> anyhow::Result<()> {
+    const WINDOW: u64 = 256;
+    let payload = bytes::Bytes::from(vec![0xA5u8; spec.bs as usize]);
+    let (tx, rx) = mpsc::channel();
+    let mut in_flight = 0;
+    for n in 0..count {
+        if in_flight == WINDOW {
+            rx.recv().context("the store thread stopped")??;
+            in_flight -= 1;
+        }
+        let tx = tx.clone();
+        store.submit_put(key(&spec.name, n), payload.clone(), move |r| {
+            let _ = tx.send(r);
+        })?;
+        in_flight += 1;
+    }
+    for _ in 0..in_flight {
+        rx.recv().context("the store thread stopped")??;
+    }
+    Ok(())
 }
 
 pub fn run_job(spec: &JobSpec) -> anyhow::Result<Vec<JobResult>> {
@@ -51,29 +74,24 @@ pub fn run_job(spec: &JobSpec) -> anyhow::Result<Vec<JobResult>> {
     let count = (spec.size.unwrap_or(256 << 20) / spec.bs).max(1);
     let read_percent = spec.rw.read_percent(spec.rwmixread);
     if read_percent > 0 && store.stat(&key(&spec.name, count - 1))?.is_none() {
-        let payload = vec![0xA5u8; spec.bs as usize];
-        for n in 0..count {
-            store.put(&key(&spec.name, n), payload.clone())?;
-        }
+        fill(&store, spec, count)?;
     }
     // The work happens on the store thread and the clients: charge the
     // whole process's CPU over the run to the job.
     let usage_start = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
-    let clients = spec.iodepth as usize * spec.numjobs as usize;
-    let barrier = Arc::new(Barrier::new(clients));
+    let jobs = spec.numjobs as usize;
+    let barrier = Arc::new(Barrier::new(jobs));
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let handles: Vec<_> = (0..clients)
-        .map(|c| {
+    let handles: Vec<_> = (0..jobs)
+        .map(|j| {
             let (store, spec, barrier, next) = (store.clone(), spec.clone(), Arc::clone(&barrier), Arc::clone(&next));
-            std::thread::spawn(move || client(&store, &spec, c as u64, count, &barrier, &next, started))
+            std::thread::spawn(move || client(&store, &spec, j as u64, count, &barrier, &next, started))
         })
         .collect();
-    let mut per_job: Vec<JobResult> =
-        (0..spec.numjobs).map(|_| JobResult { name: spec.name.clone(), jobs: 1, ..JobResult::default() }).collect();
-    for (c, h) in handles.into_iter().enumerate() {
-        let r = h.join().expect("client thread panicked")?;
-        per_job[c % spec.numjobs as usize].merge(&r);
+    let mut per_job = Vec::with_capacity(jobs);
+    for h in handles {
+        per_job.push(h.join().expect("client thread panicked")?);
     }
     let usage_end = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
     let usr = micros(usage_end.user_time()).saturating_sub(micros(usage_start.user_time()));
@@ -89,50 +107,82 @@ pub fn run_job(spec: &JobSpec) -> anyhow::Result<Vec<JobResult>> {
     Ok(per_job)
 }
 
+/// What comes back from the store thread for one request.
+struct Done {
+    slot: usize,
+    is_read: bool,
+    result: shardstore::error::Result<u64>,
+}
+
 fn client(
     store: &StoreHandle,
     spec: &JobSpec,
-    client: u64,
+    job: u64,
     count: u64,
     barrier: &Barrier,
     next: &AtomicU64,
     started: Instant,
 ) -> anyhow::Result<JobResult> {
-    let mut rng = Rng::new(spec.randseed ^ client.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let payload: Vec<u8> = (0..spec.bs).map(|_| rng.next_u64() as u8).collect();
+    let mut rng = Rng::new(spec.randseed ^ job.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    // One buffer, shared by every put of the job (as fio reuses its buffers).
+    let payload: bytes::Bytes = (0..spec.bs).map(|_| rng.next_u64() as u8).collect::<Vec<u8>>().into();
     let read_percent = spec.rw.read_percent(spec.rwmixread);
+    let depth = spec.iodepth as usize;
     let mut result = JobResult { name: spec.name.clone(), jobs: 1, ..JobResult::default() };
+    let (tx, rx) = mpsc::channel::<Done>();
+    let mut issued_at: Vec<Option<(Instant, Vec<u8>)>> = (0..depth).map(|_| None).collect();
+    let mut free: Vec<usize> = (0..depth).rev().collect();
     barrier.wait();
     let ramp_end = started.elapsed().as_micros() as u64 + spec.ramp_time_us;
     let end = spec.runtime_us.map_or(u64::MAX, |r| ramp_end + r);
     let ops_limit = if spec.time_based { u64::MAX } else { count };
     let mut measured_from = None;
+    let mut stopping = false;
     loop {
-        let now = started.elapsed().as_micros() as u64;
-        if now >= end {
+        // Keep `iodepth` requests in flight until the time or the work runs out.
+        while !stopping && !free.is_empty() {
+            if started.elapsed().as_micros() as u64 >= end {
+                stopping = true;
+                break;
+            }
+            let seq = next.fetch_add(1, Ordering::Relaxed);
+            if seq >= ops_limit {
+                stopping = true;
+                break;
+            }
+            let n = if spec.rw.is_random() { rng.below(count) } else { seq % count };
+            let is_read = read_percent == 100 || (read_percent > 0 && rng.below(100) < u64::from(read_percent));
+            let slot = free.pop().expect("a free slot");
+            let k = key(&spec.name, n);
+            issued_at[slot] = Some((Instant::now(), k.clone()));
+            let tx = tx.clone();
+            let queued = if is_read {
+                store.submit_get(k, 0, u64::MAX, move |r| {
+                    let _ = tx.send(Done { slot, is_read, result: r.map(|b| b.len() as u64) });
+                })
+            } else {
+                let bytes = spec.bs;
+                store.submit_put(k, payload.clone(), move |r| {
+                    let _ = tx.send(Done { slot, is_read, result: r.map(|()| bytes) });
+                })
+            };
+            queued.context("queueing a request on the store")?;
+        }
+        if free.len() == depth {
             break;
         }
-        let seq = next.fetch_add(1, Ordering::Relaxed);
-        if seq >= ops_limit {
-            break;
-        }
-        let n = if spec.rw.is_random() { rng.below(count) } else { seq % count };
-        let is_read = read_percent == 100 || (read_percent > 0 && rng.below(100) < u64::from(read_percent));
-        let k = key(&spec.name, n);
-        let t0 = Instant::now();
-        let bytes = if is_read {
-            let got = store.get(&k).with_context(|| format!("get {}", String::from_utf8_lossy(&k)))?;
-            got.len() as u64
-        } else {
-            store.put(&k, payload.clone()).with_context(|| format!("put {}", String::from_utf8_lossy(&k)))?;
-            spec.bs
-        };
+        let done = rx.recv().context("the store thread stopped")?;
+        let (t0, k) = issued_at[done.slot].take().expect("a request in flight in this slot");
+        free.push(done.slot);
+        let what = if done.is_read { "get" } else { "put" };
+        let bytes = done.result.with_context(|| format!("{what} {}", String::from_utf8_lossy(&k)))?;
         let ns = t0.elapsed().as_nanos() as u64;
+        let now = started.elapsed().as_micros() as u64;
         if now < ramp_end {
             continue;
         }
         measured_from.get_or_insert(now);
-        let dir: &mut DirStats = if is_read { &mut result.read } else { &mut result.write };
+        let dir: &mut DirStats = if done.is_read { &mut result.read } else { &mut result.write };
         dir.io_bytes += bytes;
         dir.total_ios += 1;
         dir.slat.record(0);
