@@ -64,14 +64,17 @@ impl Entry {
         self.u64_at(0)
     }
 
+    fn locator(&self, i: usize) -> Locator {
+        let at = FIXED_BYTES + i * LOCATOR_BYTES;
+        Locator { extent: self.u32_at(at), block: self.u32_at(at + 4), crc: self.u32_at(at + 8) }
+    }
+
     fn meta(&self) -> ShardMeta {
-        let locators = (0..self.chunk_count())
-            .map(|i| {
-                let at = FIXED_BYTES + i * LOCATOR_BYTES;
-                Locator { extent: self.u32_at(at), block: self.u32_at(at + 4), crc: self.u32_at(at + 8) }
-            })
-            .collect();
-        ShardMeta::new(self.size(), self.u32_at(8), self.u64_at(12), self.u64_at(20), locators)
+        let (size, crc, sequence, written) = (self.size(), self.u32_at(8), self.u64_at(12), self.u64_at(20));
+        match self.chunk_count() {
+            1 => ShardMeta::with_one_chunk(size, crc, sequence, written, self.locator(0)),
+            n => ShardMeta::new(size, crc, sequence, written, (0..n).map(|i| self.locator(i)).collect()),
+        }
     }
 }
 

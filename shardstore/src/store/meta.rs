@@ -65,6 +65,21 @@ impl ShardMeta {
         ShardMeta { size, crc, sequence, written_unix_ms, chunks }
     }
 
+    /// As `new` for a shard of one chunk, without a temporary vector.
+    pub fn with_one_chunk(size: u64, crc: u32, sequence: u64, written_unix_ms: u64, chunk: Locator) -> ShardMeta {
+        if chunk.crc == crc {
+            ShardMeta {
+                size,
+                crc,
+                sequence,
+                written_unix_ms,
+                chunks: Chunks::One { extent: chunk.extent, block: chunk.block },
+            }
+        } else {
+            ShardMeta::new(size, crc, sequence, written_unix_ms, vec![chunk])
+        }
+    }
+
     pub fn chunk_count(&self) -> usize {
         match &self.chunks {
             Chunks::One { .. } => 1,
