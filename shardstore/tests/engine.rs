@@ -185,3 +185,58 @@ fn opening_a_missing_path_names_it() {
     let err = UringDevice::open(Path::new("/nonexistent/shard.img"), &OpenOptions::default()).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/shard.img"), "{err}");
 }
+
+#[test]
+fn a_waker_ends_a_wait_from_another_thread_and_never_counts_as_a_completion() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_file(dir.path(), FILE_SIZE);
+    let mut dev = UringDevice::open(&path, &OpenOptions::default()).unwrap();
+    // Real data to read (a hole in a sparse file reads back at once).
+    dev.write_at(0, &vec![0x5A; 17 << 20], false).unwrap();
+    dev.flush().unwrap();
+    let waker = dev.waker().unwrap().expect("the uring engine has a waker");
+    let mut out = Vec::new();
+
+    // Nothing in flight: only the wake can end the wait.
+    let started = std::time::Instant::now();
+    let wake_later = {
+        let waker = std::sync::Arc::clone(&waker);
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            waker.wake();
+        })
+    };
+    assert_eq!(dev.reap_or_wake(&mut out).unwrap(), 0);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(40), "returned before the wake");
+    wake_later.join().unwrap();
+
+    // A wake that fires while a plain reap waits for real completions is
+    // consumed, not counted. A read ends the next wait, leaving the poll
+    // armed; the wake then fires while reap(16) waits for 16 reads, and
+    // every one of them is still returned.
+    let read = |token: u64, len: usize| IoOp {
+        token,
+        kind: IoKind::Read { offset: token * (1 << 20), buf: shardstore::device::IoBuf::standalone(len).unwrap() },
+    };
+    dev.submit(read(0, 4096)).unwrap();
+    out.clear();
+    while out.is_empty() {
+        dev.reap_or_wake(&mut out).unwrap();
+    }
+    assert_eq!(out[0].token, 0);
+    waker.wake();
+    for token in 1..=16 {
+        dev.submit(read(token, 1 << 20)).unwrap();
+    }
+    out.clear();
+    assert_eq!(dev.reap(16, &mut out).unwrap(), 16);
+    let mut tokens: Vec<u64> = out.iter().map(|c| c.token).collect();
+    tokens.sort_unstable();
+    assert_eq!(tokens, (1..=16).collect::<Vec<_>>());
+    assert!(out.iter().all(|c| c.result.is_ok()));
+
+    // Devices that never wait long have no waker.
+    drop(dev);
+    let mut psync = SyncDevice::open(&path, &OpenOptions::default()).unwrap();
+    assert!(psync.waker().unwrap().is_none());
+}

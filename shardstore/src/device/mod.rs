@@ -22,6 +22,7 @@ pub mod sync;
 pub mod uring;
 
 use std::path::Path;
+use std::sync::Arc;
 
 pub use buffer::{BufferPool, IoBuf};
 pub use file::TargetKind;
@@ -167,6 +168,24 @@ pub trait BlockDevice: Send {
 
     /// True once a flush has failed; writes and flushes are then refused.
     fn is_poisoned(&self) -> bool;
+
+    /// A handle other threads use to end a [`BlockDevice::reap_or_wake`]
+    /// early (a caller queued new work for the thread driving this device).
+    /// `None` for devices whose waits are never long (simulated, psync).
+    fn waker(&mut self) -> Result<Option<Arc<dyn Wake>>> {
+        Ok(None)
+    }
+
+    /// Waits until at least one operation completes or the waker is
+    /// called, and appends completions to `out`. Returns how many.
+    fn reap_or_wake(&mut self, out: &mut Vec<Completion>) -> Result<usize> {
+        self.reap(1, out)
+    }
+}
+
+/// Ends a device thread's wait from another thread.
+pub trait Wake: Send + Sync + std::fmt::Debug {
+    fn wake(&self);
 }
 
 /// Blocking helpers for code that does one operation at a time (superblock

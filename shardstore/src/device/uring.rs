@@ -21,11 +21,16 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::Arc;
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
 use super::file::{open_target, TargetKind};
-use super::{validate, BlockDevice, BufferPool, Completion, DeviceInfo, EngineFeatures, IoKind, IoOp, OpenOptions};
+use super::{
+    validate, BlockDevice, BufferPool, Completion, DeviceInfo, EngineFeatures, IoKind, IoOp, OpenOptions, Wake,
+};
 use crate::constants::{QUEUE_DEPTH_MAX, REGISTERED_BUFFERS_COUNT_MAX};
 use crate::device::IoBuf;
 use crate::error::{Error, OpKind, Result};
@@ -33,6 +38,20 @@ use crate::error::{Error, OpKind, Result};
 /// `IORING_ENTER_GETEVENTS`: with `DEFER_TASKRUN`, completions are only
 /// posted while the owning thread is inside `io_uring_enter` with this flag.
 const ENTER_GETEVENTS: u32 = 1;
+
+/// `user_data` of the poll on the wake eventfd; slots are numbered from 0.
+const WAKE_TOKEN: u64 = u64::MAX;
+
+/// Wakes the thread driving a ring: a write to an eventfd the ring polls.
+#[derive(Debug)]
+struct EventWaker(EventFd);
+
+impl Wake for EventWaker {
+    fn wake(&self) {
+        // A full counter (EAGAIN) already means a wake is pending.
+        let _ = self.0.write(1);
+    }
+}
 
 pub struct UringDevice {
     info: DeviceInfo,
@@ -47,6 +66,10 @@ pub struct UringDevice {
     free_slots: Vec<u32>,
     queued: usize,
     in_flight: usize,
+    /// The wake eventfd, once a waker was asked for, and whether a poll on
+    /// it is in the ring.
+    wake: Option<Arc<EventWaker>>,
+    wake_armed: bool,
 }
 
 #[derive(Debug)]
@@ -91,7 +114,8 @@ impl UringDevice {
         let target = open_target(path, options.read_only, options.exclusive, options.busy_wait_ms)?;
         let name = path.display().to_string();
         let depth = options.queue_depth.clamp(1, QUEUE_DEPTH_MAX);
-        let (ring, single_issuer, defer_taskrun) = build_ring(depth).map_err(|e| {
+        // One more entry than slots: room for the wake poll.
+        let (ring, single_issuer, defer_taskrun) = build_ring(depth + 1).map_err(|e| {
             let hint = match e.raw_os_error() {
                 Some(libc::ENOMEM) => " (locked-memory limit too low? raise LimitMEMLOCK / ulimit -l)",
                 Some(libc::EPERM) => " (io_uring is disabled: see sysctl kernel.io_uring_disabled)",
@@ -149,6 +173,8 @@ impl UringDevice {
             free_slots: (0..depth as u32).rev().collect(),
             queued: 0,
             in_flight: 0,
+            wake: None,
+            wake_armed: false,
         })
     }
 
@@ -198,6 +224,45 @@ impl UringDevice {
                 };
                 with_fd!(|f| opcode::Fsync::new(f).flags(flags).build())
             }
+        }
+    }
+
+    /// Moves every posted completion to `out`; a wake is consumed, not
+    /// reported.
+    fn drain_completions(&mut self, out: &mut Vec<Completion>) {
+        let mut cq = self.ring.completion();
+        cq.sync();
+        for cqe in &mut cq {
+            if cqe.user_data() == WAKE_TOKEN {
+                self.wake_armed = false;
+                if let Some(w) = &self.wake {
+                    let _ = w.0.read();
+                }
+                continue;
+            }
+            let slot = cqe.user_data() as usize;
+            let InFlight { token, op, offset, len, buf } =
+                self.slots[slot].take().expect("completion for a slot with no operation in flight");
+            self.free_slots.push(slot as u32);
+            self.in_flight -= 1;
+            let res = cqe.result();
+            let result = if res < 0 {
+                Err(Error::io(&self.info.name, op, offset, len, io::Error::from_raw_os_error(-res)))
+            } else if op != OpKind::Flush && res as u64 != len {
+                Err(Error::io(
+                    &self.info.name,
+                    op,
+                    offset,
+                    len,
+                    io::Error::new(io::ErrorKind::UnexpectedEof, format!("short {op}: {res} of {len} bytes")),
+                ))
+            } else {
+                Ok(())
+            };
+            if op == OpKind::Flush && result.is_err() {
+                self.poisoned = true;
+            }
+            out.push(Completion { token, op, offset, len, result, buf });
         }
     }
 
@@ -259,40 +324,49 @@ impl BlockDevice for UringDevice {
     }
 
     fn reap(&mut self, min_complete: usize, out: &mut Vec<Completion>) -> Result<usize> {
+        let want = min_complete.min(self.in_flight);
+        let before = out.len();
         if self.in_flight == 0 {
             return Ok(0);
         }
-        self.enter(min_complete.min(self.in_flight))?;
-        let before = out.len();
-        // Drain into locals first: the completion queue borrows the ring.
-        let mut cq = self.ring.completion();
-        cq.sync();
-        for cqe in &mut cq {
-            let slot = cqe.user_data() as usize;
-            let InFlight { token, op, offset, len, buf } =
-                self.slots[slot].take().expect("completion for a slot with no operation in flight");
-            self.free_slots.push(slot as u32);
-            self.in_flight -= 1;
-            let res = cqe.result();
-            let result = if res < 0 {
-                Err(Error::io(&self.info.name, op, offset, len, io::Error::from_raw_os_error(-res)))
-            } else if op != OpKind::Flush && res as u64 != len {
-                Err(Error::io(
-                    &self.info.name,
-                    op,
-                    offset,
-                    len,
-                    io::Error::new(io::ErrorKind::UnexpectedEof, format!("short {op}: {res} of {len} bytes")),
-                ))
-            } else {
-                Ok(())
-            };
-            if op == OpKind::Flush && result.is_err() {
-                self.poisoned = true;
+        // A wake may arrive among the completions: wait again until `want`
+        // operations have completed.
+        loop {
+            let got = out.len() - before;
+            self.enter(want.saturating_sub(got))?;
+            self.drain_completions(out);
+            if out.len() - before >= want {
+                return Ok(out.len() - before);
             }
-            out.push(Completion { token, op, offset, len, result, buf });
         }
+    }
+
+    fn reap_or_wake(&mut self, out: &mut Vec<Completion>) -> Result<usize> {
+        let Some(wake) = self.wake.clone() else { return self.reap(1, out) };
+        if !self.wake_armed {
+            let entry =
+                opcode::PollAdd::new(types::Fd(wake.0.as_raw_fd()), libc::POLLIN as u32).build().user_data(WAKE_TOKEN);
+            // SAFETY: the poll reads no memory of ours; the eventfd lives in
+            // `self.wake` as long as the ring.
+            unsafe {
+                self.ring.submission().push(&entry).expect("the ring has one entry more than slots");
+            }
+            self.queued += 1;
+            self.wake_armed = true;
+        }
+        let before = out.len();
+        self.enter(1)?;
+        self.drain_completions(out);
         Ok(out.len() - before)
+    }
+
+    fn waker(&mut self) -> Result<Option<Arc<dyn Wake>>> {
+        if self.wake.is_none() {
+            let fd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                .map_err(|e| Error::io(&self.info.name, OpKind::Submit, 0, 0, e.into()))?;
+            self.wake = Some(Arc::new(EventWaker(fd)));
+        }
+        Ok(self.wake.clone().map(|w| w as Arc<dyn Wake>))
     }
 
     fn in_flight(&self) -> usize {

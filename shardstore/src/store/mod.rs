@@ -910,8 +910,9 @@ impl Store {
     }
 
     /// Submits queued chunk reads up to the queue depth, collects what has
-    /// completed (waiting for at least one completion if `wait` and any are
-    /// in flight), and appends finished gets to `done`.
+    /// completed (if `wait` and any are in flight, waiting for at least one
+    /// completion or a call of the [`Store::waker`]), and appends finished
+    /// gets to `done`.
     pub fn poll_gets(&mut self, wait: bool, done: &mut Vec<(u64, Result<Vec<u8>>)>) -> Result<()> {
         while self.dev.in_flight() < STORE_QUEUE_DEPTH {
             let Some((slot, chunk)) = self.get_queue.pop_front() else { break };
@@ -945,7 +946,8 @@ impl Store {
             return Ok(());
         }
         let mut completions = std::mem::take(&mut self.get_completions);
-        if let Err(e) = self.dev.reap(usize::from(wait), &mut completions) {
+        let reaped = if wait { self.dev.reap_or_wake(&mut completions) } else { self.dev.reap(0, &mut completions) };
+        if let Err(e) = reaped {
             // The ring itself failed: no get in progress can finish. Answer
             // them all and stop serving, rather than wait forever.
             let why = format!("reaping reads failed: {e}");
@@ -973,6 +975,12 @@ impl Store {
     /// Gets that finished while a commit or checkpoint drained the device.
     pub fn take_finished_gets(&mut self, done: &mut Vec<(u64, Result<Vec<u8>>)>) {
         done.append(&mut self.finished_gets);
+    }
+
+    /// A handle that ends a waiting [`Store::poll_gets`] early from another
+    /// thread (`None` when the device's waits are never long).
+    pub fn waker(&mut self) -> Result<Option<std::sync::Arc<dyn crate::device::Wake>>> {
+        self.dev.waker()
     }
 
     /// Whether any get is still in progress.

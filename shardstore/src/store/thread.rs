@@ -11,14 +11,16 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::{Op, ShardStat, Store, BATCH_OPS_MAX, STORE_QUEUE_DEPTH};
-use crate::device::BlockDevice;
+use crate::device::{BlockDevice, Wake};
 use crate::error::{Error, Result};
 
 /// Requests waiting for a store thread at most; beyond it callers get
@@ -45,6 +47,19 @@ enum Request {
 pub struct StoreHandle {
     tx: SyncSender<Request>,
     name: String,
+    wake: Arc<Wakeup>,
+}
+
+/// How a caller wakes the store thread while it waits on its device for
+/// reads to complete (a wait the request channel cannot end): the thread
+/// sets `parked` and checks the queue once more before it waits; a caller
+/// that queued a request and finds `parked` set calls the device's waker.
+/// One of the two always sees the other, so no request waits for an
+/// unrelated completion.
+#[derive(Debug)]
+struct Wakeup {
+    parked: AtomicBool,
+    waker: Option<Arc<dyn Wake>>,
 }
 
 /// Starts a thread that opens the store on `dev` and serves it. Returns
@@ -55,20 +70,21 @@ pub fn spawn(dev: Box<dyn BlockDevice>) -> Result<(StoreHandle, JoinHandle<()>)>
     let (opened_tx, opened_rx) = mpsc::sync_channel(1);
     let thread = std::thread::Builder::new()
         .name(format!("store:{}", short_name(&name)))
-        .spawn(move || match Store::open(dev) {
-            Ok(store) => {
-                let _ = opened_tx.send(Ok(()));
-                serve(store, &rx);
+        .spawn(move || match Store::open(dev).and_then(|mut s| s.waker().map(|w| (s, w))) {
+            Ok((store, waker)) => {
+                let wake = Arc::new(Wakeup { parked: AtomicBool::new(false), waker });
+                let _ = opened_tx.send(Ok(Arc::clone(&wake)));
+                serve(store, &rx, &wake);
             }
             Err(e) => {
                 let _ = opened_tx.send(Err(e));
             }
         })
         .map_err(|e| Error::InvalidArgument(format!("cannot start the store thread for {name}: {e}")))?;
-    opened_rx
+    let wake = opened_rx
         .recv()
         .map_err(|_| Error::InvalidArgument(format!("the store thread for {name} died while opening")))??;
-    Ok((StoreHandle { tx, name }, thread))
+    Ok((StoreHandle { tx, name, wake }, thread))
 }
 
 fn short_name(name: &str) -> String {
@@ -76,7 +92,7 @@ fn short_name(name: &str) -> String {
     base.chars().take(9).collect()
 }
 
-fn serve(mut store: Store, rx: &Receiver<Request>) {
+fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
     let mut last_reclaim = Instant::now();
     let mut pending: Vec<Request> = Vec::with_capacity(BATCH_OPS_MAX);
     let mut get_replies: HashMap<u64, Reply<Vec<u8>>> = HashMap::new();
@@ -162,12 +178,17 @@ fn serve(mut store: Store, rx: &Receiver<Request>) {
         }
         store.take_finished_gets(&mut finished);
         if store.gets_pending() {
-            // Wait for at least one completion: requests that arrive in the
-            // meantime are picked up right after it, and under load from
-            // synchronous clients the drain above has emptied the queue.
-            if let Err(e) = store.poll_gets(true, &mut finished) {
-                tracing::error!(error = %e, "store read path failed");
+            // Wait for a completion or a new request, whichever comes first.
+            wake.parked.store(true, Ordering::SeqCst);
+            match rx.try_recv() {
+                Ok(r) => pending.push(r),
+                Err(_) => {
+                    if let Err(e) = store.poll_gets(true, &mut finished) {
+                        tracing::error!(error = %e, "store read path failed");
+                    }
+                }
             }
+            wake.parked.store(false, Ordering::SeqCst);
         }
         answer(&mut get_replies, &mut finished);
     }
@@ -188,7 +209,14 @@ impl StoreHandle {
     /// (the reply is then never called).
     fn send(&self, request: Request) -> Result<()> {
         match self.tx.try_send(request) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if self.wake.parked.swap(false, Ordering::SeqCst) {
+                    if let Some(w) = &self.wake.waker {
+                        w.wake();
+                    }
+                }
+                Ok(())
+            }
             Err(TrySendError::Full(_)) => Err(Error::Busy {
                 device: self.name.clone(),
                 reason: format!("store queue is full ({STORE_QUEUE_REQUESTS_MAX} requests waiting)"),
