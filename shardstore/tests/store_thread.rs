@@ -36,6 +36,15 @@ fn concurrent_writers_share_group_commits() {
     assert!(flushes < 1280 / 2, "1280 puts from 64 writers took {flushes} flushes: no group commit");
     eprintln!("group commit: 1280 puts from 64 writers, {flushes} flushes");
     assert_eq!(store.list(b"w1/", None, 100).unwrap().len(), 20);
+    // The figures callers read without a round trip are current.
+    let usage = store.stats().usage();
+    assert_eq!(usage.shards, 1280);
+    assert_eq!(usage.live_bytes, 1280 * 8192, "a header block and one payload block per shard");
+    assert!(usage.free_bytes < usage.capacity_bytes - usage.live_bytes, "free space excludes the reserve");
+    assert_eq!(store.stats().queued.load(std::sync::atomic::Ordering::Relaxed), 0);
+    let commits = store.stats().commits.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(commits > 0 && commits < 1280 / 2, "{commits} group commits for 1280 puts");
+    assert_eq!(store.stats().committed_ops.load(std::sync::atomic::Ordering::Relaxed), 1280);
     store.close().unwrap();
     join.join().unwrap();
     let mut reopened = Store::open(Box::new(h.attach())).unwrap();

@@ -68,6 +68,20 @@ pub enum Op {
     Delete { key: Vec<u8> },
 }
 
+/// Space and contents of a store, for placement, status and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Bytes of the data region (all extents).
+    pub capacity_bytes: u64,
+    /// Bytes a put could still use: free extents beyond the reclamation
+    /// reserve, plus what is left of the open extent.
+    pub free_bytes: u64,
+    /// Bytes of records the index references (headers and padding
+    /// included).
+    pub live_bytes: u64,
+    pub shards: u64,
+}
+
 /// What `stat` tells about a shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardStat {
@@ -1095,6 +1109,21 @@ impl Store {
 
     pub fn superblock(&self) -> &Superblock {
         &self.sb
+    }
+
+    pub fn usage(&self) -> Usage {
+        let block = BLOCK_SIZE_BYTES;
+        let extent = self.sb.layout.extent_size_bytes;
+        let open_left = self
+            .open_extent
+            .map_or(0, |e| u64::from(self.blocks_per_extent() - self.extents[e as usize].write_blocks) * block);
+        let free = u64::from(self.free_extents().saturating_sub(RESERVE_EXTENTS_COUNT)) * extent + open_left;
+        Usage {
+            capacity_bytes: self.sb.layout.extent_count * extent,
+            free_bytes: free,
+            live_bytes: self.extents.iter().map(|e| u64::from(e.live_blocks) * block).sum(),
+            shards: self.index.len() as u64,
+        }
     }
 
     /// Index statistics: shard count, total shard bytes, chunk count.

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{Op, ShardStat, Store, BATCH_OPS_MAX, STORE_QUEUE_DEPTH};
+use super::{Op, ShardStat, Store, Usage, BATCH_OPS_MAX, STORE_QUEUE_DEPTH};
 use crate::device::{BlockDevice, Wake};
 use crate::error::{Error, Result};
 
@@ -50,6 +50,39 @@ pub struct StoreHandle {
     wake: Arc<Wakeup>,
 }
 
+/// Figures the store thread keeps current for its callers (placement,
+/// status, metrics), read without a round trip to the thread.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    pub capacity_bytes: AtomicU64,
+    pub free_bytes: AtomicU64,
+    pub live_bytes: AtomicU64,
+    pub shards: AtomicU64,
+    /// Requests queued and not yet taken by the thread.
+    pub queued: AtomicU64,
+    /// Group commits and the operations they carried.
+    pub commits: AtomicU64,
+    pub committed_ops: AtomicU64,
+}
+
+impl StoreStats {
+    fn publish(&self, usage: &Usage) {
+        self.capacity_bytes.store(usage.capacity_bytes, Ordering::Relaxed);
+        self.free_bytes.store(usage.free_bytes, Ordering::Relaxed);
+        self.live_bytes.store(usage.live_bytes, Ordering::Relaxed);
+        self.shards.store(usage.shards, Ordering::Relaxed);
+    }
+
+    pub fn usage(&self) -> Usage {
+        Usage {
+            capacity_bytes: self.capacity_bytes.load(Ordering::Relaxed),
+            free_bytes: self.free_bytes.load(Ordering::Relaxed),
+            live_bytes: self.live_bytes.load(Ordering::Relaxed),
+            shards: self.shards.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// How a caller wakes the store thread while it waits on its device for
 /// reads to complete (a wait the request channel cannot end): the thread
 /// sets `parked` and checks the queue once more before it waits; a caller
@@ -60,6 +93,7 @@ pub struct StoreHandle {
 struct Wakeup {
     parked: AtomicBool,
     waker: Option<Arc<dyn Wake>>,
+    stats: StoreStats,
 }
 
 /// Starts a thread that opens the store on `dev` and serves it. Returns
@@ -72,7 +106,8 @@ pub fn spawn(dev: Box<dyn BlockDevice>) -> Result<(StoreHandle, JoinHandle<()>)>
         .name(format!("store:{}", short_name(&name)))
         .spawn(move || match Store::open(dev).and_then(|mut s| s.waker().map(|w| (s, w))) {
             Ok((store, waker)) => {
-                let wake = Arc::new(Wakeup { parked: AtomicBool::new(false), waker });
+                let wake = Arc::new(Wakeup { parked: AtomicBool::new(false), waker, stats: StoreStats::default() });
+                wake.stats.publish(&store.usage());
                 let _ = opened_tx.send(Ok(Arc::clone(&wake)));
                 serve(store, &rx, &wake);
             }
@@ -113,7 +148,9 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                 Ok(r) => Some(r),
                 Err(RecvTimeoutError::Timeout) => {
                     if last_reclaim.elapsed() >= Duration::from_millis(RECLAIM_IDLE_INTERVAL_MS) {
-                        let _ = store.reclaim();
+                        if let Ok(Some(_)) = store.reclaim() {
+                            wake.stats.publish(&store.usage());
+                        }
                         last_reclaim = Instant::now();
                     }
                     None
@@ -130,6 +167,7 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                 }
             }
         }
+        wake.stats.queued.fetch_sub(pending.len() as u64, Ordering::Relaxed);
         let mut ops = Vec::new();
         let mut replies = Vec::new();
         let mut closing = None;
@@ -164,7 +202,11 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             }
         }
         if !ops.is_empty() {
-            for (r, reply) in store.commit(&ops).into_iter().zip(replies) {
+            let results = store.commit(&ops);
+            wake.stats.commits.fetch_add(1, Ordering::Relaxed);
+            wake.stats.committed_ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
+            wake.stats.publish(&store.usage());
+            for (r, reply) in results.into_iter().zip(replies) {
                 reply(r);
             }
         }
@@ -208,7 +250,13 @@ impl StoreHandle {
     /// Queues a request without waiting: `Busy` when the queue is full
     /// (the reply is then never called).
     fn send(&self, request: Request) -> Result<()> {
-        match self.tx.try_send(request) {
+        // Counted before it can be taken, so the count never goes below 0.
+        self.wake.stats.queued.fetch_add(1, Ordering::Relaxed);
+        let sent = self.tx.try_send(request);
+        if sent.is_err() {
+            self.wake.stats.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        match sent {
             Ok(()) => {
                 if self.wake.parked.swap(false, Ordering::SeqCst) {
                     if let Some(w) = &self.wake.waker {
@@ -260,6 +308,16 @@ impl StoreHandle {
         done: impl FnOnce(Result<Vec<u8>>) + Send + 'static,
     ) -> Result<()> {
         self.send(Request::Get { key, offset, len, reply: Box::new(done) })
+    }
+
+    /// The thread's current figures.
+    pub fn stats(&self) -> &StoreStats {
+        &self.wake.stats
+    }
+
+    /// The device this store serves.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     fn gone(&self) -> Error {
