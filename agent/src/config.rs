@@ -1,6 +1,7 @@
 //! The agent's configuration: a TOML file (every key documented in
 //! `systemd/agent.toml`), overridden by command-line flags.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -12,6 +13,9 @@ pub const DATA_DIR_DEFAULT: &str = "/var/lib/shardnode";
 /// Number and size of the file-backed devices made on a first run.
 pub const DEFAULT_DEVICE_COUNT: usize = 3;
 pub const DEFAULT_DEVICE_SIZE_BYTES: u64 = 4 << 30;
+
+/// Where the agent listens when neither the file nor a flag says.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:7480";
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +30,40 @@ pub struct Config {
     /// Size of each default file-backed device.
     #[serde(default = "default_device_size")]
     pub default_device_size_bytes: u64,
+    /// The HTTP address.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// A file holding the bearer token that admin routes require. Without
+    /// one, admin routes answer 401 to everyone.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Bounds on what a client may send and how long it may take.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Request line and headers together, in bytes.
+    pub header_bytes_max: usize,
+    /// Time to receive the request line and headers.
+    pub header_timeout_ms: u64,
+    /// Time to receive a whole request body once the headers are in.
+    pub body_timeout_ms: u64,
+    /// Time SIGTERM gives requests in flight before they are cut off.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_bytes_max: 16 * 1024,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 60_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -36,12 +74,19 @@ fn default_device_size() -> u64 {
     DEFAULT_DEVICE_SIZE_BYTES
 }
 
+fn default_listen() -> SocketAddr {
+    LISTEN_DEFAULT.parse().expect("a valid default address")
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: default_data_dir(),
             devices: Vec::new(),
             default_device_size_bytes: DEFAULT_DEVICE_SIZE_BYTES,
+            listen: default_listen(),
+            admin_token_file: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -61,7 +106,8 @@ mod tests {
     fn the_example_config_parses() {
         let text = include_str!("../../systemd/agent.toml");
         let config: Config = toml::from_str(text).unwrap();
-        assert_eq!(config.data_dir, PathBuf::from("/var/lib/shardnode"));
+        // The example documents the defaults: it must say what the code does.
+        assert_eq!(config, Config::default());
     }
 
     #[test]

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use shardstore::device::{self, OpenOptions};
 use shardstore::format::{format, FormatOptions};
-use shardstore::superblock::{self, Superblock};
+use shardstore::store::thread::{self as store_thread, StoreHandle};
+use shardstore::superblock;
 
 use crate::config::{Config, DEFAULT_DEVICE_COUNT};
 
@@ -25,14 +26,21 @@ pub const DEVICE_BUSY_WAIT_MS_MAX: u64 = 10_000;
 /// One device and how it fared.
 #[derive(Debug)]
 pub enum DeviceState {
-    Open { dev: Box<shardstore::device::uring::UringDevice>, superblock: Superblock },
-    Failed { error: String },
+    /// Served by its store thread.
+    Open {
+        store: StoreHandle,
+        opened_clean: bool,
+    },
+    Failed {
+        error: String,
+    },
 }
 
 #[derive(Debug)]
 pub struct Device {
     pub path: PathBuf,
     pub state: DeviceState,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// The devices to serve: the configured ones, or the default files.
@@ -71,13 +79,14 @@ fn create_default_device(path: &Path, size: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens one device for serving: superblock open with repair, then a new
-/// version with the clean-shutdown flag cleared (the device is in use).
+/// Opens one device for serving: superblock open with repair, recovery of
+/// its store, and a store thread to serve it. The store marks the device in
+/// use (clean-shutdown flag cleared) and records a clean shutdown on close.
 pub fn open_device(path: &Path) -> Device {
-    let result = (|| -> anyhow::Result<DeviceState> {
+    let result = (|| -> anyhow::Result<(StoreHandle, std::thread::JoinHandle<()>, bool)> {
         let options = OpenOptions { busy_wait_ms: DEVICE_BUSY_WAIT_MS_MAX, ..OpenOptions::default() };
-        let mut dev = Box::new(device::open(path, &options)?);
-        let opened = superblock::open(dev.as_mut(), true).map_err(|e| match e {
+        let dev = device::open(path, &options)?;
+        let (store, thread) = store_thread::spawn(Box::new(dev)).map_err(|e| match e {
             shardstore::Error::NotFormatted { .. } => anyhow::anyhow!(
                 "{}: not a shardnode device; the agent never formats a configured device: run `shardctl format {}` first",
                 path.display(),
@@ -85,23 +94,30 @@ pub fn open_device(path: &Path) -> Device {
             ),
             other => other.into(),
         })?;
-        if !opened.repaired.is_empty() {
-            tracing::warn!(device = %path.display(), copies = ?opened.repaired, "repaired superblock copies");
-        }
-        if !opened.superblock.clean_shutdown {
-            tracing::warn!(device = %path.display(), "device was not shut down cleanly");
-        }
-        let superblock = superblock::commit(dev.as_mut(), &opened.superblock, |sb| sb.clean_shutdown = false)?;
-        Ok(DeviceState::Open { dev, superblock })
+        let opened_clean = store.opened_clean();
+        Ok((store, thread, opened_clean))
     })();
-    let state = result.unwrap_or_else(|e| DeviceState::Failed { error: format!("{e:#}") });
-    Device { path: path.to_owned(), state }
+    match result {
+        Ok((store, thread, opened_clean)) => {
+            if !opened_clean {
+                tracing::warn!(device = %path.display(), "device was not shut down cleanly; recovered from its log");
+            }
+            Device { path: path.to_owned(), state: DeviceState::Open { store, opened_clean }, thread: Some(thread) }
+        }
+        Err(e) => {
+            Device { path: path.to_owned(), state: DeviceState::Failed { error: format!("{e:#}") }, thread: None }
+        }
+    }
 }
 
-/// Marks an open device cleanly shut down.
+/// Commits what is queued, checkpoints, records a clean shutdown and stops
+/// the device's store thread.
 pub fn close_device(device: &mut Device) -> anyhow::Result<()> {
-    if let DeviceState::Open { dev, superblock } = &mut device.state {
-        *superblock = superblock::commit(dev.as_mut(), superblock, |sb| sb.clean_shutdown = true)?;
+    if let DeviceState::Open { store, .. } = &device.state {
+        store.close()?;
+    }
+    if let Some(thread) = device.thread.take() {
+        thread.join().map_err(|_| anyhow::anyhow!("{}: the store thread panicked", device.path.display()))?;
     }
     Ok(())
 }

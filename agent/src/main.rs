@@ -1,17 +1,26 @@
-//! `shard-agent`: the per-host storage daemon.
-//!
-//! Today it owns the host's devices (opening, repairing and marking them in
-//! use) and shuts them down cleanly on SIGTERM. The HTTP API, placement and
-//! admission control (issue 4) and scrubbing (issue 5) build on this.
+//! `shard-agent`: the per-host storage daemon. It owns the host's devices
+//! (one store thread each), serves shards over HTTP, and on SIGTERM stops
+//! accepting, lets requests in flight finish within a grace period,
+//! commits and checkpoints every store and records a clean shutdown.
 
+mod api;
 mod config;
 mod devices;
+mod filter;
+mod keys;
+mod metrics;
+mod node;
+mod server;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
-use nix::sys::signal::{SigSet, Signal};
+use tokio::signal::unix::{signal, SignalKind};
 
 use config::Config;
 use devices::DeviceState;
@@ -23,6 +32,9 @@ struct Args {
     /// TOML config file (see systemd/agent.toml for every key).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// HTTP address; overrides the config file.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
     /// Data directory; overrides the config file.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -37,7 +49,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(&Args::parse()) {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("agent").build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("shard-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(Args::parse())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shard-agent: {e:#}");
@@ -46,13 +65,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &Args) -> anyhow::Result<()> {
-    // Block the stop signals before any thread starts, then wait for them.
-    let mut signals = SigSet::empty();
-    signals.add(Signal::SIGTERM);
-    signals.add(Signal::SIGINT);
-    signals.thread_block()?;
-
+async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -63,34 +76,81 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if !args.devices.is_empty() {
         config.devices.clone_from(&args.devices);
     }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let admin_token = match &config.admin_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("{}: cannot read the admin token file", path.display()))?
+                .trim()
+                .to_owned(),
+        )
+        .filter(|t| !t.is_empty()),
+        None => None,
+    };
 
-    let paths = devices::device_paths(&config)?;
-    let mut devices: Vec<_> = paths.iter().map(|p| devices::open_device(p)).collect();
+    let paths = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || devices::device_paths(&config)).await??
+    };
+    let mut devices: Vec<devices::Device> = tokio::task::spawn_blocking(move || {
+        std::thread::scope(|s| {
+            let opening: Vec<_> = paths.iter().map(|p| s.spawn(move || devices::open_device(p))).collect();
+            opening.into_iter().map(|h| h.join().expect("device open panicked")).collect()
+        })
+    })
+    .await?;
     for d in &devices {
         match &d.state {
-            DeviceState::Open { superblock, .. } => tracing::info!(
-                device = %d.path.display(),
-                uuid = %shardstore::superblock::format_uuid(&superblock.device_uuid),
-                extents = superblock.layout.extent_count,
-                sequence = superblock.sequence,
-                "device open"
-            ),
+            DeviceState::Open { store, opened_clean } => {
+                let u = store.stats().usage();
+                tracing::info!(device = %d.path.display(), shards = u.shards, free_bytes = u.free_bytes, clean = opened_clean, "device open");
+            }
             DeviceState::Failed { error } => tracing::error!(device = %d.path.display(), %error, "device failed"),
         }
     }
-    let open = devices.iter().filter(|d| matches!(d.state, DeviceState::Open { .. })).count();
-    tracing::info!(open, failed = devices.len() - open, "shard-agent ready");
+    let node = node::Node::new(hostname(), &devices).await;
+    let open = node.open_count();
+    let app = Arc::new(api::App {
+        node,
+        body_timeout: Duration::from_millis(config.limits.body_timeout_ms),
+        admin_token,
+        metrics: metrics::install(),
+    });
+    let router = api::router(Arc::clone(&app)).layer(axum::middleware::from_fn(metrics::record));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, open, failed = devices.len() - open, "shard-agent ready");
 
-    let signal = signals.wait()?;
-    tracing::info!(?signal, "stopping");
-    let mut failures = 0;
-    for d in &mut devices {
-        if let Err(e) = devices::close_device(d) {
-            tracing::error!(device = %d.path.display(), error = %format!("{e:#}"), "clean shutdown not recorded");
-            failures += 1;
+    let stop = async {
+        tokio::select! {
+            _ = sigterm.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = sigint.recv() => tracing::info!("SIGINT: stopping"),
         }
-    }
+    };
+    server::serve(listener, router, &config.limits, stop).await?;
+    drop(app);
+
+    let failures = tokio::task::spawn_blocking(move || {
+        let mut failures = 0;
+        for d in &mut devices {
+            if let Err(e) = devices::close_device(d) {
+                tracing::error!(device = %d.path.display(), error = %format!("{e:#}"), "clean shutdown not recorded");
+                failures += 1;
+            }
+        }
+        failures
+    })
+    .await?;
     anyhow::ensure!(failures == 0, "{failures} device(s) could not record a clean shutdown");
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname().map_or_else(|_| "unknown".to_owned(), |h| h.to_string_lossy().into_owned())
 }

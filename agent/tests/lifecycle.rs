@@ -23,7 +23,9 @@ struct Agent {
 
 impl Agent {
     fn start(args: &[&str]) -> Agent {
+        // An ephemeral port: tests run in parallel.
         let mut child = Command::new(env!("CARGO_BIN_EXE_shard-agent"))
+            .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())

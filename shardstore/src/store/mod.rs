@@ -83,7 +83,7 @@ pub struct Usage {
 }
 
 /// What `stat` tells about a shard.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShardStat {
     pub size: u64,
     pub crc32c: u32,

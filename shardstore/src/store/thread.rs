@@ -48,6 +48,7 @@ pub struct StoreHandle {
     tx: SyncSender<Request>,
     name: String,
     wake: Arc<Wakeup>,
+    opened_clean: bool,
 }
 
 /// Figures the store thread keeps current for its callers (placement,
@@ -108,7 +109,7 @@ pub fn spawn(dev: Box<dyn BlockDevice>) -> Result<(StoreHandle, JoinHandle<()>)>
             Ok((store, waker)) => {
                 let wake = Arc::new(Wakeup { parked: AtomicBool::new(false), waker, stats: StoreStats::default() });
                 wake.stats.publish(&store.usage());
-                let _ = opened_tx.send(Ok(Arc::clone(&wake)));
+                let _ = opened_tx.send(Ok((Arc::clone(&wake), store.opened_clean())));
                 serve(store, &rx, &wake);
             }
             Err(e) => {
@@ -116,10 +117,10 @@ pub fn spawn(dev: Box<dyn BlockDevice>) -> Result<(StoreHandle, JoinHandle<()>)>
             }
         })
         .map_err(|e| Error::InvalidArgument(format!("cannot start the store thread for {name}: {e}")))?;
-    let wake = opened_rx
+    let (wake, opened_clean) = opened_rx
         .recv()
         .map_err(|_| Error::InvalidArgument(format!("the store thread for {name} died while opening")))??;
-    Ok((StoreHandle { tx, name, wake }, thread))
+    Ok((StoreHandle { tx, name, wake, opened_clean }, thread))
 }
 
 fn short_name(name: &str) -> String {
@@ -273,6 +274,26 @@ impl StoreHandle {
         }
     }
 
+    /// Queues a stat; `done` gets the shard's metadata, if it exists.
+    pub fn submit_stat(
+        &self,
+        key: Vec<u8>,
+        done: impl FnOnce(Result<Option<ShardStat>>) + Send + 'static,
+    ) -> Result<()> {
+        self.send(Request::Stat { key, reply: Box::new(done) })
+    }
+
+    /// Queues a listing (see [`StoreHandle::list`]).
+    pub fn submit_list(
+        &self,
+        prefix: Vec<u8>,
+        start_after: Option<Vec<u8>>,
+        limit: usize,
+        done: impl FnOnce(Result<Vec<(Vec<u8>, u64)>>) + Send + 'static,
+    ) -> Result<()> {
+        self.send(Request::List { prefix, start_after, limit, reply: Box::new(done) })
+    }
+
     fn call<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.send(make(Box::new(move |r| {
@@ -313,6 +334,11 @@ impl StoreHandle {
     /// The thread's current figures.
     pub fn stats(&self) -> &StoreStats {
         &self.wake.stats
+    }
+
+    /// Whether the previous run closed the store cleanly.
+    pub fn opened_clean(&self) -> bool {
+        self.opened_clean
     }
 
     /// The device this store serves.

@@ -1,0 +1,508 @@
+//! The HTTP API (routes, headers and error codes: `docs/api.md`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use serde_json::json;
+use shardstore::store::SHARD_SIZE_BYTES_MAX;
+use shardstore::Error;
+
+use crate::keys::{decode_key, encode_key, KeyError};
+use crate::node::{self, Node};
+
+/// Shards a listing returns when the client names no limit, and at most.
+pub const LIST_LIMIT_DEFAULT: usize = 1000;
+pub const LIST_LIMIT_MAX: usize = 10_000;
+
+pub struct App {
+    pub node: Node,
+    pub body_timeout: Duration,
+    pub admin_token: Option<String>,
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+/// An error answer: a status, a stable code and a message for humans.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after_s: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), retry_after_s: None }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(json!({ "code": self.code, "message": self.message }))).into_response();
+        if let Some(s) = self.retry_after_s {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "InvalidKey", e.to_string())
+    }
+}
+
+/// A store error as the client sees it. Device faults count against the
+/// device.
+fn store_error(node: &Node, slot: Option<usize>, e: Error) -> ApiError {
+    let device_fault = matches!(e, Error::Corruption { .. } | Error::Io { .. } | Error::Poisoned { .. });
+    if let (true, Some(slot)) = (device_fault, slot) {
+        node.slots[slot].errors.fetch_add(1, Ordering::Relaxed);
+    }
+    match e {
+        Error::NotFound(key) => ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no shard {key}")),
+        Error::InvalidKey(m) => ApiError::new(StatusCode::BAD_REQUEST, "InvalidKey", m),
+        Error::TooLarge { size, max } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "TooLarge",
+            format!("a shard of {size} bytes is over the maximum of {max}"),
+        ),
+        Error::NoSpace(m) => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "NoSpace", m),
+        Error::Corruption { device, what, offset } => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Corrupt",
+            format!("{what} on {device} at offset {offset}: the bytes failed verification and are not returned"),
+        ),
+        Error::Busy { device, reason } => ApiError {
+            retry_after_s: Some(1),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Overloaded", format!("{device}: {reason}"))
+        },
+        Error::InvalidArgument(m) if m.contains("store thread has stopped") => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "DeviceFailed", m)
+        }
+        Error::InvalidArgument(m) => ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "InvalidRange", m),
+        other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "DeviceFailed", other.to_string()),
+    }
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/v1/shards", get(list))
+        .route("/v1/shards/", get(list))
+        .route("/v1/shards/{*key}", get(get_shard).head(head_shard).put(put_shard).delete(delete_shard))
+        .route("/v1/devices/{id}/fence", post(fence))
+        .route("/v1/devices/{id}/unfence", post(unfence))
+        .fallback(|method: Method, uri: axum::http::Uri| async move {
+            ApiError::new(StatusCode::NOT_FOUND, "NoSuchRoute", format!("no route for {method} {}", uri.path()))
+        })
+        .with_state(app)
+}
+
+/// The key of a `/v1/shards/{key}` request, from the raw path: keys are
+/// bytes, percent-encoded in one path segment.
+fn key_of(req_path: &str) -> Result<Vec<u8>, ApiError> {
+    let raw = req_path.strip_prefix("/v1/shards/").unwrap_or_default();
+    Ok(decode_key(raw)?)
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let open = app.node.open_count();
+    if open > 0 {
+        (StatusCode::OK, format!("ready: {open} of {} devices open\n", app.node.slots.len())).into_response()
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "DeviceFailed", "no device is open").into_response()
+    }
+}
+
+async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    let devices: Vec<_> = app
+        .node
+        .slots
+        .iter()
+        .map(|s| {
+            let state = match (&s.store, s.fenced.load(Ordering::Relaxed)) {
+                (None, _) => "failed",
+                (Some(_), true) => "fenced",
+                (Some(_), false) => "open",
+            };
+            let mut d = json!({
+                "id": s.id,
+                "path": s.path.display().to_string(),
+                "state": state,
+                "errors": s.errors.load(Ordering::Relaxed),
+            });
+            if let Some(e) = &s.error {
+                d["error"] = json!(e);
+            }
+            if let Some(store) = &s.store {
+                let stats = store.stats();
+                let u = stats.usage();
+                d["opened_clean"] = json!(s.opened_clean);
+                d["capacity_bytes"] = json!(u.capacity_bytes);
+                d["free_bytes"] = json!(u.free_bytes);
+                d["live_bytes"] = json!(u.live_bytes);
+                d["shards"] = json!(u.shards);
+                d["queued"] = json!(stats.queued.load(Ordering::Relaxed));
+            }
+            d
+        })
+        .collect();
+    Json(json!({ "node": app.node.name, "version": env!("CARGO_PKG_VERSION"), "devices": devices }))
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    crate::metrics::publish_device_gauges(&app.node);
+    match &app.metrics {
+        Some(h) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
+        None => ApiError::new(StatusCode::NOT_FOUND, "NoSuchRoute", "metrics are not enabled").into_response(),
+    }
+}
+
+/// What a listing asks for.
+struct ListParams {
+    prefix: Vec<u8>,
+    after: Option<Vec<u8>>,
+    limit: usize,
+}
+
+/// `prefix`, `start_after` and `limit` from a listing's query string.
+/// Values are percent-decoded to bytes (`+` is a plus sign).
+fn list_params(query: Option<&str>) -> Result<ListParams, ApiError> {
+    let invalid = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "InvalidArgument", m);
+    let (mut prefix, mut after, mut limit) = (Vec::new(), None, LIST_LIMIT_DEFAULT);
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = crate::keys::decode_component(value).map_err(|e| invalid(format!("{name}: {e}")))?;
+        match name {
+            "prefix" => prefix = value,
+            "start_after" => after = Some(value).filter(|v| !v.is_empty()),
+            "limit" => {
+                limit = std::str::from_utf8(&value)
+                    .ok()
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .filter(|l| (1..=LIST_LIMIT_MAX).contains(l))
+                    .ok_or_else(|| invalid(format!("limit must be a number from 1 to {LIST_LIMIT_MAX}")))?;
+            }
+            other => return Err(invalid(format!("unknown query parameter {other:?} (prefix, start_after, limit)"))),
+        }
+    }
+    Ok(ListParams { prefix, after, limit })
+}
+
+/// Keys with a prefix, in order, merged across devices, paginated.
+async fn list(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Result<Json<serde_json::Value>, ApiError> {
+    let ListParams { prefix, after, limit } = list_params(query.as_deref())?;
+    let mut all = Vec::new();
+    for s in &app.node.slots {
+        if let Some(store) = &s.store {
+            // One more than asked, to know whether there is more.
+            let page = node::list(store, &prefix, after.as_deref(), limit + 1)
+                .await
+                .map_err(|e| store_error(&app.node, Some(s.id), e))?;
+            all.extend(page);
+        }
+    }
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all.dedup_by(|a, b| a.0 == b.0);
+    let truncated = all.len() > limit;
+    all.truncate(limit);
+    let next = if truncated { all.last().map(|(k, _)| encode_key(k)) } else { None };
+    let shards: Vec<_> = all.iter().map(|(k, size)| json!({ "key": encode_key(k), "size": size })).collect();
+    Ok(Json(json!({ "shards": shards, "truncated": truncated, "next_start_after": next })))
+}
+
+fn crc_header(crc: u32) -> HeaderValue {
+    HeaderValue::from_str(&format!("{crc:08x}")).expect("hex is a valid header value")
+}
+
+async fn head_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
+    let key = key_of(req.uri().path())?;
+    let _read = app.node.stripe(&key).read().await;
+    let found = app.node.locate(&key).await.map_err(|e| store_error(&app.node, None, e))?;
+    let Some(found) = found else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no shard {}", encode_key(&key))));
+    };
+    let mut r = Response::new(Body::empty());
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(found.stat.size));
+    h.insert("x-shard-crc32c", crc_header(found.stat.crc32c));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    Ok(r)
+}
+
+async fn get_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
+    let key = key_of(req.uri().path())?;
+    let _read = app.node.stripe(&key).read().await;
+    let found = app.node.locate(&key).await.map_err(|e| store_error(&app.node, None, e))?;
+    let Some(found) = found else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no shard {}", encode_key(&key))));
+    };
+    let size = found.stat.size;
+    let range = match req.headers().get(header::RANGE) {
+        Some(v) => Some(parse_range(v, size)?),
+        None => None,
+    };
+    let store = app.node.slots[found.slot].store.as_ref().expect("located on an open device");
+    let (offset, len) = range.unwrap_or((0, size));
+    let bytes = node::get(store, &key, offset, len).await.map_err(|e| store_error(&app.node, Some(found.slot), e))?;
+    let mut r = Response::new(Body::from(bytes));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert("x-shard-crc32c", crc_header(found.stat.crc32c));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if range.is_some() {
+        *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let end = offset + len - 1;
+        r.headers_mut().insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&format!("bytes {offset}-{end}/{size}")).expect("ascii"),
+        );
+    }
+    Ok(r)
+}
+
+/// One `bytes=` range of a shard of `size` bytes, as (offset, length).
+fn parse_range(v: &HeaderValue, size: u64) -> Result<(u64, u64), ApiError> {
+    let bad = |why: &str| {
+        let mut e = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "InvalidRange", why.to_owned());
+        e.message = format!("Range {:?}: {}", v.to_str().unwrap_or("(not text)"), e.message);
+        e
+    };
+    let text = v.to_str().map_err(|_| bad("not text"))?;
+    let spec = text.strip_prefix("bytes=").ok_or_else(|| bad("only `bytes=` ranges are served"))?;
+    if spec.contains(',') {
+        return Err(bad("only a single range is served"));
+    }
+    let (first, last) = spec.split_once('-').ok_or_else(|| bad("expected FIRST-LAST, FIRST- or -SUFFIX"))?;
+    let num = |s: &str| s.trim().parse::<u64>().map_err(|_| bad("not a number"));
+    let (start, end) = match (first.trim().is_empty(), last.trim().is_empty()) {
+        (true, true) => return Err(bad("expected FIRST-LAST, FIRST- or -SUFFIX")),
+        (true, false) => {
+            let n = num(last)?;
+            if n == 0 || size == 0 {
+                return Err(bad("an empty suffix selects nothing"));
+            }
+            (size.saturating_sub(n), size - 1)
+        }
+        (false, true) => (num(first)?, size.saturating_sub(1)),
+        (false, false) => (num(first)?, num(last)?.min(size.saturating_sub(1))),
+    };
+    if start >= size || end < start {
+        return Err(bad(&format!("not satisfiable for a shard of {size} bytes")));
+    }
+    Ok((start, end - start + 1))
+}
+
+/// The body of a put: at most the shard maximum, within the body timeout.
+async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let too_large = |size: String| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "TooLarge",
+            format!("a body of {size} bytes is over the shard maximum of {SHARD_SIZE_BYTES_MAX}"),
+        )
+    };
+    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+        if len > SHARD_SIZE_BYTES_MAX {
+            return Err(too_large(len.to_string()));
+        }
+    }
+    let limited = Limited::new(body, SHARD_SIZE_BYTES_MAX as usize);
+    match tokio::time::timeout(app.body_timeout, limited.collect()).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "RequestTimeout",
+            format!("the body did not arrive within {} ms; nothing was stored", app.body_timeout.as_millis()),
+        )),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(too_large(format!("over {SHARD_SIZE_BYTES_MAX}")))
+        }
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "IncompleteBody",
+            format!("the body could not be read ({e}); nothing was stored"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// The client's `x-shard-crc32c`, if it sent one.
+fn client_crc(headers: &HeaderMap) -> Result<Option<u32>, ApiError> {
+    let Some(v) = headers.get("x-shard-crc32c") else { return Ok(None) };
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "BadDigest",
+            format!("x-shard-crc32c {v:?} is not 8 lowercase hex digits; nothing was stored"),
+        )
+    };
+    let text = v.to_str().map_err(|_| bad())?;
+    if text.len() != 8 || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(bad());
+    }
+    u32::from_str_radix(text, 16).map(Some).map_err(|_| bad())
+}
+
+async fn put_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let key = key_of(req.uri().path())?;
+    let (parts, body) = req.into_parts();
+    let want_crc = client_crc(&parts.headers)?;
+    let data = read_body(&app, &parts.headers, body).await?;
+    let crc = crc32c::crc32c(&data);
+    if let Some(want) = want_crc {
+        if want != crc {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BadDigest",
+                format!("the body's CRC32C is {crc:08x}, x-shard-crc32c says {want:08x}; nothing was stored"),
+            ));
+        }
+    }
+    let node = &app.node;
+    let _write = node.stripe(&key).write().await;
+    let holder = node.locate(&key).await.map_err(|e| store_error(node, None, e))?;
+    // An overwrite stays on the device that holds the shard, so the swap is
+    // atomic there; only a fenced holder sends it elsewhere.
+    let target = match holder {
+        Some(f) if !node.slots[f.slot].fenced.load(Ordering::Relaxed) => f.slot,
+        _ => node.place(data.len() as u64).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "NoSpace",
+                "no device accepts writes with room for this shard",
+            )
+        })?,
+    };
+    let store = node.slots[target].store.as_ref().expect("placed on an open device");
+    node::put(store, &key, data).await.map_err(|e| store_error(node, Some(target), e))?;
+    node.remember(target, &key);
+    if let Some(old) = holder.filter(|f| f.slot != target) {
+        let old_store = node.slots[old.slot].store.as_ref().expect("located on an open device");
+        if let Err(e) = node::delete(old_store, &key).await {
+            tracing::warn!(key = %encode_key(&key), device = old.slot, error = %e, "old copy of a moved shard not deleted");
+        }
+    }
+    tracing::debug!(key = %encode_key(&key), device = target, elapsed_us = started.elapsed().as_micros() as u64, "put");
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::CREATED;
+    r.headers_mut().insert("x-shard-crc32c", crc_header(crc));
+    Ok(r)
+}
+
+async fn delete_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
+    let key = key_of(req.uri().path())?;
+    let node = &app.node;
+    let _write = node.stripe(&key).write().await;
+    let Some(found) = node.locate(&key).await.map_err(|e| store_error(node, None, e))? else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no shard {}", encode_key(&key))));
+    };
+    let store = node.slots[found.slot].store.as_ref().expect("located on an open device");
+    node::delete(store, &key).await.map_err(|e| store_error(node, Some(found.slot), e))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Checks `Authorization: Bearer <token>` in constant time.
+fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", m.to_owned());
+    let Some(token) = &app.admin_token else {
+        return Err(unauthorized("admin routes are disabled: no admin_token_file is configured"));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("this route needs Authorization: Bearer <token>"))?;
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(unauthorized("wrong token"))
+    }
+}
+
+/// Equality whose time depends only on the lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn set_fence(app: &App, headers: &HeaderMap, id: &str, fenced: bool) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(app, headers)?;
+    let slot = id
+        .parse::<usize>()
+        .ok()
+        .and_then(|i| app.node.slots.get(i))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no device {id}")))?;
+    slot.fenced.store(fenced, Ordering::Relaxed);
+    tracing::warn!(device = slot.id, path = %slot.path.display(), fenced, "device fence changed by operator");
+    Ok(Json(json!({ "id": slot.id, "fenced": fenced })))
+}
+
+async fn fence(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    set_fence(&app, &headers, &id, true)
+}
+
+async fn unfence(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    set_fence(&app, &headers, &id, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        let r = |s: &str, size| parse_range(&HeaderValue::from_str(s).unwrap(), size).map_err(|e| e.code);
+        assert_eq!(r("bytes=0-9", 100).unwrap(), (0, 10));
+        assert_eq!(r("bytes=90-", 100).unwrap(), (90, 10));
+        assert_eq!(r("bytes=-5", 100).unwrap(), (95, 5));
+        assert_eq!(r("bytes=-500", 100).unwrap(), (0, 100));
+        assert_eq!(r("bytes=50-500", 100).unwrap(), (50, 50));
+        for bad in ["bytes=100-", "bytes=5-4", "bytes=0-1,3-4", "items=0-1", "bytes=x-1", "bytes=-", "bytes=-0"] {
+            assert_eq!(r(bad, 100).unwrap_err(), "InvalidRange", "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_lowercase_hex_digests_are_accepted() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert("x-shard-crc32c", HeaderValue::from_str(v).unwrap());
+            client_crc(&m).map_err(|e| e.code)
+        };
+        assert_eq!(h("0a0b0c0d").unwrap(), Some(0x0a0b_0c0d));
+        for bad in ["0A0B0C0D", "0a0b0c0", "0a0b0c0d0", "zzzzzzzz", ""] {
+            assert_eq!(h(bad).unwrap_err(), "BadDigest", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tokens_compare_by_content() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secrets"));
+    }
+}

@@ -1,0 +1,275 @@
+//! The node: the host's devices as the HTTP layer sees them, where a new
+//! shard goes (power of two random choices on free space, then queue
+//! length), and where an existing one is (the devices whose key filter
+//! matches).
+//!
+//! Operations on one key are ordered by a striped lock: a put holds its
+//! key's stripe for writing from the lookup of the current holder to the
+//! acknowledgement, so two puts of a new key cannot land on two devices,
+//! and a get holds it for reading, so the size and checksum it answers
+//! with belong to the bytes it returns.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use shardstore::store::thread::StoreHandle;
+use shardstore::store::ShardStat;
+use shardstore::Error;
+use tokio::sync::oneshot;
+
+use crate::devices::{Device, DeviceState};
+use crate::filter::KeyFilter;
+
+/// Key stripes: enough that unrelated keys rarely share one.
+const STRIPES: usize = 1024;
+/// Keys fetched per store call while building a filter.
+const LIST_PAGE: usize = 10_000;
+
+/// One device as served.
+#[derive(Debug)]
+pub struct Slot {
+    pub id: usize,
+    pub path: PathBuf,
+    pub store: Option<StoreHandle>,
+    pub error: Option<String>,
+    pub opened_clean: bool,
+    /// No new shards are placed here (reads and deletes continue).
+    pub fenced: AtomicBool,
+    /// Device errors (I/O, corruption) seen by requests.
+    pub errors: AtomicU64,
+    filter: Arc<Mutex<FilterState>>,
+}
+
+/// A device's key filter, and the keys added while a bigger one is built
+/// (they must reach the new filter too).
+#[derive(Debug)]
+struct FilterState {
+    current: Arc<KeyFilter>,
+    rebuilding: Option<Vec<Vec<u8>>>,
+}
+
+impl Slot {
+    fn filter(&self) -> Arc<KeyFilter> {
+        Arc::clone(&self.filter.lock().expect("filter lock").current)
+    }
+
+    fn accepts_writes(&self) -> bool {
+        self.store.is_some() && !self.fenced.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug)]
+pub struct Node {
+    pub name: String,
+    pub slots: Vec<Slot>,
+    stripes: Vec<tokio::sync::RwLock<()>>,
+    rng: AtomicU64,
+}
+
+/// A store call's answer, turned into a future.
+async fn ask<T: Send + 'static>(
+    store: &StoreHandle,
+    submit: impl FnOnce(Box<dyn FnOnce(Result<T, Error>) + Send>) -> Result<(), Error>,
+) -> Result<T, Error> {
+    let (tx, rx) = oneshot::channel();
+    submit(Box::new(move |r| {
+        let _ = tx.send(r);
+    }))?;
+    rx.await.map_err(|_| Error::InvalidArgument(format!("{}: the store thread has stopped", store.name())))?
+}
+
+pub async fn stat(store: &StoreHandle, key: &[u8]) -> Result<Option<ShardStat>, Error> {
+    let key = key.to_vec();
+    ask(store, |done| store.submit_stat(key, done)).await
+}
+
+pub async fn get(store: &StoreHandle, key: &[u8], offset: u64, len: u64) -> Result<Vec<u8>, Error> {
+    let key = key.to_vec();
+    ask(store, |done| store.submit_get(key, offset, len, done)).await
+}
+
+pub async fn put(store: &StoreHandle, key: &[u8], data: Bytes) -> Result<(), Error> {
+    let key = key.to_vec();
+    ask(store, |done| store.submit_put(key, data, done)).await
+}
+
+pub async fn delete(store: &StoreHandle, key: &[u8]) -> Result<(), Error> {
+    let key = key.to_vec();
+    ask(store, |done| store.submit_delete(key, done)).await
+}
+
+pub async fn list(
+    store: &StoreHandle,
+    prefix: &[u8],
+    start_after: Option<&[u8]>,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, u64)>, Error> {
+    let (prefix, start_after) = (prefix.to_vec(), start_after.map(<[u8]>::to_vec));
+    ask(store, |done| store.submit_list(prefix, start_after, limit, done)).await
+}
+
+/// Where a shard was found.
+#[derive(Debug, Clone, Copy)]
+pub struct Found {
+    pub slot: usize,
+    pub stat: ShardStat,
+}
+
+impl Node {
+    /// Takes over the opened devices and builds each one's key filter from
+    /// its store.
+    pub async fn new(name: String, devices: &[Device]) -> Node {
+        let mut slots = Vec::with_capacity(devices.len());
+        for (id, d) in devices.iter().enumerate() {
+            let (store, error, opened_clean) = match &d.state {
+                DeviceState::Open { store, opened_clean } => (Some(store.clone()), None, *opened_clean),
+                DeviceState::Failed { error } => (None, Some(error.clone()), false),
+            };
+            let filter = match &store {
+                Some(s) => build_filter(s).await.unwrap_or_else(|e| {
+                    tracing::error!(device = %d.path.display(), error = %e, "cannot list keys; every lookup will ask this device");
+                    full_filter()
+                }),
+                None => KeyFilter::new(0),
+            };
+            slots.push(Slot {
+                id,
+                path: d.path.clone(),
+                store,
+                error,
+                opened_clean,
+                fenced: AtomicBool::new(false),
+                errors: AtomicU64::new(0),
+                filter: Arc::new(Mutex::new(FilterState { current: Arc::new(filter), rebuilding: None })),
+            });
+        }
+        Node {
+            name,
+            slots,
+            stripes: (0..STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
+            rng: AtomicU64::new(std::process::id().into()),
+        }
+    }
+
+    pub fn stripe(&self, key: &[u8]) -> &tokio::sync::RwLock<()> {
+        &self.stripes[crc32c::crc32c(key) as usize % STRIPES]
+    }
+
+    /// Devices that may hold `key`, in device order.
+    fn candidates<'a>(&'a self, key: &'a [u8]) -> impl Iterator<Item = (usize, &'a StoreHandle)> + 'a {
+        self.slots
+            .iter()
+            .filter_map(|s| s.store.as_ref().map(|st| (s, st)))
+            .filter(|(s, _)| s.filter().may_contain(key))
+            .map(|(s, st)| (s.id, st))
+    }
+
+    /// Finds the device holding `key`. The caller holds the key's stripe.
+    pub async fn locate(&self, key: &[u8]) -> Result<Option<Found>, Error> {
+        for (slot, store) in self.candidates(key) {
+            if let Some(stat) = stat(store, key).await? {
+                return Ok(Some(Found { slot, stat }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A device for a new shard of `len` bytes: of two devices picked at
+    /// random among those that accept writes and have room, the one with
+    /// more free space (on a tie, the shorter queue).
+    pub fn place(&self, len: u64) -> Option<usize> {
+        let room: Vec<&Slot> = self
+            .slots
+            .iter()
+            .filter(|s| s.accepts_writes())
+            .filter(|s| s.store.as_ref().is_some_and(|st| st.stats().usage().free_bytes > len))
+            .collect();
+        match room.len() {
+            0 => None,
+            1 => Some(room[0].id),
+            n => {
+                let r = self.next_random();
+                let a = (r % n as u64) as usize;
+                let b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
+                let key = |s: &Slot| {
+                    let stats = s.store.as_ref().expect("filtered").stats();
+                    (stats.usage().free_bytes, std::cmp::Reverse(stats.queued.load(Ordering::Relaxed)))
+                };
+                Some(if key(room[a]) >= key(room[b]) { room[a].id } else { room[b].id })
+            }
+        }
+    }
+
+    /// Records that `key` now lives on `slot`. A filter that outgrew its
+    /// size is rebuilt in the background; until then a filter that
+    /// matches every key stands in (slower lookups, never a missed shard).
+    pub fn remember(&self, slot: usize, key: &[u8]) {
+        let mut state = self.slots[slot].filter.lock().expect("filter lock");
+        state.current.insert(key);
+        if let Some(keys) = &mut state.rebuilding {
+            keys.push(key.to_vec());
+            return;
+        }
+        if !state.current.is_overfull() {
+            return;
+        }
+        let Some(store) = self.slots[slot].store.clone() else { return };
+        state.current = Arc::new(full_filter());
+        state.rebuilding = Some(Vec::new());
+        drop(state);
+        let (shared, path) = (Arc::clone(&self.slots[slot].filter), self.slots[slot].path.clone());
+        tokio::spawn(async move {
+            let built = build_filter(&store).await;
+            let mut state = shared.lock().expect("filter lock");
+            let added = state.rebuilding.take().unwrap_or_default();
+            match built {
+                Ok(f) => {
+                    for k in &added {
+                        f.insert(k);
+                    }
+                    tracing::info!(device = %path.display(), capacity = f.capacity(), "key filter rebuilt");
+                    state.current = Arc::new(f);
+                }
+                // The full filter stays: correct, and the next put past
+                // its size tries again.
+                Err(e) => tracing::error!(device = %path.display(), error = %e, "key filter rebuild failed"),
+            }
+        });
+    }
+
+    fn next_random(&self) -> u64 {
+        let mut z = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.slots.iter().filter(|s| s.store.is_some()).count()
+    }
+}
+
+/// A filter that matches every key.
+fn full_filter() -> KeyFilter {
+    let f = KeyFilter::new(0);
+    f.fill();
+    f
+}
+
+/// A filter holding every key of a store, sized for twice as many.
+async fn build_filter(store: &StoreHandle) -> Result<KeyFilter, Error> {
+    let filter = KeyFilter::new(store.stats().usage().shards.saturating_mul(2));
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = list(store, b"", after.as_deref(), LIST_PAGE).await?;
+        for (key, _) in &page {
+            filter.insert(key);
+        }
+        if page.len() < LIST_PAGE {
+            return Ok(filter);
+        }
+        after = page.last().map(|(k, _)| k.clone());
+    }
+}
