@@ -4,78 +4,14 @@
 //! a configured device that is not formatted is refused by name while the
 //! others are served.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use std::path::Path;
+
+use common::Agent;
+use nix::sys::signal::Signal;
 use shardstore::device::{self, OpenOptions};
 use shardstore::superblock::{self, Superblock};
-
-struct Agent {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    log: Vec<String>,
-}
-
-impl Agent {
-    fn start(args: &[&str]) -> Agent {
-        // An ephemeral port: tests run in parallel.
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shard-agent"))
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start shard-agent");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Agent { child, lines, log: Vec::new() }
-    }
-
-    /// Waits (bounded) for a log line containing `text`.
-    fn wait_for(&mut self, text: &str) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while std::time::Instant::now() < deadline {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                let hit = line.contains(text);
-                self.log.push(line);
-                if hit {
-                    return;
-                }
-            } else if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("agent exited ({status}) before logging {text:?}; log:\n{}", self.log.join("\n"));
-            }
-        }
-        panic!("agent did not log {text:?} in time; log:\n{}", self.log.join("\n"));
-    }
-
-    fn signal(&mut self, signal: Signal) -> std::process::ExitStatus {
-        kill(Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits in pid_t")), signal).unwrap();
-        let status = self.child.wait().unwrap();
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-            self.log.push(line);
-        }
-        status
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn superblock_of(path: &Path) -> Superblock {
     let options = OpenOptions { read_only: true, exclusive: false, queue_depth: 4, ..OpenOptions::default() };

@@ -1,0 +1,205 @@
+//! The agent as a real process, for the integration tests: started with
+//! an ephemeral port, its log followed, signalled like systemd does.
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+pub struct Agent {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    pub log: Vec<String>,
+}
+
+impl Agent {
+    pub fn start(args: &[&str]) -> Agent {
+        // An ephemeral port: tests run in parallel.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shard-agent"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start shard-agent");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Agent { child, lines, log: Vec::new() }
+    }
+
+    /// Waits (bounded) for a log line containing `text`.
+    pub fn wait_for(&mut self, text: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                let hit = line.contains(text);
+                self.log.push(line);
+                if hit {
+                    return;
+                }
+            } else if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("agent exited ({status}) before logging {text:?}; log:\n{}", self.log.join("\n"));
+            }
+        }
+        panic!("agent did not log {text:?} in time; log:\n{}", self.log.join("\n"));
+    }
+
+    pub fn signal(&mut self, signal: Signal) -> std::process::ExitStatus {
+        kill(Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits in pid_t")), signal).unwrap();
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.log.push(line);
+        }
+        status
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    /// Starts an agent and waits until it serves; returns it and its address.
+    pub fn serving(args: &[&str]) -> (Agent, SocketAddr) {
+        let mut agent = Agent::start(args);
+        agent.wait_for("shard-agent ready");
+        let line = agent.log.last().expect("the ready line").clone();
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("listen="))
+            .unwrap_or_else(|| panic!("no listen= in {line:?}"))
+            .parse()
+            .unwrap();
+        (agent, addr)
+    }
+}
+
+/// A response as the tests see it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The `code` of a JSON error body.
+    pub fn code(&self) -> String {
+        let v: serde_json::Value = serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)));
+        v["code"].as_str().unwrap_or_else(|| panic!("no code in {v}")).to_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// Sends raw bytes as one request on a fresh connection and reads the
+/// response (HTTP/1.1, `connection: close`).
+pub fn raw(addr: SocketAddr, request: &[u8]) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(request).unwrap();
+    read_reply(&mut s, request.starts_with(b"HEAD "))
+}
+
+/// Reads one response; `head` responses have no body whatever they say.
+pub fn read_reply(s: &mut TcpStream, head: bool) -> Reply {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 65536];
+    let header_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = s.read(&mut chunk).expect("read response");
+        assert!(n > 0, "connection closed before a response: {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let text = String::from_utf8_lossy(&buf[..header_end]).into_owned();
+    let mut lines = text.split("\r\n");
+    let status: u16 = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap();
+            (n.trim().to_owned(), v.trim().to_owned())
+        })
+        .collect();
+    let len = if head {
+        0
+    } else {
+        headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("content-length")).map_or(0, |(_, v)| v.parse().unwrap())
+    };
+    let mut body = buf[header_end..].to_vec();
+    while body.len() < len {
+        let n = s.read(&mut chunk).expect("read body");
+        assert!(n > 0, "connection closed in the body");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(len);
+    Reply { status, headers, body }
+}
+
+/// One request with a body and extra headers.
+pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    for (n, v) in headers {
+        let _ = write!(req, "{n}: {v}\r\n");
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    raw(addr, &bytes)
+}
+
+pub fn put(addr: SocketAddr, key: &str, body: &[u8]) -> Reply {
+    request(addr, "PUT", &format!("/v1/shards/{key}"), &[], body)
+}
+
+pub fn get(addr: SocketAddr, key: &str) -> Reply {
+    request(addr, "GET", &format!("/v1/shards/{key}"), &[], b"")
+}
+
+/// As `request`, but a connection that fails or closes early is an error,
+/// not a panic (the agent may be killed mid-request).
+pub fn try_put(addr: SocketAddr, key: &str, body: &[u8]) -> std::io::Result<u16> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let head = format!(
+        "PUT /v1/shards/{key} HTTP/1.1\r\nhost: t\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut response = Vec::new();
+    s.read_to_end(&mut response)?;
+    let line = response.split(|&b| b == b'\n').next().unwrap_or_default();
+    let status = std::str::from_utf8(line)
+        .ok()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no status line"))?;
+    Ok(status)
+}

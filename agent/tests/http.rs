@@ -1,0 +1,225 @@
+//! The HTTP API end to end: a real agent process on loopback with real
+//! file-backed devices, driven with raw HTTP/1.1 so that bad input can be
+//! sent exactly as a broken or hostile client would send it.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{get, put, raw, request, Agent};
+use nix::sys::signal::Signal;
+
+const TOKEN: &str = "s3cret-token";
+
+/// An agent on three small default devices with short client timeouts and
+/// an admin token.
+fn start(dir: &Path) -> (Agent, SocketAddr) {
+    let token = dir.join("admin.token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\ndefault_device_size_bytes = {}\nadmin_token_file = \"{}\"\n\
+             [limits]\nheader_timeout_ms = 1000\nbody_timeout_ms = 1000\nheader_bytes_max = 8192\n",
+            dir.join("data").display(),
+            512u64 << 20,
+            token.display()
+        ),
+    )
+    .unwrap();
+    Agent::serving(&["--config", config.to_str().unwrap()])
+}
+
+fn crc_hex(data: &[u8]) -> String {
+    format!("{:08x}", crc32c::crc32c(data))
+}
+
+#[test]
+fn shard_api_round_trips_and_answers_every_error_with_its_code() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (mut agent, addr) = start(dir.path());
+
+    // Put, get, head, range.
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let r = request(addr, "PUT", "/v1/shards/photos%2Fcat.jpg", &[("x-shard-crc32c", &crc_hex(&data))], &data);
+    assert_eq!(r.status, 201, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-shard-crc32c"), Some(crc_hex(&data).as_str()));
+    let r = get(addr, "photos%2Fcat.jpg");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, data);
+    assert_eq!(r.header("x-shard-crc32c"), Some(crc_hex(&data).as_str()));
+    let r = request(addr, "HEAD", "/v1/shards/photos%2Fcat.jpg", &[], b"");
+    assert_eq!((r.status, r.header("content-length")), (200, Some("100000")));
+    assert!(r.body.is_empty());
+    let r = request(addr, "GET", "/v1/shards/photos%2Fcat.jpg", &[("range", "bytes=99990-")], b"");
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &data[99_990..]);
+    assert_eq!(r.header("content-range"), Some("bytes 99990-99999/100000"));
+    let r = request(addr, "GET", "/v1/shards/photos%2Fcat.jpg", &[("range", "bytes=-10")], b"");
+    assert_eq!((r.status, r.body.as_slice()), (206, &data[99_990..]));
+
+    // Overwrite: the new bytes, atomically, on the same key.
+    assert_eq!(put(addr, "photos%2Fcat.jpg", b"short now").status, 201);
+    assert_eq!(get(addr, "photos%2Fcat.jpg").body, b"short now");
+
+    // Any bytes are a key; an empty body is a shard.
+    assert_eq!(put(addr, "%00%FF%20bin", b"").status, 201);
+    let r = get(addr, "%00%FF%20bin");
+    assert_eq!((r.status, r.body.len(), r.header("x-shard-crc32c")), (200, 0, Some("00000000")));
+
+    // Listing: in key order across devices, paginated.
+    for i in 0..25 {
+        assert_eq!(put(addr, &format!("list%2F{i:03}"), format!("v{i}").as_bytes()).status, 201);
+    }
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let r = get_list(addr, &format!("?prefix=list%2F&limit=10&start_after={after}"));
+        assert_eq!(r.status, 200);
+        let v = r.json();
+        for s in v["shards"].as_array().unwrap() {
+            seen.push(s["key"].as_str().unwrap().to_owned());
+        }
+        if !v["truncated"].as_bool().unwrap() {
+            break;
+        }
+        after = v["next_start_after"].as_str().unwrap().to_owned();
+    }
+    let want: Vec<String> = (0..25).map(|i| format!("list%2F{i:03}")).collect();
+    assert_eq!(seen, want);
+
+    // Delete, then it is gone.
+    assert_eq!(request(addr, "DELETE", "/v1/shards/list%2F000", &[], b"").status, 204);
+    assert_eq!(get(addr, "list%2F000").code(), "NotFound");
+    assert_eq!(request(addr, "DELETE", "/v1/shards/list%2F000", &[], b"").code(), "NotFound");
+
+    // Error codes.
+    let r = request(addr, "PUT", "/v1/shards/bad-digest", &[("x-shard-crc32c", "00000000")], b"data");
+    assert_eq!((r.status, r.code()), (400, "BadDigest".to_owned()));
+    let r = request(addr, "PUT", "/v1/shards/bad-digest", &[("x-shard-crc32c", "XYZ")], b"data");
+    assert_eq!((r.status, r.code()), (400, "BadDigest".to_owned()));
+    assert_eq!(get(addr, "bad-digest").code(), "NotFound", "a rejected put stores nothing");
+    for key in ["a%zz", "a%4", &"k".repeat(256), &"%41".repeat(256), "a/b"] {
+        let r = put(addr, key, b"x");
+        assert_eq!((r.status, r.code()), (400, "InvalidKey".to_owned()), "{key}");
+    }
+    let r = request(addr, "GET", "/v1/shards/photos%2Fcat.jpg", &[("range", "bytes=500-")], b"");
+    assert_eq!((r.status, r.code()), (416, "InvalidRange".to_owned()));
+    let huge =
+        raw(addr, b"PUT /v1/shards/huge HTTP/1.1\r\nhost: t\r\nconnection: close\r\ncontent-length: 67108865\r\n\r\n");
+    assert_eq!((huge.status, huge.code()), (413, "TooLarge".to_owned()));
+    assert_eq!(get_list(addr, "?limit=0").code(), "InvalidArgument");
+    assert_eq!(get_list(addr, "?colour=red").code(), "InvalidArgument");
+    assert_eq!(request(addr, "GET", "/v2/nothing", &[], b"").code(), "NoSuchRoute");
+
+    // Admin routes need the token.
+    let r = request(addr, "POST", "/v1/devices/0/fence", &[], b"");
+    assert_eq!((r.status, r.code()), (401, "Unauthorized".to_owned()));
+    let r = request(addr, "POST", "/v1/devices/0/fence", &[("authorization", "Bearer wrong")], b"");
+    assert_eq!((r.status, r.code()), (401, "Unauthorized".to_owned()));
+    let bearer = format!("Bearer {TOKEN}");
+    for id in [0, 1] {
+        let r = request(addr, "POST", &format!("/v1/devices/{id}/fence"), &[("authorization", &bearer)], b"");
+        assert_eq!(r.status, 200);
+    }
+    // New shards now all go to the one unfenced device; reads of shards on
+    // fenced devices continue.
+    let shards = || -> Vec<u64> {
+        let status = request(addr, "GET", "/v1/status", &[], b"").json();
+        status["devices"].as_array().unwrap().iter().map(|d| d["shards"].as_u64().unwrap()).collect()
+    };
+    let before = shards();
+    for i in 0..20 {
+        assert_eq!(put(addr, &format!("fenced%2F{i}"), b"x").status, 201);
+    }
+    let after = shards();
+    assert_eq!(
+        (after[0], after[1], after[2]),
+        (before[0], before[1], before[2] + 20),
+        "placement avoided fenced devices"
+    );
+    let status = request(addr, "GET", "/v1/status", &[], b"").json();
+    let devices = status["devices"].as_array().unwrap();
+    assert_eq!(devices[0]["state"], "fenced");
+    assert_eq!(devices[2]["state"], "open");
+    let r = get_list(addr, "?prefix=fenced%2F");
+    assert_eq!(r.json()["shards"].as_array().unwrap().len(), 20);
+    assert_eq!(get(addr, "photos%2Fcat.jpg").body, b"short now");
+    let r = request(addr, "POST", "/v1/devices/0/unfence", &[("authorization", &bearer)], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(request(addr, "POST", "/v1/devices/9/fence", &[("authorization", &bearer)], b"").code(), "NotFound");
+
+    // Operational routes.
+    assert_eq!(request(addr, "GET", "/healthz", &[], b"").status, 200);
+    assert_eq!(request(addr, "GET", "/readyz", &[], b"").status, 200);
+    let metrics = String::from_utf8(request(addr, "GET", "/metrics", &[], b"").body).unwrap();
+    for name in
+        ["shardnode_http_requests_total", "shardnode_device_free_bytes", "shardnode_http_request_duration_seconds"]
+    {
+        assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
+    }
+
+    // Everything acknowledged survives a clean restart.
+    assert!(agent.signal(Signal::SIGTERM).success());
+    let (mut agent, addr) = start(dir.path());
+    assert_eq!(get(addr, "photos%2Fcat.jpg").body, b"short now");
+    assert_eq!(get(addr, "list%2F024").body, b"v24");
+    assert_eq!(get(addr, "list%2F000").code(), "NotFound");
+    assert!(agent.signal(Signal::SIGTERM).success());
+}
+
+fn get_list(addr: SocketAddr, query: &str) -> common::Reply {
+    request(addr, "GET", &format!("/v1/shards{query}"), &[], b"")
+}
+
+#[test]
+fn broken_slow_and_hostile_clients_get_errors_and_store_nothing() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (mut agent, addr) = start(dir.path());
+
+    // Garbage instead of a request.
+    let r = raw(addr, b"\x16\x03\x01 this is not http\r\n\r\n");
+    assert_eq!(r.status, 400);
+
+    // Headers over the bound.
+    let big = format!("GET /healthz HTTP/1.1\r\nhost: t\r\nx-pad: {}\r\n\r\n", "p".repeat(20_000));
+    let r = raw(addr, big.as_bytes());
+    assert_eq!(r.status, 431);
+
+    // A body shorter than its content-length, then the client goes away.
+    {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"PUT /v1/shards/truncated HTTP/1.1\r\nhost: t\r\ncontent-length: 1000\r\n\r\nonly this").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    }
+    assert_eq!(get(addr, "truncated").code(), "NotFound", "a truncated body stores nothing");
+
+    // A client that sends its headers too slowly is cut off.
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "a slow client held a connection for {waited:?}");
+
+    // A client that sends its body too slowly gets 408 and stores nothing.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"PUT /v1/shards/slow HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\nfirst part").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let r = common::read_reply(&mut s, false);
+    assert_eq!((r.status, r.code()), (408, "RequestTimeout".to_owned()));
+    assert_eq!(get(addr, "slow").code(), "NotFound");
+
+    // The agent is still healthy after all of it.
+    assert_eq!(get(addr, "anything").code(), "NotFound");
+    assert_eq!(request(addr, "GET", "/healthz", &[], b"").status, 200);
+    assert!(agent.signal(Signal::SIGTERM).success());
+}
