@@ -10,6 +10,7 @@ mod filter;
 mod keys;
 mod metrics;
 mod node;
+mod notify;
 mod server;
 
 use std::net::SocketAddr;
@@ -125,12 +126,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, open, failed = devices.len() - open, "shard-agent ready");
+    let notifier = Arc::new(notify::Notifier::from_env());
+    notifier.notify(&format!("READY=1\nSTATUS=serving {open} of {} devices on {}", devices.len(), config.listen));
+    // The watchdog is fed from the runtime's own loop: a stalled runtime
+    // stops the pings and systemd restarts the agent.
+    let _watchdog = notify::Notifier::watchdog_interval().map(|every| {
+        let notifier = Arc::clone(&notifier);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                notifier.notify("WATCHDOG=1");
+            }
+        })
+    });
 
     let stop = async {
         tokio::select! {
             _ = sigterm.recv() => tracing::info!("SIGTERM: stopping"),
             _ = sigint.recv() => tracing::info!("SIGINT: stopping"),
         }
+    };
+    let stop = async {
+        stop.await;
+        notifier.notify("STOPPING=1\nSTATUS=stopping: finishing requests, then closing the stores");
     };
     server::serve(listener, router, &config.limits, stop).await?;
     drop(app);

@@ -87,3 +87,36 @@ fn an_unformatted_configured_device_is_refused_and_the_others_serve() {
     assert!(agent.signal(Signal::SIGTERM).success());
     assert!(superblock_of(&good).clean_shutdown);
 }
+
+#[test]
+fn systemd_hears_ready_watchdog_and_stopping() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let data = dir.path().join("data");
+    let mut agent = Agent::start_with_env(
+        &["--data-dir", data.to_str().unwrap()],
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("WATCHDOG_USEC", "200000")],
+    );
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a notification in time");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = next();
+    assert!(first.starts_with("READY=1\n") && first.contains("STATUS=serving 3 of 3 devices"), "{first:?}");
+    // Pings every 100 ms: a few arrive in well under a second.
+    for _ in 0..3 {
+        assert_eq!(next(), "WATCHDOG=1");
+    }
+    let status = agent.signal(Signal::SIGTERM);
+    assert!(status.success(), "{status}");
+    let rest: Vec<String> = std::iter::from_fn(|| {
+        let mut buf = [0u8; 512];
+        socket.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
+        socket.recv(&mut buf).ok().map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+    .collect();
+    assert!(rest.iter().any(|m| m.starts_with("STOPPING=1")), "no STOPPING=1 after SIGTERM: {rest:?}");
+}

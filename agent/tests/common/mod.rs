@@ -20,11 +20,16 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(args: &[&str]) -> Agent {
+        Agent::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Agent {
         // An ephemeral port: tests run in parallel.
         let mut child = Command::new(env!("CARGO_BIN_EXE_shard-agent"))
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start shard-agent");
