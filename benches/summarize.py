@@ -8,6 +8,10 @@ ratios; the ratio of the two tools' medians is shown beside it.
 
 usage: summarize.py RESULTS_DIR NAME|FIELD_PATH [NAME|FIELD_PATH ...]
        e.g. randread-4k-qd32|read.iops
+
+Files are NAME.BASE.ROUND.json and NAME.SUBJECT.ROUND.json; BASE and
+SUBJECT are fio and shardbench unless the environment says otherwise
+(SUMMARIZE_BASE=store SUMMARIZE_SUBJECT=agent for benches/agent-vs-store).
 """
 import glob
 import json
@@ -37,15 +41,18 @@ def load(out, name, tool, direction, field):
 
 def main():
     out = sys.argv[1]
+    base = os.environ.get("SUMMARIZE_BASE", "fio")
+    subject = os.environ.get("SUMMARIZE_SUBJECT", "shardbench")
+    b, s = (base, "shardnode") if subject == "shardbench" else (base, subject)
     rows = [
-        "| workload | metric | fio median | shardnode median | **median of paired ratios** | ratio of medians | per-round ratios | p99 lat µs fio / shardnode | CPU µs per I/O fio / shardnode |",
+        f"| workload | metric | {b} median | {s} median | **median of paired ratios** | ratio of medians | per-round ratios | p99 lat µs {b} / {s} | CPU µs per I/O {b} / {s} |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for spec in sys.argv[2:]:
         name, metric = spec.split("|")[0], spec.split("|")[-1]
         direction, field = metric.split(".")
-        fio = load(out, name, "fio", direction, field)
-        ours = load(out, name, "shardbench", direction, field)
+        fio = load(out, name, base, direction, field)
+        ours = load(out, name, subject, direction, field)
         rounds = sorted(set(fio) & set(ours))
         if not rounds:
             continue

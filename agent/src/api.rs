@@ -16,6 +16,7 @@ use serde_json::json;
 use shardstore::store::SHARD_SIZE_BYTES_MAX;
 use shardstore::Error;
 
+use crate::admission::{Permit, Refusal};
 use crate::keys::{decode_key, encode_key, KeyError};
 use crate::node::{self, Node};
 
@@ -64,9 +65,13 @@ impl From<KeyError> for ApiError {
 /// A store error as the client sees it. Device faults count against the
 /// device.
 fn store_error(node: &Node, slot: Option<usize>, e: Error) -> ApiError {
-    let device_fault = matches!(e, Error::Corruption { .. } | Error::Io { .. } | Error::Poisoned { .. });
-    if let (true, Some(slot)) = (device_fault, slot) {
-        node.slots[slot].errors.fetch_add(1, Ordering::Relaxed);
+    if let Some(slot) = slot {
+        let errors = &node.slots[slot].errors;
+        match e {
+            Error::Corruption { .. } => errors.corruption.fetch_add(1, Ordering::Relaxed),
+            Error::Io { .. } | Error::Poisoned { .. } => errors.io.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
     }
     match e {
         Error::NotFound(key) => ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no shard {key}")),
@@ -111,6 +116,54 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// The moment a client stops waiting, from `x-deadline-ms` (milliseconds
+/// from the request's arrival).
+fn deadline(headers: &HeaderMap, arrived: Instant) -> Result<Option<Instant>, ApiError> {
+    let Some(v) = headers.get("x-deadline-ms") else { return Ok(None) };
+    let ms = v.to_str().ok().and_then(|t| t.trim().parse::<u64>().ok()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            format!("x-deadline-ms {v:?} is not a number of milliseconds"),
+        )
+    })?;
+    Ok(Some(arrived + Duration::from_millis(ms)))
+}
+
+fn overloaded(slot: usize) -> ApiError {
+    ApiError {
+        retry_after_s: Some(1),
+        ..ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Overloaded",
+            format!("device {slot} has too many requests waiting; retry later"),
+        )
+    }
+}
+
+/// Refuses a read or delete at once when every device that may hold the
+/// key is overloaded (see `Node::all_candidates_full`).
+fn refuse_early(node: &Node, key: &[u8]) -> Result<(), ApiError> {
+    if node.all_candidates_full(key) {
+        let slot = node.slots.iter().position(|s| s.admission.is_full()).unwrap_or_default();
+        node.slots[slot].admission.overloaded.fetch_add(1, Ordering::Relaxed);
+        return Err(overloaded(slot));
+    }
+    Ok(())
+}
+
+/// Waits for a turn on a device (see `admission.rs`).
+async fn admit(node: &Node, slot: usize, deadline: Option<Instant>) -> Result<Permit<'_>, ApiError> {
+    node.slots[slot].admission.admit(deadline).await.map_err(|r| match r {
+        Refusal::Overloaded => overloaded(slot),
+        Refusal::DeadlineExceeded => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "DeadlineExceeded",
+            "the request could not start before its x-deadline-ms; nothing was done",
+        ),
+    })
+}
+
 /// The key of a `/v1/shards/{key}` request, from the raw path: keys are
 /// bytes, percent-encoded in one path segment.
 fn key_of(req_path: &str) -> Result<Vec<u8>, ApiError> {
@@ -142,7 +195,7 @@ async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
                 "id": s.id,
                 "path": s.path.display().to_string(),
                 "state": state,
-                "errors": s.errors.load(Ordering::Relaxed),
+                "errors": { "corruption": s.errors.corruption.load(Ordering::Relaxed), "io": s.errors.io.load(Ordering::Relaxed) },
             });
             if let Some(e) = &s.error {
                 d["error"] = json!(e);
@@ -156,6 +209,9 @@ async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
                 d["live_bytes"] = json!(u.live_bytes);
                 d["shards"] = json!(u.shards);
                 d["queued"] = json!(stats.queued.load(Ordering::Relaxed));
+                d["admission_waiting"] = json!(s.admission.waiting());
+                d["refused_overloaded"] = json!(s.admission.overloaded.load(Ordering::Relaxed));
+                d["refused_deadline"] = json!(s.admission.deadline_exceeded.load(Ordering::Relaxed));
             }
             d
         })
@@ -244,7 +300,9 @@ async fn head_shard(State(app): State<Arc<App>>, req: Request) -> Result<Respons
 }
 
 async fn get_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
+    let deadline = deadline(req.headers(), Instant::now())?;
     let key = key_of(req.uri().path())?;
+    refuse_early(&app.node, &key)?;
     let _read = app.node.stripe(&key).read().await;
     let found = app.node.locate(&key).await.map_err(|e| store_error(&app.node, None, e))?;
     let Some(found) = found else {
@@ -257,7 +315,12 @@ async fn get_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     };
     let store = app.node.slots[found.slot].store.as_ref().expect("located on an open device");
     let (offset, len) = range.unwrap_or((0, size));
+    let permit = admit(&app.node, found.slot, deadline).await?;
     let bytes = node::get(store, &key, offset, len).await.map_err(|e| store_error(&app.node, Some(found.slot), e))?;
+    drop(permit);
+    let traffic = &app.node.slots[found.slot].traffic;
+    traffic.reads.fetch_add(1, Ordering::Relaxed);
+    traffic.read_bytes.fetch_add(len, Ordering::Relaxed);
     let mut r = Response::new(Body::from(bytes));
     let h = r.headers_mut();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -358,6 +421,7 @@ fn client_crc(headers: &HeaderMap) -> Result<Option<u32>, ApiError> {
 
 async fn put_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
     let started = Instant::now();
+    let deadline = deadline(req.headers(), started)?;
     let key = key_of(req.uri().path())?;
     let (parts, body) = req.into_parts();
     let want_crc = client_crc(&parts.headers)?;
@@ -388,7 +452,12 @@ async fn put_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
         })?,
     };
     let store = node.slots[target].store.as_ref().expect("placed on an open device");
+    let permit = admit(node, target, deadline).await?;
+    let len = data.len() as u64;
     node::put(store, &key, data).await.map_err(|e| store_error(node, Some(target), e))?;
+    drop(permit);
+    node.slots[target].traffic.writes.fetch_add(1, Ordering::Relaxed);
+    node.slots[target].traffic.written_bytes.fetch_add(len, Ordering::Relaxed);
     node.remember(target, &key);
     if let Some(old) = holder.filter(|f| f.slot != target) {
         let old_store = node.slots[old.slot].store.as_ref().expect("located on an open device");
@@ -404,14 +473,19 @@ async fn put_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
 }
 
 async fn delete_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
+    let deadline = deadline(req.headers(), Instant::now())?;
     let key = key_of(req.uri().path())?;
     let node = &app.node;
+    refuse_early(node, &key)?;
     let _write = node.stripe(&key).write().await;
     let Some(found) = node.locate(&key).await.map_err(|e| store_error(node, None, e))? else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no shard {}", encode_key(&key))));
     };
     let store = node.slots[found.slot].store.as_ref().expect("located on an open device");
+    let permit = admit(node, found.slot, deadline).await?;
     node::delete(store, &key).await.map_err(|e| store_error(node, Some(found.slot), e))?;
+    drop(permit);
+    node.slots[found.slot].traffic.deletes.fetch_add(1, Ordering::Relaxed);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -53,6 +53,12 @@ pub struct Limits {
     pub body_timeout_ms: u64,
     /// Time SIGTERM gives requests in flight before they are cut off.
     pub shutdown_grace_ms: u64,
+    /// Requests running on one device at once; more wait in its queue.
+    pub device_concurrency: usize,
+    /// Waiting requests past which a device's queue is served newest first.
+    pub device_lifo_after: usize,
+    /// Waiting requests past which new ones are refused (`Overloaded`).
+    pub device_queue_max: usize,
 }
 
 impl Default for Limits {
@@ -62,6 +68,9 @@ impl Default for Limits {
             header_timeout_ms: 10_000,
             body_timeout_ms: 60_000,
             shutdown_grace_ms: 10_000,
+            device_concurrency: 32,
+            device_lifo_after: 32,
+            device_queue_max: 512,
         }
     }
 }

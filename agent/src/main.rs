@@ -3,6 +3,7 @@
 //! accepting, lets requests in flight finish within a grace period,
 //! commits and checkpoints every store and records a clean shutdown.
 
+mod admission;
 mod api;
 mod config;
 mod devices;
@@ -113,7 +114,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             DeviceState::Failed { error } => tracing::error!(device = %d.path.display(), %error, "device failed"),
         }
     }
-    let node = node::Node::new(hostname(), &devices).await;
+    let thresholds = admission::Thresholds {
+        concurrency: config.limits.device_concurrency.max(1),
+        lifo_after: config.limits.device_lifo_after,
+        queue_max: config.limits.device_queue_max,
+    };
+    let node = node::Node::new(hostname(), &devices, thresholds).await;
     let open = node.open_count();
     let app = Arc::new(api::App {
         node,

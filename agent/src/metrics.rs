@@ -67,8 +67,32 @@ pub fn publish_device_gauges(node: &Node) {
                 0.0
             });
         }
-        metrics::counter!("shardnode_device_errors_total", "device" => device.clone())
-            .absolute(s.errors.load(Ordering::Relaxed));
+        for (kind, n) in [("corruption", &s.errors.corruption), ("io", &s.errors.io)] {
+            metrics::counter!("shardnode_device_errors_total", "device" => device.clone(), "kind" => kind)
+                .absolute(n.load(Ordering::Relaxed));
+        }
+        let t = &s.traffic;
+        for (op, n, bytes) in [
+            ("get", &t.reads, Some(&t.read_bytes)),
+            ("put", &t.writes, Some(&t.written_bytes)),
+            ("delete", &t.deletes, None),
+        ] {
+            metrics::counter!("shardnode_device_operations_total", "device" => device.clone(), "op" => op)
+                .absolute(n.load(Ordering::Relaxed));
+            if let Some(bytes) = bytes {
+                let name = if op == "get" {
+                    "shardnode_device_read_bytes_total"
+                } else {
+                    "shardnode_device_written_bytes_total"
+                };
+                metrics::counter!(name, "device" => device.clone()).absolute(bytes.load(Ordering::Relaxed));
+            }
+        }
+        metrics::gauge!("shardnode_admission_waiting", "device" => device.clone()).set(s.admission.waiting() as f64);
+        for (reason, n) in [("overloaded", &s.admission.overloaded), ("deadline", &s.admission.deadline_exceeded)] {
+            metrics::counter!("shardnode_admission_drops_total", "device" => device.clone(), "reason" => reason)
+                .absolute(n.load(Ordering::Relaxed));
+        }
         let Some(store) = &s.store else { continue };
         let stats = store.stats();
         let u = stats.usage();

@@ -19,6 +19,7 @@ use shardstore::store::ShardStat;
 use shardstore::Error;
 use tokio::sync::oneshot;
 
+use crate::admission::{Admission, Thresholds};
 use crate::devices::{Device, DeviceState};
 use crate::filter::KeyFilter;
 
@@ -37,9 +38,32 @@ pub struct Slot {
     pub opened_clean: bool,
     /// No new shards are placed here (reads and deletes continue).
     pub fenced: AtomicBool,
-    /// Device errors (I/O, corruption) seen by requests.
-    pub errors: AtomicU64,
+    /// Device errors seen by requests, by kind.
+    pub errors: Errors,
+    /// Shard traffic served from this device.
+    pub traffic: Traffic,
+    /// Who may run on the device now.
+    pub admission: Admission,
     filter: Arc<Mutex<FilterState>>,
+}
+
+/// Device faults seen by requests.
+#[derive(Debug, Default)]
+pub struct Errors {
+    /// A shard's bytes failed verification.
+    pub corruption: AtomicU64,
+    /// The device failed an I/O, or is poisoned after a failed flush.
+    pub io: AtomicU64,
+}
+
+/// Shard operations and bytes served by one device.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub reads: AtomicU64,
+    pub read_bytes: AtomicU64,
+    pub writes: AtomicU64,
+    pub written_bytes: AtomicU64,
+    pub deletes: AtomicU64,
 }
 
 /// A device's key filter, and the keys added while a bigger one is built
@@ -120,7 +144,7 @@ pub struct Found {
 impl Node {
     /// Takes over the opened devices and builds each one's key filter from
     /// its store.
-    pub async fn new(name: String, devices: &[Device]) -> Node {
+    pub async fn new(name: String, devices: &[Device], thresholds: Thresholds) -> Node {
         let mut slots = Vec::with_capacity(devices.len());
         for (id, d) in devices.iter().enumerate() {
             let (store, error, opened_clean) = match &d.state {
@@ -141,7 +165,9 @@ impl Node {
                 error,
                 opened_clean,
                 fenced: AtomicBool::new(false),
-                errors: AtomicU64::new(0),
+                errors: Errors::default(),
+                traffic: Traffic::default(),
+                admission: Admission::new(thresholds),
                 filter: Arc::new(Mutex::new(FilterState { current: Arc::new(filter), rebuilding: None })),
             });
         }
@@ -164,6 +190,20 @@ impl Node {
             .filter_map(|s| s.store.as_ref().map(|st| (s, st)))
             .filter(|(s, _)| s.filter().may_contain(key))
             .map(|(s, st)| (s.id, st))
+    }
+
+    /// Whether every device that may hold `key` has a full admission
+    /// queue: a read or delete of it would be refused after the lookup, so
+    /// it is refused before, sparing the store threads under overload.
+    pub fn all_candidates_full(&self, key: &[u8]) -> bool {
+        let mut any = false;
+        for (slot, _) in self.candidates(key) {
+            if !self.slots[slot].admission.is_full() {
+                return false;
+            }
+            any = true;
+        }
+        any
     }
 
     /// Finds the device holding `key`. The caller holds the key's stripe.

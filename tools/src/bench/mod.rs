@@ -3,6 +3,7 @@
 //! supports, so every performance claim is a ratio to fio measured the
 //! same way.
 
+pub mod agent;
 pub mod hist;
 pub mod options;
 pub mod report;
@@ -18,6 +19,7 @@ pub fn run(invocation: &Invocation) -> anyhow::Result<String> {
         let threads = match spec.target {
             options::Target::Device => run::run_job(spec)?,
             options::Target::Store => store::run_job(spec)?,
+            options::Target::Agent => agent::run_job(spec)?,
         };
         if spec.group_reporting {
             let mut merged = run::JobResult { name: spec.name.clone(), ..run::JobResult::default() };

@@ -55,6 +55,9 @@ pub enum Target {
     /// The shard store on the device: `write` puts shards of `bs` bytes,
     /// reads get them; each completed put is durable.
     Store,
+    /// A running agent over HTTP (`--url`): the same jobs as `Store`, each
+    /// operation one HTTP request on a keep-alive connection.
+    Agent,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +98,8 @@ pub struct JobSpec {
     /// Report percentiles of total latency too (fio's `lat_percentiles`).
     pub lat_percentiles: bool,
     pub target: Target,
+    /// The agent's base URL (`http://HOST:PORT`) for `--target=agent`.
+    pub url: Option<String>,
     /// Every option given for this job, as text, for the JSON's
     /// `job options` (fio echoes them).
     pub given: Vec<(String, String)>,
@@ -122,6 +127,7 @@ impl Default for JobSpec {
             registerfiles: true,
             lat_percentiles: false,
             target: Target::Device,
+            url: None,
             given: Vec::new(),
         }
     }
@@ -159,13 +165,14 @@ const KNOWN: &[&str] = &[
     "registerfiles",
     "lat_percentiles",
     "target",
+    "url",
     "output-format",
 ];
 
 pub const USAGE: &str = "usage: shardbench --name=JOB --filename=PATH [--rw=read|write|randread|randwrite|rw|randrw] \
 [--bs=4k] [--iodepth=N] [--numjobs=N] [--size=SIZE] [--offset=SIZE] [--runtime=30] [--time_based] \
 [--ramp_time=T] [--rwmixread=PCT] [--direct=1] [--ioengine=io_uring|psync] [--fixedbufs=0|1] \
-[--registerfiles=0|1] [--lat_percentiles=0|1] [--target=device|store] [--group_reporting] \
+[--registerfiles=0|1] [--lat_percentiles=0|1] [--target=device|store|agent] [--url=http://HOST:PORT] [--group_reporting] \
 [--output-format=normal|json]";
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
@@ -235,11 +242,21 @@ fn apply(job: &mut JobSpec, key: &str, value: &str) -> Result<(), String> {
         "fixedbufs" => job.fixedbufs = parse_bool(key, value)?,
         "registerfiles" => job.registerfiles = parse_bool(key, value)?,
         "lat_percentiles" => job.lat_percentiles = parse_bool(key, value)?,
+        "url" => {
+            let rest = value
+                .strip_prefix("http://")
+                .ok_or_else(|| format!("option url: {value:?} is not an http:// URL (the agent speaks plain HTTP)"))?;
+            if rest.trim_end_matches('/').is_empty() || rest.trim_end_matches('/').contains('/') {
+                return Err(format!("option url: expected http://HOST:PORT, got {value:?}"));
+            }
+            job.url = Some(rest.trim_end_matches('/').to_owned());
+        }
         "target" => {
             job.target = match value {
                 "device" => Target::Device,
                 "store" => Target::Store,
-                _ => return Err(format!("option target: unsupported target {value:?} (device, store)")),
+                "agent" => Target::Agent,
+                _ => return Err(format!("option target: unsupported target {value:?} (device, store, agent)")),
             }
         }
         "randseed" => {
@@ -293,7 +310,11 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
         return Err("no job defined: give at least --name=JOB".to_owned());
     }
     for job in &jobs {
-        if job.filename.is_none() {
+        if job.target == Target::Agent {
+            if job.url.is_none() {
+                return Err(format!("job {:?}: --target=agent needs --url=http://HOST:PORT", job.name));
+            }
+        } else if job.filename.is_none() {
             return Err(format!("job {:?}: no --filename given", job.name));
         }
         if job.time_based && job.runtime_us.is_none() {
@@ -305,7 +326,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
                 job.name
             ));
         }
-        if job.target == Target::Store && job.bs > shardstore::store::SHARD_SIZE_BYTES_MAX {
+        if job.target != Target::Device && job.bs > shardstore::store::SHARD_SIZE_BYTES_MAX {
             return Err(format!("job {:?}: bs {} exceeds the largest shard", job.name, job.bs));
         }
         if job.offset % job.bs != 0 {
@@ -344,6 +365,12 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_job_needs_a_url_not_a_file() {
+        let inv = parse("--name=a --target=agent --url=http://127.0.0.1:7480/ --rw=write --bs=1m").unwrap();
+        assert_eq!((inv.jobs[0].target, inv.jobs[0].url.as_deref()), (Target::Agent, Some("127.0.0.1:7480")));
+    }
+
+    #[test]
     fn mixes_follow_fio() {
         let inv = parse("--name=m --filename=/d --rw=randrw --rwmixwrite=30").unwrap();
         assert_eq!(inv.jobs[0].rw.read_percent(inv.jobs[0].rwmixread), 70);
@@ -368,6 +395,10 @@ mod tests {
             ("--name=a --filename=/d --iodepth", "needs a value"),
             ("--name=a --filename=/d job.fio", "job files"),
             ("--name=a --filename=/d --bs=8k --offset=4k", "not a multiple of bs"),
+            ("--name=a --target=agent", "needs --url"),
+            ("--name=a --target=agent --url=https://h:1", "not an http:// URL"),
+            ("--name=a --target=agent --url=http://h:1/v1", "expected http://HOST:PORT"),
+            ("--name=a --filename=/d --target=cloud", "unsupported target"),
         ];
         for (line, want) in cases {
             let err = parse(line).unwrap_err();

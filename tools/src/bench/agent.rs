@@ -1,0 +1,177 @@
+//! `--target=agent --url=http://HOST:PORT`: the store jobs over the agent's
+//! HTTP API. `write` puts shards of `bs` bytes under keys `<job>/<n>` (as
+//! in the store mode, `/` sent as `%2F`), `read`/`randread` get them (put
+//! first when missing), `rw`/`randrw` mix by `rwmixread`. `iodepth` times
+//! `numjobs` client threads each keep one request in flight on its own
+//! keep-alive connection; a put counts once the agent answered 201, which
+//! it sends only when the shard is durable.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use shardstore::rng::Rng;
+
+use super::options::JobSpec;
+use super::run::{micros, DirStats, JobResult};
+
+fn path(job: &str, n: u64) -> String {
+    format!("/v1/shards/{job}%2F{n:010}")
+}
+
+/// One keep-alive HTTP/1.1 connection to the agent.
+struct Conn {
+    stream: TcpStream,
+    host: String,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    fn open(host: &str) -> anyhow::Result<Conn> {
+        let stream = TcpStream::connect(host).with_context(|| format!("cannot connect to the agent at {host}"))?;
+        stream.set_nodelay(true)?;
+        Ok(Conn { stream, host: host.to_owned(), buf: Vec::with_capacity(1 << 16) })
+    }
+
+    /// Sends a request and reads the answer; returns the status and the
+    /// body length.
+    fn call(&mut self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<(u16, usize)> {
+        let head = format!("{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n\r\n", self.host, body.len());
+        self.stream.write_all(head.as_bytes())?;
+        self.stream.write_all(body)?;
+        self.buf.clear();
+        let mut chunk = vec![0u8; 1 << 16];
+        let header_end = loop {
+            if let Some(p) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                bail!("the agent closed the connection");
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&self.buf[..header_end]).into_owned();
+        let status: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("no status line")?;
+        // A HEAD answer has the length of a body it does not send.
+        let len: usize = if method == "HEAD" {
+            0
+        } else {
+            head.lines()
+                .find_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case("content-length")))
+                .and_then(|(_, v)| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let mut have = self.buf.len() - header_end;
+        while have < len {
+            let n = self.stream.read(&mut chunk[..(len - have).min(1 << 16)])?;
+            if n == 0 {
+                bail!("the agent closed the connection in a body");
+            }
+            have += n;
+        }
+        Ok((status, len))
+    }
+}
+
+pub fn run_job(spec: &JobSpec) -> anyhow::Result<Vec<JobResult>> {
+    let host = spec.url.clone().expect("validated: agent jobs have a url");
+    let count = (spec.size.unwrap_or(256 << 20) / spec.bs).max(1);
+    let read_percent = spec.rw.read_percent(spec.rwmixread);
+    if read_percent > 0 {
+        let mut conn = Conn::open(&host)?;
+        let (status, _) = conn.call("HEAD", &path(&spec.name, count - 1), b"")?;
+        if status == 404 {
+            let payload = vec![0xA5u8; spec.bs as usize];
+            for n in 0..count {
+                let (status, _) = conn.call("PUT", &path(&spec.name, n), &payload)?;
+                if status != 201 {
+                    bail!("laying out {}: PUT answered {status}", path(&spec.name, n));
+                }
+            }
+        }
+    }
+    let usage_start = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
+    let clients = spec.iodepth as usize * spec.numjobs as usize;
+    let barrier = Arc::new(Barrier::new(clients));
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..clients)
+        .map(|c| {
+            let (spec, host, barrier, next) = (spec.clone(), host.clone(), Arc::clone(&barrier), Arc::clone(&next));
+            std::thread::spawn(move || client(&host, &spec, c as u64, count, &barrier, &next, started))
+        })
+        .collect();
+    let mut per_job: Vec<JobResult> =
+        (0..spec.numjobs).map(|_| JobResult { name: spec.name.clone(), jobs: 1, ..JobResult::default() }).collect();
+    for (c, h) in handles.into_iter().enumerate() {
+        let r = h.join().expect("client thread panicked")?;
+        per_job[c % spec.numjobs as usize].merge(&r);
+    }
+    // Client-side CPU: the agent's own is its process's.
+    let usage_end = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
+    let usr = micros(usage_end.user_time()).saturating_sub(micros(usage_start.user_time()));
+    let sys = micros(usage_end.system_time()).saturating_sub(micros(usage_start.system_time()));
+    for j in &mut per_job {
+        j.jobs = 1;
+        j.usr_cpu_us = usr / u64::from(spec.numjobs);
+        j.sys_cpu_us = sys / u64::from(spec.numjobs);
+    }
+    Ok(per_job)
+}
+
+fn client(
+    host: &str,
+    spec: &JobSpec,
+    client: u64,
+    count: u64,
+    barrier: &Barrier,
+    next: &AtomicU64,
+    started: Instant,
+) -> anyhow::Result<JobResult> {
+    let mut rng = Rng::new(spec.randseed ^ client.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let payload: Vec<u8> = (0..spec.bs).map(|_| rng.next_u64() as u8).collect();
+    let read_percent = spec.rw.read_percent(spec.rwmixread);
+    let mut conn = Conn::open(host)?;
+    let mut result = JobResult { name: spec.name.clone(), jobs: 1, ..JobResult::default() };
+    barrier.wait();
+    let ramp_end = started.elapsed().as_micros() as u64 + spec.ramp_time_us;
+    let end = spec.runtime_us.map_or(u64::MAX, |r| ramp_end + r);
+    let ops_limit = if spec.time_based { u64::MAX } else { count };
+    let mut measured_from = None;
+    loop {
+        let now = started.elapsed().as_micros() as u64;
+        if now >= end {
+            break;
+        }
+        let seq = next.fetch_add(1, Ordering::Relaxed);
+        if seq >= ops_limit {
+            break;
+        }
+        let n = if spec.rw.is_random() { rng.below(count) } else { seq % count };
+        let is_read = read_percent == 100 || (read_percent > 0 && rng.below(100) < u64::from(read_percent));
+        let p = path(&spec.name, n);
+        let t0 = Instant::now();
+        let (status, len) = if is_read { conn.call("GET", &p, b"")? } else { conn.call("PUT", &p, &payload)? };
+        let ns = t0.elapsed().as_nanos() as u64;
+        match (is_read, status) {
+            (true, 200) | (false, 201) => {}
+            _ => bail!("{} {p} answered {status}", if is_read { "GET" } else { "PUT" }),
+        }
+        if now < ramp_end {
+            continue;
+        }
+        measured_from.get_or_insert(now);
+        let dir: &mut DirStats = if is_read { &mut result.read } else { &mut result.write };
+        dir.io_bytes += if is_read { len as u64 } else { spec.bs };
+        dir.total_ios += 1;
+        dir.slat.record(0);
+        dir.clat.record(ns);
+        dir.lat.record(ns);
+    }
+    result.runtime_us = (started.elapsed().as_micros() as u64).saturating_sub(measured_from.unwrap_or(ramp_end));
+    Ok(result)
+}
