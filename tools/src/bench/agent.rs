@@ -8,15 +8,14 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use shardstore::rng::Rng;
 
 use super::options::JobSpec;
-use super::run::{micros, DirStats, JobResult};
+use super::run::{run_clients, DirStats, JobResult, Start};
 
 fn path(job: &str, n: u64) -> String {
     format!("/v1/shards/{job}%2F{n:010}")
@@ -94,50 +93,21 @@ pub fn run_job(spec: &JobSpec) -> anyhow::Result<Vec<JobResult>> {
             }
         }
     }
-    let usage_start = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
-    let clients = spec.iodepth as usize * spec.numjobs as usize;
-    let barrier = Arc::new(Barrier::new(clients));
-    let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let handles: Vec<_> = (0..clients)
-        .map(|c| {
-            let (spec, host, barrier, next) = (spec.clone(), host.clone(), Arc::clone(&barrier), Arc::clone(&next));
-            std::thread::spawn(move || client(&host, &spec, c as u64, count, &barrier, &next, started))
-        })
-        .collect();
-    let mut per_job: Vec<JobResult> =
-        (0..spec.numjobs).map(|_| JobResult { name: spec.name.clone(), jobs: 1, ..JobResult::default() }).collect();
-    for (c, h) in handles.into_iter().enumerate() {
-        let r = h.join().expect("client thread panicked")?;
-        per_job[c % spec.numjobs as usize].merge(&r);
-    }
-    // Client-side CPU: the agent's own is its process's.
-    let usage_end = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
-    let usr = micros(usage_end.user_time()).saturating_sub(micros(usage_start.user_time()));
-    let sys = micros(usage_end.system_time()).saturating_sub(micros(usage_start.system_time()));
-    for j in &mut per_job {
-        j.jobs = 1;
-        j.usr_cpu_us = usr / u64::from(spec.numjobs);
-        j.sys_cpu_us = sys / u64::from(spec.numjobs);
-    }
+    // CPU figures are the client's: the agent's is its own process's.
+    let threads = spec.iodepth as usize * spec.numjobs as usize;
+    let owned = spec.clone();
+    let per_job = run_clients(spec, threads, move |c, start| client(&host, &owned, c as u64, count, start))?;
     Ok(per_job)
 }
 
-fn client(
-    host: &str,
-    spec: &JobSpec,
-    client: u64,
-    count: u64,
-    barrier: &Barrier,
-    next: &AtomicU64,
-    started: Instant,
-) -> anyhow::Result<JobResult> {
+fn client(host: &str, spec: &JobSpec, client: u64, count: u64, start: &Start) -> anyhow::Result<JobResult> {
+    let (next, started) = (&start.next, start.started);
     let mut rng = Rng::new(spec.randseed ^ client.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let payload: Vec<u8> = (0..spec.bs).map(|_| rng.next_u64() as u8).collect();
     let read_percent = spec.rw.read_percent(spec.rwmixread);
     let mut conn = Conn::open(host)?;
     let mut result = JobResult { name: spec.name.clone(), jobs: 1, ..JobResult::default() };
-    barrier.wait();
+    start.barrier.wait();
     let ramp_end = started.elapsed().as_micros() as u64 + spec.ramp_time_us;
     let end = spec.runtime_us.map_or(u64::MAX, |r| ramp_end + r);
     let ops_limit = if spec.time_based { u64::MAX } else { count };

@@ -158,6 +158,55 @@ struct Slot {
     submitted_ns: u64,
 }
 
+/// Where client threads of one job start from: they wait at `barrier`,
+/// take operation numbers from `next`, and time themselves from `started`.
+#[derive(Debug)]
+pub(crate) struct Start {
+    pub barrier: std::sync::Barrier,
+    pub next: std::sync::atomic::AtomicU64,
+    pub started: Instant,
+}
+
+/// Runs `threads` client threads of `spec` (thread `t` runs `client(t,
+/// start)`), folds thread `t` into result `t % numjobs`, and charges the
+/// whole process's CPU over the run to the results, shared evenly: in the
+/// store and agent modes the work is done by threads that are not the
+/// clients (the store thread) or not ours at all.
+pub(crate) fn run_clients(
+    spec: &JobSpec,
+    threads: usize,
+    client: impl Fn(usize, &Start) -> anyhow::Result<JobResult> + Send + Sync + 'static,
+) -> anyhow::Result<Vec<JobResult>> {
+    let usage_start = getrusage(UsageWho::RUSAGE_SELF)?;
+    let start = Arc::new(Start {
+        barrier: std::sync::Barrier::new(threads),
+        next: std::sync::atomic::AtomicU64::new(0),
+        started: Instant::now(),
+    });
+    let client = Arc::new(client);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (start, client) = (Arc::clone(&start), Arc::clone(&client));
+            std::thread::spawn(move || client(t, &start))
+        })
+        .collect();
+    let jobs = spec.numjobs as usize;
+    let mut per_job: Vec<JobResult> =
+        (0..jobs).map(|_| JobResult { name: spec.name.clone(), jobs: 1, ..JobResult::default() }).collect();
+    for (t, h) in handles.into_iter().enumerate() {
+        per_job[t % jobs].merge(&h.join().expect("client thread panicked")?);
+    }
+    let usage_end = getrusage(UsageWho::RUSAGE_SELF)?;
+    let usr = micros(usage_end.user_time()).saturating_sub(micros(usage_start.user_time()));
+    let sys = micros(usage_end.system_time()).saturating_sub(micros(usage_start.system_time()));
+    for j in &mut per_job {
+        j.jobs = 1;
+        j.usr_cpu_us = usr / jobs as u64;
+        j.sys_cpu_us = sys / jobs as u64;
+    }
+    Ok(per_job)
+}
+
 /// A `getrusage` time in microseconds.
 pub(crate) fn micros(t: nix::sys::time::TimeVal) -> u64 {
     t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64

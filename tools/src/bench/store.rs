@@ -8,8 +8,8 @@
 //! durable, so a write job measures durable puts.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Barrier};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -19,7 +19,7 @@ use shardstore::rng::Rng;
 use shardstore::store::thread::{self, StoreHandle};
 
 use super::options::JobSpec;
-use super::run::{lay_out, micros, DirStats, JobResult};
+use super::run::{lay_out, run_clients, DirStats, JobResult, Start};
 
 fn key(job: &str, n: u64) -> Vec<u8> {
     format!("{job}/{n:010}").into_bytes()
@@ -76,32 +76,10 @@ pub fn run_job(spec: &JobSpec) -> anyhow::Result<Vec<JobResult>> {
     if read_percent > 0 && store.stat(&key(&spec.name, count - 1))?.is_none() {
         fill(&store, spec, count)?;
     }
-    // The work happens on the store thread and the clients: charge the
-    // whole process's CPU over the run to the job.
-    let usage_start = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
-    let jobs = spec.numjobs as usize;
-    let barrier = Arc::new(Barrier::new(jobs));
-    let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let handles: Vec<_> = (0..jobs)
-        .map(|j| {
-            let (store, spec, barrier, next) = (store.clone(), spec.clone(), Arc::clone(&barrier), Arc::clone(&next));
-            std::thread::spawn(move || client(&store, &spec, j as u64, count, &barrier, &next, started))
-        })
-        .collect();
-    let mut per_job = Vec::with_capacity(jobs);
-    for h in handles {
-        per_job.push(h.join().expect("client thread panicked")?);
-    }
-    let usage_end = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
-    let usr = micros(usage_end.user_time()).saturating_sub(micros(usage_start.user_time()));
-    let sys = micros(usage_end.system_time()).saturating_sub(micros(usage_start.system_time()));
-    let share = u64::from(spec.numjobs);
-    for j in &mut per_job {
-        j.jobs = 1;
-        j.usr_cpu_us = usr / share;
-        j.sys_cpu_us = sys / share;
-    }
+    let (client_store, owned) = (store.clone(), spec.clone());
+    let per_job = run_clients(spec, spec.numjobs as usize, move |j, start| {
+        client(&client_store, &owned, j as u64, count, start)
+    })?;
     store.close()?;
     join.join().expect("store thread panicked");
     Ok(per_job)
@@ -114,15 +92,8 @@ struct Done {
     result: shardstore::error::Result<u64>,
 }
 
-fn client(
-    store: &StoreHandle,
-    spec: &JobSpec,
-    job: u64,
-    count: u64,
-    barrier: &Barrier,
-    next: &AtomicU64,
-    started: Instant,
-) -> anyhow::Result<JobResult> {
+fn client(store: &StoreHandle, spec: &JobSpec, job: u64, count: u64, start: &Start) -> anyhow::Result<JobResult> {
+    let (next, started) = (&start.next, start.started);
     let mut rng = Rng::new(spec.randseed ^ job.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     // One buffer, shared by every put of the job (as fio reuses its buffers).
     let payload: bytes::Bytes = (0..spec.bs).map(|_| rng.next_u64() as u8).collect::<Vec<u8>>().into();
@@ -132,7 +103,7 @@ fn client(
     let (tx, rx) = mpsc::channel::<Done>();
     let mut issued_at: Vec<Option<(Instant, Vec<u8>)>> = (0..depth).map(|_| None).collect();
     let mut free: Vec<usize> = (0..depth).rev().collect();
-    barrier.wait();
+    start.barrier.wait();
     let ramp_end = started.elapsed().as_micros() as u64 + spec.ramp_time_us;
     let end = spec.runtime_us.map_or(u64::MAX, |r| ramp_end + r);
     let ops_limit = if spec.time_based { u64::MAX } else { count };
