@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 use shardstore::rng::Rng;
 
 use super::options::JobSpec;
-use super::run::{run_clients, DirStats, JobResult, Start};
+use super::run::{run_clients, JobResult, Start};
 
 fn path(job: &str, n: u64) -> String {
     format!("/v1/shards/{job}%2F{n:010}")
@@ -135,12 +135,7 @@ fn client(host: &str, spec: &JobSpec, client: u64, count: u64, start: &Start) ->
             continue;
         }
         measured_from.get_or_insert(now);
-        let dir: &mut DirStats = if is_read { &mut result.read } else { &mut result.write };
-        dir.io_bytes += if is_read { len as u64 } else { spec.bs };
-        dir.total_ios += 1;
-        dir.slat.record(0);
-        dir.clat.record(ns);
-        dir.lat.record(ns);
+        result.record_request(is_read, if is_read { len as u64 } else { spec.bs }, ns);
     }
     result.runtime_us = (started.elapsed().as_micros() as u64).saturating_sub(measured_from.unwrap_or(ramp_end));
     Ok(result)

@@ -64,6 +64,18 @@ pub struct JobResult {
 }
 
 impl JobResult {
+    /// Records one request served by the store or the agent: `bytes` moved
+    /// in `ns` from asking to the answer (no separate submission stage, so
+    /// `slat` is 0 and `clat` is the whole latency).
+    pub fn record_request(&mut self, is_read: bool, bytes: u64, ns: u64) {
+        let dir: &mut DirStats = if is_read { &mut self.read } else { &mut self.write };
+        dir.io_bytes += bytes;
+        dir.total_ios += 1;
+        dir.slat.record(0);
+        dir.clat.record(ns);
+        dir.lat.record(ns);
+    }
+
     pub fn merge(&mut self, o: &JobResult) {
         self.jobs += o.jobs;
         self.read.merge(&o.read);

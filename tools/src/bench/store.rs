@@ -19,7 +19,7 @@ use shardstore::rng::Rng;
 use shardstore::store::thread::{self, StoreHandle};
 
 use super::options::JobSpec;
-use super::run::{lay_out, run_clients, DirStats, JobResult, Start};
+use super::run::{lay_out, run_clients, JobResult, Start};
 
 fn key(job: &str, n: u64) -> Vec<u8> {
     format!("{job}/{n:010}").into_bytes()
@@ -153,12 +153,7 @@ fn client(store: &StoreHandle, spec: &JobSpec, job: u64, count: u64, start: &Sta
             continue;
         }
         measured_from.get_or_insert(now);
-        let dir: &mut DirStats = if done.is_read { &mut result.read } else { &mut result.write };
-        dir.io_bytes += bytes;
-        dir.total_ios += 1;
-        dir.slat.record(0);
-        dir.clat.record(ns);
-        dir.lat.record(ns);
+        result.record_request(done.is_read, bytes, ns);
     }
     result.runtime_us = (started.elapsed().as_micros() as u64).saturating_sub(measured_from.unwrap_or(ramp_end));
     Ok(result)
