@@ -27,6 +27,8 @@ pub const LIST_LIMIT_MAX: usize = 10_000;
 pub struct App {
     pub node: Node,
     pub body_timeout: Duration,
+    /// Request body memory, in KiB permits (`limits.body_memory_bytes_max`).
+    pub body_memory: tokio::sync::Semaphore,
     pub admin_token: Option<String>,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
@@ -369,8 +371,14 @@ fn parse_range(v: &HeaderValue, size: u64) -> Result<(u64, u64), ApiError> {
     Ok((start, end - start + 1))
 }
 
-/// The body of a put: at most the shard maximum, within the body timeout.
-async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+/// The body of a put: announced by `content-length`, at most the shard
+/// maximum, within the body memory budget, arriving within the body
+/// timeout. The permit holds its share of the budget until dropped.
+async fn read_body<'a>(
+    app: &'a App,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, tokio::sync::SemaphorePermit<'a>), ApiError> {
     let too_large = |size: String| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -378,11 +386,25 @@ async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, 
             format!("a body of {size} bytes is over the shard maximum of {SHARD_SIZE_BYTES_MAX}"),
         )
     };
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
-        if len > SHARD_SIZE_BYTES_MAX {
-            return Err(too_large(len.to_string()));
-        }
+    let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) else {
+        return Err(ApiError::new(
+            StatusCode::LENGTH_REQUIRED,
+            "LengthRequired",
+            "a put must announce its size in content-length",
+        ));
+    };
+    if len > SHARD_SIZE_BYTES_MAX {
+        return Err(too_large(len.to_string()));
     }
+    let kib = u32::try_from(len.div_ceil(1024)).expect("64 MiB in KiB fits u32");
+    let permit = app.body_memory.try_acquire_many(kib).map_err(|_| ApiError {
+        retry_after_s: Some(1),
+        ..ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Overloaded",
+            format!("the agent holds as many request bodies in memory as it may; a {len}-byte body must wait"),
+        )
+    })?;
     let limited = Limited::new(body, SHARD_SIZE_BYTES_MAX as usize);
     match tokio::time::timeout(app.body_timeout, limited.collect()).await {
         Err(_) => Err(ApiError::new(
@@ -398,7 +420,7 @@ async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, 
             "IncompleteBody",
             format!("the body could not be read ({e}); nothing was stored"),
         )),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Ok(collected)) => Ok((collected.to_bytes(), permit)),
     }
 }
 
@@ -425,7 +447,7 @@ async fn put_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     let key = key_of(req.uri().path())?;
     let (parts, body) = req.into_parts();
     let want_crc = client_crc(&parts.headers)?;
-    let data = read_body(&app, &parts.headers, body).await?;
+    let (data, _body_memory) = read_body(&app, &parts.headers, body).await?;
     let crc = crc32c::crc32c(&data);
     if let Some(want) = want_crc {
         if want != crc {

@@ -53,6 +53,9 @@ pub struct Limits {
     pub body_timeout_ms: u64,
     /// Time SIGTERM gives requests in flight before they are cut off.
     pub shutdown_grace_ms: u64,
+    /// Request bodies held in memory at once, in bytes; a put that would
+    /// pass it is refused (`Overloaded`) before its body is read.
+    pub body_memory_bytes_max: u64,
     /// Requests running on one device at once; more wait in its queue.
     pub device_concurrency: usize,
     /// Waiting requests past which a device's queue is served newest first.
@@ -68,6 +71,7 @@ impl Default for Limits {
             header_timeout_ms: 10_000,
             body_timeout_ms: 60_000,
             shutdown_grace_ms: 10_000,
+            body_memory_bytes_max: 1 << 30,
             device_concurrency: 32,
             device_lifo_after: 32,
             device_queue_max: 512,

@@ -24,7 +24,8 @@ fn start(dir: &Path) -> (Agent, SocketAddr) {
         &config,
         format!(
             "data_dir = \"{}\"\ndefault_device_size_bytes = {}\nadmin_token_file = \"{}\"\n\
-             [limits]\nheader_timeout_ms = 1000\nbody_timeout_ms = 1000\nheader_bytes_max = 8192\n",
+             [limits]\nheader_timeout_ms = 1000\nbody_timeout_ms = 1000\nheader_bytes_max = 8192\n\
+             body_memory_bytes_max = 1048576\n",
             dir.join("data").display(),
             512u64 << 20,
             token.display()
@@ -217,6 +218,25 @@ fn broken_slow_and_hostile_clients_get_errors_and_store_nothing() {
     let r = common::read_reply(&mut s, false);
     assert_eq!((r.status, r.code()), (408, "RequestTimeout".to_owned()));
     assert_eq!(get(addr, "slow").code(), "NotFound");
+
+    // Bodies held in memory are bounded: while one 768 KiB upload is
+    // arriving, a 512 KiB one is turned away before it is read.
+    let mut first = TcpStream::connect(addr).unwrap();
+    first.write_all(b"PUT /v1/shards/big-1 HTTP/1.1\r\nhost: t\r\ncontent-length: 786432\r\n\r\n").unwrap();
+    first.write_all(&[1u8; 1000]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let r = request(addr, "PUT", "/v1/shards/big-2", &[], &vec![2u8; 512 << 10]);
+    assert_eq!((r.status, r.code(), r.header("retry-after")), (503, "Overloaded".to_owned(), Some("1")));
+    first.write_all(&vec![1u8; 786_432 - 1000]).unwrap();
+    first.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(common::read_reply(&mut first, false).status, 201);
+    assert_eq!(get(addr, "big-2").code(), "NotFound");
+    // A put that does not announce its size is refused.
+    let r = raw(
+        addr,
+        b"PUT /v1/shards/chunked HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    );
+    assert_eq!((r.status, r.code()), (411, "LengthRequired".to_owned()));
 
     // The agent is still healthy after all of it.
     assert_eq!(get(addr, "anything").code(), "NotFound");
