@@ -318,3 +318,56 @@ fn fsck_finds_dead_space_corruption_and_dangling_references() {
     let problems: Vec<&str> = v["problems"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
     assert!(problems.iter().any(|p| p.contains("k/7") && p.contains("points at nothing")), "{problems:?}");
 }
+
+#[test]
+fn scrub_verifies_a_real_image_and_names_every_damaged_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("dev.img");
+    let p = img.to_str().unwrap();
+    formatted_store(&img, |store| {
+        for i in 0..12u32 {
+            store.put(format!("s/{i}").as_bytes(), &vec![i as u8; 9000 + i as usize * 1000]).unwrap();
+        }
+        store.put(b"big", &vec![9u8; (2 << 20) + 3]).unwrap();
+    });
+    let o = shardctl(&["scrub", p, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["chunks_verified"], 12 + 3, "{v}");
+    assert_eq!(v["superblock_copies_checked"], 4);
+    assert!(v["findings"].as_array().unwrap().is_empty());
+
+    // A flipped byte in one shard's data and a damaged superblock copy.
+    let offset = {
+        let o = shardctl(&["inspect", p, "--shard", "s/5", "--json"]);
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()["shard"]["chunk_offsets"][0].as_u64().unwrap()
+    };
+    write_at(&img, offset + 4321, &[0xA5]);
+    write_at(&img, 512 * 1024 + 100, &[0xFF; 8]); // superblock copy 1
+    let o = shardctl(&["scrub", p, "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut found: Vec<(String, String, u64)> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().to_owned(),
+                f["key"].as_str().unwrap_or("").to_owned(),
+                f["offset"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("chunk_checksum".to_owned(), "s/5".to_owned(), offset),
+            ("superblock_copy".to_owned(), String::new(), 512 * 1024)
+        ],
+        "{v}"
+    );
+    let text = String::from_utf8(shardctl(&["scrub", p]).stdout).unwrap();
+    assert!(text.contains("ChunkChecksum shard \"s/5\"") && text.contains("DAMAGED"), "{text}");
+}

@@ -17,6 +17,7 @@ pub mod fsck;
 pub mod index;
 pub mod meta;
 pub mod record;
+pub mod scrub;
 pub mod thread;
 
 use std::collections::HashMap;

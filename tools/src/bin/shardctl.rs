@@ -11,6 +11,7 @@ fn main() -> ExitCode {
         Command::Format(args) => shardnode_tools::shardctl::format::run(args),
         Command::Inspect(args) => shardnode_tools::shardctl::inspect::run(args),
         Command::Fsck(args) => shardnode_tools::shardctl::fsck::run(args),
+        Command::Scrub(args) => shardnode_tools::shardctl::scrub::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

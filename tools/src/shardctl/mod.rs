@@ -3,10 +3,11 @@
 pub mod format;
 pub mod fsck;
 pub mod inspect;
+pub mod scrub;
 
 use clap::{Parser, Subcommand};
 
-/// shardnode admin CLI: format, inspect and check devices.
+/// shardnode admin CLI: format, inspect, check and scrub devices.
 #[derive(Debug, Parser)]
 #[command(name = "shardctl", version, about)]
 pub struct Cli {
@@ -22,6 +23,8 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Rebuild the index from the extents and compare; verify every payload.
     Fsck(fsck::Args),
+    /// Verify every byte the store references; report each damaged place.
+    Scrub(scrub::Args),
 }
 
 /// Exit codes, documented in docs/cli.md.
