@@ -26,6 +26,9 @@ use crate::error::{Error, Result};
 /// Requests waiting for a store thread at most; beyond it callers get
 /// `Overloaded` rather than queueing without bound.
 pub const STORE_QUEUE_REQUESTS_MAX: usize = 4096;
+/// Longest a handle's usage figures (`StoreStats::usage`) lag behind the
+/// store while commits keep coming; they are exact once the queue drains.
+pub const USAGE_PUBLISH_INTERVAL_MS: u64 = 50;
 /// Idle time between background reclamation passes.
 pub const RECLAIM_IDLE_INTERVAL_MS: u64 = 100;
 
@@ -130,6 +133,7 @@ fn short_name(name: &str) -> String {
 
 fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
     let mut last_reclaim = Instant::now();
+    let (mut usage_dirty, mut last_publish) = (false, Instant::now());
     let mut pending: Vec<Request> = Vec::with_capacity(BATCH_OPS_MAX);
     let mut get_replies: HashMap<u64, Reply<Vec<u8>>> = HashMap::new();
     let mut next_get = 0u64;
@@ -150,9 +154,13 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                 Err(RecvTimeoutError::Timeout) => {
                     if last_reclaim.elapsed() >= Duration::from_millis(RECLAIM_IDLE_INTERVAL_MS) {
                         if let Ok(Some(_)) = store.reclaim() {
-                            wake.stats.publish(&store.usage());
+                            usage_dirty = true;
                         }
                         last_reclaim = Instant::now();
+                    }
+                    if usage_dirty {
+                        wake.stats.publish(&store.usage());
+                        (usage_dirty, last_publish) = (false, Instant::now());
                     }
                     None
                 }
@@ -206,7 +214,16 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             let results = store.commit(&ops);
             wake.stats.commits.fetch_add(1, Ordering::Relaxed);
             wake.stats.committed_ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
-            wake.stats.publish(&store.usage());
+            // Usage walks the extent table: under a stream of commits it is
+            // published at most every USAGE_PUBLISH_INTERVAL_MS, and at once
+            // when the queue has drained.
+            usage_dirty = true;
+            if wake.stats.queued.load(Ordering::Relaxed) == 0
+                || last_publish.elapsed() >= Duration::from_millis(USAGE_PUBLISH_INTERVAL_MS)
+            {
+                wake.stats.publish(&store.usage());
+                (usage_dirty, last_publish) = (false, Instant::now());
+            }
             for (r, reply) in results.into_iter().zip(replies) {
                 reply(r);
             }
