@@ -62,6 +62,11 @@ impl ScrubReport {
     pub fn is_clean(&self) -> bool {
         self.findings.is_empty()
     }
+
+    /// Records damage to metadata (no shard of its own).
+    fn metadata(&mut self, kind: FindingKind, offset: u64, len: u64, detail: String) {
+        self.findings.push(Finding { kind, key: None, offset, len, detail });
+    }
 }
 
 impl Store {
@@ -106,13 +111,12 @@ impl Store {
                     c.index, sb.sequence, self.sb.sequence
                 ),
             };
-            report.findings.push(Finding {
-                kind: FindingKind::SuperblockCopy,
-                key: None,
-                offset: c.offset,
-                len: crate::constants::SUPERBLOCK_COPY_SIZE_BYTES,
+            report.metadata(
+                FindingKind::SuperblockCopy,
+                c.offset,
+                crate::constants::SUPERBLOCK_COPY_SIZE_BYTES,
                 detail,
-            });
+            );
         }
     }
 
@@ -123,26 +127,24 @@ impl Store {
         let bytes = match super::read_bytes(self.dev.as_mut(), start, checkpoint_len) {
             Ok(b) => b,
             Err(e) => {
-                report.findings.push(Finding {
-                    kind: FindingKind::Checkpoint,
-                    key: None,
-                    offset: start,
-                    len: checkpoint_len as u64,
-                    detail: format!("checkpoint unreadable: {e}"),
-                });
+                report.metadata(
+                    FindingKind::Checkpoint,
+                    start,
+                    checkpoint_len as u64,
+                    format!("checkpoint unreadable: {e}"),
+                );
                 return;
             }
         };
         report.metadata_bytes_verified += bytes.len() as u64;
         let mut prev = crc32c::crc32c(&bytes);
         if prev != self.sb.store.checkpoint_crc {
-            report.findings.push(Finding {
-                kind: FindingKind::Checkpoint,
-                key: None,
-                offset: start,
-                len: checkpoint_len as u64,
-                detail: "checkpoint checksum differs from the superblock's".to_owned(),
-            });
+            report.metadata(
+                FindingKind::Checkpoint,
+                start,
+                checkpoint_len as u64,
+                "checkpoint checksum differs from the superblock's".to_owned(),
+            );
             return;
         }
         let log_start = start + checkpoint_len as u64;
@@ -151,25 +153,18 @@ impl Store {
             let block = match super::read_bytes(self.dev.as_mut(), at, BLOCK) {
                 Ok(b) => b,
                 Err(e) => {
-                    report.findings.push(Finding {
-                        kind: FindingKind::LogBlock,
-                        key: None,
-                        offset: at,
-                        len: BLOCK as u64,
-                        detail: format!("log block {i} unreadable: {e}"),
-                    });
+                    report.metadata(FindingKind::LogBlock, at, BLOCK as u64, format!("log block {i} unreadable: {e}"));
                     return;
                 }
             };
             report.metadata_bytes_verified += BLOCK as u64;
             let Some((crc, _)) = meta::decode_log_block(&block, self.sb.store.epoch, i, prev) else {
-                report.findings.push(Finding {
-                    kind: FindingKind::LogBlock,
-                    key: None,
-                    offset: at,
-                    len: BLOCK as u64,
-                    detail: format!("log block {i} no longer continues the log (damaged since it was replayed)"),
-                });
+                report.metadata(
+                    FindingKind::LogBlock,
+                    at,
+                    BLOCK as u64,
+                    format!("log block {i} no longer continues the log (damaged since it was replayed)"),
+                );
                 return;
             };
             prev = crc;

@@ -4,9 +4,6 @@
 
 use std::path::PathBuf;
 
-use shardstore::device::{self, OpenOptions};
-use shardstore::store::Store;
-
 use super::exit;
 
 #[derive(Debug, clap::Args)]
@@ -19,9 +16,7 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<u8> {
-    let options = OpenOptions { read_only: true, exclusive: false, queue_depth: 8, ..OpenOptions::default() };
-    let dev = device::open(&args.device, &options)?;
-    let mut store = Store::open_read_only(Box::new(dev))?;
+    let mut store = super::open_store_read_only(&args.device)?;
     let report = store.fsck();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -27,6 +27,19 @@ pub enum Command {
     Scrub(scrub::Args),
 }
 
+/// Opens the store on a device without writing anything and without
+/// claiming it exclusively (the checks read only).
+pub fn open_store_read_only(device: &std::path::Path) -> anyhow::Result<shardstore::store::Store> {
+    let options = shardstore::device::OpenOptions {
+        read_only: true,
+        exclusive: false,
+        queue_depth: 8,
+        ..shardstore::device::OpenOptions::default()
+    };
+    let dev = shardstore::device::open(device, &options)?;
+    Ok(shardstore::store::Store::open_read_only(Box::new(dev))?)
+}
+
 /// Exit codes, documented in docs/cli.md.
 pub mod exit {
     pub const OK: u8 = 0;

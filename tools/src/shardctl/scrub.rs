@@ -7,9 +7,6 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use shardstore::device::{self, OpenOptions};
-use shardstore::store::Store;
-
 use super::exit;
 use crate::units::human_bytes;
 
@@ -23,9 +20,7 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<u8> {
-    let options = OpenOptions { read_only: true, exclusive: false, queue_depth: 8, ..OpenOptions::default() };
-    let dev = device::open(&args.device, &options)?;
-    let mut store = Store::open_read_only(Box::new(dev))?;
+    let mut store = super::open_store_read_only(&args.device)?;
     let started = Instant::now();
     let show_progress = !args.json && std::io::stderr().is_terminal();
     let mut last_shown = Instant::now();
