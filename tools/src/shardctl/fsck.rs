@@ -2,18 +2,9 @@
 //! compare it with the index the checkpoint and log recover, and verify
 //! every stored payload. Read-only.
 
-use std::path::PathBuf;
-
 use super::exit;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Block device or regular file to check.
-    pub device: PathBuf,
-    /// Machine-readable output.
-    #[arg(long)]
-    pub json: bool,
-}
+pub use super::CheckArgs as Args;
 
 pub fn run(args: &Args) -> anyhow::Result<u8> {
     let mut store = super::open_store_read_only(&args.device)?;

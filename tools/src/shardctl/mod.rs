@@ -27,6 +27,16 @@ pub enum Command {
     Scrub(scrub::Args),
 }
 
+/// The arguments of the read-only checks (`fsck`, `scrub`).
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Block device or regular file to check (one no agent holds).
+    pub device: std::path::PathBuf,
+    /// Machine-readable output (no progress line).
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Opens the store on a device without writing anything and without
 /// claiming it exclusively (the checks read only).
 pub fn open_store_read_only(device: &std::path::Path) -> anyhow::Result<shardstore::store::Store> {

@@ -4,20 +4,12 @@
 //! anything is wrong. Read-only: use it on a device no agent holds.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::time::Instant;
 
 use super::exit;
 use crate::units::human_bytes;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Block device or regular file to verify.
-    pub device: PathBuf,
-    /// Machine-readable output (no progress line).
-    #[arg(long)]
-    pub json: bool,
-}
+pub use super::CheckArgs as Args;
 
 pub fn run(args: &Args) -> anyhow::Result<u8> {
     let mut store = super::open_store_read_only(&args.device)?;
