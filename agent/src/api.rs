@@ -93,9 +93,6 @@ fn store_error(node: &Node, slot: Option<usize>, e: Error) -> ApiError {
             retry_after_s: Some(1),
             ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Overloaded", format!("{device}: {reason}"))
         },
-        Error::InvalidArgument(m) if m.contains("store thread has stopped") => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "DeviceFailed", m)
-        }
         Error::InvalidArgument(m) => ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "InvalidRange", m),
         other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "DeviceFailed", other.to_string()),
     }
@@ -282,6 +279,14 @@ async fn list(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Result<
     Ok(Json(json!({ "shards": shards, "truncated": truncated, "next_start_after": next })))
 }
 
+/// The device holding `key`, or `404 NotFound`.
+async fn find(node: &Node, key: &[u8]) -> Result<node::Found, ApiError> {
+    node.locate(key)
+        .await
+        .map_err(|e| store_error(node, None, e))?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no shard {}", encode_key(key))))
+}
+
 fn crc_header(crc: u32) -> HeaderValue {
     HeaderValue::from_str(&format!("{crc:08x}")).expect("hex is a valid header value")
 }
@@ -289,10 +294,7 @@ fn crc_header(crc: u32) -> HeaderValue {
 async fn head_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
     let key = key_of(req.uri().path())?;
     let _read = app.node.stripe(&key).read().await;
-    let found = app.node.locate(&key).await.map_err(|e| store_error(&app.node, None, e))?;
-    let Some(found) = found else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no shard {}", encode_key(&key))));
-    };
+    let found = find(&app.node, &key).await?;
     let mut r = Response::new(Body::empty());
     let h = r.headers_mut();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(found.stat.size));
@@ -306,10 +308,7 @@ async fn get_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     let key = key_of(req.uri().path())?;
     refuse_early(&app.node, &key)?;
     let _read = app.node.stripe(&key).read().await;
-    let found = app.node.locate(&key).await.map_err(|e| store_error(&app.node, None, e))?;
-    let Some(found) = found else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no shard {}", encode_key(&key))));
-    };
+    let found = find(&app.node, &key).await?;
     let size = found.stat.size;
     let range = match req.headers().get(header::RANGE) {
         Some(v) => Some(parse_range(v, size)?),
@@ -500,9 +499,7 @@ async fn delete_shard(State(app): State<Arc<App>>, req: Request) -> Result<Respo
     let node = &app.node;
     refuse_early(node, &key)?;
     let _write = node.stripe(&key).write().await;
-    let Some(found) = node.locate(&key).await.map_err(|e| store_error(node, None, e))? else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no shard {}", encode_key(&key))));
-    };
+    let found = find(node, &key).await?;
     let store = node.slots[found.slot].store.as_ref().expect("located on an open device");
     let permit = admit(node, found.slot, deadline).await?;
     node::delete(store, &key).await.map_err(|e| store_error(node, Some(found.slot), e))?;

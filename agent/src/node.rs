@@ -101,7 +101,7 @@ async fn ask<T: Send + 'static>(
     submit(Box::new(move |r| {
         let _ = tx.send(r);
     }))?;
-    rx.await.map_err(|_| Error::InvalidArgument(format!("{}: the store thread has stopped", store.name())))?
+    rx.await.map_err(|_| store.gone())?
 }
 
 pub async fn stat(store: &StoreHandle, key: &[u8]) -> Result<Option<ShardStat>, Error> {

@@ -68,6 +68,9 @@ pub enum Error {
     #[error("{device}: {reason}")]
     Busy { device: String, reason: String },
 
+    #[error("{device}: the store thread has stopped; the device is no longer served")]
+    Stopped { device: String },
+
     #[error("{device}: submission queue is full ({depth} operations in flight); reap completions first")]
     QueueFull { device: String, depth: usize },
 

@@ -363,8 +363,9 @@ impl StoreHandle {
         &self.name
     }
 
-    fn gone(&self) -> Error {
-        Error::InvalidArgument(format!("{}: the store thread has stopped", self.name))
+    /// The error for a request the thread can no longer answer.
+    pub fn gone(&self) -> Error {
+        Error::Stopped { device: self.name.clone() }
     }
 
     pub fn put(&self, key: &[u8], data: impl Into<Bytes>) -> Result<()> {
