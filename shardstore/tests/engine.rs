@@ -240,3 +240,56 @@ fn a_waker_ends_a_wait_from_another_thread_and_never_counts_as_a_completion() {
     let mut psync = SyncDevice::open(&path, &OpenOptions::default()).unwrap();
     assert!(psync.waker().unwrap().is_none());
 }
+
+/// Whether `bytes` are in the file at `offset`, read through the page
+/// cache by another descriptor (the kernel's view, not the ring's).
+fn file_holds(path: &Path, offset: u64, bytes: &[u8]) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut seen = vec![0u8; bytes.len()];
+    std::fs::File::open(path).unwrap().read_exact_at(&mut seen, offset).unwrap();
+    seen == bytes
+}
+
+#[test]
+fn operations_reach_the_kernel_when_the_submission_batch_fills() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_file(dir.path(), 1 << 20);
+    let data = pattern(0, 4096, 7);
+    let write = |dev: &mut UringDevice, offset: u64| {
+        let mut buf = shardstore::device::IoBuf::standalone(4096).unwrap();
+        buf.as_mut_slice().copy_from_slice(&data);
+        dev.submit(IoOp { token: offset, kind: IoKind::Write { offset, buf, fua: false } }).unwrap();
+    };
+    let arrives = |offset: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if file_holds(&path, offset, &data) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        false
+    };
+
+    // The default hands each operation over at once: the write lands
+    // without anyone reaping it.
+    let mut dev = UringDevice::open(&path, &OpenOptions::default()).unwrap();
+    write(&mut dev, 0);
+    assert!(arrives(0), "a submitted write must reach the kernel before the next reap");
+    let mut done = Vec::new();
+    dev.reap(1, &mut done).unwrap();
+    done[0].result.as_ref().unwrap();
+    drop(dev);
+
+    // With a batch of two, one write waits in the ring until a second
+    // fills the batch.
+    let mut dev = UringDevice::open(&path, &OpenOptions { submit_batch: 2, ..OpenOptions::default() }).unwrap();
+    write(&mut dev, 8192);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!file_holds(&path, 8192, &data), "a lone write in an unfilled batch must not have been submitted");
+    write(&mut dev, 16384);
+    assert!(arrives(8192) && arrives(16384), "a full batch is handed over");
+    done.clear();
+    dev.reap(2, &mut done).unwrap();
+    assert!(done.iter().all(|c| c.result.is_ok()));
+}

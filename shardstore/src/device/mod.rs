@@ -71,6 +71,13 @@ pub struct OpenOptions {
     /// How long to keep retrying while the device is busy before failing
     /// with `Busy` (see `OPEN_BUSY_WAIT_MS_MAX` for why it can be busy).
     pub busy_wait_ms: u64,
+    /// Queued operations are handed to the kernel as soon as this many are
+    /// waiting (and always before waiting for completions). 1, the default,
+    /// hands each over at once, as fio's `iodepth_batch_submit=1` does: on
+    /// virtualised disks a batch submitted together tends to complete
+    /// together, which starves the device of depth until the whole batch
+    /// is back (io_uring only).
+    pub submit_batch: u32,
 }
 
 impl Default for OpenOptions {
@@ -82,6 +89,7 @@ impl Default for OpenOptions {
             buffers: None,
             register_file: true,
             busy_wait_ms: crate::constants::OPEN_BUSY_WAIT_MS_MAX,
+            submit_batch: 1,
         }
     }
 }

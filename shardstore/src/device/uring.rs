@@ -65,6 +65,8 @@ pub struct UringDevice {
     slots: Vec<Option<InFlight>>,
     free_slots: Vec<u32>,
     queued: usize,
+    /// `OpenOptions::submit_batch`: queued SQEs that trigger an enter.
+    submit_batch: usize,
     in_flight: usize,
     /// The wake eventfd, once a waker was asked for, and whether a poll on
     /// it is in the ring.
@@ -172,6 +174,7 @@ impl UringDevice {
             slots: (0..depth).map(|_| None).collect(),
             free_slots: (0..depth as u32).rev().collect(),
             queued: 0,
+            submit_batch: options.submit_batch.max(1) as usize,
             in_flight: 0,
             wake: None,
             wake_armed: false,
@@ -320,6 +323,12 @@ impl BlockDevice for UringDevice {
         }
         self.queued += 1;
         self.in_flight += 1;
+        if self.queued >= self.submit_batch {
+            // The operation is accepted either way: if the kernel refuses
+            // the enter now, the SQE stays queued and the next enter, in
+            // `reap`, reports the failure.
+            let _ = self.enter(0);
+        }
         Ok(())
     }
 

@@ -81,6 +81,10 @@ pub struct JobSpec {
     pub rwmixread: u32,
     pub bs: u64,
     pub iodepth: u32,
+    /// fio's `iodepth_batch_submit` (alias `iodepth_batch`): how many
+    /// queued I/Os are handed to the kernel together; 1 (the default)
+    /// submits each at once, 0 means `iodepth`.
+    pub iodepth_batch_submit: u32,
     pub numjobs: u32,
     pub size: Option<u64>,
     pub offset: u64,
@@ -114,6 +118,7 @@ impl Default for JobSpec {
             rwmixread: 50,
             bs: 4096,
             iodepth: 1,
+            iodepth_batch_submit: 1,
             numjobs: 1,
             size: None,
             offset: 0,
@@ -151,6 +156,8 @@ const KNOWN: &[&str] = &[
     "rwmixwrite",
     "bs",
     "iodepth",
+    "iodepth_batch_submit",
+    "iodepth_batch",
     "numjobs",
     "size",
     "offset",
@@ -170,7 +177,7 @@ const KNOWN: &[&str] = &[
 ];
 
 pub const USAGE: &str = "usage: shardbench --name=JOB --filename=PATH [--rw=read|write|randread|randwrite|rw|randrw] \
-[--bs=4k] [--iodepth=N] [--numjobs=N] [--size=SIZE] [--offset=SIZE] [--runtime=30] [--time_based] \
+[--bs=4k] [--iodepth=N] [--iodepth_batch_submit=N] [--numjobs=N] [--size=SIZE] [--offset=SIZE] [--runtime=30] [--time_based] \
 [--ramp_time=T] [--rwmixread=PCT] [--direct=1] [--ioengine=io_uring|psync] [--fixedbufs=0|1] \
 [--registerfiles=0|1] [--lat_percentiles=0|1] [--target=device|store|agent] [--url=http://HOST:PORT] [--group_reporting] \
 [--output-format=normal|json]";
@@ -220,6 +227,9 @@ fn apply(job: &mut JobSpec, key: &str, value: &str) -> Result<(), String> {
             job.bs = bs;
         }
         "iodepth" => job.iodepth = parse_u32(key, value, 1, shardstore::constants::QUEUE_DEPTH_MAX)?,
+        "iodepth_batch_submit" | "iodepth_batch" => {
+            job.iodepth_batch_submit = parse_u32(key, value, 0, shardstore::constants::QUEUE_DEPTH_MAX)?;
+        }
         "numjobs" => job.numjobs = parse_u32(key, value, 1, 256)?,
         "size" => job.size = Some(parse_size(value).map_err(|e| format!("option size: {e}"))?),
         "offset" => job.offset = parse_size(value).map_err(|e| format!("option offset: {e}"))?,
@@ -374,6 +384,18 @@ mod tests {
     fn mixes_follow_fio() {
         let inv = parse("--name=m --filename=/d --rw=randrw --rwmixwrite=30").unwrap();
         assert_eq!(inv.jobs[0].rw.read_percent(inv.jobs[0].rwmixread), 70);
+    }
+
+    #[test]
+    fn submission_batches_follow_fio() {
+        let inv = parse("--name=a --filename=/d --iodepth=32").unwrap();
+        assert_eq!(inv.jobs[0].iodepth_batch_submit, 1, "fio submits each I/O at once by default");
+        let inv = parse("--name=a --filename=/d --iodepth=32 --iodepth_batch=8").unwrap();
+        assert_eq!(inv.jobs[0].iodepth_batch_submit, 8);
+        let inv = parse("--name=a --filename=/d --iodepth_batch_submit=0").unwrap();
+        assert_eq!(inv.jobs[0].iodepth_batch_submit, 0);
+        let err = parse("--name=a --filename=/d --iodepth_batch_submit=-1").unwrap_err();
+        assert!(err.contains("option iodepth_batch_submit"), "{err}");
     }
 
     #[test]

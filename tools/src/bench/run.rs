@@ -157,6 +157,10 @@ fn open(spec: &JobSpec, path: &Path, pool: &BufferPool) -> anyhow::Result<Box<dy
         queue_depth: spec.iodepth,
         buffers: spec.fixedbufs.then(|| pool.clone()),
         register_file: spec.registerfiles,
+        submit_batch: match spec.iodepth_batch_submit {
+            0 => spec.iodepth,
+            n => n,
+        },
         ..OpenOptions::default()
     };
     Ok(match spec.ioengine {
@@ -187,7 +191,7 @@ pub(crate) struct Start {
 pub(crate) fn run_clients(
     spec: &JobSpec,
     threads: usize,
-    client: impl Fn(usize, &Start) -> anyhow::Result<JobResult> + Send + Sync + 'static,
+    client: impl Fn(usize, &Arc<Start>) -> anyhow::Result<JobResult> + Send + Sync + 'static,
 ) -> anyhow::Result<Vec<JobResult>> {
     let usage_start = getrusage(UsageWho::RUSAGE_SELF)?;
     let start = Arc::new(Start {

@@ -2,14 +2,15 @@
 //! shards of `bs` bytes under keys `<job>/<n>` for n in 0..size/bs (a
 //! time-based job wraps around and overwrites, as fio rewrites a file);
 //! `read`/`randread` get them (laid out first if missing, as fio lays out a
-//! file); `rw`/`randrw` mix by `rwmixread`. Each of `numjobs` threads keeps
+//! file); `rw`/`randrw` mix by `rwmixread`. Each of `numjobs` jobs keeps
 //! `iodepth` requests in flight on the store's queue, as a fio job keeps
-//! `iodepth` I/Os in flight on its ring; each put is acknowledged only when
-//! durable, so a write job measures durable puts.
+//! `iodepth` I/Os in flight on its ring, issuing the next request from the
+//! completion of the last (see [`client`]); each put is acknowledged only
+//! when durable, so a write job measures durable puts.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -85,76 +86,128 @@ pub fn run_job(spec: &JobSpec) -> anyhow::Result<Vec<JobResult>> {
     Ok(per_job)
 }
 
-/// What comes back from the store thread for one request.
-struct Done {
-    slot: usize,
-    is_read: bool,
-    result: shardstore::error::Result<u64>,
+/// The state of one job whose requests are issued from their completions.
+struct Chain {
+    store: StoreHandle,
+    spec: JobSpec,
+    start: Arc<Start>,
+    count: u64,
+    read_percent: u32,
+    payload: bytes::Bytes,
+    ramp_end: u64,
+    end: u64,
+    ops_limit: u64,
+    state: Mutex<ChainState>,
+    finished: Condvar,
 }
 
-fn client(store: &StoreHandle, spec: &JobSpec, job: u64, count: u64, start: &Start) -> anyhow::Result<JobResult> {
-    let (next, started) = (&start.next, start.started);
+struct ChainState {
+    rng: Rng,
+    in_flight: usize,
+    stopping: bool,
+    measured_from: Option<u64>,
+    result: JobResult,
+    error: Option<anyhow::Error>,
+}
+
+impl Chain {
+    /// Issues one more request unless the job is over; called with the state locked.
+    fn issue(self: &Arc<Self>, st: &mut ChainState) {
+        if st.stopping || self.start.started.elapsed().as_micros() as u64 >= self.end {
+            st.stopping = true;
+            return;
+        }
+        let seq = self.start.next.fetch_add(1, Ordering::Relaxed);
+        if seq >= self.ops_limit {
+            st.stopping = true;
+            return;
+        }
+        let n = if self.spec.rw.is_random() { st.rng.below(self.count) } else { seq % self.count };
+        let is_read =
+            self.read_percent == 100 || (self.read_percent > 0 && st.rng.below(100) < u64::from(self.read_percent));
+        let k = key(&self.spec.name, n);
+        let (me, name, t0) = (Arc::clone(self), k.clone(), Instant::now());
+        let done = move |r: shardstore::error::Result<u64>| {
+            let ns = t0.elapsed().as_nanos() as u64;
+            let mut st = me.state.lock().expect("chain state");
+            st.in_flight -= 1;
+            match r {
+                Ok(bytes) => {
+                    let now = me.start.started.elapsed().as_micros() as u64;
+                    if now >= me.ramp_end {
+                        st.measured_from.get_or_insert(now);
+                        st.result.record_request(is_read, bytes, ns);
+                    }
+                    me.issue(&mut st);
+                }
+                Err(e) => {
+                    let what = if is_read { "get" } else { "put" };
+                    let e = anyhow::Error::new(e).context(format!("{what} {}", String::from_utf8_lossy(&name)));
+                    st.error.get_or_insert(e);
+                    st.stopping = true;
+                }
+            }
+            if st.in_flight == 0 {
+                me.finished.notify_all();
+            }
+        };
+        st.in_flight += 1;
+        let queued = if is_read {
+            self.store.submit_get(k, 0, u64::MAX, move |r| done(r.map(|b| b.len() as u64)))
+        } else {
+            let bytes = self.spec.bs;
+            self.store.submit_put(k, self.payload.clone(), move |r| done(r.map(|()| bytes)))
+        };
+        if let Err(e) = queued {
+            st.in_flight -= 1;
+            st.error.get_or_insert(anyhow::Error::new(e).context("queueing a request on the store"));
+            st.stopping = true;
+        }
+    }
+}
+
+/// Runs one job: issues `iodepth` requests, then each completion (on the
+/// store thread) records itself and issues the job's next request, as a
+/// fio job issues its next I/O from its reap loop; this thread waits for
+/// the last one. Requests still go through the store's queue.
+fn client(store: &StoreHandle, spec: &JobSpec, job: u64, count: u64, start: &Arc<Start>) -> anyhow::Result<JobResult> {
     let mut rng = Rng::new(spec.randseed ^ job.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     // One buffer, shared by every put of the job (as fio reuses its buffers).
     let payload: bytes::Bytes = (0..spec.bs).map(|_| rng.next_u64() as u8).collect::<Vec<u8>>().into();
-    let read_percent = spec.rw.read_percent(spec.rwmixread);
-    let depth = spec.iodepth as usize;
-    let mut result = JobResult { name: spec.name.clone(), jobs: 1, ..JobResult::default() };
-    let (tx, rx) = mpsc::channel::<Done>();
-    let mut issued_at: Vec<Option<(Instant, Vec<u8>)>> = (0..depth).map(|_| None).collect();
-    let mut free: Vec<usize> = (0..depth).rev().collect();
     start.barrier.wait();
-    let ramp_end = started.elapsed().as_micros() as u64 + spec.ramp_time_us;
-    let end = spec.runtime_us.map_or(u64::MAX, |r| ramp_end + r);
-    let ops_limit = if spec.time_based { u64::MAX } else { count };
-    let mut measured_from = None;
-    let mut stopping = false;
-    loop {
-        // Keep `iodepth` requests in flight until the time or the work runs out.
-        while !stopping && !free.is_empty() {
-            if started.elapsed().as_micros() as u64 >= end {
-                stopping = true;
-                break;
-            }
-            let seq = next.fetch_add(1, Ordering::Relaxed);
-            if seq >= ops_limit {
-                stopping = true;
-                break;
-            }
-            let n = if spec.rw.is_random() { rng.below(count) } else { seq % count };
-            let is_read = read_percent == 100 || (read_percent > 0 && rng.below(100) < u64::from(read_percent));
-            let slot = free.pop().expect("a free slot");
-            let k = key(&spec.name, n);
-            issued_at[slot] = Some((Instant::now(), k.clone()));
-            let tx = tx.clone();
-            let queued = if is_read {
-                store.submit_get(k, 0, u64::MAX, move |r| {
-                    let _ = tx.send(Done { slot, is_read, result: r.map(|b| b.len() as u64) });
-                })
-            } else {
-                let bytes = spec.bs;
-                store.submit_put(k, payload.clone(), move |r| {
-                    let _ = tx.send(Done { slot, is_read, result: r.map(|()| bytes) });
-                })
-            };
-            queued.context("queueing a request on the store")?;
-        }
-        if free.len() == depth {
-            break;
-        }
-        let done = rx.recv().context("the store thread stopped")?;
-        let (t0, k) = issued_at[done.slot].take().expect("a request in flight in this slot");
-        free.push(done.slot);
-        let what = if done.is_read { "get" } else { "put" };
-        let bytes = done.result.with_context(|| format!("{what} {}", String::from_utf8_lossy(&k)))?;
-        let ns = t0.elapsed().as_nanos() as u64;
-        let now = started.elapsed().as_micros() as u64;
-        if now < ramp_end {
-            continue;
-        }
-        measured_from.get_or_insert(now);
-        result.record_request(done.is_read, bytes, ns);
+    let ramp_end = start.started.elapsed().as_micros() as u64 + spec.ramp_time_us;
+    let chain = Arc::new(Chain {
+        store: store.clone(),
+        spec: spec.clone(),
+        start: Arc::clone(start),
+        count,
+        read_percent: spec.rw.read_percent(spec.rwmixread),
+        payload,
+        ramp_end,
+        end: spec.runtime_us.map_or(u64::MAX, |r| ramp_end + r),
+        ops_limit: if spec.time_based { u64::MAX } else { count },
+        state: Mutex::new(ChainState {
+            rng,
+            in_flight: 0,
+            stopping: false,
+            measured_from: None,
+            result: JobResult { name: spec.name.clone(), jobs: 1, ..JobResult::default() },
+            error: None,
+        }),
+        finished: Condvar::new(),
+    });
+    let mut st = chain.state.lock().expect("chain state");
+    for _ in 0..spec.iodepth {
+        chain.issue(&mut st);
     }
-    result.runtime_us = (started.elapsed().as_micros() as u64).saturating_sub(measured_from.unwrap_or(ramp_end));
+    while st.in_flight > 0 {
+        st = chain.finished.wait(st).expect("chain state");
+    }
+    if let Some(e) = st.error.take() {
+        return Err(e);
+    }
+    let mut result = std::mem::take(&mut st.result);
+    result.runtime_us =
+        (start.started.elapsed().as_micros() as u64).saturating_sub(st.measured_from.unwrap_or(ramp_end));
     Ok(result)
 }
