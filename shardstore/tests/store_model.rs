@@ -14,6 +14,7 @@ use shardstore::device::sim::{Fate, Fault, SimConfig, SimDevice, SimHandle};
 use shardstore::error::{Error, OpKind};
 use shardstore::format::{format, FormatOptions};
 use shardstore::rng::Rng;
+use shardstore::store::scrub::ScrubSettings;
 use shardstore::store::{Op, Store};
 
 const KEYS: [&str; 8] = ["a/1", "a/2", "a/3", "b/1", "b/22", "c", "c/x", "zz"];
@@ -69,6 +70,12 @@ enum Step {
         key: usize,
         pick: u64,
     },
+    /// The background scrubber runs `steps` steps unthrottled, then
+    /// (with a fate seed) the machine crashes.
+    Scrub {
+        steps: u16,
+        crash: Option<u64>,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -90,6 +97,7 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(key, size, seed, budget, delete, fate_seed)| Step::CrashDuring { key, size, seed, budget, delete, fate_seed }),
         1 => key.clone().prop_map(|key| Step::ReadError { key }),
         1 => (key, any::<u64>()).prop_map(|(key, pick)| Step::BitRot { key, pick }),
+        2 => (1..400u16, proptest::option::of(any::<u64>())).prop_map(|(steps, crash)| Step::Scrub { steps, crash }),
     ]
 }
 
@@ -311,6 +319,33 @@ impl Harness {
                 self.handle.rot_bit(at, bit);
                 self.rotted.insert(k.to_vec());
                 self.check_get(k);
+            }
+            Step::Scrub { steps, crash } => {
+                let store = self.store();
+                store.set_scrub_settings(ScrubSettings { unthrottled: true, ..ScrubSettings::default() });
+                let mut finished = Vec::new();
+                for _ in 0..steps {
+                    store.scrub_step().unwrap();
+                    store.poll_gets(false, &mut finished).unwrap();
+                }
+                assert!(finished.is_empty(), "no get was in progress");
+                if let Some(fate_seed) = crash {
+                    let mut rng = Rng::new(fate_seed);
+                    self.handle.crash_with(|_, w| match rng.below(3) {
+                        0 => Fate::Persist,
+                        1 => Fate::Drop,
+                        _ => Fate::Tear((0..w.data.len() / 512).map(|_| rng.chance(1, 2)).collect()),
+                    });
+                    self.reopen();
+                }
+                // The repair list holds only shards whose bits were
+                // flipped: the scrubber reports no damage nobody injected.
+                for d in self.store().damaged_shards() {
+                    assert!(self.rotted.contains(d.key.as_bytes()), "{} listed as damaged: {d:?}", d.key);
+                }
+                for k in self.rotted.clone() {
+                    self.check_get(&k);
+                }
             }
         }
         self.store().check_invariants();

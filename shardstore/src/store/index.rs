@@ -147,6 +147,11 @@ impl Index {
         self.entries.iter().map(|e| (e.key(), e.meta()))
     }
 
+    /// Keys and shards from `start` on, in key order.
+    pub fn iter_from<'a>(&'a self, start: Bound<&'a [u8]>) -> impl Iterator<Item = (&'a [u8], ShardMeta)> + 'a {
+        self.entries.range::<[u8], _>((start, Bound::Unbounded)).map(|e| (e.key(), e.meta()))
+    }
+
     /// Keys and sizes from `start` on, in key order.
     pub fn sizes_from<'a>(&'a self, start: Bound<&'a [u8]>) -> impl Iterator<Item = (&'a [u8], u64)> + 'a {
         self.entries.range::<[u8], _>((start, Bound::Unbounded)).map(|e| (e.key(), e.size()))

@@ -15,7 +15,9 @@ use crate::constants::BLOCK_SIZE_BYTES;
 
 pub const LOG_MAGIC: [u8; 4] = *b"SHLG";
 pub const CHECKPOINT_MAGIC: [u8; 4] = *b"SHCP";
-pub const CHECKPOINT_VERSION: u32 = 1;
+/// Version 2 added each extent's verification time, the scrub cursor and
+/// the list of damaged shards; version 1 checkpoints are still read.
+pub const CHECKPOINT_VERSION: u32 = 2;
 pub const LOG_HEADER_BYTES: usize = 40;
 pub const BLOCK: usize = BLOCK_SIZE_BYTES as usize;
 /// Room for records in one log block.
@@ -25,6 +27,8 @@ const TAG_PUT: u8 = 1;
 const TAG_DELETE: u8 = 2;
 const TAG_RELOCATE: u8 = 3;
 const TAG_RESET: u8 = 4;
+const TAG_SCRUBBED: u8 = 5;
+const TAG_DAMAGED: u8 = 6;
 
 /// Where one chunk record lives, and the CRC32C its payload must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -141,6 +145,64 @@ pub enum LogRecord {
         extent: u32,
         generation: u32,
     },
+    /// The scrubber verified every live chunk of `extent` (of
+    /// `generation`) that was there at `checked_ms`; the scrub state
+    /// after it.
+    Scrubbed {
+        extent: u32,
+        generation: u32,
+        checked_ms: u64,
+        scrub: ScrubCursor,
+    },
+    /// The scrubber found chunk `chunk` of the shard written at
+    /// `sequence` damaged: the shard is on the repair list until it is
+    /// replaced or deleted.
+    Damaged {
+        key: Vec<u8>,
+        damage: Damage,
+    },
+}
+
+/// Where the background scrubber is in its passes over the extents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ScrubCursor {
+    /// The next extent to verify.
+    pub next_extent: u32,
+    /// When the pass in progress started (0: none yet).
+    pub pass_started_ms: u64,
+    /// When the last complete pass ended (0: never).
+    pub last_pass_ms: u64,
+    /// Complete passes so far.
+    pub passes: u64,
+}
+
+/// What the scrubber found wrong with one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Damage {
+    pub sequence: u64,
+    pub chunk: u32,
+    /// A `scrub::FindingKind` code.
+    pub kind: u8,
+    /// Device offset and length of the damaged bytes.
+    pub offset: u64,
+    pub len: u64,
+    pub found_ms: u64,
+}
+
+fn put_cursor(out: &mut Vec<u8>, c: &ScrubCursor) {
+    out.extend_from_slice(&c.next_extent.to_le_bytes());
+    out.extend_from_slice(&c.pass_started_ms.to_le_bytes());
+    out.extend_from_slice(&c.last_pass_ms.to_le_bytes());
+    out.extend_from_slice(&c.passes.to_le_bytes());
+}
+
+fn put_damage(out: &mut Vec<u8>, d: &Damage) {
+    out.extend_from_slice(&d.sequence.to_le_bytes());
+    out.extend_from_slice(&d.chunk.to_le_bytes());
+    out.push(d.kind);
+    out.extend_from_slice(&d.offset.to_le_bytes());
+    out.extend_from_slice(&d.len.to_le_bytes());
+    out.extend_from_slice(&d.found_ms.to_le_bytes());
 }
 
 fn put_key(out: &mut Vec<u8>, key: &[u8]) {
@@ -178,6 +240,18 @@ impl LogRecord {
                 out.push(TAG_RESET);
                 out.extend_from_slice(&extent.to_le_bytes());
                 out.extend_from_slice(&generation.to_le_bytes());
+            }
+            LogRecord::Scrubbed { extent, generation, checked_ms, scrub } => {
+                out.push(TAG_SCRUBBED);
+                out.extend_from_slice(&extent.to_le_bytes());
+                out.extend_from_slice(&generation.to_le_bytes());
+                out.extend_from_slice(&checked_ms.to_le_bytes());
+                put_cursor(out, scrub);
+            }
+            LogRecord::Damaged { key, damage } => {
+                out.push(TAG_DAMAGED);
+                put_key(out, key);
+                put_damage(out, damage);
             }
         }
     }
@@ -272,12 +346,43 @@ impl<'a> Reader<'a> {
                 to: self.locator()?,
             }),
             TAG_RESET => Some(LogRecord::Reset { extent: self.u32()?, generation: self.u32()? }),
+            TAG_SCRUBBED => Some(LogRecord::Scrubbed {
+                extent: self.u32()?,
+                generation: self.u32()?,
+                checked_ms: self.u64()?,
+                scrub: self.cursor()?,
+            }),
+            TAG_DAMAGED => Some(LogRecord::Damaged { key: self.key()?, damage: self.damage()? }),
             _ => None,
         }
     }
 
     pub fn key_and_meta(&mut self) -> Option<(Vec<u8>, ShardMeta)> {
         Some((self.key()?, self.meta()?))
+    }
+
+    pub fn cursor(&mut self) -> Option<ScrubCursor> {
+        Some(ScrubCursor {
+            next_extent: self.u32()?,
+            pass_started_ms: self.u64()?,
+            last_pass_ms: self.u64()?,
+            passes: self.u64()?,
+        })
+    }
+
+    pub fn damage(&mut self) -> Option<Damage> {
+        Some(Damage {
+            sequence: self.u64()?,
+            chunk: self.u32()?,
+            kind: self.u8()?,
+            offset: self.u64()?,
+            len: self.u64()?,
+            found_ms: self.u64()?,
+        })
+    }
+
+    pub fn key_and_damage(&mut self) -> Option<(Vec<u8>, Damage)> {
+        Some((self.key()?, self.damage()?))
     }
 }
 
@@ -335,15 +440,23 @@ pub fn decode_log_block(block: &[u8], epoch: u64, index: u64, prev_crc: u32) -> 
 /// The fixed part of a checkpoint, in its first 64 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckpointHeader {
+    /// 1 or 2 (see `CHECKPOINT_VERSION`); what `encode` writes is always
+    /// the current version.
+    pub version: u32,
     pub epoch: u64,
     pub next_sequence: u64,
     pub entry_count: u64,
     pub extent_count: u64,
-    /// Bytes of extent table and entries after the header block.
+    /// Bytes of extent table, entries and damaged list after the header
+    /// block.
     pub body_len: u64,
+    /// Version 2: entries of the damaged list after the shard entries, and
+    /// the scrub cursor.
+    pub damaged_count: u64,
+    pub scrub: ScrubCursor,
 }
 
-pub const CHECKPOINT_HEADER_BYTES: usize = 48;
+pub const CHECKPOINT_HEADER_BYTES: usize = 84;
 
 impl CheckpointHeader {
     pub fn encode(&self, out: &mut [u8]) {
@@ -355,6 +468,10 @@ impl CheckpointHeader {
         out[24..32].copy_from_slice(&self.entry_count.to_le_bytes());
         out[32..40].copy_from_slice(&self.extent_count.to_le_bytes());
         out[40..48].copy_from_slice(&self.body_len.to_le_bytes());
+        out[48..56].copy_from_slice(&self.damaged_count.to_le_bytes());
+        let mut cursor = Vec::with_capacity(28);
+        put_cursor(&mut cursor, &self.scrub);
+        out[56..84].copy_from_slice(&cursor);
     }
 
     pub fn decode(block: &[u8]) -> Option<CheckpointHeader> {
@@ -362,17 +479,37 @@ impl CheckpointHeader {
             return None;
         }
         let mut r = Reader::new(&block[4..CHECKPOINT_HEADER_BYTES]);
-        if r.u32()? != CHECKPOINT_VERSION {
+        let version = r.u32()?;
+        if !(1..=CHECKPOINT_VERSION).contains(&version) {
             return None;
         }
-        Some(CheckpointHeader {
+        let mut header = CheckpointHeader {
+            version,
             epoch: r.u64()?,
             next_sequence: r.u64()?,
             entry_count: r.u64()?,
             extent_count: r.u64()?,
             body_len: r.u64()?,
-        })
+            damaged_count: 0,
+            scrub: ScrubCursor::default(),
+        };
+        if version >= 2 {
+            header.damaged_count = r.u64()?;
+            header.scrub = r.cursor()?;
+        }
+        Some(header)
     }
+}
+
+/// Bytes an entry of the damaged list takes in a checkpoint.
+pub fn damage_entry_len(key: &[u8]) -> u64 {
+    1 + key.len() as u64 + 8 + 4 + 1 + 8 + 8 + 8
+}
+
+/// Encodes an entry of the damaged list for a checkpoint's body.
+pub fn encode_damage(key: &[u8], damage: &Damage, out: &mut Vec<u8>) {
+    put_key(out, key);
+    put_damage(out, damage);
 }
 
 /// Encodes a checkpoint entry (key and shard) for the body.
@@ -411,6 +548,16 @@ mod tests {
                 to: Locator { extent: 1, block: 2, crc: 3 },
             },
             LogRecord::Reset { extent: 7, generation: 2 },
+            LogRecord::Scrubbed {
+                extent: 3,
+                generation: 4,
+                checked_ms: 5,
+                scrub: ScrubCursor { next_extent: 4, pass_started_ms: 6, last_pass_ms: 7, passes: 8 },
+            },
+            LogRecord::Damaged {
+                key: b"e".to_vec(),
+                damage: Damage { sequence: 9, chunk: 10, kind: 11, offset: 12, len: 13, found_ms: 14 },
+            },
         ];
         let mut payload = Vec::new();
         for r in &records {

@@ -30,7 +30,10 @@ use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::superblock::{self, StoreRef, Superblock};
 use index::Index;
-use meta::{CheckpointHeader, Locator, LogRecord, ShardMeta, BLOCK, CHECKPOINT_HEADER_BYTES, LOG_PAYLOAD_BYTES_MAX};
+use meta::{
+    CheckpointHeader, Damage, Locator, LogRecord, ScrubCursor, ShardMeta, BLOCK, CHECKPOINT_HEADER_BYTES,
+    LOG_PAYLOAD_BYTES_MAX,
+};
 use record::{record_size_bytes, RecordHeader, CHUNK_SIZE_BYTES_MAX, KEY_SIZE_BYTES_MAX};
 
 /// Largest shard the store accepts.
@@ -58,6 +61,20 @@ pub struct ExtentInfo {
     pub write_blocks: u32,
     /// Blocks of records the index still references.
     pub live_blocks: u32,
+    /// Every live byte in the extent was known good (verified by the
+    /// scrubber, or written) at or after this time; 0 while it holds
+    /// nothing. Writes lower it to their time only when it is 0, so it is
+    /// never later than the truth.
+    pub checked_ms: u64,
+}
+
+impl ExtentInfo {
+    /// A record written at `written_ms` landed here.
+    fn note_write(&mut self, written_ms: u64) {
+        if self.checked_ms == 0 {
+            self.checked_ms = written_ms.max(1);
+        }
+    }
 }
 
 /// A write operation for [`Store::commit`]. A put's data is a shared
@@ -117,22 +134,38 @@ pub fn validate_key(key: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The encoded checkpoint for an index and extent table.
-pub fn encode_checkpoint(epoch: u64, next_sequence: u64, extents: &[ExtentInfo], index: &Index) -> Vec<u8> {
-    let mut body = Vec::with_capacity(extents.len() * 8 + index.len() * 64);
-    for e in extents {
+/// What a checkpoint holds besides the index.
+pub(crate) struct CheckpointState<'a> {
+    pub epoch: u64,
+    pub next_sequence: u64,
+    pub extents: &'a [ExtentInfo],
+    pub scrub: ScrubCursor,
+    pub damaged: &'a std::collections::BTreeMap<Vec<u8>, Damage>,
+}
+
+/// The encoded checkpoint for an index, extent table and scrub state.
+pub(crate) fn encode_checkpoint(state: &CheckpointState<'_>, index: &Index) -> Vec<u8> {
+    let mut body = Vec::with_capacity(state.extents.len() * 16 + index.len() * 64);
+    for e in state.extents {
         body.extend_from_slice(&e.generation.to_le_bytes());
         body.extend_from_slice(&e.write_blocks.to_le_bytes());
+        body.extend_from_slice(&e.checked_ms.to_le_bytes());
     }
     for (key, meta) in index.iter() {
         meta::encode_entry(key, &meta, &mut body);
     }
+    for (key, damage) in state.damaged {
+        meta::encode_damage(key, damage, &mut body);
+    }
     let header = CheckpointHeader {
-        epoch,
-        next_sequence,
+        version: meta::CHECKPOINT_VERSION,
+        epoch: state.epoch,
+        next_sequence: state.next_sequence,
         entry_count: index.len() as u64,
-        extent_count: extents.len() as u64,
+        extent_count: state.extents.len() as u64,
         body_len: body.len() as u64,
+        damaged_count: state.damaged.len() as u64,
+        scrub: state.scrub,
     };
     let total = (BLOCK + body.len()).next_multiple_of(BLOCK);
     let mut out = vec![0u8; total];
@@ -145,7 +178,14 @@ pub fn encode_checkpoint(epoch: u64, next_sequence: u64, extents: &[ExtentInfo],
 /// the reference the first superblock records.
 pub(crate) fn write_initial_checkpoint(dev: &mut dyn BlockDevice, layout: &Layout) -> Result<StoreRef> {
     let extents = vec![ExtentInfo::default(); layout.extent_count as usize];
-    let bytes = encode_checkpoint(1, 1, &extents, &Index::default());
+    let state = CheckpointState {
+        epoch: 1,
+        next_sequence: 1,
+        extents: &extents,
+        scrub: ScrubCursor::default(),
+        damaged: &std::collections::BTreeMap::new(),
+    };
+    let bytes = encode_checkpoint(&state, &Index::default());
     write_bytes(dev, layout.meta_offset, &bytes)?;
     // The first log block slot after it must not hold an old block that
     // continues the chain by accident: zero it.
@@ -201,6 +241,11 @@ pub struct Store {
     get_completions: Vec<Completion>,
     /// Gets finished while a commit drained the device, for the caller.
     finished_gets: Vec<(u64, Result<Vec<u8>>)>,
+    /// The background scrubber: its persisted cursor and the pass in
+    /// progress.
+    scrub: scrub::Background,
+    /// Shards the scrubber found damaged (the repair list), by key.
+    damaged: std::collections::BTreeMap<Vec<u8>, Damage>,
 }
 
 /// Data writes of one commit in flight: their completions, which
@@ -278,10 +323,14 @@ impl Store {
             .ok_or_else(|| corrupt("checkpoint length".to_owned(), half_offset))?;
         let mut r = meta::Reader::new(body);
         let mut extents = Vec::with_capacity(layout.extent_count as usize);
+        let table = || corrupt("checkpoint extent table".to_owned(), half_offset);
         for _ in 0..layout.extent_count {
-            let generation = r.u32().ok_or_else(|| corrupt("checkpoint extent table".to_owned(), half_offset))?;
-            let write_blocks = r.u32().ok_or_else(|| corrupt("checkpoint extent table".to_owned(), half_offset))?;
-            extents.push(ExtentInfo { generation, write_blocks, live_blocks: 0 });
+            let generation = r.u32().ok_or_else(table)?;
+            let write_blocks = r.u32().ok_or_else(table)?;
+            // A version 1 checkpoint has no verification times: the
+            // entries' write times stand in for them below.
+            let checked_ms = if header.version >= 2 { r.u64().ok_or_else(table)? } else { 0 };
+            extents.push(ExtentInfo { generation, write_blocks, live_blocks: 0, checked_ms });
         }
         let mut store = Store {
             dev,
@@ -305,16 +354,23 @@ impl Store {
             get_queue: std::collections::VecDeque::new(),
             get_completions: Vec::with_capacity(STORE_QUEUE_DEPTH),
             finished_gets: Vec::new(),
+            scrub: scrub::Background::new(header.scrub),
+            damaged: std::collections::BTreeMap::new(),
         };
         for _ in 0..header.entry_count {
             let (key, meta) = r.key_and_meta().ok_or_else(|| corrupt("checkpoint entry".to_owned(), half_offset))?;
-            store.apply(&LogRecord::Put { key, meta });
+            store.load_entry(&key, &meta, header.version);
+        }
+        for _ in 0..header.damaged_count {
+            let (key, damage) =
+                r.key_and_damage().ok_or_else(|| corrupt("checkpoint damaged list".to_owned(), half_offset))?;
+            store.damaged.insert(key, damage);
         }
         if !r.is_empty() {
             return Err(corrupt("checkpoint trailing bytes".to_owned(), half_offset));
         }
         store.replay_log(half_offset + half_size)?;
-        store.checkpoint_bytes = encode_checkpoint(0, 0, &store.extents, &store.index).len() as u64;
+        store.checkpoint_bytes = encode_checkpoint(&store.checkpoint_state(0), &store.index).len() as u64;
         // From now on a crash must be visible at the next open.
         if read_only {
             store.failed = Some("opened read-only".to_owned());
@@ -346,6 +402,26 @@ impl Store {
         Ok(())
     }
 
+    /// Loads one shard of a checkpoint: as a logged put, except that a
+    /// version 2 checkpoint already holds each extent's verification time.
+    fn load_entry(&mut self, key: &[u8], meta: &ShardMeta, version: u32) {
+        self.next_sequence = self.next_sequence.max(meta.sequence + 1);
+        for (i, l) in meta.locators().enumerate() {
+            let blocks = record_blocks(key.len(), meta.size, i);
+            let e = &mut self.extents[l.extent as usize];
+            e.live_blocks += blocks;
+            if version < 2 && e.checked_ms != 0 {
+                // No verification times: the oldest write in the extent.
+                e.checked_ms = e.checked_ms.min(meta.written_unix_ms.max(1));
+            } else {
+                e.note_write(meta.written_unix_ms);
+            }
+        }
+        if let Some(old) = self.index.insert(key, meta) {
+            self.release(key, &old);
+        }
+    }
+
     /// Applies one change to the index and the extent table. Used by
     /// recovery and, after the change is durable, by commit.
     fn apply(&mut self, record: &LogRecord) {
@@ -357,16 +433,19 @@ impl Store {
                     let e = &mut self.extents[l.extent as usize];
                     e.write_blocks = e.write_blocks.max(l.block + blocks);
                     e.live_blocks += blocks;
+                    e.note_write(meta.written_unix_ms);
                 }
                 if let Some(old) = self.index.insert(key, meta) {
                     self.release(key, &old);
                 }
+                self.damaged.remove(key.as_slice());
             }
             LogRecord::Delete { key, sequence } => {
                 self.next_sequence = self.next_sequence.max(sequence + 1);
                 if let Some(old) = self.index.remove(key) {
                     self.release(key, &old);
                 }
+                self.damaged.remove(key.as_slice());
             }
             LogRecord::Relocate { key, sequence, chunk, to } => {
                 if let Some(mut m) = self.index.get(key).filter(|m| m.sequence == *sequence) {
@@ -376,17 +455,45 @@ impl Store {
                     let e = &mut self.extents[to.extent as usize];
                     e.write_blocks = e.write_blocks.max(to.block + b);
                     e.live_blocks += b;
+                    // The copy was verified when read, but its time is not
+                    // logged: the shard's write time is earlier, so safe.
+                    e.note_write(m.written_unix_ms);
                     m.set_chunk(*chunk as usize, *to);
                     self.index.insert(key, &m);
                 }
             }
             LogRecord::Reset { extent, generation } => {
                 self.extents[*extent as usize] =
-                    ExtentInfo { generation: *generation, write_blocks: 0, live_blocks: 0 };
+                    ExtentInfo { generation: *generation, write_blocks: 0, live_blocks: 0, checked_ms: 0 };
                 if self.open_extent == Some(*extent) {
                     self.open_extent = None;
                 }
             }
+            LogRecord::Scrubbed { extent, generation, checked_ms, scrub } => {
+                let e = &mut self.extents[*extent as usize];
+                if e.generation == *generation && e.checked_ms != 0 {
+                    // Everything written before the pass over the extent
+                    // started was verified; anything written since is
+                    // newer than `checked_ms`.
+                    e.checked_ms = e.checked_ms.max(*checked_ms);
+                }
+                self.scrub.cursor = *scrub;
+            }
+            LogRecord::Damaged { key, damage } => {
+                if self.index.get(key).is_some_and(|m| m.sequence == damage.sequence) {
+                    self.damaged.insert(key.clone(), *damage);
+                }
+            }
+        }
+    }
+
+    fn checkpoint_state(&self, epoch: u64) -> CheckpointState<'_> {
+        CheckpointState {
+            epoch,
+            next_sequence: self.next_sequence,
+            extents: &self.extents,
+            scrub: self.scrub.cursor,
+            damaged: &self.damaged,
         }
     }
 
@@ -636,7 +743,11 @@ impl Store {
                     key
                 }
                 LogRecord::Delete { key, .. } => key,
-                LogRecord::Relocate { .. } | LogRecord::Reset { .. } => continue,
+                LogRecord::Damaged { key, .. } => {
+                    added += meta::damage_entry_len(key);
+                    continue;
+                }
+                LogRecord::Relocate { .. } | LogRecord::Reset { .. } | LogRecord::Scrubbed { .. } => continue,
             };
             if let Some(old) = self.index.get(key) {
                 removed += entry_len(key, old.chunk_count());
@@ -705,7 +816,7 @@ impl Store {
         self.check_usable()?;
         let epoch = self.sb.store.epoch + 1;
         let half = 1 - self.sb.store.half;
-        let bytes = encode_checkpoint(epoch, self.next_sequence, &self.extents, &self.index);
+        let bytes = encode_checkpoint(&self.checkpoint_state(epoch), &self.index);
         let half_size = self.sb.layout.meta_size_bytes / 2;
         if bytes.len() as u64 + BLOCK_SIZE_BYTES > half_size {
             return Err(Error::NoSpace(format!(
@@ -829,7 +940,10 @@ impl Store {
         let generation = self.extents[victim as usize].generation.wrapping_add(1);
         records.push((0, LogRecord::Reset { extent: victim, generation }));
         self.make_durable(&records)?;
-        debug_assert_eq!(self.extents[victim as usize], ExtentInfo { generation, write_blocks: 0, live_blocks: 0 });
+        debug_assert_eq!(
+            self.extents[victim as usize],
+            ExtentInfo { generation, write_blocks: 0, live_blocks: 0, checked_ms: 0 }
+        );
         Ok(Some((victim, moved)))
     }
 
@@ -891,6 +1005,18 @@ impl Store {
     /// range past the end) are returned at once.
     pub fn start_get(&mut self, id: u64, key: &[u8], offset: u64, len: u64) -> Result<()> {
         let meta = self.index.get(key).ok_or_else(|| Error::NotFound(key_text(key)))?;
+        if let Some(d) = self.damage_of(key, meta.sequence) {
+            let kind = scrub::FindingKind::from_code(d.kind).map_or("damage", scrub::FindingKind::name);
+            return Err(Error::Corruption {
+                device: self.name.clone(),
+                what: format!(
+                    "shard {:?} chunk {}: on the repair list ({kind} found by the scrubber)",
+                    key_text(key),
+                    d.chunk
+                ),
+                offset: d.offset,
+            });
+        }
         if offset > meta.size {
             return Err(Error::InvalidArgument(format!(
                 "range starts at {offset}, past the end of a {}-byte shard",
@@ -968,6 +1094,7 @@ impl Store {
             let why = format!("reaping reads failed: {e}");
             let _ = self.fail(&why);
             self.get_queue.clear();
+            self.scrub.abandon_windows();
             for ctx in self.gets.iter_mut().filter_map(Option::take) {
                 done.push((
                     ctx.id,
@@ -979,6 +1106,10 @@ impl Store {
         }
         for c in completions.drain(..) {
             let slot = (c.token >> 32) as u32;
+            if slot == scrub::SCRUB_TOKEN_SLOT {
+                self.scrub_window_done((c.token & 0xFFFF_FFFF) as usize, c);
+                continue;
+            }
             let chunk = (c.token & 0xFFFF_FFFF) as usize;
             let result = self.verify_chunk(slot, chunk, c);
             self.finish_chunk(slot, result, done);
@@ -998,9 +1129,9 @@ impl Store {
         self.dev.waker()
     }
 
-    /// Whether any get is still in progress.
+    /// Whether any read (a get, or a scrub window) is still in progress.
     pub fn gets_pending(&self) -> bool {
-        self.gets.iter().any(Option::is_some)
+        self.scrub.in_flight() > 0 || self.gets.iter().any(Option::is_some)
     }
 
     fn verify_chunk(&mut self, slot: u32, chunk: usize, c: Completion) -> Result<()> {

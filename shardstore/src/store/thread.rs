@@ -7,7 +7,9 @@
 //! Reads are served in arrival order from the in-memory index and the
 //! device. When the queue is idle it reclaims, at most one extent per
 //! `RECLAIM_IDLE_INTERVAL_MS`, so reclamation never competes with a busy
-//! queue but keeps ahead of a steady overwrite load.
+//! queue but keeps ahead of a steady overwrite load. The background
+//! scrubber (`scrub.rs`) takes a step whenever it asks to: its reads share
+//! the ring with the gets but only take the room the gets leave.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::scrub::{DamagedShard, ScrubSettings, ScrubStatus};
 use super::{Op, ShardStat, Store, Usage, BATCH_OPS_MAX, STORE_QUEUE_DEPTH};
 use crate::device::{BlockDevice, Wake};
 use crate::error::{Error, Result};
@@ -43,7 +46,17 @@ enum Request {
     List { prefix: Vec<u8>, start_after: Option<Vec<u8>>, limit: usize, reply: Reply<Vec<(Vec<u8>, u64)>> },
     Checkpoint(Reply<()>),
     Close(Reply<()>),
+    SetScrub(ScrubSettings, Reply<()>),
+    ScrubStatus(Reply<ScrubStatus>),
+    Damaged(Reply<Vec<DamagedShard>>),
 }
+
+/// How long an idle scrubber (paused, or nothing stored) waits before
+/// looking again.
+const SCRUB_IDLE_RECHECK_MS: u64 = 1000;
+/// Shortest interval between scrub steps while requests keep the thread
+/// busy (a finished scrub read also asks for a step at once).
+const SCRUB_BUSY_STEP_INTERVAL_US: u64 = 1000;
 
 /// A cheap, cloneable handle to a store thread.
 #[derive(Clone, Debug)]
@@ -138,6 +151,8 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
     let mut get_replies: HashMap<u64, Reply<Vec<u8>>> = HashMap::new();
     let mut next_get = 0u64;
     let mut finished = Vec::with_capacity(STORE_QUEUE_DEPTH);
+    let mut next_scrub = Instant::now();
+    let mut scrub_failing = false;
     loop {
         // While gets are in flight, look for new work without blocking, so
         // reads keep the device's queue full; otherwise sleep until work
@@ -149,7 +164,9 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                 Err(TryRecvError::Disconnected) => break,
             }
         } else {
-            match rx.recv_timeout(Duration::from_millis(RECLAIM_IDLE_INTERVAL_MS)) {
+            let wait = Duration::from_millis(RECLAIM_IDLE_INTERVAL_MS)
+                .min(next_scrub.saturating_duration_since(Instant::now()));
+            match rx.recv_timeout(wait) {
                 Ok(r) => Some(r),
                 Err(RecvTimeoutError::Timeout) => {
                     if last_reclaim.elapsed() >= Duration::from_millis(RECLAIM_IDLE_INTERVAL_MS) {
@@ -207,6 +224,13 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                 Request::Checkpoint(reply) => {
                     reply(store.checkpoint());
                 }
+                Request::SetScrub(settings, reply) => {
+                    store.set_scrub_settings(settings);
+                    next_scrub = Instant::now();
+                    reply(Ok(()));
+                }
+                Request::ScrubStatus(reply) => reply(Ok(store.scrub_status())),
+                Request::Damaged(reply) => reply(Ok(store.damaged_shards())),
                 Request::Close(reply) => closing = Some(reply),
             }
         }
@@ -235,6 +259,25 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             answer(&mut get_replies, &mut finished);
             reply(result);
             return;
+        }
+        let now = Instant::now();
+        if now >= next_scrub || store.scrub_wants_step() {
+            next_scrub = match store.scrub_step() {
+                Ok(Some(after)) => {
+                    scrub_failing = false;
+                    let busy =
+                        Duration::from_micros(if store.gets_pending() { SCRUB_BUSY_STEP_INTERVAL_US } else { 0 });
+                    now + after.max(busy)
+                }
+                Ok(None) => now + Duration::from_millis(SCRUB_IDLE_RECHECK_MS),
+                Err(e) => {
+                    if !scrub_failing {
+                        tracing::error!(device = %store.name, error = %e, "scrubbing stopped");
+                        scrub_failing = true;
+                    }
+                    now + Duration::from_millis(SCRUB_IDLE_RECHECK_MS)
+                }
+            };
         }
         store.take_finished_gets(&mut finished);
         if store.gets_pending() {
@@ -400,6 +443,25 @@ impl StoreHandle {
 
     pub fn checkpoint(&self) -> Result<()> {
         self.call(Request::Checkpoint)
+    }
+
+    /// Sets how the background scrubber runs (it takes effect at once).
+    pub fn set_scrub(&self, settings: ScrubSettings) -> Result<()> {
+        self.call(|reply| Request::SetScrub(settings, reply))
+    }
+
+    pub fn scrub_status(&self) -> Result<ScrubStatus> {
+        self.call(Request::ScrubStatus)
+    }
+
+    /// The repair list: shards the scrubber found damaged.
+    pub fn damaged_shards(&self) -> Result<Vec<DamagedShard>> {
+        self.call(Request::Damaged)
+    }
+
+    /// Queues a scrub status request (for async callers).
+    pub fn submit_scrub_status(&self, done: impl FnOnce(Result<ScrubStatus>) + Send + 'static) -> Result<()> {
+        self.send(Request::ScrubStatus(Box::new(done)))
     }
 
     /// Commits what is queued, checkpoints, records a clean shutdown and

@@ -1,0 +1,249 @@
+//! The background scrubber: it finds every injected fault that touches
+//! live data and nothing else, puts damaged shards on a durable repair
+//! list whose reads answer `Corruption`, repairs damaged metadata, resumes
+//! a pass from its persisted cursor after a restart (and claims no
+//! verification it did not finish), and paces itself by the deadline.
+
+use shardstore::device::sim::{Fault, SimConfig, SimDevice, SimHandle};
+use shardstore::error::{Error, OpKind};
+use shardstore::format::{format, FormatOptions};
+use shardstore::layout;
+use shardstore::rng::Rng;
+use shardstore::store::scrub::{FindingKind, ScrubSettings};
+use shardstore::store::Store;
+
+const DEVICE_BYTES: u64 = 128 << 20;
+const EXTENT_BYTES: u64 = 8 << 20;
+
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    (0..len).map(|_| rng.next_u64() as u8).collect()
+}
+
+fn new_store(seed: u64) -> (Store, SimHandle) {
+    let mut dev = SimDevice::new(SimConfig::new(DEVICE_BYTES, seed));
+    format(&mut dev, &FormatOptions { extent_size_bytes: EXTENT_BYTES, ..FormatOptions::default() }).unwrap();
+    let h = dev.handle();
+    (Store::open(Box::new(dev)).unwrap(), h)
+}
+
+fn unthrottled() -> ScrubSettings {
+    ScrubSettings { unthrottled: true, ..ScrubSettings::default() }
+}
+
+/// Steps the scrubber (and reaps its reads) until `done` holds; panics
+/// if that takes unreasonably many steps.
+fn scrub_until(store: &mut Store, mut done: impl FnMut(&Store) -> bool) {
+    let mut finished = Vec::new();
+    for _ in 0..100_000 {
+        if done(store) {
+            return;
+        }
+        store.scrub_step().unwrap();
+        store.poll_gets(false, &mut finished).unwrap();
+    }
+    panic!("the scrubber did not get there: {:#?}", store.scrub_status());
+}
+
+fn passes(store: &Store) -> u64 {
+    store.scrub_status().passes
+}
+
+const SIZES: [usize; 7] = [0, 1, 4000, 4096, 70_000, 1 << 20, (3 << 20) + 5];
+
+fn fill(store: &mut Store, count: usize) {
+    for (i, &len) in SIZES.iter().cycle().take(count).enumerate() {
+        store.put(format!("k{i:02}").as_bytes(), &data(len, i as u64)).unwrap();
+    }
+}
+
+#[test]
+fn a_background_pass_finds_exactly_the_injected_faults_and_lists_the_damaged_shards() {
+    let (mut store, h) = new_store(5);
+    fill(&mut store, 21);
+    store.put(b"gone", &data(50_000, 99)).unwrap();
+    let dead = store.chunk_locations(b"gone").unwrap()[0];
+    store.delete(b"gone").unwrap();
+
+    let payload = |store: &Store, key: &str, chunk: usize| store.chunk_locations(key.as_bytes()).unwrap()[chunk].0;
+    let flip_at = payload(&store, "k05", 0);
+    h.rot_bit(flip_at + 777, 3);
+    let multi = payload(&store, "k06", 2);
+    h.rot_bit(multi + 5, 0);
+    let header_at = payload(&store, "k10", 0) - 4096;
+    h.rot_bit(header_at + 20, 1);
+    let bad_sector = payload(&store, "k11", 0) + 8 * 4096;
+    h.inject(Fault { op: OpKind::Read, range: Some((bad_sector, 512)), skip: 0, remaining: None });
+    let copy2 = layout::copy_offset(DEVICE_BYTES, 2);
+    h.rot_bit(copy2 + 40, 6);
+    h.rot_bit(dead.0 + 10, 2);
+
+    store.set_scrub_settings(unthrottled());
+    scrub_until(&mut store, |s| passes(s) >= 1);
+    let status = store.scrub_status();
+    let mut found: Vec<(FindingKind, Option<String>, u64, u64)> =
+        status.recent_findings.iter().map(|f| (f.kind, f.key.clone(), f.offset, f.len)).collect();
+    found.sort_by_key(|f| f.2);
+    let mut want = vec![
+        (FindingKind::ChunkChecksum, Some("k05".to_owned()), flip_at, 1 << 20),
+        (FindingKind::ChunkChecksum, Some("k06".to_owned()), multi, 1 << 20),
+        (FindingKind::ChunkHeader, Some("k10".to_owned()), header_at, 4096),
+        (FindingKind::ChunkUnreadable, Some("k11".to_owned()), bad_sector, 512),
+        (FindingKind::SuperblockCopy, None, copy2, 4096),
+    ];
+    want.sort_by_key(|f| f.2);
+    assert_eq!(found, want, "findings:\n{:#?}", status.recent_findings);
+    let by_kind = |k: FindingKind| status.counters.findings[FindingKind::ALL.iter().position(|x| *x == k).unwrap()];
+    assert_eq!(by_kind(FindingKind::ChunkChecksum), 2);
+    assert_eq!(by_kind(FindingKind::ChunkUnreadable), 1);
+    assert!(status.counters.read_errors >= 1, "the unreadable window was counted");
+    // 21 shards: per cycle of seven sizes six one-chunk shards and a
+    // four-chunk one; four chunks are damaged.
+    assert_eq!(status.counters.chunks_verified, 3 * (6 + 4) - 4);
+
+    // One more step records the damage durably and repairs the metadata.
+    store.scrub_step().unwrap();
+    let mut listed: Vec<(String, FindingKind)> = store.damaged_shards().into_iter().map(|d| (d.key, d.kind)).collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        vec![
+            ("k05".to_owned(), FindingKind::ChunkChecksum),
+            ("k06".to_owned(), FindingKind::ChunkChecksum),
+            ("k10".to_owned(), FindingKind::ChunkHeader),
+            ("k11".to_owned(), FindingKind::ChunkUnreadable),
+        ]
+    );
+    for key in ["k05", "k06", "k10", "k11"] {
+        match store.get(key.as_bytes()) {
+            Err(Error::Corruption { what, .. }) => assert!(what.contains("repair list"), "{what}"),
+            other => panic!("{key}: a listed shard was answered with {:?}", other.map(|b| b.len())),
+        }
+    }
+    for i in [0usize, 1, 2, 3, 4, 7, 12, 20] {
+        assert_eq!(store.get(format!("k{i:02}").as_bytes()).unwrap(), data(SIZES[i % 7], i as u64), "k{i:02}");
+    }
+
+    // The list survives a crash; the superblock copy was rewritten.
+    h.clear_faults();
+    h.crash();
+    drop(store);
+    let mut store = Store::open(Box::new(h.attach())).unwrap();
+    assert_eq!(store.damaged_shards().len(), 4, "the repair list is durable");
+    assert!(matches!(store.get(b"k10"), Err(Error::Corruption { .. })));
+    let offline = store.scrub_pass(|_, _| {});
+    assert!(
+        offline.findings.iter().all(|f| f.kind != FindingKind::SuperblockCopy),
+        "the damaged superblock copy was repaired: {:#?}",
+        offline.findings
+    );
+    // Replacing a shard takes it off the list.
+    store.put(b"k05", &data(10, 1)).unwrap();
+    assert_eq!(store.damaged_shards().len(), 3);
+    assert_eq!(store.get(b"k05").unwrap(), data(10, 1));
+}
+
+#[test]
+fn damage_to_the_log_is_found_and_repaired_by_a_new_checkpoint() {
+    let (mut store, h) = new_store(6);
+    fill(&mut store, 14);
+    // The puts are in the log after the initial checkpoint: damage its
+    // first block (the index in memory is intact).
+    let sb = store.superblock().clone();
+    let half = sb.layout.meta_size_bytes / 2;
+    let log0 = sb.layout.meta_offset + u64::from(sb.store.half) * half + sb.store.checkpoint_len_bytes;
+    h.rot_bit(log0 + 100, 4);
+    store.set_scrub_settings(unthrottled());
+    scrub_until(&mut store, |s| passes(s) >= 1);
+    let kinds: Vec<FindingKind> = store.scrub_status().recent_findings.iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, vec![FindingKind::LogBlock]);
+    let epoch = store.superblock().store.epoch;
+    store.scrub_step().unwrap();
+    assert!(store.superblock().store.epoch > epoch, "a new checkpoint supersedes the damaged log");
+    // No healthy shard was lost: every one is there after a crash.
+    h.crash();
+    drop(store);
+    let mut store = Store::open(Box::new(h.attach())).unwrap();
+    for (i, &len) in SIZES.iter().cycle().take(14).enumerate() {
+        assert_eq!(store.get(format!("k{i:02}").as_bytes()).unwrap(), data(len, i as u64));
+    }
+    assert!(store.scrub_pass(|_, _| {}).is_clean());
+}
+
+#[test]
+fn a_restart_resumes_the_pass_from_the_persisted_cursor_and_claims_nothing_unfinished() {
+    let (mut store, h) = new_store(7);
+    // About 10 MiB per cycle of sizes: fill several extents.
+    fill(&mut store, 70);
+    let used: Vec<u32> =
+        store.extents().iter().enumerate().filter(|(_, e)| e.live_blocks > 0).map(|(i, _)| i as u32).collect();
+    assert!(used.len() >= 6, "data spans {} extents", used.len());
+    let written: Vec<u64> = store.extents().iter().map(|e| e.checked_ms).collect();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+
+    let scrub_started = shardstore::superblock::now_unix_ms();
+    store.set_scrub_settings(unthrottled());
+    let stop_at = used[3];
+    scrub_until(&mut store, |s| s.scrub_status().next_extent >= stop_at);
+    let before = store.scrub_status();
+    assert_eq!(before.passes, 0);
+    // Verification times of the extents behind the cursor moved on; the
+    // others did not.
+    for &e in &used {
+        let now = store.extents()[e as usize].checked_ms;
+        if e < stop_at {
+            // Verified when the scan of the extent started.
+            assert!(
+                now > written[e as usize] && now >= scrub_started && now <= shardstore::superblock::now_unix_ms(),
+                "extent {e} was verified at {now} (scrub started {scrub_started})"
+            );
+        } else {
+            assert_eq!(now, written[e as usize], "extent {e} not verified yet");
+        }
+    }
+    let verified_before = before.counters.chunks_verified;
+    // Start on the next extent, then lose power in the middle of it.
+    store.scrub_step().unwrap();
+    h.crash();
+    drop(store);
+
+    let mut store = Store::open(Box::new(h.attach())).unwrap();
+    let after = store.scrub_status();
+    assert_eq!(after.next_extent, stop_at, "the cursor was persisted");
+    assert_eq!(after.pass_started_ms, before.pass_started_ms);
+    assert_eq!(store.extents()[stop_at as usize].checked_ms, written[stop_at as usize], "no claim for a half scan");
+    let total_chunks: u64 = 10 * 10; // 70 shards: ten cycles of six one-chunk shards and one of four
+    store.set_scrub_settings(unthrottled());
+    scrub_until(&mut store, |s| passes(s) >= 1);
+    let resumed = store.scrub_status().counters.chunks_verified;
+    assert_eq!(verified_before + resumed, total_chunks, "the pass went on where it stopped, not from zero");
+    assert!(store.scrub_status().oldest_unverified_age_ms.unwrap() < 60_000);
+}
+
+#[test]
+fn the_rate_follows_the_deadline_the_data_and_the_ceiling() {
+    let (mut store, _h) = new_store(8);
+    let now = shardstore::superblock::now_unix_ms();
+    assert!(store.scrub_status().oldest_unverified_age_ms.is_none(), "nothing stored, nothing unverified");
+    fill(&mut store, 7);
+    let live = store.usage().live_bytes;
+    let day = 24 * 3600 * 1000;
+    store.set_scrub_settings(ScrubSettings { deadline_ms: day, ..ScrubSettings::default() });
+    // A pass aims to end within 90% of the deadline.
+    let want = live as f64 * 1000.0 / (0.9 * day as f64);
+    let rate = store.scrub_rate(now) as f64;
+    assert!((rate - want).abs() <= want * 0.01 + 1.0, "rate {rate}, want {want}");
+    fill(&mut store, 21);
+    assert!(store.scrub_rate(now) as f64 > 2.5 * want, "more data, a higher rate");
+    store.set_scrub_settings(ScrubSettings { deadline_ms: day, rate_bytes_max: Some(10), ..ScrubSettings::default() });
+    assert_eq!(store.scrub_rate(now), 10);
+    store.set_scrub_settings(ScrubSettings { unthrottled: true, ..ScrubSettings::default() });
+    assert_eq!(store.scrub_rate(now), u64::MAX);
+    // Paced at the default deadline, a step reads nothing yet: the
+    // allowance starts empty.
+    store.set_scrub_settings(ScrubSettings::default());
+    for _ in 0..50 {
+        store.scrub_step().unwrap();
+    }
+    assert_eq!(store.scrub_status().counters.chunks_verified, 0);
+}
