@@ -97,7 +97,7 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(key, size, seed, budget, delete, fate_seed)| Step::CrashDuring { key, size, seed, budget, delete, fate_seed }),
         1 => key.clone().prop_map(|key| Step::ReadError { key }),
         1 => (key, any::<u64>()).prop_map(|(key, pick)| Step::BitRot { key, pick }),
-        2 => (1..400u16, proptest::option::of(any::<u64>())).prop_map(|(steps, crash)| Step::Scrub { steps, crash }),
+        2 => (1..120u16, proptest::option::of(any::<u64>())).prop_map(|(steps, crash)| Step::Scrub { steps, crash }),
     ]
 }
 
