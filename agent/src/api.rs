@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use serde_json::json;
+use shardstore::store::scrub::{FindingKind, ScrubStatus};
 use shardstore::store::SHARD_SIZE_BYTES_MAX;
 use shardstore::Error;
 
@@ -109,6 +110,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/shards/{*key}", get(get_shard).head(head_shard).put(put_shard).delete(delete_shard))
         .route("/v1/devices/{id}/fence", post(fence))
         .route("/v1/devices/{id}/unfence", post(unfence))
+        .route("/v1/scrub", get(scrub_all))
+        .route("/v1/devices/{id}/scrub", get(scrub_one))
+        .route("/v1/devices/{id}/scrub/{action}", post(scrub_control))
+        .route("/v1/repairs", get(repairs))
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             ApiError::new(StatusCode::NOT_FOUND, "NoSuchRoute", format!("no route for {method} {}", uri.path()))
         })
@@ -180,6 +185,8 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    let mut scrubs: std::collections::HashMap<usize, Result<ScrubStatus, Error>> =
+        scrub_statuses(&app.node).await.into_iter().collect();
     let devices: Vec<_> = app
         .node
         .slots
@@ -211,6 +218,11 @@ async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
                 d["admission_waiting"] = json!(s.admission.waiting());
                 d["refused_overloaded"] = json!(s.admission.overloaded.load(Ordering::Relaxed));
                 d["refused_deadline"] = json!(s.admission.deadline_exceeded.load(Ordering::Relaxed));
+                match scrubs.remove(&s.id) {
+                    Some(Ok(st)) => d["scrub"] = scrub_json(&st),
+                    Some(Err(e)) => d["scrub"] = json!({ "error": e.to_string() }),
+                    None => {}
+                }
             }
             d
         })
@@ -219,7 +231,8 @@ async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    crate::metrics::publish_device_gauges(&app.node);
+    let scrubs = scrub_statuses(&app.node).await;
+    crate::metrics::publish_device_gauges(&app.node, &scrubs);
     match &app.metrics {
         Some(h) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
         None => ApiError::new(StatusCode::NOT_FOUND, "NoSuchRoute", "metrics are not enabled").into_response(),
@@ -534,13 +547,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn set_fence(app: &App, headers: &HeaderMap, id: &str, fenced: bool) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(app, headers)?;
-    let slot = id
-        .parse::<usize>()
+fn slot_by_id<'a>(app: &'a App, id: &str) -> Result<&'a node::Slot, ApiError> {
+    id.parse::<usize>()
         .ok()
         .and_then(|i| app.node.slots.get(i))
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no device {id}")))?;
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no device {id}")))
+}
+
+fn set_fence(app: &App, headers: &HeaderMap, id: &str, fenced: bool) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(app, headers)?;
+    let slot = slot_by_id(app, id)?;
     slot.fenced.store(fenced, Ordering::Relaxed);
     tracing::warn!(device = slot.id, path = %slot.path.display(), fenced, "device fence changed by operator");
     Ok(Json(json!({ "id": slot.id, "fenced": fenced })))
@@ -560,6 +576,126 @@ async fn unfence(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     set_fence(&app, &headers, &id, false)
+}
+
+/// A scrub status as the API shows it: times in seconds, findings by kind.
+pub fn scrub_json(st: &ScrubStatus) -> serde_json::Value {
+    let secs = |ms: u64| if ms == 0 { serde_json::Value::Null } else { json!(ms as f64 / 1000.0) };
+    let findings: serde_json::Map<String, serde_json::Value> =
+        FindingKind::ALL.iter().zip(st.counters.findings).map(|(k, n)| (k.name().to_owned(), json!(n))).collect();
+    let progress = if st.pass_total_bytes == 0 { 1.0 } else { st.pass_done_bytes as f64 / st.pass_total_bytes as f64 };
+    json!({
+        "state": if st.paused { "paused" } else if st.unthrottled { "running unthrottled" } else { "running" },
+        "oldest_unverified_age_seconds": st.oldest_unverified_age_ms.map(|ms| ms as f64 / 1000.0),
+        "deadline_seconds": st.deadline_ms / 1000,
+        "rate_bytes_per_second": if st.rate_bytes_per_s == u64::MAX { serde_json::Value::Null } else { json!(st.rate_bytes_per_s) },
+        "rate_bytes_max": st.rate_bytes_max,
+        "pass": {
+            "started_unix_seconds": secs(st.pass_started_ms),
+            "progress": progress,
+            "done_bytes": st.pass_done_bytes,
+            "total_bytes": st.pass_total_bytes,
+            "eta_unix_seconds": st.pass_eta_ms.map_or(serde_json::Value::Null, secs),
+            "next_extent": st.next_extent,
+        },
+        "last_pass_unix_seconds": secs(st.last_pass_ms),
+        "passes": st.passes,
+        "verified_bytes": st.counters.chunk_bytes_verified + st.counters.metadata_bytes_verified,
+        "verified_chunks": st.counters.chunks_verified,
+        "read_errors": st.counters.read_errors,
+        "findings": findings,
+        "damaged_shards": st.damaged_shards,
+        "recent_findings": st.recent_findings,
+    })
+}
+
+/// Each open device's scrub status, in device order.
+pub async fn scrub_statuses(node: &Node) -> Vec<(usize, Result<ScrubStatus, Error>)> {
+    let mut out = Vec::new();
+    for s in &node.slots {
+        if let Some(store) = &s.store {
+            out.push((s.id, node::scrub_status(store).await));
+        }
+    }
+    out
+}
+
+fn device_scrub_json(slot: &node::Slot, status: Result<ScrubStatus, Error>) -> serde_json::Value {
+    match status {
+        Ok(st) => json!({ "id": slot.id, "path": slot.path.display().to_string(), "scrub": scrub_json(&st) }),
+        Err(e) => json!({ "id": slot.id, "path": slot.path.display().to_string(), "error": e.to_string() }),
+    }
+}
+
+async fn scrub_all(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    let devices: Vec<_> = scrub_statuses(&app.node)
+        .await
+        .into_iter()
+        .map(|(id, st)| device_scrub_json(&app.node.slots[id], st))
+        .collect();
+    Json(json!({ "devices": devices }))
+}
+
+async fn scrub_one(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let slot = slot_by_id(&app, &id)?;
+    let store = open_store_of(slot)?;
+    Ok(Json(device_scrub_json(slot, node::scrub_status(store).await)))
+}
+
+fn open_store_of(slot: &node::Slot) -> Result<&shardstore::store::thread::StoreHandle, ApiError> {
+    slot.store.as_ref().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "DeviceFailed", format!("device {} is not open", slot.id))
+    })
+}
+
+/// `start` (scrub unthrottled until the pass in progress ends), `pause`,
+/// `resume`. Lasts until the agent restarts (the config's `scrub.paused`
+/// is what a start-up uses).
+async fn scrub_control(
+    State(app): State<Arc<App>>,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&app, &headers)?;
+    let slot = slot_by_id(&app, &id)?;
+    let store = open_store_of(slot)?;
+    let change: fn(&mut shardstore::store::scrub::ScrubSettings) = match action.as_str() {
+        "start" => |s| {
+            s.paused = false;
+            s.unthrottled = true;
+            s.until_pass_end = true;
+        },
+        "pause" => |s| s.paused = true,
+        "resume" => |s| s.paused = false,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NoSuchRoute",
+                format!("no scrub action {other:?} (start, pause, resume)"),
+            ))
+        }
+    };
+    node::update_scrub(store, change).await.map_err(|e| store_error(&app.node, Some(slot.id), e))?;
+    tracing::warn!(device = slot.id, path = %slot.path.display(), action = %action, "scrubber changed by operator");
+    Ok(Json(device_scrub_json(slot, node::scrub_status(store).await)))
+}
+
+async fn repairs(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    let mut shards = Vec::new();
+    for s in &app.node.slots {
+        let Some(store) = &s.store else { continue };
+        match node::damaged_shards(store).await {
+            Ok(list) => shards.extend(list.into_iter().map(|d| {
+                json!({
+                    "device": s.id, "key": d.key, "sequence": d.sequence, "chunk": d.chunk,
+                    "kind": d.kind.name(), "offset": d.offset, "len": d.len,
+                    "found_unix_seconds": d.found_unix_ms as f64 / 1000.0,
+                })
+            })),
+            Err(e) => tracing::error!(device = s.id, error = %e, "cannot read the repair list"),
+        }
+    }
+    Json(json!({ "shards": shards }))
 }
 
 #[cfg(test)]

@@ -39,6 +39,37 @@ pub struct Config {
     pub admin_token_file: Option<PathBuf>,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub scrub: Scrub,
+}
+
+/// The background scrubber of every device.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scrub {
+    /// Every live byte is to be verified at least this often, in days.
+    pub deadline_days: u64,
+    /// Ceiling on each device's scrub reads, bytes per second; 0: none.
+    pub rate_bytes_max: u64,
+    /// Start with scrubbing paused (an operator's `resume` starts it).
+    pub paused: bool,
+}
+
+impl Default for Scrub {
+    fn default() -> Self {
+        Scrub { deadline_days: shardstore::store::scrub::SCRUB_DEADLINE_DAYS_DEFAULT, rate_bytes_max: 0, paused: false }
+    }
+}
+
+impl Scrub {
+    pub fn settings(&self) -> shardstore::store::scrub::ScrubSettings {
+        shardstore::store::scrub::ScrubSettings {
+            deadline_ms: self.deadline_days.max(1) * 24 * 3600 * 1000,
+            rate_bytes_max: (self.rate_bytes_max > 0).then_some(self.rate_bytes_max),
+            paused: self.paused,
+            ..shardstore::store::scrub::ScrubSettings::default()
+        }
+    }
 }
 
 /// Bounds on what a client may send and how long it may take.
@@ -100,6 +131,7 @@ impl Default for Config {
             listen: default_listen(),
             admin_token_file: None,
             limits: Limits::default(),
+            scrub: Scrub::default(),
         }
     }
 }

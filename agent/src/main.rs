@@ -119,7 +119,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         lifo_after: config.limits.device_lifo_after,
         queue_max: config.limits.device_queue_max,
     };
-    let node = node::Node::new(hostname(), &devices, thresholds).await;
+    let node = node::Node::new(hostname(), &devices, thresholds, config.scrub.settings()).await;
     let open = node.open_count();
     let app = Arc::new(api::App {
         node,

@@ -11,6 +11,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use shardstore::store::scrub::{FindingKind, ScrubStatus};
+
 use crate::node::Node;
 
 /// Request latency buckets, in seconds: 100 µs to 10 s.
@@ -51,8 +53,14 @@ pub async fn record(req: Request, next: Next) -> Response {
     response
 }
 
-/// Sets the per-device gauges and totals from the store threads' figures.
-pub fn publish_device_gauges(node: &Node) {
+/// Sets the per-device gauges and totals from the store threads' figures
+/// and their scrubbers' status.
+pub fn publish_device_gauges(node: &Node, scrubs: &[(usize, Result<ScrubStatus, shardstore::Error>)]) {
+    for (id, st) in scrubs {
+        if let Ok(st) = st {
+            publish_scrub(&id.to_string(), st);
+        }
+    }
     for s in &node.slots {
         let device = s.id.to_string();
         let state = match (&s.store, s.fenced.load(Ordering::Relaxed)) {
@@ -105,5 +113,28 @@ pub fn publish_device_gauges(node: &Node) {
         let c = |name: &'static str, v: u64| metrics::counter!(name, "device" => device.clone()).absolute(v);
         c("shardnode_device_group_commits_total", stats.commits.load(Ordering::Relaxed));
         c("shardnode_device_group_commit_operations_total", stats.committed_ops.load(Ordering::Relaxed));
+    }
+}
+
+/// One device's scrub figures. The one to alarm on is
+/// `shardnode_scrub_oldest_unverified_seconds`: how long ago the live byte
+/// verified longest ago was last known good.
+fn publish_scrub(device: &str, st: &ScrubStatus) {
+    let g = |name: &'static str, v: f64| metrics::gauge!(name, "device" => device.to_owned()).set(v);
+    let c = |name: &'static str, v: u64| metrics::counter!(name, "device" => device.to_owned()).absolute(v);
+    g("shardnode_scrub_oldest_unverified_seconds", st.oldest_unverified_age_ms.unwrap_or(0) as f64 / 1000.0);
+    g("shardnode_scrub_rate_bytes", if st.rate_bytes_per_s == u64::MAX { -1.0 } else { st.rate_bytes_per_s as f64 });
+    let progress = if st.pass_total_bytes == 0 { 1.0 } else { st.pass_done_bytes as f64 / st.pass_total_bytes as f64 };
+    g("shardnode_scrub_pass_progress_ratio", progress);
+    g("shardnode_scrub_pass_eta_timestamp_seconds", st.pass_eta_ms.unwrap_or(0) as f64 / 1000.0);
+    g("shardnode_scrub_last_pass_timestamp_seconds", st.last_pass_ms as f64 / 1000.0);
+    g("shardnode_scrub_paused", if st.paused { 1.0 } else { 0.0 });
+    g("shardnode_damaged_shards", st.damaged_shards as f64);
+    c("shardnode_scrub_passes_total", st.passes);
+    c("shardnode_scrub_verified_bytes_total", st.counters.chunk_bytes_verified + st.counters.metadata_bytes_verified);
+    c("shardnode_scrub_read_errors_total", st.counters.read_errors);
+    for (kind, n) in FindingKind::ALL.iter().zip(st.counters.findings) {
+        metrics::counter!("shardnode_scrub_findings_total", "device" => device.to_owned(), "kind" => kind.name())
+            .absolute(n);
     }
 }

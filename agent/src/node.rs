@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use shardstore::store::scrub::{DamagedShard, ScrubSettings, ScrubStatus};
 use shardstore::store::thread::StoreHandle;
 use shardstore::store::ShardStat;
 use shardstore::Error;
@@ -104,6 +105,25 @@ async fn ask<T: Send + 'static>(
     rx.await.map_err(|_| store.gone())?
 }
 
+pub async fn scrub_status(store: &StoreHandle) -> Result<ScrubStatus, Error> {
+    ask(store, |done| store.submit_scrub_status(done)).await
+}
+
+pub async fn set_scrub(store: &StoreHandle, settings: ScrubSettings) -> Result<(), Error> {
+    ask(store, |done| store.submit_set_scrub(settings, done)).await
+}
+
+pub async fn update_scrub(
+    store: &StoreHandle,
+    change: impl FnOnce(&mut ScrubSettings) + Send + 'static,
+) -> Result<ScrubSettings, Error> {
+    ask(store, |done| store.submit_update_scrub(change, done)).await
+}
+
+pub async fn damaged_shards(store: &StoreHandle) -> Result<Vec<DamagedShard>, Error> {
+    ask(store, |done| store.submit_damaged_shards(done)).await
+}
+
 pub async fn stat(store: &StoreHandle, key: &[u8]) -> Result<Option<ShardStat>, Error> {
     let key = key.to_vec();
     ask(store, |done| store.submit_stat(key, done)).await
@@ -144,7 +164,7 @@ pub struct Found {
 impl Node {
     /// Takes over the opened devices and builds each one's key filter from
     /// its store.
-    pub async fn new(name: String, devices: &[Device], thresholds: Thresholds) -> Node {
+    pub async fn new(name: String, devices: &[Device], thresholds: Thresholds, scrub: ScrubSettings) -> Node {
         let mut slots = Vec::with_capacity(devices.len());
         for (id, d) in devices.iter().enumerate() {
             let (store, error, opened_clean) = match &d.state {
@@ -158,6 +178,11 @@ impl Node {
                 }),
                 None => KeyFilter::new(0),
             };
+            if let Some(s) = &store {
+                if let Err(e) = set_scrub(s, scrub).await {
+                    tracing::error!(device = %d.path.display(), error = %e, "cannot configure the scrubber");
+                }
+            }
             slots.push(Slot {
                 id,
                 path: d.path.clone(),

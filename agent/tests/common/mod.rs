@@ -129,6 +129,18 @@ pub fn raw(addr: SocketAddr, request: &[u8]) -> Reply {
     read_reply(&mut s, request.starts_with(b"HEAD "))
 }
 
+/// A read that retries when a signal interrupts it (a socket read with a
+/// timeout is not restarted by the kernel; io_uring task work in this
+/// process can interrupt it).
+fn read_some(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match s.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
 /// Reads one response; `head` responses have no body whatever they say.
 pub fn read_reply(s: &mut TcpStream, head: bool) -> Reply {
     let mut buf = Vec::new();
@@ -137,7 +149,7 @@ pub fn read_reply(s: &mut TcpStream, head: bool) -> Reply {
         if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break p + 4;
         }
-        let n = s.read(&mut chunk).expect("read response");
+        let n = read_some(s, &mut chunk).expect("read response");
         assert!(n > 0, "connection closed before a response: {:?}", String::from_utf8_lossy(&buf));
         buf.extend_from_slice(&chunk[..n]);
     };
@@ -158,7 +170,7 @@ pub fn read_reply(s: &mut TcpStream, head: bool) -> Reply {
     };
     let mut body = buf[header_end..].to_vec();
     while body.len() < len {
-        let n = s.read(&mut chunk).expect("read body");
+        let n = read_some(s, &mut chunk).expect("read body");
         assert!(n > 0, "connection closed in the body");
         body.extend_from_slice(&chunk[..n]);
     }

@@ -631,9 +631,12 @@ impl Store {
         let now = Instant::now();
         let rate = self.scrub_rate(now_ms);
         let window_max = self.pool.slot_size() as f64;
-        self.scrub.unlimited = rate == u64::MAX;
+        let was_unlimited = std::mem::replace(&mut self.scrub.unlimited, rate == u64::MAX);
         if self.scrub.unlimited {
             self.scrub.allowance = window_max;
+        } else if was_unlimited {
+            // Back to pacing: no credit left over from the fast run.
+            self.scrub.allowance = 0.0;
         } else {
             let elapsed = self.scrub.refilled.map_or(0.0, |t| now.duration_since(t).as_secs_f64());
             // At most one window of credit: idle time is not saved up.
@@ -735,6 +738,12 @@ impl Store {
                 break;
             }
             seen += 1;
+            // A shard on the repair list was found damaged already: it is
+            // not read again (nor reported again) until it is replaced.
+            if self.damaged.get(key).is_some_and(|d| d.sequence == m.sequence) {
+                last = Some(key.to_vec());
+                continue;
+            }
             for (c, l) in m.locators().enumerate() {
                 if l.extent == scan.extent && l.block < scan.snapshot_blocks {
                     scan.chunks.push(ChunkRef {

@@ -47,6 +47,7 @@ enum Request {
     Checkpoint(Reply<()>),
     Close(Reply<()>),
     SetScrub(ScrubSettings, Reply<()>),
+    UpdateScrub(Box<dyn FnOnce(&mut ScrubSettings) + Send>, Reply<ScrubSettings>),
     ScrubStatus(Reply<ScrubStatus>),
     Damaged(Reply<Vec<DamagedShard>>),
 }
@@ -228,6 +229,13 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                     store.set_scrub_settings(settings);
                     next_scrub = Instant::now();
                     reply(Ok(()));
+                }
+                Request::UpdateScrub(change, reply) => {
+                    let mut settings = store.scrub_settings();
+                    change(&mut settings);
+                    store.set_scrub_settings(settings);
+                    next_scrub = Instant::now();
+                    reply(Ok(settings));
                 }
                 Request::ScrubStatus(reply) => reply(Ok(store.scrub_status())),
                 Request::Damaged(reply) => reply(Ok(store.damaged_shards())),
@@ -462,6 +470,31 @@ impl StoreHandle {
     /// Queues a scrub status request (for async callers).
     pub fn submit_scrub_status(&self, done: impl FnOnce(Result<ScrubStatus>) + Send + 'static) -> Result<()> {
         self.send(Request::ScrubStatus(Box::new(done)))
+    }
+
+    /// Queues new scrub settings (for async callers).
+    pub fn submit_set_scrub(
+        &self,
+        settings: ScrubSettings,
+        done: impl FnOnce(Result<()>) + Send + 'static,
+    ) -> Result<()> {
+        self.send(Request::SetScrub(settings, Box::new(done)))
+    }
+
+    /// Queues a change to the scrub settings as they are now (an
+    /// operator's pause or resume must not undo what the scrubber changed
+    /// itself, like the end of a one-pass `start`); `done` gets the result.
+    pub fn submit_update_scrub(
+        &self,
+        change: impl FnOnce(&mut ScrubSettings) + Send + 'static,
+        done: impl FnOnce(Result<ScrubSettings>) + Send + 'static,
+    ) -> Result<()> {
+        self.send(Request::UpdateScrub(Box::new(change), Box::new(done)))
+    }
+
+    /// Queues a request for the repair list (for async callers).
+    pub fn submit_damaged_shards(&self, done: impl FnOnce(Result<Vec<DamagedShard>>) + Send + 'static) -> Result<()> {
+        self.send(Request::Damaged(Box::new(done)))
     }
 
     /// Commits what is queued, checkpoints, records a clean shutdown and

@@ -1,0 +1,129 @@
+//! Scrubbing through a running agent: an operator starts a pass, the
+//! scrubber finds a flipped bit in a shard's bytes on the real device
+//! file, the shard goes on the repair list and answers `Corrupt`, and the
+//! figures show in the scrub status, `/v1/status` and the metrics.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{get, put, request, Agent};
+use shardstore::device::{self, OpenOptions};
+use shardstore::store::Store;
+
+const TOKEN: &str = "scrub-token";
+
+fn start(dir: &Path) -> (Agent, SocketAddr) {
+    let token = dir.join("admin.token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\ndefault_device_size_bytes = {}\nadmin_token_file = \"{}\"\n",
+            dir.join("data").display(),
+            512u64 << 20,
+            token.display()
+        ),
+    )
+    .unwrap();
+    Agent::serving(&["--config", config.to_str().unwrap()])
+}
+
+/// The device file holding `key` and the device offset of its payload,
+/// found by opening each device read-only beside the agent.
+fn locate(dir: &Path, key: &[u8]) -> (usize, PathBuf, u64) {
+    for i in 0..3 {
+        let path = dir.join("data").join(format!("dev{i}.img"));
+        let options = OpenOptions { read_only: true, exclusive: false, queue_depth: 4, ..OpenOptions::default() };
+        let store = Store::open_read_only(Box::new(device::open(&path, &options).unwrap())).unwrap();
+        if let Some(locs) = store.chunk_locations(key) {
+            return (i, path, locs[0].0);
+        }
+    }
+    panic!("no device holds {key:?}");
+}
+
+fn admin(addr: SocketAddr, path: &str) -> common::Reply {
+    let auth = format!("Bearer {TOKEN}");
+    request(addr, "POST", path, &[("authorization", auth.as_str())], b"")
+}
+
+#[test]
+fn an_operator_started_pass_finds_a_flipped_bit_and_lists_the_shard_for_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_agent, addr) = start(dir.path());
+    let victim: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + 3) as u8).collect();
+    assert_eq!(put(addr, "victim", &victim).status, 201);
+    for i in 0..20 {
+        assert_eq!(put(addr, &format!("other-{i}"), &vec![i as u8; 10_000 + i * 100]).status, 201);
+    }
+    let (dev, path, payload) = locate(dir.path(), b"victim");
+    // Flip one bit of the shard's bytes on the device file.
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, payload + 1000).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x10], payload + 1000).unwrap();
+    file.sync_all().unwrap();
+
+    let all = request(addr, "GET", "/v1/scrub", &[], b"").json();
+    assert_eq!(all["devices"].as_array().unwrap().len(), 3);
+    assert_eq!(all["devices"][dev]["scrub"]["state"], "running");
+    assert_eq!(all["devices"][dev]["scrub"]["deadline_seconds"], 14 * 24 * 3600);
+
+    let start_path = format!("/v1/devices/{dev}/scrub/start");
+    assert_eq!(request(addr, "POST", &start_path, &[], b"").status, 401, "scrub control needs the token");
+    assert_eq!(admin(addr, &format!("/v1/devices/{dev}/scrub/sideways")).status, 404);
+    let started = admin(addr, &start_path);
+    assert_eq!(started.status, 200, "{:?}", String::from_utf8_lossy(&started.body));
+    assert_eq!(started.json()["scrub"]["state"], "running unthrottled");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let s = request(addr, "GET", &format!("/v1/devices/{dev}/scrub"), &[], b"").json();
+        if s["scrub"]["passes"].as_u64().unwrap() >= 1 && s["scrub"]["damaged_shards"].as_u64().unwrap() >= 1 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no complete pass in time: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let scrub = &status["scrub"];
+    assert_eq!(scrub["findings"]["chunk_checksum"], 1, "{scrub}");
+    assert_eq!(scrub["state"], "running", "start lasts one pass: {scrub}");
+    assert!(scrub["oldest_unverified_age_seconds"].as_f64().unwrap() < 60.0, "{scrub}");
+    // At least the metadata (superblock copies, checkpoint and log) was
+    // read back; the damaged shard's bytes do not count as verified.
+    assert!(scrub["verified_bytes"].as_u64().unwrap() >= 4 * 4096, "{scrub}");
+    assert_eq!(scrub["recent_findings"][0]["key"], "victim");
+    assert_eq!(scrub["recent_findings"][0]["offset"].as_u64().unwrap(), payload);
+
+    let repairs = request(addr, "GET", "/v1/repairs", &[], b"").json();
+    assert_eq!(repairs["shards"].as_array().unwrap().len(), 1, "{repairs}");
+    assert_eq!(repairs["shards"][0]["key"], "victim");
+    assert_eq!(repairs["shards"][0]["device"], dev);
+    assert_eq!(repairs["shards"][0]["kind"], "chunk_checksum");
+    let read = get(addr, "victim");
+    assert_eq!((read.status, read.code()), (500, "Corrupt".to_owned()));
+    for i in 0..20 {
+        assert_eq!(get(addr, &format!("other-{i}")).status, 200);
+    }
+
+    let status = request(addr, "GET", "/v1/status", &[], b"").json();
+    assert_eq!(status["devices"][dev]["scrub"]["damaged_shards"], 1);
+    let metrics = String::from_utf8(request(addr, "GET", "/metrics", &[], b"").body).unwrap();
+    let line = format!("shardnode_scrub_findings_total{{device=\"{dev}\",kind=\"chunk_checksum\"}} 1");
+    assert!(metrics.contains(&line), "no {line:?} in\n{metrics}");
+    assert!(metrics.contains(&format!("shardnode_scrub_oldest_unverified_seconds{{device=\"{dev}\"}}")));
+    assert!(metrics.contains(&format!("shardnode_damaged_shards{{device=\"{dev}\"}} 1")));
+
+    assert_eq!(admin(addr, &format!("/v1/devices/{dev}/scrub/pause")).json()["scrub"]["state"], "paused");
+    assert_eq!(admin(addr, &format!("/v1/devices/{dev}/scrub/resume")).json()["scrub"]["state"], "running");
+
+    // A new put of the key replaces the damaged shard: off the list.
+    assert_eq!(put(addr, "victim", b"fresh").status, 201);
+    assert_eq!(request(addr, "GET", "/v1/repairs", &[], b"").json()["shards"].as_array().unwrap().len(), 0);
+    assert_eq!(get(addr, "victim").body, b"fresh");
+}
