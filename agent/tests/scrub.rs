@@ -47,6 +47,28 @@ fn locate(dir: &Path, key: &[u8]) -> (usize, PathBuf, u64) {
     panic!("no device holds {key:?}");
 }
 
+/// Runs `shardctl` (built beside the agent) and returns its exit code,
+/// stdout and stderr.
+fn shardctl(args: &[&str]) -> (i32, String, String) {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.parent().unwrap().parent().unwrap();
+    let bin = target.join("shardctl");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let built = std::process::Command::new(cargo)
+            .args(["build", "-q", "-p", "shardnode-tools", "--bin", "shardctl"])
+            .status()
+            .unwrap();
+        assert!(built.success(), "cannot build shardctl");
+    }
+    let out = std::process::Command::new(bin).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn admin(addr: SocketAddr, path: &str) -> common::Reply {
     let auth = format!("Bearer {TOKEN}");
     request(addr, "POST", path, &[("authorization", auth.as_str())], b"")
@@ -121,6 +143,30 @@ fn an_operator_started_pass_finds_a_flipped_bit_and_lists_the_shard_for_repair()
 
     assert_eq!(admin(addr, &format!("/v1/devices/{dev}/scrub/pause")).json()["scrub"]["state"], "paused");
     assert_eq!(admin(addr, &format!("/v1/devices/{dev}/scrub/resume")).json()["scrub"]["state"], "running");
+
+    // The same through shardctl.
+    let url = format!("http://{addr}");
+    let (code, out, _) = shardctl(&["status", "--agent", &url]);
+    assert_eq!(code, 1, "a damaged shard makes status fail:\n{out}");
+    assert!(out.contains("damaged shards 1") && out.contains("oldest unverified byte"), "{out}");
+    assert!(out.contains(&format!("chunk_checksum shard \"victim\" at offset {payload}")), "{out}");
+    let dev_id = dev.to_string();
+    let (code, _, err) = shardctl(&["scrub", "--agent", &url, "--device", &dev_id, "pause"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--token-file"), "{err}");
+    let token_file = dir.path().join("admin.token");
+    let token_arg = token_file.to_str().unwrap();
+    let (code, out, err) =
+        shardctl(&["scrub", "--agent", &url, "--device", &dev_id, "--token-file", token_arg, "pause"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("scrub paused"), "{out}");
+    let (code, out, _) = shardctl(&["scrub", "--agent", &url, "--json"]);
+    assert_eq!(code, 1, "status with a damaged shard");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["devices"].as_array().unwrap().len(), 3);
+    assert_eq!(json["devices"][dev]["scrub"]["state"], "paused");
+    let (code, _, _) = shardctl(&["scrub", "--agent", &url, "--device", &dev_id, "--token-file", token_arg, "resume"]);
+    assert_eq!(code, 0);
 
     // A new put of the key replaces the damaged shard: off the list.
     assert_eq!(put(addr, "victim", b"fresh").status, 201);

@@ -3,5 +3,6 @@
 //! with its arguments and a `run`; the work itself lives in `shardstore`.
 
 pub mod bench;
+pub mod http;
 pub mod shardctl;
 pub mod units;

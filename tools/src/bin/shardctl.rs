@@ -12,6 +12,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => shardnode_tools::shardctl::inspect::run(args),
         Command::Fsck(args) => shardnode_tools::shardctl::fsck::run(args),
         Command::Scrub(args) => shardnode_tools::shardctl::scrub::run(args),
+        Command::Status(args) => shardnode_tools::shardctl::status::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

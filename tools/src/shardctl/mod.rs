@@ -4,6 +4,7 @@ pub mod format;
 pub mod fsck;
 pub mod inspect;
 pub mod scrub;
+pub mod status;
 
 use clap::{Parser, Subcommand};
 
@@ -23,8 +24,11 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Rebuild the index from the extents and compare; verify every payload.
     Fsck(fsck::Args),
-    /// Verify every byte the store references; report each damaged place.
+    /// Verify every byte a device's store references (offline), or
+    /// control and watch a running agent's scrubbers (--agent).
     Scrub(scrub::Args),
+    /// A running agent's devices: state, space, scrub progress, findings.
+    Status(status::Args),
 }
 
 /// The arguments of the read-only checks (`fsck`, `scrub`).

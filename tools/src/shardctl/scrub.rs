@@ -2,16 +2,52 @@
 //! references (superblock copies, checkpoint and log, every live chunk),
 //! with a progress line on a terminal, a summary, and a non-zero exit when
 //! anything is wrong. Read-only: use it on a device no agent holds.
+//!
+//! `shardctl scrub --agent URL [--device ID] [start|pause|resume|status]`:
+//! the same for devices a running agent holds, through its background
+//! scrubbers.
 
 use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use anyhow::{bail, Context};
 
 use super::exit;
 use crate::units::human_bytes;
 
-pub use super::CheckArgs as Args;
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Offline: the block device or file to verify (one no agent holds).
+    /// With --agent: what to do, `start` (scrub as fast as requests allow
+    /// until the pass ends), `pause`, `resume` or `status` (the default).
+    pub target: Option<String>,
+    /// Machine-readable output (no progress line).
+    #[arg(long)]
+    pub json: bool,
+    /// A running agent, `http://HOST:PORT`.
+    #[arg(long, value_name = "URL")]
+    pub agent: Option<String>,
+    /// With --agent: only this device (default: every device).
+    #[arg(long = "device", value_name = "ID", requires = "agent")]
+    pub device_id: Option<usize>,
+    /// With --agent: file holding the admin token (start, pause, resume).
+    #[arg(long, value_name = "FILE", requires = "agent")]
+    pub token_file: Option<PathBuf>,
+}
 
 pub fn run(args: &Args) -> anyhow::Result<u8> {
+    if let Some(url) = &args.agent {
+        return online(url, args);
+    }
+    let Some(device) = &args.target else {
+        bail!("give the DEVICE to verify, or --agent URL to talk to a running agent");
+    };
+    offline(Path::new(device), args.json)
+}
+
+fn offline(device: &Path, json: bool) -> anyhow::Result<u8> {
+    let args = super::CheckArgs { device: device.to_owned(), json };
     let mut store = super::open_store_read_only(&args.device)?;
     let started = Instant::now();
     let show_progress = !args.json && std::io::stderr().is_terminal();
@@ -50,5 +86,111 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     } else {
         eprintln!("shardctl: {}: {} finding(s)", args.device.display(), report.findings.len());
         Ok(exit::FAILURE)
+    }
+}
+
+fn online(url: &str, args: &Args) -> anyhow::Result<u8> {
+    let action = args.target.as_deref().unwrap_or("status");
+    let devices: Vec<usize> = if let Some(id) = args.device_id {
+        vec![id]
+    } else {
+        let all = crate::http::call_ok(url, "GET", "/v1/scrub", None)?;
+        all["devices"].as_array().into_iter().flatten().filter_map(|d| d["id"].as_u64()).map(|i| i as usize).collect()
+    };
+    let answers: Vec<serde_json::Value> = match action {
+        "status" => devices
+            .iter()
+            .map(|id| crate::http::call_ok(url, "GET", &format!("/v1/devices/{id}/scrub"), None))
+            .collect::<anyhow::Result<_>>()?,
+        "start" | "pause" | "resume" => {
+            let Some(file) = &args.token_file else {
+                bail!("{action} changes the agent: give --token-file with the agent's admin token");
+            };
+            let token = std::fs::read_to_string(file).with_context(|| format!("{}: cannot read", file.display()))?;
+            devices
+                .iter()
+                .map(|id| {
+                    crate::http::call_ok(url, "POST", &format!("/v1/devices/{id}/scrub/{action}"), Some(token.trim()))
+                })
+                .collect::<anyhow::Result<_>>()?
+        }
+        other => bail!("unknown scrub action {other:?} (start, pause, resume, status)"),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "devices": answers }))?);
+    } else {
+        for d in &answers {
+            let s = &d["scrub"];
+            println!(
+                "device {} ({}): scrub {}",
+                d["id"],
+                d["path"].as_str().unwrap_or("?"),
+                s["state"].as_str().unwrap_or("?")
+            );
+            print_device_scrub(s);
+        }
+    }
+    let damaged = answers.iter().any(|d| d["scrub"]["damaged_shards"].as_u64().unwrap_or(0) > 0);
+    Ok(if action == "status" && damaged { exit::FAILURE } else { exit::OK })
+}
+
+/// One device's scrub status (the agent's `scrub` object), for people.
+pub fn print_device_scrub(s: &serde_json::Value) {
+    let age = s["oldest_unverified_age_seconds"].as_f64().map_or("nothing stored".to_owned(), human_duration);
+    let deadline = s["deadline_seconds"].as_f64().map_or("?".to_owned(), human_duration);
+    println!("  oldest unverified byte  {age} (deadline {deadline})");
+    let p = &s["pass"];
+    let eta = p["eta_unix_seconds"].as_f64().map_or("-".to_owned(), |t| format!("in {}", human_duration(t - now_s())));
+    println!(
+        "  pass                    {:.1}% of {} (next extent {}), ends {eta}",
+        p["progress"].as_f64().unwrap_or(0.0) * 100.0,
+        human_bytes(p["total_bytes"].as_u64().unwrap_or(0)),
+        p["next_extent"]
+    );
+    let rate =
+        s["rate_bytes_per_second"].as_u64().map_or("unthrottled".to_owned(), |r| format!("{}/s", human_bytes(r)));
+    let last = s["last_pass_unix_seconds"]
+        .as_f64()
+        .map_or("never".to_owned(), |t| format!("{} ago", human_duration(now_s() - t)));
+    println!("  rate                    {rate}; passes {}, last complete {last}", s["passes"]);
+    println!(
+        "  verified                {}; read errors {}; damaged shards {}",
+        human_bytes(s["verified_bytes"].as_u64().unwrap_or(0)),
+        s["read_errors"],
+        s["damaged_shards"]
+    );
+    let findings: Vec<String> = s["findings"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    println!("  findings                {}", if findings.is_empty() { "none".to_owned() } else { findings.join(", ") });
+    for f in s["recent_findings"].as_array().into_iter().flatten() {
+        println!(
+            "    {} {} at offset {} ({} bytes): {}",
+            f["kind"].as_str().unwrap_or("?"),
+            f["key"].as_str().map_or_else(|| "metadata".to_owned(), |k| format!("shard {k:?}")),
+            f["offset"],
+            f["len"],
+            f["detail"].as_str().unwrap_or("")
+        );
+    }
+}
+
+fn now_s() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Seconds as `3d 4h`, `5h 12m`, `7m 3s` or `12.5s`.
+pub fn human_duration(s: f64) -> String {
+    let s = s.max(0.0);
+    let whole = s as u64;
+    match whole {
+        0..60 => format!("{s:.1}s"),
+        60..3600 => format!("{}m {}s", whole / 60, whole % 60),
+        3600..86400 => format!("{}h {}m", whole / 3600, whole % 3600 / 60),
+        _ => format!("{}d {}h", whole / 86400, whole % 86400 / 3600),
     }
 }
