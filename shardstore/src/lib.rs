@@ -10,6 +10,7 @@ pub mod constants;
 pub mod device;
 pub mod error;
 pub mod format;
+pub mod health;
 pub mod layout;
 pub mod rng;
 pub mod signature;

@@ -101,6 +101,9 @@ struct SimState {
     epoch: u64,
     rng: Rng,
     stats: SimStats,
+    /// Added to every operation (a slow drive), and to the next one only.
+    latency: std::time::Duration,
+    next_delay: std::time::Duration,
 }
 
 /// The test's grip on a simulated device, shared with every handle.
@@ -136,6 +139,8 @@ impl SimDevice {
             epoch: 0,
             rng: Rng::new(config.seed),
             stats: SimStats::default(),
+            latency: std::time::Duration::ZERO,
+            next_delay: std::time::Duration::ZERO,
         };
         SimHandle { state: Arc::new(Mutex::new(state)), config }.attach()
     }
@@ -346,6 +351,17 @@ impl SimHandle {
         self.lock().faults.push(fault);
     }
 
+    /// Makes every later operation take at least `latency` (a drive gone
+    /// slow: a gray failure).
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.lock().latency = latency;
+    }
+
+    /// Makes the next operation alone take `delay` longer.
+    pub fn delay_next(&self, delay: std::time::Duration) {
+        self.lock().next_delay = delay;
+    }
+
     pub fn clear_faults(&self) {
         self.lock().faults.clear();
     }
@@ -386,6 +402,13 @@ impl BlockDevice for SimDevice {
         validate(&self.info, &kind, false, self.poisoned)?;
         if self.done.len() >= self.depth {
             return Err(Error::QueueFull { device: self.info.name.clone(), depth: self.depth });
+        }
+        let delay = {
+            let mut s = self.lock();
+            s.latency + std::mem::take(&mut s.next_delay)
+        };
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
         }
         let result = self.execute(&mut kind);
         let op = kind.op();

@@ -246,6 +246,8 @@ pub struct Store {
     scrub: scrub::Background,
     /// Shards the scrubber found damaged (the repair list), by key.
     damaged: std::collections::BTreeMap<Vec<u8>, Damage>,
+    /// Errors and latencies, for whoever watches the drive's health.
+    counters: std::sync::Arc<crate::health::DeviceCounters>,
 }
 
 /// Data writes of one commit in flight: their completions, which
@@ -279,6 +281,7 @@ struct GetCtx {
     error: Option<Error>,
     /// Verified payload CRC of each chunk, for the whole-shard check.
     chunk_crcs: Vec<u32>,
+    started: std::time::Instant,
 }
 
 impl std::fmt::Debug for Store {
@@ -356,6 +359,7 @@ impl Store {
             finished_gets: Vec::new(),
             scrub: scrub::Background::new(header.scrub),
             damaged: std::collections::BTreeMap::new(),
+            counters: std::sync::Arc::default(),
         };
         for _ in 0..header.entry_count {
             let (key, meta) = r.key_and_meta().ok_or_else(|| corrupt("checkpoint entry".to_owned(), half_offset))?;
@@ -567,6 +571,21 @@ impl Store {
     /// Runs a batch of writes as one group commit and returns one result
     /// per operation, in order. Each is acknowledged only when durable.
     pub fn commit(&mut self, ops: &[Op]) -> Vec<Result<()>> {
+        let started = std::time::Instant::now();
+        let results = self.commit_batch(ops);
+        self.counters.commit_latency.record(started.elapsed());
+        if results.iter().any(|r| matches!(r, Err(Error::Io { .. } | Error::Poisoned { .. }))) {
+            self.counters.io_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        results
+    }
+
+    /// The device's error and latency counters (shared with the caller).
+    pub fn counters(&self) -> std::sync::Arc<crate::health::DeviceCounters> {
+        std::sync::Arc::clone(&self.counters)
+    }
+
+    fn commit_batch(&mut self, ops: &[Op]) -> Vec<Result<()>> {
         assert!(ops.len() <= BATCH_OPS_MAX, "batch of {} operations exceeds {BATCH_OPS_MAX}", ops.len());
         self.quiesce();
         // Keep free extents above the reserve so puts keep flowing under a
@@ -1046,6 +1065,7 @@ impl Store {
             remaining: last - first + 1,
             error: None,
             chunk_crcs: vec![0; last - first + 1],
+            started: std::time::Instant::now(),
         });
         Ok(())
     }
@@ -1147,11 +1167,15 @@ impl Store {
             offset: at,
         };
         if let Err(e) = c.result {
+            self.counters.io_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(corrupt(format!("unreadable: {e}")));
         }
         let buf = c.buf.expect("reads return their buffer");
         let payload = &buf.as_slice()[..chunk_len(ctx.meta.size, chunk)];
-        record::verify_payload(payload, loc.crc).map_err(|p| corrupt(p.to_string()))?;
+        if let Err(p) = record::verify_payload(payload, loc.crc) {
+            self.counters.checksum_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(corrupt(p.to_string()));
+        }
         let first = (ctx.offset / CHUNK_SIZE_BYTES_MAX as u64) as usize;
         ctx.chunk_crcs[chunk - first] = loc.crc;
         let chunk_size = CHUNK_SIZE_BYTES_MAX as u64;
@@ -1175,6 +1199,7 @@ impl Store {
             return;
         }
         let ctx = self.gets[slot as usize].take().expect("checked above");
+        self.counters.read_latency.record(ctx.started.elapsed());
         let result = match ctx.error {
             Some(e) => Err(e),
             // Each chunk's payload was checked against its CRC; the chunk

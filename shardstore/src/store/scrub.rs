@@ -829,6 +829,7 @@ impl Store {
         let chunks: Vec<ChunkRef> = scan.chunks[window.first..window.first + window.count].to_vec();
         let Ok(()) = c.result else {
             self.scrub.counters.read_errors += 1;
+            self.counters.io_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.scrub.retry.extend(chunks);
             return;
         };
@@ -889,6 +890,11 @@ impl Store {
 
     fn note_finding(&mut self, f: Finding) {
         self.scrub.counters.findings[f.kind.code() as usize] += 1;
+        let counter = match f.kind {
+            FindingKind::ChunkUnreadable => &self.counters.io_errors,
+            _ => &self.counters.checksum_failures,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::error!(
             device = %self.name,
             kind = f.kind.name(),

@@ -112,6 +112,7 @@ struct Wakeup {
     parked: AtomicBool,
     waker: Option<Arc<dyn Wake>>,
     stats: StoreStats,
+    counters: Arc<crate::health::DeviceCounters>,
 }
 
 /// Starts a thread that opens the store on `dev` and serves it. Returns
@@ -124,7 +125,12 @@ pub fn spawn(dev: Box<dyn BlockDevice>) -> Result<(StoreHandle, JoinHandle<()>)>
         .name(format!("store:{}", short_name(&name)))
         .spawn(move || match Store::open(dev).and_then(|mut s| s.waker().map(|w| (s, w))) {
             Ok((store, waker)) => {
-                let wake = Arc::new(Wakeup { parked: AtomicBool::new(false), waker, stats: StoreStats::default() });
+                let wake = Arc::new(Wakeup {
+                    parked: AtomicBool::new(false),
+                    waker,
+                    stats: StoreStats::default(),
+                    counters: store.counters(),
+                });
                 wake.stats.publish(&store.usage());
                 let _ = opened_tx.send(Ok((Arc::clone(&wake), store.opened_clean())));
                 serve(store, &rx, &wake);
@@ -402,6 +408,11 @@ impl StoreHandle {
     /// The thread's current figures.
     pub fn stats(&self) -> &StoreStats {
         &self.wake.stats
+    }
+
+    /// The device's error and latency counters, for its health.
+    pub fn counters(&self) -> &crate::health::DeviceCounters {
+        &self.wake.counters
     }
 
     /// Whether the previous run closed the store cleanly.
