@@ -75,6 +75,9 @@ fn store_error(node: &Node, slot: Option<usize>, e: Error) -> ApiError {
             Error::Io { .. } | Error::Poisoned { .. } => errors.io.fetch_add(1, Ordering::Relaxed),
             _ => 0,
         };
+        if matches!(e, Error::Poisoned { .. } | Error::Stopped { .. }) {
+            node.slots[slot].stopped.store(true, Ordering::Relaxed);
+        }
     }
     match e {
         Error::NotFound(key) => ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no shard {key}")),
@@ -197,10 +200,12 @@ async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
                 (Some(_), true) => "fenced",
                 (Some(_), false) => "open",
             };
+            let (health, reason) = s.health_state();
             let mut d = json!({
                 "id": s.id,
                 "path": s.path.display().to_string(),
                 "state": state,
+                "health": { "state": health.name(), "reason": reason },
                 "errors": { "corruption": s.errors.corruption.load(Ordering::Relaxed), "io": s.errors.io.load(Ordering::Relaxed) },
             });
             if let Some(e) = &s.error {
@@ -559,6 +564,10 @@ fn set_fence(app: &App, headers: &HeaderMap, id: &str, fenced: bool) -> Result<J
     let slot = slot_by_id(app, id)?;
     slot.fenced.store(fenced, Ordering::Relaxed);
     tracing::warn!(device = slot.id, path = %slot.path.display(), fenced, "device fence changed by operator");
+    let t = slot.health.lock().expect("health lock").operator_fence(fenced);
+    if let Some(t) = t {
+        slot.apply_transition(&t);
+    }
     Ok(Json(json!({ "id": slot.id, "fenced": fenced })))
 }
 

@@ -17,7 +17,7 @@ pub const DEFAULT_DEVICE_SIZE_BYTES: u64 = 4 << 30;
 /// Where the agent listens when neither the file nor a flag says.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:7480";
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where the agent keeps its own files (and its default devices).
@@ -41,6 +41,59 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub scrub: Scrub,
+    #[serde(default)]
+    pub health: Health,
+}
+
+/// Drive health rules (see `shardstore::health`), evaluated every
+/// `interval_ms`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Health {
+    pub interval_ms: u64,
+    pub window_intervals: usize,
+    pub io_errors_suspect: u64,
+    pub checksum_failures_suspect: u64,
+    pub slow_factor: f64,
+    pub latency_samples_min: u64,
+    pub slow_intervals_suspect: u32,
+    pub recovery_intervals: u32,
+    pub baseline_intervals_min: u32,
+    pub auto_fence: bool,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        let r = shardstore::health::HealthRules::default();
+        Health {
+            interval_ms: 1000,
+            window_intervals: r.window_intervals,
+            io_errors_suspect: r.io_errors_suspect,
+            checksum_failures_suspect: r.checksum_failures_suspect,
+            slow_factor: r.slow_factor,
+            latency_samples_min: r.latency_samples_min,
+            slow_intervals_suspect: r.slow_intervals_suspect,
+            recovery_intervals: r.recovery_intervals,
+            baseline_intervals_min: r.baseline_intervals_min,
+            auto_fence: r.auto_fence,
+        }
+    }
+}
+
+impl Health {
+    pub fn rules(&self) -> shardstore::health::HealthRules {
+        shardstore::health::HealthRules {
+            window_intervals: self.window_intervals.max(1),
+            io_errors_suspect: self.io_errors_suspect.max(1),
+            checksum_failures_suspect: self.checksum_failures_suspect.max(1),
+            slow_factor: self.slow_factor.max(1.5),
+            latency_samples_min: self.latency_samples_min,
+            slow_intervals_suspect: self.slow_intervals_suspect.max(1),
+            recovery_intervals: self.recovery_intervals.max(1),
+            baseline_intervals_min: self.baseline_intervals_min.max(1),
+            auto_fence: self.auto_fence,
+        }
+    }
 }
 
 /// The background scrubber of every device.
@@ -132,6 +185,7 @@ impl Default for Config {
             admin_token_file: None,
             limits: Limits::default(),
             scrub: Scrub::default(),
+            health: Health::default(),
         }
     }
 }

@@ -119,7 +119,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         lifo_after: config.limits.device_lifo_after,
         queue_max: config.limits.device_queue_max,
     };
-    let node = node::Node::new(hostname(), &devices, thresholds, config.scrub.settings()).await;
+    let node = node::Node::new(hostname(), &devices, thresholds, config.scrub.settings(), config.health.rules()).await;
     let open = node.open_count();
     let app = Arc::new(api::App {
         node,
@@ -132,6 +132,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         admin_token,
         metrics: metrics::install(),
     });
+    // Drive health: every device judged once per interval.
+    let _health = {
+        let app = Arc::clone(&app);
+        let every = Duration::from_millis(config.health.interval_ms.max(10));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                for slot in &app.node.slots {
+                    slot.judge_health();
+                }
+            }
+        })
+    };
     let router = api::router(Arc::clone(&app)).layer(axum::middleware::from_fn(metrics::record));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -11,6 +11,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use shardstore::health::HealthState;
 use shardstore::store::scrub::{FindingKind, ScrubStatus};
 
 use crate::node::Node;
@@ -74,6 +75,15 @@ pub fn publish_device_gauges(node: &Node, scrubs: &[(usize, Result<ScrubStatus, 
             } else {
                 0.0
             });
+        }
+        let (health, _) = s.health_state();
+        for st in [HealthState::Healthy, HealthState::Suspect, HealthState::Fenced, HealthState::Failed] {
+            metrics::gauge!("shardnode_device_health", "device" => device.clone(), "state" => st.name())
+                .set(if st == health { 1.0 } else { 0.0 });
+        }
+        for (to, n) in ["healthy", "suspect", "fenced", "failed"].iter().zip(&s.transitions) {
+            metrics::counter!("shardnode_device_health_transitions_total", "device" => device.clone(), "to" => *to)
+                .absolute(n.load(Ordering::Relaxed));
         }
         for (kind, n) in [("corruption", &s.errors.corruption), ("io", &s.errors.io)] {
             metrics::counter!("shardnode_device_errors_total", "device" => device.clone(), "kind" => kind)

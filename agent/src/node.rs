@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use shardstore::health::{HealthRules, HealthState, HealthTracker, Transition};
 use shardstore::store::scrub::{DamagedShard, ScrubSettings, ScrubStatus};
 use shardstore::store::thread::StoreHandle;
 use shardstore::store::ShardStat;
@@ -45,6 +46,12 @@ pub struct Slot {
     pub traffic: Traffic,
     /// Who may run on the device now.
     pub admission: Admission,
+    /// The device's health, judged from its store's counters.
+    pub health: Mutex<HealthTracker>,
+    /// Health transitions so far, by the state entered.
+    pub transitions: [AtomicU64; 4],
+    /// A request found the store stopped or poisoned: the device failed.
+    pub stopped: AtomicBool,
     filter: Arc<Mutex<FilterState>>,
 }
 
@@ -164,7 +171,13 @@ pub struct Found {
 impl Node {
     /// Takes over the opened devices and builds each one's key filter from
     /// its store.
-    pub async fn new(name: String, devices: &[Device], thresholds: Thresholds, scrub: ScrubSettings) -> Node {
+    pub async fn new(
+        name: String,
+        devices: &[Device],
+        thresholds: Thresholds,
+        scrub: ScrubSettings,
+        health: HealthRules,
+    ) -> Node {
         let mut slots = Vec::with_capacity(devices.len());
         for (id, d) in devices.iter().enumerate() {
             let (store, error, opened_clean) = match &d.state {
@@ -193,6 +206,9 @@ impl Node {
                 errors: Errors::default(),
                 traffic: Traffic::default(),
                 admission: Admission::new(thresholds),
+                health: Mutex::new(HealthTracker::new(health)),
+                transitions: Default::default(),
+                stopped: AtomicBool::new(false),
                 filter: Arc::new(Mutex::new(FilterState { current: Arc::new(filter), rebuilding: None })),
             });
         }
@@ -336,5 +352,49 @@ async fn build_filter(store: &StoreHandle) -> Result<KeyFilter, Error> {
             return Ok(filter);
         }
         after = page.last().map(|(k, _)| k.clone());
+    }
+}
+
+impl Slot {
+    /// Applies a health transition: the fence follows it, and it is counted
+    /// and logged.
+    pub fn apply_transition(&self, t: &Transition) {
+        if t.to == HealthState::Fenced {
+            self.fenced.store(true, Ordering::Relaxed);
+        }
+        let index = match t.to {
+            HealthState::Healthy => 0,
+            HealthState::Suspect => 1,
+            HealthState::Fenced => 2,
+            HealthState::Failed => 3,
+        };
+        self.transitions[index].fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            device = self.id,
+            path = %self.path.display(),
+            from = t.from.name(),
+            to = t.to.name(),
+            reason = %t.reason,
+            "device health changed"
+        );
+    }
+
+    /// One health interval: the store's counters into the tracker.
+    pub fn judge_health(&self) {
+        let mut tracker = self.health.lock().expect("health lock");
+        let t = match &self.store {
+            None => tracker.failed(self.error.as_deref().unwrap_or("the device did not open")),
+            Some(_) if self.stopped.load(Ordering::Relaxed) => tracker.failed("the store stopped serving"),
+            Some(store) => tracker.observe(&store.counters().snapshot()),
+        };
+        drop(tracker);
+        if let Some(t) = t {
+            self.apply_transition(&t);
+        }
+    }
+
+    pub fn health_state(&self) -> (HealthState, String) {
+        let tracker = self.health.lock().expect("health lock");
+        (tracker.state(), tracker.reason().to_owned())
     }
 }

@@ -1,0 +1,102 @@
+//! Drive health through a running agent: a device file that starts failing
+//! reads (it is cut short under the agent, so the kernel answers reads past
+//! its new end with nothing) turns suspect and is fenced automatically; new
+//! shards go elsewhere, the transition shows in the status and the metrics,
+//! and an operator can lift the fence.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{get, put, request, Agent};
+
+const TOKEN: &str = "health-token";
+
+fn start(dir: &Path) -> (Agent, SocketAddr) {
+    let token = dir.join("admin.token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\ndefault_device_size_bytes = {}\nadmin_token_file = \"{}\"\n\
+             [health]\ninterval_ms = 100\nwindow_intervals = 50\n",
+            dir.join("data").display(),
+            512u64 << 20,
+            token.display()
+        ),
+    )
+    .unwrap();
+    Agent::serving(&["--config", config.to_str().unwrap()])
+}
+
+fn status(addr: SocketAddr) -> serde_json::Value {
+    request(addr, "GET", "/v1/status", &[], b"").json()
+}
+
+#[test]
+fn a_device_failing_reads_is_fenced_automatically_and_unfenced_by_an_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_agent, addr) = start(dir.path());
+    for i in 0..40 {
+        assert_eq!(put(addr, &format!("h-{i}"), &vec![i as u8; 20_000]).status, 201);
+    }
+    let before = status(addr);
+    let shards = |s: &serde_json::Value, d: usize| s["devices"][d]["shards"].as_u64().unwrap();
+    let bad = (0..3).max_by_key(|&d| shards(&before, d)).unwrap();
+    assert!(shards(&before, bad) >= 5);
+    for d in 0..3 {
+        assert_eq!(before["devices"][d]["health"]["state"], "healthy");
+    }
+
+    // Cut the device file short under the agent: its data region is gone.
+    let path = dir.path().join("data").join(format!("dev{bad}.img"));
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(4 << 20).unwrap();
+    let mut failed_reads = 0;
+    for i in 0..40 {
+        let r = get(addr, &format!("h-{i}"));
+        if r.status != 200 {
+            failed_reads += 1;
+        }
+    }
+    assert_eq!(failed_reads, shards(&before, bad), "every read from the cut device fails, no other");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let health = loop {
+        let h = status(addr)["devices"][bad]["health"].clone();
+        if h["state"] == "fenced" {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "not fenced in time: {h}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(health["reason"].as_str().unwrap().contains("I/O errors"), "{health}");
+    assert_eq!(status(addr)["devices"][bad]["state"], "fenced");
+    let metrics = String::from_utf8(request(addr, "GET", "/metrics", &[], b"").body).unwrap();
+    for line in [
+        format!("shardnode_device_health{{device=\"{bad}\",state=\"fenced\"}} 1"),
+        format!("shardnode_device_health_transitions_total{{device=\"{bad}\",to=\"suspect\"}} 1"),
+        format!("shardnode_device_health_transitions_total{{device=\"{bad}\",to=\"fenced\"}} 1"),
+    ] {
+        assert!(metrics.contains(&line), "no {line:?}");
+    }
+
+    // New shards go to the healthy devices only.
+    let on_bad = shards(&status(addr), bad);
+    for i in 0..20 {
+        assert_eq!(put(addr, &format!("new-{i}"), b"fresh").status, 201);
+    }
+    assert_eq!(shards(&status(addr), bad), on_bad, "nothing new on a fenced device");
+    for d in (0..3).filter(|&d| d != bad) {
+        assert_eq!(status(addr)["devices"][d]["health"]["state"], "healthy");
+    }
+
+    // The operator lifts the fence: the evidence starts over.
+    let auth = format!("Bearer {TOKEN}");
+    let r = request(addr, "POST", &format!("/v1/devices/{bad}/unfence"), &[("authorization", auth.as_str())], b"");
+    assert_eq!(r.status, 200);
+    let h = status(addr)["devices"][bad].clone();
+    assert_eq!((h["state"].as_str(), h["health"]["state"].as_str()), (Some("open"), Some("healthy")), "{h}");
+}
