@@ -33,7 +33,8 @@ def load(out, name, tool, direction, field):
             # fio's clat starts after its submit syscall returns, ours
             # before the single submit-and-wait call, so clat differs by
             # definition (docs/cli.md).
-            "p99_us": d["lat_ns"]["percentile"]["99.000000"] / 1000,
+            # (A scrub-only job times no requests: no percentiles.)
+            "p99_us": d.get("lat_ns", {}).get("percentile", {}).get("99.000000", 0) / 1000,
             "cpu_us_per_io": cpu_us_per_io,
         }
     return runs

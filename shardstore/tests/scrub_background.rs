@@ -247,3 +247,112 @@ fn the_rate_follows_the_deadline_the_data_and_the_ceiling() {
     }
     assert_eq!(store.scrub_status().counters.chunks_verified, 0);
 }
+
+/// Flips one bit of a real file through the page cache and syncs it, so
+/// the store's O_DIRECT reads see it.
+fn flip_file_bit(path: &std::path::Path, offset: u64, bit: u8) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, offset).unwrap();
+    f.write_all_at(&[b[0] ^ (1 << bit)], offset).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[test]
+fn on_a_real_file_the_background_pass_finds_the_injected_faults_through_io_uring() {
+    use shardstore::device::{self, OpenOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dev.img");
+    std::fs::File::create(&path).unwrap().set_len(DEVICE_BYTES).unwrap();
+    {
+        let mut dev = device::open(&path, &OpenOptions::default()).unwrap();
+        format(&mut dev, &FormatOptions { extent_size_bytes: EXTENT_BYTES, ..FormatOptions::default() }).unwrap();
+    }
+    let mut store = Store::open(Box::new(device::open(&path, &OpenOptions::default()).unwrap())).unwrap();
+    fill(&mut store, 21);
+    let payload = |store: &Store, key: &str, chunk: usize| store.chunk_locations(key.as_bytes()).unwrap()[chunk].0;
+    let flip_at = payload(&store, "k05", 0);
+    let multi = payload(&store, "k13", 3);
+    let header_at = payload(&store, "k17", 0) - 4096;
+    flip_file_bit(&path, flip_at + 4095, 7);
+    flip_file_bit(&path, multi + 1, 1);
+    flip_file_bit(&path, header_at + 20, 2);
+    let copy3 = layout::copy_offset(DEVICE_BYTES, 3);
+    flip_file_bit(&path, copy3 + 300, 5);
+    // The checkpoint the store opened from (its first block, the header).
+    let sb = store.superblock().clone();
+    let checkpoint = sb.layout.meta_offset + u64::from(sb.store.half) * (sb.layout.meta_size_bytes / 2);
+    flip_file_bit(&path, checkpoint + 10, 0);
+
+    store.set_scrub_settings(unthrottled());
+    scrub_until(&mut store, |s| passes(s) >= 1);
+    let status = store.scrub_status();
+    let mut found: Vec<(FindingKind, Option<String>, u64)> =
+        status.recent_findings.iter().map(|f| (f.kind, f.key.clone(), f.offset)).collect();
+    found.sort_by_key(|f| f.2);
+    let mut want = vec![
+        (FindingKind::ChunkChecksum, Some("k05".to_owned()), flip_at),
+        (FindingKind::ChunkChecksum, Some("k13".to_owned()), multi),
+        (FindingKind::ChunkHeader, Some("k17".to_owned()), header_at),
+        (FindingKind::SuperblockCopy, None, copy3),
+        (FindingKind::Checkpoint, None, checkpoint),
+    ];
+    want.sort_by_key(|f| f.2);
+    assert_eq!(found, want, "findings:\n{:#?}", status.recent_findings);
+    // The next step lists the shards and writes a new checkpoint (which
+    // rewrites every superblock copy); a restart finds everything else
+    // intact.
+    store.scrub_step().unwrap();
+    assert_eq!(store.damaged_shards().len(), 3);
+    store.close().unwrap();
+    let mut store = Store::open(Box::new(device::open(&path, &OpenOptions::default()).unwrap())).unwrap();
+    assert_eq!(store.damaged_shards().len(), 3);
+    for (i, &len) in SIZES.iter().cycle().take(21).enumerate() {
+        let key = format!("k{i:02}");
+        match store.get(key.as_bytes()) {
+            Ok(bytes) => assert_eq!(bytes, data(len, i as u64), "{key}"),
+            Err(Error::Corruption { .. }) => assert!(["k05", "k13", "k17"].contains(&key.as_str()), "{key}"),
+            Err(e) => panic!("{key}: {e}"),
+        }
+    }
+    let offline = store.scrub_pass(|_, _| {});
+    let kinds: Vec<FindingKind> = offline.findings.iter().map(|f| f.kind).collect();
+    assert!(!kinds.contains(&FindingKind::SuperblockCopy) && !kinds.contains(&FindingKind::Checkpoint), "{kinds:?}");
+}
+
+/// Pacing, on the store thread: with a deadline scaled down to seconds, a
+/// fault in the last shard of a pass is found when the pass reaches it,
+/// about 90% of the deadline after the pass began, not at once. At the
+/// default 14-day deadline the same pass takes 12.6 days (docs/api.md).
+#[test]
+fn a_paced_pass_reaches_the_last_shard_near_ninety_percent_of_the_deadline() {
+    use std::time::{Duration, Instant};
+    let (mut store, h) = new_store(12);
+    for i in 0..48 {
+        store.put(format!("p{i:02}").as_bytes(), &data(1 << 20, i)).unwrap();
+    }
+    let last = store.chunk_locations(b"p47").unwrap()[0].0;
+    store.close().unwrap();
+    let (handle, join) = shardstore::store::thread::spawn(Box::new(h.attach())).unwrap();
+    h.rot_bit(last + 100, 1);
+    let deadline = Duration::from_secs(4);
+    let started = Instant::now();
+    handle.set_scrub(ScrubSettings { deadline_ms: deadline.as_millis() as u64, ..ScrubSettings::default() }).unwrap();
+    let found = loop {
+        let st = handle.scrub_status().unwrap();
+        if st.counters.findings.iter().sum::<u64>() > 0 {
+            break started.elapsed();
+        }
+        assert!(started.elapsed() < deadline * 3, "not found within three deadlines: {st:#?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("48 MiB paced for a {deadline:?} deadline: the last shard's fault found after {found:?}");
+    // The allowance grows at the rate: the last of 48 MiB is not reached
+    // before most of the pass's time (90% of the deadline) has passed...
+    assert!(found >= deadline * 7 / 10, "found after {found:?}: the pass was not paced");
+    // ...and the pass ends near its target, 90% of the deadline.
+    assert!(found <= deadline * 2, "found after {found:?}: the pass fell far behind its target");
+    handle.close().unwrap();
+    join.join().unwrap();
+}

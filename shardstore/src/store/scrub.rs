@@ -434,6 +434,8 @@ struct ExtentScan {
     chunks: Vec<ChunkRef>,
     /// The next chunk no window has taken.
     next: usize,
+    /// Bytes of the extent's live records already read in this scan.
+    read_bytes: u64,
 }
 
 /// One scrub read in flight: chunks `first..first + count` of the scan,
@@ -532,9 +534,10 @@ impl Store {
     /// left of the pass over what is left of its time.
     pub fn scrub_rate(&self, now_ms: u64) -> u64 {
         let (left, _) = self.live_bytes_from(self.scrub.cursor.next_extent);
+        let left = left.saturating_sub(self.scrub.scan.as_ref().map_or(0, |s| s.read_bytes));
         let started = if self.scrub.cursor.pass_started_ms == 0 { now_ms } else { self.scrub.cursor.pass_started_ms };
         let target_end = started + self.scrub.settings.deadline_ms / 100 * PASS_TARGET_PERCENT;
-        let rate = if target_end <= now_ms + 1000 {
+        let rate = if target_end <= now_ms {
             // Behind: as fast as allowed.
             u64::MAX
         } else {
@@ -548,6 +551,7 @@ impl Store {
         let now = superblock::now_unix_ms();
         let rate = self.scrub_rate(now);
         let (left, total) = self.live_bytes_from(self.scrub.cursor.next_extent);
+        let left = left.saturating_sub(self.scrub.scan.as_ref().map_or(0, |s| s.read_bytes));
         let oldest = self.extents.iter().filter(|e| e.live_blocks > 0 && e.checked_ms > 0).map(|e| e.checked_ms).min();
         ScrubStatus {
             paused: self.scrub.settings.paused,
@@ -706,6 +710,7 @@ impl Store {
                     listed: false,
                     chunks: Vec::new(),
                     next: 0,
+                    read_bytes: 0,
                 });
                 self.scrub.cursor.next_extent = e;
                 return Ok(true);
@@ -814,7 +819,9 @@ impl Store {
                 return;
             }
             self.scrub.windows[id] = Some(Window { first, count, block: start });
-            self.scrub.scan.as_mut().expect("a scan in progress").next = first + count;
+            let scan = self.scrub.scan.as_mut().expect("a scan in progress");
+            scan.next = first + count;
+            scan.read_bytes += len as u64;
             if !self.scrub.unlimited {
                 self.scrub.allowance -= len as f64;
             }

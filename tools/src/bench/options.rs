@@ -60,6 +60,20 @@ pub enum Target {
     Agent,
 }
 
+/// The background scrubber during a store job (a shardnode option; fio
+/// has no scrubber).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scrub {
+    /// Paused: the job measures the store alone (the default).
+    Off,
+    /// At the store's own pace for its coverage deadline.
+    Deadline,
+    /// At exactly this many bytes per second.
+    Rate(u64),
+    /// As fast as the job's requests leave room for.
+    Max,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     IoUring,
@@ -102,6 +116,11 @@ pub struct JobSpec {
     /// Report percentiles of total latency too (fio's `lat_percentiles`).
     pub lat_percentiles: bool,
     pub target: Target,
+    /// `--scrub=off|deadline|max|RATE` (store target).
+    pub scrub: Scrub,
+    /// `--scrub_only=1` (store target): no requests; the job fills the
+    /// store as a read job would, then measures the scrubber's reads.
+    pub scrub_only: bool,
     /// The agent's base URL (`http://HOST:PORT`) for `--target=agent`.
     pub url: Option<String>,
     /// Every option given for this job, as text, for the JSON's
@@ -132,6 +151,8 @@ impl Default for JobSpec {
             registerfiles: true,
             lat_percentiles: false,
             target: Target::Device,
+            scrub: Scrub::Off,
+            scrub_only: false,
             url: None,
             given: Vec::new(),
         }
@@ -145,7 +166,8 @@ pub struct Invocation {
 }
 
 /// Options that are flags when given without a value.
-const BOOLEAN: &[&str] = &["time_based", "group_reporting", "fixedbufs", "registerfiles", "lat_percentiles"];
+const BOOLEAN: &[&str] =
+    &["time_based", "group_reporting", "fixedbufs", "registerfiles", "lat_percentiles", "scrub_only"];
 
 const KNOWN: &[&str] = &[
     "name",
@@ -172,6 +194,8 @@ const KNOWN: &[&str] = &[
     "registerfiles",
     "lat_percentiles",
     "target",
+    "scrub",
+    "scrub_only",
     "url",
     "output-format",
 ];
@@ -180,6 +204,7 @@ pub const USAGE: &str = "usage: shardbench --name=JOB --filename=PATH [--rw=read
 [--bs=4k] [--iodepth=N] [--iodepth_batch_submit=N] [--numjobs=N] [--size=SIZE] [--offset=SIZE] [--runtime=30] [--time_based] \
 [--ramp_time=T] [--rwmixread=PCT] [--direct=1] [--ioengine=io_uring|psync] [--fixedbufs=0|1] \
 [--registerfiles=0|1] [--lat_percentiles=0|1] [--target=device|store|agent] [--url=http://HOST:PORT] [--group_reporting] \
+[--scrub=off|deadline|max|RATE] [--scrub_only] \
 [--output-format=normal|json]";
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
@@ -252,6 +277,17 @@ fn apply(job: &mut JobSpec, key: &str, value: &str) -> Result<(), String> {
         "fixedbufs" => job.fixedbufs = parse_bool(key, value)?,
         "registerfiles" => job.registerfiles = parse_bool(key, value)?,
         "lat_percentiles" => job.lat_percentiles = parse_bool(key, value)?,
+        "scrub" => {
+            job.scrub = match value {
+                "off" => Scrub::Off,
+                "deadline" => Scrub::Deadline,
+                "max" => Scrub::Max,
+                rate => Scrub::Rate(parse_size(rate).map_err(|e| {
+                    format!("option scrub: {e} (off, deadline, max, or a rate in bytes per second like 16M)")
+                })?),
+            };
+        }
+        "scrub_only" => job.scrub_only = parse_bool(key, value)?,
         "url" => {
             let rest = value
                 .strip_prefix("http://")
@@ -335,6 +371,12 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
                 "job {:?}: the store target always uses io_uring (ioengine=psync is for --target=device)",
                 job.name
             ));
+        }
+        if (job.scrub != Scrub::Off || job.scrub_only) && job.target != Target::Store {
+            return Err(format!("job {:?}: --scrub and --scrub_only are for --target=store", job.name));
+        }
+        if job.scrub_only && job.scrub == Scrub::Off {
+            return Err(format!("job {:?}: --scrub_only needs --scrub=deadline, max or a rate", job.name));
         }
         if job.target != Target::Device && job.bs > shardstore::store::SHARD_SIZE_BYTES_MAX {
             return Err(format!("job {:?}: bs {} exceeds the largest shard", job.name, job.bs));
@@ -421,6 +463,9 @@ mod tests {
             ("--name=a --target=agent --url=https://h:1", "not an http:// URL"),
             ("--name=a --target=agent --url=http://h:1/v1", "expected http://HOST:PORT"),
             ("--name=a --filename=/d --target=cloud", "unsupported target"),
+            ("--name=a --filename=/d --scrub=max", "for --target=store"),
+            ("--name=a --filename=/d --target=store --scrub=fast", "option scrub"),
+            ("--name=a --filename=/d --target=store --scrub_only", "needs --scrub"),
         ];
         for (line, want) in cases {
             let err = parse(line).unwrap_err();

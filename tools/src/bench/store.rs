@@ -17,9 +17,10 @@ use anyhow::{bail, Context};
 use shardstore::device::{self, OpenOptions};
 use shardstore::format::{format, FormatOptions};
 use shardstore::rng::Rng;
+use shardstore::store::scrub::ScrubSettings;
 use shardstore::store::thread::{self, StoreHandle};
 
-use super::options::JobSpec;
+use super::options::{JobSpec, Scrub};
 use super::run::{lay_out, run_clients, JobResult, Start};
 
 fn key(job: &str, n: u64) -> Vec<u8> {
@@ -77,13 +78,69 @@ pub fn run_job(spec: &JobSpec) -> anyhow::Result<Vec<JobResult>> {
     if read_percent > 0 && store.stat(&key(&spec.name, count - 1))?.is_none() {
         fill(&store, spec, count)?;
     }
-    let (client_store, owned) = (store.clone(), spec.clone());
-    let per_job = run_clients(spec, spec.numjobs as usize, move |j, start| {
-        client(&client_store, &owned, j as u64, count, start)
-    })?;
+    if spec.scrub_only && store.stat(&key(&spec.name, count - 1))?.is_none() {
+        fill(&store, spec, count)?;
+    }
+    store.set_scrub(scrub_settings(spec.scrub))?;
+    let per_job = if spec.scrub_only {
+        vec![scrub_only(&store, spec)?]
+    } else {
+        let (client_store, owned) = (store.clone(), spec.clone());
+        run_clients(spec, spec.numjobs as usize, move |j, start| client(&client_store, &owned, j as u64, count, start))?
+    };
     store.close()?;
     join.join().expect("store thread panicked");
     Ok(per_job)
+}
+
+fn scrub_settings(scrub: Scrub) -> ScrubSettings {
+    let base = ScrubSettings::default();
+    match scrub {
+        Scrub::Off => ScrubSettings { paused: true, ..base },
+        Scrub::Deadline => base,
+        Scrub::Max => ScrubSettings { unthrottled: true, ..base },
+        Scrub::Rate(rate) => ScrubSettings { unthrottled: true, rate_bytes_max: Some(rate.max(1)), ..base },
+    }
+}
+
+/// Measures the scrubber alone: the bytes it verifies (chunk payloads and
+/// metadata), over the runtime or until a pass completes, as the job's
+/// read bandwidth; `total_ios` counts chunks. No latencies: the scrubber
+/// has no requests to time.
+fn scrub_only(store: &StoreHandle, spec: &JobSpec) -> anyhow::Result<JobResult> {
+    let first = store.scrub_status()?;
+    let started = Instant::now();
+    let ramp_end = started + std::time::Duration::from_micros(spec.ramp_time_us);
+    let runtime = std::time::Duration::from_micros(spec.runtime_us.unwrap_or(u64::MAX / 2));
+    let mut from = None;
+    let usage_start = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
+    let last = loop {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let st = store.scrub_status()?;
+        let now = Instant::now();
+        if from.is_none() && now >= ramp_end {
+            from = Some((now, st.clone()));
+        }
+        let Some((t0, _)) = &from else { continue };
+        let over = if spec.time_based { now - *t0 >= runtime } else { st.passes > first.passes };
+        if over {
+            break st;
+        }
+    };
+    let (t0, at_start) = from.expect("set before the loop ends");
+    let bytes = |s: &shardstore::store::scrub::ScrubStatus| {
+        s.counters.chunk_bytes_verified + s.counters.metadata_bytes_verified
+    };
+    let usage_end = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
+    let mut result = JobResult { name: spec.name.clone(), jobs: 1, ..JobResult::default() };
+    result.read.io_bytes = bytes(&last) - bytes(&at_start);
+    result.read.total_ios = last.counters.chunks_verified - at_start.counters.chunks_verified;
+    result.runtime_us = t0.elapsed().as_micros() as u64;
+    result.usr_cpu_us =
+        super::run::micros(usage_end.user_time()).saturating_sub(super::run::micros(usage_start.user_time()));
+    result.sys_cpu_us =
+        super::run::micros(usage_end.system_time()).saturating_sub(super::run::micros(usage_start.system_time()));
+    Ok(result)
 }
 
 /// The state of one job whose requests are issued from their completions.
