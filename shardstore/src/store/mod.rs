@@ -892,64 +892,49 @@ impl Store {
         }
         let mut records = Vec::with_capacity(live.len() + 1);
         let mut moved = 0u64;
-        let mut out = Vec::with_capacity(1);
-        for (key, sequence, chunk, from, size) in live {
-            let len = record_size_bytes(key.len(), chunk_len(size, chunk));
-            let at = self.locator_offset(from);
-            let buf = self.pool.take(len as usize).expect("no operations in flight between batches");
-            self.dev.submit(IoOp { token: 0, kind: IoKind::Read { offset: at, buf } })?;
-            self.dev.reap(1, &mut out)?;
-            let done = out.pop().expect("one completion");
-            if let Err(e) = done.result {
-                return Err(Error::Corruption {
-                    device: self.name.clone(),
-                    what: format!(
-                        "shard {:?} chunk {chunk} (not moved; extent {victim} kept): unreadable: {e}",
-                        key_text(&key)
-                    ),
-                    offset: at,
-                });
+        // A batch of chunks at a time, its reads and then its writes all in
+        // flight: the store thread is away from its queue for as few device
+        // round trips as the extent allows.
+        let batch_len = STORE_QUEUE_DEPTH.min(self.dev.queue_depth()).max(1);
+        for batch in live.chunks(batch_len) {
+            for (i, (key, _, chunk, from, size)) in batch.iter().enumerate() {
+                let len = record_size_bytes(key.len(), chunk_len(*size, *chunk));
+                let buf = self.pool.take(len as usize).expect("no operations in flight between batches");
+                let kind = IoKind::Read { offset: self.locator_offset(*from), buf };
+                self.dev.submit(IoOp { token: i as u64, kind })?;
             }
-            let mut buf = done.buf.expect("reads return their buffer");
-            let verified = RecordHeader::verify(buf.as_slice(), from.crc).and_then(|(h, _)| {
-                if h.key == key && h.sequence == sequence {
-                    Ok(h)
-                } else {
-                    Err(record::RecordProblem::Mismatch)
+            let mut reads = Vec::with_capacity(batch.len());
+            while reads.len() < batch.len() {
+                self.dev.reap(batch.len() - reads.len(), &mut reads)?;
+            }
+            reads.sort_by_key(|c| c.token);
+            let mut failure = None;
+            for done in reads {
+                let (key, sequence, chunk, from, _) = &batch[done.token as usize];
+                match self.move_chunk(victim, key, *sequence, *chunk, *from, done) {
+                    Ok((to, len)) => {
+                        moved += len;
+                        let chunk = *chunk as u32;
+                        records.push((0, LogRecord::Relocate { key: key.clone(), sequence: *sequence, chunk, to }));
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
                 }
-            });
-            let header = match verified {
-                Ok(h) => h,
-                Err(problem) => {
-                    return Err(Error::Corruption {
-                        device: self.name.clone(),
-                        what: format!(
-                            "shard {:?} chunk {chunk} (not moved; extent {victim} kept): {problem}",
-                            key_text(&key)
-                        ),
-                        offset: at,
-                    })
-                }
-            };
-            let blocks = (len / BLOCK_SIZE_BYTES) as u32;
-            let Some(mut to) = self.allocate_from(blocks, 0) else {
-                return Err(Error::NoSpace(format!("{}: no room to evacuate extent {victim}", self.name)));
-            };
-            assert_ne!(to.extent, victim, "the victim is sealed, never the open extent");
-            let start = record::HEADER_BLOCK_BYTES;
-            let payload = buf.as_slice()[start..start + header.chunk_len as usize].to_vec();
-            let moved_header =
-                RecordHeader { extent: to.extent, generation: self.extents[to.extent as usize].generation, ..header };
-            moved_header.encode(&payload, buf.as_mut_slice());
-            to.crc = moved_header.payload_crc;
-            let offset = self.locator_offset(to);
-            self.dev.submit(IoOp { token: 0, kind: IoKind::Write { offset, buf, fua: false } })?;
-            self.dev.reap(1, &mut out)?;
-            if let Some(c) = out.pop() {
+            }
+            // Every write of the batch completes before anything returns:
+            // their buffers belong to the device until reaped.
+            let mut writes = Vec::new();
+            while self.dev.in_flight() > 0 {
+                self.dev.reap(self.dev.in_flight(), &mut writes)?;
+            }
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            for c in writes {
                 c.result?;
             }
-            moved += len;
-            records.push((0, LogRecord::Relocate { key, sequence, chunk: chunk as u32, to }));
         }
         if !records.is_empty() {
             if let Err(e) = self.dev.flush() {
@@ -964,6 +949,55 @@ impl Store {
             ExtentInfo { generation, write_blocks: 0, live_blocks: 0, checked_ms: 0 }
         );
         Ok(Some((victim, moved)))
+    }
+
+    /// Verifies a chunk read back for reclamation and submits its copy at
+    /// a new place (the write is reaped by the caller). Returns the new
+    /// locator and the record's bytes; an unreadable or damaged chunk is
+    /// not moved (copying it forward would launder the damage).
+    fn move_chunk(
+        &mut self,
+        victim: u32,
+        key: &[u8],
+        sequence: u64,
+        chunk: usize,
+        from: Locator,
+        done: Completion,
+    ) -> Result<(Locator, u64)> {
+        let damaged = |why: String| Error::Corruption {
+            device: self.name.clone(),
+            what: format!("shard {:?} chunk {chunk} (not moved; extent {victim} kept): {why}", key_text(key)),
+            offset: self.locator_offset(from),
+        };
+        if let Err(e) = &done.result {
+            return Err(damaged(format!("unreadable: {e}")));
+        }
+        let mut buf = done.buf.expect("reads return their buffer");
+        let header =
+            RecordHeader::verify(buf.as_slice(), from.crc)
+                .and_then(|(h, _)| {
+                    if h.key == key && h.sequence == sequence {
+                        Ok(h)
+                    } else {
+                        Err(record::RecordProblem::Mismatch)
+                    }
+                })
+                .map_err(|p| damaged(p.to_string()))?;
+        let len = buf.len() as u64;
+        let blocks = (len / BLOCK_SIZE_BYTES) as u32;
+        let Some(mut to) = self.allocate_from(blocks, 0) else {
+            return Err(Error::NoSpace(format!("{}: no room to evacuate extent {victim}", self.name)));
+        };
+        assert_ne!(to.extent, victim, "the victim is sealed, never the open extent");
+        let start = record::HEADER_BLOCK_BYTES;
+        let payload = buf.as_slice()[start..start + header.chunk_len as usize].to_vec();
+        let moved_header =
+            RecordHeader { extent: to.extent, generation: self.extents[to.extent as usize].generation, ..header };
+        moved_header.encode(&payload, buf.as_mut_slice());
+        to.crc = moved_header.payload_crc;
+        let offset = self.locator_offset(to);
+        self.dev.submit(IoOp { token: u64::from(chunk as u32), kind: IoKind::Write { offset, buf, fua: false } })?;
+        Ok((to, len))
     }
 
     pub fn put(&mut self, key: &[u8], data: &[u8]) -> Result<()> {
