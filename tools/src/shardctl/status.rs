@@ -43,6 +43,10 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
                 d["errors"]["corruption"],
                 d["errors"]["io"],
             );
+            if let Some(h) = d["health"]["state"].as_str() {
+                let reason = d["health"]["reason"].as_str().filter(|r| !r.is_empty());
+                println!("  health                  {h}{}", reason.map(|r| format!(": {r}")).unwrap_or_default());
+            }
             if d["scrub"].is_object() {
                 println!("  scrub                   {}", d["scrub"]["state"].as_str().unwrap_or("?"));
                 print_device_scrub(&d["scrub"]);
