@@ -15,21 +15,7 @@ use common::{get, put, request, Agent};
 const TOKEN: &str = "health-token";
 
 fn start(dir: &Path) -> (Agent, SocketAddr) {
-    let token = dir.join("admin.token");
-    std::fs::write(&token, TOKEN).unwrap();
-    let config = dir.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{}\"\ndefault_device_size_bytes = {}\nadmin_token_file = \"{}\"\n\
-             [health]\ninterval_ms = 100\nwindow_intervals = 50\n",
-            dir.join("data").display(),
-            512u64 << 20,
-            token.display()
-        ),
-    )
-    .unwrap();
-    Agent::serving(&["--config", config.to_str().unwrap()])
+    common::start_configured(dir, 512 << 20, TOKEN, "[health]\ninterval_ms = 100\nwindow_intervals = 50\n")
 }
 
 fn status(addr: SocketAddr) -> serde_json::Value {

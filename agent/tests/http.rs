@@ -17,22 +17,9 @@ const TOKEN: &str = "s3cret-token";
 /// An agent on three small default devices with short client timeouts and
 /// an admin token.
 fn start(dir: &Path) -> (Agent, SocketAddr) {
-    let token = dir.join("admin.token");
-    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    let config = dir.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{}\"\ndefault_device_size_bytes = {}\nadmin_token_file = \"{}\"\n\
-             [limits]\nheader_timeout_ms = 1000\nbody_timeout_ms = 1000\nheader_bytes_max = 8192\n\
-             body_memory_bytes_max = 1048576\n",
-            dir.join("data").display(),
-            512u64 << 20,
-            token.display()
-        ),
-    )
-    .unwrap();
-    Agent::serving(&["--config", config.to_str().unwrap()])
+    let limits = "[limits]\nheader_timeout_ms = 1000\nbody_timeout_ms = 1000\nheader_bytes_max = 8192\n\
+                  body_memory_bytes_max = 1048576\n";
+    common::start_configured(dir, 512 << 20, TOKEN, limits)
 }
 
 fn crc_hex(data: &[u8]) -> String {

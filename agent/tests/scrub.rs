@@ -17,20 +17,7 @@ use shardstore::store::Store;
 const TOKEN: &str = "scrub-token";
 
 fn start(dir: &Path) -> (Agent, SocketAddr) {
-    let token = dir.join("admin.token");
-    std::fs::write(&token, TOKEN).unwrap();
-    let config = dir.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{}\"\ndefault_device_size_bytes = {}\nadmin_token_file = \"{}\"\n",
-            dir.join("data").display(),
-            512u64 << 20,
-            token.display()
-        ),
-    )
-    .unwrap();
-    Agent::serving(&["--config", config.to_str().unwrap()])
+    common::start_configured(dir, 512 << 20, TOKEN, "")
 }
 
 /// The device file holding `key` and the device offset of its payload,

@@ -135,6 +135,18 @@ impl Harness {
         self.store.as_mut().expect("store open")
     }
 
+    /// The machine crashes: each unflushed write persists, vanishes or
+    /// tears (chosen from `fate_seed`); then the store is opened again.
+    fn crash(&mut self, fate_seed: u64) {
+        let mut rng = Rng::new(fate_seed);
+        self.handle.crash_with(|_, w| match rng.below(3) {
+            0 => Fate::Persist,
+            1 => Fate::Drop,
+            _ => Fate::Tear((0..w.data.len() / 512).map(|_| rng.chance(1, 2)).collect()),
+        });
+        self.reopen();
+    }
+
     fn reopen(&mut self) {
         self.store = None;
         self.store = Some(Store::open(Box::new(self.handle.attach())).expect("reopen after restart"));
@@ -251,14 +263,7 @@ impl Harness {
                 let v = data(SIZES[size], seed);
                 self.handle.cut_power_after(budget);
                 let r = if delete { self.store().delete(&k) } else { self.store().put(&k, &v) };
-                let mut rng = Rng::new(fate_seed);
-                // Crash: each unflushed write persists, vanishes or tears.
-                self.handle.crash_with(|_, w| match rng.below(3) {
-                    0 => Fate::Persist,
-                    1 => Fate::Drop,
-                    _ => Fate::Tear((0..w.data.len() / 512).map(|_| rng.chance(1, 2)).collect()),
-                });
-                self.reopen();
+                self.crash(fate_seed);
                 let old = self.model.get(&k).cloned();
                 let new = if delete { None } else { Some(v) };
                 let now = match self.store().get(&k) {
@@ -330,13 +335,7 @@ impl Harness {
                 }
                 assert!(finished.is_empty(), "no get was in progress");
                 if let Some(fate_seed) = crash {
-                    let mut rng = Rng::new(fate_seed);
-                    self.handle.crash_with(|_, w| match rng.below(3) {
-                        0 => Fate::Persist,
-                        1 => Fate::Drop,
-                        _ => Fate::Tear((0..w.data.len() / 512).map(|_| rng.chance(1, 2)).collect()),
-                    });
-                    self.reopen();
+                    self.crash(fate_seed);
                 }
                 // The repair list holds only shards whose bits were
                 // flipped: the scrubber reports no damage nobody injected.

@@ -220,3 +220,22 @@ pub fn try_put(addr: SocketAddr, key: &str, body: &[u8]) -> std::io::Result<u16>
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no status line"))?;
     Ok(status)
 }
+
+/// An agent on three default file-backed devices of `device_bytes` in
+/// `dir/data`, with `token` as its admin token and `extra` appended to its
+/// config file (TOML).
+pub fn start_configured(dir: &std::path::Path, device_bytes: u64, token: &str, extra: &str) -> (Agent, SocketAddr) {
+    let token_file = dir.join("admin.token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\ndefault_device_size_bytes = {device_bytes}\nadmin_token_file = \"{}\"\n{extra}",
+            dir.join("data").display(),
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    Agent::serving(&["--config", config.to_str().unwrap()])
+}
