@@ -164,3 +164,36 @@ fn registered_buffers_fall_back_when_memlock_is_refused() {
     assert_eq!(v["engine"]["registered_buffers"], false, "{}", v["engine"]);
     assert_eq!(v["jobs"][0]["write"]["io_bytes"], 16u64 << 20);
 }
+
+#[test]
+fn a_job_file_runs_its_jobs_with_the_global_section_as_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dev.img");
+    let job = dir.path().join("two.fio");
+    std::fs::write(
+        &job,
+        format!(
+            "; two jobs on one file\n[global]\nfilename={}\nsize=8M\nbs=64k\nruntime=1\ntime_based\n\n\
+             [writer]\nrw=write\niodepth=4\n\n[reader]\nrw=randread\nbs=4k\niodepth=8\n",
+            file.display()
+        ),
+    )
+    .unwrap();
+    let o = shardbench(&["--output-format=json".to_owned(), job.display().to_string()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let jobs = v["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(jobs[0]["jobname"], "writer");
+    assert!(jobs[0]["write"]["io_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(jobs[1]["jobname"], "reader");
+    assert!(jobs[1]["read"]["io_bytes"].as_u64().unwrap() > 0);
+    assert!(jobs[1]["read"]["bw_bytes"].as_u64().unwrap() > 0);
+
+    // An unknown option is an error naming it, the file and the line.
+    std::fs::write(&job, "[a]\nfilename=/tmp/x\nverify=md5\n").unwrap();
+    let o = shardbench(&[job.display().to_string()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("two.fio:3") && err.contains("verify"), "{err}");
+}

@@ -205,7 +205,7 @@ pub const USAGE: &str = "usage: shardbench --name=JOB --filename=PATH [--rw=read
 [--ramp_time=T] [--rwmixread=PCT] [--direct=1] [--ioengine=io_uring|psync] [--fixedbufs=0|1] \
 [--registerfiles=0|1] [--lat_percentiles=0|1] [--target=device|store|agent] [--url=http://HOST:PORT] [--group_reporting] \
 [--scrub=off|deadline|max|RATE] [--scrub_only] \
-[--output-format=normal|json]";
+[--output-format=normal|json] [JOBFILE...]";
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
     match value {
@@ -213,6 +213,56 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
         "0" | "false" | "no" | "off" => Ok(false),
         _ => Err(format!("option {key}: expected 0 or 1, got {value:?}")),
     }
+}
+
+/// The jobs of an INI job file as fio reads it: `[global]` sets defaults
+/// for the jobs after it, every other `[section]` is a job of that name,
+/// lines are `key=value` or a bare boolean `key`, and `;` or `#` start a
+/// comment line. Errors name the file and line.
+pub fn parse_job_file(path: &str, text: &str, defaults: &JobSpec) -> Result<Vec<JobSpec>, String> {
+    let mut global = defaults.clone();
+    let mut jobs: Vec<JobSpec> = Vec::new();
+    let mut in_global = false;
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        let at = |what: String| format!("{path}:{}: {what}", n + 1);
+        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
+            continue;
+        }
+        if let Some(section) = line.strip_prefix('[') {
+            let name = section.strip_suffix(']').ok_or_else(|| at(format!("unterminated section {line:?}")))?.trim();
+            if name.is_empty() {
+                return Err(at("a section needs a name".to_owned()));
+            }
+            in_global = name == "global";
+            if !in_global {
+                let mut job = global.clone();
+                apply(&mut job, "name", name).map_err(at)?;
+                job.given.push(("name".to_owned(), name.to_owned()));
+                jobs.push(job);
+            }
+            continue;
+        }
+        let (key, value) = match line.split_once('=') {
+            Some((k, v)) => (k.trim(), v.trim().to_owned()),
+            None if BOOLEAN.contains(&line) => (line, "1".to_owned()),
+            None => return Err(at(format!("option {line:?} needs a value (key=value)"))),
+        };
+        if !KNOWN.contains(&key) || key == "output-format" || key == "name" {
+            return Err(at(format!("unknown option {key:?} in a job file")));
+        }
+        let target = if in_global {
+            &mut global
+        } else {
+            jobs.last_mut().ok_or_else(|| at(format!("option {key:?} before any [section]")))?
+        };
+        apply(target, key, &value).map_err(at)?;
+        target.given.push((key.to_owned(), value));
+    }
+    if jobs.is_empty() {
+        return Err(format!("job file {path}: no job sections (only [global])"));
+    }
+    Ok(jobs)
 }
 
 fn parse_u32(key: &str, value: &str, min: u32, max: u32) -> Result<u32, String> {
@@ -321,9 +371,11 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
     let mut output_format = OutputFormat::Normal;
     while let Some(arg) = args.next() {
         let Some(opt) = arg.strip_prefix("--") else {
-            return Err(format!(
-                "unexpected argument {arg:?}: job files are not supported yet; give options as --key=value"
-            ));
+            // A job file: its [global] section starts from the options
+            // given so far, and each other section is a job.
+            let text = std::fs::read_to_string(&arg).map_err(|e| format!("job file {arg}: {e}"))?;
+            jobs.extend(parse_job_file(&arg, &text, &global)?);
+            continue;
         };
         let (key, inline) = match opt.split_once('=') {
             Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
@@ -429,6 +481,38 @@ mod tests {
     }
 
     #[test]
+    fn job_files_follow_fio() {
+        let text =
+            "; a comment\n[global]\nfilename=/d\nbs=8k\ntime_based\nruntime=5\n\n[reads]\nrw=randread\niodepth=16\n\
+                    # another\n[writes]\nrw=write\nbs=1m\n";
+        let defaults = JobSpec { ioengine: Engine::Psync, ..JobSpec::default() };
+        let jobs = parse_job_file("job.fio", text, &defaults).unwrap();
+        assert_eq!(jobs.len(), 2);
+        assert_eq!((jobs[0].name.as_str(), jobs[0].rw, jobs[0].bs, jobs[0].iodepth), ("reads", Rw::RandRead, 8192, 16));
+        assert_eq!((jobs[1].name.as_str(), jobs[1].rw, jobs[1].bs), ("writes", Rw::Write, 1 << 20));
+        for j in &jobs {
+            assert!(
+                j.time_based
+                    && j.runtime_us == Some(5_000_000)
+                    && j.filename.as_deref() == Some(std::path::Path::new("/d"))
+            );
+            assert_eq!(j.ioengine, Engine::Psync, "options given before the file are its defaults");
+        }
+        let errors = [
+            ("[a]\nverify=md5\n", "job.fio:2: unknown option \"verify\""),
+            ("bs=4k\n[a]\n", "job.fio:1: option \"bs\" before any [section]"),
+            ("[a]\nbs=4q\n", "job.fio:2: option bs"),
+            ("[a\n", "job.fio:1: unterminated section"),
+            ("[global]\nbs=4k\n", "no job sections"),
+            ("[a]\nrw\n", "job.fio:2: option \"rw\" needs a value"),
+        ];
+        for (text, want) in errors {
+            let err = parse_job_file("job.fio", text, &JobSpec::default()).unwrap_err();
+            assert!(err.contains(want), "{text:?}: {err:?} should mention {want:?}");
+        }
+    }
+
+    #[test]
     fn submission_batches_follow_fio() {
         let inv = parse("--name=a --filename=/d --iodepth=32").unwrap();
         assert_eq!(inv.jobs[0].iodepth_batch_submit, 1, "fio submits each I/O at once by default");
@@ -457,7 +541,7 @@ mod tests {
             ("--name=a", "no --filename"),
             ("--filename=/d", "no job defined"),
             ("--name=a --filename=/d --iodepth", "needs a value"),
-            ("--name=a --filename=/d job.fio", "job files"),
+            ("--name=a --filename=/d /nonexistent/job.fio", "job file /nonexistent/job.fio"),
             ("--name=a --filename=/d --bs=8k --offset=4k", "not a multiple of bs"),
             ("--name=a --target=agent", "needs --url"),
             ("--name=a --target=agent --url=https://h:1", "not an http:// URL"),
