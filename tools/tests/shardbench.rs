@@ -173,7 +173,8 @@ fn a_job_file_runs_its_jobs_with_the_global_section_as_defaults() {
     std::fs::write(
         &job,
         format!(
-            "; two jobs on one file\n[global]\nfilename={}\nsize=8M\nbs=64k\nruntime=1\ntime_based\n\n\
+            "; two jobs on one file\n[global]\nfilename={}\nsize=8M\nbs=64k\nruntime=1\ntime_based\n\
+             percentile_list=50:99.5\n\n\
              [writer]\nrw=write\niodepth=4\n\n[reader]\nrw=randread\nbs=4k\niodepth=8\n",
             file.display()
         ),
@@ -189,6 +190,8 @@ fn a_job_file_runs_its_jobs_with_the_global_section_as_defaults() {
     assert_eq!(jobs[1]["jobname"], "reader");
     assert!(jobs[1]["read"]["io_bytes"].as_u64().unwrap() > 0);
     assert!(jobs[1]["read"]["bw_bytes"].as_u64().unwrap() > 0);
+    let keys: Vec<&String> = jobs[1]["read"]["clat_ns"]["percentile"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["50.000000", "99.500000"], "the job's percentile_list");
 
     // An unknown option is an error naming it, the file and the line.
     std::fs::write(&job, "[a]\nfilename=/tmp/x\nverify=md5\n").unwrap();

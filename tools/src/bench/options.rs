@@ -115,6 +115,8 @@ pub struct JobSpec {
     pub registerfiles: bool,
     /// Report percentiles of total latency too (fio's `lat_percentiles`).
     pub lat_percentiles: bool,
+    /// Which percentiles to report (fio's `percentile_list`).
+    pub percentile_list: Vec<f64>,
     pub target: Target,
     /// `--scrub=off|deadline|max|RATE` (store target).
     pub scrub: Scrub,
@@ -150,6 +152,7 @@ impl Default for JobSpec {
             fixedbufs: true,
             registerfiles: true,
             lat_percentiles: false,
+            percentile_list: super::hist::DEFAULT_PERCENTILES.to_vec(),
             target: Target::Device,
             scrub: Scrub::Off,
             scrub_only: false,
@@ -193,6 +196,7 @@ const KNOWN: &[&str] = &[
     "fixedbufs",
     "registerfiles",
     "lat_percentiles",
+    "percentile_list",
     "target",
     "scrub",
     "scrub_only",
@@ -204,7 +208,7 @@ pub const USAGE: &str = "usage: shardbench --name=JOB --filename=PATH [--rw=read
 [--bs=4k] [--iodepth=N] [--iodepth_batch_submit=N] [--numjobs=N] [--size=SIZE] [--offset=SIZE] [--runtime=30] [--time_based] \
 [--ramp_time=T] [--rwmixread=PCT] [--direct=1] [--ioengine=io_uring|psync] [--fixedbufs=0|1] \
 [--registerfiles=0|1] [--lat_percentiles=0|1] [--target=device|store|agent] [--url=http://HOST:PORT] [--group_reporting] \
-[--scrub=off|deadline|max|RATE] [--scrub_only] \
+[--percentile_list=P:P:...] [--scrub=off|deadline|max|RATE] [--scrub_only] \
 [--output-format=normal|json] [JOBFILE...]";
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
@@ -327,6 +331,17 @@ fn apply(job: &mut JobSpec, key: &str, value: &str) -> Result<(), String> {
         "fixedbufs" => job.fixedbufs = parse_bool(key, value)?,
         "registerfiles" => job.registerfiles = parse_bool(key, value)?,
         "lat_percentiles" => job.lat_percentiles = parse_bool(key, value)?,
+        "percentile_list" => {
+            let list = value
+                .split(':')
+                .map(|p| p.trim().parse::<f64>().ok().filter(|p| (0.0..=100.0).contains(p)))
+                .collect::<Option<Vec<f64>>>()
+                .filter(|l| !l.is_empty() && l.len() <= 64)
+                .ok_or_else(|| {
+                    format!("option percentile_list: {value:?} is not 1 to 64 percentages 0..100 separated by ':'")
+                })?;
+            job.percentile_list = list;
+        }
         "scrub" => {
             job.scrub = match value {
                 "off" => Scrub::Off,
@@ -513,6 +528,14 @@ mod tests {
     }
 
     #[test]
+    fn percentile_lists_follow_fio() {
+        let inv = parse("--name=a --filename=/d --percentile_list=50:99:99.99").unwrap();
+        assert_eq!(inv.jobs[0].percentile_list, vec![50.0, 99.0, 99.99]);
+        let inv = parse("--name=a --filename=/d").unwrap();
+        assert_eq!(inv.jobs[0].percentile_list.len(), 17, "fio's default list");
+    }
+
+    #[test]
     fn submission_batches_follow_fio() {
         let inv = parse("--name=a --filename=/d --iodepth=32").unwrap();
         assert_eq!(inv.jobs[0].iodepth_batch_submit, 1, "fio submits each I/O at once by default");
@@ -548,6 +571,8 @@ mod tests {
             ("--name=a --target=agent --url=http://h:1/v1", "expected http://HOST:PORT"),
             ("--name=a --filename=/d --target=cloud", "unsupported target"),
             ("--name=a --filename=/d --scrub=max", "for --target=store"),
+            ("--name=a --filename=/d --percentile_list=50:x", "option percentile_list"),
+            ("--name=a --filename=/d --percentile_list=101", "option percentile_list"),
             ("--name=a --filename=/d --target=store --scrub=fast", "option scrub"),
             ("--name=a --filename=/d --target=store --scrub_only", "needs --scrub"),
         ];

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Map, Value};
 
-use super::hist::{LatencyStats, DEFAULT_PERCENTILES};
+use super::hist::LatencyStats;
 use super::options::JobSpec;
 use super::run::{DirStats, JobResult};
 
@@ -18,7 +18,7 @@ fn per_sec(amount: u64, runtime_us: u64) -> f64 {
     }
 }
 
-fn lat_json(s: &LatencyStats, percentiles: bool) -> Value {
+fn lat_json(s: &LatencyStats, percentiles: Option<&[f64]>) -> Value {
     let mut v = json!({
         "min": s.min(),
         "max": s.max_ns,
@@ -26,15 +26,17 @@ fn lat_json(s: &LatencyStats, percentiles: bool) -> Value {
         "stddev": s.stddev(),
         "N": s.count,
     });
-    if percentiles && s.count > 0 {
-        let p: Map<String, Value> =
-            DEFAULT_PERCENTILES.iter().map(|&p| (format!("{p:.6}"), json!(s.percentile(p)))).collect();
+    if let Some(list) = percentiles.filter(|_| s.count > 0) {
+        let p: Map<String, Value> = list.iter().map(|&p| (format!("{p:.6}"), json!(s.percentile(p)))).collect();
         v["percentile"] = Value::Object(p);
     }
     v
 }
 
-fn dir_json(d: &DirStats, runtime_us: u64, lat_percentiles: bool) -> Value {
+/// One direction's figures; percentiles of `clat` (and of `lat` when
+/// `lat_percentiles`) at the job's `percentile_list`.
+fn dir_json(d: &DirStats, runtime_us: u64, spec: &JobSpec) -> Value {
+    let list = Some(spec.percentile_list.as_slice());
     let runtime_us = if d.total_ios == 0 { 0 } else { runtime_us };
     let bw_bytes = per_sec(d.io_bytes, runtime_us);
     json!({
@@ -47,9 +49,9 @@ fn dir_json(d: &DirStats, runtime_us: u64, lat_percentiles: bool) -> Value {
         "total_ios": d.total_ios,
         "short_ios": 0,
         "drop_ios": 0,
-        "slat_ns": lat_json(&d.slat, false),
-        "clat_ns": lat_json(&d.clat, true),
-        "lat_ns": lat_json(&d.lat, lat_percentiles),
+        "slat_ns": lat_json(&d.slat, None),
+        "clat_ns": lat_json(&d.clat, list),
+        "lat_ns": lat_json(&d.lat, list.filter(|_| spec.lat_percentiles)),
     })
 }
 
@@ -77,9 +79,9 @@ pub fn json_report(results: &[(JobSpec, JobResult)]) -> Value {
                 "error": 0,
                 "elapsed": r.runtime_us.div_ceil(1_000_000),
                 "job options": options,
-                "read": dir_json(&r.read, r.runtime_us, spec.lat_percentiles),
-                "write": dir_json(&r.write, r.runtime_us, spec.lat_percentiles),
-                "trim": dir_json(&DirStats::default(), 0, false),
+                "read": dir_json(&r.read, r.runtime_us, spec),
+                "write": dir_json(&r.write, r.runtime_us, spec),
+                "trim": dir_json(&DirStats::default(), 0, spec),
                 "job_runtime": r.runtime_us / 1000,
                 "usr_cpu": cpu(r.usr_cpu_us),
                 "sys_cpu": cpu(r.sys_cpu_us),
@@ -145,7 +147,7 @@ fn lat_line(out: &mut String, label: &str, s: &LatencyStats) {
     );
 }
 
-fn dir_text(out: &mut String, label: &str, d: &DirStats, runtime_us: u64) {
+fn dir_text(out: &mut String, label: &str, d: &DirStats, runtime_us: u64, percentiles: &[f64]) {
     if d.total_ios == 0 {
         return;
     }
@@ -162,7 +164,7 @@ fn dir_text(out: &mut String, label: &str, d: &DirStats, runtime_us: u64) {
     lat_line(out, " lat", &d.lat);
     let (u, div) = unit(&d.clat);
     let _ = writeln!(out, "    clat percentiles ({u}):");
-    for row in DEFAULT_PERCENTILES.chunks(4) {
+    for row in percentiles.chunks(4) {
         let cells: Vec<String> =
             row.iter().map(|&p| format!("{:>5.2}th=[{:>6.0}]", p, d.clat.percentile(p) as f64 / div)).collect();
         let _ = writeln!(out, "     | {}", cells.join(", "));
@@ -172,10 +174,10 @@ fn dir_text(out: &mut String, label: &str, d: &DirStats, runtime_us: u64) {
 pub fn normal_report(results: &[(JobSpec, JobResult)]) -> String {
     let mut out = String::new();
     let pid = std::process::id();
-    for (_, r) in results {
+    for (spec, r) in results {
         let _ = writeln!(out, "{}: (groupid=0, jobs={}): err= 0: pid={pid}", r.name, r.jobs);
-        dir_text(&mut out, "read", &r.read, r.runtime_us);
-        dir_text(&mut out, "write", &r.write, r.runtime_us);
+        dir_text(&mut out, "read", &r.read, r.runtime_us, &spec.percentile_list);
+        dir_text(&mut out, "write", &r.write, r.runtime_us, &spec.percentile_list);
         let cpu =
             |us: u64| if r.runtime_us == 0 { 0.0 } else { us as f64 * 100.0 / r.runtime_us as f64 / f64::from(r.jobs) };
         let _ = writeln!(
