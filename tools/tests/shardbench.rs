@@ -125,9 +125,9 @@ fn psync_engine_and_mixed_ratios() {
 
 #[test]
 fn bad_options_are_named_and_refused() {
-    let o = shardbench(&["--name=x".into(), "--filename=/tmp/x".into(), "--verify=crc32c".into()]);
+    let o = shardbench(&["--name=x".into(), "--filename=/tmp/x".into(), "--verify_fatal=1".into()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown option --verify"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown option --verify_fatal"));
     let o = shardbench(&["--name=x".into(), "--filename=/nonexistent/dir/f".into()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/dir/f"));
@@ -199,4 +199,28 @@ fn a_job_file_runs_its_jobs_with_the_global_section_as_defaults() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("two.fio:3") && err.contains("verify"), "{err}");
+}
+
+#[test]
+fn verify_catches_a_corrupted_block() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dev.img");
+    // Write every block with verify headers; the job reads them all back.
+    let o = shardbench(&job_args(&file, "--rw=write --bs=16k --iodepth=8 --verify=crc32c --output-format=json"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Sequential and random reads of intact blocks verify.
+    let o = shardbench(&job_args(&file, "--rw=randread --bs=16k --iodepth=8 --verify=crc32c --runtime=1 --time_based"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // One flipped bit in the block at 16 KiB * 37.
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&file).unwrap();
+    let at = 37 * 16384 + 5000;
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 4], at).unwrap();
+    f.sync_all().unwrap();
+    let o = shardbench(&job_args(&file, "--rw=read --bs=16k --iodepth=8 --verify=crc32c"));
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("crc32c mismatch in the block at offset 606208"), "{err}");
 }

@@ -117,6 +117,12 @@ pub struct JobSpec {
     pub lat_percentiles: bool,
     /// Which percentiles to report (fio's `percentile_list`).
     pub percentile_list: Vec<f64>,
+    /// fio's `verify=crc32c`: written blocks carry a header and a CRC32C
+    /// of their contents; reads check them.
+    pub verify: bool,
+    /// fio's `do_verify` (default 1): a write job reads back and checks
+    /// everything it wrote once its writes are done.
+    pub do_verify: bool,
     pub target: Target,
     /// `--scrub=off|deadline|max|RATE` (store target).
     pub scrub: Scrub,
@@ -153,6 +159,8 @@ impl Default for JobSpec {
             registerfiles: true,
             lat_percentiles: false,
             percentile_list: super::hist::DEFAULT_PERCENTILES.to_vec(),
+            verify: false,
+            do_verify: true,
             target: Target::Device,
             scrub: Scrub::Off,
             scrub_only: false,
@@ -197,6 +205,8 @@ const KNOWN: &[&str] = &[
     "registerfiles",
     "lat_percentiles",
     "percentile_list",
+    "verify",
+    "do_verify",
     "target",
     "scrub",
     "scrub_only",
@@ -208,7 +218,7 @@ pub const USAGE: &str = "usage: shardbench --name=JOB --filename=PATH [--rw=read
 [--bs=4k] [--iodepth=N] [--iodepth_batch_submit=N] [--numjobs=N] [--size=SIZE] [--offset=SIZE] [--runtime=30] [--time_based] \
 [--ramp_time=T] [--rwmixread=PCT] [--direct=1] [--ioengine=io_uring|psync] [--fixedbufs=0|1] \
 [--registerfiles=0|1] [--lat_percentiles=0|1] [--target=device|store|agent] [--url=http://HOST:PORT] [--group_reporting] \
-[--percentile_list=P:P:...] [--scrub=off|deadline|max|RATE] [--scrub_only] \
+[--percentile_list=P:P:...] [--verify=crc32c] [--do_verify=0|1] [--scrub=off|deadline|max|RATE] [--scrub_only] \
 [--output-format=normal|json] [JOBFILE...]";
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
@@ -331,6 +341,14 @@ fn apply(job: &mut JobSpec, key: &str, value: &str) -> Result<(), String> {
         "fixedbufs" => job.fixedbufs = parse_bool(key, value)?,
         "registerfiles" => job.registerfiles = parse_bool(key, value)?,
         "lat_percentiles" => job.lat_percentiles = parse_bool(key, value)?,
+        "verify" => {
+            job.verify = match value {
+                "crc32c" => true,
+                "0" | "none" => false,
+                other => return Err(format!("option verify: unsupported method {other:?} (crc32c, none)")),
+            };
+        }
+        "do_verify" => job.do_verify = parse_bool(key, value)?,
         "percentile_list" => {
             let list = value
                 .split(':')
@@ -448,6 +466,15 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
         if job.target != Target::Device && job.bs > shardstore::store::SHARD_SIZE_BYTES_MAX {
             return Err(format!("job {:?}: bs {} exceeds the largest shard", job.name, job.bs));
         }
+        if job.verify && job.target != Target::Device {
+            return Err(format!(
+                "job {:?}: verify=crc32c is for --target=device (the store verifies every read itself)",
+                job.name
+            ));
+        }
+        if job.verify && job.bs < 4096 {
+            return Err(format!("job {:?}: verify=crc32c needs bs of at least 4k", job.name));
+        }
         if job.offset % job.bs != 0 {
             return Err(format!("job {:?}: offset {} is not a multiple of bs {}", job.name, job.offset, job.bs));
         }
@@ -514,7 +541,7 @@ mod tests {
             assert_eq!(j.ioengine, Engine::Psync, "options given before the file are its defaults");
         }
         let errors = [
-            ("[a]\nverify=md5\n", "job.fio:2: unknown option \"verify\""),
+            ("[a]\nverify_pattern=1\n", "job.fio:2: unknown option \"verify_pattern\""),
             ("bs=4k\n[a]\n", "job.fio:1: option \"bs\" before any [section]"),
             ("[a]\nbs=4q\n", "job.fio:2: option bs"),
             ("[a\n", "job.fio:1: unterminated section"),
@@ -550,7 +577,8 @@ mod tests {
     #[test]
     fn every_error_names_what_is_wrong() {
         let cases = [
-            ("--name=a --filename=/d --verify=md5", "unknown option --verify"),
+            ("--name=a --filename=/d --verify_fatal=1", "unknown option --verify_fatal"),
+            ("--name=a --filename=/d --verify=md5", "option verify: unsupported method"),
             ("--name=a --filename=/d --rw=trim", "unsupported pattern"),
             ("--name=a --filename=/d --bs=1000", "option bs"),
             ("--name=a --filename=/d --bs=4q", "unknown suffix"),

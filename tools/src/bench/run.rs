@@ -297,6 +297,7 @@ fn worker(spec: &JobSpec, thread: u32, barrier: &Barrier) -> anyhow::Result<JobR
         usage_start = Some(getrusage(UsageWho::RUSAGE_THREAD)?);
     }
     let mut last_completion_ns = 0;
+    let mut written = std::collections::BTreeSet::new();
 
     loop {
         let now = now_ns();
@@ -315,8 +316,12 @@ fn worker(spec: &JobSpec, thread: u32, barrier: &Barrier) -> anyhow::Result<JobR
                     b
                 };
                 let offset = spec.offset + block * spec.bs;
-                let buf = pool.take(bs).expect("one buffer per slot");
+                let mut buf = pool.take(bs).expect("one buffer per slot");
                 let is_read = read_percent == 100 || (read_percent > 0 && rng.below(100) < u64::from(read_percent));
+                if spec.verify && !is_read {
+                    verify::fill(buf.as_mut_slice(), offset, spec.randseed);
+                    written.insert(offset);
+                }
                 let kind =
                     if is_read { IoKind::Read { offset, buf } } else { IoKind::Write { offset, buf, fua: false } };
                 slots[token as usize].queued_ns = now_ns();
@@ -344,6 +349,11 @@ fn worker(spec: &JobSpec, thread: u32, barrier: &Barrier) -> anyhow::Result<JobR
             if let Err(e) = c.result {
                 return Err(e).context(format!("job {}", spec.name));
             }
+            if spec.verify && c.op == OpKind::Read {
+                let buf = c.buf.as_ref().expect("reads return their buffer");
+                verify::check(buf.as_slice(), c.offset)
+                    .with_context(|| format!("job {}: {}", spec.name, path.display()))?;
+            }
             free.push(c.token);
             if !measuring {
                 continue;
@@ -362,6 +372,10 @@ fn worker(spec: &JobSpec, thread: u32, barrier: &Barrier) -> anyhow::Result<JobR
         }
     }
     result.runtime_us = last_completion_ns.saturating_sub(ramp_end_ns) / 1000;
+    if spec.verify && spec.do_verify && !written.is_empty() {
+        verify_written(dev.as_mut(), &pool, bs, &written)
+            .with_context(|| format!("job {}: {}", spec.name, path.display()))?;
+    }
     if let Some(start) = usage_start {
         let end = getrusage(UsageWho::RUSAGE_THREAD)?;
         result.usr_cpu_us = micros(end.user_time()).saturating_sub(micros(start.user_time()));
@@ -371,4 +385,76 @@ fn worker(spec: &JobSpec, thread: u32, barrier: &Barrier) -> anyhow::Result<JobR
             as u64;
     }
     Ok(result)
+}
+
+/// fio's verify phase: reads back every block the job wrote, `iodepth` at
+/// a time, and checks each one's header and CRC32C. Not timed.
+fn verify_written(
+    dev: &mut dyn BlockDevice,
+    pool: &BufferPool,
+    bs: usize,
+    written: &std::collections::BTreeSet<u64>,
+) -> anyhow::Result<()> {
+    let depth = dev.queue_depth().min(pool.slot_count()).max(1);
+    let mut offsets = written.iter().copied();
+    let mut done = Vec::new();
+    loop {
+        while dev.in_flight() < depth {
+            let Some(offset) = offsets.next() else { break };
+            let buf = pool.take(bs).expect("a free buffer for every slot");
+            dev.submit(IoOp { token: offset, kind: IoKind::Read { offset, buf } })?;
+        }
+        if dev.in_flight() == 0 {
+            return Ok(());
+        }
+        dev.reap(1, &mut done)?;
+        for c in done.drain(..) {
+            c.result?;
+            verify::check(c.buf.as_ref().expect("reads return their buffer").as_slice(), c.offset)?;
+        }
+    }
+}
+
+/// fio-style verification blocks: a header (magic, length, offset, CRC32C
+/// of the data after the header) and data derived from the offset and the
+/// job's seed, so any block can be checked on its own.
+mod verify {
+    use anyhow::bail;
+    use shardstore::rng::Rng;
+
+    const MAGIC: [u8; 4] = *b"SBVF";
+    const HEADER: usize = 24;
+
+    pub fn fill(buf: &mut [u8], offset: u64, seed: u64) {
+        let mut rng = Rng::new(seed ^ offset.rotate_left(29));
+        for chunk in buf[HEADER..].chunks_mut(8) {
+            let v = rng.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+        let crc = crc32c::crc32c(&buf[HEADER..]);
+        buf[..4].copy_from_slice(&MAGIC);
+        let len = buf.len() as u32;
+        buf[4..8].copy_from_slice(&len.to_le_bytes());
+        buf[8..16].copy_from_slice(&offset.to_le_bytes());
+        buf[16..20].copy_from_slice(&crc.to_le_bytes());
+        buf[20..24].fill(0);
+    }
+
+    /// Checks a block read at `offset`: fio's "bad magic", "wrong offset"
+    /// and "crc32c mismatch" cases, each naming the offset.
+    pub fn check(buf: &[u8], offset: u64) -> anyhow::Result<()> {
+        if buf[..4] != MAGIC {
+            bail!("verify: bad magic in the block at offset {offset} (never written with verify, or overwritten)");
+        }
+        let at = u64::from_le_bytes(buf[8..16].try_into().expect("8 bytes"));
+        if at != offset {
+            bail!("verify: the block at offset {offset} says it was written at {at} (misdirected)");
+        }
+        let want = u32::from_le_bytes(buf[16..20].try_into().expect("4 bytes"));
+        let got = crc32c::crc32c(&buf[HEADER..]);
+        if got != want {
+            bail!("verify: crc32c mismatch in the block at offset {offset}: stored {want:08x}, computed {got:08x}");
+        }
+        Ok(())
+    }
 }
