@@ -117,7 +117,7 @@ pub async fn scrub_status(store: &StoreHandle) -> Result<ScrubStatus, Error> {
 }
 
 pub async fn set_scrub(store: &StoreHandle, settings: ScrubSettings) -> Result<(), Error> {
-    ask(store, |done| store.submit_set_scrub(settings, done)).await
+    update_scrub(store, move |s| *s = settings).await.map(|_| ())
 }
 
 pub async fn update_scrub(

@@ -217,8 +217,8 @@ pub struct HealthTracker {
     last: Option<CounterSnapshot>,
     /// Errors of each recent interval (I/O, checksum), newest last.
     window: std::collections::VecDeque<(u64, u64)>,
-    read_baseline: Baseline,
-    commit_baseline: Baseline,
+    /// Baselines of read and of commit latency.
+    baselines: [Baseline; 2],
     slow_streak: u32,
     clean_streak: u32,
 }
@@ -231,8 +231,7 @@ impl HealthTracker {
             reason: String::new(),
             last: None,
             window: std::collections::VecDeque::new(),
-            read_baseline: Baseline::default(),
-            commit_baseline: Baseline::default(),
+            baselines: [Baseline::default(), Baseline::default()],
             slow_streak: 0,
             clean_streak: 0,
         }
@@ -294,33 +293,28 @@ impl HealthTracker {
 
         let mut slow = None;
         let kinds = [
-            ("read", &now.read_latency, &before.read_latency, &mut self.read_baseline),
-            ("commit", &now.commit_latency, &before.commit_latency, &mut self.commit_baseline),
+            ("read", &now.read_latency, &before.read_latency),
+            ("commit", &now.commit_latency, &before.commit_latency),
         ];
-        let healthy = self.state == HealthState::Healthy;
-        let mut judged_medians = Vec::new();
-        for (kind, a, b, baseline) in kinds {
+        let mut medians = [None, None];
+        for (i, (kind, a, b)) in kinds.into_iter().enumerate() {
             let (median, n) = interval_median(a, b);
             if n < self.rules.latency_samples_min {
                 continue;
             }
-            match baseline.value(self.rules.baseline_intervals_min) {
+            match self.baselines[i].value(self.rules.baseline_intervals_min) {
                 Some(base) if median as f64 >= self.rules.slow_factor * base.max(1) as f64 => {
-                    slow.get_or_insert(format!(
-                        "median {kind} latency {median} µs, {:.0}x its usual {base} µs",
-                        median as f64 / base.max(1) as f64
-                    ));
+                    let times = median as f64 / base.max(1) as f64;
+                    slow.get_or_insert(format!("median {kind} latency {median} µs, {times:.0}x its usual {base} µs"));
                 }
-                _ => judged_medians.push((kind, median)),
+                _ => medians[i] = Some(median),
             }
         }
         // Only ordinary intervals of a healthy device teach the baseline.
-        if healthy && slow.is_none() && io == 0 && sums == 0 {
-            for (kind, median) in judged_medians {
-                if kind == "read" {
-                    self.read_baseline.add(median);
-                } else {
-                    self.commit_baseline.add(median);
+        if self.state == HealthState::Healthy && slow.is_none() && io == 0 && sums == 0 {
+            for (baseline, median) in self.baselines.iter_mut().zip(medians) {
+                if let Some(m) = median {
+                    baseline.add(m);
                 }
             }
         }

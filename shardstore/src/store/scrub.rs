@@ -516,25 +516,27 @@ impl Store {
         self.scrub.wants_step
     }
 
-    /// Live bytes of extents at or after `from` and in all.
-    fn live_bytes_from(&self, from: u32) -> (u64, u64) {
+    /// Live bytes the pass in progress has still to read (those of the
+    /// extents from the cursor on, less what the current extent's scan
+    /// already read) and live bytes in all.
+    fn pass_bytes(&self) -> (u64, u64) {
         let block = crate::constants::BLOCK_SIZE_BYTES;
-        let (mut after, mut all) = (0, 0);
+        let (mut left, mut all) = (0, 0);
         for (i, e) in self.extents.iter().enumerate() {
             let bytes = u64::from(e.live_blocks) * block;
             all += bytes;
-            if i as u32 >= from {
-                after += bytes;
+            if i as u32 >= self.scrub.cursor.next_extent {
+                left += bytes;
             }
         }
-        (after, all)
+        let read = self.scrub.scan.as_ref().map_or(0, |s| s.read_bytes);
+        (left.saturating_sub(read), all)
     }
 
     /// The read rate the deadline needs now, in bytes per second: what is
     /// left of the pass over what is left of its time.
     pub fn scrub_rate(&self, now_ms: u64) -> u64 {
-        let (left, _) = self.live_bytes_from(self.scrub.cursor.next_extent);
-        let left = left.saturating_sub(self.scrub.scan.as_ref().map_or(0, |s| s.read_bytes));
+        let (left, _) = self.pass_bytes();
         let started = if self.scrub.cursor.pass_started_ms == 0 { now_ms } else { self.scrub.cursor.pass_started_ms };
         let target_end = started + self.scrub.settings.deadline_ms / 100 * PASS_TARGET_PERCENT;
         let rate = if target_end <= now_ms {
@@ -550,8 +552,7 @@ impl Store {
     pub fn scrub_status(&self) -> ScrubStatus {
         let now = superblock::now_unix_ms();
         let rate = self.scrub_rate(now);
-        let (left, total) = self.live_bytes_from(self.scrub.cursor.next_extent);
-        let left = left.saturating_sub(self.scrub.scan.as_ref().map_or(0, |s| s.read_bytes));
+        let (left, total) = self.pass_bytes();
         let oldest = self.extents.iter().filter(|e| e.live_blocks > 0 && e.checked_ms > 0).map(|e| e.checked_ms).min();
         ScrubStatus {
             paused: self.scrub.settings.paused,

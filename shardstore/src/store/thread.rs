@@ -46,7 +46,6 @@ enum Request {
     List { prefix: Vec<u8>, start_after: Option<Vec<u8>>, limit: usize, reply: Reply<Vec<(Vec<u8>, u64)>> },
     Checkpoint(Reply<()>),
     Close(Reply<()>),
-    SetScrub(ScrubSettings, Reply<()>),
     UpdateScrub(Box<dyn FnOnce(&mut ScrubSettings) + Send>, Reply<ScrubSettings>),
     ScrubStatus(Reply<ScrubStatus>),
     Damaged(Reply<Vec<DamagedShard>>),
@@ -230,11 +229,6 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                 }
                 Request::Checkpoint(reply) => {
                     reply(store.checkpoint());
-                }
-                Request::SetScrub(settings, reply) => {
-                    store.set_scrub_settings(settings);
-                    next_scrub = Instant::now();
-                    reply(Ok(()));
                 }
                 Request::UpdateScrub(change, reply) => {
                     let mut settings = store.scrub_settings();
@@ -466,7 +460,7 @@ impl StoreHandle {
 
     /// Sets how the background scrubber runs (it takes effect at once).
     pub fn set_scrub(&self, settings: ScrubSettings) -> Result<()> {
-        self.call(|reply| Request::SetScrub(settings, reply))
+        self.call(|reply| Request::UpdateScrub(Box::new(move |s| *s = settings), reply)).map(|_| ())
     }
 
     pub fn scrub_status(&self) -> Result<ScrubStatus> {
@@ -481,15 +475,6 @@ impl StoreHandle {
     /// Queues a scrub status request (for async callers).
     pub fn submit_scrub_status(&self, done: impl FnOnce(Result<ScrubStatus>) + Send + 'static) -> Result<()> {
         self.send(Request::ScrubStatus(Box::new(done)))
-    }
-
-    /// Queues new scrub settings (for async callers).
-    pub fn submit_set_scrub(
-        &self,
-        settings: ScrubSettings,
-        done: impl FnOnce(Result<()>) + Send + 'static,
-    ) -> Result<()> {
-        self.send(Request::SetScrub(settings, Box::new(done)))
     }
 
     /// Queues a change to the scrub settings as they are now (an
