@@ -37,6 +37,8 @@ fn ensure_fio() -> bool {
 /// Every field of `ours` exists in `fio` with the same JSON type.
 fn assert_subset(ours: &Value, fio: &Value, path: &str) {
     match (ours, fio) {
+        // Histogram bins are keyed by latency: the key sets differ per run.
+        (Value::Object(_), Value::Object(_)) if path.rsplit('.').next() == Some("bins") => {}
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in a {
                 let Some(fv) = b.get(k) else { panic!("{path}.{k}: fio has no such field") };
@@ -57,7 +59,9 @@ fn json_fields_match_real_fio() {
     }
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let file = dir.path().join("b.img");
-    let common = "--rw=randrw --bs=4k --iodepth=4 --runtime=1 --time_based --output-format=json";
+    // json+ and a sync every 4 writes: the histogram bins, the sync
+    // section and the distributions are compared too.
+    let common = "--rw=randrw --bs=4k --iodepth=4 --runtime=1 --time_based --fdatasync=4 --output-format=json+";
     let fio = Command::new("fio").args(job_args(&file, common)).output().unwrap();
     assert!(fio.status.success(), "fio failed: {}", String::from_utf8_lossy(&fio.stderr));
     let fio: Value = serde_json::from_slice(&fio.stdout).expect("fio JSON");
@@ -81,7 +85,19 @@ fn json_fields_match_real_fio() {
         assert_eq!(d["io_bytes"].as_u64().unwrap(), total * 4096);
         assert_eq!(d["clat_ns"]["N"].as_u64().unwrap(), total);
         assert!(d["clat_ns"]["min"].as_u64() <= d["clat_ns"]["max"].as_u64());
+        // json+: the histogram's buckets hold every sample.
+        let bins: u64 = d["clat_ns"]["bins"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+        assert_eq!(bins, total, "{dir} bins");
     }
+    // One sync per 4 writes (the last few writes may have no sync yet).
+    let (writes, syncs) = (oj["write"]["total_ios"].as_u64().unwrap(), oj["sync"]["total_ios"].as_u64().unwrap());
+    assert!(syncs > 0 && syncs.abs_diff(writes / 4) <= 1, "{syncs} syncs for {writes} writes");
+    // The latency distribution covers every I/O.
+    let share: f64 = ["latency_ns", "latency_us", "latency_ms"]
+        .iter()
+        .flat_map(|k| oj[*k].as_object().unwrap().values().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>())
+        .sum();
+    assert!((share - 100.0).abs() < 0.5, "latency distribution sums to {share}%");
     assert!(fio["jobs"][0]["read"]["clat_ns"]["percentile"]["99.000000"].is_number());
 }
 
@@ -223,4 +239,141 @@ fn verify_catches_a_corrupted_block() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("crc32c mismatch in the block at offset 606208"), "{err}");
+}
+
+fn json_of(o: &Output) -> Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("JSON")
+}
+
+#[test]
+fn a_random_write_pass_touches_every_block_unless_norandommap() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let file = dir.path().join("m.img");
+    // The random map: one sized random pass writes every block once, so a
+    // whole-file read finds a verify header in every block.
+    let v = json_of(&shardbench(&job_args(
+        &file,
+        "--rw=randwrite --bs=4k --iodepth=8 --verify=crc32c --do_verify=0 --output-format=json",
+    )));
+    assert_eq!(v["jobs"][0]["write"]["io_bytes"].as_u64().unwrap(), 16 << 20, "one pass over --size");
+    let read = "--rw=read --bs=4k --iodepth=8 --verify=crc32c --output-format=json";
+    json_of(&shardbench(&job_args(&file, read)));
+    // Mixed sizes: an I/O is cut short where it would touch a block twice,
+    // so the pass is still exactly --size; the job reads back what it wrote.
+    let v = json_of(&shardbench(&job_args(
+        &file,
+        "--rw=randwrite --bsrange=4k-32k --iodepth=8 --verify=crc32c --output-format=json",
+    )));
+    assert_eq!(v["jobs"][0]["write"]["io_bytes"].as_u64().unwrap(), 16 << 20, "one pass over --size");
+    // Read with another block size, verification names the mismatch.
+    let o = shardbench(&job_args(&file, read));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("was written as") || err.contains("bad magic"), "{err}");
+    // Without the map, random offsets repeat and a sized pass misses
+    // blocks: the fresh file's zeros fail verification.
+    std::fs::remove_file(&file).unwrap();
+    let o = shardbench(&job_args(&file, "--rw=randwrite --bs=4k --iodepth=8 --verify=crc32c --norandommap"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = shardbench(&job_args(&file, read));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bad magic"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn syncs_rates_and_stonewalls_do_what_fio_does() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let file = dir.path().join("s.img");
+    // 16 MiB in 64 KiB writes: 256 writes, a sync after every 32, and
+    // end_fsync's one at the end.
+    let v = json_of(&shardbench(&job_args(
+        &file,
+        "--rw=write --bs=64k --iodepth=4 --fdatasync=32 --end_fsync=1 --output-format=json",
+    )));
+    assert_eq!(v["jobs"][0]["sync"]["total_ios"], 256 / 32 + 1);
+    assert_eq!(v["jobs"][0]["sync"]["lat_ns"]["N"], 256 / 32 + 1);
+    // rate_iops caps the job (what it allows, not how fast the disk is).
+    let v = json_of(&shardbench(&job_args(
+        &file,
+        "--rw=randread --bs=4k --iodepth=4 --rate_iops=400 --runtime=2 --time_based --output-format=json",
+    )));
+    let iops = v["jobs"][0]["read"]["iops"].as_f64().unwrap();
+    assert!((300.0..=420.0).contains(&iops), "{iops} IOPS with rate_iops=400");
+    // rate caps bytes: 2 MiB/s of 64 KiB reads.
+    let v = json_of(&shardbench(&job_args(
+        &file,
+        "--rw=read --bs=64k --iodepth=2 --rate=2m --runtime=2 --time_based --output-format=json",
+    )));
+    let bw = v["jobs"][0]["read"]["bw_bytes"].as_f64().unwrap();
+    assert!(((1.5 * 1_048_576.0)..=(2.1 * 1_048_576.0)).contains(&bw), "{bw} B/s with rate=2m");
+    // Jobs run together unless stonewalled; each stonewall is a group.
+    let mut args: Vec<String> = [
+        format!("--filename={}", file.display()),
+        "--runtime=1".to_owned(),
+        "--time_based".to_owned(),
+        "--name=t".to_owned(),
+        "--rw=randread".to_owned(),
+    ]
+    .into();
+    args.extend(["--name=u", "--rw=randwrite", "--name=v", "--stonewall", "--rw=read"].map(str::to_owned));
+    let mut json = args.clone();
+    json.push("--output-format=json".to_owned());
+    let v = json_of(&shardbench(&json));
+    let groups: Vec<u64> = v["jobs"].as_array().unwrap().iter().map(|j| j["groupid"].as_u64().unwrap()).collect();
+    assert_eq!(groups, [0, 0, 1]);
+    // The first two ran at the same time: their runtimes overlap fully,
+    // so the run took about two seconds, not three.
+    let o = shardbench(&args);
+    let text = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "(groupid=1, jobs=1)",
+        "Run status group 0 (all jobs)",
+        "Run status group 1 (all jobs)",
+        "  lat (",
+        "     submit    : 0=",
+        "     issued rwts: total=",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn the_progress_line_shows_on_request_and_not_in_a_pipe() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let file = dir.path().join("p.img");
+    let o = shardbench(&job_args(&file, "--rw=randread --runtime=2 --time_based"));
+    assert!(o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("Jobs:"), "no progress line in a pipe");
+    let mut args = job_args(&file, "--rw=randread --runtime=2 --time_based");
+    args.insert(0, "--eta=always".to_owned());
+    let o = shardbench(&args);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text.split('\r').find(|l| l.starts_with("Jobs: 1 (f=1): [r(1)][")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains(" IOPS][eta 00m:0"), "{line}");
+}
+
+#[test]
+fn crash_tests_find_every_acknowledged_put() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    for mode in ["sim", "kill"] {
+        let file = dir.path().join(format!("{mode}.img"));
+        let extra = format!(
+            "--target=store --crash-test={mode} --crash_rounds=2 --rw=randwrite --bs=4k --iodepth=16 --size=4M --runtime=1 --output-format=json"
+        );
+        let mut args = job_args(&file, &extra);
+        args.retain(|a| a != "--size=16M");
+        let v = json_of(&shardbench(&args));
+        let job = &v["crash test"][0];
+        assert_eq!((job["mode"].as_str(), job["passed"].as_bool()), (Some(mode), Some(true)), "{job}");
+        for round in job["rounds"].as_array().unwrap() {
+            assert!(round["puts_acknowledged"].as_u64().unwrap() > 0, "{round}");
+            assert_eq!(round["lost"], 0);
+            assert_eq!(round["wrong"], 0);
+            // Every shard ever acknowledged was checked after the crash.
+            let checked = round["shards_acknowledged_intact"].as_u64().unwrap()
+                + round["shards_in_flight_present"].as_u64().unwrap();
+            assert!(checked > 0, "{round}");
+        }
+    }
 }

@@ -9,13 +9,14 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use shardstore::rng::Rng;
 
 use super::options::JobSpec;
-use super::run::{run_clients, JobResult, Start};
+use super::run::{run_clients, JobResult, Progress, Start};
 
 fn path(job: &str, n: u64) -> String {
     format!("/v1/shards/{job}%2F{n:010}")
@@ -76,7 +77,7 @@ impl Conn {
     }
 }
 
-pub fn run_job(spec: &JobSpec) -> anyhow::Result<Vec<JobResult>> {
+pub fn run_job(spec: &JobSpec, progress: &Arc<Progress>) -> anyhow::Result<Vec<JobResult>> {
     let host = spec.url.clone().expect("validated: agent jobs have a url");
     let count = (spec.size.unwrap_or(256 << 20) / spec.bs).max(1);
     let read_percent = spec.rw.read_percent(spec.rwmixread);
@@ -95,12 +96,19 @@ pub fn run_job(spec: &JobSpec) -> anyhow::Result<Vec<JobResult>> {
     }
     // CPU figures are the client's: the agent's is its own process's.
     let threads = spec.iodepth as usize * spec.numjobs as usize;
-    let owned = spec.clone();
-    let per_job = run_clients(spec, threads, move |c, start| client(&host, &owned, c as u64, count, start))?;
+    let (owned, progress) = (spec.clone(), Arc::clone(progress));
+    let per_job = run_clients(spec, threads, move |c, start| client(&host, &owned, c as u64, count, start, &progress))?;
     Ok(per_job)
 }
 
-fn client(host: &str, spec: &JobSpec, client: u64, count: u64, start: &Start) -> anyhow::Result<JobResult> {
+fn client(
+    host: &str,
+    spec: &JobSpec,
+    client: u64,
+    count: u64,
+    start: &Start,
+    progress: &Progress,
+) -> anyhow::Result<JobResult> {
     let (next, started) = (&start.next, start.started);
     let mut rng = Rng::new(spec.randseed ^ client.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let payload: Vec<u8> = (0..spec.bs).map(|_| rng.next_u64() as u8).collect();
@@ -131,11 +139,13 @@ fn client(host: &str, spec: &JobSpec, client: u64, count: u64, start: &Start) ->
             (true, 200) | (false, 201) => {}
             _ => bail!("{} {p} answered {status}", if is_read { "GET" } else { "PUT" }),
         }
+        let bytes = if is_read { len as u64 } else { spec.bs };
+        progress.add(is_read, bytes);
         if now < ramp_end {
             continue;
         }
         measured_from.get_or_insert(now);
-        result.record_request(is_read, if is_read { len as u64 } else { spec.bs }, ns);
+        result.record_request(is_read, bytes, ns);
     }
     result.runtime_us = (started.elapsed().as_micros() as u64).saturating_sub(measured_from.unwrap_or(ramp_end));
     Ok(result)

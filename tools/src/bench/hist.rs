@@ -117,6 +117,13 @@ impl LatencyStats {
         }
     }
 
+    /// The non-empty histogram buckets as (midpoint ns, samples): fio's
+    /// `json+` "bins", from which any percentile can be recomputed and
+    /// histograms of several runs merged.
+    pub fn bins(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.buckets.iter().enumerate().filter(|(_, &n)| n > 0).map(|(idx, &n)| (idx_to_val(idx), n))
+    }
+
     /// fio's `calc_clat_percentiles`: the first bucket whose cumulative
     /// count reaches `p`% of the samples, reported as its midpoint.
     pub fn percentile(&self, p: f64) -> u64 {

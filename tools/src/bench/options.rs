@@ -84,6 +84,78 @@ pub enum Engine {
 pub enum OutputFormat {
     Normal,
     Json,
+    /// fio's `json+`: JSON plus every latency histogram bucket (`bins`).
+    JsonPlus,
+}
+
+/// fio's `--eta`: when to show the progress line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eta {
+    /// When standard output is a terminal (fio's default).
+    Auto,
+    Always,
+    Never,
+}
+
+/// How the block size of each I/O is chosen (fio's `bs`, `bsrange`,
+/// `bssplit`). Offsets are multiples of the smallest size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockSizes {
+    Fixed(u64),
+    /// Uniform in `min..=max`, a multiple of `min` (fio's `bsrange`).
+    Range {
+        min: u64,
+        max: u64,
+    },
+    /// Each size with its share of the I/Os in percent, adding up to 100.
+    Split(Vec<(u64, u32)>),
+}
+
+impl BlockSizes {
+    pub fn min(&self) -> u64 {
+        match self {
+            BlockSizes::Fixed(bs) => *bs,
+            BlockSizes::Range { min, .. } => *min,
+            BlockSizes::Split(list) => list.iter().map(|&(bs, _)| bs).min().unwrap_or(4096),
+        }
+    }
+
+    pub fn max(&self) -> u64 {
+        match self {
+            BlockSizes::Fixed(bs) => *bs,
+            BlockSizes::Range { max, .. } => *max,
+            BlockSizes::Split(list) => list.iter().map(|&(bs, _)| bs).max().unwrap_or(4096),
+        }
+    }
+
+    /// The size of the next I/O.
+    pub fn pick(&self, rng: &mut shardstore::rng::Rng) -> u64 {
+        match self {
+            BlockSizes::Fixed(bs) => *bs,
+            BlockSizes::Range { min, max } => min * (1 + rng.below(max / min)),
+            BlockSizes::Split(list) => {
+                let mut roll = rng.below(100) as u32;
+                for &(bs, pct) in list {
+                    if roll < pct {
+                        return bs;
+                    }
+                    roll -= pct;
+                }
+                list.last().map_or(4096, |&(bs, _)| bs)
+            }
+        }
+    }
+}
+
+/// `--crash-test` (store target): how the store is stopped mid-write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashTest {
+    /// A child process runs the store on the real file and is killed
+    /// with SIGKILL at a random moment.
+    Kill,
+    /// The store runs on a simulated device whose power is cut at a
+    /// random moment (unflushed writes dropped or torn).
+    Sim,
 }
 
 /// One job as fio would understand it.
@@ -93,7 +165,9 @@ pub struct JobSpec {
     pub filename: Option<PathBuf>,
     pub rw: Rw,
     pub rwmixread: u32,
+    /// The largest I/O (the only one unless `bsrange`/`bssplit`).
     pub bs: u64,
+    pub sizes: BlockSizes,
     pub iodepth: u32,
     /// fio's `iodepth_batch_submit` (alias `iodepth_batch`): how many
     /// queued I/Os are handed to the kernel together; 1 (the default)
@@ -123,6 +197,27 @@ pub struct JobSpec {
     /// fio's `do_verify` (default 1): a write job reads back and checks
     /// everything it wrote once its writes are done.
     pub do_verify: bool,
+    /// fio's `rate`: bytes per second at most, [reads, writes]; 0 = no cap.
+    pub rate: [u64; 2],
+    /// fio's `rate_iops`: I/Os per second at most, [reads, writes].
+    pub rate_iops: [u64; 2],
+    /// fio's random map (on unless `norandommap`): a random job touches
+    /// every block once before any block twice.
+    pub randommap: bool,
+    /// fio's `randrepeat` (default 1): the same random sequence every run.
+    pub randrepeat: bool,
+    /// fio's `fsync=N` / `fdatasync=N`: a sync after every N writes.
+    pub fsync: u32,
+    pub fdatasync: u32,
+    /// fio's `end_fsync`: a sync when the job's writes are done.
+    pub end_fsync: bool,
+    /// fio's `stonewall`: wait for the jobs before this one to finish, and
+    /// start a new reporting group.
+    pub stonewall: bool,
+    /// `--crash-test[=kill|sim]` (store target).
+    pub crash_test: Option<CrashTest>,
+    /// `--crash_rounds=N`: crashes per crash test (a shardnode option).
+    pub crash_rounds: u32,
     pub target: Target,
     /// `--scrub=off|deadline|max|RATE` (store target).
     pub scrub: Scrub,
@@ -144,6 +239,7 @@ impl Default for JobSpec {
             rw: Rw::Read,
             rwmixread: 50,
             bs: 4096,
+            sizes: BlockSizes::Fixed(4096),
             iodepth: 1,
             iodepth_batch_submit: 1,
             numjobs: 1,
@@ -161,6 +257,16 @@ impl Default for JobSpec {
             percentile_list: super::hist::DEFAULT_PERCENTILES.to_vec(),
             verify: false,
             do_verify: true,
+            rate: [0; 2],
+            rate_iops: [0; 2],
+            randommap: true,
+            randrepeat: true,
+            fsync: 0,
+            fdatasync: 0,
+            end_fsync: false,
+            stonewall: false,
+            crash_test: None,
+            crash_rounds: 1,
             target: Target::Device,
             scrub: Scrub::Off,
             scrub_only: false,
@@ -174,11 +280,24 @@ impl Default for JobSpec {
 pub struct Invocation {
     pub jobs: Vec<JobSpec>,
     pub output_format: OutputFormat,
+    pub eta: Eta,
 }
 
 /// Options that are flags when given without a value.
-const BOOLEAN: &[&str] =
-    &["time_based", "group_reporting", "fixedbufs", "registerfiles", "lat_percentiles", "scrub_only"];
+const BOOLEAN: &[&str] = &[
+    "time_based",
+    "group_reporting",
+    "fixedbufs",
+    "registerfiles",
+    "lat_percentiles",
+    "scrub_only",
+    "norandommap",
+    "randrepeat",
+    "end_fsync",
+    "stonewall",
+    "wait_for_previous",
+    "crash-test",
+];
 
 const KNOWN: &[&str] = &[
     "name",
@@ -188,6 +307,10 @@ const KNOWN: &[&str] = &[
     "rwmixread",
     "rwmixwrite",
     "bs",
+    "blocksize",
+    "bsrange",
+    "blocksize_range",
+    "bssplit",
     "iodepth",
     "iodepth_batch_submit",
     "iodepth_batch",
@@ -211,15 +334,32 @@ const KNOWN: &[&str] = &[
     "scrub",
     "scrub_only",
     "url",
+    "rate",
+    "rate_iops",
+    "norandommap",
+    "randrepeat",
+    "fsync",
+    "fdatasync",
+    "end_fsync",
+    "stonewall",
+    "wait_for_previous",
+    "crash-test",
+    "crash_rounds",
     "output-format",
+    "eta",
 ];
 
+/// Options of the command line only (fio's too), not of a job.
+const COMMAND_LINE_ONLY: &[&str] = &["output-format", "eta", "name"];
+
 pub const USAGE: &str = "usage: shardbench --name=JOB --filename=PATH [--rw=read|write|randread|randwrite|rw|randrw] \
-[--bs=4k] [--iodepth=N] [--iodepth_batch_submit=N] [--numjobs=N] [--size=SIZE] [--offset=SIZE] [--runtime=30] [--time_based] \
+[--bs=4k] [--bsrange=MIN-MAX] [--bssplit=BS/PCT:BS/PCT...] [--iodepth=N] [--iodepth_batch_submit=N] [--numjobs=N] [--size=SIZE] [--offset=SIZE] [--runtime=30] [--time_based] \
 [--ramp_time=T] [--rwmixread=PCT] [--direct=1] [--ioengine=io_uring|psync] [--fixedbufs=0|1] \
 [--registerfiles=0|1] [--lat_percentiles=0|1] [--target=device|store|agent] [--url=http://HOST:PORT] [--group_reporting] \
-[--percentile_list=P:P:...] [--verify=crc32c] [--do_verify=0|1] [--scrub=off|deadline|max|RATE] [--scrub_only] \
-[--output-format=normal|json] [JOBFILE...]";
+[--percentile_list=P:P:...] [--verify=crc32c] [--do_verify=0|1] [--rate=[R][,W]] [--rate_iops=[R][,W]] \
+[--norandommap] [--randrepeat=0|1] [--fsync=N] [--fdatasync=N] [--end_fsync] [--stonewall] \
+[--scrub=off|deadline|max|RATE] [--scrub_only] [--crash-test[=kill|sim]] [--crash_rounds=N] \
+[--output-format=normal|json|json+] [--eta=auto|always|never] [JOBFILE...]";
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
     match value {
@@ -262,7 +402,7 @@ pub fn parse_job_file(path: &str, text: &str, defaults: &JobSpec) -> Result<Vec<
             None if BOOLEAN.contains(&line) => (line, "1".to_owned()),
             None => return Err(at(format!("option {line:?} needs a value (key=value)"))),
         };
-        if !KNOWN.contains(&key) || key == "output-format" || key == "name" {
+        if !KNOWN.contains(&key) || COMMAND_LINE_ONLY.contains(&key) {
             return Err(at(format!("unknown option {key:?} in a job file")));
         }
         let target = if in_global {
@@ -287,6 +427,77 @@ fn parse_u32(key: &str, value: &str, min: u32, max: u32) -> Result<u32, String> 
     Ok(n)
 }
 
+fn parse_block_size(key: &str, value: &str) -> Result<u64, String> {
+    let bs = parse_size(value).map_err(|e| format!("option {key}: {e}"))?;
+    if bs == 0 || bs % 512 != 0 || bs > shardstore::constants::IO_SIZE_BYTES_MAX {
+        return Err(format!("option {key}: {bs} must be a non-zero multiple of 512 up to 64MiB"));
+    }
+    Ok(bs)
+}
+
+/// fio lets block-size options differ by direction (`4k,64k`); shardbench
+/// takes one setting for both.
+fn no_split_by_direction(key: &str, value: &str) -> Result<(), String> {
+    if value.contains(',') {
+        return Err(format!("option {key}: separate read/write settings (',') are not supported; give one for both"));
+    }
+    Ok(())
+}
+
+/// fio's `bssplit=4k/10:64k/50:32k/40`: sizes with their share in percent;
+/// sizes with no share (`8k/`) split what the others leave.
+fn parse_bssplit(value: &str) -> Result<Vec<(u64, u32)>, String> {
+    let mut list = Vec::new();
+    let mut blank = 0;
+    for part in value.split(':') {
+        let (size, pct) = part.split_once('/').unwrap_or((part, ""));
+        let bs = parse_block_size("bssplit", size)?;
+        let pct = if pct.is_empty() {
+            blank += 1;
+            None
+        } else {
+            Some(parse_u32("bssplit", pct, 0, 100)?)
+        };
+        list.push((bs, pct));
+    }
+    let given: u32 = list.iter().filter_map(|&(_, p)| p).sum();
+    if given > 100 || (blank == 0 && given != 100) {
+        return Err(format!("option bssplit: the shares in {value:?} add up to {given}%, not 100%"));
+    }
+    let share = (100 - given).checked_div(blank).unwrap_or(0);
+    let mut extra = (100 - given).checked_rem(blank).unwrap_or(0);
+    Ok(list
+        .into_iter()
+        .map(|(bs, p)| {
+            (
+                bs,
+                p.unwrap_or_else(|| {
+                    let e = u32::from(extra > 0);
+                    extra = extra.saturating_sub(1);
+                    share + e
+                }),
+            )
+        })
+        .filter(|&(_, p)| p > 0)
+        .collect())
+}
+
+/// fio's `R,W` form: one value for both directions, or `R,W`, `R,`, `,W`.
+fn parse_per_direction(
+    key: &str,
+    value: &str,
+    parse: impl Fn(&str) -> Result<u64, String>,
+) -> Result<[u64; 2], String> {
+    let one = |v: &str| if v.is_empty() { Ok(0) } else { parse(v).map_err(|e| format!("option {key}: {e}")) };
+    match value.split_once(',') {
+        None => {
+            let v = one(value)?;
+            Ok([v, v])
+        }
+        Some((r, w)) => Ok([one(r)?, one(w)?]),
+    }
+}
+
 fn apply(job: &mut JobSpec, key: &str, value: &str) -> Result<(), String> {
     match key {
         "name" => value.clone_into(&mut job.name),
@@ -308,12 +519,48 @@ fn apply(job: &mut JobSpec, key: &str, value: &str) -> Result<(), String> {
         }
         "rwmixread" => job.rwmixread = parse_u32(key, value, 0, 100)?,
         "rwmixwrite" => job.rwmixread = 100 - parse_u32(key, value, 0, 100)?,
-        "bs" => {
-            let bs = parse_size(value).map_err(|e| format!("option bs: {e}"))?;
-            if bs == 0 || bs % 512 != 0 || bs > shardstore::constants::IO_SIZE_BYTES_MAX {
-                return Err(format!("option bs: {bs} must be a non-zero multiple of 512 up to 64MiB"));
-            }
+        "bs" | "blocksize" => {
+            let bs = parse_block_size("bs", value)?;
             job.bs = bs;
+            job.sizes = BlockSizes::Fixed(bs);
+        }
+        "bsrange" | "blocksize_range" => {
+            no_split_by_direction(key, value)?;
+            let (min, max) = value
+                .split_once('-')
+                .ok_or_else(|| format!("option {key}: expected MIN-MAX (like 4k-64k), got {value:?}"))?;
+            let (min, max) = (parse_block_size(key, min)?, parse_block_size(key, max)?);
+            if min > max {
+                return Err(format!("option {key}: MIN {min} is above MAX {max}"));
+            }
+            job.bs = max;
+            job.sizes = BlockSizes::Range { min, max };
+        }
+        "bssplit" => {
+            no_split_by_direction(key, value)?;
+            let list = parse_bssplit(value)?;
+            job.bs = list.iter().map(|&(bs, _)| bs).max().unwrap_or(4096);
+            job.sizes = BlockSizes::Split(list);
+        }
+        "rate" => job.rate = parse_per_direction(key, value, parse_size)?,
+        "rate_iops" => {
+            job.rate_iops =
+                parse_per_direction(key, value, |v| v.parse().map_err(|_| format!("{v:?} is not a number")))?;
+        }
+        "norandommap" => job.randommap = !parse_bool(key, value)?,
+        "randrepeat" => job.randrepeat = parse_bool(key, value)?,
+        "fsync" => job.fsync = parse_u32(key, value, 0, u32::MAX)?,
+        "fdatasync" => job.fdatasync = parse_u32(key, value, 0, u32::MAX)?,
+        "end_fsync" => job.end_fsync = parse_bool(key, value)?,
+        "stonewall" | "wait_for_previous" => job.stonewall = parse_bool(key, value)?,
+        "crash_rounds" => job.crash_rounds = parse_u32(key, value, 1, 10_000)?,
+        "crash-test" => {
+            job.crash_test = match value {
+                "1" | "kill" => Some(CrashTest::Kill),
+                "sim" => Some(CrashTest::Sim),
+                "0" => None,
+                _ => return Err(format!("option crash-test: unsupported mode {value:?} (kill, sim)")),
+            };
         }
         "iodepth" => job.iodepth = parse_u32(key, value, 1, shardstore::constants::QUEUE_DEPTH_MAX)?,
         "iodepth_batch_submit" | "iodepth_batch" => {
@@ -396,12 +643,35 @@ fn apply(job: &mut JobSpec, key: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Options whose meaning is the device's: refused with their reason for
+/// the other targets rather than ignored.
+fn check_target_options(job: &JobSpec) -> Result<(), String> {
+    let device_only = [
+        ("bsrange/bssplit", !matches!(job.sizes, BlockSizes::Fixed(_)), "shards are all of size bs"),
+        ("rate/rate_iops", job.rate != [0; 2] || job.rate_iops != [0; 2], "requests are not paced"),
+        ("fsync/fdatasync/end_fsync", job.fsync > 0 || job.fdatasync > 0 || job.end_fsync, "every put is durable"),
+    ];
+    if job.target != Target::Device {
+        if let Some((what, _, why)) = device_only.iter().find(|(_, given, _)| *given) {
+            return Err(format!("job {:?}: {what} is for --target=device ({why} in the store)", job.name));
+        }
+    }
+    if job.crash_test.is_some() && job.target != Target::Store {
+        return Err(format!("job {:?}: --crash-test is for --target=store", job.name));
+    }
+    if job.crash_test.is_some() && job.rw.read_percent(job.rwmixread) != 0 {
+        return Err(format!("job {:?}: --crash-test writes (give --rw=write or randwrite)", job.name));
+    }
+    Ok(())
+}
+
 /// Parses a fio-style command line (without the program name).
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, String> {
     let mut args = args.into_iter().peekable();
     let mut global = JobSpec::default();
     let mut jobs: Vec<JobSpec> = Vec::new();
     let mut output_format = OutputFormat::Normal;
+    let mut eta = Eta::Auto;
     while let Some(arg) = args.next() {
         let Some(opt) = arg.strip_prefix("--") else {
             // A job file: its [global] section starts from the options
@@ -426,7 +696,17 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
             output_format = match value.as_str() {
                 "normal" => OutputFormat::Normal,
                 "json" => OutputFormat::Json,
-                _ => return Err(format!("option output-format: unsupported format {value:?} (normal, json)")),
+                "json+" => OutputFormat::JsonPlus,
+                _ => return Err(format!("option output-format: unsupported format {value:?} (normal, json, json+)")),
+            };
+            continue;
+        }
+        if key == "eta" {
+            eta = match value.as_str() {
+                "auto" => Eta::Auto,
+                "always" => Eta::Always,
+                "never" => Eta::Never,
+                _ => return Err(format!("option eta: unsupported value {value:?} (auto, always, never)")),
             };
             continue;
         }
@@ -472,14 +752,20 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
                 job.name
             ));
         }
-        if job.verify && job.bs < 4096 {
+        if job.verify && job.sizes.min() < 4096 {
             return Err(format!("job {:?}: verify=crc32c needs bs of at least 4k", job.name));
         }
-        if job.offset % job.bs != 0 {
-            return Err(format!("job {:?}: offset {} is not a multiple of bs {}", job.name, job.offset, job.bs));
+        if job.offset % job.sizes.min() != 0 {
+            return Err(format!(
+                "job {:?}: offset {} is not a multiple of bs {}",
+                job.name,
+                job.offset,
+                job.sizes.min()
+            ));
         }
+        check_target_options(job)?;
     }
-    Ok(Invocation { jobs, output_format })
+    Ok(Invocation { jobs, output_format, eta })
 }
 
 #[cfg(test)]
@@ -575,6 +861,49 @@ mod tests {
     }
 
     #[test]
+    fn block_size_choices_follow_fio() {
+        let j = &parse("--name=a --filename=/d --bsrange=4k-64k").unwrap().jobs[0];
+        assert_eq!((j.sizes.clone(), j.bs), (BlockSizes::Range { min: 4096, max: 65536 }, 65536));
+        let j = &parse("--name=a --filename=/d --bssplit=4k/10:64k/50:32k/40").unwrap().jobs[0];
+        assert_eq!(j.sizes, BlockSizes::Split(vec![(4096, 10), (65536, 50), (32768, 40)]));
+        // Sizes without a share split what is left (fio), 1% to the first.
+        let j = &parse("--name=a --filename=/d --bssplit=4k/:8k/:16k/50").unwrap().jobs[0];
+        assert_eq!(j.sizes, BlockSizes::Split(vec![(4096, 25), (8192, 25), (16384, 50)]));
+        let j = &parse("--name=a --filename=/d --bssplit=4k/:8k/:16k/:1m/1").unwrap().jobs[0];
+        assert_eq!(j.sizes, BlockSizes::Split(vec![(4096, 33), (8192, 33), (16384, 33), (1 << 20, 1)]));
+        // The draws follow the shares.
+        let mut rng = shardstore::rng::Rng::new(7);
+        let split = BlockSizes::Split(vec![(4096, 10), (65536, 90)]);
+        let small = (0..10_000).filter(|_| split.pick(&mut rng) == 4096).count();
+        assert!((800..1200).contains(&small), "{small} of 10000 at 10%");
+        let range = BlockSizes::Range { min: 4096, max: 16384 };
+        let picks: std::collections::BTreeSet<u64> = (0..1000).map(|_| range.pick(&mut rng)).collect();
+        assert_eq!(picks.into_iter().collect::<Vec<_>>(), [4096, 8192, 12288, 16384]);
+        // A later bs replaces a range.
+        let j = &parse("--name=a --filename=/d --bsrange=4k-8k --bs=16k").unwrap().jobs[0];
+        assert_eq!(j.sizes, BlockSizes::Fixed(16384));
+    }
+
+    #[test]
+    fn rates_syncs_and_groups_follow_fio() {
+        let j = &parse("--name=a --filename=/d --rate=1m --rate_iops=,500").unwrap().jobs[0];
+        assert_eq!((j.rate, j.rate_iops), ([1 << 20, 1 << 20], [0, 500]));
+        let j = &parse("--name=a --filename=/d --rate=2m,").unwrap().jobs[0];
+        assert_eq!(j.rate, [2 << 20, 0]);
+        let j =
+            &parse("--name=a --filename=/d --fdatasync=8 --end_fsync --norandommap --randrepeat=0").unwrap().jobs[0];
+        assert_eq!((j.fdatasync, j.fsync, j.end_fsync, j.randommap, j.randrepeat), (8, 0, true, false, false));
+        let inv = parse("--filename=/d --name=a --name=b --name=c --stonewall --name=d --output-format=json+").unwrap();
+        let sizes: Vec<usize> = super::super::groups(&inv.jobs).iter().map(|g| g.len()).collect();
+        assert_eq!(sizes, [2, 2], "stonewall starts a new group");
+        assert_eq!((inv.output_format, inv.eta), (OutputFormat::JsonPlus, Eta::Auto));
+        let inv = parse("--name=a --filename=/d --target=store --crash-test=sim --rw=write --crash_rounds=3").unwrap();
+        assert_eq!((inv.jobs[0].crash_test, inv.jobs[0].crash_rounds), (Some(CrashTest::Sim), 3));
+        let inv = parse("--name=a --filename=/d --target=store --crash-test --rw=randwrite --eta=never").unwrap();
+        assert_eq!((inv.jobs[0].crash_test, inv.eta), (Some(CrashTest::Kill), Eta::Never));
+    }
+
+    #[test]
     fn every_error_names_what_is_wrong() {
         let cases = [
             ("--name=a --filename=/d --verify_fatal=1", "unknown option --verify_fatal"),
@@ -603,6 +932,24 @@ mod tests {
             ("--name=a --filename=/d --percentile_list=101", "option percentile_list"),
             ("--name=a --filename=/d --target=store --scrub=fast", "option scrub"),
             ("--name=a --filename=/d --target=store --scrub_only", "needs --scrub"),
+            ("--name=a --filename=/d --bsrange=64k-4k", "option bsrange: MIN 65536 is above MAX 4096"),
+            ("--name=a --filename=/d --bsrange=4k", "option bsrange: expected MIN-MAX"),
+            ("--name=a --filename=/d --bsrange=4k-8k,16k-32k", "separate read/write settings"),
+            ("--name=a --filename=/d --bssplit=4k/50:8k/40", "add up to 90%, not 100%"),
+            ("--name=a --filename=/d --bssplit=4k/80:8k/40", "add up to 120%"),
+            ("--name=a --filename=/d --bssplit=4k/x", "option bssplit"),
+            ("--name=a --filename=/d --bssplit=1000/100", "option bssplit: 1000 must be"),
+            ("--name=a --filename=/d --rate=fast", "option rate"),
+            ("--name=a --filename=/d --rate_iops=1k", "option rate_iops"),
+            ("--name=a --filename=/d --fsync=-1", "option fsync"),
+            ("--name=a --filename=/d --target=store --rate=1m", "rate/rate_iops is for --target=device"),
+            ("--name=a --filename=/d --target=store --fdatasync=1", "every put is durable"),
+            ("--name=a --filename=/d --target=store --bsrange=4k-8k", "bsrange/bssplit is for --target=device"),
+            ("--name=a --filename=/d --crash-test", "--crash-test is for --target=store"),
+            ("--name=a --filename=/d --target=store --crash-test", "--crash-test writes"),
+            ("--name=a --filename=/d --target=store --crash-test=pull", "option crash-test: unsupported mode"),
+            ("--name=a --filename=/d --eta=sometimes", "option eta"),
+            ("--name=a --filename=/d --output-format=json++", "unsupported format"),
         ];
         for (line, want) in cases {
             let err = parse(line).unwrap_err();

@@ -18,7 +18,7 @@ fn per_sec(amount: u64, runtime_us: u64) -> f64 {
     }
 }
 
-fn lat_json(s: &LatencyStats, percentiles: Option<&[f64]>) -> Value {
+fn lat_json(s: &LatencyStats, percentiles: Option<&[f64]>, bins: bool) -> Value {
     let mut v = json!({
         "min": s.min(),
         "max": s.max_ns,
@@ -29,13 +29,16 @@ fn lat_json(s: &LatencyStats, percentiles: Option<&[f64]>) -> Value {
     if let Some(list) = percentiles.filter(|_| s.count > 0) {
         let p: Map<String, Value> = list.iter().map(|&p| (format!("{p:.6}"), json!(s.percentile(p)))).collect();
         v["percentile"] = Value::Object(p);
+        if bins {
+            v["bins"] = Value::Object(s.bins().map(|(ns, n)| (ns.to_string(), json!(n))).collect());
+        }
     }
     v
 }
 
 /// One direction's figures; percentiles of `clat` (and of `lat` when
 /// `lat_percentiles`) at the job's `percentile_list`.
-fn dir_json(d: &DirStats, runtime_us: u64, spec: &JobSpec) -> Value {
+fn dir_json(d: &DirStats, runtime_us: u64, spec: &JobSpec, bins: bool) -> Value {
     let list = Some(spec.percentile_list.as_slice());
     let runtime_us = if d.total_ios == 0 { 0 } else { runtime_us };
     let bw_bytes = per_sec(d.io_bytes, runtime_us);
@@ -49,19 +52,42 @@ fn dir_json(d: &DirStats, runtime_us: u64, spec: &JobSpec) -> Value {
         "total_ios": d.total_ios,
         "short_ios": 0,
         "drop_ios": 0,
-        "slat_ns": lat_json(&d.slat, None),
-        "clat_ns": lat_json(&d.clat, list),
-        "lat_ns": lat_json(&d.lat, list.filter(|_| spec.lat_percentiles)),
+        "slat_ns": lat_json(&d.slat, None, false),
+        "clat_ns": lat_json(&d.clat, list, bins),
+        "lat_ns": lat_json(&d.lat, list.filter(|_| spec.lat_percentiles), bins),
     })
 }
 
-fn depth_json(r: &JobResult) -> Value {
-    let total: u64 = r.depth_hist.iter().sum::<u64>().max(1);
-    let pct = |i: usize| r.depth_hist[i] as f64 * 100.0 / total as f64;
-    json!({"1": pct(0), "2": pct(1), "4": pct(2), "8": pct(3), "16": pct(4), "32": pct(5), ">=64": pct(6)})
+/// Shares of a distribution in percent, as fio computes them: a non-empty
+/// bucket shows at least `floor` (so it never reads as zero).
+fn shares(counts: &[u64], floor: f64) -> Vec<f64> {
+    let total = counts.iter().sum::<u64>().max(1) as f64;
+    counts.iter().map(|&n| if n == 0 { 0.0 } else { (n as f64 * 100.0 / total).max(floor) }).collect()
 }
 
-pub fn json_report(results: &[(JobSpec, JobResult)]) -> Value {
+const DEPTH_LABELS: [&str; 7] = ["1", "2", "4", "8", "16", "32", ">=64"];
+const COUNT_LABELS: [&str; 7] = ["0", "4", "8", "16", "32", "64", ">=64"];
+const LAT_LABELS: [&str; 12] = ["2", "4", "10", "20", "50", "100", "250", "500", "750", "1000", "2000", ">=2000"];
+
+fn labelled(labels: &[&str], values: &[f64]) -> Value {
+    Value::Object(labels.iter().zip(values).map(|(l, v)| ((*l).to_owned(), json!(v))).collect())
+}
+
+fn depth_json(r: &JobResult) -> Value {
+    labelled(&DEPTH_LABELS, &shares(&r.depth_hist, 0.1))
+}
+
+/// fio's `latency_ns`, `latency_us`, `latency_ms` (percent of all I/Os).
+fn latency_json(r: &JobResult) -> [Value; 3] {
+    let pct = shares(&r.lat_levels, 0.01);
+    [
+        labelled(&LAT_LABELS[..10], &pct[..10]),
+        labelled(&LAT_LABELS[..10], &pct[10..20]),
+        labelled(&LAT_LABELS, &pct[20..]),
+    ]
+}
+
+pub fn json_report(results: &[(JobSpec, JobResult)], bins: bool) -> Value {
     let jobs: Vec<Value> = results
         .iter()
         .map(|(spec, r)| {
@@ -73,15 +99,20 @@ pub fn json_report(results: &[(JobSpec, JobResult)]) -> Value {
                     us as f64 * 100.0 / r.runtime_us as f64 / f64::from(r.jobs)
                 }
             };
+            let [lat_n, lat_u, lat_m] = latency_json(r);
             json!({
                 "jobname": r.name,
-                "groupid": 0,
+                "groupid": r.groupid,
                 "error": 0,
                 "elapsed": r.runtime_us.div_ceil(1_000_000),
                 "job options": options,
-                "read": dir_json(&r.read, r.runtime_us, spec),
-                "write": dir_json(&r.write, r.runtime_us, spec),
-                "trim": dir_json(&DirStats::default(), 0, spec),
+                "read": dir_json(&r.read, r.runtime_us, spec, bins),
+                "write": dir_json(&r.write, r.runtime_us, spec, bins),
+                "trim": dir_json(&DirStats::default(), 0, spec, false),
+                "sync": {
+                    "total_ios": r.sync.count,
+                    "lat_ns": lat_json(&r.sync, Some(spec.percentile_list.as_slice()), bins),
+                },
                 "job_runtime": r.runtime_us / 1000,
                 "usr_cpu": cpu(r.usr_cpu_us),
                 "sys_cpu": cpu(r.sys_cpu_us),
@@ -89,6 +120,15 @@ pub fn json_report(results: &[(JobSpec, JobResult)]) -> Value {
                 "majf": 0,
                 "minf": 0,
                 "iodepth_level": depth_json(r),
+                "iodepth_submit": labelled(&COUNT_LABELS, &shares(&r.submit_hist, 0.1)),
+                "iodepth_complete": labelled(&COUNT_LABELS, &shares(&r.complete_hist, 0.1)),
+                "latency_ns": lat_n,
+                "latency_us": lat_u,
+                "latency_ms": lat_m,
+                "latency_depth": spec.iodepth,
+                "latency_target": 0,
+                "latency_percentile": 100.0,
+                "latency_window": 0,
             })
         })
         .collect();
@@ -162,22 +202,59 @@ fn dir_text(out: &mut String, label: &str, d: &DirStats, runtime_us: u64, percen
     lat_line(out, "slat", &d.slat);
     lat_line(out, "clat", &d.clat);
     lat_line(out, " lat", &d.lat);
-    let (u, div) = unit(&d.clat);
-    let _ = writeln!(out, "    clat percentiles ({u}):");
+    percentile_rows(out, "clat", &d.clat, percentiles);
+}
+
+fn percentile_rows(out: &mut String, label: &str, s: &LatencyStats, percentiles: &[f64]) {
+    let (u, div) = unit(s);
+    let _ = writeln!(out, "    {label} percentiles ({u}):");
     for row in percentiles.chunks(4) {
         let cells: Vec<String> =
-            row.iter().map(|&p| format!("{:>5.2}th=[{:>6.0}]", p, d.clat.percentile(p) as f64 / div)).collect();
+            row.iter().map(|&p| format!("{:>5.2}th=[{:>6.0}]", p, s.percentile(p) as f64 / div)).collect();
         let _ = writeln!(out, "     | {}", cells.join(", "));
     }
+}
+
+/// `label=share%` cells of the non-empty buckets, `per_line` to a line.
+fn dist_cells(labels: &[&str], shares: &[f64], decimals: usize) -> Vec<String> {
+    labels.iter().zip(shares).filter(|(_, &v)| v > 0.0).map(|(l, v)| format!("{l}={v:.decimals$}%")).collect()
+}
+
+/// fio's latency distribution lines: `lat (usec)   : 250=0.53%, 500=80.63%`.
+fn lat_dist_text(out: &mut String, r: &JobResult) {
+    let pct = shares(&r.lat_levels, 0.01);
+    for (unit, range) in [("nsec", 0..10), ("usec", 10..20), ("msec", 20..32)] {
+        let labels = &LAT_LABELS[..range.len()];
+        let cells = dist_cells(labels, &pct[range], 2);
+        for line in cells.chunks(5) {
+            let _ = writeln!(out, "  lat ({unit})   : {}", line.join(", "));
+        }
+    }
+}
+
+fn count_line(out: &mut String, label: &str, labels: &[&str], counts: &[u64]) {
+    let cells: Vec<String> = labels.iter().zip(shares(counts, 0.1)).map(|(l, v)| format!("{l}={v:.1}%")).collect();
+    let _ = writeln!(out, "{label}: {}", cells.join(", "));
+}
+
+fn sync_text(out: &mut String, s: &LatencyStats, percentiles: &[f64]) {
+    if s.count == 0 {
+        return;
+    }
+    let _ = writeln!(out, "  fsync/fdatasync/sync_file_range:");
+    lat_line(out, "sync", s);
+    percentile_rows(out, "sync", s, percentiles);
 }
 
 pub fn normal_report(results: &[(JobSpec, JobResult)]) -> String {
     let mut out = String::new();
     let pid = std::process::id();
     for (spec, r) in results {
-        let _ = writeln!(out, "{}: (groupid=0, jobs={}): err= 0: pid={pid}", r.name, r.jobs);
+        let _ = writeln!(out, "{}: (groupid={}, jobs={}): err= 0: pid={pid}", r.name, r.groupid, r.jobs);
         dir_text(&mut out, "read", &r.read, r.runtime_us, &spec.percentile_list);
         dir_text(&mut out, "write", &r.write, r.runtime_us, &spec.percentile_list);
+        sync_text(&mut out, &r.sync, &spec.percentile_list);
+        lat_dist_text(&mut out, r);
         let cpu =
             |us: u64| if r.runtime_us == 0 { 0.0 } else { us as f64 * 100.0 / r.runtime_us as f64 / f64::from(r.jobs) };
         let _ = writeln!(
@@ -187,21 +264,33 @@ pub fn normal_report(results: &[(JobSpec, JobResult)]) -> String {
             cpu(r.sys_cpu_us),
             r.ctx_switches
         );
-        let d = depth_json(r);
+        count_line(&mut out, "  IO depths    ", &DEPTH_LABELS, &r.depth_hist);
+        count_line(&mut out, "     submit    ", &COUNT_LABELS, &r.submit_hist);
+        count_line(&mut out, "     complete  ", &COUNT_LABELS, &r.complete_hist);
         let _ = writeln!(
             out,
-            "  IO depths    : 1={:.1}%, 2={:.1}%, 4={:.1}%, 8={:.1}%, 16={:.1}%, 32={:.1}%, >=64={:.1}%",
-            d["1"].as_f64().unwrap_or(0.0),
-            d["2"].as_f64().unwrap_or(0.0),
-            d["4"].as_f64().unwrap_or(0.0),
-            d["8"].as_f64().unwrap_or(0.0),
-            d["16"].as_f64().unwrap_or(0.0),
-            d["32"].as_f64().unwrap_or(0.0),
-            d[">=64"].as_f64().unwrap_or(0.0)
+            "     issued rwts: total={},{},0,0 short=0,0,0,0 dropped=0,0,0,0",
+            r.read.total_ios, r.write.total_ios
         );
+        let _ = writeln!(out, "     latency   : target=0, window=0, percentile=100.00%, depth={}", spec.iodepth);
         out.push('\n');
     }
-    let _ = writeln!(out, "Run status group 0 (all jobs):");
+    let last_group = results.iter().map(|(_, r)| r.groupid).max().unwrap_or(0);
+    for g in 0..=last_group {
+        let group: Vec<&(JobSpec, JobResult)> = results.iter().filter(|(_, r)| r.groupid == g).collect();
+        if !group.is_empty() {
+            status_lines(&mut out, g, &group);
+        }
+    }
+    out
+}
+
+/// fio's `Run status group N (all jobs):` lines.
+fn status_lines(out: &mut String, g: u32, results: &[&(JobSpec, JobResult)]) {
+    if g > 0 {
+        out.push('\n');
+    }
+    let _ = writeln!(out, "Run status group {g} (all jobs):");
     for (label, pick) in [("READ", true), ("WRITE", false)] {
         let dirs: Vec<(&DirStats, u64)> = results
             .iter()
@@ -229,5 +318,4 @@ pub fn normal_report(results: &[(JobSpec, JobResult)]) -> String {
             run_max / 1000
         );
     }
-    out
 }

@@ -21,7 +21,7 @@ use shardstore::error::OpKind;
 use shardstore::rng::Rng;
 
 use super::hist::LatencyStats;
-use super::options::{Engine, JobSpec};
+use super::options::{BlockSizes, Engine, JobSpec};
 
 /// What one direction (read or write) of a job did.
 #[derive(Debug, Clone, Default)]
@@ -47,6 +47,8 @@ impl DirStats {
 #[derive(Debug, Clone, Default)]
 pub struct JobResult {
     pub name: String,
+    /// fio's reporting group (jobs split by `stonewall`).
+    pub groupid: u32,
     pub jobs: u32,
     pub read: DirStats,
     pub write: DirStats,
@@ -59,6 +61,16 @@ pub struct JobResult {
     /// was submitted (fio's `IO depths`): index k counts depth buckets
     /// 1, 2, 4, 8, 16, 32, >=64.
     pub depth_hist: [u64; 7],
+    /// Submissions by how many I/Os each handed to the kernel, and reaps
+    /// by how many each returned (fio's `submit` and `complete`
+    /// distributions; buckets 0, 4, 8, 16, 32, 64, >64).
+    pub submit_hist: [u64; 7],
+    pub complete_hist: [u64; 7],
+    /// Every I/O's total latency in fio's distribution buckets (see
+    /// [`lat_level`]).
+    pub lat_levels: [u64; 32],
+    /// The job's fsync/fdatasync operations (fio's `sync`).
+    pub sync: LatencyStats,
     /// What the engine enabled on this thread's device handle.
     pub features: EngineFeatures,
 }
@@ -68,12 +80,18 @@ impl JobResult {
     /// in `ns` from asking to the answer (no separate submission stage, so
     /// `slat` is 0 and `clat` is the whole latency).
     pub fn record_request(&mut self, is_read: bool, bytes: u64, ns: u64) {
+        self.record(is_read, bytes, 0, ns);
+    }
+
+    /// Records one completed I/O of `bytes`, `slat` + `clat` nanoseconds.
+    pub fn record(&mut self, is_read: bool, bytes: u64, slat: u64, clat: u64) {
         let dir: &mut DirStats = if is_read { &mut self.read } else { &mut self.write };
         dir.io_bytes += bytes;
         dir.total_ios += 1;
-        dir.slat.record(0);
-        dir.clat.record(ns);
-        dir.lat.record(ns);
+        dir.slat.record(slat);
+        dir.clat.record(clat);
+        dir.lat.record(slat + clat);
+        self.lat_levels[lat_level(slat + clat)] += 1;
     }
 
     pub fn merge(&mut self, o: &JobResult) {
@@ -84,14 +102,39 @@ impl JobResult {
         self.usr_cpu_us += o.usr_cpu_us;
         self.sys_cpu_us += o.sys_cpu_us;
         self.ctx_switches += o.ctx_switches;
-        for (a, b) in self.depth_hist.iter_mut().zip(o.depth_hist) {
-            *a += b;
+        let hists = [
+            (&mut self.depth_hist[..], &o.depth_hist[..]),
+            (&mut self.submit_hist[..], &o.submit_hist[..]),
+            (&mut self.complete_hist[..], &o.complete_hist[..]),
+            (&mut self.lat_levels[..], &o.lat_levels[..]),
+        ];
+        for (mine, theirs) in hists {
+            for (a, b) in mine.iter_mut().zip(theirs) {
+                *a += b;
+            }
         }
+        self.sync.merge(&o.sync);
+    }
+}
+
+/// What the jobs have done so far, for the progress line.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub bytes: [std::sync::atomic::AtomicU64; 2],
+    pub ios: [std::sync::atomic::AtomicU64; 2],
+}
+
+impl Progress {
+    pub fn add(&self, is_read: bool, bytes: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let d = usize::from(!is_read);
+        self.bytes[d].fetch_add(bytes, Relaxed);
+        self.ios[d].fetch_add(1, Relaxed);
     }
 }
 
 /// Runs one job (all its threads) and returns one result per thread.
-pub fn run_job(spec: &JobSpec) -> anyhow::Result<Vec<JobResult>> {
+pub fn run_job(spec: &JobSpec, progress: &Arc<Progress>) -> anyhow::Result<Vec<JobResult>> {
     let path = spec.filename.clone().expect("validated: every job has a filename");
     prepare_target(&path, spec)?;
     let barrier = Arc::new(Barrier::new(spec.numjobs as usize));
@@ -99,9 +142,10 @@ pub fn run_job(spec: &JobSpec) -> anyhow::Result<Vec<JobResult>> {
         .map(|i| {
             let spec = spec.clone();
             let barrier = Arc::clone(&barrier);
+            let progress = Arc::clone(progress);
             std::thread::Builder::new()
                 .name(format!("{}-{i}", spec.name))
-                .spawn(move || worker(&spec, i, &barrier))
+                .spawn(move || worker(&spec, i, &barrier, &progress))
                 .expect("spawn job thread")
         })
         .collect();
@@ -228,6 +272,38 @@ pub(crate) fn micros(t: nix::sys::time::TimeVal) -> u64 {
     t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64
 }
 
+/// fio's buckets of I/Os per submit or per reap: 0, 1-4, 5-8, 9-16,
+/// 17-32, 33-64, more.
+fn count_bucket(n: usize) -> usize {
+    match n {
+        0 => 0,
+        1..=4 => 1,
+        5..=8 => 2,
+        9..=16 => 3,
+        17..=32 => 4,
+        33..=64 => 5,
+        _ => 6,
+    }
+}
+
+/// fio's latency distribution bucket of a total latency: 2, 4, 10, 20,
+/// 50, 100, 250, 500, 750, 1000 ns, the same in µs and in ms, then 2000
+/// ms and more (indices 0-9, 10-19, 20-31). A bucket counts latencies
+/// below its bound and at or above the previous one.
+pub fn lat_level(ns: u64) -> usize {
+    const EDGES: [u64; 10] = [2, 4, 10, 20, 50, 100, 250, 500, 750, 1000];
+    let (base, v) = match ns {
+        0..=999 => (0, ns),
+        1_000..=999_999 => (10, ns / 1_000),
+        _ => (20, ns / 1_000_000),
+    };
+    match EDGES.iter().position(|&e| v < e) {
+        Some(i) => base + i,
+        None if v < 2000 => 30,
+        None => 31,
+    }
+}
+
 fn depth_bucket(depth: usize) -> usize {
     match depth {
         0 | 1 => 0,
@@ -240,7 +316,121 @@ fn depth_bucket(depth: usize) -> usize {
     }
 }
 
-fn worker(spec: &JobSpec, thread: u32, barrier: &Barrier) -> anyhow::Result<JobResult> {
+/// fio's random map: which blocks (of the smallest block size) a random
+/// job has touched this pass, so it touches every block once before any
+/// twice; a full map starts a new pass.
+struct RandomMap {
+    bits: Vec<u64>,
+    set: u64,
+    blocks: u64,
+}
+
+impl RandomMap {
+    fn new(blocks: u64) -> RandomMap {
+        RandomMap { bits: vec![0; blocks.div_ceil(64) as usize], set: 0, blocks }
+    }
+
+    fn is_set(&self, b: u64) -> bool {
+        self.bits[(b / 64) as usize] & (1 << (b % 64)) != 0
+    }
+
+    /// The first untouched block at or after `from`, wrapping (fio's
+    /// `axmap_next_free`).
+    fn next_free(&mut self, from: u64) -> u64 {
+        if self.set == self.blocks {
+            self.bits.fill(0);
+            self.set = 0;
+        }
+        let mut b = from;
+        loop {
+            let word = self.bits[(b / 64) as usize] | ((1u64 << (b % 64)) - 1);
+            if word != u64::MAX {
+                let free = (b / 64) * 64 + u64::from(word.trailing_ones());
+                if free < self.blocks {
+                    return free;
+                }
+            }
+            b = ((b / 64) + 1) * 64;
+            if b >= self.blocks {
+                b = 0;
+            }
+        }
+    }
+
+    /// Marks up to `count` blocks from `first` (which is free), stopping
+    /// at the first one already touched; returns how many it marked (fio
+    /// shortens the I/O to them, so a pass moves exactly the region).
+    fn mark(&mut self, first: u64, count: u64) -> u64 {
+        let mut marked = 0;
+        for b in first..(first + count).min(self.blocks) {
+            if self.is_set(b) {
+                break;
+            }
+            self.bits[(b / 64) as usize] |= 1 << (b % 64);
+            self.set += 1;
+            marked += 1;
+        }
+        marked
+    }
+}
+
+/// fio's choice of each I/O: its direction, offset and length.
+struct Picker {
+    rw_random: bool,
+    read_percent: u32,
+    sizes: BlockSizes,
+    /// The region, in units of the smallest block size.
+    unit: u64,
+    start: u64,
+    blocks: u64,
+    next_block: u64,
+    map: Option<RandomMap>,
+    rng: Rng,
+}
+
+impl Picker {
+    fn next(&mut self) -> (bool, u64, u64) {
+        let rp = self.read_percent;
+        let is_read = rp == 100 || (rp > 0 && self.rng.below(100) < u64::from(rp));
+        let len = self.sizes.pick(&mut self.rng);
+        let block = if self.rw_random {
+            let b = self.rng.below(self.blocks);
+            match &mut self.map {
+                Some(map) => map.next_free(b),
+                None => b,
+            }
+        } else {
+            // Sequential I/O wraps to the start when the next one would
+            // not fit (fio starts the file over).
+            let b = if self.next_block + len / self.unit > self.blocks { 0 } else { self.next_block };
+            self.next_block = (b + len / self.unit) % self.blocks;
+            b
+        };
+        // An I/O never runs past the region's end (as fio shortens it).
+        let mut len = len.min((self.blocks - block) * self.unit);
+        if let Some(map) = &mut self.map {
+            len = map.mark(block, len / self.unit) * self.unit;
+        }
+        (is_read, self.start + block * self.unit, len)
+    }
+}
+
+/// fio's `rate`/`rate_iops`: when the next I/O of a direction may be
+/// issued, given what it has issued since the job began.
+fn rate_due_ns(spec: &JobSpec, dir: usize, issued_bytes: u64, issued_ios: u64) -> u64 {
+    let by_bytes = match spec.rate[dir] {
+        0 => 0,
+        r => (u128::from(issued_bytes) * 1_000_000_000 / u128::from(r)) as u64,
+    };
+    let by_ios = match spec.rate_iops[dir] {
+        0 => 0,
+        r => (u128::from(issued_ios) * 1_000_000_000 / u128::from(r)) as u64,
+    };
+    by_bytes.max(by_ios)
+}
+
+#[allow(clippy::too_many_lines)]
+fn worker(spec: &JobSpec, thread: u32, barrier: &Barrier, progress: &Progress) -> anyhow::Result<JobResult> {
     let path = spec.filename.as_deref().expect("validated");
     let bs = spec.bs as usize;
     let depth = if spec.ioengine == Engine::Psync { 1 } else { spec.iodepth as usize };
@@ -258,11 +448,11 @@ fn worker(spec: &JobSpec, thread: u32, barrier: &Barrier) -> anyhow::Result<JobR
     }
     let mut dev = open(spec, path, &pool)?;
     let size = dev.info().size_bytes;
-    if spec.bs % dev.info().logical_block_size != 0 {
+    let unit = spec.sizes.min();
+    if unit % dev.info().logical_block_size != 0 {
         bail!(
-            "{}: bs {} is not a multiple of the device's {}-byte logical block",
+            "{}: bs {unit} is not a multiple of the device's {}-byte logical block",
             path.display(),
-            spec.bs,
             dev.info().logical_block_size
         );
     }
@@ -270,21 +460,43 @@ fn worker(spec: &JobSpec, thread: u32, barrier: &Barrier) -> anyhow::Result<JobR
         bail!("{}: offset {} is beyond the end of the device ({size} bytes)", path.display(), spec.offset);
     }
     let region = spec.size.unwrap_or(size - spec.offset).min(size - spec.offset);
-    let blocks = region / spec.bs;
-    if blocks == 0 {
+    let blocks = region / unit;
+    if blocks == 0 || region < spec.bs {
         bail!("{}: the I/O region ({region} bytes) is smaller than bs ({})", path.display(), spec.bs);
     }
-    let read_percent = spec.rw.read_percent(spec.rwmixread);
-    let mut rng = Rng::new(spec.randseed ^ u64::from(thread).wrapping_mul(0x9E37_79B9));
+    // randrepeat=0: a different sequence every run (fio seeds from time).
+    let seed = if spec.randrepeat { spec.randseed } else { spec.randseed ^ shardstore::superblock::now_unix_ms() };
+    let mut picker = Picker {
+        rw_random: spec.rw.is_random(),
+        read_percent: spec.rw.read_percent(spec.rwmixread),
+        sizes: spec.sizes.clone(),
+        unit,
+        start: spec.offset,
+        blocks,
+        next_block: 0,
+        map: (spec.rw.is_random() && spec.randommap).then(|| RandomMap::new(blocks)),
+        rng: Rng::new(seed ^ u64::from(thread).wrapping_mul(0x9E37_79B9)),
+    };
+    let sync_every = if spec.fsync > 0 { spec.fsync } else { spec.fdatasync };
     let mut slots: Vec<Slot> = (0..depth).map(|_| Slot { queued_ns: 0, submitted_ns: 0 }).collect();
+    let mut sync_token = None;
     let mut free: Vec<u64> = (0..depth as u64).collect();
     let mut unsubmitted: Vec<u64> = Vec::with_capacity(depth);
     let mut completions: Vec<Completion> = Vec::with_capacity(depth);
     let mut result =
         JobResult { name: spec.name.clone(), jobs: 1, features: dev.info().features, ..JobResult::default() };
-    let mut next_block = 0u64;
+    let submit_batch = match spec.iodepth_batch_submit {
+        0 => depth,
+        n => (n as usize).min(depth),
+    };
     let mut issued_bytes = 0u64;
-    let bytes_limit = if spec.time_based { u64::MAX } else { blocks * spec.bs };
+    // Per direction (read, write), for rate limits.
+    let mut dir_bytes = [0u64; 2];
+    let mut dir_ios = [0u64; 2];
+    let mut writes_since_sync = 0u32;
+    let mut sync_wanted = false;
+    let mut held: Option<(bool, u64, u64)> = None;
+    let bytes_limit = if spec.time_based { u64::MAX } else { blocks * unit };
 
     barrier.wait();
     let base = Instant::now();
@@ -297,40 +509,84 @@ fn worker(spec: &JobSpec, thread: u32, barrier: &Barrier) -> anyhow::Result<JobR
         usage_start = Some(getrusage(UsageWho::RUSAGE_THREAD)?);
     }
     let mut last_completion_ns = 0;
-    let mut written = std::collections::BTreeSet::new();
+    let mut written = std::collections::BTreeMap::new();
+    let mut ended_sync = !spec.end_fsync;
 
     loop {
         let now = now_ns();
-        let stop_issuing = now >= end_ns || (issued_bytes >= bytes_limit && !spec.time_based);
-        if !stop_issuing {
+        let stop_issuing = now >= end_ns || issued_bytes >= bytes_limit;
+        let mut wait_until = None;
+        if sync_wanted && dev.in_flight() == 0 {
+            // fio's fsync/fdatasync: once the writes before it completed,
+            // in one of the job's `iodepth` slots.
+            let token = free.pop().expect("nothing in flight: every slot is free");
+            sync_token = Some(token);
+            slots[token as usize].queued_ns = now_ns();
+            dev.submit(IoOp { token, kind: IoKind::Flush })?;
+            unsubmitted.push(token);
+            sync_wanted = false;
+        }
+        if !stop_issuing && !sync_wanted {
             while let Some(token) = free.pop() {
-                if issued_bytes >= bytes_limit {
+                if issued_bytes >= bytes_limit || sync_wanted {
                     free.push(token);
                     break;
                 }
-                let block = if spec.rw.is_random() {
-                    rng.below(blocks)
-                } else {
-                    let b = next_block;
-                    next_block = (next_block + 1) % blocks;
-                    b
-                };
-                let offset = spec.offset + block * spec.bs;
-                let mut buf = pool.take(bs).expect("one buffer per slot");
-                let is_read = read_percent == 100 || (read_percent > 0 && rng.below(100) < u64::from(read_percent));
+                let (is_read, offset, len) = held.take().unwrap_or_else(|| picker.next());
+                let dir = usize::from(!is_read);
+                let due = rate_due_ns(spec, dir, dir_bytes[dir], dir_ios[dir]);
+                if due > now_ns() {
+                    held = Some((is_read, offset, len));
+                    wait_until = Some(due);
+                    free.push(token);
+                    break;
+                }
+                let mut buf = pool.take(len as usize).expect("one buffer per slot");
                 if spec.verify && !is_read {
                     verify::fill(buf.as_mut_slice(), offset, spec.randseed);
-                    written.insert(offset);
+                    // A newer write replaces every older one it overlaps.
+                    let older: Vec<u64> = written
+                        .range(..offset + len)
+                        .rev()
+                        .take_while(|&(&o, &l)| o + l > offset)
+                        .map(|(&o, _)| o)
+                        .collect();
+                    for o in older {
+                        written.remove(&o);
+                    }
+                    written.insert(offset, len);
                 }
                 let kind =
                     if is_read { IoKind::Read { offset, buf } } else { IoKind::Write { offset, buf, fua: false } };
                 slots[token as usize].queued_ns = now_ns();
                 dev.submit(IoOp { token, kind })?;
                 unsubmitted.push(token);
-                issued_bytes += spec.bs;
+                issued_bytes += len;
+                dir_bytes[dir] += len;
+                dir_ios[dir] += 1;
+                if !is_read && sync_every > 0 {
+                    writes_since_sync += 1;
+                    if writes_since_sync == sync_every {
+                        writes_since_sync = 0;
+                        sync_wanted = true;
+                    }
+                }
             }
         }
         if dev.in_flight() == 0 {
+            if let Some(due) = wait_until.filter(|&d| d < end_ns) {
+                std::thread::sleep(std::time::Duration::from_nanos(due.saturating_sub(now_ns())));
+                continue;
+            }
+            if sync_wanted {
+                continue;
+            }
+            if !ended_sync && dir_ios[1] > 0 {
+                // fio's end_fsync: part of the job, so inside its runtime.
+                ended_sync = true;
+                sync_wanted = true;
+                continue;
+            }
             break;
         }
         let submit_ns = now_ns();
@@ -338,6 +594,13 @@ fn worker(spec: &JobSpec, thread: u32, barrier: &Barrier) -> anyhow::Result<JobR
             slots[token as usize].submitted_ns = submit_ns;
         }
         let batch_depth = dev.in_flight();
+        if !unsubmitted.is_empty() {
+            let n = unsubmitted.len();
+            result.submit_hist[count_bucket(submit_batch)] += (n / submit_batch) as u64;
+            if n % submit_batch != 0 {
+                result.submit_hist[count_bucket(n % submit_batch)] += 1;
+            }
+        }
         unsubmitted.clear();
         dev.reap(1, &mut completions)?;
         let done_ns = now_ns();
@@ -345,9 +608,21 @@ fn worker(spec: &JobSpec, thread: u32, barrier: &Barrier) -> anyhow::Result<JobR
             measuring = true;
             usage_start = Some(getrusage(UsageWho::RUSAGE_THREAD)?);
         }
+        if measuring {
+            result.complete_hist[count_bucket(completions.len())] += 1;
+        }
         for c in completions.drain(..) {
             if let Err(e) = c.result {
                 return Err(e).context(format!("job {}", spec.name));
+            }
+            if sync_token == Some(c.token) {
+                sync_token = None;
+                free.push(c.token);
+                if measuring {
+                    result.sync.record(done_ns.saturating_sub(slots[c.token as usize].submitted_ns));
+                    last_completion_ns = done_ns;
+                }
+                continue;
             }
             if spec.verify && c.op == OpKind::Read {
                 let buf = c.buf.as_ref().expect("reads return their buffer");
@@ -355,25 +630,21 @@ fn worker(spec: &JobSpec, thread: u32, barrier: &Barrier) -> anyhow::Result<JobR
                     .with_context(|| format!("job {}: {}", spec.name, path.display()))?;
             }
             free.push(c.token);
+            progress.add(c.op == OpKind::Read, c.len);
             if !measuring {
                 continue;
             }
             let slot = &slots[c.token as usize];
-            let dir = if c.op == OpKind::Read { &mut result.read } else { &mut result.write };
-            dir.io_bytes += c.len;
-            dir.total_ios += 1;
             let slat = slot.submitted_ns.saturating_sub(slot.queued_ns);
             let clat = done_ns.saturating_sub(slot.submitted_ns);
-            dir.slat.record(slat);
-            dir.clat.record(clat);
-            dir.lat.record(slat + clat);
+            result.record(c.op == OpKind::Read, c.len, slat, clat);
             result.depth_hist[depth_bucket(batch_depth)] += 1;
             last_completion_ns = done_ns;
         }
     }
     result.runtime_us = last_completion_ns.saturating_sub(ramp_end_ns) / 1000;
     if spec.verify && spec.do_verify && !written.is_empty() {
-        verify_written(dev.as_mut(), &pool, bs, &written)
+        verify_written(dev.as_mut(), &pool, &written)
             .with_context(|| format!("job {}: {}", spec.name, path.display()))?;
     }
     if let Some(start) = usage_start {
@@ -392,16 +663,15 @@ fn worker(spec: &JobSpec, thread: u32, barrier: &Barrier) -> anyhow::Result<JobR
 fn verify_written(
     dev: &mut dyn BlockDevice,
     pool: &BufferPool,
-    bs: usize,
-    written: &std::collections::BTreeSet<u64>,
+    written: &std::collections::BTreeMap<u64, u64>,
 ) -> anyhow::Result<()> {
     let depth = dev.queue_depth().min(pool.slot_count()).max(1);
-    let mut offsets = written.iter().copied();
+    let mut blocks = written.iter();
     let mut done = Vec::new();
     loop {
         while dev.in_flight() < depth {
-            let Some(offset) = offsets.next() else { break };
-            let buf = pool.take(bs).expect("a free buffer for every slot");
+            let Some((&offset, &len)) = blocks.next() else { break };
+            let buf = pool.take(len as usize).expect("a free buffer for every slot");
             dev.submit(IoOp { token: offset, kind: IoKind::Read { offset, buf } })?;
         }
         if dev.in_flight() == 0 {
@@ -446,6 +716,13 @@ mod verify {
         if buf[..4] != MAGIC {
             bail!("verify: bad magic in the block at offset {offset} (never written with verify, or overwritten)");
         }
+        let len = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
+        if len as usize != buf.len() {
+            bail!(
+                "verify: the block at offset {offset} was written as {len} bytes, read as {} (use the writer's bs)",
+                buf.len()
+            );
+        }
         let at = u64::from_le_bytes(buf[8..16].try_into().expect("8 bytes"));
         if at != offset {
             bail!("verify: the block at offset {offset} says it was written at {at} (misdirected)");
@@ -456,5 +733,81 @@ mod verify {
             bail!("verify: crc32c mismatch in the block at offset {offset}: stored {want:08x}, computed {got:08x}");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_random_map_touches_every_block_once_per_pass() {
+        let mut map = RandomMap::new(1000);
+        let mut rng = Rng::new(3);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..1000 {
+            let b = map.next_free(rng.below(1000));
+            assert_eq!(map.mark(b, 1), 1);
+            assert!(seen.insert(b), "block {b} twice in one pass");
+        }
+        assert_eq!(seen.len(), 1000);
+        // A full map starts the next pass.
+        let b = map.next_free(999);
+        assert!(b < 1000 && map.set == 0);
+        // Marking stops at a touched block.
+        let mut map = RandomMap::new(10);
+        assert_eq!(map.mark(4, 1), 1);
+        assert_eq!(map.mark(1, 8), 3, "blocks 1-3, then 4 was touched");
+    }
+
+    #[test]
+    fn sequential_picks_wrap_and_random_ones_stay_inside() {
+        let mut p = Picker {
+            rw_random: false,
+            read_percent: 100,
+            sizes: BlockSizes::Fixed(8192),
+            unit: 4096,
+            start: 1 << 20,
+            blocks: 5,
+            next_block: 0,
+            map: None,
+            rng: Rng::new(1),
+        };
+        let offsets: Vec<u64> = (0..4).map(|_| p.next().1 - (1 << 20)).collect();
+        assert_eq!(offsets, [0, 8192, 0, 8192], "an I/O that would run past the end starts over");
+        p.rw_random = true;
+        p.sizes = BlockSizes::Range { min: 4096, max: 16384 };
+        for _ in 0..1000 {
+            let (_, off, len) = p.next();
+            assert!(off >= 1 << 20 && off + len <= (1 << 20) + 5 * 4096 && len % 4096 == 0 && len > 0);
+        }
+    }
+
+    #[test]
+    fn latency_buckets_are_fios() {
+        let cases = [
+            (0, 0),
+            (1, 0),
+            (2, 1),
+            (999, 9),
+            (1_000, 10),
+            (1_999, 10),
+            (2_000, 11),
+            (249_999, 16),
+            (250_000, 17),
+            (999_999, 19),
+            (1_000_000, 20),
+            (749_000_000, 28),
+            (499_999_999, 27),
+            (999_999_999, 29),
+            (1_000_000_000, 30),
+            (1_999_999_999, 30),
+            (2_000_000_000, 31),
+        ];
+        for (ns, want) in cases {
+            assert_eq!(lat_level(ns), want, "{ns} ns");
+        }
+        let counts: Vec<usize> = [0, 1, 4, 5, 8, 9, 16, 17, 32, 33, 64, 65].into_iter().map(count_bucket).collect();
+        assert_eq!(counts, [0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6]);
     }
 }

@@ -21,13 +21,13 @@ use shardstore::store::scrub::ScrubSettings;
 use shardstore::store::thread::{self, StoreHandle};
 
 use super::options::{JobSpec, Scrub};
-use super::run::{lay_out, run_clients, JobResult, Start};
+use super::run::{lay_out, run_clients, JobResult, Progress, Start};
 
 fn key(job: &str, n: u64) -> Vec<u8> {
     format!("{job}/{n:010}").into_bytes()
 }
 
-fn open_store(path: &Path, spec: &JobSpec) -> anyhow::Result<(StoreHandle, std::thread::JoinHandle<()>)> {
+pub(super) fn open_store(path: &Path, spec: &JobSpec) -> anyhow::Result<(StoreHandle, std::thread::JoinHandle<()>)> {
     if !path.exists() {
         let Some(size) = spec.size else { bail!("{}: does not exist (give --size to create a store)", path.display()) };
         // Room for the shards as stored (a header block plus block-padded
@@ -70,7 +70,7 @@ fn fill(store: &StoreHandle, spec: &JobSpec, count: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run_job(spec: &JobSpec) -> anyhow::Result<Vec<JobResult>> {
+pub fn run_job(spec: &JobSpec, progress: &Arc<Progress>) -> anyhow::Result<Vec<JobResult>> {
     let path = spec.filename.clone().expect("validated");
     let (store, join) = open_store(&path, spec)?;
     let count = (spec.size.unwrap_or(256 << 20) / spec.bs).max(1);
@@ -85,8 +85,10 @@ pub fn run_job(spec: &JobSpec) -> anyhow::Result<Vec<JobResult>> {
     let per_job = if spec.scrub_only {
         vec![scrub_only(&store, spec)?]
     } else {
-        let (client_store, owned) = (store.clone(), spec.clone());
-        run_clients(spec, spec.numjobs as usize, move |j, start| client(&client_store, &owned, j as u64, count, start))?
+        let (client_store, owned, progress) = (store.clone(), spec.clone(), Arc::clone(progress));
+        run_clients(spec, spec.numjobs as usize, move |j, start| {
+            client(&client_store, &owned, j as u64, count, start, &progress)
+        })?
     };
     store.close()?;
     join.join().expect("store thread panicked");
@@ -148,6 +150,7 @@ struct Chain {
     store: StoreHandle,
     spec: JobSpec,
     start: Arc<Start>,
+    progress: Arc<Progress>,
     count: u64,
     read_percent: u32,
     payload: bytes::Bytes,
@@ -190,6 +193,7 @@ impl Chain {
             st.in_flight -= 1;
             match r {
                 Ok(bytes) => {
+                    me.progress.add(is_read, bytes);
                     let now = me.start.started.elapsed().as_micros() as u64;
                     if now >= me.ramp_end {
                         st.measured_from.get_or_insert(now);
@@ -227,7 +231,14 @@ impl Chain {
 /// store thread) records itself and issues the job's next request, as a
 /// fio job issues its next I/O from its reap loop; this thread waits for
 /// the last one. Requests still go through the store's queue.
-fn client(store: &StoreHandle, spec: &JobSpec, job: u64, count: u64, start: &Arc<Start>) -> anyhow::Result<JobResult> {
+fn client(
+    store: &StoreHandle,
+    spec: &JobSpec,
+    job: u64,
+    count: u64,
+    start: &Arc<Start>,
+    progress: &Arc<Progress>,
+) -> anyhow::Result<JobResult> {
     let mut rng = Rng::new(spec.randseed ^ job.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     // One buffer, shared by every put of the job (as fio reuses its buffers).
     let payload: bytes::Bytes = (0..spec.bs).map(|_| rng.next_u64() as u8).collect::<Vec<u8>>().into();
@@ -237,6 +248,7 @@ fn client(store: &StoreHandle, spec: &JobSpec, job: u64, count: u64, start: &Arc
         store: store.clone(),
         spec: spec.clone(),
         start: Arc::clone(start),
+        progress: Arc::clone(progress),
         count,
         read_percent: spec.rw.read_percent(spec.rwmixread),
         payload,

@@ -21,10 +21,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Ok(which) = std::env::var(bench::crash::CHILD_ENV) {
+        // The child of a kill test: it runs until it is killed.
+        if let Err(e) = bench::crash::child(&invocation, &which) {
+            eprintln!("shardbench: {e:#}");
+        }
+        return ExitCode::FAILURE;
+    }
     match bench::run(&invocation) {
-        Ok(text) => {
+        Ok((text, passed)) => {
             print!("{text}");
-            ExitCode::SUCCESS
+            if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("shardbench: {e:#}");
