@@ -177,6 +177,14 @@ pub trait BlockDevice: Send {
     /// True once a flush has failed; writes and flushes are then refused.
     fn is_poisoned(&self) -> bool;
 
+    /// Registers `pool` with the device for its whole life when it has
+    /// none yet (io_uring: fixed buffers, so no I/O pins its pages again).
+    /// Returns whether it did; a refusal (locked-memory limit) is not an
+    /// error: plain reads and writes work with any buffer.
+    fn register_pool(&mut self, _pool: &BufferPool) -> bool {
+        false
+    }
+
     /// A handle other threads use to end a [`BlockDevice::reap_or_wake`]
     /// early (a caller queued new work for the thread driving this device).
     /// `None` for devices whose waits are never long (simulated, psync).

@@ -134,20 +134,7 @@ impl UringDevice {
         let registered_file =
             options.register_file && ring.submitter().register_files(&[target.file.as_raw_fd()]).is_ok();
 
-        let mut registered_pool = None;
-        if let Some(pool) = &options.buffers {
-            if pool.slot_count() <= REGISTERED_BUFFERS_COUNT_MAX {
-                let iovecs = pool.iovecs();
-                // SAFETY: the iovecs describe the pool's mapping, which we
-                // keep alive (`registered_pool`) for as long as the ring.
-                match unsafe { ring.submitter().register_buffers(&iovecs) } {
-                    Ok(()) => registered_pool = Some(pool.clone()),
-                    Err(e) => {
-                        tracing::debug!(device = %name, error = %e, "registered buffers refused; using plain reads and writes");
-                    }
-                }
-            }
-        }
+        let registered_pool = options.buffers.as_ref().filter(|pool| register(&ring, pool, &name)).cloned();
 
         let info = DeviceInfo {
             name,
@@ -297,7 +284,34 @@ impl UringDevice {
     }
 }
 
+/// Registers `pool`'s slots as the ring's fixed buffers; false when the
+/// pool is too large or the kernel refuses (locked-memory limit).
+fn register(ring: &IoUring, pool: &BufferPool, name: &str) -> bool {
+    if pool.slot_count() > REGISTERED_BUFFERS_COUNT_MAX {
+        return false;
+    }
+    let iovecs = pool.iovecs();
+    // SAFETY: the iovecs describe the pool's mapping, which the caller
+    // keeps alive (`registered_pool`) for as long as the ring.
+    match unsafe { ring.submitter().register_buffers(&iovecs) } {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(device = %name, error = %e, "registered buffers refused; using plain reads and writes");
+            false
+        }
+    }
+}
+
 impl BlockDevice for UringDevice {
+    fn register_pool(&mut self, pool: &BufferPool) -> bool {
+        if self.registered_pool.is_some() || !register(&self.ring, pool, &self.info.name) {
+            return false;
+        }
+        self.registered_pool = Some(pool.clone());
+        self.info.features.registered_buffers = true;
+        true
+    }
+
     fn info(&self) -> &DeviceInfo {
         &self.info
     }

@@ -361,6 +361,9 @@ impl Store {
             damaged: std::collections::BTreeMap::new(),
             counters: std::sync::Arc::default(),
         };
+        // Fixed buffers when the kernel allows: no read or write pins the
+        // pool's pages again.
+        store.dev.register_pool(&store.pool);
         for _ in 0..header.entry_count {
             let (key, meta) = r.key_and_meta().ok_or_else(|| corrupt("checkpoint entry".to_owned(), half_offset))?;
             store.load_entry(&key, &meta, header.version);
