@@ -42,8 +42,7 @@ pub(super) fn open_store(path: &Path, spec: &JobSpec) -> anyhow::Result<(StoreHa
         let mut dev = device::open(path, &OpenOptions { queue_depth: 4, ..OpenOptions::default() })?;
         format(&mut dev, &FormatOptions::default())?;
     }
-    let submit_batch = std::env::var("SB_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
-    let dev = device::open(path, &OpenOptions { queue_depth: 64, submit_batch, ..OpenOptions::default() })?;
+    let dev = device::open(path, &OpenOptions { queue_depth: 64, ..OpenOptions::default() })?;
     Ok(thread::spawn(Box::new(dev))?)
 }
 
