@@ -1098,7 +1098,9 @@ impl Store {
             meta,
             offset,
             end,
-            out: vec![0u8; (end - offset) as usize],
+            // A one-chunk get takes its bytes straight from the read
+            // buffer when it completes (no zeroing first).
+            out: if first == last { Vec::new() } else { vec![0u8; (end - offset) as usize] },
             remaining: last - first + 1,
             error: None,
             chunk_crcs: vec![0; last - first + 1],
@@ -1220,8 +1222,12 @@ impl Store {
         let from = ctx.offset.max(chunk_start);
         let to = ctx.end.min(chunk_start + payload.len() as u64);
         if from < to {
-            ctx.out[(from - ctx.offset) as usize..(to - ctx.offset) as usize]
-                .copy_from_slice(&payload[(from - chunk_start) as usize..(to - chunk_start) as usize]);
+            let bytes = &payload[(from - chunk_start) as usize..(to - chunk_start) as usize];
+            if ctx.out.is_empty() {
+                ctx.out = bytes.to_vec();
+            } else {
+                ctx.out[(from - ctx.offset) as usize..(to - ctx.offset) as usize].copy_from_slice(bytes);
+            }
         }
         Ok(())
     }
