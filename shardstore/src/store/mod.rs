@@ -248,6 +248,27 @@ pub struct Store {
     damaged: std::collections::BTreeMap<Vec<u8>, Damage>,
     /// Errors and latencies, for whoever watches the drive's health.
     counters: std::sync::Arc<crate::health::DeviceCounters>,
+    /// The extent being evacuated a little with every group commit, and
+    /// its live chunks still to move (see [`Store::reclaim_along`]).
+    plan: Option<ReclaimPlan>,
+    /// An extent whose evacuation failed (a chunk that cannot be read and
+    /// verified), with its generation and live blocks then: not chosen
+    /// again until one of them changes.
+    stuck: Option<(u32, u32, u32)>,
+    /// What reclamation did since open (see [`ReclaimCounts`]).
+    reclaim_counts: ReclaimCounts,
+}
+
+/// What reclamation did since the store opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReclaimCounts {
+    /// Chunks copied forward in steps riding on group commits.
+    pub chunks_moved_along: u64,
+    /// Extents reset by those steps.
+    pub extents_reset_along: u64,
+    /// Whole extents evacuated at once (idle passes, explicit calls, and
+    /// the last resort before a batch when free extents ran out).
+    pub whole_extents: u64,
 }
 
 /// Data writes of one commit in flight: their completions, which
@@ -267,6 +288,28 @@ impl WriteBatch {
         }
     }
 }
+
+/// A live chunk to move out of an extent being reclaimed: its shard's
+/// key, sequence and size, the chunk's number and where it is.
+type LiveChunk = (Vec<u8>, u64, usize, Locator, u64);
+
+/// An extent being evacuated across group commits.
+#[derive(Debug)]
+struct ReclaimPlan {
+    victim: u32,
+    generation: u32,
+    chunks: std::collections::VecDeque<LiveChunk>,
+}
+
+/// Group commits start moving live chunks out of the emptiest sealed
+/// extent, a little each, once free extents are down to the reserve, what
+/// the batch may open, and this many: reclamation keeps ahead of the
+/// writes without holding a commit for a whole extent's evacuation, and
+/// starts late enough that its victims are mostly dead.
+pub const RECLAIM_AHEAD_EXTENTS_COUNT: u32 = 1;
+
+/// At most this many live bytes move with one group commit.
+pub const RECLAIM_STEP_BYTES_MAX: u64 = 8 << 20;
 
 /// One get in progress.
 #[derive(Debug)]
@@ -360,6 +403,9 @@ impl Store {
             scrub: scrub::Background::new(header.scrub),
             damaged: std::collections::BTreeMap::new(),
             counters: std::sync::Arc::default(),
+            plan: None,
+            stuck: None,
+            reclaim_counts: ReclaimCounts::default(),
         };
         // Fixed buffers when the kernel allows: no read or write pins the
         // pool's pages again.
@@ -591,14 +637,17 @@ impl Store {
     fn commit_batch(&mut self, ops: &[Op]) -> Vec<Result<()>> {
         assert!(ops.len() <= BATCH_OPS_MAX, "batch of {} operations exceeds {BATCH_OPS_MAX}", ops.len());
         self.quiesce();
-        // Keep free extents above the reserve so puts keep flowing under a
-        // steady overwrite load; a failure here leaves puts to find NoSpace.
-        while self.free_extents() <= RESERVE_EXTENTS_COUNT + 1 {
+        // The last resort: with free extents down to the reserve, whole
+        // extents are evacuated before the batch (a failure here leaves
+        // puts to find NoSpace). Normally `reclaim_along` keeps ahead.
+        let needed = self.extents_needed(ops);
+        while self.free_extents() <= RESERVE_EXTENTS_COUNT + needed {
             match self.reclaim() {
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
             }
         }
+        let reclaimed = self.reclaim_along(ops, needed);
         if let Err(e) = self.check_usable() {
             return ops
                 .iter()
@@ -659,7 +708,8 @@ impl Store {
                 }));
             }
         }
-        if writes.any_data {
+        let relocated = reclaimed.iter().any(|r| matches!(r, LogRecord::Relocate { .. }));
+        if writes.any_data || relocated {
             if let Err(e) = self.dev.flush() {
                 let err = self.fail(&format!("flush failed: {e}"));
                 return finish(results, |_| {
@@ -667,11 +717,16 @@ impl Store {
                 });
             }
         }
-        let records: Vec<(usize, LogRecord)> =
-            staged.into_iter().enumerate().filter_map(|(i, r)| r.map(|r| (i, r))).collect();
+        // Relocations first: a put of the same key later in the batch then
+        // replaces the moved chunk, never the other way round.
+        let records: Vec<(usize, LogRecord)> = reclaimed
+            .into_iter()
+            .map(|r| (usize::MAX, r))
+            .chain(staged.into_iter().enumerate().filter_map(|(i, r)| r.map(|r| (i, r))))
+            .collect();
         if !records.is_empty() {
             if let Err(e) = self.make_durable(&records) {
-                for (i, _) in &records {
+                for (i, _) in records.iter().filter(|(i, _)| *i != usize::MAX) {
                     results[*i] = Some(Err(match &e {
                         Error::NoSpace(m) => Error::NoSpace(m.clone()),
                         other => Error::Poisoned { device: other.to_string(), op: crate::error::OpKind::Write },
@@ -876,23 +931,8 @@ impl Store {
     pub fn reclaim(&mut self) -> Result<Option<(u32, u64)>> {
         self.quiesce();
         self.check_usable()?;
-        let victim = self
-            .extents
-            .iter()
-            .enumerate()
-            .filter(|(i, e)| e.write_blocks > 0 && self.open_extent != Some(*i as u32))
-            .filter(|(_, e)| (e.write_blocks - e.live_blocks) * 4 >= e.write_blocks)
-            .max_by_key(|(_, e)| e.write_blocks - e.live_blocks)
-            .map(|(i, _)| i as u32);
-        let Some(victim) = victim else { return Ok(None) };
-        let mut live: Vec<(Vec<u8>, u64, usize, Locator, u64)> = Vec::new();
-        for (key, m) in self.index.iter() {
-            for (c, l) in m.locators().enumerate() {
-                if l.extent == victim {
-                    live.push((key.to_vec(), m.sequence, c, l, m.size));
-                }
-            }
-        }
+        let Some(victim) = self.victim() else { return Ok(None) };
+        let live = self.live_chunks(victim);
         let mut records = Vec::with_capacity(live.len() + 1);
         let mut moved = 0u64;
         // A batch of chunks at a time, its reads and then its writes all in
@@ -900,44 +940,9 @@ impl Store {
         // round trips as the extent allows.
         let batch_len = STORE_QUEUE_DEPTH.min(self.dev.queue_depth()).max(1);
         for batch in live.chunks(batch_len) {
-            for (i, (key, _, chunk, from, size)) in batch.iter().enumerate() {
-                let len = record_size_bytes(key.len(), chunk_len(*size, *chunk));
-                let buf = self.pool.take(len as usize).expect("no operations in flight between batches");
-                let kind = IoKind::Read { offset: self.locator_offset(*from), buf };
-                self.dev.submit(IoOp { token: i as u64, kind })?;
-            }
-            let mut reads = Vec::with_capacity(batch.len());
-            while reads.len() < batch.len() {
-                self.dev.reap(batch.len() - reads.len(), &mut reads)?;
-            }
-            reads.sort_by_key(|c| c.token);
-            let mut failure = None;
-            for done in reads {
-                let (key, sequence, chunk, from, _) = &batch[done.token as usize];
-                match self.move_chunk(victim, key, *sequence, *chunk, *from, done) {
-                    Ok((to, len)) => {
-                        moved += len;
-                        let chunk = *chunk as u32;
-                        records.push((0, LogRecord::Relocate { key: key.clone(), sequence: *sequence, chunk, to }));
-                    }
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-            }
-            // Every write of the batch completes before anything returns:
-            // their buffers belong to the device until reaped.
-            let mut writes = Vec::new();
-            while self.dev.in_flight() > 0 {
-                self.dev.reap(self.dev.in_flight(), &mut writes)?;
-            }
-            if let Some(e) = failure {
-                return Err(e);
-            }
-            for c in writes {
-                c.result?;
-            }
+            let (relocations, bytes) = self.move_chunks(victim, batch)?;
+            records.extend(relocations.into_iter().map(|r| (0, r)));
+            moved += bytes;
         }
         if !records.is_empty() {
             if let Err(e) = self.dev.flush() {
@@ -947,11 +952,175 @@ impl Store {
         let generation = self.extents[victim as usize].generation.wrapping_add(1);
         records.push((0, LogRecord::Reset { extent: victim, generation }));
         self.make_durable(&records)?;
+        self.reclaim_counts.whole_extents += 1;
         debug_assert_eq!(
             self.extents[victim as usize],
             ExtentInfo { generation, write_blocks: 0, live_blocks: 0, checked_ms: 0 }
         );
         Ok(Some((victim, moved)))
+    }
+
+    /// The sealed extent with the most dead space, if at least a quarter
+    /// of what was written to it is dead (and it is not one whose
+    /// evacuation failed as it is now).
+    fn victim(&self) -> Option<u32> {
+        self.extents
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| e.write_blocks > 0 && self.open_extent != Some(*i as u32))
+            .filter(|(_, e)| (e.write_blocks - e.live_blocks) * 4 >= e.write_blocks)
+            .filter(|(i, e)| self.stuck != Some((*i as u32, e.generation, e.live_blocks)))
+            .max_by_key(|(_, e)| e.write_blocks - e.live_blocks)
+            .map(|(i, _)| i as u32)
+    }
+
+    /// Every live chunk in `victim` (a walk of the whole index).
+    fn live_chunks(&self, victim: u32) -> Vec<LiveChunk> {
+        let mut live = Vec::new();
+        for (key, m) in self.index.iter() {
+            for (c, l) in m.locators().enumerate() {
+                if l.extent == victim {
+                    live.push((key.to_vec(), m.sequence, c, l, m.size));
+                }
+            }
+        }
+        live
+    }
+
+    /// Reads `batch` (all in flight), verifies each chunk and writes its
+    /// copy elsewhere (all in flight), and returns the relocation records
+    /// (not yet durable: the caller flushes, then logs them) and the bytes
+    /// moved. A chunk that cannot be read and verified stops the move:
+    /// copying it forward would launder the damage.
+    fn move_chunks(&mut self, victim: u32, batch: &[LiveChunk]) -> Result<(Vec<LogRecord>, u64)> {
+        let mut records = Vec::with_capacity(batch.len());
+        let mut moved = 0u64;
+        for (i, (key, _, chunk, from, size)) in batch.iter().enumerate() {
+            let len = record_size_bytes(key.len(), chunk_len(*size, *chunk));
+            let buf = self.pool.take(len as usize).expect("no operations in flight between batches");
+            let kind = IoKind::Read { offset: self.locator_offset(*from), buf };
+            self.dev.submit(IoOp { token: i as u64, kind })?;
+        }
+        let mut reads = Vec::with_capacity(batch.len());
+        while reads.len() < batch.len() {
+            self.dev.reap(batch.len() - reads.len(), &mut reads)?;
+        }
+        reads.sort_by_key(|c| c.token);
+        let mut failure = None;
+        for done in reads {
+            let (key, sequence, chunk, from, _) = &batch[done.token as usize];
+            match self.move_chunk(victim, key, *sequence, *chunk, *from, done) {
+                Ok((to, len)) => {
+                    moved += len;
+                    let chunk = *chunk as u32;
+                    records.push(LogRecord::Relocate { key: key.clone(), sequence: *sequence, chunk, to });
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        // Every write of the batch completes before anything returns:
+        // their buffers belong to the device until reaped.
+        let mut writes = Vec::new();
+        while self.dev.in_flight() > 0 {
+            self.dev.reap(self.dev.in_flight(), &mut writes)?;
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        for c in writes {
+            c.result?;
+        }
+        Ok((records, moved))
+    }
+
+    /// Reclamation in steps that ride on group commits, so no commit waits
+    /// for a whole extent: extents emptied by earlier commits are reset
+    /// (their last references left in records already durable), and once
+    /// free extents are down to the reserve, the `needed` extents the batch
+    /// may open and [`RECLAIM_AHEAD_EXTENTS_COUNT`], live chunks of the emptiest sealed
+    /// extent are copied forward, as many bytes as this batch writes times
+    /// the victim's live-to-dead ratio (with a quarter to spare, so
+    /// reclamation gains on the writes), at most [`RECLAIM_STEP_BYTES_MAX`].
+    /// Returns the records to log with the batch (the copies are written;
+    /// the batch's flush makes them durable before its log write).
+    /// Record bytes a batch writes.
+    fn batch_bytes(ops: &[Op]) -> u64 {
+        ops.iter()
+            .map(|op| match op {
+                Op::Put { data, .. } => data.len() as u64 + chunk_count(data.len() as u64) as u64 * BLOCK_SIZE_BYTES,
+                Op::Delete { .. } => 0,
+            })
+            .sum()
+    }
+
+    /// New extents a batch may open (at least one).
+    fn extents_needed(&self, ops: &[Op]) -> u32 {
+        let extent = self.sb.layout.extent_size_bytes;
+        u32::try_from(Self::batch_bytes(ops).div_ceil(extent)).unwrap_or(u32::MAX / 2).max(1)
+    }
+
+    fn reclaim_along(&mut self, ops: &[Op], needed: u32) -> Vec<LogRecord> {
+        let mut records: Vec<LogRecord> = self
+            .extents
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| e.write_blocks > 0 && e.live_blocks == 0 && self.open_extent != Some(*i as u32))
+            .map(|(i, e)| LogRecord::Reset { extent: i as u32, generation: e.generation.wrapping_add(1) })
+            .collect();
+        self.reclaim_counts.extents_reset_along += records.len() as u64;
+        let ahead = RESERVE_EXTENTS_COUNT + needed + RECLAIM_AHEAD_EXTENTS_COUNT;
+        if self.free_extents() > ahead || self.check_usable().is_err() {
+            return records;
+        }
+        let written = Self::batch_bytes(ops);
+        let current = self
+            .plan
+            .as_ref()
+            .is_some_and(|p| !p.chunks.is_empty() && self.extents[p.victim as usize].generation == p.generation);
+        if !current {
+            self.plan = self.victim().map(|victim| ReclaimPlan {
+                victim,
+                generation: self.extents[victim as usize].generation,
+                chunks: self.live_chunks(victim).into(),
+            });
+        }
+        let Some(plan) = self.plan.as_mut() else { return records };
+        let victim = plan.victim;
+        let e = self.extents[victim as usize];
+        let live = f64::from(e.live_blocks) / f64::from(e.write_blocks.max(1));
+        let budget =
+            ((written as f64 * live / (1.0 - live).max(0.05) * 1.25) as u64 + (256 << 10)).min(RECLAIM_STEP_BYTES_MAX);
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while bytes < budget {
+            let Some(c) = plan.chunks.pop_front() else { break };
+            // Still where the plan found it (not replaced or deleted since)?
+            let (key, sequence, chunk, from, _) = &c;
+            if self.index.get(key).is_some_and(|m| m.sequence == *sequence && m.chunk(*chunk) == *from) {
+                bytes += record_size_bytes(key.len(), chunk_len(c.4, *chunk));
+                batch.push(c);
+            }
+        }
+        let batch_len = STORE_QUEUE_DEPTH.min(self.dev.queue_depth()).max(1);
+        let moved = batch.chunks(batch_len).try_for_each(|part| {
+            let (relocations, _) = self.move_chunks(victim, part)?;
+            self.reclaim_counts.chunks_moved_along += relocations.len() as u64;
+            records.extend(relocations);
+            Ok::<(), Error>(())
+        });
+        match moved {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(device = %self.name, extent = victim, error = %e, "reclamation skips an extent it cannot evacuate");
+                self.stuck =
+                    Some((victim, self.extents[victim as usize].generation, self.extents[victim as usize].live_blocks));
+                self.plan = None;
+            }
+        }
+        records
     }
 
     /// Verifies a chunk read back for reclamation and submits its copy at
@@ -1297,6 +1466,11 @@ impl Store {
 
     pub fn len(&self) -> usize {
         self.index.len()
+    }
+
+    /// What reclamation did since the store opened.
+    pub fn reclaim_counts(&self) -> ReclaimCounts {
+        self.reclaim_counts
     }
 
     pub fn is_empty(&self) -> bool {
