@@ -11,7 +11,6 @@
 //! scrubber (`scrub.rs`) takes a step whenever it asks to: its reads share
 //! the ring with the gets but only take the room the gets leave.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
@@ -154,8 +153,7 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
     let mut last_reclaim = Instant::now();
     let (mut usage_dirty, mut last_publish) = (false, Instant::now());
     let mut pending: Vec<Request> = Vec::with_capacity(BATCH_OPS_MAX);
-    let mut get_replies: HashMap<u64, Reply<Vec<u8>>> = HashMap::new();
-    let mut next_get = 0u64;
+    let mut get_replies = Replies::default();
     let mut finished = Vec::with_capacity(STORE_QUEUE_DEPTH);
     let mut next_scrub = Instant::now();
     let mut scrub_failing = false;
@@ -210,15 +208,9 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                     replies.push(reply);
                 }
                 Request::Get { key, offset, len, reply } => {
-                    let id = next_get;
-                    next_get += 1;
-                    match store.start_get(id, &key, offset, len) {
-                        Ok(()) => {
-                            get_replies.insert(id, reply);
-                        }
-                        Err(e) => {
-                            reply(Err(e));
-                        }
+                    let id = get_replies.park(reply);
+                    if let Err(e) = store.start_get(id, &key, offset, len) {
+                        get_replies.answer(id, Err(e));
                     }
                 }
                 Request::Stat { key, reply } => {
@@ -264,7 +256,7 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             // Writes queued before the close were committed above.
             let result = store.close_in_place();
             store.take_finished_gets(&mut finished);
-            answer(&mut get_replies, &mut finished);
+            get_replies.answer_all(&mut finished);
             reply(result);
             return;
         }
@@ -301,16 +293,41 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             }
             wake.parked.store(false, Ordering::SeqCst);
         }
-        answer(&mut get_replies, &mut finished);
+        get_replies.answer_all(&mut finished);
     }
     let _ = store.close_in_place();
 }
 
-/// Replies to every finished get.
-fn answer(replies: &mut HashMap<u64, Reply<Vec<u8>>>, finished: &mut Vec<(u64, Result<Vec<u8>>)>) {
-    for (id, result) in finished.drain(..) {
-        if let Some(reply) = replies.remove(&id) {
+/// The replies of gets in progress, in slots whose index is the get's id
+/// (a free list reuses them): no hashing per get.
+#[derive(Default)]
+struct Replies {
+    slots: Vec<Option<Reply<Vec<u8>>>>,
+    free: Vec<u64>,
+}
+
+impl Replies {
+    fn park(&mut self, reply: Reply<Vec<u8>>) -> u64 {
+        if let Some(id) = self.free.pop() {
+            self.slots[id as usize] = Some(reply);
+            id
+        } else {
+            self.slots.push(Some(reply));
+            self.slots.len() as u64 - 1
+        }
+    }
+
+    fn answer(&mut self, id: u64, result: Result<Vec<u8>>) {
+        if let Some(reply) = self.slots.get_mut(id as usize).and_then(Option::take) {
+            self.free.push(id);
             reply(result);
+        }
+    }
+
+    /// Replies to every finished get.
+    fn answer_all(&mut self, finished: &mut Vec<(u64, Result<Vec<u8>>)>) {
+        for (id, result) in finished.drain(..) {
+            self.answer(id, result);
         }
     }
 }
