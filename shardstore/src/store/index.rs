@@ -213,6 +213,12 @@ impl std::fmt::Debug for Index {
 }
 
 impl Index {
+    /// An empty index with room for `n` entries in its hash table (a
+    /// recovery knows how many the checkpoint holds).
+    pub fn with_capacity(n: usize) -> Index {
+        Index { by_key: HashSet::with_capacity(n), entries: BTreeSet::new() }
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

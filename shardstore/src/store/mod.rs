@@ -386,7 +386,9 @@ impl Store {
                 record_size_bytes(KEY_SIZE_BYTES_MAX, CHUNK_SIZE_BYTES_MAX) as usize,
                 STORE_QUEUE_DEPTH,
             )?,
-            index: Index::default(),
+            // Room for the checkpoint's entries (never more than its bytes
+            // could hold, whatever its header says).
+            index: Index::with_capacity(usize::try_from(header.entry_count).unwrap_or(0).min(body.len() / 32)),
             extents,
             open_extent: None,
             next_sequence: header.next_sequence,
