@@ -315,14 +315,29 @@ fn kill_round(spec: &JobSpec, job: usize, round: u64, rng: &mut Rng, ledger: &mu
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
+    recover_and_check(spec, ledger, before, wait, || {
+        super::store::open_store(&path, spec).context("recovering the store after the kill")
+    })
+}
+
+/// Reopens the store (`open`, timed: that is the recovery), checks every
+/// shard the ledger knows, and reports the round: what was issued and
+/// acknowledged since the ledger stood at `before`.
+fn recover_and_check(
+    spec: &JobSpec,
+    ledger: &Ledger,
+    before: (u64, u64),
+    ran_for: Duration,
+    open: impl FnOnce() -> anyhow::Result<(StoreHandle, std::thread::JoinHandle<()>)>,
+) -> anyhow::Result<Round> {
     let t0 = Instant::now();
-    let (store, join) = super::store::open_store(&path, spec).context("recovering the store after the kill")?;
+    let (store, join) = open()?;
     let recovery = t0.elapsed();
     let check = check(&store, &spec.name, ledger);
     store.close()?;
     join.join().expect("store thread panicked");
     Ok(Round {
-        ran_for: wait,
+        ran_for,
         recovery,
         ledger_issued: ledger.puts_issued - before.0,
         ledger_acked: ledger.puts_acked - before.1,
@@ -371,18 +386,8 @@ fn sim_round(spec: &JobSpec, dev: &SimDevice, round: u64, rng: &mut Rng, ledger:
     let _ = store.close();
     join.join().expect("store thread panicked");
     h.crash();
-    let t0 = Instant::now();
-    let (store, join) = thread::spawn(Box::new(h.attach())).context("recovering the store after the power cut")?;
-    let recovery = t0.elapsed();
-    let check = check(&store, &spec.name, ledger);
-    store.close()?;
-    join.join().expect("store thread panicked");
-    Ok(Round {
-        ran_for: wait,
-        recovery,
-        ledger_issued: ledger.puts_issued - before.0,
-        ledger_acked: ledger.puts_acked - before.1,
-        check,
+    recover_and_check(spec, ledger, before, wait, || {
+        thread::spawn(Box::new(h.attach())).context("recovering the store after the power cut")
     })
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::options::{JobSpec, Rw};
+use super::report::short_count;
 use super::run::Progress;
 
 #[derive(Debug)]
@@ -47,16 +48,7 @@ fn plan(group: &[JobSpec]) -> Plan {
     }
 }
 
-fn short(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.1}M", v / 1e6)
-    } else if v >= 1e3 {
-        format!("{:.1}k", v / 1e3)
-    } else {
-        format!("{v:.0}")
-    }
-}
-
+/// `200MiB/s` or `512KiB/s`, as fio's progress line shows a rate.
 fn rate(bytes_per_sec: f64) -> String {
     if bytes_per_sec >= 1024.0 * 1024.0 {
         format!("{:.0}MiB/s", bytes_per_sec / (1024.0 * 1024.0))
@@ -91,10 +83,10 @@ pub fn line(group: &[JobSpec], elapsed: Duration, total: [u64; 2], delta: ([u64;
     let (bw, iops) = match (bytes[0] > 0, bytes[1] > 0) {
         (true, true) => (
             format!("r={},w={}", rate(per(bytes[0])), rate(per(bytes[1]))),
-            format!("r={},w={} IOPS", short(per(ios[0])), short(per(ios[1]))),
+            format!("r={},w={} IOPS", short_count(per(ios[0])), short_count(per(ios[1]))),
         ),
-        (false, true) => (format!("w={}", rate(per(bytes[1]))), format!("w={} IOPS", short(per(ios[1])))),
-        _ => (format!("r={}", rate(per(bytes[0]))), format!("r={} IOPS", short(per(ios[0])))),
+        (false, true) => (format!("w={}", rate(per(bytes[1]))), format!("w={} IOPS", short_count(per(ios[1])))),
+        _ => (format!("r={}", rate(per(bytes[0]))), format!("r={} IOPS", short_count(per(ios[0])))),
     };
     format!("Jobs: {threads} (f={threads}): [{states}][{:.1}%][{bw}][{iops}][eta {eta}]", done * 100.0)
 }

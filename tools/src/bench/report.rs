@@ -144,7 +144,7 @@ pub fn json_report(results: &[(JobSpec, JobResult)], bins: bool) -> Value {
 }
 
 /// `52123.4` -> `52.1k`, as fio abbreviates IOPS.
-fn short_count(v: f64) -> String {
+pub(super) fn short_count(v: f64) -> String {
     if v >= 1e6 {
         format!("{:.1}M", v / 1e6)
     } else if v >= 1e4 {
