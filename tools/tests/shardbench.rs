@@ -322,8 +322,7 @@ fn syncs_rates_and_stonewalls_do_what_fio_does() {
     let v = json_of(&shardbench(&json));
     let groups: Vec<u64> = v["jobs"].as_array().unwrap().iter().map(|j| j["groupid"].as_u64().unwrap()).collect();
     assert_eq!(groups, [0, 0, 1]);
-    // The first two ran at the same time: their runtimes overlap fully,
-    // so the run took about two seconds, not three.
+    // The text report: each group's jobs, then one status block per group.
     let o = shardbench(&args);
     let text = String::from_utf8_lossy(&o.stdout);
     for want in [
