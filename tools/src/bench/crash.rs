@@ -124,8 +124,9 @@ fn write(
             let n = if spec.rw.is_random() {
                 rng.below(count)
             } else {
+                let n = next_seq_n;
                 next_seq_n = (next_seq_n + 1) % count;
-                next_seq_n
+                n
             };
             if !busy.insert(n) {
                 continue;

@@ -49,12 +49,12 @@ pub fn run(invocation: &Invocation) -> anyhow::Result<(String, bool)> {
     if invocation.jobs.iter().any(|j| j.crash_test.is_some()) {
         return crash::run(invocation);
     }
-    let progress = Arc::new(Progress::default());
     let show = match invocation.eta {
         Eta::Always => true,
         Eta::Never => false,
         Eta::Auto => std::io::IsTerminal::is_terminal(&std::io::stdout()),
     };
+    let progress = Arc::new(Progress { shown: show, ..Progress::default() });
     let mut results = Vec::new();
     for (groupid, group) in groups(&invocation.jobs).into_iter().enumerate() {
         let ticker = show.then(|| progress::Ticker::start(group, Arc::clone(&progress)));

@@ -117,9 +117,12 @@ impl JobResult {
     }
 }
 
-/// What the jobs have done so far, for the progress line.
+/// What the jobs have done so far, for the progress line. Counted only
+/// while the line is shown: otherwise every job thread would touch the
+/// same shared counters once per I/O for nothing.
 #[derive(Debug, Default)]
 pub struct Progress {
+    pub shown: bool,
     pub bytes: [std::sync::atomic::AtomicU64; 2],
     pub ios: [std::sync::atomic::AtomicU64; 2],
 }
@@ -127,6 +130,9 @@ pub struct Progress {
 impl Progress {
     pub fn add(&self, is_read: bool, bytes: u64) {
         use std::sync::atomic::Ordering::Relaxed;
+        if !self.shown {
+            return;
+        }
         let d = usize::from(!is_read);
         self.bytes[d].fetch_add(bytes, Relaxed);
         self.ios[d].fetch_add(1, Relaxed);
