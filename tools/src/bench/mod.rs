@@ -34,6 +34,21 @@ pub fn groups(jobs: &[JobSpec]) -> Vec<&[JobSpec]> {
     out
 }
 
+/// Creates what the jobs of a group need before any of them starts, one
+/// job after another as fio lays out its files: jobs sharing a file must
+/// not each find it half written by the other.
+fn prepare(group: &[JobSpec]) -> anyhow::Result<()> {
+    for spec in group {
+        let path = || spec.filename.as_deref().expect("validated: device and store jobs have a filename");
+        match spec.target {
+            Target::Device => run::prepare(path(), spec)?,
+            Target::Store => store::prepare(path(), spec)?,
+            Target::Agent => {}
+        }
+    }
+    Ok(())
+}
+
 fn run_one(spec: &JobSpec, progress: &Arc<Progress>) -> anyhow::Result<Vec<JobResult>> {
     match spec.target {
         Target::Device => run::run_job(spec, progress),
@@ -57,6 +72,7 @@ pub fn run(invocation: &Invocation) -> anyhow::Result<(String, bool)> {
     let progress = Arc::new(Progress { shown: show, ..Progress::default() });
     let mut results = Vec::new();
     for (groupid, group) in groups(&invocation.jobs).into_iter().enumerate() {
+        prepare(group)?;
         let ticker = show.then(|| progress::Ticker::start(group, Arc::clone(&progress)));
         let outcomes: Vec<anyhow::Result<Vec<JobResult>>> = std::thread::scope(|s| {
             let handles: Vec<_> = group.iter().map(|spec| s.spawn(|| run_one(spec, &progress))).collect();

@@ -142,7 +142,7 @@ impl Progress {
 /// Runs one job (all its threads) and returns one result per thread.
 pub fn run_job(spec: &JobSpec, progress: &Arc<Progress>) -> anyhow::Result<Vec<JobResult>> {
     let path = spec.filename.clone().expect("validated: every job has a filename");
-    prepare_target(&path, spec)?;
+    prepare(&path, spec)?;
     let barrier = Arc::new(Barrier::new(spec.numjobs as usize));
     let handles: Vec<_> = (0..spec.numjobs)
         .map(|i| {
@@ -159,7 +159,7 @@ pub fn run_job(spec: &JobSpec, progress: &Arc<Progress>) -> anyhow::Result<Vec<J
 }
 
 /// fio creates a missing file of `size` by writing it; so do we.
-fn prepare_target(path: &Path, spec: &JobSpec) -> anyhow::Result<()> {
+pub(super) fn prepare(path: &Path, spec: &JobSpec) -> anyhow::Result<()> {
     if path.exists() {
         return Ok(());
     }

@@ -27,7 +27,8 @@ fn key(job: &str, n: u64) -> Vec<u8> {
     format!("{job}/{n:010}").into_bytes()
 }
 
-pub(super) fn open_store(path: &Path, spec: &JobSpec) -> anyhow::Result<(StoreHandle, std::thread::JoinHandle<()>)> {
+/// Lays out and formats a store on `path` if it does not exist yet.
+pub(super) fn prepare(path: &Path, spec: &JobSpec) -> anyhow::Result<()> {
     if !path.exists() {
         let Some(size) = spec.size else { bail!("{}: does not exist (give --size to create a store)", path.display()) };
         // Room for the shards as stored (a header block plus block-padded
@@ -42,6 +43,13 @@ pub(super) fn open_store(path: &Path, spec: &JobSpec) -> anyhow::Result<(StoreHa
         let mut dev = device::open(path, &OpenOptions { queue_depth: 4, ..OpenOptions::default() })?;
         format(&mut dev, &FormatOptions::default())?;
     }
+    Ok(())
+}
+
+/// Opens the store on `path` (laid out and formatted first if missing)
+/// and starts its thread.
+pub(super) fn open_store(path: &Path, spec: &JobSpec) -> anyhow::Result<(StoreHandle, std::thread::JoinHandle<()>)> {
+    prepare(path, spec)?;
     let dev = device::open(path, &OpenOptions { queue_depth: 64, ..OpenOptions::default() })?;
     Ok(thread::spawn(Box::new(dev))?)
 }
