@@ -61,3 +61,117 @@ fn concurrent_writers_share_group_commits() {
         }
     }
 }
+
+/// A shard of `key` at `version`: every 8-byte word is (key, version).
+fn versioned(key: u32, version: u32) -> Vec<u8> {
+    let word = (u64::from(key) << 32 | u64::from(version)).to_le_bytes();
+    word.iter().copied().cycle().take(4096).collect()
+}
+
+struct Readers {
+    store: thread::StoreHandle,
+    acked: Vec<std::sync::atomic::AtomicU32>,
+    issued: std::sync::atomic::AtomicU64,
+    done: std::sync::Mutex<(u64, Vec<String>)>,
+    finished: std::sync::Condvar,
+}
+
+const KEYS: u32 = 256;
+const GETS: u64 = 20_000;
+
+/// Issues one get whose completion checks the bytes and issues the next,
+/// as a client that keeps a fixed number of reads in flight does (the
+/// store thread runs the completion).
+fn chain(r: &Arc<Readers>, n: u64) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let key = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as u32 % KEYS;
+    // A get issued after an overwrite was acknowledged must see it.
+    let at_least = r.acked[key as usize].load(SeqCst);
+    let me = Arc::clone(r);
+    let queued = r.store.submit_get(format!("k{key}").into_bytes(), 0, u64::MAX, move |got| {
+        let problem = match got {
+            Err(e) => Some(format!("get {n} of k{key}: {e}")),
+            Ok(bytes) => {
+                let word = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+                let version = word as u32;
+                if (word >> 32) as u32 != key || bytes != versioned(key, version) {
+                    Some(format!("get {n} of k{key}: bytes of another shard or torn"))
+                } else if version < at_least {
+                    Some(format!("get {n} of k{key}: version {version}, {at_least} was acknowledged before it"))
+                } else {
+                    None
+                }
+            }
+        };
+        let next = me.issued.fetch_add(1, SeqCst);
+        if next < GETS {
+            chain(&me, next);
+        }
+        let mut done = me.done.lock().unwrap();
+        done.0 += 1;
+        done.1.extend(problem);
+        if done.0 == GETS {
+            me.finished.notify_all();
+        }
+    });
+    queued.unwrap();
+}
+
+/// Reads issued from completions of earlier reads (the store thread starts
+/// them between verifying one read and the next) while another thread
+/// overwrites the same shards, on a real file through io_uring: every get
+/// returns whole bytes of its own shard, never older than an overwrite
+/// acknowledged before it was issued; every put is acknowledged; the queue
+/// drains.
+#[test]
+fn reads_chained_from_completions_see_acknowledged_overwrites() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("store.img");
+    std::fs::File::create(&path).unwrap().set_len(256 << 20).unwrap();
+    let options = shardstore::device::OpenOptions { queue_depth: 64, ..Default::default() };
+    {
+        let mut dev = shardstore::device::open(&path, &options).unwrap();
+        format(&mut dev, &FormatOptions { extent_size_bytes: 8 << 20, ..FormatOptions::default() }).unwrap();
+    }
+    let (store, join) = thread::spawn(Box::new(shardstore::device::open(&path, &options).unwrap())).unwrap();
+    for k in 0..KEYS {
+        store.put(format!("k{k}").as_bytes(), versioned(k, 0)).unwrap();
+    }
+    let readers = Arc::new(Readers {
+        store: store.clone(),
+        acked: (0..KEYS).map(|_| std::sync::atomic::AtomicU32::new(0)).collect(),
+        issued: std::sync::atomic::AtomicU64::new(32),
+        done: std::sync::Mutex::new((0, Vec::new())),
+        finished: std::sync::Condvar::new(),
+    });
+    for n in 0..32 {
+        chain(&readers, n);
+    }
+    let writer = {
+        let readers = Arc::clone(&readers);
+        std::thread::spawn(move || {
+            let mut puts = 0u32;
+            while readers.issued.load(SeqCst) < GETS {
+                let key = (puts * 37) % KEYS;
+                let version = puts / KEYS + 1;
+                readers.store.put(format!("k{key}").as_bytes(), versioned(key, version)).unwrap();
+                readers.acked[key as usize].fetch_max(version, SeqCst);
+                puts += 1;
+            }
+            puts
+        })
+    };
+    let mut done = readers.done.lock().unwrap();
+    while done.0 < GETS {
+        done = readers.finished.wait(done).unwrap();
+    }
+    assert!(done.1.is_empty(), "{} wrong gets, first: {}", done.1.len(), done.1[0]);
+    drop(done);
+    let puts = writer.join().unwrap();
+    assert!(puts > 0, "the writer overlapped the reads");
+    eprintln!("{GETS} chained gets alongside {puts} acknowledged overwrites");
+    assert_eq!(store.stats().queued.load(SeqCst), 0);
+    store.close().unwrap();
+    join.join().unwrap();
+}

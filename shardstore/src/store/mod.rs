@@ -1285,6 +1285,16 @@ impl Store {
     /// completion or a call of the [`Store::waker`]), and appends finished
     /// gets to `done`.
     pub fn poll_gets(&mut self, wait: bool, done: &mut Vec<(u64, Result<Vec<u8>>)>) -> Result<()> {
+        self.submit_gets(done);
+        self.reap_gets(wait, done)?;
+        while self.finish_next_read(done) {}
+        Ok(())
+    }
+
+    /// Submits queued chunk reads up to the queue depth (the device hands
+    /// them to the kernel at its next enter at the latest). Gets that end
+    /// without I/O go to `done`.
+    pub fn submit_gets(&mut self, done: &mut Vec<(u64, Result<Vec<u8>>)>) {
         while self.dev.in_flight() < STORE_QUEUE_DEPTH {
             let Some((slot, chunk)) = self.get_queue.pop_front() else { break };
             let ctx = self.gets[slot as usize].as_mut().expect("queued chunk of a live get");
@@ -1313,6 +1323,12 @@ impl Store {
                 self.finish_chunk(slot, Err(e), done);
             }
         }
+    }
+
+    /// Collects completed reads (if `wait` and any are in flight, waiting
+    /// for at least one or a call of the [`Store::waker`]) for
+    /// [`Store::finish_next_read`]; submits what the device still holds.
+    pub fn reap_gets(&mut self, wait: bool, done: &mut Vec<(u64, Result<Vec<u8>>)>) -> Result<()> {
         if self.dev.in_flight() == 0 {
             return Ok(());
         }
@@ -1331,21 +1347,32 @@ impl Store {
                     Err(Error::Poisoned { device: format!("{} ({why})", self.name), op: crate::error::OpKind::Read }),
                 ));
             }
+            // Reads reaped before the failure belong to the gets just answered.
+            completions.clear();
             self.get_completions = completions;
             return Err(e);
         }
-        for c in completions.drain(..) {
-            let slot = (c.token >> 32) as u32;
-            if slot == scrub::SCRUB_TOKEN_SLOT {
-                self.scrub_window_done((c.token & 0xFFFF_FFFF) as usize, c);
-                continue;
-            }
-            let chunk = (c.token & 0xFFFF_FFFF) as usize;
-            let result = self.verify_chunk(slot, chunk, c);
-            self.finish_chunk(slot, result, done);
-        }
+        // Finished first in, first out: `finish_next_read` pops.
+        completions.reverse();
         self.get_completions = completions;
         Ok(())
+    }
+
+    /// Verifies the next reaped read and finishes its get (or scrub window)
+    /// when it was the last piece; false when none is left. A thread serving
+    /// clients answers a finished get before it verifies the next read, so
+    /// the client's next request can go to the device sooner.
+    pub fn finish_next_read(&mut self, done: &mut Vec<(u64, Result<Vec<u8>>)>) -> bool {
+        let Some(c) = self.get_completions.pop() else { return false };
+        let slot = (c.token >> 32) as u32;
+        if slot == scrub::SCRUB_TOKEN_SLOT {
+            self.scrub_window_done((c.token & 0xFFFF_FFFF) as usize, c);
+            return true;
+        }
+        let chunk = (c.token & 0xFFFF_FFFF) as usize;
+        let result = self.verify_chunk(slot, chunk, c);
+        self.finish_chunk(slot, result, done);
+        true
     }
 
     /// Gets that finished while a commit or checkpoint drained the device.

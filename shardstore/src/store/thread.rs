@@ -158,10 +158,11 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
     let mut next_scrub = Instant::now();
     let mut scrub_failing = false;
     loop {
-        // While gets are in flight, look for new work without blocking, so
-        // reads keep the device's queue full; otherwise sleep until work
-        // arrives or it is time for a background reclamation pass.
-        let first = if store.gets_pending() {
+        // While gets are in flight or requests wait in `pending`, look for
+        // new work without blocking, so reads keep the device's queue full;
+        // otherwise sleep until work arrives or it is time for a background
+        // reclamation pass.
+        let first = if store.gets_pending() || !pending.is_empty() {
             match rx.try_recv() {
                 Ok(r) => Some(r),
                 Err(TryRecvError::Empty) => None,
@@ -280,22 +281,66 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             };
         }
         store.take_finished_gets(&mut finished);
+        get_replies.answer_all(&mut finished);
         if store.gets_pending() {
             // Wait for a completion or a new request, whichever comes first.
             wake.parked.store(true, Ordering::SeqCst);
-            match rx.try_recv() {
-                Ok(r) => pending.push(r),
-                Err(_) => {
-                    if let Err(e) = store.poll_gets(true, &mut finished) {
-                        tracing::error!(error = %e, "store read path failed");
-                    }
+            let arrived = match rx.try_recv() {
+                Ok(r) => {
+                    pending.push(r);
+                    true
                 }
+                Err(_) => false,
+            };
+            store.submit_gets(&mut finished);
+            if let Err(e) = store.reap_gets(!arrived, &mut finished) {
+                tracing::error!(error = %e, "store read path failed");
             }
             wake.parked.store(false, Ordering::SeqCst);
+            // Answer each get as soon as its read is verified, and send the
+            // gets those answers lead to (a client issuing its next read
+            // from a completion) to the device before verifying the next
+            // read: a completed read's slot on the device is refilled
+            // within microseconds, not after the whole batch was handled.
+            get_replies.answer_all(&mut finished);
+            while store.finish_next_read(&mut finished) {
+                if finished.is_empty() {
+                    continue;
+                }
+                get_replies.answer_all(&mut finished);
+                start_arrived_gets(&mut store, rx, &mut get_replies, &mut pending, &wake.stats);
+                store.submit_gets(&mut finished);
+                get_replies.answer_all(&mut finished);
+            }
         }
-        get_replies.answer_all(&mut finished);
     }
     let _ = store.close_in_place();
+}
+
+/// Starts the gets waiting in the queue; other requests go to `pending`
+/// for the next turn of the loop. Reordering is safe: a get overtakes only
+/// writes not yet acknowledged, which it may or may not see.
+fn start_arrived_gets(
+    store: &mut Store,
+    rx: &Receiver<Request>,
+    replies: &mut Replies,
+    pending: &mut Vec<Request>,
+    stats: &StoreStats,
+) {
+    while pending.len() < BATCH_OPS_MAX {
+        let Ok(request) = rx.try_recv() else { return };
+        match request {
+            Request::Get { key, offset, len, reply } => {
+                stats.queued.fetch_sub(1, Ordering::Relaxed);
+                let id = replies.park(reply);
+                if let Err(e) = store.start_get(id, &key, offset, len) {
+                    replies.answer(id, Err(e));
+                }
+            }
+            // Still counted as queued until the loop takes it from `pending`.
+            other => pending.push(other),
+        }
+    }
 }
 
 /// The replies of gets in progress, in slots whose index is the get's id
