@@ -52,6 +52,39 @@ const _: () = assert!(
 );
 const _: () = assert!(SHARD_SIZE_BYTES_MAX / CHUNK_SIZE_BYTES_MAX as u64 <= 64, "a put record fits one log block");
 
+/// Extents by class: free (nothing written, not open), and emptied
+/// (sealed, written, nothing live: reset by the next commit).
+#[derive(Debug, Default)]
+struct ExtentClasses {
+    free: std::collections::BTreeSet<u32>,
+    emptied: std::collections::BTreeSet<u32>,
+}
+
+impl ExtentClasses {
+    fn rebuild(&mut self, extents: &[ExtentInfo], open: Option<u32>) {
+        self.free.clear();
+        self.emptied.clear();
+        for (i, e) in extents.iter().enumerate() {
+            self.touch(i as u32, e, open);
+        }
+    }
+
+    fn touch(&mut self, i: u32, e: &ExtentInfo, open: Option<u32>) {
+        let sealed = open != Some(i);
+        let (free, emptied) = (sealed && e.write_blocks == 0, sealed && e.write_blocks > 0 && e.live_blocks == 0);
+        if free {
+            self.free.insert(i);
+        } else {
+            self.free.remove(&i);
+        }
+        if emptied {
+            self.emptied.insert(i);
+        } else {
+            self.emptied.remove(&i);
+        }
+    }
+}
+
 /// One extent's state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExtentInfo {
@@ -220,6 +253,9 @@ pub struct Store {
     index: Index,
     extents: Vec<ExtentInfo>,
     open_extent: Option<u32>,
+    /// Free extents and sealed ones with nothing live, kept up to date as
+    /// extents change, so a commit never walks the extent table.
+    classes: ExtentClasses,
     next_sequence: u64,
     /// Absolute offset of the next log block, its index and the CRC of the
     /// block before it.
@@ -391,6 +427,7 @@ impl Store {
             index: Index::with_capacity(usize::try_from(header.entry_count).unwrap_or(0).min(body.len() / 32)),
             extents,
             open_extent: None,
+            classes: ExtentClasses::default(),
             next_sequence: header.next_sequence,
             log_offset: half_offset + bytes.len() as u64,
             log_index: 0,
@@ -425,6 +462,7 @@ impl Store {
             return Err(corrupt("checkpoint trailing bytes".to_owned(), half_offset));
         }
         store.replay_log(half_offset + half_size)?;
+        store.classes.rebuild(&store.extents, store.open_extent);
         store.checkpoint_bytes = encode_checkpoint(&store.checkpoint_state(0), &store.index).len() as u64;
         // From now on a crash must be visible at the next open.
         if read_only {
@@ -489,6 +527,7 @@ impl Store {
                     e.write_blocks = e.write_blocks.max(l.block + blocks);
                     e.live_blocks += blocks;
                     e.note_write(meta.written_unix_ms);
+                    self.touch(l.extent);
                 }
                 if let Some(old) = self.index.insert(key, meta) {
                     self.release(key, &old);
@@ -515,6 +554,8 @@ impl Store {
                     e.note_write(m.written_unix_ms);
                     m.set_chunk(*chunk as usize, *to);
                     self.index.insert(key, &m);
+                    self.touch(from.extent);
+                    self.touch(to.extent);
                 }
             }
             LogRecord::Reset { extent, generation } => {
@@ -523,6 +564,7 @@ impl Store {
                 if self.open_extent == Some(*extent) {
                     self.open_extent = None;
                 }
+                self.touch(*extent);
             }
             LogRecord::Scrubbed { extent, generation, checked_ms, scrub } => {
                 let e = &mut self.extents[*extent as usize];
@@ -558,6 +600,7 @@ impl Store {
             let e = &mut self.extents[l.extent as usize];
             assert!(e.live_blocks >= blocks, "extent {} live accounting underflow", l.extent);
             e.live_blocks -= blocks;
+            self.touch(l.extent);
         }
     }
 
@@ -566,11 +609,12 @@ impl Store {
     }
 
     fn free_extents(&self) -> u32 {
-        self.extents
-            .iter()
-            .enumerate()
-            .filter(|(i, e)| e.write_blocks == 0 && self.open_extent != Some(*i as u32))
-            .count() as u32
+        self.classes.free.len() as u32
+    }
+
+    /// Files extent `i` under its class after it (or the open extent) changed.
+    fn touch(&mut self, i: u32) {
+        self.classes.touch(i, &self.extents[i as usize], self.open_extent);
     }
 
     /// Space for one record of `blocks`: appended to the open extent, or at
@@ -595,14 +639,14 @@ impl Store {
         if self.free_extents() <= reserve {
             return None;
         }
-        let e = self
-            .extents
-            .iter()
-            .enumerate()
-            .position(|(i, e)| e.write_blocks == 0 && self.open_extent != Some(i as u32))?;
-        self.open_extent = Some(e as u32);
-        self.extents[e].write_blocks = blocks;
-        Some(Locator { extent: e as u32, block: 0, crc: 0 })
+        let e = *self.classes.free.first()?;
+        let sealed = self.open_extent.replace(e);
+        self.extents[e as usize].write_blocks = blocks;
+        self.touch(e);
+        if let Some(sealed) = sealed {
+            self.touch(sealed);
+        }
+        Some(Locator { extent: e, block: 0, crc: 0 })
     }
 
     fn check_usable(&self) -> Result<()> {
@@ -1066,11 +1110,10 @@ impl Store {
 
     fn reclaim_along(&mut self, ops: &[Op], needed: u32) -> Vec<LogRecord> {
         let mut records: Vec<LogRecord> = self
-            .extents
+            .classes
+            .emptied
             .iter()
-            .enumerate()
-            .filter(|(i, e)| e.write_blocks > 0 && e.live_blocks == 0 && self.open_extent != Some(*i as u32))
-            .map(|(i, e)| LogRecord::Reset { extent: i as u32, generation: e.generation.wrapping_add(1) })
+            .map(|&i| LogRecord::Reset { extent: i, generation: self.extents[i as usize].generation.wrapping_add(1) })
             .collect();
         self.reclaim_counts.extents_reset_along += records.len() as u64;
         let ahead = RESERVE_EXTENTS_COUNT + needed + RECLAIM_AHEAD_EXTENTS_COUNT;
@@ -1561,6 +1604,13 @@ impl Store {
             assert_eq!(e.live_blocks, live[i], "extent {i} live blocks");
             assert!(e.write_blocks <= self.blocks_per_extent(), "extent {i} write pointer past its end");
         }
+        let mut recomputed = ExtentClasses::default();
+        recomputed.rebuild(&self.extents, self.open_extent);
+        assert!(recomputed.free == self.classes.free, "free extents kept as they changed differ from the table");
+        assert!(
+            recomputed.emptied == self.classes.emptied,
+            "emptied extents kept as they changed differ from the table"
+        );
     }
 
     /// Checkpoints and records a clean shutdown.
