@@ -317,9 +317,11 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
     let _ = store.close_in_place();
 }
 
-/// Starts the gets waiting in the queue; other requests go to `pending`
-/// for the next turn of the loop. Reordering is safe: a get overtakes only
-/// writes not yet acknowledged, which it may or may not see.
+/// Starts the gets waiting in the queue, at most a device queue's worth
+/// per call (so a flood of gets cannot keep the thread from finishing the
+/// reads it has); other requests go to `pending` for the next turn of the
+/// loop. Reordering is safe: a get overtakes only writes not yet
+/// acknowledged, which it may or may not see.
 fn start_arrived_gets(
     store: &mut Store,
     rx: &Receiver<Request>,
@@ -327,7 +329,10 @@ fn start_arrived_gets(
     pending: &mut Vec<Request>,
     stats: &StoreStats,
 ) {
-    while pending.len() < BATCH_OPS_MAX {
+    for _ in 0..STORE_QUEUE_DEPTH {
+        if pending.len() >= BATCH_OPS_MAX {
+            return;
+        }
         let Ok(request) = rx.try_recv() else { return };
         match request {
             Request::Get { key, offset, len, reply } => {
