@@ -166,3 +166,36 @@ fn reclamation_rides_on_commits_under_steady_overwrites_and_survives_crashes() {
         }
     }
 }
+
+/// Reads reaped but not yet finished (the store thread finishes them one
+/// at a time, starting new gets in between) still hold their buffers: gets
+/// started meanwhile wait for a buffer instead of exhausting the pool.
+#[test]
+fn gets_started_while_reaped_reads_wait_do_not_exhaust_buffers() {
+    let (_h, mut store) = fresh(31);
+    let depth = shardstore::store::STORE_QUEUE_DEPTH as u64;
+    let value = |i: u64| vec![i as u8; 4096];
+    for i in 0..2 * depth {
+        store.put(format!("k{i}").as_bytes(), &value(i)).unwrap();
+    }
+    let mut done = Vec::new();
+    for i in 0..depth {
+        store.start_get(i, format!("k{i}").as_bytes(), 0, u64::MAX).unwrap();
+    }
+    store.submit_gets(&mut done);
+    store.reap_gets(true, &mut done).unwrap();
+    // One read finished, then a queue's worth of new gets is started.
+    assert!(store.finish_next_read(&mut done));
+    for i in depth..2 * depth {
+        store.start_get(i, format!("k{i}").as_bytes(), 0, u64::MAX).unwrap();
+    }
+    store.submit_gets(&mut done);
+    while store.gets_pending() {
+        store.poll_gets(true, &mut done).unwrap();
+    }
+    done.sort_by_key(|(id, _)| *id);
+    assert_eq!(done.len() as u64, 2 * depth);
+    for (id, result) in done {
+        assert_eq!(result.unwrap(), value(id), "get {id}");
+    }
+}

@@ -1338,7 +1338,9 @@ impl Store {
     /// them to the kernel at its next enter at the latest). Gets that end
     /// without I/O go to `done`.
     pub fn submit_gets(&mut self, done: &mut Vec<(u64, Result<Vec<u8>>)>) {
-        while self.dev.in_flight() < STORE_QUEUE_DEPTH {
+        // Reaped reads not yet finished still hold their buffers: a read
+        // goes out only when a buffer is free for it.
+        while self.dev.in_flight() + self.get_completions.len() < STORE_QUEUE_DEPTH {
             let Some((slot, chunk)) = self.get_queue.pop_front() else { break };
             let ctx = self.gets[slot as usize].as_mut().expect("queued chunk of a live get");
             let loc = ctx.meta.chunk(chunk as usize);
