@@ -208,12 +208,7 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                     ops.push(op);
                     replies.push(reply);
                 }
-                Request::Get { key, offset, len, reply } => {
-                    let id = get_replies.park(reply);
-                    if let Err(e) = store.start_get(id, &key, offset, len) {
-                        get_replies.answer(id, Err(e));
-                    }
-                }
+                Request::Get { key, offset, len, reply } => get_replies.start(&mut store, &key, offset, len, reply),
                 Request::Stat { key, reply } => {
                     reply(Ok(store.stat(&key)));
                 }
@@ -337,10 +332,7 @@ fn start_arrived_gets(
         match request {
             Request::Get { key, offset, len, reply } => {
                 stats.queued.fetch_sub(1, Ordering::Relaxed);
-                let id = replies.park(reply);
-                if let Err(e) = store.start_get(id, &key, offset, len) {
-                    replies.answer(id, Err(e));
-                }
+                replies.start(store, &key, offset, len, reply);
             }
             // Still counted as queued until the loop takes it from `pending`.
             other => pending.push(other),
@@ -357,6 +349,15 @@ struct Replies {
 }
 
 impl Replies {
+    /// Starts a get on `store`, its reply parked until it finishes (or
+    /// answered at once when it fails before any I/O).
+    fn start(&mut self, store: &mut Store, key: &[u8], offset: u64, len: u64, reply: Reply<Vec<u8>>) {
+        let id = self.park(reply);
+        if let Err(e) = store.start_get(id, key, offset, len) {
+            self.answer(id, Err(e));
+        }
+    }
+
     fn park(&mut self, reply: Reply<Vec<u8>>) -> u64 {
         if let Some(id) = self.free.pop() {
             self.slots[id as usize] = Some(reply);
