@@ -199,3 +199,50 @@ fn gets_started_while_reaped_reads_wait_do_not_exhaust_buffers() {
         assert_eq!(result.unwrap(), value(id), "get {id}");
     }
 }
+
+/// The store thread panicked with "blocking helper used with operations
+/// in flight": the scrubber's last window of an extent completed while a
+/// get's read was still in flight, and finishing the extent wrote its log
+/// record with a blocking write. The simulated device holds completions
+/// back so the get's read is reaped only after the scrub window's.
+#[test]
+fn finishing_a_scrub_extent_with_a_get_in_flight_keeps_the_get() {
+    use shardstore::store::scrub::ScrubSettings;
+    let (h, mut store) = fresh(11);
+    let data: Vec<u8> = (0..20_000).map(|i| (i * 7) as u8).collect();
+    store.put(b"a", &data).unwrap();
+    store.put(b"b", &data).unwrap();
+    store.set_scrub_settings(ScrubSettings { unthrottled: true, ..ScrubSettings::default() });
+    h.hold_completions(Some(0));
+    let mut done = Vec::new();
+    // Step until the scrubber's window over extent 0 is in flight.
+    for _ in 0..100 {
+        store.scrub_step().unwrap();
+        if store.gets_pending() {
+            break;
+        }
+    }
+    assert!(store.gets_pending(), "the scrubber never started a read");
+    // A get goes to the device behind the scrub window.
+    store.start_get(7, b"b", 0, u64::MAX).unwrap();
+    store.submit_gets(&mut done);
+    // One completion: the scrub window's. The get's read is still in flight.
+    store.reap_gets(true, &mut done).unwrap();
+    assert!(store.finish_next_read(&mut done));
+    assert!(done.is_empty(), "the get's read must still be in flight");
+    assert!(store.scrub_wants_step());
+    // The extent is finished: its record is logged with the get in flight.
+    store.scrub_step().unwrap();
+    h.hold_completions(None);
+    while store.gets_pending() || !done.is_empty() {
+        store.poll_gets(false, &mut done).unwrap();
+        store.take_finished_gets(&mut done);
+        if let Some((id, result)) = done.pop() {
+            assert_eq!(id, 7);
+            assert_eq!(result.unwrap(), data);
+            break;
+        }
+    }
+    assert_eq!(store.scrub_status().counters.extents_verified, 1);
+    store.check_invariants();
+}

@@ -13,7 +13,10 @@
 //!   multi-step protocol at every step; the write that meets the cut fails
 //!   but, as on real hardware, may still land whole or torn at the crash;
 //! - **inject I/O errors** on chosen operations and ranges;
-//! - **rot** chosen bits of the durable image.
+//! - **rot** chosen bits of the durable image;
+//! - **hold completions back**: each reap hands over only as many
+//!   completions as it must wait for (at least one), oldest first, so a
+//!   test controls which operations are still in flight at each step.
 //!
 //! All randomness comes from a seed, so every failing case replays.
 
@@ -104,6 +107,9 @@ struct SimState {
     /// Added to every operation (a slow drive), and to the next one only.
     latency: std::time::Duration,
     next_delay: std::time::Duration,
+    /// Completions one reap hands over beyond what it must wait for
+    /// (`None`: every completed operation, as a fast drive).
+    reap_extra_max: Option<usize>,
 }
 
 /// The test's grip on a simulated device, shared with every handle.
@@ -141,6 +147,7 @@ impl SimDevice {
             stats: SimStats::default(),
             latency: std::time::Duration::ZERO,
             next_delay: std::time::Duration::ZERO,
+            reap_extra_max: None,
         };
         SimHandle { state: Arc::new(Mutex::new(state)), config }.attach()
     }
@@ -362,6 +369,14 @@ impl SimHandle {
         self.lock().next_delay = delay;
     }
 
+    /// Holds completions back: from now on a reap hands over only what it
+    /// waits for (at least one) plus `extra`, oldest first; `None` hands
+    /// over everything again. Operations still execute at submission, so
+    /// a held-back read has its bytes; it is only not yet reaped.
+    pub fn hold_completions(&self, extra: Option<usize>) {
+        self.lock().reap_extra_max = extra;
+    }
+
     pub fn clear_faults(&self) {
         self.lock().faults.clear();
     }
@@ -421,9 +436,13 @@ impl BlockDevice for SimDevice {
         Ok(())
     }
 
-    fn reap(&mut self, _min_complete: usize, out: &mut Vec<Completion>) -> Result<usize> {
-        let n = self.done.len();
-        out.extend(self.done.drain(..));
+    fn reap(&mut self, min_complete: usize, out: &mut Vec<Completion>) -> Result<usize> {
+        let n = match self.lock().reap_extra_max {
+            // Only what the caller waits for (at least one) has completed.
+            Some(extra) => self.done.len().min(min_complete.max(1) + extra),
+            None => self.done.len(),
+        };
+        out.extend(self.done.drain(..n));
         Ok(n)
     }
 

@@ -788,6 +788,7 @@ impl Store {
     /// returns the log record that will make it visible.
     fn stage_put(&mut self, i: usize, key: &[u8], data: &[u8], now: u64, writes: &mut WriteBatch) -> Result<LogRecord> {
         validate_key(key)?;
+        self.check_usable()?;
         let size = data.len() as u64;
         if size > SHARD_SIZE_BYTES_MAX {
             return Err(Error::TooLarge { size, max: SHARD_SIZE_BYTES_MAX });
@@ -820,11 +821,16 @@ impl Store {
             let start = c * CHUNK_SIZE_BYTES_MAX;
             let payload = &data[start..start + chunk_len(size, c)];
             if self.dev.in_flight() == STORE_QUEUE_DEPTH {
-                let _ = self.dev.reap(1, &mut writes.out);
+                if let Err(e) = self.dev.reap(1, &mut writes.out) {
+                    // The ring itself failed: nothing more can be written.
+                    return Err(self.fail(&format!("reaping writes failed: {e}")));
+                }
             }
             writes.collect_failures();
             let len = record_size_bytes(key.len(), payload.len()) as usize;
-            let mut buf = self.pool.take(len).expect("a free buffer for every queue slot");
+            let Some(mut buf) = self.pool.take(len) else {
+                return Err(self.fail("no free I/O buffer with a queue slot free (buffers lost to a failed ring)"));
+            };
             let placed = record::place_payload(payload, buf.as_mut_slice());
             let payload_crc = if count == 1 {
                 shard_crc = crc32c::crc32c(placed);
@@ -857,6 +863,11 @@ impl Store {
     /// Logs `records` (already backed by durable data) and applies them.
     /// When the log half is full, a checkpoint takes the log's place.
     fn make_durable(&mut self, records: &[(usize, LogRecord)]) -> Result<()> {
+        // The log is written one operation at a time: every read still in
+        // flight (a get, a scrub window) finishes first, whichever path
+        // (commit, scrub, reclamation) logs.
+        self.quiesce();
+        self.check_usable()?;
         // Refuse a batch whose checkpoint could not be written later.
         let (mut added, mut removed) = (0u64, 0u64);
         for (_, r) in records {
@@ -1517,6 +1528,14 @@ impl Store {
             }
         }
         self.finished_gets = finished;
+        // What the blocking paths after this rely on: the device is ours
+        // alone (or the store is failed and writes nothing more).
+        assert!(
+            self.failed.is_some() || self.dev.in_flight() == 0,
+            "{}: {} operations in flight after every get and scrub read finished",
+            self.name,
+            self.dev.in_flight()
+        );
     }
 
     /// Device offset of a chunk's payload (after its header block).
