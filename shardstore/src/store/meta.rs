@@ -19,6 +19,9 @@ pub const CHECKPOINT_MAGIC: [u8; 4] = *b"SHCP";
 /// the list of damaged shards; version 1 checkpoints are still read.
 pub const CHECKPOINT_VERSION: u32 = 2;
 pub const LOG_HEADER_BYTES: usize = 40;
+/// Chunks of the largest shard: a put record with all of them fits one
+/// log block (asserted where the shard limit is defined).
+pub const CHUNKS_PER_SHARD_MAX: usize = 64;
 pub const BLOCK: usize = BLOCK_SIZE_BYTES as usize;
 /// Room for records in one log block.
 pub const LOG_PAYLOAD_BYTES_MAX: usize = BLOCK - LOG_HEADER_BYTES;
@@ -327,7 +330,9 @@ impl<'a> Reader<'a> {
         let crc = self.u32()?;
         let written_unix_ms = self.u64()?;
         let n = self.u32()? as usize;
-        if n > 1 << 16 {
+        // No shard has more chunks than a put record holds; a larger count
+        // is damage, never an allocation.
+        if n > CHUNKS_PER_SHARD_MAX {
             return None;
         }
         let chunks = (0..n).map(|_| self.locator()).collect::<Option<Vec<_>>>()?;
@@ -430,7 +435,9 @@ pub fn decode_log_block(block: &[u8], epoch: u64, index: u64, prev_crc: u32) -> 
         return None;
     }
     let mut records = Reader::new(&block[LOG_HEADER_BYTES..LOG_HEADER_BYTES + used]);
-    let mut out = Vec::with_capacity(count as usize);
+    // Every record takes more than one byte: a count beyond the bytes used
+    // is damage, and never sizes an allocation.
+    let mut out = Vec::with_capacity((count as usize).min(used));
     for _ in 0..count {
         out.push(records.record()?);
     }

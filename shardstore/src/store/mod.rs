@@ -50,7 +50,10 @@ const _: () = assert!(
     crate::constants::EXTENT_SIZE_BYTES_MIN >= 3 * (CHUNK_SIZE_BYTES_MAX as u64 + BLOCK_SIZE_BYTES),
     "every extent holds several of the largest records"
 );
-const _: () = assert!(SHARD_SIZE_BYTES_MAX / CHUNK_SIZE_BYTES_MAX as u64 <= 64, "a put record fits one log block");
+const _: () = assert!(
+    SHARD_SIZE_BYTES_MAX / CHUNK_SIZE_BYTES_MAX as u64 <= meta::CHUNKS_PER_SHARD_MAX as u64,
+    "a put record fits one log block"
+);
 
 /// Extents by class: free (nothing written, not open), and emptied
 /// (sealed, written, nothing live: reset by the next commit).
@@ -406,9 +409,24 @@ impl Store {
         let mut r = meta::Reader::new(body);
         let mut extents = Vec::with_capacity(layout.extent_count as usize);
         let table = || corrupt("checkpoint extent table".to_owned(), half_offset);
-        for _ in 0..layout.extent_count {
+        let per_extent = (layout.extent_size_bytes / BLOCK_SIZE_BYTES) as u32;
+        if header.scrub.next_extent as u64 > layout.extent_count {
+            return Err(corrupt(
+                format!("checkpoint scrub cursor at extent {} of {}", header.scrub.next_extent, layout.extent_count),
+                half_offset,
+            ));
+        }
+        for i in 0..layout.extent_count {
             let generation = r.u32().ok_or_else(table)?;
             let write_blocks = r.u32().ok_or_else(table)?;
+            if write_blocks > per_extent {
+                return Err(corrupt(
+                    format!(
+                        "checkpoint extent {i}: write pointer {write_blocks} past the extent's {per_extent} blocks"
+                    ),
+                    half_offset,
+                ));
+            }
             // A version 1 checkpoint has no verification times: the
             // entries' write times stand in for them below.
             let checked_ms = if header.version >= 2 { r.u64().ok_or_else(table)? } else { 0 };
@@ -451,6 +469,7 @@ impl Store {
         store.dev.register_pool(&store.pool);
         for _ in 0..header.entry_count {
             let (key, meta) = r.key_and_meta().ok_or_else(|| corrupt("checkpoint entry".to_owned(), half_offset))?;
+            store.check_meta(&key, &meta).map_err(|why| corrupt(format!("checkpoint entry: {why}"), half_offset))?;
             store.load_entry(&key, &meta, header.version);
         }
         for _ in 0..header.damaged_count {
@@ -485,6 +504,11 @@ impl Store {
                     break 'outer;
                 };
                 for record in &records {
+                    self.check_record(record).map_err(|what| Error::Corruption {
+                        device: self.name.clone(),
+                        what: format!("log block {}: {what}", self.log_index),
+                        offset: self.log_offset,
+                    })?;
                     self.apply(record);
                 }
                 self.log_offset += BLOCK_SIZE_BYTES;
@@ -493,6 +517,86 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Checks a shard's metadata read back from the medium against the
+    /// layout before anything indexes with its numbers: a size the store
+    /// accepts, as many chunks as the size needs (at least one), and every
+    /// chunk's record inside an extent.
+    fn check_meta(&self, key: &[u8], meta: &ShardMeta) -> std::result::Result<(), String> {
+        validate_key(key).map_err(|e| e.to_string())?;
+        if meta.size > SHARD_SIZE_BYTES_MAX {
+            return Err(format!(
+                "shard {:?} of {} bytes, over the {SHARD_SIZE_BYTES_MAX} allowed",
+                key_text(key),
+                meta.size
+            ));
+        }
+        if meta.chunk_count() != chunk_count(meta.size) {
+            return Err(format!(
+                "shard {:?} of {} bytes with {} chunks (it needs {})",
+                key_text(key),
+                meta.size,
+                meta.chunk_count(),
+                chunk_count(meta.size)
+            ));
+        }
+        for (i, l) in meta.locators().enumerate() {
+            self.check_locator(l, record_blocks(key.len(), meta.size, i))
+                .map_err(|why| format!("shard {:?} chunk {i}: {why}", key_text(key)))?;
+        }
+        Ok(())
+    }
+
+    /// A record of `blocks` at `l` lies inside one extent of the layout.
+    fn check_locator(&self, l: Locator, blocks: u32) -> std::result::Result<(), String> {
+        let count = self.extents.len();
+        if l.extent as usize >= count {
+            return Err(format!("extent {} of {count}", l.extent));
+        }
+        let per = self.blocks_per_extent();
+        if l.block.checked_add(blocks).is_none_or(|end| end > per) {
+            return Err(format!("blocks {}..+{blocks} past the extent's {per}", l.block));
+        }
+        Ok(())
+    }
+
+    /// Checks a log record against the layout and the index as recovered
+    /// so far, so that applying it can neither index out of the extent
+    /// table nor take a live count below zero.
+    fn check_record(&self, record: &LogRecord) -> std::result::Result<(), String> {
+        let count = self.extents.len();
+        let extent_in = |e: u32| {
+            if (e as usize) < count {
+                Ok(())
+            } else {
+                Err(format!("extent {e} of {count}"))
+            }
+        };
+        match record {
+            LogRecord::Put { key, meta } => self.check_meta(key, meta),
+            LogRecord::Delete { key, .. } | LogRecord::Damaged { key, .. } => {
+                validate_key(key).map_err(|e| e.to_string())
+            }
+            LogRecord::Relocate { key, sequence, chunk, to } => {
+                let Some(m) = self.index.get(key).filter(|m| m.sequence == *sequence) else {
+                    // Replaced or deleted since: the record changes nothing.
+                    return Ok(());
+                };
+                if *chunk as usize >= m.chunk_count() {
+                    return Err(format!("relocation of chunk {chunk} of a {}-chunk shard", m.chunk_count()));
+                }
+                self.check_locator(*to, record_blocks(key.len(), m.size, *chunk as usize))
+            }
+            LogRecord::Reset { extent, .. } => extent_in(*extent),
+            LogRecord::Scrubbed { extent, scrub, .. } => {
+                extent_in(*extent)?;
+                if scrub.next_extent as usize > count {
+                    return Err(format!("scrub cursor at extent {} of {count}", scrub.next_extent));
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Loads one shard of a checkpoint: as a logged put, except that a
@@ -545,7 +649,11 @@ impl Store {
                 if let Some(mut m) = self.index.get(key).filter(|m| m.sequence == *sequence) {
                     let b = record_blocks(key.len(), m.size, *chunk as usize);
                     let from = m.chunk(*chunk as usize);
-                    self.extents[from.extent as usize].live_blocks -= b;
+                    let source = &mut self.extents[from.extent as usize];
+                    source.live_blocks = source
+                        .live_blocks
+                        .checked_sub(b)
+                        .unwrap_or_else(|| panic!("extent {} live accounting underflow", from.extent));
                     let e = &mut self.extents[to.extent as usize];
                     e.write_blocks = e.write_blocks.max(to.block + b);
                     e.live_blocks += b;
