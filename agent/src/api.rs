@@ -82,6 +82,7 @@ fn store_error(node: &Node, slot: Option<usize>, e: Error) -> ApiError {
     match e {
         Error::NotFound(key) => ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no shard {key}")),
         Error::InvalidKey(m) => ApiError::new(StatusCode::BAD_REQUEST, "InvalidKey", m),
+        e @ Error::BadDigest { .. } => ApiError::new(StatusCode::BAD_REQUEST, "BadDigest", e.to_string()),
         Error::TooLarge { size, max } => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "TooLarge",
@@ -465,16 +466,10 @@ async fn put_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     let (parts, body) = req.into_parts();
     let want_crc = client_crc(&parts.headers)?;
     let (data, _body_memory) = read_body(&app, &parts.headers, body).await?;
-    let crc = crc32c::crc32c(&data);
-    if let Some(want) = want_crc {
-        if want != crc {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "BadDigest",
-                format!("the body's CRC32C is {crc:08x}, x-shard-crc32c says {want:08x}; nothing was stored"),
-            ));
-        }
-    }
+    // The client's CRC travels with the put to the store, which checks it
+    // against the bytes it writes to the medium; without one, the CRC of
+    // the body as it arrived here does.
+    let crc = want_crc.unwrap_or_else(|| crc32c::crc32c(&data));
     let node = &app.node;
     let _write = node.stripe(&key).write().await;
     let holder = node.locate(&key).await.map_err(|e| store_error(node, None, e))?;
@@ -493,7 +488,7 @@ async fn put_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     let store = node.slots[target].store.as_ref().expect("placed on an open device");
     let permit = admit(node, target, deadline).await?;
     let len = data.len() as u64;
-    node::put(store, &key, data).await.map_err(|e| store_error(node, Some(target), e))?;
+    node::put(store, &key, data, crc).await.map_err(|e| store_error(node, Some(target), e))?;
     drop(permit);
     node.slots[target].traffic.writes.fetch_add(1, Ordering::Relaxed);
     node.slots[target].traffic.written_bytes.fetch_add(len, Ordering::Relaxed);

@@ -141,9 +141,11 @@ pub async fn get(store: &StoreHandle, key: &[u8], offset: u64, len: u64) -> Resu
     ask(store, |done| store.submit_get(key, offset, len, done)).await
 }
 
-pub async fn put(store: &StoreHandle, key: &[u8], data: Bytes) -> Result<(), Error> {
+/// Stores `data`, which must have the CRC32C `crc` (checked by the store
+/// against the bytes it writes).
+pub async fn put(store: &StoreHandle, key: &[u8], data: Bytes, crc: u32) -> Result<(), Error> {
     let key = key.to_vec();
-    ask(store, |done| store.submit_put(key, data, done)).await
+    ask(store, |done| store.submit_put(key, data, Some(crc), done)).await
 }
 
 pub async fn delete(store: &StoreHandle, key: &[u8]) -> Result<(), Error> {

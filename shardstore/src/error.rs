@@ -83,6 +83,11 @@ pub enum Error {
     #[error("invalid key: {0}")]
     InvalidKey(String),
 
+    /// The bytes that were to go to the medium do not have the CRC32C the
+    /// put carried (the client's, or the agent's of the body as received).
+    #[error("shard {key}: the CRC32C of the bytes to store is {actual:08x}, the put carried {expected:08x}; nothing was stored")]
+    BadDigest { key: String, expected: u32, actual: u32 },
+
     #[error("shard of {size} bytes exceeds the maximum of {max} bytes")]
     TooLarge { size: u64, max: u64 },
 

@@ -142,16 +142,16 @@ fn crash_at_every_write_of_a_delete() {
 fn crash_at_every_write_of_a_batch() {
     sweep("batch", 6, |s| {
         let ops = vec![
-            Op::Put { key: b"b/1".to_vec(), data: bytes(10, 1).into() },
+            Op::put(b"b/1".to_vec(), bytes(10, 1)),
             Op::Delete { key: b"base/1".to_vec() },
-            Op::Put { key: b"base/2".to_vec(), data: bytes(9000, 2).into() },
-            Op::Put { key: b"b/2".to_vec(), data: Vec::new().into() },
+            Op::put(b"base/2".to_vec(), bytes(9000, 2)),
+            Op::put(b"b/2".to_vec(), Vec::new()),
         ];
         let results = s.commit(&ops);
         ops.into_iter()
             .zip(results)
             .map(|(op, r)| match op {
-                Op::Put { key, data } => (key, Some(data.to_vec()), r.is_ok()),
+                Op::Put { key, data, .. } => (key, Some(data.to_vec()), r.is_ok()),
                 Op::Delete { key } => (key, None, r.is_ok()),
             })
             .collect()
@@ -173,9 +173,8 @@ fn a_stale_log_block_behind_a_rewritten_tail_is_not_replayed() {
     let (h, mut store) = fresh(77);
     store.put(b"anchor", b"acked").unwrap();
     // A batch whose log records need three blocks: 40 puts with long keys.
-    let ops: Vec<Op> = (0..40)
-        .map(|i| Op::Put { key: format!("{i:03}-{}", "k".repeat(200)).into_bytes(), data: vec![i as u8; 10].into() })
-        .collect();
+    let ops: Vec<Op> =
+        (0..40).map(|i| Op::put(format!("{i:03}-{}", "k".repeat(200)).into_bytes(), vec![i as u8; 10])).collect();
     // 40 data writes and one flush succeed; the log write meets the cut.
     h.cut_power_after(41);
     let results = store.commit(&ops);

@@ -48,14 +48,11 @@ fn measure(order: impl Fn(usize) -> usize) -> f64 {
     format(&mut dev, &FormatOptions { extent_size_bytes: 16 << 20, ..FormatOptions::default() }).unwrap();
     let mut store = Store::open(Box::new(dev)).unwrap();
     // Warm up any lazily allocated state with one batch, then measure.
-    store.commit(&[Op::Put { key: b"warmup/000000000".to_vec(), data: vec![1; 100].into() }]);
+    store.commit(&[Op::put(b"warmup/000000000".to_vec(), vec![1; 100])]);
     let before = live();
     for batch in 0..SHARDS / 500 {
         let ops: Vec<Op> = (0..500)
-            .map(|i| Op::Put {
-                key: format!("shard/{:010}", order(batch * 500 + i)).into_bytes(),
-                data: vec![7; 100].into(),
-            })
+            .map(|i| Op::put(format!("shard/{:010}", order(batch * 500 + i)).into_bytes(), vec![7; 100]))
             .collect();
         assert!(store.commit(&ops).iter().all(Result::is_ok));
     }

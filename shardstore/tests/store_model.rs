@@ -225,16 +225,20 @@ impl Harness {
             Step::Batch { puts, deletes } => {
                 let mut ops: Vec<Op> = puts
                     .iter()
-                    .map(|&(k, s, seed)| Op::Put {
-                        key: KEYS[k].as_bytes().to_vec(),
-                        data: data(SIZES[s], seed).into(),
+                    .map(|&(k, s, seed)| {
+                        let data = data(SIZES[s], seed);
+                        // Half of the puts carry their sender's CRC (the
+                        // right one: a wrong one is refused, see the
+                        // regression tests).
+                        let crc32c = (seed % 2 == 0).then(|| crc32c::crc32c(&data));
+                        Op::Put { key: KEYS[k].as_bytes().to_vec(), data: data.into(), crc32c }
                     })
                     .collect();
                 ops.extend(deletes.iter().map(|&k| Op::Delete { key: KEYS[k].as_bytes().to_vec() }));
                 let results = self.store().commit(&ops);
                 for (op, r) in ops.into_iter().zip(results) {
                     match op {
-                        Op::Put { key, data } => self.apply_put(&key, data.to_vec(), &r),
+                        Op::Put { key, data, .. } => self.apply_put(&key, data.to_vec(), &r),
                         Op::Delete { key } => match (self.model.contains_key(&key), r) {
                             (true, Ok(())) => {
                                 self.model.remove(&key);

@@ -51,13 +51,13 @@ fn thousands_of_puts_survive_restarts_on_a_real_file() {
                 _ => rng.below(3 << 20),
             } as usize;
             let data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
-            ops.push(Op::Put { key, data: data.into() });
+            ops.push(Op::put(key, data));
             puts += 1;
         }
         let results = store.commit(&ops);
         for (op, r) in ops.into_iter().zip(results) {
             match op {
-                Op::Put { key, data } => {
+                Op::Put { key, data, .. } => {
                     r.unwrap_or_else(|e| panic!("put {key:?}: {e}"));
                     model.insert(key, data.to_vec());
                 }

@@ -140,13 +140,13 @@ fn reclamation_rides_on_commits_under_steady_overwrites_and_survives_crashes() {
                 .map(|i| {
                     let key = format!("k{:05}", rng.below(2000)).into_bytes();
                     let data = vec![(round * 31 + i) as u8; 3000 + (round as usize * 7 + i as usize) % 1000];
-                    Op::Put { key, data: data.into() }
+                    Op::put(key, data)
                 })
                 .collect();
             let results = store.commit(&ops);
             for (op, r) in ops.iter().zip(results) {
                 r.unwrap();
-                if let Op::Put { key, data } = op {
+                if let Op::Put { key, data, .. } = op {
                     model.insert(key.clone(), data.to_vec());
                 }
             }
@@ -244,5 +244,36 @@ fn finishing_a_scrub_extent_with_a_get_in_flight_keeps_the_get() {
         }
     }
     assert_eq!(store.scrub_status().counters.extents_verified, 1);
+    store.check_invariants();
+}
+
+/// The client's CRC was checked against the body in the agent only: the
+/// store never compared it with the bytes it wrote. A put carrying a CRC
+/// the data does not have now fails with `BadDigest` before any write,
+/// for one-chunk and many-chunk shards, and the shard it would have
+/// replaced stays.
+#[test]
+fn a_put_whose_crc_differs_from_its_bytes_writes_nothing() {
+    use shardstore::store::Op;
+    let (h, mut store) = fresh(12);
+    for len in [0usize, 1, 5000, (1 << 20) + 17, (3 << 20) + 5] {
+        let old: Vec<u8> = (0..len).map(|i| (i * 13) as u8).collect();
+        let new: Vec<u8> = (0..len).map(|i| (i * 17 + 1) as u8).collect();
+        store.put(b"k", &old).unwrap();
+        let right = crc32c::crc32c(&new);
+        let wrong = right ^ 0x0100_0000;
+        let writes = h.stats().writes;
+        let put = |crc| Op::Put { key: b"k".to_vec(), data: new.clone().into(), crc32c: Some(crc) };
+        let err = store.commit(&[put(wrong)]).pop().unwrap().unwrap_err();
+        assert!(
+            matches!(err, Error::BadDigest { expected, actual, .. } if expected == wrong && actual == right),
+            "{len} bytes: {err}"
+        );
+        assert_eq!(h.stats().writes, writes, "{len} bytes: a refused put wrote to the device");
+        assert_eq!(store.get(b"k").unwrap(), old, "{len} bytes: the shard it would have replaced");
+        store.commit(&[put(right)]).pop().unwrap().unwrap();
+        assert_eq!(store.get(b"k").unwrap(), new);
+        assert_eq!(store.stat(b"k").unwrap().crc32c, right);
+    }
     store.check_invariants();
 }

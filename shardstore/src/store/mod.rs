@@ -116,10 +116,23 @@ impl ExtentInfo {
 /// A write operation for [`Store::commit`]. A put's data is a shared
 /// buffer, so a caller (an HTTP body, a benchmark's payload) hands it over
 /// without a copy; the store copies it once, into an aligned I/O buffer.
+///
+/// A put may carry the CRC32C its sender computed (`crc32c`: the client's
+/// `x-shard-crc32c`, or the agent's CRC of the body as it arrived): the
+/// store compares it with the CRC of the aligned buffer it writes, so the
+/// end-to-end check reaches the bytes that go to the medium. A mismatch
+/// fails the put with `BadDigest` before anything is written.
 #[derive(Debug, Clone)]
 pub enum Op {
-    Put { key: Vec<u8>, data: Bytes },
+    Put { key: Vec<u8>, data: Bytes, crc32c: Option<u32> },
     Delete { key: Vec<u8> },
+}
+
+impl Op {
+    /// A put without a CRC from its sender (the store computes its own).
+    pub fn put(key: impl Into<Vec<u8>>, data: impl Into<Bytes>) -> Op {
+        Op::Put { key: key.into(), data: data.into(), crc32c: None }
+    }
 }
 
 /// Space and contents of a store, for placement, status and metrics.
@@ -817,7 +830,7 @@ impl Store {
 
         for (i, op) in ops.iter().enumerate() {
             match op {
-                Op::Put { key, data } => match self.stage_put(i, key, data, now, &mut writes) {
+                Op::Put { key, data, crc32c } => match self.stage_put(i, key, data, *crc32c, now, &mut writes) {
                     Ok(record) => {
                         exists.insert(key.as_slice(), true);
                         staged[i] = Some(record);
@@ -893,20 +906,31 @@ impl Store {
     }
 
     /// Checks a put and submits its chunk records (reaped by the caller);
-    /// returns the log record that will make it visible.
-    fn stage_put(&mut self, i: usize, key: &[u8], data: &[u8], now: u64, writes: &mut WriteBatch) -> Result<LogRecord> {
+    /// returns the log record that will make it visible. The CRC of every
+    /// aligned buffer that goes to the device is compared with what the
+    /// sender vouched for (`expected`) before the buffer is written.
+    fn stage_put(
+        &mut self,
+        i: usize,
+        key: &[u8],
+        data: &[u8],
+        expected: Option<u32>,
+        now: u64,
+        writes: &mut WriteBatch,
+    ) -> Result<LogRecord> {
         validate_key(key)?;
         self.check_usable()?;
         let size = data.len() as u64;
         if size > SHARD_SIZE_BYTES_MAX {
             return Err(Error::TooLarge { size, max: SHARD_SIZE_BYTES_MAX });
         }
-        let sequence = self.next_sequence;
-        self.next_sequence += 1;
         let count = chunk_count(size);
+        let bad_digest = |expected: u32, actual: u32| Error::BadDigest { key: key_text(key), expected, actual };
         // A one-chunk shard (nearly all of them) takes its CRC from the copy
         // in the I/O buffer while it is in cache. A longer one needs every
-        // chunk's CRC first: each header carries the whole shard's.
+        // chunk's CRC first (each header carries the whole shard's), so it
+        // is checked against the sender's before anything is written, and
+        // each buffer's copy against its chunk's CRC.
         let chunk_crcs: Vec<u32> = if count == 1 {
             Vec::new()
         } else {
@@ -918,14 +942,13 @@ impl Store {
                 .collect()
         };
         let mut shard_crc = if count == 1 { 0 } else { combine_crcs(&chunk_crcs, size) };
+        if let Some(want) = expected.filter(|&want| count > 1 && want != shard_crc) {
+            return Err(bad_digest(want, shard_crc));
+        }
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
         let mut chunks = Vec::with_capacity(count);
         for c in 0..count {
-            let Some(mut loc) = self.allocate(record_blocks(key.len(), size, c)) else {
-                return Err(Error::NoSpace(format!(
-                    "{}: no free extent for a {size}-byte shard ({RESERVE_EXTENTS_COUNT} are held back for reclamation)",
-                    self.name
-                )));
-            };
             let start = c * CHUNK_SIZE_BYTES_MAX;
             let payload = &data[start..start + chunk_len(size, c)];
             if self.dev.in_flight() == STORE_QUEUE_DEPTH {
@@ -939,12 +962,23 @@ impl Store {
             let Some(mut buf) = self.pool.take(len) else {
                 return Err(self.fail("no free I/O buffer with a queue slot free (buffers lost to a failed ring)"));
             };
-            let placed = record::place_payload(payload, buf.as_mut_slice());
+            let placed_crc = crc32c::crc32c(record::place_payload(payload, buf.as_mut_slice()));
             let payload_crc = if count == 1 {
-                shard_crc = crc32c::crc32c(placed);
-                shard_crc
+                shard_crc = placed_crc;
+                if let Some(want) = expected.filter(|&want| want != placed_crc) {
+                    return Err(bad_digest(want, placed_crc));
+                }
+                placed_crc
+            } else if placed_crc != chunk_crcs[c] {
+                return Err(bad_digest(chunk_crcs[c], placed_crc));
             } else {
-                chunk_crcs[c]
+                placed_crc
+            };
+            let Some(mut loc) = self.allocate(record_blocks(key.len(), size, c)) else {
+                return Err(Error::NoSpace(format!(
+                    "{}: no free extent for a {size}-byte shard ({RESERVE_EXTENTS_COUNT} are held back for reclamation)",
+                    self.name
+                )));
             };
             let header = RecordHeader {
                 key: key.to_vec(),
@@ -1337,7 +1371,7 @@ impl Store {
     }
 
     pub fn put(&mut self, key: &[u8], data: &[u8]) -> Result<()> {
-        self.commit(&[Op::Put { key: key.to_vec(), data: Bytes::copy_from_slice(data) }]).pop().expect("one result")
+        self.commit(&[Op::put(key, Bytes::copy_from_slice(data))]).pop().expect("one result")
     }
 
     pub fn delete(&mut self, key: &[u8]) -> Result<()> {

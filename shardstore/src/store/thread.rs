@@ -441,13 +441,19 @@ impl StoreHandle {
     /// Queues a put; `done` is called on the store thread once the shard is
     /// durable (or the put failed). For callers that keep many requests in
     /// flight without a thread each (the agent's tasks, the benchmark).
+    ///
+    /// `crc32c` is what the sender vouches the data's CRC32C is (a client's
+    /// header, or the CRC of the body as it arrived): the store checks the
+    /// bytes it writes against it and fails the put with `BadDigest`,
+    /// storing nothing, when they differ. `None`: the store's own CRC.
     pub fn submit_put(
         &self,
         key: Vec<u8>,
         data: impl Into<Bytes>,
+        crc32c: Option<u32>,
         done: impl FnOnce(Result<()>) + Send + 'static,
     ) -> Result<()> {
-        self.send(Request::Write(Op::Put { key, data: data.into() }, Box::new(done)))
+        self.send(Request::Write(Op::Put { key, data: data.into(), crc32c }, Box::new(done)))
     }
 
     /// Queues a delete; `done` is called once it is durable.
@@ -494,7 +500,7 @@ impl StoreHandle {
 
     pub fn put(&self, key: &[u8], data: impl Into<Bytes>) -> Result<()> {
         let data = data.into();
-        self.call(|r| Request::Write(Op::Put { key: key.to_vec(), data }, r))
+        self.call(|r| Request::Write(Op::Put { key: key.to_vec(), data, crc32c: None }, r))
     }
 
     pub fn delete(&self, key: &[u8]) -> Result<()> {

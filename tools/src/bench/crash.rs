@@ -137,7 +137,7 @@ fn write(
             let data = bytes::Bytes::from(payload(spec.bs as usize, n, seq));
             let s = seq;
             if store
-                .submit_put(key(&spec.name, n), data, move |r| {
+                .submit_put(key(&spec.name, n), data, None, move |r| {
                     let _ = tx.send((n, s, r.is_ok()));
                 })
                 .is_err()

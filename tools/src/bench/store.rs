@@ -67,7 +67,7 @@ fn fill(store: &StoreHandle, spec: &JobSpec, count: u64) -> anyhow::Result<()> {
             in_flight -= 1;
         }
         let tx = tx.clone();
-        store.submit_put(key(&spec.name, n), payload.clone(), move |r| {
+        store.submit_put(key(&spec.name, n), payload.clone(), None, move |r| {
             let _ = tx.send(r);
         })?;
         in_flight += 1;
@@ -225,7 +225,7 @@ impl Chain {
             self.store.submit_get(k, 0, u64::MAX, move |r| done(r.map(|b| b.len() as u64)))
         } else {
             let bytes = self.spec.bs;
-            self.store.submit_put(k, self.payload.clone(), move |r| done(r.map(|()| bytes)))
+            self.store.submit_put(k, self.payload.clone(), None, move |r| done(r.map(|()| bytes)))
         };
         if let Err(e) = queued {
             st.in_flight -= 1;
