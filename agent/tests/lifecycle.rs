@@ -67,7 +67,7 @@ fn an_unformatted_configured_device_is_refused_and_the_others_serve() {
     std::fs::File::create(&blank).unwrap().set_len(256 << 20).unwrap();
     {
         let mut dev = device::open(&good, &OpenOptions::default()).unwrap();
-        let options = shardstore::format::FormatOptions { extent_size_bytes: 8 << 20, ..Default::default() };
+        let options = shardstore::format::FormatOptions { extent_size_bytes: Some(8 << 20), ..Default::default() };
         shardstore::format::format(&mut dev, &options).unwrap();
     }
     let data = dir.path().join("data");

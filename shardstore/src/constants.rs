@@ -41,6 +41,11 @@ pub const EXTENT_SIZE_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 /// Fewest extents a formatted device may have: reclamation needs room to
 /// evacuate one extent into another.
 pub const EXTENT_COUNT_MIN: u64 = 4;
+/// Extents a device formatted without an explicit extent size gets at
+/// least when it is large enough: the default size is halved (down to the
+/// minimum) until this many fit, so a small test device formats and the
+/// reclamation reserve stays a small share of it.
+pub const EXTENT_COUNT_PREFERRED: u64 = 16;
 
 /// The metadata region (index log and checkpoints) takes this fraction of
 /// the device, clamped to the bounds below.

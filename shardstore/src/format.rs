@@ -11,7 +11,8 @@ use crate::superblock::{self, Superblock, FORMAT_VERSION};
 
 #[derive(Debug, Clone)]
 pub struct FormatOptions {
-    pub extent_size_bytes: u64,
+    /// `None`: chosen from the device size ([`Layout::default_extent_size`]).
+    pub extent_size_bytes: Option<u64>,
     /// Overwrite a device that holds a shardnode store or other data.
     pub force: bool,
     pub cluster_uuid: [u8; 16],
@@ -20,12 +21,7 @@ pub struct FormatOptions {
 
 impl Default for FormatOptions {
     fn default() -> Self {
-        FormatOptions {
-            extent_size_bytes: crate::constants::EXTENT_SIZE_BYTES_DEFAULT,
-            force: false,
-            cluster_uuid: [0; 16],
-            node_id: 0,
-        }
+        FormatOptions { extent_size_bytes: None, force: false, cluster_uuid: [0; 16], node_id: 0 }
     }
 }
 
@@ -41,7 +37,10 @@ pub fn format(dev: &mut dyn BlockDevice, options: &FormatOptions) -> Result<Supe
             return Err(Error::WouldOverwrite { device: info.name.clone(), reason });
         }
     }
-    let layout = Layout::compute(info.size_bytes, info.logical_block_size, options.extent_size_bytes)
+    let extent_size_bytes = options
+        .extent_size_bytes
+        .unwrap_or_else(|| Layout::default_extent_size(info.size_bytes, info.logical_block_size));
+    let layout = Layout::compute(info.size_bytes, info.logical_block_size, extent_size_bytes)
         .map_err(|reason| Error::InvalidLayout { device: info.name.clone(), reason })?;
     let zeros = vec![0u8; SUPERBLOCK_COPY_SIZE_BYTES as usize];
     for index in 0..SUPERBLOCK_COPIES_COUNT {

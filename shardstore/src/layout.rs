@@ -10,9 +10,9 @@
 //! misdirected write can take a quorum. See `docs/format.md`.
 
 use crate::constants::{
-    BLOCK_SIZE_BYTES, EXTENT_COUNT_MIN, EXTENT_SIZE_BYTES_MAX, EXTENT_SIZE_BYTES_MIN, META_FRACTION_DENOMINATOR,
-    META_SIZE_BYTES_MAX, META_SIZE_BYTES_MIN, SECTOR_SIZE_BYTES_MAX, SUPERBLOCK_COPIES_COUNT,
-    SUPERBLOCK_COPY_SPACING_BYTES, SUPERBLOCK_ZONE_SIZE_BYTES,
+    BLOCK_SIZE_BYTES, EXTENT_COUNT_MIN, EXTENT_COUNT_PREFERRED, EXTENT_SIZE_BYTES_DEFAULT, EXTENT_SIZE_BYTES_MAX,
+    EXTENT_SIZE_BYTES_MIN, META_FRACTION_DENOMINATOR, META_SIZE_BYTES_MAX, META_SIZE_BYTES_MIN, SECTOR_SIZE_BYTES_MAX,
+    SUPERBLOCK_COPIES_COUNT, SUPERBLOCK_COPY_SPACING_BYTES, SUPERBLOCK_ZONE_SIZE_BYTES,
 };
 
 /// The layout parameters recorded in every superblock.
@@ -33,6 +33,24 @@ pub struct Layout {
 pub type LayoutError = String;
 
 impl Layout {
+    /// The extent size a device gets when none is asked for: the largest
+    /// power of two from `EXTENT_SIZE_BYTES_DEFAULT` (64 MiB) down to
+    /// `EXTENT_SIZE_BYTES_MIN` (4 MiB) that leaves the device at least
+    /// `EXTENT_COUNT_PREFERRED` (16) extents, so the extents held back for
+    /// reclamation stay a small share of it; the minimum when none does.
+    /// A 256 MiB device gets 8 MiB extents (31 of them); a device of
+    /// 1.05 GiB or more gets 64 MiB.
+    pub fn default_extent_size(device_size_bytes: u64, sector_size_bytes: u64) -> u64 {
+        let mut size = EXTENT_SIZE_BYTES_DEFAULT;
+        while size > EXTENT_SIZE_BYTES_MIN {
+            match Layout::compute(device_size_bytes, sector_size_bytes, size) {
+                Ok(l) if l.extent_count >= EXTENT_COUNT_PREFERRED => return size,
+                _ => size /= 2,
+            }
+        }
+        size
+    }
+
     /// Computes the layout for a device of `device_size_bytes` with the
     /// given logical sector size and extent size.
     pub fn compute(
@@ -148,5 +166,27 @@ mod tests {
         assert!(Layout::compute(1 << 30, 512, 2048).unwrap_err().contains("multiple of the block size"));
         assert!(Layout::compute(8 << 20, 512, 4 << 20).unwrap_err().contains("too small"));
         assert!(Layout::compute(1 << 30, 512, 1 << 20).unwrap_err().contains("outside"));
+    }
+
+    #[test]
+    fn the_default_extent_size_fits_small_devices() {
+        let mib = 1 << 20;
+        for (device, extent) in [
+            (256 * mib, 8 * mib),
+            (100 * mib, 4 * mib),
+            (1200 * mib, 64 * mib),
+            (10 << 30, 64 * mib),
+            (600 * mib, 32 * mib),
+        ] {
+            assert_eq!(Layout::default_extent_size(device, 512), extent, "device of {device} bytes");
+            let l = Layout::compute(device, 512, extent).unwrap();
+            assert!(l.extent_count >= EXTENT_COUNT_PREFERRED, "{device}: {} extents", l.extent_count);
+        }
+        // Below what 16 extents of the minimum need, the minimum, as long
+        // as four extents fit; a device too small for that is refused.
+        assert_eq!(Layout::default_extent_size(64 * mib, 512), EXTENT_SIZE_BYTES_MIN);
+        assert_eq!(Layout::default_extent_size(30 * mib, 512), EXTENT_SIZE_BYTES_MIN);
+        assert!(Layout::compute(30 * mib, 512, EXTENT_SIZE_BYTES_MIN).is_ok());
+        assert!(Layout::compute(16 * mib, 512, Layout::default_extent_size(16 * mib, 512)).is_err());
     }
 }

@@ -128,7 +128,7 @@ fn record() -> impl Strategy<Value = LogRecord> {
 /// first log block goes: (offset, epoch, previous CRC).
 fn closed_store(seed: u64) -> (SimHandle, u64, u64, u32) {
     let mut dev = SimDevice::new(SimConfig::new(DEVICE_BYTES, seed));
-    format(&mut dev, &FormatOptions { extent_size_bytes: EXTENT_BYTES, ..FormatOptions::default() }).unwrap();
+    format(&mut dev, &FormatOptions { extent_size_bytes: Some(EXTENT_BYTES), ..FormatOptions::default() }).unwrap();
     let h = dev.handle();
     let mut store = Store::open(Box::new(dev)).unwrap();
     store.put(b"k0", &[1u8; 5000]).unwrap();

@@ -15,7 +15,7 @@ const KEYS: usize = 8;
 
 fn start() -> (StoreHandle, std::thread::JoinHandle<()>, SimHandle) {
     let mut dev = SimDevice::new(SimConfig::new(64 << 20, 11));
-    format(&mut dev, &FormatOptions { extent_size_bytes: 4 << 20, ..FormatOptions::default() }).unwrap();
+    format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
     let sim = dev.handle();
     let (store, join) = thread::spawn(Box::new(dev)).unwrap();
     for k in 0..KEYS {

@@ -21,7 +21,7 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
 #[test]
 fn a_pass_finds_exactly_the_injected_faults() {
     let mut dev = SimDevice::new(SimConfig::new(DEVICE_BYTES, 5));
-    format(&mut dev, &FormatOptions { extent_size_bytes: 8 << 20, ..FormatOptions::default() }).unwrap();
+    format(&mut dev, &FormatOptions { extent_size_bytes: Some(8 << 20), ..FormatOptions::default() }).unwrap();
     let h = dev.handle();
     let mut store = Store::open(Box::new(dev)).unwrap();
     let sizes = [0usize, 1, 4000, 4096, 70_000, 1 << 20, (3 << 20) + 5];

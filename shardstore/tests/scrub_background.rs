@@ -22,7 +22,7 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
 
 fn new_store(seed: u64) -> (Store, SimHandle) {
     let mut dev = SimDevice::new(SimConfig::new(DEVICE_BYTES, seed));
-    format(&mut dev, &FormatOptions { extent_size_bytes: EXTENT_BYTES, ..FormatOptions::default() }).unwrap();
+    format(&mut dev, &FormatOptions { extent_size_bytes: Some(EXTENT_BYTES), ..FormatOptions::default() }).unwrap();
     let h = dev.handle();
     (Store::open(Box::new(dev)).unwrap(), h)
 }
@@ -267,7 +267,7 @@ fn on_a_real_file_the_background_pass_finds_the_injected_faults_through_io_uring
     std::fs::File::create(&path).unwrap().set_len(DEVICE_BYTES).unwrap();
     {
         let mut dev = device::open(&path, &OpenOptions::default()).unwrap();
-        format(&mut dev, &FormatOptions { extent_size_bytes: EXTENT_BYTES, ..FormatOptions::default() }).unwrap();
+        format(&mut dev, &FormatOptions { extent_size_bytes: Some(EXTENT_BYTES), ..FormatOptions::default() }).unwrap();
     }
     let mut store = Store::open(Box::new(device::open(&path, &OpenOptions::default()).unwrap())).unwrap();
     fill(&mut store, 21);

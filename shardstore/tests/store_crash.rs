@@ -13,7 +13,7 @@ use shardstore::store::{Op, Store};
 
 fn fresh(seed: u64) -> (SimHandle, Store) {
     let mut dev = SimDevice::new(SimConfig::new(64 << 20, seed));
-    format(&mut dev, &FormatOptions { extent_size_bytes: 4 << 20, ..FormatOptions::default() }).unwrap();
+    format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
     let h = dev.handle();
     (h, Store::open(Box::new(dev)).unwrap())
 }

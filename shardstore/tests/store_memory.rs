@@ -45,7 +45,7 @@ static GLOBAL: Counting = Counting;
 fn measure(order: impl Fn(usize) -> usize) -> f64 {
     const SHARDS: usize = 10_000;
     let mut dev = SimDevice::new(SimConfig::new(256 << 20, 3));
-    format(&mut dev, &FormatOptions { extent_size_bytes: 16 << 20, ..FormatOptions::default() }).unwrap();
+    format(&mut dev, &FormatOptions { extent_size_bytes: Some(16 << 20), ..FormatOptions::default() }).unwrap();
     let mut store = Store::open(Box::new(dev)).unwrap();
     // Warm up any lazily allocated state with one batch, then measure.
     store.commit(&[Op::put(b"warmup/000000000".to_vec(), vec![1; 100])]);

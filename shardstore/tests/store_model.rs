@@ -119,7 +119,7 @@ struct Harness {
 impl Harness {
     fn new() -> Harness {
         let mut dev = SimDevice::new(SimConfig::new(64 << 20, 1));
-        format(&mut dev, &FormatOptions { extent_size_bytes: 4 << 20, ..FormatOptions::default() }).unwrap();
+        format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
         let handle = dev.handle();
         let store = Store::open(Box::new(dev)).unwrap();
         Harness {

@@ -30,7 +30,7 @@ fn thousands_of_puts_survive_restarts_on_a_real_file() {
     std::fs::File::create(&path).unwrap().set_len(1 << 30).unwrap();
     {
         let mut dev = device::open(&path, &OpenOptions::default()).unwrap();
-        format(&mut dev, &FormatOptions { extent_size_bytes: 16 << 20, ..FormatOptions::default() }).unwrap();
+        format(&mut dev, &FormatOptions { extent_size_bytes: Some(16 << 20), ..FormatOptions::default() }).unwrap();
     }
     let mut store = open(&path);
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();

@@ -11,7 +11,7 @@ use shardstore::store::{thread, Store};
 #[test]
 fn concurrent_writers_share_group_commits() {
     let mut dev = SimDevice::new(SimConfig::new(128 << 20, 11));
-    format(&mut dev, &FormatOptions { extent_size_bytes: 4 << 20, ..FormatOptions::default() }).unwrap();
+    format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
     let h = dev.handle();
     let (store, join) = thread::spawn(Box::new(dev)).unwrap();
     let store = Arc::new(store);
@@ -132,7 +132,7 @@ fn reads_chained_from_completions_see_acknowledged_overwrites() {
     let options = shardstore::device::OpenOptions { queue_depth: 64, ..Default::default() };
     {
         let mut dev = shardstore::device::open(&path, &options).unwrap();
-        format(&mut dev, &FormatOptions { extent_size_bytes: 8 << 20, ..FormatOptions::default() }).unwrap();
+        format(&mut dev, &FormatOptions { extent_size_bytes: Some(8 << 20), ..FormatOptions::default() }).unwrap();
     }
     let (store, join) = thread::spawn(Box::new(shardstore::device::open(&path, &options).unwrap())).unwrap();
     for k in 0..KEYS {

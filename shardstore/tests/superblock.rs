@@ -14,7 +14,7 @@ const DEVICE_SIZE: u64 = 32 << 20;
 const EXTENT: u64 = 4 << 20;
 
 fn options() -> FormatOptions {
-    FormatOptions { extent_size_bytes: EXTENT, ..FormatOptions::default() }
+    FormatOptions { extent_size_bytes: Some(EXTENT), ..FormatOptions::default() }
 }
 
 /// A formatted device at version 2, with version 1 returned too.
@@ -342,7 +342,7 @@ fn format_rejects_bad_geometry_with_a_reason() {
     let err = format(&mut dev, &options()).unwrap_err();
     assert!(err.to_string().contains("too small"), "{err}");
     let mut dev = SimDevice::new(SimConfig::new(DEVICE_SIZE, 8));
-    let err = format(&mut dev, &FormatOptions { extent_size_bytes: 3 << 20, ..options() }).unwrap_err();
+    let err = format(&mut dev, &FormatOptions { extent_size_bytes: Some(3 << 20), ..options() }).unwrap_err();
     assert!(err.to_string().contains("power of two"), "{err}");
     assert!(superblock::open(&mut dev, false).is_err(), "a refused format writes nothing");
     assert!(dev.read_at(0, 4096).unwrap().as_slice().iter().all(|&b| b == 0));

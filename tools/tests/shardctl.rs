@@ -61,6 +61,25 @@ fn format_then_inspect_a_file() {
     assert_eq!(inspect_json(p).1["superblock"]["in_force"]["layout"]["extent_size_bytes"], 16 << 20);
 }
 
+/// A new user's first device: a 256 MiB file, no --extent-size. It used to
+/// be refused (four 64 MiB extents plus metadata do not fit); the default
+/// extent size now shrinks until 16 extents fit.
+#[test]
+fn a_small_file_formats_without_an_extent_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("small.img");
+    let p = img.to_str().unwrap();
+    let o = shardctl(&["format", p, "--size", "256M"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let layout = &inspect_json(p).1["superblock"]["in_force"]["layout"];
+    assert_eq!(layout["extent_size_bytes"], 8 << 20);
+    assert_eq!(layout["extent_count"], 31);
+    // An explicit size is still validated, and named when refused.
+    let o = shardctl(&["format", p, "--force", "--extent-size", "128M"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("too small"), "{}", stderr(&o));
+}
+
 #[test]
 fn inspect_reports_damaged_copies_and_exit_codes() {
     let dir = tempfile::tempdir().unwrap();

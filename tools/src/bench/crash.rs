@@ -353,7 +353,7 @@ fn sim_device(spec: &JobSpec) -> anyhow::Result<SimDevice> {
     // Small extents keep the image (held twice in memory) small.
     let size = (count * record * 3 / 2 + (48 << 20)).next_multiple_of(1 << 20);
     let mut dev = SimDevice::new(SimConfig::new(size, spec.randseed));
-    format(&mut dev, &FormatOptions { extent_size_bytes: 4 << 20, ..FormatOptions::default() })?;
+    format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() })?;
     Ok(dev)
 }
 
@@ -524,7 +524,7 @@ mod tests {
         // holds a never-written version of shard 2 and garbage for shard 3.
         let dev = SimDevice::new(SimConfig::new(64 << 20, 1));
         let mut d = dev.handle().attach();
-        format(&mut d, &FormatOptions { extent_size_bytes: 4 << 20, ..FormatOptions::default() }).unwrap();
+        format(&mut d, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
         let (store, join) = thread::spawn(Box::new(d)).unwrap();
         store.put(&key("j", 1), payload(4096, 1, 10)).unwrap();
         store.put(&key("j", 2), payload(4096, 2, 99)).unwrap();

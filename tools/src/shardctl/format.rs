@@ -17,9 +17,11 @@ pub struct Args {
     /// Create (or with --force, resize) a regular file of this size, e.g. 10G.
     #[arg(long, value_parser = parse_size)]
     pub size: Option<u64>,
-    /// Extent size: a power of two, a multiple of the block size, 1MiB..=1GiB.
-    #[arg(long, value_parser = parse_size, default_value = "64MiB")]
-    pub extent_size: u64,
+    /// Extent size: a power of two, 4MiB..=1GiB. Default: 64MiB, halved
+    /// (down to 4MiB) until the device holds at least 16 extents, so a
+    /// 256MiB device gets 8MiB extents.
+    #[arg(long, value_parser = parse_size)]
+    pub extent_size: Option<u64>,
     /// Overwrite a device that holds a shardnode store or any other data.
     #[arg(long)]
     pub force: bool,
