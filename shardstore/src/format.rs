@@ -9,7 +9,7 @@ use crate::layout::Layout;
 use crate::signature;
 use crate::superblock::{self, Superblock, FORMAT_VERSION};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct FormatOptions {
     /// `None`: chosen from the device size ([`Layout::default_extent_size`]).
     pub extent_size_bytes: Option<u64>,
@@ -19,11 +19,6 @@ pub struct FormatOptions {
     pub node_id: u64,
 }
 
-impl Default for FormatOptions {
-    fn default() -> Self {
-        FormatOptions { extent_size_bytes: None, force: false, cluster_uuid: [0; 16], node_id: 0 }
-    }
-}
 
 /// Formats `dev`. The old superblock copies are zeroed (and flushed) before
 /// the new ones are written, so an interrupted format leaves a device that
