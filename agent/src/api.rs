@@ -65,6 +65,24 @@ impl From<KeyError> for ApiError {
     }
 }
 
+/// No device takes a new shard: `507 NoSpace` when every device takes
+/// writes and only room is missing; otherwise `503 NoWritableDevice`,
+/// naming why each device does not take it (fenced, failed or full).
+fn no_device_writes(node: &Node, len: u64) -> ApiError {
+    let why = node.why_no_device_writes(len);
+    if node.only_space_is_missing() {
+        return ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "NoSpace", format!("no device has room: {why}"));
+    }
+    ApiError {
+        retry_after_s: Some(30),
+        ..ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NoWritableDevice",
+            format!("no device takes new shards: {why}"),
+        )
+    }
+}
+
 /// A store error as the client sees it. Device faults count against the
 /// device.
 fn store_error(node: &Node, slot: Option<usize>, e: Error) -> ApiError {
@@ -477,13 +495,7 @@ async fn put_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     // atomic there; only a fenced holder sends it elsewhere.
     let target = match holder {
         Some(f) if !node.slots[f.slot].fenced.load(Ordering::Relaxed) => f.slot,
-        _ => node.place(data.len() as u64).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "NoSpace",
-                "no device accepts writes with room for this shard",
-            )
-        })?,
+        _ => node.place(data.len() as u64).ok_or_else(|| no_device_writes(node, data.len() as u64))?,
     };
     let store = node.slots[target].store.as_ref().expect("placed on an open device");
     let permit = admit(node, target, deadline).await?;

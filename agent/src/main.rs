@@ -140,9 +140,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                for slot in &app.node.slots {
-                    slot.judge_health();
-                }
+                app.node.judge_health();
             }
         })
     };

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use shardstore::health::{HealthRules, HealthState, HealthTracker, Transition};
+use shardstore::health::{self, CounterSnapshot, HealthRules, HealthState, HealthTracker, Transition};
 use shardstore::store::scrub::{DamagedShard, ScrubSettings, ScrubStatus};
 use shardstore::store::thread::StoreHandle;
 use shardstore::store::ShardStat;
@@ -88,7 +88,7 @@ impl Slot {
     }
 
     fn accepts_writes(&self) -> bool {
-        self.store.is_some() && !self.fenced.load(Ordering::Relaxed)
+        self.store.is_some() && !self.fenced.load(Ordering::Relaxed) && !self.stopped.load(Ordering::Relaxed)
     }
 }
 
@@ -259,6 +259,56 @@ impl Node {
         Ok(None)
     }
 
+    /// One health interval of the host: every device judged against its
+    /// siblings, automatic fences within the host's limit
+    /// (`shardstore::health::judge_host`).
+    pub fn judge_health(&self) {
+        let mut trackers: Vec<_> = self.slots.iter().map(|s| s.health.lock().expect("health lock")).collect();
+        let mut failed = Vec::new();
+        let mut snapshots = Vec::with_capacity(self.slots.len());
+        for (slot, tracker) in self.slots.iter().zip(trackers.iter_mut()) {
+            let (snapshot, t) = slot.health_snapshot(tracker);
+            failed.push(t);
+            snapshots.push(snapshot);
+        }
+        let mut refs: Vec<&mut HealthTracker> = trackers.iter_mut().map(|t| &mut **t).collect();
+        let judged = health::judge_host(&mut refs, &snapshots.iter().map(Option::as_ref).collect::<Vec<_>>());
+        drop(trackers);
+        for (slot, t) in self.slots.iter().zip(failed.into_iter().zip(judged)) {
+            for t in [t.0, t.1].into_iter().flatten() {
+                slot.apply_transition(&t);
+            }
+        }
+    }
+
+    /// Why no device takes a new shard of `len` bytes, one clause per
+    /// device (fenced and why, failed and why, or full).
+    pub fn why_no_device_writes(&self, len: u64) -> String {
+        let reasons: Vec<String> = self
+            .slots
+            .iter()
+            .map(|s| {
+                let (state, reason) = s.health_state();
+                let why = if s.store.is_none() || s.stopped.load(Ordering::Relaxed) || state == HealthState::Failed {
+                    format!("failed ({})", if reason.is_empty() { "not serving" } else { &reason })
+                } else if s.fenced.load(Ordering::Relaxed) {
+                    format!("fenced ({reason})")
+                } else {
+                    let free = s.store.as_ref().map_or(0, |st| st.stats().usage().free_bytes);
+                    format!("full ({free} bytes free, {len} needed)")
+                };
+                format!("device {} {why}", s.id)
+            })
+            .collect();
+        reasons.join("; ")
+    }
+
+    /// Whether some device that takes writes lacks only room: a PUT that
+    /// finds no device is then refused for space (507), not for health.
+    pub fn only_space_is_missing(&self) -> bool {
+        self.slots.iter().all(Slot::accepts_writes)
+    }
+
     /// A device for a new shard of `len` bytes: of two devices picked at
     /// random among those that accept writes and have room, the one with
     /// more free space (on a tie, the shorter queue).
@@ -381,17 +431,13 @@ impl Slot {
         );
     }
 
-    /// One health interval: the store's counters into the tracker.
-    pub fn judge_health(&self) {
-        let mut tracker = self.health.lock().expect("health lock");
-        let t = match &self.store {
-            None => tracker.failed(self.error.as_deref().unwrap_or("the device did not open")),
-            Some(_) if self.stopped.load(Ordering::Relaxed) => tracker.failed("the store stopped serving"),
-            Some(store) => tracker.observe(&store.counters().snapshot()),
-        };
-        drop(tracker);
-        if let Some(t) = t {
-            self.apply_transition(&t);
+    /// The store's counters now, or `None` (after marking the device
+    /// failed) when it is not serving.
+    fn health_snapshot(&self, tracker: &mut HealthTracker) -> (Option<CounterSnapshot>, Option<Transition>) {
+        match &self.store {
+            None => (None, tracker.failed(self.error.as_deref().unwrap_or("the device did not open"))),
+            Some(_) if self.stopped.load(Ordering::Relaxed) => (None, tracker.failed("the store stopped serving")),
+            Some(store) => (Some(store.counters().snapshot()), None),
         }
     }
 

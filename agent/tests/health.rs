@@ -86,3 +86,30 @@ fn a_device_failing_reads_is_fenced_automatically_and_unfenced_by_an_operator() 
     let h = status(addr)["devices"][bad].clone();
     assert_eq!((h["state"].as_str(), h["health"]["state"].as_str()), (Some("open"), Some("healthy")), "{h}");
 }
+
+/// With every device fenced by an operator, a PUT used to answer `507
+/// NoSpace` on empty disks. It answers `503 NoWritableDevice` naming each
+/// device and why; reads go on; unfencing one device restores writes.
+#[test]
+fn a_put_with_no_writable_device_says_why_and_not_no_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_agent, addr) = start(dir.path());
+    assert_eq!(put(addr, "before", b"kept").status, 201);
+    let auth = format!("Bearer {TOKEN}");
+    for d in 0..3 {
+        let r = request(addr, "POST", &format!("/v1/devices/{d}/fence"), &[("authorization", auth.as_str())], b"");
+        assert_eq!(r.status, 200);
+    }
+    let r = put(addr, "refused", b"new");
+    assert_eq!((r.status, r.code()), (503, "NoWritableDevice".to_owned()), "{}", String::from_utf8_lossy(&r.body));
+    let message = r.json()["message"].as_str().unwrap().to_owned();
+    for d in 0..3 {
+        assert!(message.contains(&format!("device {d} fenced (fenced by an operator)")), "{message}");
+    }
+    assert_eq!(r.header("retry-after"), Some("30"));
+    assert_eq!(get(addr, "before").body, b"kept");
+    assert_eq!(get(addr, "refused").status, 404);
+    let r = request(addr, "POST", "/v1/devices/2/unfence", &[("authorization", auth.as_str())], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(put(addr, "refused", b"new").status, 201);
+}

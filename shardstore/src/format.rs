@@ -19,7 +19,6 @@ pub struct FormatOptions {
     pub node_id: u64,
 }
 
-
 /// Formats `dev`. The old superblock copies are zeroed (and flushed) before
 /// the new ones are written, so an interrupted format leaves a device that
 /// open refuses as unformatted, never a mix of two identities that opens.

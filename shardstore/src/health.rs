@@ -1,25 +1,40 @@
 //! Drive health: what a device's store counts (I/O errors, checksum
-//! failures, latency of reads and of group commits) and the rules that
-//! turn those figures into a health state with hysteresis.
+//! failures, latency of reads and of group commits, by operation size)
+//! and the rules that turn those figures into a health state with
+//! hysteresis.
 //!
 //! The store thread updates [`DeviceCounters`] (atomics, nothing per I/O
-//! but an increment); whoever watches the device (the agent) takes a
-//! [`CounterSnapshot`] once per interval and feeds it to a
-//! [`HealthTracker`]. The rules, with the defaults of [`HealthRules`]:
+//! but an increment); whoever watches the devices (the agent) takes a
+//! [`CounterSnapshot`] of each once per interval and feeds them all to
+//! [`judge_host`]. The rules, with the defaults of [`HealthRules`]:
 //!
 //! - **suspect** when, over the last `window_intervals` intervals, the
 //!   device had `io_errors_suspect` I/O errors or `checksum_failures_suspect`
 //!   checksum failures, or when for `slow_intervals_suspect` intervals in a
-//!   row its median read or commit latency was `slow_factor` times its own
-//!   baseline (the running median of its healthy intervals). An interval
-//!   with fewer than `latency_samples_min` operations of a kind says nothing
-//!   about that kind, so one slow I/O, or an idle device, changes nothing.
+//!   row it was slow at the same work. Latency is judged per kind (reads,
+//!   commits) and per size class of the operation ([`SIZE_CLASSES`]), so a
+//!   switch from small reads to large writes compares like with like. A
+//!   device is slow in a class when its median is `slow_factor` times the
+//!   median of its sibling devices' medians in that class (the host's
+//!   other devices doing the same work): when every device slows down
+//!   together, the cause is the workload or the host, never one drive.
+//!   Only when no sibling did that work in the interval is the device
+//!   compared with its own usual median (the running median of its healthy
+//!   intervals). An interval with fewer than `latency_samples_min`
+//!   operations of a kind and class says nothing about it, so one slow I/O,
+//!   or an idle device, changes nothing.
 //! - back to **healthy** only after `recovery_intervals` clean intervals in
 //!   a row (no error, not slow): hysteresis, so a device at the edge does
 //!   not flap.
 //! - **fenced** (no new shards placed; reads go on): set by an operator, or
-//!   automatically when a device turns suspect and `auto_fence` is on. A
-//!   fence stays until an operator lifts it; the evidence then starts over.
+//!   automatically when a device is suspect and `auto_fence` is on, but
+//!   only while the host's devices that take no writes (fenced or failed)
+//!   stay within [`auto_fence_limit`]: a quarter of the devices (at least
+//!   one), and never the last writable device. A local judgment can thus
+//!   take at most a bounded share of a host out of write service; beyond
+//!   it a device stays suspect for an operator (or, later, the cluster's
+//!   guardrail) to decide. A fence stays until an operator lifts it; the
+//!   evidence then starts over.
 //! - **failed**: the store stopped (it could not open, or a failed flush
 //!   poisoned it). Only a restart clears it.
 
@@ -72,6 +87,32 @@ impl LatencyCounts {
     }
 }
 
+/// Size classes of operations whose latencies are compared with each
+/// other: up to 16 KiB, 256 KiB, 4 MiB, and larger (a get's bytes, a group
+/// commit's bytes).
+pub const SIZE_CLASSES: usize = 4;
+const SIZE_CLASS_LIMITS_BYTES: [u64; SIZE_CLASSES - 1] = [16 << 10, 256 << 10, 4 << 20];
+
+/// The size class of an operation of `bytes`.
+pub fn size_class(bytes: u64) -> usize {
+    SIZE_CLASS_LIMITS_BYTES.iter().position(|&limit| bytes <= limit).unwrap_or(SIZE_CLASSES - 1)
+}
+
+/// One latency histogram per size class.
+#[derive(Debug, Default)]
+pub struct ClassedLatency([LatencyCounts; SIZE_CLASSES]);
+
+impl ClassedLatency {
+    /// An operation of `bytes` took `latency`.
+    pub fn record(&self, latency: Duration, bytes: u64) {
+        self.0[size_class(bytes)].record(latency);
+    }
+
+    fn snapshot(&self) -> [[u64; LATENCY_BUCKETS]; SIZE_CLASSES] {
+        std::array::from_fn(|c| self.0[c].snapshot())
+    }
+}
+
 /// What a store counts about its device.
 #[derive(Debug, Default)]
 pub struct DeviceCounters {
@@ -79,10 +120,10 @@ pub struct DeviceCounters {
     pub io_errors: AtomicU64,
     /// Data that came back but did not match its checksum (gets, scrub).
     pub checksum_failures: AtomicU64,
-    /// Gets, from start to verified bytes.
-    pub read_latency: LatencyCounts,
-    /// Group commits, from start to durable.
-    pub commit_latency: LatencyCounts,
+    /// Gets, from start to verified bytes, by the get's size.
+    pub read_latency: ClassedLatency,
+    /// Group commits, from start to durable, by the batch's bytes.
+    pub commit_latency: ClassedLatency,
 }
 
 impl DeviceCounters {
@@ -90,19 +131,21 @@ impl DeviceCounters {
         CounterSnapshot {
             io_errors: self.io_errors.load(Ordering::Relaxed),
             checksum_failures: self.checksum_failures.load(Ordering::Relaxed),
-            read_latency: self.read_latency.snapshot(),
-            commit_latency: self.commit_latency.snapshot(),
+            latency: [self.read_latency.snapshot(), self.commit_latency.snapshot()],
         }
     }
 }
+
+/// Latency kinds, in the order of [`CounterSnapshot::latency`].
+const KINDS: [&str; 2] = ["read", "commit"];
 
 /// The counters at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterSnapshot {
     pub io_errors: u64,
     pub checksum_failures: u64,
-    pub read_latency: [u64; LATENCY_BUCKETS],
-    pub commit_latency: [u64; LATENCY_BUCKETS],
+    /// Histograms by kind (read, commit) and size class.
+    pub latency: [[[u64; LATENCY_BUCKETS]; SIZE_CLASSES]; 2],
 }
 
 /// Median (µs, the floor of its bucket) of the operations between two
@@ -151,6 +194,13 @@ impl Default for HealthRules {
             auto_fence: true,
         }
     }
+}
+
+/// Devices of a host of `devices` that may be out of write service (fenced
+/// or failed) for an automatic fence to be made: a quarter, at least one,
+/// and never every device. One device alone is never fenced automatically.
+pub fn auto_fence_limit(devices: usize) -> usize {
+    (devices / 4).max(1).min(devices.saturating_sub(1))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -208,6 +258,16 @@ impl Baseline {
     }
 }
 
+/// One interval of one device, measured and not yet judged: errors, and
+/// the median latency (µs) of each kind and size class that saw enough
+/// operations.
+#[derive(Debug, Clone, Default)]
+pub struct Interval {
+    io_errors: u64,
+    checksum_failures: u64,
+    medians: [[Option<u64>; SIZE_CLASSES]; 2],
+}
+
 /// One device's health, fed one snapshot per interval.
 #[derive(Debug)]
 pub struct HealthTracker {
@@ -217,8 +277,8 @@ pub struct HealthTracker {
     last: Option<CounterSnapshot>,
     /// Errors of each recent interval (I/O, checksum), newest last.
     window: std::collections::VecDeque<(u64, u64)>,
-    /// Baselines of read and of commit latency.
-    baselines: [Baseline; 2],
+    /// Baselines of each latency kind and size class.
+    baselines: [[Baseline; SIZE_CLASSES]; 2],
     slow_streak: u32,
     clean_streak: u32,
 }
@@ -231,7 +291,7 @@ impl HealthTracker {
             reason: String::new(),
             last: None,
             window: std::collections::VecDeque::new(),
-            baselines: [Baseline::default(), Baseline::default()],
+            baselines: Default::default(),
             slow_streak: 0,
             clean_streak: 0,
         }
@@ -244,6 +304,11 @@ impl HealthTracker {
     /// Why the device is in its state (empty when healthy).
     pub fn reason(&self) -> &str {
         &self.reason
+    }
+
+    /// Whether new shards may be placed on the device.
+    pub fn accepts_writes(&self) -> bool {
+        matches!(self.state, HealthState::Healthy | HealthState::Suspect)
     }
 
     fn go(&mut self, to: HealthState, reason: String) -> Option<Transition> {
@@ -276,45 +341,81 @@ impl HealthTracker {
         self.go(HealthState::Failed, why.to_owned())
     }
 
-    /// One interval's evidence. Returns the transition it caused, if any
-    /// (at most one per call: suspect, then fenced on the next).
+    /// One device alone: [`judge_host`] with no siblings (latency is then
+    /// compared with the device's own usual figures, and it is never
+    /// fenced automatically).
     pub fn observe(&mut self, now: &CounterSnapshot) -> Option<Transition> {
+        judge_host(&mut [self], &[Some(now)]).pop().flatten()
+    }
+
+    /// The interval since the last snapshot (`None` for the first).
+    fn measure(&mut self, now: &CounterSnapshot) -> Option<Interval> {
         let before = self.last.replace(now.clone())?;
+        let mut interval = Interval {
+            io_errors: now.io_errors.saturating_sub(before.io_errors),
+            checksum_failures: now.checksum_failures.saturating_sub(before.checksum_failures),
+            medians: Default::default(),
+        };
+        for (k, medians) in interval.medians.iter_mut().enumerate() {
+            for (c, median) in medians.iter_mut().enumerate() {
+                let (m, n) = interval_median(&now.latency[k][c], &before.latency[k][c]);
+                *median = (n >= self.rules.latency_samples_min).then_some(m);
+            }
+        }
+        Some(interval)
+    }
+
+    /// Whether the device is slow at some work it did in `me`: against its
+    /// siblings that did the same work (`peers`), or, where none did,
+    /// against its own usual figures. Returns why.
+    fn slowness(&self, me: &Interval, peers: &[&Interval]) -> Option<String> {
+        let factor = self.rules.slow_factor;
+        for (k, kind) in KINDS.iter().enumerate() {
+            for (c, class) in SIZE_CLASS_NAMES.iter().enumerate() {
+                let Some(median) = me.medians[k][c] else { continue };
+                let mut others: Vec<u64> = peers.iter().filter_map(|p| p.medians[k][c]).collect();
+                if !others.is_empty() {
+                    others.sort_unstable();
+                    let usual = others[others.len() / 2].max(1);
+                    if median as f64 >= factor * usual as f64 {
+                        let times = median as f64 / usual as f64;
+                        return Some(format!(
+                            "median {kind} latency ({class}) {median} µs, {times:.0}x its sibling devices' {usual} µs"
+                        ));
+                    }
+                } else if let Some(base) = self.baselines[k][c].value(self.rules.baseline_intervals_min) {
+                    if median as f64 >= factor * base.max(1) as f64 {
+                        let times = median as f64 / base.max(1) as f64;
+                        return Some(format!(
+                            "median {kind} latency ({class}) {median} µs, {times:.0}x its usual {base} µs"
+                        ));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Judges one measured interval; returns a change to suspect or back
+    /// to healthy (fencing is the host's decision: [`judge_host`]).
+    fn judge(&mut self, me: &Interval, peers: &[&Interval]) -> Option<Transition> {
         if self.state == HealthState::Failed {
             return None;
         }
-        let io = now.io_errors.saturating_sub(before.io_errors);
-        let sums = now.checksum_failures.saturating_sub(before.checksum_failures);
+        let (io, sums) = (me.io_errors, me.checksum_failures);
         if self.window.len() == self.rules.window_intervals {
             self.window.pop_front();
         }
         self.window.push_back((io, sums));
         let (window_io, window_sums) = self.window.iter().fold((0, 0), |(a, b), (x, y)| (a + x, b + y));
-
-        let mut slow = None;
-        let kinds = [
-            ("read", &now.read_latency, &before.read_latency),
-            ("commit", &now.commit_latency, &before.commit_latency),
-        ];
-        let mut medians = [None, None];
-        for (i, (kind, a, b)) in kinds.into_iter().enumerate() {
-            let (median, n) = interval_median(a, b);
-            if n < self.rules.latency_samples_min {
-                continue;
-            }
-            match self.baselines[i].value(self.rules.baseline_intervals_min) {
-                Some(base) if median as f64 >= self.rules.slow_factor * base.max(1) as f64 => {
-                    let times = median as f64 / base.max(1) as f64;
-                    slow.get_or_insert(format!("median {kind} latency {median} µs, {times:.0}x its usual {base} µs"));
-                }
-                _ => medians[i] = Some(median),
-            }
-        }
+        let slow = self.slowness(me, peers);
         // Only ordinary intervals of a healthy device teach the baseline.
         if self.state == HealthState::Healthy && slow.is_none() && io == 0 && sums == 0 {
-            for (baseline, median) in self.baselines.iter_mut().zip(medians) {
-                if let Some(m) = median {
-                    baseline.add(m);
+            for (baselines, medians) in self.baselines.iter_mut().zip(&me.medians) {
+                for (baseline, median) in baselines.iter_mut().zip(medians) {
+                    if let Some(m) = median {
+                        baseline.add(*m);
+                    }
                 }
             }
         }
@@ -333,10 +434,6 @@ impl HealthTracker {
         };
         match self.state {
             HealthState::Healthy => evidence.and_then(|why| self.go(HealthState::Suspect, why)),
-            HealthState::Suspect if self.rules.auto_fence => {
-                let why = format!("fenced automatically: {}", self.reason);
-                self.go(HealthState::Fenced, why)
-            }
             HealthState::Suspect if self.clean_streak >= self.rules.recovery_intervals => {
                 let why = format!("{} clean intervals in a row", self.clean_streak);
                 self.window.clear();
@@ -347,9 +444,191 @@ impl HealthTracker {
     }
 }
 
+/// What a suspect device's reason says when the automatic limit kept it
+/// in write service.
+const NOT_FENCED: &str = "not fenced automatically";
+
+/// Names of the size classes, for reasons.
+const SIZE_CLASS_NAMES: [&str; SIZE_CLASSES] = ["up to 16 KiB", "up to 256 KiB", "up to 4 MiB", "over 4 MiB"];
+
+/// One interval of a host: every device's tracker with its snapshot
+/// (`None` for a device that is not serving; mark it failed first). Each
+/// device is judged against its siblings, then devices that were already
+/// suspect are fenced automatically while the host stays within
+/// [`auto_fence_limit`]. Returns at most one transition per device.
+pub fn judge_host(
+    trackers: &mut [&mut HealthTracker],
+    snapshots: &[Option<&CounterSnapshot>],
+) -> Vec<Option<Transition>> {
+    assert_eq!(trackers.len(), snapshots.len(), "one snapshot (or none) per device");
+    let was_suspect: Vec<bool> = trackers.iter().map(|t| t.state == HealthState::Suspect).collect();
+    let intervals: Vec<Option<Interval>> =
+        trackers.iter_mut().zip(snapshots).map(|(t, s)| s.and_then(|s| t.measure(s))).collect();
+    let mut out: Vec<Option<Transition>> = Vec::with_capacity(trackers.len());
+    for (i, tracker) in trackers.iter_mut().enumerate() {
+        let Some(me) = &intervals[i] else {
+            out.push(None);
+            continue;
+        };
+        let peers: Vec<&Interval> =
+            intervals.iter().enumerate().filter(|(j, _)| *j != i).filter_map(|(_, p)| p.as_ref()).collect();
+        out.push(tracker.judge(me, &peers));
+    }
+    let devices = trackers.len();
+    let limit = auto_fence_limit(devices);
+    let mut out_of_service = trackers.iter().filter(|t| !t.accepts_writes()).count();
+    for (i, tracker) in trackers.iter_mut().enumerate() {
+        let due = was_suspect[i] && tracker.state == HealthState::Suspect && tracker.rules.auto_fence;
+        if !due || out.get(i).is_some_and(Option::is_some) {
+            continue;
+        }
+        if out_of_service < limit {
+            out_of_service += 1;
+            let why = format!("fenced automatically: {}", tracker.reason);
+            out[i] = tracker.go(HealthState::Fenced, why);
+        } else if !tracker.reason.contains(NOT_FENCED) {
+            // Left for an operator: say why it still takes writes.
+            tracker.reason = format!(
+                "{}; {NOT_FENCED}: {out_of_service} of {devices} devices already take no writes (the limit is {limit})",
+                tracker.reason
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counters of a device that did, per interval, `n` operations of each
+    /// (kind, size class) listed, at the given latency in µs.
+    #[derive(Clone)]
+    struct Fake(CounterSnapshot);
+
+    impl Fake {
+        fn new() -> Fake {
+            Fake(CounterSnapshot {
+                io_errors: 0,
+                checksum_failures: 0,
+                latency: [[[0; LATENCY_BUCKETS]; SIZE_CLASSES]; 2],
+            })
+        }
+
+        fn work(&mut self, kind: usize, bytes: u64, us: u64, n: u64) -> &CounterSnapshot {
+            self.0.latency[kind][size_class(bytes)][bucket_of(us)] += n;
+            &self.0
+        }
+    }
+
+    const READ: usize = 0;
+    const COMMIT: usize = 1;
+
+    fn rules() -> HealthRules {
+        HealthRules {
+            slow_intervals_suspect: 3,
+            baseline_intervals_min: 5,
+            recovery_intervals: 10,
+            ..HealthRules::default()
+        }
+    }
+
+    /// Runs `intervals` host intervals in which device `d` does the work
+    /// `work(d, interval)` returns (kind, bytes, µs); returns every
+    /// transition with its device.
+    fn run(
+        trackers: &mut [HealthTracker],
+        fakes: &mut [Fake],
+        intervals: usize,
+        work: impl Fn(usize, usize) -> Vec<(usize, u64, u64)>,
+    ) -> Vec<(usize, Transition)> {
+        let mut seen = Vec::new();
+        for i in 0..intervals {
+            let snaps: Vec<CounterSnapshot> = fakes
+                .iter_mut()
+                .enumerate()
+                .map(|(d, f)| {
+                    for (kind, bytes, us) in work(d, i) {
+                        f.work(kind, bytes, us, 20);
+                    }
+                    f.0.clone()
+                })
+                .collect();
+            let mut refs: Vec<&mut HealthTracker> = trackers.iter_mut().collect();
+            let judged = judge_host(&mut refs, &snaps.iter().map(Some).collect::<Vec<_>>());
+            seen.extend(judged.into_iter().enumerate().filter_map(|(d, t)| t.map(|t| (d, t))));
+        }
+        seen
+    }
+
+    fn host(n: usize) -> (Vec<HealthTracker>, Vec<Fake>) {
+        ((0..n).map(|_| HealthTracker::new(rules())).collect(), vec![Fake::new(); n])
+    }
+
+    #[test]
+    fn a_workload_that_slows_every_device_together_fences_nothing() {
+        let (mut trackers, mut fakes) = host(3);
+        // Small reads, then large writes with reads stuck behind them (every
+        // device 8x slower at reads, commits of a new size), then a burst
+        // of durable puts (small commits 6x slower), then small reads again.
+        let seen = run(&mut trackers, &mut fakes, 80, |d, i| {
+            let jitter = 1 + d as u64;
+            match i {
+                0..20 => vec![(READ, 4096, 100 + jitter), (COMMIT, 8192, 400)],
+                20..40 => vec![(READ, 4096, 800 + jitter), (COMMIT, 8 << 20, 9000)],
+                40..60 => vec![(COMMIT, 4096, 2400 + 10 * jitter)],
+                _ => vec![(READ, 4096, 100 + jitter)],
+            }
+        });
+        assert!(seen.is_empty(), "{seen:#?}");
+        // The old rule (each device against its own baseline only) would
+        // have suspected all three: a device alone does.
+        let mut alone = HealthTracker::new(rules());
+        let mut fake = Fake::new();
+        let mut transitions = Vec::new();
+        for i in 0..40 {
+            let us = if i < 20 { 100 } else { 800 };
+            transitions.extend(alone.observe(fake.work(READ, 4096, us, 20)));
+        }
+        assert_eq!(transitions.len(), 1, "{transitions:#?}");
+        assert_eq!(alone.state(), HealthState::Suspect, "a lone device is judged against itself, never fenced");
+    }
+
+    #[test]
+    fn one_device_ten_times_slower_than_its_siblings_is_caught_without_a_baseline() {
+        let (mut trackers, mut fakes) = host(3);
+        // No baseline needed: from the first intervals device 2 is 10x
+        // slower than its siblings at the same work.
+        let seen = run(&mut trackers, &mut fakes, 6, |d, _| {
+            let us = if d == 2 { 1000 } else { 100 };
+            vec![(READ, 4096, us), (COMMIT, 1 << 20, us * 20)]
+        });
+        let to: Vec<(usize, HealthState)> = seen.iter().map(|(d, t)| (*d, t.to)).collect();
+        assert_eq!(to, vec![(2, HealthState::Suspect), (2, HealthState::Fenced)], "{seen:#?}");
+        assert!(seen[0].1.reason.contains("sibling devices"), "{}", seen[0].1.reason);
+    }
+
+    #[test]
+    fn automatic_fences_stop_at_a_quarter_of_the_host_and_never_take_the_last_device() {
+        assert_eq!((1..=9).map(auto_fence_limit).collect::<Vec<_>>(), vec![0, 1, 1, 1, 1, 1, 1, 2, 2]);
+        assert_eq!(auto_fence_limit(24), 6);
+        // Four devices, two of them slow: one is fenced, the other stays
+        // suspect (still taking writes) and says why.
+        let (mut trackers, mut fakes) = host(4);
+        let seen = run(&mut trackers, &mut fakes, 8, |d, _| vec![(READ, 4096, if d < 2 { 2000 } else { 100 })]);
+        let states: Vec<HealthState> = trackers.iter().map(HealthTracker::state).collect();
+        assert_eq!(
+            states,
+            vec![HealthState::Fenced, HealthState::Suspect, HealthState::Healthy, HealthState::Healthy],
+            "{seen:#?}"
+        );
+        assert!(trackers[1].reason().contains("not fenced automatically"), "{}", trackers[1].reason());
+        assert!(trackers[1].accepts_writes());
+        // A host of one device never fences it automatically.
+        let (mut trackers, mut fakes) = host(1);
+        run(&mut trackers, &mut fakes, 40, |_, i| vec![(READ, 4096, if i < 20 { 100 } else { 5000 })]);
+        assert_eq!(trackers[0].state(), HealthState::Suspect);
+    }
 
     #[test]
     fn buckets_are_ordered_and_within_a_quarter_octave() {

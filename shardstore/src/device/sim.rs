@@ -107,6 +107,9 @@ struct SimState {
     /// Added to every operation (a slow drive), and to the next one only.
     latency: std::time::Duration,
     next_delay: std::time::Duration,
+    /// Transfer rate (bytes per second): a read or write of n bytes also
+    /// takes n / rate, as on a real drive (`None`: no transfer time).
+    bandwidth_bytes_per_s: Option<u64>,
     /// Completions one reap hands over beyond what it must wait for
     /// (`None`: every completed operation, as a fast drive).
     reap_extra_max: Option<usize>,
@@ -148,6 +151,7 @@ impl SimDevice {
             latency: std::time::Duration::ZERO,
             next_delay: std::time::Duration::ZERO,
             reap_extra_max: None,
+            bandwidth_bytes_per_s: None,
         };
         SimHandle { state: Arc::new(Mutex::new(state)), config }.attach()
     }
@@ -369,6 +373,12 @@ impl SimHandle {
         self.lock().next_delay = delay;
     }
 
+    /// Gives reads and writes a transfer time of their length over
+    /// `rate` bytes per second, besides the fixed latency.
+    pub fn set_bandwidth(&self, rate: Option<u64>) {
+        self.lock().bandwidth_bytes_per_s = rate;
+    }
+
     /// Holds completions back: from now on a reap hands over only what it
     /// waits for (at least one) plus `extra`, oldest first; `None` hands
     /// over everything again. Operations still execute at submission, so
@@ -420,7 +430,10 @@ impl BlockDevice for SimDevice {
         }
         let delay = {
             let mut s = self.lock();
-            s.latency + std::mem::take(&mut s.next_delay)
+            let transfer = s.bandwidth_bytes_per_s.map_or(std::time::Duration::ZERO, |rate| {
+                std::time::Duration::from_secs_f64(kind.extent().1 as f64 / rate.max(1) as f64)
+            });
+            s.latency + transfer + std::mem::take(&mut s.next_delay)
         };
         if !delay.is_zero() {
             std::thread::sleep(delay);

@@ -789,7 +789,7 @@ impl Store {
     pub fn commit(&mut self, ops: &[Op]) -> Vec<Result<()>> {
         let started = std::time::Instant::now();
         let results = self.commit_batch(ops);
-        self.counters.commit_latency.record(started.elapsed());
+        self.counters.commit_latency.record(started.elapsed(), Self::batch_bytes(ops));
         if results.iter().any(|r| matches!(r, Err(Error::Io { .. } | Error::Poisoned { .. }))) {
             self.counters.io_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
@@ -1638,7 +1638,7 @@ impl Store {
             return;
         }
         let ctx = self.gets[slot as usize].take().expect("checked above");
-        self.counters.read_latency.record(ctx.started.elapsed());
+        self.counters.read_latency.record(ctx.started.elapsed(), ctx.end - ctx.offset);
         let result = match ctx.error {
             Some(e) => Err(e),
             // Each chunk's payload was checked against its CRC; the chunk
