@@ -19,7 +19,7 @@ use shardstore::Error;
 
 use crate::admission::{Permit, Refusal};
 use crate::keys::{decode_key, encode_key, KeyError};
-use crate::node::{self, Node};
+use crate::node::{self, Located, Node};
 
 /// Shards a listing returns when the client names no limit, and at most.
 pub const LIST_LIMIT_DEFAULT: usize = 1000;
@@ -317,11 +317,33 @@ async fn list(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Result<
 }
 
 /// The device holding `key`, or `404 NotFound`.
+/// The device holding `key`: `404 NotFound` only when every device that
+/// may hold it was asked; `503 Unavailable`, naming the devices that could
+/// not be asked, when the key may be on one of them.
 async fn find(node: &Node, key: &[u8]) -> Result<node::Found, ApiError> {
-    node.locate(key)
-        .await
-        .map_err(|e| store_error(node, None, e))?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no shard {}", encode_key(key))))
+    match node.locate(key).await.map_err(|e| store_error(node, None, e))? {
+        Located::Found(found) => Ok(found),
+        Located::Absent => {
+            Err(ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no shard {}", encode_key(key))))
+        }
+        Located::Unavailable(devices) => Err(unavailable(key, &devices)),
+    }
+}
+
+fn unavailable(key: &[u8], devices: &[String]) -> ApiError {
+    ApiError {
+        retry_after_s: Some(30),
+        ..ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            format!(
+                "shard {} is on no open device, and {} that may hold it cannot be asked: {}; its absence is not proven",
+                encode_key(key),
+                if devices.len() == 1 { "one device" } else { "devices" },
+                devices.join("; ")
+            ),
+        )
+    }
 }
 
 fn crc_header(crc: u32) -> HeaderValue {
@@ -490,7 +512,15 @@ async fn put_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     let crc = want_crc.unwrap_or_else(|| crc32c::crc32c(&data));
     let node = &app.node;
     let _write = node.stripe(&key).write().await;
-    let holder = node.locate(&key).await.map_err(|e| store_error(node, None, e))?;
+    // A key found nowhere while some device cannot be asked is written to
+    // a device that takes writes. Known gap (issue 11, item 2, second
+    // half): shards carry no host-wide version yet, so if the unavailable
+    // device returns holding an older copy, a lookup may find that copy
+    // first.
+    let holder = match node.locate(&key).await.map_err(|e| store_error(node, None, e))? {
+        Located::Found(found) => Some(found),
+        Located::Absent | Located::Unavailable(_) => None,
+    };
     // An overwrite stays on the device that holds the shard, so the swap is
     // atomic there; only a fenced holder sends it elsewhere.
     let target = match holder {

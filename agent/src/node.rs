@@ -30,6 +30,16 @@ const STRIPES: usize = 1024;
 /// Keys fetched per store call while building a filter.
 const LIST_PAGE: usize = 10_000;
 
+/// Where a key is, as far as the node can prove.
+#[derive(Debug)]
+pub enum Located {
+    Found(Found),
+    /// Every device that may hold the key was asked, and none has it.
+    Absent,
+    /// No device asked has it, and these (described) could not be asked.
+    Unavailable(Vec<String>),
+}
+
 /// One device as served.
 #[derive(Debug)]
 pub struct Slot {
@@ -250,13 +260,32 @@ impl Node {
     }
 
     /// Finds the device holding `key`. The caller holds the key's stripe.
-    pub async fn locate(&self, key: &[u8]) -> Result<Option<Found>, Error> {
-        for (slot, store) in self.candidates(key) {
-            if let Some(stat) = stat(store, key).await? {
-                return Ok(Some(Found { slot, stat }));
+    /// Absence is claimed only when every device that may hold the key was
+    /// asked: a device that did not open, or whose store no longer
+    /// answers, makes a key found nowhere else `Unavailable`, never absent.
+    /// An overloaded device's refusal is returned as the error it is.
+    pub async fn locate(&self, key: &[u8]) -> Result<Located, Error> {
+        let mut unavailable = Vec::new();
+        for slot in &self.slots {
+            let Some(store) = &slot.store else {
+                let why = slot.error.as_deref().unwrap_or("did not open");
+                unavailable.push(format!("device {} ({why})", slot.id));
+                continue;
+            };
+            if !slot.filter().may_contain(key) {
+                continue;
+            }
+            match stat(store, key).await {
+                Ok(Some(stat)) => return Ok(Located::Found(Found { slot: slot.id, stat })),
+                Ok(None) => {}
+                Err(e @ Error::Stopped { .. }) => {
+                    slot.stopped.store(true, Ordering::Relaxed);
+                    unavailable.push(format!("device {} ({e})", slot.id));
+                }
+                Err(e) => return Err(e),
             }
         }
-        Ok(None)
+        Ok(if unavailable.is_empty() { Located::Absent } else { Located::Unavailable(unavailable) })
     }
 
     /// One health interval of the host: every device judged against its
