@@ -1,0 +1,356 @@
+//! Group commit: a batch of puts and deletes made durable in three steps
+//! (chunk records, one flush, the log blocks that reference them), and
+//! only then applied to the index and acknowledged. See `docs/format.md`,
+//! "Group commit and what a crash leaves".
+
+use super::{
+    chunk_count, chunk_len, combine_crcs, key_text, meta, record, record_blocks, record_size_bytes, superblock,
+    validate_key, BlockDeviceExt, Completion, Error, HashMap, IoKind, IoOp, LogRecord, Op, RecordHeader, Result,
+    ShardMeta, Store, BATCH_OPS_MAX, BLOCK, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX, LOG_PAYLOAD_BYTES_MAX,
+    RESERVE_EXTENTS_COUNT, SHARD_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
+};
+
+/// Data writes of one commit in flight: their completions, which
+/// operations had a write fail, and whether anything was written.
+pub(super) struct WriteBatch {
+    pub(super) out: Vec<Completion>,
+    pub(super) failed: Vec<bool>,
+    pub(super) any_data: bool,
+}
+
+impl WriteBatch {
+    pub(super) fn collect_failures(&mut self) {
+        for c in self.out.drain(..) {
+            if c.result.is_err() {
+                self.failed[c.token as usize] = true;
+            }
+        }
+    }
+}
+
+/// Bytes of one index entry in a checkpoint: key length, key, sequence,
+/// size, CRC, time, chunk count, 12 bytes per locator.
+pub(super) fn entry_len(key: &[u8], chunks: usize) -> u64 {
+    (1 + key.len() + 32 + 12 * chunks) as u64
+}
+
+pub(super) fn op_key(op: &Op) -> String {
+    match op {
+        Op::Put { key, .. } | Op::Delete { key } => key_text(key),
+    }
+}
+
+pub(super) fn finish(results: Vec<Option<Result<()>>>, default: impl Fn(usize) -> Result<()>) -> Vec<Result<()>> {
+    results.into_iter().enumerate().map(|(i, r)| r.unwrap_or_else(|| default(i))).collect()
+}
+
+/// Packs records into log block payloads: (record count, bytes).
+pub(super) fn pack<'a>(records: impl Iterator<Item = &'a LogRecord>) -> Vec<(u32, Vec<u8>)> {
+    let mut blocks: Vec<(u32, Vec<u8>)> = vec![(0, Vec::with_capacity(LOG_PAYLOAD_BYTES_MAX))];
+    let mut scratch = Vec::with_capacity(1100);
+    for r in records {
+        scratch.clear();
+        r.encode(&mut scratch);
+        if blocks.last().expect("one block").1.len() + scratch.len() > LOG_PAYLOAD_BYTES_MAX {
+            blocks.push((0, Vec::with_capacity(LOG_PAYLOAD_BYTES_MAX)));
+        }
+        let last = blocks.last_mut().expect("one block");
+        last.0 += 1;
+        last.1.extend_from_slice(&scratch);
+    }
+    blocks
+}
+
+impl Store {
+    /// Runs a batch of writes as one group commit and returns one result
+    /// per operation, in order. Each is acknowledged only when durable.
+    pub fn commit(&mut self, ops: &[Op]) -> Vec<Result<()>> {
+        let started = std::time::Instant::now();
+        let results = self.commit_batch(ops);
+        self.counters.commit_latency.record(started.elapsed(), Self::batch_bytes(ops));
+        if results.iter().any(|r| matches!(r, Err(Error::Io { .. } | Error::Poisoned { .. }))) {
+            self.counters.io_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        results
+    }
+
+    pub(super) fn commit_batch(&mut self, ops: &[Op]) -> Vec<Result<()>> {
+        assert!(ops.len() <= BATCH_OPS_MAX, "batch of {} operations exceeds {BATCH_OPS_MAX}", ops.len());
+        self.quiesce();
+        // The last resort: with free extents down to the reserve, whole
+        // extents are evacuated before the batch (a failure here leaves
+        // puts to find NoSpace). Normally `reclaim_along` keeps ahead.
+        let needed = self.extents_needed(ops);
+        while self.free_extents() <= RESERVE_EXTENTS_COUNT + needed {
+            match self.reclaim() {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let reclaimed = self.reclaim_along(ops, needed);
+        if let Err(e) = self.check_usable() {
+            return ops
+                .iter()
+                .map(|_| Err(Error::Poisoned { device: e.to_string(), op: crate::error::OpKind::Write }))
+                .collect();
+        }
+        let mut results: Vec<Option<Result<()>>> = (0..ops.len()).map(|_| None).collect();
+        let mut staged: Vec<Option<LogRecord>> = (0..ops.len()).map(|_| None).collect();
+        let mut exists: HashMap<&[u8], bool> = HashMap::new();
+        let mut writes =
+            WriteBatch { out: Vec::with_capacity(STORE_QUEUE_DEPTH), failed: vec![false; ops.len()], any_data: false };
+        let now = superblock::now_unix_ms();
+
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                Op::Put { key, data, crc32c } => match self.stage_put(i, key, data, *crc32c, now, &mut writes) {
+                    Ok(record) => {
+                        exists.insert(key.as_slice(), true);
+                        staged[i] = Some(record);
+                    }
+                    Err(e) => results[i] = Some(Err(e)),
+                },
+                Op::Delete { key } => {
+                    if let Err(e) = validate_key(key) {
+                        results[i] = Some(Err(e));
+                        continue;
+                    }
+                    let present = exists.get(key.as_slice()).copied().unwrap_or_else(|| self.index.contains_key(key));
+                    if !present {
+                        results[i] = Some(Err(Error::NotFound(key_text(key))));
+                        continue;
+                    }
+                    exists.insert(key.as_slice(), false);
+                    let sequence = self.next_sequence;
+                    self.next_sequence += 1;
+                    staged[i] = Some(LogRecord::Delete { key: key.clone(), sequence });
+                }
+            }
+        }
+        while self.dev.in_flight() > 0 {
+            if let Err(e) = self.dev.reap(self.dev.in_flight(), &mut writes.out) {
+                let err = self.fail(&format!("reaping writes failed: {e}"));
+                return finish(results, |_| {
+                    Err(Error::Poisoned { device: err.to_string(), op: crate::error::OpKind::Write })
+                });
+            }
+        }
+        writes.collect_failures();
+        for (i, failed) in writes.failed.iter().enumerate() {
+            if *failed && results[i].is_none() {
+                staged[i] = None;
+                results[i] = Some(Err(Error::Io {
+                    device: self.name.clone(),
+                    op: crate::error::OpKind::Write,
+                    offset: 0,
+                    len: 0,
+                    cause: std::io::Error::other(format!("writing shard {} failed", op_key(&ops[i]))),
+                }));
+            }
+        }
+        let relocated = reclaimed.iter().any(|r| matches!(r, LogRecord::Relocate { .. }));
+        if writes.any_data || relocated {
+            if let Err(e) = self.dev.flush() {
+                let err = self.fail(&format!("flush failed: {e}"));
+                return finish(results, |_| {
+                    Err(Error::Poisoned { device: err.to_string(), op: crate::error::OpKind::Flush })
+                });
+            }
+        }
+        // Relocations first: a put of the same key later in the batch then
+        // replaces the moved chunk, never the other way round.
+        let records: Vec<(usize, LogRecord)> = reclaimed
+            .into_iter()
+            .map(|r| (usize::MAX, r))
+            .chain(staged.into_iter().enumerate().filter_map(|(i, r)| r.map(|r| (i, r))))
+            .collect();
+        if !records.is_empty() {
+            if let Err(e) = self.make_durable(&records) {
+                for (i, _) in records.iter().filter(|(i, _)| *i != usize::MAX) {
+                    results[*i] = Some(Err(match &e {
+                        Error::NoSpace(m) => Error::NoSpace(m.clone()),
+                        other => Error::Poisoned { device: other.to_string(), op: crate::error::OpKind::Write },
+                    }));
+                }
+                return finish(results, |_| Ok(()));
+            }
+        }
+        finish(results, |_| Ok(()))
+    }
+
+    /// Checks a put and submits its chunk records (reaped by the caller);
+    /// returns the log record that will make it visible. The CRC of every
+    /// aligned buffer that goes to the device is compared with what the
+    /// sender vouched for (`expected`) before the buffer is written.
+    pub(super) fn stage_put(
+        &mut self,
+        i: usize,
+        key: &[u8],
+        data: &[u8],
+        expected: Option<u32>,
+        now: u64,
+        writes: &mut WriteBatch,
+    ) -> Result<LogRecord> {
+        validate_key(key)?;
+        self.check_usable()?;
+        let size = data.len() as u64;
+        if size > SHARD_SIZE_BYTES_MAX {
+            return Err(Error::TooLarge { size, max: SHARD_SIZE_BYTES_MAX });
+        }
+        let count = chunk_count(size);
+        let bad_digest = |expected: u32, actual: u32| Error::BadDigest { key: key_text(key), expected, actual };
+        // A one-chunk shard (nearly all of them) takes its CRC from the copy
+        // in the I/O buffer while it is in cache. A longer one needs every
+        // chunk's CRC first (each header carries the whole shard's), so it
+        // is checked against the sender's before anything is written, and
+        // each buffer's copy against its chunk's CRC.
+        let chunk_crcs: Vec<u32> = if count == 1 {
+            Vec::new()
+        } else {
+            (0..count)
+                .map(|c| {
+                    let start = c * CHUNK_SIZE_BYTES_MAX;
+                    crc32c::crc32c(&data[start..start + chunk_len(size, c)])
+                })
+                .collect()
+        };
+        let mut shard_crc = if count == 1 { 0 } else { combine_crcs(&chunk_crcs, size) };
+        if let Some(want) = expected.filter(|&want| count > 1 && want != shard_crc) {
+            return Err(bad_digest(want, shard_crc));
+        }
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        let mut chunks = Vec::with_capacity(count);
+        for c in 0..count {
+            let start = c * CHUNK_SIZE_BYTES_MAX;
+            let payload = &data[start..start + chunk_len(size, c)];
+            if self.dev.in_flight() == STORE_QUEUE_DEPTH {
+                if let Err(e) = self.dev.reap(1, &mut writes.out) {
+                    // The ring itself failed: nothing more can be written.
+                    return Err(self.fail(&format!("reaping writes failed: {e}")));
+                }
+            }
+            writes.collect_failures();
+            let len = record_size_bytes(key.len(), payload.len()) as usize;
+            let Some(mut buf) = self.pool.take(len) else {
+                return Err(self.fail("no free I/O buffer with a queue slot free (buffers lost to a failed ring)"));
+            };
+            let placed_crc = crc32c::crc32c(record::place_payload(payload, buf.as_mut_slice()));
+            let payload_crc = if count == 1 {
+                shard_crc = placed_crc;
+                if let Some(want) = expected.filter(|&want| want != placed_crc) {
+                    return Err(bad_digest(want, placed_crc));
+                }
+                placed_crc
+            } else if placed_crc != chunk_crcs[c] {
+                return Err(bad_digest(chunk_crcs[c], placed_crc));
+            } else {
+                placed_crc
+            };
+            let Some(mut loc) = self.allocate(record_blocks(key.len(), size, c)) else {
+                return Err(Error::NoSpace(format!(
+                    "{}: no free extent for a {size}-byte shard ({RESERVE_EXTENTS_COUNT} are held back for reclamation)",
+                    self.name
+                )));
+            };
+            let header = RecordHeader {
+                key: key.to_vec(),
+                sequence,
+                extent: loc.extent,
+                generation: self.extents[loc.extent as usize].generation,
+                shard_len: size,
+                chunk_offset: start as u64,
+                chunk_len: payload.len() as u32,
+                payload_crc,
+                shard_crc,
+                written_unix_ms: now,
+            };
+            header.encode_header(buf.as_mut_slice());
+            loc.crc = payload_crc;
+            let offset = self.locator_offset(loc);
+            self.dev.submit(IoOp { token: i as u64, kind: IoKind::Write { offset, buf, fua: false } })?;
+            writes.any_data = true;
+            chunks.push(loc);
+        }
+        Ok(LogRecord::Put { key: key.to_vec(), meta: ShardMeta::new(size, shard_crc, sequence, now, chunks) })
+    }
+
+    /// Logs `records` (already backed by durable data) and applies them.
+    /// When the log half is full, a checkpoint takes the log's place.
+    pub(super) fn make_durable(&mut self, records: &[(usize, LogRecord)]) -> Result<()> {
+        // The log is written one operation at a time: every read still in
+        // flight (a get, a scrub window) finishes first, whichever path
+        // (commit, scrub, reclamation) logs.
+        self.quiesce();
+        self.check_usable()?;
+        // Refuse a batch whose checkpoint could not be written later.
+        let (mut added, mut removed) = (0u64, 0u64);
+        for (_, r) in records {
+            let key = match r {
+                LogRecord::Put { key, meta } => {
+                    added += entry_len(key, meta.chunk_count());
+                    key
+                }
+                LogRecord::Delete { key, .. } => key,
+                LogRecord::Damaged { key, .. } => {
+                    added += meta::damage_entry_len(key);
+                    continue;
+                }
+                LogRecord::Relocate { .. } | LogRecord::Reset { .. } | LogRecord::Scrubbed { .. } => continue,
+            };
+            if let Some(old) = self.index.get(key) {
+                removed += entry_len(key, old.chunk_count());
+            }
+        }
+        let projected = (self.checkpoint_bytes + added).saturating_sub(removed);
+        let half_size = self.sb.layout.meta_size_bytes / 2;
+        if added > 0 && projected + BLOCK_SIZE_BYTES > half_size {
+            return Err(Error::NoSpace(format!(
+                "{}: the index would outgrow the metadata region ({half_size} bytes per checkpoint)",
+                self.name
+            )));
+        }
+        let blocks = pack(records.iter().map(|(_, r)| r));
+        let half_end = self.half_offset(self.sb.store.half) + half_size;
+        if self.log_offset + blocks.len() as u64 * BLOCK_SIZE_BYTES <= half_end {
+            self.write_log_blocks(&blocks)?;
+            for (_, r) in records {
+                self.apply(r);
+            }
+        } else {
+            for (_, r) in records {
+                self.apply(r);
+            }
+            self.checkpoint()?;
+        }
+        self.checkpoint_bytes = projected;
+        Ok(())
+    }
+
+    pub(super) fn write_log_blocks(&mut self, blocks: &[(u32, Vec<u8>)]) -> Result<()> {
+        let mut bytes = vec![0u8; blocks.len() * BLOCK];
+        let mut crc = self.log_prev_crc;
+        for (k, (count, payload)) in blocks.iter().enumerate() {
+            crc = meta::encode_log_block(
+                self.sb.store.epoch,
+                self.log_index + k as u64,
+                crc,
+                *count,
+                payload,
+                &mut bytes[k * BLOCK..(k + 1) * BLOCK],
+            );
+        }
+        let offset = self.log_offset;
+        let result = bytes
+            .chunks(CHUNK_SIZE_BYTES_MAX)
+            .enumerate()
+            .try_for_each(|(i, piece)| self.dev.write_at(offset + (i * CHUNK_SIZE_BYTES_MAX) as u64, piece, true));
+        if let Err(e) = result {
+            return Err(self.fail(&format!("log write failed: {e}")));
+        }
+        self.log_offset += bytes.len() as u64;
+        self.log_index += blocks.len() as u64;
+        self.log_prev_crc = crc;
+        Ok(())
+    }
+}

@@ -1,0 +1,297 @@
+//! Reclamation: live chunks of a mostly dead extent copied forward
+//! (verified first: copying damage forward would launder it), logged with
+//! the extent's reset. A whole extent at a time when idle or as a last
+//! resort, or a bounded share with every group commit under load.
+
+use super::{
+    chunk_count, chunk_len, key_text, record, record_size_bytes, BlockDeviceExt, Completion, Error, ExtentInfo, IoKind,
+    IoOp, Locator, LogRecord, Op, RecordHeader, Result, Store, BLOCK_SIZE_BYTES, RESERVE_EXTENTS_COUNT,
+    STORE_QUEUE_DEPTH,
+};
+
+/// What reclamation did since the store opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReclaimCounts {
+    /// Chunks copied forward in steps riding on group commits.
+    pub chunks_moved_along: u64,
+    /// Extents reset by those steps.
+    pub extents_reset_along: u64,
+    /// Whole extents evacuated at once (idle passes, explicit calls, and
+    /// the last resort before a batch when free extents ran out).
+    pub whole_extents: u64,
+}
+
+/// A live chunk to move out of an extent being reclaimed: its shard's
+/// key, sequence and size, the chunk's number and where it is.
+pub(super) type LiveChunk = (Vec<u8>, u64, usize, Locator, u64);
+
+/// An extent being evacuated across group commits.
+#[derive(Debug)]
+pub(super) struct ReclaimPlan {
+    pub(super) victim: u32,
+    pub(super) generation: u32,
+    pub(super) chunks: std::collections::VecDeque<LiveChunk>,
+}
+
+/// Group commits start moving live chunks out of the emptiest sealed
+/// extent, a little each, once free extents are down to the reserve, what
+/// the batch may open, and this many: reclamation keeps ahead of the
+/// writes without holding a commit for a whole extent's evacuation, and
+/// starts late enough that its victims are mostly dead.
+pub const RECLAIM_AHEAD_EXTENTS_COUNT: u32 = 1;
+
+/// At most this many live bytes move with one group commit.
+pub const RECLAIM_STEP_BYTES_MAX: u64 = 8 << 20;
+
+impl Store {
+    /// Evacuates the sealed extent with the most dead space (if at least a
+    /// quarter of what was written to it is dead): its live chunks are
+    /// rewritten elsewhere, the relocations and the extent's reset are
+    /// logged in one write after a flush, and only then is it reused.
+    /// Returns the extent reclaimed and the live bytes moved, or `None`
+    /// when no extent is worth it. A chunk that cannot be read and verified
+    /// aborts the pass and leaves the extent untouched: it stays referenced
+    /// (and copying a corrupt chunk forward would launder it).
+    pub fn reclaim(&mut self) -> Result<Option<(u32, u64)>> {
+        self.quiesce();
+        self.check_usable()?;
+        let Some(victim) = self.victim() else { return Ok(None) };
+        let live = self.live_chunks(victim);
+        let mut records = Vec::with_capacity(live.len() + 1);
+        let mut moved = 0u64;
+        // A batch of chunks at a time, its reads and then its writes all in
+        // flight: the store thread is away from its queue for as few device
+        // round trips as the extent allows.
+        let batch_len = STORE_QUEUE_DEPTH.min(self.dev.queue_depth()).max(1);
+        for batch in live.chunks(batch_len) {
+            let (relocations, bytes) = self.move_chunks(victim, batch)?;
+            records.extend(relocations.into_iter().map(|r| (0, r)));
+            moved += bytes;
+        }
+        if !records.is_empty() {
+            if let Err(e) = self.dev.flush() {
+                return Err(self.fail(&format!("flush failed: {e}")));
+            }
+        }
+        let generation = self.extents[victim as usize].generation.wrapping_add(1);
+        records.push((0, LogRecord::Reset { extent: victim, generation }));
+        self.make_durable(&records)?;
+        self.reclaim_counts.whole_extents += 1;
+        debug_assert_eq!(
+            self.extents[victim as usize],
+            ExtentInfo { generation, write_blocks: 0, live_blocks: 0, checked_ms: 0 }
+        );
+        Ok(Some((victim, moved)))
+    }
+
+    /// The sealed extent with the most dead space, if at least a quarter
+    /// of what was written to it is dead (and it is not one whose
+    /// evacuation failed as it is now).
+    pub(super) fn victim(&self) -> Option<u32> {
+        self.extents
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| e.write_blocks > 0 && self.open_extent != Some(*i as u32))
+            .filter(|(_, e)| (e.write_blocks - e.live_blocks) * 4 >= e.write_blocks)
+            .filter(|(i, e)| self.stuck != Some((*i as u32, e.generation, e.live_blocks)))
+            .max_by_key(|(_, e)| e.write_blocks - e.live_blocks)
+            .map(|(i, _)| i as u32)
+    }
+
+    /// Every live chunk in `victim` (a walk of the whole index).
+    pub(super) fn live_chunks(&self, victim: u32) -> Vec<LiveChunk> {
+        let mut live = Vec::new();
+        for (key, m) in self.index.iter() {
+            for (c, l) in m.locators().enumerate() {
+                if l.extent == victim {
+                    live.push((key.to_vec(), m.sequence, c, l, m.size));
+                }
+            }
+        }
+        live
+    }
+
+    /// Reads `batch` (all in flight), verifies each chunk and writes its
+    /// copy elsewhere (all in flight), and returns the relocation records
+    /// (not yet durable: the caller flushes, then logs them) and the bytes
+    /// moved. A chunk that cannot be read and verified stops the move:
+    /// copying it forward would launder the damage.
+    pub(super) fn move_chunks(&mut self, victim: u32, batch: &[LiveChunk]) -> Result<(Vec<LogRecord>, u64)> {
+        let mut records = Vec::with_capacity(batch.len());
+        let mut moved = 0u64;
+        for (i, (key, _, chunk, from, size)) in batch.iter().enumerate() {
+            let len = record_size_bytes(key.len(), chunk_len(*size, *chunk));
+            let buf = self.pool.take(len as usize).expect("no operations in flight between batches");
+            let kind = IoKind::Read { offset: self.locator_offset(*from), buf };
+            self.dev.submit(IoOp { token: i as u64, kind })?;
+        }
+        let mut reads = Vec::with_capacity(batch.len());
+        while reads.len() < batch.len() {
+            self.dev.reap(batch.len() - reads.len(), &mut reads)?;
+        }
+        reads.sort_by_key(|c| c.token);
+        let mut failure = None;
+        for done in reads {
+            let (key, sequence, chunk, from, _) = &batch[done.token as usize];
+            match self.move_chunk(victim, key, *sequence, *chunk, *from, done) {
+                Ok((to, len)) => {
+                    moved += len;
+                    let chunk = *chunk as u32;
+                    records.push(LogRecord::Relocate { key: key.clone(), sequence: *sequence, chunk, to });
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        // Every write of the batch completes before anything returns:
+        // their buffers belong to the device until reaped.
+        let mut writes = Vec::new();
+        while self.dev.in_flight() > 0 {
+            self.dev.reap(self.dev.in_flight(), &mut writes)?;
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        for c in writes {
+            c.result?;
+        }
+        Ok((records, moved))
+    }
+
+    /// Reclamation in steps that ride on group commits, so no commit waits
+    /// for a whole extent: extents emptied by earlier commits are reset
+    /// (their last references left in records already durable), and once
+    /// free extents are down to the reserve, the `needed` extents the batch
+    /// may open and [`RECLAIM_AHEAD_EXTENTS_COUNT`], live chunks of the emptiest sealed
+    /// extent are copied forward, as many bytes as this batch writes times
+    /// the victim's live-to-dead ratio (with a quarter to spare, so
+    /// reclamation gains on the writes), at most [`RECLAIM_STEP_BYTES_MAX`].
+    /// Returns the records to log with the batch (the copies are written;
+    /// the batch's flush makes them durable before its log write).
+    /// Record bytes a batch writes.
+    pub(super) fn batch_bytes(ops: &[Op]) -> u64 {
+        ops.iter()
+            .map(|op| match op {
+                Op::Put { data, .. } => data.len() as u64 + chunk_count(data.len() as u64) as u64 * BLOCK_SIZE_BYTES,
+                Op::Delete { .. } => 0,
+            })
+            .sum()
+    }
+
+    /// New extents a batch may open (at least one).
+    pub(super) fn extents_needed(&self, ops: &[Op]) -> u32 {
+        let extent = self.sb.layout.extent_size_bytes;
+        u32::try_from(Self::batch_bytes(ops).div_ceil(extent)).unwrap_or(u32::MAX / 2).max(1)
+    }
+
+    pub(super) fn reclaim_along(&mut self, ops: &[Op], needed: u32) -> Vec<LogRecord> {
+        let mut records: Vec<LogRecord> = self
+            .classes
+            .emptied
+            .iter()
+            .map(|&i| LogRecord::Reset { extent: i, generation: self.extents[i as usize].generation.wrapping_add(1) })
+            .collect();
+        self.reclaim_counts.extents_reset_along += records.len() as u64;
+        let ahead = RESERVE_EXTENTS_COUNT + needed + RECLAIM_AHEAD_EXTENTS_COUNT;
+        if self.free_extents() > ahead || self.check_usable().is_err() {
+            return records;
+        }
+        let written = Self::batch_bytes(ops);
+        let current = self
+            .plan
+            .as_ref()
+            .is_some_and(|p| !p.chunks.is_empty() && self.extents[p.victim as usize].generation == p.generation);
+        if !current {
+            self.plan = self.victim().map(|victim| ReclaimPlan {
+                victim,
+                generation: self.extents[victim as usize].generation,
+                chunks: self.live_chunks(victim).into(),
+            });
+        }
+        let Some(plan) = self.plan.as_mut() else { return records };
+        let victim = plan.victim;
+        let e = self.extents[victim as usize];
+        let live = f64::from(e.live_blocks) / f64::from(e.write_blocks.max(1));
+        let budget =
+            ((written as f64 * live / (1.0 - live).max(0.05) * 1.25) as u64 + (256 << 10)).min(RECLAIM_STEP_BYTES_MAX);
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while bytes < budget {
+            let Some(c) = plan.chunks.pop_front() else { break };
+            // Still where the plan found it (not replaced or deleted since)?
+            let (key, sequence, chunk, from, _) = &c;
+            if self.index.get(key).is_some_and(|m| m.sequence == *sequence && m.chunk(*chunk) == *from) {
+                bytes += record_size_bytes(key.len(), chunk_len(c.4, *chunk));
+                batch.push(c);
+            }
+        }
+        let batch_len = STORE_QUEUE_DEPTH.min(self.dev.queue_depth()).max(1);
+        let moved = batch.chunks(batch_len).try_for_each(|part| {
+            let (relocations, _) = self.move_chunks(victim, part)?;
+            self.reclaim_counts.chunks_moved_along += relocations.len() as u64;
+            records.extend(relocations);
+            Ok::<(), Error>(())
+        });
+        match moved {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(device = %self.name, extent = victim, error = %e, "reclamation skips an extent it cannot evacuate");
+                self.stuck =
+                    Some((victim, self.extents[victim as usize].generation, self.extents[victim as usize].live_blocks));
+                self.plan = None;
+            }
+        }
+        records
+    }
+
+    /// Verifies a chunk read back for reclamation and submits its copy at
+    /// a new place (the write is reaped by the caller). Returns the new
+    /// locator and the record's bytes; an unreadable or damaged chunk is
+    /// not moved (copying it forward would launder the damage).
+    pub(super) fn move_chunk(
+        &mut self,
+        victim: u32,
+        key: &[u8],
+        sequence: u64,
+        chunk: usize,
+        from: Locator,
+        done: Completion,
+    ) -> Result<(Locator, u64)> {
+        let damaged = |why: String| Error::Corruption {
+            device: self.name.clone(),
+            what: format!("shard {:?} chunk {chunk} (not moved; extent {victim} kept): {why}", key_text(key)),
+            offset: self.locator_offset(from),
+        };
+        if let Err(e) = &done.result {
+            return Err(damaged(format!("unreadable: {e}")));
+        }
+        let mut buf = done.buf.expect("reads return their buffer");
+        let header =
+            RecordHeader::verify(buf.as_slice(), from.crc)
+                .and_then(|(h, _)| {
+                    if h.key == key && h.sequence == sequence {
+                        Ok(h)
+                    } else {
+                        Err(record::RecordProblem::Mismatch)
+                    }
+                })
+                .map_err(|p| damaged(p.to_string()))?;
+        let len = buf.len() as u64;
+        let blocks = (len / BLOCK_SIZE_BYTES) as u32;
+        let Some(mut to) = self.allocate_from(blocks, 0) else {
+            return Err(Error::NoSpace(format!("{}: no room to evacuate extent {victim}", self.name)));
+        };
+        assert_ne!(to.extent, victim, "the victim is sealed, never the open extent");
+        let start = record::HEADER_BLOCK_BYTES;
+        let payload = buf.as_slice()[start..start + header.chunk_len as usize].to_vec();
+        let moved_header =
+            RecordHeader { extent: to.extent, generation: self.extents[to.extent as usize].generation, ..header };
+        moved_header.encode(&payload, buf.as_mut_slice());
+        to.crc = moved_header.payload_crc;
+        let offset = self.locator_offset(to);
+        self.dev.submit(IoOp { token: u64::from(chunk as u32), kind: IoKind::Write { offset, buf, fua: false } })?;
+        Ok((to, len))
+    }
+}
