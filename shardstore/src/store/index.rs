@@ -32,6 +32,14 @@ use super::meta::{Locator, ShardMeta};
 
 const FIXED_BYTES: usize = 33;
 const LOCATOR_BYTES: usize = 12;
+/// What the allocator adds to each entry allocation (glibc: 8 bytes of
+/// header, rounded up to 16-byte granules).
+const ALLOC_OVERHEAD_BYTES: usize = 12;
+
+/// Bytes of one entry's allocation.
+fn entry_len(key_len: usize, chunks: usize) -> usize {
+    FIXED_BYTES + chunks * LOCATOR_BYTES + key_len
+}
 
 /// A pointer to an entry allocation (see the module comment). Copying it
 /// does not copy the entry: [`Entry`] owns the allocation, [`Handle`] only
@@ -199,11 +207,18 @@ impl Hash for Handle {
 }
 
 /// Shard key to metadata, in key order.
+///
+/// This is the index's whole interface (lookup, insert and remove, ordered
+/// range and iteration, memory used): the store uses nothing else, so an
+/// on-disk index (an LSM tree, as ShardStore keeps) can replace this one
+/// when index memory becomes the limit (ARCHITECTURE.md, "Known limits").
 #[derive(Default)]
 pub struct Index {
     /// Declared first, dropped first: its handles point into `entries`.
     by_key: HashSet<Handle>,
     entries: BTreeSet<Entry>,
+    /// Bytes of all entry allocations.
+    entry_bytes: usize,
 }
 
 impl std::fmt::Debug for Index {
@@ -216,7 +231,7 @@ impl Index {
     /// An empty index with room for `n` entries in its hash table (a
     /// recovery knows how many the checkpoint holds).
     pub fn with_capacity(n: usize) -> Index {
-        Index { by_key: HashSet::with_capacity(n), entries: BTreeSet::new() }
+        Index { by_key: HashSet::with_capacity(n), entries: BTreeSet::new(), entry_bytes: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -238,15 +253,29 @@ impl Index {
     /// Sets `key` to `meta`, returning what it replaced.
     pub fn insert(&mut self, key: &[u8], meta: &ShardMeta) -> Option<ShardMeta> {
         let entry = Entry(Raw::new(key, meta));
+        self.entry_bytes += entry_len(key.len(), meta.chunk_count());
         // The table's handle moves to the new entry before the B-tree lets
         // go of (and frees) the old one.
         self.by_key.replace(Handle(entry.0));
-        self.entries.replace(entry).map(|old| old.0.meta())
+        let old = self.entries.replace(entry).map(|old| old.0.meta())?;
+        self.entry_bytes -= entry_len(key.len(), old.chunk_count());
+        Some(old)
     }
 
     pub fn remove(&mut self, key: &[u8]) -> Option<ShardMeta> {
         self.by_key.remove(key);
-        self.entries.take(key).map(|old| old.0.meta())
+        let old = self.entries.take(key).map(|old| old.0.meta())?;
+        self.entry_bytes -= entry_len(key.len(), old.chunk_count());
+        Some(old)
+    }
+
+    /// Heap bytes the index holds, estimated: the entries, the
+    /// allocator's own overhead per entry (`ALLOC_OVERHEAD_BYTES`, glibc's),
+    /// the hash table (a pointer and a control byte per slot) and the
+    /// B-tree (a pointer per entry in nodes about two-thirds full).
+    pub fn memory_bytes(&self) -> u64 {
+        let n = self.entries.len();
+        (self.entry_bytes + n * ALLOC_OVERHEAD_BYTES + self.by_key.capacity() * 9 + n * 12) as u64
     }
 
     /// Every shard in key order.

@@ -391,6 +391,11 @@ impl Store {
         }
     }
 
+    /// Heap bytes the index holds (an estimate: see `Index::memory_bytes`).
+    pub fn index_memory_bytes(&self) -> u64 {
+        self.index.memory_bytes()
+    }
+
     /// Index statistics: shard count, total shard bytes, chunk count.
     pub fn index_stats(&self) -> (u64, u64, u64) {
         self.index
