@@ -61,7 +61,10 @@ fn measure(order: impl Fn(usize) -> usize) -> f64 {
     // The index's own estimate, which status and metrics report, is close
     // to what the allocator counted.
     let estimated = store.index_memory_bytes() as f64 / store.len() as f64;
-    assert!((estimated / measured - 1.0).abs() < 0.25, "estimated {estimated:.1} bytes per shard, measured {measured:.1}");
+    assert!(
+        (estimated / measured - 1.0).abs() < 0.25,
+        "estimated {estimated:.1} bytes per shard, measured {measured:.1}"
+    );
     measured
 }
 

@@ -112,7 +112,7 @@ impl Store {
         CheckpointState {
             epoch,
             next_sequence: self.next_sequence,
-            extents: &self.extents,
+            extents: self.extents.all(),
             scrub: self.scrub.cursor,
             damaged: &self.damaged,
         }

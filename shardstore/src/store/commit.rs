@@ -81,7 +81,7 @@ impl Store {
         // extents are evacuated before the batch (a failure here leaves
         // puts to find NoSpace). Normally `reclaim_along` keeps ahead.
         let needed = self.extents_needed(ops);
-        while self.free_extents() <= RESERVE_EXTENTS_COUNT + needed {
+        while self.extents.free_count() <= RESERVE_EXTENTS_COUNT + needed {
             match self.reclaim() {
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
@@ -247,7 +247,7 @@ impl Store {
             } else {
                 placed_crc
             };
-            let Some(mut loc) = self.allocate(record_blocks(key.len(), size, c)) else {
+            let Some(mut loc) = self.extents.allocate_put(record_blocks(key.len(), size, c)) else {
                 return Err(Error::NoSpace(format!(
                     "{}: no free extent for a {size}-byte shard ({RESERVE_EXTENTS_COUNT} are held back for reclamation)",
                     self.name
@@ -257,7 +257,7 @@ impl Store {
                 key: key.to_vec(),
                 sequence,
                 extent: loc.extent,
-                generation: self.extents[loc.extent as usize].generation,
+                generation: self.extents.get(loc.extent).generation,
                 shard_len: size,
                 chunk_offset: start as u64,
                 chunk_len: payload.len() as u32,

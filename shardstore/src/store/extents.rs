@@ -3,18 +3,18 @@
 //! emptied) kept up to date as extents change; allocation of space for
 //! new records.
 
-use super::{Locator, Store, BLOCK_SIZE_BYTES, RESERVE_EXTENTS_COUNT};
+use super::Locator;
 
 /// Extents by class: free (nothing written, not open), and emptied
 /// (sealed, written, nothing live: reset by the next commit).
 #[derive(Debug, Default)]
-pub(super) struct ExtentClasses {
-    pub(super) free: std::collections::BTreeSet<u32>,
-    pub(super) emptied: std::collections::BTreeSet<u32>,
+struct ExtentClasses {
+    free: std::collections::BTreeSet<u32>,
+    emptied: std::collections::BTreeSet<u32>,
 }
 
 impl ExtentClasses {
-    pub(super) fn rebuild(&mut self, extents: &[ExtentInfo], open: Option<u32>) {
+    fn rebuild(&mut self, extents: &[ExtentInfo], open: Option<u32>) {
         self.free.clear();
         self.emptied.clear();
         for (i, e) in extents.iter().enumerate() {
@@ -22,7 +22,7 @@ impl ExtentClasses {
         }
     }
 
-    pub(super) fn touch(&mut self, i: u32, e: &ExtentInfo, open: Option<u32>) {
+    fn touch(&mut self, i: u32, e: &ExtentInfo, open: Option<u32>) {
         let sealed = open != Some(i);
         let (free, emptied) = (sealed && e.write_blocks == 0, sealed && e.write_blocks > 0 && e.live_blocks == 0);
         if free {
@@ -56,39 +56,78 @@ pub struct ExtentInfo {
 
 impl ExtentInfo {
     /// A record written at `written_ms` landed here.
-    pub(super) fn note_write(&mut self, written_ms: u64) {
+    fn note_write(&mut self, written_ms: u64) {
         if self.checked_ms == 0 {
             self.checked_ms = written_ms.max(1);
         }
     }
 }
 
-impl Store {
-    pub(super) fn blocks_per_extent(&self) -> u32 {
-        (self.sb.layout.extent_size_bytes / BLOCK_SIZE_BYTES) as u32
+/// The extent table, the one owner of every extent's state: the
+/// generation, write pointer, live blocks and verification time of each,
+/// which one is open for appends, and the classes kept as they change.
+#[derive(Debug)]
+pub(super) struct ExtentTable {
+    extents: Vec<ExtentInfo>,
+    open: Option<u32>,
+    /// Free extents and sealed ones with nothing live, kept up to date as
+    /// extents change, so a commit never walks the table.
+    classes: ExtentClasses,
+    blocks_per_extent: u32,
+}
+
+impl ExtentTable {
+    /// The table as a checkpoint left it (no live blocks counted yet, no
+    /// extent open); [`ExtentTable::recovered`] files the classes once
+    /// recovery has replayed everything.
+    pub(super) fn new(extents: Vec<ExtentInfo>, blocks_per_extent: u32) -> ExtentTable {
+        assert!(
+            extents.iter().all(|e| e.write_blocks <= blocks_per_extent),
+            "write pointers are checked against the extent size before the table is built"
+        );
+        ExtentTable { extents, open: None, classes: ExtentClasses::default(), blocks_per_extent }
     }
 
-    pub(super) fn free_extents(&self) -> u32 {
+    pub(super) fn recovered(&mut self) {
+        self.classes.rebuild(&self.extents, self.open);
+    }
+
+    pub(super) fn all(&self) -> &[ExtentInfo] {
+        &self.extents
+    }
+
+    pub(super) fn get(&self, extent: u32) -> ExtentInfo {
+        self.extents[extent as usize]
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.extents.len()
+    }
+
+    pub(super) fn blocks_per_extent(&self) -> u32 {
+        self.blocks_per_extent
+    }
+
+    pub(super) fn free_count(&self) -> u32 {
         self.classes.free.len() as u32
     }
 
+    /// Sealed extents with nothing live: the next commit resets them.
+    pub(super) fn emptied(&self) -> impl Iterator<Item = u32> + '_ {
+        self.classes.emptied.iter().copied()
+    }
+
     /// Files extent `i` under its class after it (or the open extent) changed.
-    pub(super) fn touch(&mut self, i: u32) {
-        self.classes.touch(i, &self.extents[i as usize], self.open_extent);
+    fn touch(&mut self, i: u32) {
+        self.classes.touch(i, &self.extents[i as usize], self.open);
     }
 
     /// Space for one record of `blocks`: appended to the open extent, or at
-    /// the start of a free one while more than the reserve are free.
-    pub(super) fn allocate(&mut self, blocks: u32) -> Option<Locator> {
-        self.allocate_from(blocks, RESERVE_EXTENTS_COUNT)
-    }
-
-    /// As `allocate`, keeping `reserve` free extents back (reclamation
-    /// passes 0: it is what the reserve is for).
-    pub(super) fn allocate_from(&mut self, blocks: u32, reserve: u32) -> Option<Locator> {
-        let per = self.blocks_per_extent();
+    /// the start of a free one while more than `reserve` are free.
+    pub(super) fn allocate(&mut self, blocks: u32, reserve: u32) -> Option<Locator> {
+        let per = self.blocks_per_extent;
         assert!(blocks <= per, "a record of {blocks} blocks cannot fit a {per}-block extent");
-        if let Some(e) = self.open_extent {
+        if let Some(e) = self.open {
             let info = &mut self.extents[e as usize];
             if info.write_blocks + blocks <= per {
                 let block = info.write_blocks;
@@ -96,16 +135,112 @@ impl Store {
                 return Some(Locator { extent: e, block, crc: 0 });
             }
         }
-        if self.free_extents() <= reserve {
+        if self.free_count() <= reserve {
             return None;
         }
         let e = *self.classes.free.first()?;
-        let sealed = self.open_extent.replace(e);
+        let sealed = self.open.replace(e);
         self.extents[e as usize].write_blocks = blocks;
         self.touch(e);
         if let Some(sealed) = sealed {
             self.touch(sealed);
         }
         Some(Locator { extent: e, block: 0, crc: 0 })
+    }
+
+    /// Space for a put's record: as `allocate`, keeping the reclamation
+    /// reserve back.
+    pub(super) fn allocate_put(&mut self, blocks: u32) -> Option<Locator> {
+        self.allocate(blocks, super::RESERVE_EXTENTS_COUNT)
+    }
+
+    /// A record of `blocks` written at `written_ms` is live at `at` (a put,
+    /// or a relocation's copy, applied once durable).
+    pub(super) fn add_live(&mut self, at: Locator, blocks: u32, written_ms: u64) {
+        let e = &mut self.extents[at.extent as usize];
+        e.write_blocks = e.write_blocks.max(at.block + blocks);
+        assert!(e.write_blocks <= self.blocks_per_extent, "extent {} written past its end", at.extent);
+        e.live_blocks += blocks;
+        e.note_write(written_ms);
+        self.touch(at.extent);
+    }
+
+    /// A checkpoint's shard is live in `extent` (its write pointer comes
+    /// from the checkpoint). A version 1 checkpoint has no verification
+    /// times: the oldest write time in the extent stands in.
+    pub(super) fn load_live(&mut self, extent: u32, blocks: u32, written_ms: u64, version: u32) {
+        let e = &mut self.extents[extent as usize];
+        e.live_blocks += blocks;
+        if version < 2 && e.checked_ms != 0 {
+            e.checked_ms = e.checked_ms.min(written_ms.max(1));
+        } else {
+            e.note_write(written_ms);
+        }
+    }
+
+    /// A record of `blocks` in `extent` is no longer referenced.
+    pub(super) fn release(&mut self, extent: u32, blocks: u32) {
+        let e = &mut self.extents[extent as usize];
+        e.live_blocks =
+            e.live_blocks.checked_sub(blocks).unwrap_or_else(|| panic!("extent {extent} live accounting underflow"));
+        self.touch(extent);
+    }
+
+    /// The extent was emptied: its generation moves on, nothing is in it.
+    pub(super) fn reset(&mut self, extent: u32, generation: u32) {
+        self.extents[extent as usize] = ExtentInfo { generation, write_blocks: 0, live_blocks: 0, checked_ms: 0 };
+        if self.open == Some(extent) {
+            self.open = None;
+        }
+        self.touch(extent);
+    }
+
+    /// The scrubber verified every live chunk of `extent` (of `generation`)
+    /// written before `checked_ms`; anything written since is newer.
+    pub(super) fn scrubbed(&mut self, extent: u32, generation: u32, checked_ms: u64) {
+        let e = &mut self.extents[extent as usize];
+        if e.generation == generation && e.checked_ms != 0 {
+            e.checked_ms = e.checked_ms.max(checked_ms);
+        }
+    }
+
+    /// Blocks of records the index references, in all.
+    pub(super) fn live_blocks(&self) -> u64 {
+        self.extents.iter().map(|e| u64::from(e.live_blocks)).sum()
+    }
+
+    /// Blocks left in the open extent.
+    pub(super) fn open_blocks_left(&self) -> u32 {
+        self.open.map_or(0, |e| self.blocks_per_extent - self.extents[e as usize].write_blocks)
+    }
+
+    /// The sealed extent with the most dead space, if at least a quarter
+    /// of what was written to it is dead, other than `stuck` (an extent
+    /// whose evacuation failed, as it was then: extent, generation, live).
+    pub(super) fn victim(&self, stuck: Option<(u32, u32, u32)>) -> Option<u32> {
+        self.extents
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| e.write_blocks > 0 && self.open != Some(*i as u32))
+            .filter(|(_, e)| (e.write_blocks - e.live_blocks) * 4 >= e.write_blocks)
+            .filter(|(i, e)| stuck != Some((*i as u32, e.generation, e.live_blocks)))
+            .max_by_key(|(_, e)| e.write_blocks - e.live_blocks)
+            .map(|(i, _)| i as u32)
+    }
+
+    /// Checks the table against the live blocks the index references per
+    /// extent; panics on a broken invariant.
+    pub(super) fn check(&self, live: &[u32]) {
+        for (i, e) in self.extents.iter().enumerate() {
+            assert_eq!(e.live_blocks, live[i], "extent {i} live blocks");
+            assert!(e.write_blocks <= self.blocks_per_extent, "extent {i} write pointer past its end");
+        }
+        let mut recomputed = ExtentClasses::default();
+        recomputed.rebuild(&self.extents, self.open);
+        assert!(recomputed.free == self.classes.free, "free extents kept as they changed differ from the table");
+        assert!(
+            recomputed.emptied == self.classes.emptied,
+            "emptied extents kept as they changed differ from the table"
+        );
     }
 }

@@ -50,7 +50,7 @@ impl Store {
         // (extent, block) -> (record identity, payload CRC, payload ok)
         let mut found: HashMap<(u32, u32), (RecordId, u32, bool)> = HashMap::new();
         let layout = self.sb.layout;
-        for (e, info) in self.extents.clone().iter().enumerate() {
+        for (e, info) in self.extents.all().to_vec().iter().enumerate() {
             if info.write_blocks == 0 {
                 continue;
             }

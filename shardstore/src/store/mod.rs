@@ -28,8 +28,8 @@ pub mod thread;
 
 pub(crate) use checkpoint::write_initial_checkpoint;
 use checkpoint::{encode_checkpoint, read_bytes};
-use extents::ExtentClasses;
 pub use extents::ExtentInfo;
+use extents::ExtentTable;
 use reads::GetCtx;
 use reclaim::ReclaimPlan;
 pub use reclaim::{ReclaimCounts, RECLAIM_AHEAD_EXTENTS_COUNT, RECLAIM_STEP_BYTES_MAX};
@@ -146,11 +146,8 @@ pub struct Store {
     sb: Superblock,
     pool: BufferPool,
     index: Index,
-    extents: Vec<ExtentInfo>,
-    open_extent: Option<u32>,
-    /// Free extents and sealed ones with nothing live, kept up to date as
-    /// extents change, so a commit never walks the extent table.
-    classes: ExtentClasses,
+    /// Every extent's state, and allocation (`extents.rs`).
+    extents: ExtentTable,
     next_sequence: u64,
     /// Absolute offset of the next log block, its index and the CRC of the
     /// block before it.
@@ -204,12 +201,7 @@ impl Store {
             LogRecord::Put { key, meta } => {
                 self.next_sequence = self.next_sequence.max(meta.sequence + 1);
                 for (i, l) in meta.locators().enumerate() {
-                    let blocks = record_blocks(key.len(), meta.size, i);
-                    let e = &mut self.extents[l.extent as usize];
-                    e.write_blocks = e.write_blocks.max(l.block + blocks);
-                    e.live_blocks += blocks;
-                    e.note_write(meta.written_unix_ms);
-                    self.touch(l.extent);
+                    self.extents.add_live(l, record_blocks(key.len(), meta.size, i), meta.written_unix_ms);
                 }
                 if let Some(old) = self.index.insert(key, meta) {
                     self.release(key, &old);
@@ -227,39 +219,17 @@ impl Store {
                 if let Some(mut m) = self.index.get(key).filter(|m| m.sequence == *sequence) {
                     let b = record_blocks(key.len(), m.size, *chunk as usize);
                     let from = m.chunk(*chunk as usize);
-                    let source = &mut self.extents[from.extent as usize];
-                    source.live_blocks = source
-                        .live_blocks
-                        .checked_sub(b)
-                        .unwrap_or_else(|| panic!("extent {} live accounting underflow", from.extent));
-                    let e = &mut self.extents[to.extent as usize];
-                    e.write_blocks = e.write_blocks.max(to.block + b);
-                    e.live_blocks += b;
+                    self.extents.release(from.extent, b);
                     // The copy was verified when read, but its time is not
                     // logged: the shard's write time is earlier, so safe.
-                    e.note_write(m.written_unix_ms);
+                    self.extents.add_live(*to, b, m.written_unix_ms);
                     m.set_chunk(*chunk as usize, *to);
                     self.index.insert(key, &m);
-                    self.touch(from.extent);
-                    self.touch(to.extent);
                 }
             }
-            LogRecord::Reset { extent, generation } => {
-                self.extents[*extent as usize] =
-                    ExtentInfo { generation: *generation, write_blocks: 0, live_blocks: 0, checked_ms: 0 };
-                if self.open_extent == Some(*extent) {
-                    self.open_extent = None;
-                }
-                self.touch(*extent);
-            }
+            LogRecord::Reset { extent, generation } => self.extents.reset(*extent, *generation),
             LogRecord::Scrubbed { extent, generation, checked_ms, scrub } => {
-                let e = &mut self.extents[*extent as usize];
-                if e.generation == *generation && e.checked_ms != 0 {
-                    // Everything written before the pass over the extent
-                    // started was verified; anything written since is
-                    // newer than `checked_ms`.
-                    e.checked_ms = e.checked_ms.max(*checked_ms);
-                }
+                self.extents.scrubbed(*extent, *generation, *checked_ms);
                 self.scrub.cursor = *scrub;
             }
             LogRecord::Damaged { key, damage } => {
@@ -272,11 +242,7 @@ impl Store {
 
     fn release(&mut self, key: &[u8], old: &ShardMeta) {
         for (i, l) in old.locators().enumerate() {
-            let blocks = record_blocks(key.len(), old.size, i);
-            let e = &mut self.extents[l.extent as usize];
-            assert!(e.live_blocks >= blocks, "extent {} live accounting underflow", l.extent);
-            e.live_blocks -= blocks;
-            self.touch(l.extent);
+            self.extents.release(l.extent, record_blocks(key.len(), old.size, i));
         }
     }
 
@@ -369,7 +335,7 @@ impl Store {
     }
 
     pub fn extents(&self) -> &[ExtentInfo] {
-        &self.extents
+        self.extents.all()
     }
 
     pub fn superblock(&self) -> &Superblock {
@@ -379,14 +345,12 @@ impl Store {
     pub fn usage(&self) -> Usage {
         let block = BLOCK_SIZE_BYTES;
         let extent = self.sb.layout.extent_size_bytes;
-        let open_left = self
-            .open_extent
-            .map_or(0, |e| u64::from(self.blocks_per_extent() - self.extents[e as usize].write_blocks) * block);
-        let free = u64::from(self.free_extents().saturating_sub(RESERVE_EXTENTS_COUNT)) * extent + open_left;
+        let open_left = u64::from(self.extents.open_blocks_left()) * block;
+        let free = u64::from(self.extents.free_count().saturating_sub(RESERVE_EXTENTS_COUNT)) * extent + open_left;
         Usage {
             capacity_bytes: self.sb.layout.extent_count * extent,
             free_bytes: free,
-            live_bytes: self.extents.iter().map(|e| u64::from(e.live_blocks) * block).sum(),
+            live_bytes: self.extents.live_blocks() * block,
             shards: self.index.len() as u64,
         }
     }
@@ -418,23 +382,13 @@ impl Store {
             for (i, l) in m.locators().enumerate() {
                 let b = record_blocks(key.len(), m.size, i);
                 assert!(
-                    l.block + b <= self.extents[l.extent as usize].write_blocks,
+                    l.block + b <= self.extents.get(l.extent).write_blocks,
                     "shard {key:?} chunk {i} beyond write pointer"
                 );
                 live[l.extent as usize] += b;
             }
         }
-        for (i, e) in self.extents.iter().enumerate() {
-            assert_eq!(e.live_blocks, live[i], "extent {i} live blocks");
-            assert!(e.write_blocks <= self.blocks_per_extent(), "extent {i} write pointer past its end");
-        }
-        let mut recomputed = ExtentClasses::default();
-        recomputed.rebuild(&self.extents, self.open_extent);
-        assert!(recomputed.free == self.classes.free, "free extents kept as they changed differ from the table");
-        assert!(
-            recomputed.emptied == self.classes.emptied,
-            "emptied extents kept as they changed differ from the table"
-        );
+        self.extents.check(&live);
     }
 
     /// Checkpoints and records a clean shutdown.

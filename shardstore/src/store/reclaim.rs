@@ -73,12 +73,12 @@ impl Store {
                 return Err(self.fail(&format!("flush failed: {e}")));
             }
         }
-        let generation = self.extents[victim as usize].generation.wrapping_add(1);
+        let generation = self.extents.get(victim).generation.wrapping_add(1);
         records.push((0, LogRecord::Reset { extent: victim, generation }));
         self.make_durable(&records)?;
         self.reclaim_counts.whole_extents += 1;
         debug_assert_eq!(
-            self.extents[victim as usize],
+            self.extents.get(victim),
             ExtentInfo { generation, write_blocks: 0, live_blocks: 0, checked_ms: 0 }
         );
         Ok(Some((victim, moved)))
@@ -88,14 +88,7 @@ impl Store {
     /// of what was written to it is dead (and it is not one whose
     /// evacuation failed as it is now).
     pub(super) fn victim(&self) -> Option<u32> {
-        self.extents
-            .iter()
-            .enumerate()
-            .filter(|(i, e)| e.write_blocks > 0 && self.open_extent != Some(*i as u32))
-            .filter(|(_, e)| (e.write_blocks - e.live_blocks) * 4 >= e.write_blocks)
-            .filter(|(i, e)| self.stuck != Some((*i as u32, e.generation, e.live_blocks)))
-            .max_by_key(|(_, e)| e.write_blocks - e.live_blocks)
-            .map(|(i, _)| i as u32)
+        self.extents.victim(self.stuck)
     }
 
     /// Every live chunk in `victim` (a walk of the whole index).
@@ -188,31 +181,30 @@ impl Store {
 
     pub(super) fn reclaim_along(&mut self, ops: &[Op], needed: u32) -> Vec<LogRecord> {
         let mut records: Vec<LogRecord> = self
-            .classes
-            .emptied
-            .iter()
-            .map(|&i| LogRecord::Reset { extent: i, generation: self.extents[i as usize].generation.wrapping_add(1) })
+            .extents
+            .emptied()
+            .map(|i| LogRecord::Reset { extent: i, generation: self.extents.get(i).generation.wrapping_add(1) })
             .collect();
         self.reclaim_counts.extents_reset_along += records.len() as u64;
         let ahead = RESERVE_EXTENTS_COUNT + needed + RECLAIM_AHEAD_EXTENTS_COUNT;
-        if self.free_extents() > ahead || self.check_usable().is_err() {
+        if self.extents.free_count() > ahead || self.check_usable().is_err() {
             return records;
         }
         let written = Self::batch_bytes(ops);
         let current = self
             .plan
             .as_ref()
-            .is_some_and(|p| !p.chunks.is_empty() && self.extents[p.victim as usize].generation == p.generation);
+            .is_some_and(|p| !p.chunks.is_empty() && self.extents.get(p.victim).generation == p.generation);
         if !current {
             self.plan = self.victim().map(|victim| ReclaimPlan {
                 victim,
-                generation: self.extents[victim as usize].generation,
+                generation: self.extents.get(victim).generation,
                 chunks: self.live_chunks(victim).into(),
             });
         }
         let Some(plan) = self.plan.as_mut() else { return records };
         let victim = plan.victim;
-        let e = self.extents[victim as usize];
+        let e = self.extents.get(victim);
         let live = f64::from(e.live_blocks) / f64::from(e.write_blocks.max(1));
         let budget =
             ((written as f64 * live / (1.0 - live).max(0.05) * 1.25) as u64 + (256 << 10)).min(RECLAIM_STEP_BYTES_MAX);
@@ -238,8 +230,7 @@ impl Store {
             Ok(()) => {}
             Err(e) => {
                 tracing::warn!(device = %self.name, extent = victim, error = %e, "reclamation skips an extent it cannot evacuate");
-                self.stuck =
-                    Some((victim, self.extents[victim as usize].generation, self.extents[victim as usize].live_blocks));
+                self.stuck = Some((victim, self.extents.get(victim).generation, self.extents.get(victim).live_blocks));
                 self.plan = None;
             }
         }
@@ -280,14 +271,14 @@ impl Store {
                 .map_err(|p| damaged(p.to_string()))?;
         let len = buf.len() as u64;
         let blocks = (len / BLOCK_SIZE_BYTES) as u32;
-        let Some(mut to) = self.allocate_from(blocks, 0) else {
+        let Some(mut to) = self.extents.allocate(blocks, 0) else {
             return Err(Error::NoSpace(format!("{}: no room to evacuate extent {victim}", self.name)));
         };
         assert_ne!(to.extent, victim, "the victim is sealed, never the open extent");
         let start = record::HEADER_BLOCK_BYTES;
         let payload = buf.as_slice()[start..start + header.chunk_len as usize].to_vec();
         let moved_header =
-            RecordHeader { extent: to.extent, generation: self.extents[to.extent as usize].generation, ..header };
+            RecordHeader { extent: to.extent, generation: self.extents.get(to.extent).generation, ..header };
         moved_header.encode(&payload, buf.as_mut_slice());
         to.crc = moved_header.payload_crc;
         let offset = self.locator_offset(to);

@@ -5,7 +5,7 @@
 
 use super::{
     chunk_count, encode_checkpoint, key_text, meta, read_bytes, record_blocks, record_size_bytes, scrub, superblock,
-    validate_key, BlockDevice, BlockDeviceExt, BufferPool, CheckpointHeader, Error, ExtentClasses, ExtentInfo, Index,
+    validate_key, BlockDevice, BlockDeviceExt, BufferPool, CheckpointHeader, Error, ExtentInfo, ExtentTable, Index,
     Locator, LogRecord, ReclaimCounts, Result, ShardMeta, Store, BLOCK, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX,
     KEY_SIZE_BYTES_MAX, SHARD_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
 };
@@ -81,9 +81,7 @@ impl Store {
             // Room for the checkpoint's entries (never more than its bytes
             // could hold, whatever its header says).
             index: Index::with_capacity(usize::try_from(header.entry_count).unwrap_or(0).min(body.len() / 32)),
-            extents,
-            open_extent: None,
-            classes: ExtentClasses::default(),
+            extents: ExtentTable::new(extents, per_extent),
             next_sequence: header.next_sequence,
             log_offset: half_offset + bytes.len() as u64,
             log_index: 0,
@@ -119,7 +117,7 @@ impl Store {
             return Err(corrupt("checkpoint trailing bytes".to_owned(), half_offset));
         }
         store.replay_log(half_offset + half_size)?;
-        store.classes.rebuild(&store.extents, store.open_extent);
+        store.extents.recovered();
         store.checkpoint_bytes = encode_checkpoint(&store.checkpoint_state(0), &store.index).len() as u64;
         // From now on a crash must be visible at the next open.
         if read_only {
@@ -192,7 +190,7 @@ impl Store {
         if l.extent as usize >= count {
             return Err(format!("extent {} of {count}", l.extent));
         }
-        let per = self.blocks_per_extent();
+        let per = self.extents.blocks_per_extent();
         if l.block.checked_add(blocks).is_none_or(|end| end > per) {
             return Err(format!("blocks {}..+{blocks} past the extent's {per}", l.block));
         }
@@ -242,15 +240,7 @@ impl Store {
     pub(super) fn load_entry(&mut self, key: &[u8], meta: &ShardMeta, version: u32) {
         self.next_sequence = self.next_sequence.max(meta.sequence + 1);
         for (i, l) in meta.locators().enumerate() {
-            let blocks = record_blocks(key.len(), meta.size, i);
-            let e = &mut self.extents[l.extent as usize];
-            e.live_blocks += blocks;
-            if version < 2 && e.checked_ms != 0 {
-                // No verification times: the oldest write in the extent.
-                e.checked_ms = e.checked_ms.min(meta.written_unix_ms.max(1));
-            } else {
-                e.note_write(meta.written_unix_ms);
-            }
+            self.extents.load_live(l.extent, record_blocks(key.len(), meta.size, i), meta.written_unix_ms, version);
         }
         if let Some(old) = self.index.insert(key, meta) {
             self.release(key, &old);

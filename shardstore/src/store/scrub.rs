@@ -522,7 +522,7 @@ impl Store {
     fn pass_bytes(&self) -> (u64, u64) {
         let block = crate::constants::BLOCK_SIZE_BYTES;
         let (mut left, mut all) = (0, 0);
-        for (i, e) in self.extents.iter().enumerate() {
+        for (i, e) in self.extents.all().iter().enumerate() {
             let bytes = u64::from(e.live_blocks) * block;
             all += bytes;
             if i as u32 >= self.scrub.cursor.next_extent {
@@ -553,7 +553,8 @@ impl Store {
         let now = superblock::now_unix_ms();
         let rate = self.scrub_rate(now);
         let (left, total) = self.pass_bytes();
-        let oldest = self.extents.iter().filter(|e| e.live_blocks > 0 && e.checked_ms > 0).map(|e| e.checked_ms).min();
+        let oldest =
+            self.extents.all().iter().filter(|e| e.live_blocks > 0 && e.checked_ms > 0).map(|e| e.checked_ms).min();
         ScrubStatus {
             paused: self.scrub.settings.paused,
             unthrottled: self.scrub.settings.unthrottled,
@@ -682,7 +683,7 @@ impl Store {
         loop {
             if e >= count {
                 // A complete pass: every extent was verified since it began.
-                if self.extents.iter().all(|x| x.live_blocks == 0) {
+                if self.extents.all().iter().all(|x| x.live_blocks == 0) {
                     return Ok(false);
                 }
                 self.scrub_all_metadata();
@@ -700,7 +701,7 @@ impl Store {
                 tracing::info!(device = %self.name, passes = cursor.passes, "scrub pass complete");
                 e = 0;
             }
-            let info = self.extents[e as usize];
+            let info = self.extents.get(e);
             if info.live_blocks > 0 {
                 self.scrub.scan = Some(ExtentScan {
                     extent: e,
@@ -725,7 +726,7 @@ impl Store {
     fn log_scrub_cursor(&mut self, cursor: ScrubCursor) -> Result<()> {
         self.quiesce();
         let record =
-            LogRecord::Scrubbed { extent: 0, generation: self.extents[0].generation, checked_ms: 0, scrub: cursor };
+            LogRecord::Scrubbed { extent: 0, generation: self.extents.get(0).generation, checked_ms: 0, scrub: cursor };
         self.make_durable(&[(0, record)])
     }
 
@@ -866,7 +867,7 @@ impl Store {
 
     fn chunk_still_live(&self, c: &ChunkRef) -> bool {
         let Some(scan) = self.scrub.scan.as_ref() else { return false };
-        self.extents[c.loc.extent as usize].generation == scan.generation
+        self.extents.get(c.loc.extent).generation == scan.generation
             && self.index.get(&c.key).is_some_and(|m| {
                 m.sequence == c.sequence && (c.chunk as usize) < m.chunk_count() && m.chunk(c.chunk as usize) == c.loc
             })
