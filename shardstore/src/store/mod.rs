@@ -30,7 +30,8 @@ pub(crate) use checkpoint::write_initial_checkpoint;
 use checkpoint::{encode_checkpoint, read_bytes};
 pub use extents::ExtentInfo;
 use extents::ExtentTable;
-use reads::GetCtx;
+pub use reads::FinishedGet;
+use reads::{ReadPipeline, ReadToken};
 use reclaim::ReclaimPlan;
 pub use reclaim::{ReclaimCounts, RECLAIM_AHEAD_EXTENTS_COUNT, RECLAIM_STEP_BYTES_MAX};
 
@@ -162,13 +163,9 @@ pub struct Store {
     failed: Option<String>,
     /// Whether the previous run shut down cleanly.
     opened_clean: bool,
-    /// Gets in progress (a slab indexed by the high half of a read token),
-    /// chunk reads not yet submitted, and a reusable completion buffer.
-    gets: Vec<Option<GetCtx>>,
-    get_queue: std::collections::VecDeque<(u32, u32)>,
-    get_completions: Vec<Completion>,
-    /// Gets finished while a commit drained the device, for the caller.
-    finished_gets: Vec<(u64, Result<Vec<u8>>)>,
+    /// Gets in progress, their chunk reads, and finished gets
+    /// (`reads.rs`).
+    reads: ReadPipeline,
     /// The background scrubber: its persisted cursor and the pass in
     /// progress.
     scrub: scrub::Background,

@@ -25,6 +25,82 @@ pub(super) struct GetCtx {
     pub(super) started: std::time::Instant,
 }
 
+/// A finished get: its id and its verified bytes, or why not.
+pub type FinishedGet = (u64, Result<Vec<u8>>);
+
+/// What a read on the device belongs to, carried in its `user_data`: a
+/// chunk of a get in progress, or a scrub window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReadToken {
+    Get { slot: u32, chunk: u32 },
+    Scrub { window: u32 },
+}
+
+impl ReadToken {
+    /// The top bit tells a scrub window from a get; a get's slot takes the
+    /// next 31 bits, its chunk the low 32.
+    const SCRUB_BIT: u64 = 1 << 63;
+
+    pub(super) fn encode(self) -> u64 {
+        match self {
+            ReadToken::Get { slot, chunk } => {
+                assert!(slot < 1 << 31, "get slot {slot} past the token's 31 bits");
+                (u64::from(slot) << 32) | u64::from(chunk)
+            }
+            ReadToken::Scrub { window } => Self::SCRUB_BIT | u64::from(window),
+        }
+    }
+
+    pub(super) fn decode(token: u64) -> ReadToken {
+        if token & Self::SCRUB_BIT != 0 {
+            ReadToken::Scrub { window: token as u32 }
+        } else {
+            ReadToken::Get { slot: (token >> 32) as u32, chunk: token as u32 }
+        }
+    }
+}
+
+/// The reads in progress, owned in one place: gets in a slab indexed by
+/// their slot, chunk reads waiting for room on the device, completions
+/// reaped and not yet verified, and finished gets waiting to be taken
+/// (the one exit: every finished get goes there first).
+#[derive(Debug, Default)]
+pub(super) struct ReadPipeline {
+    gets: Vec<Option<GetCtx>>,
+    queue: std::collections::VecDeque<(u32, u32)>,
+    completions: Vec<Completion>,
+    finished: Vec<FinishedGet>,
+}
+
+impl ReadPipeline {
+    pub(super) fn new() -> ReadPipeline {
+        ReadPipeline { completions: Vec::with_capacity(STORE_QUEUE_DEPTH), ..ReadPipeline::default() }
+    }
+
+    /// Whether chunk reads of gets wait for room on the device (the
+    /// scrubber then holds back: it never delays a get).
+    pub(super) fn has_queued(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    fn any_get(&self) -> bool {
+        self.gets.iter().any(Option::is_some)
+    }
+
+    /// A free slot for a new get.
+    fn free_slot(&mut self) -> u32 {
+        let slot = self.gets.iter().position(Option::is_none).unwrap_or_else(|| {
+            self.gets.push(None);
+            self.gets.len() - 1
+        });
+        slot as u32
+    }
+
+    fn ctx(&mut self, slot: u32) -> &mut GetCtx {
+        self.gets[slot as usize].as_mut().expect("a read of a live get")
+    }
+}
+
 impl Store {
     pub fn get(&mut self, key: &[u8]) -> Result<Vec<u8>> {
         let size = self.index.get(key).ok_or_else(|| Error::NotFound(key_text(key)))?.size;
@@ -73,16 +149,11 @@ impl Store {
         let chunk_size = CHUNK_SIZE_BYTES_MAX as u64;
         let first = (offset / chunk_size) as usize;
         let last = if end == offset { first } else { ((end - 1) / chunk_size) as usize };
-        let slot = if let Some(free) = self.gets.iter().position(Option::is_none) {
-            free
-        } else {
-            self.gets.push(None);
-            self.gets.len() - 1
-        };
+        let slot = self.reads.free_slot();
         for chunk in first..=last {
-            self.get_queue.push_back((slot as u32, chunk as u32));
+            self.reads.queue.push_back((slot, chunk as u32));
         }
-        self.gets[slot] = Some(GetCtx {
+        self.reads.gets[slot as usize] = Some(GetCtx {
             id,
             key: key.to_vec(),
             meta,
@@ -103,7 +174,7 @@ impl Store {
     /// completed (if `wait` and any are in flight, waiting for at least one
     /// completion or a call of the [`Store::waker`]), and appends finished
     /// gets to `done`.
-    pub fn poll_gets(&mut self, wait: bool, done: &mut Vec<(u64, Result<Vec<u8>>)>) -> Result<()> {
+    pub fn poll_gets(&mut self, wait: bool, done: &mut Vec<FinishedGet>) -> Result<()> {
         self.submit_gets(done);
         self.reap_gets(wait, done)?;
         while self.finish_next_read(done) {}
@@ -113,12 +184,12 @@ impl Store {
     /// Submits queued chunk reads up to the queue depth (the device hands
     /// them to the kernel at its next enter at the latest). Gets that end
     /// without I/O go to `done`.
-    pub fn submit_gets(&mut self, done: &mut Vec<(u64, Result<Vec<u8>>)>) {
+    pub fn submit_gets(&mut self, done: &mut Vec<FinishedGet>) {
         // Reaped reads not yet finished still hold their buffers: a read
         // goes out only when a buffer is free for it.
-        while self.dev.in_flight() + self.get_completions.len() < STORE_QUEUE_DEPTH {
-            let Some((slot, chunk)) = self.get_queue.pop_front() else { break };
-            let ctx = self.gets[slot as usize].as_mut().expect("queued chunk of a live get");
+        while self.dev.in_flight() + self.reads.completions.len() < STORE_QUEUE_DEPTH {
+            let Some((slot, chunk)) = self.reads.queue.pop_front() else { break };
+            let ctx = self.reads.ctx(slot);
             let loc = ctx.meta.chunk(chunk as usize);
             let len = record::payload_size_bytes(chunk_len(ctx.meta.size, chunk as usize)) as usize;
             if len == 0 {
@@ -134,48 +205,55 @@ impl Store {
                         offset: 0,
                     })
                 };
-                self.finish_chunk(slot, result, done);
+                self.finish_chunk(slot, result);
                 continue;
             }
             let buf = self.pool.take(len).expect("a free buffer for every queue slot");
             let at = self.payload_offset(loc);
-            let token = (u64::from(slot) << 32) | u64::from(chunk);
+            let token = ReadToken::Get { slot, chunk }.encode();
             if let Err(e) = self.dev.submit(IoOp { token, kind: IoKind::Read { offset: at, buf } }) {
-                self.finish_chunk(slot, Err(e), done);
+                self.finish_chunk(slot, Err(e));
             }
         }
+        done.append(&mut self.reads.finished);
     }
 
     /// Collects completed reads (if `wait` and any are in flight, waiting
     /// for at least one or a call of the [`Store::waker`]) for
     /// [`Store::finish_next_read`]; submits what the device still holds.
-    pub fn reap_gets(&mut self, wait: bool, done: &mut Vec<(u64, Result<Vec<u8>>)>) -> Result<()> {
+    pub fn reap_gets(&mut self, wait: bool, done: &mut Vec<FinishedGet>) -> Result<()> {
+        let reaped = self.reap_reads(wait);
+        done.append(&mut self.reads.finished);
+        reaped
+    }
+
+    fn reap_reads(&mut self, wait: bool) -> Result<()> {
         if self.dev.in_flight() == 0 {
             return Ok(());
         }
-        let mut completions = std::mem::take(&mut self.get_completions);
+        let mut completions = std::mem::take(&mut self.reads.completions);
         let reaped = if wait { self.dev.reap_or_wake(&mut completions) } else { self.dev.reap(0, &mut completions) };
         if let Err(e) = reaped {
             // The ring itself failed: no get in progress can finish. Answer
             // them all and stop serving, rather than wait forever.
             let why = format!("reaping reads failed: {e}");
             let _ = self.fail(&why);
-            self.get_queue.clear();
+            self.reads.queue.clear();
             self.scrub.abandon_windows();
-            for ctx in self.gets.iter_mut().filter_map(Option::take) {
-                done.push((
+            for ctx in self.reads.gets.iter_mut().filter_map(Option::take) {
+                self.reads.finished.push((
                     ctx.id,
                     Err(Error::Poisoned { device: format!("{} ({why})", self.name), op: crate::error::OpKind::Read }),
                 ));
             }
             // Reads reaped before the failure belong to the gets just answered.
             completions.clear();
-            self.get_completions = completions;
+            self.reads.completions = completions;
             return Err(e);
         }
         // Finished first in, first out: `finish_next_read` pops.
         completions.reverse();
-        self.get_completions = completions;
+        self.reads.completions = completions;
         Ok(())
     }
 
@@ -183,22 +261,22 @@ impl Store {
     /// when it was the last piece; false when none is left. A thread serving
     /// clients answers a finished get before it verifies the next read, so
     /// the client's next request can go to the device sooner.
-    pub fn finish_next_read(&mut self, done: &mut Vec<(u64, Result<Vec<u8>>)>) -> bool {
-        let Some(c) = self.get_completions.pop() else { return false };
-        let slot = (c.token >> 32) as u32;
-        if slot == scrub::SCRUB_TOKEN_SLOT {
-            self.scrub_window_done((c.token & 0xFFFF_FFFF) as usize, c);
-            return true;
+    pub fn finish_next_read(&mut self, done: &mut Vec<FinishedGet>) -> bool {
+        let Some(c) = self.reads.completions.pop() else { return false };
+        match ReadToken::decode(c.token) {
+            ReadToken::Scrub { window } => self.scrub_window_done(window as usize, c),
+            ReadToken::Get { slot, chunk } => {
+                let result = self.verify_chunk(slot, chunk as usize, c);
+                self.finish_chunk(slot, result);
+            }
         }
-        let chunk = (c.token & 0xFFFF_FFFF) as usize;
-        let result = self.verify_chunk(slot, chunk, c);
-        self.finish_chunk(slot, result, done);
+        done.append(&mut self.reads.finished);
         true
     }
 
     /// Gets that finished while a commit or checkpoint drained the device.
-    pub fn take_finished_gets(&mut self, done: &mut Vec<(u64, Result<Vec<u8>>)>) {
-        done.append(&mut self.finished_gets);
+    pub fn take_finished_gets(&mut self, done: &mut Vec<FinishedGet>) {
+        done.append(&mut self.reads.finished);
     }
 
     /// A handle that ends a waiting [`Store::poll_gets`] early from another
@@ -209,15 +287,13 @@ impl Store {
 
     /// Whether any read (a get, or a scrub window) is still in progress.
     pub fn gets_pending(&self) -> bool {
-        self.scrub.in_flight() > 0 || self.gets.iter().any(Option::is_some)
+        self.scrub.in_flight() > 0 || self.reads.any_get()
     }
 
-    pub(super) fn verify_chunk(&mut self, slot: u32, chunk: usize, c: Completion) -> Result<()> {
-        let at = {
-            let ctx = self.gets[slot as usize].as_ref().expect("completion of a live get");
-            self.payload_offset(ctx.meta.chunk(chunk))
-        };
-        let ctx = self.gets[slot as usize].as_mut().expect("completion of a live get");
+    fn verify_chunk(&mut self, slot: u32, chunk: usize, c: Completion) -> Result<()> {
+        let loc = self.reads.ctx(slot).meta.chunk(chunk);
+        let at = self.payload_offset(loc);
+        let ctx = self.reads.gets[slot as usize].as_mut().expect("completion of a live get");
         let loc = ctx.meta.chunk(chunk);
         let corrupt = |why: String| Error::Corruption {
             device: self.name.clone(),
@@ -251,8 +327,10 @@ impl Store {
         Ok(())
     }
 
-    pub(super) fn finish_chunk(&mut self, slot: u32, result: Result<()>, done: &mut Vec<(u64, Result<Vec<u8>>)>) {
-        let ctx = self.gets[slot as usize].as_mut().expect("chunk of a live get");
+    /// One chunk read of the get in `slot` ended; the last one finishes
+    /// the get (into the pipeline's finished gets, its one exit).
+    fn finish_chunk(&mut self, slot: u32, result: Result<()>) {
+        let ctx = self.reads.ctx(slot);
         if let Err(e) = result {
             ctx.error.get_or_insert(e);
         }
@@ -260,7 +338,7 @@ impl Store {
         if ctx.remaining > 0 {
             return;
         }
-        let ctx = self.gets[slot as usize].take().expect("checked above");
+        let ctx = self.reads.gets[slot as usize].take().expect("checked above");
         self.counters.read_latency.record(ctx.started.elapsed(), ctx.end - ctx.offset);
         let result = match ctx.error {
             Some(e) => Err(e),
@@ -278,21 +356,25 @@ impl Store {
             }
             None => Ok(ctx.out),
         };
-        done.push((ctx.id, result));
+        self.reads.finished.push((ctx.id, result));
     }
 
     /// Completes every get in progress, keeping their results for
     /// `take_finished_gets`: commits, checkpoints and reclamation use the
     /// device one operation at a time and must have it to themselves.
     pub(super) fn quiesce(&mut self) {
-        let mut finished = std::mem::take(&mut self.finished_gets);
+        // Finished gets stay in the pipeline for `take_finished_gets`.
         while self.gets_pending() {
-            if let Err(e) = self.poll_gets(true, &mut finished) {
+            let mut none = Vec::new();
+            self.submit_gets(&mut none);
+            let reaped = self.reap_reads(true);
+            while self.finish_next_read(&mut none) {}
+            self.reads.finished.append(&mut none);
+            if let Err(e) = reaped {
                 let _ = self.fail(&format!("reading failed: {e}"));
                 break;
             }
         }
-        self.finished_gets = finished;
         // What the blocking paths after this rely on: the device is ours
         // alone (or the store is failed and writes nothing more).
         assert!(
@@ -301,5 +383,27 @@ impl Store {
             self.name,
             self.dev.in_flight()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadToken;
+
+    #[test]
+    fn read_tokens_round_trip_and_never_collide() {
+        let tokens = [
+            ReadToken::Get { slot: 0, chunk: 0 },
+            ReadToken::Get { slot: 0, chunk: u32::MAX },
+            ReadToken::Get { slot: (1 << 31) - 1, chunk: 63 },
+            ReadToken::Scrub { window: 0 },
+            ReadToken::Scrub { window: u32::MAX },
+        ];
+        let encoded: Vec<u64> = tokens.iter().map(|t| t.encode()).collect();
+        for (t, e) in tokens.iter().zip(&encoded) {
+            assert_eq!(ReadToken::decode(*e), *t);
+        }
+        let distinct: std::collections::HashSet<u64> = encoded.iter().copied().collect();
+        assert_eq!(distinct.len(), tokens.len());
     }
 }

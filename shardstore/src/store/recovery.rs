@@ -6,8 +6,8 @@
 use super::{
     chunk_count, encode_checkpoint, key_text, meta, read_bytes, record_blocks, record_size_bytes, scrub, superblock,
     validate_key, BlockDevice, BlockDeviceExt, BufferPool, CheckpointHeader, Error, ExtentInfo, ExtentTable, Index,
-    Locator, LogRecord, ReclaimCounts, Result, ShardMeta, Store, BLOCK, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX,
-    KEY_SIZE_BYTES_MAX, SHARD_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
+    Locator, LogRecord, ReadPipeline, ReclaimCounts, Result, ShardMeta, Store, BLOCK, BLOCK_SIZE_BYTES,
+    CHUNK_SIZE_BYTES_MAX, KEY_SIZE_BYTES_MAX, SHARD_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
 };
 
 impl Store {
@@ -89,10 +89,7 @@ impl Store {
             checkpoint_bytes: 0,
             failed: None,
             opened_clean,
-            gets: Vec::new(),
-            get_queue: std::collections::VecDeque::new(),
-            get_completions: Vec::with_capacity(STORE_QUEUE_DEPTH),
-            finished_gets: Vec::new(),
+            reads: ReadPipeline::new(),
             scrub: scrub::Background::new(header.scrub),
             damaged: std::collections::BTreeMap::new(),
             counters: std::sync::Arc::default(),

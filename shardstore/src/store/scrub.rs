@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::meta::{self, Damage, Locator, LogRecord, ScrubCursor, BLOCK};
 use super::record::{self, RecordHeader, RecordProblem, HEADER_BLOCK_BYTES};
-use super::{chunk_len, key_text, Store, STORE_QUEUE_DEPTH};
+use super::{chunk_len, key_text, ReadToken, Store, STORE_QUEUE_DEPTH};
 use crate::device::{BlockDeviceExt, Completion, IoKind, IoOp};
 use crate::error::Result;
 use crate::superblock::{self, CopyStatus};
@@ -327,8 +327,6 @@ const GAP_BYTES_MAX: u64 = 256 * 1024;
 const LIST_STEP_ENTRIES: usize = 16 * 1024;
 /// Windows in flight at most when unthrottled (one when paced).
 const UNTHROTTLED_WINDOWS_MAX: usize = 4;
-/// The slab slot of scrub reads in read tokens (gets use small slots).
-pub(crate) const SCRUB_TOKEN_SLOT: u32 = u32::MAX;
 /// Recent findings kept for status (all are counted and logged).
 const RECENT_FINDINGS_MAX: usize = 64;
 
@@ -783,7 +781,7 @@ impl Store {
             if scan.next == scan.chunks.len()
                 || self.scrub.in_flight() >= depth
                 || (!self.scrub.unlimited && self.scrub.allowance <= 0.0)
-                || !self.get_queue.is_empty()
+                || self.reads.has_queued()
                 || self.dev.in_flight() >= STORE_QUEUE_DEPTH / 2
             {
                 return;
@@ -810,7 +808,7 @@ impl Store {
                 self.scrub.windows.len() - 1
             });
             let offset = self.locator_offset(Locator { extent, block: start, crc: 0 });
-            let token = (u64::from(SCRUB_TOKEN_SLOT) << 32) | id as u64;
+            let token = ReadToken::Scrub { window: id as u32 }.encode();
             if self.dev.submit(IoOp { token, kind: IoKind::Read { offset, buf } }).is_err() {
                 // Not accepted (the ring is failing): the chunks are
                 // verified one by one on the next step, where errors
