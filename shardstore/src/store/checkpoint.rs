@@ -3,8 +3,8 @@
 //! current by a superblock commit; the log restarts after it.
 
 use super::{
-    meta, superblock, BlockDevice, BlockDeviceExt, CheckpointHeader, Damage, Error, ExtentInfo, Index, Layout, Result,
-    ScrubCursor, Store, StoreRef, BLOCK, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX,
+    meta, superblock, BlockDevice, BlockDeviceExt, CheckpointHeader, Error, ExtentInfo, Index, Layout, RepairList,
+    Result, ScrubCursor, Store, StoreRef, BLOCK, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX,
 };
 
 /// What a checkpoint holds besides the index.
@@ -13,7 +13,7 @@ pub(crate) struct CheckpointState<'a> {
     pub next_sequence: u64,
     pub extents: &'a [ExtentInfo],
     pub scrub: ScrubCursor,
-    pub damaged: &'a std::collections::BTreeMap<Vec<u8>, Damage>,
+    pub damaged: &'a RepairList,
 }
 
 /// The encoded checkpoint for an index, extent table and scrub state.
@@ -27,7 +27,7 @@ pub(crate) fn encode_checkpoint(state: &CheckpointState<'_>, index: &Index) -> V
     for (key, meta) in index.iter() {
         meta::encode_entry(key, &meta, &mut body);
     }
-    for (key, damage) in state.damaged {
+    for (key, damage) in state.damaged.iter() {
         meta::encode_damage(key, damage, &mut body);
     }
     let header = CheckpointHeader {
@@ -56,7 +56,7 @@ pub(crate) fn write_initial_checkpoint(dev: &mut dyn BlockDevice, layout: &Layou
         next_sequence: 1,
         extents: &extents,
         scrub: ScrubCursor::default(),
-        damaged: &std::collections::BTreeMap::new(),
+        damaged: &RepairList::default(),
     };
     let bytes = encode_checkpoint(&state, &Index::default());
     write_bytes(dev, layout.meta_offset, &bytes)?;

@@ -23,6 +23,7 @@ mod reads;
 mod reclaim;
 pub mod record;
 mod recovery;
+mod repair;
 pub mod scrub;
 pub mod thread;
 
@@ -34,6 +35,7 @@ pub use reads::FinishedGet;
 use reads::{ReadPipeline, ReadToken};
 use reclaim::ReclaimPlan;
 pub use reclaim::{ReclaimCounts, RECLAIM_AHEAD_EXTENTS_COUNT, RECLAIM_STEP_BYTES_MAX};
+use repair::RepairList;
 
 use std::collections::HashMap;
 
@@ -46,8 +48,7 @@ use crate::layout::Layout;
 use crate::superblock::{self, StoreRef, Superblock};
 use index::Index;
 use meta::{
-    CheckpointHeader, Damage, Locator, LogRecord, ScrubCursor, ShardMeta, BLOCK, CHECKPOINT_HEADER_BYTES,
-    LOG_PAYLOAD_BYTES_MAX,
+    CheckpointHeader, Locator, LogRecord, ScrubCursor, ShardMeta, BLOCK, CHECKPOINT_HEADER_BYTES, LOG_PAYLOAD_BYTES_MAX,
 };
 use record::{record_size_bytes, RecordHeader, CHUNK_SIZE_BYTES_MAX, KEY_SIZE_BYTES_MAX};
 
@@ -170,7 +171,7 @@ pub struct Store {
     /// progress.
     scrub: scrub::Background,
     /// Shards the scrubber found damaged (the repair list), by key.
-    damaged: std::collections::BTreeMap<Vec<u8>, Damage>,
+    damaged: RepairList,
     /// Errors and latencies, for whoever watches the drive's health.
     counters: std::sync::Arc<crate::health::DeviceCounters>,
     /// The extent being evacuated a little with every group commit, and
@@ -203,14 +204,14 @@ impl Store {
                 if let Some(old) = self.index.insert(key, meta) {
                     self.release(key, &old);
                 }
-                self.damaged.remove(key.as_slice());
+                self.damaged.remove(key);
             }
             LogRecord::Delete { key, sequence } => {
                 self.next_sequence = self.next_sequence.max(sequence + 1);
                 if let Some(old) = self.index.remove(key) {
                     self.release(key, &old);
                 }
-                self.damaged.remove(key.as_slice());
+                self.damaged.remove(key);
             }
             LogRecord::Relocate { key, sequence, chunk, to } => {
                 if let Some(mut m) = self.index.get(key).filter(|m| m.sequence == *sequence) {

@@ -6,7 +6,7 @@
 use super::{
     chunk_count, encode_checkpoint, key_text, meta, read_bytes, record_blocks, record_size_bytes, scrub, superblock,
     validate_key, BlockDevice, BlockDeviceExt, BufferPool, CheckpointHeader, Error, ExtentInfo, ExtentTable, Index,
-    Locator, LogRecord, ReadPipeline, ReclaimCounts, Result, ShardMeta, Store, BLOCK, BLOCK_SIZE_BYTES,
+    Locator, LogRecord, ReadPipeline, ReclaimCounts, RepairList, Result, ShardMeta, Store, BLOCK, BLOCK_SIZE_BYTES,
     CHUNK_SIZE_BYTES_MAX, KEY_SIZE_BYTES_MAX, SHARD_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
 };
 
@@ -91,7 +91,7 @@ impl Store {
             opened_clean,
             reads: ReadPipeline::new(),
             scrub: scrub::Background::new(header.scrub),
-            damaged: std::collections::BTreeMap::new(),
+            damaged: RepairList::default(),
             counters: std::sync::Arc::default(),
             plan: None,
             stuck: None,

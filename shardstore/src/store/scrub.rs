@@ -593,7 +593,7 @@ impl Store {
     /// Whether a shard is on the repair list (its reads answer
     /// `Corruption`).
     pub(crate) fn damage_of(&self, key: &[u8], sequence: u64) -> Option<Damage> {
-        self.damaged.get(key).filter(|d| d.sequence == sequence).copied()
+        self.damaged.get(key, sequence)
     }
 
     /// Advances the background scrubber by one step: lists chunks, starts
@@ -745,7 +745,7 @@ impl Store {
             seen += 1;
             // A shard on the repair list was found damaged already: it is
             // not read again (nor reported again) until it is replaced.
-            if self.damaged.get(key).is_some_and(|d| d.sequence == m.sequence) {
+            if self.damaged.get(key, m.sequence).is_some() {
                 last = Some(key.to_vec());
                 continue;
             }
@@ -890,7 +890,7 @@ impl Store {
             len: first.len,
             found_ms: superblock::now_unix_ms(),
         };
-        if !self.damaged.contains_key(&c.key) && !self.scrub.pending_damage.iter().any(|(k, _)| *k == c.key) {
+        if !self.damaged.contains(&c.key) && !self.scrub.pending_damage.iter().any(|(k, _)| *k == c.key) {
             self.scrub.pending_damage.push((c.key.clone(), damage));
         }
     }
