@@ -18,7 +18,9 @@ use shardstore::rng::Rng;
 
 const SHARDS: u64 = 24;
 const SHARD_BYTES: usize = 256 << 10;
-const PHASE: Duration = Duration::from_secs(3);
+const PHASE: Duration = Duration::from_secs(2);
+/// Rounds of capacity then overload; medians are compared.
+const ROUNDS: usize = 3;
 
 #[derive(Default)]
 struct Tally {
@@ -107,25 +109,38 @@ fn goodput_under_overload_stays_near_capacity() {
         assert_eq!(put(addr, &format!("load-{i}"), &data).status, 201);
     }
 
-    let capacity = offer(addr, 6, None);
-    let capacity_rps = capacity.good.load(Ordering::Relaxed) as f64 / PHASE.as_secs_f64();
-    let overload = offer(addr, 96, Some(50));
-    let goodput_rps = overload.good.load(Ordering::Relaxed) as f64 / PHASE.as_secs_f64();
-    let (late, overloaded, deadline) = (
-        overload.late.load(Ordering::Relaxed),
-        overload.overloaded.load(Ordering::Relaxed),
-        overload.deadline.load(Ordering::Relaxed),
-    );
-    eprintln!(
-        "capacity {capacity_rps:.0} reads/s with 6 clients; 96 clients with a 50 ms deadline: \
-         goodput {goodput_rps:.0} reads/s ({:.2} of capacity), {late} late, {overloaded} Overloaded, \
-         {deadline} DeadlineExceeded",
-        goodput_rps / capacity_rps
-    );
-    assert!(overloaded + deadline > 0, "the offered load never exceeded what the devices could take");
+    // Capacity and overload alternate for a few rounds and the medians are
+    // compared: on a shared two-core machine one round can land on a busy
+    // moment of either phase.
+    let mut rounds = Vec::new();
+    for _ in 0..ROUNDS {
+        let capacity = offer(addr, 6, None);
+        let capacity_rps = capacity.good.load(Ordering::Relaxed) as f64 / PHASE.as_secs_f64();
+        let overload = offer(addr, 96, Some(50));
+        let goodput_rps = overload.good.load(Ordering::Relaxed) as f64 / PHASE.as_secs_f64();
+        let (late, overloaded, deadline) = (
+            overload.late.load(Ordering::Relaxed),
+            overload.overloaded.load(Ordering::Relaxed),
+            overload.deadline.load(Ordering::Relaxed),
+        );
+        eprintln!(
+            "capacity {capacity_rps:.0} reads/s with 6 clients; 96 clients with a 50 ms deadline: \
+             goodput {goodput_rps:.0} reads/s ({:.2} of capacity), {late} late, {overloaded} Overloaded, \
+             {deadline} DeadlineExceeded",
+            goodput_rps / capacity_rps
+        );
+        assert!(overloaded + deadline > 0, "the offered load never exceeded what the devices could take");
+        rounds.push((capacity_rps, goodput_rps));
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let capacity_rps = median(rounds.iter().map(|r| r.0).collect());
+    let goodput_rps = median(rounds.iter().map(|r| r.1).collect());
     assert!(
         goodput_rps >= 0.5 * capacity_rps,
-        "goodput collapsed: {goodput_rps:.0} reads/s within the deadline against a capacity of {capacity_rps:.0}"
+        "goodput collapsed: a median of {goodput_rps:.0} reads/s within the deadline against a median capacity of {capacity_rps:.0}"
     );
     assert!(agent.signal(Signal::SIGTERM).success());
 }

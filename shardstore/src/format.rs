@@ -13,6 +13,9 @@ use crate::superblock::{self, Superblock, FORMAT_VERSION};
 pub struct FormatOptions {
     /// `None`: chosen from the device size ([`Layout::default_extent_size`]).
     pub extent_size_bytes: Option<u64>,
+    /// `None`: the current version. Version 1 (no metadata mirror) only
+    /// for tests of stores written by earlier builds.
+    pub format_version: Option<u32>,
     /// Overwrite a device that holds a shardnode store or other data.
     pub force: bool,
     pub cluster_uuid: [u8; 16],
@@ -34,7 +37,11 @@ pub fn format(dev: &mut dyn BlockDevice, options: &FormatOptions) -> Result<Supe
     let extent_size_bytes = options
         .extent_size_bytes
         .unwrap_or_else(|| Layout::default_extent_size(info.size_bytes, info.logical_block_size));
-    let layout = Layout::compute(info.size_bytes, info.logical_block_size, extent_size_bytes)
+    let version = options.format_version.unwrap_or(FORMAT_VERSION);
+    if !(superblock::FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version) {
+        return Err(Error::InvalidArgument(format!("format version {version} is not one this build writes")));
+    }
+    let layout = Layout::compute_version(info.size_bytes, info.logical_block_size, extent_size_bytes, version)
         .map_err(|reason| Error::InvalidLayout { device: info.name.clone(), reason })?;
     let zeros = vec![0u8; SUPERBLOCK_COPY_SIZE_BYTES as usize];
     for index in 0..SUPERBLOCK_COPIES_COUNT {
@@ -46,7 +53,7 @@ pub fn format(dev: &mut dyn BlockDevice, options: &FormatOptions) -> Result<Supe
     let store = crate::store::write_initial_checkpoint(dev, &layout)?;
     let now = superblock::now_unix_ms();
     let sb = Superblock {
-        format_version: FORMAT_VERSION,
+        format_version: version,
         clean_shutdown: true,
         sequence: 1,
         parent_checksum: 0,

@@ -27,6 +27,10 @@ pub struct Layout {
     pub meta_offset: u64,
     pub meta_size_bytes: u64,
     pub data_offset: u64,
+    /// Format version 2: where the mirror of the metadata region starts
+    /// (after the extents, before the tail zone: a device apart from the
+    /// first copy). 0 in version 1, which keeps one copy.
+    pub meta_mirror_offset: u64,
 }
 
 /// Why a layout cannot be made; the caller adds the device name.
@@ -58,6 +62,22 @@ impl Layout {
         sector_size_bytes: u64,
         extent_size_bytes: u64,
     ) -> Result<Layout, LayoutError> {
+        Layout::compute_version(
+            device_size_bytes,
+            sector_size_bytes,
+            extent_size_bytes,
+            crate::superblock::FORMAT_VERSION,
+        )
+    }
+
+    /// As `compute`, for format `version` (1: one copy of the metadata
+    /// region; 2: a mirror of it before the tail zone).
+    pub fn compute_version(
+        device_size_bytes: u64,
+        sector_size_bytes: u64,
+        extent_size_bytes: u64,
+        version: u32,
+    ) -> Result<Layout, LayoutError> {
         if !extent_size_bytes.is_power_of_two() {
             return Err(format!("extent size {extent_size_bytes} is not a power of two"));
         }
@@ -84,8 +104,12 @@ impl Layout {
         let meta_offset = SUPERBLOCK_ZONE_SIZE_BYTES;
         let data_offset = meta_offset + meta_size;
         let tail_zone = usable.saturating_sub(SUPERBLOCK_ZONE_SIZE_BYTES);
-        let extent_count = tail_zone.saturating_sub(data_offset) / extent_size_bytes;
-        let needed = data_offset + EXTENT_COUNT_MIN * extent_size_bytes + SUPERBLOCK_ZONE_SIZE_BYTES;
+        let mirrors = u64::from(version >= 2);
+        let data_end_max = tail_zone.saturating_sub(mirrors * meta_size);
+        let extent_count = data_end_max.saturating_sub(data_offset) / extent_size_bytes;
+        let meta_mirror_offset = if mirrors == 1 { data_end_max } else { 0 };
+        let needed =
+            data_offset + EXTENT_COUNT_MIN * extent_size_bytes + mirrors * meta_size + SUPERBLOCK_ZONE_SIZE_BYTES;
         if usable < SUPERBLOCK_ZONE_SIZE_BYTES * 2 || extent_count < EXTENT_COUNT_MIN {
             return Err(format!(
                 "device of {device_size_bytes} bytes is too small: this layout needs at least {needed} bytes \
@@ -101,7 +125,26 @@ impl Layout {
             meta_offset,
             meta_size_bytes: meta_size,
             data_offset,
+            meta_mirror_offset,
         })
+    }
+
+    /// Start of each copy of the metadata region: one (version 1) or two.
+    pub fn meta_copies(&self) -> Vec<u64> {
+        if self.meta_mirror_offset == 0 {
+            vec![self.meta_offset]
+        } else {
+            vec![self.meta_offset, self.meta_mirror_offset]
+        }
+    }
+
+    /// The format version this layout belongs to.
+    pub fn version(&self) -> u32 {
+        if self.meta_mirror_offset == 0 {
+            1
+        } else {
+            2
+        }
     }
 
     /// Start of the tail superblock zone.
@@ -119,8 +162,10 @@ impl Layout {
     }
 
     /// Checks the internal consistency of a layout read from disk.
-    pub fn check(&self) -> Result<(), LayoutError> {
-        let expected = Layout::compute(self.device_size_bytes, self.sector_size_bytes, self.extent_size_bytes)?;
+    /// The layout must be what format `version` derives.
+    pub fn check(&self, version: u32) -> Result<(), LayoutError> {
+        let expected =
+            Layout::compute_version(self.device_size_bytes, self.sector_size_bytes, self.extent_size_bytes, version)?;
         if *self == expected {
             Ok(())
         } else {
@@ -157,7 +202,7 @@ mod tests {
         assert_eq!(offsets[0], 0);
         assert!(offsets[2] >= l.data_end());
         assert!(l.data_end() <= l.tail_zone_offset());
-        l.check().unwrap();
+        l.check(crate::superblock::FORMAT_VERSION).unwrap();
     }
 
     #[test]

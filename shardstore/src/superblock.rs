@@ -12,7 +12,11 @@ use crate::error::{Error, Result};
 use crate::layout::{self, Layout};
 
 pub const MAGIC: [u8; 8] = *b"SHRDNDSB";
-pub const FORMAT_VERSION: u32 = 1;
+/// The version new devices are formatted with. Version 1 (one copy of the
+/// metadata region) is still opened and served.
+pub const FORMAT_VERSION: u32 = 2;
+/// Oldest format version this build opens.
+pub const FORMAT_VERSION_MIN: u32 = 1;
 
 /// Flag bit: the store was shut down cleanly after this version.
 pub const FLAG_CLEAN_SHUTDOWN: u32 = 1;
@@ -47,8 +51,11 @@ const OFF_STORE_EPOCH: usize = 160;
 const OFF_STORE_HALF: usize = 168;
 const OFF_CHECKPOINT_CRC: usize = 172;
 const OFF_CHECKPOINT_LEN: usize = 176;
-/// First byte of the reserved tail, zero in version 1.
-const OFF_RESERVED_TAIL: usize = 184;
+/// Version 2: start of the metadata region's mirror (reserved, zero, in
+/// version 1).
+const OFF_META_MIRROR: usize = 184;
+/// First byte of the reserved tail, zero in version 2.
+const OFF_RESERVED_TAIL: usize = 192;
 
 const _: () = assert!(OFF_CHECKSUM == OFF_MAGIC + 8);
 const _: () = assert!(OFF_COPY_INDEX == OFF_CHECKSUM + 4);
@@ -63,7 +70,8 @@ const _: () = assert!(OFF_META_OFFSET == OFF_EXTENT_COUNT + 8 && OFF_META_SIZE =
 const _: () = assert!(OFF_DATA_OFFSET == OFF_META_SIZE + 8 && OFF_CREATED == OFF_DATA_OFFSET + 8);
 const _: () = assert!(OFF_UPDATED == OFF_CREATED + 8 && OFF_STORE_EPOCH == OFF_UPDATED + 8);
 const _: () = assert!(OFF_STORE_HALF == OFF_STORE_EPOCH + 8 && OFF_CHECKPOINT_CRC == OFF_STORE_HALF + 4);
-const _: () = assert!(OFF_CHECKPOINT_LEN == OFF_CHECKPOINT_CRC + 4 && OFF_RESERVED_TAIL == OFF_CHECKPOINT_LEN + 8);
+const _: () = assert!(OFF_CHECKPOINT_LEN == OFF_CHECKPOINT_CRC + 4 && OFF_META_MIRROR == OFF_CHECKPOINT_LEN + 8);
+const _: () = assert!(OFF_RESERVED_TAIL == OFF_META_MIRROR + 8);
 const _: () = assert!(OFF_RESERVED_TAIL <= COPY_SIZE);
 
 /// One version of the superblock, as held in memory.
@@ -153,6 +161,7 @@ impl Superblock {
         put_u32(&mut b, OFF_STORE_HALF, self.store.half);
         put_u32(&mut b, OFF_CHECKPOINT_CRC, self.store.checkpoint_crc);
         put_u64(&mut b, OFF_CHECKPOINT_LEN, self.store.checkpoint_len_bytes);
+        put_u64(&mut b, OFF_META_MIRROR, l.meta_mirror_offset);
         let checksum = crc32c::crc32c(&b[OFF_COPY_INDEX..]);
         put_u32(&mut b, OFF_CHECKSUM, checksum);
         b
@@ -181,14 +190,15 @@ impl Superblock {
             return Err(CopyProblem::Misdirected { holds: copy_index });
         }
         let format_version = get_u32(bytes, OFF_FORMAT_VERSION);
-        if format_version != FORMAT_VERSION {
+        if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&format_version) {
             return Err(CopyProblem::UnsupportedVersion(format_version));
         }
         let flags = get_u32(bytes, OFF_FLAGS);
         if flags & !FLAG_CLEAN_SHUTDOWN != 0 || get_u32(bytes, OFF_RESERVED0) != 0 {
             return Err(CopyProblem::Invalid("unknown flags or reserved bits set".to_owned()));
         }
-        if bytes[OFF_RESERVED_TAIL..].iter().any(|&b| b != 0) {
+        let reserved_from = if format_version >= 2 { OFF_RESERVED_TAIL } else { OFF_META_MIRROR };
+        if bytes[reserved_from..].iter().any(|&b| b != 0) {
             return Err(CopyProblem::Invalid("reserved bytes are not zero".to_owned()));
         }
         let uuid = |at: usize| -> [u8; 16] { bytes[at..at + 16].try_into().expect("16 bytes") };
@@ -209,6 +219,7 @@ impl Superblock {
                 meta_offset: get_u64(bytes, OFF_META_OFFSET),
                 meta_size_bytes: get_u64(bytes, OFF_META_SIZE),
                 data_offset: get_u64(bytes, OFF_DATA_OFFSET),
+                meta_mirror_offset: get_u64(bytes, OFF_META_MIRROR),
             },
             created_unix_ms: get_u64(bytes, OFF_CREATED),
             updated_unix_ms: get_u64(bytes, OFF_UPDATED),
@@ -225,7 +236,7 @@ impl Superblock {
         if sb.sequence == 0 {
             return Err(CopyProblem::Invalid("sequence 0".to_owned()));
         }
-        sb.layout.check().map_err(CopyProblem::Invalid)?;
+        sb.layout.check(format_version).map_err(CopyProblem::Invalid)?;
         Ok(sb)
     }
 }
@@ -255,7 +266,7 @@ impl fmt::Display for CopyProblem {
             CopyProblem::BadChecksum => f.write_str("bad checksum (torn or corrupted)"),
             CopyProblem::Misdirected { holds } => write!(f, "wrong copy index {holds} (misdirected write)"),
             CopyProblem::UnsupportedVersion(v) => {
-                write!(f, "unsupported format version {v} (this build reads {FORMAT_VERSION})")
+                write!(f, "unsupported format version {v} (this build reads {FORMAT_VERSION_MIN} to {FORMAT_VERSION})")
             }
             CopyProblem::Invalid(why) => write!(f, "invalid: {why}"),
         }

@@ -76,6 +76,14 @@ enum Step {
         steps: u16,
         crash: Option<u64>,
     },
+    /// Media rot in one copy of the metadata in force (a flipped bit, or
+    /// a whole block zeroed), then the machine restarts without a clean
+    /// shutdown: recovery must use the intact copy and lose nothing.
+    RotMetadata {
+        copy: usize,
+        pick: u64,
+        zero: bool,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -98,6 +106,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => key.clone().prop_map(|key| Step::ReadError { key }),
         1 => (key, any::<u64>()).prop_map(|(key, pick)| Step::BitRot { key, pick }),
         2 => (1..120u16, proptest::option::of(any::<u64>())).prop_map(|(steps, crash)| Step::Scrub { steps, crash }),
+        2 => (0..2usize, any::<u64>(), any::<bool>()).prop_map(|(copy, pick, zero)| Step::RotMetadata { copy, pick, zero }),
     ]
 }
 
@@ -114,6 +123,10 @@ struct Harness {
     rotted: BTreeSet<Vec<u8>>,
     /// Device bits flipped so far: flipping one twice would restore it.
     flipped: BTreeSet<(u64, u8)>,
+    /// Metadata blocks damaged since the checkpoint epoch `.0`, by copy
+    /// and position in the copy: the same block is never damaged in both
+    /// copies (that is the loss the mirror cannot cover).
+    meta_damaged: (u64, BTreeSet<(usize, u64)>),
 }
 
 impl Harness {
@@ -128,6 +141,7 @@ impl Harness {
             model: BTreeMap::new(),
             rotted: BTreeSet::new(),
             flipped: BTreeSet::new(),
+            meta_damaged: (0, BTreeSet::new()),
         }
     }
 
@@ -328,6 +342,28 @@ impl Harness {
                 self.handle.rot_bit(at, bit);
                 self.rotted.insert(k.to_vec());
                 self.check_get(k);
+            }
+            Step::RotMetadata { copy, pick, zero } => {
+                let epoch = self.store().superblock().store.epoch;
+                if self.meta_damaged.0 != epoch {
+                    self.meta_damaged = (epoch, BTreeSet::new());
+                }
+                let copies = self.store().metadata_in_use();
+                let (start, len) = copies[copy % copies.len()];
+                let block = (pick % len.div_ceil(4096)) * 4096;
+                let other = (copy + 1) % copies.len();
+                if copies.len() < 2 || self.meta_damaged.1.contains(&(other, block)) {
+                    return; // both copies of one block: see tests/metadata_rot.rs
+                }
+                self.meta_damaged.1.insert((copy, block));
+                if zero {
+                    self.handle.scribble(start + block, &[0u8; 4096]);
+                } else {
+                    self.handle.rot_bit(start + block + (pick >> 20) % 4096, (pick % 8) as u8);
+                }
+                self.reopen();
+                // The damaged copy was repaired from the other if recovery
+                // read it; a copy it did not read stays damaged.
             }
             Step::Scrub { steps, crash } => {
                 let store = self.store();

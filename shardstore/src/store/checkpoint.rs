@@ -59,10 +59,12 @@ pub(crate) fn write_initial_checkpoint(dev: &mut dyn BlockDevice, layout: &Layou
         damaged: &RepairList::default(),
     };
     let bytes = encode_checkpoint(&state, &Index::default());
-    write_bytes(dev, layout.meta_offset, &bytes)?;
-    // The first log block slot after it must not hold an old block that
-    // continues the chain by accident: zero it.
-    dev.write_at(layout.meta_offset + bytes.len() as u64, &[0u8; BLOCK], false)?;
+    for base in layout.meta_copies() {
+        write_bytes(dev, base, &bytes)?;
+        // The first log block slot after it must not hold an old block
+        // that continues the chain by accident: zero it.
+        dev.write_at(base + bytes.len() as u64, &[0u8; BLOCK], false)?;
+    }
     Ok(StoreRef { epoch: 1, half: 0, checkpoint_crc: crc32c::crc32c(&bytes), checkpoint_len_bytes: bytes.len() as u64 })
 }
 
@@ -93,7 +95,12 @@ impl Store {
         let offset = self.half_offset(half);
         let store =
             StoreRef { epoch, half, checkpoint_crc: crc32c::crc32c(&bytes), checkpoint_len_bytes: bytes.len() as u64 };
-        let result = write_bytes(self.dev.as_mut(), offset, &bytes)
+        // Every copy of the metadata region gets the checkpoint; the
+        // superblock commit flushes them before any copy names it.
+        let result = self
+            .meta_copies_of(offset)
+            .into_iter()
+            .try_for_each(|at| write_bytes(self.dev.as_mut(), at, &bytes))
             .and_then(|()| superblock::commit(self.dev.as_mut(), &self.sb, |sb| sb.store = store));
         match result {
             Ok(sb) => {

@@ -340,11 +340,16 @@ impl Store {
                 &mut bytes[k * BLOCK..(k + 1) * BLOCK],
             );
         }
-        let offset = self.log_offset;
-        let result = bytes
-            .chunks(CHUNK_SIZE_BYTES_MAX)
-            .enumerate()
-            .try_for_each(|(i, piece)| self.dev.write_at(offset + (i * CHUNK_SIZE_BYTES_MAX) as u64, piece, true));
+        // One copy after the other, each durable (FUA) before the next
+        // starts: a block valid in a later copy proves the whole batch was
+        // durable in the earlier ones, which is how recovery tells damage
+        // to acknowledged blocks from a torn tail (docs/format.md).
+        let result = self.meta_copies_of(self.log_offset).into_iter().try_for_each(|offset| {
+            bytes
+                .chunks(CHUNK_SIZE_BYTES_MAX)
+                .enumerate()
+                .try_for_each(|(i, piece)| self.dev.write_at(offset + (i * CHUNK_SIZE_BYTES_MAX) as u64, piece, true))
+        });
         if let Err(e) = result {
             return Err(self.fail(&format!("log write failed: {e}")));
         }

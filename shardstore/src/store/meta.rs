@@ -416,6 +416,20 @@ pub fn encode_log_block(
     crc
 }
 
+/// The epoch and index of a log block whose magic and CRC are valid,
+/// whatever block it follows.
+pub fn log_block_position(block: &[u8]) -> Option<(u64, u64)> {
+    if block.len() != BLOCK || block[0..4] != LOG_MAGIC {
+        return None;
+    }
+    let crc = u32::from_le_bytes(block[4..8].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&block[8..]) != crc {
+        return None;
+    }
+    let mut r = Reader::new(&block[8..24]);
+    Some((r.u64()?, r.u64()?))
+}
+
 /// A valid log block continuing the chain, or `None`.
 pub fn decode_log_block(block: &[u8], epoch: u64, index: u64, prev_crc: u32) -> Option<(u32, Vec<LogRecord>)> {
     if block.len() != BLOCK || block[0..4] != LOG_MAGIC {

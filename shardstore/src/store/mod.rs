@@ -28,7 +28,7 @@ pub mod scrub;
 pub mod thread;
 
 pub(crate) use checkpoint::write_initial_checkpoint;
-use checkpoint::{encode_checkpoint, read_bytes};
+use checkpoint::{encode_checkpoint, read_bytes, write_bytes};
 pub use extents::ExtentInfo;
 use extents::ExtentTable;
 pub use reads::FinishedGet;
@@ -263,6 +263,12 @@ impl Store {
         std::sync::Arc::clone(&self.counters)
     }
 
+    /// Where `offset` (a place in the first copy of the metadata region)
+    /// is in every copy: one in format version 1, two in version 2.
+    fn meta_copies_of(&self, offset: u64) -> Vec<u64> {
+        meta_copies_of(&self.sb.layout, offset)
+    }
+
     fn half_offset(&self, half: u32) -> u64 {
         self.sb.layout.meta_offset + u64::from(half) * (self.sb.layout.meta_size_bytes / 2)
     }
@@ -353,6 +359,15 @@ impl Store {
         }
     }
 
+    /// Where the metadata in force lies in each copy of the metadata
+    /// region: (device offset, bytes) of the checkpoint and the log after
+    /// it (for tools and fault-injection tests).
+    pub fn metadata_in_use(&self) -> Vec<(u64, u64)> {
+        let start = self.half_offset(self.sb.store.half);
+        let len = self.log_offset - start;
+        self.meta_copies_of(start).into_iter().map(|at| (at, len)).collect()
+    }
+
     /// Heap bytes the index holds (an estimate: see `Index::memory_bytes`).
     pub fn index_memory_bytes(&self) -> u64 {
         self.index.memory_bytes()
@@ -401,6 +416,13 @@ impl Store {
         self.sb = sb;
         Ok(())
     }
+}
+
+/// Where `offset` (a place in the first copy of the metadata region) is
+/// in every copy of it.
+fn meta_copies_of(layout: &Layout, offset: u64) -> Vec<u64> {
+    debug_assert!(offset >= layout.meta_offset && offset < layout.meta_offset + layout.meta_size_bytes);
+    layout.meta_copies().iter().map(|base| base + (offset - layout.meta_offset)).collect()
 }
 
 /// The CRC32C of a shard from the CRCs of its chunks, in order.

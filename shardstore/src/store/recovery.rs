@@ -5,9 +5,9 @@
 
 use super::{
     chunk_count, encode_checkpoint, key_text, meta, read_bytes, record_blocks, record_size_bytes, scrub, superblock,
-    validate_key, BlockDevice, BlockDeviceExt, BufferPool, CheckpointHeader, Error, ExtentInfo, ExtentTable, Index,
-    Locator, LogRecord, ReadPipeline, ReclaimCounts, RepairList, Result, ShardMeta, Store, BLOCK, BLOCK_SIZE_BYTES,
-    CHUNK_SIZE_BYTES_MAX, KEY_SIZE_BYTES_MAX, SHARD_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
+    validate_key, write_bytes, BlockDevice, BlockDeviceExt, BufferPool, CheckpointHeader, Error, ExtentInfo,
+    ExtentTable, Index, Locator, LogRecord, ReadPipeline, ReclaimCounts, RepairList, Result, ShardMeta, Store, BLOCK,
+    BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX, KEY_SIZE_BYTES_MAX, SHARD_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
 };
 
 impl Store {
@@ -34,10 +34,9 @@ impl Store {
         let half_size = layout.meta_size_bytes / 2;
         let half_offset = layout.meta_offset + u64::from(sb.store.half) * half_size;
         let corrupt = |what: String, offset: u64| Error::Corruption { device: name.clone(), what, offset };
-        let bytes = read_bytes(dev.as_mut(), half_offset, sb.store.checkpoint_len_bytes as usize)?;
-        if crc32c::crc32c(&bytes) != sb.store.checkpoint_crc {
-            return Err(corrupt("checkpoint (checksum differs from the superblock's)".to_owned(), half_offset));
-        }
+        let mut repairs = Vec::new();
+        let bytes = read_checkpoint(dev.as_mut(), &sb, half_offset, &mut repairs)
+            .map_err(|why| corrupt(format!("checkpoint: {why}"), half_offset))?;
         let header = CheckpointHeader::decode(&bytes)
             .filter(|h| h.epoch == sb.store.epoch && h.extent_count == layout.extent_count)
             .ok_or_else(|| corrupt("checkpoint header".to_owned(), half_offset))?;
@@ -113,7 +112,8 @@ impl Store {
         if !r.is_empty() {
             return Err(corrupt("checkpoint trailing bytes".to_owned(), half_offset));
         }
-        store.replay_log(half_offset + half_size)?;
+        store.replay_log(half_offset + half_size, &mut repairs)?;
+        store.repair_metadata(repairs, read_only)?;
         store.extents.recovered();
         store.checkpoint_bytes = encode_checkpoint(&store.checkpoint_state(0), &store.index).len() as u64;
         // From now on a crash must be visible at the next open.
@@ -125,17 +125,46 @@ impl Store {
         Ok(store)
     }
 
-    pub(super) fn replay_log(&mut self, half_end: u64) -> Result<()> {
+    /// Replays the log after the checkpoint: each block from the first
+    /// copy of the metadata region that continues the chain. Every copy
+    /// of every block is read, and a copy that does not hold the block
+    /// replayed is queued in `repairs`, so that after open every block of
+    /// the log is whole in every copy again. The log ends at the first
+    /// block no copy continues: a torn tail, unless a later block proves
+    /// otherwise (see `lost_block`).
+    pub(super) fn replay_log(&mut self, half_end: u64, repairs: &mut Vec<MetaRepair>) -> Result<()> {
         const READ_BLOCKS: u64 = 64;
+        let mut mismatched = Vec::new();
+        let mut last_whole = None;
         'outer: while self.log_offset < half_end {
             let n = ((half_end - self.log_offset) / BLOCK_SIZE_BYTES).min(READ_BLOCKS);
-            let buf = self.dev.read_at(self.log_offset, (n * BLOCK_SIZE_BYTES) as usize)?;
-            for block in buf.as_slice().chunks(BLOCK) {
-                let Some((crc, records)) =
-                    meta::decode_log_block(block, self.sb.store.epoch, self.log_index, self.log_prev_crc)
-                else {
+            let len = (n * BLOCK_SIZE_BYTES) as usize;
+            // Each copy's run of blocks; an unreadable run reads as zeros
+            // (no valid block), so the other copies decide.
+            let runs: Vec<Vec<u8>> = self
+                .meta_copies_of(self.log_offset)
+                .into_iter()
+                .map(|at| self.dev.read_at(at, len).map_or_else(|_| vec![0u8; len], |b| b.as_slice().to_vec()))
+                .collect();
+            for i in 0..n as usize {
+                let expect = (self.sb.store.epoch, self.log_index, self.log_prev_crc);
+                let blocks: Vec<&[u8]> = runs.iter().map(|r| &r[i * BLOCK..(i + 1) * BLOCK]).collect();
+                let decoded: Vec<_> =
+                    blocks.iter().map(|b| meta::decode_log_block(b, expect.0, expect.1, expect.2)).collect();
+                let Some(good) = decoded.iter().position(Option::is_some) else {
+                    self.lost_block()?;
                     break 'outer;
                 };
+                let bad: Vec<usize> = (0..blocks.len()).filter(|&c| decoded[c].is_none()).collect();
+                if bad.is_empty() {
+                    last_whole = Some(self.log_index);
+                }
+                for c in bad {
+                    // Copy 0 whole and a later copy not: possibly the torn
+                    // tail of the last batch (copies are written in order).
+                    mismatched.push((self.log_index, c, good == 0, blocks[good].to_vec()));
+                }
+                let (crc, records) = decoded.into_iter().nth(good).flatten().expect("found above");
                 for record in &records {
                     self.check_record(record).map_err(|what| Error::Corruption {
                         device: self.name.clone(),
@@ -148,6 +177,86 @@ impl Store {
                 self.log_index += 1;
                 self.log_prev_crc = crc;
             }
+        }
+        for (index, copy, first_good, bytes) in mismatched {
+            let offset = self.meta_copies_of(self.log_offset - (self.log_index - index) * BLOCK_SIZE_BYTES)[copy];
+            // After a crash, blocks past the last one whole in every copy
+            // may be the unacknowledged batch that was being written: not
+            // damage, but still made whole.
+            let crash_tail = !self.opened_clean && first_good && last_whole.is_none_or(|w| index > w);
+            let detail = format!("log block {index} of metadata copy {copy} rewritten from another copy");
+            repairs.push(MetaRepair {
+                offset,
+                bytes,
+                kind: scrub::FindingKind::LogBlock,
+                detail: if crash_tail { format!("{detail} (the end of a write cut short by a crash)") } else { detail },
+                damage: !crash_tail,
+            });
+        }
+        Ok(())
+    }
+
+    /// No copy continues the chain at the log's end position. After a
+    /// crash that is the torn tail of an unacknowledged batch. With a
+    /// mirrored metadata region, the next block valid (and identical) in
+    /// every copy proves otherwise: copies are written one after the
+    /// other, each durable before the next starts, so a block that reached
+    /// the last copy was written after this one was durable in all of
+    /// them; this one was then destroyed afterwards, and the changes it
+    /// held are lost. The store refuses to open rather than serve a state
+    /// older than what it acknowledged.
+    fn lost_block(&mut self) -> Result<()> {
+        let copies = self.meta_copies_of(self.log_offset + BLOCK_SIZE_BYTES);
+        if copies.len() < 2 || copies[0] >= self.half_offset(self.sb.store.half) + self.sb.layout.meta_size_bytes / 2 {
+            return Ok(());
+        }
+        let mut next = Vec::with_capacity(copies.len());
+        for at in copies {
+            let Ok(buf) = self.dev.read_at(at, BLOCK) else { return Ok(()) };
+            next.push(buf.as_slice().to_vec());
+        }
+        let written = next
+            .iter()
+            .all(|b| b == &next[0] && meta::log_block_position(b) == Some((self.sb.store.epoch, self.log_index + 1)));
+        if !written {
+            return Ok(());
+        }
+        Err(Error::Corruption {
+            device: self.name.clone(),
+            what: format!(
+                "log block {} is damaged in every copy of the metadata region while the block after it was \
+                 written in all of them: acknowledged changes it held are lost (run `shardctl fsck`)",
+                self.log_index
+            ),
+            offset: self.log_offset,
+        })
+    }
+
+    /// Rewrites the copies of metadata recovery found damaged (read-write
+    /// opens only), each reported as a finding: counted, logged, listed.
+    fn repair_metadata(&mut self, repairs: Vec<MetaRepair>, read_only: bool) -> Result<()> {
+        for r in repairs {
+            if !r.damage {
+                if !read_only {
+                    write_bytes(self.dev.as_mut(), r.offset, &r.bytes)?;
+                    self.dev.flush()?;
+                }
+                tracing::info!(device = %self.name, offset = r.offset, detail = %r.detail, "metadata copy completed at open");
+                continue;
+            }
+            let finding = scrub::Finding {
+                kind: r.kind,
+                key: None,
+                offset: r.offset,
+                len: r.bytes.len() as u64,
+                detail: if read_only { format!("{} (not repaired: opened read-only)", r.detail) } else { r.detail },
+            };
+            if !read_only {
+                write_bytes(self.dev.as_mut(), r.offset, &r.bytes)?;
+                self.dev.flush()?;
+            }
+            tracing::warn!(device = %self.name, offset = finding.offset, detail = %finding.detail, "metadata copy repaired at open");
+            self.note_finding(finding);
         }
         Ok(())
     }
@@ -243,4 +352,97 @@ impl Store {
             self.release(key, &old);
         }
     }
+}
+
+/// A damaged copy of metadata found at open, and the bytes to rewrite it
+/// with (from a copy that is intact).
+#[derive(Debug)]
+pub(super) struct MetaRepair {
+    offset: u64,
+    bytes: Vec<u8>,
+    kind: scrub::FindingKind,
+    detail: String,
+    /// Damage (reported as a finding), rather than the expected end of a
+    /// write a crash cut short (completed quietly).
+    damage: bool,
+}
+
+/// Differing blocks between the copies of a damaged checkpoint that a
+/// splice tries every combination of (2^n candidates, each checked
+/// against the superblock's CRC).
+const SPLICE_BLOCKS_MAX: usize = 8;
+
+/// The checkpoint in force from the first copy of the metadata region
+/// that matches the superblock's CRC; every copy found damaged before it
+/// is queued for repair. When no copy matches whole (each damaged in a
+/// different place), the copies are spliced block by block: of the
+/// blocks where they differ (at most `SPLICE_BLOCKS_MAX`), the
+/// combination whose CRC is the superblock's is the checkpoint, and every
+/// copy is repaired with it.
+fn read_checkpoint(
+    dev: &mut dyn BlockDevice,
+    sb: &crate::superblock::Superblock,
+    offset: u64,
+    repairs: &mut Vec<MetaRepair>,
+) -> std::result::Result<Vec<u8>, String> {
+    let len = sb.store.checkpoint_len_bytes as usize;
+    let mut problems = Vec::new();
+    let mut read = Vec::new();
+    for (copy, at) in super::meta_copies_of(&sb.layout, offset).into_iter().enumerate() {
+        match read_bytes(dev, at, len) {
+            Ok(bytes) if crc32c::crc32c(&bytes) == sb.store.checkpoint_crc => {
+                for (bad, why) in problems.drain(..) {
+                    repairs.push(MetaRepair {
+                        offset: bad,
+                        bytes: bytes.clone(),
+                        kind: scrub::FindingKind::Checkpoint,
+                        detail: format!("checkpoint copy at offset {bad} ({why}) repaired from copy {copy}"),
+                        damage: true,
+                    });
+                }
+                return Ok(bytes);
+            }
+            Ok(bytes) => {
+                problems.push((at, "checksum differs from the superblock's".to_owned()));
+                read.push(bytes);
+            }
+            Err(e) => problems.push((at, format!("unreadable: {e}"))),
+        }
+    }
+    if let Some(bytes) = splice(&read, sb.store.checkpoint_crc) {
+        for (bad, why) in problems {
+            repairs.push(MetaRepair {
+                offset: bad,
+                bytes: bytes.clone(),
+                kind: scrub::FindingKind::Checkpoint,
+                detail: format!("checkpoint copy at offset {bad} ({why}) repaired from blocks of every copy"),
+                damage: true,
+            });
+        }
+        return Ok(bytes);
+    }
+    let detail: Vec<String> = problems.iter().map(|(at, why)| format!("copy at {at}: {why}")).collect();
+    Err(format!("no copy matches the superblock ({})", detail.join("; ")))
+}
+
+/// The combination of two copies' blocks whose CRC is `crc`, if the
+/// copies differ in few enough blocks to try them all.
+fn splice(copies: &[Vec<u8>], crc: u32) -> Option<Vec<u8>> {
+    let [a, b] = copies else { return None };
+    let differing: Vec<usize> =
+        a.chunks(BLOCK).zip(b.chunks(BLOCK)).enumerate().filter(|(_, (x, y))| x != y).map(|(i, _)| i).collect();
+    if differing.is_empty() || differing.len() > SPLICE_BLOCKS_MAX {
+        return None;
+    }
+    let mut candidate = a.clone();
+    for pick in 0u32..1 << differing.len() {
+        for (bit, &block) in differing.iter().enumerate() {
+            let from = if pick & (1 << bit) == 0 { a } else { b };
+            candidate[block * BLOCK..(block + 1) * BLOCK].copy_from_slice(&from[block * BLOCK..(block + 1) * BLOCK]);
+        }
+        if crc32c::crc32c(&candidate) == crc {
+            return Some(candidate);
+        }
+    }
+    None
 }

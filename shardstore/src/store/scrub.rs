@@ -121,9 +121,15 @@ impl Store {
         }
     }
 
-    /// Re-reads the checkpoint and the replayed log and checks them again.
+    /// Re-reads the checkpoint and the replayed log in every copy of the
+    /// metadata region and checks them again.
     fn scrub_metadata(&mut self, report: &mut ScrubReport) {
-        let start = self.half_offset(self.sb.store.half);
+        for (copy, start) in self.meta_copies_of(self.half_offset(self.sb.store.half)).into_iter().enumerate() {
+            self.scrub_metadata_copy(copy, start, report);
+        }
+    }
+
+    fn scrub_metadata_copy(&mut self, copy: usize, start: u64, report: &mut ScrubReport) {
         let checkpoint_len = self.sb.store.checkpoint_len_bytes as usize;
         let bytes = match super::read_bytes(self.dev.as_mut(), start, checkpoint_len) {
             Ok(b) => b,
@@ -132,7 +138,7 @@ impl Store {
                     FindingKind::Checkpoint,
                     start,
                     checkpoint_len as u64,
-                    format!("checkpoint unreadable: {e}"),
+                    format!("checkpoint (metadata copy {copy}) unreadable: {e}"),
                 );
                 return;
             }
@@ -144,7 +150,7 @@ impl Store {
                 FindingKind::Checkpoint,
                 start,
                 checkpoint_len as u64,
-                "checkpoint checksum differs from the superblock's".to_owned(),
+                format!("checkpoint (metadata copy {copy}) checksum differs from the superblock's"),
             );
             return;
         }
@@ -154,7 +160,8 @@ impl Store {
             let block = match super::read_bytes(self.dev.as_mut(), at, BLOCK) {
                 Ok(b) => b,
                 Err(e) => {
-                    report.metadata(FindingKind::LogBlock, at, BLOCK as u64, format!("log block {i} unreadable: {e}"));
+                    let detail = format!("log block {i} (metadata copy {copy}) unreadable: {e}");
+                    report.metadata(FindingKind::LogBlock, at, BLOCK as u64, detail);
                     return;
                 }
             };
@@ -164,7 +171,7 @@ impl Store {
                     FindingKind::LogBlock,
                     at,
                     BLOCK as u64,
-                    format!("log block {i} no longer continues the log (damaged since it was replayed)"),
+                    format!("log block {i} (metadata copy {copy}) no longer continues the log (damaged since it was replayed)"),
                 );
                 return;
             };
@@ -895,7 +902,7 @@ impl Store {
         }
     }
 
-    fn note_finding(&mut self, f: Finding) {
+    pub(super) fn note_finding(&mut self, f: Finding) {
         self.scrub.counters.findings[f.kind.code() as usize] += 1;
         let counter = match f.kind {
             FindingKind::ChunkUnreadable => &self.counters.io_errors,
