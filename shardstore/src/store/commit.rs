@@ -331,11 +331,12 @@ impl Store {
         let mut bytes = vec![0u8; blocks.len() * BLOCK];
         let mut crc = self.log_prev_crc;
         for (k, (count, payload)) in blocks.iter().enumerate() {
-            crc = meta::encode_log_block(
+            crc = meta::encode_log_block_in_write(
                 self.sb.store.epoch,
                 self.log_index + k as u64,
                 crc,
                 *count,
+                k as u32,
                 payload,
                 &mut bytes[k * BLOCK..(k + 1) * BLOCK],
             );

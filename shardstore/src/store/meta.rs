@@ -401,6 +401,21 @@ pub fn encode_log_block(
     payload: &[u8],
     out: &mut [u8],
 ) -> u32 {
+    encode_log_block_in_write(epoch, index, prev_crc, record_count, 0, payload, out)
+}
+
+/// As `encode_log_block`, for the block `write_position` blocks into one
+/// log write (format version 2 records it, so that recovery knows which
+/// blocks the last write covered).
+pub fn encode_log_block_in_write(
+    epoch: u64,
+    index: u64,
+    prev_crc: u32,
+    record_count: u32,
+    write_position: u32,
+    payload: &[u8],
+    out: &mut [u8],
+) -> u32 {
     assert_eq!(out.len(), BLOCK);
     assert!(payload.len() <= LOG_PAYLOAD_BYTES_MAX);
     out.fill(0);
@@ -410,6 +425,7 @@ pub fn encode_log_block(
     out[24..28].copy_from_slice(&prev_crc.to_le_bytes());
     out[28..32].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     out[32..36].copy_from_slice(&record_count.to_le_bytes());
+    out[36..40].copy_from_slice(&write_position.to_le_bytes());
     out[LOG_HEADER_BYTES..LOG_HEADER_BYTES + payload.len()].copy_from_slice(payload);
     let crc = crc32c::crc32c(&out[8..]);
     out[4..8].copy_from_slice(&crc.to_le_bytes());
@@ -428,6 +444,13 @@ pub fn log_block_position(block: &[u8]) -> Option<(u64, u64)> {
     }
     let mut r = Reader::new(&block[8..24]);
     Some((r.u64()?, r.u64()?))
+}
+
+/// How many blocks before this one the same log write carried (0 in
+/// format version 1, where the field is reserved). Meaningful only for a
+/// block that decodes.
+pub fn log_block_write_position(block: &[u8]) -> u32 {
+    block.get(36..40).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
 }
 
 /// A valid log block continuing the chain, or `None`.

@@ -135,7 +135,8 @@ impl Store {
     pub(super) fn replay_log(&mut self, half_end: u64, repairs: &mut Vec<MetaRepair>) -> Result<()> {
         const READ_BLOCKS: u64 = 64;
         let mut mismatched = Vec::new();
-        let mut last_whole = None;
+        // Where the last log write replayed began.
+        let mut last_write_start = 0;
         'outer: while self.log_offset < half_end {
             let n = ((half_end - self.log_offset) / BLOCK_SIZE_BYTES).min(READ_BLOCKS);
             let len = (n * BLOCK_SIZE_BYTES) as usize;
@@ -156,9 +157,8 @@ impl Store {
                     break 'outer;
                 };
                 let bad: Vec<usize> = (0..blocks.len()).filter(|&c| decoded[c].is_none()).collect();
-                if bad.is_empty() {
-                    last_whole = Some(self.log_index);
-                }
+                last_write_start =
+                    self.log_index.saturating_sub(u64::from(meta::log_block_write_position(blocks[good])));
                 for c in bad {
                     // Copy 0 whole and a later copy not: possibly the torn
                     // tail of the last batch (copies are written in order).
@@ -180,10 +180,11 @@ impl Store {
         }
         for (index, copy, first_good, bytes) in mismatched {
             let offset = self.meta_copies_of(self.log_offset - (self.log_index - index) * BLOCK_SIZE_BYTES)[copy];
-            // After a crash, blocks past the last one whole in every copy
-            // may be the unacknowledged batch that was being written: not
-            // damage, but still made whole.
-            let crash_tail = !self.opened_clean && first_good && last_whole.is_none_or(|w| index > w);
+            // After a crash, the blocks of the last log write may be
+            // missing from the copies written after the first (the write
+            // was cut short, unacknowledged): not damage, but still made
+            // whole. Anything else missing from a copy is damage.
+            let crash_tail = !self.opened_clean && first_good && index >= last_write_start;
             let detail = format!("log block {index} of metadata copy {copy} rewritten from another copy");
             repairs.push(MetaRepair {
                 offset,
@@ -372,13 +373,13 @@ pub(super) struct MetaRepair {
 /// against the superblock's CRC).
 const SPLICE_BLOCKS_MAX: usize = 8;
 
-/// The checkpoint in force from the first copy of the metadata region
-/// that matches the superblock's CRC; every copy found damaged before it
-/// is queued for repair. When no copy matches whole (each damaged in a
-/// different place), the copies are spliced block by block: of the
+/// The checkpoint in force, read from every copy of the metadata region
+/// (so that a damaged copy is found and repaired at open, not left for
+/// the scrubber): the first copy matching the superblock's CRC; every
+/// other is queued for repair. When no copy matches whole (each damaged
+/// in a different place), the copies are spliced block by block: of the
 /// blocks where they differ (at most `SPLICE_BLOCKS_MAX`), the
-/// combination whose CRC is the superblock's is the checkpoint, and every
-/// copy is repaired with it.
+/// combination whose CRC is the superblock's is the checkpoint.
 fn read_checkpoint(
     dev: &mut dyn BlockDevice,
     sb: &crate::superblock::Superblock,
@@ -386,43 +387,39 @@ fn read_checkpoint(
     repairs: &mut Vec<MetaRepair>,
 ) -> std::result::Result<Vec<u8>, String> {
     let len = sb.store.checkpoint_len_bytes as usize;
+    let mut good: Option<(usize, Vec<u8>)> = None;
     let mut problems = Vec::new();
-    let mut read = Vec::new();
+    let mut damaged = Vec::new();
     for (copy, at) in super::meta_copies_of(&sb.layout, offset).into_iter().enumerate() {
         match read_bytes(dev, at, len) {
             Ok(bytes) if crc32c::crc32c(&bytes) == sb.store.checkpoint_crc => {
-                for (bad, why) in problems.drain(..) {
-                    repairs.push(MetaRepair {
-                        offset: bad,
-                        bytes: bytes.clone(),
-                        kind: scrub::FindingKind::Checkpoint,
-                        detail: format!("checkpoint copy at offset {bad} ({why}) repaired from copy {copy}"),
-                        damage: true,
-                    });
-                }
-                return Ok(bytes);
+                good.get_or_insert((copy, bytes));
             }
             Ok(bytes) => {
                 problems.push((at, "checksum differs from the superblock's".to_owned()));
-                read.push(bytes);
+                damaged.push(bytes);
             }
             Err(e) => problems.push((at, format!("unreadable: {e}"))),
         }
     }
-    if let Some(bytes) = splice(&read, sb.store.checkpoint_crc) {
-        for (bad, why) in problems {
-            repairs.push(MetaRepair {
-                offset: bad,
-                bytes: bytes.clone(),
-                kind: scrub::FindingKind::Checkpoint,
-                detail: format!("checkpoint copy at offset {bad} ({why}) repaired from blocks of every copy"),
-                damage: true,
-            });
-        }
-        return Ok(bytes);
+    let (source, bytes) = if let Some((copy, bytes)) = good {
+        (format!("copy {copy}"), bytes)
+    } else if let Some(bytes) = splice(&damaged, sb.store.checkpoint_crc) {
+        ("blocks of every copy".to_owned(), bytes)
+    } else {
+        let detail: Vec<String> = problems.iter().map(|(at, why)| format!("copy at {at}: {why}")).collect();
+        return Err(format!("no copy matches the superblock ({})", detail.join("; ")));
+    };
+    for (bad, why) in problems {
+        repairs.push(MetaRepair {
+            offset: bad,
+            bytes: bytes.clone(),
+            kind: scrub::FindingKind::Checkpoint,
+            detail: format!("checkpoint copy at offset {bad} ({why}) repaired from {source}"),
+            damage: true,
+        });
     }
-    let detail: Vec<String> = problems.iter().map(|(at, why)| format!("copy at {at}: {why}")).collect();
-    Err(format!("no copy matches the superblock ({})", detail.join("; ")))
+    Ok(bytes)
 }
 
 /// The combination of two copies' blocks whose CRC is `crc`, if the
