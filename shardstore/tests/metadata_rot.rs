@@ -43,7 +43,10 @@ fn value(rng: &mut Rng) -> Vec<u8> {
 
 /// Random batches of puts and deletes over 40 keys; a checkpoint now and
 /// then. Returns the acknowledged state and every key ever deleted.
-fn fill(store: &mut Store, rng: &mut Rng, batches: usize) -> (BTreeMap<Vec<u8>, Vec<u8>>, BTreeSet<Vec<u8>>) {
+/// The acknowledged shards, and the keys deleted (and not put again).
+type Acknowledged = (BTreeMap<Vec<u8>, Vec<u8>>, BTreeSet<Vec<u8>>);
+
+fn fill(store: &mut Store, rng: &mut Rng, batches: usize) -> Acknowledged {
     let mut model = BTreeMap::new();
     let mut deleted = BTreeSet::new();
     for b in 0..batches {
@@ -99,7 +102,7 @@ fn rot(h: &SimHandle, copies: &[(u64, u64)], rng: &mut Rng, old: &[Vec<u8>]) -> 
     let mut damage = Damage::default();
     let len = copies[0].1;
     let blocks = len.div_ceil(BLOCK);
-    let mut hit = |copy: usize, block: u64, damage: &mut Damage| {
+    let hit = |copy: usize, block: u64, damage: &mut Damage| {
         if damage.allows(copy, block) {
             damage.blocks.insert((copy, block));
             true
