@@ -51,7 +51,7 @@ fn fill(store: &mut Store, rng: &mut Rng, batches: usize) -> Acknowledged {
     let mut deleted = BTreeSet::new();
     for b in 0..batches {
         let mut ops = Vec::new();
-        for _ in 0..1 + rng.below(6) {
+        for _ in 0..=rng.below(6) {
             let key = format!("k{:02}", rng.below(40)).into_bytes();
             if rng.chance(1, 4) {
                 ops.push(Op::Delete { key });
@@ -122,7 +122,7 @@ fn rot(h: &SimHandle, copies: &[(u64, u64)], rng: &mut Rng, old: &[Vec<u8>]) -> 
         }
         1 => {
             // Whole blocks zeroed, in either copy.
-            for _ in 0..1 + rng.below(6) {
+            for _ in 0..=rng.below(6) {
                 let (copy, block) = (rng.below(2) as usize, rng.below(blocks));
                 if hit(copy, block, &mut damage) {
                     h.scribble(copies[copy].0 + block * BLOCK, &[0u8; BLOCK as usize]);
@@ -139,7 +139,7 @@ fn rot(h: &SimHandle, copies: &[(u64, u64)], rng: &mut Rng, old: &[Vec<u8>]) -> 
         }
         _ => {
             // Older blocks put back (stale metadata from an earlier state).
-            for _ in 0..1 + rng.below(4) {
+            for _ in 0..=rng.below(4) {
                 let (copy, block) = (rng.below(2) as usize, rng.below(blocks));
                 let start = (block * BLOCK) as usize;
                 let Some(stale) = old[copy].get(start..start + BLOCK as usize) else { continue };
