@@ -316,18 +316,42 @@ async fn list(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Result<
     Ok(Json(json!({ "shards": shards, "truncated": truncated, "next_start_after": next })))
 }
 
-/// The device holding `key`, or `404 NotFound`.
-/// The device holding `key`: `404 NotFound` only when every device that
-/// may hold it was asked; `503 Unavailable`, naming the devices that could
-/// not be asked, when the key may be on one of them.
-async fn find(node: &Node, key: &[u8]) -> Result<node::Found, ApiError> {
+/// The device holding the newest copy of `key`: `404 NotFound` only when
+/// every device that may hold it was asked (or its newest copy is a
+/// tombstone); `503 Unavailable`, naming the devices that could not be
+/// asked, when the key may be on one of them. Older copies found on the
+/// way are removed in the background (`tidy`).
+async fn find(app: &Arc<App>, key: &[u8]) -> Result<node::Found, ApiError> {
+    let node = &app.node;
     match node.locate(key).await.map_err(|e| store_error(node, None, e))? {
-        Located::Found(found) => Ok(found),
-        Located::Absent => {
+        Located::Found(found, older) => {
+            tidy(app, key, !older.is_empty());
+            Ok(found)
+        }
+        located @ (Located::Absent | Located::Deleted(..)) => {
+            tidy(app, key, matches!(located, Located::Deleted(..)));
             Err(ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no shard {}", encode_key(key))))
         }
-        Located::Unavailable(devices) => Err(unavailable(key, &devices)),
+        Located::Unavailable(devices, _) => Err(unavailable(key, &devices)),
     }
+}
+
+/// Removes copies of `key` older than its newest, later, under the key's
+/// stripe for writing (a read holds it for reading and cannot).
+fn tidy(app: &Arc<App>, key: &[u8], needed: bool) {
+    if !needed {
+        return;
+    }
+    let (app, key) = (Arc::clone(app), key.to_vec());
+    tokio::spawn(async move {
+        let node = &app.node;
+        let _write = node.stripe(&key).write().await;
+        match node.locate(&key).await {
+            Ok(Located::Found(_, older)) => node.reconcile(&key, &older, None).await,
+            Ok(Located::Deleted(newest, older)) => node.reconcile(&key, &older, Some(&newest)).await,
+            _ => {}
+        }
+    });
 }
 
 fn unavailable(key: &[u8], devices: &[String]) -> ApiError {
@@ -353,7 +377,7 @@ fn crc_header(crc: u32) -> HeaderValue {
 async fn head_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
     let key = key_of(req.uri().path())?;
     let _read = app.node.stripe(&key).read().await;
-    let found = find(&app.node, &key).await?;
+    let found = find(&app, &key).await?;
     let mut r = Response::new(Body::empty());
     let h = r.headers_mut();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(found.stat.size));
@@ -367,7 +391,7 @@ async fn get_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     let key = key_of(req.uri().path())?;
     refuse_early(&app.node, &key)?;
     let _read = app.node.stripe(&key).read().await;
-    let found = find(&app.node, &key).await?;
+    let found = find(&app, &key).await?;
     let size = found.stat.size;
     let range = match req.headers().get(header::RANGE) {
         Some(v) => Some(parse_range(v, size)?),
@@ -513,13 +537,16 @@ async fn put_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     let node = &app.node;
     let _write = node.stripe(&key).write().await;
     // A key found nowhere while some device cannot be asked is written to
-    // a device that takes writes. Known gap (issue 11, item 2, second
-    // half): shards carry no host-wide version yet, so if the unavailable
-    // device returns holding an older copy, a lookup may find that copy
-    // first.
-    let holder = match node.locate(&key).await.map_err(|e| store_error(node, None, e))? {
-        Located::Found(found) => Some(found),
-        Located::Absent | Located::Unavailable(_) => None,
+    // a device that takes writes: its version is newer than any copy the
+    // device may bring back.
+    let (holder, mut older) = match node.locate(&key).await.map_err(|e| store_error(node, None, e))? {
+        Located::Found(found, older) => (Some(found), older),
+        Located::Deleted(newest, mut older) => {
+            older.push(newest);
+            (None, older)
+        }
+        Located::Absent => (None, Vec::new()),
+        Located::Unavailable(_, older) => (None, older),
     };
     // An overwrite stays on the device that holds the shard, so the swap is
     // atomic there; only a fenced holder sends it elsewhere.
@@ -530,17 +557,20 @@ async fn put_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     let store = node.slots[target].store.as_ref().expect("placed on an open device");
     let permit = admit(node, target, deadline).await?;
     let len = data.len() as u64;
-    node::put(store, &key, data, crc).await.map_err(|e| store_error(node, Some(target), e))?;
+    let version = node.next_version();
+    node::put(store, &key, data, crc, version).await.map_err(|e| store_error(node, Some(target), e))?;
     drop(permit);
     node.slots[target].traffic.writes.fetch_add(1, Ordering::Relaxed);
     node.slots[target].traffic.written_bytes.fetch_add(len, Ordering::Relaxed);
     node.remember(target, &key);
+    // Every other copy is now older: the holder's when the shard moved off
+    // a fenced device, older ones and tombstones elsewhere (the target's
+    // own tombstone went with the put).
     if let Some(old) = holder.filter(|f| f.slot != target) {
-        let old_store = node.slots[old.slot].store.as_ref().expect("located on an open device");
-        if let Err(e) = node::delete(old_store, &key).await {
-            tracing::warn!(key = %encode_key(&key), device = old.slot, error = %e, "old copy of a moved shard not deleted");
-        }
+        older.push(node::Copy { slot: old.slot, sequence: old.stat.sequence, stat: Some(old.stat) });
     }
+    older.retain(|c| c.slot != target);
+    node.reconcile(&key, &older, None).await;
     tracing::debug!(key = %encode_key(&key), device = target, elapsed_us = started.elapsed().as_micros() as u64, "put");
     let mut r = Response::new(Body::empty());
     *r.status_mut() = StatusCode::CREATED;
@@ -548,18 +578,40 @@ async fn put_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     Ok(r)
 }
 
+/// Deletes the newest copy of a key and every older one. While a device
+/// that may hold a copy cannot be asked, the delete leaves a tombstone
+/// (on the holder, or on a device that takes writes when the key is found
+/// nowhere), so that the copy on that device never comes back.
 async fn delete_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
     let deadline = deadline(req.headers(), Instant::now())?;
     let key = key_of(req.uri().path())?;
     let node = &app.node;
     refuse_early(node, &key)?;
     let _write = node.stripe(&key).write().await;
-    let found = find(node, &key).await?;
-    let store = node.slots[found.slot].store.as_ref().expect("located on an open device");
-    let permit = admit(node, found.slot, deadline).await?;
-    node::delete(store, &key).await.map_err(|e| store_error(node, Some(found.slot), e))?;
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no shard {}", encode_key(&key)));
+    let (slot, older) = match node.locate(&key).await.map_err(|e| store_error(node, None, e))? {
+        Located::Found(found, older) => (found.slot, older),
+        Located::Deleted(newest, older) => {
+            node.reconcile(&key, &older, Some(&newest)).await;
+            return Err(not_found());
+        }
+        Located::Absent => return Err(not_found()),
+        Located::Unavailable(_, older) => {
+            // Found nowhere that could be asked: the tombstone goes to a
+            // device that takes writes.
+            let slot = node.place(0).ok_or_else(|| no_device_writes(node, 0))?;
+            (slot, older)
+        }
+    };
+    let store = node.slots[slot].store.as_ref().expect("located on an open device");
+    let permit = admit(node, slot, deadline).await?;
+    let deleted =
+        if node.all_devices_available() { node::delete(store, &key).await } else { node.tombstone(slot, &key).await };
+    deleted.map_err(|e| store_error(node, Some(slot), e))?;
     drop(permit);
-    node.slots[found.slot].traffic.deletes.fetch_add(1, Ordering::Relaxed);
+    node.slots[slot].traffic.deletes.fetch_add(1, Ordering::Relaxed);
+    let older: Vec<node::Copy> = older.into_iter().filter(|c| c.slot != slot).collect();
+    node.reconcile(&key, &older, None).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -132,6 +132,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         admin_token,
         metrics: metrics::install(),
     });
+    // Copies deleted or overwritten while a device was away go now.
+    let _reconcile = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move { app.node.reconcile_tombstones().await })
+    };
     // Drive health: every device judged once per interval.
     let _health = {
         let app = Arc::clone(&app);

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use shardstore::health::{self, CounterSnapshot, HealthRules, HealthState, HealthTracker, Transition};
 use shardstore::store::scrub::{DamagedShard, ScrubSettings, ScrubStatus};
 use shardstore::store::thread::StoreHandle;
-use shardstore::store::ShardStat;
+use shardstore::store::{Lookup, Op, ShardStat};
 use shardstore::Error;
 use tokio::sync::oneshot;
 
@@ -30,14 +30,27 @@ const STRIPES: usize = 1024;
 /// Keys fetched per store call while building a filter.
 const LIST_PAGE: usize = 10_000;
 
-/// Where a key is, as far as the node can prove.
+/// One device's copy of a key: a shard (`stat`) or a tombstone.
+#[derive(Debug, Clone, Copy)]
+pub struct Copy {
+    pub slot: usize,
+    pub sequence: u64,
+    pub stat: Option<ShardStat>,
+}
+
+/// Where a key is, as far as the node can prove. Each case but `Absent`
+/// carries the older copies found (for `Node::reconcile`).
 #[derive(Debug)]
 pub enum Located {
-    Found(Found),
+    /// The newest copy is this shard.
+    Found(Found, Vec<Copy>),
+    /// The newest copy is a tombstone, and every device was asked.
+    Deleted(Copy, Vec<Copy>),
     /// Every device that may hold the key was asked, and none has it.
     Absent,
-    /// No device asked has it, and these (described) could not be asked.
-    Unavailable(Vec<String>),
+    /// No device asked has a shard of it newer than any tombstone, and
+    /// these (described) could not be asked.
+    Unavailable(Vec<String>, Vec<Copy>),
 }
 
 /// One device as served.
@@ -108,6 +121,9 @@ pub struct Node {
     pub slots: Vec<Slot>,
     stripes: Vec<tokio::sync::RwLock<()>>,
     rng: AtomicU64,
+    /// The host's hybrid logical clock: versions of writes, ordered
+    /// across the host's devices (see `next_version`).
+    clock: AtomicU64,
 }
 
 /// A store call's answer, turned into a future.
@@ -141,9 +157,14 @@ pub async fn damaged_shards(store: &StoreHandle) -> Result<Vec<DamagedShard>, Er
     ask(store, |done| store.submit_damaged_shards(done)).await
 }
 
-pub async fn stat(store: &StoreHandle, key: &[u8]) -> Result<Option<ShardStat>, Error> {
+pub async fn lookup(store: &StoreHandle, key: &[u8]) -> Result<Lookup, Error> {
     let key = key.to_vec();
-    ask(store, |done| store.submit_stat(key, done)).await
+    ask(store, |done| store.submit_lookup(key, done)).await
+}
+
+/// Any write operation, once durable.
+pub async fn submit(store: &StoreHandle, op: Op) -> Result<(), Error> {
+    ask(store, |done| store.submit_op(op, done)).await
 }
 
 pub async fn get(store: &StoreHandle, key: &[u8], offset: u64, len: u64) -> Result<Vec<u8>, Error> {
@@ -152,10 +173,9 @@ pub async fn get(store: &StoreHandle, key: &[u8], offset: u64, len: u64) -> Resu
 }
 
 /// Stores `data`, which must have the CRC32C `crc` (checked by the store
-/// against the bytes it writes).
-pub async fn put(store: &StoreHandle, key: &[u8], data: Bytes, crc: u32) -> Result<(), Error> {
-    let key = key.to_vec();
-    ask(store, |done| store.submit_put(key, data, Some(crc), done)).await
+/// against the bytes it writes), as `version` of the key.
+pub async fn put(store: &StoreHandle, key: &[u8], data: Bytes, crc: u32, version: u64) -> Result<(), Error> {
+    submit(store, Op::Put { key: key.to_vec(), data, crc32c: Some(crc), version: Some(version) }).await
 }
 
 pub async fn delete(store: &StoreHandle, key: &[u8]) -> Result<(), Error> {
@@ -224,12 +244,31 @@ impl Node {
                 filter: Arc::new(Mutex::new(FilterState { current: Arc::new(filter), rebuilding: None })),
             });
         }
+        // Above every sequence any store has used, so that a write now is
+        // newer than every copy on the host, whatever the wall clock did.
+        let clock = slots.iter().filter_map(|s| s.store.as_ref()).map(StoreHandle::next_sequence_at_open).max();
         Node {
             name,
             slots,
             stripes: (0..STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
             rng: AtomicU64::new(std::process::id().into()),
+            clock: AtomicU64::new(clock.unwrap_or(0)),
         }
+    }
+
+    /// A version for a new write: a hybrid logical clock, unix
+    /// milliseconds shifted left by 16 bits, plus a counter when writes
+    /// come faster; never below a version given before (or a sequence a
+    /// store had when the agent started). Stores write a shard at a
+    /// sequence at least its version, so the copies of one key on two
+    /// devices compare by sequence.
+    pub fn next_version(&self) -> u64 {
+        let now = shardstore::superblock::now_unix_ms() << 16;
+        let previous = self
+            .clock
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(now.max(v + 1)))
+            .expect("the update never declines");
+        now.max(previous + 1)
     }
 
     pub fn stripe(&self, key: &[u8]) -> &tokio::sync::RwLock<()> {
@@ -259,13 +298,17 @@ impl Node {
         any
     }
 
-    /// Finds the device holding `key`. The caller holds the key's stripe.
-    /// Absence is claimed only when every device that may hold the key was
-    /// asked: a device that did not open, or whose store no longer
-    /// answers, makes a key found nowhere else `Unavailable`, never absent.
-    /// An overloaded device's refusal is returned as the error it is.
+    /// Finds the newest copy of `key` on the host. The caller holds the
+    /// key's stripe. Every device that may hold the key is asked (its key
+    /// filter says maybe): each answers with its shard, its tombstone, or
+    /// nothing, and the newest sequence wins; older copies are returned
+    /// for `reconcile`. Absence is claimed only when every device that may
+    /// hold the key was asked: a device that did not open, or whose store
+    /// no longer answers, makes a key found nowhere else `Unavailable`. An
+    /// overloaded device's refusal is returned as the error it is.
     pub async fn locate(&self, key: &[u8]) -> Result<Located, Error> {
         let mut unavailable = Vec::new();
+        let mut copies: Vec<Copy> = Vec::new();
         for slot in &self.slots {
             let Some(store) = &slot.store else {
                 let why = slot.error.as_deref().unwrap_or("did not open");
@@ -275,9 +318,12 @@ impl Node {
             if !slot.filter().may_contain(key) {
                 continue;
             }
-            match stat(store, key).await {
-                Ok(Some(stat)) => return Ok(Located::Found(Found { slot: slot.id, stat })),
-                Ok(None) => {}
+            match lookup(store, key).await {
+                Ok(Lookup::Shard(stat)) => {
+                    copies.push(Copy { slot: slot.id, sequence: stat.sequence, stat: Some(stat) });
+                }
+                Ok(Lookup::Tombstone(sequence)) => copies.push(Copy { slot: slot.id, sequence, stat: None }),
+                Ok(Lookup::Absent) => {}
                 Err(e @ Error::Stopped { .. }) => {
                     slot.stopped.store(true, Ordering::Relaxed);
                     unavailable.push(format!("device {} ({e})", slot.id));
@@ -285,7 +331,88 @@ impl Node {
                 Err(e) => return Err(e),
             }
         }
-        Ok(if unavailable.is_empty() { Located::Absent } else { Located::Unavailable(unavailable) })
+        copies.sort_by_key(|c| std::cmp::Reverse(c.sequence));
+        let older = copies.split_off(copies.len().min(1));
+        Ok(match copies.pop() {
+            Some(Copy { slot, stat: Some(stat), .. }) => Located::Found(Found { slot, stat }, older),
+            Some(newest @ Copy { stat: None, .. }) if unavailable.is_empty() => Located::Deleted(newest, older),
+            _ if unavailable.is_empty() => Located::Absent,
+            _ => Located::Unavailable(unavailable, older),
+        })
+    }
+
+    /// Removes copies of a key older than its newest (`older`, from
+    /// `locate`): older shards are deleted, older tombstones purged. When
+    /// the newest is a tombstone (`deleted`) and every device was asked,
+    /// it is purged too once nothing older is left: no copy can come back.
+    /// The caller holds the key's stripe for writing. Failures are logged
+    /// and left for the next time the key is touched.
+    pub async fn reconcile(&self, key: &[u8], older: &[Copy], deleted: Option<&Copy>) {
+        let mut clean = true;
+        for c in older.iter().chain(deleted) {
+            let Some(store) = self.slots[c.slot].store.as_ref() else { continue };
+            let op = match c.stat {
+                Some(_) => Op::Delete { key: key.to_vec() },
+                None => Op::Purge { key: key.to_vec(), version: c.sequence },
+            };
+            let is_newest = deleted.is_some_and(|d| std::ptr::eq(d, c));
+            if is_newest && !clean {
+                break;
+            }
+            if let Err(e) = submit(store, op).await {
+                clean = false;
+                tracing::warn!(key = %crate::keys::encode_key(key), device = c.slot, error = %e, "an older copy was not removed");
+            }
+        }
+    }
+
+    /// Deletes `key` so that no older copy can come back: a tombstone at a
+    /// new version on `slot` (which removes the shard there, if any).
+    pub async fn tombstone(&self, slot: usize, key: &[u8]) -> Result<(), Error> {
+        let store = self.slots[slot].store.as_ref().expect("a tombstone goes to an open device");
+        let version = self.next_version();
+        submit(store, Op::Tombstone { key: key.to_vec(), version }).await?;
+        self.remember(slot, key);
+        Ok(())
+    }
+
+    /// Whether every device could be asked (none failed to open or stopped).
+    pub fn all_devices_available(&self) -> bool {
+        self.slots.iter().all(|s| s.store.is_some() && !s.stopped.load(Ordering::Relaxed))
+    }
+
+    /// At start: every tombstone on the host is reconciled (older copies
+    /// removed, the tombstone purged) when every device is available, so
+    /// a device that came back loses the copies deleted or overwritten
+    /// while it was away.
+    pub async fn reconcile_tombstones(&self) {
+        if !self.all_devices_available() {
+            tracing::info!("a device is unavailable: tombstones are kept until every device is back");
+            return;
+        }
+        let mut keys = std::collections::BTreeSet::new();
+        for slot in &self.slots {
+            let Some(store) = &slot.store else { continue };
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.tombstones()).await {
+                Ok(Ok(list)) => keys.extend(list.into_iter().map(|(k, _)| k)),
+                Ok(Err(e)) => tracing::warn!(device = slot.id, error = %e, "cannot list tombstones"),
+                Err(e) => tracing::warn!(device = slot.id, error = %e, "cannot list tombstones"),
+            }
+        }
+        let count = keys.len();
+        for key in keys {
+            let _write = self.stripe(&key).write().await;
+            match self.locate(&key).await {
+                Ok(Located::Found(_, older)) => self.reconcile(&key, &older, None).await,
+                Ok(Located::Deleted(newest, older)) => self.reconcile(&key, &older, Some(&newest)).await,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(key = %crate::keys::encode_key(&key), error = %e, "tombstone not reconciled"),
+            }
+        }
+        if count > 0 {
+            tracing::info!(tombstones = count, "tombstones reconciled");
+        }
     }
 
     /// One health interval of the host: every device judged against its
@@ -430,6 +557,14 @@ async fn build_filter(store: &StoreHandle) -> Result<KeyFilter, Error> {
             filter.insert(key);
         }
         if page.len() < LIST_PAGE {
+            // Tombstones are copies of a key too: a lookup must ask them.
+            let handle = store.clone();
+            let tombstones = tokio::task::spawn_blocking(move || handle.tombstones())
+                .await
+                .map_err(|e| Error::InvalidArgument(format!("listing tombstones: {e}")))??;
+            for (key, _) in &tombstones {
+                filter.insert(key);
+            }
             return Ok(filter);
         }
         after = page.last().map(|(k, _)| k.clone());

@@ -1,8 +1,10 @@
 //! Unavailable is not absent: after a restart in which one device does not
-//! open (its superblock copies rotted to junk), the keys it holds, and keys
-//! that exist nowhere, answer `503 Unavailable` naming the device, never
-//! `404`: a front end reading 404 would take the shard for gone. Keys on
-//! the other devices are served; new shards go to the devices that open.
+//! open, the keys it holds, and keys that exist nowhere, answer `503
+//! Unavailable` naming the device, never `404`: a front end reading 404
+//! would take the shard for gone. Keys on the other devices are served;
+//! new shards go to the devices that open. A device that misses an
+//! overwrite and a delete while it is away and then returns brings back
+//! neither its old bytes nor the deleted shard.
 
 mod common;
 
@@ -56,12 +58,113 @@ fn keys_of_a_device_that_did_not_open_answer_unavailable_not_not_found() {
     }
     assert_eq!(unavailable, shards(1), "exactly the keys of the device that did not open");
     assert_eq!(served + unavailable, 60);
-    // A key that never existed cannot be proven absent either.
-    for method in ["GET", "HEAD", "DELETE"] {
+    // A key that never existed cannot be proven absent either; deleting
+    // it leaves a tombstone on a device that opened, so whatever the
+    // missing device holds of it never comes back.
+    for method in ["GET", "HEAD"] {
         let r = request(addr, method, "/v1/shards/never-written", &[], b"");
         assert_eq!(r.status, 503, "{method}");
     }
+    assert_eq!(request(addr, "DELETE", "/v1/shards/never-written", &[], b"").status, 204);
     // Writes go on, to the devices that opened, and read back.
     assert_eq!(put(addr, "new", b"fresh").status, 201);
     assert_eq!(get(addr, "new").body, b"fresh");
+}
+
+/// Three configured device files; `start` serves those present (a
+/// missing one fails to open, as a pulled disk does).
+fn configured(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    (0..3)
+        .map(|d| {
+            let path = dir.join(format!("disk{d}.img"));
+            std::fs::File::create(&path).unwrap().set_len(DEVICE_BYTES).unwrap();
+            let mut dev = shardstore::device::open(&path, &shardstore::device::OpenOptions::default()).unwrap();
+            shardstore::format::format(&mut dev, &shardstore::format::FormatOptions::default()).unwrap();
+            path
+        })
+        .collect()
+}
+
+fn start(dir: &std::path::Path, devices: &[std::path::PathBuf]) -> (common::Agent, std::net::SocketAddr) {
+    let data = dir.join("data");
+    let mut args = vec!["--data-dir".to_owned(), data.display().to_string()];
+    for d in devices {
+        args.extend(["--device".to_owned(), d.display().to_string()]);
+    }
+    common::Agent::serving(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[test]
+fn a_device_that_missed_an_overwrite_and_a_delete_returns_without_bringing_them_back() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let devices = configured(dir.path());
+    let (mut agent, addr) = start(dir.path(), &devices);
+    for i in 0..60 {
+        assert_eq!(put(addr, &format!("v{i}"), format!("old {i}").as_bytes()).status, 201);
+    }
+    let before = request(addr, "GET", "/v1/status", &[], b"").json();
+    let held = before["devices"][1]["shards"].as_u64().unwrap();
+    assert!(held > 0);
+    assert!(agent.signal(Signal::SIGTERM).success());
+
+    // Device 1 is pulled: its keys answer 503; they are overwritten (odd)
+    // or deleted (even) meanwhile, on the devices that remain.
+    let away = dir.path().join("disk1.away");
+    std::fs::rename(&devices[1], &away).unwrap();
+    let (mut agent, addr) = start(dir.path(), &devices);
+    let mut missed = Vec::new();
+    for i in 0..60 {
+        let key = format!("v{i}");
+        if get(addr, &key).status == 503 {
+            missed.push(i);
+            if i % 2 == 1 {
+                assert_eq!(put(addr, &key, format!("new {i}").as_bytes()).status, 201);
+            } else {
+                assert_eq!(request(addr, "DELETE", &format!("/v1/shards/{key}"), &[], b"").status, 204);
+            }
+        }
+    }
+    assert_eq!(missed.len() as u64, held, "exactly the pulled device's keys were unavailable");
+    assert!(agent.signal(Signal::SIGTERM).success());
+
+    // It comes back with its old copies: the newer writes and the deletes win.
+    std::fs::rename(&away, &devices[1]).unwrap();
+    let (mut agent, addr) = start(dir.path(), &devices);
+    for i in 0..60 {
+        let key = format!("v{i}");
+        let r = get(addr, &key);
+        if !missed.contains(&i) {
+            assert_eq!(r.body, format!("old {i}").as_bytes(), "{key} was never touched");
+        } else if i % 2 == 1 {
+            assert_eq!((r.status, r.body.clone()), (200, format!("new {i}").into_bytes()), "{key}: the overwrite");
+        } else {
+            assert_eq!(r.status, 404, "{key}: deleted while its device was away, and came back");
+        }
+    }
+    // The old copies are gone from the returned device, and so are the
+    // tombstones (every device is back: nothing older can return).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = request(addr, "GET", "/v1/status", &[], b"").json();
+        if status["devices"][1]["shards"].as_u64().unwrap() == 0 {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            assert!(agent.signal(Signal::SIGTERM).success());
+            let store = shardstore::store::Store::open_read_only(Box::new(
+                shardstore::device::open(&devices[1], &shardstore::device::OpenOptions::default()).unwrap(),
+            ))
+            .unwrap();
+            panic!("old copies still on device 1: {:?}", store.list(b"", None, 100));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(agent.signal(Signal::SIGTERM).success());
+    for path in &devices {
+        let store = shardstore::store::Store::open_read_only(Box::new(
+            shardstore::device::open(path, &shardstore::device::OpenOptions::default()).unwrap(),
+        ))
+        .unwrap();
+        assert!(store.tombstones().is_empty(), "{}: tombstones left after every device came back", path.display());
+    }
 }

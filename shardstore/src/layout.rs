@@ -42,7 +42,7 @@ impl Layout {
     /// `EXTENT_SIZE_BYTES_MIN` (4 MiB) that leaves the device at least
     /// `EXTENT_COUNT_PREFERRED` (16) extents, so the extents held back for
     /// reclamation stay a small share of it; the minimum when none does.
-    /// A 256 MiB device gets 8 MiB extents (31 of them); a device of
+    /// A 256 MiB device gets 8 MiB extents (30 of them, beside the two copies of its metadata); a device of
     /// 1.05 GiB or more gets 64 MiB.
     pub fn default_extent_size(device_size_bytes: u64, sector_size_bytes: u64) -> u64 {
         let mut size = EXTENT_SIZE_BYTES_DEFAULT;

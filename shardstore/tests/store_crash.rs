@@ -153,6 +153,7 @@ fn crash_at_every_write_of_a_batch() {
             .map(|(op, r)| match op {
                 Op::Put { key, data, .. } => (key, Some(data.to_vec()), r.is_ok()),
                 Op::Delete { key } => (key, None, r.is_ok()),
+                other => unreachable!("this test makes no {other:?}"),
             })
             .collect()
     });

@@ -15,7 +15,7 @@ use shardstore::error::{Error, OpKind};
 use shardstore::format::{format, FormatOptions};
 use shardstore::rng::Rng;
 use shardstore::store::scrub::ScrubSettings;
-use shardstore::store::{Op, Store};
+use shardstore::store::{Lookup, Op, Store};
 
 const KEYS: [&str; 8] = ["a/1", "a/2", "a/3", "b/1", "b/22", "c", "c/x", "zz"];
 const PREFIXES: [&str; 4] = ["", "a/", "b", "c/"];
@@ -84,6 +84,11 @@ enum Step {
         pick: u64,
         zero: bool,
     },
+    /// A delete that leaves a tombstone (optionally purged at once).
+    Tombstone {
+        key: usize,
+        purge: bool,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -104,9 +109,10 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (key.clone(), size.clone(), any::<u64>(), 0..8u64, any::<bool>(), any::<u64>())
             .prop_map(|(key, size, seed, budget, delete, fate_seed)| Step::CrashDuring { key, size, seed, budget, delete, fate_seed }),
         1 => key.clone().prop_map(|key| Step::ReadError { key }),
-        1 => (key, any::<u64>()).prop_map(|(key, pick)| Step::BitRot { key, pick }),
+        1 => (key.clone(), any::<u64>()).prop_map(|(key, pick)| Step::BitRot { key, pick }),
         2 => (1..120u16, proptest::option::of(any::<u64>())).prop_map(|(steps, crash)| Step::Scrub { steps, crash }),
         2 => (0..2usize, any::<u64>(), any::<bool>()).prop_map(|(copy, pick, zero)| Step::RotMetadata { copy, pick, zero }),
+        1 => (key, any::<bool>()).prop_map(|(key, purge)| Step::Tombstone { key, purge }),
     ]
 }
 
@@ -127,6 +133,8 @@ struct Harness {
     /// and position in the copy: the same block is never damaged in both
     /// copies (that is the loss the mirror cannot cover).
     meta_damaged: (u64, BTreeSet<(usize, u64)>),
+    /// Keys whose last change was a tombstone not purged since.
+    tombs: BTreeSet<Vec<u8>>,
 }
 
 impl Harness {
@@ -142,6 +150,7 @@ impl Harness {
             rotted: BTreeSet::new(),
             flipped: BTreeSet::new(),
             meta_damaged: (0, BTreeSet::new()),
+            tombs: BTreeSet::new(),
         }
     }
 
@@ -170,6 +179,7 @@ impl Harness {
         match result {
             Ok(()) => {
                 self.rotted.remove(key);
+                self.tombs.remove(key);
                 self.model.insert(key.to_vec(), value);
             }
             Err(Error::NoSpace(_)) => {}
@@ -245,7 +255,7 @@ impl Harness {
                         // right one: a wrong one is refused, see the
                         // regression tests).
                         let crc32c = (seed % 2 == 0).then(|| crc32c::crc32c(&data));
-                        Op::Put { key: KEYS[k].as_bytes().to_vec(), data: data.into(), crc32c }
+                        Op::Put { key: KEYS[k].as_bytes().to_vec(), data: data.into(), crc32c, version: None }
                     })
                     .collect();
                 ops.extend(deletes.iter().map(|&k| Op::Delete { key: KEYS[k].as_bytes().to_vec() }));
@@ -261,6 +271,7 @@ impl Harness {
                             (false, Err(Error::NotFound(_))) => {}
                             (had, r) => panic!("batched delete {key:?}: model had {had}, store said {r:?}"),
                         },
+                        other => unreachable!("batches make no {other:?}"),
                     }
                 }
             }
@@ -304,6 +315,9 @@ impl Harness {
                 }
                 if now != old {
                     self.rotted.remove(&k);
+                }
+                if now.is_some() && now != old {
+                    self.tombs.remove(&k);
                 }
                 match now {
                     Some(bytes) => self.model.insert(k, bytes),
@@ -365,6 +379,20 @@ impl Harness {
                 // The damaged copy was repaired from the other if recovery
                 // read it; a copy it did not read stays damaged.
             }
+            Step::Tombstone { key, purge } => {
+                let k = KEYS[key].as_bytes().to_vec();
+                let r = self.store().commit(&[Op::Tombstone { key: k.clone(), version: 0 }]).pop().unwrap();
+                r.unwrap_or_else(|e| panic!("tombstone {k:?}: {e}"));
+                self.model.remove(&k);
+                self.rotted.remove(&k);
+                self.tombs.insert(k.clone());
+                let Lookup::Tombstone(sequence) = self.store().lookup(&k) else { panic!("no tombstone for {k:?}") };
+                if purge {
+                    let r = self.store().commit(&[Op::Purge { key: k.clone(), version: sequence }]).pop().unwrap();
+                    r.unwrap_or_else(|e| panic!("purge {k:?}: {e}"));
+                    self.tombs.remove(&k);
+                }
+            }
             Step::Scrub { steps, crash } => {
                 let store = self.store();
                 store.set_scrub_settings(ScrubSettings { unthrottled: true, ..ScrubSettings::default() });
@@ -394,6 +422,13 @@ impl Harness {
             assert_eq!(stat.crc32c, crc32c::crc32c(&v), "stat {k:?}: the shard CRC clients compare against");
         }
         assert_eq!(self.store().len(), self.model.len(), "shard count");
+        for k in KEYS {
+            let k = k.as_bytes();
+            match (self.store().lookup(k), self.model.contains_key(k), self.tombs.contains(k)) {
+                (Lookup::Shard(_), true, _) | (Lookup::Tombstone(_), false, true) | (Lookup::Absent, false, false) => {}
+                (got, present, tomb) => panic!("lookup {k:?}: {got:?}, model has it {present}, tombstone {tomb}"),
+            }
+        }
     }
 }
 

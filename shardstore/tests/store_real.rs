@@ -66,6 +66,7 @@ fn thousands_of_puts_survive_restarts_on_a_real_file() {
                     Err(shardstore::Error::NotFound(_)) => assert!(!model.contains_key(&key)),
                     Err(e) => panic!("delete {key:?}: {e}"),
                 },
+                other => unreachable!("this test makes no {other:?}"),
             }
         }
     }

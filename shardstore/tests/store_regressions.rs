@@ -263,7 +263,7 @@ fn a_put_whose_crc_differs_from_its_bytes_writes_nothing() {
         let right = crc32c::crc32c(&new);
         let wrong = right ^ 0x0100_0000;
         let writes = h.stats().writes;
-        let put = |crc| Op::Put { key: b"k".to_vec(), data: new.clone().into(), crc32c: Some(crc) };
+        let put = |crc| Op::Put { key: b"k".to_vec(), data: new.clone().into(), crc32c: Some(crc), version: None };
         let err = store.commit(&[put(wrong)]).pop().unwrap().unwrap_err();
         assert!(
             matches!(err, Error::BadDigest { expected, actual, .. } if expected == wrong && actual == right),

@@ -73,7 +73,7 @@ fn a_small_file_formats_without_an_extent_size() {
     assert!(o.status.success(), "{}", stderr(&o));
     let layout = &inspect_json(p).1["superblock"]["in_force"]["layout"];
     assert_eq!(layout["extent_size_bytes"], 8 << 20);
-    assert_eq!(layout["extent_count"], 31);
+    assert_eq!(layout["extent_count"], 30);
     // An explicit size is still validated, and named when refused.
     let o = shardctl(&["format", p, "--force", "--extent-size", "128M"]);
     assert_eq!(o.status.code(), Some(1));

@@ -14,6 +14,7 @@ pub(crate) struct CheckpointState<'a> {
     pub extents: &'a [ExtentInfo],
     pub scrub: ScrubCursor,
     pub damaged: &'a RepairList,
+    pub tombstones: &'a std::collections::BTreeMap<Vec<u8>, u64>,
 }
 
 /// The encoded checkpoint for an index, extent table and scrub state.
@@ -30,6 +31,9 @@ pub(crate) fn encode_checkpoint(state: &CheckpointState<'_>, index: &Index) -> V
     for (key, damage) in state.damaged.iter() {
         meta::encode_damage(key, damage, &mut body);
     }
+    for (key, sequence) in state.tombstones {
+        meta::encode_tombstone(key, *sequence, &mut body);
+    }
     let header = CheckpointHeader {
         version: meta::CHECKPOINT_VERSION,
         epoch: state.epoch,
@@ -39,6 +43,7 @@ pub(crate) fn encode_checkpoint(state: &CheckpointState<'_>, index: &Index) -> V
         body_len: body.len() as u64,
         damaged_count: state.damaged.len() as u64,
         scrub: state.scrub,
+        tombstone_count: state.tombstones.len() as u64,
     };
     let total = (BLOCK + body.len()).next_multiple_of(BLOCK);
     let mut out = vec![0u8; total];
@@ -57,6 +62,7 @@ pub(crate) fn write_initial_checkpoint(dev: &mut dyn BlockDevice, layout: &Layou
         extents: &extents,
         scrub: ScrubCursor::default(),
         damaged: &RepairList::default(),
+        tombstones: &std::collections::BTreeMap::new(),
     };
     let bytes = encode_checkpoint(&state, &Index::default());
     for base in layout.meta_copies() {
@@ -122,6 +128,7 @@ impl Store {
             extents: self.extents.all(),
             scrub: self.scrub.cursor,
             damaged: &self.damaged,
+            tombstones: &self.tombstones,
         }
     }
 }

@@ -36,7 +36,7 @@ pub(super) fn entry_len(key: &[u8], chunks: usize) -> u64 {
 
 pub(super) fn op_key(op: &Op) -> String {
     match op {
-        Op::Put { key, .. } | Op::Delete { key } => key_text(key),
+        Op::Put { key, .. } | Op::Delete { key } | Op::Tombstone { key, .. } | Op::Purge { key, .. } => key_text(key),
     }
 }
 
@@ -103,7 +103,7 @@ impl Store {
 
         for (i, op) in ops.iter().enumerate() {
             match op {
-                Op::Put { key, data, crc32c } => match self.stage_put(i, key, data, *crc32c, now, &mut writes) {
+                Op::Put { key, .. } => match self.stage_put(i, op, now, &mut writes) {
                     Ok(record) => {
                         exists.insert(key.as_slice(), true);
                         staged[i] = Some(record);
@@ -124,6 +124,20 @@ impl Store {
                     let sequence = self.next_sequence;
                     self.next_sequence += 1;
                     staged[i] = Some(LogRecord::Delete { key: key.clone(), sequence });
+                }
+                Op::Tombstone { key, version } | Op::Purge { key, version } => {
+                    if let Err(e) = validate_key(key) {
+                        results[i] = Some(Err(e));
+                        continue;
+                    }
+                    staged[i] = Some(if matches!(op, Op::Tombstone { .. }) {
+                        exists.insert(key.as_slice(), false);
+                        let sequence = self.next_sequence.max(*version);
+                        self.next_sequence = sequence + 1;
+                        LogRecord::Tombstone { key: key.clone(), sequence }
+                    } else {
+                        LogRecord::Purge { key: key.clone(), sequence: *version }
+                    });
                 }
             }
         }
@@ -182,15 +196,10 @@ impl Store {
     /// returns the log record that will make it visible. The CRC of every
     /// aligned buffer that goes to the device is compared with what the
     /// sender vouched for (`expected`) before the buffer is written.
-    pub(super) fn stage_put(
-        &mut self,
-        i: usize,
-        key: &[u8],
-        data: &[u8],
-        expected: Option<u32>,
-        now: u64,
-        writes: &mut WriteBatch,
-    ) -> Result<LogRecord> {
+    pub(super) fn stage_put(&mut self, i: usize, put: &Op, now: u64, writes: &mut WriteBatch) -> Result<LogRecord> {
+        let Op::Put { key, data, crc32c: expected, version } = put else { unreachable!("stage_put stages puts") };
+        let (key, data): (&[u8], &[u8]) = (key, data);
+        let (expected, version) = (*expected, *version);
         validate_key(key)?;
         self.check_usable()?;
         let size = data.len() as u64;
@@ -218,8 +227,8 @@ impl Store {
         if let Some(want) = expected.filter(|&want| count > 1 && want != shard_crc) {
             return Err(bad_digest(want, shard_crc));
         }
-        let sequence = self.next_sequence;
-        self.next_sequence += 1;
+        let sequence = self.next_sequence.max(version.unwrap_or(0));
+        self.next_sequence = sequence + 1;
         let mut chunks = Vec::with_capacity(count);
         for c in 0..count {
             let start = c * CHUNK_SIZE_BYTES_MAX;
@@ -292,11 +301,18 @@ impl Store {
                     key
                 }
                 LogRecord::Delete { key, .. } => key,
+                LogRecord::Tombstone { key, .. } => {
+                    added += meta::tombstone_entry_len(key);
+                    key
+                }
                 LogRecord::Damaged { key, .. } => {
                     added += meta::damage_entry_len(key);
                     continue;
                 }
-                LogRecord::Relocate { .. } | LogRecord::Reset { .. } | LogRecord::Scrubbed { .. } => continue,
+                LogRecord::Relocate { .. }
+                | LogRecord::Reset { .. }
+                | LogRecord::Scrubbed { .. }
+                | LogRecord::Purge { .. } => continue,
             };
             if let Some(old) = self.index.get(key) {
                 removed += entry_len(key, old.chunk_count());

@@ -16,8 +16,9 @@ use crate::constants::BLOCK_SIZE_BYTES;
 pub const LOG_MAGIC: [u8; 4] = *b"SHLG";
 pub const CHECKPOINT_MAGIC: [u8; 4] = *b"SHCP";
 /// Version 2 added each extent's verification time, the scrub cursor and
-/// the list of damaged shards; version 1 checkpoints are still read.
-pub const CHECKPOINT_VERSION: u32 = 2;
+/// the list of damaged shards; version 3 the tombstones. Versions 1 and 2
+/// are still read.
+pub const CHECKPOINT_VERSION: u32 = 3;
 pub const LOG_HEADER_BYTES: usize = 40;
 /// Chunks of the largest shard: a put record with all of them fits one
 /// log block (asserted where the shard limit is defined).
@@ -32,6 +33,8 @@ const TAG_RELOCATE: u8 = 3;
 const TAG_RESET: u8 = 4;
 const TAG_SCRUBBED: u8 = 5;
 const TAG_DAMAGED: u8 = 6;
+const TAG_TOMBSTONE: u8 = 7;
+const TAG_PURGE: u8 = 8;
 
 /// Where one chunk record lives, and the CRC32C its payload must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -164,6 +167,20 @@ pub enum LogRecord {
         key: Vec<u8>,
         damage: Damage,
     },
+    /// The key was deleted at `sequence` (a host-wide version) while a
+    /// device that may hold an older copy could not be asked: any shard of
+    /// the key older than it is gone, and the tombstone stays, so that the
+    /// older copy never comes back when that device does.
+    Tombstone {
+        key: Vec<u8>,
+        sequence: u64,
+    },
+    /// The tombstone of the key at `sequence` is no longer needed (every
+    /// older copy on the host is gone).
+    Purge {
+        key: Vec<u8>,
+        sequence: u64,
+    },
 }
 
 /// Where the background scrubber is in its passes over the extents.
@@ -255,6 +272,11 @@ impl LogRecord {
                 out.push(TAG_DAMAGED);
                 put_key(out, key);
                 put_damage(out, damage);
+            }
+            LogRecord::Tombstone { key, sequence } | LogRecord::Purge { key, sequence } => {
+                out.push(if matches!(self, LogRecord::Tombstone { .. }) { TAG_TOMBSTONE } else { TAG_PURGE });
+                put_key(out, key);
+                out.extend_from_slice(&sequence.to_le_bytes());
             }
         }
     }
@@ -358,6 +380,8 @@ impl<'a> Reader<'a> {
                 scrub: self.cursor()?,
             }),
             TAG_DAMAGED => Some(LogRecord::Damaged { key: self.key()?, damage: self.damage()? }),
+            TAG_TOMBSTONE => Some(LogRecord::Tombstone { key: self.key()?, sequence: self.u64()? }),
+            TAG_PURGE => Some(LogRecord::Purge { key: self.key()?, sequence: self.u64()? }),
             _ => None,
         }
     }
@@ -384,6 +408,10 @@ impl<'a> Reader<'a> {
             len: self.u64()?,
             found_ms: self.u64()?,
         })
+    }
+
+    pub fn key_and_sequence(&mut self) -> Option<(Vec<u8>, u64)> {
+        Some((self.key()?, self.u64()?))
     }
 
     pub fn key_and_damage(&mut self) -> Option<(Vec<u8>, Damage)> {
@@ -498,9 +526,11 @@ pub struct CheckpointHeader {
     /// the scrub cursor.
     pub damaged_count: u64,
     pub scrub: ScrubCursor,
+    /// Version 3: tombstones after the damaged list.
+    pub tombstone_count: u64,
 }
 
-pub const CHECKPOINT_HEADER_BYTES: usize = 84;
+pub const CHECKPOINT_HEADER_BYTES: usize = 92;
 
 impl CheckpointHeader {
     pub fn encode(&self, out: &mut [u8]) {
@@ -516,6 +546,7 @@ impl CheckpointHeader {
         let mut cursor = Vec::with_capacity(28);
         put_cursor(&mut cursor, &self.scrub);
         out[56..84].copy_from_slice(&cursor);
+        out[84..92].copy_from_slice(&self.tombstone_count.to_le_bytes());
     }
 
     pub fn decode(block: &[u8]) -> Option<CheckpointHeader> {
@@ -524,6 +555,8 @@ impl CheckpointHeader {
         }
         let mut r = Reader::new(&block[4..CHECKPOINT_HEADER_BYTES]);
         let version = r.u32()?;
+        // Versions 1 and 2 have shorter headers; the rest of their block
+        // is zero, which reads as no tombstones.
         if !(1..=CHECKPOINT_VERSION).contains(&version) {
             return None;
         }
@@ -536,13 +569,27 @@ impl CheckpointHeader {
             body_len: r.u64()?,
             damaged_count: 0,
             scrub: ScrubCursor::default(),
+            tombstone_count: 0,
         };
         if version >= 2 {
             header.damaged_count = r.u64()?;
             header.scrub = r.cursor()?;
         }
+        if version >= 3 {
+            header.tombstone_count = r.u64()?;
+        }
         Some(header)
     }
+}
+
+/// Bytes a tombstone takes in a checkpoint (and encodes it).
+pub fn tombstone_entry_len(key: &[u8]) -> u64 {
+    1 + key.len() as u64 + 8
+}
+
+pub fn encode_tombstone(key: &[u8], sequence: u64, out: &mut Vec<u8>) {
+    put_key(out, key);
+    out.extend_from_slice(&sequence.to_le_bytes());
 }
 
 /// Bytes an entry of the damaged list takes in a checkpoint.

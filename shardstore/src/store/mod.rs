@@ -81,16 +81,49 @@ const _: () = assert!(
 /// end-to-end check reaches the bytes that go to the medium. A mismatch
 /// fails the put with `BadDigest` before anything is written.
 #[derive(Debug, Clone)]
+///
+/// A put or tombstone may carry a host-wide `version` (the agent's hybrid
+/// logical clock): the write's sequence on the device is then at least
+/// that, so that copies of one key on two devices of a host compare by
+/// sequence (`Store::lookup`).
 pub enum Op {
-    Put { key: Vec<u8>, data: Bytes, crc32c: Option<u32> },
-    Delete { key: Vec<u8> },
+    Put {
+        key: Vec<u8>,
+        data: Bytes,
+        crc32c: Option<u32>,
+        version: Option<u64>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    /// Deletes every copy of the key older than `version` on this device
+    /// and keeps a tombstone, so that an older copy on a device that could
+    /// not be asked never comes back (see `LogRecord::Tombstone`).
+    Tombstone {
+        key: Vec<u8>,
+        version: u64,
+    },
+    /// Drops the key's tombstone if it is still the one at `version`.
+    Purge {
+        key: Vec<u8>,
+        version: u64,
+    },
 }
 
 impl Op {
     /// A put without a CRC from its sender (the store computes its own).
     pub fn put(key: impl Into<Vec<u8>>, data: impl Into<Bytes>) -> Op {
-        Op::Put { key: key.into(), data: data.into(), crc32c: None }
+        Op::Put { key: key.into(), data: data.into(), crc32c: None, version: None }
     }
+}
+
+/// What a device knows of a key (`Store::lookup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Shard(ShardStat),
+    /// Deleted at this sequence while a device may have held an older copy.
+    Tombstone(u64),
+    Absent,
 }
 
 /// Space and contents of a store, for placement, status and metrics.
@@ -172,6 +205,9 @@ pub struct Store {
     scrub: scrub::Background,
     /// Shards the scrubber found damaged (the repair list), by key.
     damaged: RepairList,
+    /// Keys deleted while a device that may hold an older copy could not
+    /// be asked, with the sequence of the delete.
+    tombstones: std::collections::BTreeMap<Vec<u8>, u64>,
     /// Errors and latencies, for whoever watches the drive's health.
     counters: std::sync::Arc<crate::health::DeviceCounters>,
     /// The extent being evacuated a little with every group commit, and
@@ -205,6 +241,9 @@ impl Store {
                     self.release(key, &old);
                 }
                 self.damaged.remove(key);
+                // A later write of the key on this device supersedes its
+                // tombstone (sequences only grow on a device).
+                self.tombstones.remove(key);
             }
             LogRecord::Delete { key, sequence } => {
                 self.next_sequence = self.next_sequence.max(sequence + 1);
@@ -229,6 +268,21 @@ impl Store {
             LogRecord::Scrubbed { extent, generation, checked_ms, scrub } => {
                 self.extents.scrubbed(*extent, *generation, *checked_ms);
                 self.scrub.cursor = *scrub;
+            }
+            LogRecord::Tombstone { key, sequence } => {
+                self.next_sequence = self.next_sequence.max(sequence + 1);
+                if let Some(old) = self.index.get(key).filter(|m| m.sequence < *sequence) {
+                    self.index.remove(key);
+                    self.release(key, &old);
+                    self.damaged.remove(key);
+                }
+                let at = self.tombstones.entry(key.clone()).or_insert(*sequence);
+                *at = (*at).max(*sequence);
+            }
+            LogRecord::Purge { key, sequence } => {
+                if self.tombstones.get(key) == Some(sequence) {
+                    self.tombstones.remove(key);
+                }
             }
             LogRecord::Damaged { key, damage } => {
                 if self.index.get(key).is_some_and(|m| m.sequence == damage.sequence) {
@@ -340,6 +394,25 @@ impl Store {
 
     pub fn extents(&self) -> &[ExtentInfo] {
         self.extents.all()
+    }
+
+    /// The key's shard, its tombstone, or neither.
+    pub fn lookup(&self, key: &[u8]) -> Lookup {
+        match (self.stat(key), self.tombstones.get(key)) {
+            (Some(stat), _) => Lookup::Shard(stat),
+            (None, Some(&sequence)) => Lookup::Tombstone(sequence),
+            (None, None) => Lookup::Absent,
+        }
+    }
+
+    /// Every tombstone: key and sequence.
+    pub fn tombstones(&self) -> Vec<(Vec<u8>, u64)> {
+        self.tombstones.iter().map(|(k, s)| (k.clone(), *s)).collect()
+    }
+
+    /// The sequence the next write gets at least.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
     }
 
     pub fn superblock(&self) -> &Superblock {

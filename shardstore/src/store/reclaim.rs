@@ -168,7 +168,7 @@ impl Store {
         ops.iter()
             .map(|op| match op {
                 Op::Put { data, .. } => data.len() as u64 + chunk_count(data.len() as u64) as u64 * BLOCK_SIZE_BYTES,
-                Op::Delete { .. } => 0,
+                Op::Delete { .. } | Op::Tombstone { .. } | Op::Purge { .. } => 0,
             })
             .sum()
     }

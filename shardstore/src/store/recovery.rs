@@ -91,6 +91,7 @@ impl Store {
             reads: ReadPipeline::new(),
             scrub: scrub::Background::new(header.scrub),
             damaged: RepairList::default(),
+            tombstones: std::collections::BTreeMap::new(),
             counters: std::sync::Arc::default(),
             plan: None,
             stuck: None,
@@ -108,6 +109,13 @@ impl Store {
             let (key, damage) =
                 r.key_and_damage().ok_or_else(|| corrupt("checkpoint damaged list".to_owned(), half_offset))?;
             store.damaged.insert(key, damage);
+        }
+        for _ in 0..header.tombstone_count {
+            let (key, sequence) =
+                r.key_and_sequence().ok_or_else(|| corrupt("checkpoint tombstones".to_owned(), half_offset))?;
+            validate_key(&key).map_err(|e| corrupt(format!("checkpoint tombstone: {e}"), half_offset))?;
+            store.next_sequence = store.next_sequence.max(sequence + 1);
+            store.tombstones.insert(key, sequence);
         }
         if !r.is_empty() {
             return Err(corrupt("checkpoint trailing bytes".to_owned(), half_offset));
@@ -318,9 +326,10 @@ impl Store {
         };
         match record {
             LogRecord::Put { key, meta } => self.check_meta(key, meta),
-            LogRecord::Delete { key, .. } | LogRecord::Damaged { key, .. } => {
-                validate_key(key).map_err(|e| e.to_string())
-            }
+            LogRecord::Delete { key, .. }
+            | LogRecord::Damaged { key, .. }
+            | LogRecord::Tombstone { key, .. }
+            | LogRecord::Purge { key, .. } => validate_key(key).map_err(|e| e.to_string()),
             LogRecord::Relocate { key, sequence, chunk, to } => {
                 let Some(m) = self.index.get(key).filter(|m| m.sequence == *sequence) else {
                     // Replaced or deleted since: the record changes nothing.

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::scrub::{DamagedShard, ScrubSettings, ScrubStatus};
-use super::{Op, ShardStat, Store, Usage, BATCH_OPS_MAX, STORE_QUEUE_DEPTH};
+use super::{Lookup, Op, ShardStat, Store, Usage, BATCH_OPS_MAX, STORE_QUEUE_DEPTH};
 use crate::device::{BlockDevice, Wake};
 use crate::error::{Error, Result};
 
@@ -42,6 +42,8 @@ enum Request {
     Write(Op, Reply<()>),
     Get { key: Vec<u8>, offset: u64, len: u64, reply: Reply<Vec<u8>> },
     Stat { key: Vec<u8>, reply: Reply<Option<ShardStat>> },
+    Lookup { key: Vec<u8>, reply: Reply<Lookup> },
+    Tombstones(Reply<Vec<(Vec<u8>, u64)>>),
     List { prefix: Vec<u8>, start_after: Option<Vec<u8>>, limit: usize, reply: Reply<Vec<(Vec<u8>, u64)>> },
     Checkpoint(Reply<()>),
     Close(Reply<()>),
@@ -79,6 +81,8 @@ pub struct StoreStats {
     /// Group commits and the operations they carried.
     pub commits: AtomicU64,
     pub committed_ops: AtomicU64,
+    /// The store's next write sequence when it opened.
+    pub next_sequence_at_open: AtomicU64,
 }
 
 impl StoreStats {
@@ -130,6 +134,7 @@ pub fn spawn(dev: Box<dyn BlockDevice>) -> Result<(StoreHandle, JoinHandle<()>)>
                     counters: store.counters(),
                 });
                 wake.stats.publish(&store.usage());
+                wake.stats.next_sequence_at_open.store(store.next_sequence(), Ordering::Relaxed);
                 let _ = opened_tx.send(Ok((Arc::clone(&wake), store.opened_clean())));
                 serve(store, &rx, &wake);
             }
@@ -212,6 +217,8 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                 Request::Stat { key, reply } => {
                     reply(Ok(store.stat(&key)));
                 }
+                Request::Lookup { key, reply } => reply(Ok(store.lookup(&key))),
+                Request::Tombstones(reply) => reply(Ok(store.tombstones())),
                 Request::List { prefix, start_after, limit, reply } => {
                     reply(Ok(store.list(&prefix, start_after.as_deref(), limit)));
                 }
@@ -234,19 +241,21 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             let results = store.commit(&ops);
             wake.stats.commits.fetch_add(1, Ordering::Relaxed);
             wake.stats.committed_ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
-            // Usage walks the extent table: under a stream of commits it is
-            // published at most every USAGE_PUBLISH_INTERVAL_MS, and at once
-            // when the queue has drained.
             usage_dirty = true;
-            if wake.stats.queued.load(Ordering::Relaxed) == 0
-                || last_publish.elapsed() >= Duration::from_millis(USAGE_PUBLISH_INTERVAL_MS)
-            {
-                wake.stats.publish(&store.usage());
-                (usage_dirty, last_publish) = (false, Instant::now());
-            }
             for (r, reply) in results.into_iter().zip(replies) {
                 reply(r);
             }
+        }
+        // Usage walks the extent table: under a stream of requests it is
+        // published at most every USAGE_PUBLISH_INTERVAL_MS, and at once
+        // when the queue has drained (a steady trickle of reads or status
+        // requests must not keep a commit's change from being published).
+        if usage_dirty
+            && (wake.stats.queued.load(Ordering::Relaxed) == 0
+                || last_publish.elapsed() >= Duration::from_millis(USAGE_PUBLISH_INTERVAL_MS))
+        {
+            wake.stats.publish(&store.usage());
+            (usage_dirty, last_publish) = (false, Instant::now());
         }
         if let Some(reply) = closing {
             // Writes queued before the close were committed above.
@@ -453,7 +462,29 @@ impl StoreHandle {
         crc32c: Option<u32>,
         done: impl FnOnce(Result<()>) + Send + 'static,
     ) -> Result<()> {
-        self.send(Request::Write(Op::Put { key, data: data.into(), crc32c }, Box::new(done)))
+        self.send(Request::Write(Op::Put { key, data: data.into(), crc32c, version: None }, Box::new(done)))
+    }
+
+    /// Queues any write operation (a versioned put, a tombstone, a purge);
+    /// `done` is called once it is durable.
+    pub fn submit_op(&self, op: Op, done: impl FnOnce(Result<()>) + Send + 'static) -> Result<()> {
+        self.send(Request::Write(op, Box::new(done)))
+    }
+
+    /// Queues a lookup: the key's shard, its tombstone, or neither.
+    pub fn submit_lookup(&self, key: Vec<u8>, done: impl FnOnce(Result<Lookup>) + Send + 'static) -> Result<()> {
+        self.send(Request::Lookup { key, reply: Box::new(done) })
+    }
+
+    /// Every tombstone of the store (key, sequence).
+    pub fn tombstones(&self) -> Result<Vec<(Vec<u8>, u64)>> {
+        self.call(Request::Tombstones)
+    }
+
+    /// The sequence the store's next write gets at least, as it was when
+    /// the store opened (the agent's clock starts above every store's).
+    pub fn next_sequence_at_open(&self) -> u64 {
+        self.wake.stats.next_sequence_at_open.load(Ordering::Relaxed)
     }
 
     /// Queues a delete; `done` is called once it is durable.
@@ -500,7 +531,7 @@ impl StoreHandle {
 
     pub fn put(&self, key: &[u8], data: impl Into<Bytes>) -> Result<()> {
         let data = data.into();
-        self.call(|r| Request::Write(Op::Put { key: key.to_vec(), data, crc32c: None }, r))
+        self.call(|r| Request::Write(Op::Put { key: key.to_vec(), data, crc32c: None, version: None }, r))
     }
 
     pub fn delete(&self, key: &[u8]) -> Result<()> {
