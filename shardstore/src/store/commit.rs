@@ -357,22 +357,56 @@ impl Store {
                 &mut bytes[k * BLOCK..(k + 1) * BLOCK],
             );
         }
-        // One copy after the other, each durable (FUA) before the next
-        // starts: a block valid in a later copy proves the whole batch was
-        // durable in the earlier ones, which is how recovery tells damage
-        // to acknowledged blocks from a torn tail (docs/format.md).
-        let result = self.meta_copies_of(self.log_offset).into_iter().try_for_each(|offset| {
-            bytes
-                .chunks(CHUNK_SIZE_BYTES_MAX)
-                .enumerate()
-                .try_for_each(|(i, piece)| self.dev.write_at(offset + (i * CHUNK_SIZE_BYTES_MAX) as u64, piece, true))
-        });
-        if let Err(e) = result {
+        // Every copy at once, each write its own barrier (FUA): the batch is
+        // acknowledged when all are durable, at the cost of the slowest
+        // rather than of the sum. A log write is never started before the
+        // previous one completed in every copy, which is what recovery's
+        // argument rests on (docs/format.md, "Metadata that survives rot").
+        if let Err(e) = self.write_copies(&bytes) {
             return Err(self.fail(&format!("log write failed: {e}")));
         }
         self.log_offset += bytes.len() as u64;
         self.log_index += blocks.len() as u64;
         self.log_prev_crc = crc;
         Ok(())
+    }
+
+    /// Writes `bytes` at the log's end in every copy of the metadata
+    /// region, all in flight at once (FUA), and waits for every one.
+    fn write_copies(&mut self, bytes: &[u8]) -> Result<()> {
+        debug_assert_eq!(self.dev.in_flight(), 0, "log writes start on an idle device");
+        let mut submitted = 0usize;
+        let mut first_error = None;
+        'submit: for offset in self.meta_copies_of(self.log_offset) {
+            for (i, piece) in bytes.chunks(CHUNK_SIZE_BYTES_MAX).enumerate() {
+                let mut buf = match crate::device::IoBuf::standalone(piece.len()) {
+                    Ok(buf) => buf,
+                    Err(e) => {
+                        first_error = Some(e);
+                        break 'submit;
+                    }
+                };
+                buf.as_mut_slice().copy_from_slice(piece);
+                let at = offset + (i * CHUNK_SIZE_BYTES_MAX) as u64;
+                let op = IoOp { token: submitted as u64, kind: IoKind::Write { offset: at, buf, fua: true } };
+                if let Err(e) = self.dev.submit(op) {
+                    first_error = Some(e);
+                    break 'submit;
+                }
+                submitted += 1;
+            }
+        }
+        // Whatever was submitted completes before anything returns: the
+        // device owns those buffers until then.
+        let mut done = Vec::with_capacity(submitted);
+        while self.dev.in_flight() > 0 {
+            if let Err(e) = self.dev.reap(self.dev.in_flight(), &mut done) {
+                return Err(first_error.unwrap_or(e));
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        done.into_iter().try_for_each(|c| c.result)
     }
 }

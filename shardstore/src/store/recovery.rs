@@ -168,9 +168,7 @@ impl Store {
                 last_write_start =
                     self.log_index.saturating_sub(u64::from(meta::log_block_write_position(blocks[good])));
                 for c in bad {
-                    // Copy 0 whole and a later copy not: possibly the torn
-                    // tail of the last batch (copies are written in order).
-                    mismatched.push((self.log_index, c, good == 0, blocks[good].to_vec()));
+                    mismatched.push((self.log_index, c, blocks[good].to_vec()));
                 }
                 let (crc, records) = decoded.into_iter().nth(good).flatten().expect("found above");
                 for record in &records {
@@ -186,13 +184,14 @@ impl Store {
                 self.log_prev_crc = crc;
             }
         }
-        for (index, copy, first_good, bytes) in mismatched {
+        for (index, copy, bytes) in mismatched {
             let offset = self.meta_copies_of(self.log_offset - (self.log_index - index) * BLOCK_SIZE_BYTES)[copy];
             // After a crash, the blocks of the last log write may be
-            // missing from the copies written after the first (the write
-            // was cut short, unacknowledged): not damage, but still made
-            // whole. Anything else missing from a copy is damage.
-            let crash_tail = !self.opened_clean && first_good && index >= last_write_start;
+            // missing from any copy (the write was cut short in some copy
+            // and never acknowledged): not damage, but still made whole.
+            // Anything else missing from a copy is damage: a log write
+            // starts only once the one before completed in every copy.
+            let crash_tail = !self.opened_clean && index >= last_write_start;
             let detail = format!("log block {index} of metadata copy {copy} rewritten from another copy");
             repairs.push(MetaRepair {
                 offset,
@@ -206,14 +205,13 @@ impl Store {
     }
 
     /// No copy continues the chain at the log's end position. After a
-    /// crash that is the torn tail of an unacknowledged batch. With a
-    /// mirrored metadata region, the next block valid (and identical) in
-    /// every copy proves otherwise: copies are written one after the
-    /// other, each durable before the next starts, so a block that reached
-    /// the last copy was written after this one was durable in all of
-    /// them; this one was then destroyed afterwards, and the changes it
-    /// held are lost. The store refuses to open rather than serve a state
-    /// older than what it acknowledged.
+    /// crash that is the torn tail of an unacknowledged write. With a
+    /// mirrored metadata region, the next block proves otherwise when it
+    /// is valid and identical in every copy and starts a log write of its
+    /// own: a log write starts only once the one before completed in every
+    /// copy, so this block was durable in all of them and was destroyed
+    /// afterwards; the changes it held are lost. The store refuses to open
+    /// rather than serve a state older than what it acknowledged.
     fn lost_block(&mut self) -> Result<()> {
         let copies = self.meta_copies_of(self.log_offset + BLOCK_SIZE_BYTES);
         if copies.len() < 2 || copies[0] >= self.half_offset(self.sb.store.half) + self.sb.layout.meta_size_bytes / 2 {
@@ -224,9 +222,11 @@ impl Store {
             let Ok(buf) = self.dev.read_at(at, BLOCK) else { return Ok(()) };
             next.push(buf.as_slice().to_vec());
         }
-        let written = next
-            .iter()
-            .all(|b| b == &next[0] && meta::log_block_position(b) == Some((self.sb.store.epoch, self.log_index + 1)));
+        let written = next.iter().all(|b| {
+            b == &next[0]
+                && meta::log_block_position(b) == Some((self.sb.store.epoch, self.log_index + 1))
+                && meta::log_block_write_position(b) == 0
+        });
         if !written {
             return Ok(());
         }
