@@ -354,7 +354,11 @@ impl Store {
                     offset: self.locator_offset(ctx.meta.chunk(0)),
                 })
             }
-            None => Ok(ctx.out),
+            None => {
+                // What a get returns is exactly the range it asked for.
+                assert_eq!(ctx.out.len() as u64, ctx.end - ctx.offset, "a get assembled the wrong length");
+                Ok(ctx.out)
+            }
         };
         self.reads.finished.push((ctx.id, result));
     }

@@ -179,6 +179,11 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             match rx.recv_timeout(wait) {
                 Ok(r) => Some(r),
                 Err(RecvTimeoutError::Timeout) => {
+                    // Debug builds (every test) check the whole state when
+                    // the thread is idle: the real thread, not only tests
+                    // driving the store by hand, keeps its invariants.
+                    #[cfg(debug_assertions)]
+                    store.check_invariants();
                     if last_reclaim.elapsed() >= Duration::from_millis(RECLAIM_IDLE_INTERVAL_MS) {
                         if let Ok(Some(_)) = store.reclaim() {
                             usage_dirty = true;
