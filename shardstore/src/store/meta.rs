@@ -20,6 +20,36 @@ pub const CHECKPOINT_MAGIC: [u8; 4] = *b"SHCP";
 /// are still read.
 pub const CHECKPOINT_VERSION: u32 = 3;
 pub const LOG_HEADER_BYTES: usize = 40;
+
+// Log block fields (docs/format.md, "Log block"), each derived from the
+// one before it.
+const LOG_OFF_MAGIC: usize = 0;
+const LOG_OFF_CRC: usize = LOG_OFF_MAGIC + 4;
+/// The CRC covers everything from here to the end of the block.
+const LOG_OFF_COVERED: usize = LOG_OFF_CRC + 4;
+const LOG_OFF_EPOCH: usize = LOG_OFF_COVERED;
+const LOG_OFF_INDEX: usize = LOG_OFF_EPOCH + 8;
+const LOG_OFF_PREV_CRC: usize = LOG_OFF_INDEX + 8;
+const LOG_OFF_USED: usize = LOG_OFF_PREV_CRC + 4;
+const LOG_OFF_COUNT: usize = LOG_OFF_USED + 4;
+const LOG_OFF_WRITE_POSITION: usize = LOG_OFF_COUNT + 4;
+const _: () = assert!(LOG_OFF_WRITE_POSITION + 4 == LOG_HEADER_BYTES, "the records follow the header");
+const _: () = assert!(LOG_OFF_EPOCH == 8 && LOG_OFF_WRITE_POSITION == 36, "as docs/format.md says");
+
+// Checkpoint header fields (docs/format.md, "Metadata region").
+const CP_OFF_MAGIC: usize = 0;
+const CP_OFF_VERSION: usize = CP_OFF_MAGIC + 4;
+const CP_OFF_EPOCH: usize = CP_OFF_VERSION + 4;
+const CP_OFF_NEXT_SEQUENCE: usize = CP_OFF_EPOCH + 8;
+const CP_OFF_ENTRIES: usize = CP_OFF_NEXT_SEQUENCE + 8;
+const CP_OFF_EXTENTS: usize = CP_OFF_ENTRIES + 8;
+const CP_OFF_BODY_LEN: usize = CP_OFF_EXTENTS + 8;
+const CP_OFF_DAMAGED: usize = CP_OFF_BODY_LEN + 8;
+const CP_OFF_CURSOR: usize = CP_OFF_DAMAGED + 8;
+/// The scrub cursor: next extent u32 and three u64.
+const CURSOR_BYTES: usize = 4 + 3 * 8;
+const CP_OFF_TOMBSTONES: usize = CP_OFF_CURSOR + CURSOR_BYTES;
+const _: () = assert!(CP_OFF_CURSOR == 56 && CP_OFF_TOMBSTONES == 84, "as docs/format.md says");
 /// Chunks of the largest shard: a put record with all of them fits one
 /// log block (asserted where the shard limit is defined).
 pub const CHUNKS_PER_SHARD_MAX: usize = 64;
@@ -447,55 +477,67 @@ pub fn encode_log_block_in_write(
     assert_eq!(out.len(), BLOCK);
     assert!(payload.len() <= LOG_PAYLOAD_BYTES_MAX);
     out.fill(0);
-    out[0..4].copy_from_slice(&LOG_MAGIC);
-    out[8..16].copy_from_slice(&epoch.to_le_bytes());
-    out[16..24].copy_from_slice(&index.to_le_bytes());
-    out[24..28].copy_from_slice(&prev_crc.to_le_bytes());
-    out[28..32].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    out[32..36].copy_from_slice(&record_count.to_le_bytes());
-    out[36..40].copy_from_slice(&write_position.to_le_bytes());
+    out[LOG_OFF_MAGIC..LOG_OFF_MAGIC + 4].copy_from_slice(&LOG_MAGIC);
+    put_u64(out, LOG_OFF_EPOCH, epoch);
+    put_u64(out, LOG_OFF_INDEX, index);
+    put_u32(out, LOG_OFF_PREV_CRC, prev_crc);
+    put_u32(out, LOG_OFF_USED, payload.len() as u32);
+    put_u32(out, LOG_OFF_COUNT, record_count);
+    put_u32(out, LOG_OFF_WRITE_POSITION, write_position);
     out[LOG_HEADER_BYTES..LOG_HEADER_BYTES + payload.len()].copy_from_slice(payload);
-    let crc = crc32c::crc32c(&out[8..]);
-    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32c::crc32c(&out[LOG_OFF_COVERED..]);
+    put_u32(out, LOG_OFF_CRC, crc);
+    // Paired with the check on the way back in: what goes out decodes.
+    debug_assert!(log_block_position(out) == Some((epoch, index)));
     crc
+}
+
+fn put_u32(out: &mut [u8], at: usize, v: u32) {
+    out[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_u64(out: &mut [u8], at: usize, v: u64) {
+    out[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+fn get_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn get_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
 /// The epoch and index of a log block whose magic and CRC are valid,
 /// whatever block it follows.
 pub fn log_block_position(block: &[u8]) -> Option<(u64, u64)> {
-    if block.len() != BLOCK || block[0..4] != LOG_MAGIC {
+    if block.len() != BLOCK || block[LOG_OFF_MAGIC..LOG_OFF_MAGIC + 4] != LOG_MAGIC {
         return None;
     }
-    let crc = u32::from_le_bytes(block[4..8].try_into().expect("4 bytes"));
-    if crc32c::crc32c(&block[8..]) != crc {
+    if crc32c::crc32c(&block[LOG_OFF_COVERED..]) != get_u32(block, LOG_OFF_CRC) {
         return None;
     }
-    let mut r = Reader::new(&block[8..24]);
-    Some((r.u64()?, r.u64()?))
+    Some((get_u64(block, LOG_OFF_EPOCH), get_u64(block, LOG_OFF_INDEX)))
 }
 
 /// How many blocks before this one the same log write carried (0 in
 /// format version 1, where the field is reserved). Meaningful only for a
 /// block that decodes.
 pub fn log_block_write_position(block: &[u8]) -> u32 {
-    block.get(36..40).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    if block.len() < LOG_HEADER_BYTES {
+        return 0;
+    }
+    get_u32(block, LOG_OFF_WRITE_POSITION)
 }
 
 /// A valid log block continuing the chain, or `None`.
 pub fn decode_log_block(block: &[u8], epoch: u64, index: u64, prev_crc: u32) -> Option<(u32, Vec<LogRecord>)> {
-    if block.len() != BLOCK || block[0..4] != LOG_MAGIC {
+    if log_block_position(block)? != (epoch, index) || get_u32(block, LOG_OFF_PREV_CRC) != prev_crc {
         return None;
     }
-    let crc = u32::from_le_bytes(block[4..8].try_into().expect("4 bytes"));
-    if crc32c::crc32c(&block[8..]) != crc {
-        return None;
-    }
-    let mut r = Reader::new(&block[8..LOG_HEADER_BYTES]);
-    if r.u64()? != epoch || r.u64()? != index || r.u32()? != prev_crc {
-        return None;
-    }
-    let used = r.u32()? as usize;
-    let count = r.u32()?;
+    let crc = get_u32(block, LOG_OFF_CRC);
+    let used = get_u32(block, LOG_OFF_USED) as usize;
+    let count = get_u32(block, LOG_OFF_COUNT);
     if used > LOG_PAYLOAD_BYTES_MAX {
         return None;
     }
@@ -530,53 +572,55 @@ pub struct CheckpointHeader {
     pub tombstone_count: u64,
 }
 
-pub const CHECKPOINT_HEADER_BYTES: usize = 92;
+pub const CHECKPOINT_HEADER_BYTES: usize = CP_OFF_TOMBSTONES + 8;
 
 impl CheckpointHeader {
     pub fn encode(&self, out: &mut [u8]) {
         out[..BLOCK].fill(0);
-        out[0..4].copy_from_slice(&CHECKPOINT_MAGIC);
-        out[4..8].copy_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
-        out[8..16].copy_from_slice(&self.epoch.to_le_bytes());
-        out[16..24].copy_from_slice(&self.next_sequence.to_le_bytes());
-        out[24..32].copy_from_slice(&self.entry_count.to_le_bytes());
-        out[32..40].copy_from_slice(&self.extent_count.to_le_bytes());
-        out[40..48].copy_from_slice(&self.body_len.to_le_bytes());
-        out[48..56].copy_from_slice(&self.damaged_count.to_le_bytes());
-        let mut cursor = Vec::with_capacity(28);
+        out[CP_OFF_MAGIC..CP_OFF_MAGIC + 4].copy_from_slice(&CHECKPOINT_MAGIC);
+        put_u32(out, CP_OFF_VERSION, CHECKPOINT_VERSION);
+        put_u64(out, CP_OFF_EPOCH, self.epoch);
+        put_u64(out, CP_OFF_NEXT_SEQUENCE, self.next_sequence);
+        put_u64(out, CP_OFF_ENTRIES, self.entry_count);
+        put_u64(out, CP_OFF_EXTENTS, self.extent_count);
+        put_u64(out, CP_OFF_BODY_LEN, self.body_len);
+        put_u64(out, CP_OFF_DAMAGED, self.damaged_count);
+        let mut cursor = Vec::with_capacity(CURSOR_BYTES);
         put_cursor(&mut cursor, &self.scrub);
-        out[56..84].copy_from_slice(&cursor);
-        out[84..92].copy_from_slice(&self.tombstone_count.to_le_bytes());
+        out[CP_OFF_CURSOR..CP_OFF_CURSOR + CURSOR_BYTES].copy_from_slice(&cursor);
+        put_u64(out, CP_OFF_TOMBSTONES, self.tombstone_count);
+        // Paired with the check on the way back in: what goes out decodes.
+        debug_assert!(CheckpointHeader::decode(out)
+            .is_some_and(|h| h == CheckpointHeader { version: CHECKPOINT_VERSION, ..*self }));
     }
 
     pub fn decode(block: &[u8]) -> Option<CheckpointHeader> {
-        if block.len() < CHECKPOINT_HEADER_BYTES || block[0..4] != CHECKPOINT_MAGIC {
+        if block.len() < CHECKPOINT_HEADER_BYTES || block[CP_OFF_MAGIC..CP_OFF_MAGIC + 4] != CHECKPOINT_MAGIC {
             return None;
         }
-        let mut r = Reader::new(&block[4..CHECKPOINT_HEADER_BYTES]);
-        let version = r.u32()?;
-        // Versions 1 and 2 have shorter headers; the rest of their block
-        // is zero, which reads as no tombstones.
+        let version = get_u32(block, CP_OFF_VERSION);
         if !(1..=CHECKPOINT_VERSION).contains(&version) {
             return None;
         }
         let mut header = CheckpointHeader {
             version,
-            epoch: r.u64()?,
-            next_sequence: r.u64()?,
-            entry_count: r.u64()?,
-            extent_count: r.u64()?,
-            body_len: r.u64()?,
+            epoch: get_u64(block, CP_OFF_EPOCH),
+            next_sequence: get_u64(block, CP_OFF_NEXT_SEQUENCE),
+            entry_count: get_u64(block, CP_OFF_ENTRIES),
+            extent_count: get_u64(block, CP_OFF_EXTENTS),
+            body_len: get_u64(block, CP_OFF_BODY_LEN),
             damaged_count: 0,
             scrub: ScrubCursor::default(),
             tombstone_count: 0,
         };
+        // Older versions have shorter headers (version 1 ends at the body
+        // length, version 2 at the cursor).
         if version >= 2 {
-            header.damaged_count = r.u64()?;
-            header.scrub = r.cursor()?;
+            header.damaged_count = get_u64(block, CP_OFF_DAMAGED);
+            header.scrub = Reader::new(&block[CP_OFF_CURSOR..CP_OFF_CURSOR + CURSOR_BYTES]).cursor()?;
         }
         if version >= 3 {
-            header.tombstone_count = r.u64()?;
+            header.tombstone_count = get_u64(block, CP_OFF_TOMBSTONES);
         }
         Some(header)
     }
