@@ -6,6 +6,7 @@
 //! superblock. It never opens a socket, never starts an async runtime and
 //! never parses command lines: the agent and the tools build on it.
 
+mod codec;
 pub mod constants;
 pub mod device;
 pub mod error;

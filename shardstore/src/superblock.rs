@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use crate::codec::{get_u32, get_u64, put_u32, put_u64};
 use crate::constants::{SUPERBLOCK_COPIES_COUNT, SUPERBLOCK_COPY_SIZE_BYTES, SUPERBLOCK_QUORUM_COUNT};
 use crate::device::{BlockDevice, BlockDeviceExt};
 use crate::error::{Error, Result};
@@ -117,19 +118,6 @@ pub fn format_uuid(u: &[u8; 16]) -> String {
         h
     });
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
-}
-
-fn put_u32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-}
-fn put_u64(b: &mut [u8], at: usize, v: u64) {
-    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
-}
-fn get_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-fn get_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
 impl Superblock {

@@ -11,6 +11,7 @@
 //! torn block, a block of an older epoch, or a stale block left behind a
 //! tail that was rewritten after a crash. Layout: `docs/format.md`.
 
+use crate::codec::{get_u32, get_u64, put_u32, put_u64};
 use crate::constants::BLOCK_SIZE_BYTES;
 
 pub const LOG_MAGIC: [u8; 4] = *b"SHLG";
@@ -490,22 +491,6 @@ pub fn encode_log_block_in_write(
     // Paired with the check on the way back in: what goes out decodes.
     debug_assert!(log_block_position(out) == Some((epoch, index)));
     crc
-}
-
-fn put_u32(out: &mut [u8], at: usize, v: u32) {
-    out[at..at + 4].copy_from_slice(&v.to_le_bytes());
-}
-
-fn put_u64(out: &mut [u8], at: usize, v: u64) {
-    out[at..at + 8].copy_from_slice(&v.to_le_bytes());
-}
-
-fn get_u32(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn get_u64(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
 /// The epoch and index of a log block whose magic and CRC are valid,

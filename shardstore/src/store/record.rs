@@ -8,6 +8,7 @@
 //! read fetches exactly the payload blocks and checks them against the CRC
 //! its locator carries. Byte layout: `docs/format.md`, "Chunk record".
 
+use crate::codec::{get_u32, get_u64, put_u32, put_u64};
 use crate::constants::BLOCK_SIZE_BYTES;
 
 pub const RECORD_MAGIC: [u8; 4] = *b"SHCK";
@@ -136,19 +137,19 @@ impl RecordHeader {
         h[OFF_KEY_LEN] = self.key.len() as u8;
         h[OFF_FLAGS] = 0;
         h[OFF_RESERVED0] = 0;
-        h[OFF_SEQUENCE..OFF_SEQUENCE + 8].copy_from_slice(&self.sequence.to_le_bytes());
-        h[OFF_EXTENT..OFF_EXTENT + 4].copy_from_slice(&self.extent.to_le_bytes());
-        h[OFF_GENERATION..OFF_GENERATION + 4].copy_from_slice(&self.generation.to_le_bytes());
-        h[OFF_SHARD_LEN..OFF_SHARD_LEN + 8].copy_from_slice(&self.shard_len.to_le_bytes());
-        h[OFF_CHUNK_OFFSET..OFF_CHUNK_OFFSET + 8].copy_from_slice(&self.chunk_offset.to_le_bytes());
-        h[OFF_CHUNK_LEN..OFF_CHUNK_LEN + 4].copy_from_slice(&self.chunk_len.to_le_bytes());
-        h[OFF_PAYLOAD_CRC..OFF_PAYLOAD_CRC + 4].copy_from_slice(&self.payload_crc.to_le_bytes());
-        h[OFF_SHARD_CRC..OFF_SHARD_CRC + 4].copy_from_slice(&self.shard_crc.to_le_bytes());
-        h[OFF_WRITTEN..OFF_WRITTEN + 8].copy_from_slice(&self.written_unix_ms.to_le_bytes());
+        put_u64(h, OFF_SEQUENCE, self.sequence);
+        put_u32(h, OFF_EXTENT, self.extent);
+        put_u32(h, OFF_GENERATION, self.generation);
+        put_u64(h, OFF_SHARD_LEN, self.shard_len);
+        put_u64(h, OFF_CHUNK_OFFSET, self.chunk_offset);
+        put_u32(h, OFF_CHUNK_LEN, self.chunk_len);
+        put_u32(h, OFF_PAYLOAD_CRC, self.payload_crc);
+        put_u32(h, OFF_SHARD_CRC, self.shard_crc);
+        put_u64(h, OFF_WRITTEN, self.written_unix_ms);
         let key_end = HEADER_SIZE_BYTES + self.key.len();
         out[HEADER_SIZE_BYTES..key_end].copy_from_slice(&self.key);
         let header_crc = crc32c::crc32c_append(crc32c::crc32c(&out[..OFF_HEADER_CRC]), &self.key);
-        out[OFF_HEADER_CRC..OFF_HEADER_CRC + 4].copy_from_slice(&header_crc.to_le_bytes());
+        put_u32(out, OFF_HEADER_CRC, header_crc);
         out[key_end..HEADER_BLOCK_BYTES].fill(0);
         header_crc
     }
@@ -168,7 +169,7 @@ impl RecordHeader {
             return Err(RecordProblem::Invalid("key length"));
         }
         let key = &bytes[HEADER_SIZE_BYTES..HEADER_SIZE_BYTES + key_len];
-        let stored = u32::from_le_bytes(bytes[OFF_HEADER_CRC..OFF_HEADER_CRC + 4].try_into().expect("4 bytes"));
+        let stored = get_u32(bytes, OFF_HEADER_CRC);
         let computed = crc32c::crc32c_append(crc32c::crc32c(&bytes[..OFF_HEADER_CRC]), key);
         if stored != computed {
             return Err(RecordProblem::BadHeaderChecksum);
@@ -179,8 +180,8 @@ impl RecordHeader {
         if bytes[OFF_FLAGS] != 0 || bytes[OFF_RESERVED0] != 0 {
             return Err(RecordProblem::Invalid("reserved bits set"));
         }
-        let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
-        let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
+        let u32_at = |o: usize| get_u32(bytes, o);
+        let u64_at = |o: usize| get_u64(bytes, o);
         let header = RecordHeader {
             key: key.to_vec(),
             sequence: u64_at(OFF_SEQUENCE),

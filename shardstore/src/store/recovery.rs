@@ -340,7 +340,16 @@ impl Store {
                 }
                 self.check_locator(*to, record_blocks(key.len(), m.size, *chunk as usize))
             }
-            LogRecord::Reset { extent, .. } => extent_in(*extent),
+            LogRecord::Reset { extent, .. } => {
+                extent_in(*extent)?;
+                // Only an emptied extent is ever reset (its relocations
+                // come first in the same write): a reset under live data
+                // would drop shards the index still points into.
+                match self.extents.get(*extent).live_blocks {
+                    0 => Ok(()),
+                    live => Err(format!("reset of extent {extent}, which still holds {live} live blocks")),
+                }
+            }
             LogRecord::Scrubbed { extent, scrub, .. } => {
                 extent_in(*extent)?;
                 if scrub.next_extent as usize > count {
