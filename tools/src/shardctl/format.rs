@@ -44,13 +44,13 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     } else {
         let l = &sb.layout;
         println!(
-            "formatted {}: device {}, {} extents of {}, metadata {} at offset {}, data at offset {}",
+            "formatted {}: device {}, {} extents of {}, metadata {} at offsets {}, data at offset {}",
             path.display(),
             shardstore::superblock::format_uuid(&sb.device_uuid),
             l.extent_count,
             human_bytes(l.extent_size_bytes),
             human_bytes(l.meta_size_bytes),
-            l.meta_offset,
+            super::inspect::offsets(&l.meta_copies()),
             l.data_offset
         );
     }

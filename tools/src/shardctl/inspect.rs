@@ -255,13 +255,13 @@ fn print_human(r: &Report) {
             if sb.clean_shutdown { "yes" } else { "no" }
         );
         println!(
-            "layout      block {} B, {} extents x {} from offset {}, metadata {} at offset {}",
+            "layout      block {} B, {} extents x {} from offset {}, metadata {} at offsets {}",
             l.block_size_bytes,
             l.extent_count,
             human_bytes(l.extent_size_bytes),
             l.data_offset,
             human_bytes(l.meta_size_bytes),
-            l.meta_offset
+            offsets(&l.meta_copies())
         );
         println!(
             "identity    cluster {}, node {}, formatted at {} bytes",
@@ -316,4 +316,9 @@ fn print_human(r: &Report) {
         }
     }
     println!("status      {}", r.status);
+}
+
+/// The offsets of a structure's copies, as "A and B" (one copy: "A").
+pub(crate) fn offsets(copies: &[u64]) -> String {
+    copies.iter().map(u64::to_string).collect::<Vec<_>>().join(" and ")
 }
