@@ -343,15 +343,7 @@ fn tidy(app: &Arc<App>, key: &[u8], needed: bool) {
         return;
     }
     let (app, key) = (Arc::clone(app), key.to_vec());
-    tokio::spawn(async move {
-        let node = &app.node;
-        let _write = node.stripe(&key).write().await;
-        match node.locate(&key).await {
-            Ok(Located::Found(_, older)) => node.reconcile(&key, &older, None).await,
-            Ok(Located::Deleted(newest, older)) => node.reconcile(&key, &older, Some(&newest)).await,
-            _ => {}
-        }
-    });
+    tokio::spawn(async move { app.node.tidy(&key).await });
 }
 
 fn unavailable(key: &[u8], devices: &[String]) -> ApiError {

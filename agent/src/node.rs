@@ -366,6 +366,18 @@ impl Node {
         }
     }
 
+    /// Finds `key` afresh under its stripe (taken for writing here) and
+    /// removes every copy older than its newest (`reconcile`).
+    pub async fn tidy(&self, key: &[u8]) {
+        let _write = self.stripe(key).write().await;
+        match self.locate(key).await {
+            Ok(Located::Found(_, older)) => self.reconcile(key, &older, None).await,
+            Ok(Located::Deleted(newest, older)) => self.reconcile(key, &older, Some(&newest)).await,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(key = %crate::keys::encode_key(key), error = %e, "older copies not removed"),
+        }
+    }
+
     /// Deletes `key` so that no older copy can come back: a tombstone at a
     /// new version on `slot` (which removes the shard there, if any).
     pub async fn tombstone(&self, slot: usize, key: &[u8]) -> Result<(), Error> {
@@ -402,13 +414,7 @@ impl Node {
         }
         let count = keys.len();
         for key in keys {
-            let _write = self.stripe(&key).write().await;
-            match self.locate(&key).await {
-                Ok(Located::Found(_, older)) => self.reconcile(&key, &older, None).await,
-                Ok(Located::Deleted(newest, older)) => self.reconcile(&key, &older, Some(&newest)).await,
-                Ok(_) => {}
-                Err(e) => tracing::warn!(key = %crate::keys::encode_key(&key), error = %e, "tombstone not reconciled"),
-            }
+            self.tidy(&key).await;
         }
         if count > 0 {
             tracing::info!(tombstones = count, "tombstones reconciled");

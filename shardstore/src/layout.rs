@@ -138,15 +138,6 @@ impl Layout {
         }
     }
 
-    /// The format version this layout belongs to.
-    pub fn version(&self) -> u32 {
-        if self.meta_mirror_offset == 0 {
-            1
-        } else {
-            2
-        }
-    }
-
     /// Start of the tail superblock zone.
     pub fn tail_zone_offset(&self) -> u64 {
         tail_zone_offset(self.device_size_bytes)
