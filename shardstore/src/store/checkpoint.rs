@@ -126,7 +126,7 @@ impl Store {
             epoch,
             next_sequence: self.next_sequence,
             extents: self.extents.all(),
-            scrub: self.scrub.cursor,
+            scrub: self.scrub.cursor(),
             damaged: &self.damaged,
             tombstones: &self.tombstones,
         }

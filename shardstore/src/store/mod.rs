@@ -5,7 +5,8 @@
 //!
 //! Durability of a batch (group commit): chunk records are written, one
 //! flush makes them durable, then the log blocks that reference them are
-//! written with FUA; only then are the operations acknowledged and applied
+//! written to every copy of the metadata region and a second flush makes
+//! them durable; only then are the operations acknowledged and applied
 //! to the in-memory index. A crash at any point leaves either the old or
 //! the new state of each operation of the batch, never a reference to data
 //! that is not on the medium. See `docs/format.md`, "Shard store".
@@ -80,12 +81,12 @@ const _: () = assert!(
 /// store compares it with the CRC of the aligned buffer it writes, so the
 /// end-to-end check reaches the bytes that go to the medium. A mismatch
 /// fails the put with `BadDigest` before anything is written.
-#[derive(Debug, Clone)]
 ///
 /// A put or tombstone may carry a host-wide `version` (the agent's hybrid
 /// logical clock): the write's sequence on the device is then at least
 /// that, so that copies of one key on two devices of a host compare by
 /// sequence (`Store::lookup`).
+#[derive(Debug, Clone)]
 pub enum Op {
     Put {
         key: Vec<u8>,
@@ -267,7 +268,7 @@ impl Store {
             LogRecord::Reset { extent, generation } => self.extents.reset(*extent, *generation),
             LogRecord::Scrubbed { extent, generation, checked_ms, scrub } => {
                 self.extents.scrubbed(*extent, *generation, *checked_ms);
-                self.scrub.cursor = *scrub;
+                self.scrub.set_cursor(*scrub);
             }
             LogRecord::Tombstone { key, sequence } => {
                 self.next_sequence = self.next_sequence.max(sequence + 1);

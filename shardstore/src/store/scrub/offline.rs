@@ -4,7 +4,7 @@
 //! blocks. The background scrubber (`scrub.rs`) reuses its chunk and
 //! metadata checks.
 
-use super::super::meta::{self, BLOCK};
+use super::super::meta::{self, Locator, BLOCK};
 use super::super::record::{self, RecordHeader, RecordProblem, HEADER_BLOCK_BYTES};
 use super::super::{chunk_len, key_text, Store};
 use super::{Finding, FindingKind, ScrubReport};
@@ -18,7 +18,7 @@ impl Store {
         let mut report = ScrubReport::default();
         self.scrub_superblocks(&mut report);
         self.scrub_metadata(&mut report);
-        let chunks: Vec<(Vec<u8>, u64, usize, u64, super::meta::Locator)> = self
+        let chunks: Vec<(Vec<u8>, u64, usize, u64, Locator)> = self
             .index
             .iter()
             .flat_map(|(key, m)| {
@@ -126,7 +126,7 @@ impl Store {
         sequence: u64,
         chunk: usize,
         len: usize,
-        loc: super::meta::Locator,
+        loc: Locator,
         report: &mut ScrubReport,
     ) {
         let at = self.locator_offset(loc);
@@ -149,7 +149,7 @@ impl Store {
         sequence: u64,
         chunk: usize,
         len: usize,
-        loc: super::meta::Locator,
+        loc: Locator,
         bytes: &[u8],
         report: &mut ScrubReport,
     ) {

@@ -1,0 +1,593 @@
+//! The background scrubber's state and decisions: which extent is next,
+//! which live chunks it holds, how the reads are grouped into windows,
+//! how fast the deadline asks to go, what was verified and found. It owns
+//! all of that; the store (`scrub.rs`) lends it read-only views of the
+//! extent table, the index and the repair list, and does the I/O and the
+//! durable writes it asks for. Nothing here touches the device.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::super::extents::ExtentTable;
+use super::super::index::Index;
+use super::super::meta::{Damage, Locator, LogRecord, ScrubCursor};
+use super::super::repair::RepairList;
+use super::super::{chunk_len, record};
+use super::{Finding, ScrubReport};
+use crate::constants::BLOCK_SIZE_BYTES;
+
+// How it works.
+//
+// It walks the extents in order, one at a time. For the extent at the
+// cursor it lists the live chunks the index references (in bounded steps,
+// so a large index never stalls the store thread), sorts them by
+// position, and reads them back in windows of up to about 1 MiB that may
+// span small dead gaps: sequential reads, through the same ring as the
+// store's gets but only while the gets leave room, and paced by a byte
+// allowance. Each chunk is checked again against the index when its
+// window completes (it may have been deleted or moved meanwhile), then
+// verified: header, key, sequence and payload CRC. A window the device
+// cannot read is retried chunk by chunk, and an unreadable chunk block by
+// block, so a finding names the exact bytes. When every chunk is done the
+// extent's verification time (when its pass started) and the cursor are
+// logged; after the last extent a pass is complete.
+
+/// Default coverage deadline: every live byte verified within 14 days.
+pub const SCRUB_DEADLINE_DAYS_DEFAULT: u64 = 14;
+const DAY_MS: u64 = 24 * 3600 * 1000;
+/// A pass aims to end within this share of the deadline, so a byte
+/// written just behind the cursor is still checked in time.
+const PASS_TARGET_PERCENT: u64 = 90;
+/// Dead bytes a window reads through rather than starting a new read.
+const GAP_BYTES_MAX: u64 = 256 * 1024;
+/// Index entries examined per step while listing an extent's chunks.
+const LIST_STEP_ENTRIES: usize = 16 * 1024;
+/// Windows in flight at most when unthrottled (one when paced).
+const UNTHROTTLED_WINDOWS_MAX: usize = 4;
+/// Recent findings kept for status (all are counted and logged).
+const RECENT_FINDINGS_MAX: usize = 64;
+
+/// How the scrubber is to run; the agent sets these from its config and
+/// the operator's commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScrubSettings {
+    /// Every live byte is to be verified within this many milliseconds.
+    pub deadline_ms: u64,
+    /// Ceiling on the scrub read rate, bytes per second.
+    pub rate_bytes_max: Option<u64>,
+    /// Scrub as fast as foreground I/O allows, ignoring the deadline's
+    /// rate (still under `rate_bytes_max`).
+    pub unthrottled: bool,
+    /// Only until the pass in progress completes (an operator's `start`).
+    pub until_pass_end: bool,
+    pub paused: bool,
+}
+
+impl Default for ScrubSettings {
+    fn default() -> Self {
+        ScrubSettings {
+            deadline_ms: SCRUB_DEADLINE_DAYS_DEFAULT * DAY_MS,
+            rate_bytes_max: None,
+            unthrottled: false,
+            until_pass_end: false,
+            paused: false,
+        }
+    }
+}
+
+/// Totals since the store was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ScrubCounters {
+    pub chunk_bytes_verified: u64,
+    pub chunks_verified: u64,
+    pub metadata_bytes_verified: u64,
+    pub extents_verified: u64,
+    pub read_errors: u64,
+    /// Findings by kind, in `FindingKind::ALL` order.
+    pub findings: [u64; 6],
+}
+
+/// What the scrubber is doing, for status and metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScrubStatus {
+    pub paused: bool,
+    pub unthrottled: bool,
+    pub deadline_ms: u64,
+    pub rate_bytes_max: Option<u64>,
+    /// The rate the deadline asks for now, bytes per second.
+    pub rate_bytes_per_s: u64,
+    /// Age of the live byte verified longest ago (or written, if never
+    /// verified): the figure to alarm on. `None` when nothing is stored.
+    pub oldest_unverified_age_ms: Option<u64>,
+    pub pass_started_ms: u64,
+    pub last_pass_ms: u64,
+    pub passes: u64,
+    /// Live bytes of the extents behind the cursor in this pass, and in all.
+    pub pass_done_bytes: u64,
+    pub pass_total_bytes: u64,
+    /// When the pass should end at the current rate (unix ms).
+    pub pass_eta_ms: Option<u64>,
+    pub next_extent: u32,
+    pub counters: ScrubCounters,
+    pub damaged_shards: u64,
+    pub recent_findings: Vec<Finding>,
+}
+
+/// One live chunk to verify.
+#[derive(Debug, Clone)]
+pub(super) struct ChunkRef {
+    pub(super) key: Vec<u8>,
+    pub(super) sequence: u64,
+    pub(super) chunk: u32,
+    pub(super) len: usize,
+    pub(super) loc: Locator,
+}
+
+#[derive(Debug)]
+pub(super) struct ExtentScan {
+    extent: u32,
+    generation: u32,
+    started_ms: u64,
+    /// Write pointer when the scan started: later records are newer than
+    /// `started_ms` and left to the next pass.
+    snapshot_blocks: u32,
+    /// Where the listing of live chunks goes on (None: from the start).
+    list_after: Option<Vec<u8>>,
+    listed: bool,
+    chunks: Vec<ChunkRef>,
+    /// The next chunk no window has taken.
+    next: usize,
+    /// Bytes of the extent's live records already read in this scan.
+    read_bytes: u64,
+}
+
+/// One scrub read in flight: chunks `first..first + count` of the scan,
+/// read from block `block` of the extent.
+#[derive(Debug)]
+pub(super) struct Window {
+    first: usize,
+    count: usize,
+    pub(super) block: u32,
+}
+
+/// The scrubber's state in a store.
+#[derive(Debug)]
+pub struct Background {
+    cursor: ScrubCursor,
+    settings: ScrubSettings,
+    scan: Option<ExtentScan>,
+    windows: Vec<Option<Window>>,
+    /// Chunks to verify one by one (their window could not be read).
+    retry: Vec<ChunkRef>,
+    /// Bytes the pacing allows to read now; refilled at the rate.
+    allowance: f64,
+    /// No pacing now (unthrottled, or behind the deadline with no ceiling).
+    unlimited: bool,
+    refilled: Option<std::time::Instant>,
+    counters: ScrubCounters,
+    recent: std::collections::VecDeque<Finding>,
+    /// Metadata damage found: repaired by writing a new checkpoint.
+    metadata_damaged: bool,
+    /// Damaged shards found in the read path, to log on the next step.
+    pending_damage: Vec<(Vec<u8>, Damage)>,
+    /// A window finished: the next step should come at once.
+    wants_step: bool,
+}
+
+/// Where `start_extent_scan` left the scrubber.
+pub(super) enum ScanStart {
+    /// An extent's scan began (or was already under way).
+    Scanning,
+    /// Nothing is stored: nothing to scan.
+    Idle,
+    /// The last extent is behind the cursor: the pass is complete. The
+    /// store verifies the metadata and logs the new cursor, then asks
+    /// again.
+    PassComplete(ScrubCursor),
+}
+
+/// A window read the scrubber wants: `len` bytes from block `block` of
+/// `extent`, as window `id`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct WindowPlan {
+    pub(super) id: usize,
+    pub(super) extent: u32,
+    pub(super) block: u32,
+    pub(super) len: usize,
+    first: usize,
+    count: usize,
+}
+
+impl Background {
+    pub(crate) fn new(cursor: ScrubCursor) -> Background {
+        Background {
+            cursor,
+            settings: ScrubSettings::default(),
+            scan: None,
+            windows: Vec::new(),
+            retry: Vec::new(),
+            allowance: 0.0,
+            unlimited: false,
+            refilled: None,
+            counters: ScrubCounters::default(),
+            recent: std::collections::VecDeque::new(),
+            metadata_damaged: false,
+            pending_damage: Vec::new(),
+            wants_step: false,
+        }
+    }
+
+    /// The persisted cursor (written with every checkpoint).
+    pub(crate) fn cursor(&self) -> ScrubCursor {
+        self.cursor
+    }
+
+    /// A `Scrubbed` record was applied (logged now, or replayed).
+    pub(crate) fn set_cursor(&mut self, cursor: ScrubCursor) {
+        self.cursor = cursor;
+    }
+
+    pub(crate) fn settings(&self) -> ScrubSettings {
+        self.settings
+    }
+
+    pub(crate) fn set_settings(&mut self, settings: ScrubSettings) {
+        self.settings = settings;
+    }
+
+    pub(crate) fn wants_step(&self) -> bool {
+        self.wants_step
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.windows.iter().filter(|w| w.is_some()).count()
+    }
+
+    /// The ring failed: no window will complete. The extent is scanned
+    /// again from the start when the store is usable again (it is not).
+    pub(crate) fn abandon_windows(&mut self) {
+        self.windows.clear();
+        self.scan = None;
+    }
+
+    /// Live bytes the pass in progress has still to read (those of the
+    /// extents from the cursor on, less what the current extent's scan
+    /// already read) and live bytes in all.
+    fn pass_bytes(&self, extents: &ExtentTable) -> (u64, u64) {
+        let (mut left, mut all) = (0, 0);
+        for (i, e) in extents.all().iter().enumerate() {
+            let bytes = u64::from(e.live_blocks) * BLOCK_SIZE_BYTES;
+            all += bytes;
+            if i as u32 >= self.cursor.next_extent {
+                left += bytes;
+            }
+        }
+        let read = self.scan.as_ref().map_or(0, |s| s.read_bytes);
+        (left.saturating_sub(read), all)
+    }
+
+    /// The read rate the deadline needs now, in bytes per second: what is
+    /// left of the pass over what is left of its time.
+    pub(super) fn rate(&self, extents: &ExtentTable, now_ms: u64) -> u64 {
+        let (left, _) = self.pass_bytes(extents);
+        let started = if self.cursor.pass_started_ms == 0 { now_ms } else { self.cursor.pass_started_ms };
+        let target_end = started + self.settings.deadline_ms / 100 * PASS_TARGET_PERCENT;
+        let rate = if target_end <= now_ms {
+            // Behind: as fast as allowed.
+            u64::MAX
+        } else {
+            (u128::from(left) * 1000 / u128::from(target_end - now_ms)) as u64
+        };
+        let rate = if self.settings.unthrottled { u64::MAX } else { rate.max(1) };
+        rate.min(self.settings.rate_bytes_max.unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn status(&self, extents: &ExtentTable, damaged_shards: u64, now: u64) -> ScrubStatus {
+        let rate = self.rate(extents, now);
+        let (left, total) = self.pass_bytes(extents);
+        let oldest = extents.all().iter().filter(|e| e.live_blocks > 0 && e.checked_ms > 0).map(|e| e.checked_ms).min();
+        ScrubStatus {
+            paused: self.settings.paused,
+            unthrottled: self.settings.unthrottled,
+            deadline_ms: self.settings.deadline_ms,
+            rate_bytes_max: self.settings.rate_bytes_max,
+            rate_bytes_per_s: rate,
+            oldest_unverified_age_ms: oldest.map(|t| now.saturating_sub(t)),
+            pass_started_ms: self.cursor.pass_started_ms,
+            last_pass_ms: self.cursor.last_pass_ms,
+            passes: self.cursor.passes,
+            pass_done_bytes: total - left,
+            pass_total_bytes: total,
+            pass_eta_ms: (rate > 0 && rate < u64::MAX && !self.settings.paused)
+                .then(|| now + (u128::from(left) * 1000 / u128::from(rate)) as u64),
+            next_extent: self.cursor.next_extent,
+            counters: self.counters,
+            damaged_shards,
+            recent_findings: self.recent.iter().cloned().collect(),
+        }
+    }
+
+    /// Starts a step: clears the wake-up flag and hands over the damage
+    /// found since the last step, to be logged (`Damaged` records).
+    pub(super) fn begin_step(&mut self) -> Vec<LogRecord> {
+        self.wants_step = false;
+        std::mem::take(&mut self.pending_damage)
+            .into_iter()
+            .map(|(key, damage)| LogRecord::Damaged { key, damage })
+            .collect()
+    }
+
+    /// Whether metadata damage waits for a new checkpoint (cleared).
+    pub(super) fn take_metadata_damaged(&mut self) -> bool {
+        std::mem::take(&mut self.metadata_damaged)
+    }
+
+    /// Chunks whose window could not be read, to verify one by one.
+    pub(super) fn take_retries(&mut self) -> Vec<ChunkRef> {
+        std::mem::take(&mut self.retry)
+    }
+
+    /// Refills the pacing allowance for a step at `rate` bytes per second:
+    /// at most one window (`window_max` bytes) of credit, since idle time
+    /// is not saved up.
+    pub(super) fn refill(&mut self, rate: u64, window_max: f64, now: Instant) {
+        let was_unlimited = std::mem::replace(&mut self.unlimited, rate == u64::MAX);
+        if self.unlimited {
+            self.allowance = window_max;
+        } else if was_unlimited {
+            // Back to pacing: no credit left over from the fast run.
+            self.allowance = 0.0;
+        } else {
+            let elapsed = self.refilled.map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+            self.allowance = (self.allowance + elapsed * rate as f64).min(window_max);
+        }
+        self.refilled = Some(now);
+    }
+
+    /// How long until the pacing allows the next read at `rate`.
+    pub(super) fn wait(&self, rate: u64) -> Duration {
+        if self.allowance > 0.0 || self.unlimited {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64((-self.allowance / rate as f64).min(60.0))
+    }
+
+    /// Picks the next extent with live data from the cursor, unless a scan
+    /// is under way.
+    pub(super) fn start_extent_scan(&mut self, extents: &ExtentTable, now_ms: u64) -> ScanStart {
+        if self.scan.is_some() {
+            return ScanStart::Scanning;
+        }
+        if self.cursor.pass_started_ms == 0 {
+            self.cursor.pass_started_ms = now_ms;
+        }
+        let count = extents.len() as u32;
+        let mut e = self.cursor.next_extent;
+        while e < count {
+            let info = extents.get(e);
+            if info.live_blocks > 0 {
+                self.scan = Some(ExtentScan {
+                    extent: e,
+                    generation: info.generation,
+                    started_ms: now_ms,
+                    snapshot_blocks: info.write_blocks,
+                    list_after: None,
+                    listed: false,
+                    chunks: Vec::new(),
+                    next: 0,
+                    read_bytes: 0,
+                });
+                self.cursor.next_extent = e;
+                return ScanStart::Scanning;
+            }
+            e += 1;
+        }
+        // A complete pass: every extent was verified since it began.
+        if extents.all().iter().all(|x| x.live_blocks == 0) {
+            return ScanStart::Idle;
+        }
+        if self.settings.until_pass_end {
+            self.settings.unthrottled = false;
+            self.settings.until_pass_end = false;
+        }
+        ScanStart::PassComplete(ScrubCursor {
+            next_extent: 0,
+            pass_started_ms: now_ms,
+            last_pass_ms: now_ms,
+            passes: self.cursor.passes + 1,
+        })
+    }
+
+    /// Whether the extent being scanned still has chunks to list.
+    pub(super) fn listing(&self) -> bool {
+        self.scan.as_ref().is_some_and(|s| !s.listed)
+    }
+
+    /// Lists up to `LIST_STEP_ENTRIES` index entries for live chunks in the
+    /// extent being scanned, below its snapshot write pointer.
+    pub(super) fn list_step(&mut self, index: &Index, damaged: &RepairList) {
+        let scan = self.scan.as_mut().expect("a scan in progress");
+        let start = match &scan.list_after {
+            Some(k) => std::ops::Bound::Excluded(k.as_slice()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut seen = 0;
+        let mut last = None;
+        for (key, m) in index.iter_from(start) {
+            if seen == LIST_STEP_ENTRIES {
+                break;
+            }
+            seen += 1;
+            last = Some(key.to_vec());
+            // A shard on the repair list was found damaged already: it is
+            // not read again (nor reported again) until it is replaced.
+            if damaged.get(key, m.sequence).is_some() {
+                continue;
+            }
+            for (c, l) in m.locators().enumerate() {
+                if l.extent == scan.extent && l.block < scan.snapshot_blocks {
+                    scan.chunks.push(ChunkRef {
+                        key: key.to_vec(),
+                        sequence: m.sequence,
+                        chunk: c as u32,
+                        len: chunk_len(m.size, c),
+                        loc: l,
+                    });
+                }
+            }
+        }
+        if seen < LIST_STEP_ENTRIES {
+            scan.listed = true;
+            scan.chunks.sort_by_key(|c| c.loc.block);
+        } else {
+            scan.list_after = last;
+        }
+    }
+
+    /// The next window to read, if the pacing allows and the foreground
+    /// leaves room (`room`): the chunks from the next one on, through dead
+    /// gaps of up to `GAP_BYTES_MAX`, up to `slot` bytes.
+    pub(super) fn plan_window(&self, slot: u64, room: bool) -> Option<WindowPlan> {
+        let scan = self.scan.as_ref()?;
+        let depth = if self.unlimited { UNTHROTTLED_WINDOWS_MAX } else { 1 };
+        if !room
+            || scan.next == scan.chunks.len()
+            || self.in_flight() >= depth
+            || (!self.unlimited && self.allowance <= 0.0)
+        {
+            return None;
+        }
+        let first = scan.next;
+        let start = scan.chunks[first].loc.block;
+        let mut end_block = start;
+        let mut count = 0;
+        for c in &scan.chunks[first..] {
+            let blocks = (record::record_size_bytes(c.key.len(), c.len) / BLOCK_SIZE_BYTES) as u32;
+            let gap = u64::from(c.loc.block.saturating_sub(end_block)) * BLOCK_SIZE_BYTES;
+            let new_end = c.loc.block + blocks;
+            if count > 0 && (gap > GAP_BYTES_MAX || u64::from(new_end - start) * BLOCK_SIZE_BYTES > slot) {
+                break;
+            }
+            end_block = end_block.max(new_end);
+            count += 1;
+        }
+        let id = self.windows.iter().position(Option::is_none).unwrap_or(self.windows.len());
+        Some(WindowPlan {
+            id,
+            extent: scan.extent,
+            block: start,
+            len: (u64::from(end_block - start) * BLOCK_SIZE_BYTES) as usize,
+            first,
+            count,
+        })
+    }
+
+    /// The planned window's read was submitted (`true`), or refused by the
+    /// device (`false`: its chunks are verified one by one on the next
+    /// step, where errors surface properly). Either way the chunks are
+    /// taken.
+    pub(super) fn window_submitted(&mut self, plan: WindowPlan, submitted: bool) {
+        let scan = self.scan.as_mut().expect("a scan in progress");
+        scan.next = plan.first + plan.count;
+        if !submitted {
+            self.retry.extend(scan.chunks[plan.first..plan.first + plan.count].iter().cloned());
+            return;
+        }
+        scan.read_bytes += plan.len as u64;
+        if !self.unlimited {
+            self.allowance -= plan.len as f64;
+        }
+        if plan.id == self.windows.len() {
+            self.windows.push(None);
+        }
+        self.windows[plan.id] = Some(Window { first: plan.first, count: plan.count, block: plan.block });
+    }
+
+    /// Window `id`'s read completed: returns it with its chunks (`None`
+    /// for a window no longer known, after the ring failed). A failed read
+    /// is passed back to `window_failed`.
+    pub(super) fn window_done(&mut self, id: usize) -> Option<(Window, Vec<ChunkRef>)> {
+        let window = self.windows.get_mut(id).and_then(Option::take)?;
+        self.wants_step = true;
+        let scan = self.scan.as_ref()?;
+        let chunks = scan.chunks[window.first..window.first + window.count].to_vec();
+        Some((window, chunks))
+    }
+
+    /// A window could not be read: its chunks are retried one by one.
+    pub(super) fn window_failed(&mut self, chunks: Vec<ChunkRef>) {
+        self.counters.read_errors += 1;
+        self.retry.extend(chunks);
+    }
+
+    /// Whether the extent being scanned is done: every chunk read and
+    /// verified, no window in flight, nothing to retry.
+    pub(super) fn scan_done(&self) -> bool {
+        self.scan
+            .as_ref()
+            .is_some_and(|s| s.listed && s.next == s.chunks.len() && self.in_flight() == 0 && self.retry.is_empty())
+    }
+
+    /// Whether a chunk listed for the scan is still what the index
+    /// references (it may have been deleted, overwritten or moved since).
+    pub(super) fn still_live(&self, c: &ChunkRef, extents: &ExtentTable, index: &Index) -> bool {
+        let Some(scan) = self.scan.as_ref() else { return false };
+        extents.get(c.loc.extent).generation == scan.generation
+            && index.get(&c.key).is_some_and(|m| {
+                m.sequence == c.sequence && (c.chunk as usize) < m.chunk_count() && m.chunk(c.chunk as usize) == c.loc
+            })
+    }
+
+    /// Counts a chunk's verification, or, when the report has findings,
+    /// queues the shard for the repair list (logged on the next step) and
+    /// returns the findings for the store to report.
+    pub(super) fn take_report(&mut self, c: &ChunkRef, report: ScrubReport, damaged: &RepairList) -> Vec<Finding> {
+        self.counters.chunks_verified += report.chunks_verified;
+        self.counters.chunk_bytes_verified += report.chunk_bytes_verified;
+        let Some(first) = report.findings.first() else { return Vec::new() };
+        let damage = Damage {
+            sequence: c.sequence,
+            chunk: c.chunk,
+            kind: first.kind.code(),
+            offset: first.offset,
+            len: first.len,
+            found_ms: crate::superblock::now_unix_ms(),
+        };
+        if !damaged.contains(&c.key) && !self.pending_damage.iter().any(|(k, _)| *k == c.key) {
+            self.pending_damage.push((c.key.clone(), damage));
+        }
+        report.findings
+    }
+
+    /// Counts a finding and keeps it among the recent ones.
+    pub(super) fn note_finding(&mut self, f: Finding) {
+        self.counters.findings[f.kind.code() as usize] += 1;
+        if self.recent.len() == RECENT_FINDINGS_MAX {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(f);
+    }
+
+    /// The once-per-pass metadata verification's result: damage makes the
+    /// next step write a new checkpoint.
+    pub(super) fn metadata_verified(&mut self, report: &ScrubReport) {
+        self.counters.metadata_bytes_verified += report.metadata_bytes_verified;
+        if !report.findings.is_empty() {
+            self.metadata_damaged = true;
+        }
+    }
+
+    /// Ends the extent's scan: the record that logs its verification time
+    /// (when the scan started) and moves the cursor on.
+    pub(super) fn finish_scan(&mut self) -> LogRecord {
+        let scan = self.scan.take().expect("a scan in progress");
+        self.counters.extents_verified += 1;
+        LogRecord::Scrubbed {
+            extent: scan.extent,
+            generation: scan.generation,
+            checked_ms: scan.started_ms,
+            scrub: ScrubCursor { next_extent: scan.extent + 1, ..self.cursor },
+        }
+    }
+}
