@@ -17,6 +17,7 @@ use shardstore::device::sim::{Fate, SimConfig, SimDevice, SimHandle};
 use shardstore::error::Error;
 use shardstore::format::{format, FormatOptions};
 use shardstore::rng::Rng;
+use shardstore::store::meta::{log_block_write_position, LOG_MAGIC};
 use shardstore::store::{Op, Store};
 
 const DEVICE_BYTES: u64 = 64 << 20;
@@ -153,6 +154,25 @@ fn rot(h: &SimHandle, copies: &[(u64, u64)], rng: &mut Rng, old: &[Vec<u8>]) -> 
     damage
 }
 
+/// Blocks (of the metadata in force) written by the last log write: from
+/// the last log block back to the one at position 0 of its write.
+fn last_write_blocks(copies: &[Vec<u8>]) -> BTreeSet<u64> {
+    let mut last = BTreeSet::new();
+    for copy in copies {
+        let blocks: Vec<&[u8]> = copy.chunks(BLOCK as usize).collect();
+        for (b, block) in blocks.iter().enumerate().rev() {
+            if block[..4] != LOG_MAGIC {
+                break;
+            }
+            last.insert(b as u64);
+            if log_block_write_position(block) == 0 {
+                break;
+            }
+        }
+    }
+    last
+}
+
 fn read_copies(h: &SimHandle, copies: &[(u64, u64)]) -> Vec<Vec<u8>> {
     let image = h.durable_image();
     copies.iter().map(|&(at, len)| image[at as usize..(at + len.div_ceil(BLOCK) * BLOCK) as usize].to_vec()).collect()
@@ -208,7 +228,17 @@ fn one_seed(seed: u64) {
     check(&mut store, &model, &deleted, seed);
     let findings = store.scrub_status().counters.findings;
     let reported: u64 = findings.iter().sum();
-    assert_eq!(changed, reported > 0, "seed {seed}: damage to metadata in force reported {reported} times");
+    // After a power cut, blocks of the last log write missing from one copy
+    // are what a crash in the middle of that write leaves: recovery
+    // completes them from the other copy quietly (docs/format.md, "Torn
+    // tail or damage?"), so damage confined to them may go unreported.
+    let last = last_write_blocks(&intact);
+    let may_be_quiet = !clean && damage.blocks.iter().all(|(_, b)| last.contains(b));
+    if !changed {
+        assert_eq!(reported, 0, "seed {seed}: nothing changed, yet {reported} findings");
+    } else if !may_be_quiet {
+        assert!(reported > 0, "seed {seed}: damage to metadata in force went unreported");
+    }
     // Repaired at open: a second open finds every copy whole.
     drop(store);
     let mut store = Store::open(Box::new(h.attach())).unwrap();
@@ -218,8 +248,11 @@ fn one_seed(seed: u64) {
 
 #[test]
 fn rot_in_one_copy_of_the_metadata_loses_nothing_acknowledged() {
-    let seeds: u64 = std::env::var("METADATA_ROT_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(24);
-    for seed in 0..seeds {
+    // METADATA_ROT_SEEDS=N runs seeds 0..N; METADATA_ROT_FIRST=K starts at K
+    // (to rerun one failing seed: METADATA_ROT_FIRST=K METADATA_ROT_SEEDS=1).
+    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    let (first, seeds) = (env("METADATA_ROT_FIRST").unwrap_or(0), env("METADATA_ROT_SEEDS").unwrap_or(24));
+    for seed in first..first + seeds {
         one_seed(seed);
     }
 }

@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         Command::Fsck(args) => shardnode_tools::shardctl::fsck::run(args),
         Command::Scrub(args) => shardnode_tools::shardctl::scrub::run(args),
         Command::Status(args) => shardnode_tools::shardctl::status::run(args),
+        Command::Cluster(args) => shardnode_tools::shardctl::cluster::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,5 +1,6 @@
 //! `shardctl`: the operator's admin CLI. One module per subcommand.
 
+pub mod cluster;
 pub mod format;
 pub mod fsck;
 pub mod inspect;
@@ -29,6 +30,8 @@ pub enum Command {
     Scrub(scrub::Args),
     /// A running agent's devices: state, space, scrub progress, findings.
     Status(status::Args),
+    /// Cluster keys and the signed roster: keygen, sign, verify.
+    Cluster(cluster::Args),
 }
 
 /// The arguments of the read-only checks (`fsck`, `scrub`).
