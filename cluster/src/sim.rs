@@ -127,7 +127,6 @@ struct Host {
     /// Bumped at every restart: timers of an earlier life are ignored.
     life: u64,
     generation: u64,
-    active: bool,
     devices: Vec<DeviceHealth>,
 }
 
@@ -135,7 +134,7 @@ struct Host {
 pub const PUBLISH_INTERVAL_MS: u64 = 10_000;
 /// Unknown roster hosts a host asks at each attempt.
 pub const ANNOUNCE_FANOUT: usize = 3;
-/// A host not yet active announces again after this long.
+/// How often a host announces itself to roster hosts it has not heard of.
 pub const ANNOUNCE_RETRY_MS: u64 = 1_000;
 /// The simulated wall clock starts here (unix ms).
 const EPOCH_MS: u64 = 1_800_000_000_000;
@@ -241,7 +240,6 @@ impl Sim {
                 gossip: None,
                 life: 0,
                 generation: EPOCH_MS / 1000 - 1000,
-                active: false,
                 devices: vec![sim_device(), sim_device()],
             });
             sim.start(id);
@@ -259,7 +257,7 @@ impl Sim {
     }
 
     /// Starts (or restarts, in a new life) a host; it announces itself
-    /// until it is active.
+    /// to roster hosts it has not heard of (`Gossip::join_step`).
     pub fn start(&mut self, id: u32) {
         let now_s = self.now_ms / 1000;
         let seed = self.rng.next_u64();
@@ -268,7 +266,6 @@ impl Sim {
         let h = self.host(id);
         h.life += 1;
         h.generation = crate::member::next_generation(h.generation, now_s);
-        h.active = false;
         let me = NodeId { host: id, generation: h.generation, addr: addr(id) };
         h.gossip = Some(Gossip::new(me, roster, keyring, config, seed, now));
         let life = h.life;
@@ -355,9 +352,6 @@ impl Sim {
             self.schedule(after.as_millis() as u64, Ev::Timer { host: from, life, timer });
         }
         for e in out.events {
-            if matches!(e, Event::Active) {
-                self.host(from).active = true;
-            }
             if let Event::Rejoined(id) = e {
                 self.host(from).generation = id.generation;
             }
