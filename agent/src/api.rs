@@ -32,6 +32,8 @@ pub struct App {
     pub body_memory: tokio::sync::Semaphore,
     pub admin_token: Option<String>,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// This host's cluster membership, if it has a `[cluster]` table.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// An error answer: a status, a stable code and a message for humans.
@@ -136,6 +138,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/devices/{id}/scrub", get(scrub_one))
         .route("/v1/devices/{id}/scrub/{action}", post(scrub_control))
         .route("/v1/repairs", get(repairs))
+        .merge(crate::cluster::routes::router())
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             ApiError::new(StatusCode::NOT_FOUND, "NoSuchRoute", format!("no route for {method} {}", uri.path()))
         })
@@ -257,6 +260,7 @@ async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let scrubs = scrub_statuses(&app.node).await;
     crate::metrics::publish_device_gauges(&app.node, &scrubs);
+    crate::cluster::routes::publish_metrics(&app);
     match &app.metrics {
         Some(h) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
         None => ApiError::new(StatusCode::NOT_FOUND, "NoSuchRoute", "metrics are not enabled").into_response(),

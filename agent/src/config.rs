@@ -27,6 +27,9 @@ pub struct Config {
     /// `data_dir`, created and formatted on the first run.
     #[serde(default)]
     pub devices: Vec<PathBuf>,
+    /// How many default file-backed devices a first run makes.
+    #[serde(default = "default_device_count")]
+    pub default_device_count: usize,
     /// Size of each default file-backed device.
     #[serde(default = "default_device_size")]
     pub default_device_size_bytes: u64,
@@ -43,6 +46,53 @@ pub struct Config {
     pub scrub: Scrub,
     #[serde(default)]
     pub health: Health,
+    /// Membership and health gossip with the other agents of a cluster.
+    /// Without it the agent runs alone.
+    #[serde(default)]
+    pub cluster: Option<Cluster>,
+}
+
+/// This agent as a host of a cluster (docs/cluster.md).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// This host's id on the roster.
+    pub host_id: u32,
+    /// The signed roster (`shardctl cluster sign`).
+    pub roster: PathBuf,
+    /// The cluster's gossip keyring (`shardctl cluster keygen`).
+    pub gossip_key: PathBuf,
+    /// The operator's public key, which signs the roster.
+    pub operator_public_key: PathBuf,
+    /// Where to receive gossip; default: this host's roster address.
+    #[serde(default)]
+    pub gossip_listen: Option<SocketAddr>,
+    /// Announce this host as under maintenance (not to be given new data).
+    #[serde(default)]
+    pub maintenance: bool,
+    /// How often this host republishes its health records, even unchanged.
+    #[serde(default = "default_publish_interval")]
+    pub publish_interval_ms: u64,
+    /// How often this host announces itself to roster hosts it has not
+    /// heard of yet (its seeds while it joins), and checks its devices for
+    /// a change worth publishing at once.
+    #[serde(default = "default_join_interval")]
+    pub join_interval_ms: u64,
+    /// SWIM timing; unset: memberlist's LAN defaults for the roster's size.
+    #[serde(default)]
+    pub probe_period_ms: Option<u64>,
+    #[serde(default)]
+    pub probe_rtt_ms: Option<u64>,
+    #[serde(default)]
+    pub suspect_to_down_ms: Option<u64>,
+}
+
+fn default_publish_interval() -> u64 {
+    5000
+}
+
+fn default_join_interval() -> u64 {
+    1000
 }
 
 /// Drive health rules (see `shardstore::health`), evaluated every
@@ -167,6 +217,10 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from(DATA_DIR_DEFAULT)
 }
 
+fn default_device_count() -> usize {
+    DEFAULT_DEVICE_COUNT
+}
+
 fn default_device_size() -> u64 {
     DEFAULT_DEVICE_SIZE_BYTES
 }
@@ -180,12 +234,14 @@ impl Default for Config {
         Config {
             data_dir: default_data_dir(),
             devices: Vec::new(),
+            default_device_count: DEFAULT_DEVICE_COUNT,
             default_device_size_bytes: DEFAULT_DEVICE_SIZE_BYTES,
             listen: default_listen(),
             admin_token_file: None,
             limits: Limits::default(),
             scrub: Scrub::default(),
             health: Health::default(),
+            cluster: None,
         }
     }
 }
@@ -207,6 +263,25 @@ mod tests {
         let config: Config = toml::from_str(text).unwrap();
         // The example documents the defaults: it must say what the code does.
         assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn the_example_cluster_table_parses() {
+        // systemd/agent.toml shows [cluster] commented out; uncommented, it
+        // must parse, with the defaults the code uses.
+        let text = include_str!("../../systemd/agent.toml");
+        let start = text.find("# [cluster]").expect("the example shows [cluster]");
+        let table: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with('[') || l.contains(" = "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config: Config = toml::from_str(&table).unwrap();
+        let c = config.cluster.unwrap();
+        assert_eq!((c.publish_interval_ms, c.join_interval_ms), (default_publish_interval(), default_join_interval()));
+        assert_eq!(c.probe_period_ms, None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use shardstore::format::{format, FormatOptions};
 use shardstore::store::thread::{self as store_thread, StoreHandle};
 use shardstore::superblock;
 
-use crate::config::{Config, DEFAULT_DEVICE_COUNT};
+use crate::config::Config;
 
 /// How long a device that is busy at start-up is waited for. After a crash
 /// (SIGKILL) the kernel finishes the dead process's in-flight I/O and tears
@@ -50,7 +50,7 @@ pub fn device_paths(config: &Config) -> anyhow::Result<Vec<PathBuf>> {
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("{}: cannot create data directory", config.data_dir.display()))?;
-    (0..DEFAULT_DEVICE_COUNT)
+    (0..config.default_device_count.max(1))
         .map(|i| {
             let path = config.data_dir.join(format!("dev{i}.img"));
             if !path.exists() {

@@ -5,6 +5,7 @@
 
 mod admission;
 mod api;
+mod cluster;
 mod config;
 mod devices;
 mod filter;
@@ -94,6 +95,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
 
+    // Cluster setup first: a bad roster or key, or a busy gossip port,
+    // stops the agent before it opens or formats a device.
+    let cluster = match &config.cluster {
+        Some(c) => Some(Arc::new(cluster::Cluster::prepare(c, &config.data_dir)?)),
+        None => None,
+    };
     let paths = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || devices::device_paths(&config)).await??
@@ -131,6 +138,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
         admin_token,
         metrics: metrics::install(),
+        cluster: cluster.clone(),
     });
     // Copies deleted or overwritten while a device was away go now.
     let _reconcile = {
@@ -149,6 +157,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         })
     };
+    let (stop_gossip, gossip_stopped) = tokio::sync::watch::channel(false);
+    let gossip = cluster.map(|c| tokio::spawn(cluster::run(c, Arc::clone(&app), gossip_stopped)));
     let router = api::router(Arc::clone(&app)).layer(axum::middleware::from_fn(metrics::record));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -178,6 +188,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let stop = async {
         stop.await;
         notifier.notify("STOPPING=1\nSTATUS=stopping: finishing requests, then closing the stores");
+    };
+    let stop = async {
+        stop.await;
+        // Leave the cluster first: peers learn at once, not by suspicion.
+        let _ = stop_gossip.send(true);
+        if let Some(g) = gossip {
+            let _ = tokio::time::timeout(Duration::from_secs(2), g).await;
+        }
     };
     server::serve(listener, router, &config.limits, stop).await?;
     drop(app);

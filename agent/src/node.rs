@@ -110,7 +110,7 @@ impl Slot {
         Arc::clone(&self.filter.lock().expect("filter lock").current)
     }
 
-    fn accepts_writes(&self) -> bool {
+    pub fn accepts_writes(&self) -> bool {
         self.store.is_some() && !self.fenced.load(Ordering::Relaxed) && !self.stopped.load(Ordering::Relaxed)
     }
 }

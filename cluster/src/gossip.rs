@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::envelope::{self, Opener, Reject, Sender};
 use crate::keys::Keyring;
-use crate::member::{NodeId, WireCodec};
+use crate::member::{addresses_of, Addresses, NodeId, WireCodec};
 use crate::records::{self, Body, Held, Record, RecordBook, RecordStore, Veto};
 use crate::roster::Roster;
 
@@ -51,6 +51,11 @@ pub struct Counters {
     pub rejected: [u64; Reject::ALL.len()],
     /// Datagrams that passed the envelope but foca refused.
     pub foca_errors: u64,
+    /// "You are down" messages foca queued for members that had refuted
+    /// their suspicion (see `Gossip::refuted_since_suspected`), not sent.
+    pub turn_undead_withheld: u64,
+    /// Messages telling a suspected member it is suspected.
+    pub suspicions_told: u64,
     pub records_accepted: u64,
     /// Records vetoed, by reason (`Veto::ALL` order).
     pub records_vetoed: [u64; Veto::ALL.len()],
@@ -127,6 +132,9 @@ impl HeldView {
 
 type Swim = Foca<NodeId, WireCodec, StdRng, RecordStore>;
 
+/// A timer foca asked for, to hand back to `Gossip::handle_timer`.
+pub type SwimTimer = Timer<NodeId>;
+
 /// One host's gossip state.
 pub struct Gossip {
     me: NodeId,
@@ -137,9 +145,11 @@ pub struct Gossip {
     book: Arc<std::sync::Mutex<RecordBook>>,
     opener: Opener,
     /// Roster hosts' gossip addresses, shared with the codec.
-    addresses: Arc<HashMap<u32, SocketAddr>>,
+    addresses: Addresses,
     datagram_seq: u64,
     record_seq: u64,
+    /// This life's SWIM incarnation, as foca's messages carry it.
+    incarnation: u16,
     join_cursor: u64,
     /// Members seen suspect, since when (ms).
     suspected: HashMap<(NodeId, u16), u64>,
@@ -169,8 +179,7 @@ impl Gossip {
     pub fn new(me: NodeId, roster: Roster, keyring: Keyring, config: foca::Config, seed: u64, now_ms: u64) -> Gossip {
         assert!(config.max_packet_size.get() <= envelope::PAYLOAD_BYTES_MAX, "foca's packets must fit the envelope");
         let suspect_to_down = config.suspect_to_down_after;
-        let addresses: Arc<HashMap<u32, SocketAddr>> =
-            Arc::new(roster.hosts.iter().map(|h| (h.id, h.gossip)).collect());
+        let addresses: Addresses = Arc::new(std::sync::RwLock::new(addresses_of(&roster)));
         let mut book = RecordBook::new(keyring.clone(), me.host, roster.hosts.iter().map(|h| h.id));
         book.now_ms = now_ms;
         let book = Arc::new(std::sync::Mutex::new(book));
@@ -187,6 +196,7 @@ impl Gossip {
             addresses,
             datagram_seq: 0,
             record_seq: 0,
+            incarnation: 0,
             join_cursor: seed,
             suspected: HashMap::new(),
             suspect_to_down_ms: suspect_to_down.as_millis() as u64,
@@ -213,6 +223,10 @@ impl Gossip {
         c
     }
 
+    fn address_of(&self, host: u32) -> Option<SocketAddr> {
+        self.addresses.read().expect("the address map is never poisoned").get(&host).copied()
+    }
+
     fn book(&self) -> std::sync::MutexGuard<'_, RecordBook> {
         self.book.lock().expect("the record book is never poisoned")
     }
@@ -227,7 +241,7 @@ impl Gossip {
     /// `Event::Active` arrives.
     pub fn announce(&mut self, host: u32, now_ms: u64) -> Output {
         self.set_clock(now_ms);
-        if let Some(&addr) = self.addresses.get(&host) {
+        if let Some(addr) = self.address_of(host) {
             let dst = NodeId { host, generation: 0, addr };
             if let Err(e) = self.foca.announce(dst, &mut self.outbox) {
                 tracing::debug!(host, error = %e, "announce failed");
@@ -248,15 +262,48 @@ impl Gossip {
         let unknown: Vec<u32> =
             self.roster.hosts.iter().map(|h| h.id).filter(|h| *h != self.me.host && !known.contains(h)).collect();
         self.expire_suspicions();
+        self.tell_suspects();
         for i in 0..fanout.min(unknown.len()) {
             self.join_cursor = self.join_cursor.wrapping_add(1);
             let host = unknown[(self.join_cursor as usize + i * 7919) % unknown.len()];
-            let addr = self.addresses[&host];
+            let Some(addr) = self.address_of(host) else { continue };
             if let Err(e) = self.foca.announce(NodeId { host, generation: 0, addr }, &mut self.outbox) {
                 tracing::debug!(host, error = %e, "announce failed");
             }
         }
         self.drain()
+    }
+
+    /// Tells every member this host suspects that it is suspected (the
+    /// "buddy system" of memberlist and Lifeguard). foca spreads a
+    /// suspicion only as a piggybacked update with a few transmissions,
+    /// which may all go to other members: a host that was paused (SIGSTOP,
+    /// a stall) then learns of it too late to refute, and is declared
+    /// down though it is alive. A SWIM `Gossip` message carrying the one
+    /// update reaches it directly; its foca refutes as for any suspicion.
+    fn tell_suspects(&mut self) {
+        let suspects: Vec<foca::Member<NodeId>> =
+            self.foca.iter_membership_state().filter(|m| m.state() == State::Suspect).cloned().collect();
+        let me = self.me();
+        for m in suspects {
+            let header = foca::Header {
+                src: me,
+                src_incarnation: self.incarnation,
+                dst: *m.id(),
+                message: foca::Message::Gossip,
+            };
+            let mut payload = Vec::with_capacity(64);
+            let mut codec = WireCodec::default();
+            if foca::Codec::encode_header(&mut codec, &header, &mut payload).is_err() {
+                continue;
+            }
+            payload.extend_from_slice(&1u16.to_be_bytes());
+            if foca::Codec::encode_member(&mut codec, &m, &mut payload).is_err() {
+                continue;
+            }
+            self.counters.suspicions_told += 1;
+            self.outbox.sends.push((*m.id(), payload));
+        }
     }
 
     /// Declares down a member that stayed suspect for twice the suspicion
@@ -315,7 +362,10 @@ impl Gossip {
 
     fn open<'a>(&mut self, datagram: &'a [u8]) -> Result<(Sender, &'a [u8]), Reject> {
         let addresses = Arc::clone(&self.addresses);
-        let (sender, payload) = self.opener.open(datagram, |h| addresses.contains_key(&h), self.now_ms / 1000)?;
+        let (sender, payload) = {
+            let map = addresses.read().expect("the address map is never poisoned");
+            self.opener.open(datagram, |h| map.contains_key(&h), self.now_ms / 1000)?
+        };
         // The SWIM message must be from the life the envelope names, and
         // name roster hosts at their roster addresses.
         let header = WireCodec::with_roster(addresses).peek_header(payload).map_err(|_| Reject::Spoofed)?;
@@ -370,6 +420,71 @@ impl Gossip {
         self.drain()
     }
 
+    /// Adopts a newer signed roster (verified by the caller): same
+    /// cluster, higher epoch, this host still on it. Hosts no longer on it
+    /// are declared down and their datagrams and records refused from now
+    /// on; new hosts are announced to by `join_step`.
+    pub fn adopt_roster(&mut self, roster: Roster, now_ms: u64) -> Result<Output, String> {
+        self.set_clock(now_ms);
+        if roster.cluster != self.roster.cluster {
+            return Err(format!("roster of cluster {:?}, not {:?}", roster.cluster, self.roster.cluster));
+        }
+        if roster.epoch <= self.roster.epoch {
+            return Err(format!("epoch {} is not newer than {}", roster.epoch, self.roster.epoch));
+        }
+        let Some(mine) = roster.host(self.me.host) else {
+            return Err(format!("host {} is not on roster epoch {}", self.me.host, roster.epoch));
+        };
+        if mine.gossip != self.me.addr {
+            return Err(format!(
+                "roster epoch {} moves this host's gossip address to {} (restart the agent to move it)",
+                roster.epoch, mine.gossip
+            ));
+        }
+        *self.addresses.write().expect("the address map is never poisoned") = addresses_of(&roster);
+        self.book().set_roster(roster.hosts.iter().map(|h| h.id));
+        let gone: Vec<foca::Member<NodeId>> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| roster.host(m.id().host).is_none())
+            .map(|m| foca::Member::new(*m.id(), m.incarnation(), State::Down))
+            .collect();
+        if !gone.is_empty() {
+            if let Err(e) = self.foca.apply_many(gone.into_iter(), true, &mut self.outbox) {
+                tracing::debug!(error = %e, "declaring hosts off the roster down failed");
+            }
+        }
+        self.last_heard.retain(|h, _| roster.host(*h).is_some());
+        self.roster = roster;
+        Ok(self.drain())
+    }
+
+    /// The highest roster epoch another host says it runs with, above
+    /// this host's, and that host.
+    pub fn newer_roster_seen(&self) -> Option<(u64, u32)> {
+        let book = self.book();
+        book.all()
+            .filter_map(|h| match &h.record.body {
+                Body::Host(host) if host.roster_epoch > self.roster.epoch => Some((host.roster_epoch, h.record.origin)),
+                _ => None,
+            })
+            .max()
+    }
+
+    /// Every record held (this host's own included), sealed as received:
+    /// what a late joiner fetches to catch up.
+    pub fn held_records(&self) -> Vec<Vec<u8>> {
+        self.book().all().map(|h| h.bytes.clone()).collect()
+    }
+
+    /// Records fetched from a peer (catch-up): each passes the same checks
+    /// as one that arrived by gossip. Returns how many were taken.
+    pub fn ingest_records<'a>(&mut self, records: impl IntoIterator<Item = &'a [u8]>, now_ms: u64) -> usize {
+        self.set_clock(now_ms);
+        let mut book = self.book();
+        records.into_iter().filter(|r| book.receive(r, false).is_ok()).count()
+    }
+
     /// The SWIM state of a host, if this host knows it.
     pub fn state_of(&self, host: u32) -> Option<(NodeId, State)> {
         self.foca
@@ -421,12 +536,37 @@ impl Gossip {
             .collect()
     }
 
+    /// Whether a queued message is foca's "you are down" (`TurnUndead`) to
+    /// a member this host does not hold down. foca 2.0.0 sends it when a
+    /// suspicion timer fires even if the member refuted the suspicion in
+    /// the meantime (its state check fails, but the message goes anyway),
+    /// which makes a host that was only paused or slow (SIGSTOP, a long
+    /// GC-like stall, a loaded machine) throw away its life and rejoin.
+    /// Such a message is withheld; one to a member held down still goes.
+    fn refuted_since_suspected(&self, to: &NodeId, payload: &[u8]) -> bool {
+        let Ok(header) = WireCodec::default().peek_header(payload) else { return false };
+        if header.message != foca::Message::TurnUndead {
+            return false;
+        }
+        self.foca.iter_membership_state().any(|m| m.id() == to && m.state() != State::Down)
+    }
+
     /// Seals what foca queued and turns its notifications into events.
     fn drain(&mut self) -> Output {
         let mut out = Output::default();
         let outbox = std::mem::take(&mut self.outbox);
         let me = self.me();
         for (to, payload) in outbox.sends {
+            if let Ok(h) = WireCodec::default().peek_header(&payload) {
+                // foca's own incarnation, as its messages carry it.
+                if h.src == me {
+                    self.incarnation = h.src_incarnation;
+                }
+            }
+            if self.refuted_since_suspected(&to, &payload) {
+                self.counters.turn_undead_withheld += 1;
+                continue;
+            }
             self.datagram_seq += 1;
             let sender = Sender { host: me.host, generation: me.generation, sequence: self.datagram_seq };
             let datagram = envelope::seal(&self.keyring, self.roster.cluster_id(), sender, &payload);
@@ -447,6 +587,7 @@ impl Gossip {
                     // A new life: a new datagram sequence space.
                     self.me = id;
                     self.datagram_seq = 0;
+                    self.incarnation = 0;
                     Event::Rejoined(id)
                 }
                 #[allow(unreachable_patterns)]

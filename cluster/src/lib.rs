@@ -6,6 +6,7 @@
 //! (`records`). `sim` runs many hosts in one thread on a virtual clock with
 //! seeded network faults. See docs/cluster.md.
 
+pub mod auth;
 pub mod envelope;
 pub mod gossip;
 pub mod keys;

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use bytes::{Buf, BufMut};
 use foca::{Header, Identity, Member, Message, State};
@@ -59,11 +59,20 @@ pub struct CodecError(pub &'static str);
 /// or point a host's traffic elsewhere.
 #[derive(Debug, Default, Clone)]
 pub struct WireCodec {
-    roster: Option<Arc<HashMap<u32, SocketAddr>>>,
+    roster: Option<Addresses>,
+}
+
+/// The roster hosts' gossip addresses, shared by a host's codec and its
+/// envelope checks, replaced when a newer roster is adopted.
+pub type Addresses = Arc<RwLock<HashMap<u32, SocketAddr>>>;
+
+/// The gossip addresses of `roster`, to share.
+pub fn addresses_of(roster: &crate::roster::Roster) -> HashMap<u32, SocketAddr> {
+    roster.hosts.iter().map(|h| (h.id, h.gossip)).collect()
 }
 
 impl WireCodec {
-    pub fn with_roster(addresses: Arc<HashMap<u32, SocketAddr>>) -> WireCodec {
+    pub fn with_roster(addresses: Addresses) -> WireCodec {
         WireCodec { roster: Some(addresses) }
     }
 
@@ -76,7 +85,7 @@ impl WireCodec {
     fn check(&self, id: NodeId) -> Result<NodeId, CodecError> {
         match &self.roster {
             None => Ok(id),
-            Some(r) => match r.get(&id.host) {
+            Some(r) => match r.read().expect("the address map is never poisoned").get(&id.host) {
                 Some(addr) if *addr == id.addr => Ok(id),
                 Some(_) => Err(CodecError("a host at an address the roster does not give it")),
                 None => Err(CodecError("a host not on the roster")),
@@ -190,7 +199,7 @@ impl foca::Codec<NodeId> for WireCodec {
         let src_incarnation = buf.get_u16_le();
         let dst = get_id(&mut buf)?;
         // An announce names only the host it asks (generation 0).
-        if self.roster.as_ref().is_some_and(|r| !r.contains_key(&dst.host)) {
+        if self.roster.as_ref().is_some_and(|r| !r.read().expect("never poisoned").contains_key(&dst.host)) {
             return Err(CodecError("addressed to a host not on the roster"));
         }
         need(&buf, 1)?;

@@ -174,6 +174,25 @@ impl Veto {
     }
 }
 
+/// Splits records laid end to end (the catch-up answer) by their length
+/// fields; `None` if the bytes do not divide into whole records. Each
+/// piece is still to be opened and checked.
+pub fn split(mut bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        if bytes.len() < HEADER_BYTES || bytes[..4] != MAGIC {
+            return None;
+        }
+        let n = HEADER_BYTES + usize::from(u16::from_le_bytes([bytes[40], bytes[41]])) + TRAILER_BYTES;
+        if bytes.len() < n {
+            return None;
+        }
+        out.push(&bytes[..n]);
+        bytes = &bytes[n..];
+    }
+    Some(out)
+}
+
 /// Seals a record with the keyring's primary key.
 pub fn seal(keyring: &Keyring, record: &Record) -> Vec<u8> {
     let key = keyring.primary();

@@ -128,6 +128,9 @@ struct Host {
     life: u64,
     generation: u64,
     devices: Vec<DeviceHealth>,
+    /// Paused (SIGSTOP): its datagrams and timers wait here, in order,
+    /// until it resumes.
+    paused: Option<Vec<Ev>>,
 }
 
 /// Publishing interval of health records (the agent's default).
@@ -241,6 +244,7 @@ impl Sim {
                 life: 0,
                 generation: EPOCH_MS / 1000 - 1000,
                 devices: vec![sim_device(), sim_device()],
+                paused: None,
             });
             sim.start(id);
         }
@@ -279,6 +283,7 @@ impl Sim {
     pub fn kill(&mut self, id: u32) {
         let h = self.host(id);
         h.gossip = None;
+        h.paused = None;
         h.life += 1;
     }
 
@@ -290,6 +295,25 @@ impl Sim {
             self.take(id, out);
         }
         self.kill(id);
+    }
+
+    /// Pauses a host as SIGSTOP does: nothing it receives is read and
+    /// none of its timers fire until `resume`; then all of it arrives at
+    /// once, late.
+    pub fn pause(&mut self, id: u32) {
+        let h = self.host(id);
+        if h.gossip.is_some() && h.paused.is_none() {
+            h.paused = Some(Vec::new());
+        }
+    }
+
+    /// Resumes a paused host (SIGCONT).
+    pub fn resume(&mut self, id: u32) {
+        if let Some(held) = self.host(id).paused.take() {
+            for ev in held {
+                self.schedule(0, ev);
+            }
+        }
     }
 
     pub fn is_running(&self, id: u32) -> bool {
@@ -471,6 +495,14 @@ impl Sim {
 
     fn step(&mut self, ev: Ev) {
         let now = self.now_ms;
+        let target = match &ev {
+            Ev::Deliver { to, .. } => *to,
+            Ev::Timer { host, .. } | Ev::Publish { host, .. } | Ev::Announce { host, .. } => *host,
+        };
+        if let Some(held) = self.host(target).paused.as_mut() {
+            held.push(ev);
+            return;
+        }
         match ev {
             Ev::Deliver { to, datagram, damaged } => {
                 if let Some(Ok(())) = self.deliver(to, &datagram) {

@@ -47,6 +47,37 @@ fn a_cluster_converges_and_spreads_a_health_change() {
 }
 
 #[test]
+fn a_paused_host_is_suspected_then_refutes_without_losing_its_life() {
+    each_seed(|seed| {
+        // 3 hosts: the suspicion timeout is its floor, 4 x 1 s.
+        for n in [3, 10] {
+            let mut sim = Sim::new(n, seed, Faults::none());
+            sim.time_until(30_000, 100, converged).expect("converged");
+            let life = sim.generation(2);
+            sim.pause(2);
+            let suspected = sim
+                .time_until(5_000, 50, |s| {
+                    s.running().iter().any(|&o| o != 2 && s.state(o, 2).is_some_and(|st| st.1 == State::Suspect))
+                })
+                .expect("a paused host is suspected");
+            // Resume well before the suspicion times out (SIGSTOP, then
+            // SIGCONT): it reads the suspicion and refutes it.
+            sim.run_for(2_500 - suspected.min(2_000));
+            sim.resume(2);
+            sim.run_for(10_000);
+            assert_eq!(sim.generation(2), life, "seed {seed}, {n} hosts: the paused host was made to rejoin");
+            assert!(sim.all_see(2, State::Alive), "seed {seed}, {n} hosts: alive again everywhere");
+            let downs = sim
+                .events
+                .iter()
+                .filter(|(_, _, e)| matches!(e, shardnode_cluster::gossip::Event::MemberDown(id) if id.host == 2))
+                .count();
+            assert_eq!(downs, 0, "seed {seed}, {n} hosts: nobody acted on the suspicion");
+        }
+    });
+}
+
+#[test]
 fn a_killed_host_is_seen_down_and_a_restarted_one_rejoins_in_a_new_life() {
     each_seed(|seed| {
         let mut sim = Sim::new(12, seed, Faults::none());

@@ -163,6 +163,31 @@ fn interval_median(now: &[u64; LATENCY_BUCKETS], before: &[u64; LATENCY_BUCKETS]
     (0, total)
 }
 
+impl CounterSnapshot {
+    /// The latency (µs, the floor of its bucket) under which a share `q`
+    /// of one kind's operations (0 read, 1 commit) fell since `before`
+    /// (since start without one), all sizes together; 0 with none.
+    pub fn interval_quantile_us(&self, before: Option<&CounterSnapshot>, kind: usize, q: f64) -> u64 {
+        let mut counts = [0u64; LATENCY_BUCKETS];
+        for class in 0..SIZE_CLASSES {
+            for (b, n) in counts.iter_mut().enumerate() {
+                let earlier = before.map_or(0, |s| s.latency[kind][class][b]);
+                *n += self.latency[kind][class][b].saturating_sub(earlier);
+            }
+        }
+        let total: u64 = counts.iter().sum();
+        let need = ((total as f64) * q.clamp(0.0, 1.0)).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (b, n) in counts.iter().enumerate() {
+            seen += n;
+            if total > 0 && seen >= need {
+                return bucket_floor_us(b);
+            }
+        }
+        0
+    }
+}
+
 /// Thresholds; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HealthRules {
@@ -563,6 +588,27 @@ mod tests {
 
     fn host(n: usize) -> (Vec<HealthTracker>, Vec<Fake>) {
         ((0..n).map(|_| HealthTracker::new(rules())).collect(), vec![Fake::new(); n])
+    }
+
+    #[test]
+    fn interval_quantiles_cover_all_sizes_since_the_earlier_snapshot() {
+        let c = DeviceCounters::default();
+        for _ in 0..90 {
+            c.read_latency.record(Duration::from_micros(100), 4096);
+        }
+        let before = c.snapshot();
+        assert_eq!(before.interval_quantile_us(None, 0, 0.99), 96, "the floor of 100 µs's bucket");
+        for _ in 0..98 {
+            c.read_latency.record(Duration::from_micros(1000), 1 << 20);
+        }
+        for _ in 0..2 {
+            c.read_latency.record(Duration::from_millis(50), 4096);
+        }
+        let now = c.snapshot();
+        assert_eq!(now.interval_quantile_us(Some(&before), 0, 0.5), 896);
+        assert_eq!(now.interval_quantile_us(Some(&before), 0, 0.99), 49152);
+        assert_eq!(now.interval_quantile_us(Some(&now), 0, 0.5), 0, "nothing in the interval");
+        assert_eq!(now.interval_quantile_us(None, 1, 0.5), 0, "no commits");
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!   and writes the signed file (`ROSTER.signed` by default).
 //! - `verify SIGNED --pub DIR/operator.pub` checks a signed roster as an
 //!   agent would and prints its summary.
+//! - `status --agent URL` (cluster_status.rs) and `local --hosts N --dir
+//!   DIR` (cluster_local.rs).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -44,6 +46,10 @@ pub enum ClusterCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The cluster as one agent sees it: hosts, states, devices, space.
+    Status(super::cluster_status::Args),
+    /// Start a cluster of N agents on this machine (127.0.0.2, ...) to try it.
+    Local(super::cluster_local::Args),
     /// Verify a signed roster with the operator's public key.
     Verify {
         /// The signed roster file.
@@ -59,6 +65,8 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         ClusterCommand::Keygen { dir } => keygen(dir),
         ClusterCommand::Sign { roster, key, out } => sign(roster, key, out.as_deref()),
         ClusterCommand::Verify { signed, public } => verify(signed, public),
+        ClusterCommand::Status(a) => super::cluster_status::run(a),
+        ClusterCommand::Local(a) => super::cluster_local::run(a),
     }
 }
 
@@ -75,7 +83,7 @@ fn write_new(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn keygen(dir: &Path) -> anyhow::Result<u8> {
+pub(super) fn keygen(dir: &Path) -> anyhow::Result<u8> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let names = ["operator.key", "operator.pub", "gossip.keys"];
     if let Some(existing) = names.iter().map(|n| dir.join(n)).find(|p| p.exists()) {
@@ -105,7 +113,7 @@ fn keygen(dir: &Path) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-fn sign(roster: &Path, key: &Path, out: Option<&Path>) -> anyhow::Result<u8> {
+pub(super) fn sign(roster: &Path, key: &Path, out: Option<&Path>) -> anyhow::Result<u8> {
     let text = std::fs::read_to_string(roster).with_context(|| format!("reading {}", roster.display()))?;
     let signing = keys::load_signing_key(key)?;
     let signed = SignedRoster::sign(&text, &signing).with_context(|| format!("{}", roster.display()))?;

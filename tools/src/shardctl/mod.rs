@@ -1,6 +1,8 @@
 //! `shardctl`: the operator's admin CLI. One module per subcommand.
 
 pub mod cluster;
+pub mod cluster_local;
+pub mod cluster_status;
 pub mod format;
 pub mod fsck;
 pub mod inspect;
@@ -30,7 +32,7 @@ pub enum Command {
     Scrub(scrub::Args),
     /// A running agent's devices: state, space, scrub progress, findings.
     Status(status::Args),
-    /// Cluster keys and the signed roster: keygen, sign, verify.
+    /// The cluster: keys, the signed roster, status, a local cluster to try.
     Cluster(cluster::Args),
 }
 

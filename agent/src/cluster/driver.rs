@@ -1,0 +1,326 @@
+//! The gossip loop: one tokio task owns the UDP socket and drives the
+//! sans-IO gossip state with datagrams, foca's timers and the clock. Every
+//! `join_interval_ms` it announces this host to roster hosts it has not
+//! heard of (its seeds, while it joins), resolves stale suspicions, and
+//! publishes its health records when a device changed (and every
+//! `publish_interval_ms` regardless). On stop it leaves the cluster, so
+//! peers learn at once instead of suspecting it.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shardnode_cluster::envelope::Reject;
+use shardnode_cluster::gossip::{Event, Output, SwimTimer};
+use shardnode_cluster::records::{Body, DeviceHealth, DeviceHealthState, DeviceState, HostHealth};
+use shardstore::health::{CounterSnapshot, HealthState};
+use tokio::net::UdpSocket;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::{peer, unix_ms, Cluster};
+use crate::api::App;
+
+/// Roster hosts not heard of yet that one join step announces to.
+const JOIN_FANOUT: usize = 3;
+/// A datagram refused for a reason is logged at most this often (the rest
+/// are counted, and the count is logged with the next line).
+const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
+/// A newer roster another host runs with is fetched at most this often.
+const ROSTER_FETCH_EVERY: Duration = Duration::from_secs(10);
+
+/// Runs until `stop` fires, then leaves the cluster.
+pub async fn run(cluster: Arc<Cluster>, app: Arc<App>, stop: tokio::sync::watch::Receiver<bool>) {
+    let socket = cluster.socket.lock().expect("never poisoned").take().expect("the driver runs once");
+    let socket = match UdpSocket::from_std(socket) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            tracing::error!(error = %e, "gossip socket unusable; this host stays alone");
+            return;
+        }
+    };
+    let mut d = Driver {
+        cluster,
+        app,
+        socket,
+        timers: Vec::new(),
+        rejects: HashMap::new(),
+        published: None,
+        last_publish: None,
+        latency_before: HashMap::new(),
+        roster_fetched: None,
+        caught_up: false,
+    };
+    d.run(stop).await;
+}
+
+struct Driver {
+    cluster: Arc<Cluster>,
+    app: Arc<App>,
+    socket: Arc<UdpSocket>,
+    timers: Vec<(Instant, SwimTimer)>,
+    /// Per reason: when last logged, and how many since.
+    rejects: HashMap<Reject, (Instant, u64)>,
+    /// What the last publication said, to publish a change at once.
+    published: Option<Vec<(DeviceState, DeviceHealthState, bool)>>,
+    last_publish: Option<Instant>,
+    /// Each device's counters at the last publication (latency percentiles
+    /// are over the interval since).
+    latency_before: HashMap<usize, CounterSnapshot>,
+    roster_fetched: Option<Instant>,
+    caught_up: bool,
+}
+
+impl Driver {
+    async fn run(&mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut step = tokio::time::interval(Duration::from_millis(self.cluster.settings.join_interval_ms.max(10)));
+        step.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut hup = signal(SignalKind::hangup()).ok();
+        loop {
+            let next_timer = self.timers.iter().map(|t| t.0).min();
+            let sleep = next_timer.map_or(Duration::from_secs(3600), |t| t.saturating_duration_since(Instant::now()));
+            let out = tokio::select! {
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, _)) => self.datagram(&buf[..n]),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "gossip receive failed");
+                        continue;
+                    }
+                },
+                () = tokio::time::sleep(sleep) => self.fire_timers(),
+                _ = step.tick() => self.step().await,
+                Some(()) = async { match &mut hup { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    self.reload_roster()
+                }
+                _ = stop.changed() => break,
+            };
+            self.dispatch(out).await;
+        }
+        let out = self.cluster.gossip().leave(unix_ms());
+        let n = out.datagrams.len();
+        self.dispatch(out).await;
+        tracing::info!(datagrams = n, "left the cluster");
+    }
+
+    fn datagram(&mut self, bytes: &[u8]) -> Output {
+        let result = self.cluster.gossip().handle_datagram(bytes, unix_ms());
+        match result {
+            Ok(out) => out,
+            Err(why) => {
+                let now = Instant::now();
+                let entry = self.rejects.entry(why).or_insert((now - REJECT_LOG_EVERY, 0));
+                entry.1 += 1;
+                if now.duration_since(entry.0) >= REJECT_LOG_EVERY {
+                    tracing::warn!(reason = why.name(), count = entry.1, "gossip datagrams dropped");
+                    *entry = (now, 0);
+                }
+                Output::default()
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) -> Output {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        self.timers.retain(|(at, t)| {
+            if *at <= now {
+                due.push(t.clone());
+                false
+            } else {
+                true
+            }
+        });
+        let mut out = Output::default();
+        let mut g = self.cluster.gossip();
+        for t in due {
+            merge(&mut out, g.handle_timer(t, unix_ms()));
+        }
+        out
+    }
+
+    /// Join, resolve stale suspicions, publish if due, catch up, fetch a
+    /// newer roster.
+    async fn step(&mut self) -> Output {
+        let mut out = self.cluster.gossip().join_step(JOIN_FANOUT, unix_ms());
+        let bodies = self.bodies().await;
+        let summary: Vec<_> = bodies
+            .iter()
+            .filter_map(|b| match b {
+                Body::Device { device, .. } => Some((device.state, device.health, false)),
+                Body::Host(h) => Some((DeviceState::Open, DeviceHealthState::Healthy, h.accepting_writes)),
+            })
+            .collect();
+        let every = Duration::from_millis(self.cluster.settings.publish_interval_ms.max(100));
+        let due = self.last_publish.is_none_or(|t| t.elapsed() >= every);
+        if due || self.published.as_ref() != Some(&summary) {
+            merge(&mut out, self.cluster.gossip().publish(bodies, unix_ms()));
+            self.published = Some(summary);
+            self.last_publish = Some(Instant::now());
+            self.latency_before = self
+                .app
+                .node
+                .slots
+                .iter()
+                .filter_map(|s| s.store.as_ref().map(|st| (s.id, st.counters().snapshot())))
+                .collect();
+        }
+        if !self.caught_up {
+            self.caught_up = peer::catch_up(&self.cluster).await;
+        }
+        let newer = self.cluster.gossip().newer_roster_seen();
+        if let Some((epoch, host)) = newer {
+            if self.roster_fetched.is_none_or(|t| t.elapsed() >= ROSTER_FETCH_EVERY) {
+                self.roster_fetched = Some(Instant::now());
+                match peer::fetch_roster(&self.cluster, host).await {
+                    Ok(bytes) => match self.cluster.adopt(&bytes, &format!("host {host}")) {
+                        Ok(Some(o)) => merge(&mut out, o),
+                        Ok(None) => {
+                            tracing::warn!(host, epoch, "host says it runs a newer roster but served an older one")
+                        }
+                        Err(e) => tracing::error!(host, epoch, error = %format!("{e:#}"), "newer roster refused"),
+                    },
+                    Err(e) => tracing::warn!(host, epoch, error = %format!("{e:#}"), "cannot fetch the newer roster"),
+                }
+            }
+        }
+        out
+    }
+
+    /// SIGHUP: the operator installed a roster; adopt it if newer.
+    fn reload_roster(&mut self) -> Output {
+        let path = &self.cluster.settings.roster;
+        match std::fs::read(path) {
+            Err(e) => tracing::error!(path = %path.display(), error = %e, "SIGHUP: cannot read the roster"),
+            Ok(bytes) => match self.cluster.adopt(&bytes, &path.display().to_string()) {
+                Ok(Some(out)) => return out,
+                Ok(None) => tracing::info!(path = %path.display(), "SIGHUP: the roster file is not newer; kept"),
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "SIGHUP: roster refused"),
+            },
+        }
+        Output::default()
+    }
+
+    /// Sends what the gossip state asked for, sets its timers, logs its
+    /// membership changes.
+    async fn dispatch(&mut self, out: Output) {
+        for (to, bytes) in &out.datagrams {
+            if let Err(e) = self.socket.send_to(bytes, to).await {
+                tracing::debug!(%to, error = %e, "gossip send failed");
+            }
+        }
+        let now = Instant::now();
+        self.timers.extend(out.timers.into_iter().map(|(t, after)| (now + after, t)));
+        for event in out.events {
+            self.log(event);
+        }
+    }
+
+    fn log(&self, event: Event) {
+        let name = |host: u32| {
+            self.cluster.gossip().roster().host(host).map_or_else(|| format!("host {host}"), |h| h.display_name())
+        };
+        match event {
+            Event::MemberUp(id) => {
+                tracing::info!(host = id.host, name = %name(id.host), generation = id.generation, "member up");
+            }
+            Event::MemberDown(id) => {
+                tracing::warn!(host = id.host, name = %name(id.host), generation = id.generation, "member down");
+            }
+            Event::Renamed { from, to } => tracing::info!(
+                host = to.host,
+                name = %name(to.host),
+                from = from.generation,
+                to = to.generation,
+                "member restarted (new generation)"
+            ),
+            Event::Active => tracing::info!("joined the cluster"),
+            Event::Idle => tracing::warn!("no other member is reachable"),
+            Event::Rejoined(id) => {
+                self.cluster.persist_generation(id.generation);
+                tracing::warn!(generation = id.generation, "this host was declared down; rejoined as a new generation");
+            }
+            Event::Defunct => tracing::error!("this host was declared down and cannot rejoin"),
+        }
+    }
+
+    /// This host's facts now.
+    async fn bodies(&self) -> Vec<Body> {
+        let node = &self.app.node;
+        let scrubs: HashMap<usize, _> = crate::api::scrub_statuses(node).await.into_iter().collect();
+        // One lock at a time: never two guards of the gossip state in one
+        // expression.
+        let roster_epoch = self.cluster.gossip().roster().epoch;
+        let gossip_rejected = self.cluster.gossip().counters().rejected.to_vec();
+        let mut bodies = vec![Body::Host(HostHealth {
+            roster_epoch,
+            uptime_s: self.cluster.started.elapsed().as_secs(),
+            accepting_reads: node.open_count() > 0,
+            accepting_writes: node.slots.iter().any(crate::node::Slot::accepts_writes),
+            maintenance: self.cluster.settings.maintenance,
+            devices: node.slots.len() as u16,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            gossip_rejected,
+        })];
+        for s in &node.slots {
+            let (health, _) = s.health_state();
+            let failed = s.store.is_none() || s.stopped.load(Ordering::Relaxed) || health == HealthState::Failed;
+            let state = if failed {
+                DeviceState::Failed
+            } else if s.fenced.load(Ordering::Relaxed) {
+                DeviceState::Fenced
+            } else {
+                DeviceState::Open
+            };
+            let health = match health {
+                HealthState::Healthy => DeviceHealthState::Healthy,
+                HealthState::Suspect => DeviceHealthState::Suspect,
+                HealthState::Fenced | HealthState::Failed => DeviceHealthState::Failing,
+            };
+            let mut d = DeviceHealth {
+                state,
+                health,
+                capacity_bytes: 0,
+                free_bytes: 0,
+                used_bytes: 0,
+                shards: 0,
+                io_errors: s.errors.io.load(Ordering::Relaxed),
+                checksum_errors: s.errors.corruption.load(Ordering::Relaxed),
+                read_p50_us: 0,
+                read_p99_us: 0,
+                commit_p50_us: 0,
+                commit_p99_us: 0,
+                scrub_oldest_unverified_s: None,
+                scrub_deadline_s: shardstore::store::scrub::SCRUB_DEADLINE_DAYS_DEFAULT * 86400,
+                damaged_shards: 0,
+            };
+            if let Some(store) = &s.store {
+                let u = store.stats().usage();
+                let c = store.counters().snapshot();
+                let before = self.latency_before.get(&s.id);
+                let q = |kind, q| c.interval_quantile_us(before, kind, q).min(u64::from(u32::MAX)) as u32;
+                d.capacity_bytes = u.capacity_bytes;
+                d.free_bytes = u.free_bytes.min(u.capacity_bytes);
+                d.used_bytes = u.live_bytes.min(u.capacity_bytes);
+                d.shards = u.shards;
+                d.io_errors = d.io_errors.max(c.io_errors);
+                d.checksum_errors = d.checksum_errors.max(c.checksum_failures);
+                (d.read_p50_us, d.read_p99_us) = (q(0, 0.5), q(0, 0.99));
+                (d.commit_p50_us, d.commit_p99_us) = (q(1, 0.5), q(1, 0.99));
+                if let Some(Ok(st)) = scrubs.get(&s.id) {
+                    d.scrub_oldest_unverified_s = st.oldest_unverified_age_ms.map(|ms| ms / 1000);
+                    d.scrub_deadline_s = st.deadline_ms / 1000;
+                    d.damaged_shards = st.damaged_shards;
+                }
+            }
+            bodies.push(Body::Device { slot: s.id as u16, device: d });
+        }
+        bodies
+    }
+}
+
+fn merge(into: &mut Output, more: Output) {
+    into.datagrams.extend(more.datagrams);
+    into.timers.extend(more.timers);
+    into.events.extend(more.events);
+}

@@ -1,0 +1,190 @@
+//! `shardctl cluster local --hosts N --dir DIR`: a whole cluster on this
+//! machine, to try it. Generates the operator and gossip keys (once), a
+//! roster of N hosts on 127.0.0.2, 127.0.0.3, ... (one failure domain
+//! each), signs it, writes one agent config per host and starts the N
+//! agents (`shard-agent` next to this binary, or `--agent-bin`), each with
+//! one sparse device file by default. Prints their URLs, and stops them
+//! all (SIGTERM, then SIGKILL after a grace period) on Ctrl-C or SIGTERM.
+//! Run again on the same DIR, it reuses the keys, data and generations.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::unistd::Pid;
+
+use super::exit;
+
+/// Hosts `local` starts at most (127.0.0.2 up to 127.0.0.201).
+const HOSTS_MAX: usize = 200;
+/// How long stopping agents get before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// How many agents to start.
+    #[arg(long, default_value_t = 5)]
+    pub hosts: usize,
+    /// Directory for the keys, the roster and each host's data.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// HTTP port of every agent (each has its own address).
+    #[arg(long, default_value_t = 7480)]
+    pub http_port: u16,
+    /// Gossip (UDP) port of every agent.
+    #[arg(long, default_value_t = 7946)]
+    pub gossip_port: u16,
+    /// Device files per agent.
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
+    /// Size of each device file (sparse), e.g. 1GiB.
+    #[arg(long, default_value = "1GiB", value_parser = crate::units::parse_size)]
+    pub device_size: u64,
+    /// The shard-agent binary (default: next to this shardctl).
+    #[arg(long)]
+    pub agent_bin: Option<PathBuf>,
+    /// Write the files and print the commands without starting anything.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// The roster document of `hosts` local hosts.
+fn roster_text(hosts: usize, http_port: u16, gossip_port: u16) -> String {
+    let mut text = String::from("# written by `shardctl cluster local`\ncluster = \"local\"\nepoch = 1\n");
+    for i in 1..=hosts {
+        let ip = format!("127.0.{}.{}", (i + 1) / 256, (i + 1) % 256);
+        text.push_str(&format!(
+            "\n[[host]]\nid = {i}\nname = \"local-{i}\"\ngossip = \"{ip}:{gossip_port}\"\nhttp = \"{ip}:{http_port}\"\ndomain = \"domain-{i}\"\nweight = 1\n"
+        ));
+    }
+    text
+}
+
+fn agent_config(dir: &Path, keys: &Path, roster: &Path, host: usize, args: &Args, http: &str) -> String {
+    format!(
+        "# written by `shardctl cluster local`\ndata_dir = {data:?}\nlisten = {http:?}\ndefault_device_count = {n}\ndefault_device_size_bytes = {size}\n\n[cluster]\nhost_id = {host}\nroster = {roster:?}\ngossip_key = {gossip:?}\noperator_public_key = {public:?}\n",
+        data = dir.display().to_string(),
+        n = args.devices.max(1),
+        size = args.device_size,
+        roster = roster.display().to_string(),
+        gossip = keys.join("gossip.keys").display().to_string(),
+        public = keys.join("operator.pub").display().to_string(),
+    )
+}
+
+pub fn run(args: &Args) -> anyhow::Result<u8> {
+    anyhow::ensure!((1..=HOSTS_MAX).contains(&args.hosts), "--hosts must be from 1 to {HOSTS_MAX}");
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    let dir = args.dir.canonicalize()?;
+    let keys = dir.join("keys");
+    if !keys.join("operator.key").exists() {
+        super::cluster::keygen(&keys)?;
+    }
+    let doc = dir.join("roster.toml");
+    std::fs::write(&doc, roster_text(args.hosts, args.http_port, args.gossip_port))?;
+    let signed = dir.join("roster.signed");
+    super::cluster::sign(&doc, &keys.join("operator.key"), Some(&signed))?;
+    let agent = match &args.agent_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("shard-agent"),
+    };
+    let roster = shardnode_cluster::roster::Roster::parse(&std::fs::read_to_string(&doc)?)?;
+    let mut plans = Vec::new();
+    for h in &roster.hosts {
+        let host_dir = dir.join(format!("host-{}", h.id));
+        std::fs::create_dir_all(&host_dir)?;
+        let config = host_dir.join("agent.toml");
+        std::fs::write(&config, agent_config(&host_dir, &keys, &signed, h.id as usize, args, &h.http.to_string()))?;
+        plans.push((h.id, h.http, config, host_dir.join("agent.log")));
+    }
+    if args.dry_run {
+        for (id, http, config, _) in &plans {
+            println!("host {id}: {} --config {}   # http://{http}", agent.display(), config.display());
+        }
+        return Ok(exit::OK);
+    }
+    anyhow::ensure!(agent.exists(), "{}: no shard-agent binary (build it, or pass --agent-bin)", agent.display());
+    // Ctrl-C and SIGTERM are waited for, not delivered: the agents are
+    // stopped in order whatever happens.
+    let mut waited = SigSet::empty();
+    waited.add(Signal::SIGINT);
+    waited.add(Signal::SIGTERM);
+    waited.thread_block()?;
+    let mut children: Vec<(u32, Child)> = Vec::new();
+    for (id, http, config, log) in &plans {
+        let log_file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let child = Command::new(&agent)
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("starting {}", agent.display()));
+        match child {
+            Ok(c) => children.push((*id, c)),
+            Err(e) => {
+                stop_all(&mut children);
+                return Err(e);
+            }
+        }
+        println!("host {id}: http://{http}  (log {})", log.display());
+    }
+    println!(
+        "{} agents started; `shardctl cluster status --agent http://{}` shows the cluster. Ctrl-C stops them all.",
+        children.len(),
+        plans[0].1
+    );
+    let signal = waited.wait()?;
+    println!("{signal}: stopping {} agents", children.len());
+    let failed = stop_all(&mut children);
+    Ok(if failed == 0 { exit::OK } else { exit::FAILURE })
+}
+
+/// SIGTERM to every agent, then SIGKILL to those still running after the
+/// grace period. Returns how many did not stop cleanly.
+fn stop_all(children: &mut [(u32, Child)]) -> usize {
+    for (_, c) in children.iter() {
+        let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    let mut failed = 0;
+    for (id, c) in children.iter_mut() {
+        loop {
+            match c.try_wait() {
+                Ok(Some(status)) => {
+                    if !status.success() {
+                        eprintln!("host {id}: agent exited with {status}");
+                        failed += 1;
+                    }
+                    break;
+                }
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                _ => {
+                    eprintln!("host {id}: agent did not stop within {STOP_GRACE:?}; killed");
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    failed += 1;
+                    break;
+                }
+            }
+        }
+    }
+    failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_roster_is_valid_and_spreads_hosts_over_addresses_and_domains() {
+        let roster = shardnode_cluster::roster::Roster::parse(&roster_text(200, 7480, 7946)).unwrap();
+        assert_eq!(roster.hosts.len(), 200);
+        assert_eq!(roster.domains().len(), 200);
+        assert_eq!(roster.hosts[0].http.to_string(), "127.0.0.2:7480");
+        assert_eq!(roster.hosts[199].gossip.to_string(), "127.0.0.201:7946");
+    }
+}
