@@ -60,7 +60,7 @@ struct Driver {
     socket: Arc<UdpSocket>,
     timers: Vec<(Instant, SwimTimer)>,
     /// Per reason: when last logged, and how many since.
-    rejects: HashMap<Reject, (Instant, u64)>,
+    rejects: HashMap<Reject, (Option<Instant>, u64)>,
     /// What the last publication said, to publish a change at once.
     published: Option<Vec<(DeviceState, DeviceHealthState, bool)>>,
     last_publish: Option<Instant>,
@@ -97,7 +97,9 @@ impl Driver {
             };
             self.dispatch(out).await;
         }
-        let out = self.cluster.gossip().leave(unix_ms());
+        let mut out = self.cluster.gossip().leave(unix_ms());
+        // Leaving makes foca consider this host gone: not news to log.
+        out.events.retain(|e| !matches!(e, Event::Defunct | Event::Idle));
         let n = out.datagrams.len();
         self.dispatch(out).await;
         tracing::info!(datagrams = n, "left the cluster");
@@ -109,11 +111,11 @@ impl Driver {
             Ok(out) => out,
             Err(why) => {
                 let now = Instant::now();
-                let entry = self.rejects.entry(why).or_insert((now - REJECT_LOG_EVERY, 0));
+                let entry = self.rejects.entry(why).or_insert((None, 0));
                 entry.1 += 1;
-                if now.duration_since(entry.0) >= REJECT_LOG_EVERY {
+                if entry.0.is_none_or(|at: Instant| now.duration_since(at) >= REJECT_LOG_EVERY) {
                     tracing::warn!(reason = why.name(), count = entry.1, "gossip datagrams dropped");
-                    *entry = (now, 0);
+                    *entry = (Some(now), 0);
                 }
                 Output::default()
             }
@@ -146,9 +148,9 @@ impl Driver {
         let bodies = self.bodies().await;
         let summary: Vec<_> = bodies
             .iter()
-            .filter_map(|b| match b {
-                Body::Device { device, .. } => Some((device.state, device.health, false)),
-                Body::Host(h) => Some((DeviceState::Open, DeviceHealthState::Healthy, h.accepting_writes)),
+            .map(|b| match b {
+                Body::Device { device, .. } => (device.state, device.health, false),
+                Body::Host(h) => (DeviceState::Open, DeviceHealthState::Healthy, h.accepting_writes),
             })
             .collect();
         let every = Duration::from_millis(self.cluster.settings.publish_interval_ms.max(100));
@@ -176,7 +178,7 @@ impl Driver {
                     Ok(bytes) => match self.cluster.adopt(&bytes, &format!("host {host}")) {
                         Ok(Some(o)) => merge(&mut out, o),
                         Ok(None) => {
-                            tracing::warn!(host, epoch, "host says it runs a newer roster but served an older one")
+                            tracing::warn!(host, epoch, "host says it runs a newer roster but served an older one");
                         }
                         Err(e) => tracing::error!(host, epoch, error = %format!("{e:#}"), "newer roster refused"),
                     },
@@ -212,15 +214,19 @@ impl Driver {
         let now = Instant::now();
         self.timers.extend(out.timers.into_iter().map(|(t, after)| (now + after, t)));
         for event in out.events {
-            self.log(event);
+            self.log(&event);
         }
     }
 
-    fn log(&self, event: Event) {
+    fn log(&self, event: &Event) {
         let name = |host: u32| {
-            self.cluster.gossip().roster().host(host).map_or_else(|| format!("host {host}"), |h| h.display_name())
+            self.cluster
+                .gossip()
+                .roster()
+                .host(host)
+                .map_or_else(|| format!("host {host}"), shardnode_cluster::roster::RosterHost::display_name)
         };
-        match event {
+        match *event {
             Event::MemberUp(id) => {
                 tracing::info!(host = id.host, name = %name(id.host), generation = id.generation, "member up");
             }

@@ -52,7 +52,10 @@ pub struct Cluster {
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").field("host", &self.settings.host_id).field("listen", &self.listen).finish()
+        f.debug_struct("Cluster")
+            .field("host", &self.settings.host_id)
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
     }
 }
 

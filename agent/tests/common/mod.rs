@@ -25,8 +25,15 @@ impl Agent {
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Agent {
         // An ephemeral port: tests run in parallel.
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Agent::start_exactly(&all, env)
+    }
+
+    /// Starts an agent with exactly these arguments (its config file says
+    /// where it listens).
+    pub fn start_exactly(args: &[&str], env: &[(&str, &str)]) -> Agent {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shard-agent"))
-            .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
@@ -60,6 +67,20 @@ impl Agent {
             }
         }
         panic!("agent did not log {text:?} in time; log:\n{}", self.log.join("\n"));
+    }
+
+    /// Sends a signal without waiting for the agent to exit (SIGSTOP,
+    /// SIGCONT).
+    pub fn send(&self, signal: Signal) {
+        kill(Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits in pid_t")), signal).unwrap();
+    }
+
+    /// The log lines so far (those not yet read are collected now).
+    pub fn drain_log(&mut self) -> &[String] {
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+        &self.log
     }
 
     pub fn signal(&mut self, signal: Signal) -> std::process::ExitStatus {

@@ -7,6 +7,7 @@
 //! all (SIGTERM, then SIGKILL after a grace period) on Ctrl-C or SIGTERM.
 //! Run again on the same DIR, it reuses the keys, data and generations.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -55,9 +56,10 @@ fn roster_text(hosts: usize, http_port: u16, gossip_port: u16) -> String {
     let mut text = String::from("# written by `shardctl cluster local`\ncluster = \"local\"\nepoch = 1\n");
     for i in 1..=hosts {
         let ip = format!("127.0.{}.{}", (i + 1) / 256, (i + 1) % 256);
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             "\n[[host]]\nid = {i}\nname = \"local-{i}\"\ngossip = \"{ip}:{gossip_port}\"\nhttp = \"{ip}:{http_port}\"\ndomain = \"domain-{i}\"\nweight = 1\n"
-        ));
+        );
     }
     text
 }
@@ -147,7 +149,9 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
 /// grace period. Returns how many did not stop cleanly.
 fn stop_all(children: &mut [(u32, Child)]) -> usize {
     for (_, c) in children.iter() {
-        let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        if let Ok(pid) = i32::try_from(c.id()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
     }
     let deadline = Instant::now() + STOP_GRACE;
     let mut failed = 0;

@@ -1,0 +1,515 @@
+//! Real agents gossiping over real UDP on loopback: they converge, see a
+//! killed agent down and a stopped one only suspect, see a restarted one
+//! in its new life, see a drive fenced on another host, adopt a newer
+//! signed roster, and reject every datagram a faulty network damaged.
+//!
+//! Each test has its own 127.0.N.0/24 (hosts at .2, .3, ...), so tests
+//! run in parallel. SWIM timing is shortened by configuration (probe every
+//! 200 ms, suspicion 3 s); the bounds asserted are derived from it.
+
+mod common;
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{request, Agent};
+use nix::sys::signal::Signal;
+use shardnode_cluster::keys::{GossipKey, Keyring};
+use shardnode_cluster::roster::SignedRoster;
+
+const TOKEN: &str = "cluster-test-token";
+const PROBE_PERIOD_MS: u64 = 200;
+const SUSPECT_TO_DOWN_MS: u64 = 3000;
+/// A silent host is seen down by everyone within this: a few probe
+/// periods until some member probes it and fails, the suspicion, and the
+/// spread of the news (each a few periods).
+const DOWN_BOUND: Duration = Duration::from_millis(SUSPECT_TO_DOWN_MS + 20 * PROBE_PERIOD_MS);
+/// A device change is published within one join interval and spreads in
+/// a few gossip rounds.
+const SPREAD_BOUND: Duration = Duration::from_secs(5);
+
+struct Host {
+    id: u32,
+    http: SocketAddr,
+    config: PathBuf,
+}
+
+struct TestCluster {
+    dir: tempfile::TempDir,
+    hosts: Vec<Host>,
+    agents: Vec<Option<Agent>>,
+    signing: ed25519_dalek::SigningKey,
+}
+
+fn ip(net: u8, host: u32) -> String {
+    format!("127.0.{net}.{}", host + 1)
+}
+
+fn roster_text(net: u8, n: u32, epoch: u64, gossip_of: &dyn Fn(u32) -> String) -> String {
+    let mut t = format!("cluster = \"test-{net}\"\nepoch = {epoch}\n");
+    for id in 1..=n {
+        let _ = write!(
+            t,
+            "\n[[host]]\nid = {id}\ngossip = \"{}\"\nhttp = \"{}:7480\"\ndomain = \"rack-{id}\"\nweight = 1\n",
+            gossip_of(id),
+            ip(net, id)
+        );
+    }
+    t
+}
+
+impl TestCluster {
+    /// Writes keys, a signed roster and one config per host. `gossip_of`
+    /// gives each host's roster gossip address; `listen_of` where it
+    /// really listens (different when a proxy stands in front of it).
+    fn new(
+        net: u8,
+        n: u32,
+        gossip_of: &dyn Fn(u32) -> String,
+        listen_of: &dyn Fn(u32) -> Option<String>,
+    ) -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[net; 32]);
+        std::fs::write(
+            dir.path().join("operator.pub"),
+            shardnode_cluster::keys::encode_hex(&signing.verifying_key().to_bytes()),
+        )
+        .unwrap();
+        let ring = Keyring::new(vec![GossipKey::new(1, [net.wrapping_add(1); 32])]).unwrap();
+        std::fs::write(dir.path().join("gossip.keys"), ring.to_text()).unwrap();
+        std::fs::write(dir.path().join("admin.token"), format!("{TOKEN}\n")).unwrap();
+        let signed = SignedRoster::sign(&roster_text(net, n, 1, gossip_of), &signing).unwrap();
+        std::fs::write(dir.path().join("roster.signed"), &signed.bytes).unwrap();
+        let mut hosts = Vec::new();
+        for id in 1..=n {
+            let data = dir.path().join(format!("host-{id}"));
+            std::fs::create_dir_all(&data).unwrap();
+            let config = data.join("agent.toml");
+            let listen = listen_of(id).map(|a| format!("gossip_listen = \"{a}\"\n")).unwrap_or_default();
+            std::fs::write(
+                &config,
+                format!(
+                    "data_dir = \"{data}\"\nlisten = \"{ip}:7480\"\ndefault_device_count = 1\n\
+                     default_device_size_bytes = {size}\nadmin_token_file = \"{token}\"\n\n\
+                     [cluster]\nhost_id = {id}\nroster = \"{roster}\"\ngossip_key = \"{keys}\"\n\
+                     operator_public_key = \"{public}\"\n{listen}join_interval_ms = 200\n\
+                     publish_interval_ms = 1000\nprobe_period_ms = {PROBE_PERIOD_MS}\nprobe_rtt_ms = 100\n\
+                     suspect_to_down_ms = {SUSPECT_TO_DOWN_MS}\n",
+                    data = data.display(),
+                    ip = ip(net, id),
+                    size = 256u64 << 20,
+                    token = dir.path().join("admin.token").display(),
+                    roster = dir.path().join("roster.signed").display(),
+                    keys = dir.path().join("gossip.keys").display(),
+                    public = dir.path().join("operator.pub").display(),
+                ),
+            )
+            .unwrap();
+            hosts.push(Host { id, http: format!("{}:7480", ip(net, id)).parse().unwrap(), config });
+        }
+        let agents = (0..n).map(|_| None).collect();
+        TestCluster { dir, hosts, agents, signing }
+    }
+
+    fn plain(net: u8, n: u32) -> TestCluster {
+        TestCluster::new(net, n, &|id| format!("{}:7946", ip(net, id)), &|_| None)
+    }
+
+    fn start(&mut self, id: u32) {
+        let h = &self.hosts[(id - 1) as usize];
+        let mut agent = Agent::start_exactly(&["--config", h.config.to_str().unwrap()], &[]);
+        agent.wait_for("shard-agent ready");
+        self.agents[(id - 1) as usize] = Some(agent);
+    }
+
+    fn agent(&mut self, id: u32) -> &mut Agent {
+        self.agents[(id - 1) as usize].as_mut().expect("running")
+    }
+
+    fn running(&self) -> Vec<u32> {
+        self.hosts.iter().filter(|h| self.agents[(h.id - 1) as usize].is_some()).map(|h| h.id).collect()
+    }
+
+    fn view(&self, observer: u32) -> serde_json::Value {
+        let r = request(self.hosts[(observer - 1) as usize].http, "GET", "/v1/cluster", &[], b"");
+        assert_eq!(r.status, 200, "{}", r.code());
+        r.json()
+    }
+
+    /// How `observer` sees `host`: its state and generation.
+    fn seen(&self, observer: u32, host: u32) -> (String, Option<u64>) {
+        let v = self.view(observer);
+        let m = v["members"].as_array().unwrap().iter().find(|m| m["host"] == host).cloned().unwrap();
+        (m["state"].as_str().unwrap().to_owned(), m["generation"].as_u64())
+    }
+
+    /// Every running host other than `host` sees it in `state` (and, if
+    /// given, in that generation).
+    fn all_see(&self, host: u32, state: &str, generation: Option<u64>) -> bool {
+        self.running().into_iter().filter(|&o| o != host).all(|o| {
+            let (s, g) = self.seen(o, host);
+            s == state && generation.is_none_or(|want| g == Some(want))
+        })
+    }
+
+    fn converged(&self) -> bool {
+        self.running().into_iter().all(|h| self.all_see(h, "alive", Some(self.own_generation(h))))
+    }
+
+    fn own_generation(&self, host: u32) -> u64 {
+        self.view(host)["generation"].as_u64().unwrap()
+    }
+
+    fn sign_roster(&self, text: &str) -> Vec<u8> {
+        SignedRoster::sign(text, &self.signing).unwrap().bytes
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// Polls `cond` every 50 ms up to `limit`; the time it took to hold.
+fn within(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn logged(agent: &mut Agent, text: &str) -> bool {
+    agent.drain_log().iter().any(|l| l.contains(text))
+}
+
+#[test]
+fn agents_converge_detect_death_ride_out_a_pause_and_see_new_lives() {
+    let mut c = TestCluster::plain(21, 5);
+    for id in 1..=5 {
+        c.start(id);
+    }
+    let t = within(Duration::from_secs(20), || c.converged()).expect("5 agents converge");
+    eprintln!("5 agents converged in {t:?}");
+    let metrics = request(c.hosts[0].http, "GET", "/metrics", &[], b"");
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    for line in [
+        "shardnode_cluster_members{state=\"alive\"} 5",
+        "shardnode_cluster_members{state=\"down\"} 0",
+        "shardnode_cluster_roster_epoch 1",
+        "shardnode_gossip_rejected_total{reason=\"corrupt\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "/metrics lacks {line:?}:\n{text}");
+    }
+    for family in [
+        "shardnode_gossip_datagrams_total{direction=\"received\"}",
+        "shardnode_gossip_bytes_total{direction=\"sent\"}",
+        "shardnode_cluster_record_age_seconds{host=\"2\"}",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(family)), "/metrics lacks {family}");
+    }
+
+    // A drive fenced on host 1 shows as fenced in every other view.
+    let fence =
+        request(c.hosts[0].http, "POST", "/v1/devices/0/fence", &[("authorization", &format!("Bearer {TOKEN}"))], b"");
+    assert_eq!(fence.status, 200, "{}", fence.code());
+    let fenced_everywhere = || {
+        (2..=5).all(|o| {
+            let v = c.view(o);
+            let h1 = v["members"].as_array().unwrap().iter().find(|m| m["host"] == 1).cloned().unwrap();
+            h1["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["kind"] == "device" && r["slot"] == 0 && r["device"]["state"] == "fenced")
+        })
+    };
+    let t = within(SPREAD_BOUND, fenced_everywhere).expect("the fenced drive shows everywhere within the bound");
+    eprintln!("a fenced drive reached every view in {t:?}");
+
+    // SIGSTOP: suspected, then it refutes on SIGCONT, in the same life,
+    // and nobody ever declares it down.
+    let life3 = c.own_generation(3);
+    c.agent(3).send(Signal::SIGSTOP);
+    let suspected =
+        within(Duration::from_millis(SUSPECT_TO_DOWN_MS), || [1, 2, 4, 5].iter().any(|&o| c.seen(o, 3).0 == "suspect"));
+    c.agent(3).send(Signal::SIGCONT);
+    let suspected = suspected.expect("a stopped agent is suspected");
+    eprintln!("a stopped agent was suspected after {suspected:?}");
+    within(Duration::from_secs(10), || c.all_see(3, "alive", Some(life3))).expect("it refutes, in the same life");
+    for id in [1, 2, 4, 5] {
+        assert!(!logged(c.agent(id), "member down host=3"), "host {id} acted on the suspicion of host 3");
+    }
+    assert!(!logged(c.agent(3), "rejoined as a new generation"), "the paused host lost its life");
+
+    // SIGKILL: seen down by every other host within the bound.
+    let life4 = c.own_generation(4);
+    c.agents[3].take().unwrap().signal(Signal::SIGKILL);
+    let t = within(DOWN_BOUND + Duration::from_secs(2), || c.all_see(4, "down", Some(life4)))
+        .expect("a killed agent is seen down by all");
+    assert!(t <= DOWN_BOUND, "seen down after {t:?}, over the bound {DOWN_BOUND:?}");
+    eprintln!("a killed agent was seen down by all in {t:?} (bound {DOWN_BOUND:?})");
+
+    // Restart: a new generation, seen alive in it everywhere; the old life
+    // is gone from every view; the late joiner catches up on records.
+    c.start(4);
+    let life4b = c.own_generation(4);
+    assert!(life4b > life4, "restarted in generation {life4b}, after {life4}");
+    within(Duration::from_secs(15), || c.all_see(4, "alive", Some(life4b))).expect("the new life is seen alive");
+    within(Duration::from_secs(5), || logged(c.agent(4), "caught up on health records")).expect("catch-up over HTTP");
+    let v4 = c.view(4);
+    for m in v4["members"].as_array().unwrap() {
+        assert!(!m["records"].as_array().unwrap().is_empty(), "the restarted host holds records of host {}", m["host"]);
+    }
+
+    // SIGTERM: it leaves; the others see it down at once (no suspicion).
+    let t0 = Instant::now();
+    let status = c.agents[4].take().unwrap().signal(Signal::SIGTERM);
+    assert!(status.success(), "{status}");
+    let t = within(Duration::from_secs(3), || c.all_see(5, "down", None)).expect("a leaving agent is seen down");
+    eprintln!("a leaving agent was seen down {:?} after SIGTERM", t0.elapsed().max(t));
+    for id in [1, 2, 3, 4] {
+        let counters = c.view(id)["counters"].clone();
+        let rejected: u64 = counters["rejected"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+        assert_eq!(rejected, 0, "host {id} rejected datagrams on a clean network: {counters}");
+    }
+}
+
+#[test]
+fn a_newer_signed_roster_is_adopted_everywhere_and_a_forged_one_nowhere() {
+    let mut c = TestCluster::plain(23, 3);
+    for id in 1..=3 {
+        c.start(id);
+    }
+    within(Duration::from_secs(20), || c.converged()).expect("converged");
+    let text = std::fs::read_to_string(c.path("roster.signed")).unwrap();
+    let doc: String =
+        text.lines().filter(|l| !l.starts_with("# shardnode-roster-signature")).flat_map(|l| [l, "\n"]).collect();
+
+    // A roster signed by another key: refused, epoch unchanged.
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[99; 32]);
+    let forged = SignedRoster::sign(&doc.replace("epoch = 1", "epoch = 5"), &stranger).unwrap();
+    std::fs::write(c.path("roster.signed"), &forged.bytes).unwrap();
+    c.agent(1).send(Signal::SIGHUP);
+    within(Duration::from_secs(5), || logged(c.agent(1), "SIGHUP: roster refused"))
+        .expect("the forged roster is refused");
+    assert_eq!(c.view(1)["roster_epoch"], 1);
+
+    // Epoch 2, signed by the operator, installed on host 1 only: hosts 2
+    // and 3 learn of it from host 1's record and fetch it.
+    let newer =
+        c.sign_roster(&doc.replace("epoch = 1", "epoch = 2").replace("domain = \"rack-3\"", "domain = \"rack-9\""));
+    std::fs::write(c.path("roster.signed"), newer).unwrap();
+    c.agent(1).send(Signal::SIGHUP);
+    let t = within(Duration::from_secs(15), || (1..=3).all(|h| c.view(h)["roster_epoch"] == 2))
+        .expect("epoch 2 everywhere");
+    eprintln!("roster epoch 2 reached every host in {t:?}");
+    let v = c.view(2);
+    assert_eq!(v["members"].as_array().unwrap().iter().find(|m| m["host"] == 3).unwrap()["domain"], "rack-9");
+    assert!(c.converged(), "membership survives the new roster");
+}
+
+/// Forwards datagrams to one agent, damaging some: a bit flipped,
+/// truncated, duplicated, or an earlier datagram replayed. Counts each.
+struct Proxy {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<[u64; 5]>>,
+}
+
+impl Proxy {
+    fn start(at: &str, to: String, seed: u64) -> Proxy {
+        let socket = UdpSocket::bind(at).unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            // [passed, flipped, truncated, duplicated, replayed]
+            let mut n = [0u64; 5];
+            let mut rng = seed | 1;
+            let mut next = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            let mut seen: Vec<Vec<u8>> = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let Ok(len) = socket.recv(&mut buf) else { continue };
+                let d = buf[..len].to_vec();
+                // Only datagrams delivered intact are replayed later: a
+                // replay of one never delivered would be its first copy.
+                let mut intact = true;
+                match next() % 10 {
+                    0 | 1 => {
+                        intact = false;
+                        let mut bad = d.clone();
+                        let bit = (next() % (bad.len() as u64 * 8)) as usize;
+                        bad[bit / 8] ^= 1 << (bit % 8);
+                        socket.send_to(&bad, &to).unwrap();
+                        n[1] += 1;
+                    }
+                    2 | 3 => {
+                        intact = false;
+                        let cut = (next() % d.len() as u64) as usize;
+                        socket.send_to(&d[..cut], &to).unwrap();
+                        n[2] += 1;
+                    }
+                    4 => {
+                        socket.send_to(&d, &to).unwrap();
+                        socket.send_to(&d, &to).unwrap();
+                        n[0] += 1;
+                        n[3] += 1;
+                    }
+                    5 if !seen.is_empty() => {
+                        socket.send_to(&d, &to).unwrap();
+                        let old = &seen[(next() % seen.len() as u64) as usize];
+                        socket.send_to(old, &to).unwrap();
+                        n[0] += 1;
+                        n[4] += 1;
+                    }
+                    _ => {
+                        socket.send_to(&d, &to).unwrap();
+                        n[0] += 1;
+                    }
+                }
+                if intact && seen.len() < 256 {
+                    seen.push(d);
+                }
+            }
+            n
+        });
+        Proxy { stop, thread: Some(thread) }
+    }
+
+    fn finish(mut self) -> [u64; 5] {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn rejected_total(view: &serde_json::Value) -> u64 {
+    view["counters"]["rejected"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum()
+}
+
+#[test]
+fn every_damaged_datagram_between_agents_is_rejected_and_counted() {
+    // Host 2's roster address is the proxy's; host 2 listens behind it.
+    let net = 22;
+    let proxy_at = format!("{}:7946", ip(net, 100));
+    let real = format!("{}:7946", ip(net, 2));
+    let gossip_of = |id: u32| if id == 2 { proxy_at.clone() } else { format!("{}:7946", ip(net, id)) };
+    let listen_of = |id: u32| (id == 2).then(|| real.clone());
+    let mut c = TestCluster::new(net, 3, &gossip_of, &listen_of);
+    // Host 2 first: the proxy counts only what host 2 can receive.
+    c.start(2);
+    let proxy = Proxy::start(&proxy_at, real.clone(), 0x5eed);
+    c.start(1);
+    c.start(3);
+    within(Duration::from_secs(30), || c.converged()).expect("converged through a damaging network");
+    // Let damage accumulate, with the view checked all along: with 40% of
+    // host 2's datagrams damaged, a probe of it may fail and it may be
+    // suspected for a moment (that is SWIM working), but nobody is ever
+    // declared down and nobody changes life.
+    let lives: Vec<u64> = (1..=3).map(|h| c.own_generation(h)).collect();
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        for o in 1..=3 {
+            for h in (1..=3).filter(|&h| h != o) {
+                let (state, generation) = c.seen(o, h);
+                assert!(state == "alive" || state == "suspect", "host {o} sees host {h} {state}");
+                assert_eq!(generation, Some(lives[(h - 1) as usize]), "host {o} sees host {h} in another life");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    within(Duration::from_secs(10), || c.converged()).expect("every host alive in every view");
+    let [passed, flipped, truncated, duplicated, replayed] = proxy.finish();
+    // Every datagram in flight has arrived once the proxy stopped.
+    std::thread::sleep(Duration::from_millis(300));
+    let v = c.view(2);
+    let damaged = flipped + truncated + duplicated + replayed;
+    eprintln!(
+        "proxy: {passed} passed, {flipped} bit flips, {truncated} truncated, {duplicated} duplicated, {replayed} replayed; host 2 rejected {} ({})",
+        rejected_total(&v),
+        v["counters"]["rejected"]
+    );
+    assert!(flipped >= 10 && truncated >= 10 && duplicated >= 10 && replayed >= 10, "enough of each fault");
+    assert_eq!(rejected_total(&v), damaged, "every damaged or repeated datagram rejected, and nothing else");
+    assert_eq!(v["counters"]["swim_refused"], 0, "nothing damaged reached foca");
+    // Records host 2 holds from host 1 are exactly those host 1 published.
+    let own = c.view(1);
+    let mine = |v: &serde_json::Value, host: u32| {
+        v["members"].as_array().unwrap().iter().find(|m| m["host"] == host).unwrap()["records"].clone()
+    };
+    let (held, published) = (mine(&v, 1), mine(&own, 1));
+    for r in held.as_array().unwrap() {
+        let p =
+            published.as_array().unwrap().iter().find(|p| p["kind"] == r["kind"] && p["slot"] == r["slot"]).unwrap();
+        if p["sequence"] == r["sequence"] {
+            assert_eq!(p["device"], r["device"], "a relayed record is the published one");
+        }
+    }
+}
+
+#[test]
+fn an_agent_without_a_cluster_table_runs_alone_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_agent, addr) = common::start_configured(dir.path(), 256 << 20, TOKEN, "default_device_count = 1\n");
+    let r = request(addr, "GET", "/v1/cluster", &[], b"");
+    assert_eq!((r.status, r.code()), (404, "NoCluster".to_owned()));
+    let r = request(addr, "GET", "/v1/cluster/records", &[], b"");
+    assert_eq!(r.status, 404);
+    assert_eq!(request(addr, "GET", "/v1/status", &[], b"").status, 200);
+}
+
+#[test]
+fn peer_routes_answer_only_a_roster_host_holding_the_key() {
+    let mut c = TestCluster::plain(24, 2);
+    c.start(1);
+    let addr = c.hosts[0].http;
+    let path = "/v1/cluster/records";
+    assert_eq!(request(addr, "GET", path, &[], b"").status, 401, "no MAC");
+    let ring = Keyring::new(vec![GossipKey::new(1, [25; 32])]).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let good = shardnode_cluster::auth::sign(&ring, 2, "GET", path, now);
+    // Host 1 publishes its first records within a join interval of start.
+    within(Duration::from_secs(5), || {
+        let r = request(addr, "GET", path, &[(shardnode_cluster::auth::HEADER, &good)], b"");
+        assert_eq!(r.status, 200, "{}", r.code());
+        !shardnode_cluster::records::split(&r.body).expect("whole records").is_empty()
+    })
+    .expect("host 1 serves its own records");
+    for (who, header) in [
+        ("another path's MAC", shardnode_cluster::auth::sign(&ring, 2, "GET", "/v1/cluster/roster", now)),
+        ("a host not on the roster", shardnode_cluster::auth::sign(&ring, 7, "GET", path, now)),
+        ("itself", shardnode_cluster::auth::sign(&ring, 1, "GET", path, now)),
+        ("an old request", shardnode_cluster::auth::sign(&ring, 2, "GET", path, now - 3_600_000)),
+        (
+            "a wrong key",
+            shardnode_cluster::auth::sign(
+                &Keyring::new(vec![GossipKey::new(1, [7; 32])]).unwrap(),
+                2,
+                "GET",
+                path,
+                now,
+            ),
+        ),
+    ] {
+        let r = request(addr, "GET", path, &[(shardnode_cluster::auth::HEADER, &header)], b"");
+        assert_eq!(r.status, 401, "{who}: {}", r.code());
+    }
+}
