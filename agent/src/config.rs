@@ -70,7 +70,11 @@ pub struct Cluster {
     /// Announce this host as under maintenance (not to be given new data).
     #[serde(default)]
     pub maintenance: bool,
-    /// How often this host republishes its health records, even unchanged.
+    /// How often this host republishes its health records unchanged (a
+    /// device's state or health, or whether the host takes writes, is
+    /// published within `join_interval_ms` of changing). Every record
+    /// relayed costs every host a few transmissions: at 60 s, 100 hosts
+    /// gossip about 23 KB/s each (BENCHMARKS.md).
     #[serde(default = "default_publish_interval")]
     pub publish_interval_ms: u64,
     /// How often this host announces itself to roster hosts it has not
@@ -88,7 +92,7 @@ pub struct Cluster {
 }
 
 fn default_publish_interval() -> u64 {
-    5000
+    60_000
 }
 
 fn default_join_interval() -> u64 {

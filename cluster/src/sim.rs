@@ -68,10 +68,31 @@ pub struct SimStats {
 
 #[derive(Debug)]
 enum Ev {
-    Deliver { to: u32, datagram: Vec<u8>, damaged: bool },
-    Timer { host: u32, life: u64, timer: Timer<NodeId> },
-    Publish { host: u32, life: u64 },
-    Announce { host: u32, life: u64 },
+    Deliver {
+        to: u32,
+        datagram: Vec<u8>,
+        damaged: bool,
+    },
+    Timer {
+        host: u32,
+        life: u64,
+        timer: Timer<NodeId>,
+    },
+    /// `again`: the periodic republish (schedules the next one); else a
+    /// change published at once.
+    Publish {
+        host: u32,
+        life: u64,
+        again: bool,
+    },
+    Announce {
+        host: u32,
+        life: u64,
+    },
+    Pull {
+        host: u32,
+        life: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -133,8 +154,9 @@ struct Host {
     paused: Option<Vec<Ev>>,
 }
 
-/// Publishing interval of health records (the agent's default).
-pub const PUBLISH_INTERVAL_MS: u64 = 10_000;
+/// Republishing interval of unchanged health records (the agent's
+/// default); a change is published at once.
+pub const PUBLISH_INTERVAL_MS: u64 = 60_000;
 /// Unknown roster hosts a host asks at each attempt.
 pub const ANNOUNCE_FANOUT: usize = 3;
 /// How often a host announces itself to roster hosts it has not heard of.
@@ -276,7 +298,9 @@ impl Sim {
         let jitter = self.rng.below(200);
         self.schedule(jitter, Ev::Announce { host: id, life });
         let jitter = self.rng.below(PUBLISH_INTERVAL_MS);
-        self.schedule(jitter.min(500), Ev::Publish { host: id, life });
+        self.schedule(jitter.min(500), Ev::Publish { host: id, life, again: true });
+        let jitter = self.rng.below(PUBLISH_INTERVAL_MS / 2);
+        self.schedule(jitter, Ev::Pull { host: id, life });
     }
 
     /// Kills a host (no goodbye): its pending events are dropped.
@@ -348,7 +372,7 @@ impl Sim {
     pub fn set_device(&mut self, id: u32, slot: usize, change: impl FnOnce(&mut DeviceHealth)) {
         change(&mut self.host(id).devices[slot]);
         let life = self.host(id).life;
-        self.schedule(0, Ev::Publish { host: id, life });
+        self.schedule(0, Ev::Publish { host: id, life, again: false });
     }
 
     fn bodies(&self, id: u32) -> Vec<Body> {
@@ -497,7 +521,9 @@ impl Sim {
         let now = self.now_ms;
         let target = match &ev {
             Ev::Deliver { to, .. } => *to,
-            Ev::Timer { host, .. } | Ev::Publish { host, .. } | Ev::Announce { host, .. } => *host,
+            Ev::Timer { host, .. } | Ev::Publish { host, .. } | Ev::Announce { host, .. } | Ev::Pull { host, .. } => {
+                *host
+            }
         };
         if let Some(held) = self.host(target).paused.as_mut() {
             held.push(ev);
@@ -520,7 +546,7 @@ impl Sim {
                     self.take(host, out);
                 }
             }
-            Ev::Publish { host, life } => {
+            Ev::Publish { host, life, again } => {
                 if self.host(host).life != life {
                     return;
                 }
@@ -534,7 +560,16 @@ impl Sim {
                     }
                     self.take(host, out);
                 }
-                self.schedule(PUBLISH_INTERVAL_MS, Ev::Publish { host, life });
+                if again {
+                    self.schedule(PUBLISH_INTERVAL_MS, Ev::Publish { host, life, again });
+                }
+            }
+            Ev::Pull { host, life } => {
+                if self.host(host).life != life {
+                    return;
+                }
+                self.pull(host);
+                self.schedule(PUBLISH_INTERVAL_MS / 2, Ev::Pull { host, life });
             }
             Ev::Announce { host, life } => {
                 if self.host(host).life != life {
@@ -546,6 +581,25 @@ impl Sim {
                 }
                 self.schedule(ANNOUNCE_RETRY_MS, Ev::Announce { host, life });
             }
+        }
+    }
+
+    /// The agent's periodic pull over HTTP, modelled: `host` takes every
+    /// record a random peer it sees alive holds (unless the network
+    /// between them is cut; the request's loss is not modelled).
+    fn pull(&mut self, host: u32) {
+        let now = self.now_ms;
+        let peers: Vec<u32> = (1..=self.hosts.len() as u32)
+            .filter(|&p| p != host && !self.cut.contains(&(p, host)) && self.hosts[(p - 1) as usize].paused.is_none())
+            .filter(|&p| self.state(host, p).is_some_and(|(_, s)| s == State::Alive))
+            .collect();
+        if peers.is_empty() {
+            return;
+        }
+        let peer = peers[self.rng.below(peers.len() as u64) as usize];
+        let Some(records) = self.hosts[(peer - 1) as usize].gossip.as_ref().map(Gossip::held_records) else { return };
+        if let Some(g) = self.host(host).gossip.as_mut() {
+            g.ingest_records(records.iter().map(Vec::as_slice), now);
         }
     }
 

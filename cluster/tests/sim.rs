@@ -136,7 +136,9 @@ fn a_hostile_network_never_gets_damage_or_forgery_applied() {
         sim.run_for(1);
         let seq = sim.published_sequence(3, 0).unwrap();
         sim.time_until(30_000, 100, |s| s.all_hold(3, 0, seq)).expect("a change spreads despite the faults");
-        sim.run_for(60_000);
+        // Long enough for hundreds of each fault (records are republished
+        // every minute, so most traffic is SWIM's).
+        sim.run_for(180_000);
         let s = sim.stats.clone();
         eprintln!("seed {seed}: {s:?}");
         assert!(s.flipped > 100 && s.truncated > 50 && s.replayed > 100 && s.lost > 100, "the faults ran");

@@ -3,8 +3,10 @@
 //! `join_interval_ms` it announces this host to roster hosts it has not
 //! heard of (its seeds, while it joins), resolves stale suspicions, and
 //! publishes its health records when a device changed (and every
-//! `publish_interval_ms` regardless). On stop it leaves the cluster, so
-//! peers learn at once instead of suspecting it.
+//! `publish_interval_ms` regardless), and every half of that pulls one
+//! live peer's records over HTTP (anti-entropy; the first pull is a late
+//! joiner's catch-up). On stop it leaves the cluster, so peers learn at
+//! once instead of suspecting it.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -50,6 +52,8 @@ pub async fn run(cluster: Arc<Cluster>, app: Arc<App>, stop: tokio::sync::watch:
         latency_before: HashMap::new(),
         roster_fetched: None,
         caught_up: false,
+        last_pull: None,
+        pulls: 0,
     };
     d.run(stop).await;
 }
@@ -69,6 +73,9 @@ struct Driver {
     latency_before: HashMap<usize, CounterSnapshot>,
     roster_fetched: Option<Instant>,
     caught_up: bool,
+    /// The last pull of a peer's records, and how many so far.
+    last_pull: Option<Instant>,
+    pulls: usize,
 }
 
 impl Driver {
@@ -167,8 +174,14 @@ impl Driver {
                 .filter_map(|s| s.store.as_ref().map(|st| (s.id, st.counters().snapshot())))
                 .collect();
         }
-        if !self.caught_up {
-            self.caught_up = peer::catch_up(&self.cluster).await;
+        let pull_every = every / 2;
+        if !self.caught_up || self.last_pull.is_none_or(|t| t.elapsed() >= pull_every) {
+            self.pulls += 1;
+            let answered = peer::catch_up(&self.cluster, self.pulls, !self.caught_up).await;
+            self.caught_up |= answered;
+            if self.caught_up {
+                self.last_pull = Some(Instant::now());
+            }
         }
         let newer = self.cluster.gossip().newer_roster_seen();
         if let Some((epoch, host)) = newer {

@@ -21,13 +21,18 @@ const ANSWER_BYTES_MAX: usize = 8 << 20;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Fetches every record a live peer holds and takes those that pass the
-/// checks. True once one peer answered (nothing more to catch up on:
-/// gossip brings the rest).
-pub async fn catch_up(cluster: &Cluster) -> bool {
-    let peers: Vec<(u32, std::net::SocketAddr)> = {
+/// checks: a late joiner's catch-up, and the periodic pull that repairs
+/// what epidemic dissemination missed (foca has no push-pull). Peers are
+/// tried from the `turn`-th on. True once one peer answered.
+pub async fn catch_up(cluster: &Cluster, turn: usize, first: bool) -> bool {
+    let mut peers: Vec<(u32, std::net::SocketAddr)> = {
         let g = cluster.gossip();
         g.view().into_iter().filter(|m| m.host != g.me().host && m.state == "alive").map(|m| (m.host, m.http)).collect()
     };
+    if !peers.is_empty() {
+        let n = peers.len();
+        peers.rotate_left(turn % n);
+    }
     for (host, addr) in peers {
         match get(cluster, addr, "/v1/cluster/records").await {
             Ok(bytes) => {
@@ -37,7 +42,11 @@ pub async fn catch_up(cluster: &Cluster) -> bool {
                 };
                 let n = pieces.len();
                 let taken = cluster.gossip().ingest_records(pieces, unix_ms());
-                tracing::info!(host, offered = n, taken, "caught up on health records");
+                if first {
+                    tracing::info!(host, offered = n, taken, "caught up on health records");
+                } else {
+                    tracing::debug!(host, offered = n, taken, "pulled health records");
+                }
                 return true;
             }
             Err(e) => tracing::debug!(host, error = %format!("{e:#}"), "catch-up request failed"),
