@@ -72,3 +72,57 @@ fn keygen_sign_and_verify_a_roster() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("host id 1 appears twice"), "{}", text(&o));
 }
+
+/// `cluster local` for real: three agents (the `shard-agent` built next to
+/// this shardctl, as `cargo test --workspace` builds it) on 127.0.30.x,
+/// seen alive by `cluster status`, all stopped by one SIGINT.
+#[test]
+fn cluster_local_starts_a_cluster_status_shows_it_and_sigint_stops_it() {
+    use std::time::{Duration, Instant};
+    let agent = std::path::Path::new(env!("CARGO_BIN_EXE_shardctl")).with_file_name("shard-agent");
+    assert!(
+        agent.exists(),
+        "{} is missing: build the workspace first (cargo test --workspace builds it)",
+        agent.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("local");
+    // Dry run: the files, and the commands it would run.
+    let o = shardctl(&["cluster", "local", "--hosts", "3", "--dir", d.to_str().unwrap(), "--dry-run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("host 3:") && d.join("host-3/agent.toml").exists() && d.join("roster.signed").exists());
+    let child = Command::new(env!("CARGO_BIN_EXE_shardctl"))
+        .args(["cluster", "local", "--hosts", "3", "--dir", d.to_str().unwrap(), "--http-port", "7481"])
+        .args(["--gossip-port", "7947", "--device-size", "256MiB", "--agent-bin", agent.to_str().unwrap()])
+        // 127.0.30.x: not the 127.0.0.x the README uses.
+        .args(["--first-ip", "127.0.30.2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    let all_alive = loop {
+        assert!(Instant::now() < deadline, "no converged status within 30 s; last:\n{last}");
+        std::thread::sleep(Duration::from_millis(300));
+        let o = shardctl(&["cluster", "status", "--agent", "http://127.0.30.2:7481"]);
+        last = text(&o);
+        if o.status.success() {
+            break last.clone();
+        }
+    };
+    assert_eq!(all_alive.lines().filter(|l| l.contains(" alive ")).count(), 3, "{all_alive}");
+    let json = shardctl(&["cluster", "status", "--agent", "http://127.0.30.3:7481", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["members"].as_array().unwrap().len(), 3);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let agents = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| String::from_utf8_lossy(c).contains(d.to_str().unwrap()))
+        .count();
+    assert_eq!(agents, 0, "an agent outlived cluster local");
+}

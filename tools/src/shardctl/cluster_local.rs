@@ -3,7 +3,8 @@
 //! roster of N hosts on 127.0.0.2, 127.0.0.3, ... (one failure domain
 //! each), signs it, writes one agent config per host and starts the N
 //! agents (`shard-agent` next to this binary, or `--agent-bin`), each with
-//! one sparse device file by default. Prints their URLs, and stops them
+//! one sparse device file by default, and an admin token in
+//! DIR/keys/admin.token). Prints their URLs, and stops them
 //! all (SIGTERM, then SIGKILL after a grace period) on Ctrl-C or SIGTERM.
 //! Run again on the same DIR, it reuses the keys, data and generations.
 
@@ -37,6 +38,9 @@ pub struct Args {
     /// Gossip (UDP) port of every agent.
     #[arg(long, default_value_t = 7946)]
     pub gossip_port: u16,
+    /// The first host's address; the others follow it (loopback only).
+    #[arg(long, default_value = "127.0.0.2")]
+    pub first_ip: std::net::Ipv4Addr,
     /// Device files per agent.
     #[arg(long, default_value_t = 1)]
     pub devices: usize,
@@ -52,10 +56,10 @@ pub struct Args {
 }
 
 /// The roster document of `hosts` local hosts.
-fn roster_text(hosts: usize, http_port: u16, gossip_port: u16) -> String {
+fn roster_text(hosts: usize, first_ip: std::net::Ipv4Addr, http_port: u16, gossip_port: u16) -> String {
     let mut text = String::from("# written by `shardctl cluster local`\ncluster = \"local\"\nepoch = 1\n");
     for i in 1..=hosts {
-        let ip = format!("127.0.{}.{}", (i + 1) / 256, (i + 1) % 256);
+        let ip = std::net::Ipv4Addr::from(u32::from(first_ip) + (i as u32 - 1));
         let _ = write!(
             text,
             "\n[[host]]\nid = {i}\nname = \"local-{i}\"\ngossip = \"{ip}:{gossip_port}\"\nhttp = \"{ip}:{http_port}\"\ndomain = \"domain-{i}\"\nweight = 1\n"
@@ -66,8 +70,9 @@ fn roster_text(hosts: usize, http_port: u16, gossip_port: u16) -> String {
 
 fn agent_config(dir: &Path, keys: &Path, roster: &Path, host: usize, args: &Args, http: &str) -> String {
     format!(
-        "# written by `shardctl cluster local`\ndata_dir = {data:?}\nlisten = {http:?}\ndefault_device_count = {n}\ndefault_device_size_bytes = {size}\n\n[cluster]\nhost_id = {host}\nroster = {roster:?}\ngossip_key = {gossip:?}\noperator_public_key = {public:?}\n",
+        "# written by `shardctl cluster local`\ndata_dir = {data:?}\nlisten = {http:?}\ndefault_device_count = {n}\ndefault_device_size_bytes = {size}\nadmin_token_file = {token:?}\n\n[cluster]\nhost_id = {host}\nroster = {roster:?}\ngossip_key = {gossip:?}\noperator_public_key = {public:?}\n",
         data = dir.display().to_string(),
+        token = keys.join("admin.token").display().to_string(),
         n = args.devices.max(1),
         size = args.device_size,
         roster = roster.display().to_string(),
@@ -84,8 +89,20 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     if !keys.join("operator.key").exists() {
         super::cluster::keygen(&keys)?;
     }
+    let token = keys.join("admin.token");
+    if !token.exists() {
+        let secret = shardnode_cluster::keys::encode_hex(&shardnode_cluster::keys::random_bytes::<16>()?);
+        std::fs::write(&token, format!("{secret}\n")).with_context(|| format!("writing {}", token.display()))?;
+    }
     let doc = dir.join("roster.toml");
-    std::fs::write(&doc, roster_text(args.hosts, args.http_port, args.gossip_port))?;
+    let last = u32::from(args.first_ip).checked_add(args.hosts as u32 - 1).map(std::net::Ipv4Addr::from);
+    anyhow::ensure!(
+        args.first_ip.is_loopback() && last.is_some_and(|l| l.is_loopback()),
+        "--first-ip {} and the {} hosts after it must be in 127.0.0.0/8",
+        args.first_ip,
+        args.hosts
+    );
+    std::fs::write(&doc, roster_text(args.hosts, args.first_ip, args.http_port, args.gossip_port))?;
     let signed = dir.join("roster.signed");
     super::cluster::sign(&doc, &keys.join("operator.key"), Some(&signed))?;
     let agent = match &args.agent_bin {
@@ -108,12 +125,6 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     anyhow::ensure!(agent.exists(), "{}: no shard-agent binary (build it, or pass --agent-bin)", agent.display());
-    // Ctrl-C and SIGTERM are waited for, not delivered: the agents are
-    // stopped in order whatever happens.
-    let mut waited = SigSet::empty();
-    waited.add(Signal::SIGINT);
-    waited.add(Signal::SIGTERM);
-    waited.thread_block()?;
     let mut children: Vec<(u32, Child)> = Vec::new();
     for (id, http, config, log) in &plans {
         let log_file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
@@ -135,10 +146,20 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         println!("host {id}: http://{http}  (log {})", log.display());
     }
     println!(
-        "{} agents started; `shardctl cluster status --agent http://{}` shows the cluster. Ctrl-C stops them all.",
+        "{} agents started; `shardctl cluster status --agent http://{}` shows the cluster; the admin token is in {}. Ctrl-C stops them all.",
         children.len(),
-        plans[0].1
+        plans[0].1,
+        token.display()
     );
+    // Ctrl-C and SIGTERM are waited for, not delivered, so the agents are
+    // stopped in order. Blocked only now: children inherit the signal
+    // mask, and an agent that blocks SIGTERM cannot be stopped. (A Ctrl-C
+    // while they start reaches them too: they share the terminal's
+    // process group.)
+    let mut waited = SigSet::empty();
+    waited.add(Signal::SIGINT);
+    waited.add(Signal::SIGTERM);
+    waited.thread_block()?;
     let signal = waited.wait()?;
     println!("{signal}: stopping {} agents", children.len());
     let failed = stop_all(&mut children);
@@ -185,7 +206,9 @@ mod tests {
 
     #[test]
     fn the_local_roster_is_valid_and_spreads_hosts_over_addresses_and_domains() {
-        let roster = shardnode_cluster::roster::Roster::parse(&roster_text(200, 7480, 7946)).unwrap();
+        let roster =
+            shardnode_cluster::roster::Roster::parse(&roster_text(200, "127.0.0.2".parse().unwrap(), 7480, 7946))
+                .unwrap();
         assert_eq!(roster.hosts.len(), 200);
         assert_eq!(roster.domains().len(), 200);
         assert_eq!(roster.hosts[0].http.to_string(), "127.0.0.2:7480");
