@@ -513,3 +513,46 @@ fn peer_routes_answer_only_a_roster_host_holding_the_key() {
         assert_eq!(r.status, 401, "{who}: {}", r.code());
     }
 }
+
+#[test]
+fn the_gossip_key_rotates_without_a_refused_datagram() {
+    let net = 25;
+    let mut c = TestCluster::plain(net, 3);
+    for id in 1..=3 {
+        c.start(id);
+    }
+    within(Duration::from_secs(20), || c.converged()).expect("converged");
+    let old = GossipKey::new(1, [net + 1; 32]);
+    let new = GossipKey::new(2, [0xab; 32]);
+    // Add the new key, make it the first, drop the old: each step on every
+    // host in turn, each agent told by SIGHUP.
+    for (step, keys) in
+        [vec![old.clone(), new.clone()], vec![new.clone(), old.clone()], vec![new.clone()]].into_iter().enumerate()
+    {
+        let primary = keys[0].id;
+        std::fs::write(c.path("gossip.keys"), Keyring::new(keys).unwrap().to_text()).unwrap();
+        for id in 1..=3 {
+            c.agent(id).send(Signal::SIGHUP);
+            // One more reload logged, naming the new first key.
+            within(Duration::from_secs(5), || {
+                let log = c.agent(id).drain_log();
+                let reloads: Vec<&String> = log.iter().filter(|l| l.contains("gossip keyring reloaded")).collect();
+                reloads.len() > step && reloads[step].contains(&format!("primary={primary}"))
+            })
+            .expect("the keyring is reloaded");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        within(Duration::from_secs(5), || c.converged()).expect("still converged");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(c.converged());
+    for id in 1..=3 {
+        let v = c.view(id);
+        assert_eq!(rejected_total(&v), 0, "host {id} refused datagrams during the rotation: {}", v["counters"]);
+    }
+    // The old key is gone: a peer request signed with it is refused.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let stale = shardnode_cluster::auth::sign(&Keyring::new(vec![old]).unwrap(), 2, "GET", "/v1/cluster/roster", now);
+    let r = request(c.hosts[0].http, "GET", "/v1/cluster/roster", &[(shardnode_cluster::auth::HEADER, &stale)], b"");
+    assert_eq!(r.status, 401);
+}

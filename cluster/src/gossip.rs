@@ -468,6 +468,20 @@ impl Gossip {
         Ok(self.drain())
     }
 
+    /// Replaces the keyring (a key rotation step, `docs/cluster.md`):
+    /// datagrams and records are sealed with its first key from now on and
+    /// accepted under any of its keys.
+    pub fn set_keyring(&mut self, keyring: Keyring) {
+        self.opener.keyring = keyring.clone();
+        self.book().set_keyring(keyring.clone());
+        self.keyring = keyring;
+    }
+
+    /// The keyring in use.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
     /// The highest roster epoch another host says it runs with, above
     /// this host's, and that host.
     pub fn newer_roster_seen(&self) -> Option<(u64, u32)> {

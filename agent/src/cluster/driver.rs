@@ -202,8 +202,12 @@ impl Driver {
         out
     }
 
-    /// SIGHUP: the operator installed a roster; adopt it if newer.
+    /// SIGHUP: the operator changed the keyring (a rotation step) or
+    /// installed a roster; reload the one, adopt the other if newer.
     fn reload_roster(&mut self) -> Output {
+        if let Err(e) = self.cluster.reload_keyring() {
+            tracing::error!(error = %format!("{e:#}"), "SIGHUP: keyring refused; the one in use is kept");
+        }
         let path = &self.cluster.settings.roster;
         match std::fs::read(path) {
             Err(e) => tracing::error!(path = %path.display(), error = %e, "SIGHUP: cannot read the roster"),

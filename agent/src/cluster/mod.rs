@@ -42,7 +42,6 @@ pub struct Cluster {
     pub gossip: Mutex<Gossip>,
     /// The signed roster in use, as served to peers.
     pub roster: Mutex<SignedRoster>,
-    pub keyring: Keyring,
     operator_key: VerifyingKey,
     data_dir: PathBuf,
     socket: Mutex<Option<std::net::UdpSocket>>,
@@ -113,7 +112,7 @@ impl Cluster {
             "probe_rtt_ms must be shorter than probe_period_ms (SWIM waits for a direct answer within one period)"
         );
         let seed = u64::from_le_bytes(keys::random_bytes::<8>()?);
-        let gossip = Gossip::new(id, roster.clone(), keyring.clone(), swim, seed, unix_ms());
+        let gossip = Gossip::new(id, roster.clone(), keyring, swim, seed, unix_ms());
         tracing::info!(
             host = me.id,
             name = %me.display_name(),
@@ -128,7 +127,6 @@ impl Cluster {
             settings: settings.clone(),
             gossip: Mutex::new(gossip),
             roster: Mutex::new(signed),
-            keyring,
             operator_key,
             data_dir: data_dir.to_owned(),
             socket: Mutex::new(Some(socket)),
@@ -147,6 +145,20 @@ impl Cluster {
         if let Err(e) = write_durably(&self.data_dir.join(GENERATION_FILE), format!("{generation}\n").as_bytes()) {
             tracing::error!(error = %format!("{e:#}"), generation, "cannot record this host's generation");
         }
+    }
+
+    /// The keyring in use (peer requests are signed and checked with it).
+    pub fn keyring(&self) -> Keyring {
+        self.gossip().keyring().clone()
+    }
+
+    /// Re-reads the keyring file (SIGHUP): a key rotation step.
+    pub fn reload_keyring(&self) -> anyhow::Result<()> {
+        let keyring = Keyring::load(&self.settings.gossip_key)?;
+        let primary = keyring.primary().id;
+        self.gossip().set_keyring(keyring);
+        tracing::info!(primary, "gossip keyring reloaded");
+        Ok(())
     }
 
     /// Adopts a signed roster if it verifies and is newer, and persists

@@ -65,7 +65,7 @@ fn peer(app: &App, req: &Request) -> Result<u32, ApiError> {
         ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", format!("peer routes need the {} header", auth::HEADER))
     })?;
     let g = cluster.gossip();
-    auth::verify(&cluster.keyring, value, "GET", req.uri().path(), unix_ms(), |h| {
+    auth::verify(g.keyring(), value, "GET", req.uri().path(), unix_ms(), |h| {
         h != g.me().host && g.roster().host(h).is_some()
     })
     .map_err(|why| {
