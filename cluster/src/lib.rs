@@ -7,10 +7,13 @@
 //! seeded network faults. See docs/cluster.md.
 
 pub mod auth;
+pub mod ec;
 pub mod envelope;
 pub mod gossip;
 pub mod keys;
+pub mod manifest;
 pub mod member;
+pub mod placement;
 pub mod records;
 pub mod roster;
 pub mod sim;

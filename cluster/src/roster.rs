@@ -64,8 +64,44 @@ pub struct Roster {
     /// Version of this map: an agent adopts a validly signed roster only
     /// with a higher epoch than its own.
     pub epoch: u64,
+    /// The erasure code objects are stored with (issue 13); a roster
+    /// without one carries membership and health only.
+    #[serde(default)]
+    pub code: Option<Code>,
     #[serde(rename = "host", default)]
     pub hosts: Vec<RosterHost>,
+}
+
+/// Most data shards, and parity shards, a code may have.
+pub const DATA_SHARDS_MAX: u8 = 32;
+pub const PARITY_SHARDS_MAX: u8 = 16;
+/// Most stripe groups a roster may ask for.
+pub const GROUPS_MAX: u32 = 1 << 16;
+
+/// The erasure code and the stripe groups (`placement.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Code {
+    /// Data shards, k.
+    pub data: u8,
+    /// Parity shards, m: an object survives the loss of any m holders.
+    pub parity: u8,
+    /// Hosts a stripe group keeps in reserve beyond its k + m.
+    #[serde(default = "default_spares")]
+    pub spares: u8,
+    /// Stripe groups; default about 20 per host (`20 x hosts / (k + m)`).
+    #[serde(default)]
+    pub groups: Option<u32>,
+}
+
+fn default_spares() -> u8 {
+    2
+}
+
+impl Code {
+    pub fn width(&self) -> usize {
+        usize::from(self.data) + usize::from(self.parity)
+    }
 }
 
 impl Roster {
@@ -114,7 +150,39 @@ impl Roster {
                 return bad(format!("host {}: weight {} is not a number in (0, 1e6]", h.id, h.weight));
             }
         }
+        if let Some(code) = &self.code {
+            if code.data == 0 || code.data > DATA_SHARDS_MAX {
+                return bad(format!("code: data = {} must be from 1 to {DATA_SHARDS_MAX}", code.data));
+            }
+            if code.parity == 0 || code.parity > PARITY_SHARDS_MAX {
+                return bad(format!("code: parity = {} must be from 1 to {PARITY_SHARDS_MAX}", code.parity));
+            }
+            let domains = self.domains().len();
+            if domains < code.width() {
+                return bad(format!(
+                    "code {}+{} puts each stripe's {} shards in distinct failure domains, but the roster has only {domains} ({})",
+                    code.data,
+                    code.parity,
+                    code.width(),
+                    self.domains().into_iter().collect::<Vec<_>>().join(", ")
+                ));
+            }
+            if let Some(g) = code.groups {
+                if g == 0 || g > GROUPS_MAX {
+                    return bad(format!("code: groups = {g} must be from 1 to {GROUPS_MAX}"));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Stripe groups of this roster's code: as given, or about 20 per host.
+    pub fn group_count(&self) -> Option<u32> {
+        let code = self.code?;
+        Some(
+            code.groups
+                .unwrap_or_else(|| ((20 * self.hosts.len()) / code.width()).clamp(1, GROUPS_MAX as usize) as u32),
+        )
     }
 
     /// The 64-bit id of the cluster, carried in every datagram.

@@ -231,6 +231,7 @@ impl Sim {
         let roster = Roster {
             cluster: "sim".into(),
             epoch: 1,
+            code: None,
             hosts: (1..=n)
                 .map(|id| RosterHost {
                     id,
