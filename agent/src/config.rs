@@ -82,7 +82,8 @@ pub struct Cluster {
     /// a change worth publishing at once.
     #[serde(default = "default_join_interval")]
     pub join_interval_ms: u64,
-    /// SWIM timing; unset: memberlist's LAN defaults for the roster's size.
+    /// SWIM timing; unset: `shardnode_cluster::gossip::lan_config` for the
+    /// roster's size (1 s probes, 500 ms RTT, 3 x max(1, log10 N) s suspicion).
     #[serde(default)]
     pub probe_period_ms: Option<u64>,
     #[serde(default)]

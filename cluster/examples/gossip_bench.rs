@@ -112,7 +112,7 @@ fn main() {
 
     println!("# Gossip in the simulator (virtual time), {seeds} seeds each\n");
     println!(
-        "foca with memberlist's LAN defaults (1 s probes, 500 ms probe timeout, suspicion 4 x max(1, log10 N) s);"
+        "foca with memberlist's LAN timing (1 s probes, 500 ms probe timeout), suspicion 3 x max(1, log10 N) s, 8 x log10(N+1) retransmissions;"
     );
     println!(
         "records republished every 10 s, a device change published at once. The cluster forms on a clean network,"

@@ -49,7 +49,7 @@ fn a_cluster_converges_and_spreads_a_health_change() {
 #[test]
 fn a_paused_host_is_suspected_then_refutes_without_losing_its_life() {
     each_seed(|seed| {
-        // 3 hosts: the suspicion timeout is its floor, 4 x 1 s.
+        // 3 hosts: the suspicion timeout is its floor, 3 x 1 s.
         for n in [3, 10] {
             let mut sim = Sim::new(n, seed, Faults::none());
             sim.time_until(30_000, 100, converged).expect("converged");
@@ -85,7 +85,7 @@ fn a_killed_host_is_seen_down_and_a_restarted_one_rejoins_in_a_new_life() {
         let old = sim.generation(5);
         sim.kill(5);
         // SWIM's bound at 12 hosts: a probe within a few periods, the
-        // suspicion timeout (4 x log10(12) x 1 s ~ 4.3 s), dissemination.
+        // suspicion timeout (3 x log10(12) x 1 s ~ 3.2 s), dissemination.
         let down = sim.time_until(20_000, 100, |s| s.all_see(5, State::Down)).expect("seen down");
         sim.start(5);
         let back = sim.time_until(20_000, 100, |s| s.all_see(5, State::Alive)).expect("back alive");
