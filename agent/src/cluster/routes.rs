@@ -52,6 +52,8 @@ async fn view(State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, Ap
             "bytes_received": c.bytes_received,
             "rejected": named(reject_counts(&c)),
             "swim_refused": c.foca_errors,
+            "suspicions_told": c.suspicions_told,
+            "turn_undead_withheld": c.turn_undead_withheld,
             "records_accepted": c.records_accepted,
             "records_vetoed": named(veto_counts(&c)),
         },
