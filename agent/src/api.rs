@@ -129,9 +129,17 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
-        .route("/v1/shards", get(list))
-        .route("/v1/shards/", get(list))
-        .route("/v1/shards/{*key}", get(get_shard).head(head_shard).put(put_shard).delete(delete_shard))
+        .merge(
+            // In a cluster the shard API answers peers only (cluster/routes.rs).
+            Router::new()
+                .route("/v1/shards", get(list))
+                .route("/v1/shards/", get(list))
+                .route("/v1/shards/{*key}", get(get_shard).head(head_shard).put(put_shard).delete(delete_shard))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    Arc::clone(&app),
+                    crate::cluster::routes::require_peer,
+                )),
+        )
         .route("/v1/devices/{id}/fence", post(fence))
         .route("/v1/devices/{id}/unfence", post(unfence))
         .route("/v1/scrub", get(scrub_all))

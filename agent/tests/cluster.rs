@@ -476,42 +476,81 @@ fn an_agent_without_a_cluster_table_runs_alone_and_says_so() {
     assert_eq!(request(addr, "GET", "/v1/status", &[], b"").status, 200);
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// A peer request's header, signed by `host` with `ring`.
+fn signed(ring: &Keyring, host: u32, method: &str, target: &str, crc: Option<&str>, at: u64) -> String {
+    let req = shardnode_cluster::auth::Request { method, target, content: crc };
+    shardnode_cluster::auth::sign(ring, host, &req, at)
+}
+
 #[test]
-fn peer_routes_answer_only_a_roster_host_holding_the_key() {
+fn peer_and_shard_routes_answer_only_a_roster_host_holding_the_key_and_only_once() {
     let mut c = TestCluster::plain(24, 2);
     c.start(1);
     let addr = c.hosts[0].http;
     let path = "/v1/cluster/records";
     assert_eq!(request(addr, "GET", path, &[], b"").status, 401, "no MAC");
     let ring = Keyring::new(vec![GossipKey::new(1, [25; 32])]).unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    let good = shardnode_cluster::auth::sign(&ring, 2, "GET", path, now);
+    let h = shardnode_cluster::auth::HEADER;
     // Host 1 publishes its first records within a join interval of start.
     within(Duration::from_secs(5), || {
-        let r = request(addr, "GET", path, &[(shardnode_cluster::auth::HEADER, &good)], b"");
+        let r = request(addr, "GET", path, &[(h, &signed(&ring, 2, "GET", path, None, now_ms()))], b"");
         assert_eq!(r.status, 200, "{}", r.code());
         !shardnode_cluster::records::split(&r.body).expect("whole records").is_empty()
     })
     .expect("host 1 serves its own records");
+    let now = now_ms();
+    let wrong_key = Keyring::new(vec![GossipKey::new(1, [7; 32])]).unwrap();
     for (who, header) in [
-        ("another path's MAC", shardnode_cluster::auth::sign(&ring, 2, "GET", "/v1/cluster/roster", now)),
-        ("a host not on the roster", shardnode_cluster::auth::sign(&ring, 7, "GET", path, now)),
-        ("itself", shardnode_cluster::auth::sign(&ring, 1, "GET", path, now)),
-        ("an old request", shardnode_cluster::auth::sign(&ring, 2, "GET", path, now - 3_600_000)),
-        (
-            "a wrong key",
-            shardnode_cluster::auth::sign(
-                &Keyring::new(vec![GossipKey::new(1, [7; 32])]).unwrap(),
-                2,
-                "GET",
-                path,
-                now,
-            ),
-        ),
+        ("another path's MAC", signed(&ring, 2, "GET", "/v1/cluster/roster", None, now)),
+        ("a host not on the roster", signed(&ring, 7, "GET", path, None, now)),
+        ("itself", signed(&ring, 1, "GET", path, None, now)),
+        ("an old request", signed(&ring, 2, "GET", path, None, now - 3_600_000)),
+        ("a wrong key", signed(&wrong_key, 2, "GET", path, None, now)),
     ] {
-        let r = request(addr, "GET", path, &[(shardnode_cluster::auth::HEADER, &header)], b"");
+        let r = request(addr, "GET", path, &[(h, &header)], b"");
         assert_eq!(r.status, 401, "{who}: {}", r.code());
     }
+
+    // The shard API of an agent in a cluster: peers only, each request once,
+    // the MAC binding the body's CRC.
+    let key = "/v1/shards/peer-test";
+    let body = b"bytes a peer stores";
+    let crc = format!("{:08x}", crc32c::crc32c(body));
+    assert_eq!(common::put(addr, "peer-test", body).status, 401, "an unsigned put");
+    let put = signed(&ring, 2, "PUT", key, Some(&crc), now_ms());
+    let r = request(addr, "PUT", key, &[(h, &put), ("x-shard-crc32c", &crc)], body);
+    assert_eq!(r.status, 201, "{}", r.code());
+    let r = request(addr, "PUT", key, &[(h, &put), ("x-shard-crc32c", &crc)], b"replayed with other bytes");
+    assert_eq!((r.status, r.code()), (401, "Unauthorized".to_owned()), "a replayed put");
+    // The MAC covers the CRC: another body under the same MAC is refused,
+    // and a body that does not match its signed CRC is not stored.
+    let other = b"other bytes";
+    let other_crc = format!("{:08x}", crc32c::crc32c(other));
+    let fresh = signed(&ring, 2, "PUT", key, Some(&crc), now_ms());
+    let r = request(addr, "PUT", key, &[(h, &fresh), ("x-shard-crc32c", &other_crc)], other);
+    assert_eq!(r.status, 401, "a CRC the MAC does not cover");
+    let fresh = signed(&ring, 2, "PUT", key, Some(&crc), now_ms());
+    let r = request(addr, "PUT", key, &[(h, &fresh), ("x-shard-crc32c", &crc)], other);
+    assert_eq!(r.code(), "BadDigest", "a body that is not the signed CRC's");
+    let get = signed(&ring, 2, "GET", key, None, now_ms());
+    let r = request(addr, "GET", key, &[(h, &get)], b"");
+    assert_eq!((r.status, r.body.as_slice()), (200, &body[..]), "the first put's bytes, untouched");
+    assert_eq!(request(addr, "GET", key, &[(h, &get)], b"").status, 401, "a replayed get");
+    assert_eq!(request(addr, "GET", key, &[], b"").status, 401, "an unsigned get");
+    let list = signed(&ring, 2, "GET", "/v1/shards?prefix=peer", None, now_ms());
+    assert_eq!(request(addr, "GET", "/v1/shards?prefix=peer", &[(h, &list)], b"").status, 200);
+    let bad_list = signed(&ring, 2, "GET", "/v1/shards?prefix=p", None, now_ms());
+    assert_eq!(
+        request(addr, "GET", "/v1/shards?prefix=peer", &[(h, &bad_list)], b"").status,
+        401,
+        "the query is signed"
+    );
+    let del = signed(&ring, 2, "DELETE", key, None, now_ms());
+    assert_eq!(request(addr, "DELETE", key, &[(h, &del)], b"").status, 204);
 }
 
 #[test]
@@ -552,7 +591,7 @@ fn the_gossip_key_rotates_without_a_refused_datagram() {
     }
     // The old key is gone: a peer request signed with it is refused.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    let stale = shardnode_cluster::auth::sign(&Keyring::new(vec![old]).unwrap(), 2, "GET", "/v1/cluster/roster", now);
+    let stale = signed(&Keyring::new(vec![old]).unwrap(), 2, "GET", "/v1/cluster/roster", None, now);
     let r = request(c.hosts[0].http, "GET", "/v1/cluster/roster", &[(shardnode_cluster::auth::HEADER, &stale)], b"");
     assert_eq!(r.status, 401);
 }

@@ -36,6 +36,10 @@ const GENERATION_FILE: &str = "cluster-generation";
 /// configured one).
 const ADOPTED_ROSTER_FILE: &str = "roster.adopted";
 
+/// Peer requests remembered for the replay check (a few MiB; far more than
+/// a host answers in the 10-minute window it must cover).
+const REPLAY_GUARD_ENTRIES: usize = 1 << 20;
+
 /// This host's cluster state, shared by the driver and the HTTP routes.
 pub struct Cluster {
     pub settings: config::Cluster,
@@ -47,6 +51,9 @@ pub struct Cluster {
     socket: Mutex<Option<std::net::UdpSocket>>,
     pub listen: SocketAddr,
     pub started: Instant,
+    /// Peer requests answered within the clock-skew window (replays are
+    /// refused).
+    pub replay: Mutex<shardnode_cluster::auth::ReplayGuard>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -132,6 +139,7 @@ impl Cluster {
             socket: Mutex::new(Some(socket)),
             listen,
             started: Instant::now(),
+            replay: Mutex::new(shardnode_cluster::auth::ReplayGuard::new(REPLAY_GUARD_ENTRIES)),
         })
     }
 

@@ -63,7 +63,7 @@ pub async fn fetch_roster(cluster: &Cluster, host: u32) -> anyhow::Result<Vec<u8
 
 /// `GET path` from `addr`, signed; the body of a 200 answer.
 async fn get(cluster: &Cluster, addr: std::net::SocketAddr, path: &str) -> anyhow::Result<Vec<u8>> {
-    let header = auth::sign(&cluster.keyring(), cluster.settings.host_id, "GET", path, unix_ms());
+    let header = auth::sign(&cluster.keyring(), cluster.settings.host_id, &auth::Request::get(path), unix_ms());
     tokio::time::timeout(REQUEST_TIMEOUT, async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
         let request =

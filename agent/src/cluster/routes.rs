@@ -60,30 +60,63 @@ async fn view(State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, Ap
     })))
 }
 
-/// Checks a peer request's MAC; the asking host.
-fn peer(app: &App, req: &Request) -> Result<u32, ApiError> {
+/// Checks a peer request's MAC and that it was not seen before; the
+/// asking host. The MAC covers the method, the path and query, and the
+/// `x-shard-crc32c` the body is checked against.
+pub fn check_peer(app: &App, parts: &axum::http::request::Parts) -> Result<u32, ApiError> {
     let cluster = app.cluster.as_ref().ok_or_else(alone)?;
-    let value = req.headers().get(auth::HEADER).and_then(|v| v.to_str().ok()).ok_or_else(|| {
-        ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", format!("peer routes need the {} header", auth::HEADER))
-    })?;
-    let g = cluster.gossip();
-    auth::verify(g.keyring(), value, "GET", req.uri().path(), unix_ms(), |h| {
-        h != g.me().host && g.roster().host(h).is_some()
-    })
-    .map_err(|why| {
+    let refuse = |why: &'static str| {
         metrics::counter!("shardnode_cluster_peer_requests_refused_total", "reason" => why).increment(1);
         ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", format!("peer request refused: {why}"))
-    })
+    };
+    let value = parts.headers.get(auth::HEADER).and_then(|v| v.to_str().ok()).ok_or_else(|| {
+        metrics::counter!("shardnode_cluster_peer_requests_refused_total", "reason" => "missing").increment(1);
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            format!("this agent is in a cluster: its shard and peer routes need the {} header", auth::HEADER),
+        )
+    })?;
+    let target = parts.uri.path_and_query().map_or_else(|| parts.uri.path(), axum::http::uri::PathAndQuery::as_str);
+    let content = parts.headers.get("x-shard-crc32c").and_then(|v| v.to_str().ok());
+    let request = auth::Request { method: parts.method.as_str(), target, content };
+    let now = unix_ms();
+    let verified = {
+        let g = cluster.gossip();
+        auth::verify(g.keyring(), value, &request, now, |h| h != g.me().host && g.roster().host(h).is_some())
+    }
+    .map_err(refuse)?;
+    cluster.replay.lock().expect("never poisoned").admit(&verified, now).map_err(refuse)?;
+    Ok(verified.host)
+}
+
+/// The shard routes of an agent in a cluster answer peers only.
+pub async fn require_peer(
+    State(app): State<Arc<App>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Result<Response, ApiError> {
+    if app.cluster.is_none() {
+        return Ok(next.run(req).await);
+    }
+    let (parts, body) = req.into_parts();
+    check_peer(&app, &parts)?;
+    Ok(next.run(Request::from_parts(parts, body)).await)
+}
+
+fn peer(app: &App, req: Request) -> Result<u32, ApiError> {
+    let (parts, _) = req.into_parts();
+    check_peer(app, &parts)
 }
 
 async fn records(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
-    peer(&app, &req)?;
+    peer(&app, req)?;
     let held = app.cluster.as_ref().ok_or_else(alone)?.gossip().held_records();
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], held.concat()).into_response())
 }
 
 async fn roster(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
-    peer(&app, &req)?;
+    peer(&app, req)?;
     let bytes = app.cluster.as_ref().ok_or_else(alone)?.roster.lock().expect("never poisoned").bytes.clone();
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response())
 }
