@@ -51,6 +51,12 @@ impl ApiError {
     }
 }
 
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = (self.status, Json(json!({ "code": self.code, "message": self.message }))).into_response();
@@ -147,6 +153,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/devices/{id}/scrub/{action}", post(scrub_control))
         .route("/v1/repairs", get(repairs))
         .merge(crate::cluster::routes::router())
+        .merge(crate::objects::routes::router())
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             ApiError::new(StatusCode::NOT_FOUND, "NoSuchRoute", format!("no route for {method} {}", uri.path()))
         })
@@ -426,7 +433,7 @@ async fn get_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
 }
 
 /// One `bytes=` range of a shard of `size` bytes, as (offset, length).
-fn parse_range(v: &HeaderValue, size: u64) -> Result<(u64, u64), ApiError> {
+pub fn parse_range(v: &HeaderValue, size: u64) -> Result<(u64, u64), ApiError> {
     let bad = |why: &str| {
         let mut e = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "InvalidRange", why.to_owned());
         e.message = format!("Range {:?}: {}", v.to_str().unwrap_or("(not text)"), e.message);

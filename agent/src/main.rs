@@ -13,6 +13,7 @@ mod keys;
 mod metrics;
 mod node;
 mod notify;
+mod objects;
 mod server;
 
 use std::net::SocketAddr;

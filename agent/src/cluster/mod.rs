@@ -9,7 +9,7 @@
 //! disk.
 
 mod driver;
-mod peer;
+pub mod peer;
 pub mod routes;
 
 use std::io::Write;
@@ -23,6 +23,7 @@ use ed25519_dalek::VerifyingKey;
 use shardnode_cluster::gossip::{lan_config, Gossip, Output};
 use shardnode_cluster::keys::{self, Keyring};
 use shardnode_cluster::member::{next_generation, NodeId};
+use shardnode_cluster::placement::Placement;
 use shardnode_cluster::roster::SignedRoster;
 
 pub use driver::run;
@@ -54,6 +55,8 @@ pub struct Cluster {
     /// Peer requests answered within the clock-skew window (replays are
     /// refused).
     pub replay: Mutex<shardnode_cluster::auth::ReplayGuard>,
+    /// The stripe groups of the roster in use (computed once per epoch).
+    placement: Mutex<Option<std::sync::Arc<Placement>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -140,6 +143,7 @@ impl Cluster {
             listen,
             started: Instant::now(),
             replay: Mutex::new(shardnode_cluster::auth::ReplayGuard::new(REPLAY_GUARD_ENTRIES)),
+            placement: Mutex::new(None),
         })
     }
 
@@ -153,6 +157,19 @@ impl Cluster {
         if let Err(e) = write_durably(&self.data_dir.join(GENERATION_FILE), format!("{generation}\n").as_bytes()) {
             tracing::error!(error = %format!("{e:#}"), generation, "cannot record this host's generation");
         }
+    }
+
+    /// Where objects go under the roster in use; an error when the roster
+    /// has no `[code]`.
+    pub fn placement(&self) -> Result<std::sync::Arc<Placement>, String> {
+        let roster = self.gossip().roster().clone();
+        let mut cached = self.placement.lock().expect("never poisoned");
+        if let Some(p) = cached.as_ref().filter(|p| p.epoch == roster.epoch) {
+            return Ok(std::sync::Arc::clone(p));
+        }
+        let p = std::sync::Arc::new(Placement::new(&roster).map_err(|e| e.to_string())?);
+        *cached = Some(std::sync::Arc::clone(&p));
+        Ok(p)
     }
 
     /// The keyring in use (peer requests are signed and checked with it).

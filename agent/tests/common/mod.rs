@@ -2,6 +2,8 @@
 //! an ephemeral port, its log followed, signalled like systemd does.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,0 +1,599 @@
+//! Objects across the cluster (issue 13): any agent coordinates a PUT,
+//! GET, HEAD or DELETE of an object; the bytes live as shards on the
+//! holders the roster's stripe groups give (`shardnode_cluster::placement`),
+//! written and read through the peers' shard API with signed requests.
+//!
+//! - **Layout**: an object of at least k × 64 KiB is coded, k data + m
+//!   parity shards (`shardnode_cluster::ec`); a smaller one is kept as m + 1
+//!   whole copies. Each shard is stored under the key
+//!   `o.<key hash>.<version>-<writer>.<part>` (part `s<i>` for shard i,
+//!   `c<i>` for copy i, `t` for a tombstone), its bytes framed with the
+//!   object's manifest (`shardnode_cluster::manifest`), which records the
+//!   CRC of every shard at PUT time.
+//! - **Versions**: the coordinator's hybrid logical clock and its host id.
+//!   A version is readable once k of its shards (one copy) exist; readers
+//!   take the newest readable version, so an overwrite is seen whole or
+//!   not at all. A tombstone newer than every readable version makes the
+//!   object deleted. Superseded versions are deleted once the new one is
+//!   acknowledged.
+//! - **Where**: the key's two candidate groups; a PUT writes to the one
+//!   whose holders are in better shape (more alive, then more free space by
+//!   gossip), a GET or DELETE looks in both.
+
+pub mod routes;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardnode_cluster::ec::{self, Geometry, CELL_BYTES_MAX};
+use shardnode_cluster::manifest::{Layout, Manifest, ShardRef};
+use shardnode_cluster::placement::Placement;
+use shardnode_cluster::records::Body;
+use shardstore::store::SHARD_SIZE_BYTES_MAX;
+
+use crate::cluster::peer::{self, Answer};
+use crate::cluster::Cluster;
+
+/// Objects under k × this many bytes are kept as m + 1 whole copies.
+pub const COPIES_BELOW_BYTES_PER_DATA_SHARD: u64 = 64 << 10;
+/// Room kept in a shard for its frame (the manifest).
+const FRAME_BYTES_MAX: u64 = CELL_BYTES_MAX;
+/// How long a PUT waits for every holder before settling for k + 1.
+const PUT_DEADLINE: Duration = Duration::from_secs(30);
+/// One shard read, listing or delete.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+const TOMBSTONE_MAGIC: &[u8; 4] = b"SNTB";
+
+/// The largest object a code of k data shards stores.
+pub fn object_bytes_max(k: u8) -> u64 {
+    u64::from(k) * (SHARD_SIZE_BYTES_MAX - FRAME_BYTES_MAX)
+}
+
+/// Why an object operation failed (mapped to HTTP in `routes.rs`).
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("{0}")]
+    NoCode(String),
+    #[error("x-object-crc32c {given:08x} is not the body's CRC32C {actual:08x}; nothing was stored")]
+    BadDigest { given: u32, actual: u32 },
+    #[error("an object of {size} bytes is over the maximum of {max} for this code")]
+    TooLarge { size: u64, max: u64 },
+    #[error("no such object")]
+    NotFound,
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    InsufficientHolders(String),
+    #[error("{0}")]
+    InvalidRange(String),
+}
+
+/// A version: the coordinator's clock, then its host id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version {
+    pub clock: u64,
+    pub writer: u32,
+}
+
+/// What a stored shard key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Part {
+    Shard(usize),
+    Copy(usize),
+    Tombstone,
+}
+
+/// The hash of an object key that names its shards.
+pub fn key_hash(key: &[u8]) -> String {
+    let h = blake3::hash(key);
+    shardnode_cluster::keys::encode_hex(&h.as_bytes()[..16])
+}
+
+pub fn shard_key(kh: &str, v: Version, part: Part) -> String {
+    let part = match part {
+        Part::Shard(i) => format!("s{i}"),
+        Part::Copy(i) => format!("c{i}"),
+        Part::Tombstone => "t".to_owned(),
+    };
+    format!("o.{kh}.{:016x}-{:08x}.{part}", v.clock, v.writer)
+}
+
+/// The version and part a listed shard key names, if it is one of `kh`'s.
+pub fn parse_shard_key(key: &str, kh: &str) -> Option<(Version, Part)> {
+    let rest = key.strip_prefix("o.")?.strip_prefix(kh)?.strip_prefix('.')?;
+    let (version, part) = rest.split_once('.')?;
+    let (clock, writer) = version.split_once('-')?;
+    let v = Version { clock: u64::from_str_radix(clock, 16).ok()?, writer: u32::from_str_radix(writer, 16).ok()? };
+    let part = match part.split_at(1) {
+        ("s", i) => Part::Shard(i.parse().ok()?),
+        ("c", i) => Part::Copy(i.parse().ok()?),
+        ("t", "") => Part::Tombstone,
+        _ => return None,
+    };
+    Some((v, part))
+}
+
+/// A shard's stored bytes: the manifest's length, the manifest, the data.
+pub fn frame(manifest: &Manifest, data: &[u8]) -> Vec<u8> {
+    let m = manifest.encode();
+    let mut out = Vec::with_capacity(4 + m.len() + data.len());
+    out.extend_from_slice(&(m.len() as u32).to_le_bytes());
+    out.extend_from_slice(&m);
+    out.extend_from_slice(data);
+    out
+}
+
+/// The manifest and data of a stored shard.
+pub fn unframe(bytes: &[u8]) -> Result<(Manifest, &[u8]), String> {
+    let n = bytes.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize).ok_or("too short")?;
+    let m = bytes.get(4..4 + n).ok_or("manifest cut short")?;
+    let manifest = Manifest::decode(m).map_err(|e| e.to_string())?;
+    Ok((manifest, &bytes[4 + n..]))
+}
+
+fn shard_path(key: &str) -> String {
+    format!("/v1/shards/{key}")
+}
+
+/// A host's HTTP address and gossip view of it.
+struct Peer {
+    host: u32,
+    addr: SocketAddr,
+    alive: bool,
+    free_bytes: u64,
+}
+
+fn peers(cluster: &Cluster, hosts: &[u32]) -> Vec<Peer> {
+    let g = cluster.gossip();
+    let me = g.me().host;
+    hosts
+        .iter()
+        .filter_map(|&host| {
+            let h = g.roster().host(host)?;
+            let alive = host == me || g.state_of(host).is_some_and(|(_, s)| s == foca::State::Alive);
+            let free_bytes = g
+                .records_of(host)
+                .iter()
+                .filter_map(|r| match &r.record.body {
+                    Body::Device { device, .. } if device.state == shardnode_cluster::records::DeviceState::Open => {
+                        Some(device.free_bytes)
+                    }
+                    _ => None,
+                })
+                .sum();
+            Some(Peer { host, addr: h.http, alive, free_bytes })
+        })
+        .collect()
+}
+
+/// The group a new version goes to: of the two candidates, the one with
+/// more holders alive, then the more free space on its fullest holder.
+fn choose_group(cluster: &Cluster, p: &Placement, key: &[u8]) -> u32 {
+    let [a, b] = p.candidates(key);
+    let score = |g: u32| {
+        let holders = p.group(g).expect("a candidate group").holders(&p.code).to_vec();
+        let peers = peers(cluster, &holders);
+        let alive = peers.iter().filter(|x| x.alive).count();
+        let min_free = peers.iter().map(|x| x.free_bytes).min().unwrap_or(0);
+        (alive, min_free)
+    };
+    if score(b) > score(a) {
+        b
+    } else {
+        a
+    }
+}
+
+fn placement(cluster: &Cluster) -> Result<Arc<Placement>, ObjectError> {
+    cluster.placement().map_err(ObjectError::NoCode)
+}
+
+/// What a PUT did.
+#[derive(Debug)]
+pub struct Put {
+    pub version: Version,
+    pub group: u32,
+    pub layout: Layout,
+    pub crc: u32,
+    /// Holders that did not take their shard (to be repaired).
+    pub missing: Vec<u32>,
+}
+
+/// Stores an object: encodes it, writes every shard to its holder, and
+/// answers once all are durable, or after the deadline once k + 1 are
+/// (fewer: an error, and what was written is removed).
+pub async fn put(
+    cluster: &Arc<Cluster>,
+    version_clock: u64,
+    key: &[u8],
+    body: &[u8],
+    client_crc: Option<u32>,
+) -> Result<Put, ObjectError> {
+    let p = placement(cluster)?;
+    let code = p.code;
+    let size = body.len() as u64;
+    let max = object_bytes_max(code.data);
+    if size > max {
+        return Err(ObjectError::TooLarge { size, max });
+    }
+    let crc = crc32c::crc32c(body);
+    if let Some(given) = client_crc.filter(|g| *g != crc) {
+        return Err(ObjectError::BadDigest { given, actual: crc });
+    }
+    let version = Version { clock: version_clock, writer: cluster.settings.host_id };
+    let group = choose_group(cluster, &p, key);
+    let holders = p.group(group).expect("a group").holders(&code).to_vec();
+    let coded = size >= u64::from(code.data) * COPIES_BELOW_BYTES_PER_DATA_SHARD;
+    let (layout, parts, pieces): (Layout, Vec<Part>, Vec<Vec<u8>>) = if coded {
+        let g = Geometry::for_object(size, code.data.into(), code.parity.into());
+        let shards = ec::encode(&g, body).map_err(|e| ObjectError::Unavailable(e.to_string()))?;
+        (Layout::Coded, (0..shards.len()).map(Part::Shard).collect(), shards)
+    } else {
+        let copies = usize::from(code.parity) + 1;
+        (Layout::Copies, (0..copies).map(Part::Copy).collect(), vec![body.to_vec(); copies])
+    };
+    let manifest = Manifest {
+        key: key.to_vec(),
+        layout,
+        k: if coded { code.data } else { 1 },
+        m: code.parity,
+        version: version.clock,
+        writer: version.writer,
+        group,
+        epoch: p.epoch,
+        size,
+        crc,
+        cell_bytes: if coded {
+            Geometry::for_object(size, code.data.into(), code.parity.into()).cell as u32
+        } else {
+            0
+        },
+        shards: pieces.iter().zip(&holders).map(|(d, &host)| ShardRef { host, crc: crc32c::crc32c(d) }).collect(),
+    };
+    let kh = key_hash(key);
+    let addrs = peers(cluster, &holders);
+    let mut writes = tokio::task::JoinSet::new();
+    for ((part, piece), peer) in parts.iter().zip(&pieces).zip(&addrs) {
+        let (c, target, bytes, host, addr) = (
+            Arc::clone(cluster),
+            shard_path(&shard_key(&kh, version, *part)),
+            frame(&manifest, piece),
+            peer.host,
+            peer.addr,
+        );
+        writes.spawn(async move {
+            let r = peer::call(&c, addr, "PUT", &target, Some(&bytes), PUT_DEADLINE).await;
+            (host, target, r)
+        });
+    }
+    let mut written = Vec::new();
+    let mut missing = Vec::new();
+    while let Some(done) = writes.join_next().await {
+        let (host, target, r) = done.expect("a write task never panics");
+        match r {
+            Ok(a) if a.status == 201 => written.push((host, target)),
+            Ok(a) => {
+                tracing::warn!(host, status = a.status, code = %a.code(), "object shard not written");
+                missing.push(host);
+            }
+            Err(e) => {
+                tracing::warn!(host, error = %format!("{e:#}"), "object shard not written");
+                missing.push(host);
+            }
+        }
+    }
+    let quorum = if coded { usize::from(code.data) + 1 } else { 2 }.min(parts.len());
+    if written.len() < quorum {
+        // Not enough to stand: take back what was written.
+        for (host, target) in &written {
+            if let Some(peer) = addrs.iter().find(|x| x.host == *host) {
+                let _ = peer::call(cluster, peer.addr, "DELETE", target, None, READ_TIMEOUT).await;
+            }
+        }
+        return Err(ObjectError::InsufficientHolders(format!(
+            "only {} of {} holders took their shard (at least {quorum} are needed); nothing was stored",
+            written.len(),
+            parts.len()
+        )));
+    }
+    missing.sort_unstable();
+    // Superseded versions go once this one stands.
+    let c = Arc::clone(cluster);
+    let key = key.to_vec();
+    tokio::spawn(async move { remove_older(&c, &key, version).await });
+    Ok(Put { version, group, layout, crc, missing })
+}
+
+/// What the holders of an object's candidate groups list for it.
+struct Listing {
+    /// Version → (parts found, hosts holding them).
+    versions: BTreeMap<Version, Vec<(Part, u32)>>,
+    /// Holders that could not be asked.
+    unreachable: Vec<u32>,
+}
+
+async fn list(cluster: &Arc<Cluster>, p: &Placement, key: &[u8]) -> Listing {
+    let kh = key_hash(key);
+    let hosts: BTreeSet<u32> =
+        p.candidates(key).iter().flat_map(|&g| p.group(g).expect("a group").holders(&p.code).to_vec()).collect();
+    let hosts: Vec<u32> = hosts.into_iter().collect();
+    let mut asks = tokio::task::JoinSet::new();
+    for peer in peers(cluster, &hosts) {
+        let (c, target) = (Arc::clone(cluster), format!("/v1/shards?prefix=o.{kh}.&limit=1000"));
+        asks.spawn(async move { (peer.host, peer::call(&c, peer.addr, "GET", &target, None, READ_TIMEOUT).await) });
+    }
+    let mut listing = Listing { versions: BTreeMap::new(), unreachable: Vec::new() };
+    while let Some(done) = asks.join_next().await {
+        let (host, r) = done.expect("a listing task never panics");
+        let json = match r {
+            Ok(a) if a.status == 200 => serde_json::from_slice::<serde_json::Value>(&a.body).ok(),
+            _ => None,
+        };
+        let Some(json) = json else {
+            listing.unreachable.push(host);
+            continue;
+        };
+        for k in json["shards"].as_array().into_iter().flatten().filter_map(|s| s["key"].as_str()) {
+            if let Some((v, part)) = parse_shard_key(k, &kh) {
+                listing.versions.entry(v).or_default().push((part, host));
+            }
+        }
+    }
+    listing
+}
+
+/// The newest version a reader may use: readable (k shards or one copy
+/// listed) and newer than any tombstone; `NotFound` only when every holder
+/// answered; `Unavailable` when a newer version may be hidden on holders
+/// that did not answer.
+fn newest(listing: &Listing, k: usize) -> Result<(Version, Vec<(Part, u32)>), ObjectError> {
+    let mut incomplete_newer = false;
+    for (v, parts) in listing.versions.iter().rev() {
+        if parts.iter().any(|(p, _)| *p == Part::Tombstone) {
+            return Err(ObjectError::NotFound);
+        }
+        let shards = parts.iter().filter(|(p, _)| matches!(p, Part::Shard(_))).count();
+        let copies = parts.iter().filter(|(p, _)| matches!(p, Part::Copy(_))).count();
+        if shards >= k || copies >= 1 {
+            if incomplete_newer && !listing.unreachable.is_empty() {
+                break;
+            }
+            return Ok((*v, parts.clone()));
+        }
+        incomplete_newer = true;
+    }
+    if listing.unreachable.is_empty() {
+        Err(ObjectError::NotFound)
+    } else {
+        Err(ObjectError::Unavailable(format!(
+            "holders {:?} could not be asked; the object's absence is not proven",
+            listing.unreachable
+        )))
+    }
+}
+
+/// An object read: its manifest, and the bytes asked for.
+#[derive(Debug)]
+pub struct Got {
+    pub manifest: Manifest,
+    pub bytes: Vec<u8>,
+    /// Shards decoded from parity (0 on a healthy read).
+    pub decoded: usize,
+}
+
+/// Fetches one stored shard and checks it against its manifest: the
+/// shard's own CRC recorded at PUT time, and the version asked for.
+async fn fetch(
+    cluster: &Arc<Cluster>,
+    addr: SocketAddr,
+    target: String,
+    v: Version,
+    index: usize,
+) -> Result<(Manifest, Vec<u8>), String> {
+    let a: Answer =
+        peer::call(cluster, addr, "GET", &target, None, READ_TIMEOUT).await.map_err(|e| format!("{e:#}"))?;
+    if a.status != 200 {
+        return Err(format!("{} ({})", a.status, a.code()));
+    }
+    // The holder's store verified the bytes; this checks the way here.
+    if a.header("x-shard-crc32c").is_some_and(|h| *h != format!("{:08x}", crc32c::crc32c(&a.body))) {
+        return Err("damaged on the way: the body is not the CRC its holder sent".into());
+    }
+    let (manifest, data) = unframe(&a.body)?;
+    if manifest.version != v.clock || manifest.writer != v.writer {
+        return Err("the manifest names another version".into());
+    }
+    let want = manifest.shards.get(index).ok_or("no such shard in the manifest")?.crc;
+    if crc32c::crc32c(data) != want {
+        return Err("the shard's CRC is not the one recorded when the object was written".into());
+    }
+    Ok((manifest, data.to_vec()))
+}
+
+/// Reads an object (a byte range of it): the newest readable version,
+/// from the data shards first, any k that verify, decoding if needed; no
+/// byte is returned that did not verify.
+/// `range_of` is given the object's size once its manifest is known and
+/// answers the byte range to return (`None`: all of it).
+pub async fn get(
+    cluster: &Arc<Cluster>,
+    key: &[u8],
+    range_of: impl FnOnce(u64) -> Result<Option<std::ops::Range<u64>>, String>,
+) -> Result<Got, ObjectError> {
+    let mut range_of = Some(range_of);
+    let mut range_for = |size: u64| (range_of.take().expect("asked once"))(size).map_err(ObjectError::InvalidRange);
+    let placed = placement(cluster)?;
+    let listing = list(cluster, &placed, key).await;
+    let (version, parts) = newest(&listing, placed.code.data.into())?;
+    let kh = key_hash(key);
+    let hosts: Vec<u32> = parts.iter().map(|(_, h)| *h).collect();
+    let addr_of: BTreeMap<u32, SocketAddr> = peers(cluster, &hosts).into_iter().map(|x| (x.host, x.addr)).collect();
+    let mut copies: Vec<(usize, u32)> =
+        parts.iter().filter_map(|(part, h)| if let Part::Copy(i) = part { Some((*i, *h)) } else { None }).collect();
+    copies.sort_unstable();
+    let mut failures = Vec::new();
+    for (i, host) in copies {
+        let target = shard_path(&shard_key(&kh, version, Part::Copy(i)));
+        match fetch(cluster, addr_of[&host], target, version, i).await {
+            Ok((manifest, data)) if crc32c::crc32c(&data) == manifest.crc => {
+                let r = range_for(manifest.size)?.unwrap_or(0..manifest.size);
+                let bytes = data[r.start.min(manifest.size) as usize..r.end.min(manifest.size) as usize].to_vec();
+                return Ok(Got { manifest, bytes, decoded: 0 });
+            }
+            Ok(_) => failures.push(format!("host {host}: copy {i} does not match the object's CRC")),
+            Err(e) => failures.push(format!("host {host}: copy {i}: {e}")),
+        }
+    }
+    let mut shards: Vec<(usize, u32)> =
+        parts.iter().filter_map(|(part, h)| if let Part::Shard(i) = part { Some((*i, *h)) } else { None }).collect();
+    shards.sort_unstable();
+    if shards.is_empty() {
+        return Err(ObjectError::Unavailable(format!("no copy could be read: {}", failures.join("; "))));
+    }
+    let k = usize::from(placed.code.data);
+    // Data shards first, then parity: k + 1 at once, more as they fail.
+    let mut pending = shards.into_iter();
+    let mut fetching = tokio::task::JoinSet::new();
+    let start = |fetching: &mut tokio::task::JoinSet<_>, (i, host): (usize, u32)| {
+        let (c, target, addr) =
+            (Arc::clone(cluster), shard_path(&shard_key(&kh, version, Part::Shard(i))), addr_of[&host]);
+        fetching.spawn(async move { (i, host, fetch(&c, addr, target, version, i).await) });
+    };
+    for s in pending.by_ref().take(k + 1) {
+        start(&mut fetching, s);
+    }
+    let mut got: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
+    let mut manifest = None;
+    while let Some(done) = fetching.join_next().await {
+        let (i, host, r) = done.expect("a fetch task never panics");
+        match r {
+            Ok((m, data)) => {
+                manifest.get_or_insert(m);
+                got.insert(i, data);
+                if got.len() == k {
+                    break;
+                }
+            }
+            Err(e) => {
+                failures.push(format!("host {host}: shard {i}: {e}"));
+                if let Some(next) = pending.next() {
+                    start(&mut fetching, next);
+                }
+            }
+        }
+    }
+    fetching.abort_all();
+    let Some(manifest) = manifest.filter(|_| got.len() >= k) else {
+        return Err(ObjectError::Unavailable(format!(
+            "only {} of the {k} shards needed verified: {}",
+            got.len(),
+            failures.join("; ")
+        )));
+    };
+    let geometry = manifest.geometry();
+    let avail: Vec<Option<&[u8]>> = (0..manifest.width()).map(|i| got.get(&i).map(Vec::as_slice)).collect();
+    let decoded = (0..k).filter(|i| !got.contains_key(i)).count();
+    let range = range_for(manifest.size)?;
+    let whole = range.is_none();
+    let r = range.unwrap_or(0..manifest.size);
+    let bytes = ec::decode_range(&geometry, &avail, r).map_err(|e| ObjectError::Unavailable(e.to_string()))?;
+    if whole && crc32c::crc32c(&bytes) != manifest.crc {
+        return Err(ObjectError::Unavailable("the decoded object does not match its CRC; not returned".into()));
+    }
+    Ok(Got { manifest, bytes, decoded })
+}
+
+/// Deletes an object: a tombstone newer than every version on the holders
+/// of both candidate groups (at least k + 1 of them), then the data of
+/// older versions. A later repair can never bring it back: readers see
+/// the tombstone first.
+pub async fn delete(cluster: &Arc<Cluster>, version_clock: u64, key: &[u8]) -> Result<Version, ObjectError> {
+    let p = placement(cluster)?;
+    let version = Version { clock: version_clock, writer: cluster.settings.host_id };
+    let kh = key_hash(key);
+    let hosts: BTreeSet<u32> =
+        p.candidates(key).iter().flat_map(|&g| p.group(g).expect("a group").holders(&p.code).to_vec()).collect();
+    let hosts: Vec<u32> = hosts.into_iter().collect();
+    let mut marker = TOMBSTONE_MAGIC.to_vec();
+    marker.extend_from_slice(key);
+    let target = shard_path(&shard_key(&kh, version, Part::Tombstone));
+    let mut writes = tokio::task::JoinSet::new();
+    for peer in peers(cluster, &hosts) {
+        let (c, target, marker) = (Arc::clone(cluster), target.clone(), marker.clone());
+        writes.spawn(async move { peer::call(&c, peer.addr, "PUT", &target, Some(&marker), PUT_DEADLINE).await });
+    }
+    let mut ok = 0;
+    while let Some(done) = writes.join_next().await {
+        if matches!(done.expect("never panics"), Ok(a) if a.status == 201) {
+            ok += 1;
+        }
+    }
+    let quorum = usize::from(p.code.data) + 1;
+    if ok < quorum {
+        return Err(ObjectError::InsufficientHolders(format!(
+            "the tombstone reached {ok} of {} holders (at least {quorum} are needed); retry the delete",
+            hosts.len()
+        )));
+    }
+    let c = Arc::clone(cluster);
+    let key = key.to_vec();
+    tokio::spawn(async move { remove_older(&c, &key, version).await });
+    Ok(version)
+}
+
+/// Deletes the shards of every version older than `newer` (never a
+/// tombstone: those stay so nothing older comes back). Best effort: what
+/// is left is found again by the next write or delete.
+async fn remove_older(cluster: &Arc<Cluster>, key: &[u8], newer: Version) {
+    let Ok(p) = placement(cluster) else { return };
+    let listing = list(cluster, &p, key).await;
+    let kh = key_hash(key);
+    for (v, parts) in listing.versions.range(..newer) {
+        for (part, host) in parts.iter().filter(|(p, _)| *p != Part::Tombstone) {
+            let Some(peer) = peers(cluster, &[*host]).pop() else { continue };
+            let target = shard_path(&shard_key(&kh, *v, *part));
+            if let Err(e) = peer::call(cluster, peer.addr, "DELETE", &target, None, READ_TIMEOUT).await {
+                tracing::debug!(host, error = %format!("{e:#}"), "superseded shard not deleted yet");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_keys_round_trip_and_sort_by_version() {
+        let kh = key_hash(b"photos/cat.jpg");
+        assert_eq!(kh.len(), 32);
+        for part in [Part::Shard(0), Part::Shard(13), Part::Copy(2), Part::Tombstone] {
+            let v = Version { clock: 0x1234_5678_9abc, writer: 7 };
+            let k = shard_key(&kh, v, part);
+            assert!(k.len() < 100 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'), "{k}");
+            assert_eq!(parse_shard_key(&k, &kh), Some((v, part)));
+            assert_eq!(parse_shard_key(&k, &key_hash(b"other")), None);
+        }
+        let older = shard_key(&kh, Version { clock: 9, writer: 100 }, Part::Shard(0));
+        let newer = shard_key(&kh, Version { clock: 10, writer: 1 }, Part::Shard(0));
+        assert!(older < newer, "keys sort as versions do");
+    }
+
+    #[test]
+    fn the_newest_readable_version_wins_and_absence_needs_every_holder() {
+        let v = |c| Version { clock: c, writer: 1 };
+        let mut l = Listing { versions: BTreeMap::new(), unreachable: vec![] };
+        l.versions.insert(v(1), (0..6).map(|i| (Part::Shard(i), i as u32 + 1)).collect());
+        l.versions.insert(v(2), (0..3).map(|i| (Part::Shard(i), i as u32 + 1)).collect());
+        assert_eq!(newest(&l, 4).unwrap().0, v(1), "an incomplete newer version is skipped");
+        l.unreachable.push(5);
+        assert!(matches!(newest(&l, 4), Err(ObjectError::Unavailable(_))), "it may be complete on holders not asked");
+        l.unreachable.clear();
+        l.versions.insert(v(3), vec![(Part::Tombstone, 1)]);
+        assert!(matches!(newest(&l, 4), Err(ObjectError::NotFound)));
+        let empty = Listing { versions: BTreeMap::new(), unreachable: vec![3] };
+        assert!(matches!(newest(&empty, 4), Err(ObjectError::Unavailable(_))));
+    }
+}

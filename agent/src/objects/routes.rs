@@ -1,0 +1,185 @@
+//! `PUT/GET/HEAD/DELETE /v1/objects/{key}` (docs/api.md, "Objects").
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http_body_util::{BodyExt, Limited};
+use serde_json::json;
+
+use super::{ObjectError, Version};
+use crate::api::{ApiError, App};
+use crate::cluster::Cluster;
+use crate::keys::decode_key;
+
+pub fn router() -> axum::Router<Arc<App>> {
+    axum::Router::new().route("/v1/objects/{*key}", axum::routing::any(object))
+}
+
+impl From<ObjectError> for ApiError {
+    fn from(e: ObjectError) -> ApiError {
+        let (status, code) = match &e {
+            ObjectError::NoCode(_) => (StatusCode::SERVICE_UNAVAILABLE, "NoCode"),
+            ObjectError::BadDigest { .. } => (StatusCode::BAD_REQUEST, "BadDigest"),
+            ObjectError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "TooLarge"),
+            ObjectError::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
+            ObjectError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
+            ObjectError::InsufficientHolders(_) => (StatusCode::SERVICE_UNAVAILABLE, "InsufficientHolders"),
+            ObjectError::InvalidRange(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "InvalidRange"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+fn version_text(v: Version) -> String {
+    format!("{:016x}-{:08x}", v.clock, v.writer)
+}
+
+fn crc_of(headers: &HeaderMap) -> Result<Option<u32>, ApiError> {
+    let Some(v) = headers.get("x-object-crc32c") else { return Ok(None) };
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "BadDigest",
+            format!("x-object-crc32c {v:?} is not 8 lowercase hex digits; nothing was stored"),
+        )
+    };
+    let text = v.to_str().map_err(|_| bad())?;
+    if text.len() != 8 || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(bad());
+    }
+    u32::from_str_radix(text, 16).map(Some).map_err(|_| bad())
+}
+
+async fn object(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
+    let cluster = app.cluster.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NoCluster",
+            "objects need a cluster: this agent's config has no [cluster] table",
+        )
+    })?;
+    let raw = req.uri().path().strip_prefix("/v1/objects/").unwrap_or_default().to_owned();
+    let key = decode_key(&raw)?;
+    match req.method().clone() {
+        Method::PUT => put(&app, &cluster, &key, req).await,
+        Method::GET => get(&cluster, &key, req.headers(), false).await,
+        Method::HEAD => get(&cluster, &key, req.headers(), true).await,
+        Method::DELETE => {
+            let v = super::delete(&cluster, app.node.next_version(), &key).await?;
+            metrics::counter!("shardnode_object_operations_total", "op" => "delete").increment(1);
+            let mut r = StatusCode::NO_CONTENT.into_response();
+            r.headers_mut().insert("x-object-version", HeaderValue::from_str(&version_text(v)).expect("hex"));
+            Ok(r)
+        }
+        other => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("{other} is not an object operation (PUT, GET, HEAD, DELETE)"),
+        )),
+    }
+}
+
+async fn put(app: &App, cluster: &Arc<Cluster>, key: &[u8], req: Request) -> Result<Response, ApiError> {
+    let code = cluster.placement().map_err(ObjectError::NoCode)?.code;
+    let max = super::object_bytes_max(code.data);
+    let client_crc = crc_of(req.headers())?;
+    let length = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let Some(size) = length.filter(|&n| n > max) {
+        return Err(ObjectError::TooLarge { size, max }.into());
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let body = tokio::time::timeout(
+        app.body_timeout.max(Duration::from_secs(1)),
+        Limited::new(req.into_body(), limit).collect(),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "RequestTimeout",
+            "the body did not arrive in time; nothing was stored",
+        )
+    })?
+    .map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            ApiError::from(ObjectError::TooLarge { size: max + 1, max })
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "IncompleteBody",
+                format!("the body could not be read ({e}); nothing was stored"),
+            )
+        }
+    })?
+    .to_bytes();
+    if let Some(n) = length.filter(|&n| n != body.len() as u64) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "IncompleteBody",
+            format!("content-length {n} but {} bytes arrived; nothing was stored", body.len()),
+        ));
+    }
+    let put = super::put(cluster, app.node.next_version(), key, &body, client_crc).await?;
+    metrics::counter!("shardnode_object_operations_total", "op" => "put").increment(1);
+    if !put.missing.is_empty() {
+        metrics::counter!("shardnode_object_degraded_writes_total").increment(1);
+        tracing::warn!(missing = ?put.missing, "object acknowledged on k + 1 holders, not all");
+    }
+    let mut r = (
+        StatusCode::CREATED,
+        Json(json!({
+            "version": version_text(put.version),
+            "group": put.group,
+            "layout": match put.layout { shardnode_cluster::manifest::Layout::Coded => "coded", shardnode_cluster::manifest::Layout::Copies => "copies" },
+            "size": body.len(),
+            "missing_holders": put.missing,
+        })),
+    )
+        .into_response();
+    r.headers_mut().insert("x-object-crc32c", HeaderValue::from_str(&format!("{:08x}", put.crc)).expect("hex"));
+    Ok(r)
+}
+
+async fn get(cluster: &Arc<Cluster>, key: &[u8], headers: &HeaderMap, head: bool) -> Result<Response, ApiError> {
+    let range_header = headers.get(header::RANGE).cloned();
+    let asked = range_header.is_some() && !head;
+    let got = super::get(cluster, key, |size| match &range_header {
+        Some(v) if !head => {
+            crate::api::parse_range(v, size).map(|(start, len)| Some(start..start + len)).map_err(|e| e.to_string())
+        }
+        _ => Ok(None),
+    })
+    .await?;
+    metrics::counter!("shardnode_object_operations_total", "op" => if head { "head" } else { "get" }).increment(1);
+    metrics::counter!("shardnode_object_decoded_shards_total").increment(got.decoded as u64);
+    let m = &got.manifest;
+    let mut h = HeaderMap::new();
+    h.insert("x-object-crc32c", HeaderValue::from_str(&format!("{:08x}", m.crc)).expect("hex"));
+    h.insert(
+        "x-object-version",
+        HeaderValue::from_str(&version_text(Version { clock: m.version, writer: m.writer })).expect("hex"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    if head {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(m.size));
+        return Ok((StatusCode::OK, h).into_response());
+    }
+    let status = if asked {
+        let v = range_header.as_ref().expect("asked");
+        let (start, len) = crate::api::parse_range(v, m.size)?;
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&format!("bytes {start}-{}/{}", start + len - 1, m.size)).expect("ascii"),
+        );
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, h, Body::from(got.bytes)).into_response())
+}
