@@ -39,6 +39,13 @@ fn operation(method: &Method, path: &str) -> &'static str {
         ("HEAD", true) => "head",
         ("DELETE", true) => "delete",
         ("GET", false) if path.starts_with("/v1/shards") => "list",
+        (m, false) if path.starts_with("/v1/objects/") => match m {
+            "PUT" => "object_put",
+            "GET" => "object_get",
+            "HEAD" => "object_head",
+            "DELETE" => "object_delete",
+            _ => "other",
+        },
         _ => "other",
     }
 }

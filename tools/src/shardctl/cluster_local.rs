@@ -58,6 +58,10 @@ pub struct Args {
 /// The roster document of `hosts` local hosts.
 fn roster_text(hosts: usize, first_ip: std::net::Ipv4Addr, http_port: u16, gossip_port: u16) -> String {
     let mut text = String::from("# written by `shardctl cluster local`\ncluster = \"local\"\nepoch = 1\n");
+    // Objects need k + m failure domains: 4+2 from six hosts, else none.
+    if hosts >= 6 {
+        text.push_str("\n[code]\ndata = 4\nparity = 2\n");
+    }
     for i in 1..=hosts {
         let ip = std::net::Ipv4Addr::from(u32::from(first_ip) + (i as u32 - 1));
         let _ = write!(
@@ -213,5 +217,8 @@ mod tests {
         assert_eq!(roster.domains().len(), 200);
         assert_eq!(roster.hosts[0].http.to_string(), "127.0.0.2:7480");
         assert_eq!(roster.hosts[199].gossip.to_string(), "127.0.0.201:7946");
+        assert_eq!(roster.code.map(|c| (c.data, c.parity)), Some((4, 2)));
+        let small = shardnode_cluster::roster::Roster::parse(&roster_text(3, "127.0.0.2".parse().unwrap(), 7480, 7946));
+        assert_eq!(small.unwrap().code, None, "three hosts: gossip only");
     }
 }
