@@ -34,6 +34,8 @@ pub struct App {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// This host's cluster membership, if it has a `[cluster]` table.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// `limits.test_shard_read_delay_ms` (testing only).
+    pub shard_read_delay: Duration,
 }
 
 /// An error answer: a status, a stable code and a message for humans.
@@ -398,6 +400,9 @@ async fn head_shard(State(app): State<Arc<App>>, req: Request) -> Result<Respons
 }
 
 async fn get_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
+    if !app.shard_read_delay.is_zero() {
+        tokio::time::sleep(app.shard_read_delay).await;
+    }
     let deadline = deadline(req.headers(), Instant::now())?;
     let key = key_of(req.uri().path())?;
     refuse_early(&app.node, &key)?;

@@ -201,6 +201,9 @@ pub struct Limits {
     pub device_lifo_after: usize,
     /// Waiting requests past which new ones are refused (`Overloaded`).
     pub device_queue_max: usize,
+    /// Testing only: every shard GET waits this long before it is served
+    /// (a slow holder, for the hedged-read tests and benchmarks). 0: off.
+    pub test_shard_read_delay_ms: u64,
 }
 
 impl Default for Limits {
@@ -214,6 +217,7 @@ impl Default for Limits {
             device_concurrency: 32,
             device_lifo_after: 32,
             device_queue_max: 512,
+            test_shard_read_delay_ms: 0,
         }
     }
 }

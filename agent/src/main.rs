@@ -140,6 +140,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         admin_token,
         metrics: metrics::install(),
         cluster: cluster.clone(),
+        shard_read_delay: Duration::from_millis(config.limits.test_shard_read_delay_ms),
     });
     // Copies deleted or overwritten while a device was away go now.
     let _reconcile = {

@@ -34,6 +34,7 @@ fn objects_round_trip_and_ride_out_two_dead_agents_and_never_return_wrong_bytes(
     within(Duration::from_secs(20), || c.converged()).expect("7 agents converge");
     let sizes = [0usize, 1, 1000, 4 * 65_536 - 1, 4 * 65_536, (1 << 20) + 7, (5 << 20) + 3];
     let mut stored = Vec::new();
+    let mut groups = std::collections::HashMap::new();
     for (i, &size) in sizes.iter().enumerate() {
         let key = format!("obj-{i}");
         let body = object(size, i as u8);
@@ -41,6 +42,7 @@ fn objects_round_trip_and_ride_out_two_dead_agents_and_never_return_wrong_bytes(
         let r = put(&c, via, &key, &body);
         assert_eq!(r.status, 201, "put {key} ({size} bytes) via {via}: {}", r.code());
         let layout = r.json()["layout"].as_str().unwrap().to_owned();
+        groups.insert(key.clone(), r.json()["group"].as_u64().unwrap() as u32);
         assert_eq!(layout, if size < 4 * 65_536 { "copies" } else { "coded" }, "{key}");
         stored.push((key, body));
     }
@@ -81,6 +83,54 @@ fn objects_round_trip_and_ride_out_two_dead_agents_and_never_return_wrong_bytes(
         let r = get(&c, via, &stored[4].0);
         assert!(r.status == 200 && r.body == stored[4].1, "the overwrite, as seen from {via}");
     }
+
+    // Two agents stopped (a gray failure: they take requests and never
+    // answer): every object reads from the holders that answer.
+    for id in [6, 7] {
+        c.agent(id).send(Signal::SIGSTOP);
+    }
+    for (key, body) in &stored {
+        let r = get(&c, 1, key);
+        assert_eq!(r.status, 200, "{key} with agents 6 and 7 stopped: {}", r.code());
+        assert!(r.body == *body, "{key}: wrong bytes with two agents stopped");
+    }
+    for id in [6, 7] {
+        c.agent(id).send(Signal::SIGCONT);
+    }
+
+    // Two holders slow to serve shards (they still answer listings): the
+    // holders of data shards 0 and 1 of the large object. Its read asks
+    // shards 0-4, gets 2-4 at once, and after the peers' usual latency
+    // asks shard 5 (a hedge), which wins.
+    let roster =
+        shardnode_cluster::roster::Roster::parse(&std::fs::read_to_string(c.path("roster.signed")).unwrap()).unwrap();
+    let placement = shardnode_cluster::placement::Placement::new(&roster).unwrap();
+    let large = stored.iter().position(|(_, b)| b.len() > 5 << 20).unwrap();
+    let holders = placement.group(groups[&stored[large].0]).unwrap().holders(&placement.code).to_vec();
+    let slow = [holders[0], holders[1]];
+    for &id in &slow {
+        assert!(c.agents[(id - 1) as usize].take().unwrap().signal(Signal::SIGTERM).success());
+        let config = &c.hosts[(id - 1) as usize].config;
+        let mut text = std::fs::read_to_string(config).unwrap();
+        text.push_str("\n[limits]\ntest_shard_read_delay_ms = 3000\n");
+        std::fs::write(config, text).unwrap();
+        c.start(id);
+    }
+    within(Duration::from_secs(20), || c.converged()).expect("converged again");
+    let via = (1..=7).find(|h| !slow.contains(h)).unwrap();
+    let (key, body) = &stored[large];
+    let r = get(&c, via, key);
+    assert!(r.status == 200 && r.body == *body, "the large object past two slow holders: {}", r.code());
+    let metrics =
+        String::from_utf8(request(c.hosts[(via - 1) as usize].http, "GET", "/metrics", &[], b"").body).unwrap();
+    let counter = |name: &str| -> u64 {
+        metrics.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    };
+    assert!(
+        counter("shardnode_object_hedges_total{outcome=\"won\"}") > 0,
+        "the read was not hedged past a slow holder"
+    );
+    assert!(counter("shardnode_object_decoded_shards_total") >= 2, "the large object was decoded from parity");
 
     // Any two agents killed: every object still reads.
     for id in [6, 7] {

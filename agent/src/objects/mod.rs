@@ -325,8 +325,29 @@ async fn list(cluster: &Arc<Cluster>, p: &Placement, key: &[u8]) -> Listing {
         asks.spawn(async move { (peer.host, peer::call(&c, peer.addr, "GET", &target, None, READ_TIMEOUT).await) });
     }
     let mut listing = Listing { versions: BTreeMap::new(), unreachable: Vec::new() };
-    while let Some(done) = asks.join_next().await {
+    // Once all but m holders answered, the others get a short grace, not
+    // the whole timeout: a stopped or slow holder must not stall reads.
+    // What they may hold is accounted for by `newest` (an incomplete newer
+    // version with holders unheard is `Unavailable`, never an older one).
+    let enough = hosts.len().saturating_sub(usize::from(p.code.parity)).max(1);
+    let mut answered = 0;
+    let mut grace: Option<tokio::time::Instant> = None;
+    let mut asked: BTreeSet<u32> = hosts.iter().copied().collect();
+    loop {
+        let done = match grace {
+            Some(until) => match tokio::time::timeout_at(until, asks.join_next()).await {
+                Ok(d) => d,
+                Err(_) => break,
+            },
+            None => asks.join_next().await,
+        };
+        let Some(done) = done else { break };
         let (host, r) = done.expect("a listing task never panics");
+        asked.remove(&host);
+        answered += 1;
+        if answered >= enough && grace.is_none() {
+            grace = Some(tokio::time::Instant::now() + 2 * HEDGING.delay());
+        }
         let json = match r {
             Ok(a) if a.status == 200 => serde_json::from_slice::<serde_json::Value>(&a.body).ok(),
             _ => None,
@@ -341,6 +362,8 @@ async fn list(cluster: &Arc<Cluster>, p: &Placement, key: &[u8]) -> Listing {
             }
         }
     }
+    asks.abort_all();
+    listing.unreachable.extend(asked);
     listing
 }
 
@@ -371,6 +394,42 @@ fn newest(listing: &Listing, k: usize) -> Result<(Version, Vec<(Part, u32)>), Ob
             "holders {:?} could not be asked; the object's absence is not proven",
             listing.unreachable
         )))
+    }
+}
+
+/// Recent shard fetch latencies, from which a read decides when to ask
+/// one more holder: the 95th percentile of the last 256, at least 2 ms
+/// (50 ms before any was seen).
+#[derive(Debug)]
+pub struct Hedging {
+    recent: std::sync::Mutex<std::collections::VecDeque<Duration>>,
+}
+
+const HEDGE_WINDOW: usize = 256;
+const HEDGE_DELAY_MIN: Duration = Duration::from_millis(2);
+const HEDGE_DELAY_FIRST: Duration = Duration::from_millis(50);
+
+static HEDGING: Hedging = Hedging { recent: std::sync::Mutex::new(std::collections::VecDeque::new()) };
+
+impl Hedging {
+    fn record(&self, d: Duration) {
+        let mut r = self.recent.lock().expect("never poisoned");
+        if r.len() == HEDGE_WINDOW {
+            r.pop_front();
+        }
+        r.push_back(d);
+    }
+
+    /// How long a read waits for its k shards before asking one more
+    /// holder.
+    pub fn delay(&self) -> Duration {
+        let r = self.recent.lock().expect("never poisoned");
+        if r.is_empty() {
+            return HEDGE_DELAY_FIRST;
+        }
+        let mut v: Vec<Duration> = r.iter().copied().collect();
+        v.sort_unstable();
+        v[(v.len() * 95 / 100).min(v.len() - 1)].max(HEDGE_DELAY_MIN)
     }
 }
 
@@ -412,6 +471,90 @@ async fn fetch(
     Ok((manifest, data.to_vec()))
 }
 
+/// What a hedged fetch gathered: the verified parts by index, the
+/// manifest they share, and why the others failed.
+struct Fetched {
+    got: BTreeMap<usize, Vec<u8>>,
+    manifest: Option<Manifest>,
+    failures: Vec<String>,
+}
+
+/// Fetches `need` of `wanted` (in order: the first ones are preferred):
+/// `need + 1` at once, one more after each failure, and one more whenever
+/// the answers are slower than the peers' recent 95th percentile (a
+/// hedge). Stops at `need` verified and cancels the rest.
+async fn fetch_hedged(
+    cluster: &Arc<Cluster>,
+    kh: &str,
+    version: Version,
+    wanted: &[(Part, u32)],
+    addr_of: &BTreeMap<u32, SocketAddr>,
+    need: usize,
+) -> Fetched {
+    let index = |p: Part| match p {
+        Part::Shard(i) | Part::Copy(i) => i,
+        Part::Tombstone => usize::MAX,
+    };
+    let mut pending = wanted.iter().copied();
+    let mut fetching = tokio::task::JoinSet::new();
+    let start = |fetching: &mut tokio::task::JoinSet<_>, (part, host): (Part, u32)| {
+        let (c, target, addr) = (Arc::clone(cluster), shard_path(&shard_key(kh, version, part)), addr_of[&host]);
+        let i = index(part);
+        fetching.spawn(async move {
+            let r = fetch(&c, addr, target, version, i).await.and_then(|(m, data)| match part {
+                Part::Copy(_) if crc32c::crc32c(&data) != m.crc => Err("the copy is not the object's CRC".to_owned()),
+                _ => Ok((m, data)),
+            });
+            (part, host, r)
+        });
+    };
+    // k + 1 shards at once; a single copy (the others are hedges).
+    let first = if wanted.iter().any(|(p, _)| matches!(p, Part::Copy(_))) { 1 } else { need + 1 };
+    for w in pending.by_ref().take(first) {
+        start(&mut fetching, w);
+    }
+    let mut out = Fetched { got: BTreeMap::new(), manifest: None, failures: Vec::new() };
+    let mut hedged: BTreeSet<usize> = BTreeSet::new();
+    let delay = HEDGING.delay();
+    let began = std::time::Instant::now();
+    let mut next_hedge = tokio::time::Instant::now() + delay;
+    while out.got.len() < need && !fetching.is_empty() {
+        let done = tokio::select! {
+            done = fetching.join_next() => done,
+            () = tokio::time::sleep_until(next_hedge) => {
+                // Slower than the peers usually are: one more holder.
+                if let Some(next) = pending.next() {
+                    hedged.insert(index(next.0));
+                    metrics::counter!("shardnode_object_hedges_total", "outcome" => "sent").increment(1);
+                    start(&mut fetching, next);
+                }
+                next_hedge += delay;
+                continue;
+            }
+        };
+        let Some(done) = done else { break };
+        let (part, host, r) = done.expect("a fetch task never panics");
+        match r {
+            Ok((m, data)) => {
+                HEDGING.record(began.elapsed());
+                out.manifest.get_or_insert(m);
+                out.got.insert(index(part), data);
+                if hedged.contains(&index(part)) {
+                    metrics::counter!("shardnode_object_hedges_total", "outcome" => "won").increment(1);
+                }
+            }
+            Err(e) => {
+                out.failures.push(format!("host {host}: {part:?}: {e}"));
+                if let Some(next) = pending.next() {
+                    start(&mut fetching, next);
+                }
+            }
+        }
+    }
+    fetching.abort_all();
+    out
+}
+
 /// Reads an object (a byte range of it): the newest readable version,
 /// from the data shards first, any k that verify, decoding if needed; no
 /// byte is returned that did not verify.
@@ -430,68 +573,28 @@ pub async fn get(
     let kh = key_hash(key);
     let hosts: Vec<u32> = parts.iter().map(|(_, h)| *h).collect();
     let addr_of: BTreeMap<u32, SocketAddr> = peers(cluster, &hosts).into_iter().map(|x| (x.host, x.addr)).collect();
-    let mut copies: Vec<(usize, u32)> =
-        parts.iter().filter_map(|(part, h)| if let Part::Copy(i) = part { Some((*i, *h)) } else { None }).collect();
-    copies.sort_unstable();
-    let mut failures = Vec::new();
-    for (i, host) in copies {
-        let target = shard_path(&shard_key(&kh, version, Part::Copy(i)));
-        match fetch(cluster, addr_of[&host], target, version, i).await {
-            Ok((manifest, data)) if crc32c::crc32c(&data) == manifest.crc => {
-                let r = range_for(manifest.size)?.unwrap_or(0..manifest.size);
-                let bytes = data[r.start.min(manifest.size) as usize..r.end.min(manifest.size) as usize].to_vec();
-                return Ok(Got { manifest, bytes, decoded: 0 });
-            }
-            Ok(_) => failures.push(format!("host {host}: copy {i} does not match the object's CRC")),
-            Err(e) => failures.push(format!("host {host}: copy {i}: {e}")),
-        }
-    }
-    let mut shards: Vec<(usize, u32)> =
-        parts.iter().filter_map(|(part, h)| if let Part::Shard(i) = part { Some((*i, *h)) } else { None }).collect();
-    shards.sort_unstable();
-    if shards.is_empty() {
-        return Err(ObjectError::Unavailable(format!("no copy could be read: {}", failures.join("; "))));
-    }
-    let k = usize::from(placed.code.data);
-    // Data shards first, then parity: k + 1 at once, more as they fail.
-    let mut pending = shards.into_iter();
-    let mut fetching = tokio::task::JoinSet::new();
-    let start = |fetching: &mut tokio::task::JoinSet<_>, (i, host): (usize, u32)| {
-        let (c, target, addr) =
-            (Arc::clone(cluster), shard_path(&shard_key(&kh, version, Part::Shard(i))), addr_of[&host]);
-        fetching.spawn(async move { (i, host, fetch(&c, addr, target, version, i).await) });
-    };
-    for s in pending.by_ref().take(k + 1) {
-        start(&mut fetching, s);
-    }
-    let mut got: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
-    let mut manifest = None;
-    while let Some(done) = fetching.join_next().await {
-        let (i, host, r) = done.expect("a fetch task never panics");
-        match r {
-            Ok((m, data)) => {
-                manifest.get_or_insert(m);
-                got.insert(i, data);
-                if got.len() == k {
-                    break;
-                }
-            }
-            Err(e) => {
-                failures.push(format!("host {host}: shard {i}: {e}"));
-                if let Some(next) = pending.next() {
-                    start(&mut fetching, next);
-                }
-            }
-        }
-    }
-    fetching.abort_all();
+    // Copies: any one that verifies. Coded: data shards first, then
+    // parity; any k that verify.
+    let mut wanted: Vec<(Part, u32)> = parts.iter().filter(|(p, _)| *p != Part::Tombstone).copied().collect();
+    wanted.sort_unstable();
+    let copies = wanted.iter().any(|(p, _)| matches!(p, Part::Copy(_)));
+    let k = if copies { 1 } else { usize::from(placed.code.data) };
+    let fetched = fetch_hedged(cluster, &kh, version, &wanted, &addr_of, k).await;
+    let (got, manifest, failures) = (fetched.got, fetched.manifest, fetched.failures);
     let Some(manifest) = manifest.filter(|_| got.len() >= k) else {
         return Err(ObjectError::Unavailable(format!(
-            "only {} of the {k} shards needed verified: {}",
+            "only {} of the {k} {} needed verified: {}",
             got.len(),
+            if copies { "copy" } else { "shards" },
             failures.join("; ")
         )));
     };
+    if copies {
+        let data = got.into_values().next().expect("one copy");
+        let r = range_for(manifest.size)?.unwrap_or(0..manifest.size);
+        let bytes = data[r.start.min(manifest.size) as usize..r.end.min(manifest.size) as usize].to_vec();
+        return Ok(Got { manifest, bytes, decoded: 0 });
+    }
     let geometry = manifest.geometry();
     let avail: Vec<Option<&[u8]>> = (0..manifest.width()).map(|i| got.get(&i).map(Vec::as_slice)).collect();
     let decoded = (0..k).filter(|i| !got.contains_key(i)).count();
