@@ -126,3 +126,50 @@ fn cluster_local_starts_a_cluster_status_shows_it_and_sigint_stops_it() {
         .count();
     assert_eq!(agents, 0, "an agent outlived cluster local");
 }
+
+/// `shardctl object put|stat|get|rm` through a six-agent `cluster local`
+/// (4+2): a file round-trips byte for byte through two different agents.
+#[test]
+fn objects_round_trip_through_shardctl() {
+    use std::time::{Duration, Instant};
+    let agent = std::path::Path::new(env!("CARGO_BIN_EXE_shardctl")).with_file_name("shard-agent");
+    assert!(agent.exists(), "{} is missing: build the workspace first", agent.display());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("local");
+    let child = Command::new(env!("CARGO_BIN_EXE_shardctl"))
+        .args(["cluster", "local", "--hosts", "6", "--dir", d.to_str().unwrap(), "--http-port", "7482"])
+        .args(["--gossip-port", "7948", "--device-size", "256MiB", "--agent-bin", agent.to_str().unwrap()])
+        .args(["--first-ip", "127.0.31.2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !shardctl(&["cluster", "status", "--agent", "http://127.0.31.2:7482"]).status.success() {
+        assert!(Instant::now() < deadline, "the cluster did not converge");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let file = dir.path().join("in.bin");
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&file, &body).unwrap();
+    let o = shardctl(&["object", "put", "--agent", "http://127.0.31.3:7482", "dir/file.bin", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("coded"), "{}", text(&o));
+    let o = shardctl(&["object", "stat", "--agent", "http://127.0.31.4:7482", "dir/file.bin", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["size"], 3_000_000);
+    let out = dir.path().join("out.bin");
+    let o =
+        shardctl(&["object", "get", "--agent", "http://127.0.31.5:7482", "dir/file.bin", "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(std::fs::read(&out).unwrap() == body, "the bytes differ");
+    let o = shardctl(&["object", "rm", "--agent", "http://127.0.31.6:7482", "dir/file.bin"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = shardctl(&["object", "stat", "--agent", "http://127.0.31.2:7482", "dir/file.bin"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("no such object"), "{}", text(&o));
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}

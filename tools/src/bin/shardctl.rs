@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         Command::Scrub(args) => shardnode_tools::shardctl::scrub::run(args),
         Command::Status(args) => shardnode_tools::shardctl::status::run(args),
         Command::Cluster(args) => shardnode_tools::shardctl::cluster::run(args),
+        Command::Object(args) => shardnode_tools::shardctl::object::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

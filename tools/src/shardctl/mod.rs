@@ -6,6 +6,7 @@ pub mod cluster_status;
 pub mod format;
 pub mod fsck;
 pub mod inspect;
+pub mod object;
 pub mod scrub;
 pub mod status;
 
@@ -34,6 +35,8 @@ pub enum Command {
     Status(status::Args),
     /// The cluster: keys, the signed roster, status, a local cluster to try.
     Cluster(cluster::Args),
+    /// Objects of a cluster through any agent: put, get, stat, rm.
+    Object(object::Args),
 }
 
 /// The arguments of the read-only checks (`fsck`, `scrub`).
