@@ -82,6 +82,10 @@ pub struct Cluster {
     /// a change worth publishing at once.
     #[serde(default = "default_join_interval")]
     pub join_interval_ms: u64,
+    /// How often this host looks for damaged object shards on its devices
+    /// (the scrubber's findings) and rebuilds them from their siblings.
+    #[serde(default = "default_repair_interval")]
+    pub repair_interval_ms: u64,
     /// SWIM timing; unset: `shardnode_cluster::gossip::lan_config` for the
     /// roster's size (1 s probes, 500 ms RTT, 3 x max(1, log10 N) s suspicion).
     #[serde(default)]
@@ -94,6 +98,10 @@ pub struct Cluster {
 
 fn default_publish_interval() -> u64 {
     60_000
+}
+
+fn default_repair_interval() -> u64 {
+    5000
 }
 
 fn default_join_interval() -> u64 {

@@ -160,6 +160,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         })
     };
     let (stop_gossip, gossip_stopped) = tokio::sync::watch::channel(false);
+    let _repair = cluster.as_ref().map(|c| {
+        let every = Duration::from_millis(c.settings.repair_interval_ms.max(10));
+        tokio::spawn(objects::repair::run(Arc::clone(&app), Arc::clone(c), every))
+    });
     let gossip = cluster.map(|c| tokio::spawn(cluster::run(c, Arc::clone(&app), gossip_stopped)));
     let router = api::router(Arc::clone(&app)).layer(axum::middleware::from_fn(metrics::record));
     let listener = tokio::net::TcpListener::bind(config.listen)

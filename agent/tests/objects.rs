@@ -164,3 +164,57 @@ fn objects_round_trip_and_ride_out_two_dead_agents_and_never_return_wrong_bytes(
     }
     eprintln!("with three of seven agents dead, {failed} of {} objects could not be read", stored.len());
 }
+
+#[test]
+fn a_rotten_shard_is_found_by_the_scrubber_and_rebuilt_from_its_siblings() {
+    let mut c = TestCluster::coded(27, 6, 4, 2);
+    for h in &c.hosts {
+        let mut text = std::fs::read_to_string(&h.config).unwrap();
+        text.push_str("repair_interval_ms = 200\n");
+        std::fs::write(&h.config, text).unwrap();
+    }
+    for id in 1..=6 {
+        c.start(id);
+    }
+    within(Duration::from_secs(20), || c.converged()).expect("converged");
+    let body = object(1 << 20, 42);
+    let r = put(&c, 1, "rot-me", &body);
+    assert_eq!(r.status, 201, "{}", r.code());
+    let group = r.json()["group"].as_u64().unwrap() as u32;
+    let roster =
+        shardnode_cluster::roster::Roster::parse(&std::fs::read_to_string(c.path("roster.signed")).unwrap()).unwrap();
+    let placement = shardnode_cluster::placement::Placement::new(&roster).unwrap();
+    let holder = placement.group(group).unwrap().holders(&placement.code)[0];
+
+    // Stop the holder of data shard 0, flip a bit of that shard's bytes in
+    // its device file, start it again.
+    assert!(c.agents[(holder - 1) as usize].take().unwrap().signal(Signal::SIGTERM).success());
+    let device = c.dir.path().join(format!("host-{holder}/dev0.img"));
+    let mut bytes = std::fs::read(&device).unwrap();
+    let needle = &body[4096..4160];
+    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("shard 0's bytes are on the device");
+    bytes[at + 10] ^= 0x20;
+    std::fs::write(&device, &bytes).unwrap();
+    drop(bytes);
+    c.start(holder);
+    within(Duration::from_secs(20), || c.converged()).expect("converged again");
+    let http = c.hosts[(holder - 1) as usize].http;
+    let auth = format!("Bearer {TOKEN}");
+    let r = request(http, "POST", "/v1/devices/0/scrub/start", &[("authorization", &auth)], b"");
+    assert_eq!(r.status, 200, "{}", r.code());
+    within(Duration::from_secs(60), || logged(c.agent(holder), "damaged object shard rebuilt from its siblings"))
+        .expect("the scrubber's finding is repaired from the siblings");
+    let repairs = request(http, "GET", "/v1/repairs", &[], b"").json();
+    assert!(repairs.to_string().matches("o.").count() == 0, "the repaired shard left the repair list: {repairs}");
+    for via in 1..=6 {
+        let r = get(&c, via, "rot-me");
+        assert!(r.status == 200 && r.body == body, "the object from {via} after the repair: {}", r.code());
+    }
+    // Offline, the device is clean: stop the holder and scrub it.
+    assert!(c.agents[(holder - 1) as usize].take().unwrap().signal(Signal::SIGTERM).success());
+    let shardctl = std::path::Path::new(env!("CARGO_BIN_EXE_shard-agent")).with_file_name("shardctl");
+    assert!(shardctl.exists(), "{} is missing: build the workspace first", shardctl.display());
+    let o = std::process::Command::new(&shardctl).args(["scrub", device.to_str().unwrap()]).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "offline scrub after the repair: {text}");
+}

@@ -6,8 +6,8 @@
 //! - **Layout**: an object of at least k × 64 KiB is coded, k data + m
 //!   parity shards (`shardnode_cluster::ec`); a smaller one is kept as m + 1
 //!   whole copies. Each shard is stored under the key
-//!   `o.<key hash>.<version>-<writer>.<part>` (part `s<i>` for shard i,
-//!   `c<i>` for copy i, `t` for a tombstone), its bytes framed with the
+//!   `o.<key hash>.<version>-<writer>.<part>` (part `s<i>g<group>` for
+//!   shard i, `c<i>g<group>` for copy i, `t` for a tombstone), its bytes framed with the
 //!   object's manifest (`shardnode_cluster::manifest`), which records the
 //!   CRC of every shard at PUT time.
 //! - **Versions**: the coordinator's hybrid logical clock and its host id.
@@ -20,6 +20,7 @@
 //!   whose holders are in better shape (more alive, then more free space by
 //!   gossip), a GET or DELETE looks in both.
 
+pub mod repair;
 pub mod routes;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -77,11 +78,13 @@ pub struct Version {
     pub writer: u32,
 }
 
-/// What a stored shard key names.
+/// What a stored shard key names: shard or copy i of a stripe in stripe
+/// group g (so a repairer holding only the key finds its siblings), or a
+/// tombstone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Part {
-    Shard(usize),
-    Copy(usize),
+    Shard(usize, u32),
+    Copy(usize, u32),
     Tombstone,
 }
 
@@ -93,8 +96,8 @@ pub fn key_hash(key: &[u8]) -> String {
 
 pub fn shard_key(kh: &str, v: Version, part: Part) -> String {
     let part = match part {
-        Part::Shard(i) => format!("s{i}"),
-        Part::Copy(i) => format!("c{i}"),
+        Part::Shard(i, g) => format!("s{i}g{g}"),
+        Part::Copy(i, g) => format!("c{i}g{g}"),
         Part::Tombstone => "t".to_owned(),
     };
     format!("o.{kh}.{:016x}-{:08x}.{part}", v.clock, v.writer)
@@ -106,9 +109,13 @@ pub fn parse_shard_key(key: &str, kh: &str) -> Option<(Version, Part)> {
     let (version, part) = rest.split_once('.')?;
     let (clock, writer) = version.split_once('-')?;
     let v = Version { clock: u64::from_str_radix(clock, 16).ok()?, writer: u32::from_str_radix(writer, 16).ok()? };
+    let indexed = |rest: &str| -> Option<(usize, u32)> {
+        let (i, g) = rest.split_once('g')?;
+        Some((i.parse().ok()?, g.parse().ok()?))
+    };
     let part = match part.split_at(1) {
-        ("s", i) => Part::Shard(i.parse().ok()?),
-        ("c", i) => Part::Copy(i.parse().ok()?),
+        ("s", rest) => indexed(rest).map(|(i, g)| Part::Shard(i, g))?,
+        ("c", rest) => indexed(rest).map(|(i, g)| Part::Copy(i, g))?,
         ("t", "") => Part::Tombstone,
         _ => return None,
     };
@@ -229,10 +236,10 @@ pub async fn put(
     let (layout, parts, pieces): (Layout, Vec<Part>, Vec<Vec<u8>>) = if coded {
         let g = Geometry::for_object(size, code.data.into(), code.parity.into());
         let shards = ec::encode(&g, body).map_err(|e| ObjectError::Unavailable(e.to_string()))?;
-        (Layout::Coded, (0..shards.len()).map(Part::Shard).collect(), shards)
+        (Layout::Coded, (0..shards.len()).map(|i| Part::Shard(i, group)).collect(), shards)
     } else {
         let copies = usize::from(code.parity) + 1;
-        (Layout::Copies, (0..copies).map(Part::Copy).collect(), vec![body.to_vec(); copies])
+        (Layout::Copies, (0..copies).map(|i| Part::Copy(i, group)).collect(), vec![body.to_vec(); copies])
     };
     let manifest = Manifest {
         key: key.to_vec(),
@@ -377,8 +384,8 @@ fn newest(listing: &Listing, k: usize) -> Result<(Version, Vec<(Part, u32)>), Ob
         if parts.iter().any(|(p, _)| *p == Part::Tombstone) {
             return Err(ObjectError::NotFound);
         }
-        let shards = parts.iter().filter(|(p, _)| matches!(p, Part::Shard(_))).count();
-        let copies = parts.iter().filter(|(p, _)| matches!(p, Part::Copy(_))).count();
+        let shards = parts.iter().filter(|(p, _)| matches!(p, Part::Shard(..))).count();
+        let copies = parts.iter().filter(|(p, _)| matches!(p, Part::Copy(..))).count();
         if shards >= k || copies >= 1 {
             if incomplete_newer && !listing.unreachable.is_empty() {
                 break;
@@ -492,7 +499,7 @@ async fn fetch_hedged(
     need: usize,
 ) -> Fetched {
     let index = |p: Part| match p {
-        Part::Shard(i) | Part::Copy(i) => i,
+        Part::Shard(i, _) | Part::Copy(i, _) => i,
         Part::Tombstone => usize::MAX,
     };
     let mut pending = wanted.iter().copied();
@@ -502,14 +509,14 @@ async fn fetch_hedged(
         let i = index(part);
         fetching.spawn(async move {
             let r = fetch(&c, addr, target, version, i).await.and_then(|(m, data)| match part {
-                Part::Copy(_) if crc32c::crc32c(&data) != m.crc => Err("the copy is not the object's CRC".to_owned()),
+                Part::Copy(..) if crc32c::crc32c(&data) != m.crc => Err("the copy is not the object's CRC".to_owned()),
                 _ => Ok((m, data)),
             });
             (part, host, r)
         });
     };
     // k + 1 shards at once; a single copy (the others are hedges).
-    let first = if wanted.iter().any(|(p, _)| matches!(p, Part::Copy(_))) { 1 } else { need + 1 };
+    let first = if wanted.iter().any(|(p, _)| matches!(p, Part::Copy(..))) { 1 } else { need + 1 };
     for w in pending.by_ref().take(first) {
         start(&mut fetching, w);
     }
@@ -577,7 +584,7 @@ pub async fn get(
     // parity; any k that verify.
     let mut wanted: Vec<(Part, u32)> = parts.iter().filter(|(p, _)| *p != Part::Tombstone).copied().collect();
     wanted.sort_unstable();
-    let copies = wanted.iter().any(|(p, _)| matches!(p, Part::Copy(_)));
+    let copies = wanted.iter().any(|(p, _)| matches!(p, Part::Copy(..)));
     let k = if copies { 1 } else { usize::from(placed.code.data) };
     let fetched = fetch_hedged(cluster, &kh, version, &wanted, &addr_of, k).await;
     let (got, manifest, failures) = (fetched.got, fetched.manifest, fetched.failures);
@@ -672,15 +679,15 @@ mod tests {
     fn shard_keys_round_trip_and_sort_by_version() {
         let kh = key_hash(b"photos/cat.jpg");
         assert_eq!(kh.len(), 32);
-        for part in [Part::Shard(0), Part::Shard(13), Part::Copy(2), Part::Tombstone] {
+        for part in [Part::Shard(0, 7), Part::Shard(13, 65_535), Part::Copy(2, 0), Part::Tombstone] {
             let v = Version { clock: 0x1234_5678_9abc, writer: 7 };
             let k = shard_key(&kh, v, part);
             assert!(k.len() < 100 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'), "{k}");
             assert_eq!(parse_shard_key(&k, &kh), Some((v, part)));
             assert_eq!(parse_shard_key(&k, &key_hash(b"other")), None);
         }
-        let older = shard_key(&kh, Version { clock: 9, writer: 100 }, Part::Shard(0));
-        let newer = shard_key(&kh, Version { clock: 10, writer: 1 }, Part::Shard(0));
+        let older = shard_key(&kh, Version { clock: 9, writer: 100 }, Part::Shard(0, 3));
+        let newer = shard_key(&kh, Version { clock: 10, writer: 1 }, Part::Shard(0, 3));
         assert!(older < newer, "keys sort as versions do");
     }
 
@@ -688,8 +695,8 @@ mod tests {
     fn the_newest_readable_version_wins_and_absence_needs_every_holder() {
         let v = |c| Version { clock: c, writer: 1 };
         let mut l = Listing { versions: BTreeMap::new(), unreachable: vec![] };
-        l.versions.insert(v(1), (0..6).map(|i| (Part::Shard(i), i as u32 + 1)).collect());
-        l.versions.insert(v(2), (0..3).map(|i| (Part::Shard(i), i as u32 + 1)).collect());
+        l.versions.insert(v(1), (0..6).map(|i| (Part::Shard(i, 0), i as u32 + 1)).collect());
+        l.versions.insert(v(2), (0..3).map(|i| (Part::Shard(i, 0), i as u32 + 1)).collect());
         assert_eq!(newest(&l, 4).unwrap().0, v(1), "an incomplete newer version is skipped");
         l.unreachable.push(5);
         assert!(matches!(newest(&l, 4), Err(ObjectError::Unavailable(_))), "it may be complete on holders not asked");
