@@ -218,3 +218,34 @@ fn a_rotten_shard_is_found_by_the_scrubber_and_rebuilt_from_its_siblings() {
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "offline scrub after the repair: {text}");
 }
+
+#[test]
+fn a_write_with_a_holder_down_is_acknowledged_and_its_shard_delivered_when_it_returns() {
+    let mut c = TestCluster::coded(28, 6, 4, 2);
+    for h in &c.hosts {
+        let mut text = std::fs::read_to_string(&h.config).unwrap();
+        text.push_str("repair_interval_ms = 200\n");
+        std::fs::write(&h.config, text).unwrap();
+    }
+    for id in 1..=6 {
+        c.start(id);
+    }
+    within(Duration::from_secs(20), || c.converged()).expect("converged");
+    // Six hosts, 4+2: every stripe group is all six; host 6 misses out.
+    assert!(c.agents[5].take().unwrap().signal(Signal::SIGTERM).success());
+    within(Duration::from_secs(10), || c.all_see(6, "down", None)).expect("host 6 seen down");
+    let body = object(2 << 20, 5);
+    let r = put(&c, 1, "written-while-down", &body);
+    assert_eq!(r.status, 201, "acknowledged on k + 1: {}", r.code());
+    assert_eq!(r.json()["missing_holders"], serde_json::json!([6]));
+    c.start(6);
+    within(Duration::from_secs(30), || logged(c.agent(1), "shard owed to a holder delivered"))
+        .expect("the coordinator delivers host 6's shard once it is back");
+    // Proof it is there: with two other holders gone, host 6's shard is
+    // one of the four a read needs.
+    for id in [2, 3] {
+        c.agents[(id - 1) as usize].take().unwrap().signal(Signal::SIGKILL);
+    }
+    let r = get(&c, 4, "written-while-down");
+    assert!(r.status == 200 && r.body == body, "read with hosts 2 and 3 dead: {}", r.code());
+}

@@ -283,11 +283,11 @@ pub async fn put(
             Ok(a) if a.status == 201 => written.push((host, target)),
             Ok(a) => {
                 tracing::warn!(host, status = a.status, code = %a.code(), "object shard not written");
-                missing.push(host);
+                missing.push((host, target));
             }
             Err(e) => {
                 tracing::warn!(host, error = %format!("{e:#}"), "object shard not written");
-                missing.push(host);
+                missing.push((host, target));
             }
         }
     }
@@ -305,6 +305,12 @@ pub async fn put(
             parts.len()
         )));
     }
+    // What the missing holders owe is recorded before the answer, so a
+    // crash after it still delivers their shards.
+    for (host, target) in &missing {
+        repair::owe(cluster, target.trim_start_matches("/v1/shards/"), *host).await;
+    }
+    let mut missing: Vec<u32> = missing.into_iter().map(|(h, _)| h).collect();
     missing.sort_unstable();
     // Superseded versions go once this one stands.
     let c = Arc::clone(cluster);

@@ -1,6 +1,8 @@
-//! Repair of the object shards this host holds that its scrubber found
-//! damaged (issue 13, first part: the scrubber's repair list; reads' and
-//! degraded writes' reports and a durable queue are to come).
+//! Repair of object shards: those this host holds that its scrubber found
+//! damaged, and those holders missed when this host acknowledged a write
+//! on k + 1 of them (each recorded durably as an intent shard `r.<shard
+//! key>.h<holder>` in this host's own store, delivered once the holder is
+//! alive again). Reads' verification failures are not fed in yet.
 //!
 //! A damaged shard's key names its object's key hash, version, stripe
 //! group and index (`Part`), so the repairer finds the siblings without
@@ -55,8 +57,9 @@ pub fn verified_rebuild(
     Ok(rebuilt)
 }
 
-/// Repairs one damaged shard of this host; the error says why not.
-async fn repair_one(cluster: &Arc<Cluster>, key: &str) -> Result<(), String> {
+/// Shard `key` rebuilt from its siblings (never from the holder `skip`,
+/// which lacks it): the manifest and the verified bytes.
+async fn rebuild(cluster: &Arc<Cluster>, key: &str, skip: u32) -> Result<(Manifest, Vec<u8>, u32), String> {
     let (kh, version, part) = parse_any(key).ok_or("not an object shard key")?;
     let (index, group, copy) = match part {
         Part::Shard(i, g) => (i, g, false),
@@ -70,11 +73,10 @@ async fn repair_one(cluster: &Arc<Cluster>, key: &str) -> Result<(), String> {
         .holders(&placement.code)
         .to_vec();
     let width = if copy { usize::from(placement.code.parity) + 1 } else { placement.code.width() };
-    let me = cluster.settings.host_id;
     let wanted: Vec<(Part, u32)> = (0..width)
         .filter(|&i| i != index)
         .filter_map(|i| holders.get(i).map(|&h| (if copy { Part::Copy(i, group) } else { Part::Shard(i, group) }, h)))
-        .filter(|(_, h)| *h != me)
+        .filter(|(_, h)| *h != skip)
         .collect();
     let addr_of: BTreeMap<u32, SocketAddr> = peers(cluster, &holders).into_iter().map(|p| (p.host, p.addr)).collect();
     let need = if copy { 1 } else { usize::from(placement.code.data) };
@@ -83,19 +85,106 @@ async fn repair_one(cluster: &Arc<Cluster>, key: &str) -> Result<(), String> {
         format!("only {} of {need} siblings verified: {}", fetched.got.len(), fetched.failures.join("; "))
     })?;
     let rebuilt = verified_rebuild(&manifest, &fetched.got, index, copy)?;
-    let mine = addr_of.get(&me).copied().ok_or("this host is not in the group")?;
-    let a = peer::call(cluster, mine, "PUT", &shard_path(key), Some(&frame(&manifest, &rebuilt)), super::PUT_DEADLINE)
+    let holder = *holders.get(index).ok_or("no holder for the shard")?;
+    Ok((manifest, rebuilt, holder))
+}
+
+/// Writes a rebuilt shard to `host`.
+async fn write_back(
+    cluster: &Arc<Cluster>,
+    host: u32,
+    key: &str,
+    manifest: &Manifest,
+    bytes: &[u8],
+) -> Result<(), String> {
+    let addr = peers(cluster, &[host]).pop().ok_or("the holder is not on the roster")?.addr;
+    let a = peer::call(cluster, addr, "PUT", &shard_path(key), Some(&frame(manifest, bytes)), super::PUT_DEADLINE)
         .await
         .map_err(|e| format!("{e:#}"))?;
     if a.status != 201 {
-        return Err(format!("writing it back: {} {}", a.status, a.code()));
+        return Err(format!("writing it to host {host}: {} {}", a.status, a.code()));
     }
     Ok(())
 }
 
-/// One round over every device's repair list.
+/// Repairs one damaged shard of this host; the error says why not.
+async fn repair_one(cluster: &Arc<Cluster>, key: &str) -> Result<(), String> {
+    let me = cluster.settings.host_id;
+    let (manifest, rebuilt, _) = rebuild(cluster, key, me).await?;
+    write_back(cluster, me, key, &manifest, &rebuilt).await
+}
+
+/// The key of an intent: shard `key` is owed to `host`.
+pub fn intent_key(key: &str, host: u32) -> String {
+    format!("r.{key}.h{host}")
+}
+
+fn parse_intent(intent: &str) -> Option<(&str, u32)> {
+    let rest = intent.strip_prefix("r.")?;
+    let (key, host) = rest.rsplit_once(".h")?;
+    Some((key, host.parse().ok()?))
+}
+
+/// Records, durably in this host's own store, that `host` missed shard
+/// `key` of a write this host acknowledged on k + 1 holders; the repair
+/// rounds deliver it once the holder is back.
+pub async fn owe(cluster: &Arc<Cluster>, key: &str, host: u32) {
+    let me = cluster.settings.host_id;
+    let Some(mine) = peers(cluster, &[me]).pop() else { return };
+    let target = shard_path(&intent_key(key, host));
+    match peer::call(cluster, mine.addr, "PUT", &target, Some(b"owed"), super::PUT_DEADLINE).await {
+        Ok(a) if a.status == 201 => {}
+        Ok(a) => tracing::error!(key, host, status = a.status, "cannot record a shard owed to a holder"),
+        Err(e) => tracing::error!(key, host, error = %format!("{e:#}"), "cannot record a shard owed to a holder"),
+    }
+}
+
+/// Delivers the shards owed to holders that are back: rebuilt from their
+/// siblings, written to the holder, the intent then deleted.
+async fn deliver_owed(app: &App, cluster: &Arc<Cluster>) -> (usize, usize) {
+    let (mut delivered, mut failed) = (0, 0);
+    let me = cluster.settings.host_id;
+    let Some(mine) = peers(cluster, &[me]).pop() else { return (0, 0) };
+    for slot in &app.node.slots {
+        let Some(store) = &slot.store else { continue };
+        let Ok(intents) = crate::node::list(store, b"r.", None, 1000).await else { continue };
+        for (raw, _) in intents {
+            let Ok(intent) = String::from_utf8(raw) else { continue };
+            let Some((key, host)) = parse_intent(&intent) else { continue };
+            let alive = cluster.gossip().state_of(host).is_some_and(|(_, s)| s == foca::State::Alive);
+            if !alive {
+                continue;
+            }
+            let result = async {
+                let (manifest, rebuilt, holder) = rebuild(cluster, key, host).await?;
+                if holder != host {
+                    return Err(format!("the roster now gives the shard to host {holder}, not {host}"));
+                }
+                write_back(cluster, host, key, &manifest, &rebuilt).await
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    delivered += 1;
+                    metrics::counter!("shardnode_object_repairs_total", "outcome" => "delivered").increment(1);
+                    tracing::info!(key, host, "shard owed to a holder delivered");
+                    let _ =
+                        peer::call(cluster, mine.addr, "DELETE", &shard_path(&intent), None, super::READ_TIMEOUT).await;
+                }
+                Err(why) => {
+                    failed += 1;
+                    tracing::warn!(key, host, %why, "shard owed to a holder not delivered yet");
+                }
+            }
+        }
+    }
+    (delivered, failed)
+}
+
+/// One round: the shards owed to holders, then every device's repair
+/// list.
 pub async fn round(app: &App, cluster: &Arc<Cluster>) -> (usize, usize) {
-    let (mut repaired, mut failed) = (0, 0);
+    let (mut repaired, mut failed) = deliver_owed(app, cluster).await;
     for slot in &app.node.slots {
         let Some(store) = &slot.store else { continue };
         let Ok(damaged) = crate::node::damaged_shards(store).await else { continue };
@@ -170,5 +259,8 @@ mod tests {
         assert!(err.contains("not written"), "{err}");
         assert!(parse_any("o.00112233445566778899aabbccddeeff.0000000000000001-00000002.s3g7").is_some());
         assert!(parse_any("plain-shard").is_none());
+        let key = "o.00112233445566778899aabbccddeeff.0000000000000001-00000002.s3g7";
+        assert_eq!(parse_intent(&intent_key(key, 12)), Some((key, 12)));
+        assert!(intent_key(key, 4_000_000_000).len() < 255, "a valid shard key");
     }
 }
