@@ -17,7 +17,7 @@
 //!     24     8  roster epoch
 //!     32     8  object size, bytes
 //!     40     4  object CRC32C
-//!     44     4  cell bytes (coded; 0 for copies)
+//!     44     4  shard bytes (coded; 0 for copies)
 //!     48     2  key length n
 //!     50     n  key
 //!   50+n  8(k+m) per shard: holder host id (4), shard CRC32C (4)

@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shardnode_cluster::ec::{self, Geometry, CELL_BYTES_MAX};
+use shardnode_cluster::ec::{self, Geometry};
 use shardnode_cluster::manifest::{Layout, Manifest, ShardRef};
 use shardnode_cluster::placement::Placement;
 use shardnode_cluster::records::Body;
@@ -40,7 +40,7 @@ use crate::cluster::Cluster;
 /// Objects under k × this many bytes are kept as m + 1 whole copies.
 pub const COPIES_BELOW_BYTES_PER_DATA_SHARD: u64 = 64 << 10;
 /// Room kept in a shard for its frame (the manifest).
-const FRAME_BYTES_MAX: u64 = CELL_BYTES_MAX;
+const FRAME_BYTES_MAX: u64 = 1 << 20;
 /// How long a PUT waits for every holder before settling for k + 1.
 const PUT_DEADLINE: Duration = Duration::from_secs(30);
 /// One shard read, listing or delete.
