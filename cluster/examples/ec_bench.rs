@@ -40,7 +40,7 @@ fn main() {
     let object: Vec<u8> = (0..size).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1]).collect();
     let geometry = Geometry::for_object(size as u64, k, m);
     let cell = geometry.cell as usize;
-    println!("# Erasure coding, {k}+{m}, {mib} MiB objects ({k} data shards of {} MiB), one core\n", cell >> 20);
+    println!("# Erasure coding, {k}+{m}, {mib} MiB objects ({k} data shards of {} KiB), one core\n", cell >> 10);
 
     let (mut enc_ours, mut enc_raw, mut dec_ours, mut dec_raw) = (vec![], vec![], vec![], vec![]);
     let mut full = vec![];
