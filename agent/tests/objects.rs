@@ -12,8 +12,18 @@ use common::cluster::*;
 use common::request;
 use nix::sys::signal::Signal;
 
+/// Pseudo-random bytes (no repeating pattern: a 64-byte sample of them
+/// is found once on a device).
 fn object(n: usize, seed: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u8).wrapping_mul(151).wrapping_add(seed) ^ (i >> 10) as u8).collect()
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(seed);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
 }
 
 fn put(c: &TestCluster, via: u32, key: &str, body: &[u8]) -> common::Reply {

@@ -463,25 +463,37 @@ async fn fetch(
     target: String,
     v: Version,
     index: usize,
-) -> Result<(Manifest, Vec<u8>), String> {
+) -> Result<(Manifest, Vec<u8>), FetchError> {
+    let passing = |why: String| FetchError { why, damaged: false };
+    let damaged = |why: &str| FetchError { why: why.to_owned(), damaged: true };
     let a: Answer =
-        peer::call(cluster, addr, "GET", &target, None, READ_TIMEOUT).await.map_err(|e| format!("{e:#}"))?;
+        peer::call(cluster, addr, "GET", &target, None, READ_TIMEOUT).await.map_err(|e| passing(format!("{e:#}")))?;
     if a.status != 200 {
-        return Err(format!("{} ({})", a.status, a.code()));
+        let why = format!("{} ({})", a.status, a.code());
+        // The holder's store found the shard's bytes damaged.
+        return Err(FetchError { damaged: a.code() == "Corrupt", why });
     }
     // The holder's store verified the bytes; this checks the way here.
     if a.header("x-shard-crc32c").is_some_and(|h| *h != format!("{:08x}", crc32c::crc32c(&a.body))) {
-        return Err("damaged on the way: the body is not the CRC its holder sent".into());
+        return Err(passing("damaged on the way: the body is not the CRC its holder sent".into()));
     }
-    let (manifest, data) = unframe(&a.body)?;
+    let (manifest, data) = unframe(&a.body).map_err(|e| damaged(&e))?;
     if manifest.version != v.clock || manifest.writer != v.writer {
-        return Err("the manifest names another version".into());
+        return Err(damaged("the manifest names another version"));
     }
-    let want = manifest.shards.get(index).ok_or("no such shard in the manifest")?.crc;
+    let want = manifest.shards.get(index).ok_or_else(|| damaged("no such shard in the manifest"))?.crc;
     if crc32c::crc32c(data) != want {
-        return Err("the shard's CRC is not the one recorded when the object was written".into());
+        return Err(damaged("the shard's CRC is not the one recorded when the object was written"));
     }
     Ok((manifest, data.to_vec()))
+}
+
+/// Why a shard could not be used, and whether its holder has it damaged
+/// (then it is owed a rebuilt one) rather than being unreachable or slow.
+#[derive(Debug)]
+struct FetchError {
+    why: String,
+    damaged: bool,
 }
 
 /// What a hedged fetch gathered: the verified parts by index, the
@@ -490,7 +502,15 @@ struct Fetched {
     got: BTreeMap<usize, Vec<u8>>,
     manifest: Option<Manifest>,
     failures: Vec<String>,
+    /// Parts whose holders have them damaged.
+    damaged: Vec<(Part, u32)>,
+    /// Fetches still in flight when enough had verified (the caller
+    /// cancels them, or lets them finish to learn whether they were
+    /// damaged).
+    stragglers: tokio::task::JoinSet<Straggler>,
 }
+
+type Straggler = (Part, u32, Result<(Manifest, Vec<u8>), FetchError>);
 
 /// Fetches `need` of `wanted` (in order: the first ones are preferred):
 /// `need + 1` at once, one more after each failure, and one more whenever
@@ -515,7 +535,9 @@ async fn fetch_hedged(
         let i = index(part);
         fetching.spawn(async move {
             let r = fetch(&c, addr, target, version, i).await.and_then(|(m, data)| match part {
-                Part::Copy(..) if crc32c::crc32c(&data) != m.crc => Err("the copy is not the object's CRC".to_owned()),
+                Part::Copy(..) if crc32c::crc32c(&data) != m.crc => {
+                    Err(FetchError { why: "the copy is not the object's CRC".to_owned(), damaged: true })
+                }
                 _ => Ok((m, data)),
             });
             (part, host, r)
@@ -526,7 +548,13 @@ async fn fetch_hedged(
     for w in pending.by_ref().take(first) {
         start(&mut fetching, w);
     }
-    let mut out = Fetched { got: BTreeMap::new(), manifest: None, failures: Vec::new() };
+    let mut out = Fetched {
+        got: BTreeMap::new(),
+        manifest: None,
+        failures: Vec::new(),
+        damaged: Vec::new(),
+        stragglers: tokio::task::JoinSet::new(),
+    };
     let mut hedged: BTreeSet<usize> = BTreeSet::new();
     let delay = HEDGING.delay();
     let began = std::time::Instant::now();
@@ -557,15 +585,27 @@ async fn fetch_hedged(
                 }
             }
             Err(e) => {
-                out.failures.push(format!("host {host}: {part:?}: {e}"));
+                out.failures.push(format!("host {host}: {part:?}: {}", e.why));
+                if e.damaged {
+                    out.damaged.push((part, host));
+                }
                 if let Some(next) = pending.next() {
                     start(&mut fetching, next);
                 }
             }
         }
     }
-    fetching.abort_all();
+    out.stragglers = fetching;
     out
+}
+
+/// Records that `host` holds `part` damaged: this host's repair rounds
+/// rebuild it from the siblings and write it back.
+fn owe_damaged(cluster: &Arc<Cluster>, kh: &str, version: Version, part: Part, host: u32) {
+    let (c, key) = (Arc::clone(cluster), shard_key(kh, version, part));
+    metrics::counter!("shardnode_object_damaged_shards_read_total").increment(1);
+    tracing::warn!(key = %key, host, "a read found an object shard damaged; its repair is queued");
+    tokio::spawn(async move { repair::owe(&c, &key, host).await });
 }
 
 /// Reads an object (a byte range of it): the newest readable version,
@@ -592,7 +632,28 @@ pub async fn get(
     wanted.sort_unstable();
     let copies = wanted.iter().any(|(p, _)| matches!(p, Part::Copy(..)));
     let k = if copies { 1 } else { usize::from(placed.code.data) };
-    let fetched = fetch_hedged(cluster, &kh, version, &wanted, &addr_of, k).await;
+    let mut fetched = fetch_hedged(cluster, &kh, version, &wanted, &addr_of, k).await;
+    // A shard found damaged by this read is owed a rebuilt one: recorded
+    // for this host's repair rounds, without holding up the answer.
+    for &(part, host) in &fetched.damaged {
+        owe_damaged(cluster, &kh, version, part, host);
+    }
+    // A data shard that did not arrive in time (the read decodes without
+    // it) may be slow or may be damaged: its fetch is left to finish in
+    // the background to find out. On a healthy read the rest (parity)
+    // are cancelled.
+    let stragglers = std::mem::take(&mut fetched.stragglers);
+    if !copies && (0..k).any(|i| !fetched.got.contains_key(&i)) {
+        let (c, kh) = (Arc::clone(cluster), kh.clone());
+        tokio::spawn(async move {
+            let mut stragglers = stragglers;
+            while let Some(Ok((part, host, r))) = stragglers.join_next().await {
+                if matches!(r, Err(FetchError { damaged: true, .. })) {
+                    owe_damaged(&c, &kh, version, part, host);
+                }
+            }
+        });
+    }
     let (got, manifest, failures) = (fetched.got, fetched.manifest, fetched.failures);
     let Some(manifest) = manifest.filter(|_| got.len() >= k) else {
         return Err(ObjectError::Unavailable(format!(

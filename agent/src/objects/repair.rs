@@ -2,7 +2,8 @@
 //! damaged, and those holders missed when this host acknowledged a write
 //! on k + 1 of them (each recorded durably as an intent shard `r.<shard
 //! key>.h<holder>` in this host's own store, delivered once the holder is
-//! alive again). Reads' verification failures are not fed in yet.
+//! alive again), and those a read coordinated here found damaged on their
+//! holder (recorded the same way).
 //!
 //! A damaged shard's key names its object's key hash, version, stripe
 //! group and index (`Part`), so the repairer finds the siblings without
@@ -151,7 +152,7 @@ async fn deliver_owed(app: &App, cluster: &Arc<Cluster>) -> (usize, usize) {
         for (raw, _) in intents {
             let Ok(intent) = String::from_utf8(raw) else { continue };
             let Some((key, host)) = parse_intent(&intent) else { continue };
-            let alive = cluster.gossip().state_of(host).is_some_and(|(_, s)| s == foca::State::Alive);
+            let alive = host == me || cluster.gossip().state_of(host).is_some_and(|(_, s)| s == foca::State::Alive);
             if !alive {
                 continue;
             }
