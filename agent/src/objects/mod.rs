@@ -474,8 +474,10 @@ async fn fetch(
         return Err(FetchError { damaged: a.code() == "Corrupt", why });
     }
     // The holder's store verified the bytes; this checks the way here.
+    // Damage on the wire or at the holder cannot be told apart: the shard
+    // is treated as damaged (a rebuild is written only if it verifies).
     if a.header("x-shard-crc32c").is_some_and(|h| *h != format!("{:08x}", crc32c::crc32c(&a.body))) {
-        return Err(passing("damaged on the way: the body is not the CRC its holder sent".into()));
+        return Err(damaged("the body is not the CRC its holder sent"));
     }
     let (manifest, data) = unframe(&a.body).map_err(|e| damaged(&e))?;
     if manifest.version != v.clock || manifest.writer != v.writer {
