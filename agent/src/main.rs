@@ -106,9 +106,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let config = config.clone();
         tokio::task::spawn_blocking(move || devices::device_paths(&config)).await??
     };
+    let scrub = config.scrub.settings();
     let mut devices: Vec<devices::Device> = tokio::task::spawn_blocking(move || {
         std::thread::scope(|s| {
-            let opening: Vec<_> = paths.iter().map(|p| s.spawn(move || devices::open_device(p))).collect();
+            let opening: Vec<_> = paths.iter().map(|p| s.spawn(move || devices::open_device(p, scrub))).collect();
             opening.into_iter().map(|h| h.join().expect("device open panicked")).collect()
         })
     })

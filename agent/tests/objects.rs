@@ -259,3 +259,58 @@ fn a_write_with_a_holder_down_is_acknowledged_and_its_shard_delivered_when_it_re
     let r = get(&c, 4, "written-while-down");
     assert!(r.status == 200 && r.body == body, "read with hosts 2 and 3 dead: {}", r.code());
 }
+
+#[test]
+fn a_read_that_meets_a_rotten_shard_answers_right_and_has_it_rebuilt() {
+    let mut c = TestCluster::coded(29, 6, 4, 2);
+    for h in &c.hosts {
+        let mut text = std::fs::read_to_string(&h.config).unwrap();
+        // The scrubber paused: only the read can find the damage.
+        text.push_str("repair_interval_ms = 200\n\n[scrub]\npaused = true\n");
+        std::fs::write(&h.config, text).unwrap();
+    }
+    for id in 1..=6 {
+        c.start(id);
+    }
+    within(Duration::from_secs(20), || c.converged()).expect("converged");
+    let body = object(1 << 20, 77);
+    let r = put(&c, 1, "read-finds-rot", &body);
+    assert_eq!(r.status, 201, "{}", r.code());
+    let roster =
+        shardnode_cluster::roster::Roster::parse(&std::fs::read_to_string(c.path("roster.signed")).unwrap()).unwrap();
+    let placement = shardnode_cluster::placement::Placement::new(&roster).unwrap();
+    let group = r.json()["group"].as_u64().unwrap() as u32;
+    let holders = placement.group(group).unwrap().holders(&placement.code).to_vec();
+    let rotten = holders[0];
+    assert!(c.agents[(rotten - 1) as usize].take().unwrap().signal(Signal::SIGTERM).success());
+    let device = c.dir.path().join(format!("host-{rotten}/dev0.img"));
+    let mut bytes = std::fs::read(&device).unwrap();
+    let needle = &body[8192..8256];
+    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("shard 0's bytes are on the device");
+    bytes[at + 3] ^= 0x01;
+    std::fs::write(&device, &bytes).unwrap();
+    drop(bytes);
+    c.start(rotten);
+    within(Duration::from_secs(20), || c.converged()).expect("converged again");
+    let via = holders[5];
+    let r = get(&c, via, "read-finds-rot");
+    assert!(r.status == 200 && r.body == body, "the read answers the right bytes: {}", r.code());
+    let delivered = within(Duration::from_secs(30), || logged(c.agent(via), "shard owed to a holder delivered"));
+    assert!(
+        delivered.is_some(),
+        "the read's finding was not rebuilt and written back to its holder; logs:\n{}\n---\n{}",
+        c.agent(via).drain_log().join("\n"),
+        c.agent(rotten).drain_log().join("\n")
+    );
+    assert!(
+        !logged(c.agent(rotten), "scrub found damage"),
+        "the paused scrubber found it: the read's path was not the one tested"
+    );
+    // Its holder has it right again: with two other holders gone, shard 0
+    // is one of the four a read needs.
+    for id in [holders[1], holders[2]] {
+        c.agents[(id - 1) as usize].take().unwrap().signal(Signal::SIGKILL);
+    }
+    let r = get(&c, via, "read-finds-rot");
+    assert!(r.status == 200 && r.body == body, "read through the repaired shard: {}", r.code());
+}

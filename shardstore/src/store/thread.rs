@@ -120,13 +120,22 @@ struct Wakeup {
 /// Starts a thread that opens the store on `dev` and serves it. Returns
 /// once the store is open (or failed to open).
 pub fn spawn(dev: Box<dyn BlockDevice>) -> Result<(StoreHandle, JoinHandle<()>)> {
+    spawn_with(dev, None)
+}
+
+/// As `spawn`, with the scrubber's settings applied before the thread
+/// serves anything (a scrubber configured paused never takes a step).
+pub fn spawn_with(dev: Box<dyn BlockDevice>, scrub: Option<ScrubSettings>) -> Result<(StoreHandle, JoinHandle<()>)> {
     let name = dev.info().name.clone();
     let (tx, rx) = mpsc::sync_channel(STORE_QUEUE_REQUESTS_MAX);
     let (opened_tx, opened_rx) = mpsc::sync_channel(1);
     let thread = std::thread::Builder::new()
         .name(format!("store:{}", short_name(&name)))
         .spawn(move || match Store::open(dev).and_then(|mut s| s.waker().map(|w| (s, w))) {
-            Ok((store, waker)) => {
+            Ok((mut store, waker)) => {
+                if let Some(settings) = scrub {
+                    store.set_scrub_settings(settings);
+                }
                 let wake = Arc::new(Wakeup {
                     parked: AtomicBool::new(false),
                     waker,
