@@ -39,22 +39,6 @@ fn version_text(v: Version) -> String {
     format!("{:016x}-{:08x}", v.clock, v.writer)
 }
 
-fn crc_of(headers: &HeaderMap) -> Result<Option<u32>, ApiError> {
-    let Some(v) = headers.get("x-object-crc32c") else { return Ok(None) };
-    let bad = || {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "BadDigest",
-            format!("x-object-crc32c {v:?} is not 8 lowercase hex digits; nothing was stored"),
-        )
-    };
-    let text = v.to_str().map_err(|_| bad())?;
-    if text.len() != 8 || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        return Err(bad());
-    }
-    u32::from_str_radix(text, 16).map(Some).map_err(|_| bad())
-}
-
 async fn object(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
     let cluster = app.cluster.clone().ok_or_else(|| {
         ApiError::new(
@@ -87,7 +71,7 @@ async fn object(State(app): State<Arc<App>>, req: Request) -> Result<Response, A
 async fn put(app: &App, cluster: &Arc<Cluster>, key: &[u8], req: Request) -> Result<Response, ApiError> {
     let code = cluster.placement().map_err(ObjectError::NoCode)?.code;
     let max = super::object_bytes_max(code.data);
-    let client_crc = crc_of(req.headers())?;
+    let client_crc = crate::api::crc32c_header(req.headers(), "x-object-crc32c")?;
     let length = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if let Some(size) = length.filter(|&n| n > max) {
         return Err(ObjectError::TooLarge { size, max }.into());
