@@ -127,6 +127,23 @@ impl TestCluster {
         TestCluster::with_roster(net, n, &|id| format!("{}:7946", ip(net, id)), &|_| None, &code)
     }
 
+    /// Appends `text` to host `id`'s config (read at its next start).
+    pub fn append_config(&self, id: u32, text: &str) {
+        let config = &self.hosts[(id - 1) as usize].config;
+        let mut t = std::fs::read_to_string(config).unwrap();
+        t.push_str(text);
+        std::fs::write(config, t).unwrap();
+    }
+
+    /// The holders of stripe group `group`'s shards, in shard order.
+    pub fn holders(&self, group: u32) -> Vec<u32> {
+        let roster =
+            shardnode_cluster::roster::Roster::parse(&std::fs::read_to_string(self.path("roster.signed")).unwrap())
+                .unwrap();
+        let placement = shardnode_cluster::placement::Placement::new(&roster).unwrap();
+        placement.group(group).unwrap().holders(&placement.code).to_vec()
+    }
+
     pub fn start(&mut self, id: u32) {
         let h = &self.hosts[(id - 1) as usize];
         let mut agent = Agent::start_exactly(&["--config", h.config.to_str().unwrap()], &[]);
