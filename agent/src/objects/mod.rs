@@ -233,13 +233,22 @@ pub async fn put(
     let group = choose_group(cluster, &p, key);
     let holders = p.group(group).expect("a group").holders(&code).to_vec();
     let coded = size >= u64::from(code.data) * COPIES_BELOW_BYTES_PER_DATA_SHARD;
-    let (layout, parts, pieces): (Layout, Vec<Part>, Vec<Vec<u8>>) = if coded {
+    let shards = if coded {
         let g = Geometry::for_object(size, code.data.into(), code.parity.into());
-        let shards = ec::encode(&g, body).map_err(|e| ObjectError::Unavailable(e.to_string()))?;
-        (Layout::Coded, (0..shards.len()).map(|i| Part::Shard(i, group)).collect(), shards)
+        ec::encode(&g, body).map_err(|e| ObjectError::Unavailable(e.to_string()))?
+    } else {
+        Vec::new()
+    };
+    // Copies are the body itself, not copies of it.
+    let (layout, parts, pieces): (Layout, Vec<Part>, Vec<&[u8]>) = if coded {
+        (
+            Layout::Coded,
+            (0..shards.len()).map(|i| Part::Shard(i, group)).collect(),
+            shards.iter().map(Vec::as_slice).collect(),
+        )
     } else {
         let copies = usize::from(code.parity) + 1;
-        (Layout::Copies, (0..copies).map(|i| Part::Copy(i, group)).collect(), vec![body.to_vec(); copies])
+        (Layout::Copies, (0..copies).map(|i| Part::Copy(i, group)).collect(), vec![body; copies])
     };
     let manifest = Manifest {
         key: key.to_vec(),
