@@ -94,6 +94,13 @@ impl Admission {
         s.running >= self.limits.concurrency && s.waiting.len() >= self.limits.queue_max
     }
 
+    /// Whether a request would run at once with nobody waiting: the room
+    /// foreground requests leave, which background work may use.
+    pub fn has_room(&self) -> bool {
+        let s = self.state.lock().expect("admission lock");
+        s.running < self.limits.concurrency && s.waiting.is_empty()
+    }
+
     /// Requests waiting now.
     pub fn waiting(&self) -> usize {
         self.state.lock().expect("admission lock").waiting.len()

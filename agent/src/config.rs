@@ -67,6 +67,11 @@ pub struct Cluster {
     /// Where to receive gossip; default: this host's roster address.
     #[serde(default)]
     pub gossip_listen: Option<SocketAddr>,
+    /// Tokens the object API requires (`Authorization: Bearer <token>`),
+    /// one per line; re-read on SIGHUP. Unset: the object API is open to
+    /// anyone who reaches the listen address.
+    #[serde(default)]
+    pub client_token_file: Option<PathBuf>,
     /// Announce this host as under maintenance (not to be given new data).
     #[serde(default)]
     pub maintenance: bool,
@@ -86,6 +91,11 @@ pub struct Cluster {
     /// (the scrubber's findings) and rebuilds them from their siblings.
     #[serde(default = "default_repair_interval")]
     pub repair_interval_ms: u64,
+    /// The repair throttle: bytes of sibling shards read per second (a
+    /// token bucket; 0 pauses repairs). Settable at run time with `PUT
+    /// /v1/repairs/rate`.
+    #[serde(default = "default_repair_rate")]
+    pub repair_bytes_per_second: u64,
     /// SWIM timing; unset: `shardnode_cluster::gossip::lan_config` for the
     /// roster's size (1 s probes, 500 ms RTT, 3 x max(1, log10 N) s suspicion).
     #[serde(default)]
@@ -102,6 +112,10 @@ fn default_publish_interval() -> u64 {
 
 fn default_repair_interval() -> u64 {
     5000
+}
+
+fn default_repair_rate() -> u64 {
+    64 << 20
 }
 
 fn default_join_interval() -> u64 {

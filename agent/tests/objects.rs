@@ -215,13 +215,35 @@ fn a_rotten_shard_is_found_by_the_scrubber_and_rebuilt_from_its_siblings() {
     let auth = format!("Bearer {TOKEN}");
     let r = request(http, "POST", "/v1/devices/0/scrub/start", &[("authorization", &auth)], b"");
     assert_eq!(r.status, 200, "{}", r.code());
-    within(Duration::from_secs(60), || logged(c.agent(holder), "damaged object shard rebuilt from its siblings"))
+    within(Duration::from_secs(60), || logged(c.agent(holder), "object shard rebuilt from its siblings and written"))
         .expect("the scrubber's finding is repaired from the siblings");
     let repairs = request(http, "GET", "/v1/repairs", &[], b"").json();
     assert!(repairs.to_string().matches("o.").count() == 0, "the repaired shard left the repair list: {repairs}");
     for via in 1..=6 {
         let r = get(&c, via, "rot-me");
         assert!(r.status == 200 && r.body == body, "the object from {via} after the repair: {}", r.code());
+    }
+
+    // The object deleted, and the holder's tombstone rots: it is rebuilt
+    // from another host's tombstone (which must name a key of the same
+    // hash), and the object stays deleted.
+    let r = request(c.hosts[1].http, "DELETE", "/v1/objects/rot-me", &[], b"");
+    assert_eq!(r.status, 204, "{}", r.code());
+    assert!(c.agents[(holder - 1) as usize].take().unwrap().signal(Signal::SIGTERM).success());
+    flip_on_device(&c, holder, b"SNTBrot-me");
+    c.start(holder);
+    within(Duration::from_secs(20), || c.converged()).expect("converged again");
+    let r = request(http, "POST", "/v1/devices/0/scrub/start", &[("authorization", &auth)], b"");
+    assert_eq!(r.status, 200, "{}", r.code());
+    within(Duration::from_secs(60), || {
+        c.agent(holder)
+            .drain_log()
+            .iter()
+            .any(|l| l.contains("rebuilt from its siblings and written") && l.contains(".t holder="))
+    })
+    .expect("the rotten tombstone is rebuilt");
+    for via in 1..=6 {
+        assert_eq!(get(&c, via, "rot-me").status, 404, "deleted, as seen from {via}");
     }
     // Offline, the device is clean: stop the holder and scrub it.
     assert!(c.agents[(holder - 1) as usize].take().unwrap().signal(Signal::SIGTERM).success());
@@ -230,6 +252,16 @@ fn a_rotten_shard_is_found_by_the_scrubber_and_rebuilt_from_its_siblings() {
     let o = std::process::Command::new(&shardctl).args(["scrub", device.to_str().unwrap()]).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "offline scrub after the repair: {text}");
+}
+
+/// Host `via`'s object repair view (`GET /v1/repairs`, `objects`).
+fn repairs(c: &TestCluster, via: u32) -> serde_json::Value {
+    request(c.hosts[(via - 1) as usize].http, "GET", "/v1/repairs", &[], b"").json()["objects"].clone()
+}
+
+fn set_repair_rate(c: &TestCluster, via: u32, body: &str, token: &str) -> common::Reply {
+    let auth = format!("Bearer {token}");
+    request(c.hosts[(via - 1) as usize].http, "PUT", "/v1/repairs/rate", &[("authorization", &auth)], body.as_bytes())
 }
 
 #[test]
@@ -249,9 +281,45 @@ fn a_write_with_a_holder_down_is_acknowledged_and_its_shard_delivered_when_it_re
     let r = put(&c, 1, "written-while-down", &body);
     assert_eq!(r.status, 201, "acknowledged on k + 1: {}", r.code());
     assert_eq!(r.json()["missing_holders"], serde_json::json!([6]));
+
+    // The coordinator's queue shows the shard owed to host 6, its stripe
+    // with one loss more to survive, and the stripe at risk.
+    within(Duration::from_secs(10), || repairs(&c, 1)["queue"].as_array().is_some_and(|q| q.len() == 1))
+        .expect("the owed shard is in host 1's repair queue");
+    let view = repairs(&c, 1);
+    let entry = &view["queue"][0];
+    assert_eq!((entry["holder"].as_u64(), entry["source"].as_str()), (Some(6), Some("put")), "{view}");
+    assert_eq!(entry["redundancy"], 1, "4+2 with one shard missing: {view}");
+    assert_eq!(entry["bytes"], 512 << 10, "a quarter of 2 MiB: {view}");
+    assert_eq!(view["stripes_at_risk"]["1"], 1, "{view}");
+    let metrics = String::from_utf8(request(c.hosts[0].http, "GET", "/metrics", &[], b"").body).unwrap();
+    assert!(metrics.contains("shardnode_stripes_at_risk{redundancy=\"1\"} 1"), "{metrics}");
+    assert!(metrics.contains("shardnode_repair_queue_bytes{redundancy=\"1\"} 524288"), "{metrics}");
+
+    // The throttle, at run time: bad input and a missing token change
+    // nothing; 0 pauses, and host 6 back does not get its shard.
+    assert_eq!(set_repair_rate(&c, 1, "fast", TOKEN).code(), "InvalidArgument");
+    assert_eq!(set_repair_rate(&c, 1, r#"{"bytes_per_second": 0}"#, "wrong").status, 401);
+    assert_eq!(repairs(&c, 1)["rate_bytes_per_second"], 64 << 20, "unchanged");
+    let r = set_repair_rate(&c, 1, r#"{"bytes_per_second": 0}"#, TOKEN);
+    assert_eq!(r.status, 200, "{}", r.code());
     c.start(6);
-    within(Duration::from_secs(30), || logged(c.agent(1), "shard owed to a holder delivered"))
+    within(Duration::from_secs(20), || c.all_see(6, "alive", None)).expect("host 6 back");
+    let rounds = repairs(&c, 1)["rounds"].as_u64().unwrap();
+    within(Duration::from_secs(10), || repairs(&c, 1)["rounds"].as_u64().unwrap() >= rounds + 3)
+        .expect("repair rounds go on while paused");
+    let view = repairs(&c, 1);
+    assert_eq!((view["repaired"].as_u64(), view["queue"].as_array().map(Vec::len)), (Some(0), Some(1)), "{view}");
+    assert!(!logged(c.agent(1), "object shard rebuilt from its siblings and written"), "paused, yet repaired");
+
+    // Resumed: delivered, and the queue is empty.
+    let r = set_repair_rate(&c, 1, r#"{"bytes_per_second": 8388608}"#, TOKEN);
+    assert_eq!((r.status, r.json()["before"].as_u64()), (200, Some(0)));
+    within(Duration::from_secs(30), || logged(c.agent(1), "object shard rebuilt from its siblings and written"))
         .expect("the coordinator delivers host 6's shard once it is back");
+    within(Duration::from_secs(10), || repairs(&c, 1)["queue"].as_array().is_some_and(Vec::is_empty))
+        .expect("the delivered shard left the queue");
+    assert_eq!(repairs(&c, 1)["bytes_repaired"], 512 << 10);
     // Proof it is there: with two other holders gone, host 6's shard is
     // one of the four a read needs.
     for id in [2, 3] {
@@ -285,7 +353,8 @@ fn a_read_that_meets_a_rotten_shard_answers_right_and_has_it_rebuilt() {
     let via = holders[5];
     let r = get(&c, via, "read-finds-rot");
     assert!(r.status == 200 && r.body == body, "the read answers the right bytes: {}", r.code());
-    let delivered = within(Duration::from_secs(30), || logged(c.agent(via), "shard owed to a holder delivered"));
+    let delivered =
+        within(Duration::from_secs(30), || logged(c.agent(via), "object shard rebuilt from its siblings and written"));
     assert!(
         delivered.is_some(),
         "the read's finding was not rebuilt and written back to its holder; logs:\n{}\n---\n{}",
@@ -303,4 +372,125 @@ fn a_read_that_meets_a_rotten_shard_answers_right_and_has_it_rebuilt() {
     }
     let r = get(&c, via, "read-finds-rot");
     assert!(r.status == 200 && r.body == body, "read through the repaired shard: {}", r.code());
+}
+
+#[test]
+fn racing_writers_never_mix_versions_a_delete_outlives_a_late_repair_and_tokens_guard_the_api() {
+    let mut c = TestCluster::coded(32, 6, 4, 2);
+    std::fs::write(c.path("clients.tokens"), "# rotated monthly\nclient-a\n").unwrap();
+    let tokens = c.path("clients.tokens");
+    for id in 1..=6 {
+        c.append_config(id, &format!("repair_interval_ms = 200\nclient_token_file = \"{}\"\n", tokens.display()));
+    }
+    for id in 1..=6 {
+        c.start(id);
+    }
+    within(Duration::from_secs(20), || c.converged()).expect("converged");
+    let with = |token: &str| format!("Bearer {token}");
+
+    // Client tokens: none or a wrong one is refused and stores nothing.
+    let (old_token, new_token) = (with("client-a"), with("client-b"));
+    let https: Vec<std::net::SocketAddr> = c.hosts.iter().map(|h| h.http).collect();
+    let put_as = |via: u32, key: &str, auth: &str, body: &[u8]| {
+        let crc = format!("{:08x}", crc32c::crc32c(body));
+        let h = [("x-object-crc32c", crc.as_str()), ("authorization", auth)];
+        request(https[(via - 1) as usize], "PUT", &format!("/v1/objects/{key}"), &h, body)
+    };
+    let get_as = |via: u32, key: &str, auth: &str| {
+        request(https[(via - 1) as usize], "GET", &format!("/v1/objects/{key}"), &[("authorization", auth)], b"")
+    };
+    assert_eq!(put(&c, 1, "guarded", b"no token").code(), "Unauthorized");
+    assert_eq!(put_as(1, "guarded", &new_token, b"wrong token").code(), "Unauthorized");
+    assert_eq!(get_as(2, "guarded", &old_token).status, 404, "nothing was stored");
+    assert_eq!(put_as(1, "guarded", &old_token, b"right token").status, 201);
+    // Rotation without a restart: the new token added, SIGHUP, the old
+    // one dropped, SIGHUP.
+    std::fs::write(&tokens, "client-a\nclient-b\n").unwrap();
+    for id in 1..=6 {
+        c.agent(id).send(Signal::SIGHUP);
+    }
+    within(Duration::from_secs(10), || get_as(3, "guarded", &new_token).status == 200).expect("the new token works");
+    std::fs::write(&tokens, "client-b\n").unwrap();
+    for id in 1..=6 {
+        c.agent(id).send(Signal::SIGHUP);
+    }
+    within(Duration::from_secs(10), || get_as(3, "guarded", &old_token).status == 401)
+        .expect("the old token is refused");
+
+    // Three agents overwrite one key at once, rounds of a coded and a
+    // copied size, while another reads it: every read is one whole
+    // version, never a mix of two.
+    let payloads: Vec<Vec<u8>> =
+        (0..12).map(|i| object(if i % 2 == 0 { 600_000 } else { 5000 }, 100 + i as u8)).collect();
+    let acknowledged = std::sync::Mutex::new(Vec::new());
+    let reads = std::sync::atomic::AtomicUsize::new(0);
+    let writing = std::sync::atomic::AtomicBool::new(true);
+    std::thread::scope(|s| {
+        for w in 0..3u32 {
+            let (payloads, acknowledged, new_token) = (&payloads, &acknowledged, &new_token);
+            s.spawn(move || {
+                for round in 0..4 {
+                    let index = round * 3 + w as usize;
+                    let r = put_as(w + 1, "contended", new_token, &payloads[index]);
+                    assert_eq!(r.status, 201, "writer {w} round {round}: {}", r.code());
+                    let version = r.json()["version"].as_str().unwrap().to_owned();
+                    acknowledged.lock().unwrap().push((version, index));
+                }
+            });
+        }
+        let (payloads, reads, writing, new_token) = (&payloads, &reads, &writing, &new_token);
+        s.spawn(move || {
+            for _ in 0..400 {
+                if !writing.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let r = get_as(5, "contended", new_token);
+                match r.status {
+                    200 => {
+                        assert!(payloads.contains(&r.body), "a read returned bytes of no single version");
+                        reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    404 => {}
+                    _ => panic!("a read during the overwrites: {} {}", r.status, r.code()),
+                }
+            }
+        });
+        // The writers finish (scoped threads joined below); then the
+        // reader stops.
+        while acknowledged.lock().unwrap().len() < 12 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert!(reads.into_inner() > 0, "no read overlapped the writes");
+    // The newest acknowledged version wins, seen alike from every agent.
+    let newest = acknowledged.into_inner().unwrap().into_iter().max().unwrap();
+    for via in 1..=6 {
+        let r = get_as(via, "contended", &new_token);
+        assert_eq!(r.status, 200, "{}", r.code());
+        assert_eq!(r.header("x-object-version"), Some(newest.0.as_str()), "from {via}");
+        assert!(r.body == payloads[newest.1], "from {via}: the newest version's bytes");
+    }
+
+    // A delete that lands between a degraded write and its repair: the
+    // repair finds the version gone and drops its entry; nothing comes
+    // back.
+    assert_eq!(set_repair_rate(&c, 1, r#"{"bytes_per_second": 0}"#, TOKEN).status, 200);
+    assert!(c.agents[5].take().unwrap().signal(Signal::SIGTERM).success());
+    within(Duration::from_secs(10), || c.all_see(6, "down", None)).expect("host 6 seen down");
+    let r = put_as(1, "deleted-before-repair", &new_token, &object(1 << 20, 9));
+    assert_eq!((r.status, r.json()["missing_holders"].clone()), (201, serde_json::json!([6])));
+    let r =
+        request(c.hosts[1].http, "DELETE", "/v1/objects/deleted-before-repair", &[("authorization", &new_token)], b"");
+    assert_eq!(r.status, 204, "{}", r.code());
+    c.start(6);
+    within(Duration::from_secs(20), || c.all_see(6, "alive", None)).expect("host 6 back");
+    assert_eq!(repairs(&c, 1)["queue"].as_array().map(Vec::len), Some(1), "the entry waits, paused");
+    assert_eq!(set_repair_rate(&c, 1, r#"{"bytes_per_second": 67108864}"#, TOKEN).status, 200);
+    within(Duration::from_secs(20), || repairs(&c, 1)["obsolete"] == 1).expect("the late repair sees the delete");
+    assert_eq!(repairs(&c, 1)["queue"].as_array().map(Vec::len), Some(0));
+    assert_eq!(repairs(&c, 1)["repaired"], 0, "nothing was written for a deleted object");
+    for via in 1..=6 {
+        assert_eq!(get_as(via, "deleted-before-repair", &new_token).status, 404, "still deleted, seen from {via}");
+    }
 }

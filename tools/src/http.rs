@@ -25,14 +25,28 @@ pub fn host_of(url: &str) -> anyhow::Result<String> {
 
 /// Sends one request and returns the status and the body parsed as JSON.
 pub fn call(url: &str, method: &str, path: &str, token: Option<&str>) -> anyhow::Result<(u16, serde_json::Value)> {
+    call_with(url, method, path, token, b"")
+}
+
+/// As `call`, with a request body.
+pub fn call_with(
+    url: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> anyhow::Result<(u16, serde_json::Value)> {
     let host = host_of(url)?;
     let mut stream = TcpStream::connect(&host).with_context(|| format!("cannot connect to the agent at {host}"))?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
     let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let request =
-        format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\n{auth}content-length: 0\r\nconnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\n{auth}content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
     stream.write_all(request.as_bytes())?;
+    stream.write_all(body)?;
     let mut reply = Vec::new();
     stream.read_to_end(&mut reply).with_context(|| format!("reading the agent's answer to {method} {path}"))?;
     let end = reply.windows(4).position(|w| w == b"\r\n\r\n").context("the agent's answer has no header end")?;

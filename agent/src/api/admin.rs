@@ -33,7 +33,7 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Equality whose time depends only on the lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -195,7 +195,38 @@ pub(super) async fn repairs(State(app): State<Arc<App>>) -> Json<serde_json::Val
             Err(e) => tracing::error!(device = s.id, error = %e, "cannot read the repair list"),
         }
     }
-    Json(json!({ "shards": shards }))
+    let mut out = json!({ "shards": shards });
+    if let Some(c) = &app.cluster {
+        out["objects"] = c.repairs.view();
+    }
+    Json(out)
+}
+
+/// `PUT /v1/repairs/rate` `{"bytes_per_second": N}`: the object repair
+/// throttle, at once (0 pauses repairs). Admin token.
+pub(super) async fn set_repair_rate(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&app, &headers)?;
+    let cluster = app.cluster.as_ref().ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "NoCluster", "object repairs need a cluster: no [cluster] table")
+    })?;
+    let rate = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["bytes_per_second"].as_u64())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgument",
+                "the body must be JSON {\"bytes_per_second\": N} with N a whole number (0 pauses repairs)",
+            )
+        })?;
+    let before = cluster.repairs.rate();
+    cluster.repairs.set_rate(rate);
+    tracing::warn!(before, after = rate, "object repair throttle changed by the operator");
+    Ok(Json(json!({ "bytes_per_second": rate, "before": before })))
 }
 
 #[cfg(test)]

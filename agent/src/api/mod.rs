@@ -23,8 +23,8 @@ use crate::node::{self, Located, Node};
 
 mod admin;
 
-use admin::{fence, repairs, scrub_all, scrub_control, scrub_one, unfence};
-pub use admin::{scrub_json, scrub_statuses};
+pub use admin::{constant_time_eq, scrub_json, scrub_statuses};
+use admin::{fence, repairs, scrub_all, scrub_control, scrub_one, set_repair_rate, unfence};
 
 /// Shards a listing returns when the client names no limit, and at most.
 pub const LIST_LIMIT_DEFAULT: usize = 1000;
@@ -159,6 +159,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/devices/{id}/scrub", get(scrub_one))
         .route("/v1/devices/{id}/scrub/{action}", post(scrub_control))
         .route("/v1/repairs", get(repairs))
+        .route("/v1/repairs/rate", axum::routing::put(set_repair_rate))
         .merge(crate::cluster::routes::router())
         .merge(crate::objects::routes::router())
         .fallback(|method: Method, uri: axum::http::Uri| async move {
@@ -213,6 +214,12 @@ async fn admit(node: &Node, slot: usize, deadline: Option<Instant>) -> Result<Pe
             "the request could not start before its x-deadline-ms; nothing was done",
         ),
     })
+}
+
+/// Whether a shard read asks to be served only in spare room
+/// (`?priority=background`: repair reads).
+fn is_background(uri: &axum::http::Uri) -> bool {
+    uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "priority=background"))
 }
 
 /// The key of a `/v1/shards/{key}` request, from the raw path: keys are
@@ -420,6 +427,19 @@ async fn get_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     };
     let store = app.node.slots[found.slot].store.as_ref().expect("located on an open device");
     let (offset, len) = range.unwrap_or((0, size));
+    // A background (repair) read runs only in the room foreground requests
+    // leave; otherwise the repairer is told to back off.
+    if is_background(req.uri()) && !app.node.slots[found.slot].admission.has_room() {
+        metrics::counter!("shardnode_background_reads_refused_total").increment(1);
+        return Err(ApiError {
+            retry_after_s: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Busy",
+                format!("device {} is busy with foreground requests; background reads wait", found.slot),
+            )
+        });
+    }
     let permit = admit(&app.node, found.slot, deadline).await?;
     let bytes = node::get(store, &key, offset, len).await.map_err(|e| store_error(&app.node, Some(found.slot), e))?;
     drop(permit);

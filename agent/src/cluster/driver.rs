@@ -208,6 +208,9 @@ impl Driver {
         if let Err(e) = self.cluster.reload_keyring() {
             tracing::error!(error = %format!("{e:#}"), "SIGHUP: keyring refused; the one in use is kept");
         }
+        if let Err(e) = self.cluster.reload_client_tokens() {
+            tracing::error!(error = %format!("{e:#}"), "SIGHUP: client tokens refused; the ones in use are kept");
+        }
         let path = &self.cluster.settings.roster;
         match std::fs::read(path) {
             Err(e) => tracing::error!(path = %path.display(), error = %e, "SIGHUP: cannot read the roster"),

@@ -57,6 +57,22 @@ pub struct Cluster {
     pub replay: Mutex<shardnode_cluster::auth::ReplayGuard>,
     /// The stripe groups of the roster in use (computed once per epoch).
     placement: Mutex<Option<std::sync::Arc<Placement>>>,
+    /// This host's object repair queue and throttle.
+    pub repairs: crate::objects::repair::Repairer,
+    /// Tokens a client must present to the object API (none: open).
+    client_tokens: Mutex<Vec<String>>,
+}
+
+/// The client tokens of `path`: one per line (several while one is
+/// rotated out), `#` comments and blank lines ignored; a file with none
+/// is refused rather than leaving the object API open.
+fn load_client_tokens(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read the client token file", path.display()))?;
+    let tokens: Vec<String> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect();
+    anyhow::ensure!(!tokens.is_empty(), "{}: the client token file holds no token", path.display());
+    Ok(tokens)
 }
 
 impl std::fmt::Debug for Cluster {
@@ -100,6 +116,10 @@ impl Cluster {
                 settings.roster.display()
             )
         })?;
+        let client_tokens = match &settings.client_token_file {
+            Some(path) => load_client_tokens(path)?,
+            None => Vec::new(),
+        };
         let listen = settings.gossip_listen.unwrap_or(me.gossip);
         let socket =
             std::net::UdpSocket::bind(listen).with_context(|| format!("cannot listen for gossip on {listen}"))?;
@@ -144,6 +164,8 @@ impl Cluster {
             started: Instant::now(),
             replay: Mutex::new(shardnode_cluster::auth::ReplayGuard::new(REPLAY_GUARD_ENTRIES)),
             placement: Mutex::new(None),
+            repairs: crate::objects::repair::Repairer::new(settings.repair_bytes_per_second),
+            client_tokens: Mutex::new(client_tokens),
         })
     }
 
@@ -175,6 +197,27 @@ impl Cluster {
     /// The keyring in use (peer requests are signed and checked with it).
     pub fn keyring(&self) -> Keyring {
         self.gossip().keyring().clone()
+    }
+
+    /// Whether `given` (`Authorization: Bearer ...`) may use the object
+    /// API: any configured client token, compared in constant time; open
+    /// when none is configured.
+    pub fn client_allowed(&self, given: Option<&str>) -> bool {
+        let tokens = self.client_tokens.lock().expect("never poisoned");
+        if tokens.is_empty() {
+            return true;
+        }
+        let Some(given) = given else { return false };
+        tokens.iter().fold(false, |ok, t| ok | crate::api::constant_time_eq(t.as_bytes(), given.as_bytes()))
+    }
+
+    /// Re-reads the client token file (SIGHUP): a token rotation step.
+    pub fn reload_client_tokens(&self) -> anyhow::Result<()> {
+        let Some(path) = &self.settings.client_token_file else { return Ok(()) };
+        let tokens = load_client_tokens(path)?;
+        tracing::info!(tokens = tokens.len(), "client tokens reloaded");
+        *self.client_tokens.lock().expect("never poisoned") = tokens;
+        Ok(())
     }
 
     /// Re-reads the keyring file (SIGHUP): a key rotation step.

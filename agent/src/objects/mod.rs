@@ -140,6 +140,15 @@ pub fn unframe(bytes: &[u8]) -> Result<(Manifest, &[u8]), String> {
     Ok((manifest, &bytes[4 + n..]))
 }
 
+/// The data bytes of each shard of the object `m` describes (a copy is
+/// the whole object).
+pub fn shard_bytes(m: &Manifest) -> u64 {
+    match m.layout {
+        Layout::Coded => u64::from(m.cell_bytes),
+        Layout::Copies => m.size,
+    }
+}
+
 fn shard_path(key: &str) -> String {
     format!("/v1/shards/{key}")
 }
@@ -316,8 +325,9 @@ pub async fn put(
     }
     // What the missing holders owe is recorded before the answer, so a
     // crash after it still delivers their shards.
+    let bytes = shard_bytes(&manifest);
     for (host, target) in &missing {
-        repair::owe(cluster, target.trim_start_matches("/v1/shards/"), *host).await;
+        repair::owe(cluster, target.trim_start_matches("/v1/shards/"), *host, bytes, repair::Source::Put).await;
     }
     let mut missing: Vec<u32> = missing.into_iter().map(|(h, _)| h).collect();
     missing.sort_unstable();
@@ -337,12 +347,18 @@ struct Listing {
 }
 
 async fn list(cluster: &Arc<Cluster>, p: &Placement, key: &[u8]) -> Listing {
-    let kh = key_hash(key);
     let hosts: BTreeSet<u32> =
         p.candidates(key).iter().flat_map(|&g| p.group(g).expect("a group").holders(&p.code).to_vec()).collect();
     let hosts: Vec<u32> = hosts.into_iter().collect();
+    list_hosts(cluster, &hosts, &key_hash(key), p.code.parity.into()).await
+}
+
+/// What `hosts` list of the object whose key hashes to `kh`: all of them
+/// are asked; once all but `parity` answered, the others get a short
+/// grace.
+async fn list_hosts(cluster: &Arc<Cluster>, hosts: &[u32], kh: &str, parity: usize) -> Listing {
     let mut asks = tokio::task::JoinSet::new();
-    for peer in peers(cluster, &hosts) {
+    for peer in peers(cluster, hosts) {
         let (c, target) = (Arc::clone(cluster), format!("/v1/shards?prefix=o.{kh}.&limit=1000"));
         asks.spawn(async move { (peer.host, peer::call(&c, peer.addr, "GET", &target, None, READ_TIMEOUT).await) });
     }
@@ -351,7 +367,7 @@ async fn list(cluster: &Arc<Cluster>, p: &Placement, key: &[u8]) -> Listing {
     // the whole timeout: a stopped or slow holder must not stall reads.
     // What they may hold is accounted for by `newest` (an incomplete newer
     // version with holders unheard is `Unavailable`, never an older one).
-    let enough = hosts.len().saturating_sub(usize::from(p.code.parity)).max(1);
+    let enough = hosts.len().saturating_sub(parity).max(1);
     let mut answered = 0;
     let mut grace: Option<tokio::time::Instant> = None;
     let mut asked: BTreeSet<u32> = hosts.iter().copied().collect();
@@ -379,7 +395,7 @@ async fn list(cluster: &Arc<Cluster>, p: &Placement, key: &[u8]) -> Listing {
             continue;
         };
         for k in json["shards"].as_array().into_iter().flatten().filter_map(|s| s["key"].as_str()) {
-            if let Some((v, part)) = parse_shard_key(k, &kh) {
+            if let Some((v, part)) = parse_shard_key(k, kh) {
                 listing.versions.entry(v).or_default().push((part, host));
             }
         }
@@ -473,14 +489,20 @@ async fn fetch(
     v: Version,
     index: usize,
 ) -> Result<(Manifest, Vec<u8>), FetchError> {
-    let passing = |why: String| FetchError { why, damaged: false };
-    let damaged = |why: &str| FetchError { why: why.to_owned(), damaged: true };
+    let passing = |why: String| FetchError { why, damaged: false, busy: false, gone: false };
+    let damaged = |why: &str| FetchError { why: why.to_owned(), damaged: true, busy: false, gone: false };
     let a: Answer =
         peer::call(cluster, addr, "GET", &target, None, READ_TIMEOUT).await.map_err(|e| passing(format!("{e:#}")))?;
     if a.status != 200 {
         let why = format!("{} ({})", a.status, a.code());
-        // The holder's store found the shard's bytes damaged.
-        return Err(FetchError { damaged: a.code() == "Corrupt", why });
+        // The holder's store found the shard's bytes damaged, or (to a
+        // repair read) has no room beside its foreground reads.
+        return Err(FetchError {
+            damaged: a.code() == "Corrupt",
+            busy: a.code() == "Busy",
+            gone: a.status == 404,
+            why,
+        });
     }
     // The holder's store verified the bytes; this checks the way here.
     // Damage on the wire or at the holder cannot be told apart: the shard
@@ -505,6 +527,9 @@ async fn fetch(
 struct FetchError {
     why: String,
     damaged: bool,
+    busy: bool,
+    /// The holder no longer has it (`404`).
+    gone: bool,
 }
 
 /// What a hedged fetch gathered: the verified parts by index, the
@@ -515,6 +540,10 @@ struct Fetched {
     failures: Vec<String>,
     /// Parts whose holders have them damaged.
     damaged: Vec<(Part, u32)>,
+    /// Holders that answered a repair read `503 Busy`.
+    busy: Vec<u32>,
+    /// Parts whose holders no longer have them.
+    gone: usize,
     /// Fetches still in flight when enough had verified (the caller
     /// cancels them, or lets them finish to learn whether they were
     /// damaged).
@@ -526,7 +555,9 @@ type Straggler = (Part, u32, Result<(Manifest, Vec<u8>), FetchError>);
 /// Fetches `need` of `wanted` (in order: the first ones are preferred):
 /// `need + 1` at once, one more after each failure, and one more whenever
 /// the answers are slower than the peers' recent 95th percentile (a
-/// hedge). Stops at `need` verified and cancels the rest.
+/// hedge). Stops at `need` verified and cancels the rest. A `background`
+/// (repair) fetch asks the holders to serve it only with room their
+/// foreground reads leave (`?priority=background`, else `503 Busy`).
 async fn fetch_hedged(
     cluster: &Arc<Cluster>,
     kh: &str,
@@ -534,6 +565,7 @@ async fn fetch_hedged(
     wanted: &[(Part, u32)],
     addr_of: &BTreeMap<u32, SocketAddr>,
     need: usize,
+    background: bool,
 ) -> Fetched {
     let index = |p: Part| match p {
         Part::Shard(i, _) | Part::Copy(i, _) => i,
@@ -542,13 +574,20 @@ async fn fetch_hedged(
     let mut pending = wanted.iter().copied();
     let mut fetching = tokio::task::JoinSet::new();
     let start = |fetching: &mut tokio::task::JoinSet<_>, (part, host): (Part, u32)| {
-        let (c, target, addr) = (Arc::clone(cluster), shard_path(&shard_key(kh, version, part)), addr_of[&host]);
+        let mut target = shard_path(&shard_key(kh, version, part));
+        if background {
+            target.push_str("?priority=background");
+        }
+        let (c, addr) = (Arc::clone(cluster), addr_of[&host]);
         let i = index(part);
         fetching.spawn(async move {
             let r = fetch(&c, addr, target, version, i).await.and_then(|(m, data)| match part {
-                Part::Copy(..) if crc32c::crc32c(&data) != m.crc => {
-                    Err(FetchError { why: "the copy is not the object's CRC".to_owned(), damaged: true })
-                }
+                Part::Copy(..) if crc32c::crc32c(&data) != m.crc => Err(FetchError {
+                    why: "the copy is not the object's CRC".to_owned(),
+                    damaged: true,
+                    busy: false,
+                    gone: false,
+                }),
                 _ => Ok((m, data)),
             });
             (part, host, r)
@@ -564,6 +603,8 @@ async fn fetch_hedged(
         manifest: None,
         failures: Vec::new(),
         damaged: Vec::new(),
+        busy: Vec::new(),
+        gone: 0,
         stragglers: tokio::task::JoinSet::new(),
     };
     let mut hedged: BTreeSet<usize> = BTreeSet::new();
@@ -600,6 +641,10 @@ async fn fetch_hedged(
                 if e.damaged {
                     out.damaged.push((part, host));
                 }
+                if e.busy {
+                    out.busy.push(host);
+                }
+                out.gone += usize::from(e.gone);
                 if let Some(next) = pending.next() {
                     start(&mut fetching, next);
                 }
@@ -612,11 +657,11 @@ async fn fetch_hedged(
 
 /// Records that `host` holds `part` damaged: this host's repair rounds
 /// rebuild it from the siblings and write it back.
-fn owe_damaged(cluster: &Arc<Cluster>, kh: &str, version: Version, part: Part, host: u32) {
+fn owe_damaged(cluster: &Arc<Cluster>, kh: &str, version: Version, part: Part, host: u32, bytes: u64) {
     let (c, key) = (Arc::clone(cluster), shard_key(kh, version, part));
     metrics::counter!("shardnode_object_damaged_shards_read_total").increment(1);
     tracing::warn!(key = %key, host, "a read found an object shard damaged; its repair is queued");
-    tokio::spawn(async move { repair::owe(&c, &key, host).await });
+    tokio::spawn(async move { repair::owe(&c, &key, host, bytes, repair::Source::Read).await });
 }
 
 /// Reads an object (a byte range of it): the newest readable version,
@@ -632,22 +677,33 @@ pub async fn get(
     let mut range_of = Some(range_of);
     let mut range_for = |size: u64| (range_of.take().expect("asked once"))(size).map_err(ObjectError::InvalidRange);
     let placed = placement(cluster)?;
-    let listing = list(cluster, &placed, key).await;
-    let (version, parts) = newest(&listing, placed.code.data.into())?;
     let kh = key_hash(key);
-    let hosts: Vec<u32> = parts.iter().map(|(_, h)| *h).collect();
-    let addr_of: BTreeMap<u32, SocketAddr> = peers(cluster, &hosts).into_iter().map(|x| (x.host, x.addr)).collect();
-    // Copies: any one that verifies. Coded: data shards first, then
-    // parity; any k that verify.
-    let mut wanted: Vec<(Part, u32)> = parts.iter().filter(|(p, _)| *p != Part::Tombstone).copied().collect();
-    wanted.sort_unstable();
-    let copies = wanted.iter().any(|(p, _)| matches!(p, Part::Copy(..)));
-    let k = if copies { 1 } else { usize::from(placed.code.data) };
-    let mut fetched = fetch_hedged(cluster, &kh, version, &wanted, &addr_of, k).await;
+    let mut attempts = 0;
+    let (version, copies, k, mut fetched) = loop {
+        let listing = list(cluster, &placed, key).await;
+        let (version, parts) = newest(&listing, placed.code.data.into())?;
+        let hosts: Vec<u32> = parts.iter().map(|(_, h)| *h).collect();
+        let addr_of: BTreeMap<u32, SocketAddr> = peers(cluster, &hosts).into_iter().map(|x| (x.host, x.addr)).collect();
+        // Copies: any one that verifies. Coded: data shards first, then
+        // parity; any k that verify.
+        let mut wanted: Vec<(Part, u32)> = parts.iter().filter(|(p, _)| *p != Part::Tombstone).copied().collect();
+        wanted.sort_unstable();
+        let copies = wanted.iter().any(|(p, _)| matches!(p, Part::Copy(..)));
+        let k = if copies { 1 } else { usize::from(placed.code.data) };
+        let fetched = fetch_hedged(cluster, &kh, version, &wanted, &addr_of, k, false).await;
+        attempts += 1;
+        // Shards listed a moment ago and gone now: an overwrite or delete
+        // removed this version while it was read. Read what is newest now.
+        if fetched.got.len() < k && fetched.gone > 0 && attempts < 3 {
+            continue;
+        }
+        break (version, copies, k, fetched);
+    };
     // A shard found damaged by this read is owed a rebuilt one: recorded
     // for this host's repair rounds, without holding up the answer.
+    let bytes = fetched.manifest.as_ref().map_or(0, shard_bytes);
     for &(part, host) in &fetched.damaged {
-        owe_damaged(cluster, &kh, version, part, host);
+        owe_damaged(cluster, &kh, version, part, host, bytes);
     }
     // A data shard that did not arrive in time (the read decodes without
     // it) may be slow or may be damaged: its fetch is left to finish in
@@ -660,7 +716,7 @@ pub async fn get(
             let mut stragglers = stragglers;
             while let Some(Ok((part, host, r))) = stragglers.join_next().await {
                 if matches!(r, Err(FetchError { damaged: true, .. })) {
-                    owe_damaged(&c, &kh, version, part, host);
+                    owe_damaged(&c, &kh, version, part, host, bytes);
                 }
             }
         });

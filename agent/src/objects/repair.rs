@@ -1,29 +1,218 @@
-//! Repair of object shards: those this host holds that its scrubber found
-//! damaged, and those holders missed when this host acknowledged a write
-//! on k + 1 of them (each recorded durably as an intent shard `r.<shard
-//! key>.h<holder>` in this host's own store, delivered once the holder is
-//! alive again), and those a read coordinated here found damaged on their
-//! holder (recorded the same way).
+//! This host's repair queue of object shards, rebuilt from their siblings.
 //!
-//! A damaged shard's key names its object's key hash, version, stripe
-//! group and index (`Part`), so the repairer finds the siblings without
-//! the damaged bytes: it fetches k of them from the group's other holders,
-//! each verified against the manifest's PUT-time CRC, rebuilds the shard
-//! (a copy is taken as it is), checks the rebuilt bytes against the CRC
-//! the manifest recorded for that shard, and only then writes it back,
-//! which takes it off the repair list. Nothing unverified is ever written.
+//! What is queued, all of it durable where it was found:
+//! - shards of this host that its scrubber found damaged (the devices'
+//!   repair lists, `source: scrubber`);
+//! - shards owed to another holder: missed when this host acknowledged a
+//!   write on k + 1 holders (`put`), or found damaged on their holder by a
+//!   read this host coordinated (`read`). Each is an intent shard
+//!   `r.<shard key>.h<holder>` in this host's own store, whose body says
+//!   the shard's size, why and since when; it is delivered once gossip
+//!   shows the holder alive.
+//!
+//! Every round scans the queue and orders it by the stripe's remaining
+//! redundancy (how many more of its shards may be lost before the object
+//! is: m minus the shards queued or on holders gossip says are not alive),
+//! then by age: the most endangered stripes first. A shard key names its
+//! object's key hash, version, stripe group and index (`Part`), so the
+//! repairer finds the siblings without the damaged bytes: it fetches k of
+//! them (a copy: one) from the group's other holders, each verified
+//! against the manifest's PUT-time CRC, rebuilds the shard, checks the
+//! rebuilt bytes against the CRC the manifest recorded for that shard,
+//! and only then writes it back. Nothing unverified is ever written.
+//!
+//! Repairs are throttled by a token bucket (`[cluster]
+//! repair_bytes_per_second`, settable at run time with `PUT
+//! /v1/repairs/rate`), charged with the bytes each repair reads. Repair
+//! reads ask the holders for room their foreground reads leave
+//! (`?priority=background`); a holder without it answers `503 Busy` and
+//! the repairer backs off (1 s, doubling to 30 s, reset by a success).
+//!
+//! An entry whose object version was superseded or deleted (a newer
+//! readable version or a tombstone on the group's holders, or no sibling
+//! left on any of them, all of which answered) is obsolete: its intent is
+//! dropped, its damaged local shard deleted. So a repair can never bring a
+//! deleted object back, and the queue does not keep what cannot matter.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use shardnode_cluster::ec;
 use shardnode_cluster::manifest::Manifest;
 
-use super::{fetch_hedged, frame, peers, shard_path, Part, Version};
+use super::{fetch_hedged, frame, key_hash, list_hosts, peers, shard_path, Part, Version};
 use crate::api::App;
-use crate::cluster::{peer, Cluster};
+use crate::cluster::{peer, unix_ms, Cluster};
+
+/// Why a shard is in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Scrubber,
+    Put,
+    Read,
+}
+
+/// One shard to rebuild.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    /// The shard's key.
+    pub key: String,
+    /// The host that must hold it.
+    pub holder: u32,
+    pub source: Source,
+    /// The shard's data bytes (0: not known).
+    pub bytes: u64,
+    /// How many more shards of its stripe may be lost before the object
+    /// is (negative: it already is, unless a holder returns).
+    pub redundancy: i64,
+    pub since_unix_ms: u64,
+    /// How many rounds tried it, and why the last one failed.
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    #[serde(skip)]
+    intent: Option<String>,
+}
+
+/// What the body of an intent shard records.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct Intent {
+    bytes: u64,
+    source: Source,
+    since_unix_ms: u64,
+}
+
+/// A token bucket of bytes: `rate` per second, at most one second's worth
+/// saved. A repair larger than that runs once the bucket is not in debt,
+/// and leaves it in debt (the average rate holds).
+#[derive(Debug)]
+struct Bucket {
+    rate: u64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * self.rate as f64).min(self.rate as f64);
+        self.at = now;
+    }
+
+    /// How long to wait before spending (`None`: paused, rate 0).
+    fn wait(&mut self, now: Instant) -> Option<Duration> {
+        self.refill(now);
+        if self.rate == 0 {
+            return None;
+        }
+        Some(if self.tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-self.tokens / self.rate as f64) })
+    }
+}
+
+/// The queue as last scanned, and what the repairs did.
+#[derive(Debug, Default, Serialize)]
+pub struct Status {
+    pub rounds: u64,
+    pub repaired: u64,
+    pub failed: u64,
+    pub obsolete: u64,
+    pub bytes_repaired: u64,
+    /// Milliseconds the repairer is backing off after a `503 Busy`.
+    pub backoff_ms: u64,
+    pub queue: Vec<Entry>,
+}
+
+/// This host's repairer: throttle, back-off and the queue it shows.
+#[derive(Debug)]
+pub struct Repairer {
+    bucket: Mutex<Bucket>,
+    status: Mutex<Status>,
+    /// Repair errors by shard key, kept across rounds for the queue view.
+    errors: Mutex<BTreeMap<String, (u32, String)>>,
+}
+
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A round repairs for at most this long before scanning again, so newly
+/// endangered stripes do not wait behind a long queue.
+const ROUND_BUDGET: Duration = Duration::from_secs(10);
+/// Entries scanned per device and source per round.
+const SCAN_MAX: usize = 10_000;
+
+impl Repairer {
+    pub fn new(bytes_per_second: u64) -> Repairer {
+        Repairer {
+            bucket: Mutex::new(Bucket { rate: bytes_per_second, tokens: 0.0, at: Instant::now() }),
+            status: Mutex::default(),
+            errors: Mutex::default(),
+        }
+    }
+
+    pub fn rate(&self) -> u64 {
+        self.bucket.lock().expect("never poisoned").rate
+    }
+
+    /// Changes the throttle at once (0 pauses repairs).
+    pub fn set_rate(&self, bytes_per_second: u64) {
+        let mut b = self.bucket.lock().expect("never poisoned");
+        b.refill(Instant::now());
+        b.rate = bytes_per_second;
+        b.tokens = b.tokens.min(bytes_per_second as f64);
+        metrics::gauge!("shardnode_repair_rate_bytes_per_second").set(bytes_per_second as f64);
+    }
+
+    /// The queue and counters as JSON.
+    pub fn view(&self) -> serde_json::Value {
+        let s = self.status.lock().expect("never poisoned");
+        let mut v = serde_json::to_value(&*s).expect("plain data");
+        v["rate_bytes_per_second"] = self.rate().into();
+        let (by, at_risk) = summarize(&s.queue);
+        v["by_redundancy"] = serde_json::to_value(by).expect("plain data");
+        v["stripes_at_risk"] = serde_json::to_value(at_risk).expect("plain data");
+        v
+    }
+
+    /// Waits until the bucket allows `bytes` more, and spends them.
+    async fn spend(&self, bytes: u64) {
+        loop {
+            let wait = self.bucket.lock().expect("never poisoned").wait(Instant::now());
+            match wait {
+                Some(d) if d.is_zero() => break,
+                Some(d) => tokio::time::sleep(d).await,
+                None => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        self.bucket.lock().expect("never poisoned").tokens -= bytes as f64;
+    }
+
+    fn paused(&self) -> bool {
+        self.rate() == 0
+    }
+}
+
+/// Shards and bytes queued by remaining redundancy (0 for ≤ 0), and the
+/// stripes at risk (redundancy 0, or 1).
+fn summarize(queue: &[Entry]) -> (BTreeMap<i64, (u64, u64)>, BTreeMap<i64, u64>) {
+    let mut by: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    let mut stripes: BTreeMap<String, i64> = BTreeMap::new();
+    for e in queue {
+        let r = e.redundancy.max(0);
+        let slot = by.entry(r).or_default();
+        slot.0 += 1;
+        slot.1 += e.bytes;
+        let stripe = e.key.rsplit_once('.').map_or(e.key.as_str(), |(s, _)| s).to_owned();
+        let worst = stripes.entry(stripe).or_insert(r);
+        *worst = (*worst).min(r);
+    }
+    let mut at_risk = BTreeMap::from([(0, 0), (1, 0)]);
+    for r in stripes.into_values().filter(|r| *r <= 1) {
+        *at_risk.entry(r).or_default() += 1;
+    }
+    (by, at_risk)
+}
 
 /// The key hash, version and part of any object shard key.
 pub fn parse_any(key: &str) -> Option<(String, Version, Part)> {
@@ -58,14 +247,36 @@ pub fn verified_rebuild(
     Ok(rebuilt)
 }
 
+/// Why a repair did not happen.
+#[derive(Debug)]
+enum Failure {
+    /// A holder had no room beside its foreground reads: back off.
+    Busy(String),
+    /// The version was superseded or deleted: nothing to repair.
+    Obsolete(String),
+    Failed(String),
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Failure {
+        Failure::Failed(s)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(s: &str) -> Failure {
+        Failure::Failed(s.to_owned())
+    }
+}
+
 /// Shard `key` rebuilt from its siblings (never from the holder `skip`,
-/// which lacks it): the manifest and the verified bytes.
-async fn rebuild(cluster: &Arc<Cluster>, key: &str, skip: u32) -> Result<(Manifest, Vec<u8>, u32), String> {
+/// which must hold it and lacks it): the manifest and the verified bytes.
+async fn rebuild(cluster: &Arc<Cluster>, key: &str, skip: u32) -> Result<(Manifest, Vec<u8>), Failure> {
     let (kh, version, part) = parse_any(key).ok_or("not an object shard key")?;
     let (index, group, copy) = match part {
         Part::Shard(i, g) => (i, g, false),
         Part::Copy(i, g) => (i, g, true),
-        Part::Tombstone => return Err("a damaged tombstone is not repaired yet".into()),
+        Part::Tombstone => return Err("a tombstone has no siblings".into()),
     };
     let placement = cluster.placement()?;
     let holders = placement
@@ -79,27 +290,90 @@ async fn rebuild(cluster: &Arc<Cluster>, key: &str, skip: u32) -> Result<(Manife
         .filter_map(|i| holders.get(i).map(|&h| (if copy { Part::Copy(i, group) } else { Part::Shard(i, group) }, h)))
         .filter(|(_, h)| *h != skip)
         .collect();
+    if holders.get(index) != Some(&skip) {
+        return Err(format!("the roster now gives the shard to host {:?}, not {skip}", holders.get(index)).into());
+    }
     let addr_of: BTreeMap<u32, SocketAddr> = peers(cluster, &holders).into_iter().map(|p| (p.host, p.addr)).collect();
     let need = if copy { 1 } else { usize::from(placement.code.data) };
-    let fetched = fetch_hedged(cluster, &kh, version, &wanted, &addr_of, need).await;
-    let manifest = fetched.manifest.filter(|_| fetched.got.len() >= need).ok_or_else(|| {
-        format!("only {} of {need} siblings verified: {}", fetched.got.len(), fetched.failures.join("; "))
-    })?;
+    let fetched = fetch_hedged(cluster, &kh, version, &wanted, &addr_of, need, true).await;
+    if fetched.got.len() < need {
+        let why = format!("only {} of {need} siblings verified: {}", fetched.got.len(), fetched.failures.join("; "));
+        if !fetched.busy.is_empty() {
+            return Err(Failure::Busy(why));
+        }
+        return Err(match superseded(cluster, &holders, &kh, version, (index, holders.get(index).copied())).await {
+            Some(obsolete) => Failure::Obsolete(obsolete),
+            None => Failure::Failed(why),
+        });
+    }
+    let manifest = fetched.manifest.ok_or("no manifest")?;
     let rebuilt = verified_rebuild(&manifest, &fetched.got, index, copy)?;
-    let holder = *holders.get(index).ok_or("no holder for the shard")?;
-    Ok((manifest, rebuilt, holder))
+    Ok((manifest, rebuilt))
 }
 
-/// Writes a rebuilt shard to `host`.
-async fn write_back(
+/// Why the version `v` of the object hashed `kh` no longer needs its
+/// shard `own` (index, holder) rebuilt, if it does not: a newer readable
+/// version or a tombstone on the group's holders, or no other shard of it
+/// left on any of them (all answered: only a delete removes shards).
+async fn superseded(
     cluster: &Arc<Cluster>,
-    host: u32,
-    key: &str,
-    manifest: &Manifest,
-    bytes: &[u8],
-) -> Result<(), String> {
+    holders: &[u32],
+    kh: &str,
+    v: Version,
+    own: (usize, Option<u32>),
+) -> Option<String> {
+    let parity = usize::from(cluster.placement().ok()?.code.parity);
+    let listing = list_hosts(cluster, holders, kh, parity).await;
+    let k = usize::from(cluster.placement().ok()?.code.data);
+    for (newer, parts) in listing.versions.range(v..).filter(|(n, _)| **n > v) {
+        if parts.iter().any(|(p, _)| *p == Part::Tombstone) {
+            return Some(format!("deleted (tombstone {newer:?})"));
+        }
+        let shards = parts.iter().filter(|(p, _)| matches!(p, Part::Shard(..))).count();
+        if shards >= k || parts.iter().any(|(p, _)| matches!(p, Part::Copy(..))) {
+            return Some(format!("superseded by version {newer:?}"));
+        }
+    }
+    let others = listing.versions.get(&v).into_iter().flatten().filter(|(p, h)| {
+        let i = match p {
+            Part::Shard(i, _) | Part::Copy(i, _) => *i,
+            Part::Tombstone => return false,
+        };
+        (i, Some(*h)) != own
+    });
+    (listing.unreachable.is_empty() && others.count() == 0)
+        .then(|| "no sibling is left on any holder (the version was removed)".to_owned())
+}
+
+/// A damaged tombstone rebuilt: the same tombstone fetched from another
+/// host that holds it (it went to the holders of both candidate groups,
+/// which only the object's key gives; so every roster host is asked), and
+/// accepted only if the key it names hashes to the shard key's hash.
+async fn rebuild_tombstone(cluster: &Arc<Cluster>, key: &str) -> Result<Vec<u8>, Failure> {
+    let (kh, _, _) = parse_any(key).ok_or("not an object shard key")?;
+    let me = cluster.settings.host_id;
+    let hosts: Vec<u32> = cluster.gossip().roster().hosts.iter().map(|h| h.id).filter(|h| *h != me).collect();
+    for batch in hosts.chunks(16) {
+        let mut asks = tokio::task::JoinSet::new();
+        for p in peers(cluster, batch).into_iter().filter(|p| p.alive) {
+            let (c, target) = (Arc::clone(cluster), shard_path(key));
+            asks.spawn(async move { peer::call(&c, p.addr, "GET", &target, None, super::READ_TIMEOUT).await });
+        }
+        while let Some(done) = asks.join_next().await {
+            let Ok(Ok(a)) = done else { continue };
+            let named = a.body.strip_prefix(super::TOMBSTONE_MAGIC.as_slice());
+            if a.status == 200 && named.is_some_and(|k| key_hash(k) == kh) {
+                return Ok(a.body);
+            }
+        }
+    }
+    Err("no other host holds a verified copy of the tombstone".into())
+}
+
+/// Writes `body` as shard `key` to `host`.
+async fn write_to(cluster: &Arc<Cluster>, host: u32, key: &str, body: &[u8]) -> Result<(), String> {
     let addr = peers(cluster, &[host]).pop().ok_or("the holder is not on the roster")?.addr;
-    let a = peer::call(cluster, addr, "PUT", &shard_path(key), Some(&frame(manifest, bytes)), super::PUT_DEADLINE)
+    let a = peer::call(cluster, addr, "PUT", &shard_path(key), Some(body), super::PUT_DEADLINE)
         .await
         .map_err(|e| format!("{e:#}"))?;
     if a.status != 201 {
@@ -108,11 +382,16 @@ async fn write_back(
     Ok(())
 }
 
-/// Repairs one damaged shard of this host; the error says why not.
-async fn repair_one(cluster: &Arc<Cluster>, key: &str) -> Result<(), String> {
-    let me = cluster.settings.host_id;
-    let (manifest, rebuilt, _) = rebuild(cluster, key, me).await?;
-    write_back(cluster, me, key, &manifest, &rebuilt).await
+/// Repairs one entry: the bytes rebuilt and written.
+async fn repair(cluster: &Arc<Cluster>, e: &Entry) -> Result<u64, Failure> {
+    if matches!(parse_any(&e.key), Some((_, _, Part::Tombstone))) {
+        let body = rebuild_tombstone(cluster, &e.key).await?;
+        write_to(cluster, e.holder, &e.key, &body).await?;
+        return Ok(body.len() as u64);
+    }
+    let (manifest, rebuilt) = rebuild(cluster, &e.key, e.holder).await?;
+    write_to(cluster, e.holder, &e.key, &frame(&manifest, &rebuilt)).await?;
+    Ok(rebuilt.len() as u64)
 }
 
 /// The key of an intent: shard `key` is owed to `host`.
@@ -126,89 +405,219 @@ fn parse_intent(intent: &str) -> Option<(&str, u32)> {
     Some((key, host.parse().ok()?))
 }
 
-/// Records, durably in this host's own store, that `host` missed shard
-/// `key` of a write this host acknowledged on k + 1 holders; the repair
-/// rounds deliver it once the holder is back.
-pub async fn owe(cluster: &Arc<Cluster>, key: &str, host: u32) {
+/// Records durably, in this host's own store, that `host` is owed shard
+/// `key` (`bytes` long): the repair rounds deliver it once the holder is
+/// alive.
+pub async fn owe(cluster: &Arc<Cluster>, key: &str, host: u32, bytes: u64, source: Source) {
     let me = cluster.settings.host_id;
     let Some(mine) = peers(cluster, &[me]).pop() else { return };
     let target = shard_path(&intent_key(key, host));
-    match peer::call(cluster, mine.addr, "PUT", &target, Some(b"owed"), super::PUT_DEADLINE).await {
+    let body = serde_json::to_vec(&Intent { bytes, source, since_unix_ms: unix_ms() }).expect("plain data");
+    match peer::call(cluster, mine.addr, "PUT", &target, Some(&body), super::PUT_DEADLINE).await {
         Ok(a) if a.status == 201 => {}
         Ok(a) => tracing::error!(key, host, status = a.status, "cannot record a shard owed to a holder"),
         Err(e) => tracing::error!(key, host, error = %format!("{e:#}"), "cannot record a shard owed to a holder"),
     }
 }
 
-/// Delivers the shards owed to holders that are back: rebuilt from their
-/// siblings, written to the holder, the intent then deleted.
-async fn deliver_owed(app: &App, cluster: &Arc<Cluster>) -> (usize, usize) {
-    let (mut delivered, mut failed) = (0, 0);
+/// The queue: every device's damaged object shards and every intent,
+/// most endangered stripes first, then oldest.
+async fn scan(app: &App, cluster: &Arc<Cluster>, errors: &BTreeMap<String, (u32, String)>) -> Vec<Entry> {
     let me = cluster.settings.host_id;
-    let Some(mine) = peers(cluster, &[me]).pop() else { return (0, 0) };
+    let mut queue = Vec::new();
     for slot in &app.node.slots {
         let Some(store) = &slot.store else { continue };
-        let Ok(intents) = crate::node::list(store, b"r.", None, 1000).await else { continue };
-        for (raw, _) in intents {
+        if let Ok(damaged) = crate::node::damaged_shards(store).await {
+            for d in damaged.into_iter().filter(|d| d.key.starts_with("o.")).take(SCAN_MAX) {
+                let bytes = crate::node::list(store, d.key.as_bytes(), None, 1)
+                    .await
+                    .ok()
+                    .and_then(|l| l.into_iter().find(|(k, _)| *k == d.key.as_bytes()).map(|(_, n)| n))
+                    .unwrap_or(0);
+                queue.push(entry(d.key, me, Source::Scrubber, bytes, d.found_unix_ms, None));
+            }
+        }
+        let Ok(intents) = crate::node::list(store, b"r.", None, SCAN_MAX).await else { continue };
+        for (raw, size) in intents {
             let Ok(intent) = String::from_utf8(raw) else { continue };
             let Some((key, host)) = parse_intent(&intent) else { continue };
-            let alive = host == me || cluster.gossip().state_of(host).is_some_and(|(_, s)| s == foca::State::Alive);
-            if !alive {
-                continue;
-            }
-            let result = async {
-                let (manifest, rebuilt, holder) = rebuild(cluster, key, host).await?;
-                if holder != host {
-                    return Err(format!("the roster now gives the shard to host {holder}, not {host}"));
-                }
-                write_back(cluster, host, key, &manifest, &rebuilt).await
-            }
-            .await;
-            match result {
-                Ok(()) => {
-                    delivered += 1;
-                    metrics::counter!("shardnode_object_repairs_total", "outcome" => "delivered").increment(1);
-                    tracing::info!(key, host, "shard owed to a holder delivered");
-                    let _ =
-                        peer::call(cluster, mine.addr, "DELETE", &shard_path(&intent), None, super::READ_TIMEOUT).await;
-                }
-                Err(why) => {
-                    failed += 1;
-                    tracing::warn!(key, host, %why, "shard owed to a holder not delivered yet");
-                }
-            }
+            let body = crate::node::get(store, intent.as_bytes(), 0, size).await.unwrap_or_default();
+            let i: Intent =
+                serde_json::from_slice(&body).unwrap_or(Intent { bytes: 0, source: Source::Put, since_unix_ms: 0 });
+            queue.push(entry(key.to_owned(), host, i.source, i.bytes, i.since_unix_ms, Some(intent.clone())));
         }
     }
-    (delivered, failed)
+    for e in &mut queue {
+        if let Some((n, why)) = errors.get(&e.key) {
+            (e.attempts, e.last_error) = (*n, Some(why.clone()));
+        }
+    }
+    rank(cluster, &mut queue);
+    queue
 }
 
-/// One round: the shards owed to holders, then every device's repair
-/// list.
-pub async fn round(app: &App, cluster: &Arc<Cluster>) -> (usize, usize) {
-    let (mut repaired, mut failed) = deliver_owed(app, cluster).await;
-    for slot in &app.node.slots {
-        let Some(store) = &slot.store else { continue };
-        let Ok(damaged) = crate::node::damaged_shards(store).await else { continue };
-        for d in damaged.iter().filter(|d| d.key.starts_with("o.")) {
-            match repair_one(cluster, &d.key).await {
-                Ok(()) => {
-                    repaired += 1;
-                    metrics::counter!("shardnode_object_repairs_total", "outcome" => "repaired").increment(1);
-                    tracing::warn!(key = %d.key, device = slot.id, "damaged object shard rebuilt from its siblings");
-                }
-                Err(why) => {
-                    failed += 1;
-                    metrics::counter!("shardnode_object_repairs_total", "outcome" => "failed").increment(1);
-                    tracing::error!(key = %d.key, device = slot.id, %why, "damaged object shard not repaired");
-                }
+fn entry(key: String, holder: u32, source: Source, bytes: u64, since: u64, intent: Option<String>) -> Entry {
+    Entry { key, holder, source, bytes, redundancy: 0, since_unix_ms: since, attempts: 0, last_error: None, intent }
+}
+
+/// Sets each entry's remaining redundancy (m minus the stripe's shards
+/// that are queued or on holders gossip does not show alive) and sorts
+/// the queue: lowest redundancy first, then oldest.
+fn rank(cluster: &Arc<Cluster>, queue: &mut [Entry]) {
+    let Ok(placement) = cluster.placement() else { return };
+    let m = i64::from(placement.code.parity);
+    let alive: BTreeSet<u32> = {
+        let g = cluster.gossip();
+        g.roster()
+            .hosts
+            .iter()
+            .map(|h| h.id)
+            .filter(|&h| h == cluster.settings.host_id || g.state_of(h).is_some_and(|(_, s)| s == foca::State::Alive))
+            .collect()
+    };
+    // Stripe → the indices of it that are lost.
+    let mut lost: BTreeMap<(String, Version, u32), BTreeSet<usize>> = BTreeMap::new();
+    for e in queue.iter() {
+        if let Some((kh, v, Part::Shard(i, g) | Part::Copy(i, g))) = parse_any(&e.key) {
+            let set = lost.entry((kh, v, g)).or_default();
+            set.insert(i);
+            let copies = matches!(parse_any(&e.key), Some((_, _, Part::Copy(..))));
+            let width = if copies { placement.code.parity as usize + 1 } else { placement.code.width() };
+            if let Some(group) = placement.group(g) {
+                let holders = group.holders(&placement.code);
+                set.extend((0..width).filter(|&j| holders.get(j).is_some_and(|h| !alive.contains(h))));
             }
         }
     }
-    (repaired, failed)
+    for e in queue.iter_mut() {
+        e.redundancy = match parse_any(&e.key) {
+            Some((kh, v, Part::Shard(_, g) | Part::Copy(_, g))) => {
+                m - lost.get(&(kh, v, g)).map_or(0, |s| i64::try_from(s.len()).unwrap_or(i64::MAX))
+            }
+            _ => m,
+        };
+    }
+    queue.sort_by_key(|e| (e.redundancy, e.since_unix_ms));
+}
+
+fn publish_metrics(queue: &[Entry], m: i64) {
+    let (by, at_risk) = summarize(queue);
+    for r in 0..=m {
+        let (shards, bytes) = by.get(&r).copied().unwrap_or_default();
+        let label = r.to_string();
+        metrics::gauge!("shardnode_repair_queue_shards", "redundancy" => label.clone()).set(shards as f64);
+        metrics::gauge!("shardnode_repair_queue_bytes", "redundancy" => label).set(bytes as f64);
+    }
+    for (r, n) in at_risk {
+        metrics::gauge!("shardnode_stripes_at_risk", "redundancy" => r.to_string()).set(n as f64);
+    }
+}
+
+/// Deletes a shard of this host's store (an intent, or a superseded
+/// damaged shard).
+async fn delete_own(cluster: &Arc<Cluster>, key: &str) {
+    let me = cluster.settings.host_id;
+    let Some(mine) = peers(cluster, &[me]).pop() else { return };
+    if let Err(e) = peer::call(cluster, mine.addr, "DELETE", &shard_path(key), None, super::READ_TIMEOUT).await {
+        tracing::warn!(key, error = %format!("{e:#}"), "cannot delete a finished repair entry; the next round retries");
+    }
+}
+
+/// One round: scan, then repair in priority order within the throttle,
+/// for at most `ROUND_BUDGET`. Returns the repairs done and failed.
+pub async fn round(app: &App, cluster: &Arc<Cluster>) -> (usize, usize) {
+    let r = &cluster.repairs;
+    let errors = r.errors.lock().expect("never poisoned").clone();
+    let queue = scan(app, cluster, &errors).await;
+    let m = cluster.placement().map_or(0, |p| i64::from(p.code.parity));
+    publish_metrics(&queue, m);
+    {
+        let mut s = r.status.lock().expect("never poisoned");
+        s.rounds += 1;
+        s.queue.clone_from(&queue);
+    }
+    // Errors of entries no longer queued are forgotten.
+    let queued: BTreeSet<&str> = queue.iter().map(|e| e.key.as_str()).collect();
+    r.errors.lock().expect("never poisoned").retain(|k, _| queued.contains(k.as_str()));
+    let began = Instant::now();
+    let (mut done, mut failed) = (0, 0);
+    for e in &queue {
+        if began.elapsed() > ROUND_BUDGET || r.paused() {
+            break;
+        }
+        let alive = e.holder == cluster.settings.host_id
+            || cluster.gossip().state_of(e.holder).is_some_and(|(_, s)| s == foca::State::Alive);
+        if !alive {
+            continue;
+        }
+        // Charged with what the repair reads: k siblings (one copy).
+        let k = cluster.placement().map_or(1, |p| u64::from(p.code.data));
+        let reads = if matches!(parse_any(&e.key), Some((_, _, Part::Shard(..)))) { k } else { 1 };
+        r.spend(e.bytes.max(1) * reads).await;
+        let outcome = repair(cluster, e).await;
+        // What to do after the status is updated (no lock held across it).
+        let mut then_delete: Option<&str> = None;
+        let mut then_sleep: Option<Duration> = None;
+        {
+            let mut s = r.status.lock().expect("never poisoned");
+            match outcome {
+                Ok(bytes) => {
+                    done += 1;
+                    s.repaired += 1;
+                    s.bytes_repaired += bytes;
+                    s.backoff_ms = 0;
+                    s.queue.retain(|q| q.key != e.key || q.holder != e.holder);
+                    metrics::counter!("shardnode_object_repairs_total", "outcome" => "repaired").increment(1);
+                    metrics::counter!("shardnode_repair_bytes_total").increment(bytes);
+                    tracing::warn!(key = %e.key, holder = e.holder, source = ?e.source, bytes, "object shard rebuilt from its siblings and written");
+                    then_delete = e.intent.as_deref();
+                }
+                Err(Failure::Obsolete(why)) => {
+                    s.obsolete += 1;
+                    s.queue.retain(|q| q.key != e.key || q.holder != e.holder);
+                    metrics::counter!("shardnode_object_repairs_total", "outcome" => "obsolete").increment(1);
+                    tracing::warn!(key = %e.key, holder = e.holder, %why, "repair entry dropped: the object version is gone");
+                    then_delete = Some(e.intent.as_deref().unwrap_or(&e.key));
+                }
+                Err(Failure::Busy(why)) => {
+                    failed += 1;
+                    let backoff = (Duration::from_millis(s.backoff_ms) * 2).clamp(BACKOFF_FIRST, BACKOFF_MAX);
+                    s.backoff_ms = backoff.as_millis() as u64;
+                    note_error(r, &e.key, &why);
+                    metrics::counter!("shardnode_object_repairs_total", "outcome" => "busy").increment(1);
+                    tracing::info!(key = %e.key, %why, ?backoff, "holders busy with foreground reads; repair backs off");
+                    then_sleep = Some(backoff);
+                }
+                Err(Failure::Failed(why)) => {
+                    failed += 1;
+                    s.failed += 1;
+                    note_error(r, &e.key, &why);
+                    metrics::counter!("shardnode_object_repairs_total", "outcome" => "failed").increment(1);
+                    tracing::error!(key = %e.key, holder = e.holder, %why, "object shard not repaired");
+                }
+            }
+        }
+        if let Some(key) = then_delete {
+            delete_own(cluster, key).await;
+        }
+        if let Some(backoff) = then_sleep {
+            tokio::time::sleep(backoff).await;
+            break;
+        }
+    }
+    (done, failed)
+}
+
+fn note_error(r: &Repairer, key: &str, why: &str) {
+    let mut errors = r.errors.lock().expect("never poisoned");
+    let slot = errors.entry(key.to_owned()).or_insert((0, String::new()));
+    slot.0 += 1;
+    why.clone_into(&mut slot.1);
 }
 
 /// Repairs forever, a round every `every`.
 pub async fn run(app: Arc<App>, cluster: Arc<Cluster>, every: Duration) {
+    metrics::gauge!("shardnode_repair_rate_bytes_per_second").set(cluster.repairs.rate() as f64);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -263,5 +672,41 @@ mod tests {
         let key = "o.00112233445566778899aabbccddeeff.0000000000000001-00000002.s3g7";
         assert_eq!(parse_intent(&intent_key(key, 12)), Some((key, 12)));
         assert!(intent_key(key, 4_000_000_000).len() < 255, "a valid shard key");
+    }
+
+    #[test]
+    fn the_bucket_holds_the_rate_and_zero_pauses() {
+        let t0 = Instant::now();
+        let mut b = Bucket { rate: 1000, tokens: 0.0, at: t0 };
+        assert_eq!(b.wait(t0), Some(Duration::ZERO), "not in debt");
+        b.tokens -= 3000.0; // one large repair
+        assert_eq!(b.wait(t0), Some(Duration::from_secs(3)), "the debt is paid at the rate");
+        assert_eq!(b.wait(t0 + Duration::from_secs(3)), Some(Duration::ZERO));
+        // At most one second is saved up.
+        assert_eq!(b.wait(t0 + Duration::from_secs(100)), Some(Duration::ZERO));
+        assert!((b.tokens - 1000.0).abs() < 1e-6, "{}", b.tokens);
+        b.rate = 0;
+        assert_eq!(b.wait(t0 + Duration::from_secs(101)), None, "paused");
+    }
+
+    #[test]
+    fn the_summary_counts_bytes_by_redundancy_and_stripes_at_risk() {
+        let e = |key: &str, r: i64, bytes: u64| Entry {
+            redundancy: r,
+            ..entry(key.into(), 1, Source::Put, bytes, 0, None)
+        };
+        let q = [
+            e("o.aa.0000000000000001-00000001.s0g1", 0, 10),
+            e("o.aa.0000000000000001-00000001.s1g1", 0, 10),
+            e("o.bb.0000000000000001-00000001.s0g1", 1, 20),
+            e("o.cc.0000000000000001-00000001.c0g1", 2, 5),
+            e("o.dd.0000000000000001-00000001.s0g1", -1, 7),
+        ];
+        let (by, at_risk) = summarize(&q);
+        assert_eq!(by[&0], (3, 27), "a lost stripe counts as redundancy 0");
+        assert_eq!(by[&1], (1, 20));
+        assert_eq!(by[&2], (1, 5));
+        assert_eq!(at_risk[&0], 2, "two stripes, not three shards");
+        assert_eq!(at_risk[&1], 1);
     }
 }

@@ -47,6 +47,20 @@ async fn object(State(app): State<Arc<App>>, req: Request) -> Result<Response, A
             "objects need a cluster: this agent's config has no [cluster] table",
         )
     })?;
+    let given =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if !cluster.client_allowed(given) {
+        metrics::counter!("shardnode_object_requests_refused_total", "reason" => "token").increment(1);
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            if given.is_some() {
+                "the client token is not one this cluster accepts; nothing was done"
+            } else {
+                "the object API needs Authorization: Bearer <client token>; nothing was done"
+            },
+        ));
+    }
     let raw = req.uri().path().strip_prefix("/v1/objects/").unwrap_or_default().to_owned();
     let key = decode_key(&raw)?;
     match req.method().clone() {

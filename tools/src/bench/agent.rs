@@ -5,6 +5,12 @@
 //! `numjobs` client threads each keep one request in flight on its own
 //! keep-alive connection; a put counts once the agent answered 201, which
 //! it sends only when the shard is durable.
+//!
+//! `--target=objects` runs the same jobs on the cluster's object API
+//! (`/v1/objects/<job>%2F<n>`): a put counts once the object is durable
+//! on its holders; a read is a whole object, verified and decoded by the
+//! agent. A client token, if the cluster requires one, is read from the
+//! file named by `SHARDNODE_TOKEN_FILE`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -15,31 +21,63 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use shardstore::rng::Rng;
 
-use super::options::JobSpec;
+use super::options::{JobSpec, Target};
 use super::run::{run_clients, JobResult, Progress, Start};
 
-fn path(job: &str, n: u64) -> String {
-    format!("/v1/shards/{job}%2F{n:010}")
+/// What a job's requests go to: shards or objects, with the token.
+#[derive(Debug, Clone)]
+struct Api {
+    host: String,
+    prefix: &'static str,
+    auth: String,
+}
+
+impl Api {
+    fn of(spec: &JobSpec) -> anyhow::Result<Api> {
+        let auth = match std::env::var_os("SHARDNODE_TOKEN_FILE") {
+            Some(f) if spec.target == Target::Objects => {
+                let text = std::fs::read_to_string(&f)
+                    .with_context(|| format!("{}: cannot read SHARDNODE_TOKEN_FILE", f.to_string_lossy()))?;
+                let token = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#'));
+                format!("authorization: Bearer {}\r\n", token.context("SHARDNODE_TOKEN_FILE holds no token")?)
+            }
+            _ => String::new(),
+        };
+        let prefix = if spec.target == Target::Objects { "/v1/objects/" } else { "/v1/shards/" };
+        let host = spec.url.clone().expect("validated: agent and objects jobs have a url");
+        Ok(Api { host, prefix, auth })
+    }
+
+    fn path(&self, job: &str, n: u64) -> String {
+        format!("{}{job}%2F{n:010}", self.prefix)
+    }
 }
 
 /// One keep-alive HTTP/1.1 connection to the agent.
 struct Conn {
     stream: TcpStream,
     host: String,
+    auth: String,
     buf: Vec<u8>,
 }
 
 impl Conn {
-    fn open(host: &str) -> anyhow::Result<Conn> {
+    fn open(api: &Api) -> anyhow::Result<Conn> {
+        let host = &api.host;
         let stream = TcpStream::connect(host).with_context(|| format!("cannot connect to the agent at {host}"))?;
         stream.set_nodelay(true)?;
-        Ok(Conn { stream, host: host.to_owned(), buf: Vec::with_capacity(1 << 16) })
+        Ok(Conn { stream, host: host.to_owned(), auth: api.auth.clone(), buf: Vec::with_capacity(1 << 16) })
     }
 
     /// Sends a request and reads the answer; returns the status and the
     /// body length.
     fn call(&mut self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<(u16, usize)> {
-        let head = format!("{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n\r\n", self.host, body.len());
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\n{}content-length: {}\r\n\r\n",
+            self.host,
+            self.auth,
+            body.len()
+        );
         self.stream.write_all(head.as_bytes())?;
         self.stream.write_all(body)?;
         self.buf.clear();
@@ -78,18 +116,18 @@ impl Conn {
 }
 
 pub fn run_job(spec: &JobSpec, progress: &Arc<Progress>) -> anyhow::Result<Vec<JobResult>> {
-    let host = spec.url.clone().expect("validated: agent jobs have a url");
     let count = (spec.size.unwrap_or(256 << 20) / spec.bs).max(1);
     let read_percent = spec.rw.read_percent(spec.rwmixread);
+    let api = Api::of(spec)?;
     if read_percent > 0 {
-        let mut conn = Conn::open(&host)?;
-        let (status, _) = conn.call("HEAD", &path(&spec.name, count - 1), b"")?;
+        let mut conn = Conn::open(&api)?;
+        let (status, _) = conn.call("HEAD", &api.path(&spec.name, count - 1), b"")?;
         if status == 404 {
             let payload = vec![0xA5u8; spec.bs as usize];
             for n in 0..count {
-                let (status, _) = conn.call("PUT", &path(&spec.name, n), &payload)?;
+                let (status, _) = conn.call("PUT", &api.path(&spec.name, n), &payload)?;
                 if status != 201 {
-                    bail!("laying out {}: PUT answered {status}", path(&spec.name, n));
+                    bail!("laying out {}: PUT answered {status}", api.path(&spec.name, n));
                 }
             }
         }
@@ -97,12 +135,12 @@ pub fn run_job(spec: &JobSpec, progress: &Arc<Progress>) -> anyhow::Result<Vec<J
     // CPU figures are the client's: the agent's is its own process's.
     let threads = spec.iodepth as usize * spec.numjobs as usize;
     let (owned, progress) = (spec.clone(), Arc::clone(progress));
-    let per_job = run_clients(spec, threads, move |c, start| client(&host, &owned, c as u64, count, start, &progress))?;
+    let per_job = run_clients(spec, threads, move |c, start| client(&api, &owned, c as u64, count, start, &progress))?;
     Ok(per_job)
 }
 
 fn client(
-    host: &str,
+    api: &Api,
     spec: &JobSpec,
     client: u64,
     count: u64,
@@ -113,7 +151,7 @@ fn client(
     let mut rng = Rng::new(spec.randseed ^ client.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let payload: Vec<u8> = (0..spec.bs).map(|_| rng.next_u64() as u8).collect();
     let read_percent = spec.rw.read_percent(spec.rwmixread);
-    let mut conn = Conn::open(host)?;
+    let mut conn = Conn::open(api)?;
     let mut result = JobResult { name: spec.name.clone(), jobs: 1, ..JobResult::default() };
     start.barrier.wait();
     let ramp_end = started.elapsed().as_micros() as u64 + spec.ramp_time_us;
@@ -131,7 +169,7 @@ fn client(
         }
         let n = if spec.rw.is_random() { rng.below(count) } else { seq % count };
         let is_read = read_percent == 100 || (read_percent > 0 && rng.below(100) < u64::from(read_percent));
-        let p = path(&spec.name, n);
+        let p = api.path(&spec.name, n);
         let t0 = Instant::now();
         let (status, len) = if is_read { conn.call("GET", &p, b"")? } else { conn.call("PUT", &p, &payload)? };
         let ns = t0.elapsed().as_nanos() as u64;

@@ -43,7 +43,7 @@ fn prepare(group: &[JobSpec]) -> anyhow::Result<()> {
         match spec.target {
             Target::Device => run::prepare(path(), spec)?,
             Target::Store => store::prepare(path(), spec)?,
-            Target::Agent => {}
+            Target::Agent | Target::Objects => {}
         }
     }
     Ok(())
@@ -53,7 +53,7 @@ fn run_one(spec: &JobSpec, progress: &Arc<Progress>) -> anyhow::Result<Vec<JobRe
     match spec.target {
         Target::Device => run::run_job(spec, progress),
         Target::Store => store::run_job(spec, progress),
-        Target::Agent => agent::run_job(spec, progress),
+        Target::Agent | Target::Objects => agent::run_job(spec, progress),
     }
 }
 

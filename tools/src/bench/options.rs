@@ -58,6 +58,10 @@ pub enum Target {
     /// A running agent over HTTP (`--url`): the same jobs as `Store`, each
     /// operation one HTTP request on a keep-alive connection.
     Agent,
+    /// A cluster's object API through one agent (`--url`): the same jobs
+    /// on objects of `bs` bytes, each stored erasure-coded (or as copies)
+    /// across the cluster's hosts.
+    Objects,
 }
 
 /// The background scrubber during a store job (a shardnode option; fio
@@ -355,7 +359,7 @@ const COMMAND_LINE_ONLY: &[&str] = &["output-format", "eta", "name"];
 pub const USAGE: &str = "usage: shardbench --name=JOB --filename=PATH [--rw=read|write|randread|randwrite|rw|randrw] \
 [--bs=4k] [--bsrange=MIN-MAX] [--bssplit=BS/PCT:BS/PCT...] [--iodepth=N] [--iodepth_batch_submit=N] [--numjobs=N] [--size=SIZE] [--offset=SIZE] [--runtime=30] [--time_based] \
 [--ramp_time=T] [--rwmixread=PCT] [--direct=1] [--ioengine=io_uring|psync] [--fixedbufs=0|1] \
-[--registerfiles=0|1] [--lat_percentiles=0|1] [--target=device|store|agent] [--url=http://HOST:PORT] [--group_reporting] \
+[--registerfiles=0|1] [--lat_percentiles=0|1] [--target=device|store|agent|objects] [--url=http://HOST:PORT] [--group_reporting] \
 [--percentile_list=P:P:...] [--verify=crc32c] [--do_verify=0|1] [--rate=[R][,W]] [--rate_iops=[R][,W]] \
 [--norandommap] [--randrepeat=0|1] [--fsync=N] [--fdatasync=N] [--end_fsync] [--stonewall] \
 [--scrub=off|deadline|max|RATE] [--scrub_only] [--crash-test[=kill|sim]] [--crash_rounds=N] \
@@ -632,7 +636,10 @@ fn apply(job: &mut JobSpec, key: &str, value: &str) -> Result<(), String> {
                 "device" => Target::Device,
                 "store" => Target::Store,
                 "agent" => Target::Agent,
-                _ => return Err(format!("option target: unsupported target {value:?} (device, store, agent)")),
+                "objects" => Target::Objects,
+                _ => {
+                    return Err(format!("option target: unsupported target {value:?} (device, store, agent, objects)"))
+                }
             }
         }
         "randseed" => {
@@ -721,9 +728,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
         return Err("no job defined: give at least --name=JOB".to_owned());
     }
     for job in &jobs {
-        if job.target == Target::Agent {
+        if matches!(job.target, Target::Agent | Target::Objects) {
             if job.url.is_none() {
-                return Err(format!("job {:?}: --target=agent needs --url=http://HOST:PORT", job.name));
+                return Err(format!("job {:?}: --target=agent and objects need --url=http://HOST:PORT", job.name));
             }
         } else if job.filename.is_none() {
             return Err(format!("job {:?}: no --filename given", job.name));
@@ -743,7 +750,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
         if job.scrub_only && job.scrub == Scrub::Off {
             return Err(format!("job {:?}: --scrub_only needs --scrub=deadline, max or a rate", job.name));
         }
-        if job.target != Target::Device && job.bs > shardstore::store::SHARD_SIZE_BYTES_MAX {
+        if matches!(job.target, Target::Store | Target::Agent) && job.bs > shardstore::store::SHARD_SIZE_BYTES_MAX {
             return Err(format!("job {:?}: bs {} exceeds the largest shard", job.name, job.bs));
         }
         if job.verify && job.target != Target::Device {
@@ -800,6 +807,9 @@ mod tests {
     fn an_agent_job_needs_a_url_not_a_file() {
         let inv = parse("--name=a --target=agent --url=http://127.0.0.1:7480/ --rw=write --bs=1m").unwrap();
         assert_eq!((inv.jobs[0].target, inv.jobs[0].url.as_deref()), (Target::Agent, Some("127.0.0.1:7480")));
+        let inv = parse("--name=o --target=objects --url=http://127.0.0.1:7480 --rw=read --bs=16m").unwrap();
+        assert_eq!(inv.jobs[0].target, Target::Objects, "objects larger than a shard are fine");
+        assert!(parse("--name=o --target=objects --rw=read").unwrap_err().contains("--url"));
     }
 
     #[test]

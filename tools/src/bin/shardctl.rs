@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Command::Status(args) => shardnode_tools::shardctl::status::run(args),
         Command::Cluster(args) => shardnode_tools::shardctl::cluster::run(args),
         Command::Object(args) => shardnode_tools::shardctl::object::run(args),
+        Command::Repairs(args) => shardnode_tools::shardctl::repairs::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

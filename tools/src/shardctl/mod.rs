@@ -7,6 +7,7 @@ pub mod format;
 pub mod fsck;
 pub mod inspect;
 pub mod object;
+pub mod repairs;
 pub mod scrub;
 pub mod status;
 
@@ -37,6 +38,9 @@ pub enum Command {
     Cluster(cluster::Args),
     /// Objects of a cluster through any agent: put, get, stat, rm.
     Object(object::Args),
+    /// What an agent has to repair: damaged shards, the object repair
+    /// queue by remaining redundancy, the repair throttle (--rate).
+    Repairs(repairs::Args),
 }
 
 /// The arguments of the read-only checks (`fsck`, `scrub`).

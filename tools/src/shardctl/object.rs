@@ -19,6 +19,10 @@ use crate::units::human_bytes;
 pub struct Args {
     #[command(subcommand)]
     pub command: ObjectCommand,
+    /// File holding a client token of the cluster (`client_token_file` in
+    /// the agents' `[cluster]`), sent as `Authorization: Bearer`.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -159,6 +163,20 @@ fn call(url: &str, method: &str, key: &str, headers: &[(&str, String)], body: &[
 }
 
 pub fn run(args: &Args) -> anyhow::Result<u8> {
+    let token = match &args.token_file {
+        Some(f) => {
+            let t =
+                std::fs::read_to_string(f).with_context(|| format!("{}: cannot read the token file", f.display()))?;
+            let t = t.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned);
+            Some(t.with_context(|| format!("{}: holds no token", f.display()))?)
+        }
+        None => None,
+    };
+    let auth: Vec<(&str, String)> = token.iter().map(|t| ("authorization", format!("Bearer {t}"))).collect();
+    let call = |url: &str, method: &str, key: &str, extra: &[(&str, String)], body: &[u8]| {
+        let headers: Vec<(&str, String)> = auth.iter().chain(extra).cloned().collect();
+        call(url, method, key, &headers, body)
+    };
     match &args.command {
         ObjectCommand::Put { agent, key, file } => {
             let body = if let Some(f) = file.as_ref().filter(|f| f.as_os_str() != "-") {
