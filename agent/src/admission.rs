@@ -199,6 +199,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn background_work_has_room_only_when_no_foreground_request_waits() {
+        let a = admission(2, 10, 10);
+        assert!(a.has_room(), "idle");
+        let one = a.admit(None).await.unwrap();
+        assert!(a.has_room(), "one of two running");
+        let two = a.admit(None).await.unwrap();
+        assert!(!a.has_room(), "all running");
+        let a2 = Arc::clone(&a);
+        let waiter = tokio::spawn(async move { a2.admit(None).await.map(drop) });
+        while a.waiting() < 1 {
+            tokio::task::yield_now().await;
+        }
+        drop(one);
+        // The waiter took the freed turn: still no room.
+        waiter.await.unwrap().unwrap();
+        drop(two);
+        assert!(a.has_room());
+    }
+
+    #[tokio::test]
     async fn the_bound_refuses_and_an_expired_deadline_does_no_work() {
         let a = admission(1, 10, 2);
         let held = a.admit(None).await.unwrap();

@@ -79,6 +79,19 @@ fn objects_round_trip_and_ride_out_two_dead_agents_and_never_return_wrong_bytes(
     let r = request(c.hosts[1].http, "GET", &format!("/v1/objects/{key}"), &[("range", "bytes=5000000-5000999")], b"");
     assert_eq!(r.status, 206, "{}", r.code());
     assert!(r.body == body[5_000_000..5_001_000]);
+    // Across the end of data shard 0 (cells of 1,310,784 bytes), and the
+    // last byte: read from the data shards it covers alone.
+    for (range, bytes) in
+        [("bytes=1310000-1311999", &body[1_310_000..1_312_000]), ("bytes=-1", &body[body.len() - 1..])]
+    {
+        let r = request(c.hosts[1].http, "GET", &format!("/v1/objects/{key}"), &[("range", range)], b"");
+        assert!(r.status == 206 && r.body == *bytes, "{range}: {}", r.code());
+    }
+    let metrics = String::from_utf8(request(c.hosts[1].http, "GET", "/metrics", &[], b"").body).unwrap();
+    assert!(
+        metrics.contains("shardnode_object_range_reads_total{path=\"direct\"} 3"),
+        "ranges are read from the pieces of the data shards they cover: {metrics}"
+    );
     let r = request(c.hosts[2].http, "HEAD", &format!("/v1/objects/{key}"), &[], b"");
     assert_eq!((r.status, r.header("content-length")), (200, Some(body.len().to_string().as_str())));
     let r = request(c.hosts[0].http, "PUT", "/v1/objects/bad-crc", &[("x-object-crc32c", "00000000")], b"some bytes");
@@ -117,6 +130,9 @@ fn objects_round_trip_and_ride_out_two_dead_agents_and_never_return_wrong_bytes(
         assert_eq!(r.status, 200, "{key} with agents 6 and 7 stopped: {}", r.code());
         assert!(r.body == *body, "{key}: wrong bytes with two agents stopped");
     }
+    let (key, body) = &stored[5];
+    let r = request(c.hosts[0].http, "GET", &format!("/v1/objects/{key}"), &[("range", "bytes=100-299999")], b"");
+    assert!(r.status == 206 && r.body == body[100..300_000], "a range with two agents stopped: {}", r.code());
     for id in [6, 7] {
         c.agent(id).send(Signal::SIGCONT);
     }

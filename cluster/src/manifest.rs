@@ -87,8 +87,15 @@ impl Manifest {
         Geometry { k: self.k.into(), m: self.m.into(), cell: u64::from(self.cell_bytes), size: self.size }
     }
 
+    /// The encoded length of a manifest of a key of `key_bytes` with
+    /// `shards` shards (a reader that knows both reads the manifest, and
+    /// then any range of the data, without first reading a whole shard).
+    pub fn encoded_len(key_bytes: usize, shards: usize) -> usize {
+        HEADER_BYTES + key_bytes + 8 * shards + 4
+    }
+
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_BYTES + self.key.len() + 8 * self.shards.len() + 4);
+        let mut out = Vec::with_capacity(Manifest::encoded_len(self.key.len(), self.shards.len()));
         out.extend_from_slice(&MAGIC);
         out.push(VERSION);
         out.push(match self.layout {
@@ -236,6 +243,7 @@ mod tests {
         let m = sample();
         let bytes = m.encode();
         assert_eq!(Manifest::decode(&bytes).unwrap(), m);
+        assert_eq!(bytes.len(), Manifest::encoded_len(m.key.len(), m.shards.len()), "predictable by readers");
         for bit in 0..bytes.len() * 8 {
             let mut bad = bytes.clone();
             bad[bit / 8] ^= 1 << (bit % 8);

@@ -446,12 +446,16 @@ async fn get_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     let traffic = &app.node.slots[found.slot].traffic;
     traffic.reads.fetch_add(1, Ordering::Relaxed);
     traffic.read_bytes.fetch_add(len, Ordering::Relaxed);
+    // The shard's CRC covers all of it; a range's bytes get their own, so
+    // the reader checks what crossed the wire.
+    let range_crc = range.map(|_| crc32c::crc32c(&bytes));
     let mut r = Response::new(Body::from(bytes));
     let h = r.headers_mut();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert("x-shard-crc32c", crc_header(found.stat.crc32c));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if range.is_some() {
+    if let Some(crc) = range_crc {
+        r.headers_mut().insert("x-range-crc32c", crc_header(crc));
         *r.status_mut() = StatusCode::PARTIAL_CONTENT;
         let end = offset + len - 1;
         r.headers_mut().insert(

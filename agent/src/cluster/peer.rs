@@ -107,6 +107,20 @@ pub async fn call(
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> anyhow::Result<Answer> {
+    call_with(cluster, addr, method, target, body, &[], timeout).await
+}
+
+/// As `call`, with more headers (not covered by the MAC: only ones whose
+/// effect the caller checks, such as `range`).
+pub async fn call_with(
+    cluster: &Cluster,
+    addr: std::net::SocketAddr,
+    method: &str,
+    target: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> anyhow::Result<Answer> {
     let crc = body.map(|b| format!("{:08x}", crc32c::crc32c(b)));
     let request = auth::Request { method, target, content: crc.as_deref() };
     let header = auth::sign(&cluster.keyring(), cluster.settings.host_id, &request, unix_ms());
@@ -116,6 +130,9 @@ pub async fn call(
         let mut head = format!("{method} {target} HTTP/1.1\r\nhost: {addr}\r\n{}: {header}\r\n", auth::HEADER);
         if let (Some(b), Some(crc)) = (body, &crc) {
             let _ = write!(head, "x-shard-crc32c: {crc}\r\ncontent-length: {}\r\n", b.len());
+        }
+        for (name, value) in headers {
+            let _ = write!(head, "{name}: {value}\r\n");
         }
         head.push_str("connection: close\r\n\r\n");
         stream.write_all(head.as_bytes()).await?;

@@ -46,6 +46,9 @@ const PUT_DEADLINE: Duration = Duration::from_secs(30);
 /// One shard read, listing or delete.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 const TOMBSTONE_MAGIC: &[u8; 4] = b"SNTB";
+/// The least a direct range read waits for a piece before reading whole
+/// shards instead.
+const DIRECT_PATIENCE_MIN: Duration = Duration::from_millis(100);
 
 /// The largest object a code of k data shards stores.
 pub fn object_bytes_max(k: u8) -> u64 {
@@ -668,14 +671,23 @@ fn owe_damaged(cluster: &Arc<Cluster>, kh: &str, version: Version, part: Part, h
 /// from the data shards first, any k that verify, decoding if needed; no
 /// byte is returned that did not verify.
 /// `range_of` is given the object's size once its manifest is known and
-/// answers the byte range to return (`None`: all of it).
+/// answers the byte range to return (`None`: all of it); `ranged` says
+/// whether it will answer one (then only the bytes of the data shards the
+/// range covers are read, when their holders serve them).
 pub async fn get(
     cluster: &Arc<Cluster>,
     key: &[u8],
+    ranged: bool,
     range_of: impl FnOnce(u64) -> Result<Option<std::ops::Range<u64>>, String>,
 ) -> Result<Got, ObjectError> {
     let mut range_of = Some(range_of);
-    let mut range_for = |size: u64| (range_of.take().expect("asked once"))(size).map_err(ObjectError::InvalidRange);
+    let mut memo: Option<Result<Option<std::ops::Range<u64>>, String>> = None;
+    let mut range_for = |size: u64| {
+        if let Some(f) = range_of.take() {
+            memo = Some(f(size));
+        }
+        memo.clone().expect("set above").map_err(ObjectError::InvalidRange)
+    };
     let placed = placement(cluster)?;
     let kh = key_hash(key);
     let mut attempts = 0;
@@ -690,6 +702,14 @@ pub async fn get(
         wanted.sort_unstable();
         let copies = wanted.iter().any(|(p, _)| matches!(p, Part::Copy(..)));
         let k = if copies { 1 } else { usize::from(placed.code.data) };
+        if ranged && !copies {
+            let direct = Direct { kh: kh.clone(), version, width: placed.code.width(), k, key_bytes: key.len() };
+            if let Some(got) = direct.read(cluster, &wanted, &addr_of, &mut range_for).await {
+                metrics::counter!("shardnode_object_range_reads_total", "path" => "direct").increment(1);
+                return got;
+            }
+            metrics::counter!("shardnode_object_range_reads_total", "path" => "whole_shards").increment(1);
+        }
         let fetched = fetch_hedged(cluster, &kh, version, &wanted, &addr_of, k, false).await;
         attempts += 1;
         // Shards listed a moment ago and gone now: an overwrite or delete
@@ -747,6 +767,95 @@ pub async fn get(
         return Err(ObjectError::Unavailable("the decoded object does not match its CRC; not returned".into()));
     }
     Ok(Got { manifest, bytes, decoded })
+}
+
+/// A range of a coded object read from only the data shards it covers,
+/// and only their bytes in it: the manifest first (its length follows
+/// from the key and the code), then each piece with a `range` request,
+/// whose bytes the holder's store verified and the holder vouches for on
+/// the wire with `x-range-crc32c`.
+#[derive(Clone)]
+struct Direct {
+    kh: String,
+    version: Version,
+    width: usize,
+    k: usize,
+    key_bytes: usize,
+}
+
+impl Direct {
+    /// The range read; `None` when it cannot be read this way (a holder
+    /// missing or failing, a manifest of another shape): the caller then
+    /// reads whole shards, hedged, and decodes.
+    async fn read(
+        &self,
+        cluster: &Arc<Cluster>,
+        wanted: &[(Part, u32)],
+        addr_of: &BTreeMap<u32, SocketAddr>,
+        range_for: &mut impl FnMut(u64) -> Result<Option<std::ops::Range<u64>>, ObjectError>,
+    ) -> Option<Result<Got, ObjectError>> {
+        let holder = |i: usize| {
+            wanted
+                .iter()
+                .find(|(p, _)| matches!(p, Part::Shard(j, _) if *j == i))
+                .and_then(|&(p, h)| Some((p, *addr_of.get(&h)?)))
+        };
+        let frame = 4 + Manifest::encoded_len(self.key_bytes, self.width) as u64;
+        let (first, addr) = holder(0)?;
+        let head = self.piece(cluster, addr, first, 0..frame).await?;
+        if u32::from_le_bytes(head.get(..4)?.try_into().ok()?) as u64 != frame - 4 {
+            return None;
+        }
+        let manifest = Manifest::decode(&head[4..]).ok()?;
+        if manifest.version != self.version.clock
+            || manifest.writer != self.version.writer
+            || manifest.layout != Layout::Coded
+            || usize::from(manifest.k) != self.k
+        {
+            return None;
+        }
+        let r = match range_for(manifest.size) {
+            Ok(r) => r.unwrap_or(0..manifest.size),
+            Err(e) => return Some(Err(e)),
+        };
+        let cell = u64::from(manifest.cell_bytes);
+        if r.is_empty() || cell == 0 {
+            return Some(Ok(Got { manifest, bytes: Vec::new(), decoded: 0 }));
+        }
+        let mut pieces = tokio::task::JoinSet::new();
+        for i in r.start / cell..=(r.end - 1) / cell {
+            let (part, addr) = holder(i as usize)?;
+            let (lo, hi) = (r.start.max(i * cell) - i * cell, r.end.min((i + 1) * cell) - i * cell);
+            let (c, d) = (Arc::clone(cluster), self.clone());
+            pieces.spawn(async move { (i, d.piece(&c, addr, part, frame + lo..frame + hi).await) });
+        }
+        let mut got = BTreeMap::new();
+        while let Some(done) = pieces.join_next().await {
+            let (i, bytes) = done.ok()?;
+            got.insert(i, bytes?);
+        }
+        let bytes: Vec<u8> = got.into_values().flatten().collect();
+        Some(Ok(Got { manifest, bytes, decoded: 0 }))
+    }
+
+    /// Bytes `r` of a stored shard, checked against the CRC its holder
+    /// sent for them.
+    async fn piece(
+        &self,
+        cluster: &Arc<Cluster>,
+        addr: SocketAddr,
+        part: Part,
+        r: std::ops::Range<u64>,
+    ) -> Option<Vec<u8>> {
+        let target = shard_path(&shard_key(&self.kh, self.version, part));
+        let range = format!("bytes={}-{}", r.start, r.end - 1);
+        // A holder slower than usual sends the read the hedged way.
+        let patience = (4 * HEDGING.delay()).clamp(DIRECT_PATIENCE_MIN, READ_TIMEOUT);
+        let a = peer::call_with(cluster, addr, "GET", &target, None, &[("range", &range)], patience).await.ok()?;
+        let crc = format!("{:08x}", crc32c::crc32c(&a.body));
+        (a.status == 206 && a.body.len() as u64 == r.end - r.start && a.header("x-range-crc32c") == Some(&crc))
+            .then_some(a.body)
+    }
 }
 
 /// Deletes an object: a tombstone newer than every version on the holders

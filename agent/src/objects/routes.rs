@@ -146,7 +146,7 @@ async fn put(app: &App, cluster: &Arc<Cluster>, key: &[u8], req: Request) -> Res
 async fn get(cluster: &Arc<Cluster>, key: &[u8], headers: &HeaderMap, head: bool) -> Result<Response, ApiError> {
     let range_header = headers.get(header::RANGE).cloned();
     let asked = range_header.is_some() && !head;
-    let got = super::get(cluster, key, |size| match &range_header {
+    let got = super::get(cluster, key, asked, |size| match &range_header {
         Some(v) if !head => {
             crate::api::parse_range(v, size).map(|(start, len)| Some(start..start + len)).map_err(|e| e.to_string())
         }
