@@ -133,6 +133,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let app = Arc::new(api::App {
         node,
         body_timeout: Duration::from_millis(config.limits.body_timeout_ms),
+        body_memory_bytes_max: config.limits.body_memory_bytes_max,
         body_memory: tokio::sync::Semaphore::new(
             usize::try_from(config.limits.body_memory_bytes_max / 1024)
                 .unwrap_or(usize::MAX)

@@ -53,7 +53,7 @@ fn objects_round_trip_and_ride_out_two_dead_agents_and_never_return_wrong_bytes(
         c.start(id);
     }
     within(Duration::from_secs(20), || c.converged()).expect("7 agents converge");
-    let sizes = [0usize, 1, 1000, 4 * 65_536 - 1, 4 * 65_536, (1 << 20) + 7, (5 << 20) + 3];
+    let sizes = [0usize, 1, 1000, 4 * 65_536 - 1, 4 * 65_536, (1 << 20) + 7, (5 << 20) + 3, 64 << 20];
     let mut stored = Vec::new();
     let mut groups = std::collections::HashMap::new();
     for (i, &size) in sizes.iter().enumerate() {
@@ -104,6 +104,14 @@ fn objects_round_trip_and_ride_out_two_dead_agents_and_never_return_wrong_bytes(
         b"PUT /v1/objects/huge HTTP/1.1\r\nhost: t\r\ncontent-length: 999999999999\r\nconnection: close\r\n\r\n",
     );
     assert_eq!((r.status, r.code()), (413, "TooLarge".to_owned()));
+    // Shards are sized from the content-length: a body without one is
+    // refused, and nothing is stored.
+    let r = common::raw(
+        c.hosts[0].http,
+        b"PUT /v1/objects/chunked HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    );
+    assert_eq!((r.status, r.code()), (411, "LengthRequired".to_owned()));
+    assert_eq!(get(&c, 2, "chunked").status, 404);
     assert_eq!(get(&c, 3, "never-written").status, 404);
 
     // Overwrite: the new version whole; delete: gone from every agent.

@@ -35,6 +35,8 @@ pub struct App {
     pub body_timeout: Duration,
     /// Request body memory, in KiB permits (`limits.body_memory_bytes_max`).
     pub body_memory: tokio::sync::Semaphore,
+    /// `limits.body_memory_bytes_max`, in bytes.
+    pub body_memory_bytes_max: u64,
     pub admin_token: Option<String>,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// This host's cluster membership, if it has a `[cluster]` table.
@@ -55,6 +57,11 @@ pub struct ApiError {
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError { status, code, message: message.into(), retry_after_s: None }
+    }
+
+    /// `503 Overloaded`, retry after a second.
+    pub fn overloaded(message: impl Into<String>) -> ApiError {
+        ApiError { retry_after_s: Some(1), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Overloaded", message) }
     }
 }
 
@@ -524,13 +531,10 @@ async fn read_body<'a>(
         return Err(too_large(len.to_string()));
     }
     let kib = u32::try_from(len.div_ceil(1024)).expect("64 MiB in KiB fits u32");
-    let permit = app.body_memory.try_acquire_many(kib).map_err(|_| ApiError {
-        retry_after_s: Some(1),
-        ..ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Overloaded",
-            format!("the agent holds as many request bodies in memory as it may; a {len}-byte body must wait"),
-        )
+    let permit = app.body_memory.try_acquire_many(kib).map_err(|_| {
+        ApiError::overloaded(format!(
+            "the agent holds as many request bodies in memory as it may; a {len}-byte body must wait"
+        ))
     })?;
     let limited = Limited::new(body, SHARD_SIZE_BYTES_MAX as usize);
     match tokio::time::timeout(app.body_timeout, limited.collect()).await {

@@ -50,6 +50,20 @@ const TOMBSTONE_MAGIC: &[u8; 4] = b"SNTB";
 /// shards instead.
 const DIRECT_PATIENCE_MIN: Duration = Duration::from_millis(100);
 
+/// The memory a PUT of `size` bytes holds at most: the body, its k + m
+/// shards (m + 1 copies' frames) and one frame being built, which the
+/// agent's request body budget (`limits.body_memory_bytes_max`) is
+/// charged with before the body is read.
+pub fn put_memory_bytes(size: u64, key_bytes: usize, k: u8, m: u8) -> u64 {
+    let width = usize::from(k) + usize::from(m);
+    let frame = 4 + Manifest::encoded_len(key_bytes, width) as u64;
+    if size < u64::from(k) * COPIES_BELOW_BYTES_PER_DATA_SHARD {
+        return size + (size + frame) * (u64::from(m) + 1);
+    }
+    let g = Geometry::for_object(size, k.into(), m.into());
+    size + (g.cell + frame) * (width as u64 + 1)
+}
+
 /// The largest object a code of k data shards stores.
 pub fn object_bytes_max(k: u8) -> u64 {
     u64::from(k) * (SHARD_SIZE_BYTES_MAX - FRAME_BYTES_MAX)
@@ -251,16 +265,15 @@ pub async fn put(
     } else {
         Vec::new()
     };
-    // Copies are the body itself, not copies of it.
-    let (layout, parts, pieces): (Layout, Vec<Part>, Vec<&[u8]>) = if coded {
+    let (layout, parts, crcs): (Layout, Vec<Part>, Vec<u32>) = if coded {
         (
             Layout::Coded,
             (0..shards.len()).map(|i| Part::Shard(i, group)).collect(),
-            shards.iter().map(Vec::as_slice).collect(),
+            shards.iter().map(|s| crc32c::crc32c(s)).collect(),
         )
     } else {
         let copies = usize::from(code.parity) + 1;
-        (Layout::Copies, (0..copies).map(|i| Part::Copy(i, group)).collect(), vec![body; copies])
+        (Layout::Copies, (0..copies).map(|i| Part::Copy(i, group)).collect(), vec![crc; copies])
     };
     let manifest = Manifest {
         key: key.to_vec(),
@@ -278,19 +291,21 @@ pub async fn put(
         } else {
             0
         },
-        shards: pieces.iter().zip(&holders).map(|(d, &host)| ShardRef { host, crc: crc32c::crc32c(d) }).collect(),
+        shards: crcs.iter().zip(&holders).map(|(&crc, &host)| ShardRef { host, crc }).collect(),
+    };
+    // Each shard is dropped once framed: the PUT holds the body, the
+    // shards and the frames no longer than it must (`put_memory_bytes`).
+    let frames: Vec<Vec<u8>> = if coded {
+        shards.into_iter().map(|s| frame(&manifest, &s)).collect()
+    } else {
+        parts.iter().map(|_| frame(&manifest, body)).collect()
     };
     let kh = key_hash(key);
     let addrs = peers(cluster, &holders);
     let mut writes = tokio::task::JoinSet::new();
-    for ((part, piece), peer) in parts.iter().zip(&pieces).zip(&addrs) {
-        let (c, target, bytes, host, addr) = (
-            Arc::clone(cluster),
-            shard_path(&shard_key(&kh, version, *part)),
-            frame(&manifest, piece),
-            peer.host,
-            peer.addr,
-        );
+    for ((part, bytes), peer) in parts.iter().zip(frames).zip(&addrs) {
+        let (c, target, host, addr) =
+            (Arc::clone(cluster), shard_path(&shard_key(&kh, version, *part)), peer.host, peer.addr);
         writes.spawn(async move {
             let r = peer::call(&c, addr, "PUT", &target, Some(&bytes), PUT_DEADLINE).await;
             (host, target, r)

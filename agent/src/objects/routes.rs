@@ -8,7 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use serde_json::json;
 
 use super::{ObjectError, Version};
@@ -33,6 +33,27 @@ impl From<ObjectError> for ApiError {
         };
         ApiError::new(status, code, e.to_string())
     }
+}
+
+/// The body, exactly `size` bytes, read as it arrives into one buffer of
+/// that size (no growing, no second copy).
+async fn receive(mut body: Body, size: u64) -> Result<Vec<u8>, ApiError> {
+    let incomplete =
+        |why: String| ApiError::new(StatusCode::BAD_REQUEST, "IncompleteBody", format!("{why}; nothing was stored"));
+    let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(usize::MAX));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| incomplete(format!("the body could not be read ({e})")))?;
+        if let Ok(data) = frame.into_data() {
+            if (out.len() + data.len()) as u64 > size {
+                return Err(incomplete(format!("more than the content-length of {size} bytes arrived")));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    if out.len() as u64 != size {
+        return Err(incomplete(format!("content-length {size} but {} bytes arrived", out.len())));
+    }
+    Ok(out)
 }
 
 fn version_text(v: Version) -> String {
@@ -86,42 +107,48 @@ async fn put(app: &App, cluster: &Arc<Cluster>, key: &[u8], req: Request) -> Res
     let code = cluster.placement().map_err(ObjectError::NoCode)?.code;
     let max = super::object_bytes_max(code.data);
     let client_crc = crate::api::crc32c_header(req.headers(), "x-object-crc32c")?;
-    let length = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if let Some(size) = length.filter(|&n| n > max) {
+    let size =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).ok_or_else(
+            || {
+                ApiError::new(
+                    StatusCode::LENGTH_REQUIRED,
+                    "LengthRequired",
+                    "an object PUT needs content-length (its shards are sized from it); nothing was stored",
+                )
+            },
+        )?;
+    if size > max {
         return Err(ObjectError::TooLarge { size, max }.into());
     }
-    let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    let body = tokio::time::timeout(
-        app.body_timeout.max(Duration::from_secs(1)),
-        Limited::new(req.into_body(), limit).collect(),
-    )
-    .await
-    .map_err(|_| {
-        ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "RequestTimeout",
-            "the body did not arrive in time; nothing was stored",
-        )
-    })?
-    .map_err(|e| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-            ApiError::from(ObjectError::TooLarge { size: max + 1, max })
-        } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "IncompleteBody",
-                format!("the body could not be read ({e}); nothing was stored"),
-            )
-        }
-    })?
-    .to_bytes();
-    if let Some(n) = length.filter(|&n| n != body.len() as u64) {
+    // The memory the PUT will hold is reserved before a byte is read.
+    let memory = super::put_memory_bytes(size, key.len(), code.data, code.parity);
+    if memory > app.body_memory_bytes_max {
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "IncompleteBody",
-            format!("content-length {n} but {} bytes arrived; nothing was stored", body.len()),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "TooLarge",
+            format!(
+                "a {size}-byte object needs about {memory} bytes of memory with its shards, over this agent's \
+                 limits.body_memory_bytes_max of {}; nothing was stored",
+                app.body_memory_bytes_max
+            ),
         ));
     }
+    let kib = u32::try_from(memory.div_ceil(1024)).unwrap_or(u32::MAX);
+    let _memory = app.body_memory.try_acquire_many(kib).map_err(|_| {
+        ApiError::overloaded(format!(
+            "the agent holds as many request bodies in memory as it may; a {size}-byte object (about {memory} bytes \
+             with its shards) must wait"
+        ))
+    })?;
+    let body = tokio::time::timeout(app.body_timeout.max(Duration::from_secs(1)), receive(req.into_body(), size))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeout",
+                "the body did not arrive in time; nothing was stored",
+            )
+        })??;
     let put = super::put(cluster, app.node.next_version(), key, &body, client_crc).await?;
     metrics::counter!("shardnode_object_operations_total", "op" => "put").increment(1);
     if !put.missing.is_empty() {
