@@ -152,9 +152,48 @@ fn objects_round_trip_through_shardctl() {
     let file = dir.path().join("in.bin");
     let body: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     std::fs::write(&file, &body).unwrap();
+    // The object API needs the client token cluster local made.
+    let client = d.join("keys/client.token");
+    let o = shardctl(&["object", "put", "--agent", "http://127.0.31.3:7482", "dir/file.bin", file.to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).contains("Unauthorized"), "{}", text(&o));
+    let shardctl = |args: &[&str]| {
+        let mut all = args.to_vec();
+        if args[0] == "object" {
+            all.extend(["--token-file", client.to_str().unwrap()]);
+        }
+        shardctl(&all)
+    };
     let o = shardctl(&["object", "put", "--agent", "http://127.0.31.3:7482", "dir/file.bin", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("coded"), "{}", text(&o));
+    // shardbench's objects target against the same cluster.
+    let o = Command::new(env!("CARGO_BIN_EXE_shardbench"))
+        .args(["--name=objs", "--target=objects", "--url=http://127.0.31.4:7482", "--rw=randread", "--bs=512k"])
+        .args(["--size=4m", "--runtime=1", "--time_based", "--output-format=json"])
+        .env("SHARDNODE_TOKEN_FILE", &client)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(report["jobs"][0]["read"]["io_bytes"].as_u64().unwrap() >= 512 << 10, "{report}");
+    // The repair queue, and its throttle set with the admin token.
+    let admin = d.join("keys/admin.token");
+    let o = shardctl(&["repairs", "--agent", "http://127.0.31.3:7482", "--rate", "32MiB"]);
+    assert!(!o.status.success() && text(&o).contains("--token-file"), "{}", text(&o));
+    let o = shardctl(&[
+        "repairs",
+        "--agent",
+        "http://127.0.31.3:7482",
+        "--rate",
+        "32MiB",
+        "--token-file",
+        admin.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("0 queued, throttle 32MiB/s"), "{}", text(&o));
+    let o = shardctl(&["repairs", "--agent", "http://127.0.31.3:7482", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["objects"]["rate_bytes_per_second"], 32 << 20);
     let o = shardctl(&["object", "stat", "--agent", "http://127.0.31.4:7482", "dir/file.bin", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["size"], 3_000_000);

@@ -74,7 +74,7 @@ fn roster_text(hosts: usize, first_ip: std::net::Ipv4Addr, http_port: u16, gossi
 
 fn agent_config(dir: &Path, keys: &Path, roster: &Path, host: usize, args: &Args, http: &str) -> String {
     format!(
-        "# written by `shardctl cluster local`\ndata_dir = {data:?}\nlisten = {http:?}\ndefault_device_count = {n}\ndefault_device_size_bytes = {size}\nadmin_token_file = {token:?}\n\n[cluster]\nhost_id = {host}\nroster = {roster:?}\ngossip_key = {gossip:?}\noperator_public_key = {public:?}\n",
+        "# written by `shardctl cluster local`\ndata_dir = {data:?}\nlisten = {http:?}\ndefault_device_count = {n}\ndefault_device_size_bytes = {size}\nadmin_token_file = {token:?}\n\n[cluster]\nhost_id = {host}\nroster = {roster:?}\ngossip_key = {gossip:?}\noperator_public_key = {public:?}\nclient_token_file = {client:?}\n",
         data = dir.display().to_string(),
         token = keys.join("admin.token").display().to_string(),
         n = args.devices.max(1),
@@ -82,6 +82,7 @@ fn agent_config(dir: &Path, keys: &Path, roster: &Path, host: usize, args: &Args
         roster = roster.display().to_string(),
         gossip = keys.join("gossip.keys").display().to_string(),
         public = keys.join("operator.pub").display().to_string(),
+        client = keys.join("client.token").display().to_string(),
     )
 }
 
@@ -94,9 +95,12 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         super::cluster::keygen(&keys)?;
     }
     let token = keys.join("admin.token");
-    if !token.exists() {
-        let secret = shardnode_cluster::keys::encode_hex(&shardnode_cluster::keys::random_bytes::<16>()?);
-        std::fs::write(&token, format!("{secret}\n")).with_context(|| format!("writing {}", token.display()))?;
+    let client_token = keys.join("client.token");
+    for file in [&token, &client_token] {
+        if !file.exists() {
+            let secret = shardnode_cluster::keys::encode_hex(&shardnode_cluster::keys::random_bytes::<16>()?);
+            std::fs::write(file, format!("{secret}\n")).with_context(|| format!("writing {}", file.display()))?;
+        }
     }
     let doc = dir.join("roster.toml");
     let last = u32::from(args.first_ip).checked_add(args.hosts as u32 - 1).map(std::net::Ipv4Addr::from);
@@ -150,10 +154,12 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         println!("host {id}: http://{http}  (log {})", log.display());
     }
     println!(
-        "{} agents started; `shardctl cluster status --agent http://{}` shows the cluster; the admin token is in {}. Ctrl-C stops them all.",
+        "{} agents started; `shardctl cluster status --agent http://{}` shows the cluster; the admin token is in {}, \
+         the object API's client token in {} (`shardctl object --token-file`). Ctrl-C stops them all.",
         children.len(),
         plans[0].1,
-        token.display()
+        token.display(),
+        client_token.display()
     );
     // Ctrl-C and SIGTERM are waited for, not delivered, so the agents are
     // stopped in order. Blocked only now: children inherit the signal
