@@ -91,6 +91,12 @@ pub struct Cluster {
     /// (the scrubber's findings) and rebuilds them from their siblings.
     #[serde(default = "default_repair_interval")]
     pub repair_interval_ms: u64,
+    /// Whether object reads ask one holder more than they need at once and
+    /// hedge slow answers (more holders asked after the peers' usual
+    /// latency). Off: exactly k are asked, one more only after a failure
+    /// (less traffic, a slow holder slows the read).
+    #[serde(default = "default_true")]
+    pub hedge_reads: bool,
     /// The repair throttle: bytes of sibling shards read per second (a
     /// token bucket; 0 pauses repairs). Settable at run time with `PUT
     /// /v1/repairs/rate`.
@@ -112,6 +118,10 @@ fn default_publish_interval() -> u64 {
 
 fn default_repair_interval() -> u64 {
     5000
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_repair_rate() -> u64 {

@@ -175,6 +175,8 @@ struct Peer {
     host: u32,
     addr: SocketAddr,
     alive: bool,
+    /// Gossip holds it down (not merely suspect).
+    down: bool,
     free_bytes: u64,
 }
 
@@ -186,6 +188,7 @@ fn peers(cluster: &Cluster, hosts: &[u32]) -> Vec<Peer> {
         .filter_map(|&host| {
             let h = g.roster().host(host)?;
             let alive = host == me || g.state_of(host).is_some_and(|(_, s)| s == foca::State::Alive);
+            let down = host != me && g.state_of(host).is_some_and(|(_, s)| s == foca::State::Down);
             let free_bytes = g
                 .records_of(host)
                 .iter()
@@ -196,7 +199,7 @@ fn peers(cluster: &Cluster, hosts: &[u32]) -> Vec<Peer> {
                     _ => None,
                 })
                 .sum();
-            Some(Peer { host, addr: h.http, alive, free_bytes })
+            Some(Peer { host, addr: h.http, alive, down, free_bytes })
         })
         .collect()
 }
@@ -376,19 +379,26 @@ async fn list(cluster: &Arc<Cluster>, p: &Placement, key: &[u8]) -> Listing {
 /// grace.
 async fn list_hosts(cluster: &Arc<Cluster>, hosts: &[u32], kh: &str, parity: usize) -> Listing {
     let mut asks = tokio::task::JoinSet::new();
+    let mut listing = Listing { versions: BTreeMap::new(), unreachable: Vec::new() };
+    let mut asked: BTreeSet<u32> = BTreeSet::new();
     for peer in peers(cluster, hosts) {
+        // A holder gossip holds down is not waited for: it is one that
+        // could not be asked.
+        if peer.down {
+            listing.unreachable.push(peer.host);
+            continue;
+        }
+        asked.insert(peer.host);
         let (c, target) = (Arc::clone(cluster), format!("/v1/shards?prefix=o.{kh}.&limit=1000"));
         asks.spawn(async move { (peer.host, peer::call(&c, peer.addr, "GET", &target, None, READ_TIMEOUT).await) });
     }
-    let mut listing = Listing { versions: BTreeMap::new(), unreachable: Vec::new() };
     // Once all but m holders answered, the others get a short grace, not
     // the whole timeout: a stopped or slow holder must not stall reads.
     // What they may hold is accounted for by `newest` (an incomplete newer
     // version with holders unheard is `Unavailable`, never an older one).
     let enough = hosts.len().saturating_sub(parity).max(1);
-    let mut answered = 0;
+    let mut answered = listing.unreachable.len();
     let mut grace: Option<tokio::time::Instant> = None;
-    let mut asked: BTreeSet<u32> = hosts.iter().copied().collect();
     loop {
         let done = match grace {
             Some(until) => match tokio::time::timeout_at(until, asks.join_next()).await {
@@ -611,8 +621,10 @@ async fn fetch_hedged(
             (part, host, r)
         });
     };
-    // k + 1 shards at once; a single copy (the others are hedges).
-    let first = if wanted.iter().any(|(p, _)| matches!(p, Part::Copy(..))) { 1 } else { need + 1 };
+    // k + 1 shards at once; a single copy (the others are hedges); k
+    // without hedging.
+    let hedge = cluster.settings.hedge_reads;
+    let first = if !hedge || wanted.iter().any(|(p, _)| matches!(p, Part::Copy(..))) { need } else { need + 1 };
     for w in pending.by_ref().take(first) {
         start(&mut fetching, w);
     }
@@ -628,7 +640,8 @@ async fn fetch_hedged(
     let mut hedged: BTreeSet<usize> = BTreeSet::new();
     let delay = HEDGING.delay();
     let began = std::time::Instant::now();
-    let mut next_hedge = tokio::time::Instant::now() + delay;
+    // Without hedging, the next hedge never comes.
+    let mut next_hedge = tokio::time::Instant::now() + if hedge { delay } else { Duration::from_secs(86_400) };
     while out.got.len() < need && !fetching.is_empty() {
         let done = tokio::select! {
             done = fetching.join_next() => done,
