@@ -517,4 +517,40 @@ fn racing_writers_never_mix_versions_a_delete_outlives_a_late_repair_and_tokens_
     for via in 1..=6 {
         assert_eq!(get_as(via, "deleted-before-repair", &new_token).status, 404, "still deleted, seen from {via}");
     }
+
+    // Read after write for a small object (kept as 3 copies) overwritten
+    // while a holder of its copies is down: the copy that holder missed
+    // goes to a stand-in, so a read that hears from all but two holders
+    // (the other two copy holders stopped) still finds the new version,
+    // not the old copy the returning holder kept.
+    let (key, x) = (0..)
+        .map(|n| format!("small-{n}"))
+        .find_map(|key| {
+            let [a, b] = c.candidates(&key);
+            let (ha, hb) = (c.holders(a), c.holders(b));
+            ha[..3].iter().find(|h| hb[..3].contains(h)).map(|&h| (key, h))
+        })
+        .unwrap();
+    let via = (1..=6).find(|&h| h != x).unwrap();
+    let (v1, v2) = (object(5000, 1), object(6000, 2));
+    assert_eq!(put_as(via, &key, &new_token, &v1).status, 201);
+    assert_eq!(set_repair_rate(&c, via, r#"{"bytes_per_second": 0}"#, TOKEN).status, 200);
+    assert!(c.agents[(x - 1) as usize].take().unwrap().signal(Signal::SIGTERM).success());
+    within(Duration::from_secs(10), || c.all_see(x, "down", None)).expect("the copy holder seen down");
+    let r = put_as(via, &key, &new_token, &v2);
+    assert_eq!((r.status, r.json()["missing_holders"].clone()), (201, serde_json::json!([x])), "{}", r.code());
+    let others: Vec<u32> =
+        c.holders(r.json()["group"].as_u64().unwrap() as u32)[..3].iter().copied().filter(|&h| h != x).collect();
+    c.start(x);
+    within(Duration::from_secs(20), || c.all_see(x, "alive", None)).expect("the copy holder back");
+    let reader = (1..=6).find(|h| !others.contains(h) && *h != x).unwrap();
+    for &h in &others {
+        c.agent(h).send(Signal::SIGSTOP);
+    }
+    let r = get_as(reader, &key, &new_token);
+    for &h in &others {
+        c.agent(h).send(Signal::SIGCONT);
+    }
+    assert_eq!(r.status, 200, "{}", r.code());
+    assert!(r.body == v2, "a read with the new version's copy holders stopped returned the old version");
 }

@@ -242,5 +242,10 @@ mod tests {
         let err = r.validate().unwrap_err().to_string();
         assert!(err.contains("only 5"), "{err}");
         assert!(Placement::new(&Roster { code: None, ..roster(8, 8, code(4, 2)) }).is_err());
+        // More parity than data: a read hearing from all but m holders
+        // could miss every shard of a write acknowledged on k + 1.
+        let err = roster(8, 8, code(2, 3)).validate().unwrap_err().to_string();
+        assert!(err.contains("parity must not exceed data"), "{err}");
+        roster(8, 8, code(3, 3)).validate().unwrap();
     }
 }

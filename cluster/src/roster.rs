@@ -157,6 +157,15 @@ impl Roster {
             if code.parity == 0 || code.parity > PARITY_SHARDS_MAX {
                 return bad(format!("code: parity = {} must be from 1 to {PARITY_SHARDS_MAX}", code.parity));
             }
+            // A write stands on k + 1 shards and a read waits for all but
+            // m holders: the two meet only if m < k + 1.
+            if code.parity > code.data {
+                return bad(format!(
+                    "code {}+{}: parity must not exceed data (a write acknowledged on k + 1 holders must be seen \
+                     by a read that hears from all but m)",
+                    code.data, code.parity
+                ));
+            }
             let domains = self.domains().len();
             if domains < code.width() {
                 return bad(format!(

@@ -330,7 +330,25 @@ pub async fn put(
             }
         }
     }
-    let quorum = if coded { usize::from(code.data) + 1 } else { 2 }.min(parts.len());
+    // A copy its holder did not take goes to the group's next holders
+    // instead, so that m + 1 copies stand: a read hearing from all but m
+    // of the holders then always sees one.
+    if !coded && !missing.is_empty() {
+        let spares = (parts.len()..holders.len()).filter_map(|j| Some((j, addrs.get(j)?)));
+        for (j, peer) in spares {
+            if written.len() >= parts.len() {
+                break;
+            }
+            let target = shard_path(&shard_key(&kh, version, Part::Copy(j, group)));
+            match peer::call(cluster, peer.addr, "PUT", &target, Some(&frame(&manifest, body)), PUT_DEADLINE).await {
+                Ok(a) if a.status == 201 => written.push((peer.host, target)),
+                _ => tracing::warn!(host = peer.host, "object copy not written to a stand-in holder either"),
+            }
+        }
+    }
+    // Coded: k + 1 shards, so any read that hears from all but m holders
+    // (m <= k, checked by the roster) sees this version. Copies: m + 1.
+    let quorum = if coded { usize::from(code.data) + 1 } else { parts.len() }.min(parts.len());
     if written.len() < quorum {
         // Not enough to stand: take back what was written.
         for (host, target) in &written {
@@ -379,6 +397,7 @@ async fn list(cluster: &Arc<Cluster>, p: &Placement, key: &[u8]) -> Listing {
 /// grace.
 async fn list_hosts(cluster: &Arc<Cluster>, hosts: &[u32], kh: &str, parity: usize) -> Listing {
     let mut asks = tokio::task::JoinSet::new();
+    let began = std::time::Instant::now();
     let mut listing = Listing { versions: BTreeMap::new(), unreachable: Vec::new() };
     let mut asked: BTreeSet<u32> = BTreeSet::new();
     for peer in peers(cluster, hosts) {
@@ -412,10 +431,13 @@ async fn list_hosts(cluster: &Arc<Cluster>, hosts: &[u32], kh: &str, parity: usi
         asked.remove(&host);
         answered += 1;
         if answered >= enough && grace.is_none() {
-            grace = Some(tokio::time::Instant::now() + 2 * HEDGING.delay());
+            grace = Some(tokio::time::Instant::now() + 2 * LISTINGS.delay());
         }
         let json = match r {
-            Ok(a) if a.status == 200 => serde_json::from_slice::<serde_json::Value>(&a.body).ok(),
+            Ok(a) if a.status == 200 => {
+                LISTINGS.record(began.elapsed());
+                serde_json::from_slice::<serde_json::Value>(&a.body).ok()
+            }
             _ => None,
         };
         let Some(json) = json else {
@@ -475,9 +497,16 @@ const HEDGE_WINDOW: usize = 256;
 const HEDGE_DELAY_MIN: Duration = Duration::from_millis(2);
 const HEDGE_DELAY_FIRST: Duration = Duration::from_millis(50);
 
-static HEDGING: Hedging = Hedging { recent: std::sync::Mutex::new(std::collections::VecDeque::new()) };
+static HEDGING: Hedging = Hedging::new();
+/// The same for listings (small answers), which set how long a listing
+/// waits for its last m holders.
+static LISTINGS: Hedging = Hedging::new();
 
 impl Hedging {
+    const fn new() -> Hedging {
+        Hedging { recent: std::sync::Mutex::new(std::collections::VecDeque::new()) }
+    }
+
     fn record(&self, d: Duration) {
         let mut r = self.recent.lock().expect("never poisoned");
         if r.len() == HEDGE_WINDOW {
@@ -542,7 +571,11 @@ async fn fetch(
     if manifest.version != v.clock || manifest.writer != v.writer {
         return Err(damaged("the manifest names another version"));
     }
-    let want = manifest.shards.get(index).ok_or_else(|| damaged("no such shard in the manifest"))?.crc;
+    // Every copy (a stand-in's too) is the whole object.
+    let want = match manifest.layout {
+        Layout::Copies => manifest.crc,
+        Layout::Coded => manifest.shards.get(index).ok_or_else(|| damaged("no such shard in the manifest"))?.crc,
+    };
     if crc32c::crc32c(data) != want {
         return Err(damaged("the shard's CRC is not the one recorded when the object was written"));
     }
@@ -609,15 +642,7 @@ async fn fetch_hedged(
         let (c, addr) = (Arc::clone(cluster), addr_of[&host]);
         let i = index(part);
         fetching.spawn(async move {
-            let r = fetch(&c, addr, target, version, i).await.and_then(|(m, data)| match part {
-                Part::Copy(..) if crc32c::crc32c(&data) != m.crc => Err(FetchError {
-                    why: "the copy is not the object's CRC".to_owned(),
-                    damaged: true,
-                    busy: false,
-                    gone: false,
-                }),
-                _ => Ok((m, data)),
-            });
+            let r = fetch(&c, addr, target, version, i).await;
             (part, host, r)
         });
     };

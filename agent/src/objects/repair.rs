@@ -237,7 +237,7 @@ pub fn verified_rebuild(
         let avail: Vec<Option<&[u8]>> = (0..manifest.width()).map(|i| got.get(&i).map(Vec::as_slice)).collect();
         ec::rebuild(&g, &avail, index).map_err(|e| e.to_string())?
     };
-    let want = manifest.shards.get(index).ok_or("no such shard in the manifest")?.crc;
+    let want = if copy { manifest.crc } else { manifest.shards.get(index).ok_or("no such shard in the manifest")?.crc };
     let crc = crc32c::crc32c(&rebuilt);
     if crc != want {
         return Err(format!(
@@ -284,7 +284,9 @@ async fn rebuild(cluster: &Arc<Cluster>, key: &str, skip: u32) -> Result<(Manife
         .ok_or("the key names a group the roster does not have")?
         .holders(&placement.code)
         .to_vec();
-    let width = if copy { usize::from(placement.code.parity) + 1 } else { placement.code.width() };
+    // A copy may also stand on any holder of the group (a stand-in for a
+    // holder that missed the write).
+    let width = placement.code.width();
     let wanted: Vec<(Part, u32)> = (0..width)
         .filter(|&i| i != index)
         .filter_map(|i| holders.get(i).map(|&h| (if copy { Part::Copy(i, group) } else { Part::Shard(i, group) }, h)))

@@ -135,13 +135,22 @@ impl TestCluster {
         std::fs::write(config, t).unwrap();
     }
 
-    /// The holders of stripe group `group`'s shards, in shard order.
-    pub fn holders(&self, group: u32) -> Vec<u32> {
+    fn placement(&self) -> shardnode_cluster::placement::Placement {
         let roster =
             shardnode_cluster::roster::Roster::parse(&std::fs::read_to_string(self.path("roster.signed")).unwrap())
                 .unwrap();
-        let placement = shardnode_cluster::placement::Placement::new(&roster).unwrap();
+        shardnode_cluster::placement::Placement::new(&roster).unwrap()
+    }
+
+    /// The holders of stripe group `group`'s shards, in shard order.
+    pub fn holders(&self, group: u32) -> Vec<u32> {
+        let placement = self.placement();
         placement.group(group).unwrap().holders(&placement.code).to_vec()
+    }
+
+    /// The two candidate stripe groups of an object key.
+    pub fn candidates(&self, key: &str) -> [u32; 2] {
+        self.placement().candidates(key.as_bytes())
     }
 
     pub fn start(&mut self, id: u32) {
