@@ -61,6 +61,8 @@ pub struct Cluster {
     pub repairs: crate::objects::repair::Repairer,
     /// Tokens a client must present to the object API (none: open).
     client_tokens: Mutex<Vec<String>>,
+    /// Kept-alive connections to peers.
+    pub connections: peer::Connections,
 }
 
 /// The client tokens of `path`: one per line (several while one is
@@ -166,6 +168,7 @@ impl Cluster {
             placement: Mutex::new(None),
             repairs: crate::objects::repair::Repairer::new(settings.repair_bytes_per_second),
             client_tokens: Mutex::new(client_tokens),
+            connections: peer::Connections::default(),
         })
     }
 

@@ -6,7 +6,7 @@
 //! operator's signature.
 
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use shardnode_cluster::auth;
@@ -98,7 +98,7 @@ impl Answer {
 
 /// One signed request to another agent (`target`: path and query). A
 /// body goes with its CRC32C in `x-shard-crc32c`, which the MAC covers.
-/// One connection per request, closed after the answer.
+/// Connections are kept alive and reused (`Connections`).
 pub async fn call(
     cluster: &Cluster,
     addr: std::net::SocketAddr,
@@ -124,36 +124,122 @@ pub async fn call_with(
     let crc = body.map(|b| format!("{:08x}", crc32c::crc32c(b)));
     let request = auth::Request { method, target, content: crc.as_deref() };
     let header = auth::sign(&cluster.keyring(), cluster.settings.host_id, &request, unix_ms());
+    let mut head = format!("{method} {target} HTTP/1.1\r\nhost: {addr}\r\n{}: {header}\r\n", auth::HEADER);
+    if let (Some(b), Some(crc)) = (body, &crc) {
+        let _ = write!(head, "x-shard-crc32c: {crc}\r\ncontent-length: {}\r\n", b.len());
+    }
+    for (name, value) in headers {
+        let _ = write!(head, "{name}: {value}\r\n");
+    }
+    head.push_str("\r\n");
+    let head_only = method == "HEAD";
     tokio::time::timeout(timeout, async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
+        // A kept-alive connection first; if the peer closed it meanwhile
+        // (nothing came back), once more on a new one. Every peer request
+        // is idempotent (a keyed shard put, a delete, a read).
+        if let Some(stream) = cluster.connections.take(addr) {
+            match exchange(stream, head.as_bytes(), body, head_only).await {
+                Ok((answer, stream)) => {
+                    cluster.connections.give_back(addr, stream);
+                    return Ok(answer);
+                }
+                Err(Exchange::NothingBack(_)) => {}
+                Err(Exchange::Failed(e)) => return Err(e),
+            }
+        }
+        let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
         stream.set_nodelay(true)?;
-        let mut head = format!("{method} {target} HTTP/1.1\r\nhost: {addr}\r\n{}: {header}\r\n", auth::HEADER);
-        if let (Some(b), Some(crc)) = (body, &crc) {
-            let _ = write!(head, "x-shard-crc32c: {crc}\r\ncontent-length: {}\r\n", b.len());
+        match exchange(stream, head.as_bytes(), body, head_only).await {
+            Ok((answer, stream)) => {
+                cluster.connections.give_back(addr, stream);
+                Ok(answer)
+            }
+            Err(Exchange::NothingBack(e) | Exchange::Failed(e)) => Err(e),
         }
-        for (name, value) in headers {
-            let _ = write!(head, "{name}: {value}\r\n");
-        }
-        head.push_str("connection: close\r\n\r\n");
-        stream.write_all(head.as_bytes()).await?;
-        if let Some(b) = body {
-            stream.write_all(b).await?;
-        }
-        let mut answer = Vec::new();
-        (&mut stream).take(ANSWER_BYTES_MAX as u64 + 64 * 1024).read_to_end(&mut answer).await?;
-        parse_answer(&answer, method == "HEAD")
     })
     .await
     .with_context(|| format!("{method} {addr}{target}: no answer within {timeout:?}"))?
     .with_context(|| format!("{method} {addr}{target}"))
 }
 
-/// A whole HTTP/1.1 answer (the connection closed after it): its status,
-/// headers and body, which must be as long as its `content-length` says
-/// (a HEAD answer has none).
-fn parse_answer(answer: &[u8], head_only: bool) -> anyhow::Result<Answer> {
-    let end = answer.windows(4).position(|w| w == b"\r\n\r\n").context("no end of headers")?;
-    let head = std::str::from_utf8(&answer[..end]).context("headers are not text")?;
+/// Why an exchange failed: before any byte of an answer (a kept-alive
+/// connection the peer had closed), or after.
+enum Exchange {
+    NothingBack(anyhow::Error),
+    Failed(anyhow::Error),
+}
+
+/// One request and its whole answer on `stream`; the stream is handed
+/// back for reuse unless the answer closes it.
+async fn exchange(
+    mut stream: tokio::net::TcpStream,
+    head: &[u8],
+    body: Option<&[u8]>,
+    head_only: bool,
+) -> Result<(Answer, Option<tokio::net::TcpStream>), Exchange> {
+    let sent = async {
+        stream.write_all(head).await?;
+        if let Some(b) = body {
+            stream.write_all(b).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    }
+    .await;
+    sent.map_err(|e| Exchange::NothingBack(e.into()))?;
+    let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
+    let header_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        if buf.len() >= 64 << 10 {
+            return Err(Exchange::Failed(anyhow::anyhow!("headers over 64 KiB")));
+        }
+        let n = match stream.read_buf(&mut buf).await {
+            Ok(n) => n,
+            Err(e) if buf.is_empty() => return Err(Exchange::NothingBack(e.into())),
+            Err(e) => return Err(Exchange::Failed(e.into())),
+        };
+        if n == 0 {
+            let e = anyhow::anyhow!("the connection closed before an answer");
+            return Err(if buf.is_empty() { Exchange::NothingBack(e) } else { Exchange::Failed(e) });
+        }
+    };
+    let (status, headers) = parse_head(&buf[..header_end - 4]).map_err(Exchange::Failed)?;
+    let length = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    let closes = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"));
+    let want = if head_only || status == 204 || status == 304 {
+        0
+    } else {
+        let length =
+            length.ok_or_else(|| Exchange::Failed(anyhow::anyhow!("an answer with a body but no content-length")))?;
+        if length > ANSWER_BYTES_MAX {
+            return Err(Exchange::Failed(anyhow::anyhow!("answer of {length} bytes is over {ANSWER_BYTES_MAX}")));
+        }
+        length
+    };
+    buf.reserve((header_end + want).saturating_sub(buf.len()));
+    while buf.len() < header_end + want {
+        let n = stream.read_buf(&mut buf).await.map_err(|e| Exchange::Failed(e.into()))?;
+        if n == 0 {
+            return Err(Exchange::Failed(anyhow::anyhow!(
+                "answer cut short: {} of {want} bytes",
+                buf.len() - header_end
+            )));
+        }
+    }
+    // Bytes past the answer would be a peer speaking out of turn: the
+    // connection is not reused.
+    let clean = buf.len() == header_end + want && !closes;
+    let body = buf.split_off(header_end);
+    Ok((Answer { status, headers, body }, clean.then_some(stream)))
+}
+
+/// The status and headers of an answer's head (without the blank line).
+fn parse_head(head: &[u8]) -> anyhow::Result<(u16, Vec<(String, String)>)> {
+    let head = std::str::from_utf8(head).context("headers are not text")?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
     let status = status_line
@@ -163,40 +249,87 @@ fn parse_answer(answer: &[u8], head_only: bool) -> anyhow::Result<Answer> {
         .with_context(|| format!("bad status line {status_line:?}"))?;
     let headers: Vec<(String, String)> =
         lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect();
-    let body = &answer[end + 4..];
-    let length = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse::<usize>().ok());
-    if head_only {
-        return Ok(Answer { status, headers, body: Vec::new() });
+    Ok((status, headers))
+}
+
+/// Idle kept-alive connections to peers, a few per peer, each reused for
+/// at most `IDLE_MAX` of idleness (well under the peers' header timeout,
+/// after which they close it).
+#[derive(Debug, Default)]
+pub struct Connections {
+    idle: std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, Vec<(tokio::net::TcpStream, Instant)>>>,
+}
+
+const IDLE_PER_PEER: usize = 16;
+const IDLE_MAX: Duration = Duration::from_secs(4);
+
+impl Connections {
+    fn take(&self, addr: std::net::SocketAddr) -> Option<tokio::net::TcpStream> {
+        let mut idle = self.idle.lock().expect("never poisoned");
+        let list = idle.get_mut(&addr)?;
+        while let Some((stream, since)) = list.pop() {
+            if since.elapsed() < IDLE_MAX {
+                return Some(stream);
+            }
+        }
+        None
     }
-    if let Some(length) = length {
-        anyhow::ensure!(length <= ANSWER_BYTES_MAX, "answer of {length} bytes is over {ANSWER_BYTES_MAX}");
-        anyhow::ensure!(body.len() == length, "answer cut short: {} of {length} bytes", body.len());
-    } else {
-        anyhow::ensure!(
-            status == 204 || status == 304 || body.is_empty(),
-            "an answer with a body but no content-length"
-        );
+
+    fn give_back(&self, addr: std::net::SocketAddr, stream: Option<tokio::net::TcpStream>) {
+        let Some(stream) = stream else { return };
+        let mut idle = self.idle.lock().expect("never poisoned");
+        let list = idle.entry(addr).or_default();
+        list.retain(|(_, since)| since.elapsed() < IDLE_MAX);
+        if list.len() < IDLE_PER_PEER {
+            list.push((stream, Instant::now()));
+        }
     }
-    Ok(Answer { status, headers, body: body.to_vec() })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn answers_are_taken_only_whole() {
-        let a = parse_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx-a: b\r\n\r\nabc", false).unwrap();
-        assert_eq!((a.status, a.body.as_slice(), a.header("X-A")), (200, &b"abc"[..], Some("b")));
-        assert!(parse_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nabc", false).is_err(), "short");
-        let no = parse_answer(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 2\r\n\r\nno", false).unwrap();
+    async fn answer_of(bytes: &'static [u8], head_only: bool) -> Result<(Answer, bool), String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = [0u8; 64];
+            let _ = s.read(&mut req).await;
+            s.write_all(bytes).await.unwrap();
+            // Held open a moment: a reader that waits for the close would
+            // hang; one that reads the answer's length does not.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        });
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let r = exchange(stream, b"GET / HTTP/1.1\r\n\r\n", None, head_only).await;
+        server.abort();
+        match r {
+            Ok((a, kept)) => Ok((a, kept.is_some())),
+            Err(Exchange::NothingBack(e) | Exchange::Failed(e)) => Err(e.to_string()),
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_are_taken_only_whole_and_connections_kept_only_when_clean() {
+        let (a, kept) = answer_of(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx-a: b\r\n\r\nabc", false).await.unwrap();
+        assert_eq!((a.status, a.body.as_slice(), a.header("X-A"), kept), (200, &b"abc"[..], Some("b"), true));
+        let e = answer_of(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nabc", false).await.unwrap_err();
+        assert!(e.contains("cut short"), "{e}");
+        let (no, _) = answer_of(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 2\r\n\r\nno", false).await.unwrap();
         assert_eq!(no.status, 401);
-        assert!(parse_answer(b"HTTP/1.1 200 OK\r\n\r\nabc", false).is_err(), "a body without a length");
-        assert_eq!(parse_answer(b"HTTP/1.1 204 No Content\r\n\r\n", false).unwrap().status, 204);
-        assert!(parse_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n", false).is_err(), "no end of headers");
-        assert_eq!(parse_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 30\r\n\r\n", true).unwrap().status, 200);
+        let e = answer_of(b"HTTP/1.1 200 OK\r\n\r\nabc", false).await.unwrap_err();
+        assert!(e.contains("no content-length"), "{e}");
+        assert_eq!(answer_of(b"HTTP/1.1 204 No Content\r\n\r\n", false).await.unwrap().0.status, 204);
+        let e = answer_of(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n", false).await.unwrap_err();
+        assert!(e.contains("closed before an answer"), "no end of headers: {e}");
+        let (h, kept) = answer_of(b"HTTP/1.1 200 OK\r\ncontent-length: 30\r\n\r\n", true).await.unwrap();
+        assert_eq!((h.status, kept), (200, true), "a HEAD answer has no body");
+        let (_, kept) =
+            answer_of(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\nconnection: close\r\n\r\nx", false).await.unwrap();
+        assert!(!kept, "the peer said it closes");
+        let (_, kept) = answer_of(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nxHTTP", false).await.unwrap();
+        assert!(!kept, "bytes past the answer");
     }
 }

@@ -13,7 +13,8 @@
 //! Every round scans the queue and orders it by the stripe's remaining
 //! redundancy (how many more of its shards may be lost before the object
 //! is: m minus the shards queued or on holders gossip says are not alive),
-//! then by age: the most endangered stripes first. A shard key names its
+//! then by age: the most endangered stripes first, up to four repairs in
+//! flight. A shard key names its
 //! object's key hash, version, stripe group and index (`Part`), so the
 //! repairer finds the siblings without the damaged bytes: it fetches k of
 //! them (a copy: one) from the group's other holders, each verified
@@ -543,71 +544,101 @@ pub async fn round(app: &App, cluster: &Arc<Cluster>) -> (usize, usize) {
     r.errors.lock().expect("never poisoned").retain(|k, _| queued.contains(k.as_str()));
     let began = Instant::now();
     let (mut done, mut failed) = (0, 0);
-    for e in &queue {
-        if began.elapsed() > ROUND_BUDGET || r.paused() {
-            break;
+    let mut pending = queue.into_iter().filter(|e| {
+        e.holder == cluster.settings.host_id
+            || cluster.gossip().state_of(e.holder).is_some_and(|(_, s)| s == foca::State::Alive)
+    });
+    let mut running = tokio::task::JoinSet::new();
+    let mut backoff: Option<Duration> = None;
+    loop {
+        // Up to REPAIRS_AT_ONCE in flight, in priority order, each started
+        // once the throttle allows what it reads: k siblings (one copy).
+        while backoff.is_none() && running.len() < REPAIRS_AT_ONCE && began.elapsed() < ROUND_BUDGET && !r.paused() {
+            let Some(entry) = pending.next() else { break };
+            let k = cluster.placement().map_or(1, |p| u64::from(p.code.data));
+            let reads = if matches!(parse_any(&entry.key), Some((_, _, Part::Shard(..)))) { k } else { 1 };
+            r.spend(entry.bytes.max(1) * reads).await;
+            let c = Arc::clone(cluster);
+            running.spawn(async move {
+                let outcome = repair(&c, &entry).await;
+                (entry, outcome)
+            });
         }
-        let alive = e.holder == cluster.settings.host_id
-            || cluster.gossip().state_of(e.holder).is_some_and(|(_, s)| s == foca::State::Alive);
-        if !alive {
-            continue;
-        }
-        // Charged with what the repair reads: k siblings (one copy).
-        let k = cluster.placement().map_or(1, |p| u64::from(p.code.data));
-        let reads = if matches!(parse_any(&e.key), Some((_, _, Part::Shard(..)))) { k } else { 1 };
-        r.spend(e.bytes.max(1) * reads).await;
-        let outcome = repair(cluster, e).await;
-        // What to do after the status is updated (no lock held across it).
-        let mut then_delete: Option<&str> = None;
-        let mut then_sleep: Option<Duration> = None;
-        {
-            let mut s = r.status.lock().expect("never poisoned");
-            match outcome {
-                Ok(bytes) => {
-                    done += 1;
-                    s.repaired += 1;
-                    s.bytes_repaired += bytes;
-                    s.backoff_ms = 0;
-                    s.queue.retain(|q| q.key != e.key || q.holder != e.holder);
-                    metrics::counter!("shardnode_object_repairs_total", "outcome" => "repaired").increment(1);
-                    metrics::counter!("shardnode_repair_bytes_total").increment(bytes);
-                    tracing::warn!(key = %e.key, holder = e.holder, source = ?e.source, bytes, "object shard rebuilt from its siblings and written");
-                    then_delete = e.intent.as_deref();
-                }
-                Err(Failure::Obsolete(why)) => {
-                    s.obsolete += 1;
-                    s.queue.retain(|q| q.key != e.key || q.holder != e.holder);
-                    metrics::counter!("shardnode_object_repairs_total", "outcome" => "obsolete").increment(1);
-                    tracing::warn!(key = %e.key, holder = e.holder, %why, "repair entry dropped: the object version is gone");
-                    then_delete = Some(e.intent.as_deref().unwrap_or(&e.key));
-                }
-                Err(Failure::Busy(why)) => {
-                    failed += 1;
-                    let backoff = (Duration::from_millis(s.backoff_ms) * 2).clamp(BACKOFF_FIRST, BACKOFF_MAX);
-                    s.backoff_ms = backoff.as_millis() as u64;
-                    note_error(r, &e.key, &why);
-                    metrics::counter!("shardnode_object_repairs_total", "outcome" => "busy").increment(1);
-                    tracing::info!(key = %e.key, %why, ?backoff, "holders busy with foreground reads; repair backs off");
-                    then_sleep = Some(backoff);
-                }
-                Err(Failure::Failed(why)) => {
-                    failed += 1;
-                    s.failed += 1;
-                    note_error(r, &e.key, &why);
-                    metrics::counter!("shardnode_object_repairs_total", "outcome" => "failed").increment(1);
-                    tracing::error!(key = %e.key, holder = e.holder, %why, "object shard not repaired");
-                }
+        let Some(finished) = running.join_next().await else { break };
+        let (e, outcome) = finished.expect("a repair task never panics");
+        match settle(cluster, &e, outcome).await {
+            Settled::Done => done += 1,
+            Settled::Failed => failed += 1,
+            Settled::Busy(d) => {
+                failed += 1;
+                backoff = Some(backoff.map_or(d, |b| b.max(d)));
             }
         }
-        if let Some(key) = then_delete {
-            delete_own(cluster, key).await;
-        }
-        if let Some(backoff) = then_sleep {
-            tokio::time::sleep(backoff).await;
-            break;
-        }
+    }
+    if let Some(d) = backoff {
+        tokio::time::sleep(d).await;
     }
     (done, failed)
+}
+
+/// Repairs in flight at once (each fetches k siblings and writes one).
+const REPAIRS_AT_ONCE: usize = 4;
+
+enum Settled {
+    Done,
+    Failed,
+    /// Holders were busy: wait this long before the next repair.
+    Busy(Duration),
+}
+
+/// Records what a repair did: counters, the queue view, logs; deletes a
+/// delivered intent or an obsolete entry.
+async fn settle(cluster: &Arc<Cluster>, e: &Entry, outcome: Result<u64, Failure>) -> Settled {
+    let r = &cluster.repairs;
+    let mut then_delete: Option<&str> = None;
+    let settled = {
+        let mut s = r.status.lock().expect("never poisoned");
+        match outcome {
+            Ok(bytes) => {
+                s.repaired += 1;
+                s.bytes_repaired += bytes;
+                s.backoff_ms = 0;
+                s.queue.retain(|q| q.key != e.key || q.holder != e.holder);
+                metrics::counter!("shardnode_object_repairs_total", "outcome" => "repaired").increment(1);
+                metrics::counter!("shardnode_repair_bytes_total").increment(bytes);
+                tracing::warn!(key = %e.key, holder = e.holder, source = ?e.source, bytes, "object shard rebuilt from its siblings and written");
+                then_delete = e.intent.as_deref();
+                Settled::Done
+            }
+            Err(Failure::Obsolete(why)) => {
+                s.obsolete += 1;
+                s.queue.retain(|q| q.key != e.key || q.holder != e.holder);
+                metrics::counter!("shardnode_object_repairs_total", "outcome" => "obsolete").increment(1);
+                tracing::warn!(key = %e.key, holder = e.holder, %why, "repair entry dropped: the object version is gone");
+                then_delete = Some(e.intent.as_deref().unwrap_or(&e.key));
+                Settled::Done
+            }
+            Err(Failure::Busy(why)) => {
+                let backoff = (Duration::from_millis(s.backoff_ms) * 2).clamp(BACKOFF_FIRST, BACKOFF_MAX);
+                s.backoff_ms = backoff.as_millis() as u64;
+                note_error(r, &e.key, &why);
+                metrics::counter!("shardnode_object_repairs_total", "outcome" => "busy").increment(1);
+                tracing::info!(key = %e.key, %why, ?backoff, "holders busy with foreground reads; repair backs off");
+                Settled::Busy(backoff)
+            }
+            Err(Failure::Failed(why)) => {
+                s.failed += 1;
+                note_error(r, &e.key, &why);
+                metrics::counter!("shardnode_object_repairs_total", "outcome" => "failed").increment(1);
+                tracing::error!(key = %e.key, holder = e.holder, %why, "object shard not repaired");
+                Settled::Failed
+            }
+        }
+    };
+    if let Some(key) = then_delete {
+        delete_own(cluster, key).await;
+    }
+    settled
 }
 
 fn note_error(r: &Repairer, key: &str, why: &str) {
