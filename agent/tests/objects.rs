@@ -344,6 +344,20 @@ fn a_write_with_a_holder_down_is_acknowledged_and_its_shard_delivered_when_it_re
     within(Duration::from_secs(10), || repairs(&c, 1)["queue"].as_array().is_some_and(Vec::is_empty))
         .expect("the delivered shard left the queue");
     assert_eq!(repairs(&c, 1)["bytes_repaired"], 512 << 10);
+
+    // A host under maintenance (its records say so) is given no new
+    // shard: the write does not wait for it and owes it one.
+    assert!(c.agents[4].take().unwrap().signal(Signal::SIGTERM).success());
+    c.append_config(5, "maintenance = true\n");
+    c.start(5);
+    within(Duration::from_secs(20), || {
+        let view = c.view(1);
+        let host5 = view["members"].as_array().unwrap().iter().find(|m| m["host"] == 5).cloned().unwrap_or_default();
+        host5["records"].as_array().into_iter().flatten().any(|r| r["kind"] == "host" && r["maintenance"] == true)
+    })
+    .expect("host 1 learns host 5 is under maintenance");
+    let r = put(&c, 1, "not-on-maintenance", &object(1 << 20, 6));
+    assert_eq!((r.status, r.json()["missing_holders"].clone()), (201, serde_json::json!([5])), "{}", r.code());
     // Proof it is there: with two other holders gone, host 6's shard is
     // one of the four a read needs.
     for id in [2, 3] {

@@ -177,6 +177,9 @@ struct Peer {
     alive: bool,
     /// Gossip holds it down (not merely suspect).
     down: bool,
+    /// Alive, and its latest host record does not say it refuses writes
+    /// or is under maintenance: it is given new shards.
+    writable: bool,
     free_bytes: u64,
 }
 
@@ -199,7 +202,11 @@ fn peers(cluster: &Cluster, hosts: &[u32]) -> Vec<Peer> {
                     _ => None,
                 })
                 .sum();
-            Some(Peer { host, addr: h.http, alive, down, free_bytes })
+            let refuses = g
+                .records_of(host)
+                .iter()
+                .any(|r| matches!(&r.record.body, Body::Host(h) if !h.accepting_writes || h.maintenance));
+            Some(Peer { host, addr: h.http, alive, down, writable: alive && !refuses, free_bytes })
         })
         .collect()
 }
@@ -306,16 +313,23 @@ pub async fn put(
     let kh = key_hash(key);
     let addrs = peers(cluster, &holders);
     let mut writes = tokio::task::JoinSet::new();
+    let mut missing = Vec::new();
     for ((part, bytes), peer) in parts.iter().zip(frames).zip(&addrs) {
         let (c, target, host, addr) =
             (Arc::clone(cluster), shard_path(&shard_key(&kh, version, *part)), peer.host, peer.addr);
+        // A holder gossip shows down, suspect or refusing writes is not
+        // waited for: it is owed its shard.
+        if !peer.writable {
+            tracing::info!(host, "object shard not sent: the holder is not alive or not taking writes");
+            missing.push((host, target));
+            continue;
+        }
         writes.spawn(async move {
             let r = peer::call(&c, addr, "PUT", &target, Some(&bytes), PUT_DEADLINE).await;
             (host, target, r)
         });
     }
     let mut written = Vec::new();
-    let mut missing = Vec::new();
     while let Some(done) = writes.join_next().await {
         let (host, target, r) = done.expect("a write task never panics");
         match r {
@@ -334,7 +348,7 @@ pub async fn put(
     // instead, so that m + 1 copies stand: a read hearing from all but m
     // of the holders then always sees one.
     if !coded && !missing.is_empty() {
-        let spares = (parts.len()..holders.len()).filter_map(|j| Some((j, addrs.get(j)?)));
+        let spares = (parts.len()..holders.len()).filter_map(|j| Some((j, addrs.get(j)?))).filter(|(_, p)| p.writable);
         for (j, peer) in spares {
             if written.len() >= parts.len() {
                 break;
