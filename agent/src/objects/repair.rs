@@ -30,9 +30,12 @@
 //! the repairer backs off (1 s, doubling to 30 s, reset by a success).
 //!
 //! An entry whose object version was superseded or deleted (a newer
-//! readable version or a tombstone on the group's holders, or no sibling
-//! left on any of them, all of which answered) is obsolete: its intent is
-//! dropped, its damaged local shard deleted. So a repair can never bring a
+//! readable version or a tombstone on the group's holders) is obsolete:
+//! its intent is dropped, its damaged local shard deleted. An intent whose
+//! version has no sibling left on any holder of the group (all answered)
+//! is dropped too; a damaged shard of this host's own in that case is
+//! kept on the repair list (its object may be lost, and must not read as
+//! never written). So a repair can never bring a
 //! deleted object back, and the queue does not keep what cannot matter.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -344,9 +347,10 @@ async fn superseded(
         };
         (i, Some(*h)) != own
     });
-    (listing.unreachable.is_empty() && others.count() == 0)
-        .then(|| "no sibling is left on any holder (the version was removed)".to_owned())
+    (listing.unreachable.is_empty() && others.count() == 0).then(|| NO_SIBLINGS.to_owned())
 }
+
+const NO_SIBLINGS: &str = "no sibling is left on any holder of the group";
 
 /// A damaged tombstone rebuilt: the same tombstone fetched from another
 /// host that holds it (it went to the holders of both candidate groups,
@@ -609,6 +613,19 @@ async fn settle(cluster: &Arc<Cluster>, e: &Entry, outcome: Result<u64, Failure>
                 tracing::warn!(key = %e.key, holder = e.holder, source = ?e.source, bytes, "object shard rebuilt from its siblings and written");
                 then_delete = e.intent.as_deref();
                 Settled::Done
+            }
+            // Without a newer version or tombstone in sight, a damaged
+            // shard of this host's own is kept (listed, answering
+            // `Corrupt`): its version was superseded through the other
+            // candidate group, or lost, and a lost object must not read
+            // as one that never was. An intent is only a pointer: dropped.
+            Err(Failure::Obsolete(why)) if why == NO_SIBLINGS && e.intent.is_none() => {
+                s.failed += 1;
+                let why = format!("{why}: the version cannot be rebuilt here (superseded, or lost); kept on the repair list");
+                note_error(r, &e.key, &why);
+                metrics::counter!("shardnode_object_repairs_total", "outcome" => "failed").increment(1);
+                tracing::error!(key = %e.key, %why, "object shard not repaired");
+                Settled::Failed
             }
             Err(Failure::Obsolete(why)) => {
                 s.obsolete += 1;
