@@ -621,7 +621,8 @@ async fn settle(cluster: &Arc<Cluster>, e: &Entry, outcome: Result<u64, Failure>
             // as one that never was. An intent is only a pointer: dropped.
             Err(Failure::Obsolete(why)) if why == NO_SIBLINGS && e.intent.is_none() => {
                 s.failed += 1;
-                let why = format!("{why}: the version cannot be rebuilt here (superseded, or lost); kept on the repair list");
+                let why =
+                    format!("{why}: the version cannot be rebuilt here (superseded, or lost); kept on the repair list");
                 note_error(r, &e.key, &why);
                 metrics::counter!("shardnode_object_repairs_total", "outcome" => "failed").increment(1);
                 tracing::error!(key = %e.key, %why, "object shard not repaired");

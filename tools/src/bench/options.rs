@@ -730,7 +730,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
     for job in &jobs {
         if matches!(job.target, Target::Agent | Target::Objects) {
             if job.url.is_none() {
-                return Err(format!("job {:?}: --target=agent and objects need --url=http://HOST:PORT", job.name));
+                let target = if job.target == Target::Agent { "agent" } else { "objects" };
+                return Err(format!("job {:?}: --target={target} needs --url=http://HOST:PORT", job.name));
             }
         } else if job.filename.is_none() {
             return Err(format!("job {:?}: no --filename given", job.name));
@@ -809,7 +810,7 @@ mod tests {
         assert_eq!((inv.jobs[0].target, inv.jobs[0].url.as_deref()), (Target::Agent, Some("127.0.0.1:7480")));
         let inv = parse("--name=o --target=objects --url=http://127.0.0.1:7480 --rw=read --bs=16m").unwrap();
         assert_eq!(inv.jobs[0].target, Target::Objects, "objects larger than a shard are fine");
-        assert!(parse("--name=o --target=objects --rw=read").unwrap_err().contains("--url"));
+        assert!(parse("--name=o --target=objects --rw=read").unwrap_err().contains("--target=objects needs --url"));
     }
 
     #[test]
