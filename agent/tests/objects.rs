@@ -489,7 +489,7 @@ fn racing_writers_never_mix_versions_a_delete_outlives_a_late_repair_and_tokens_
                         reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     404 => {}
-                    _ => panic!("a read during the overwrites: {} {}", r.status, r.code()),
+                    _ => panic!("a read during the overwrites: {} {}", r.status, String::from_utf8_lossy(&r.body)),
                 }
             }
         });

@@ -393,10 +393,48 @@ pub async fn put(
 
 /// What the holders of an object's candidate groups list for it.
 struct Listing {
+    kh: String,
     /// Version → (parts found, hosts holding them).
     versions: BTreeMap<Version, Vec<(Part, u32)>>,
-    /// Holders that could not be asked.
+    /// Holders that could not be asked, or have not answered yet.
     unreachable: Vec<u32>,
+    /// The asks still in flight (holders given up on after the grace,
+    /// whose answers `hear_more` still takes).
+    pending: tokio::task::JoinSet<(u32, anyhow::Result<Answer>)>,
+}
+
+impl Listing {
+    /// Takes one answer: its host is no longer unreachable if it listed.
+    fn take(&mut self, host: u32, r: anyhow::Result<Answer>, began: std::time::Instant) {
+        let json = match r {
+            Ok(a) if a.status == 200 => {
+                LISTINGS.record(began.elapsed());
+                serde_json::from_slice::<serde_json::Value>(&a.body).ok()
+            }
+            _ => None,
+        };
+        let Some(json) = json else { return };
+        self.unreachable.retain(|h| *h != host);
+        for k in json["shards"].as_array().into_iter().flatten().filter_map(|s| s["key"].as_str()) {
+            if let Some((v, part)) = parse_shard_key(k, &self.kh) {
+                self.versions.entry(v).or_default().push((part, host));
+            }
+        }
+    }
+
+    /// Waits for one more of the holders given up on; false if none is
+    /// left to hear from.
+    async fn hear_more(&mut self) -> bool {
+        let began = std::time::Instant::now();
+        match self.pending.join_next().await {
+            Some(done) => {
+                let (host, r) = done.expect("a listing task never panics");
+                self.take(host, r, began);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 async fn list(cluster: &Arc<Cluster>, p: &Placement, key: &[u8]) -> Listing {
@@ -408,64 +446,49 @@ async fn list(cluster: &Arc<Cluster>, p: &Placement, key: &[u8]) -> Listing {
 
 /// What `hosts` list of the object whose key hashes to `kh`: all of them
 /// are asked; once all but `parity` answered, the others get a short
-/// grace.
+/// grace (twice the p95 of recent listings), after which the listing is
+/// returned with them unreachable and their asks pending: a reader whose
+/// answer depends on them waits for them (`hear_more`), one that does not
+/// goes on without them.
 async fn list_hosts(cluster: &Arc<Cluster>, hosts: &[u32], kh: &str, parity: usize) -> Listing {
-    let mut asks = tokio::task::JoinSet::new();
     let began = std::time::Instant::now();
-    let mut listing = Listing { versions: BTreeMap::new(), unreachable: Vec::new() };
-    let mut asked: BTreeSet<u32> = BTreeSet::new();
+    let mut listing = Listing {
+        kh: kh.to_owned(),
+        versions: BTreeMap::new(),
+        unreachable: Vec::new(),
+        pending: tokio::task::JoinSet::new(),
+    };
     for peer in peers(cluster, hosts) {
         // A holder gossip holds down is not waited for: it is one that
         // could not be asked.
+        listing.unreachable.push(peer.host);
         if peer.down {
-            listing.unreachable.push(peer.host);
             continue;
         }
-        asked.insert(peer.host);
         let (c, target) = (Arc::clone(cluster), format!("/v1/shards?prefix=o.{kh}.&limit=1000"));
-        asks.spawn(async move { (peer.host, peer::call(&c, peer.addr, "GET", &target, None, READ_TIMEOUT).await) });
+        listing
+            .pending
+            .spawn(async move { (peer.host, peer::call(&c, peer.addr, "GET", &target, None, READ_TIMEOUT).await) });
     }
-    // Once all but m holders answered, the others get a short grace, not
-    // the whole timeout: a stopped or slow holder must not stall reads.
-    // What they may hold is accounted for by `newest` (an incomplete newer
-    // version with holders unheard is `Unavailable`, never an older one).
     let enough = hosts.len().saturating_sub(parity).max(1);
-    let mut answered = listing.unreachable.len();
     let mut grace: Option<tokio::time::Instant> = None;
     loop {
         let done = match grace {
-            Some(until) => match tokio::time::timeout_at(until, asks.join_next()).await {
+            Some(until) => match tokio::time::timeout_at(until, listing.pending.join_next()).await {
                 Ok(d) => d,
                 Err(_) => break,
             },
-            None => asks.join_next().await,
+            None => listing.pending.join_next().await,
         };
         let Some(done) = done else { break };
         let (host, r) = done.expect("a listing task never panics");
-        asked.remove(&host);
-        answered += 1;
-        if answered >= enough && grace.is_none() {
+        listing.take(host, r, began);
+        // Answered, or not asked (down): heard from.
+        let heard = hosts.len() - listing.pending.len();
+        if heard >= enough && grace.is_none() {
             grace = Some(tokio::time::Instant::now() + 2 * LISTINGS.delay());
         }
-        let json = match r {
-            Ok(a) if a.status == 200 => {
-                LISTINGS.record(began.elapsed());
-                serde_json::from_slice::<serde_json::Value>(&a.body).ok()
-            }
-            _ => None,
-        };
-        let Some(json) = json else {
-            listing.unreachable.push(host);
-            continue;
-        };
-        for k in json["shards"].as_array().into_iter().flatten().filter_map(|s| s["key"].as_str()) {
-            if let Some((v, part)) = parse_shard_key(k, kh) {
-                listing.versions.entry(v).or_default().push((part, host));
-            }
-        }
     }
-    asks.abort_all();
-    listing.unreachable.extend(asked);
     listing
 }
 
@@ -477,6 +500,11 @@ fn newest(listing: &Listing, k: usize) -> Result<(Version, Vec<(Part, u32)>), Ob
     let mut incomplete_newer = false;
     for (v, parts) in listing.versions.iter().rev() {
         if parts.iter().any(|(p, _)| *p == Part::Tombstone) {
+            // Unless a newer version seen in part may stand complete on
+            // holders not heard from.
+            if incomplete_newer && !listing.unreachable.is_empty() {
+                break;
+            }
             return Err(ObjectError::NotFound);
         }
         let shards = parts.iter().filter(|(p, _)| matches!(p, Part::Shard(..))).count();
@@ -759,8 +787,15 @@ pub async fn get(
     let kh = key_hash(key);
     let mut attempts = 0;
     let (version, copies, k, mut fetched) = loop {
-        let listing = list(cluster, &placed, key).await;
-        let (version, parts) = newest(&listing, placed.code.data.into())?;
+        let mut listing = list(cluster, &placed, key).await;
+        // The holders given up on after the grace are waited for only if
+        // the answer depends on them.
+        let (version, parts) = loop {
+            match newest(&listing, placed.code.data.into()) {
+                Err(ObjectError::Unavailable(_)) if listing.hear_more().await => {}
+                decided => break decided?,
+            }
+        };
         let hosts: Vec<u32> = parts.iter().map(|(_, h)| *h).collect();
         let addr_of: BTreeMap<u32, SocketAddr> = peers(cluster, &hosts).into_iter().map(|x| (x.host, x.addr)).collect();
         // Copies: any one that verifies. Coded: data shards first, then
@@ -1004,7 +1039,12 @@ mod tests {
     #[test]
     fn the_newest_readable_version_wins_and_absence_needs_every_holder() {
         let v = |c| Version { clock: c, writer: 1 };
-        let mut l = Listing { versions: BTreeMap::new(), unreachable: vec![] };
+        let mut l = Listing {
+            kh: String::new(),
+            versions: BTreeMap::new(),
+            unreachable: vec![],
+            pending: tokio::task::JoinSet::new(),
+        };
         l.versions.insert(v(1), (0..6).map(|i| (Part::Shard(i, 0), i as u32 + 1)).collect());
         l.versions.insert(v(2), (0..3).map(|i| (Part::Shard(i, 0), i as u32 + 1)).collect());
         assert_eq!(newest(&l, 4).unwrap().0, v(1), "an incomplete newer version is skipped");
@@ -1013,7 +1053,13 @@ mod tests {
         l.unreachable.clear();
         l.versions.insert(v(3), vec![(Part::Tombstone, 1)]);
         assert!(matches!(newest(&l, 4), Err(ObjectError::NotFound)));
-        let empty = Listing { versions: BTreeMap::new(), unreachable: vec![3] };
+        // A newer write seen in part beyond a tombstone, with a holder
+        // unheard: it may stand there complete, so absence is not proven.
+        l.versions.insert(v(4), (0..2).map(|i| (Part::Shard(i, 0), i as u32 + 1)).collect());
+        assert!(matches!(newest(&l, 4), Err(ObjectError::NotFound)), "all heard: the write is not acknowledged");
+        l.unreachable.push(6);
+        assert!(matches!(newest(&l, 4), Err(ObjectError::Unavailable(_))));
+        let empty = Listing { unreachable: vec![3], versions: BTreeMap::new(), ..l };
         assert!(matches!(newest(&empty, 4), Err(ObjectError::Unavailable(_))));
     }
 }
