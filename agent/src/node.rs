@@ -17,7 +17,7 @@ use bytes::Bytes;
 use shardstore::health::{self, CounterSnapshot, HealthRules, HealthState, HealthTracker, Transition};
 use shardstore::store::scrub::{DamagedShard, ScrubSettings, ScrubStatus};
 use shardstore::store::thread::StoreHandle;
-use shardstore::store::{Lookup, Op, ShardStat};
+use shardstore::store::{ByteRange, Lookup, Op, Read, ShardStat};
 use shardstore::Error;
 use tokio::sync::oneshot;
 
@@ -155,6 +155,13 @@ pub async fn update_scrub(
 
 pub async fn damaged_shards(store: &StoreHandle) -> Result<Vec<DamagedShard>, Error> {
     ask(store, |done| store.submit_damaged_shards(done)).await
+}
+
+/// A key's newest state on one store and, for a shard, the verified bytes
+/// of `range`, in one trip to its thread.
+pub async fn read(store: &StoreHandle, key: &[u8], range: Option<ByteRange>) -> Result<Read, Error> {
+    let key = key.to_vec();
+    ask(store, |done| store.submit_read(key, range, done)).await
 }
 
 pub async fn lookup(store: &StoreHandle, key: &[u8]) -> Result<Lookup, Error> {
@@ -306,6 +313,25 @@ impl Node {
     /// hold the key was asked: a device that did not open, or whose store
     /// no longer answers, makes a key found nowhere else `Unavailable`. An
     /// overloaded device's refusal is returned as the error it is.
+    /// The one device that may hold `key`, when every device is open and
+    /// only its key filter may contain the key: what that device says is
+    /// the node's answer (no copy, newer or older, can be elsewhere).
+    pub fn sole_candidate(&self, key: &[u8]) -> Option<usize> {
+        let mut sole = None;
+        for slot in &self.slots {
+            if slot.store.is_none() || slot.stopped.load(Ordering::Relaxed) {
+                return None;
+            }
+            if slot.filter().may_contain(key) {
+                if sole.is_some() {
+                    return None;
+                }
+                sole = Some(slot.id);
+            }
+        }
+        sole
+    }
+
     pub async fn locate(&self, key: &[u8]) -> Result<Located, Error> {
         let mut unavailable = Vec::new();
         let mut copies: Vec<Copy> = Vec::new();

@@ -232,3 +232,38 @@ fn broken_slow_and_hostile_clients_get_errors_and_store_nothing() {
     assert_eq!(request(addr, "GET", "/healthz", &[], b"").status, 200);
     assert!(agent.signal(Signal::SIGTERM).success());
 }
+
+/// Trips to the store threads so far, by the agent's own count
+/// (`shardnode_device_store_requests_total`, summed over devices).
+fn store_trips(addr: SocketAddr) -> u64 {
+    let text = String::from_utf8(request(addr, "GET", "/metrics", &[], b"").body).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("shardnode_device_store_requests_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_get_is_one_trip_to_the_store_thread() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (_agent, addr) = start(dir.path());
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+    assert_eq!(put(addr, "one-trip", &data).status, 201);
+    // A scrape's own trips, measured between two scrapes with nothing
+    // in between; then the same around each read.
+    let (a, b) = (store_trips(addr), store_trips(addr));
+    let scrape = b - a;
+    let trips = |ask: &dyn Fn()| {
+        let before = store_trips(addr);
+        ask();
+        store_trips(addr) - before - scrape
+    };
+    let whole = trips(&|| assert!(get(addr, "one-trip").body == data));
+    let ranged = trips(&|| {
+        let r = request(addr, "GET", "/v1/shards/one-trip", &[("range", "bytes=100-199")], b"");
+        assert!(r.status == 206 && r.body == data[100..200]);
+    });
+    let absent = trips(&|| assert_eq!(get(addr, "never-put").status, 404));
+    assert_eq!((whole, ranged), (1, 1), "a GET finds and reads the shard in one request to its device's thread");
+    assert!(absent <= 1, "a key no filter may hold costs no trip ({absent})");
+}

@@ -175,3 +175,52 @@ fn reads_chained_from_completions_see_acknowledged_overwrites() {
     store.close().unwrap();
     join.join().unwrap();
 }
+
+/// A read in one trip: the shard's stat and the verified bytes of the
+/// range (resolved against the size by the thread), or why there are
+/// none.
+#[test]
+fn a_read_answers_the_stat_and_the_range_in_one_request() {
+    use shardstore::store::{ByteRange, Read};
+    let mut dev = SimDevice::new(SimConfig::new(64 << 20, 5));
+    format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
+    let (store, join) = thread::spawn(Box::new(dev)).unwrap();
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    store.put(b"k", body.clone()).unwrap();
+    store.put(b"gone", vec![1; 10]).unwrap();
+    store.delete(b"gone").unwrap();
+    let read = |key: &[u8], range: Option<ByteRange>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        store.submit_read(key.to_vec(), range, move |r| tx.send(r).unwrap()).unwrap();
+        rx.recv().unwrap().unwrap()
+    };
+    match read(b"k", None) {
+        Read::Shard { stat, offset, bytes } => {
+            assert_eq!((stat.size, stat.crc32c, offset), (100_000, crc32c::crc32c(&body), 0));
+            assert!(bytes == body);
+        }
+        other => panic!("{other:?}"),
+    }
+    for (range, want) in [
+        (ByteRange::FromTo(10, 19), 10..20),
+        (ByteRange::FromTo(99_990, 1 << 40), 99_990..100_000),
+        (ByteRange::From(99_999), 99_999..100_000),
+        (ByteRange::Suffix(5), 99_995..100_000),
+        (ByteRange::Suffix(1 << 30), 0..100_000),
+    ] {
+        match read(b"k", Some(range)) {
+            Read::Shard { offset, bytes, .. } => {
+                assert_eq!(offset, want.start as u64, "{range:?}");
+                assert!(bytes == body[want.clone()], "{range:?}");
+            }
+            other => panic!("{range:?}: {other:?}"),
+        }
+    }
+    for range in [ByteRange::From(100_000), ByteRange::FromTo(20, 10)] {
+        assert!(matches!(read(b"k", Some(range)), Read::OutOfRange(s) if s.size == 100_000), "{range:?}");
+    }
+    assert!(matches!(read(b"never", None), Read::Absent));
+    assert!(matches!(read(b"gone", None), Read::Tombstone(_) | Read::Absent));
+    store.close().unwrap();
+    join.join().unwrap();
+}

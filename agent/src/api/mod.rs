@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use serde_json::json;
 use shardstore::store::scrub::ScrubStatus;
-use shardstore::store::SHARD_SIZE_BYTES_MAX;
+use shardstore::store::{ByteRange, Read, ShardStat, SHARD_SIZE_BYTES_MAX};
 use shardstore::Error;
 
 use crate::admission::{Permit, Refusal};
@@ -370,7 +370,7 @@ async fn find(app: &Arc<App>, key: &[u8]) -> Result<node::Found, ApiError> {
         }
         located @ (Located::Absent | Located::Deleted(..)) => {
             tidy(app, key, matches!(located, Located::Deleted(..)));
-            Err(ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no shard {}", encode_key(key))))
+            Err(not_found(key))
         }
         Located::Unavailable(devices, _) => Err(unavailable(key, &devices)),
     }
@@ -425,61 +425,118 @@ async fn get_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     let deadline = deadline(req.headers(), Instant::now())?;
     let key = key_of(req.uri().path())?;
     refuse_early(&app.node, &key)?;
+    let range_header = req.headers().get(header::RANGE);
+    let spec = range_header.map(parse_range_spec).transpose()?;
+    let background = is_background(req.uri());
     let _read = app.node.stripe(&key).read().await;
+    // When only one device may hold the key (the usual case), one trip to
+    // its thread finds the shard and reads it.
+    if let Some(slot) = app.node.sole_candidate(&key) {
+        let store = app.node.slots[slot].store.as_ref().expect("a sole candidate is open");
+        refuse_background(&app, slot, background)?;
+        let permit = admit(&app.node, slot, deadline).await?;
+        match node::read(store, &key, spec).await {
+            Ok(Read::Shard { stat, offset, bytes }) => {
+                drop(permit);
+                return Ok(shard_answer(&app, slot, &stat, spec.map(|_| offset), bytes));
+            }
+            Ok(Read::OutOfRange(stat)) => {
+                return Err(unsatisfiable(range_header.expect("a range was asked"), stat.size));
+            }
+            Ok(Read::Tombstone(_)) => {
+                tidy(&app, &key, true);
+                return Err(not_found(&key));
+            }
+            Ok(Read::Absent) => return Err(not_found(&key)),
+            // The device stopped meanwhile: the full search says what can
+            // be said.
+            Err(Error::Stopped { .. }) => {}
+            Err(e) => return Err(store_error(&app.node, Some(slot), e)),
+        }
+    }
     let found = find(&app, &key).await?;
     let size = found.stat.size;
-    let range = match req.headers().get(header::RANGE) {
-        Some(v) => Some(parse_range(v, size)?),
-        None => None,
+    let range = match (spec, range_header) {
+        (Some(spec), Some(v)) => Some(spec.resolve(size).ok_or_else(|| unsatisfiable(v, size))?),
+        _ => None,
     };
     let store = app.node.slots[found.slot].store.as_ref().expect("located on an open device");
     let (offset, len) = range.unwrap_or((0, size));
-    // A background (repair) read runs only in the room foreground requests
-    // leave; otherwise the repairer is told to back off.
-    if is_background(req.uri()) && !app.node.slots[found.slot].admission.has_room() {
+    refuse_background(&app, found.slot, background)?;
+    let permit = admit(&app.node, found.slot, deadline).await?;
+    let bytes = node::get(store, &key, offset, len).await.map_err(|e| store_error(&app.node, Some(found.slot), e))?;
+    drop(permit);
+    Ok(shard_answer(&app, found.slot, &found.stat, range.map(|(o, _)| o), bytes))
+}
+
+/// A background (repair) read runs only in the room foreground requests
+/// leave; otherwise the repairer is told to back off.
+fn refuse_background(app: &App, slot: usize, background: bool) -> Result<(), ApiError> {
+    if background && !app.node.slots[slot].admission.has_room() {
         metrics::counter!("shardnode_background_reads_refused_total").increment(1);
         return Err(ApiError {
             retry_after_s: Some(1),
             ..ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Busy",
-                format!("device {} is busy with foreground requests; background reads wait", found.slot),
+                format!("device {slot} is busy with foreground requests; background reads wait"),
             )
         });
     }
-    let permit = admit(&app.node, found.slot, deadline).await?;
-    let bytes = node::get(store, &key, offset, len).await.map_err(|e| store_error(&app.node, Some(found.slot), e))?;
-    drop(permit);
-    let traffic = &app.node.slots[found.slot].traffic;
+    Ok(())
+}
+
+/// The answer to a shard read: the bytes (a range of them from `offset`
+/// when one was asked), the shard's CRC, and the range's own CRC.
+fn shard_answer(app: &App, slot: usize, stat: &ShardStat, offset: Option<u64>, bytes: Vec<u8>) -> Response {
+    let len = bytes.len() as u64;
+    let traffic = &app.node.slots[slot].traffic;
     traffic.reads.fetch_add(1, Ordering::Relaxed);
     traffic.read_bytes.fetch_add(len, Ordering::Relaxed);
     // The shard's CRC covers all of it; a range's bytes get their own, so
     // the reader checks what crossed the wire.
-    let range_crc = range.map(|_| crc32c::crc32c(&bytes));
+    let range_crc = offset.map(|_| crc32c::crc32c(&bytes));
     let mut r = Response::new(Body::from(bytes));
     let h = r.headers_mut();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert("x-shard-crc32c", crc_header(found.stat.crc32c));
+    h.insert("x-shard-crc32c", crc_header(stat.crc32c));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Some(crc) = range_crc {
-        r.headers_mut().insert("x-range-crc32c", crc_header(crc));
-        *r.status_mut() = StatusCode::PARTIAL_CONTENT;
-        let end = offset + len - 1;
-        r.headers_mut().insert(
+    if let (Some(crc), Some(offset)) = (range_crc, offset) {
+        h.insert("x-range-crc32c", crc_header(crc));
+        h.insert(
             header::CONTENT_RANGE,
-            HeaderValue::from_str(&format!("bytes {offset}-{end}/{size}")).expect("ascii"),
+            HeaderValue::from_str(&format!("bytes {offset}-{}/{}", offset + len - 1, stat.size)).expect("ascii"),
         );
+        *r.status_mut() = StatusCode::PARTIAL_CONTENT;
     }
-    Ok(r)
+    r
+}
+
+fn not_found(key: &[u8]) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no shard {}", encode_key(key)))
 }
 
 /// One `bytes=` range of a shard of `size` bytes, as (offset, length).
 pub fn parse_range(v: &HeaderValue, size: u64) -> Result<(u64, u64), ApiError> {
-    let bad = |why: &str| {
-        let mut e = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "InvalidRange", why.to_owned());
-        e.message = format!("Range {:?}: {}", v.to_str().unwrap_or("(not text)"), e.message);
-        e
-    };
+    parse_range_spec(v)?.resolve(size).ok_or_else(|| unsatisfiable(v, size))
+}
+
+fn range_error(v: &HeaderValue, why: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "InvalidRange",
+        format!("Range {:?}: {why}", v.to_str().unwrap_or("(not text)")),
+    )
+}
+
+fn unsatisfiable(v: &HeaderValue, size: u64) -> ApiError {
+    range_error(v, &format!("not satisfiable for a shard of {size} bytes"))
+}
+
+/// One `bytes=` range as asked (`FIRST-LAST`, `FIRST-`, `-SUFFIX`), before
+/// the shard's size is known.
+pub fn parse_range_spec(v: &HeaderValue) -> Result<ByteRange, ApiError> {
+    let bad = |why: &str| range_error(v, why);
     let text = v.to_str().map_err(|_| bad("not text"))?;
     let spec = text.strip_prefix("bytes=").ok_or_else(|| bad("only `bytes=` ranges are served"))?;
     if spec.contains(',') {
@@ -487,22 +544,15 @@ pub fn parse_range(v: &HeaderValue, size: u64) -> Result<(u64, u64), ApiError> {
     }
     let (first, last) = spec.split_once('-').ok_or_else(|| bad("expected FIRST-LAST, FIRST- or -SUFFIX"))?;
     let num = |s: &str| s.trim().parse::<u64>().map_err(|_| bad("not a number"));
-    let (start, end) = match (first.trim().is_empty(), last.trim().is_empty()) {
-        (true, true) => return Err(bad("expected FIRST-LAST, FIRST- or -SUFFIX")),
-        (true, false) => {
-            let n = num(last)?;
-            if n == 0 || size == 0 {
-                return Err(bad("an empty suffix selects nothing"));
-            }
-            (size.saturating_sub(n), size - 1)
-        }
-        (false, true) => (num(first)?, size.saturating_sub(1)),
-        (false, false) => (num(first)?, num(last)?.min(size.saturating_sub(1))),
-    };
-    if start >= size || end < start {
-        return Err(bad(&format!("not satisfiable for a shard of {size} bytes")));
+    match (first.trim().is_empty(), last.trim().is_empty()) {
+        (true, true) => Err(bad("expected FIRST-LAST, FIRST- or -SUFFIX")),
+        (true, false) => match num(last)? {
+            0 => Err(bad("an empty suffix selects nothing")),
+            n => Ok(ByteRange::Suffix(n)),
+        },
+        (false, true) => Ok(ByteRange::From(num(first)?)),
+        (false, false) => Ok(ByteRange::FromTo(num(first)?, num(last)?)),
     }
-    Ok((start, end - start + 1))
 }
 
 /// The body of a put: announced by `content-length`, at most the shard

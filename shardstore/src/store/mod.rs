@@ -127,6 +127,48 @@ pub enum Lookup {
     Absent,
 }
 
+/// A byte range of a shard as a client asks for it, resolved against the
+/// shard's size where the size is known (the store thread, for `read`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// Bytes FIRST to LAST, inclusive (LAST past the end: to the end).
+    FromTo(u64, u64),
+    /// From FIRST to the end.
+    From(u64),
+    /// The last N bytes (N > 0).
+    Suffix(u64),
+}
+
+impl ByteRange {
+    /// (offset, length) in a shard of `size` bytes; `None` when nothing of
+    /// it is there (it starts past the end, ends before it starts, or the
+    /// shard is empty).
+    pub fn resolve(self, size: u64) -> Option<(u64, u64)> {
+        let last = size.checked_sub(1)?;
+        let (start, end) = match self {
+            ByteRange::Suffix(n) => (size.saturating_sub(n), last),
+            ByteRange::From(first) => (first, last),
+            ByteRange::FromTo(first, end) => (first, end.min(last)),
+        };
+        (start <= end).then(|| (start, end - start + 1))
+    }
+}
+
+/// What a `read` found: the shard (its stat and the bytes asked for, all
+/// verified), or why there are none.
+#[derive(Debug)]
+pub enum Read {
+    Shard {
+        stat: ShardStat,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
+    /// The range asked for is not in the shard (of this stat).
+    OutOfRange(ShardStat),
+    Tombstone(u64),
+    Absent,
+}
+
 /// Space and contents of a store, for placement, status and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::scrub::{DamagedShard, ScrubSettings, ScrubStatus};
-use super::{Lookup, Op, ShardStat, Store, Usage, BATCH_OPS_MAX, STORE_QUEUE_DEPTH};
+use super::{ByteRange, Lookup, Op, Read, ShardStat, Store, Usage, BATCH_OPS_MAX, STORE_QUEUE_DEPTH};
 use crate::device::{BlockDevice, Wake};
 use crate::error::{Error, Result};
 
@@ -43,6 +43,7 @@ enum Request {
     Get { key: Vec<u8>, offset: u64, len: u64, reply: Reply<Vec<u8>> },
     Stat { key: Vec<u8>, reply: Reply<Option<ShardStat>> },
     Lookup { key: Vec<u8>, reply: Reply<Lookup> },
+    Read { key: Vec<u8>, range: Option<ByteRange>, reply: Reply<Read> },
     Tombstones(Reply<Vec<(Vec<u8>, u64)>>),
     List { prefix: Vec<u8>, start_after: Option<Vec<u8>>, limit: usize, reply: Reply<Vec<(Vec<u8>, u64)>> },
     Checkpoint(Reply<()>),
@@ -78,6 +79,8 @@ pub struct StoreStats {
     pub shards: AtomicU64,
     /// Requests queued and not yet taken by the thread.
     pub queued: AtomicU64,
+    /// Requests sent to the thread so far (each a trip and a wake-up).
+    pub requests: AtomicU64,
     /// Group commits and the operations they carried.
     pub commits: AtomicU64,
     pub committed_ops: AtomicU64,
@@ -232,6 +235,7 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                     reply(Ok(store.stat(&key)));
                 }
                 Request::Lookup { key, reply } => reply(Ok(store.lookup(&key))),
+                Request::Read { key, range, reply } => read(&mut store, &mut get_replies, &key, range, reply),
                 Request::Tombstones(reply) => reply(Ok(store.tombstones())),
                 Request::List { prefix, start_after, limit, reply } => {
                     reply(Ok(store.list(&prefix, start_after.as_deref(), limit)));
@@ -363,6 +367,25 @@ fn start_arrived_gets(
     }
 }
 
+/// A lookup and, for a shard, the get of the range asked for, in one
+/// request: what a client's read needs, with one trip to the thread.
+fn read(store: &mut Store, replies: &mut Replies, key: &[u8], range: Option<ByteRange>, reply: Reply<Read>) {
+    match store.lookup(key) {
+        Lookup::Shard(stat) => match range.map_or(Some((0, stat.size)), |r| r.resolve(stat.size)) {
+            Some((offset, len)) => replies.start(
+                store,
+                key,
+                offset,
+                len,
+                Box::new(move |r: Result<Vec<u8>>| reply(r.map(|bytes| Read::Shard { stat, offset, bytes }))),
+            ),
+            None => reply(Ok(Read::OutOfRange(stat))),
+        },
+        Lookup::Tombstone(sequence) => reply(Ok(Read::Tombstone(sequence))),
+        Lookup::Absent => reply(Ok(Read::Absent)),
+    }
+}
+
 /// The replies of gets in progress, in slots whose index is the get's id
 /// (a free list reuses them): no hashing per get.
 #[derive(Default)]
@@ -418,6 +441,7 @@ impl StoreHandle {
         }
         match sent {
             Ok(()) => {
+                self.wake.stats.requests.fetch_add(1, Ordering::Relaxed);
                 if self.wake.parked.swap(false, Ordering::SeqCst) {
                     if let Some(w) = &self.wake.waker {
                         w.wake();
@@ -488,6 +512,17 @@ impl StoreHandle {
     /// Queues a lookup: the key's shard, its tombstone, or neither.
     pub fn submit_lookup(&self, key: Vec<u8>, done: impl FnOnce(Result<Lookup>) + Send + 'static) -> Result<()> {
         self.send(Request::Lookup { key, reply: Box::new(done) })
+    }
+
+    /// Queues a read of `key`: its newest state here and, for a shard, the
+    /// verified bytes of `range` (all of it: `None`), in one trip.
+    pub fn submit_read(
+        &self,
+        key: Vec<u8>,
+        range: Option<ByteRange>,
+        done: impl FnOnce(Result<Read>) + Send + 'static,
+    ) -> Result<()> {
+        self.send(Request::Read { key, range, reply: Box::new(done) })
     }
 
     /// Every tombstone of the store (key, sequence).
