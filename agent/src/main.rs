@@ -5,6 +5,7 @@
 
 mod admission;
 mod api;
+mod ceiling;
 mod cluster;
 mod config;
 mod devices;
@@ -45,6 +46,10 @@ struct Args {
     /// A device to serve (repeatable); overrides the config file's list.
     #[arg(long = "device")]
     devices: Vec<PathBuf>,
+    /// Benchmarks only: serve the shard API's requests from memory through
+    /// the same HTTP stack, storing nothing (the HTTP ceiling).
+    #[arg(long, hide = true)]
+    http_ceiling: bool,
 }
 
 fn main() -> ExitCode {
@@ -82,6 +87,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if args.http_ceiling {
+        return ceiling::run(config.listen, &config.limits).await;
     }
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
