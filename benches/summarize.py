@@ -16,6 +16,8 @@ p99 total latency of both tools.
 Files are NAME.BASE.ROUND.json and NAME.SUBJECT.ROUND.json; BASE and
 SUBJECT are fio and shardbench unless the environment says otherwise
 (SUMMARIZE_BASE=store SUMMARIZE_SUBJECT=agent for benches/agent-vs-store).
+SUMMARIZE_APPEND=1 adds the table to summary.md under its own heading
+(a second anchor in the same run) instead of replacing it.
 """
 import glob
 import html
@@ -131,6 +133,13 @@ def main():
         )
     table = "\n".join(rows)
     header = open(os.path.join(out, "machine.txt")).read()
+    # SUMMARIZE_APPEND: a further comparison in the same run, added under
+    # its own heading instead of replacing the summary.
+    if os.environ.get("SUMMARIZE_APPEND"):
+        with open(os.path.join(out, "summary.md"), "a") as f:
+            f.write(f"\n### {s} against {b}\n\n" + table + "\n")
+        print(table)
+        return
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(header + "\n" + table + "\n")
         if want_chart and chart_rows:
