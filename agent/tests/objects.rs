@@ -523,6 +523,15 @@ fn racing_writers_never_mix_versions_a_delete_outlives_a_late_repair_and_tokens_
     assert_eq!(r.status, 204, "{}", r.code());
     c.start(6);
     within(Duration::from_secs(20), || c.all_see(6, "alive", None)).expect("host 6 back");
+    // The round after the write shows the owed shard; it stays, paused.
+    if within(Duration::from_secs(5), || repairs(&c, 1)["queue"].as_array().map(Vec::len) == Some(1)).is_none() {
+        let view = repairs(&c, 1);
+        let log: Vec<String> =
+            c.agent(1).drain_log().iter().filter(|l| l.contains("repair") || l.contains("owed")).cloned().collect();
+        panic!("the owed shard is not queued: {view}\n{}", log.join("\n"));
+    }
+    let rounds = repairs(&c, 1)["rounds"].as_u64().unwrap();
+    within(Duration::from_secs(10), || repairs(&c, 1)["rounds"].as_u64().unwrap() >= rounds + 2).expect("rounds go on");
     assert_eq!(repairs(&c, 1)["queue"].as_array().map(Vec::len), Some(1), "the entry waits, paused");
     assert_eq!(set_repair_rate(&c, 1, r#"{"bytes_per_second": 67108864}"#, TOKEN).status, 200);
     within(Duration::from_secs(20), || repairs(&c, 1)["obsolete"] == 1).expect("the late repair sees the delete");

@@ -380,7 +380,17 @@ pub async fn put(
     // crash after it still delivers their shards.
     let bytes = shard_bytes(&manifest);
     for (host, target) in &missing {
-        repair::owe(cluster, target.trim_start_matches("/v1/shards/"), *host, bytes, repair::Source::Put).await;
+        let key = target.trim_start_matches("/v1/shards/");
+        if let Err(why) = repair::owe(cluster, key, *host, bytes, repair::Source::Put).await {
+            // Acknowledged without its debt recorded, the object would stay
+            // short of a shard for good: not acknowledged, taken back.
+            for (host, target) in &written {
+                if let Some(peer) = addrs.iter().find(|x| x.host == *host) {
+                    let _ = peer::call(cluster, peer.addr, "DELETE", target, None, READ_TIMEOUT).await;
+                }
+            }
+            return Err(ObjectError::Unavailable(format!("{why}; nothing was stored")));
+        }
     }
     let mut missing: Vec<u32> = missing.into_iter().map(|(h, _)| h).collect();
     missing.sort_unstable();
@@ -759,7 +769,11 @@ fn owe_damaged(cluster: &Arc<Cluster>, kh: &str, version: Version, part: Part, h
     let (c, key) = (Arc::clone(cluster), shard_key(kh, version, part));
     metrics::counter!("shardnode_object_damaged_shards_read_total").increment(1);
     tracing::warn!(key = %key, host, "a read found an object shard damaged; its repair is queued");
-    tokio::spawn(async move { repair::owe(&c, &key, host, bytes, repair::Source::Read).await });
+    tokio::spawn(async move {
+        // Logged by `owe` if it fails: the damage is found again by the
+        // next read or by the holder's scrubber.
+        let _ = repair::owe(&c, &key, host, bytes, repair::Source::Read).await;
+    });
 }
 
 /// Reads an object (a byte range of it): the newest readable version,

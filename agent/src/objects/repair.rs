@@ -415,26 +415,46 @@ fn parse_intent(intent: &str) -> Option<(&str, u32)> {
 /// Records durably, in this host's own store, that `host` is owed shard
 /// `key` (`bytes` long): the repair rounds deliver it once the holder is
 /// alive.
-pub async fn owe(cluster: &Arc<Cluster>, key: &str, host: u32, bytes: u64, source: Source) {
+pub async fn owe(cluster: &Arc<Cluster>, key: &str, host: u32, bytes: u64, source: Source) -> Result<(), String> {
     let me = cluster.settings.host_id;
-    let Some(mine) = peers(cluster, &[me]).pop() else { return };
+    let mine = peers(cluster, &[me]).pop().ok_or("this host is not on the roster")?;
     let target = shard_path(&intent_key(key, host));
     let body = serde_json::to_vec(&Intent { bytes, source, since_unix_ms: unix_ms() }).expect("plain data");
-    match peer::call(cluster, mine.addr, "PUT", &target, Some(&body), super::PUT_DEADLINE).await {
-        Ok(a) if a.status == 201 => {}
-        Ok(a) => tracing::error!(key, host, status = a.status, "cannot record a shard owed to a holder"),
-        Err(e) => tracing::error!(key, host, error = %format!("{e:#}"), "cannot record a shard owed to a holder"),
+    // A few tries: each is a new signed request (a retried one would be
+    // refused as a replay).
+    let mut why = String::new();
+    for attempt in 0..3u32 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+        }
+        match peer::call(cluster, mine.addr, "PUT", &target, Some(&body), super::PUT_DEADLINE).await {
+            Ok(a) if a.status == 201 => return Ok(()),
+            Ok(a) => why = format!("{} {}", a.status, a.code()),
+            Err(e) => why = format!("{e:#}"),
+        }
+        tracing::warn!(key, host, attempt, %why, "recording a shard owed to a holder failed");
     }
+    tracing::error!(key, host, %why, "cannot record a shard owed to a holder");
+    Err(format!("the shard owed to host {host} could not be recorded: {why}"))
 }
 
 /// The queue: every device's damaged object shards and every intent,
 /// most endangered stripes first, then oldest.
-async fn scan(app: &App, cluster: &Arc<Cluster>, errors: &BTreeMap<String, (u32, String)>) -> Vec<Entry> {
+/// `None` when a device's repair list or intents could not be read: the
+/// queue is then not known whole (the caller keeps the last one).
+async fn scan(app: &App, cluster: &Arc<Cluster>, errors: &BTreeMap<String, (u32, String)>) -> Option<Vec<Entry>> {
     let me = cluster.settings.host_id;
     let mut queue = Vec::new();
     for slot in &app.node.slots {
         let Some(store) = &slot.store else { continue };
-        if let Ok(damaged) = crate::node::damaged_shards(store).await {
+        let damaged = match crate::node::damaged_shards(store).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(device = slot.id, error = %e, "repair scan: the repair list could not be read");
+                return None;
+            }
+        };
+        {
             for d in damaged.into_iter().filter(|d| d.key.starts_with("o.")).take(SCAN_MAX) {
                 let bytes = crate::node::list(store, d.key.as_bytes(), None, 1)
                     .await
@@ -444,7 +464,13 @@ async fn scan(app: &App, cluster: &Arc<Cluster>, errors: &BTreeMap<String, (u32,
                 queue.push(entry(d.key, me, Source::Scrubber, bytes, d.found_unix_ms, None));
             }
         }
-        let Ok(intents) = crate::node::list(store, b"r.", None, SCAN_MAX).await else { continue };
+        let intents = match crate::node::list(store, b"r.", None, SCAN_MAX).await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(device = slot.id, error = %e, "repair scan: the owed shards could not be listed");
+                return None;
+            }
+        };
         for (raw, size) in intents {
             let Ok(intent) = String::from_utf8(raw) else { continue };
             let Some((key, host)) = parse_intent(&intent) else { continue };
@@ -460,7 +486,7 @@ async fn scan(app: &App, cluster: &Arc<Cluster>, errors: &BTreeMap<String, (u32,
         }
     }
     rank(cluster, &mut queue);
-    queue
+    Some(queue)
 }
 
 fn entry(key: String, holder: u32, source: Source, bytes: u64, since: u64, intent: Option<String>) -> Entry {
@@ -535,7 +561,7 @@ async fn delete_own(cluster: &Arc<Cluster>, key: &str) {
 pub async fn round(app: &App, cluster: &Arc<Cluster>) -> (usize, usize) {
     let r = &cluster.repairs;
     let errors = r.errors.lock().expect("never poisoned").clone();
-    let queue = scan(app, cluster, &errors).await;
+    let Some(queue) = scan(app, cluster, &errors).await else { return (0, 0) };
     let m = cluster.placement().map_or(0, |p| i64::from(p.code.parity));
     publish_metrics(&queue, m);
     {
