@@ -136,6 +136,9 @@ pub struct Repairer {
     status: Mutex<Status>,
     /// Repair errors by shard key, kept across rounds for the queue view.
     errors: Mutex<BTreeMap<String, (u32, String)>>,
+    /// No repair starts before this (holders answered `503 Busy`); rounds
+    /// still scan and show the queue meanwhile.
+    backoff_until: Mutex<Option<Instant>>,
 }
 
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
@@ -152,6 +155,7 @@ impl Repairer {
             bucket: Mutex::new(Bucket { rate: bytes_per_second, tokens: 0.0, at: Instant::now() }),
             status: Mutex::default(),
             errors: Mutex::default(),
+            backoff_until: Mutex::default(),
         }
     }
 
@@ -179,21 +183,20 @@ impl Repairer {
         v
     }
 
-    /// Waits until the bucket allows `bytes` more, and spends them.
-    async fn spend(&self, bytes: u64) {
+    /// Waits until the bucket allows `bytes` more, and spends them; false
+    /// (nothing spent) if repairs are paused meanwhile. A wait is at most a
+    /// second at a time, so a rate changed meanwhile takes effect.
+    async fn spend(&self, bytes: u64) -> bool {
         loop {
             let wait = self.bucket.lock().expect("never poisoned").wait(Instant::now());
             match wait {
                 Some(d) if d.is_zero() => break,
-                Some(d) => tokio::time::sleep(d).await,
-                None => tokio::time::sleep(Duration::from_millis(200)).await,
+                Some(d) => tokio::time::sleep(d.min(Duration::from_secs(1))).await,
+                None => return false,
             }
         }
         self.bucket.lock().expect("never poisoned").tokens -= bytes as f64;
-    }
-
-    fn paused(&self) -> bool {
-        self.rate() == 0
+        true
     }
 }
 
@@ -579,15 +582,17 @@ pub async fn round(app: &App, cluster: &Arc<Cluster>) -> (usize, usize) {
             || cluster.gossip().state_of(e.holder).is_some_and(|(_, s)| s == foca::State::Alive)
     });
     let mut running = tokio::task::JoinSet::new();
-    let mut backoff: Option<Duration> = None;
+    let backing_off = || r.backoff_until.lock().expect("never poisoned").is_some_and(|t| Instant::now() < t);
     loop {
         // Up to REPAIRS_AT_ONCE in flight, in priority order, each started
         // once the throttle allows what it reads: k siblings (one copy).
-        while backoff.is_none() && running.len() < REPAIRS_AT_ONCE && began.elapsed() < ROUND_BUDGET && !r.paused() {
+        while !backing_off() && running.len() < REPAIRS_AT_ONCE && began.elapsed() < ROUND_BUDGET {
             let Some(entry) = pending.next() else { break };
             let k = cluster.placement().map_or(1, |p| u64::from(p.code.data));
             let reads = if matches!(parse_any(&entry.key), Some((_, _, Part::Shard(..)))) { k } else { 1 };
-            r.spend(entry.bytes.max(1) * reads).await;
+            if !r.spend(entry.bytes.max(1) * reads).await {
+                break;
+            }
             let c = Arc::clone(cluster);
             running.spawn(async move {
                 let outcome = repair(&c, &entry).await;
@@ -601,12 +606,11 @@ pub async fn round(app: &App, cluster: &Arc<Cluster>) -> (usize, usize) {
             Settled::Failed => failed += 1,
             Settled::Busy(d) => {
                 failed += 1;
-                backoff = Some(backoff.map_or(d, |b| b.max(d)));
+                let mut until = r.backoff_until.lock().expect("never poisoned");
+                let new = Instant::now() + d;
+                *until = Some(until.map_or(new, |t| t.max(new)));
             }
         }
-    }
-    if let Some(d) = backoff {
-        tokio::time::sleep(d).await;
     }
     (done, failed)
 }
@@ -764,6 +768,22 @@ mod tests {
         assert!((b.tokens - 1000.0).abs() < 1e-6, "{}", b.tokens);
         b.rate = 0;
         assert_eq!(b.wait(t0 + Duration::from_secs(101)), None, "paused");
+    }
+
+    #[tokio::test]
+    async fn a_pause_releases_a_repair_waiting_for_the_throttle() {
+        let r = Arc::new(Repairer::new(1000));
+        assert!(r.spend(5000).await, "not in debt: spent at once, leaving a 5 s debt");
+        let waiting = {
+            let r = Arc::clone(&r);
+            tokio::spawn(async move { r.spend(1).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r.set_rate(0);
+        // Released within the second it sleeps at most, not after the debt.
+        let spent = tokio::time::timeout(Duration::from_secs(3), waiting).await.expect("released").unwrap();
+        assert!(!spent, "paused: nothing spent");
+        assert!(!Repairer::new(0).spend(1).await, "paused from the start");
     }
 
     #[test]
