@@ -104,7 +104,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
 
-    // Cluster setup first: a bad roster or key, or a busy gossip port,
+    // The listen address first: a busy port stops the agent before it
+    // creates or formats anything (connections wait in the backlog until
+    // it serves).
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    // Cluster setup next: a bad roster or key, or a busy gossip port,
     // stops the agent before it opens or formats a device.
     let cluster = match &config.cluster {
         Some(c) => Some(Arc::new(cluster::Cluster::prepare(c, &config.data_dir)?)),
@@ -176,9 +182,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     let gossip = cluster.map(|c| tokio::spawn(cluster::run(c, Arc::clone(&app), gossip_stopped)));
     let router = api::router(Arc::clone(&app)).layer(axum::middleware::from_fn(metrics::record));
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, open, failed = devices.len() - open, "shard-agent ready");
     let notifier = Arc::new(notify::Notifier::from_env());
     notifier.notify(&format!("READY=1\nSTATUS=serving {open} of {} devices on {}", devices.len(), config.listen));

@@ -120,3 +120,21 @@ fn systemd_hears_ready_watchdog_and_stopping() {
     .collect();
     assert!(rest.iter().any(|m| m.starts_with("STOPPING=1")), "no STOPPING=1 after SIGTERM: {rest:?}");
 }
+
+/// A second agent on a busy port stops at once, naming the address, and
+/// creates nothing: no device file, no data directory content.
+#[test]
+fn a_busy_listen_address_stops_the_agent_before_it_creates_anything() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (_first, addr) = common::Agent::serving(&["--data-dir", dir.path().join("first").to_str().unwrap()]);
+    let second = dir.path().join("second");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shard-agent"))
+        .args(["--listen", &addr.to_string(), "--data-dir", second.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains(&format!("cannot listen on {addr}")), "{text}");
+    let made: Vec<_> = std::fs::read_dir(&second).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(made.is_empty(), "the refused agent created {made:?}");
+}
