@@ -6,6 +6,32 @@ fn shardctl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shardctl")).args(args).output().expect("run shardctl")
 }
 
+/// `shardctl cluster local` running: stopped (SIGINT, then waited for)
+/// also when a test fails, so no agent outlives the test.
+struct Local(Option<std::process::Child>);
+
+impl Local {
+    fn stop(mut self) -> Output {
+        let child = self.0.take().expect("running");
+        interrupt(&child);
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            interrupt(&child);
+            let _ = child.wait();
+        }
+    }
+}
+
+fn interrupt(child: &std::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+}
+
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
@@ -91,15 +117,17 @@ fn cluster_local_starts_a_cluster_status_shows_it_and_sigint_stops_it() {
     let o = shardctl(&["cluster", "local", "--hosts", "3", "--dir", d.to_str().unwrap(), "--dry-run"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("host 3:") && d.join("host-3/agent.toml").exists() && d.join("roster.signed").exists());
-    let child = Command::new(env!("CARGO_BIN_EXE_shardctl"))
-        .args(["cluster", "local", "--hosts", "3", "--dir", d.to_str().unwrap(), "--http-port", "7481"])
-        .args(["--gossip-port", "7947", "--device-size", "256MiB", "--agent-bin", agent.to_str().unwrap()])
-        // 127.0.30.x: not the 127.0.0.x the README uses.
-        .args(["--first-ip", "127.0.30.2"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = Local(Some(
+        Command::new(env!("CARGO_BIN_EXE_shardctl"))
+            .args(["cluster", "local", "--hosts", "3", "--dir", d.to_str().unwrap(), "--http-port", "7481"])
+            .args(["--gossip-port", "7947", "--device-size", "256MiB", "--agent-bin", agent.to_str().unwrap()])
+            // 127.0.30.x: not the 127.0.0.x the README uses.
+            .args(["--first-ip", "127.0.30.2"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = String::new();
     let all_alive = loop {
@@ -115,9 +143,7 @@ fn cluster_local_starts_a_cluster_status_shows_it_and_sigint_stops_it() {
     let json = shardctl(&["cluster", "status", "--agent", "http://127.0.30.3:7481", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["members"].as_array().unwrap().len(), 3);
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = child.stop();
     assert!(out.status.success(), "{}", text(&out));
     let agents = std::fs::read_dir("/proc")
         .unwrap()
@@ -136,14 +162,16 @@ fn objects_round_trip_through_shardctl() {
     assert!(agent.exists(), "{} is missing: build the workspace first", agent.display());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("local");
-    let child = Command::new(env!("CARGO_BIN_EXE_shardctl"))
-        .args(["cluster", "local", "--hosts", "6", "--dir", d.to_str().unwrap(), "--http-port", "7482"])
-        .args(["--gossip-port", "7948", "--device-size", "256MiB", "--agent-bin", agent.to_str().unwrap()])
-        .args(["--first-ip", "127.0.31.2"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = Local(Some(
+        Command::new(env!("CARGO_BIN_EXE_shardctl"))
+            .args(["cluster", "local", "--hosts", "6", "--dir", d.to_str().unwrap(), "--http-port", "7482"])
+            .args(["--gossip-port", "7948", "--device-size", "256MiB", "--agent-bin", agent.to_str().unwrap()])
+            .args(["--first-ip", "127.0.31.2"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     let deadline = Instant::now() + Duration::from_secs(30);
     while !shardctl(&["cluster", "status", "--agent", "http://127.0.31.2:7482"]).status.success() {
         assert!(Instant::now() < deadline, "the cluster did not converge");
@@ -207,8 +235,6 @@ fn objects_round_trip_through_shardctl() {
     let o = shardctl(&["object", "stat", "--agent", "http://127.0.31.2:7482", "dir/file.bin"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("no such object"), "{}", text(&o));
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = child.stop();
     assert!(out.status.success(), "{}", text(&out));
 }

@@ -6,15 +6,7 @@
 use super::exit;
 use crate::units::human_bytes;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// The agent, `http://HOST:PORT`.
-    #[arg(long, value_name = "URL")]
-    pub agent: String,
-    /// Machine-readable output (the agent's `/v1/cluster`).
-    #[arg(long)]
-    pub json: bool,
-}
+pub type Args = super::AgentReport;
 
 /// A host's devices as its records say.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -43,6 +43,18 @@ pub enum Command {
     Repairs(repairs::Args),
 }
 
+/// A running agent to ask, and how to print its answer (`status`,
+/// `cluster status`, `repairs`).
+#[derive(Debug, clap::Args)]
+pub struct AgentReport {
+    /// The agent, `http://HOST:PORT`.
+    #[arg(long, value_name = "URL")]
+    pub agent: String,
+    /// Machine-readable output: the agent's JSON answer as it is.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// The arguments of the read-only checks (`fsck`, `scrub`).
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {

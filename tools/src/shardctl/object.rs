@@ -123,16 +123,30 @@ fn call(url: &str, method: &str, key: &str, headers: &[(&str, String)], body: &[
         let _ = write!(head, "{k}: {v}\r\n");
     }
     let _ = write!(head, "content-length: {}\r\n\r\n", body.len());
-    s.write_all(head.as_bytes())?;
-    for (i, piece) in body.chunks(1 << 20).enumerate() {
-        s.write_all(piece)?;
-        progress((i << 20) + piece.len(), body.len(), "sent");
-    }
+    // The agent may answer before it has read the body (a refusal: a bad
+    // token, a body too large) and close: the answer, not the broken pipe,
+    // is what the user needs to see.
+    let sent = (|| -> std::io::Result<()> {
+        s.write_all(head.as_bytes())?;
+        for (i, piece) in body.chunks(1 << 20).enumerate() {
+            s.write_all(piece)?;
+            progress((i << 20) + piece.len(), body.len(), "sent");
+        }
+        Ok(())
+    })();
     let mut reply = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut expected = None;
     loop {
-        let n = s.read(&mut buf).context("reading the agent's answer")?;
+        let n = match s.read(&mut buf) {
+            Ok(n) => n,
+            // Reset after an early answer: what arrived is the answer.
+            Err(_) if sent.is_err() && !reply.is_empty() => 0,
+            Err(e) => {
+                sent.context("sending the request")?;
+                return Err(e).context("reading the agent's answer");
+            }
+        };
         if n == 0 {
             break;
         }
@@ -151,7 +165,10 @@ fn call(url: &str, method: &str, key: &str, headers: &[(&str, String)], body: &[
             progress((reply.len() - start).min(len), len, "received");
         }
     }
-    let end = reply.windows(4).position(|w| w == b"\r\n\r\n").context("the agent's answer has no header end")?;
+    let Some(end) = reply.windows(4).position(|w| w == b"\r\n\r\n") else {
+        sent.context("sending the request")?;
+        anyhow::bail!("the agent's answer has no header end");
+    };
     let head = String::from_utf8_lossy(&reply[..end]).into_owned();
     let mut lines = head.lines();
     let status =

@@ -11,12 +11,8 @@ use crate::units::{human_bytes, parse_size};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The agent, `http://HOST:PORT`.
-    #[arg(long, value_name = "URL")]
-    pub agent: String,
-    /// Machine-readable output (the agent's `/v1/repairs`).
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub report: super::AgentReport,
     /// Set the object repair throttle, bytes of siblings read per second
     /// (`64MiB`, `0` pauses); needs --token-file.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
@@ -36,7 +32,7 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         let token = std::fs::read_to_string(file).with_context(|| format!("{}: cannot read", file.display()))?;
         let body = serde_json::json!({ "bytes_per_second": rate }).to_string();
         let (status, answer) =
-            crate::http::call_with(&args.agent, "PUT", "/v1/repairs/rate", Some(token.trim()), body.as_bytes())?;
+            crate::http::call_with(&args.report.agent, "PUT", "/v1/repairs/rate", Some(token.trim()), body.as_bytes())?;
         if status != 200 {
             anyhow::bail!(
                 "setting the repair rate: {status} {}: {}",
@@ -50,8 +46,8 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
             human_bytes(answer["before"].as_u64().unwrap_or_default())
         );
     }
-    let view = crate::http::call_ok(&args.agent, "GET", "/v1/repairs", None)?;
-    if args.json {
+    let view = crate::http::call_ok(&args.report.agent, "GET", "/v1/repairs", None)?;
+    if args.report.json {
         println!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(exit::OK);
     }

@@ -5,15 +5,7 @@ use super::exit;
 use super::scrub::print_device_scrub;
 use crate::units::human_bytes;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// The agent, `http://HOST:PORT`.
-    #[arg(long, value_name = "URL")]
-    pub agent: String,
-    /// Machine-readable output (the agent's `/v1/status`).
-    #[arg(long)]
-    pub json: bool,
-}
+pub type Args = super::AgentReport;
 
 pub fn run(args: &Args) -> anyhow::Result<u8> {
     let status = crate::http::call_ok(&args.agent, "GET", "/v1/status", None)?;
