@@ -38,6 +38,16 @@ pub struct Copy {
     pub stat: Option<ShardStat>,
 }
 
+/// Where a read goes (`Node::route`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Every device that may hold the key is overloaded (this one among them).
+    Refuse(usize),
+    /// Only this device may hold the key, and every device is open.
+    Sole(usize),
+    Search,
+}
+
 /// Where a key is, as far as the node can prove. Each case but `Absent`
 /// carries the older copies found (for `Node::reconcile`).
 #[derive(Debug)]
@@ -282,27 +292,32 @@ impl Node {
         &self.stripes[crc32c::crc32c(key) as usize % STRIPES]
     }
 
-    /// Devices that may hold `key`, in device order.
-    fn candidates<'a>(&'a self, key: &'a [u8]) -> impl Iterator<Item = (usize, &'a StoreHandle)> + 'a {
-        self.slots
-            .iter()
-            .filter_map(|s| s.store.as_ref().map(|st| (s, st)))
-            .filter(|(s, _)| s.filter().may_contain(key))
-            .map(|(s, st)| (s.id, st))
-    }
-
-    /// Whether every device that may hold `key` has a full admission
-    /// queue: a read or delete of it would be refused after the lookup, so
-    /// it is refused before, sparing the store threads under overload.
-    pub fn all_candidates_full(&self, key: &[u8]) -> bool {
-        let mut any = false;
-        for (slot, _) in self.candidates(key) {
-            if !self.slots[slot].admission.is_full() {
-                return false;
+    /// Where a read of `key` goes, from one walk over the devices' key
+    /// filters and admission queues: refused at once if every device that
+    /// may hold it has a full queue (a read would be refused after the
+    /// lookup; sparing the store threads under overload); to the one
+    /// device that may hold it when every device is open (what that device
+    /// says is the node's answer: no copy, newer or older, can be
+    /// elsewhere); otherwise a search of every candidate (`locate`).
+    pub fn route(&self, key: &[u8]) -> Route {
+        let (mut candidates, mut last, mut all_full, mut provable) = (0, 0, true, true);
+        for slot in &self.slots {
+            if slot.store.is_none() || slot.stopped.load(Ordering::Relaxed) {
+                provable = false;
             }
-            any = true;
+            if slot.store.is_none() || !slot.filter().may_contain(key) {
+                continue;
+            }
+            candidates += 1;
+            last = slot.id;
+            all_full &= slot.admission.is_full();
         }
-        any
+        match candidates {
+            0 => Route::Search,
+            _ if all_full => Route::Refuse(last),
+            1 if provable => Route::Sole(last),
+            _ => Route::Search,
+        }
     }
 
     /// Finds the newest copy of `key` on the host. The caller holds the
@@ -313,25 +328,6 @@ impl Node {
     /// hold the key was asked: a device that did not open, or whose store
     /// no longer answers, makes a key found nowhere else `Unavailable`. An
     /// overloaded device's refusal is returned as the error it is.
-    /// The one device that may hold `key`, when every device is open and
-    /// only its key filter may contain the key: what that device says is
-    /// the node's answer (no copy, newer or older, can be elsewhere).
-    pub fn sole_candidate(&self, key: &[u8]) -> Option<usize> {
-        let mut sole = None;
-        for slot in &self.slots {
-            if slot.store.is_none() || slot.stopped.load(Ordering::Relaxed) {
-                return None;
-            }
-            if slot.filter().may_contain(key) {
-                if sole.is_some() {
-                    return None;
-                }
-                sole = Some(slot.id);
-            }
-        }
-        sole
-    }
-
     pub async fn locate(&self, key: &[u8]) -> Result<Located, Error> {
         let mut unavailable = Vec::new();
         let mut copies: Vec<Copy> = Vec::new();

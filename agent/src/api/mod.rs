@@ -19,7 +19,7 @@ use shardstore::Error;
 
 use crate::admission::{Permit, Refusal};
 use crate::keys::{decode_key, encode_key, KeyError};
-use crate::node::{self, Located, Node};
+use crate::node::{self, Located, Node, Route};
 
 mod admin;
 
@@ -201,14 +201,15 @@ fn overloaded(slot: usize) -> ApiError {
 }
 
 /// Refuses a read or delete at once when every device that may hold the
-/// key is overloaded (see `Node::all_candidates_full`).
-fn refuse_early(node: &Node, key: &[u8]) -> Result<(), ApiError> {
-    if node.all_candidates_full(key) {
-        let slot = node.slots.iter().position(|s| s.admission.is_full()).unwrap_or_default();
-        node.slots[slot].admission.overloaded.fetch_add(1, Ordering::Relaxed);
-        return Err(overloaded(slot));
+/// key is overloaded (`Node::route`); else where the read goes.
+fn refuse_early(node: &Node, key: &[u8]) -> Result<Route, ApiError> {
+    match node.route(key) {
+        Route::Refuse(slot) => {
+            node.slots[slot].admission.overloaded.fetch_add(1, Ordering::Relaxed);
+            Err(overloaded(slot))
+        }
+        route => Ok(route),
     }
-    Ok(())
 }
 
 /// Waits for a turn on a device (see `admission.rs`).
@@ -424,14 +425,16 @@ async fn get_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     }
     let deadline = deadline(req.headers(), Instant::now())?;
     let key = key_of(req.uri().path())?;
-    refuse_early(&app.node, &key)?;
     let range_header = req.headers().get(header::RANGE);
     let spec = range_header.map(parse_range_spec).transpose()?;
     let background = is_background(req.uri());
+    // The route is taken under the key's stripe: a put finishing on
+    // another device in between would make a sole candidate stale.
     let _read = app.node.stripe(&key).read().await;
+    let route = refuse_early(&app.node, &key)?;
     // When only one device may hold the key (the usual case), one trip to
     // its thread finds the shard and reads it.
-    if let Some(slot) = app.node.sole_candidate(&key) {
+    if let Route::Sole(slot) = route {
         let store = app.node.slots[slot].store.as_ref().expect("a sole candidate is open");
         refuse_background(&app, slot, background)?;
         let permit = admit(&app.node, slot, deadline).await?;
@@ -693,7 +696,7 @@ async fn delete_shard(State(app): State<Arc<App>>, req: Request) -> Result<Respo
     let node = &app.node;
     refuse_early(node, &key)?;
     let _write = node.stripe(&key).write().await;
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no shard {}", encode_key(&key)));
+    let not_found = || not_found(&key);
     let (slot, older) = match node.locate(&key).await.map_err(|e| store_error(node, None, e))? {
         Located::Found(found, older) => (found.slot, older),
         Located::Deleted(newest, older) => {
