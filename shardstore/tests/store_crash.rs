@@ -240,3 +240,77 @@ fn crash_at_every_write_of_a_reclamation_then_checkpoint() {
         Vec::new()
     });
 }
+
+/// Puts a 5000-byte shard under `k` with power cut after its chunk write
+/// and its log writes, before the flush: a one-flush commit's crash
+/// window. `fate` decides each pending write by whether it is metadata.
+fn crash_before_the_flush(fate: impl Fn(bool) -> Fate) -> (Store, Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>) {
+    let (h, mut store, model) = populated(3);
+    let layout = store.superblock().layout;
+    let meta: Vec<(u64, u64)> = layout.meta_copies().into_iter().map(|at| (at, layout.meta_size_bytes)).collect();
+    let before = store.one_flush_commits();
+    let value = bytes(5000, 4);
+    // One chunk record and the log write in each copy of the metadata.
+    h.cut_power_after(1 + meta.len() as u64);
+    assert!(store.put(b"k", &value).is_err(), "power was cut before the flush");
+    assert!(!h.is_powered());
+    assert_eq!(store.one_flush_commits(), before, "not acknowledged");
+    drop(store);
+    h.crash_with(|_, w| fate(meta.iter().any(|&(start, len)| w.offset >= start && w.offset < start + len)));
+    let store = Store::open(Box::new(h.attach())).expect("recovery");
+    (store, value, model)
+}
+
+#[test]
+fn a_one_flush_put_whose_log_landed_without_its_data_is_completed_from_the_log() {
+    let (mut store, value, model) = crash_before_the_flush(|is_meta| if is_meta { Fate::Persist } else { Fate::Drop });
+    assert_eq!(store.get(b"k").unwrap(), value, "the log named it: completed from the log's copy");
+    assert_eq!(store.completed_at_open(), ["k"]);
+    assert_eq!(store.counters().snapshot().checksum_failures, 1, "reported as a finding");
+    for (k, v) in &model {
+        assert_eq!(&store.get(k).unwrap(), v);
+    }
+    store.close().unwrap();
+}
+
+#[test]
+fn a_one_flush_put_whose_log_did_not_land_leaves_the_old_state() {
+    let (mut store, _, model) = crash_before_the_flush(|is_meta| if is_meta { Fate::Drop } else { Fate::Persist });
+    assert!(matches!(store.get(b"k"), Err(shardstore::error::Error::NotFound(_))));
+    assert!(store.completed_at_open().is_empty());
+    assert_eq!(store.counters().snapshot().checksum_failures, 0);
+    assert_eq!(store.len(), model.len());
+}
+
+/// Rot of the data of the last acknowledged commit, then a crash before
+/// any other commit: the put is neither rolled back nor served rotted; it
+/// is rewritten from the log and reported. With a commit after it, the
+/// rot is damage found by reads (`Corruption`), as for any older shard.
+#[test]
+fn rot_of_the_last_acknowledged_commit_is_repaired_from_the_log_and_reported() {
+    for confirmed in [false, true] {
+        let (h, mut store, _) = populated(5);
+        let old = bytes(700, 6);
+        store.put(b"k", &old).unwrap();
+        let before = store.one_flush_commits();
+        let value = bytes(4096, 7);
+        store.put(b"k", &value).unwrap();
+        assert_eq!(store.one_flush_commits(), before + 1, "a 4 KiB put is made durable by one flush");
+        let (offset, len) = store.chunk_locations(b"k").unwrap()[0];
+        h.rot_bit(offset + len / 2, 3);
+        if confirmed {
+            store.put(b"other", b"next").unwrap();
+        }
+        drop(store);
+        h.crash_with(|_, _| Fate::Persist);
+        let mut store = Store::open(Box::new(h.attach())).unwrap();
+        if confirmed {
+            assert!(store.completed_at_open().is_empty());
+            assert!(matches!(store.get(b"k"), Err(shardstore::error::Error::Corruption { .. })));
+        } else {
+            assert_eq!(store.completed_at_open(), ["k"]);
+            assert_eq!(store.get(b"k").unwrap(), value, "the acknowledged version, whole");
+            assert_eq!(store.counters().snapshot().checksum_failures, 1, "the rot is reported");
+        }
+    }
+}

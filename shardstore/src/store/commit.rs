@@ -7,7 +7,7 @@ use super::{
     chunk_count, chunk_len, combine_crcs, key_text, meta, record, record_blocks, record_size_bytes, superblock,
     validate_key, BlockDeviceExt, Completion, Error, HashMap, IoKind, IoOp, LogRecord, Op, RecordHeader, Result,
     ShardMeta, Store, BATCH_OPS_MAX, BLOCK, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX, LOG_PAYLOAD_BYTES_MAX,
-    RESERVE_EXTENTS_COUNT, SHARD_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
+    ONE_FLUSH_BATCH_BYTES_MAX, RESERVE_EXTENTS_COUNT, SHARD_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
 };
 
 /// Data writes of one commit in flight: their completions, which
@@ -22,7 +22,9 @@ impl WriteBatch {
     pub(super) fn collect_failures(&mut self) {
         for c in self.out.drain(..) {
             if c.result.is_err() {
-                self.failed[c.token as usize] = true;
+                if let Some(failed) = self.failed.get_mut(c.token as usize) {
+                    *failed = true;
+                }
             }
         }
     }
@@ -141,6 +143,14 @@ impl Store {
                 }
             }
         }
+        // Resets need no data; relocated chunks must be durable before the
+        // log moves them, which is the two-flush path's order.
+        let relocated = reclaimed.iter().any(|r| matches!(r, LogRecord::Relocate { .. }));
+        if !relocated && Self::batch_bytes(ops) <= ONE_FLUSH_BATCH_BYTES_MAX {
+            if let Some(done) = self.commit_one_flush(ops, &reclaimed, &mut staged, &mut results, &mut writes) {
+                return done;
+            }
+        }
         while self.dev.in_flight() > 0 {
             if let Err(e) = self.dev.reap(self.dev.in_flight(), &mut writes.out) {
                 let err = self.fail(&format!("reaping writes failed: {e}"));
@@ -162,7 +172,6 @@ impl Store {
                 }));
             }
         }
-        let relocated = reclaimed.iter().any(|r| matches!(r, LogRecord::Relocate { .. }));
         if writes.any_data || relocated {
             if let Err(e) = self.dev.flush() {
                 let err = self.fail(&format!("flush failed: {e}"));
@@ -292,9 +301,30 @@ impl Store {
         // (commit, scrub, reclamation) logs.
         self.quiesce();
         self.check_usable()?;
-        // Refuse a batch whose checkpoint could not be written later.
+        let projected = self.projected_checkpoint_bytes(records.iter().map(|(_, r)| r))?;
+        let blocks = pack(records.iter().map(|(_, r)| r));
+        if self.log_has_room(blocks.len()) {
+            self.write_log_blocks(&blocks)?;
+            for (_, r) in records {
+                self.apply(r);
+            }
+        } else {
+            for (_, r) in records {
+                self.apply(r);
+            }
+            self.checkpoint()?;
+        }
+        self.checkpoint_bytes = projected;
+        Ok(())
+    }
+
+    /// The checkpoint's size once `records` are applied, or `NoSpace` when
+    /// it would no longer fit a half of the metadata region: a batch whose
+    /// checkpoint could not be written later is refused before anything
+    /// changes.
+    fn projected_checkpoint_bytes<'a>(&self, records: impl Iterator<Item = &'a LogRecord>) -> Result<u64> {
         let (mut added, mut removed) = (0u64, 0u64);
-        for (_, r) in records {
+        for r in records {
             let key = match r {
                 LogRecord::Put { key, meta } => {
                     added += entry_len(key, meta.chunk_count());
@@ -312,7 +342,8 @@ impl Store {
                 LogRecord::Relocate { .. }
                 | LogRecord::Reset { .. }
                 | LogRecord::Scrubbed { .. }
-                | LogRecord::Purge { .. } => continue,
+                | LogRecord::Purge { .. }
+                | LogRecord::Payload { .. } => continue,
             };
             if let Some(old) = self.index.get(key) {
                 removed += entry_len(key, old.chunk_count());
@@ -326,24 +357,105 @@ impl Store {
                 self.name
             )));
         }
-        let blocks = pack(records.iter().map(|(_, r)| r));
-        let half_end = self.half_offset(self.sb.store.half) + half_size;
-        if self.log_offset + blocks.len() as u64 * BLOCK_SIZE_BYTES <= half_end {
-            self.write_log_blocks(&blocks)?;
-            for (_, r) in records {
-                self.apply(r);
+        Ok(projected)
+    }
+
+    /// Whether `blocks` more log blocks fit the active half.
+    fn log_has_room(&self, blocks: usize) -> bool {
+        let half_end = self.half_offset(self.sb.store.half) + self.sb.layout.meta_size_bytes / 2;
+        self.log_offset + blocks as u64 * BLOCK_SIZE_BYTES <= half_end
+    }
+
+    /// The single writer's commit: the batch's chunk records, a copy of
+    /// their payload in the log (`Payload` records before each `Put`) and
+    /// the log blocks are written together, to every copy of the metadata
+    /// region, and made durable by one flush. A crash before the flush may
+    /// leave the log without the data: recovery then rewrites the chunk
+    /// from the log's copy (`complete_tail`), so a put whose log landed is
+    /// whole whether the crash tore it or its data rotted after it was
+    /// acknowledged, and the rot is reported. `None` when the batch needs
+    /// the two-flush path (nothing staged, the log half full, the index
+    /// outgrowing the region): the caller takes it with `staged` intact.
+    fn commit_one_flush(
+        &mut self,
+        ops: &[Op],
+        resets: &[LogRecord],
+        staged: &mut [Option<LogRecord>],
+        results: &mut [Option<Result<()>>],
+        writes: &mut WriteBatch,
+    ) -> Option<Vec<Result<()>>> {
+        let mut pieces: Vec<Vec<LogRecord>> = (0..ops.len()).map(|_| Vec::new()).collect();
+        for (i, record) in staged.iter().enumerate() {
+            if let (Some(LogRecord::Put { key, meta }), Op::Put { data, .. }) = (record, &ops[i]) {
+                pieces[i] = payload_pieces(key, meta, data);
             }
-        } else {
-            for (_, r) in records {
-                self.apply(r);
+        }
+        // Resets first, as on the two-flush path.
+        let in_order = || resets.iter().chain(staged.iter().zip(&pieces).flat_map(|(r, p)| p.iter().chain(r.iter())));
+        if staged.iter().all(Option::is_none) {
+            return None;
+        }
+        let projected = self.projected_checkpoint_bytes(in_order()).ok()?;
+        let blocks = pack(in_order());
+        if !self.log_has_room(blocks.len()) {
+            return None;
+        }
+        let (bytes, crc) = self.encode_log(&blocks);
+        let mut poisoned = |store: &mut Store, what: String, op| {
+            let err = store.fail(&what);
+            let results = results.iter_mut().map(Option::take).collect();
+            Some(finish(results, |_| Err(Error::Poisoned { device: err.to_string(), op })))
+        };
+        let submitted = self.submit_copies(&bytes, &mut writes.out);
+        // Whatever was submitted completes before anything returns: the
+        // device owns those buffers until then.
+        while self.dev.in_flight() > 0 {
+            if let Err(e) = self.dev.reap(self.dev.in_flight(), &mut writes.out) {
+                return poisoned(self, format!("reaping writes failed: {e}"), crate::error::OpKind::Write);
             }
-            self.checkpoint()?;
+        }
+        if let Err(e) = submitted {
+            return poisoned(self, format!("log write failed: {e}"), crate::error::OpKind::Write);
+        }
+        // A failed chunk write whose `Put` went to the log with it cannot
+        // be answered for that operation alone: the store stops, and the
+        // next open completes the put from the log's copy or finds the
+        // log without it (old or new, never anything else).
+        if let Some(failed) = writes.out.iter().find_map(|c| c.result.as_ref().err()) {
+            let what = format!("a write of a one-flush commit failed: {failed}");
+            return poisoned(self, what, crate::error::OpKind::Write);
+        }
+        if let Err(e) = self.dev.flush() {
+            return poisoned(self, format!("flush failed: {e}"), crate::error::OpKind::Flush);
+        }
+        self.advance_log(bytes.len(), blocks.len(), crc);
+        for r in resets.iter().chain(staged.iter().flatten()) {
+            self.apply(r);
         }
         self.checkpoint_bytes = projected;
-        Ok(())
+        self.one_flush_commits += 1;
+        let results = results.iter_mut().map(Option::take).collect();
+        Some(finish(results, |_| Ok(())))
     }
 
     pub(super) fn write_log_blocks(&mut self, blocks: &[(u32, Vec<u8>)]) -> Result<()> {
+        let (bytes, crc) = self.encode_log(blocks);
+        // Every copy at once, then one flush for all of them: the batch is
+        // acknowledged when all are durable, at the cost of one write and
+        // one flush rather than one barrier per copy. A log write is never
+        // started before the previous one completed in every copy, which
+        // is what recovery's argument rests on (docs/format.md, "Metadata
+        // that survives rot").
+        if let Err(e) = self.write_copies(&bytes) {
+            return Err(self.fail(&format!("log write failed: {e}")));
+        }
+        self.advance_log(bytes.len(), blocks.len(), crc);
+        Ok(())
+    }
+
+    /// Encodes log block payloads as the blocks that continue the chain;
+    /// returns them and the last block's CRC.
+    fn encode_log(&self, blocks: &[(u32, Vec<u8>)]) -> (Vec<u8>, u32) {
         let mut bytes = vec![0u8; blocks.len() * BLOCK];
         let mut crc = self.log_prev_crc;
         for (k, (count, payload)) in blocks.iter().enumerate() {
@@ -357,18 +469,14 @@ impl Store {
                 &mut bytes[k * BLOCK..(k + 1) * BLOCK],
             );
         }
-        // Every copy at once, then one flush for all of them: the batch is
-        // acknowledged when all are durable, at the cost of one write and
-        // one flush rather than one barrier per copy. A log write is never started before the
-        // previous one completed in every copy, which is what recovery's
-        // argument rests on (docs/format.md, "Metadata that survives rot").
-        if let Err(e) = self.write_copies(&bytes) {
-            return Err(self.fail(&format!("log write failed: {e}")));
-        }
-        self.log_offset += bytes.len() as u64;
-        self.log_index += blocks.len() as u64;
+        (bytes, crc)
+    }
+
+    /// The log's end moves past a durable log write.
+    fn advance_log(&mut self, len: usize, blocks: usize, crc: u32) {
+        self.log_offset += len as u64;
+        self.log_index += blocks as u64;
         self.log_prev_crc = crc;
-        Ok(())
     }
 
     /// Writes `bytes` at the log's end in every copy of the metadata
@@ -376,39 +484,58 @@ impl Store {
     /// once so that all are durable.
     fn write_copies(&mut self, bytes: &[u8]) -> Result<()> {
         debug_assert_eq!(self.dev.in_flight(), 0, "log writes start on an idle device");
-        let mut submitted = 0usize;
-        let mut first_error = None;
-        'submit: for offset in self.meta_copies_of(self.log_offset) {
-            for (i, piece) in bytes.chunks(CHUNK_SIZE_BYTES_MAX).enumerate() {
-                let mut buf = match crate::device::IoBuf::standalone(piece.len()) {
-                    Ok(buf) => buf,
-                    Err(e) => {
-                        first_error = Some(e);
-                        break 'submit;
-                    }
-                };
-                buf.as_mut_slice().copy_from_slice(piece);
-                let at = offset + (i * CHUNK_SIZE_BYTES_MAX) as u64;
-                let op = IoOp { token: submitted as u64, kind: IoKind::Write { offset: at, buf, fua: false } };
-                if let Err(e) = self.dev.submit(op) {
-                    first_error = Some(e);
-                    break 'submit;
-                }
-                submitted += 1;
-            }
-        }
+        let mut done = Vec::new();
+        let submitted = self.submit_copies(bytes, &mut done);
         // Whatever was submitted completes before anything returns: the
         // device owns those buffers until then.
-        let mut done = Vec::with_capacity(submitted);
         while self.dev.in_flight() > 0 {
             if let Err(e) = self.dev.reap(self.dev.in_flight(), &mut done) {
-                return Err(first_error.unwrap_or(e));
+                return Err(submitted.err().unwrap_or(e));
             }
         }
-        if let Some(e) = first_error {
-            return Err(e);
-        }
+        submitted?;
         done.into_iter().try_for_each(|c| c.result)?;
         self.dev.flush()
     }
+
+    /// Submits `bytes` at the log's end in every copy of the metadata
+    /// region (reaping into `done` when the queue is full); the caller
+    /// reaps the rest.
+    fn submit_copies(&mut self, bytes: &[u8], done: &mut Vec<Completion>) -> Result<()> {
+        for offset in self.meta_copies_of(self.log_offset) {
+            for (i, piece) in bytes.chunks(CHUNK_SIZE_BYTES_MAX).enumerate() {
+                let mut buf = crate::device::IoBuf::standalone(piece.len())?;
+                buf.as_mut_slice().copy_from_slice(piece);
+                if self.dev.in_flight() == STORE_QUEUE_DEPTH {
+                    self.dev.reap(1, done)?;
+                }
+                let at = offset + (i * CHUNK_SIZE_BYTES_MAX) as u64;
+                self.dev.submit(IoOp { token: u64::MAX, kind: IoKind::Write { offset: at, buf, fua: false } })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A put's payload as `Payload` records, each filling a log block.
+fn payload_pieces(key: &[u8], meta: &ShardMeta, data: &[u8]) -> Vec<LogRecord> {
+    let step = meta::payload_piece_bytes_max(key.len());
+    let mut out = Vec::new();
+    for c in 0..meta.chunk_count() {
+        let start = c * CHUNK_SIZE_BYTES_MAX;
+        let payload = &data[start..start + chunk_len(meta.size, c)];
+        // An empty payload still gets its (empty) piece: the chunk record's
+        // header is completed like any other.
+        let pieces: Vec<&[u8]> = if payload.is_empty() { vec![payload] } else { payload.chunks(step).collect() };
+        for (p, piece) in pieces.into_iter().enumerate() {
+            out.push(LogRecord::Payload {
+                key: key.to_vec(),
+                sequence: meta.sequence,
+                chunk: c as u32,
+                offset: (p * step) as u32,
+                bytes: piece.to_vec(),
+            });
+        }
+    }
+    out
 }

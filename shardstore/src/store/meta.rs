@@ -66,6 +66,19 @@ const TAG_SCRUBBED: u8 = 5;
 const TAG_DAMAGED: u8 = 6;
 const TAG_TOMBSTONE: u8 = 7;
 const TAG_PURGE: u8 = 8;
+const TAG_PAYLOAD: u8 = 9;
+
+/// Bytes of a `Payload` record other than its piece of payload: tag, key
+/// length, key, sequence, chunk, offset and length.
+pub fn payload_record_overhead_bytes(key_len: usize) -> usize {
+    1 + 1 + key_len + 8 + 4 + 4 + 4
+}
+
+/// The largest piece of a chunk's payload one `Payload` record carries for
+/// a key of this length: the record fills a log block.
+pub fn payload_piece_bytes_max(key_len: usize) -> usize {
+    LOG_PAYLOAD_BYTES_MAX - payload_record_overhead_bytes(key_len)
+}
 
 /// Where one chunk record lives, and the CRC32C its payload must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -212,6 +225,19 @@ pub enum LogRecord {
         key: Vec<u8>,
         sequence: u64,
     },
+    /// A piece of chunk `chunk`'s payload of the shard put at `sequence`,
+    /// `offset` bytes into the chunk. A put made durable by one flush
+    /// (data and log written together) logs its payload this way before
+    /// its `Put`: if the chunk record in the extent does not verify at
+    /// the next open (torn by a crash before the flush, or damaged since),
+    /// it is rewritten from these pieces. Replay changes nothing for it.
+    Payload {
+        key: Vec<u8>,
+        sequence: u64,
+        chunk: u32,
+        offset: u32,
+        bytes: Vec<u8>,
+    },
 }
 
 /// Where the background scrubber is in its passes over the extents.
@@ -308,6 +334,15 @@ impl LogRecord {
                 out.push(if matches!(self, LogRecord::Tombstone { .. }) { TAG_TOMBSTONE } else { TAG_PURGE });
                 put_key(out, key);
                 out.extend_from_slice(&sequence.to_le_bytes());
+            }
+            LogRecord::Payload { key, sequence, chunk, offset, bytes } => {
+                out.push(TAG_PAYLOAD);
+                put_key(out, key);
+                out.extend_from_slice(&sequence.to_le_bytes());
+                out.extend_from_slice(&chunk.to_le_bytes());
+                out.extend_from_slice(&offset.to_le_bytes());
+                out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                out.extend_from_slice(bytes);
             }
         }
     }
@@ -413,6 +448,14 @@ impl<'a> Reader<'a> {
             TAG_DAMAGED => Some(LogRecord::Damaged { key: self.key()?, damage: self.damage()? }),
             TAG_TOMBSTONE => Some(LogRecord::Tombstone { key: self.key()?, sequence: self.u64()? }),
             TAG_PURGE => Some(LogRecord::Purge { key: self.key()?, sequence: self.u64()? }),
+            TAG_PAYLOAD => {
+                let (key, sequence, chunk, offset) = (self.key()?, self.u64()?, self.u32()?, self.u32()?);
+                // The length is checked against the bytes left before
+                // anything is allocated for it.
+                let len = self.u32()? as usize;
+                let bytes = self.take(len)?.to_vec();
+                Some(LogRecord::Payload { key, sequence, chunk, offset, bytes })
+            }
             _ => None,
         }
     }

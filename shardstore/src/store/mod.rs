@@ -26,6 +26,7 @@ pub mod record;
 mod recovery;
 mod repair;
 pub mod scrub;
+mod tail;
 pub mod thread;
 
 pub(crate) use checkpoint::write_initial_checkpoint;
@@ -61,6 +62,12 @@ pub const RESERVE_EXTENTS_COUNT: u32 = 2;
 pub const STORE_QUEUE_DEPTH: usize = 32;
 /// Operations in one group commit at most.
 pub const BATCH_OPS_MAX: usize = 1024;
+/// Payload bytes up to which a group commit is made durable by one flush
+/// (chunk records, a copy of their payload in the log, and the log written
+/// together). A larger batch writes its data, flushes, writes the log and
+/// flushes again: its time goes to moving bytes, and copying them into the
+/// log would cost more than the second flush saves.
+pub const ONE_FLUSH_BATCH_BYTES_MAX: u64 = 64 * 1024;
 
 const _: () = assert!(SHARD_SIZE_BYTES_MAX % CHUNK_SIZE_BYTES_MAX as u64 == 0);
 const _: () = assert!(
@@ -262,6 +269,10 @@ pub struct Store {
     stuck: Option<(u32, u32, u32)>,
     /// What reclamation did since open (see [`ReclaimCounts`]).
     reclaim_counts: ReclaimCounts,
+    /// Keys whose chunk records open rewrote from the log (`tail.rs`).
+    completed_at_open: Vec<String>,
+    /// Group commits made durable by one flush since open.
+    one_flush_commits: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -332,6 +343,8 @@ impl Store {
                     self.damaged.insert(key.clone(), *damage);
                 }
             }
+            // Read by recovery for the last log write only (`complete_tail`).
+            LogRecord::Payload { .. } => {}
         }
     }
 

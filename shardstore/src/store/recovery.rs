@@ -3,6 +3,7 @@
 //! against the layout before its numbers index anything (a violation is
 //! `Corruption` with the offset, never a panic).
 
+use super::tail::Tail;
 use super::{
     chunk_count, encode_checkpoint, key_text, meta, read_bytes, record_blocks, record_size_bytes, scrub, superblock,
     validate_key, write_bytes, BlockDevice, BlockDeviceExt, BufferPool, CheckpointHeader, Error, ExtentInfo,
@@ -96,6 +97,8 @@ impl Store {
             plan: None,
             stuck: None,
             reclaim_counts: ReclaimCounts::default(),
+            completed_at_open: Vec::new(),
+            one_flush_commits: 0,
         };
         // Fixed buffers when the kernel allows: no read or write pins the
         // pool's pages again.
@@ -120,8 +123,9 @@ impl Store {
         if !r.is_empty() {
             return Err(corrupt("checkpoint trailing bytes".to_owned(), half_offset));
         }
-        store.replay_log(half_offset + half_size, &mut repairs)?;
+        let tail = store.replay_log(half_offset + half_size, &mut repairs)?;
         store.repair_metadata(repairs, read_only)?;
+        store.complete_tail(tail, read_only)?;
         store.extents.recovered();
         store.checkpoint_bytes = encode_checkpoint(&store.checkpoint_state(0), &store.index).len() as u64;
         // From now on a crash must be visible at the next open.
@@ -140,11 +144,13 @@ impl Store {
     /// the log is whole in every copy again. The log ends at the first
     /// block no copy continues: a torn tail, unless a later block proves
     /// otherwise (see `lost_block`).
-    pub(super) fn replay_log(&mut self, half_end: u64, repairs: &mut Vec<MetaRepair>) -> Result<()> {
+    /// Returns the payload copies of the last log write (see `tail.rs`).
+    pub(super) fn replay_log(&mut self, half_end: u64, repairs: &mut Vec<MetaRepair>) -> Result<Tail> {
         const READ_BLOCKS: u64 = 64;
         let mut mismatched = Vec::new();
         // Where the last log write replayed began.
         let mut last_write_start = 0;
+        let mut tail = Tail::default();
         'outer: while self.log_offset < half_end {
             let n = ((half_end - self.log_offset) / BLOCK_SIZE_BYTES).min(READ_BLOCKS);
             let len = (n * BLOCK_SIZE_BYTES) as usize;
@@ -165,8 +171,11 @@ impl Store {
                     break 'outer;
                 };
                 let bad: Vec<usize> = (0..blocks.len()).filter(|&c| decoded[c].is_none()).collect();
-                last_write_start =
-                    self.log_index.saturating_sub(u64::from(meta::log_block_write_position(blocks[good])));
+                let position = meta::log_block_write_position(blocks[good]);
+                last_write_start = self.log_index.saturating_sub(u64::from(position));
+                if position == 0 {
+                    tail.restart();
+                }
                 for c in bad {
                     mismatched.push((self.log_index, c, blocks[good].to_vec()));
                 }
@@ -177,6 +186,7 @@ impl Store {
                         what: format!("log block {}: {what}", self.log_index),
                         offset: self.log_offset,
                     })?;
+                    tail.note(record);
                     self.apply(record);
                 }
                 self.log_offset += BLOCK_SIZE_BYTES;
@@ -201,7 +211,7 @@ impl Store {
                 damage: !crash_tail,
             });
         }
-        Ok(())
+        Ok(tail)
     }
 
     /// No copy continues the chain at the log's end position. After a
@@ -330,6 +340,18 @@ impl Store {
             | LogRecord::Damaged { key, .. }
             | LogRecord::Tombstone { key, .. }
             | LogRecord::Purge { key, .. } => validate_key(key).map_err(|e| e.to_string()),
+            LogRecord::Payload { key, chunk, offset, bytes, .. } => {
+                validate_key(key).map_err(|e| e.to_string())?;
+                if *chunk as usize >= meta::CHUNKS_PER_SHARD_MAX
+                    || *offset as usize + bytes.len() > CHUNK_SIZE_BYTES_MAX
+                {
+                    return Err(format!(
+                        "payload piece of chunk {chunk} at {offset}+{} outside any chunk",
+                        bytes.len()
+                    ));
+                }
+                Ok(())
+            }
             LogRecord::Relocate { key, sequence, chunk, to } => {
                 let Some(m) = self.index.get(key).filter(|m| m.sequence == *sequence) else {
                     // Replaced or deleted since: the record changes nothing.
