@@ -291,7 +291,45 @@ impl Harness {
                     })
                     .collect();
                 ops.extend(deletes.iter().map(|&k| Op::Delete { key: KEYS[k].as_bytes().to_vec() }));
-                let results = self.store().commit(&ops);
+                // Gets of every key outside the batch start while the
+                // commit waits for its writes (as the store thread starts
+                // them) and must answer what the model held before it.
+                let outside: Vec<usize> =
+                    (0..KEYS.len()).filter(|&k| !ops.iter().any(|op| op.key() == KEYS[k].as_bytes())).collect();
+                let mut started: Option<Vec<(usize, Result<(), Error>)>> = None;
+                let mut finished = Vec::new();
+                let mut pump = |store: &mut Store| {
+                    if started.is_none() {
+                        let s =
+                            outside.iter().map(|&k| (k, store.start_get(k as u64, KEYS[k].as_bytes(), 0, u64::MAX)));
+                        started = Some(s.collect());
+                    }
+                    store.submit_gets(&mut finished);
+                };
+                let results = self.store().commit_with(&ops, &mut pump);
+                while self.store().gets_pending() {
+                    self.store().poll_gets(true, &mut finished).unwrap();
+                }
+                self.store().take_finished_gets(&mut finished);
+                let mut answers: BTreeMap<usize, Result<Vec<u8>, Error>> =
+                    finished.into_iter().map(|(id, r)| (id as usize, r)).collect();
+                for (k, start) in started.unwrap_or_default() {
+                    let key = KEYS[k].as_bytes();
+                    let answer = match start {
+                        Ok(()) => answers.remove(&k).expect("every started get finishes"),
+                        Err(e) => Err(e),
+                    };
+                    match (self.model.get(key), answer) {
+                        (Some(want), Ok(bytes)) => {
+                            assert!(!self.rotted.contains(key) && &bytes == want, "get of {key:?} during a commit");
+                        }
+                        (Some(_), Err(Error::Corruption { .. })) if self.rotted.contains(key) => {}
+                        (None, Err(Error::NotFound(_))) => {}
+                        (want, got) => {
+                            panic!("get {key:?} during a commit: model {:?}, store {got:?}", want.map(Vec::len))
+                        }
+                    }
+                }
                 for (op, r) in ops.into_iter().zip(results) {
                     match op {
                         Op::Put { key, data, .. } => self.apply_put(&key, data.to_vec(), &r),

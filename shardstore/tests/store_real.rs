@@ -89,3 +89,78 @@ fn thousands_of_puts_survive_restarts_on_a_real_file() {
     assert!(!store.opened_clean(), "an abandoned store is not taken for a clean one");
     verify(&mut store, &model);
 }
+
+/// Gets keep flowing while a group commit's writes and flush are in
+/// flight: gets of other keys sent after a large put are answered before
+/// the put is acknowledged (before, every get waited for the whole
+/// commit). A get of the key being put is held for the commit when it
+/// arrives during it, and never sees anything but nothing or the new
+/// bytes.
+#[test]
+fn gets_are_answered_while_a_commit_is_in_flight() {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("store.img");
+    std::fs::File::create(&path).unwrap().set_len(1 << 30).unwrap();
+    {
+        let mut dev = device::open(&path, &OpenOptions::default()).unwrap();
+        format(&mut dev, &FormatOptions { extent_size_bytes: Some(16 << 20), ..FormatOptions::default() }).unwrap();
+    }
+    let dev = device::open(&path, &OpenOptions::default()).unwrap();
+    let (store, join) = shardstore::store::thread::spawn(Box::new(dev)).unwrap();
+    let small = |i: u8| vec![i; 4096];
+    for i in 0..8u8 {
+        store.put(format!("small/{i}").as_bytes(), small(i)).unwrap();
+    }
+    let order: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut rng = Rng::new(7);
+    let big: Vec<u8> = (0..64 << 20).map(|_| rng.next_u64() as u8).collect();
+    let o = Arc::clone(&order);
+    store
+        .submit_put(b"big".to_vec(), big.clone(), None, move |r| {
+            r.unwrap();
+            o.lock().unwrap().push("put".to_owned());
+        })
+        .unwrap();
+    for i in 0..8u8 {
+        let o = Arc::clone(&order);
+        store
+            .submit_get(format!("small/{i}").into_bytes(), 0, u64::MAX, move |r| {
+                assert_eq!(r.unwrap(), small(i));
+                o.lock().unwrap().push(format!("get {i}"));
+            })
+            .unwrap();
+    }
+    let o = Arc::clone(&order);
+    let head = big[..4096].to_vec();
+    store
+        .submit_get(b"big".to_vec(), 0, 4096, move |r| {
+            let seen = match r {
+                Ok(bytes) => {
+                    assert!(bytes == head, "a get of the key being put returned other bytes");
+                    "get big: new"
+                }
+                Err(shardstore::error::Error::NotFound(_)) => "get big: absent",
+                Err(e) => panic!("a get of the key being put failed: {e}"),
+            };
+            o.lock().unwrap().push(seen.to_owned());
+        })
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while order.lock().unwrap().len() < 10 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let order = order.lock().unwrap().clone();
+    assert_eq!(order.len(), 10, "every request answered within a minute: {order:?}");
+    let put_at = order.iter().position(|e| e == "put").unwrap();
+    let gets_done = order.iter().filter(|e| e.starts_with("get ") && !e.starts_with("get big")).count();
+    assert!(
+        order[..put_at].iter().filter(|e| e.starts_with("get ") && !e.starts_with("get big")).count() == gets_done,
+        "gets of other keys waited for the commit: {order:?}"
+    );
+    let big_at = order.iter().position(|e| e.starts_with("get big")).unwrap();
+    assert!(order[big_at] == "get big: absent" || big_at > put_at, "new bytes before the ack: {order:?}");
+    assert_eq!(store.get(b"big").unwrap(), big);
+    store.close().unwrap();
+    join.join().unwrap();
+}

@@ -5,30 +5,38 @@
 
 use super::{
     chunk_count, chunk_len, combine_crcs, key_text, meta, record, record_blocks, record_size_bytes, superblock,
-    validate_key, BlockDeviceExt, Completion, Error, HashMap, IoKind, IoOp, LogRecord, Op, RecordHeader, Result,
-    ShardMeta, Store, BATCH_OPS_MAX, BLOCK, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX, LOG_PAYLOAD_BYTES_MAX,
+    validate_key, Completion, Error, HashMap, IoKind, IoOp, LogRecord, Op, ReadToken, RecordHeader, Result, ShardMeta,
+    Store, BATCH_OPS_MAX, BLOCK, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX, COMMIT_LOG_OP, LOG_PAYLOAD_BYTES_MAX,
     ONE_FLUSH_BATCH_BYTES_MAX, RESERVE_EXTENTS_COUNT, SHARD_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
 };
 
-/// Data writes of one commit in flight: their completions, which
-/// operations had a write fail, and whether anything was written.
+/// A group commit's own operations on the device: how many are in
+/// flight, which of the batch's operations had a write fail, why a log
+/// write or a flush failed, and whether any data was written.
 pub(super) struct WriteBatch {
-    pub(super) out: Vec<Completion>,
+    outstanding: usize,
     pub(super) failed: Vec<bool>,
+    batch_failure: Option<String>,
     pub(super) any_data: bool,
+    scratch: Vec<Completion>,
 }
 
 impl WriteBatch {
-    pub(super) fn collect_failures(&mut self) {
-        for c in self.out.drain(..) {
-            if c.result.is_err() {
-                if let Some(failed) = self.failed.get_mut(c.token as usize) {
-                    *failed = true;
-                }
-            }
+    pub(super) fn new(ops: usize) -> WriteBatch {
+        WriteBatch {
+            outstanding: 0,
+            failed: vec![false; ops],
+            batch_failure: None,
+            any_data: false,
+            scratch: Vec::with_capacity(STORE_QUEUE_DEPTH),
         }
     }
 }
+
+/// What a commit runs while it waits for the device: the store thread
+/// answers finished gets and starts new ones there, so reads keep
+/// flowing through a commit's writes and flushes.
+pub type Pump<'a> = &'a mut dyn FnMut(&mut Store);
 
 /// Bytes of one index entry in a checkpoint: key length, key, sequence,
 /// size, CRC, time, chunk count, 12 bytes per locator.
@@ -37,9 +45,7 @@ pub(super) fn entry_len(key: &[u8], chunks: usize) -> u64 {
 }
 
 pub(super) fn op_key(op: &Op) -> String {
-    match op {
-        Op::Put { key, .. } | Op::Delete { key } | Op::Tombstone { key, .. } | Op::Purge { key, .. } => key_text(key),
-    }
+    key_text(op.key())
 }
 
 pub(super) fn finish(results: Vec<Option<Result<()>>>, default: impl Fn(usize) -> Result<()>) -> Vec<Result<()>> {
@@ -67,8 +73,17 @@ impl Store {
     /// Runs a batch of writes as one group commit and returns one result
     /// per operation, in order. Each is acknowledged only when durable.
     pub fn commit(&mut self, ops: &[Op]) -> Vec<Result<()>> {
+        self.commit_with(ops, &mut |_| {})
+    }
+
+    /// As [`Store::commit`], running `pump` each time the commit's I/O
+    /// completes something while it waits for its writes and flushes.
+    /// `pump` may start and finish gets (never of a key in the batch: the
+    /// caller holds those back until the commit answers) and must not
+    /// commit.
+    pub fn commit_with(&mut self, ops: &[Op], pump: Pump<'_>) -> Vec<Result<()>> {
         let started = std::time::Instant::now();
-        let results = self.commit_batch(ops);
+        let results = self.commit_batch(ops, pump);
         self.counters.commit_latency.record(started.elapsed(), Self::batch_bytes(ops));
         if results.iter().any(|r| matches!(r, Err(Error::Io { .. } | Error::Poisoned { .. }))) {
             self.counters.io_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -76,8 +91,11 @@ impl Store {
         results
     }
 
-    pub(super) fn commit_batch(&mut self, ops: &[Op]) -> Vec<Result<()>> {
+    pub(super) fn commit_batch(&mut self, ops: &[Op], pump: Pump<'_>) -> Vec<Result<()>> {
         assert!(ops.len() <= BATCH_OPS_MAX, "batch of {} operations exceeds {BATCH_OPS_MAX}", ops.len());
+        // Gets started while the previous commit waited finish first: no
+        // get outlives the commit after the one it started in, so none
+        // reads an extent that a later commit reset and reused.
         self.quiesce();
         // The last resort: with free extents down to the reserve, whole
         // extents are evacuated before the batch (a failure here leaves
@@ -99,8 +117,7 @@ impl Store {
         let mut results: Vec<Option<Result<()>>> = (0..ops.len()).map(|_| None).collect();
         let mut staged: Vec<Option<LogRecord>> = (0..ops.len()).map(|_| None).collect();
         let mut exists: HashMap<&[u8], bool> = HashMap::new();
-        let mut writes =
-            WriteBatch { out: Vec::with_capacity(STORE_QUEUE_DEPTH), failed: vec![false; ops.len()], any_data: false };
+        let mut writes = WriteBatch::new(ops.len());
         let now = superblock::now_unix_ms();
 
         for (i, op) in ops.iter().enumerate() {
@@ -147,19 +164,16 @@ impl Store {
         // log moves them, which is the two-flush path's order.
         let relocated = reclaimed.iter().any(|r| matches!(r, LogRecord::Relocate { .. }));
         if !relocated && Self::batch_bytes(ops) <= ONE_FLUSH_BATCH_BYTES_MAX {
-            if let Some(done) = self.commit_one_flush(ops, &reclaimed, &mut staged, &mut results, &mut writes) {
+            if let Some(done) = self.commit_one_flush(ops, &reclaimed, &mut staged, &mut results, &mut writes, pump) {
                 return done;
             }
         }
-        while self.dev.in_flight() > 0 {
-            if let Err(e) = self.dev.reap(self.dev.in_flight(), &mut writes.out) {
-                let err = self.fail(&format!("reaping writes failed: {e}"));
-                return finish(results, |_| {
-                    Err(Error::Poisoned { device: err.to_string(), op: crate::error::OpKind::Write })
-                });
-            }
+        if let Err(e) = self.await_commit_io(&mut writes, pump) {
+            let err = self.fail(&format!("reaping writes failed: {e}"));
+            return finish(results, |_| {
+                Err(Error::Poisoned { device: err.to_string(), op: crate::error::OpKind::Write })
+            });
         }
-        writes.collect_failures();
         for (i, failed) in writes.failed.iter().enumerate() {
             if *failed && results[i].is_none() {
                 staged[i] = None;
@@ -173,7 +187,7 @@ impl Store {
             }
         }
         if writes.any_data || relocated {
-            if let Err(e) = self.dev.flush() {
+            if let Err(e) = self.flush_commit(&mut writes, pump) {
                 let err = self.fail(&format!("flush failed: {e}"));
                 return finish(results, |_| {
                     Err(Error::Poisoned { device: err.to_string(), op: crate::error::OpKind::Flush })
@@ -188,7 +202,7 @@ impl Store {
             .chain(staged.into_iter().enumerate().filter_map(|(i, r)| r.map(|r| (i, r))))
             .collect();
         if !records.is_empty() {
-            if let Err(e) = self.make_durable(&records) {
+            if let Err(e) = self.log_records(&records, &mut writes, pump) {
                 for (i, _) in records.iter().filter(|(i, _)| *i != usize::MAX) {
                     results[*i] = Some(Err(match &e {
                         Error::NoSpace(m) => Error::NoSpace(m.clone()),
@@ -199,6 +213,73 @@ impl Store {
             }
         }
         finish(results, |_| Ok(()))
+    }
+
+    /// Submits one of the commit's writes or flushes (for operation `op`
+    /// of the batch, or `COMMIT_LOG_OP`), first making room on the device
+    /// when the queue is full.
+    fn submit_commit_io(&mut self, op: u32, kind: IoKind, writes: &mut WriteBatch) -> Result<()> {
+        if self.dev.in_flight() >= STORE_QUEUE_DEPTH {
+            self.reap_commit_io(writes)?;
+        }
+        self.dev.submit(IoOp { token: ReadToken::Commit { op }.encode(), kind })?;
+        writes.outstanding += 1;
+        Ok(())
+    }
+
+    /// Waits for at least one completion. The commit's own are counted off
+    /// (a failure noted against its operation, or the batch); reads go to
+    /// the read pipeline and are verified at once, their gets left finished
+    /// for the thread to answer.
+    fn reap_commit_io(&mut self, writes: &mut WriteBatch) -> Result<()> {
+        let mut got = std::mem::take(&mut writes.scratch);
+        let reaped = self.dev.reap(1, &mut got);
+        for c in got.drain(..) {
+            match ReadToken::decode(c.token) {
+                ReadToken::Commit { op } => {
+                    writes.outstanding -= 1;
+                    if let Err(e) = c.result {
+                        match writes.failed.get_mut(op as usize) {
+                            Some(failed) => *failed = true,
+                            None => {
+                                writes.batch_failure.get_or_insert(e.to_string());
+                            }
+                        }
+                    }
+                }
+                _ => self.reads.reaped_elsewhere(c),
+            }
+        }
+        writes.scratch = got;
+        self.finish_reaped_reads();
+        reaped.map(drop)
+    }
+
+    /// Waits until every operation the commit submitted has completed,
+    /// running `pump` after each completion.
+    fn await_commit_io(&mut self, writes: &mut WriteBatch, pump: Pump<'_>) -> Result<()> {
+        while writes.outstanding > 0 {
+            self.reap_commit_io(writes)?;
+            pump(self);
+        }
+        Ok(())
+    }
+
+    /// One flush, pumping while it runs; fails if it (or a log write
+    /// before it) failed.
+    fn flush_commit(&mut self, writes: &mut WriteBatch, pump: Pump<'_>) -> Result<()> {
+        self.submit_commit_io(COMMIT_LOG_OP, IoKind::Flush, writes)?;
+        self.await_commit_io(writes, pump)?;
+        match writes.batch_failure.take() {
+            None => Ok(()),
+            Some(why) => Err(Error::Io {
+                device: self.name.clone(),
+                op: crate::error::OpKind::Flush,
+                offset: 0,
+                len: 0,
+                cause: std::io::Error::other(why),
+            }),
+        }
     }
 
     /// Checks a put and submits its chunk records (reaped by the caller);
@@ -242,13 +323,12 @@ impl Store {
         for c in 0..count {
             let start = c * CHUNK_SIZE_BYTES_MAX;
             let payload = &data[start..start + chunk_len(size, c)];
-            if self.dev.in_flight() == STORE_QUEUE_DEPTH {
-                if let Err(e) = self.dev.reap(1, &mut writes.out) {
+            if self.dev.in_flight() >= STORE_QUEUE_DEPTH {
+                if let Err(e) = self.reap_commit_io(writes) {
                     // The ring itself failed: nothing more can be written.
                     return Err(self.fail(&format!("reaping writes failed: {e}")));
                 }
             }
-            writes.collect_failures();
             let len = record_size_bytes(key.len(), payload.len()) as usize;
             let Some(mut buf) = self.pool.take(len) else {
                 return Err(self.fail("no free I/O buffer with a queue slot free (buffers lost to a failed ring)"));
@@ -286,7 +366,7 @@ impl Store {
             header.encode_header(buf.as_mut_slice());
             loc.crc = payload_crc;
             let offset = self.locator_offset(loc);
-            self.dev.submit(IoOp { token: i as u64, kind: IoKind::Write { offset, buf, fua: false } })?;
+            self.submit_commit_io(i as u32, IoKind::Write { offset, buf, fua: false }, writes)?;
             writes.any_data = true;
             chunks.push(loc);
         }
@@ -294,17 +374,37 @@ impl Store {
     }
 
     /// Logs `records` (already backed by durable data) and applies them.
-    /// When the log half is full, a checkpoint takes the log's place.
+    /// When the log half is full, a checkpoint takes the log's place. For
+    /// the paths that log outside a commit (scrub, reclamation): every read
+    /// still in flight finishes first.
     pub(super) fn make_durable(&mut self, records: &[(usize, LogRecord)]) -> Result<()> {
-        // The log is written one operation at a time: every read still in
-        // flight (a get, a scrub window) finishes first, whichever path
-        // (commit, scrub, reclamation) logs.
         self.quiesce();
+        self.log_records(records, &mut WriteBatch::new(0), &mut |_| {})
+    }
+
+    /// Writes `records` as one log write to every copy of the metadata
+    /// region and flushes (pumping while it waits), then applies them; or
+    /// applies them and checkpoints when the log half is full. A failed
+    /// log write or flush fails the store.
+    fn log_records(&mut self, records: &[(usize, LogRecord)], writes: &mut WriteBatch, pump: Pump<'_>) -> Result<()> {
         self.check_usable()?;
         let projected = self.projected_checkpoint_bytes(records.iter().map(|(_, r)| r))?;
         let blocks = pack(records.iter().map(|(_, r)| r));
         if self.log_has_room(blocks.len()) {
-            self.write_log_blocks(&blocks)?;
+            let (bytes, crc) = self.encode_log(&blocks);
+            // Every copy at once, then one flush for all of them: the batch
+            // is acknowledged when all are durable. A log write is never
+            // started before the previous one's flush completed, which is
+            // what recovery's argument rests on (docs/format.md, "Metadata
+            // that survives rot", and "Group commit" for the last write).
+            let written = self.submit_log_copies(&bytes, writes).and_then(|()| self.flush_commit(writes, pump));
+            if let Err(e) = written {
+                // Whatever was submitted completes first: the device owns
+                // those buffers until then.
+                let _ = self.await_commit_io(writes, pump);
+                return Err(self.fail(&format!("log write failed: {e}")));
+            }
+            self.advance_log(bytes.len(), blocks.len(), crc);
             for (_, r) in records {
                 self.apply(r);
             }
@@ -383,6 +483,7 @@ impl Store {
         staged: &mut [Option<LogRecord>],
         results: &mut [Option<Result<()>>],
         writes: &mut WriteBatch,
+        pump: Pump<'_>,
     ) -> Option<Vec<Result<()>>> {
         let mut pieces: Vec<Vec<LogRecord>> = (0..ops.len()).map(|_| Vec::new()).collect();
         for (i, record) in staged.iter().enumerate() {
@@ -406,13 +507,11 @@ impl Store {
             let results = results.iter_mut().map(Option::take).collect();
             Some(finish(results, |_| Err(Error::Poisoned { device: err.to_string(), op })))
         };
-        let submitted = self.submit_copies(&bytes, &mut writes.out);
+        let submitted = self.submit_log_copies(&bytes, writes);
         // Whatever was submitted completes before anything returns: the
         // device owns those buffers until then.
-        while self.dev.in_flight() > 0 {
-            if let Err(e) = self.dev.reap(self.dev.in_flight(), &mut writes.out) {
-                return poisoned(self, format!("reaping writes failed: {e}"), crate::error::OpKind::Write);
-            }
+        if let Err(e) = self.await_commit_io(writes, pump) {
+            return poisoned(self, format!("reaping writes failed: {e}"), crate::error::OpKind::Write);
         }
         if let Err(e) = submitted {
             return poisoned(self, format!("log write failed: {e}"), crate::error::OpKind::Write);
@@ -421,11 +520,11 @@ impl Store {
         // be answered for that operation alone: the store stops, and the
         // next open completes the put from the log's copy or finds the
         // log without it (old or new, never anything else).
-        if let Some(failed) = writes.out.iter().find_map(|c| c.result.as_ref().err()) {
-            let what = format!("a write of a one-flush commit failed: {failed}");
-            return poisoned(self, what, crate::error::OpKind::Write);
+        if writes.failed.iter().any(|f| *f) || writes.batch_failure.is_some() {
+            let why = writes.batch_failure.take().unwrap_or_else(|| "a chunk write failed".to_owned());
+            return poisoned(self, format!("a write of a one-flush commit failed: {why}"), crate::error::OpKind::Write);
         }
-        if let Err(e) = self.dev.flush() {
+        if let Err(e) = self.flush_commit(writes, pump) {
             return poisoned(self, format!("flush failed: {e}"), crate::error::OpKind::Flush);
         }
         self.advance_log(bytes.len(), blocks.len(), crc);
@@ -436,21 +535,6 @@ impl Store {
         self.one_flush_commits += 1;
         let results = results.iter_mut().map(Option::take).collect();
         Some(finish(results, |_| Ok(())))
-    }
-
-    pub(super) fn write_log_blocks(&mut self, blocks: &[(u32, Vec<u8>)]) -> Result<()> {
-        let (bytes, crc) = self.encode_log(blocks);
-        // Every copy at once, then one flush for all of them: the batch is
-        // acknowledged when all are durable, at the cost of one write and
-        // one flush rather than one barrier per copy. A log write is never
-        // started before the previous one completed in every copy, which
-        // is what recovery's argument rests on (docs/format.md, "Metadata
-        // that survives rot").
-        if let Err(e) = self.write_copies(&bytes) {
-            return Err(self.fail(&format!("log write failed: {e}")));
-        }
-        self.advance_log(bytes.len(), blocks.len(), crc);
-        Ok(())
     }
 
     /// Encodes log block payloads as the blocks that continue the chain;
@@ -479,38 +563,15 @@ impl Store {
         self.log_prev_crc = crc;
     }
 
-    /// Writes `bytes` at the log's end in every copy of the metadata
-    /// region, all in flight at once, waits for every one, then flushes
-    /// once so that all are durable.
-    fn write_copies(&mut self, bytes: &[u8]) -> Result<()> {
-        debug_assert_eq!(self.dev.in_flight(), 0, "log writes start on an idle device");
-        let mut done = Vec::new();
-        let submitted = self.submit_copies(bytes, &mut done);
-        // Whatever was submitted completes before anything returns: the
-        // device owns those buffers until then.
-        while self.dev.in_flight() > 0 {
-            if let Err(e) = self.dev.reap(self.dev.in_flight(), &mut done) {
-                return Err(submitted.err().unwrap_or(e));
-            }
-        }
-        submitted?;
-        done.into_iter().try_for_each(|c| c.result)?;
-        self.dev.flush()
-    }
-
     /// Submits `bytes` at the log's end in every copy of the metadata
-    /// region (reaping into `done` when the queue is full); the caller
-    /// reaps the rest.
-    fn submit_copies(&mut self, bytes: &[u8], done: &mut Vec<Completion>) -> Result<()> {
+    /// region; the caller waits for them.
+    fn submit_log_copies(&mut self, bytes: &[u8], writes: &mut WriteBatch) -> Result<()> {
         for offset in self.meta_copies_of(self.log_offset) {
             for (i, piece) in bytes.chunks(CHUNK_SIZE_BYTES_MAX).enumerate() {
                 let mut buf = crate::device::IoBuf::standalone(piece.len())?;
                 buf.as_mut_slice().copy_from_slice(piece);
-                if self.dev.in_flight() == STORE_QUEUE_DEPTH {
-                    self.dev.reap(1, done)?;
-                }
                 let at = offset + (i * CHUNK_SIZE_BYTES_MAX) as u64;
-                self.dev.submit(IoOp { token: u64::MAX, kind: IoKind::Write { offset: at, buf, fua: false } })?;
+                self.submit_commit_io(COMMIT_LOG_OP, IoKind::Write { offset: at, buf, fua: false }, writes)?;
             }
         }
         Ok(())

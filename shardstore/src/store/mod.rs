@@ -31,10 +31,11 @@ pub mod thread;
 
 pub(crate) use checkpoint::write_initial_checkpoint;
 use checkpoint::{encode_checkpoint, read_bytes, write_bytes};
+pub use commit::Pump;
 pub use extents::ExtentInfo;
 use extents::ExtentTable;
 pub use reads::FinishedGet;
-use reads::{ReadPipeline, ReadToken};
+use reads::{ReadPipeline, ReadToken, COMMIT_LOG_OP};
 use reclaim::ReclaimPlan;
 pub use reclaim::{ReclaimCounts, RECLAIM_AHEAD_EXTENTS_COUNT, RECLAIM_STEP_BYTES_MAX};
 use repair::RepairList;
@@ -122,6 +123,13 @@ impl Op {
     /// A put without a CRC from its sender (the store computes its own).
     pub fn put(key: impl Into<Vec<u8>>, data: impl Into<Bytes>) -> Op {
         Op::Put { key: key.into(), data: data.into(), crc32c: None, version: None }
+    }
+
+    /// The key the operation writes.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key } | Op::Tombstone { key, .. } | Op::Purge { key, .. } => key,
+        }
     }
 }
 

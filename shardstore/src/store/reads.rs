@@ -32,14 +32,32 @@ pub type FinishedGet = (u64, Result<Vec<u8>>);
 /// chunk of a get in progress, or a scrub window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ReadToken {
-    Get { slot: u32, chunk: u32 },
-    Scrub { window: u32 },
+    Get {
+        slot: u32,
+        chunk: u32,
+    },
+    Scrub {
+        window: u32,
+    },
+    /// Not a read: a group commit's own write or flush, for operation
+    /// `op` of its batch (`COMMIT_LOG_OP` for log writes and flushes).
+    /// Gets keep flowing while a commit waits, so its completions and
+    /// theirs come back from the same ring.
+    Commit {
+        op: u32,
+    },
 }
 
+/// The `Commit` token's operation for writes and flushes that belong to
+/// the whole batch rather than one of its operations.
+pub(super) const COMMIT_LOG_OP: u32 = u32::MAX;
+
 impl ReadToken {
-    /// The top bit tells a scrub window from a get; a get's slot takes the
-    /// next 31 bits, its chunk the low 32.
+    /// The top bit tells a get (clear) from the rest; the next bit a
+    /// scrub window (clear) from a commit's own operation. A get's slot
+    /// takes the 31 bits below the top, its chunk the low 32.
     const SCRUB_BIT: u64 = 1 << 63;
+    const COMMIT_BIT: u64 = 1 << 62;
 
     pub(super) fn encode(self) -> u64 {
         match self {
@@ -48,14 +66,17 @@ impl ReadToken {
                 (u64::from(slot) << 32) | u64::from(chunk)
             }
             ReadToken::Scrub { window } => Self::SCRUB_BIT | u64::from(window),
+            ReadToken::Commit { op } => Self::SCRUB_BIT | Self::COMMIT_BIT | u64::from(op),
         }
     }
 
     pub(super) fn decode(token: u64) -> ReadToken {
-        if token & Self::SCRUB_BIT != 0 {
+        if token & Self::SCRUB_BIT == 0 {
+            ReadToken::Get { slot: (token >> 32) as u32, chunk: token as u32 }
+        } else if token & Self::COMMIT_BIT == 0 {
             ReadToken::Scrub { window: token as u32 }
         } else {
-            ReadToken::Get { slot: (token >> 32) as u32, chunk: token as u32 }
+            ReadToken::Commit { op: token as u32 }
         }
     }
 }
@@ -73,6 +94,12 @@ pub(super) struct ReadPipeline {
 }
 
 impl ReadPipeline {
+    /// A read's completion reaped by a path other than the read path's
+    /// own (a commit waiting for its writes).
+    pub(super) fn reaped_elsewhere(&mut self, c: Completion) {
+        self.completions.push(c);
+    }
+
     pub(super) fn new() -> ReadPipeline {
         ReadPipeline { completions: Vec::with_capacity(STORE_QUEUE_DEPTH), ..ReadPipeline::default() }
     }
@@ -269,9 +296,18 @@ impl Store {
                 let result = self.verify_chunk(slot, chunk as usize, c);
                 self.finish_chunk(slot, result);
             }
+            ReadToken::Commit { .. } => unreachable!("a commit's completions are routed to it, never to reads"),
         }
         done.append(&mut self.reads.finished);
         true
+    }
+
+    /// Verifies the reads a commit reaped while it waited for its own
+    /// writes, finishing their gets (taken by `take_finished_gets`).
+    pub(super) fn finish_reaped_reads(&mut self) {
+        let mut finished = Vec::new();
+        while self.finish_next_read(&mut finished) {}
+        self.reads.finished.append(&mut finished);
     }
 
     /// Gets that finished while a commit or checkpoint drained the device.
@@ -401,6 +437,8 @@ mod tests {
             ReadToken::Get { slot: 0, chunk: u32::MAX },
             ReadToken::Get { slot: (1 << 31) - 1, chunk: 63 },
             ReadToken::Scrub { window: 0 },
+            ReadToken::Commit { op: 0 },
+            ReadToken::Commit { op: super::COMMIT_LOG_OP },
             ReadToken::Scrub { window: u32::MAX },
         ];
         let encoded: Vec<u64> = tokens.iter().map(|t| t.encode()).collect();

@@ -11,6 +11,7 @@
 //! scrubber (`scrub.rs`) takes a step whenever it asks to: its reads share
 //! the ring with the gets but only take the room the gets leave.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
@@ -256,7 +257,20 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             }
         }
         if !ops.is_empty() {
-            let results = store.commit(&ops);
+            // Gets keep flowing while the commit's writes and flushes are
+            // in flight: each time the commit's I/O completes something,
+            // finished gets are answered and newly arrived ones started;
+            // only gets of keys in the batch wait for it (they then see
+            // what it wrote).
+            let batch_keys: HashSet<&[u8]> = ops.iter().map(Op::key).collect();
+            let mut pump = |store: &mut Store| {
+                store.take_finished_gets(&mut finished);
+                get_replies.answer_all(&mut finished);
+                start_arrived_gets(store, rx, &mut get_replies, &mut pending, &wake.stats, &batch_keys);
+                store.submit_gets(&mut finished);
+                get_replies.answer_all(&mut finished);
+            };
+            let results = store.commit_with(&ops, &mut pump);
             wake.stats.commits.fetch_add(1, Ordering::Relaxed);
             wake.stats.committed_ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
             usage_dirty = true;
@@ -330,7 +344,7 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                     continue;
                 }
                 get_replies.answer_all(&mut finished);
-                start_arrived_gets(&mut store, rx, &mut get_replies, &mut pending, &wake.stats);
+                start_arrived_gets(&mut store, rx, &mut get_replies, &mut pending, &wake.stats, &HashSet::new());
                 store.submit_gets(&mut finished);
                 get_replies.answer_all(&mut finished);
             }
@@ -339,17 +353,19 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
     let _ = store.close_in_place();
 }
 
-/// Starts the gets waiting in the queue, at most a device queue's worth
-/// per call (so a flood of gets cannot keep the thread from finishing the
-/// reads it has); other requests go to `pending` for the next turn of the
-/// loop. Reordering is safe: a get overtakes only writes not yet
-/// acknowledged, which it may or may not see.
+/// Starts the gets (and reads) waiting in the queue, at most a device
+/// queue's worth per call (so a flood of gets cannot keep the thread from
+/// finishing the reads it has); other requests, and gets of a key in
+/// `held` (the batch a commit in progress writes), go to `pending` for the
+/// next turn of the loop. Reordering is safe: a get overtakes only writes
+/// not yet acknowledged, which it may or may not see.
 fn start_arrived_gets(
     store: &mut Store,
     rx: &Receiver<Request>,
     replies: &mut Replies,
     pending: &mut Vec<Request>,
     stats: &StoreStats,
+    held: &HashSet<&[u8]>,
 ) {
     for _ in 0..STORE_QUEUE_DEPTH {
         if pending.len() >= BATCH_OPS_MAX {
@@ -357,9 +373,13 @@ fn start_arrived_gets(
         }
         let Ok(request) = rx.try_recv() else { return };
         match request {
-            Request::Get { key, offset, len, reply } => {
+            Request::Get { key, offset, len, reply } if !held.contains(key.as_slice()) => {
                 stats.queued.fetch_sub(1, Ordering::Relaxed);
                 replies.start(store, &key, offset, len, reply);
+            }
+            Request::Read { key, range, reply } if !held.contains(key.as_slice()) => {
+                stats.queued.fetch_sub(1, Ordering::Relaxed);
+                read(store, replies, &key, range, reply);
             }
             // Still counted as queued until the loop takes it from `pending`.
             other => pending.push(other),
