@@ -169,8 +169,13 @@ pub struct JobSpec {
     pub filename: Option<PathBuf>,
     pub rw: Rw,
     pub rwmixread: u32,
-    /// The largest I/O (the only one unless `bsrange`/`bssplit`).
+    /// The largest I/O (the only one unless `bsrange`/`bssplit`); with
+    /// `bs_write`, the size of reads.
     pub bs: u64,
+    /// fio's second `bs` value (`bs=4k,1m`): the size of writes when it
+    /// differs from reads (`--target=store`: gets of `bs`-byte shards
+    /// while puts write `bs_write`-byte shards under keys of their own).
+    pub bs_write: Option<u64>,
     pub sizes: BlockSizes,
     pub iodepth: u32,
     /// fio's `iodepth_batch_submit` (alias `iodepth_batch`): how many
@@ -243,6 +248,7 @@ impl Default for JobSpec {
             rw: Rw::Read,
             rwmixread: 50,
             bs: 4096,
+            bs_write: None,
             sizes: BlockSizes::Fixed(4096),
             iodepth: 1,
             iodepth_batch_submit: 1,
@@ -524,9 +530,14 @@ fn apply(job: &mut JobSpec, key: &str, value: &str) -> Result<(), String> {
         "rwmixread" => job.rwmixread = parse_u32(key, value, 0, 100)?,
         "rwmixwrite" => job.rwmixread = 100 - parse_u32(key, value, 0, 100)?,
         "bs" | "blocksize" => {
-            let bs = parse_block_size("bs", value)?;
+            let (read, write) = match value.split_once(',') {
+                Some((read, write)) => (read, Some(write)),
+                None => (value, None),
+            };
+            let bs = parse_block_size("bs", read)?;
             job.bs = bs;
             job.sizes = BlockSizes::Fixed(bs);
+            job.bs_write = write.map(|w| parse_block_size("bs (writes)", w)).transpose()?.filter(|&w| w != bs);
         }
         "bsrange" | "blocksize_range" => {
             no_split_by_direction(key, value)?;
@@ -751,6 +762,15 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
         if job.scrub_only && job.scrub == Scrub::Off {
             return Err(format!("job {:?}: --scrub_only needs --scrub=deadline, max or a rate", job.name));
         }
+        if job.bs_write.is_some() && job.target != Target::Store {
+            return Err(format!(
+                "job {:?}: separate read and write block sizes (bs=R,W) are for --target=store",
+                job.name
+            ));
+        }
+        if job.bs_write.is_some_and(|w| w > shardstore::store::SHARD_SIZE_BYTES_MAX) {
+            return Err(format!("job {:?}: bs for writes exceeds the largest shard", job.name));
+        }
         if matches!(job.target, Target::Store | Target::Agent) && job.bs > shardstore::store::SHARD_SIZE_BYTES_MAX {
             return Err(format!("job {:?}: bs {} exceeds the largest shard", job.name, job.bs));
         }
@@ -956,6 +976,8 @@ mod tests {
             ("--name=a --filename=/d --target=store --rate=1m", "rate/rate_iops is for --target=device"),
             ("--name=a --filename=/d --target=store --fdatasync=1", "every put is durable"),
             ("--name=a --filename=/d --target=store --bsrange=4k-8k", "bsrange/bssplit is for --target=device"),
+            ("--name=a --filename=/d --bs=4k,1m", "bs=R,W) are for --target=store"),
+            ("--name=a --filename=/d --target=store --bs=4k,x", "option bs (writes)"),
             ("--name=a --filename=/d --crash-test", "--crash-test is for --target=store"),
             ("--name=a --filename=/d --target=store --crash-test", "--crash-test writes"),
             ("--name=a --filename=/d --target=store --crash-test=pull", "option crash-test: unsupported mode"),

@@ -27,6 +27,12 @@ fn key(job: &str, n: u64) -> Vec<u8> {
     format!("{job}/{n:010}").into_bytes()
 }
 
+/// The key of the `n`th shard a job with its own write size (bs=R,W)
+/// puts: apart from the shards its gets read, which keep their size.
+fn write_key(job: &str, n: u64) -> Vec<u8> {
+    format!("{job}/w/{n:010}").into_bytes()
+}
+
 /// Lays out and formats a store on `path` if it does not exist yet.
 pub(super) fn prepare(path: &Path, spec: &JobSpec) -> anyhow::Result<()> {
     if !path.exists() {
@@ -37,7 +43,11 @@ pub(super) fn prepare(path: &Path, spec: &JobSpec) -> anyhow::Result<()> {
         // holds the index of that many shards.
         let count = (size / spec.bs).max(1);
         let record = shardstore::store::record::record_size_bytes(spec.name.len() + 11, spec.bs as usize);
-        let data = count * record;
+        // Writes of another size (bs=R,W) go to a key set of their own.
+        let written = spec.bs_write.map_or(0, |w| {
+            (size / w).max(1) * shardstore::store::record::record_size_bytes(spec.name.len() + 13, w as usize)
+        });
+        let data = count * record + written;
         let file_size = (data + data / 4 + (512 << 20)).next_multiple_of(1 << 20);
         lay_out(path, file_size).with_context(|| format!("{}: cannot lay out {file_size} bytes", path.display()))?;
         let mut dev = device::open(path, &OpenOptions { queue_depth: 4, ..OpenOptions::default() })?;
@@ -193,7 +203,13 @@ impl Chain {
         let n = if self.spec.rw.is_random() { st.rng.below(self.count) } else { seq % self.count };
         let is_read =
             self.read_percent == 100 || (self.read_percent > 0 && st.rng.below(100) < u64::from(self.read_percent));
-        let k = key(&self.spec.name, n);
+        let k = match self.spec.bs_write {
+            Some(w) if !is_read => {
+                let writes = (self.spec.size.unwrap_or(256 << 20) / w).max(1);
+                write_key(&self.spec.name, if self.spec.rw.is_random() { st.rng.below(writes) } else { seq % writes })
+            }
+            _ => key(&self.spec.name, n),
+        };
         let (me, name, t0) = (Arc::clone(self), k.clone(), Instant::now());
         let done = move |r: shardstore::error::Result<u64>| {
             let ns = t0.elapsed().as_nanos() as u64;
@@ -224,7 +240,7 @@ impl Chain {
         let queued = if is_read {
             self.store.submit_get(k, 0, u64::MAX, move |r| done(r.map(|b| b.len() as u64)))
         } else {
-            let bytes = self.spec.bs;
+            let bytes = self.spec.bs_write.unwrap_or(self.spec.bs);
             self.store.submit_put(k, self.payload.clone(), None, move |r| done(r.map(|()| bytes)))
         };
         if let Err(e) = queued {
@@ -249,7 +265,8 @@ fn client(
 ) -> anyhow::Result<JobResult> {
     let mut rng = Rng::new(spec.randseed ^ job.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     // One buffer, shared by every put of the job (as fio reuses its buffers).
-    let payload: bytes::Bytes = (0..spec.bs).map(|_| rng.next_u64() as u8).collect::<Vec<u8>>().into();
+    let payload: bytes::Bytes =
+        (0..spec.bs_write.unwrap_or(spec.bs)).map(|_| rng.next_u64() as u8).collect::<Vec<u8>>().into();
     start.barrier.wait();
     let ramp_end = start.started.elapsed().as_micros() as u64 + spec.ramp_time_us;
     let chain = Arc::new(Chain {
