@@ -219,7 +219,8 @@ impl Store {
     /// of the batch, or `COMMIT_LOG_OP`), first making room on the device
     /// when the queue is full.
     fn submit_commit_io(&mut self, op: u32, kind: IoKind, writes: &mut WriteBatch) -> Result<()> {
-        if self.dev.in_flight() >= STORE_QUEUE_DEPTH {
+        // A wake-up (a request arrived) ends a wait without freeing a slot.
+        while self.dev.in_flight() >= STORE_QUEUE_DEPTH {
             self.reap_commit_io(writes)?;
         }
         self.dev.submit(IoOp { token: ReadToken::Commit { op }.encode(), kind })?;
@@ -227,13 +228,15 @@ impl Store {
         Ok(())
     }
 
-    /// Waits for at least one completion. The commit's own are counted off
-    /// (a failure noted against its operation, or the batch); reads go to
-    /// the read pipeline and are verified at once, their gets left finished
-    /// for the thread to answer.
+    /// Waits for at least one completion, or for the store's waker (a
+    /// request arriving while the thread waits here: a get must not wait
+    /// for a flush it has nothing to do with). The commit's own are
+    /// counted off (a failure noted against its operation, or the batch);
+    /// reads go to the read pipeline and are verified at once, their gets
+    /// left finished for the thread to answer.
     fn reap_commit_io(&mut self, writes: &mut WriteBatch) -> Result<()> {
         let mut got = std::mem::take(&mut writes.scratch);
-        let reaped = self.dev.reap(1, &mut got);
+        let reaped = self.dev.reap_or_wake(&mut got);
         for c in got.drain(..) {
             match ReadToken::decode(c.token) {
                 ReadToken::Commit { op } => {
@@ -323,7 +326,7 @@ impl Store {
         for c in 0..count {
             let start = c * CHUNK_SIZE_BYTES_MAX;
             let payload = &data[start..start + chunk_len(size, c)];
-            if self.dev.in_flight() >= STORE_QUEUE_DEPTH {
+            while self.dev.in_flight() >= STORE_QUEUE_DEPTH {
                 if let Err(e) = self.reap_commit_io(writes) {
                     // The ring itself failed: nothing more can be written.
                     return Err(self.fail(&format!("reaping writes failed: {e}")));

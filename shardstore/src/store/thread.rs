@@ -263,14 +263,22 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             // only gets of keys in the batch wait for it (they then see
             // what it wrote).
             let batch_keys: HashSet<&[u8]> = ops.iter().map(Op::key).collect();
+            // While the commit waits, `parked` stays set so that a request
+            // arriving then wakes the thread (the device's waker ends the
+            // wait) instead of waiting for the commit's next completion.
             let mut pump = |store: &mut Store| {
                 store.take_finished_gets(&mut finished);
                 get_replies.answer_all(&mut finished);
                 start_arrived_gets(store, rx, &mut get_replies, &mut pending, &wake.stats, &batch_keys);
+                // Set before the last look, so a request sent after it wakes us.
+                wake.parked.store(true, Ordering::SeqCst);
+                start_arrived_gets(store, rx, &mut get_replies, &mut pending, &wake.stats, &batch_keys);
                 store.submit_gets(&mut finished);
                 get_replies.answer_all(&mut finished);
             };
+            wake.parked.store(true, Ordering::SeqCst);
             let results = store.commit_with(&ops, &mut pump);
+            wake.parked.store(false, Ordering::SeqCst);
             wake.stats.commits.fetch_add(1, Ordering::Relaxed);
             wake.stats.committed_ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
             usage_dirty = true;
