@@ -5,6 +5,7 @@
 
 mod admission;
 mod api;
+mod catalog;
 mod ceiling;
 mod cluster;
 mod config;

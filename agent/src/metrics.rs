@@ -23,11 +23,25 @@ const LATENCY_BUCKETS_SECONDS: [f64; 16] =
 /// Installs the process-wide recorder; `None` if one is already installed
 /// (tests that start several apps in one process).
 pub fn install() -> Option<PrometheusHandle> {
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &LATENCY_BUCKETS_SECONDS)
         .ok()?
         .install_recorder()
-        .ok()
+        .ok()?;
+    crate::catalog::describe_all();
+    PROCESS.describe();
+    Some(handle)
+}
+
+/// The standard `process_*` metrics every exporter on a host has (CPU
+/// seconds, resident memory, open and maximum file descriptors, threads,
+/// start time), read from /proc at each scrape.
+static PROCESS: std::sync::LazyLock<metrics_process::Collector> =
+    std::sync::LazyLock::new(metrics_process::Collector::default);
+
+/// Refreshes the process metrics; called by each scrape.
+pub fn collect_process() {
+    PROCESS.collect();
 }
 
 /// What a request was, for its labels.
@@ -141,6 +155,7 @@ fn publish_scrub(device: &str, st: &ScrubStatus) {
     let g = |name: &'static str, v: f64| metrics::gauge!(name, "device" => device.to_owned()).set(v);
     let c = |name: &'static str, v: u64| metrics::counter!(name, "device" => device.to_owned()).absolute(v);
     g("shardnode_scrub_oldest_unverified_seconds", st.oldest_unverified_age_ms.unwrap_or(0) as f64 / 1000.0);
+    g("shardnode_scrub_deadline_seconds", st.deadline_ms as f64 / 1000.0);
     g("shardnode_scrub_rate_bytes", if st.rate_bytes_per_s == u64::MAX { -1.0 } else { st.rate_bytes_per_s as f64 });
     let progress = if st.pass_total_bytes == 0 { 1.0 } else { st.pass_done_bytes as f64 / st.pass_total_bytes as f64 };
     g("shardnode_scrub_pass_progress_ratio", progress);

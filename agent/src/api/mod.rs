@@ -298,6 +298,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     let scrubs = scrub_statuses(&app.node).await;
     crate::metrics::publish_device_gauges(&app.node, &scrubs);
     crate::cluster::routes::publish_metrics(&app);
+    crate::metrics::collect_process();
     match &app.metrics {
         Some(h) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
         None => ApiError::new(StatusCode::NOT_FOUND, "NoSuchRoute", "metrics are not enabled").into_response(),
