@@ -390,3 +390,55 @@ fn scrub_verifies_a_real_image_and_names_every_damaged_place() {
     let text = String::from_utf8(shardctl(&["scrub", p]).stdout).unwrap();
     assert!(text.contains("ChunkChecksum shard \"s/5\"") && text.contains("DAMAGED"), "{text}");
 }
+
+/// Completions and man pages come from the command definitions: bash
+/// loads the completion script and completes subcommands with it; zsh and
+/// fish scripts name every subcommand; `man` writes a page for shardctl
+/// and for every subcommand, each a roff page naming itself.
+#[test]
+fn completions_load_in_bash_and_man_pages_cover_every_subcommand() {
+    let subcommands = ["format", "inspect", "fsck", "scrub", "status", "cluster", "object", "repairs"];
+    let o = shardctl(&["completions", "bash"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("shardctl.bash");
+    std::fs::write(&script, &o.stdout).unwrap();
+    // Complete "shardctl st" as bash would on TAB.
+    let probe = format!(
+        "source {}; COMP_WORDS=(shardctl st); COMP_CWORD=1; COMP_LINE='shardctl st'; COMP_POINT=11; \
+         _shardctl shardctl st shardctl; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        script.display()
+    );
+    let b = Command::new("bash").args(["-c", &probe]).output().unwrap();
+    let offered = String::from_utf8_lossy(&b.stdout);
+    assert!(b.status.success() && offered.lines().any(|l| l == "status"), "bash completion: {offered}{}", stderr(&b));
+    for shell in ["zsh", "fish"] {
+        let o = shardctl(&["completions", shell]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success() && subcommands.iter().all(|s| text.contains(s)), "{shell} completion:\n{text}");
+    }
+    let o = shardctl(&["completions", "tcsh"]);
+    assert_eq!(o.status.code(), Some(2), "an unknown shell is a usage error");
+
+    let man = dir.path().join("man1");
+    let o = shardctl(&["man", "--dir", man.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for page in std::iter::once("shardctl".to_owned()).chain(subcommands.iter().map(|s| format!("shardctl-{s}"))) {
+        let text = std::fs::read_to_string(man.join(format!("{page}.1"))).unwrap_or_else(|e| panic!("{page}.1: {e}"));
+        assert!(text.contains(".TH") && text.contains(&page), "{page}.1 is not its man page:\n{text}");
+    }
+    assert!(man.join("shardctl-cluster-local.1").exists() && man.join("shardctl-object-put.1").exists());
+}
+
+/// Exit codes as docs/cli.md lists them: 0 ok, 1 failure, 2 usage.
+#[test]
+fn exit_codes_follow_the_contract() {
+    assert_eq!(shardctl(&["--version"]).status.code(), Some(0));
+    assert_eq!(shardctl(&["format"]).status.code(), Some(2), "a missing argument");
+    assert_eq!(shardctl(&["status", "--agent", "http://127.0.0.1:9", "--bogus"]).status.code(), Some(2));
+    let o = shardctl(&["status", "--agent", "http://127.0.0.1:9"]);
+    assert_eq!(o.status.code(), Some(1), "nothing listens on port 9: {}", stderr(&o));
+    assert!(stderr(&o).starts_with("shardctl: ") && stderr(&o).lines().count() == 1, "{}", stderr(&o));
+    let about = String::from_utf8_lossy(&shardctl(&["--help"]).stdout).into_owned();
+    assert!(about.starts_with("shardctl, the shardnode admin CLI") && about.contains("Exit codes"), "{about}");
+}

@@ -1,4 +1,4 @@
-//! `shardctl`: format and inspect shardnode devices.
+//! `shardctl`: the shardnode admin CLI (devices, agents, clusters, objects).
 
 use std::process::ExitCode;
 
@@ -16,6 +16,8 @@ fn main() -> ExitCode {
         Command::Cluster(args) => shardnode_tools::shardctl::cluster::run(args),
         Command::Object(args) => shardnode_tools::shardctl::object::run(args),
         Command::Repairs(args) => shardnode_tools::shardctl::repairs::run(args),
+        Command::Completions(args) => shardnode_tools::shardctl::docs::completions(args),
+        Command::Man(args) => shardnode_tools::shardctl::docs::man(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

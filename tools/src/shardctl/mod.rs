@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod cluster_local;
 pub mod cluster_status;
+pub mod docs;
 pub mod format;
 pub mod fsck;
 pub mod inspect;
@@ -13,9 +14,17 @@ pub mod status;
 
 use clap::{Parser, Subcommand};
 
-/// shardnode admin CLI: format, inspect, check and scrub devices.
+/// shardctl, the shardnode admin CLI: format, inspect, check and scrub
+/// devices; watch and steer a running agent; manage a cluster and its
+/// objects. Exit codes: 0 ok, 1 failure, 2 usage, 3 degraded (docs/cli.md).
 #[derive(Debug, Parser)]
-#[command(name = "shardctl", version, about)]
+#[command(
+    name = "shardctl",
+    version,
+    about = "shardctl, the shardnode admin CLI: devices, agents, clusters and objects",
+    long_about = None,
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage error, 3 degraded (a device that needs repair). See docs/cli.md."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -41,6 +50,10 @@ pub enum Command {
     /// What an agent has to repair: damaged shards, the object repair
     /// queue by remaining redundancy, the repair throttle (--rate).
     Repairs(repairs::Args),
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completions(docs::CompletionsArgs),
+    /// Write man pages for shardctl and every subcommand into a directory.
+    Man(docs::ManArgs),
 }
 
 /// A running agent to ask, and how to print its answer (`status`,
