@@ -35,8 +35,17 @@ fn put(c: &TestCluster, via: u32, key: &str, body: &[u8]) -> common::Reply {
 /// agent stopped); the device's path.
 fn flip_on_device(c: &TestCluster, id: u32, needle: &[u8]) -> std::path::PathBuf {
     let device = c.dir.path().join(format!("host-{id}/dev0.img"));
+    // Only in the extents: a small shard's payload also has a copy in the
+    // log (a one-flush commit's), which is metadata, not the shard.
+    let layout = {
+        let options = shardstore::device::OpenOptions { read_only: true, exclusive: false, ..Default::default() };
+        let mut dev = shardstore::device::open(&device, &options).unwrap();
+        shardstore::superblock::open(&mut dev, false).unwrap().superblock.layout
+    };
     let mut bytes = std::fs::read(&device).unwrap();
-    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("the shard's bytes are on the device");
+    let extents = &bytes[layout.data_offset as usize..layout.data_end() as usize];
+    let at = layout.data_offset as usize
+        + extents.windows(needle.len()).position(|w| w == needle).expect("the shard's bytes are in an extent");
     bytes[at + 3] ^= 0x01;
     std::fs::write(&device, &bytes).unwrap();
     device
