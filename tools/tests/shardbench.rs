@@ -28,7 +28,7 @@ fn ensure_fio() -> bool {
     match Command::new(script).status() {
         Ok(s) if s.success() => true,
         other => {
-            eprintln!("SKIP fio comparison: fio is not installed and could not be installed ({other:?})");
+            skip(&format!("fio comparison: fio is not installed and could not be installed ({other:?})"));
             false
         }
     }
@@ -156,7 +156,7 @@ fn bad_options_are_named_and_refused() {
 #[test]
 fn registered_buffers_fall_back_when_memlock_is_refused() {
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIP registered_buffers_fall_back_when_memlock_is_refused: needs root to run as nobody");
+        skip("registered_buffers_fall_back_when_memlock_is_refused: needs root to run as nobody");
         return;
     }
     let dir = tempfile::tempdir_in("/tmp").unwrap();
@@ -375,4 +375,12 @@ fn crash_tests_find_every_acknowledged_put() {
             assert!(checked > 0, "{round}");
         }
     }
+}
+
+/// A missing prerequisite: a failure under CI (`CI` set, as `.ci/run`
+/// sets it: there every prerequisite must be present), else a skip said
+/// on stderr.
+fn skip(why: &str) {
+    assert!(std::env::var_os("CI").is_none(), "prerequisite missing under CI: {why}");
+    eprintln!("SKIPPED: {why}");
 }
