@@ -134,25 +134,54 @@ fn online(url: &str, args: &Args) -> anyhow::Result<u8> {
     Ok(if action == "status" && damaged { exit::FAILURE } else { exit::OK })
 }
 
+/// Where the scrubber stands against its deadline, in words an operator
+/// reads at a glance: "on schedule" while the oldest unverified byte is
+/// under 80% of the deadline (or nothing is stored), "behind" from there,
+/// "PAST THE DEADLINE" beyond it; a paused scrubber says so first.
+pub fn schedule(s: &serde_json::Value) -> String {
+    let deadline = s["deadline_seconds"].as_f64();
+    let deadline_text = deadline.map_or("?".to_owned(), human_duration);
+    let paused = if s["state"].as_str() == Some("paused") { "paused; " } else { "" };
+    let Some(age) = s["oldest_unverified_age_seconds"].as_f64() else {
+        return format!("{paused}on schedule: nothing stored to verify (deadline {deadline_text})");
+    };
+    let share = deadline.filter(|d| *d > 0.0).map_or(0.0, |d| age / d);
+    let word = match share {
+        x if x >= 1.0 => "PAST THE DEADLINE",
+        x if x >= 0.8 => "behind",
+        _ => "on schedule",
+    };
+    format!(
+        "{paused}{word}: oldest unverified byte {} old, {:.0}% of the {deadline_text} deadline",
+        human_duration(age),
+        share * 100.0
+    )
+}
+
 /// One device's scrub status (the agent's `scrub` object), for people.
 pub fn print_device_scrub(s: &serde_json::Value) {
-    let age = s["oldest_unverified_age_seconds"].as_f64().map_or("nothing stored".to_owned(), human_duration);
-    let deadline = s["deadline_seconds"].as_f64().map_or("?".to_owned(), human_duration);
-    println!("  oldest unverified byte  {age} (deadline {deadline})");
+    println!("  verification            {}", schedule(s));
     let p = &s["pass"];
+    let total = p["total_bytes"].as_u64().unwrap_or(0);
     let eta = p["eta_unix_seconds"].as_f64().map_or("-".to_owned(), |t| format!("in {}", human_duration(t - now_s())));
-    println!(
-        "  pass                    {:.1}% of {} (next extent {}), ends {eta}",
-        p["progress"].as_f64().unwrap_or(0.0) * 100.0,
-        human_bytes(p["total_bytes"].as_u64().unwrap_or(0)),
-        p["next_extent"]
+    if total == 0 {
+        println!("  pass                    nothing to verify yet");
+    } else {
+        println!(
+            "  pass                    {:.1}% of {} (next extent {}), paced to end {eta}",
+            p["progress"].as_f64().unwrap_or(0.0) * 100.0,
+            human_bytes(total),
+            p["next_extent"]
+        );
+    }
+    let rate = s["rate_bytes_per_second"]
+        .as_u64()
+        .map_or("unthrottled".to_owned(), |r| format!("{}/s, what the deadline needs", human_bytes(r)));
+    let last = s["last_pass_unix_seconds"].as_f64().map_or_else(
+        || "none complete yet".to_owned(),
+        |t| format!("last complete {} ago", human_duration(now_s() - t)),
     );
-    let rate =
-        s["rate_bytes_per_second"].as_u64().map_or("unthrottled".to_owned(), |r| format!("{}/s", human_bytes(r)));
-    let last = s["last_pass_unix_seconds"]
-        .as_f64()
-        .map_or("never".to_owned(), |t| format!("{} ago", human_duration(now_s() - t)));
-    println!("  rate                    {rate}; passes {}, last complete {last}", s["passes"]);
+    println!("  rate                    {rate}; passes {}, {last}", s["passes"]);
     println!(
         "  verified                {}; read errors {}; damaged shards {}",
         human_bytes(s["verified_bytes"].as_u64().unwrap_or(0)),
@@ -192,5 +221,29 @@ pub fn human_duration(s: f64) -> String {
         60..3600 => format!("{}m {}s", whole / 60, whole % 60),
         3600..86400 => format!("{}h {}m", whole / 3600, whole % 3600 / 60),
         _ => format!("{}d {}h", whole / 86400, whole % 86400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::schedule;
+
+    #[test]
+    fn an_idle_or_young_node_reads_as_on_schedule_and_a_late_one_does_not() {
+        let day = 86_400.0;
+        let at = |age: Option<f64>, state: &str| {
+            schedule(&json!({ "deadline_seconds": 14.0 * day, "oldest_unverified_age_seconds": age, "state": state }))
+        };
+        assert_eq!(at(None, "running"), "on schedule: nothing stored to verify (deadline 14d 0h)");
+        assert!(
+            at(Some(3.0 * 3600.0), "running").starts_with("on schedule: oldest unverified byte 3h"),
+            "{}",
+            at(Some(3.0 * 3600.0), "running")
+        );
+        assert!(at(Some(12.0 * day), "running").starts_with("behind: "), "{}", at(Some(12.0 * day), "running"));
+        assert!(at(Some(15.0 * day), "running").starts_with("PAST THE DEADLINE: "));
+        assert!(at(Some(day), "paused").starts_with("paused; on schedule"));
     }
 }
