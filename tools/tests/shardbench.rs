@@ -384,3 +384,25 @@ fn skip(why: &str) {
     assert!(std::env::var_os("CI").is_none(), "prerequisite missing under CI: {why}");
     eprintln!("SKIPPED: {why}");
 }
+
+/// The example job file that ships in benches/jobs runs as it is: every
+/// job, in order, each with its figures.
+#[test]
+fn the_shipped_example_job_file_runs() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../benches/jobs/store-example.fio");
+    let o = Command::new(env!("CARGO_BIN_EXE_shardbench"))
+        .args(["--output-format=json", example])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let jobs = v["jobs"].as_array().unwrap();
+    let names: Vec<&str> = jobs.iter().map(|j| j["jobname"].as_str().unwrap()).collect();
+    assert_eq!(names, ["durable-puts", "gets", "gets-during-puts"]);
+    assert!(jobs[0]["write"]["iops"].as_f64().unwrap() > 0.0);
+    assert!(jobs[1]["read"]["iops"].as_f64().unwrap() > 0.0);
+    assert!(jobs[2]["read"]["iops"].as_f64().unwrap() > 0.0 && jobs[2]["write"]["bw_bytes"].as_u64().unwrap() > 0);
+    assert!(dir.path().join("shardbench-example.img").exists(), "the store file in the current directory");
+}
