@@ -83,6 +83,25 @@ fn keygen_sign_and_verify_a_roster() {
     let o = verify(&signed);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("valid signature"), "{}", text(&o));
+    let o = shardctl(&["cluster", "verify", signed.to_str().unwrap(), "--pub", public.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!(
+        (v["valid_signature"].as_bool(), v["hosts"].as_u64(), v["epoch"].as_u64()),
+        (Some(true), Some(2), Some(1))
+    );
+    let again = dir.path().join("again.signed");
+    let o = shardctl(&[
+        "cluster",
+        "sign",
+        roster.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!((v["signed"].as_bool(), v["failure_domains"].as_u64()), (Some(true), Some(2)), "{v}");
 
     // An edited signed roster no longer verifies.
     let tampered = dir.path().join("tampered");
@@ -194,6 +213,11 @@ fn objects_round_trip_through_shardctl() {
     let o = shardctl(&["object", "put", "--agent", "http://127.0.31.3:7482", "dir/file.bin", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("coded"), "{}", text(&o));
+    let o =
+        shardctl(&["object", "put", "--agent", "http://127.0.31.3:7482", "dir/j", file.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!(v["key"], "dir/j");
+    assert!(v["version"].is_string() && v["layout"].is_string() && v["crc32c"].is_string(), "{v}");
     // shardbench's objects target against the same cluster.
     let o = Command::new(env!("CARGO_BIN_EXE_shardbench"))
         .args(["--name=objs", "--target=objects", "--url=http://127.0.31.4:7482", "--rw=randread", "--bs=512k"])

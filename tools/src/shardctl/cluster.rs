@@ -45,6 +45,9 @@ pub enum ClusterCommand {
         /// Where to write the signed roster (default: ROSTER.signed).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Machine-readable output: what was signed, as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// The cluster as one agent sees it: hosts, states, devices, space.
     Status(super::cluster_status::Args),
@@ -57,14 +60,17 @@ pub enum ClusterCommand {
         /// The operator's public key file.
         #[arg(long = "pub")]
         public: PathBuf,
+        /// Machine-readable output: the roster's summary, as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 pub fn run(args: &Args) -> anyhow::Result<u8> {
     match &args.command {
         ClusterCommand::Keygen { dir } => keygen(dir),
-        ClusterCommand::Sign { roster, key, out } => sign(roster, key, out.as_deref()),
-        ClusterCommand::Verify { signed, public } => verify(signed, public),
+        ClusterCommand::Sign { roster, key, out, json } => sign(roster, key, out.as_deref(), *json),
+        ClusterCommand::Verify { signed, public, json } => verify(signed, public, *json),
         ClusterCommand::Status(a) => super::cluster_status::run(a),
         ClusterCommand::Local(a) => super::cluster_local::run(a),
     }
@@ -113,34 +119,54 @@ pub(super) fn keygen(dir: &Path) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-pub(super) fn sign(roster: &Path, key: &Path, out: Option<&Path>) -> anyhow::Result<u8> {
+pub(super) fn sign(roster: &Path, key: &Path, out: Option<&Path>, json: bool) -> anyhow::Result<u8> {
     let text = std::fs::read_to_string(roster).with_context(|| format!("reading {}", roster.display()))?;
     let signing = keys::load_signing_key(key)?;
     let signed = SignedRoster::sign(&text, &signing).with_context(|| format!("{}", roster.display()))?;
     let out = out.map_or_else(|| PathBuf::from(format!("{}.signed", roster.display())), Path::to_path_buf);
     std::fs::write(&out, &signed.bytes).with_context(|| format!("writing {}", out.display()))?;
-    println!(
-        "signed {}: cluster {} epoch {}, {} hosts in {} failure domains -> {}",
-        roster.display(),
-        signed.roster.cluster,
-        signed.roster.epoch,
-        signed.roster.hosts.len(),
-        signed.roster.domains().len(),
-        out.display()
-    );
+    if json {
+        println!("{}", summary(&signed, &out, "signed"));
+    } else {
+        println!(
+            "signed {}: cluster {} epoch {}, {} hosts in {} failure domains -> {}",
+            roster.display(),
+            signed.roster.cluster,
+            signed.roster.epoch,
+            signed.roster.hosts.len(),
+            signed.roster.domains().len(),
+            out.display()
+        );
+    }
     Ok(exit::OK)
 }
 
-fn verify(signed: &Path, public: &Path) -> anyhow::Result<u8> {
+/// A signed roster's summary as JSON (`sign --json`, `verify --json`).
+fn summary(s: &SignedRoster, file: &Path, what: &str) -> serde_json::Value {
+    serde_json::json!({
+        "file": file.display().to_string(),
+        what: true,
+        "cluster": s.roster.cluster,
+        "epoch": s.roster.epoch,
+        "hosts": s.roster.hosts.len(),
+        "failure_domains": s.roster.domains().len(),
+    })
+}
+
+fn verify(signed: &Path, public: &Path, json: bool) -> anyhow::Result<u8> {
     let key = keys::load_public_key(public)?;
     let s = SignedRoster::load(signed, &key)?;
-    println!(
-        "{}: valid signature; cluster {} epoch {}, {} hosts in {} failure domains",
-        signed.display(),
-        s.roster.cluster,
-        s.roster.epoch,
-        s.roster.hosts.len(),
-        s.roster.domains().len()
-    );
+    if json {
+        println!("{}", summary(&s, signed, "valid_signature"));
+    } else {
+        println!(
+            "{}: valid signature; cluster {} epoch {}, {} hosts in {} failure domains",
+            signed.display(),
+            s.roster.cluster,
+            s.roster.epoch,
+            s.roster.hosts.len(),
+            s.roster.domains().len()
+        );
+    }
     Ok(exit::OK)
 }

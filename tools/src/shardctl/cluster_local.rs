@@ -112,7 +112,7 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     );
     std::fs::write(&doc, roster_text(args.hosts, args.first_ip, args.http_port, args.gossip_port))?;
     let signed = dir.join("roster.signed");
-    super::cluster::sign(&doc, &keys.join("operator.key"), Some(&signed))?;
+    super::cluster::sign(&doc, &keys.join("operator.key"), Some(&signed), false)?;
     let agent = match &args.agent_bin {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("shard-agent"),

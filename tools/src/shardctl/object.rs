@@ -36,6 +36,9 @@ pub enum ObjectCommand {
         key: String,
         /// The file to store; `-` or nothing: standard input.
         file: Option<PathBuf>,
+        /// Machine-readable output: the agent's answer, with the size and CRC sent.
+        #[arg(long)]
+        json: bool,
     },
     /// Write object KEY to FILE (or standard output).
     Get {
@@ -195,7 +198,7 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         call(url, method, key, &headers, body)
     };
     match &args.command {
-        ObjectCommand::Put { agent, key, file } => {
+        ObjectCommand::Put { agent, key, file, json } => {
             let body = if let Some(f) = file.as_ref().filter(|f| f.as_os_str() != "-") {
                 std::fs::read(f).with_context(|| format!("reading {}", f.display()))?
             } else {
@@ -208,7 +211,14 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
             if a.status != 201 {
                 return Err(a.error(&format!("put {key}")));
             }
-            let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap_or_default();
+            let mut v: serde_json::Value = serde_json::from_slice(&a.body).unwrap_or_default();
+            if *json {
+                v["key"] = key.clone().into();
+                v["size"] = body.len().into();
+                v["crc32c"] = crc.into();
+                println!("{v}");
+                return Ok(exit::OK);
+            }
             println!(
                 "stored {key}: {} bytes, crc32c {crc}, version {}, {} in group {}{}",
                 body.len(),
