@@ -450,3 +450,46 @@ fn skip(why: &str) {
     assert!(std::env::var_os("CI").is_none(), "prerequisite missing under CI: {why}");
     eprintln!("SKIPPED: {why}");
 }
+
+/// The install script, staged under a temporary root as a package build
+/// would run it: binaries, the unit (naming the installed agent), the
+/// example configuration, the Prometheus rules, man pages and completion
+/// land where the README says; a second run keeps an edited configuration.
+#[test]
+fn the_install_script_stages_everything_and_keeps_an_edited_config() {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_shardctl")).parent().unwrap().to_path_buf();
+    assert!(bin_dir.join("shard-agent").exists(), "build the workspace first (cargo test --workspace does)");
+    let stage = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/install");
+    let run = || {
+        Command::new(script)
+            .args(["--destdir", stage.path().to_str().unwrap(), "--prefix", "/opt/shardnode", "--bin-dir"])
+            .arg(&bin_dir)
+            .output()
+            .unwrap()
+    };
+    let o = run();
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    let at = |p: &str| stage.path().join(p.trim_start_matches('/'));
+    for file in [
+        "/opt/shardnode/bin/shard-agent",
+        "/opt/shardnode/bin/shardctl",
+        "/opt/shardnode/bin/shardbench",
+        "/etc/shardnode/agent.toml",
+        "/opt/shardnode/share/shardnode/agent.toml.example",
+        "/opt/shardnode/share/shardnode/prometheus/shardnode.rules.yml",
+        "/opt/shardnode/share/man/man1/shardctl.1",
+        "/opt/shardnode/share/man/man1/shardctl-format.1",
+        "/etc/bash_completion.d/shardctl",
+    ] {
+        assert!(at(file).is_file(), "{file} was not installed");
+    }
+    let unit = std::fs::read_to_string(at("/etc/systemd/system/shard-agent.service")).unwrap();
+    assert!(unit.contains("ExecStart=/opt/shardnode/bin/shard-agent --config /etc/shardnode/agent.toml"), "{unit}");
+    let o = Command::new(at("/opt/shardnode/bin/shardctl")).arg("--version").output().unwrap();
+    assert!(o.status.success(), "the installed shardctl runs");
+    std::fs::write(at("/etc/shardnode/agent.toml"), "# edited by the operator\n").unwrap();
+    let o = run();
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("keeping the existing"));
+    assert_eq!(std::fs::read_to_string(at("/etc/shardnode/agent.toml")).unwrap(), "# edited by the operator\n");
+}
