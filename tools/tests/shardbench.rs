@@ -406,3 +406,20 @@ fn the_shipped_example_job_file_runs() {
     assert!(jobs[2]["read"]["iops"].as_f64().unwrap() > 0.0 && jobs[2]["write"]["bw_bytes"].as_u64().unwrap() > 0);
     assert!(dir.path().join("shardbench-example.img").exists(), "the store file in the current directory");
 }
+
+/// `--help` describes every option in groups and points to the reference;
+/// a bad option says what is wrong, then where help is.
+#[test]
+fn help_is_grouped_and_a_bad_option_points_to_it() {
+    let o = Command::new(env!("CARGO_BIN_EXE_shardbench")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    for group in ["Job description", "Target", "I/O type", "Block size", "Time", "Measurements and reporting"] {
+        assert!(help.contains(&format!("\n{group}\n")), "no {group} group:\n{help}");
+    }
+    assert!(help.contains("docs/cli.md") && help.lines().all(|l| l.len() <= 120), "{help}");
+    let o = Command::new(env!("CARGO_BIN_EXE_shardbench")).args(["--name=a", "--bogus=1"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bogus") && err.contains("shardbench --help"), "{err}");
+}

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod crash;
+pub mod help;
 pub mod hist;
 pub mod options;
 pub mod progress;

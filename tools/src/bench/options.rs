@@ -359,6 +359,11 @@ const KNOWN: &[&str] = &[
     "eta",
 ];
 
+/// Every option the parser takes (for `--help`'s test).
+pub fn known_options() -> &'static [&'static str] {
+    KNOWN
+}
+
 /// Options of the command line only (fio's too), not of a job.
 const COMMAND_LINE_ONLY: &[&str] = &["output-format", "eta", "name"];
 

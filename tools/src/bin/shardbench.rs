@@ -1,4 +1,4 @@
-//! `shardbench`: fio-style benchmark of the shardnode device engine.
+//! `shardbench`: fio-style benchmark of the shardnode device engine, store and agent.
 
 use std::process::ExitCode;
 
@@ -7,7 +7,7 @@ use shardnode_tools::bench::{self, options};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{}", options::USAGE);
+        print!("{}", bench::help::HELP);
         return ExitCode::SUCCESS;
     }
     if args.iter().any(|a| a == "--version") {
@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     let invocation = match options::parse_args(args) {
         Ok(inv) => inv,
         Err(e) => {
-            eprintln!("shardbench: {e}\n{}", options::USAGE);
+            eprintln!("shardbench: {e}\n{}\n(shardbench --help describes every option)", options::USAGE);
             return ExitCode::from(2);
         }
     };
