@@ -6,8 +6,8 @@
 use super::{
     chunk_count, chunk_len, combine_crcs, key_text, meta, record, record_blocks, record_size_bytes, superblock,
     validate_key, Completion, Error, HashMap, IoKind, IoOp, LogRecord, Op, ReadToken, RecordHeader, Result, ShardMeta,
-    Store, BATCH_OPS_MAX, BLOCK, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX, COMMIT_LOG_OP, LOG_PAYLOAD_BYTES_MAX,
-    ONE_FLUSH_BATCH_BYTES_MAX, RESERVE_EXTENTS_COUNT, SHARD_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
+    Store, BATCH_OPS_MAX, BLOCK, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX, COMMIT_LOG_OP, LOG_BUFFER_SIZE_BYTES,
+    LOG_PAYLOAD_BYTES_MAX, ONE_FLUSH_BATCH_BYTES_MAX, RESERVE_EXTENTS_COUNT, SHARD_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
 };
 
 /// A group commit's own operations on the device: how many are in
@@ -569,11 +569,17 @@ impl Store {
     /// Submits `bytes` at the log's end in every copy of the metadata
     /// region; the caller waits for them.
     fn submit_log_copies(&mut self, bytes: &[u8], writes: &mut WriteBatch) -> Result<()> {
+        // Pieces of at most one reusable buffer (a small log write, nearly
+        // all of them, is one piece per copy); fresh ones past the pool.
+        let step = if bytes.len() <= LOG_BUFFER_SIZE_BYTES { LOG_BUFFER_SIZE_BYTES } else { CHUNK_SIZE_BYTES_MAX };
         for offset in self.meta_copies_of(self.log_offset) {
-            for (i, piece) in bytes.chunks(CHUNK_SIZE_BYTES_MAX).enumerate() {
-                let mut buf = crate::device::IoBuf::standalone(piece.len())?;
+            for (i, piece) in bytes.chunks(step).enumerate() {
+                let mut buf = match self.log_buffers.take(piece.len()) {
+                    Some(buf) => buf,
+                    None => crate::device::IoBuf::standalone(piece.len())?,
+                };
                 buf.as_mut_slice().copy_from_slice(piece);
-                let at = offset + (i * CHUNK_SIZE_BYTES_MAX) as u64;
+                let at = offset + (i * step) as u64;
                 self.submit_commit_io(COMMIT_LOG_OP, IoKind::Write { offset: at, buf, fua: false }, writes)?;
             }
         }

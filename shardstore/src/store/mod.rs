@@ -63,6 +63,11 @@ pub const RESERVE_EXTENTS_COUNT: u32 = 2;
 pub const STORE_QUEUE_DEPTH: usize = 32;
 /// Operations in one group commit at most.
 pub const BATCH_OPS_MAX: usize = 1024;
+/// Log write buffers kept for reuse: one per copy of the metadata region
+/// for two log writes' worth of 64 KiB pieces; a larger log write (a big
+/// batch) takes fresh ones for the rest.
+pub const LOG_BUFFERS_COUNT: usize = 8;
+pub const LOG_BUFFER_SIZE_BYTES: usize = 64 * 1024;
 /// Payload bytes up to which a group commit is made durable by one flush
 /// (chunk records, a copy of their payload in the log, and the log written
 /// together). A larger batch writes its data, flushes, writes the log and
@@ -281,6 +286,9 @@ pub struct Store {
     completed_at_open: Vec<String>,
     /// Group commits made durable by one flush since open.
     one_flush_commits: u64,
+    /// Aligned buffers for log writes, reused (a fresh mapping per log
+    /// write cost a map and an unmap for each copy of every commit).
+    log_buffers: BufferPool,
 }
 
 impl std::fmt::Debug for Store {
