@@ -23,15 +23,20 @@ fn verify(store: &mut Store, model: &BTreeMap<Vec<u8>, Vec<u8>>) {
     }
 }
 
-#[test]
-fn thousands_of_puts_survive_restarts_on_a_real_file() {
+/// A 1 GiB file formatted with 16 MiB extents, in a directory of its own
+/// (removed when the returned guard drops).
+fn formatted_file() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let path = dir.path().join("store.img");
     std::fs::File::create(&path).unwrap().set_len(1 << 30).unwrap();
-    {
-        let mut dev = device::open(&path, &OpenOptions::default()).unwrap();
-        format(&mut dev, &FormatOptions { extent_size_bytes: Some(16 << 20), ..FormatOptions::default() }).unwrap();
-    }
+    let mut dev = device::open(&path, &OpenOptions::default()).unwrap();
+    format(&mut dev, &FormatOptions { extent_size_bytes: Some(16 << 20), ..FormatOptions::default() }).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn thousands_of_puts_survive_restarts_on_a_real_file() {
+    let (_dir, path) = formatted_file();
     let mut store = open(&path);
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     let mut rng = Rng::new(2026);
@@ -99,13 +104,7 @@ fn thousands_of_puts_survive_restarts_on_a_real_file() {
 #[test]
 fn gets_are_answered_while_a_commit_is_in_flight() {
     use std::sync::{Arc, Mutex};
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let path = dir.path().join("store.img");
-    std::fs::File::create(&path).unwrap().set_len(1 << 30).unwrap();
-    {
-        let mut dev = device::open(&path, &OpenOptions::default()).unwrap();
-        format(&mut dev, &FormatOptions { extent_size_bytes: Some(16 << 20), ..FormatOptions::default() }).unwrap();
-    }
+    let (_dir, path) = formatted_file();
     let dev = device::open(&path, &OpenOptions::default()).unwrap();
     let (store, join) = shardstore::store::thread::spawn(Box::new(dev)).unwrap();
     let small = |i: u8| vec![i; 4096];
