@@ -4,7 +4,7 @@
 use shardstore::device::sim::{Fault, SimConfig, SimDevice, SimHandle};
 use shardstore::error::{Error, OpKind};
 use shardstore::format::{format, FormatOptions};
-use shardstore::store::Store;
+use shardstore::store::{Op, Store};
 
 fn fresh(seed: u64) -> (SimHandle, Store) {
     let mut dev = SimDevice::new(SimConfig::new(64 << 20, seed));
@@ -276,4 +276,36 @@ fn a_put_whose_crc_differs_from_its_bytes_writes_nothing() {
         assert_eq!(store.stat(b"k").unwrap().crc32c, right);
     }
     store.check_invariants();
+}
+
+/// Regression (CI, the sim crash test): a one-flush batch whose log write
+/// is larger than one reusable log buffer (a delete and 8 puts of 4 KiB:
+/// 64 KiB of records, whose payload copies and records make 68 KiB of
+/// log) took a pooled
+/// buffer too small for it and panicked the store thread. Every size of
+/// log write around the buffer's commits, and reads back after a restart.
+#[test]
+fn a_one_flush_log_write_larger_than_a_log_buffer_commits() {
+    let (h, mut store) = fresh(91);
+    for puts in [6usize, 7, 8] {
+        // A delete first: its record takes the head of the log write, so
+        // eight puts' payload copies spill into a 17th block (68 KiB).
+        let victim = format!("victim/{puts}").into_bytes();
+        store.put(&victim, b"x").unwrap();
+        let mut ops = vec![Op::Delete { key: victim }];
+        ops.extend((0..puts).map(|i| Op::put(format!("big/{puts}/{i}").into_bytes(), vec![i as u8; 4096])));
+        let before = store.one_flush_commits();
+        for r in store.commit(&ops) {
+            r.unwrap();
+        }
+        assert_eq!(store.one_flush_commits(), before + 1, "{puts} x 4 KiB is one flush");
+    }
+    drop(store);
+    h.crash_with(|_, _| shardstore::device::sim::Fate::Drop);
+    let mut store = Store::open(Box::new(h.attach())).unwrap();
+    for puts in [6usize, 7, 8] {
+        for i in 0..puts {
+            assert_eq!(store.get(format!("big/{puts}/{i}").as_bytes()).unwrap(), vec![i as u8; 4096]);
+        }
+    }
 }

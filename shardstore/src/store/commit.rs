@@ -574,7 +574,8 @@ impl Store {
         let step = if bytes.len() <= LOG_BUFFER_SIZE_BYTES { LOG_BUFFER_SIZE_BYTES } else { CHUNK_SIZE_BYTES_MAX };
         for offset in self.meta_copies_of(self.log_offset) {
             for (i, piece) in bytes.chunks(step).enumerate() {
-                let mut buf = match self.log_buffers.take(piece.len()) {
+                let pooled = (piece.len() <= LOG_BUFFER_SIZE_BYTES).then(|| self.log_buffers.take(piece.len()));
+                let mut buf = match pooled.flatten() {
                     Some(buf) => buf,
                     None => crate::device::IoBuf::standalone(piece.len())?,
                 };

@@ -68,8 +68,9 @@ pub const BATCH_OPS_MAX: usize = 1024;
 /// batch) takes fresh ones for the rest.
 pub const LOG_BUFFERS_COUNT: usize = 8;
 pub const LOG_BUFFER_SIZE_BYTES: usize = 64 * 1024;
-/// Payload bytes up to which a group commit is made durable by one flush
-/// (chunk records, a copy of their payload in the log, and the log written
+/// Record bytes (payload plus a 4 KiB header block per chunk: eight 4 KiB
+/// puts) up to which a group commit is made durable by one flush (chunk
+/// records, a copy of their payload in the log, and the log written
 /// together). A larger batch writes its data, flushes, writes the log and
 /// flushes again: its time goes to moving bytes, and copying them into the
 /// log would cost more than the second flush saves.

@@ -149,7 +149,9 @@ fn write(
         if busy.is_empty() {
             return;
         }
-        let Ok((n, s, ok)) = rx.recv() else { return };
+        // Bounded: a store thread that died (a panic) answers nothing more,
+        // and its panic then surfaces at its join instead of a hang here.
+        let Ok((n, s, ok)) = rx.recv_timeout(std::time::Duration::from_secs(60)) else { return };
         busy.remove(&n);
         if ok {
             log(true, n, s);
