@@ -589,22 +589,22 @@ impl Store {
 }
 
 /// A put's payload as `Payload` records, each filling a log block.
-fn payload_pieces(key: &[u8], meta: &ShardMeta, data: &[u8]) -> Vec<LogRecord> {
+fn payload_pieces(key: &[u8], meta: &ShardMeta, data: &bytes::Bytes) -> Vec<LogRecord> {
     let step = meta::payload_piece_bytes_max(key.len());
     let mut out = Vec::new();
     for c in 0..meta.chunk_count() {
         let start = c * CHUNK_SIZE_BYTES_MAX;
-        let payload = &data[start..start + chunk_len(meta.size, c)];
+        let len = chunk_len(meta.size, c);
         // An empty payload still gets its (empty) piece: the chunk record's
-        // header is completed like any other.
-        let pieces: Vec<&[u8]> = if payload.is_empty() { vec![payload] } else { payload.chunks(step).collect() };
-        for (p, piece) in pieces.into_iter().enumerate() {
+        // header is completed like any other. Pieces are slices of the
+        // put's buffer: no copy until the log block is encoded.
+        for at in (0..len.max(1)).step_by(step) {
             out.push(LogRecord::Payload {
                 key: key.to_vec(),
                 sequence: meta.sequence,
                 chunk: c as u32,
-                offset: (p * step) as u32,
-                bytes: piece.to_vec(),
+                offset: at as u32,
+                bytes: data.slice(start + at..start + (at + step).min(len)),
             });
         }
     }

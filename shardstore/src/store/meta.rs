@@ -236,7 +236,8 @@ pub enum LogRecord {
         sequence: u64,
         chunk: u32,
         offset: u32,
-        bytes: Vec<u8>,
+        /// A slice of the put's own buffer when written (no copy).
+        bytes: bytes::Bytes,
     },
 }
 
@@ -453,7 +454,7 @@ impl<'a> Reader<'a> {
                 // The length is checked against the bytes left before
                 // anything is allocated for it.
                 let len = self.u32()? as usize;
-                let bytes = self.take(len)?.to_vec();
+                let bytes = bytes::Bytes::copy_from_slice(self.take(len)?);
                 Some(LogRecord::Payload { key, sequence, chunk, offset, bytes })
             }
             _ => None,

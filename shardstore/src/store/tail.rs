@@ -13,7 +13,7 @@ use super::{
 };
 
 /// One chunk's payload pieces: (offset in the chunk, bytes).
-type Pieces = Vec<(u32, Vec<u8>)>;
+type Pieces = Vec<(u32, bytes::Bytes)>;
 
 /// The payload pieces of the log write being replayed, by shard (key and
 /// sequence) and chunk: what recovery needs to complete its puts.
