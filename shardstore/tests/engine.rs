@@ -251,7 +251,7 @@ fn file_holds(path: &Path, offset: u64, bytes: &[u8]) -> bool {
 }
 
 #[test]
-fn operations_reach_the_kernel_when_the_submission_batch_fills() {
+fn operations_reach_the_kernel_when_the_submission_batch_fills_or_at_the_next_reap() {
     let dir = tempfile::tempdir().unwrap();
     let path = make_file(dir.path(), 1 << 20);
     let data = pattern(0, 4096, 7);
@@ -292,4 +292,19 @@ fn operations_reach_the_kernel_when_the_submission_batch_fills() {
     done.clear();
     dev.reap(2, &mut done).unwrap();
     assert!(done.iter().all(|c| c.result.is_ok()));
+    drop(dev);
+
+    // An operation left for the next reap stays in the ring even with the
+    // default batch of one, and the reap that waits for it hands it over.
+    let mut dev = UringDevice::open(&path, &OpenOptions::default()).unwrap();
+    let mut buf = shardstore::device::IoBuf::standalone(4096).unwrap();
+    buf.as_mut_slice().copy_from_slice(&data);
+    dev.submit_with_next_reap(IoOp { token: 1, kind: IoKind::Write { offset: 24576, buf, fua: false } }).unwrap();
+    assert_eq!(dev.in_flight(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!file_holds(&path, 24576, &data), "an operation left for the next reap must not have been submitted");
+    done.clear();
+    assert_eq!(dev.reap(1, &mut done).unwrap(), 1, "the reap submits what waits and waits for it");
+    done[0].result.as_ref().unwrap();
+    assert!(file_holds(&path, 24576, &data));
 }

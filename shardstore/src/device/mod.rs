@@ -164,6 +164,14 @@ pub trait BlockDevice: Send {
     /// handle, or when `queue_depth` operations are already in flight.
     fn submit(&mut self, op: IoOp) -> Result<()>;
 
+    /// Queues one operation like [`BlockDevice::submit`], but leaves it
+    /// for the next [`BlockDevice::reap`] or [`BlockDevice::reap_or_wake`]
+    /// to hand to the kernel: a caller about to wait submits and waits in
+    /// one system call.
+    fn submit_with_next_reap(&mut self, op: IoOp) -> Result<()> {
+        self.submit(op)
+    }
+
     /// Submits everything queued and appends completions to `out`, waiting
     /// until at least `min_complete` (capped at what is in flight) arrived.
     /// Returns how many were appended.

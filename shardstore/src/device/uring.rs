@@ -256,6 +256,32 @@ impl UringDevice {
         }
     }
 
+    /// Puts one operation in the submission queue without entering the
+    /// kernel.
+    fn queue(&mut self, op: IoOp) -> Result<()> {
+        let IoOp { token, mut kind } = op;
+        validate(&self.info, &kind, self.read_only, self.poisoned)?;
+        let Some(slot) = self.free_slots.pop() else {
+            return Err(Error::QueueFull { device: self.info.name.clone(), depth: self.slots.len() });
+        };
+        let entry = self.entry(&mut kind).user_data(u64::from(slot));
+        let op_kind = kind.op();
+        let (offset, len, buf) = kind.into_parts();
+        debug_assert!(self.slots[slot as usize].is_none());
+        self.slots[slot as usize] = Some(InFlight { token, op: op_kind, offset, len, buf });
+        // The submission queue has as many entries as there are slots, so
+        // with a free slot there is always room for the SQE.
+        // SAFETY: the SQE points into the buffer now owned by the slot,
+        // which keeps it alive and untouched until the CQE is reaped; the
+        // fd (or registered index 0) stays open as long as the ring.
+        unsafe {
+            self.ring.submission().push(&entry).expect("submission queue sized to the slot count");
+        }
+        self.queued += 1;
+        self.in_flight += 1;
+        Ok(())
+    }
+
     fn enter(&mut self, want: usize) -> Result<()> {
         if !self.ring_enabled {
             self.ring
@@ -317,26 +343,7 @@ impl BlockDevice for UringDevice {
     }
 
     fn submit(&mut self, op: IoOp) -> Result<()> {
-        let IoOp { token, mut kind } = op;
-        validate(&self.info, &kind, self.read_only, self.poisoned)?;
-        let Some(slot) = self.free_slots.pop() else {
-            return Err(Error::QueueFull { device: self.info.name.clone(), depth: self.slots.len() });
-        };
-        let entry = self.entry(&mut kind).user_data(u64::from(slot));
-        let op_kind = kind.op();
-        let (offset, len, buf) = kind.into_parts();
-        debug_assert!(self.slots[slot as usize].is_none());
-        self.slots[slot as usize] = Some(InFlight { token, op: op_kind, offset, len, buf });
-        // The submission queue has as many entries as there are slots, so
-        // with a free slot there is always room for the SQE.
-        // SAFETY: the SQE points into the buffer now owned by the slot,
-        // which keeps it alive and untouched until the CQE is reaped; the
-        // fd (or registered index 0) stays open as long as the ring.
-        unsafe {
-            self.ring.submission().push(&entry).expect("submission queue sized to the slot count");
-        }
-        self.queued += 1;
-        self.in_flight += 1;
+        self.queue(op)?;
         if self.queued >= self.submit_batch {
             // The operation is accepted either way: if the kernel refuses
             // the enter now, the SQE stays queued and the next enter, in
@@ -345,6 +352,11 @@ impl BlockDevice for UringDevice {
         }
         Ok(())
     }
+
+    fn submit_with_next_reap(&mut self, op: IoOp) -> Result<()> {
+        self.queue(op)
+    }
+
 
     fn reap(&mut self, min_complete: usize, out: &mut Vec<Completion>) -> Result<usize> {
         let want = min_complete.min(self.in_flight);

@@ -202,8 +202,7 @@ impl Store {
     /// completion or a call of the [`Store::waker`]), and appends finished
     /// gets to `done`.
     pub fn poll_gets(&mut self, wait: bool, done: &mut Vec<FinishedGet>) -> Result<()> {
-        self.submit_gets(done);
-        self.reap_gets(wait, done)?;
+        self.submit_and_reap_gets(wait, done)?;
         while self.finish_next_read(done) {}
         Ok(())
     }
@@ -212,6 +211,18 @@ impl Store {
     /// them to the kernel at its next enter at the latest). Gets that end
     /// without I/O go to `done`.
     pub fn submit_gets(&mut self, done: &mut Vec<FinishedGet>) {
+        self.start_reads(done, false);
+    }
+
+    /// [`Store::submit_gets`] then [`Store::reap_gets`], with the new reads
+    /// handed to the kernel by the same system call that waits (one enter
+    /// per turn of a serving loop instead of two).
+    pub fn submit_and_reap_gets(&mut self, wait: bool, done: &mut Vec<FinishedGet>) -> Result<()> {
+        self.start_reads(done, true);
+        self.reap_gets(wait, done)
+    }
+
+    fn start_reads(&mut self, done: &mut Vec<FinishedGet>, with_next_reap: bool) {
         // Reaped reads not yet finished still hold their buffers: a read
         // goes out only when a buffer is free for it.
         while self.dev.in_flight() + self.reads.completions.len() < STORE_QUEUE_DEPTH {
@@ -238,7 +249,10 @@ impl Store {
             let buf = self.pool.take(len).expect("a free buffer for every queue slot");
             let at = self.payload_offset(loc);
             let token = ReadToken::Get { slot, chunk }.encode();
-            if let Err(e) = self.dev.submit(IoOp { token, kind: IoKind::Read { offset: at, buf } }) {
+            let op = IoOp { token, kind: IoKind::Read { offset: at, buf } };
+            let submitted =
+                if with_next_reap { self.dev.submit_with_next_reap(op) } else { self.dev.submit(op) };
+            if let Err(e) = submitted {
                 self.finish_chunk(slot, Err(e));
             }
         }
@@ -406,7 +420,7 @@ impl Store {
         // Finished gets stay in the pipeline for `take_finished_gets`.
         while self.gets_pending() {
             let mut none = Vec::new();
-            self.submit_gets(&mut none);
+            self.start_reads(&mut none, true);
             let reaped = self.reap_reads(true);
             while self.finish_next_read(&mut none) {}
             self.reads.finished.append(&mut none);

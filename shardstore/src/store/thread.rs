@@ -336,8 +336,7 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                 }
                 Err(_) => false,
             };
-            store.submit_gets(&mut finished);
-            if let Err(e) = store.reap_gets(!arrived, &mut finished) {
+            if let Err(e) = store.submit_and_reap_gets(!arrived, &mut finished) {
                 tracing::error!(error = %e, "store read path failed");
             }
             wake.parked.store(false, Ordering::SeqCst);
