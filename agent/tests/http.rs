@@ -177,6 +177,17 @@ fn broken_slow_and_hostile_clients_get_errors_and_store_nothing() {
     let big = format!("GET /healthz HTTP/1.1\r\nhost: t\r\nx-pad: {}\r\n\r\n", "p".repeat(20_000));
     let r = raw(addr, big.as_bytes());
     assert_eq!(r.status, 431);
+    // Over the bound, and over the connection's read buffer (256 KiB)
+    // too: refused by the HTTP layer before it is parsed.
+    let huge = format!("GET /healthz HTTP/1.1\r\nhost: t\r\nx-pad: {}\r\n\r\n", "p".repeat(300_000));
+    let r = raw(addr, huge.as_bytes());
+    assert_eq!(r.status, 431);
+    // Just under the bound: served.
+    let pad = 8192 - "GET /healthz HTTP/1.1\r\nhost: t\r\nx-pad: \r\n\r\n".len();
+    let fits = format!("GET /healthz HTTP/1.1\r\nhost: t\r\nx-pad: {}\r\n\r\n", "p".repeat(pad));
+    assert_eq!(raw(addr, fits.as_bytes()).status, 200);
+    let over = format!("GET /healthz HTTP/1.1\r\nhost: t\r\nx-pad: {}\r\n\r\n", "p".repeat(pad + 1));
+    assert_eq!(raw(addr, over.as_bytes()).status, 431);
 
     // A body shorter than its content-length, then the client goes away.
     {
