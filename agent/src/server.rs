@@ -98,4 +98,3 @@ async fn refuse_large_headers(State(max): State<usize>, req: Request, next: Next
     }
     next.run(req).await
 }
-

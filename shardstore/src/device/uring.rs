@@ -362,7 +362,6 @@ impl BlockDevice for UringDevice {
         self.queue(op)
     }
 
-
     fn reap(&mut self, min_complete: usize, out: &mut Vec<Completion>) -> Result<usize> {
         let want = min_complete.min(self.in_flight);
         let before = out.len();

@@ -250,8 +250,7 @@ impl Store {
             let at = self.payload_offset(loc);
             let token = ReadToken::Get { slot, chunk }.encode();
             let op = IoOp { token, kind: IoKind::Read { offset: at, buf } };
-            let submitted =
-                if with_next_reap { self.dev.submit_with_next_reap(op) } else { self.dev.submit(op) };
+            let submitted = if with_next_reap { self.dev.submit_with_next_reap(op) } else { self.dev.submit(op) };
             if let Err(e) = submitted {
                 self.finish_chunk(slot, Err(e));
             }

@@ -9,10 +9,7 @@ fn fio_command_lines_parse() {
     let inv = parse("--ioengine=io_uring --direct=1 --name=rr --filename=/tmp/x --rw=randread --bs=4k --iodepth 32 --runtime=10 --time_based --output-format=json").unwrap();
     assert_eq!(inv.output_format, OutputFormat::Json);
     let j = &inv.jobs[0];
-    assert_eq!(
-        (j.rw, j.bs, j.iodepth, j.runtime_us, j.time_based),
-        (Rw::RandRead, 4096, 32, Some(10_000_000), true)
-    );
+    assert_eq!((j.rw, j.bs, j.iodepth, j.runtime_us, j.time_based), (Rw::RandRead, 4096, 32, Some(10_000_000), true));
     assert_eq!(j.filename.as_deref(), Some(std::path::Path::new("/tmp/x")));
 }
 
@@ -41,8 +38,7 @@ fn mixes_follow_fio() {
 
 #[test]
 fn job_files_follow_fio() {
-    let text =
-        "; a comment\n[global]\nfilename=/d\nbs=8k\ntime_based\nruntime=5\n\n[reads]\nrw=randread\niodepth=16\n\
+    let text = "; a comment\n[global]\nfilename=/d\nbs=8k\ntime_based\nruntime=5\n\n[reads]\nrw=randread\niodepth=16\n\
                 # another\n[writes]\nrw=write\nbs=1m\n";
     let defaults = JobSpec { ioengine: Engine::Psync, ..JobSpec::default() };
     let jobs = parse_job_file("job.fio", text, &defaults).unwrap();
@@ -121,8 +117,7 @@ fn rates_syncs_and_groups_follow_fio() {
     assert_eq!((j.rate, j.rate_iops), ([1 << 20, 1 << 20], [0, 500]));
     let j = &parse("--name=a --filename=/d --rate=2m,").unwrap().jobs[0];
     assert_eq!(j.rate, [2 << 20, 0]);
-    let j =
-        &parse("--name=a --filename=/d --fdatasync=8 --end_fsync --norandommap --randrepeat=0").unwrap().jobs[0];
+    let j = &parse("--name=a --filename=/d --fdatasync=8 --end_fsync --norandommap --randrepeat=0").unwrap().jobs[0];
     assert_eq!((j.fdatasync, j.fsync, j.end_fsync, j.randommap, j.randrepeat), (8, 0, true, false, false));
     let inv = parse("--filename=/d --name=a --name=b --name=c --stonewall --name=d --output-format=json+").unwrap();
     let sizes: Vec<usize> = super::super::groups(&inv.jobs).iter().map(|g| g.len()).collect();
