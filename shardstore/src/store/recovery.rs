@@ -224,8 +224,14 @@ impl Store {
     /// afterwards; the changes it held are lost. The store refuses to open
     /// rather than serve a state older than what it acknowledged.
     fn lost_block(&mut self) -> Result<()> {
-        let copies = self.meta_copies_of(self.log_offset + BLOCK_SIZE_BYTES);
-        if copies.len() < 2 || copies[0] >= self.half_offset(self.sb.store.half) + self.sb.layout.meta_size_bytes / 2 {
+        // The lost block may be its half's last: no block after it to ask
+        // (the second half's end is the end of the metadata region).
+        let next_at = self.log_offset + BLOCK_SIZE_BYTES;
+        if next_at >= self.half_offset(self.sb.store.half) + self.sb.layout.meta_size_bytes / 2 {
+            return Ok(());
+        }
+        let copies = self.meta_copies_of(next_at);
+        if copies.len() < 2 {
             return Ok(());
         }
         let mut next = Vec::with_capacity(copies.len());
