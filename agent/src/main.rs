@@ -28,14 +28,14 @@ use anyhow::Context;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
+use config::Config;
+use devices::DeviceState;
+
 /// Every HTTP request allocates and frees its parts on whichever worker
 /// runs it; mimalloc's per-thread free lists cost less per request than
 /// glibc's arenas (BENCHMARKS.md, issue 14).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-use config::Config;
-use devices::DeviceState;
 
 /// shardnode storage node agent.
 #[derive(Debug, Parser)]

@@ -216,7 +216,7 @@ impl UringDevice {
                 // a flush always runs on an io-wq worker, and a worker
                 // resolving a registered file takes the ring's submission
                 // lock, spinning while this thread submits or reaps (perf:
-                // a sixth of a single durable writer's CPU).
+                // a sixth of a single durable writer's samples).
                 opcode::Fsync::new(fd).flags(flags).build()
             }
         }
