@@ -81,10 +81,12 @@ const READ_BUFFER_BYTES_MAX: usize = 256 * 1024;
 /// The bytes of a request's head as it came on the wire: the request line
 /// and every header line.
 fn head_bytes(req: &Request) -> usize {
-    let line = req.method().as_str().len()
-        + " ".len()
-        + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
-        + " HTTP/1.1\r\n".len();
+    let uri = req.uri();
+    // Origin form (`/path?query`), or absolute form with scheme and host.
+    let target = uri.scheme_str().map_or(0, |s| s.len() + "://".len())
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len());
+    let line = req.method().as_str().len() + " ".len() + target + " HTTP/1.1\r\n".len();
     let fields: usize = req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
     line + fields + 2
 }
@@ -97,4 +99,28 @@ async fn refuse_large_headers(State(max): State<usize>, req: Request, next: Next
             .into_response();
     }
     next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The count matches the bytes of the head on the wire, in origin and
+    /// absolute form.
+    #[test]
+    fn head_bytes_counts_the_head_as_sent() {
+        for (target, wire) in [
+            ("/v1/shards/a%2Fb?x=1", "GET /v1/shards/a%2Fb?x=1 HTTP/1.1\r\nhost: t\r\nx-pad: pp\r\n\r\n"),
+            ("http://example.com/x", "GET http://example.com/x HTTP/1.1\r\nhost: t\r\nx-pad: pp\r\n\r\n"),
+        ] {
+            let req = Request::builder()
+                .method("GET")
+                .uri(target)
+                .header("host", "t")
+                .header("x-pad", "pp")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            assert_eq!(head_bytes(&req), wire.len(), "{target}");
+        }
+    }
 }

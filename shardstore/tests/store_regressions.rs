@@ -281,8 +281,8 @@ fn a_put_whose_crc_differs_from_its_bytes_writes_nothing() {
 /// Regression (CI, the sim crash test): a one-flush batch whose log write
 /// is larger than one reusable log buffer (a delete and 8 puts of 4 KiB:
 /// 64 KiB of records, whose payload copies and records make 68 KiB of
-/// log) took a pooled
-/// buffer too small for it and panicked the store thread. Every size of
+/// log) took a pooled buffer too small for it and panicked the store
+/// thread. Every size of
 /// log write around the buffer's commits, and reads back after a restart.
 #[test]
 fn a_one_flush_log_write_larger_than_a_log_buffer_commits() {

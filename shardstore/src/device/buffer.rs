@@ -115,6 +115,15 @@ impl BufferPool {
         Some(IoBuf { pool: Arc::clone(&self.inner), slot, ptr, len })
     }
 
+    /// Takes a free slot when `len` fits one; `None` when it does not or
+    /// every slot is in use (the caller then uses a standalone buffer).
+    pub fn take_if_fits(&self, len: usize) -> Option<IoBuf> {
+        if len > self.inner.slot_size {
+            return None;
+        }
+        self.take(len)
+    }
+
     pub fn slot_size(&self) -> usize {
         self.inner.slot_size
     }

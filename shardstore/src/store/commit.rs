@@ -574,8 +574,7 @@ impl Store {
         let step = if bytes.len() <= LOG_BUFFER_SIZE_BYTES { LOG_BUFFER_SIZE_BYTES } else { CHUNK_SIZE_BYTES_MAX };
         for offset in self.meta_copies_of(self.log_offset) {
             for (i, piece) in bytes.chunks(step).enumerate() {
-                let pooled = (piece.len() <= LOG_BUFFER_SIZE_BYTES).then(|| self.log_buffers.take(piece.len()));
-                let mut buf = match pooled.flatten() {
+                let mut buf = match self.log_buffers.take_if_fits(piece.len()) {
                     Some(buf) => buf,
                     None => crate::device::IoBuf::standalone(piece.len())?,
                 };
