@@ -113,6 +113,53 @@ fn agents_converge_detect_death_ride_out_a_pause_and_see_new_lives() {
     }
 }
 
+/// A peer whose HTTP never answers (its roster address accepts
+/// connections, as a wedged server's kernel does, and nothing replies)
+/// while its gossip is healthy must not stall the others' gossip: their
+/// record pulls from it wait out their timeout, their probes and acks do
+/// not. A host whose gossip loop waited on that pull would stop answering
+/// probes, and its peers would suspect a healthy host.
+#[test]
+fn a_peer_whose_http_never_answers_does_not_stall_the_others_gossip() {
+    let mut c = TestCluster::plain(33, 3);
+    // Host 3 serves HTTP on another port; its roster address is a
+    // listener that never accepts.
+    let hole = std::net::TcpListener::bind(c.hosts[2].http).unwrap();
+    let real = std::net::SocketAddr::new(c.hosts[2].http.ip(), c.hosts[2].http.port() + 1);
+    let config = std::fs::read_to_string(&c.hosts[2].config).unwrap();
+    let moved = config.replace(&format!("listen = \"{}\"", c.hosts[2].http), &format!("listen = \"{real}\""));
+    assert_ne!(moved, config, "host 3's listen line");
+    std::fs::write(&c.hosts[2].config, moved).unwrap();
+    c.hosts[2].http = real;
+    for id in 1..=3 {
+        c.start(id);
+    }
+    within(Duration::from_secs(20), || c.converged()).expect("3 agents converge");
+    // Each of hosts 1 and 2 pulls records every half publish interval,
+    // alternating between its two peers, so within a second it waits on
+    // host 3 for the pull's 5 s timeout; a host stalled that long misses
+    // probes (every 200 ms, 100 ms to answer) and would be suspected.
+    let start = Instant::now();
+    let mut polls = 0;
+    let mut stalled = None;
+    while start.elapsed() < Duration::from_secs(4) {
+        for (observer, host) in [(1, 2), (2, 1), (1, 3), (2, 3), (3, 1), (3, 2)] {
+            let (state, _) = c.seen(observer, host);
+            if state != "alive" {
+                stalled.get_or_insert((observer, host, state, start.elapsed()));
+            }
+        }
+        polls += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(polls >= 10, "only {polls} polls in the window");
+    assert_eq!(stalled, None, "a healthy host was not seen alive (observer, host, state, after)");
+    for id in 1..=3 {
+        assert!(!logged(c.agent(id), "member down"), "host {id} saw a member down");
+    }
+    drop(hole);
+}
+
 #[test]
 fn a_newer_signed_roster_is_adopted_everywhere_and_a_forged_one_nowhere() {
     let mut c = TestCluster::plain(23, 3);

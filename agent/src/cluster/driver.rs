@@ -1,11 +1,18 @@
 //! The gossip loop: one tokio task owns the UDP socket and drives the
-//! sans-IO gossip state with datagrams, foca's timers and the clock. Every
-//! `join_interval_ms` it announces this host to roster hosts it has not
-//! heard of (its seeds, while it joins), resolves stale suspicions, and
-//! publishes its health records when a device changed (and every
-//! `publish_interval_ms` regardless), and every half of that pulls one
+//! sans-IO gossip state with datagrams, foca's timers and the clock, and
+//! every `join_interval_ms` announces this host to roster hosts it has not
+//! heard of (its seeds, while it joins) and resolves stale suspicions. It
+//! never waits on anything but its socket and its timers: a peer whose
+//! HTTP hangs or a store thread that does not answer must not keep it
+//! from answering probes, or its peers would suspect a healthy host.
+//!
+//! What does wait runs in a second task, the chores, on the same interval:
+//! it publishes this host's health records when a device changed (and
+//! every `publish_interval_ms` regardless), every half of that pulls one
 //! live peer's records over HTTP (anti-entropy; the first pull is a late
-//! joiner's catch-up). On stop it leaves the cluster, so peers learn at
+//! joiner's catch-up), and fetches a newer roster a peer runs with. What
+//! the gossip state answers to those (datagrams, timers, events) it hands
+//! to the loop. On stop the loop leaves the cluster, so peers learn at
 //! once instead of suspecting it.
 
 use std::collections::HashMap;
@@ -30,6 +37,12 @@ const JOIN_FANOUT: usize = 3;
 const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
 /// A newer roster another host runs with is fetched at most this often.
 const ROSTER_FETCH_EVERY: Duration = Duration::from_secs(10);
+/// The chores' answers the loop has not taken yet, at most (the chores
+/// wait for room: one step's answer is a publication's datagrams).
+const CHORES_QUEUED_MAX: usize = 4;
+/// A store thread that does not answer a scrub-status question within
+/// this is published without its scrub fields (unknown), not waited for.
+const STORE_ANSWER_WITHIN: Duration = Duration::from_secs(1);
 
 /// Runs until `stop` fires, then leaves the cluster.
 pub async fn run(cluster: Arc<Cluster>, app: Arc<App>, stop: tokio::sync::watch::Receiver<bool>) {
@@ -41,12 +54,10 @@ pub async fn run(cluster: Arc<Cluster>, app: Arc<App>, stop: tokio::sync::watch:
             return;
         }
     };
-    let mut d = Driver {
-        cluster,
+    let (to_loop, from_chores) = tokio::sync::mpsc::channel(CHORES_QUEUED_MAX);
+    let chores = Chores {
+        cluster: cluster.clone(),
         app,
-        socket,
-        timers: Vec::new(),
-        rejects: HashMap::new(),
         published: None,
         last_publish: None,
         latency_before: HashMap::new(),
@@ -55,16 +66,26 @@ pub async fn run(cluster: Arc<Cluster>, app: Arc<App>, stop: tokio::sync::watch:
         last_pull: None,
         pulls: 0,
     };
+    let chores = tokio::spawn(chores.run(to_loop));
+    let mut d = Driver { cluster, socket, timers: Vec::new(), rejects: HashMap::new(), from_chores };
     d.run(stop).await;
+    chores.abort();
 }
 
 struct Driver {
     cluster: Arc<Cluster>,
-    app: Arc<App>,
     socket: Arc<UdpSocket>,
     timers: Vec<(Instant, SwimTimer)>,
     /// Per reason: when last logged, and how many since.
     rejects: HashMap<Reject, (Option<Instant>, u64)>,
+    /// What the gossip state answered to the chores' work.
+    from_chores: tokio::sync::mpsc::Receiver<Output>,
+}
+
+/// The gossip loop's work that waits: on store threads, on peers' HTTP.
+struct Chores {
+    cluster: Arc<Cluster>,
+    app: Arc<App>,
     /// What the last publication said, to publish a change at once.
     published: Option<Vec<(DeviceState, DeviceHealthState, bool)>>,
     last_publish: Option<Instant>,
@@ -96,7 +117,8 @@ impl Driver {
                     }
                 },
                 () = tokio::time::sleep(sleep) => self.fire_timers(),
-                _ = step.tick() => self.step().await,
+                _ = step.tick() => self.cluster.gossip().join_step(JOIN_FANOUT, unix_ms()),
+                Some(out) = self.from_chores.recv() => out,
                 Some(()) = async { match &mut hup { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                     self.reload_roster()
                 }
@@ -144,60 +166,6 @@ impl Driver {
         let mut g = self.cluster.gossip();
         for t in due {
             merge(&mut out, g.handle_timer(t, unix_ms()));
-        }
-        out
-    }
-
-    /// Join, resolve stale suspicions, publish if due, catch up, fetch a
-    /// newer roster.
-    async fn step(&mut self) -> Output {
-        let mut out = self.cluster.gossip().join_step(JOIN_FANOUT, unix_ms());
-        let bodies = self.bodies().await;
-        let summary: Vec<_> = bodies
-            .iter()
-            .map(|b| match b {
-                Body::Device { device, .. } => (device.state, device.health, false),
-                Body::Host(h) => (DeviceState::Open, DeviceHealthState::Healthy, h.accepting_writes),
-            })
-            .collect();
-        let every = Duration::from_millis(self.cluster.settings.publish_interval_ms.max(100));
-        let due = self.last_publish.is_none_or(|t| t.elapsed() >= every);
-        if due || self.published.as_ref() != Some(&summary) {
-            merge(&mut out, self.cluster.gossip().publish(bodies, unix_ms()));
-            self.published = Some(summary);
-            self.last_publish = Some(Instant::now());
-            self.latency_before = self
-                .app
-                .node
-                .slots
-                .iter()
-                .filter_map(|s| s.store.as_ref().map(|st| (s.id, st.counters().snapshot())))
-                .collect();
-        }
-        let pull_every = every / 2;
-        if !self.caught_up || self.last_pull.is_none_or(|t| t.elapsed() >= pull_every) {
-            self.pulls += 1;
-            let answered = peer::catch_up(&self.cluster, self.pulls, !self.caught_up).await;
-            self.caught_up |= answered;
-            if self.caught_up {
-                self.last_pull = Some(Instant::now());
-            }
-        }
-        let newer = self.cluster.gossip().newer_roster_seen();
-        if let Some((epoch, host)) = newer {
-            if self.roster_fetched.is_none_or(|t| t.elapsed() >= ROSTER_FETCH_EVERY) {
-                self.roster_fetched = Some(Instant::now());
-                match peer::fetch_roster(&self.cluster, host).await {
-                    Ok(bytes) => match self.cluster.adopt(&bytes, &format!("host {host}")) {
-                        Ok(Some(o)) => merge(&mut out, o),
-                        Ok(None) => {
-                            tracing::warn!(host, epoch, "host says it runs a newer roster but served an older one");
-                        }
-                        Err(e) => tracing::error!(host, epoch, error = %format!("{e:#}"), "newer roster refused"),
-                    },
-                    Err(e) => tracing::warn!(host, epoch, error = %format!("{e:#}"), "cannot fetch the newer roster"),
-                }
-            }
         }
         out
     }
@@ -269,11 +237,89 @@ impl Driver {
             Event::Defunct => tracing::error!("this host was declared down and cannot rejoin"),
         }
     }
+}
+
+impl Chores {
+    async fn run(mut self, to_loop: tokio::sync::mpsc::Sender<Output>) {
+        let every = Duration::from_millis(self.cluster.settings.join_interval_ms.max(10));
+        let mut step = tokio::time::interval(every);
+        step.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            step.tick().await;
+            let out = self.step().await;
+            if !(out.datagrams.is_empty() && out.timers.is_empty() && out.events.is_empty())
+                && to_loop.send(out).await.is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Publishes if due, catches up, fetches a newer roster.
+    async fn step(&mut self) -> Output {
+        let mut out = Output::default();
+        let bodies = self.bodies().await;
+        let summary: Vec<_> = bodies
+            .iter()
+            .map(|b| match b {
+                Body::Device { device, .. } => (device.state, device.health, false),
+                Body::Host(h) => (DeviceState::Open, DeviceHealthState::Healthy, h.accepting_writes),
+            })
+            .collect();
+        let every = Duration::from_millis(self.cluster.settings.publish_interval_ms.max(100));
+        let due = self.last_publish.is_none_or(|t| t.elapsed() >= every);
+        if due || self.published.as_ref() != Some(&summary) {
+            merge(&mut out, self.cluster.gossip().publish(bodies, unix_ms()));
+            self.published = Some(summary);
+            self.last_publish = Some(Instant::now());
+            self.latency_before = self
+                .app
+                .node
+                .slots
+                .iter()
+                .filter_map(|s| s.store.as_ref().map(|st| (s.id, st.counters().snapshot())))
+                .collect();
+        }
+        let pull_every = every / 2;
+        if !self.caught_up || self.last_pull.is_none_or(|t| t.elapsed() >= pull_every) {
+            self.pulls += 1;
+            let answered = peer::catch_up(&self.cluster, self.pulls, !self.caught_up).await;
+            self.caught_up |= answered;
+            if self.caught_up {
+                self.last_pull = Some(Instant::now());
+            }
+        }
+        let newer = self.cluster.gossip().newer_roster_seen();
+        if let Some((epoch, host)) = newer {
+            if self.roster_fetched.is_none_or(|t| t.elapsed() >= ROSTER_FETCH_EVERY) {
+                self.roster_fetched = Some(Instant::now());
+                match peer::fetch_roster(&self.cluster, host).await {
+                    Ok(bytes) => match self.cluster.adopt(&bytes, &format!("host {host}")) {
+                        Ok(Some(o)) => merge(&mut out, o),
+                        Ok(None) => {
+                            tracing::warn!(host, epoch, "host says it runs a newer roster but served an older one");
+                        }
+                        Err(e) => tracing::error!(host, epoch, error = %format!("{e:#}"), "newer roster refused"),
+                    },
+                    Err(e) => tracing::warn!(host, epoch, error = %format!("{e:#}"), "cannot fetch the newer roster"),
+                }
+            }
+        }
+        out
+    }
 
     /// This host's facts now.
     async fn bodies(&self) -> Vec<Body> {
         let node = &self.app.node;
-        let scrubs: HashMap<usize, _> = crate::api::scrub_statuses(node).await.into_iter().collect();
+        let mut scrubs = HashMap::new();
+        for s in &node.slots {
+            let Some(store) = &s.store else { continue };
+            if let Ok(status) = tokio::time::timeout(STORE_ANSWER_WITHIN, crate::node::scrub_status(store)).await {
+                scrubs.insert(s.id, status);
+            } else {
+                tracing::debug!(device = s.id, "no scrub status within the bound; published without it");
+            }
+        }
         // One lock at a time: never two guards of the gossip state in one
         // expression.
         let roster_epoch = self.cluster.gossip().roster().epoch;
