@@ -155,7 +155,7 @@ pub fn raw(addr: SocketAddr, request: &[u8]) -> Reply {
 /// A read that retries when a signal interrupts it (a socket read with a
 /// timeout is not restarted by the kernel; io_uring task work in this
 /// process can interrupt it).
-fn read_some(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+fn read_some(s: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     loop {
         match s.read(buf) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -165,7 +165,7 @@ fn read_some(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 /// Reads one response; `head` responses have no body whatever they say.
-pub fn read_reply(s: &mut TcpStream, head: bool) -> Reply {
+pub fn read_reply(s: &mut impl Read, head: bool) -> Reply {
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 65536];
     let header_end = loop {
@@ -199,6 +199,41 @@ pub fn read_reply(s: &mut TcpStream, head: bool) -> Reply {
     }
     body.truncate(len);
     Reply { status, headers, body }
+}
+
+/// A connection that notes when the kernel received the bytes each read
+/// returns (`SO_TIMESTAMPNS`): when a response reached this host, apart
+/// from when this process got around to reading it.
+pub struct Stamped {
+    pub conn: TcpStream,
+    /// Kernel receive time of the last bytes read.
+    pub last_arrival: Option<std::time::SystemTime>,
+}
+
+impl Stamped {
+    pub fn new(conn: TcpStream) -> Stamped {
+        nix::sys::socket::setsockopt(&conn, nix::sys::socket::sockopt::ReceiveTimestampns, &true)
+            .expect("SO_TIMESTAMPNS");
+        Stamped { conn, last_arrival: None }
+    }
+}
+
+impl Read for Stamped {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let mut space = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        let mut iov = [std::io::IoSliceMut::new(buf)];
+        let msg = recvmsg::<()>(self.conn.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())
+            .map_err(std::io::Error::from)?;
+        for c in msg.cmsgs().map_err(std::io::Error::from)? {
+            if let ControlMessageOwned::ScmTimestampns(t) = c {
+                let at = Duration::new(u64::try_from(t.tv_sec()).expect("after 1970"), t.tv_nsec() as u32);
+                self.last_arrival = Some(std::time::UNIX_EPOCH + at);
+            }
+        }
+        Ok(msg.bytes)
+    }
 }
 
 /// One request with a body and extra headers.
