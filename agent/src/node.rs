@@ -13,11 +13,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use shardstore::health::{self, CounterSnapshot, HealthRules, HealthState, HealthTracker, Transition};
 use shardstore::store::scrub::{DamagedShard, ScrubSettings, ScrubStatus};
 use shardstore::store::thread::StoreHandle;
-use shardstore::store::{ByteRange, Lookup, Op, Read, ShardStat};
+use shardstore::store::{ByteRange, Lookup, Op, PutData, Read, ShardStat};
 use shardstore::Error;
 use tokio::sync::oneshot;
 
@@ -191,7 +190,7 @@ pub async fn get(store: &StoreHandle, key: &[u8], offset: u64, len: u64) -> Resu
 
 /// Stores `data`, which must have the CRC32C `crc` (checked by the store
 /// against the bytes it writes), as `version` of the key.
-pub async fn put(store: &StoreHandle, key: &[u8], data: Bytes, crc: u32, version: u64) -> Result<(), Error> {
+pub async fn put(store: &StoreHandle, key: &[u8], data: PutData, crc: u32, version: u64) -> Result<(), Error> {
     submit(store, Op::Put { key: key.to_vec(), data, crc32c: Some(crc), version: Some(version) }).await
 }
 

@@ -6,10 +6,11 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use shardstore::device::sim::{Fate, SimConfig, SimDevice, SimHandle};
 use shardstore::format::{format, FormatOptions};
 use shardstore::rng::Rng;
-use shardstore::store::{Op, Store};
+use shardstore::store::{Op, PutData, Store};
 
 fn fresh(seed: u64) -> (SimHandle, Store) {
     let mut dev = SimDevice::new(SimConfig::new(64 << 20, seed));
@@ -244,7 +245,8 @@ fn crash_at_every_write_of_a_reclamation_then_checkpoint() {
 /// Puts a 5000-byte shard under `k` with power cut after its chunk write
 /// and its log writes, before the flush: a one-flush commit's crash
 /// window. `fate` decides each pending write by whether it is metadata.
-fn crash_before_the_flush(fate: impl Fn(bool) -> Fate) -> (Store, Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>) {
+/// `cuts`: where the put's bytes are cut into the pieces they arrive in.
+fn crash_before_the_flush(fate: impl Fn(bool) -> Fate, cuts: &[usize]) -> (Store, Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>) {
     let (h, mut store, model) = populated(3);
     let layout = store.superblock().layout;
     let meta: Vec<(u64, u64)> = layout.meta_copies().into_iter().map(|at| (at, layout.meta_size_bytes)).collect();
@@ -252,7 +254,14 @@ fn crash_before_the_flush(fate: impl Fn(bool) -> Fate) -> (Store, Vec<u8>, BTree
     let value = bytes(5000, 4);
     // One chunk record and the log write in each copy of the metadata.
     h.cut_power_after(1 + meta.len() as u64);
-    assert!(store.put(b"k", &value).is_err(), "power was cut before the flush");
+    let data = PutData::from_parts(
+        [0].iter()
+            .chain(cuts)
+            .zip(cuts.iter().chain([&value.len()]))
+            .map(|(&a, &b)| Bytes::copy_from_slice(&value[a..b])),
+    );
+    let put = Op::Put { key: b"k".to_vec(), data, crc32c: None, version: None };
+    assert!(store.commit(&[put]).pop().unwrap().is_err(), "power was cut before the flush");
     assert!(!h.is_powered());
     assert_eq!(store.one_flush_commits(), before, "not acknowledged");
     drop(store);
@@ -263,19 +272,24 @@ fn crash_before_the_flush(fate: impl Fn(bool) -> Fate) -> (Store, Vec<u8>, BTree
 
 #[test]
 fn a_one_flush_put_whose_log_landed_without_its_data_is_completed_from_the_log() {
-    let (mut store, value, model) = crash_before_the_flush(|is_meta| if is_meta { Fate::Persist } else { Fate::Drop });
-    assert_eq!(store.get(b"k").unwrap(), value, "the log named it: completed from the log's copy");
-    assert_eq!(store.completed_at_open(), ["k"]);
-    assert_eq!(store.counters().snapshot().checksum_failures, 1, "reported as a finding");
-    for (k, v) in &model {
-        assert_eq!(&store.get(k).unwrap(), v);
+    // In one buffer, and arrived in pieces cut inside the log blocks'
+    // pieces of payload (each log block holds under 4 KiB of it).
+    for cuts in [&[][..], &[1, 2000, 4090, 4500]] {
+        let persist_meta = |is_meta| if is_meta { Fate::Persist } else { Fate::Drop };
+        let (mut store, value, model) = crash_before_the_flush(persist_meta, cuts);
+        assert_eq!(store.get(b"k").unwrap(), value, "the log named it: completed from the log's copy ({cuts:?})");
+        assert_eq!(store.completed_at_open(), ["k"]);
+        assert_eq!(store.counters().snapshot().checksum_failures, 1, "reported as a finding");
+        for (k, v) in &model {
+            assert_eq!(&store.get(k).unwrap(), v);
+        }
+        store.close().unwrap();
     }
-    store.close().unwrap();
 }
 
 #[test]
 fn a_one_flush_put_whose_log_did_not_land_leaves_the_old_state() {
-    let (mut store, _, model) = crash_before_the_flush(|is_meta| if is_meta { Fate::Drop } else { Fate::Persist });
+    let (mut store, _, model) = crash_before_the_flush(|is_meta| if is_meta { Fate::Drop } else { Fate::Persist }, &[]);
     assert!(matches!(store.get(b"k"), Err(shardstore::error::Error::NotFound(_))));
     assert!(store.completed_at_open().is_empty());
     assert_eq!(store.counters().snapshot().checksum_failures, 0);

@@ -15,7 +15,7 @@ use shardstore::error::{Error, OpKind};
 use shardstore::format::{format, FormatOptions};
 use shardstore::rng::Rng;
 use shardstore::store::scrub::ScrubSettings;
-use shardstore::store::{Lookup, Op, Store};
+use shardstore::store::{Lookup, Op, PutData, Store};
 
 const KEYS: [&str; 8] = ["a/1", "a/2", "a/3", "b/1", "b/22", "c", "c/x", "zz"];
 const PREFIXES: [&str; 4] = ["", "a/", "b", "c/"];
@@ -132,6 +132,23 @@ fn step() -> impl Strategy<Value = Step> {
 fn data(size: usize, seed: u64) -> Vec<u8> {
     let mut rng = Rng::new(seed);
     (0..size).map(|_| rng.next_u64() as u8).collect()
+}
+
+/// A put's bytes in the pieces a request body may arrive in: one buffer,
+/// or cut in up to three places the seed chooses (a cut may fall inside a
+/// log block's piece of payload or a chunk's boundary, or make an empty
+/// piece).
+fn arrived(data: &[u8], seed: u64) -> PutData {
+    let mut rng = Rng::new(seed.rotate_left(17));
+    let mut cuts: Vec<usize> = (0..rng.below(4)).map(|_| rng.below(data.len() as u64 + 1) as usize).collect();
+    cuts.sort_unstable();
+    let mut parts = Vec::new();
+    let mut from = 0;
+    for at in cuts.into_iter().chain([data.len()]) {
+        parts.push(bytes::Bytes::copy_from_slice(&data[from..at]));
+        from = at;
+    }
+    PutData::from_parts(parts)
 }
 
 struct Harness {
@@ -287,7 +304,7 @@ impl Harness {
                         // right one: a wrong one is refused, see the
                         // regression tests).
                         let crc32c = (seed % 2 == 0).then(|| crc32c::crc32c(&data));
-                        Op::Put { key: KEYS[k].as_bytes().to_vec(), data: data.into(), crc32c, version: None }
+                        Op::Put { key: KEYS[k].as_bytes().to_vec(), data: arrived(&data, seed), crc32c, version: None }
                     })
                     .collect();
                 ops.extend(deletes.iter().map(|&k| Op::Delete { key: KEYS[k].as_bytes().to_vec() }));
@@ -330,9 +347,14 @@ impl Harness {
                         }
                     }
                 }
-                for (op, r) in ops.into_iter().zip(results) {
+                // The puts come first in `ops`, in the order of `puts`.
+                for (i, (op, r)) in ops.into_iter().zip(results).enumerate() {
                     match op {
-                        Op::Put { key, data, .. } => self.apply_put(&key, data.to_vec(), &r),
+                        // What was sent, not the pieces gathered again.
+                        Op::Put { key, .. } => {
+                            let (_, s, seed) = puts[i];
+                            self.apply_put(&key, data(SIZES[s], seed), &r);
+                        }
                         Op::Delete { key } => match (self.model.contains_key(&key), r) {
                             (true, Ok(())) => {
                                 self.model.remove(&key);

@@ -10,11 +10,10 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use serde_json::json;
 use shardstore::store::scrub::ScrubStatus;
-use shardstore::store::{ByteRange, Read, ShardStat, SHARD_SIZE_BYTES_MAX};
+use shardstore::store::{ByteRange, PutData, Read, ShardStat, SHARD_SIZE_BYTES_MAX};
 use shardstore::Error;
 
 use crate::admission::{Permit, Refusal};
@@ -559,14 +558,20 @@ pub fn parse_range_spec(v: &HeaderValue) -> Result<ByteRange, ApiError> {
     }
 }
 
+/// A put's body as it arrived, and its CRC32C when asked for.
+struct Arrived<'a> {
+    data: PutData,
+    crc: Option<u32>,
+    /// The body memory budget's share, held until dropped.
+    _memory: tokio::sync::SemaphorePermit<'a>,
+}
+
 /// The body of a put: announced by `content-length`, at most the shard
 /// maximum, within the body memory budget, arriving within the body
-/// timeout. The permit holds its share of the budget until dropped.
-async fn read_body<'a>(
-    app: &'a App,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<(Bytes, tokio::sync::SemaphorePermit<'a>), ApiError> {
+/// timeout. Kept in the frames it came in (the store copies them once,
+/// into its I/O buffer); with `crc`, each frame's CRC is taken as it
+/// arrives, while it is still in cache.
+async fn read_body<'a>(app: &'a App, headers: &HeaderMap, body: Body, crc: bool) -> Result<Arrived<'a>, ApiError> {
     let too_large = |size: String| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -590,8 +595,20 @@ async fn read_body<'a>(
             "the agent holds as many request bodies in memory as it may; a {len}-byte body must wait"
         ))
     })?;
-    let limited = Limited::new(body, SHARD_SIZE_BYTES_MAX as usize);
-    match tokio::time::timeout(app.body_timeout, limited.collect()).await {
+    let gather = async {
+        let mut body = std::pin::pin!(Limited::new(body, SHARD_SIZE_BYTES_MAX as usize));
+        let (mut parts, mut sum) = (Vec::new(), 0u32);
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                if crc {
+                    sum = crc32c::crc32c_append(sum, &data);
+                }
+                parts.push(data);
+            }
+        }
+        Ok::<_, axum::BoxError>((parts, sum))
+    };
+    match tokio::time::timeout(app.body_timeout, gather).await {
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "RequestTimeout",
@@ -605,7 +622,9 @@ async fn read_body<'a>(
             "IncompleteBody",
             format!("the body could not be read ({e}); nothing was stored"),
         )),
-        Ok(Ok(collected)) => Ok((collected.to_bytes(), permit)),
+        Ok(Ok((parts, sum))) => {
+            Ok(Arrived { data: PutData::from_parts(parts), crc: crc.then_some(sum), _memory: permit })
+        }
     }
 }
 
@@ -638,11 +657,12 @@ async fn put_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     let key = key_of(req.uri().path())?;
     let (parts, body) = req.into_parts();
     let want_crc = client_crc(&parts.headers)?;
-    let (data, _body_memory) = read_body(&app, &parts.headers, body).await?;
+    let arrived = read_body(&app, &parts.headers, body, want_crc.is_none()).await?;
     // The client's CRC travels with the put to the store, which checks it
     // against the bytes it writes to the medium; without one, the CRC of
     // the body as it arrived here does.
-    let crc = want_crc.unwrap_or_else(|| crc32c::crc32c(&data));
+    let crc = want_crc.or(arrived.crc).expect("taken when the client sent none");
+    let data = arrived.data;
     let node = &app.node;
     let _write = node.stripe(&key).write().await;
     // A key found nowhere while some device cannot be asked is written to

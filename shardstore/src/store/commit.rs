@@ -5,9 +5,10 @@
 
 use super::{
     chunk_count, chunk_len, combine_crcs, key_text, meta, record, record_blocks, record_size_bytes, superblock,
-    validate_key, Completion, Error, HashMap, IoKind, IoOp, LogRecord, Op, ReadToken, RecordHeader, Result, ShardMeta,
-    Store, BATCH_OPS_MAX, BLOCK, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX, COMMIT_LOG_OP, LOG_BUFFER_SIZE_BYTES,
-    LOG_PAYLOAD_BYTES_MAX, ONE_FLUSH_BATCH_BYTES_MAX, RESERVE_EXTENTS_COUNT, SHARD_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
+    validate_key, Completion, Error, HashMap, IoKind, IoOp, LogRecord, Op, PutData, ReadToken, RecordHeader, Result,
+    ShardMeta, Store, BATCH_OPS_MAX, BLOCK, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX, COMMIT_LOG_OP,
+    LOG_BUFFER_SIZE_BYTES, LOG_PAYLOAD_BYTES_MAX, ONE_FLUSH_BATCH_BYTES_MAX, RESERVE_EXTENTS_COUNT,
+    SHARD_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
 };
 
 /// A group commit's own operations on the device: how many are in
@@ -291,7 +292,7 @@ impl Store {
     /// sender vouched for (`expected`) before the buffer is written.
     pub(super) fn stage_put(&mut self, i: usize, put: &Op, now: u64, writes: &mut WriteBatch) -> Result<LogRecord> {
         let Op::Put { key, data, crc32c: expected, version } = put else { unreachable!("stage_put stages puts") };
-        let (key, data): (&[u8], &[u8]) = (key, data);
+        let key: &[u8] = key;
         let (expected, version) = (*expected, *version);
         validate_key(key)?;
         self.check_usable()?;
@@ -312,7 +313,7 @@ impl Store {
             (0..count)
                 .map(|c| {
                     let start = c * CHUNK_SIZE_BYTES_MAX;
-                    crc32c::crc32c(&data[start..start + chunk_len(size, c)])
+                    data.crc32c(start..start + chunk_len(size, c))
                 })
                 .collect()
         };
@@ -325,27 +326,30 @@ impl Store {
         let mut chunks = Vec::with_capacity(count);
         for c in 0..count {
             let start = c * CHUNK_SIZE_BYTES_MAX;
-            let payload = &data[start..start + chunk_len(size, c)];
+            let payload_len = chunk_len(size, c);
             while self.dev.in_flight() >= STORE_QUEUE_DEPTH {
                 if let Err(e) = self.reap_commit_io(writes) {
                     // The ring itself failed: nothing more can be written.
                     return Err(self.fail(&format!("reaping writes failed: {e}")));
                 }
             }
-            let len = record_size_bytes(key.len(), payload.len()) as usize;
+            let len = record_size_bytes(key.len(), payload_len) as usize;
             let Some(mut buf) = self.pool.take(len) else {
                 return Err(self.fail("no free I/O buffer with a queue slot free (buffers lost to a failed ring)"));
             };
-            let placed_crc = crc32c::crc32c(record::place_payload(payload, buf.as_mut_slice()));
+            let fill = |to: &mut [u8]| data.copy_to(start, to);
+            let placed_crc = crc32c::crc32c(record::place_payload_with(payload_len, fill, buf.as_mut_slice()));
             let payload_crc = if count == 1 {
                 shard_crc = placed_crc;
                 if let Some(want) = expected.filter(|&want| want != placed_crc) {
                     return Err(bad_digest(want, placed_crc));
                 }
                 placed_crc
-            } else if placed_crc != chunk_crcs[c] {
-                return Err(bad_digest(chunk_crcs[c], placed_crc));
             } else {
+                let want = chunk_crcs.get(c).copied().expect("a CRC per chunk of a longer shard");
+                if placed_crc != want {
+                    return Err(bad_digest(want, placed_crc));
+                }
                 placed_crc
             };
             let Some(mut loc) = self.extents.allocate_put(record_blocks(key.len(), size, c)) else {
@@ -361,7 +365,7 @@ impl Store {
                 generation: self.extents.get(loc.extent).generation,
                 shard_len: size,
                 chunk_offset: start as u64,
-                chunk_len: payload.len() as u32,
+                chunk_len: payload_len as u32,
                 payload_crc,
                 shard_crc,
                 written_unix_ms: now,
@@ -588,7 +592,7 @@ impl Store {
 }
 
 /// A put's payload as `Payload` records, each filling a log block.
-fn payload_pieces(key: &[u8], meta: &ShardMeta, data: &bytes::Bytes) -> Vec<LogRecord> {
+fn payload_pieces(key: &[u8], meta: &ShardMeta, data: &PutData) -> Vec<LogRecord> {
     let step = meta::payload_piece_bytes_max(key.len());
     let mut out = Vec::new();
     for c in 0..meta.chunk_count() {
@@ -596,7 +600,8 @@ fn payload_pieces(key: &[u8], meta: &ShardMeta, data: &bytes::Bytes) -> Vec<LogR
         let len = chunk_len(meta.size, c);
         // An empty payload still gets its (empty) piece: the chunk record's
         // header is completed like any other. Pieces are slices of the
-        // put's buffer: no copy until the log block is encoded.
+        // put's buffer (copied only where a piece spans two of the pieces
+        // the put arrived in) until the log block is encoded.
         for at in (0..len.max(1)).step_by(step) {
             out.push(LogRecord::Payload {
                 key: key.to_vec(),

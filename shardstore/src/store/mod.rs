@@ -20,6 +20,7 @@ mod extents;
 pub mod fsck;
 pub mod index;
 pub mod meta;
+mod put_data;
 mod reads;
 mod reclaim;
 pub mod record;
@@ -34,6 +35,7 @@ use checkpoint::{encode_checkpoint, read_bytes, write_bytes};
 pub use commit::Pump;
 pub use extents::ExtentInfo;
 use extents::ExtentTable;
+pub use put_data::PutData;
 pub use reads::FinishedGet;
 use reads::{ReadPipeline, ReadToken, COMMIT_LOG_OP};
 use reclaim::ReclaimPlan;
@@ -104,7 +106,7 @@ const _: () = assert!(
 pub enum Op {
     Put {
         key: Vec<u8>,
-        data: Bytes,
+        data: PutData,
         crc32c: Option<u32>,
         version: Option<u64>,
     },
@@ -128,7 +130,7 @@ pub enum Op {
 impl Op {
     /// A put without a CRC from its sender (the store computes its own).
     pub fn put(key: impl Into<Vec<u8>>, data: impl Into<Bytes>) -> Op {
-        Op::Put { key: key.into(), data: data.into(), crc32c: None, version: None }
+        Op::Put { key: key.into(), data: PutData::from(data.into()), crc32c: None, version: None }
     }
 
     /// The key the operation writes.

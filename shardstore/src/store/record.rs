@@ -110,8 +110,13 @@ pub fn record_size_bytes(key_len: usize, chunk_len: usize) -> u64 {
 /// header block) and zeroes the padding after it. Returns the payload as
 /// placed, still hot in cache for its CRC.
 pub fn place_payload<'a>(payload: &[u8], out: &'a mut [u8]) -> &'a [u8] {
-    let end = HEADER_BLOCK_BYTES + payload.len();
-    out[HEADER_BLOCK_BYTES..end].copy_from_slice(payload);
+    place_payload_with(payload.len(), |to| to.copy_from_slice(payload), out)
+}
+
+/// As [`place_payload`], the payload's `len` bytes copied in by `fill`.
+pub fn place_payload_with(len: usize, fill: impl FnOnce(&mut [u8]), out: &mut [u8]) -> &[u8] {
+    let end = HEADER_BLOCK_BYTES + len;
+    fill(&mut out[HEADER_BLOCK_BYTES..end]);
     out[end..].fill(0);
     &out[HEADER_BLOCK_BYTES..end]
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::scrub::{DamagedShard, ScrubSettings, ScrubStatus};
-use super::{ByteRange, Lookup, Op, Read, ShardStat, Store, Usage, BATCH_OPS_MAX, STORE_QUEUE_DEPTH};
+use super::{ByteRange, Lookup, Op, PutData, Read, ShardStat, Store, Usage, BATCH_OPS_MAX, STORE_QUEUE_DEPTH};
 use crate::device::{BlockDevice, Wake};
 use crate::error::{Error, Result};
 
@@ -527,7 +527,10 @@ impl StoreHandle {
         crc32c: Option<u32>,
         done: impl FnOnce(Result<()>) + Send + 'static,
     ) -> Result<()> {
-        self.send(Request::Write(Op::Put { key, data: data.into(), crc32c, version: None }, Box::new(done)))
+        self.send(Request::Write(
+            Op::Put { key, data: PutData::from(data.into()), crc32c, version: None },
+            Box::new(done),
+        ))
     }
 
     /// Queues any write operation (a versioned put, a tombstone, a purge);
@@ -606,7 +609,7 @@ impl StoreHandle {
     }
 
     pub fn put(&self, key: &[u8], data: impl Into<Bytes>) -> Result<()> {
-        let data = data.into();
+        let data = PutData::from(data.into());
         self.call(|r| Request::Write(Op::Put { key: key.to_vec(), data, crc32c: None, version: None }, r))
     }
 
