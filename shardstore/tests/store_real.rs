@@ -100,7 +100,7 @@ fn thousands_of_puts_survive_restarts_on_a_real_file() {
 /// the put is acknowledged (before, every get waited for the whole
 /// commit). A get of the key being put is held for the commit when it
 /// arrives during it, and never sees anything but nothing or the new
-/// bytes.
+/// bytes. Lookups (a put's first step in the agent) flow the same way.
 #[test]
 fn gets_are_answered_while_a_commit_is_in_flight() {
     use std::sync::{Arc, Mutex};
@@ -145,20 +145,53 @@ fn gets_are_answered_while_a_commit_is_in_flight() {
             o.lock().unwrap().push(seen.to_owned());
         })
         .unwrap();
+    // The lookups are sent once the thread has taken every request above
+    // (the gets of other keys started, the put's commit under way; the
+    // 64 MiB commit takes far longer than this wait), so that they arrive
+    // while the commit waits: requests already queued with the put are
+    // answered before its commit starts either way.
+    let taken_by = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.stats().queued.load(std::sync::atomic::Ordering::Relaxed) > 0 && std::time::Instant::now() < taken_by {
+        std::thread::yield_now();
+    }
+    assert!(order.lock().unwrap().iter().all(|e| e != "put"), "the commit ended before the lookups: {order:?}");
+    for i in 0..4u8 {
+        let o = Arc::clone(&order);
+        store
+            .submit_lookup(format!("small/{i}").into_bytes(), move |r| {
+                assert!(matches!(r.unwrap(), shardstore::store::Lookup::Shard(s) if s.size == 4096));
+                o.lock().unwrap().push(format!("lookup {i}"));
+            })
+            .unwrap();
+    }
+    let o = Arc::clone(&order);
+    store
+        .submit_lookup(b"big".to_vec(), move |r| {
+            let seen = match r.unwrap() {
+                shardstore::store::Lookup::Shard(s) if s.size == 64 << 20 => "lookup big: new",
+                shardstore::store::Lookup::Absent => "lookup big: absent",
+                other => panic!("a lookup of the key being put found {other:?}"),
+            };
+            o.lock().unwrap().push(seen.to_owned());
+        })
+        .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while order.lock().unwrap().len() < 10 && std::time::Instant::now() < deadline {
+    while order.lock().unwrap().len() < 15 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let order = order.lock().unwrap().clone();
-    assert_eq!(order.len(), 10, "every request answered within a minute: {order:?}");
+    assert_eq!(order.len(), 15, "every request answered within a minute: {order:?}");
     let put_at = order.iter().position(|e| e == "put").unwrap();
-    let gets_done = order.iter().filter(|e| e.starts_with("get ") && !e.starts_with("get big")).count();
-    assert!(
-        order[..put_at].iter().filter(|e| e.starts_with("get ") && !e.starts_with("get big")).count() == gets_done,
-        "gets of other keys waited for the commit: {order:?}"
-    );
-    let big_at = order.iter().position(|e| e.starts_with("get big")).unwrap();
-    assert!(order[big_at] == "get big: absent" || big_at > put_at, "new bytes before the ack: {order:?}");
+    for kind in ["get ", "lookup "] {
+        let other = |e: &&String| e.starts_with(kind) && !e.contains("big");
+        assert_eq!(
+            order[..put_at].iter().filter(other).count(),
+            order.iter().filter(other).count(),
+            "{kind}of other keys waited for the commit: {order:?}"
+        );
+        let big_at = order.iter().position(|e| e.starts_with(&format!("{kind}big"))).unwrap();
+        assert!(order[big_at].ends_with("absent") || big_at > put_at, "new state before the ack: {order:?}");
+    }
     assert_eq!(store.get(b"big").unwrap(), big);
     store.close().unwrap();
     join.join().unwrap();

@@ -658,6 +658,7 @@ async fn put_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     let (parts, body) = req.into_parts();
     let want_crc = client_crc(&parts.headers)?;
     let arrived = read_body(&app, &parts.headers, body, want_crc.is_none()).await?;
+    let body_us = started.elapsed().as_micros() as u64;
     // The client's CRC travels with the put to the store, which checks it
     // against the bytes it writes to the medium; without one, the CRC of
     // the body as it arrived here does.
@@ -687,7 +688,9 @@ async fn put_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     let permit = admit(node, target, deadline).await?;
     let len = data.len() as u64;
     let version = node.next_version();
+    let stored_at = Instant::now();
     node::put(store, &key, data, crc, version).await.map_err(|e| store_error(node, Some(target), e))?;
+    let store_us = stored_at.elapsed().as_micros() as u64;
     drop(permit);
     node.slots[target].traffic.writes.fetch_add(1, Ordering::Relaxed);
     node.slots[target].traffic.written_bytes.fetch_add(len, Ordering::Relaxed);
@@ -700,7 +703,14 @@ async fn put_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     }
     older.retain(|c| c.slot != target);
     node.reconcile(&key, &older, None).await;
-    tracing::debug!(key = %encode_key(&key), device = target, elapsed_us = started.elapsed().as_micros() as u64, "put");
+    tracing::debug!(
+        key = %encode_key(&key),
+        device = target,
+        elapsed_us = started.elapsed().as_micros() as u64,
+        body_us,
+        store_us,
+        "put"
+    );
     let mut r = Response::new(Body::empty());
     *r.status_mut() = StatusCode::CREATED;
     r.headers_mut().insert("x-shard-crc32c", crc_header(crc));

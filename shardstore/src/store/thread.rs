@@ -388,6 +388,17 @@ fn start_arrived_gets(
                 stats.queued.fetch_sub(1, Ordering::Relaxed);
                 read(store, replies, &key, range, reply);
             }
+            // A lookup is an index probe: answered at once, as a read's
+            // lookup is (a put's first step, finding the key's holder,
+            // must not wait for another key's commit).
+            Request::Lookup { key, reply } if !held.contains(key.as_slice()) => {
+                stats.queued.fetch_sub(1, Ordering::Relaxed);
+                reply(Ok(store.lookup(&key)));
+            }
+            Request::Stat { key, reply } if !held.contains(key.as_slice()) => {
+                stats.queued.fetch_sub(1, Ordering::Relaxed);
+                reply(Ok(store.stat(&key)));
+            }
             // Still counted as queued until the loop takes it from `pending`.
             other => pending.push(other),
         }
