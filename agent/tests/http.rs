@@ -244,6 +244,45 @@ fn broken_slow_and_hostile_clients_get_errors_and_store_nothing() {
     assert!(agent.signal(Signal::SIGTERM).success());
 }
 
+/// A body that arrives in writes of every size, from one byte to tens of
+/// kilobytes (the agent keeps large frames as they came and copies small
+/// ones together), is stored whole: its CRC and its bytes read back are
+/// the ones sent, with and without the client's CRC.
+#[test]
+fn a_body_trickled_in_writes_of_every_size_is_stored_whole() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (mut agent, addr) = start(dir.path());
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let sizes = [1, 2, 3, 700, 16_383, 16_384, 16_385, 1, 40_000, 5, 9_000, 30_000];
+    for (key, with_crc) in [("trickled", false), ("trickled-crc", true)] {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        let crc = if with_crc { format!("x-shard-crc32c: {}\r\n", crc_hex(&body)) } else { String::new() };
+        let head = format!("PUT /v1/shards/{key} HTTP/1.1\r\nhost: t\r\n{crc}content-length: {}\r\n\r\n", body.len());
+        s.write_all(head.as_bytes()).unwrap();
+        let mut at = 0;
+        for n in sizes.iter().cycle() {
+            let end = (at + n).min(body.len());
+            s.write_all(&body[at..end]).unwrap();
+            at = end;
+            if at == body.len() {
+                break;
+            }
+            // Separate reads on the agent's side, well inside its 1 s body timeout.
+            if at % 7 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let r = common::read_reply(&mut s, false);
+        assert_eq!(r.status, 201, "{}", r.code());
+        assert_eq!(r.header("x-shard-crc32c"), Some(crc_hex(&body).as_str()));
+        let back = get(addr, key);
+        assert!(back.status == 200 && back.body == body, "{key}: read back {} bytes", back.body.len());
+    }
+    assert!(agent.signal(Signal::SIGTERM).success());
+}
+
 /// Trips to the store threads so far, by the agent's own count
 /// (`shardnode_device_store_requests_total`, summed over devices).
 fn store_trips(addr: SocketAddr) -> u64 {

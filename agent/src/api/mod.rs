@@ -558,6 +558,10 @@ pub fn parse_range_spec(v: &HeaderValue) -> Result<ByteRange, ApiError> {
     }
 }
 
+/// A body frame at least this long is kept as it arrived; shorter ones are
+/// copied together into pieces of at least this size.
+const FRAME_KEPT_BYTES_MIN: usize = 16 * 1024;
+
 /// A put's body as it arrived, and its CRC32C when asked for.
 struct Arrived<'a> {
     data: PutData,
@@ -598,14 +602,25 @@ async fn read_body<'a>(app: &'a App, headers: &HeaderMap, body: Body, crc: bool)
     let gather = async {
         let mut body = std::pin::pin!(Limited::new(body, SHARD_SIZE_BYTES_MAX as usize));
         let (mut parts, mut sum) = (Vec::new(), 0u32);
+        // Small frames (a client trickling its body) are copied together,
+        // so the pieces kept stay few whatever the client's writes were.
+        let mut small = bytes::BytesMut::new();
         while let Some(frame) = body.frame().await {
             if let Ok(data) = frame?.into_data() {
                 if crc {
                     sum = crc32c::crc32c_append(sum, &data);
                 }
-                parts.push(data);
+                if data.len() >= FRAME_KEPT_BYTES_MIN && small.is_empty() {
+                    parts.push(data);
+                } else {
+                    small.extend_from_slice(&data);
+                    if small.len() >= FRAME_KEPT_BYTES_MIN {
+                        parts.push(small.split().freeze());
+                    }
+                }
             }
         }
+        parts.push(small.freeze());
         Ok::<_, axum::BoxError>((parts, sum))
     };
     match tokio::time::timeout(app.body_timeout, gather).await {
