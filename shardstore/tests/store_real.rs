@@ -130,6 +130,27 @@ fn gets_are_answered_while_a_commit_is_in_flight() {
             })
             .unwrap();
     }
+    // The lookups (and the requests of the key being put) are sent once
+    // the thread has taken every request above (the gets of other keys
+    // started, the put's commit under way; the 64 MiB commit takes far
+    // longer than this wait), so that they arrive while the commit waits:
+    // requests already queued with the put are answered before its commit
+    // starts either way. (A request of the put's key, held for the commit,
+    // counts as queued until the commit ends: none is sent before this.)
+    let taken_by = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.stats().queued.load(std::sync::atomic::Ordering::Relaxed) > 0 && std::time::Instant::now() < taken_by {
+        std::thread::yield_now();
+    }
+    assert!(order.lock().unwrap().iter().all(|e| e != "put"), "the commit ended before the lookups: {order:?}");
+    for i in 0..4u8 {
+        let o = Arc::clone(&order);
+        store
+            .submit_lookup(format!("small/{i}").into_bytes(), move |r| {
+                assert!(matches!(r.unwrap(), shardstore::store::Lookup::Shard(s) if s.size == 4096));
+                o.lock().unwrap().push(format!("lookup {i}"));
+            })
+            .unwrap();
+    }
     let o = Arc::clone(&order);
     let head = big[..4096].to_vec();
     store
@@ -145,25 +166,6 @@ fn gets_are_answered_while_a_commit_is_in_flight() {
             o.lock().unwrap().push(seen.to_owned());
         })
         .unwrap();
-    // The lookups are sent once the thread has taken every request above
-    // (the gets of other keys started, the put's commit under way; the
-    // 64 MiB commit takes far longer than this wait), so that they arrive
-    // while the commit waits: requests already queued with the put are
-    // answered before its commit starts either way.
-    let taken_by = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while store.stats().queued.load(std::sync::atomic::Ordering::Relaxed) > 0 && std::time::Instant::now() < taken_by {
-        std::thread::yield_now();
-    }
-    assert!(order.lock().unwrap().iter().all(|e| e != "put"), "the commit ended before the lookups: {order:?}");
-    for i in 0..4u8 {
-        let o = Arc::clone(&order);
-        store
-            .submit_lookup(format!("small/{i}").into_bytes(), move |r| {
-                assert!(matches!(r.unwrap(), shardstore::store::Lookup::Shard(s) if s.size == 4096));
-                o.lock().unwrap().push(format!("lookup {i}"));
-            })
-            .unwrap();
-    }
     let o = Arc::clone(&order);
     store
         .submit_lookup(b"big".to_vec(), move |r| {
