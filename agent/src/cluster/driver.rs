@@ -6,14 +6,15 @@
 //! HTTP hangs or a store thread that does not answer must not keep it
 //! from answering probes, or its peers would suspect a healthy host.
 //!
-//! What does wait runs in a second task, the chores, on the same interval:
-//! it publishes this host's health records when a device changed (and
-//! every `publish_interval_ms` regardless), every half of that pulls one
-//! live peer's records over HTTP (anti-entropy; the first pull is a late
-//! joiner's catch-up), and fetches a newer roster a peer runs with. What
-//! the gossip state answers to those (datagrams, timers, events) it hands
-//! to the loop. On stop the loop leaves the cluster, so peers learn at
-//! once instead of suspecting it.
+//! What does wait runs in two more tasks on the same interval, each
+//! handing what the gossip state answers (datagrams, timers, events) to
+//! the loop: the publisher publishes this host's health records when a
+//! device changed (and every `publish_interval_ms` regardless); the puller
+//! pulls one live peer's records over HTTP every half of that
+//! (anti-entropy; the first pull is a late joiner's catch-up) and fetches
+//! a newer roster a peer runs with. Apart, so that a publication never
+//! waits for a pull from a peer that hangs. On stop the loop leaves the
+//! cluster, so peers learn at once instead of suspecting it.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -55,21 +56,20 @@ pub async fn run(cluster: Arc<Cluster>, app: Arc<App>, stop: tokio::sync::watch:
         }
     };
     let (to_loop, from_chores) = tokio::sync::mpsc::channel(CHORES_QUEUED_MAX);
-    let chores = Chores {
+    let publisher = Publisher {
         cluster: cluster.clone(),
         app,
         published: None,
         last_publish: None,
         latency_before: HashMap::new(),
-        roster_fetched: None,
-        caught_up: false,
-        last_pull: None,
-        pulls: 0,
     };
-    let chores = tokio::spawn(chores.run(to_loop));
+    let puller = Puller { cluster: cluster.clone(), roster_fetched: None, caught_up: false, last_pull: None, pulls: 0 };
+    let chores = [tokio::spawn(publisher.run(to_loop.clone())), tokio::spawn(puller.run(to_loop))];
     let mut d = Driver { cluster, socket, timers: Vec::new(), rejects: HashMap::new(), from_chores };
     d.run(stop).await;
-    chores.abort();
+    for task in chores {
+        task.abort();
+    }
 }
 
 struct Driver {
@@ -82,8 +82,9 @@ struct Driver {
     from_chores: tokio::sync::mpsc::Receiver<Output>,
 }
 
-/// The gossip loop's work that waits: on store threads, on peers' HTTP.
-struct Chores {
+/// Publishes this host's records (asking its store threads, each within
+/// a bound).
+struct Publisher {
     cluster: Arc<Cluster>,
     app: Arc<App>,
     /// What the last publication said, to publish a change at once.
@@ -92,11 +93,36 @@ struct Chores {
     /// Each device's counters at the last publication (latency percentiles
     /// are over the interval since).
     latency_before: HashMap<usize, CounterSnapshot>,
+}
+
+/// Pulls peers' records and fetches a newer roster, over HTTP.
+struct Puller {
+    cluster: Arc<Cluster>,
     roster_fetched: Option<Instant>,
     caught_up: bool,
     /// The last pull of a peer's records, and how many so far.
     last_pull: Option<Instant>,
     pulls: usize,
+}
+
+/// Every `join_interval_ms`, one turn of a chore; what it answers goes to
+/// the loop. Ends when the loop is gone.
+async fn every_join_interval<S>(
+    mut state: S,
+    to_loop: tokio::sync::mpsc::Sender<Output>,
+    turn: impl for<'a> Fn(&'a mut S) -> std::pin::Pin<Box<dyn std::future::Future<Output = Output> + Send + 'a>>,
+    interval_ms: u64,
+) {
+    let mut step = tokio::time::interval(Duration::from_millis(interval_ms.max(10)));
+    step.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        step.tick().await;
+        let out = turn(&mut state).await;
+        let empty = out.datagrams.is_empty() && out.timers.is_empty() && out.events.is_empty();
+        if !empty && to_loop.send(out).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Driver {
@@ -239,24 +265,14 @@ impl Driver {
     }
 }
 
-impl Chores {
-    async fn run(mut self, to_loop: tokio::sync::mpsc::Sender<Output>) {
-        let every = Duration::from_millis(self.cluster.settings.join_interval_ms.max(10));
-        let mut step = tokio::time::interval(every);
-        step.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            step.tick().await;
-            let out = self.step().await;
-            if !(out.datagrams.is_empty() && out.timers.is_empty() && out.events.is_empty())
-                && to_loop.send(out).await.is_err()
-            {
-                return;
-            }
-        }
+impl Publisher {
+    async fn run(self, to_loop: tokio::sync::mpsc::Sender<Output>) {
+        let every = self.cluster.settings.join_interval_ms;
+        every_join_interval(self, to_loop, |p| Box::pin(p.publish()), every).await;
     }
 
-    /// Publishes if due, catches up, fetches a newer roster.
-    async fn step(&mut self) -> Output {
+    /// Publishes this host's records if they changed or are due.
+    async fn publish(&mut self) -> Output {
         let mut out = Output::default();
         let bodies = self.bodies().await;
         let summary: Vec<_> = bodies
@@ -279,31 +295,6 @@ impl Chores {
                 .iter()
                 .filter_map(|s| s.store.as_ref().map(|st| (s.id, st.counters().snapshot())))
                 .collect();
-        }
-        let pull_every = every / 2;
-        if !self.caught_up || self.last_pull.is_none_or(|t| t.elapsed() >= pull_every) {
-            self.pulls += 1;
-            let answered = peer::catch_up(&self.cluster, self.pulls, !self.caught_up).await;
-            self.caught_up |= answered;
-            if self.caught_up {
-                self.last_pull = Some(Instant::now());
-            }
-        }
-        let newer = self.cluster.gossip().newer_roster_seen();
-        if let Some((epoch, host)) = newer {
-            if self.roster_fetched.is_none_or(|t| t.elapsed() >= ROSTER_FETCH_EVERY) {
-                self.roster_fetched = Some(Instant::now());
-                match peer::fetch_roster(&self.cluster, host).await {
-                    Ok(bytes) => match self.cluster.adopt(&bytes, &format!("host {host}")) {
-                        Ok(Some(o)) => merge(&mut out, o),
-                        Ok(None) => {
-                            tracing::warn!(host, epoch, "host says it runs a newer roster but served an older one");
-                        }
-                        Err(e) => tracing::error!(host, epoch, error = %format!("{e:#}"), "newer roster refused"),
-                    },
-                    Err(e) => tracing::warn!(host, epoch, error = %format!("{e:#}"), "cannot fetch the newer roster"),
-                }
-            }
         }
         out
     }
@@ -388,6 +379,61 @@ impl Chores {
             bodies.push(Body::Device { slot: s.id as u16, device: d });
         }
         bodies
+    }
+}
+
+impl Puller {
+    async fn run(self, to_loop: tokio::sync::mpsc::Sender<Output>) {
+        let every = self.cluster.settings.join_interval_ms;
+        every_join_interval(
+            self,
+            to_loop,
+            |p| {
+                Box::pin(async move {
+                    p.pull().await;
+                    p.fetch_newer_roster().await
+                })
+            },
+            every,
+        )
+        .await;
+    }
+
+    /// Pulls one live peer's records when due (a late joiner's catch-up
+    /// until one answers).
+    async fn pull(&mut self) {
+        let every = Duration::from_millis(self.cluster.settings.publish_interval_ms.max(100));
+        let pull_every = every / 2;
+        if !self.caught_up || self.last_pull.is_none_or(|t| t.elapsed() >= pull_every) {
+            self.pulls += 1;
+            let answered = peer::catch_up(&self.cluster, self.pulls, !self.caught_up).await;
+            self.caught_up |= answered;
+            if self.caught_up {
+                self.last_pull = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Fetches and adopts a newer roster a peer says it runs with.
+    async fn fetch_newer_roster(&mut self) -> Output {
+        let mut out = Output::default();
+        let newer = self.cluster.gossip().newer_roster_seen();
+        if let Some((epoch, host)) = newer {
+            if self.roster_fetched.is_none_or(|t| t.elapsed() >= ROSTER_FETCH_EVERY) {
+                self.roster_fetched = Some(Instant::now());
+                match peer::fetch_roster(&self.cluster, host).await {
+                    Ok(bytes) => match self.cluster.adopt(&bytes, &format!("host {host}")) {
+                        Ok(Some(o)) => merge(&mut out, o),
+                        Ok(None) => {
+                            tracing::warn!(host, epoch, "host says it runs a newer roster but served an older one");
+                        }
+                        Err(e) => tracing::error!(host, epoch, error = %format!("{e:#}"), "newer roster refused"),
+                    },
+                    Err(e) => tracing::warn!(host, epoch, error = %format!("{e:#}"), "cannot fetch the newer roster"),
+                }
+            }
+        }
+        out
     }
 }
 
