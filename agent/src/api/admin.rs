@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -106,12 +107,29 @@ pub fn scrub_json(st: &ScrubStatus) -> serde_json::Value {
     })
 }
 
-/// Each open device's scrub status, in device order.
+/// How long the views of every device (`/v1/status`, `/metrics`, the
+/// gossip publication) wait for one store thread's scrub status: far
+/// longer than any commit it finishes before answering, so only a thread
+/// that is stuck (a hung device) is reported busy instead of holding up
+/// the other devices' figures.
+pub const STORE_ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
+/// Each open device's scrub status, in device order; `Busy` for a store
+/// thread that did not answer within `STORE_ANSWER_WITHIN`.
 pub async fn scrub_statuses(node: &Node) -> Vec<(usize, Result<ScrubStatus, Error>)> {
     let mut out = Vec::new();
     for s in &node.slots {
         if let Some(store) = &s.store {
-            out.push((s.id, node::scrub_status(store).await));
+            let status =
+                tokio::time::timeout(STORE_ANSWER_WITHIN, node::scrub_status(store)).await.unwrap_or_else(|_| {
+                    Err(Error::Busy {
+                        device: store.name().to_owned(),
+                        reason: format!(
+                            "its store thread did not tell its scrub status within {STORE_ANSWER_WITHIN:?}"
+                        ),
+                    })
+                });
+            out.push((s.id, status));
         }
     }
     out

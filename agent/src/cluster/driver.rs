@@ -41,9 +41,6 @@ const ROSTER_FETCH_EVERY: Duration = Duration::from_secs(10);
 /// The chores' answers the loop has not taken yet, at most (the chores
 /// wait for room: one step's answer is a publication's datagrams).
 const CHORES_QUEUED_MAX: usize = 4;
-/// A store thread that does not answer a scrub-status question within
-/// this is published without its scrub fields (unknown), not waited for.
-const STORE_ANSWER_WITHIN: Duration = Duration::from_secs(1);
 
 /// Runs until `stop` fires, then leaves the cluster.
 pub async fn run(cluster: Arc<Cluster>, app: Arc<App>, stop: tokio::sync::watch::Receiver<bool>) {
@@ -302,15 +299,9 @@ impl Publisher {
     /// This host's facts now.
     async fn bodies(&self) -> Vec<Body> {
         let node = &self.app.node;
-        let mut scrubs = HashMap::new();
-        for s in &node.slots {
-            let Some(store) = &s.store else { continue };
-            if let Ok(status) = tokio::time::timeout(STORE_ANSWER_WITHIN, crate::node::scrub_status(store)).await {
-                scrubs.insert(s.id, status);
-            } else {
-                tracing::debug!(device = s.id, "no scrub status within the bound; published without it");
-            }
-        }
+        // A store thread that does not answer in time is published without
+        // its scrub fields rather than holding back the rest.
+        let scrubs: HashMap<usize, _> = crate::api::scrub_statuses(node).await.into_iter().collect();
         // One lock at a time: never two guards of the gossip state in one
         // expression.
         let roster_epoch = self.cluster.gossip().roster().epoch;
