@@ -61,7 +61,7 @@ pub async fn run(cluster: Arc<Cluster>, app: Arc<App>, stop: tokio::sync::watch:
         latency_before: HashMap::new(),
     };
     let puller = Puller { cluster: cluster.clone(), roster_fetched: None, caught_up: false, last_pull: None, pulls: 0 };
-    let chores = [tokio::spawn(publisher.run(to_loop.clone())), tokio::spawn(puller.run(to_loop))];
+    let chores = [tokio::spawn(run_chore(publisher, to_loop.clone())), tokio::spawn(run_chore(puller, to_loop))];
     let mut d = Driver { cluster, socket, timers: Vec::new(), rejects: HashMap::new(), from_chores };
     d.run(stop).await;
     for task in chores {
@@ -102,19 +102,23 @@ struct Puller {
     pulls: usize,
 }
 
-/// Every `join_interval_ms`, one turn of a chore; what it answers goes to
-/// the loop. Ends when the loop is gone.
-async fn every_join_interval<S>(
-    mut state: S,
-    to_loop: tokio::sync::mpsc::Sender<Output>,
-    turn: impl for<'a> Fn(&'a mut S) -> std::pin::Pin<Box<dyn std::future::Future<Output = Output> + Send + 'a>>,
-    interval_ms: u64,
-) {
-    let mut step = tokio::time::interval(Duration::from_millis(interval_ms.max(10)));
+/// Work beside the gossip loop that may wait (on store threads, on
+/// peers' HTTP): one turn every `join_interval_ms`.
+trait Chore: Send {
+    fn cluster(&self) -> &Cluster;
+    /// One turn; what the gossip state answered to it.
+    fn turn(&mut self) -> impl std::future::Future<Output = Output> + Send;
+}
+
+/// Runs `chore`, handing what each turn answers to the loop, until the
+/// loop is gone.
+async fn run_chore(mut chore: impl Chore, to_loop: tokio::sync::mpsc::Sender<Output>) {
+    let every = Duration::from_millis(chore.cluster().settings.join_interval_ms.max(10));
+    let mut step = tokio::time::interval(every);
     step.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         step.tick().await;
-        let out = turn(&mut state).await;
+        let out = chore.turn().await;
         let empty = out.datagrams.is_empty() && out.timers.is_empty() && out.events.is_empty();
         if !empty && to_loop.send(out).await.is_err() {
             return;
@@ -262,12 +266,28 @@ impl Driver {
     }
 }
 
-impl Publisher {
-    async fn run(self, to_loop: tokio::sync::mpsc::Sender<Output>) {
-        let every = self.cluster.settings.join_interval_ms;
-        every_join_interval(self, to_loop, |p| Box::pin(p.publish()), every).await;
+impl Chore for Publisher {
+    fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
+    async fn turn(&mut self) -> Output {
+        self.publish().await
+    }
+}
+
+impl Chore for Puller {
+    fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    async fn turn(&mut self) -> Output {
+        self.pull().await;
+        self.fetch_newer_roster().await
+    }
+}
+
+impl Publisher {
     /// Publishes this host's records if they changed or are due.
     async fn publish(&mut self) -> Output {
         let mut out = Output::default();
@@ -374,22 +394,6 @@ impl Publisher {
 }
 
 impl Puller {
-    async fn run(self, to_loop: tokio::sync::mpsc::Sender<Output>) {
-        let every = self.cluster.settings.join_interval_ms;
-        every_join_interval(
-            self,
-            to_loop,
-            |p| {
-                Box::pin(async move {
-                    p.pull().await;
-                    p.fetch_newer_roster().await
-                })
-            },
-            every,
-        )
-        .await;
-    }
-
     /// Pulls one live peer's records when due (a late joiner's catch-up
     /// until one answers).
     async fn pull(&mut self) {
