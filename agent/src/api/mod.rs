@@ -10,10 +10,9 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use http_body_util::{BodyExt, Limited};
 use serde_json::json;
 use shardstore::store::scrub::ScrubStatus;
-use shardstore::store::{ByteRange, PutData, Read, ShardStat, SHARD_SIZE_BYTES_MAX};
+use shardstore::store::{ByteRange, Read, ShardStat};
 use shardstore::Error;
 
 use crate::admission::{Permit, Refusal};
@@ -21,9 +20,12 @@ use crate::keys::{decode_key, encode_key, KeyError};
 use crate::node::{self, Located, Node, Route};
 
 mod admin;
+mod body;
 
 pub use admin::{constant_time_eq, scrub_json, scrub_statuses};
 use admin::{fence, repairs, scrub_all, scrub_control, scrub_one, set_repair_rate, unfence};
+pub use body::crc32c_header;
+use body::{client_crc, read_body};
 
 /// Shards a listing returns when the client names no limit, and at most.
 pub const LIST_LIMIT_DEFAULT: usize = 1000;
@@ -558,127 +560,18 @@ pub fn parse_range_spec(v: &HeaderValue) -> Result<ByteRange, ApiError> {
     }
 }
 
-/// A body frame at least this long is kept as it arrived; shorter ones are
-/// copied together into pieces of at least this size.
-const FRAME_KEPT_BYTES_MIN: usize = 16 * 1024;
-
-/// A put's body as it arrived, and its CRC32C when asked for.
-struct Arrived<'a> {
-    data: PutData,
-    crc: Option<u32>,
-    /// The body memory budget's share, held until dropped.
-    _memory: tokio::sync::SemaphorePermit<'a>,
-}
-
-/// The body of a put: announced by `content-length`, at most the shard
-/// maximum, within the body memory budget, arriving within the body
-/// timeout. Kept in the frames it came in (the store copies them once,
-/// into its I/O buffer); with `crc`, each frame's CRC is taken as it
-/// arrives, while it is still in cache.
-async fn read_body<'a>(app: &'a App, headers: &HeaderMap, body: Body, crc: bool) -> Result<Arrived<'a>, ApiError> {
-    let too_large = |size: String| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "TooLarge",
-            format!("a body of {size} bytes is over the shard maximum of {SHARD_SIZE_BYTES_MAX}"),
-        )
-    };
-    let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) else {
-        return Err(ApiError::new(
-            StatusCode::LENGTH_REQUIRED,
-            "LengthRequired",
-            "a put must announce its size in content-length",
-        ));
-    };
-    if len > SHARD_SIZE_BYTES_MAX {
-        return Err(too_large(len.to_string()));
-    }
-    let kib = u32::try_from(len.div_ceil(1024)).expect("64 MiB in KiB fits u32");
-    let permit = app.body_memory.try_acquire_many(kib).map_err(|_| {
-        ApiError::overloaded(format!(
-            "the agent holds as many request bodies in memory as it may; a {len}-byte body must wait"
-        ))
-    })?;
-    let gather = async {
-        let mut body = std::pin::pin!(Limited::new(body, SHARD_SIZE_BYTES_MAX as usize));
-        let (mut parts, mut sum) = (Vec::new(), 0u32);
-        // Small frames (a client trickling its body) are copied together,
-        // so the pieces kept stay few whatever the client's writes were.
-        let mut small = bytes::BytesMut::new();
-        while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame?.into_data() {
-                if crc {
-                    sum = crc32c::crc32c_append(sum, &data);
-                }
-                if data.len() >= FRAME_KEPT_BYTES_MIN && small.is_empty() {
-                    parts.push(data);
-                } else {
-                    small.extend_from_slice(&data);
-                    if small.len() >= FRAME_KEPT_BYTES_MIN {
-                        parts.push(small.split().freeze());
-                    }
-                }
-            }
-        }
-        parts.push(small.freeze());
-        Ok::<_, axum::BoxError>((parts, sum))
-    };
-    match tokio::time::timeout(app.body_timeout, gather).await {
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "RequestTimeout",
-            format!("the body did not arrive within {} ms; nothing was stored", app.body_timeout.as_millis()),
-        )),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(too_large(format!("over {SHARD_SIZE_BYTES_MAX}")))
-        }
-        Ok(Err(e)) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "IncompleteBody",
-            format!("the body could not be read ({e}); nothing was stored"),
-        )),
-        Ok(Ok((parts, sum))) => {
-            Ok(Arrived { data: PutData::from_parts(parts), crc: crc.then_some(sum), _memory: permit })
-        }
-    }
-}
-
-/// The client's `x-shard-crc32c`, if it sent one.
-fn client_crc(headers: &HeaderMap) -> Result<Option<u32>, ApiError> {
-    crc32c_header(headers, "x-shard-crc32c")
-}
-
-/// A CRC32C header (`x-shard-crc32c`, `x-object-crc32c`): 8 lowercase hex
-/// digits, or a `BadDigest` naming it.
-pub fn crc32c_header(headers: &HeaderMap, name: &str) -> Result<Option<u32>, ApiError> {
-    let Some(v) = headers.get(name) else { return Ok(None) };
-    let bad = || {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "BadDigest",
-            format!("{name} {v:?} is not 8 lowercase hex digits; nothing was stored"),
-        )
-    };
-    let text = v.to_str().map_err(|_| bad())?;
-    if text.len() != 8 || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        return Err(bad());
-    }
-    u32::from_str_radix(text, 16).map(Some).map_err(|_| bad())
-}
-
 async fn put_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
     let started = Instant::now();
     let deadline = deadline(req.headers(), started)?;
     let key = key_of(req.uri().path())?;
     let (parts, body) = req.into_parts();
     let want_crc = client_crc(&parts.headers)?;
-    let arrived = read_body(&app, &parts.headers, body, want_crc.is_none()).await?;
-    let body_us = started.elapsed().as_micros() as u64;
     // The client's CRC travels with the put to the store, which checks it
     // against the bytes it writes to the medium; without one, the CRC of
     // the body as it arrived here does.
-    let crc = want_crc.or(arrived.crc).expect("taken when the client sent none");
-    let data = arrived.data;
+    let arrived = read_body(&app, &parts.headers, body, want_crc).await?;
+    let body_us = started.elapsed().as_micros() as u64;
+    let (data, crc) = (arrived.data, arrived.crc);
     let node = &app.node;
     let _write = node.stripe(&key).write().await;
     // A key found nowhere while some device cannot be asked is written to

@@ -1,0 +1,123 @@
+//! A put's body and its CRC: read within the limits (size, memory budget,
+//! time) into the pieces it arrived in, and the CRC32C headers checked.
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use shardstore::store::{PutData, SHARD_SIZE_BYTES_MAX};
+
+use super::{ApiError, App};
+
+/// A body frame at least this long is kept as it arrived; shorter ones are
+/// copied together into pieces of at least this size.
+const FRAME_KEPT_BYTES_MIN: usize = 16 * 1024;
+
+/// A put's body as it arrived, and the CRC32C it travels with.
+pub(super) struct Arrived<'a> {
+    pub(super) data: PutData,
+    /// The client's, or the agent's of the body as it arrived.
+    pub(super) crc: u32,
+    /// The body memory budget's share, held until dropped.
+    _memory: tokio::sync::SemaphorePermit<'a>,
+}
+
+/// The body of a put: announced by `content-length`, at most the shard
+/// maximum, within the body memory budget, arriving within the body
+/// timeout. Kept in the frames it came in (the store copies them once,
+/// into its I/O buffer). Without the client's CRC, each frame's CRC is
+/// taken as it arrives, while it is still in cache.
+pub(super) async fn read_body<'a>(
+    app: &'a App,
+    headers: &HeaderMap,
+    body: Body,
+    client_crc: Option<u32>,
+) -> Result<Arrived<'a>, ApiError> {
+    let too_large = |size: String| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "TooLarge",
+            format!("a body of {size} bytes is over the shard maximum of {SHARD_SIZE_BYTES_MAX}"),
+        )
+    };
+    let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) else {
+        return Err(ApiError::new(
+            StatusCode::LENGTH_REQUIRED,
+            "LengthRequired",
+            "a put must announce its size in content-length",
+        ));
+    };
+    if len > SHARD_SIZE_BYTES_MAX {
+        return Err(too_large(len.to_string()));
+    }
+    let kib = u32::try_from(len.div_ceil(1024)).expect("64 MiB in KiB fits u32");
+    let permit = app.body_memory.try_acquire_many(kib).map_err(|_| {
+        ApiError::overloaded(format!(
+            "the agent holds as many request bodies in memory as it may; a {len}-byte body must wait"
+        ))
+    })?;
+    let gather = async {
+        let mut body = std::pin::pin!(Limited::new(body, SHARD_SIZE_BYTES_MAX as usize));
+        let (mut parts, mut sum) = (Vec::new(), 0u32);
+        // Small frames (a client trickling its body) are copied together,
+        // so the pieces kept stay few whatever the client's writes were.
+        let mut small = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                if client_crc.is_none() {
+                    sum = crc32c::crc32c_append(sum, &data);
+                }
+                if data.len() >= FRAME_KEPT_BYTES_MIN && small.is_empty() {
+                    parts.push(data);
+                } else {
+                    small.extend_from_slice(&data);
+                    if small.len() >= FRAME_KEPT_BYTES_MIN {
+                        parts.push(small.split().freeze());
+                    }
+                }
+            }
+        }
+        parts.push(small.freeze());
+        Ok::<_, axum::BoxError>((parts, sum))
+    };
+    match tokio::time::timeout(app.body_timeout, gather).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "RequestTimeout",
+            format!("the body did not arrive within {} ms; nothing was stored", app.body_timeout.as_millis()),
+        )),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(too_large(format!("over {SHARD_SIZE_BYTES_MAX}")))
+        }
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "IncompleteBody",
+            format!("the body could not be read ({e}); nothing was stored"),
+        )),
+        Ok(Ok((parts, sum))) => {
+            Ok(Arrived { data: PutData::from_parts(parts), crc: client_crc.unwrap_or(sum), _memory: permit })
+        }
+    }
+}
+
+/// The client's `x-shard-crc32c`, if it sent one.
+pub(super) fn client_crc(headers: &HeaderMap) -> Result<Option<u32>, ApiError> {
+    crc32c_header(headers, "x-shard-crc32c")
+}
+
+/// A CRC32C header (`x-shard-crc32c`, `x-object-crc32c`): 8 lowercase hex
+/// digits, or a `BadDigest` naming it.
+pub fn crc32c_header(headers: &HeaderMap, name: &str) -> Result<Option<u32>, ApiError> {
+    let Some(v) = headers.get(name) else { return Ok(None) };
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "BadDigest",
+            format!("{name} {v:?} is not 8 lowercase hex digits; nothing was stored"),
+        )
+    };
+    let text = v.to_str().map_err(|_| bad())?;
+    if text.len() != 8 || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(bad());
+    }
+    u32::from_str_radix(text, 16).map(Some).map_err(|_| bad())
+}
