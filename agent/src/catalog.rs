@@ -16,6 +16,16 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ("shardnode_build_info", Kind::Gauge, "Always 1; the labels name the version and git commit of the running agent."),
     ("shardnode_http_requests_total", Kind::Counter, "HTTP requests answered, by operation and status code."),
     (
+        "shardnode_landing_records",
+        Kind::Gauge,
+        "Record buffers put bodies of 64 KiB or more land in (limits.landing_records), 1 MiB of payload each.",
+    ),
+    (
+        "shardnode_landing_records_free",
+        Kind::Gauge,
+        "Landing record buffers free; at 0, arriving bodies are kept as they came and copied by the store threads.",
+    ),
+    (
         "shardnode_http_request_duration_seconds",
         Kind::Histogram,
         "Time from a request's arrival to its answer, in seconds, by operation.",

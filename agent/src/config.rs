@@ -227,6 +227,11 @@ pub struct Limits {
     /// Request bodies held in memory at once, in bytes; a put that would
     /// pass it is refused (`Overloaded`) before its body is read.
     pub body_memory_bytes_max: u64,
+    /// Put bodies of 64 KiB or more land, as they arrive, in record-shaped
+    /// I/O buffers the store writes without copying; this many 1 MiB
+    /// chunks' worth are kept (mapped at start: about 1 MiB each). A body
+    /// that finds too few free is kept as it arrived. 0: never land.
+    pub landing_records: usize,
     /// Requests running on one device at once; more wait in its queue.
     pub device_concurrency: usize,
     /// Waiting requests past which a device's queue is served newest first.
@@ -246,6 +251,7 @@ impl Default for Limits {
             body_timeout_ms: 60_000,
             shutdown_grace_ms: 10_000,
             body_memory_bytes_max: 1 << 30,
+            landing_records: 32,
             device_concurrency: 32,
             device_lifo_after: 32,
             device_queue_max: 512,

@@ -151,8 +151,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let node = node::Node::new(hostname(), &devices, thresholds, config.scrub.settings(), config.health.rules()).await;
     let open = node.open_count();
+    let landing = match config.limits.landing_records {
+        0 => None,
+        n => match shardstore::store::Landing::new(n) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(records = n, error = %e, "cannot map the landing buffers; put bodies are copied by the store threads");
+                None
+            }
+        },
+    };
     let app = Arc::new(api::App {
         node,
+        landing,
         body_timeout: Duration::from_millis(config.limits.body_timeout_ms),
         body_memory_bytes_max: config.limits.body_memory_bytes_max,
         body_memory: tokio::sync::Semaphore::new(

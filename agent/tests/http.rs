@@ -283,6 +283,83 @@ fn a_body_trickled_in_writes_of_every_size_is_stored_whole() {
     assert!(agent.signal(Signal::SIGTERM).success());
 }
 
+/// A gauge without labels and with a whole value, from the agent's /metrics.
+fn gauge(addr: SocketAddr, name: &str) -> u64 {
+    let text = String::from_utf8(request(addr, "GET", "/metrics", &[], b"").body).unwrap();
+    let line = text.lines().find(|l| l.split(' ').next() == Some(name)).unwrap_or_else(|| panic!("no {name}"));
+    let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(value >= 0.0 && value.fract() == 0.0, "{line}");
+    value as u64
+}
+
+/// Waits (up to 5 s) until every landing record is free again.
+fn landing_all_free(addr: SocketAddr, records: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gauge(addr, "shardnode_landing_records_free") != records {
+        assert!(Instant::now() < deadline, "landing records not given back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Bodies of 64 KiB or more land in the agent's record buffers; a body
+/// that finds too few free is kept as it arrived and stored all the same.
+/// A landed body with a wrong CRC, or cut short, stores nothing, and every
+/// record comes back.
+#[test]
+fn bodies_land_in_record_buffers_or_are_kept_as_they_came() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let limits = "[limits]\nbody_timeout_ms = 5000\nlanding_records = 2\n";
+    let (mut agent, addr) = common::start_configured(dir.path(), 512 << 20, TOKEN, limits);
+    assert_eq!(gauge(addr, "shardnode_landing_records"), 2);
+    landing_all_free(addr, 2);
+    let pattern = |len: usize, seed: u32| -> Vec<u8> {
+        (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8 ^ seed as u8).collect()
+    };
+    // A 1.5 MiB body takes both records while it arrives...
+    let big = pattern(3 << 19, 1);
+    let mut first = TcpStream::connect(addr).unwrap();
+    let head = format!("PUT /v1/shards/landed HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n", big.len());
+    first.write_all(head.as_bytes()).unwrap();
+    first.write_all(&big[..1000]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gauge(addr, "shardnode_landing_records_free") != 0 {
+        assert!(Instant::now() < deadline, "the first body did not take the records");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ...so another finds none free: kept as it arrived, stored whole.
+    let other = pattern(300 << 10, 2);
+    let r = request(addr, "PUT", "/v1/shards/no-room", &[("x-shard-crc32c", &crc_hex(&other))], &other);
+    assert_eq!(r.status, 201, "{}", r.code());
+    first.write_all(&big[1000..]).unwrap();
+    first.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let r = common::read_reply(&mut first, false);
+    assert_eq!((r.status, r.header("x-shard-crc32c")), (201, Some(crc_hex(&big).as_str())));
+    for (key, want) in [("landed", &big), ("no-room", &other)] {
+        let back = get(addr, key);
+        assert!(back.status == 200 && &back.body == want, "{key}: read back {} bytes", back.body.len());
+    }
+    landing_all_free(addr, 2);
+    // A landed body whose CRC is not the client's: refused, nothing stored.
+    let body = pattern(200_000, 3);
+    let wrong = format!("{:08x}", crc32c::crc32c(&body) ^ 1);
+    let r = request(addr, "PUT", "/v1/shards/bad-crc", &[("x-shard-crc32c", &wrong)], &body);
+    assert_eq!((r.status, r.code()), (400, "BadDigest".to_owned()));
+    assert_eq!(get(addr, "bad-crc").code(), "NotFound");
+    landing_all_free(addr, 2);
+    // A landed body cut short: nothing stored.
+    {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"PUT /v1/shards/cut-short HTTP/1.1\r\nhost: t\r\ncontent-length: 500000\r\n\r\n").unwrap();
+        s.write_all(&[7u8; 1000]).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    }
+    assert_eq!(get(addr, "cut-short").code(), "NotFound");
+    landing_all_free(addr, 2);
+    assert!(agent.signal(Signal::SIGTERM).success());
+}
+
 /// Trips to the store threads so far, by the agent's own count
 /// (`shardnode_device_store_requests_total`, summed over devices).
 fn store_trips(addr: SocketAddr) -> u64 {

@@ -15,7 +15,7 @@ use shardstore::error::{Error, OpKind};
 use shardstore::format::{format, FormatOptions};
 use shardstore::rng::Rng;
 use shardstore::store::scrub::ScrubSettings;
-use shardstore::store::{Lookup, Op, PutData, Store};
+use shardstore::store::{Landing, Lookup, Op, PutData, Store};
 
 const KEYS: [&str; 8] = ["a/1", "a/2", "a/3", "b/1", "b/22", "c", "c/x", "zz"];
 const PREFIXES: [&str; 4] = ["", "a/", "b", "c/"];
@@ -134,12 +134,23 @@ fn data(size: usize, seed: u64) -> Vec<u8> {
     (0..size).map(|_| rng.next_u64() as u8).collect()
 }
 
-/// A put's bytes in the pieces a request body may arrive in: one buffer,
-/// or cut in up to three places the seed chooses (a cut may fall inside a
-/// log block's piece of payload or a chunk's boundary, or make an empty
-/// piece).
+/// Record buffers shared by the model's puts (landing takes all of a
+/// put's or none: a put that finds too few free arrives in pieces).
+static LANDING: std::sync::LazyLock<Landing> = std::sync::LazyLock::new(|| Landing::new(16).expect("landing buffers"));
+
+/// A put's bytes as a request body may arrive: one buffer, cut in up to
+/// three places the seed chooses (a cut may fall inside a log block's
+/// piece of payload or a chunk's boundary, or make an empty piece), or,
+/// for 64 KiB or more, landed in record buffers as the agent lands them.
 fn arrived(data: &[u8], seed: u64) -> PutData {
     let mut rng = Rng::new(seed.rotate_left(17));
+    if data.len() >= 64 * 1024 && rng.chance(1, 2) {
+        if let Some(mut landed) = LANDING.take(data.len()) {
+            let cut = rng.below(data.len() as u64 + 1) as usize;
+            assert!(landed.extend(&data[..cut]) && landed.extend(&data[cut..]));
+            return landed.finish().expect("every byte landed");
+        }
+    }
     let mut cuts: Vec<usize> = (0..rng.below(4)).map(|_| rng.below(data.len() as u64 + 1) as usize).collect();
     cuts.sort_unstable();
     let mut parts = Vec::new();
@@ -383,7 +394,12 @@ impl Harness {
                 let k = KEYS[key].as_bytes().to_vec();
                 let v = data(SIZES[size], seed);
                 self.handle.cut_power_after(budget);
-                let r = if delete { self.store().delete(&k) } else { self.store().put(&k, &v) };
+                let r = if delete {
+                    self.store().delete(&k)
+                } else {
+                    let op = Op::Put { key: k.clone(), data: arrived(&v, seed), crc32c: None, version: None };
+                    self.store().commit(&[op]).pop().expect("one result")
+                };
                 self.crash(fate_seed);
                 let old = self.model.get(&k).cloned();
                 let new = if delete { None } else { Some(v) };

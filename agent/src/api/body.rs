@@ -12,6 +12,11 @@ use super::{ApiError, App};
 /// copied together into pieces of at least this size.
 const FRAME_KEPT_BYTES_MIN: usize = 16 * 1024;
 
+/// A body at least this long lands in record buffers (`App::landing`):
+/// smaller ones commit with one flush, whose log carries a copy of the
+/// payload taken from the pieces.
+const LANDED_BODY_BYTES_MIN: u64 = 64 * 1024;
+
 /// A put's body as it arrived, and the CRC32C it travels with.
 pub(super) struct Arrived<'a> {
     pub(super) data: PutData,
@@ -55,9 +60,13 @@ pub(super) async fn read_body<'a>(
             "the agent holds as many request bodies in memory as it may; a {len}-byte body must wait"
         ))
     })?;
+    // A body of at least LANDED_BODY_BYTES_MIN lands in record buffers
+    // when enough are free; otherwise it is kept in the frames it came in.
+    let landing = (len >= LANDED_BODY_BYTES_MIN).then(|| app.landing.as_ref()?.take(len as usize)).flatten();
     let gather = async {
         let mut body = std::pin::pin!(Limited::new(body, SHARD_SIZE_BYTES_MAX as usize));
         let (mut parts, mut sum) = (Vec::new(), 0u32);
+        let mut landing = landing;
         // Small frames (a client trickling its body) are copied together,
         // so the pieces kept stay few whatever the client's writes were.
         let mut small = bytes::BytesMut::new();
@@ -66,7 +75,11 @@ pub(super) async fn read_body<'a>(
                 if client_crc.is_none() {
                     sum = crc32c::crc32c_append(sum, &data);
                 }
-                if data.len() >= FRAME_KEPT_BYTES_MIN && small.is_empty() {
+                if let Some(landed) = &mut landing {
+                    if !landed.extend(&data) {
+                        return Err(axum::BoxError::from(format!("more than the {len} bytes announced")));
+                    }
+                } else if data.len() >= FRAME_KEPT_BYTES_MIN && small.is_empty() {
                     parts.push(data);
                 } else {
                     small.extend_from_slice(&data);
@@ -76,8 +89,14 @@ pub(super) async fn read_body<'a>(
                 }
             }
         }
-        parts.push(small.freeze());
-        Ok::<_, axum::BoxError>((parts, sum))
+        let data = if let Some(landed) = landing {
+            let got = landed.filled();
+            landed.finish().ok_or_else(|| format!("{got} of the {len} bytes announced arrived"))?
+        } else {
+            parts.push(small.freeze());
+            PutData::from_parts(parts)
+        };
+        Ok::<_, axum::BoxError>((data, sum))
     };
     match tokio::time::timeout(app.body_timeout, gather).await {
         Err(_) => Err(ApiError::new(
@@ -93,9 +112,7 @@ pub(super) async fn read_body<'a>(
             "IncompleteBody",
             format!("the body could not be read ({e}); nothing was stored"),
         )),
-        Ok(Ok((parts, sum))) => {
-            Ok(Arrived { data: PutData::from_parts(parts), crc: client_crc.unwrap_or(sum), _memory: permit })
-        }
+        Ok(Ok((data, sum))) => Ok(Arrived { data, crc: client_crc.unwrap_or(sum), _memory: permit }),
     }
 }
 

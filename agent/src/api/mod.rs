@@ -38,6 +38,8 @@ pub struct App {
     pub body_memory: tokio::sync::Semaphore,
     /// `limits.body_memory_bytes_max`, in bytes.
     pub body_memory_bytes_max: u64,
+    /// Record buffers put bodies land in (`limits.landing_records`).
+    pub landing: Option<shardstore::store::Landing>,
     pub admin_token: Option<String>,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// This host's cluster membership, if it has a `[cluster]` table.
@@ -298,6 +300,10 @@ async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let scrubs = scrub_statuses(&app.node).await;
     crate::metrics::publish_device_gauges(&app.node, &scrubs);
+    if let Some(landing) = &app.landing {
+        metrics::gauge!("shardnode_landing_records").set(landing.records() as f64);
+        metrics::gauge!("shardnode_landing_records_free").set(landing.free() as f64);
+    }
     crate::cluster::routes::publish_metrics(&app);
     crate::metrics::collect_process();
     match &app.metrics {

@@ -168,7 +168,11 @@ impl Store {
         // Resets need no data; relocated chunks must be durable before the
         // log moves them, which is the two-flush path's order.
         let relocated = reclaimed.iter().any(|r| matches!(r, LogRecord::Relocate { .. }));
-        if !relocated && Self::batch_bytes(ops) <= ONE_FLUSH_BATCH_BYTES_MAX {
+        // A landed put's records went to the device whole, so the log
+        // cannot carry copies of their payload: two flushes (a landed body
+        // is larger than a one-flush batch anyway).
+        let landed = ops.iter().any(|op| matches!(op, Op::Put { data, .. } if data.is_landed()));
+        if !relocated && !landed && Self::batch_bytes(ops) <= ONE_FLUSH_BATCH_BYTES_MAX {
             if let Some(done) = self.commit_one_flush(ops, &reclaimed, &mut staged, &mut results, &mut writes, pump) {
                 return done;
             }
@@ -338,19 +342,28 @@ impl Store {
                 }
             }
             let len = record_size_bytes(key.len(), payload_len) as usize;
-            let Some(mut buf) = self.pool.take(len) else {
-                return Err(self.fail("no free I/O buffer with a queue slot free (buffers lost to a failed ring)"));
+            // A landed record is written as it is; its CRC is still taken
+            // here, from the very bytes that go to the device.
+            let (mut buf, placed_crc) = if let Some(buf) = data.take_record(c) {
+                assert_eq!(buf.len(), len, "a landed record is shaped for its chunk");
+                let crc = crc32c::crc32c(&buf.as_slice()[record::HEADER_BLOCK_BYTES..][..payload_len]);
+                (buf, crc)
+            } else {
+                let Some(mut buf) = self.pool.take(len) else {
+                    return Err(self.fail("no free I/O buffer with a queue slot free (buffers lost to a failed ring)"));
+                };
+                // The CRC of the copy in the I/O buffer, taken block by block
+                // right behind the copy, while each block is still in L1.
+                let mut placed_crc = 0;
+                let fill = |to: &mut [u8]| {
+                    for (i, block) in to.chunks_mut(COPY_CRC_BLOCK_BYTES).enumerate() {
+                        data.copy_to(start + i * COPY_CRC_BLOCK_BYTES, block);
+                        placed_crc = crc32c::crc32c_append(placed_crc, block);
+                    }
+                };
+                record::place_payload_with(payload_len, fill, buf.as_mut_slice());
+                (buf, placed_crc)
             };
-            // The CRC of the copy in the I/O buffer, taken block by block
-            // right behind the copy, while each block is still in L1.
-            let mut placed_crc = 0;
-            let fill = |to: &mut [u8]| {
-                for (i, block) in to.chunks_mut(COPY_CRC_BLOCK_BYTES).enumerate() {
-                    data.copy_to(start + i * COPY_CRC_BLOCK_BYTES, block);
-                    placed_crc = crc32c::crc32c_append(placed_crc, block);
-                }
-            };
-            record::place_payload_with(payload_len, fill, buf.as_mut_slice());
             let payload_crc = if count == 1 {
                 shard_crc = placed_crc;
                 if let Some(want) = expected.filter(|&want| want != placed_crc) {

@@ -35,7 +35,7 @@ use checkpoint::{encode_checkpoint, read_bytes, write_bytes};
 pub use commit::Pump;
 pub use extents::ExtentInfo;
 use extents::ExtentTable;
-pub use put_data::PutData;
+pub use put_data::{Landed, Landing, PutData};
 pub use reads::FinishedGet;
 use reads::{ReadPipeline, ReadToken, COMMIT_LOG_OP};
 use reclaim::ReclaimPlan;
