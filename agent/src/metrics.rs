@@ -3,6 +3,7 @@
 //! device figures are read from the store threads' counters when scraped.
 
 use std::sync::atomic::Ordering;
+use std::sync::{LazyLock, OnceLock};
 use std::time::Instant;
 
 use axum::extract::Request;
@@ -44,23 +45,53 @@ pub fn collect_process() {
     PROCESS.collect();
 }
 
-/// What a request was, for its labels.
-fn operation(method: &Method, path: &str) -> &'static str {
+/// The `op` label of a request, by [`operation`]'s index.
+const OPERATIONS: [&str; 10] =
+    ["put", "get", "head", "delete", "list", "object_put", "object_get", "object_head", "object_delete", "other"];
+
+/// What a request was, for its labels: an index into `OPERATIONS`.
+fn operation(method: &Method, path: &str) -> usize {
     let shard = path.starts_with("/v1/shards/") && path.len() > "/v1/shards/".len();
     match (method.as_str(), shard) {
-        ("PUT", true) => "put",
-        ("GET", true) => "get",
-        ("HEAD", true) => "head",
-        ("DELETE", true) => "delete",
-        ("GET", false) if path.starts_with("/v1/shards") => "list",
+        ("PUT", true) => 0,
+        ("GET", true) => 1,
+        ("HEAD", true) => 2,
+        ("DELETE", true) => 3,
+        ("GET", false) if path.starts_with("/v1/shards") => 4,
         (m, false) if path.starts_with("/v1/objects/") => match m {
-            "PUT" => "object_put",
-            "GET" => "object_get",
-            "HEAD" => "object_head",
-            "DELETE" => "object_delete",
-            _ => "other",
+            "PUT" => 5,
+            "GET" => 6,
+            "HEAD" => 7,
+            "DELETE" => 8,
+            _ => 9,
         },
-        _ => "other",
+        _ => 9,
+    }
+}
+
+/// Status codes whose request counters are kept registered (100-599).
+const STATUS_FIRST: u16 = 100;
+const STATUS_COUNT: usize = 500;
+
+/// Each operation's request counters (by status) and duration histogram,
+/// registered on first use and kept: looking a labelled metric up in the
+/// recorder's registry on every request hashed and allocated its key.
+struct RequestMetrics {
+    counters: Vec<OnceLock<metrics::Counter>>,
+    durations: [OnceLock<metrics::Histogram>; OPERATIONS.len()],
+}
+
+static REQUEST_METRICS: LazyLock<RequestMetrics> = LazyLock::new(|| RequestMetrics {
+    counters: (0..OPERATIONS.len() * STATUS_COUNT).map(|_| OnceLock::new()).collect(),
+    durations: std::array::from_fn(|_| OnceLock::new()),
+});
+
+fn count_request(op: usize, status: u16) {
+    let counter =
+        || metrics::counter!("shardnode_http_requests_total", "op" => OPERATIONS[op], "status" => status.to_string());
+    match status.checked_sub(STATUS_FIRST).map(usize::from).filter(|&i| i < STATUS_COUNT) {
+        Some(i) => REQUEST_METRICS.counters[op * STATUS_COUNT + i].get_or_init(counter).increment(1),
+        None => counter().increment(1),
     }
 }
 
@@ -69,9 +100,10 @@ pub async fn record(req: Request, next: Next) -> Response {
     let op = operation(req.method(), req.uri().path());
     let started = Instant::now();
     let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("shardnode_http_requests_total", "op" => op, "status" => status).increment(1);
-    metrics::histogram!("shardnode_http_request_duration_seconds", "op" => op).record(started.elapsed().as_secs_f64());
+    count_request(op, response.status().as_u16());
+    REQUEST_METRICS.durations[op]
+        .get_or_init(|| metrics::histogram!("shardnode_http_request_duration_seconds", "op" => OPERATIONS[op]))
+        .record(started.elapsed().as_secs_f64());
     response
 }
 

@@ -360,6 +360,36 @@ fn bodies_land_in_record_buffers_or_are_kept_as_they_came() {
     assert!(agent.signal(Signal::SIGTERM).success());
 }
 
+/// The value of the sample `series` (name and labels, exactly as
+/// rendered) in the agent's /metrics, 0 while it is absent.
+fn sample(addr: SocketAddr, series: &str) -> f64 {
+    let text = String::from_utf8(request(addr, "GET", "/metrics", &[], b"").body).unwrap();
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
+}
+
+/// Every request is counted once under its operation and status, and
+/// timed under its operation (the handles are registered once and kept).
+#[test]
+fn requests_are_counted_by_operation_and_status() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (mut agent, addr) = start(dir.path());
+    assert_eq!(request(addr, "PUT", "/v1/shards/counted", &[], b"bytes").status, 201);
+    let ok = r#"shardnode_http_requests_total{op="get",status="200"}"#;
+    let missing = r#"shardnode_http_requests_total{op="get",status="404"}"#;
+    let timed = r#"shardnode_http_request_duration_seconds_count{op="get"}"#;
+    let before = [sample(addr, ok), sample(addr, missing), sample(addr, timed)];
+    for _ in 0..3 {
+        assert_eq!(get(addr, "counted").status, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(get(addr, "not-there").status, 404);
+    }
+    let after = [sample(addr, ok), sample(addr, missing), sample(addr, timed)];
+    let deltas: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    assert_eq!(deltas, [3.0, 2.0, 5.0], "before {before:?}, after {after:?}");
+    assert!(agent.signal(Signal::SIGTERM).success());
+}
+
 /// Trips to the store threads so far, by the agent's own count
 /// (`shardnode_device_store_requests_total`, summed over devices).
 fn store_trips(addr: SocketAddr) -> u64 {
