@@ -335,6 +335,11 @@ impl Store {
     }
 
     /// Whether any read (a get, or a scrub window) is still in progress.
+    /// Reads of started gets not yet handed to the device.
+    pub fn reads_unsubmitted(&self) -> usize {
+        self.reads.queue.len()
+    }
+
     pub fn gets_pending(&self) -> bool {
         self.scrub.in_flight() > 0 || self.reads.any_get()
     }

@@ -167,6 +167,13 @@ fn short_name(name: &str) -> String {
     base.chars().take(9).collect()
 }
 
+/// Reads waiting for the device that make the serving loop submit them
+/// while it still verifies reaped reads. Measured on the store's 4 KiB
+/// gets at QD32 against refilling after every read (`benches/ab-store`
+/// style, 10 and 12 paired rounds): CPU per get 0.78x and 0.88x, rate
+/// 1.23x and 1.06x, p99 0.92x and 0.89x; 4 and 16 did no better.
+const REFILL_READS_MIN: usize = 8;
+
 fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
     let mut last_reclaim = Instant::now();
     let (mut usage_dirty, mut last_publish) = (false, Instant::now());
@@ -342,9 +349,11 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             wake.parked.store(false, Ordering::SeqCst);
             // Answer each get as soon as its read is verified, and send the
             // gets those answers lead to (a client issuing its next read
-            // from a completion) to the device before verifying the next
-            // read: a completed read's slot on the device is refilled
-            // within microseconds, not after the whole batch was handled.
+            // from a completion) to the device, REFILL_READS_MIN at a time,
+            // before verifying the next read: the device's queue is
+            // refilled within microseconds, not after the whole batch was
+            // handled, and one system call (and doorbell) carries several
+            // reads (the rest go with the next wait's enter).
             get_replies.answer_all(&mut finished);
             while store.finish_next_read(&mut finished) {
                 if finished.is_empty() {
@@ -352,7 +361,9 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                 }
                 get_replies.answer_all(&mut finished);
                 start_arrived_gets(&mut store, rx, &mut get_replies, &mut pending, &wake.stats, &HashSet::new());
-                store.submit_gets(&mut finished);
+                if store.reads_unsubmitted() >= REFILL_READS_MIN {
+                    store.submit_gets(&mut finished);
+                }
                 get_replies.answer_all(&mut finished);
             }
         }
