@@ -342,11 +342,15 @@ impl Store {
                 }
             }
             let len = record_size_bytes(key.len(), payload_len) as usize;
-            // A landed record is written as it is; its CRC is still taken
-            // here, from the very bytes that go to the device.
+            // A landed record is written as it is; its CRC is taken from the
+            // very bytes that go to the device (a longer shard's were, just
+            // above, from these same buffers: not taken twice).
             let (mut buf, placed_crc) = if let Some(buf) = data.take_record(c) {
                 assert_eq!(buf.len(), len, "a landed record is shaped for its chunk");
-                let crc = crc32c::crc32c(&buf.as_slice()[record::HEADER_BLOCK_BYTES..][..payload_len]);
+                let crc = chunk_crcs
+                    .get(c)
+                    .copied()
+                    .unwrap_or_else(|| crc32c::crc32c(&buf.as_slice()[record::HEADER_BLOCK_BYTES..][..payload_len]));
                 (buf, crc)
             } else {
                 let Some(mut buf) = self.pool.take(len) else {
