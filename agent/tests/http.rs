@@ -285,10 +285,8 @@ fn a_body_trickled_in_writes_of_every_size_is_stored_whole() {
 
 /// A gauge without labels and with a whole value, from the agent's /metrics.
 fn gauge(addr: SocketAddr, name: &str) -> u64 {
-    let text = String::from_utf8(request(addr, "GET", "/metrics", &[], b"").body).unwrap();
-    let line = text.lines().find(|l| l.split(' ').next() == Some(name)).unwrap_or_else(|| panic!("no {name}"));
-    let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(value >= 0.0 && value.fract() == 0.0, "{line}");
+    let value = sample(addr, name);
+    assert!(value >= 0.0 && value.fract() == 0.0, "{name} {value}");
     value as u64
 }
 
