@@ -342,3 +342,69 @@ fn a_log_ending_one_block_before_the_second_half_ends_reopens() {
     store.put(b"after", b"y").unwrap();
     assert_eq!(store.get(b"after").unwrap(), b"y");
 }
+
+/// A batch's small records that lie side by side on the device go as one
+/// write (a run), split where the open extent ends; each reads back, also
+/// after a restart; a failed run write fails every put in it, and nothing
+/// of them becomes visible.
+#[test]
+fn small_records_side_by_side_go_as_one_write_and_fail_together() {
+    let (h, mut store) = fresh(12);
+    let batch = |tag: u8, n: usize| -> Vec<Op> {
+        (0..n).map(|i| Op::put(format!("run/{tag}/{i:02}").into_bytes(), vec![tag ^ i as u8; 4000])).collect()
+    };
+    let expect_ok = |results: Vec<Result<(), Error>>| assert!(results.iter().all(Result::is_ok), "{results:?}");
+
+    // 20 records of two blocks in a fresh extent: one data write, then the
+    // log's two copies (a two-flush batch: 160 KiB of records).
+    let before = h.stats();
+    expect_ok(store.commit(&batch(1, 20)));
+    let after = h.stats();
+    assert_eq!(after.writes - before.writes, 3, "the records went as one write");
+    assert_eq!(after.flushes - before.flushes, 2);
+
+    // Leave ten blocks in the open extent: five records fit it, the other
+    // fifteen start a run in the next extent.
+    let layout = store.superblock().layout;
+    let extent_of = |offset: u64| (offset - layout.data_offset) / layout.extent_size_bytes;
+    let open = extent_of(store.chunk_locations(b"run/1/19").unwrap()[0].0);
+    let per_extent = (layout.extent_size_bytes / 4096) as u32;
+    let left_blocks = per_extent - store.extents()[open as usize].write_blocks;
+    // A shard's records take a header block per chunk (of 1 MiB) and its
+    // payload's blocks.
+    let chunks = (1..8u32).find(|&c| (left_blocks - 10 - c) as usize * 4096 <= c as usize * (1 << 20)).unwrap();
+    let filler = vec![7u8; ((left_blocks - 10 - chunks) * 4096) as usize];
+    store.put(b"filler", &filler).unwrap();
+    assert_eq!(store.extents()[open as usize].write_blocks, per_extent - 10);
+    let before = h.stats();
+    expect_ok(store.commit(&batch(2, 20)));
+    let after = h.stats();
+    assert_eq!(after.writes - before.writes, 4, "two runs: the extent's end splits them");
+    assert_eq!(extent_of(store.chunk_locations(b"run/2/04").unwrap()[0].0), open, "five fill the open extent");
+    assert_ne!(extent_of(store.chunk_locations(b"run/2/05").unwrap()[0].0), open, "the sixth opens the next");
+
+    // The run's write fails: every put in it fails, none is visible, and
+    // the next batch goes through.
+    h.inject(Fault { op: OpKind::Write, range: None, skip: 0, remaining: Some(1) });
+    let results = store.commit(&batch(3, 20));
+    assert!(results.iter().all(|r| matches!(r, Err(Error::Io { .. }))), "{results:?}");
+    for op in batch(3, 20) {
+        assert!(matches!(store.get(op.key()), Err(Error::NotFound(_))), "a failed put is not visible");
+    }
+    expect_ok(store.commit(&batch(4, 20)));
+
+    let check = |store: &mut Store| {
+        for tag in [1u8, 2, 4] {
+            for op in batch(tag, 20) {
+                let Op::Put { key, data, .. } = op else { unreachable!() };
+                assert_eq!(store.get(&key).unwrap(), data.to_vec(), "{key:?}");
+            }
+        }
+        assert_eq!(store.get(b"filler").unwrap(), filler);
+    };
+    check(&mut store);
+    drop(store);
+    let mut store = Store::open(Box::new(h.attach())).unwrap();
+    store.check_invariants();
+    check(&mut store);
+}

@@ -122,6 +122,18 @@ impl ExtentTable {
         self.classes.touch(i, &self.extents[i as usize], self.open);
     }
 
+    /// Where `allocate` would put a record of `blocks` if the open extent
+    /// has room for it (nothing is allocated).
+    pub(super) fn next_in_open(&self, blocks: u32) -> Option<Locator> {
+        let e = self.open?;
+        let info = &self.extents[e as usize];
+        (info.write_blocks + blocks <= self.blocks_per_extent).then_some(Locator {
+            extent: e,
+            block: info.write_blocks,
+            crc: 0,
+        })
+    }
+
     /// Space for one record of `blocks`: appended to the open extent, or at
     /// the start of a free one while more than `reserve` are free.
     pub(super) fn allocate(&mut self, blocks: u32, reserve: u32) -> Option<Locator> {
