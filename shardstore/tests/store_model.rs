@@ -18,6 +18,9 @@ use shardstore::store::scrub::ScrubSettings;
 use shardstore::store::{Landing, Lookup, Op, PutData, Store};
 
 const KEYS: [&str; 8] = ["a/1", "a/2", "a/3", "b/1", "b/22", "c", "c/x", "zz"];
+/// Ids of the gets a batch step starts before its commit (the ones it
+/// starts during the commit are numbered by key).
+const EARLY: u64 = 100;
 const PREFIXES: [&str; 4] = ["", "a/", "b", "c/"];
 /// Sizes around the block and chunk boundaries (header 64 + key).
 const SIZES: [usize; 10] =
@@ -334,6 +337,15 @@ impl Harness {
                     }
                     store.submit_gets(&mut finished);
                 };
+                // Gets of the same keys also start before the commit, their
+                // reads not yet sent to the device: the commit stages its
+                // writes with them queued (or finishes them first when one
+                // could read an extent the batch may reuse), and they too
+                // must answer what the model held before it.
+                let early: Vec<(usize, Result<(), Error>)> = outside
+                    .iter()
+                    .map(|&k| (k, self.store().start_get(EARLY + k as u64, KEYS[k].as_bytes(), 0, u64::MAX)))
+                    .collect();
                 let results = self.store().commit_with(&ops, &mut pump);
                 while self.store().gets_pending() {
                     self.store().poll_gets(true, &mut finished).unwrap();
@@ -341,10 +353,11 @@ impl Harness {
                 self.store().take_finished_gets(&mut finished);
                 let mut answers: BTreeMap<usize, Result<Vec<u8>, Error>> =
                     finished.into_iter().map(|(id, r)| (id as usize, r)).collect();
-                for (k, start) in started.unwrap_or_default() {
+                let early = early.into_iter().map(|(k, start)| (EARLY as usize + k, k, start));
+                for (id, k, start) in early.chain(started.unwrap_or_default().into_iter().map(|(k, s)| (k, k, s))) {
                     let key = KEYS[k].as_bytes();
                     let answer = match start {
-                        Ok(()) => answers.remove(&k).expect("every started get finishes"),
+                        Ok(()) => answers.remove(&id).expect("every started get finishes"),
                         Err(e) => Err(e),
                     };
                     match (self.model.get(key), answer) {

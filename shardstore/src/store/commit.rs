@@ -9,8 +9,8 @@ use super::{
     chunk_count, chunk_len, combine_crcs, key_text, meta, record, record_blocks, record_size_bytes, superblock,
     validate_key, Completion, Error, HashMap, IoKind, IoOp, LogRecord, Op, PutData, ReadToken, RecordHeader, Result,
     ShardMeta, Store, BATCH_OPS_MAX, BLOCK, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX, COMMIT_LOG_OP,
-    LOG_BUFFER_SIZE_BYTES, LOG_PAYLOAD_BYTES_MAX, ONE_FLUSH_BATCH_BYTES_MAX, RESERVE_EXTENTS_COUNT,
-    SHARD_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
+    LOG_BUFFER_SIZE_BYTES, LOG_PAYLOAD_BYTES_MAX, ONE_FLUSH_BATCH_BYTES_MAX, RECLAIM_AHEAD_EXTENTS_COUNT,
+    RESERVE_EXTENTS_COUNT, SHARD_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
 };
 
 /// A put's bytes are copied into the I/O buffer and checksummed there in
@@ -151,14 +151,23 @@ impl Store {
 
     pub(super) fn commit_batch(&mut self, ops: &[Op], pump: Pump<'_>) -> Vec<Result<()>> {
         assert!(ops.len() <= BATCH_OPS_MAX, "batch of {} operations exceeds {BATCH_OPS_MAX}", ops.len());
-        // Gets started while the previous commit waited finish first: no
-        // get outlives the commit after the one it started in, so none
-        // reads an extent that a later commit reset and reused.
-        self.quiesce();
+        let needed = self.extents_needed(ops);
+        // Gets in flight keep going through the commit (their completions
+        // are verified as its own are reaped), unless one of them could
+        // read what the batch writes: a get that started before an extent
+        // was reset (its locators may point into it, and the batch may
+        // write there now); or the batch reclaims (moving chunks uses the
+        // device one operation at a time); or scrub windows are out. Then
+        // every read finishes first.
+        let reclaims = self.extents.free_count() <= RESERVE_EXTENTS_COUNT + needed + RECLAIM_AHEAD_EXTENTS_COUNT;
+        if reclaims || self.scrub.in_flight() > 0 || self.reads.started_before(self.resets_applied) {
+            self.quiesce();
+        }
+        // Reads reaped and not yet verified hold I/O buffers staging needs.
+        self.finish_reaped_reads();
         // The last resort: with free extents down to the reserve, whole
         // extents are evacuated before the batch (a failure here leaves
         // puts to find NoSpace). Normally `reclaim_along` keeps ahead.
-        let needed = self.extents_needed(ops);
         while self.extents.free_count() <= RESERVE_EXTENTS_COUNT + needed {
             match self.reclaim() {
                 Ok(Some(_)) => {}

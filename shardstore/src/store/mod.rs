@@ -289,6 +289,9 @@ pub struct Store {
     completed_at_open: Vec<String>,
     /// Group commits made durable by one flush since open.
     one_flush_commits: u64,
+    /// Extents reset since open: a get that started before the last reset
+    /// may hold locators into an extent a commit can now reuse.
+    resets_applied: u64,
     /// Aligned buffers for log writes, reused (a fresh mapping per log
     /// write cost a map and an unmap for each copy of every commit).
     log_buffers: BufferPool,
@@ -337,7 +340,10 @@ impl Store {
                     self.index.insert(key, &m);
                 }
             }
-            LogRecord::Reset { extent, generation } => self.extents.reset(*extent, *generation),
+            LogRecord::Reset { extent, generation } => {
+                self.extents.reset(*extent, *generation);
+                self.resets_applied += 1;
+            }
             LogRecord::Scrubbed { extent, generation, checked_ms, scrub } => {
                 self.extents.scrubbed(*extent, *generation, *checked_ms);
                 self.scrub.set_cursor(*scrub);

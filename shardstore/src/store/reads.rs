@@ -23,6 +23,9 @@ pub(super) struct GetCtx {
     /// Verified payload CRC of each chunk, for the whole-shard check.
     pub(super) chunk_crcs: Vec<u32>,
     pub(super) started: std::time::Instant,
+    /// `Store::resets_applied` when it started: its locators point into
+    /// no extent reset before then.
+    pub(super) resets_seen: u64,
 }
 
 /// A finished get: its id and its verified bytes, or why not.
@@ -110,6 +113,12 @@ impl ReadPipeline {
         !self.queue.is_empty()
     }
 
+    /// Whether a get in progress started before the `resets`-th extent
+    /// reset (and may read an extent now free to be written again).
+    pub(super) fn started_before(&self, resets: u64) -> bool {
+        self.gets.iter().flatten().any(|g| g.resets_seen < resets)
+    }
+
     fn any_get(&self) -> bool {
         self.gets.iter().any(Option::is_some)
     }
@@ -193,6 +202,7 @@ impl Store {
             error: None,
             chunk_crcs: vec![0; last - first + 1],
             started: std::time::Instant::now(),
+            resets_seen: self.resets_applied,
         });
         Ok(())
     }

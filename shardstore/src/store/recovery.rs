@@ -99,6 +99,7 @@ impl Store {
             reclaim_counts: ReclaimCounts::default(),
             completed_at_open: Vec::new(),
             one_flush_commits: 0,
+            resets_applied: 0,
             log_buffers: BufferPool::new(super::LOG_BUFFER_SIZE_BYTES, super::LOG_BUFFERS_COUNT)?,
         };
         // Fixed buffers when the kernel allows: no read or write pins the
