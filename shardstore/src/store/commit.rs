@@ -44,6 +44,23 @@ impl WriteBatch {
             runs: Vec::new(),
         }
     }
+
+    /// A write or flush submitted for `op` failed: its operation, every
+    /// operation of its run, or (the log's writes and flushes) the batch.
+    fn write_failed(&mut self, op: u32, why: &dyn std::fmt::Display) {
+        if op != COMMIT_LOG_OP && op & RUN_OP_FLAG != 0 {
+            for &i in &self.runs[(op & !RUN_OP_FLAG) as usize] {
+                self.failed[i as usize] = true;
+            }
+            return;
+        }
+        match self.failed.get_mut(op as usize) {
+            Some(failed) => *failed = true,
+            None => {
+                self.batch_failure.get_or_insert_with(|| why.to_string());
+            }
+        }
+    }
 }
 
 /// A record of at most `1 / RUN_RECORDS_MIN` of an I/O buffer is gathered
@@ -305,12 +322,10 @@ impl Store {
     fn submit_run(&mut self, writes: &mut WriteBatch) {
         let Some(Run { buf, offset, ops }) = writes.run.take() else { return };
         let op = RUN_OP_FLAG | writes.runs.len() as u32;
-        if self.submit_commit_io(op, IoKind::Write { offset, buf, fua: false }, writes).is_err() {
-            for &i in &ops {
-                writes.failed[i as usize] = true;
-            }
-        }
         writes.runs.push(ops);
+        if let Err(e) = self.submit_commit_io(op, IoKind::Write { offset, buf, fua: false }, writes) {
+            writes.write_failed(op, &e);
+        }
     }
 
     /// Waits for at least one completion, or for the store's waker (a
@@ -327,18 +342,7 @@ impl Store {
                 ReadToken::Commit { op } => {
                     writes.outstanding -= 1;
                     if let Err(e) = c.result {
-                        if op != COMMIT_LOG_OP && op & RUN_OP_FLAG != 0 {
-                            for &i in &writes.runs[(op & !RUN_OP_FLAG) as usize] {
-                                writes.failed[i as usize] = true;
-                            }
-                            continue;
-                        }
-                        match writes.failed.get_mut(op as usize) {
-                            Some(failed) => *failed = true,
-                            None => {
-                                writes.batch_failure.get_or_insert(e.to_string());
-                            }
-                        }
+                        writes.write_failed(op, &e);
                     }
                 }
                 _ => self.reads.reaped_elsewhere(c),
@@ -476,13 +480,12 @@ impl Store {
                 record::place_payload_with(payload_len, fill, target.record(writes, len));
                 (target, placed_crc)
             };
-            let payload_crc =
-                if count == 1 { placed_crc } else { chunk_crcs.get(c).copied().expect("a CRC per chunk") };
-            let refused = if count == 1 {
+            let (payload_crc, refused) = if count == 1 {
                 shard_crc = placed_crc;
-                expected.filter(|&want| want != placed_crc).map(|want| bad_digest(want, placed_crc))
+                (placed_crc, expected.filter(|&want| want != placed_crc).map(|want| bad_digest(want, placed_crc)))
             } else {
-                (placed_crc != payload_crc).then(|| bad_digest(payload_crc, placed_crc))
+                let want = chunk_crcs.get(c).copied().expect("a CRC per chunk of a longer shard");
+                (want, (placed_crc != want).then(|| bad_digest(want, placed_crc)))
             };
             let allocated = match refused {
                 Some(e) => Err(e),
