@@ -1,6 +1,6 @@
 //! `shard-agent --http-ceiling`: the benchmark's HTTP ceiling. The same
 //! runtime, HTTP server and router layers as the agent (`server::serve`,
-//! the metrics middleware), answering the shard API's requests from
+//! which times and counts every request), answering the shard API's requests from
 //! memory: a `PUT` reads its body and answers `201`, a `GET` answers the
 //! bytes last put under the key with their CRC header. What the agent
 //! does beyond this is the store; what this costs is the HTTP stack, the
@@ -47,8 +47,7 @@ pub async fn run(listen: std::net::SocketAddr, limits: &crate::config::Limits) -
     let router = axum::Router::new()
         .route("/v1/shards/{*key}", axum::routing::get(get).head(head).put(put))
         .layer(axum::extract::DefaultBodyLimit::max(shardstore::store::SHARD_SIZE_BYTES_MAX as usize))
-        .with_state(shards)
-        .layer(axum::middleware::from_fn(crate::metrics::record));
+        .with_state(shards);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::warn!(listen = %listener.local_addr()?, "HTTP ceiling ready: answers from memory, stores nothing");
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

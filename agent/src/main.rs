@@ -199,7 +199,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(objects::repair::run(Arc::clone(&app), Arc::clone(c), every))
     });
     let gossip = cluster.map(|c| tokio::spawn(cluster::run(c, Arc::clone(&app), gossip_stopped)));
-    let router = api::router(Arc::clone(&app)).layer(axum::middleware::from_fn(metrics::record));
+    let router = api::router(Arc::clone(&app));
     tracing::info!(listen = %listener.local_addr()?, open, failed = devices.len() - open, "shard-agent ready");
     let notifier = Arc::new(notify::Notifier::from_env());
     notifier.notify(&format!("READY=1\nSTATUS=serving {open} of {} devices on {}", devices.len(), config.listen));

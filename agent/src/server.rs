@@ -35,7 +35,9 @@ pub async fn serve(
         // limit is enforced after parsing (`refuse_large_headers`).
         .max_buf_size(limits.header_bytes_max.max(READ_BUFFER_BYTES_MAX))
         .keep_alive(true);
-    let router = router.layer(axum::middleware::from_fn_with_state(limits.header_bytes_max, refuse_large_headers));
+    // One layer in front of every route: each `from_fn` layer costs a
+    // request a boxed future and a service clone.
+    let router = router.layer(axum::middleware::from_fn_with_state(limits.header_bytes_max, front));
     let graceful = GracefulShutdown::new();
     tokio::pin!(stop);
     loop {
@@ -91,14 +93,16 @@ fn head_bytes(req: &Request) -> usize {
     line + fields + 2
 }
 
-/// `431` for a request whose head is over `limits.header_bytes_max`,
-/// before any route sees it (hyper itself refuses heads over its buffer).
-async fn refuse_large_headers(State(max): State<usize>, req: Request, next: Next) -> Response {
+/// In front of every route: `431` for a request whose head is over
+/// `limits.header_bytes_max`, before any route sees it (hyper itself
+/// refuses heads over its buffer); every other request is counted and
+/// timed (`metrics::record`).
+async fn front(State(max): State<usize>, req: Request, next: Next) -> Response {
     if head_bytes(&req) > max {
         return (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, [(axum::http::header::CONNECTION, "close")])
             .into_response();
     }
-    next.run(req).await
+    crate::metrics::record(req, next).await
 }
 
 #[cfg(test)]

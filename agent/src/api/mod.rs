@@ -147,22 +147,25 @@ fn store_error(node: &Node, slot: Option<usize>, e: Error) -> ApiError {
 }
 
 pub fn router(app: Arc<App>) -> Router {
+    let shards = Router::new()
+        .route("/v1/shards", get(list))
+        .route("/v1/shards/", get(list))
+        .route("/v1/shards/{*key}", get(get_shard).head(head_shard).put(put_shard).delete(delete_shard));
+    // In a cluster the shard API answers peers only (cluster/routes.rs);
+    // alone, no layer costs its requests anything.
+    let shards = match app.cluster {
+        Some(_) => shards.route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
+            crate::cluster::routes::require_peer,
+        )),
+        None => shards,
+    };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
-        .merge(
-            // In a cluster the shard API answers peers only (cluster/routes.rs).
-            Router::new()
-                .route("/v1/shards", get(list))
-                .route("/v1/shards/", get(list))
-                .route("/v1/shards/{*key}", get(get_shard).head(head_shard).put(put_shard).delete(delete_shard))
-                .route_layer(axum::middleware::from_fn_with_state(
-                    Arc::clone(&app),
-                    crate::cluster::routes::require_peer,
-                )),
-        )
+        .merge(shards)
         .route("/v1/devices/{id}/fence", post(fence))
         .route("/v1/devices/{id}/unfence", post(unfence))
         .route("/v1/scrub", get(scrub_all))

@@ -92,15 +92,13 @@ pub fn check_peer(app: &App, parts: &axum::http::request::Parts) -> Result<u32, 
     Ok(verified.host)
 }
 
-/// The shard routes of an agent in a cluster answer peers only.
+/// The shard routes of an agent in a cluster answer peers only (the layer
+/// is on them only in a cluster).
 pub async fn require_peer(
     State(app): State<Arc<App>>,
     req: Request,
     next: axum::middleware::Next,
 ) -> Result<Response, ApiError> {
-    if app.cluster.is_none() {
-        return Ok(next.run(req).await);
-    }
     let (parts, body) = req.into_parts();
     check_peer(&app, &parts)?;
     Ok(next.run(Request::from_parts(parts, body)).await)
