@@ -1,11 +1,11 @@
 //! `shard-agent --http-ceiling`: the benchmark's HTTP ceiling. The same
 //! runtime, HTTP server and router layers as the agent (`server::serve`,
-//! which times and counts every request), answering the shard API's requests from
-//! memory: a `PUT` reads its body and answers `201`, a `GET` answers the
-//! bytes last put under the key with their CRC header. What the agent
-//! does beyond this is the store; what this costs is the HTTP stack, the
-//! client and the loopback (BENCHMARKS.md). Not for production: nothing is
-//! stored.
+//! which times and counts every request), answering the shard API's
+//! requests from memory: a `PUT` reads its body and answers `201`, a
+//! `GET` answers the bytes last put under the key with their CRC header.
+//! What the agent does beyond this is the store; what this costs is the
+//! HTTP stack, the client and the loopback (BENCHMARKS.md). Not for
+//! production: nothing is stored.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

@@ -32,7 +32,7 @@ pub async fn serve(
         // fill it, up to this bound: a bound as small as the header limit
         // made a 1 MiB body 64 reads and 64 frames (the HTTP ceiling's CPU
         // per 1 MiB PUT 0.63x, its rate 1.3x, with 256 KiB). The header
-        // limit is enforced after parsing (`refuse_large_headers`).
+        // limit is enforced after parsing (`front`).
         .max_buf_size(limits.header_bytes_max.max(READ_BUFFER_BYTES_MAX))
         .keep_alive(true);
     // One layer in front of every route: each `from_fn` layer costs a

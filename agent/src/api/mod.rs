@@ -154,10 +154,8 @@ pub fn router(app: Arc<App>) -> Router {
     // In a cluster the shard API answers peers only (cluster/routes.rs);
     // alone, no layer costs its requests anything.
     let shards = match app.cluster {
-        Some(_) => shards.route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&app),
-            crate::cluster::routes::require_peer,
-        )),
+        Some(_) => shards
+            .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&app), crate::cluster::routes::require_peer)),
         None => shards,
     };
     Router::new()
