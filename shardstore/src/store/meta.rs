@@ -91,7 +91,8 @@ pub struct Locator {
 }
 
 /// A shard as the index knows it. One of these stays in memory per shard,
-/// so it is kept small (see "Memory per shard" in `ARCHITECTURE.md`).
+/// so it is kept small (see "memory per shard" under "Limits" in
+/// `docs/format.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardMeta {
     pub size: u64,
