@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::{put, read_reply, Agent, Stamped};
+use common::{put, read_reply, Agent, KernelTimestamps, Stamped};
 use nix::sys::signal::Signal;
 use shardstore::rng::Rng;
 
@@ -38,7 +38,9 @@ struct Tally {
 /// Judged by when the answer arrived rather than when a client thread,
 /// one of 96 on two cores, got around to reading it: the agent answers
 /// for the first, not the second (counted apart as `client_late`).
-fn offer(addr: SocketAddr, clients: u64, deadline_ms: Option<u64>) -> Arc<Tally> {
+/// A client that fails (its connection closed, an unexpected answer)
+/// fails the test with every failing client's message and the agent's log.
+fn offer(agent: &mut Agent, addr: SocketAddr, clients: u64, deadline_ms: Option<u64>) -> Arc<Tally> {
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..clients)
@@ -53,6 +55,7 @@ fn offer(addr: SocketAddr, clients: u64, deadline_ms: Option<u64>) -> Arc<Tally>
                 while !stop.load(Ordering::Relaxed) {
                     let req = format!("GET /v1/shards/load-{} HTTP/1.1\r\nhost: t\r\n{header}\r\n", rng.below(SHARDS));
                     let started = SystemTime::now();
+                    conn.last_arrival = None;
                     conn.conn.write_all(req.as_bytes()).unwrap();
                     let r = read_reply(&mut conn, false);
                     let took = conn.last_arrival.expect("timestamped").duration_since(started).unwrap_or_default();
@@ -94,8 +97,28 @@ fn offer(addr: SocketAddr, clients: u64, deadline_ms: Option<u64>) -> Arc<Tally>
         .collect();
     std::thread::sleep(PHASE);
     stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().unwrap();
+    let failures: Vec<String> = threads
+        .into_iter()
+        .enumerate()
+        .filter_map(|(c, t)| {
+            let panic = t.join().err()?;
+            let text = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            Some(format!("client {c}: {text}"))
+        })
+        .collect();
+    if !failures.is_empty() {
+        let log = agent.drain_log();
+        panic!(
+            "{} of {clients} clients failed:\n{}\nthe agent's log (its last 60 lines of {}):\n{}",
+            failures.len(),
+            failures.join("\n"),
+            log.len(),
+            log[log.len().saturating_sub(60)..].join("\n")
+        );
     }
     tally
 }
@@ -116,7 +139,13 @@ fn goodput_under_overload_stays_near_capacity() {
         ),
     )
     .unwrap();
-    let (mut agent, addr) = Agent::serving(&["--config", config.to_str().unwrap()]);
+    let _stamps = KernelTimestamps::on();
+    // Connections that end with an error are logged at debug: if a client
+    // sees its connection closed, the agent's log says why.
+    let (mut agent, addr) = Agent::serving_with_env(
+        &["--config", config.to_str().unwrap()],
+        &[("RUST_LOG", "info,shard_agent::server=debug")],
+    );
     let data: Vec<u8> = (0..SHARD_BYTES).map(|i| (i % 253) as u8).collect();
     for i in 0..SHARDS {
         assert_eq!(put(addr, &format!("load-{i}"), &data).status, 201);
@@ -127,9 +156,9 @@ fn goodput_under_overload_stays_near_capacity() {
     // moment of either phase.
     let mut rounds = Vec::new();
     for _ in 0..ROUNDS {
-        let capacity = offer(addr, 6, None);
+        let capacity = offer(&mut agent, addr, 6, None);
         let capacity_rps = capacity.good.load(Ordering::Relaxed) as f64 / PHASE.as_secs_f64();
-        let overload = offer(addr, 96, Some(50));
+        let overload = offer(&mut agent, addr, 96, Some(50));
         let goodput_rps = overload.good.load(Ordering::Relaxed) as f64 / PHASE.as_secs_f64();
         let (late, overloaded, deadline) = (
             overload.late.load(Ordering::Relaxed),

@@ -105,7 +105,12 @@ impl Drop for Agent {
 impl Agent {
     /// Starts an agent and waits until it serves; returns it and its address.
     pub fn serving(args: &[&str]) -> (Agent, SocketAddr) {
-        let mut agent = Agent::start(args);
+        Agent::serving_with_env(args, &[])
+    }
+
+    /// As [`Agent::serving`], with extra environment (`RUST_LOG`, say).
+    pub fn serving_with_env(args: &[&str], env: &[(&str, &str)]) -> (Agent, SocketAddr) {
+        let mut agent = Agent::start_with_env(args, env);
         agent.wait_for("shard-agent ready");
         let line = agent.log.last().expect("the ready line").clone();
         let addr = line
@@ -203,10 +208,13 @@ pub fn read_reply(s: &mut impl Read, head: bool) -> Reply {
 
 /// A connection that notes when the kernel received the bytes each read
 /// returns (`SO_TIMESTAMPNS`): when a response reached this host, apart
-/// from when this process got around to reading it.
+/// from when this process got around to reading it. Hold a
+/// [`KernelTimestamps`] while using it: the kernel stamps packets only
+/// while some socket asks for it, and switches that on and off later, from
+/// a work queue.
 pub struct Stamped {
     pub conn: TcpStream,
-    /// Kernel receive time of the last bytes read.
+    /// Kernel receive time of the last bytes read that carried one.
     pub last_arrival: Option<std::time::SystemTime>,
 }
 
@@ -215,6 +223,39 @@ impl Stamped {
         nix::sys::socket::setsockopt(&conn, nix::sys::socket::sockopt::ReceiveTimestampns, &true)
             .expect("SO_TIMESTAMPNS");
         Stamped { conn, last_arrival: None }
+    }
+}
+
+/// Keeps the kernel stamping received packets for as long as it lives.
+///
+/// Linux stamps a packet on receipt only while at least one socket has
+/// asked for timestamps, and it turns the stamping on (for the first such
+/// socket) and off (after the last one closes) from a work queue, not at
+/// once: on a busy machine the packets of sockets opened just after all
+/// others closed arrive unstamped for a while. This holds one stamped
+/// connection open and returns only once a byte sent over it arrived
+/// stamped, so sockets opened meanwhile are stamped from their first byte.
+pub struct KernelTimestamps {
+    _pair: (TcpStream, Stamped),
+}
+
+impl KernelTimestamps {
+    pub fn on() -> KernelTimestamps {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let sender = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut receiver = Stamped::new(listener.accept().unwrap().0);
+        receiver.conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            (&sender).write_all(b"x").unwrap();
+            let mut byte = [0u8; 1];
+            assert_eq!(read_some(&mut receiver, &mut byte).expect("read the probe byte"), 1);
+            if receiver.last_arrival.is_some() {
+                return KernelTimestamps { _pair: (sender, receiver) };
+            }
+            assert!(std::time::Instant::now() < deadline, "the kernel did not start stamping received packets in 60 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
