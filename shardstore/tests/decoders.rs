@@ -13,7 +13,7 @@ use shardstore::format::{format, FormatOptions};
 use shardstore::store::meta::{
     self, CheckpointHeader, Damage, Locator, LogRecord, Reader, ScrubCursor, ShardMeta, BLOCK, LOG_PAYLOAD_BYTES_MAX,
 };
-use shardstore::store::record::RecordHeader;
+use shardstore::store::record::{self, RecordHeader};
 use shardstore::store::Store;
 use shardstore::superblock::Superblock;
 
@@ -39,7 +39,47 @@ proptest! {
             b[60..64].copy_from_slice(&c.to_le_bytes());
         }
         let _ = RecordHeader::decode(&b);
-        let _ = RecordHeader::verify(&b, crc);
+        let _ = RecordHeader::verify(&b, 1, crc);
+    }
+
+    /// A header block whose slots hold random headers given a valid magic,
+    /// group flag and CRC (keys and distances as the bytes say): the list
+    /// decodes or stops with a problem, and `verify` at any distance reads
+    /// within the bytes it was given.
+    #[test]
+    fn group_blocks_take_any_bytes(
+        mut b in proptest::collection::vec(any::<u8>(), 4096..8192),
+        slots in 1..40usize,
+        distance in any::<u8>(),
+        crc in any::<u32>(),
+    ) {
+        let mut at = 0;
+        for _ in 0..slots {
+            if at + 64 > 4096 {
+                break;
+            }
+            b[at..at + 4].copy_from_slice(b"SHCK");
+            b[at + 4] = 1;
+            b[at + 6] = 1;
+            // Extent and generation 0, and a chunk of up to 16 KiB that is
+            // its whole shard: the members' payload distances decide.
+            b[at + 16..at + 24].fill(0);
+            let chunk_len = 1 + u32::from(b[at + 40]) * 64;
+            b[at + 24..at + 32].copy_from_slice(&u64::from(chunk_len).to_le_bytes());
+            b[at + 32..at + 40].fill(0);
+            b[at + 40..at + 44].copy_from_slice(&chunk_len.to_le_bytes());
+            let key_len = (b[at + 5] as usize).min(4096 - at - 64);
+            b[at + 5] = key_len as u8;
+            let c = crc32c::crc32c_append(crc32c::crc32c(&b[at..at + 60]), &b[at + 64..at + 64 + key_len]);
+            b[at + 60..at + 64].copy_from_slice(&c.to_le_bytes());
+            at += (64 + key_len).next_multiple_of(8);
+        }
+        if let Ok((headers, _)) = record::decode_block(&b[..4096]) {
+            prop_assert!(!headers.is_empty() && headers.len() <= slots);
+            prop_assert!(headers.iter().all(|h| h.grouped && h.distance >= 1));
+            prop_assert!(headers.windows(2).all(|w| w[0].distance < w[1].distance));
+        }
+        let _ = RecordHeader::verify(&b, distance, crc);
     }
 
     #[test]
@@ -96,8 +136,20 @@ fn record() -> impl Strategy<Value = LogRecord> {
     let blocks = (EXTENT_BYTES / 4096) as u32;
     let key = prop_oneof![Just(b"k0".to_vec()), Just(b"k1".to_vec()), Just(b"k2".to_vec())];
     let extent = prop_oneof![0..extents, Just(extents - 1), Just(extents), any::<u32>()];
-    let block = prop_oneof![0..blocks, Just(blocks - 1), Just(blocks), any::<u32>()];
-    let locator = (extent.clone(), block, any::<u32>()).prop_map(|(extent, block, crc)| Locator { extent, block, crc });
+    // Blocks and payload distances near their limits, and any packed form
+    // of the two at all.
+    let block = prop_oneof![0..blocks, Just(blocks - 1), Just(blocks), Just((1 << 24) - 1)];
+    let distance = prop_oneof![Just(1u8), 1..=u8::MAX];
+    let locator = prop_oneof![
+        (extent.clone(), block, distance, any::<u32>()).prop_map(|(extent, block, distance, crc)| Locator {
+            extent,
+            block,
+            distance,
+            crc
+        }),
+        (extent.clone(), 0..0xff00_0000u32, any::<u32>())
+            .prop_map(|(extent, packed, crc)| Locator::unpack(extent, packed, crc).expect("a distance under 256")),
+    ];
     let size = prop_oneof![0..10_000u64, Just(1 << 20), Just((1 << 20) + 1), Just(64 << 20), any::<u64>()];
     let meta = (size, any::<u32>(), 0..100u64, proptest::collection::vec(locator.clone(), 0..4))
         .prop_map(|(size, crc, sequence, chunks)| ShardMeta::new(size, crc, sequence, 5, chunks));

@@ -164,6 +164,35 @@ fn crash_at_every_write_of_a_batch() {
 }
 
 #[test]
+fn crash_at_every_write_of_a_batch_whose_records_share_a_header_block() {
+    // Twelve small puts are more than a one-flush batch: their data goes
+    // first (one write: a header block holding all twelve headers, then
+    // their payloads; a torn one tears it sector by sector), a flush, the
+    // log's two copies and a flush: five crash points.
+    sweep("grouped batch", 5, |s| {
+        let mut ops: Vec<Op> =
+            (0..12u8).map(|i| Op::put(vec![b'g', i], bytes(6000 + usize::from(i), 20 + u64::from(i)))).collect();
+        ops.push(Op::put(b"base/2".to_vec(), bytes(700, 3)));
+        ops.push(Op::Delete { key: b"base/1".to_vec() });
+        let results = s.commit(&ops);
+        if results.iter().all(Result::is_ok) {
+            // Grouped: each payload right after the one before (two blocks),
+            // no header block between them.
+            let at = |k: &[u8]| s.chunk_locations(k).unwrap()[0].0;
+            assert_eq!(at(&[b'g', 1]) - at(&[b'g', 0]), 8192, "the puts share a header block");
+        }
+        ops.into_iter()
+            .zip(results)
+            .map(|(op, r)| match op {
+                Op::Put { key, data, .. } => (key, Some(data.to_vec()), r.is_ok()),
+                Op::Delete { key } => (key, None, r.is_ok()),
+                other => unreachable!("this test makes no {other:?}"),
+            })
+            .collect()
+    });
+}
+
+#[test]
 fn crash_at_every_write_of_a_checkpoint() {
     sweep("checkpoint", 10, |s| {
         let _ = s.checkpoint();

@@ -128,7 +128,8 @@ fn reclamation_rides_on_commits_under_steady_overwrites_and_survives_crashes() {
     use shardstore::rng::Rng;
     use shardstore::store::Op;
     use std::collections::HashMap;
-    // 16 extents of 4 MiB; 2 000 shards of 8 KiB records (16 MiB live).
+    // 16 extents of 4 MiB; 2 000 shards of two payload blocks each, their
+    // headers grouped (16 MiB live).
     let (h, mut store) = fresh(9);
     let mut rng = Rng::new(9);
     let mut model: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
@@ -139,7 +140,7 @@ fn reclamation_rides_on_commits_under_steady_overwrites_and_survives_crashes() {
             let ops: Vec<Op> = (0..32)
                 .map(|i| {
                     let key = format!("k{:05}", rng.below(2000)).into_bytes();
-                    let data = vec![(round * 31 + i) as u8; 3000 + (round as usize * 7 + i as usize) % 1000];
+                    let data = vec![(round * 31 + i) as u8; 7000 + (round as usize * 7 + i as usize) % 1000];
                     Op::put(key, data)
                 })
                 .collect();
@@ -344,9 +345,9 @@ fn a_log_ending_one_block_before_the_second_half_ends_reopens() {
 }
 
 /// A batch's small records that lie side by side on the device go as one
-/// write (a run), split where the open extent ends; each reads back, also
-/// after a restart; a failed run write fails every put in it, and nothing
-/// of them becomes visible.
+/// write (a run, their headers sharing a header block), split where the
+/// open extent ends; each reads back, also after a restart; a failed run
+/// write fails every put in it, and nothing of them becomes visible.
 #[test]
 fn small_records_side_by_side_go_as_one_write_and_fail_together() {
     let (h, mut store) = fresh(12);
@@ -355,16 +356,17 @@ fn small_records_side_by_side_go_as_one_write_and_fail_together() {
     };
     let expect_ok = |results: Vec<Result<(), Error>>| assert!(results.iter().all(Result::is_ok), "{results:?}");
 
-    // 20 records of two blocks in a fresh extent: one data write, then the
-    // log's two copies (a two-flush batch: 160 KiB of records).
+    // 20 records of one payload block and a shared header block in a fresh
+    // extent: one data write, then the log's two copies (a two-flush
+    // batch: records of their own would be 160 KiB).
     let before = h.stats();
     expect_ok(store.commit(&batch(1, 20)));
     let after = h.stats();
     assert_eq!(after.writes - before.writes, 3, "the records went as one write");
     assert_eq!(after.flushes - before.flushes, 2);
 
-    // Leave ten blocks in the open extent: five records fit it, the other
-    // fifteen start a run in the next extent.
+    // Leave ten blocks in the open extent: a header block and nine
+    // payloads fit it, the other eleven start a run in the next extent.
     let layout = store.superblock().layout;
     let extent_of = |offset: u64| (offset - layout.data_offset) / layout.extent_size_bytes;
     let open = extent_of(store.chunk_locations(b"run/1/19").unwrap()[0].0);
@@ -380,8 +382,8 @@ fn small_records_side_by_side_go_as_one_write_and_fail_together() {
     expect_ok(store.commit(&batch(2, 20)));
     let after = h.stats();
     assert_eq!(after.writes - before.writes, 4, "two runs: the extent's end splits them");
-    assert_eq!(extent_of(store.chunk_locations(b"run/2/04").unwrap()[0].0), open, "five fill the open extent");
-    assert_ne!(extent_of(store.chunk_locations(b"run/2/05").unwrap()[0].0), open, "the sixth opens the next");
+    assert_eq!(extent_of(store.chunk_locations(b"run/2/08").unwrap()[0].0), open, "nine fill the open extent");
+    assert_ne!(extent_of(store.chunk_locations(b"run/2/09").unwrap()[0].0), open, "the tenth opens the next");
 
     // The run's write fails: every put in it fails, none is visible, and
     // the next batch goes through.
@@ -459,4 +461,33 @@ fn a_get_queued_across_commits_never_reads_a_reused_extent() {
     store.take_finished_gets(&mut done);
     let (_, answer) = done.into_iter().find(|(id, _)| *id == 7).expect("the get finished");
     assert_eq!(answer.expect("the get reads what it asked for"), mib(1));
+}
+
+/// A shard that cannot join a group (an empty one) amid a batch whose
+/// records are grouped ends the group before it: fsck, which walks a
+/// group's block and skips its payloads, finds every record, and all read
+/// back, also after a restart.
+#[test]
+fn a_record_of_its_own_amid_grouped_records_is_found_by_fsck() {
+    let (h, mut store) = fresh(14);
+    let mut ops: Vec<Op> = (0..10u8).map(|i| Op::put(vec![b'a', i], vec![i; 5000])).collect();
+    ops.insert(5, Op::put(b"empty".to_vec(), Vec::new()));
+    assert!(store.commit(&ops).iter().all(Result::is_ok));
+    let check = |store: &mut Store| {
+        let fsck = store.fsck();
+        assert!(fsck.is_consistent(), "{:?}", fsck.problems);
+        assert_eq!(fsck.records_live, 11);
+        for op in &ops {
+            let Op::Put { key, data, .. } = op else { unreachable!() };
+            assert_eq!(store.get(key).unwrap(), data.to_vec(), "{key:?}");
+        }
+    };
+    check(&mut store);
+    // The five before the empty shard share one header block, the five
+    // after it another: 1 + 10 (five payloads of two blocks), 1 (the empty
+    // shard's header block), 1 + 10.
+    assert_eq!(store.extents().iter().map(|e| e.write_blocks).sum::<u32>(), 23);
+    drop(store);
+    let mut store = Store::open(Box::new(h.attach())).unwrap();
+    check(&mut store);
 }

@@ -44,7 +44,15 @@ fn concurrent_writers_share_group_commits() {
     }
     let usage = store.stats().usage();
     assert_eq!(usage.shards, 1280);
-    assert_eq!(usage.live_bytes, 1280 * 8192, "a header block and one payload block per shard");
+    // One payload block per shard, and a header block per shard written
+    // alone (a one-flush commit) or per group of shards committed together
+    // (how puts fell into commits is up to timing; the exact figure is
+    // checked against the reopened store's accounting below).
+    assert!(
+        usage.live_bytes % 4096 == 0 && usage.live_bytes > 1280 * 4096 && usage.live_bytes <= 1280 * 8192,
+        "{} live bytes for 1280 shards of 4 KiB",
+        usage.live_bytes
+    );
     assert!(usage.free_bytes < usage.capacity_bytes - usage.live_bytes, "free space excludes the reserve");
     assert_eq!(store.stats().queued.load(std::sync::atomic::Ordering::Relaxed), 0);
     let commits = store.stats().commits.load(std::sync::atomic::Ordering::Relaxed);
@@ -55,6 +63,9 @@ fn concurrent_writers_share_group_commits() {
     let mut reopened = Store::open(Box::new(h.attach())).unwrap();
     assert!(reopened.opened_clean());
     assert_eq!(reopened.len(), 64 * 20);
+    reopened.check_invariants();
+    let live: u64 = reopened.extents().iter().map(|e| u64::from(e.live_blocks) * 4096).sum();
+    assert_eq!(usage.live_bytes, live, "the published usage is the store's own accounting");
     for w in 0..64u32 {
         for i in 0..20u32 {
             assert_eq!(reopened.get(format!("w{w}/{i}").as_bytes()).unwrap(), vec![(w ^ i) as u8; 4096]);

@@ -6,11 +6,11 @@
 use crate::device::IoBuf;
 
 use super::{
-    chunk_count, chunk_len, combine_crcs, key_text, meta, record, record_blocks, record_size_bytes, superblock,
-    validate_key, Completion, Error, HashMap, IoKind, IoOp, LogRecord, Op, PutData, ReadToken, RecordHeader, Result,
-    ShardMeta, Store, BATCH_OPS_MAX, BLOCK, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX, COMMIT_LOG_OP,
-    LOG_BUFFER_SIZE_BYTES, LOG_PAYLOAD_BYTES_MAX, ONE_FLUSH_BATCH_BYTES_MAX, RECLAIM_AHEAD_EXTENTS_COUNT,
-    RESERVE_EXTENTS_COUNT, SHARD_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
+    chunk_count, chunk_len, combine_crcs, key_text, meta, record, record_size_bytes, superblock, validate_key,
+    Completion, Error, HashMap, IoKind, IoOp, LogRecord, Op, PutData, ReadToken, RecordHeader, Result, ShardMeta,
+    Store, BATCH_OPS_MAX, BLOCK, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX, COMMIT_LOG_OP, LOG_BUFFER_SIZE_BYTES,
+    LOG_PAYLOAD_BYTES_MAX, ONE_FLUSH_BATCH_BYTES_MAX, RECLAIM_AHEAD_EXTENTS_COUNT, RESERVE_EXTENTS_COUNT,
+    SHARD_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
 };
 
 /// A put's bytes are copied into the I/O buffer and checksummed there in
@@ -30,6 +30,9 @@ pub(super) struct WriteBatch {
     run: Option<Run>,
     /// The operations of each run written, by its number.
     runs: Vec<Vec<u32>>,
+    /// Whether small records share header blocks (`Group`): only in a
+    /// commit that flushes its data before its log (`commit_batch`).
+    groups: bool,
 }
 
 impl WriteBatch {
@@ -42,6 +45,7 @@ impl WriteBatch {
             scratch: Vec::with_capacity(STORE_QUEUE_DEPTH),
             run: None,
             runs: Vec::new(),
+            groups: false,
         }
     }
 
@@ -68,41 +72,56 @@ impl WriteBatch {
 /// and one write (a run), instead of one write each: a batch of 64 4 KiB
 /// puts is then one 512 KiB write, not 64 of 8 KiB (fio on this machine's
 /// disk, 512 KiB then a flush: 238-267 MiB/s as one write, 175-193 as 64).
-const RUN_RECORDS_MIN: usize = 4;
+pub(super) const RUN_RECORDS_MIN: usize = 4;
 
 /// The `Commit` token's operation for a run's write: this flag and the
 /// run's number in `WriteBatch::runs`.
 const RUN_OP_FLAG: u32 = 1 << 31;
 
 /// Records gathered for one write: the buffer (their bytes back to back),
-/// the device offset of the first, and the batch's operations they belong
-/// to.
+/// the device offset of the first, the batch's operations they belong
+/// to, and the group whose header block takes the next member's header.
 pub(super) struct Run {
     buf: IoBuf,
     offset: u64,
     ops: Vec<u32>,
+    group: Option<Group>,
+}
+
+/// Small records sharing one header block (`record::decode_group`): the
+/// block's place in the run's buffer and on the device, and the bytes of
+/// it the members' headers fill so far.
+struct Group {
+    at: usize,
+    extent: u32,
+    block: u32,
+    slots: usize,
 }
 
 /// Where a chunk record is being built: a buffer of its own (written
-/// alone, or the start of a run), or at a position in the open run.
+/// alone, or the start of a run), at a position in the open run, or (a
+/// later member of the run's group) only its payload at the run's end.
 enum Target {
     Own(IoBuf),
     Run(usize),
+    Member(usize),
 }
 
 impl Target {
-    /// The record's bytes, `len` long.
+    /// The record's bytes, `len` long (a member's: its payload, padded).
     fn record<'a>(&'a mut self, writes: &'a mut WriteBatch, len: usize) -> &'a mut [u8] {
         match self {
             Target::Own(buf) => buf.as_mut_slice(),
-            Target::Run(at) => &mut writes.run.as_mut().expect("the run joined").buf.as_mut_slice()[*at..*at + len],
+            Target::Run(at) | Target::Member(at) => {
+                &mut writes.run.as_mut().expect("the run joined").buf.as_mut_slice()[*at..*at + len]
+            }
         }
     }
 
     /// The record is not written after all: its place in the run (the
     /// run's end) is given back; its own buffer goes back on drop.
     fn give_back(self, writes: &mut WriteBatch) {
-        if let Target::Run(at) = self {
+        if let Target::Run(at) | Target::Member(at) = self {
             writes.run.as_mut().expect("the run joined").buf.set_len(at);
         }
     }
@@ -203,6 +222,19 @@ impl Store {
         let mut exists: HashMap<&[u8], bool> = HashMap::new();
         let mut writes = WriteBatch::new(ops.len());
         let now = superblock::now_unix_ms();
+        // Resets need no data; relocated chunks must be durable before the
+        // log moves them, which is the two-flush path's order.
+        let relocated = reclaimed.iter().any(|r| matches!(r, LogRecord::Relocate { .. }));
+        // A landed put's records went to the device whole, so the log
+        // cannot carry copies of their payload: two flushes (a landed body
+        // is larger than a one-flush batch anyway).
+        let landed = ops.iter().any(|op| matches!(op, Op::Put { data, .. } if data.is_landed()));
+        let one_flush = !relocated && !landed && Self::batch_bytes(ops) <= ONE_FLUSH_BATCH_BYTES_MAX;
+        // Small records share header blocks only where the data is durable
+        // before the log names it: recovery rewrites a one-flush commit's
+        // records from the log's copy one by one (`complete_tail`), which
+        // a group's shared header block would not survive.
+        writes.groups = !one_flush;
 
         for (i, op) in ops.iter().enumerate() {
             match op {
@@ -245,14 +277,7 @@ impl Store {
             }
         }
         self.submit_run(&mut writes);
-        // Resets need no data; relocated chunks must be durable before the
-        // log moves them, which is the two-flush path's order.
-        let relocated = reclaimed.iter().any(|r| matches!(r, LogRecord::Relocate { .. }));
-        // A landed put's records went to the device whole, so the log
-        // cannot carry copies of their payload: two flushes (a landed body
-        // is larger than a one-flush batch anyway).
-        let landed = ops.iter().any(|op| matches!(op, Op::Put { data, .. } if data.is_landed()));
-        if !relocated && !landed && Self::batch_bytes(ops) <= ONE_FLUSH_BATCH_BYTES_MAX {
+        if one_flush {
             if let Some(done) = self.commit_one_flush(ops, &reclaimed, &mut staged, &mut results, &mut writes, pump) {
                 return done;
             }
@@ -320,7 +345,7 @@ impl Store {
     /// Writes the gathered run, if any. A write that cannot be submitted
     /// fails the run's operations, as a failed write would.
     fn submit_run(&mut self, writes: &mut WriteBatch) {
-        let Some(Run { buf, offset, ops }) = writes.run.take() else { return };
+        let Some(Run { buf, offset, ops, .. }) = writes.run.take() else { return };
         let op = RUN_OP_FLAG | writes.runs.len() as u32;
         writes.runs.push(ops);
         if let Err(e) = self.submit_commit_io(op, IoKind::Write { offset, buf, fua: false }, writes) {
@@ -421,19 +446,21 @@ impl Store {
         for c in 0..count {
             let start = c * CHUNK_SIZE_BYTES_MAX;
             let payload_len = chunk_len(size, c);
-            let blocks = record_blocks(key.len(), size, c);
             let len = record_size_bytes(key.len(), payload_len) as usize;
+            let payload_bytes = len - record::HEADER_BLOCK_BYTES;
             // A one-chunk record the store copies joins the run of records
             // before it when it lands right behind them on the device (the
             // open extent has room) and fits the run's buffer; otherwise the
-            // run goes to the device and this record starts the next.
+            // run goes to the device and this record starts the next. Where
+            // records are grouped, it joins the run's group (its payload
+            // alone, its header in the group's block) while the block has
+            // room for its header and its payload is near enough, or starts
+            // a new group (a header block of its own) in the run.
             let small = !data.is_landed() && count == 1 && len <= self.pool.slot_size() / RUN_RECORDS_MIN;
-            let joins = small && {
-                let next = self.extents.next_in_open(blocks).map(|at| self.locator_offset(at));
-                writes.run.as_ref().is_some_and(|run| {
-                    next == Some(run.offset + run.buf.len() as u64) && run.buf.len() + len <= run.buf.capacity()
-                })
-            };
+            // An empty payload has no blocks to tell it apart in a group.
+            let grouped = small && writes.groups && payload_len > 0;
+            let member = grouped && self.joins_group(key.len(), payload_bytes, writes);
+            let joins = member || (small && self.joins_run(len, writes));
             if !joins {
                 self.submit_run(writes);
             }
@@ -455,29 +482,36 @@ impl Store {
                     .unwrap_or_else(|| crc32c::crc32c(&buf.as_slice()[record::HEADER_BLOCK_BYTES..][..payload_len]));
                 (Target::Own(buf), crc)
             } else {
-                let mut target = if joins {
+                let (mut target, bytes) = if joins {
                     let run = writes.run.as_mut().expect("a run to join");
                     let at = run.buf.len();
-                    run.buf.set_len(at + len);
-                    Target::Run(at)
+                    let bytes = if member { payload_bytes } else { len };
+                    run.buf.set_len(at + bytes);
+                    (if member { Target::Member(at) } else { Target::Run(at) }, bytes)
                 } else {
                     let Some(buf) = self.pool.take(len) else {
                         return Err(
                             self.fail("no free I/O buffer with a queue slot free (buffers lost to a failed ring)")
                         );
                     };
-                    Target::Own(buf)
+                    (Target::Own(buf), len)
                 };
                 // The CRC of the copy in the I/O buffer, taken block by block
                 // right behind the copy, while each block is still in L1.
                 let mut placed_crc = 0;
-                let fill = |to: &mut [u8]| {
+                let mut fill = |to: &mut [u8]| {
                     for (i, block) in to.chunks_mut(COPY_CRC_BLOCK_BYTES).enumerate() {
                         data.copy_to(start + i * COPY_CRC_BLOCK_BYTES, block);
                         placed_crc = crc32c::crc32c_append(placed_crc, block);
                     }
                 };
-                record::place_payload_with(payload_len, fill, target.record(writes, len));
+                let out = target.record(writes, bytes);
+                if member {
+                    fill(&mut out[..payload_len]);
+                    out[payload_len..].fill(0);
+                } else {
+                    record::place_payload_with(payload_len, fill, out);
+                }
                 (target, placed_crc)
             };
             let (payload_crc, refused) = if count == 1 {
@@ -487,6 +521,8 @@ impl Store {
                 let want = chunk_crcs.get(c).copied().expect("a CRC per chunk of a longer shard");
                 (want, (placed_crc != want).then(|| bad_digest(want, placed_crc)))
             };
+            // A member's payload blocks; any other record's header block too.
+            let blocks = (if member { payload_bytes } else { len } as u64 / BLOCK_SIZE_BYTES) as u32;
             let allocated = match refused {
                 Some(e) => Err(e),
                 None => self.extents.allocate_put(blocks).ok_or_else(|| {
@@ -503,6 +539,14 @@ impl Store {
                     return Err(e);
                 }
             };
+            // Where the record's bytes go on the device (a member's: its
+            // payload), before a member's locator names its group's block.
+            let offset = self.locator_offset(loc);
+            if member {
+                let group = writes.run.as_ref().and_then(|r| r.group.as_ref()).expect("the group joined");
+                loc.distance = u8::try_from(loc.block - group.block).expect("checked by joins_group");
+                loc.block = group.block;
+            }
             let header = RecordHeader {
                 key: key.to_vec(),
                 sequence,
@@ -514,15 +558,27 @@ impl Store {
                 payload_crc,
                 shard_crc,
                 written_unix_ms: now,
+                grouped,
+                distance: loc.distance,
             };
-            header.encode_header(target.record(writes, len));
+            if grouped && !member {
+                // The first member: a header block of its own, zeroed past its
+                // header so that the list of headers ends where they do.
+                let out = target.record(writes, len);
+                out[..record::HEADER_BLOCK_BYTES].fill(0);
+                header.encode_slot(out);
+            } else if !member {
+                header.encode_header(target.record(writes, len));
+            }
             loc.crc = payload_crc;
-            let offset = self.locator_offset(loc);
             writes.any_data = true;
+            let slot = record::member_slot_bytes(key.len());
+            let group = |at: usize| Group { at, extent: loc.extent, block: loc.block, slots: slot };
             match target {
                 Target::Own(buf) if small => {
                     // The first record of a new run.
-                    writes.run = Some(Run { buf, offset, ops: vec![i as u32] });
+                    let group = grouped.then(|| group(0));
+                    writes.run = Some(Run { buf, offset, ops: vec![i as u32], group });
                 }
                 Target::Own(buf) => {
                     self.submit_commit_io(i as u32, IoKind::Write { offset, buf, fua: false }, writes)?;
@@ -531,11 +587,51 @@ impl Store {
                     let run = writes.run.as_mut().expect("the run joined");
                     assert_eq!(run.offset + at as u64, offset, "a run's records are contiguous on the device");
                     run.ops.push(i as u32);
+                    // A record of its own ends the group before it: a walker
+                    // skips a group's payloads, and would skip this record
+                    // if a later member's payload lay past it.
+                    run.group = grouped.then(|| group(at));
+                }
+                Target::Member(at) => {
+                    let run = writes.run.as_mut().expect("the run joined");
+                    assert_eq!(run.offset + at as u64, offset, "a group's payloads are contiguous on the device");
+                    let g = run.group.as_mut().expect("the group joined");
+                    let header_block = &mut run.buf.as_mut_slice()[g.at..g.at + record::HEADER_BLOCK_BYTES];
+                    header.encode_slot(&mut header_block[g.slots..]);
+                    g.slots += slot;
+                    run.ops.push(i as u32);
                 }
             }
             chunks.push(loc);
         }
         Ok(LogRecord::Put { key: key.to_vec(), meta: ShardMeta::new(size, shard_crc, sequence, now, chunks) })
+    }
+
+    /// Whether a record of `len` bytes (header block and payload) can join
+    /// the run: the open extent has room for it right behind the run's end
+    /// on the device, and the run's buffer has room for it.
+    fn joins_run(&self, len: usize, writes: &WriteBatch) -> bool {
+        let next = self.extents.next_in_open((len as u64 / BLOCK_SIZE_BYTES) as u32).map(|at| self.locator_offset(at));
+        writes.run.as_ref().is_some_and(|run| {
+            next == Some(run.offset + run.buf.len() as u64) && run.buf.len() + len <= run.buf.capacity()
+        })
+    }
+
+    /// Whether a record with a key of `key_len` bytes and `payload_bytes`
+    /// of padded payload can join the run's group: its payload right
+    /// behind the run's end in the group's extent, at most
+    /// `GROUP_DISTANCE_MAX` blocks after the group's header block, which
+    /// has room for its header, and the run's buffer room for its payload.
+    fn joins_group(&self, key_len: usize, payload_bytes: usize, writes: &WriteBatch) -> bool {
+        let Some(run) = writes.run.as_ref() else { return false };
+        let Some(group) = run.group.as_ref() else { return false };
+        let Some(next) = self.extents.next_in_open((payload_bytes as u64 / BLOCK_SIZE_BYTES) as u32) else {
+            return false;
+        };
+        next.extent == group.extent
+            && self.locator_offset(next) == run.offset + run.buf.len() as u64
+            && record::fits_group(group.slots, next.block - group.block, key_len)
+            && run.buf.len() + payload_bytes <= run.buf.capacity()
     }
 
     /// Logs `records` (already backed by durable data) and applies them.

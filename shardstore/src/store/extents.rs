@@ -127,11 +127,7 @@ impl ExtentTable {
     pub(super) fn next_in_open(&self, blocks: u32) -> Option<Locator> {
         let e = self.open?;
         let info = &self.extents[e as usize];
-        (info.write_blocks + blocks <= self.blocks_per_extent).then_some(Locator {
-            extent: e,
-            block: info.write_blocks,
-            crc: 0,
-        })
+        (info.write_blocks + blocks <= self.blocks_per_extent).then_some(Locator::lone(e, info.write_blocks, 0))
     }
 
     /// Space for one record of `blocks`: appended to the open extent, or at
@@ -144,7 +140,7 @@ impl ExtentTable {
             if info.write_blocks + blocks <= per {
                 let block = info.write_blocks;
                 info.write_blocks += blocks;
-                return Some(Locator { extent: e, block, crc: 0 });
+                return Some(Locator::lone(e, block, 0));
             }
         }
         if self.free_count() <= reserve {
@@ -157,7 +153,7 @@ impl ExtentTable {
         if let Some(sealed) = sealed {
             self.touch(sealed);
         }
-        Some(Locator { extent: e, block: 0, crc: 0 })
+        Some(Locator::lone(e, 0, 0))
     }
 
     /// Space for a put's record: as `allocate`, keeping the reclamation
@@ -168,11 +164,11 @@ impl ExtentTable {
 
     /// A record of `blocks` written at `written_ms` is live at `at` (a put,
     /// or a relocation's copy, applied once durable).
-    pub(super) fn add_live(&mut self, at: Locator, blocks: u32, written_ms: u64) {
+    pub(super) fn add_live(&mut self, at: Locator, span: u32, live: u32, written_ms: u64) {
         let e = &mut self.extents[at.extent as usize];
-        e.write_blocks = e.write_blocks.max(at.block + blocks);
+        e.write_blocks = e.write_blocks.max(at.block + span);
         assert!(e.write_blocks <= self.blocks_per_extent, "extent {} written past its end", at.extent);
-        e.live_blocks += blocks;
+        e.live_blocks += live;
         e.note_write(written_ms);
         self.touch(at.extent);
     }

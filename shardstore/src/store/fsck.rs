@@ -3,7 +3,8 @@
 //! from the checkpoint and the log.
 //!
 //! Each extent is walked from its first block to its write pointer, header
-//! block by header block; a record counts when its header is valid and
+//! block by header block (a group's holds every member's header, their
+//! payloads follow it); a record counts when its header is valid and
 //! carries the extent's current generation (older ones are left over from
 //! before a reset). Every payload is read and checked. Then every chunk the
 //! index references must be one of those records, with the same key,
@@ -47,8 +48,9 @@ impl Store {
     /// Rebuilds the index from the extents and compares (read-only).
     pub fn fsck(&mut self) -> FsckReport {
         let mut report = FsckReport::default();
-        // (extent, block) -> (record identity, payload CRC, payload ok)
-        let mut found: HashMap<(u32, u32), (RecordId, u32, bool)> = HashMap::new();
+        // (extent, header block, payload distance) -> (record identity,
+        // payload CRC, payload ok)
+        let mut found: HashMap<(u32, u32, u8), (RecordId, u32, bool)> = HashMap::new();
         let layout = self.sb.layout;
         for (e, info) in self.extents.all().to_vec().iter().enumerate() {
             if info.write_blocks == 0 {
@@ -59,8 +61,8 @@ impl Store {
             let mut block = 0u32;
             while block < info.write_blocks {
                 let at = base + u64::from(block) * BLOCK_SIZE_BYTES;
-                let header = match self.dev.read_at(at, HEADER_BLOCK_BYTES) {
-                    Ok(buf) => RecordHeader::decode(buf.as_slice()).ok(),
+                let headers = match self.dev.read_at(at, HEADER_BLOCK_BYTES) {
+                    Ok(buf) => record::decode_block(buf.as_slice()).ok(),
                     Err(err) => {
                         report.problems.push(format!("extent {e} block {block}: unreadable header: {err}"));
                         None
@@ -69,31 +71,35 @@ impl Store {
                 // Not a current record: skip one block and look again (the
                 // space below the write pointer can hold a torn, never
                 // acknowledged record).
-                let Some((h, _)) = header.filter(|(h, _)| h.extent == e as u32 && h.generation == info.generation)
-                else {
+                let current = |h: &RecordHeader| h.extent == e as u32 && h.generation == info.generation;
+                let Some((headers, _)) = headers.filter(|(headers, _)| current(&headers[0])) else {
                     block += 1;
                     continue;
                 };
-                let payload_blocks = (record::payload_size_bytes(h.chunk_len as usize) / BLOCK_SIZE_BYTES) as u32;
-                let payload_ok = if h.chunk_len == 0 {
-                    h.payload_crc == 0
-                } else {
-                    match self
-                        .dev
-                        .read_at(at + HEADER_BLOCK_BYTES as u64, (payload_blocks as u64 * BLOCK_SIZE_BYTES) as usize)
-                    {
-                        Ok(buf) => {
-                            record::verify_payload(&buf.as_slice()[..h.chunk_len as usize], h.payload_crc).is_ok()
+                // A group's list ends at its first header that does not
+                // decode: what follows its members' payloads is walked on.
+                let mut end = block + 1;
+                for h in headers {
+                    let payload_blocks = (record::payload_size_bytes(h.chunk_len as usize) / BLOCK_SIZE_BYTES) as u32;
+                    let payload_at = at + u64::from(h.distance) * BLOCK_SIZE_BYTES;
+                    let payload_ok = if h.chunk_len == 0 {
+                        h.payload_crc == 0
+                    } else {
+                        match self.dev.read_at(payload_at, (payload_blocks as u64 * BLOCK_SIZE_BYTES) as usize) {
+                            Ok(buf) => {
+                                record::verify_payload(&buf.as_slice()[..h.chunk_len as usize], h.payload_crc).is_ok()
+                            }
+                            Err(_) => false,
                         }
-                        Err(_) => false,
-                    }
-                };
-                report.records_found += 1;
-                found.insert(
-                    (e as u32, block),
-                    ((h.key.clone(), h.sequence, h.chunk_offset), h.payload_crc, payload_ok),
-                );
-                block += 1 + payload_blocks;
+                    };
+                    report.records_found += 1;
+                    end = end.max(block + record::span_blocks(h.distance, h.chunk_len as usize));
+                    found.insert(
+                        (e as u32, block, h.distance),
+                        ((h.key.clone(), h.sequence, h.chunk_offset), h.payload_crc, payload_ok),
+                    );
+                }
+                block = end;
             }
         }
         let mut referenced = 0u64;
@@ -102,10 +108,16 @@ impl Store {
             for (c, loc) in meta.locators().enumerate() {
                 let offset = c as u64 * record::CHUNK_SIZE_BYTES_MAX as u64;
                 let name = format!("shard {:?} chunk {c}", key_text(key));
-                match found.get(&(loc.extent, loc.block)) {
+                match found.get(&(loc.extent, loc.block, loc.distance)) {
                     None => report.problems.push(format!(
-                        "{name}: no current record at extent {} block {} (index points at nothing)",
-                        loc.extent, loc.block
+                        "{name}: no current record at extent {} block {}{} (index points at nothing)",
+                        loc.extent,
+                        loc.block,
+                        if loc.distance > 1 {
+                            format!(" (a group member, payload {} blocks after)", loc.distance)
+                        } else {
+                            String::new()
+                        }
                     )),
                     Some((id, crc, ok)) => {
                         referenced += 1;
@@ -123,7 +135,7 @@ impl Store {
                                 "{name}: payload corrupt or unreadable ({} bytes at extent {} block {})",
                                 chunk_len(meta.size, c),
                                 loc.extent,
-                                loc.block + 1
+                                loc.block + u32::from(loc.distance)
                             ));
                         }
                     }

@@ -18,7 +18,7 @@
 //! ```text
 //! 0   size u64 | 8 crc u32 | 12 sequence u64 | 20 written_unix_ms u64
 //! 28  chunk count u32 | 32 key length u8 | 33 locators, 12 bytes each
-//! ..  (extent, block, crc) | key
+//! ..  (extent, block and distance packed, crc) | key
 //! ```
 
 use std::alloc::Layout;
@@ -73,7 +73,7 @@ impl Raw {
         b.push(key_len);
         for l in meta.locators() {
             b.extend_from_slice(&l.extent.to_le_bytes());
-            b.extend_from_slice(&l.block.to_le_bytes());
+            b.extend_from_slice(&l.packed_block().to_le_bytes());
             b.extend_from_slice(&l.crc.to_le_bytes());
         }
         b.extend_from_slice(key);
@@ -126,7 +126,7 @@ impl Raw {
 
     fn locator(self, i: usize) -> Locator {
         let at = FIXED_BYTES + i * LOCATOR_BYTES;
-        Locator { extent: self.u32_at(at), block: self.u32_at(at + 4), crc: self.u32_at(at + 8) }
+        Locator::unpack(self.u32_at(at), self.u32_at(at + 4), self.u32_at(at + 8)).expect("packed from a locator")
     }
 
     fn meta(self) -> ShardMeta {
@@ -304,7 +304,9 @@ mod tests {
             crc,
             7,
             1234,
-            (0..chunks).map(|i| Locator { extent: i, block: 2 * i, crc: crc + i }).collect(),
+            (0..chunks)
+                .map(|i| Locator { extent: i, block: 2 * i, distance: 1 + (i % 3) as u8, crc: crc + i })
+                .collect(),
         )
     }
 

@@ -17,9 +17,10 @@ use crate::constants::BLOCK_SIZE_BYTES;
 pub const LOG_MAGIC: [u8; 4] = *b"SHLG";
 pub const CHECKPOINT_MAGIC: [u8; 4] = *b"SHCP";
 /// Version 2 added each extent's verification time, the scrub cursor and
-/// the list of damaged shards; version 3 the tombstones. Versions 1 and 2
-/// are still read.
-pub const CHECKPOINT_VERSION: u32 = 3;
+/// the list of damaged shards; version 3 the tombstones; version 4 payload
+/// distances in locators (`Locator::packed_block`: group members). Older
+/// versions are still read.
+pub const CHECKPOINT_VERSION: u32 = 4;
 pub const LOG_HEADER_BYTES: usize = 40;
 
 // Log block fields (docs/format.md, "Log block"), each derived from the
@@ -67,6 +68,10 @@ const TAG_DAMAGED: u8 = 6;
 const TAG_TOMBSTONE: u8 = 7;
 const TAG_PURGE: u8 = 8;
 const TAG_PAYLOAD: u8 = 9;
+/// A `Put` with a group member among its chunks (a locator with a payload
+/// distance over 1): a tag of its own, so that a binary from before groups
+/// refuses the log instead of misreading the locator.
+const TAG_PUT_GROUPED: u8 = 10;
 
 /// Bytes of a `Payload` record other than its piece of payload: tag, key
 /// length, key, sequence, chunk, offset and length.
@@ -86,8 +91,39 @@ pub struct Locator {
     pub extent: u32,
     /// Offset of the record's header block within the extent, in blocks.
     pub block: u32,
+    /// Blocks from the header block to the payload: 1 for a record of its
+    /// own (and a group's first member), more for later members of a group
+    /// (`record::RecordHeader::distance`).
+    pub distance: u8,
     /// CRC32C of the chunk's payload.
     pub crc: u32,
+}
+
+/// Low bits of a packed block field that hold the block.
+const PACKED_BLOCK_BITS: u32 = 24;
+const _: () = assert!(crate::constants::EXTENT_SIZE_BYTES_MAX / BLOCK_SIZE_BYTES <= 1 << PACKED_BLOCK_BITS);
+
+impl Locator {
+    /// A record of its own at `block` of `extent`.
+    pub fn lone(extent: u32, block: u32, crc: u32) -> Locator {
+        Locator { extent, block, distance: 1, crc }
+    }
+
+    /// The block and the distance as one `u32`, as the index, the
+    /// checkpoint and the log keep them: the block in the low 24 bits (an
+    /// extent has at most 2^18 blocks) and the distance less one in the
+    /// top 8, so a record of its own encodes as it did before groups.
+    pub fn packed_block(self) -> u32 {
+        debug_assert!(self.block < 1 << PACKED_BLOCK_BITS && self.distance >= 1);
+        self.block | (u32::from(self.distance - 1) << PACKED_BLOCK_BITS)
+    }
+
+    /// The locator whose block and distance were packed as `packed`, or
+    /// `None` for a distance past a byte's (no record has one).
+    pub fn unpack(extent: u32, packed: u32, crc: u32) -> Option<Locator> {
+        let distance = ((packed >> PACKED_BLOCK_BITS) as u8).checked_add(1)?;
+        Some(Locator { extent, block: packed & ((1 << PACKED_BLOCK_BITS) - 1), distance, crc })
+    }
 }
 
 /// A shard as the index knows it. One of these stays in memory per shard,
@@ -107,14 +143,18 @@ pub struct ShardMeta {
 /// heap allocation; other shards keep a boxed slice of locators.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Chunks {
-    One { extent: u32, block: u32 },
+    /// The block and distance packed (`Locator::packed_block`).
+    One {
+        extent: u32,
+        packed: u32,
+    },
     Many(Box<[Locator]>),
 }
 
 impl ShardMeta {
     pub fn new(size: u64, crc: u32, sequence: u64, written_unix_ms: u64, chunks: Vec<Locator>) -> ShardMeta {
         let chunks = match chunks.as_slice() {
-            [one] if one.crc == crc => Chunks::One { extent: one.extent, block: one.block },
+            [one] if one.crc == crc => Chunks::One { extent: one.extent, packed: one.packed_block() },
             _ => Chunks::Many(chunks.into_boxed_slice()),
         };
         ShardMeta { size, crc, sequence, written_unix_ms, chunks }
@@ -128,7 +168,7 @@ impl ShardMeta {
                 crc,
                 sequence,
                 written_unix_ms,
-                chunks: Chunks::One { extent: chunk.extent, block: chunk.block },
+                chunks: Chunks::One { extent: chunk.extent, packed: chunk.packed_block() },
             }
         } else {
             ShardMeta::new(size, crc, sequence, written_unix_ms, vec![chunk])
@@ -145,9 +185,9 @@ impl ShardMeta {
     /// Locator of chunk `i`; panics past the last chunk.
     pub fn chunk(&self, i: usize) -> Locator {
         match &self.chunks {
-            Chunks::One { extent, block } => {
+            Chunks::One { extent, packed } => {
                 assert_eq!(i, 0, "a one-chunk shard has no chunk {i}");
-                Locator { extent: *extent, block: *block, crc: self.crc }
+                Locator::unpack(*extent, *packed, self.crc).expect("packed from a locator")
             }
             Chunks::Many(l) => l[i],
         }
@@ -160,8 +200,8 @@ impl ShardMeta {
     /// Points chunk `i` somewhere else (a relocation keeps its CRC).
     pub fn set_chunk(&mut self, i: usize, to: Locator) {
         match &mut self.chunks {
-            Chunks::One { extent, block } if i == 0 && to.crc == self.crc => {
-                (*extent, *block) = (to.extent, to.block);
+            Chunks::One { extent, packed } if i == 0 && to.crc == self.crc => {
+                (*extent, *packed) = (to.extent, to.packed_block());
             }
             Chunks::Many(l) => l[i] = to,
             Chunks::One { .. } => {
@@ -291,7 +331,7 @@ fn put_key(out: &mut Vec<u8>, key: &[u8]) {
 
 fn put_locator(out: &mut Vec<u8>, l: &Locator) {
     out.extend_from_slice(&l.extent.to_le_bytes());
-    out.extend_from_slice(&l.block.to_le_bytes());
+    out.extend_from_slice(&l.packed_block().to_le_bytes());
     out.extend_from_slice(&l.crc.to_le_bytes());
 }
 
@@ -299,7 +339,7 @@ impl LogRecord {
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             LogRecord::Put { key, meta } => {
-                out.push(TAG_PUT);
+                out.push(if meta.locators().any(|l| l.distance > 1) { TAG_PUT_GROUPED } else { TAG_PUT });
                 put_key(out, key);
                 encode_meta(meta, out);
             }
@@ -411,7 +451,7 @@ impl<'a> Reader<'a> {
     }
 
     fn locator(&mut self) -> Option<Locator> {
-        Some(Locator { extent: self.u32()?, block: self.u32()?, crc: self.u32()? })
+        Locator::unpack(self.u32()?, self.u32()?, self.u32()?)
     }
 
     pub fn meta(&mut self) -> Option<ShardMeta> {
@@ -432,7 +472,7 @@ impl<'a> Reader<'a> {
     /// The next record, or `None` when the bytes do not hold a valid one.
     pub fn record(&mut self) -> Option<LogRecord> {
         match self.u8()? {
-            TAG_PUT => Some(LogRecord::Put { key: self.key()?, meta: self.meta()? }),
+            TAG_PUT | TAG_PUT_GROUPED => Some(LogRecord::Put { key: self.key()?, meta: self.meta()? }),
             TAG_DELETE => Some(LogRecord::Delete { key: self.key()?, sequence: self.u64()? }),
             TAG_RELOCATE => Some(LogRecord::Relocate {
                 key: self.key()?,
@@ -695,7 +735,7 @@ mod tests {
                 9,
                 3,
                 4,
-                (0..n as u32).map(|i| Locator { extent: i, block: i * 2, crc: i * 3 }).collect(),
+                (0..n as u32).map(|i| Locator { extent: i, block: i * 2, distance: 1 + i as u8, crc: i * 3 }).collect(),
             ),
         }
     }
@@ -706,12 +746,7 @@ mod tests {
             put("a", 1),
             put("bb", 64),
             LogRecord::Delete { key: b"c".to_vec(), sequence: 8 },
-            LogRecord::Relocate {
-                key: b"d".to_vec(),
-                sequence: 2,
-                chunk: 1,
-                to: Locator { extent: 1, block: 2, crc: 3 },
-            },
+            LogRecord::Relocate { key: b"d".to_vec(), sequence: 2, chunk: 1, to: Locator::lone(1, 2, 3) },
             LogRecord::Reset { extent: 7, generation: 2 },
             LogRecord::Scrubbed {
                 extent: 3,

@@ -225,8 +225,17 @@ pub fn chunk_len(size: u64, chunk: usize) -> usize {
     (size.saturating_sub(start)).min(CHUNK_SIZE_BYTES_MAX as u64) as usize
 }
 
-fn record_blocks(key_len: usize, size: u64, chunk: usize) -> u32 {
-    (record_size_bytes(key_len, chunk_len(size, chunk)) / BLOCK_SIZE_BYTES) as u32
+/// Blocks from chunk `chunk`'s header block (at `l`) to its payload's
+/// end: what must lie inside the extent, below its write pointer.
+fn span_blocks(l: Locator, size: u64, chunk: usize) -> u32 {
+    record::span_blocks(l.distance, chunk_len(size, chunk))
+}
+
+/// Blocks chunk `chunk` (at `l`) keeps live in its extent: its payload,
+/// and its header block unless it is a later member of a group (the
+/// group's first member, at distance 1, counts the shared header block).
+fn live_blocks(l: Locator, size: u64, chunk: usize) -> u32 {
+    span_blocks(l, size, chunk) - u32::from(l.distance) + u32::from(l.distance == 1)
 }
 
 fn key_text(key: &[u8]) -> String {
@@ -311,10 +320,11 @@ impl Store {
             LogRecord::Put { key, meta } => {
                 self.next_sequence = self.next_sequence.max(meta.sequence + 1);
                 for (i, l) in meta.locators().enumerate() {
-                    self.extents.add_live(l, record_blocks(key.len(), meta.size, i), meta.written_unix_ms);
+                    let (span, live) = (span_blocks(l, meta.size, i), live_blocks(l, meta.size, i));
+                    self.extents.add_live(l, span, live, meta.written_unix_ms);
                 }
                 if let Some(old) = self.index.insert(key, meta) {
-                    self.release(key, &old);
+                    self.release(&old);
                 }
                 self.damaged.remove(key);
                 // A later write of the key on this device supersedes its
@@ -324,18 +334,23 @@ impl Store {
             LogRecord::Delete { key, sequence } => {
                 self.next_sequence = self.next_sequence.max(sequence + 1);
                 if let Some(old) = self.index.remove(key) {
-                    self.release(key, &old);
+                    self.release(&old);
                 }
                 self.damaged.remove(key);
             }
             LogRecord::Relocate { key, sequence, chunk, to } => {
                 if let Some(mut m) = self.index.get(key).filter(|m| m.sequence == *sequence) {
-                    let b = record_blocks(key.len(), m.size, *chunk as usize);
-                    let from = m.chunk(*chunk as usize);
-                    self.extents.release(from.extent, b);
+                    let c = *chunk as usize;
+                    let from = m.chunk(c);
+                    self.extents.release(from.extent, live_blocks(from, m.size, c));
                     // The copy was verified when read, but its time is not
                     // logged: the shard's write time is earlier, so safe.
-                    self.extents.add_live(*to, b, m.written_unix_ms);
+                    self.extents.add_live(
+                        *to,
+                        span_blocks(*to, m.size, c),
+                        live_blocks(*to, m.size, c),
+                        m.written_unix_ms,
+                    );
                     m.set_chunk(*chunk as usize, *to);
                     self.index.insert(key, &m);
                 }
@@ -352,7 +367,7 @@ impl Store {
                 self.next_sequence = self.next_sequence.max(sequence + 1);
                 if let Some(old) = self.index.get(key).filter(|m| m.sequence < *sequence) {
                     self.index.remove(key);
-                    self.release(key, &old);
+                    self.release(&old);
                     self.damaged.remove(key);
                 }
                 let at = self.tombstones.entry(key.clone()).or_insert(*sequence);
@@ -373,9 +388,9 @@ impl Store {
         }
     }
 
-    fn release(&mut self, key: &[u8], old: &ShardMeta) {
+    fn release(&mut self, old: &ShardMeta) {
         for (i, l) in old.locators().enumerate() {
-            self.extents.release(l.extent, record_blocks(key.len(), old.size, i));
+            self.extents.release(l.extent, live_blocks(l, old.size, i));
         }
     }
 
@@ -443,7 +458,7 @@ impl Store {
 
     /// Device offset of a chunk's payload (after its header block).
     fn payload_offset(&self, loc: Locator) -> u64 {
-        self.locator_offset(loc) + record::HEADER_BLOCK_BYTES as u64
+        self.locator_offset(loc) + u64::from(loc.distance) * BLOCK_SIZE_BYTES
     }
 
     fn locator_offset(&self, loc: Locator) -> u64 {
@@ -547,12 +562,11 @@ impl Store {
         for (key, m) in self.index.iter() {
             assert_eq!(m.chunk_count(), chunk_count(m.size), "shard {key:?} chunk count");
             for (i, l) in m.locators().enumerate() {
-                let b = record_blocks(key.len(), m.size, i);
                 assert!(
-                    l.block + b <= self.extents.get(l.extent).write_blocks,
+                    l.block + span_blocks(l, m.size, i) <= self.extents.get(l.extent).write_blocks,
                     "shard {key:?} chunk {i} beyond write pointer"
                 );
-                live[l.extent as usize] += b;
+                live[l.extent as usize] += live_blocks(l, m.size, i);
             }
         }
         self.extents.check(&live);

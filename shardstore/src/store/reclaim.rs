@@ -4,9 +4,9 @@
 //! resort, or a bounded share with every group commit under load.
 
 use super::{
-    chunk_count, chunk_len, key_text, record, record_size_bytes, BlockDeviceExt, Completion, Error, ExtentInfo, IoKind,
-    IoOp, Locator, LogRecord, Op, RecordHeader, Result, Store, BLOCK_SIZE_BYTES, RESERVE_EXTENTS_COUNT,
-    STORE_QUEUE_DEPTH,
+    chunk_count, chunk_len, key_text, record, record_size_bytes, span_blocks, BlockDeviceExt, Completion, Error,
+    ExtentInfo, IoKind, IoOp, Locator, LogRecord, Op, RecordHeader, Result, Store, BLOCK_SIZE_BYTES,
+    RESERVE_EXTENTS_COUNT, STORE_QUEUE_DEPTH,
 };
 
 /// What reclamation did since the store opened.
@@ -105,15 +105,17 @@ impl Store {
     }
 
     /// Reads `batch` (all in flight), verifies each chunk and writes its
-    /// copy elsewhere (all in flight), and returns the relocation records
+    /// copy elsewhere (all in flight; small chunks side by side share a
+    /// header block, as a commit's do), and returns the relocation records
     /// (not yet durable: the caller flushes, then logs them) and the bytes
-    /// moved. A chunk that cannot be read and verified stops the move:
-    /// copying it forward would launder the damage.
+    /// moved. A chunk that cannot be read and verified stops the move
+    /// before anything is written: copying it forward would launder the
+    /// damage.
     pub(super) fn move_chunks(&mut self, victim: u32, batch: &[LiveChunk]) -> Result<(Vec<LogRecord>, u64)> {
-        let mut records = Vec::with_capacity(batch.len());
-        let mut moved = 0u64;
-        for (i, (key, _, chunk, from, size)) in batch.iter().enumerate() {
-            let len = record_size_bytes(key.len(), chunk_len(*size, *chunk));
+        for (i, (_, _, chunk, from, size)) in batch.iter().enumerate() {
+            // A group member is read from its group's header block to its
+            // payload's end (within one buffer: a group fits one).
+            let len = u64::from(span_blocks(*from, *size, *chunk)) * BLOCK_SIZE_BYTES;
             let buf = self.pool.take(len as usize).expect("no operations in flight between batches");
             let kind = IoKind::Read { offset: self.locator_offset(*from), buf };
             self.dev.submit(IoOp { token: i as u64, kind })?;
@@ -123,20 +125,32 @@ impl Store {
             self.dev.reap(batch.len() - reads.len(), &mut reads)?;
         }
         reads.sort_by_key(|c| c.token);
-        let mut failure = None;
+        // Every read is reaped: a failure returns with nothing in flight.
+        let mut moving = Vec::with_capacity(batch.len());
         for done in reads {
             let (key, sequence, chunk, from, _) = &batch[done.token as usize];
-            match self.move_chunk(victim, key, *sequence, *chunk, *from, done) {
-                Ok((to, len)) => {
-                    moved += len;
-                    let chunk = *chunk as u32;
-                    records.push(LogRecord::Relocate { key: key.clone(), sequence: *sequence, chunk, to });
+            moving.push(self.verify_moving(victim, key, *sequence, *chunk, *from, done)?);
+        }
+        let mut records = Vec::with_capacity(batch.len());
+        let mut moved = 0u64;
+        let mut written = Ok(());
+        let mut rest = moving.as_slice();
+        while !rest.is_empty() {
+            let n = self.moved_together(rest);
+            match self.write_moved(victim, &rest[..n]) {
+                Ok((to, bytes)) => {
+                    moved += bytes;
+                    for (m, to) in rest[..n].iter().zip(to) {
+                        let (key, sequence, chunk) = (m.header.key.clone(), m.header.sequence, m.chunk as u32);
+                        records.push(LogRecord::Relocate { key, sequence, chunk, to });
+                    }
                 }
                 Err(e) => {
-                    failure = Some(e);
+                    written = Err(e);
                     break;
                 }
             }
+            rest = &rest[n..];
         }
         // Every write of the batch completes before anything returns:
         // their buffers belong to the device until reaped.
@@ -144,9 +158,7 @@ impl Store {
         while self.dev.in_flight() > 0 {
             self.dev.reap(self.dev.in_flight(), &mut writes)?;
         }
-        if let Some(e) = failure {
-            return Err(e);
-        }
+        written?;
         for c in writes {
             c.result?;
         }
@@ -237,19 +249,18 @@ impl Store {
         records
     }
 
-    /// Verifies a chunk read back for reclamation and submits its copy at
-    /// a new place (the write is reaped by the caller). Returns the new
-    /// locator and the record's bytes; an unreadable or damaged chunk is
-    /// not moved (copying it forward would launder the damage).
-    pub(super) fn move_chunk(
-        &mut self,
+    /// Verifies a chunk read back for reclamation: its header and payload
+    /// at the locator that references it. An unreadable or damaged chunk
+    /// is not moved (copying it forward would launder the damage).
+    fn verify_moving(
+        &self,
         victim: u32,
         key: &[u8],
         sequence: u64,
         chunk: usize,
         from: Locator,
         done: Completion,
-    ) -> Result<(Locator, u64)> {
+    ) -> Result<Moving> {
         let damaged = |why: String| Error::Corruption {
             device: self.name.clone(),
             what: format!("shard {:?} chunk {chunk} (not moved; extent {victim} kept): {why}", key_text(key)),
@@ -258,31 +269,85 @@ impl Store {
         if let Err(e) = &done.result {
             return Err(damaged(format!("unreadable: {e}")));
         }
-        let mut buf = done.buf.expect("reads return their buffer");
-        let header =
-            RecordHeader::verify(buf.as_slice(), from.crc)
-                .and_then(|(h, _)| {
-                    if h.key == key && h.sequence == sequence {
-                        Ok(h)
-                    } else {
-                        Err(record::RecordProblem::Mismatch)
-                    }
-                })
-                .map_err(|p| damaged(p.to_string()))?;
-        let len = buf.len() as u64;
-        let blocks = (len / BLOCK_SIZE_BYTES) as u32;
-        let Some(mut to) = self.extents.allocate(blocks, 0) else {
+        let buf = done.buf.expect("reads return their buffer");
+        let (header, payload) = RecordHeader::verify(buf.as_slice(), from.distance, from.crc)
+            .and_then(|(h, payload)| {
+                if h.key == key && h.sequence == sequence {
+                    Ok((h, payload))
+                } else {
+                    Err(record::RecordProblem::Mismatch)
+                }
+            })
+            .map_err(|p| damaged(p.to_string()))?;
+        Ok(Moving { chunk, payload: payload.to_vec(), header })
+    }
+
+    /// How many of `moving` (at least one) go to the device as one write:
+    /// the small ones at its start that share a header block, or the first
+    /// alone.
+    fn moved_together(&self, moving: &[Moving]) -> usize {
+        let small = |m: &Moving| {
+            m.header.chunk_len > 0
+                && record_size_bytes(m.header.key.len(), m.payload.len()) as usize
+                    <= self.pool.slot_size() / super::commit::RUN_RECORDS_MIN
+        };
+        let (mut slots, mut end_blocks, mut bytes) = (0, 1u32, record::HEADER_BLOCK_BYTES);
+        let mut n = 0;
+        for m in moving.iter().take_while(|m| small(m)) {
+            let payload = record::payload_size_bytes(m.payload.len()) as usize;
+            if !record::fits_group(slots, end_blocks, m.header.key.len()) || bytes + payload > self.pool.slot_size() {
+                break;
+            }
+            slots += record::member_slot_bytes(m.header.key.len());
+            end_blocks += (payload as u64 / BLOCK_SIZE_BYTES) as u32;
+            bytes += payload;
+            n += 1;
+        }
+        n.max(1)
+    }
+
+    /// Submits the copies of `moving` as one write (reaped by the caller):
+    /// a group when there are several or the one is small, else a record
+    /// of its own. Returns their new locators and the bytes written.
+    fn write_moved(&mut self, victim: u32, moving: &[Moving]) -> Result<(Vec<Locator>, u64)> {
+        let grouped = moving.len() > 1
+            || (moving[0].header.chunk_len > 0
+                && record_size_bytes(moving[0].header.key.len(), moving[0].payload.len()) as usize
+                    <= self.pool.slot_size() / super::commit::RUN_RECORDS_MIN);
+        let payload_blocks = |m: &Moving| (record::payload_size_bytes(m.payload.len()) / BLOCK_SIZE_BYTES) as u32;
+        let blocks = 1 + moving.iter().map(payload_blocks).sum::<u32>();
+        let Some(at) = self.extents.allocate(blocks, 0) else {
             return Err(Error::NoSpace(format!("{}: no room to evacuate extent {victim}", self.name)));
         };
-        assert_ne!(to.extent, victim, "the victim is sealed, never the open extent");
-        let start = record::HEADER_BLOCK_BYTES;
-        let payload = buf.as_slice()[start..start + header.chunk_len as usize].to_vec();
-        let moved_header =
-            RecordHeader { extent: to.extent, generation: self.extents.get(to.extent).generation, ..header };
-        moved_header.encode(&payload, buf.as_mut_slice());
-        to.crc = moved_header.payload_crc;
-        let offset = self.locator_offset(to);
-        self.dev.submit(IoOp { token: u64::from(chunk as u32), kind: IoKind::Write { offset, buf, fua: false } })?;
-        Ok((to, len))
+        assert_ne!(at.extent, victim, "the victim is sealed, never the open extent");
+        let len = blocks as usize * record::HEADER_BLOCK_BYTES;
+        let mut buf = self.pool.take(len).expect("the reads' buffers went back; each write holds one");
+        let generation = self.extents.get(at.extent).generation;
+        let out = buf.as_mut_slice();
+        out[..record::HEADER_BLOCK_BYTES].fill(0);
+        let (mut slot, mut distance) = (0, 1u32);
+        let mut to = Vec::with_capacity(moving.len());
+        for m in moving {
+            let d = u8::try_from(distance).expect("checked by moved_together");
+            let header = RecordHeader { extent: at.extent, generation, grouped, distance: d, ..m.header.clone() };
+            let start = usize::from(d) * record::HEADER_BLOCK_BYTES;
+            let end = start + (payload_blocks(m) as usize) * record::HEADER_BLOCK_BYTES;
+            out[start..start + m.payload.len()].copy_from_slice(&m.payload);
+            out[start + m.payload.len()..end].fill(0);
+            header.encode_slot(&mut out[slot..]);
+            slot += record::member_slot_bytes(m.header.key.len());
+            distance += payload_blocks(m);
+            to.push(Locator { extent: at.extent, block: at.block, distance: d, crc: m.header.payload_crc });
+        }
+        let offset = self.locator_offset(at);
+        self.dev.submit(IoOp { token: u64::from(at.block), kind: IoKind::Write { offset, buf, fua: false } })?;
+        Ok((to, len as u64))
     }
+}
+
+/// A chunk read back and verified, to be written elsewhere.
+pub(super) struct Moving {
+    chunk: usize,
+    payload: Vec<u8>,
+    header: RecordHeader,
 }

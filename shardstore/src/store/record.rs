@@ -6,7 +6,13 @@
 //! index is in the header (with its own CRC, covering the extent
 //! generation and the write sequence); the payload is block-aligned so a
 //! read fetches exactly the payload blocks and checks them against the CRC
-//! its locator carries. Byte layout: `docs/format.md`, "Chunk record".
+//! its locator carries.
+//!
+//! Small records written together may share one header block (a group):
+//! their headers one after another in it, each saying how many blocks
+//! after the header block its payload starts, and their payloads after it
+//! in header order. A 4 KiB put is then about 4 KiB on disk instead of 8.
+//! Byte layout: `docs/format.md`, "Chunk record" and "Record group".
 
 use crate::codec::{get_u32, get_u64, put_u32, put_u64};
 use crate::constants::BLOCK_SIZE_BYTES;
@@ -18,6 +24,14 @@ pub const KEY_SIZE_BYTES_MAX: usize = 255;
 
 /// Largest payload one record carries: one buffer-pool slot, one read.
 pub const CHUNK_SIZE_BYTES_MAX: usize = 1024 * 1024;
+
+/// Header flag: the record is a member of a group, and the header's byte
+/// 7 holds its payload's distance from the header block, in blocks.
+const FLAG_GROUP_MEMBER: u8 = 1;
+
+/// The most blocks a group member's payload may start after its header
+/// block (the distance is one byte).
+pub const GROUP_DISTANCE_MAX: u8 = u8::MAX;
 
 const OFF_MAGIC: usize = 0;
 const OFF_VERSION: usize = 4;
@@ -61,6 +75,12 @@ pub struct RecordHeader {
     /// CRC32C of the whole shard, the same in every chunk.
     pub shard_crc: u32,
     pub written_unix_ms: u64,
+    /// Whether the record shares its header block with others (a group).
+    pub grouped: bool,
+    /// Blocks from the header block to the payload: 1 for a record of its
+    /// own; for a group member, 1 plus the payload blocks of the members
+    /// before it.
+    pub distance: u8,
 }
 
 /// Why bytes at a locator are not the expected record.
@@ -100,6 +120,12 @@ pub fn payload_size_bytes(chunk_len: usize) -> u64 {
     (chunk_len as u64).next_multiple_of(BLOCK_SIZE_BYTES)
 }
 
+/// Bytes a header takes in a group's header block: header and key,
+/// rounded up to 8 bytes (the next header starts there).
+pub fn member_slot_bytes(key_len: usize) -> usize {
+    (HEADER_SIZE_BYTES + key_len).next_multiple_of(8)
+}
+
 /// Bytes a record with this key and payload length occupies on disk.
 pub fn record_size_bytes(key_len: usize, chunk_len: usize) -> u64 {
     debug_assert!(key_len <= KEY_SIZE_BYTES_MAX);
@@ -134,14 +160,25 @@ impl RecordHeader {
     /// Writes the header block at the start of `out` (a whole record whose
     /// payload is already in place). Returns the header CRC.
     pub fn encode_header(&self, out: &mut [u8]) -> u32 {
-        assert!(!self.key.is_empty() && self.key.len() <= KEY_SIZE_BYTES_MAX, "key length checked by the caller");
+        assert!(!self.grouped && self.distance == 1, "a record of its own");
         assert_eq!(out.len() as u64, record_size_bytes(self.key.len(), self.chunk_len as usize));
+        let header_crc = self.encode_slot(out);
+        out[HEADER_SIZE_BYTES + self.key.len()..HEADER_BLOCK_BYTES].fill(0);
+        header_crc
+    }
+
+    /// Writes the header and key at the start of `out` (a record's header
+    /// block, or a group member's slot in one), and nothing after them.
+    /// Returns the header CRC.
+    pub fn encode_slot(&self, out: &mut [u8]) -> u32 {
+        assert!(!self.key.is_empty() && self.key.len() <= KEY_SIZE_BYTES_MAX, "key length checked by the caller");
+        assert!(self.distance >= 1 && (self.grouped || self.distance == 1), "a payload after its header block");
         let h = &mut out[..HEADER_SIZE_BYTES];
         h[OFF_MAGIC..OFF_MAGIC + 4].copy_from_slice(&RECORD_MAGIC);
         h[OFF_VERSION] = RECORD_VERSION;
         h[OFF_KEY_LEN] = self.key.len() as u8;
-        h[OFF_FLAGS] = 0;
-        h[OFF_RESERVED0] = 0;
+        h[OFF_FLAGS] = if self.grouped { FLAG_GROUP_MEMBER } else { 0 };
+        h[OFF_RESERVED0] = if self.grouped { self.distance } else { 0 };
         put_u64(h, OFF_SEQUENCE, self.sequence);
         put_u32(h, OFF_EXTENT, self.extent);
         put_u32(h, OFF_GENERATION, self.generation);
@@ -155,7 +192,6 @@ impl RecordHeader {
         out[HEADER_SIZE_BYTES..key_end].copy_from_slice(&self.key);
         let header_crc = crc32c::crc32c_append(crc32c::crc32c(&out[..OFF_HEADER_CRC]), &self.key);
         put_u32(out, OFF_HEADER_CRC, header_crc);
-        out[key_end..HEADER_BLOCK_BYTES].fill(0);
         header_crc
     }
 
@@ -182,9 +218,12 @@ impl RecordHeader {
         if bytes[OFF_VERSION] != RECORD_VERSION {
             return Err(RecordProblem::UnsupportedVersion(bytes[OFF_VERSION]));
         }
-        if bytes[OFF_FLAGS] != 0 || bytes[OFF_RESERVED0] != 0 {
-            return Err(RecordProblem::Invalid("reserved bits set"));
-        }
+        let grouped = match (bytes[OFF_FLAGS], bytes[OFF_RESERVED0]) {
+            (0, 0) => false,
+            (FLAG_GROUP_MEMBER, 1..) => true,
+            (FLAG_GROUP_MEMBER, 0) => return Err(RecordProblem::Invalid("a group member's payload at its header")),
+            _ => return Err(RecordProblem::Invalid("reserved bits set")),
+        };
         let u32_at = |o: usize| get_u32(bytes, o);
         let u64_at = |o: usize| get_u64(bytes, o);
         let header = RecordHeader {
@@ -198,7 +237,14 @@ impl RecordHeader {
             payload_crc: u32_at(OFF_PAYLOAD_CRC),
             shard_crc: u32_at(OFF_SHARD_CRC),
             written_unix_ms: u64_at(OFF_WRITTEN),
+            grouped,
+            distance: if grouped { bytes[OFF_RESERVED0] } else { 1 },
         };
+        // Each member's payload has blocks of its own, so its distance
+        // names it among the group's.
+        if grouped && header.chunk_len == 0 {
+            return Err(RecordProblem::Invalid("an empty group member"));
+        }
         if header.chunk_len as usize > CHUNK_SIZE_BYTES_MAX
             || header.chunk_offset.checked_add(u64::from(header.chunk_len)).is_none_or(|end| end > header.shard_len)
         {
@@ -207,23 +253,113 @@ impl RecordHeader {
         Ok((header, computed))
     }
 
-    /// Verifies a whole record (header block and payload) read at a locator
-    /// whose payload CRC is `payload_crc`: a valid header, and a payload
-    /// matching both the header and the locator. Returns the header and the
-    /// payload slice.
-    pub fn verify(bytes: &[u8], payload_crc: u32) -> Result<(RecordHeader, &[u8]), RecordProblem> {
-        let (header, _) = RecordHeader::decode(bytes)?;
-        let end = HEADER_BLOCK_BYTES + header.chunk_len as usize;
+    /// Verifies a whole record read at a locator whose payload is
+    /// `distance` blocks after the header block and whose payload CRC is
+    /// `payload_crc` (`bytes` from the header block to at least the
+    /// payload's end): a valid header (for a group member, the one in the
+    /// block whose payload is at that distance), and a payload matching
+    /// both the header and the locator. Returns the header and the payload
+    /// slice.
+    pub fn verify(bytes: &[u8], distance: u8, payload_crc: u32) -> Result<(RecordHeader, &[u8]), RecordProblem> {
+        let block = &bytes[..bytes.len().min(HEADER_BLOCK_BYTES)];
+        let header = match RecordHeader::decode(block) {
+            Ok((first, _)) if first.distance == distance => first,
+            Ok((first, _)) if !first.grouped => return Err(RecordProblem::Mismatch),
+            Ok((first, _)) => decode_group(block, first)
+                .0
+                .into_iter()
+                .find(|h| h.distance == distance)
+                .ok_or(RecordProblem::Mismatch)?,
+            Err(p) if distance == 1 => return Err(p),
+            // The first member's header is damaged: a later member's is
+            // still found where the locator says a group's block is.
+            Err(p) => {
+                (8..block.len().saturating_sub(HEADER_SIZE_BYTES - 1))
+                    .step_by(8)
+                    .filter(|&at| block[at + OFF_MAGIC..at + OFF_MAGIC + 4] == RECORD_MAGIC)
+                    .find_map(|at| {
+                        RecordHeader::decode(&block[at..]).ok().filter(|(h, _)| h.grouped && h.distance == distance)
+                    })
+                    .ok_or(p)?
+                    .0
+            }
+        };
+        let start = usize::from(distance) * HEADER_BLOCK_BYTES;
+        let end = start + header.chunk_len as usize;
         if bytes.len() < end {
             return Err(RecordProblem::Invalid("record longer than what was read"));
         }
-        let payload = &bytes[HEADER_BLOCK_BYTES..end];
+        let payload = &bytes[start..end];
         if header.payload_crc != payload_crc {
             return Err(RecordProblem::Mismatch);
         }
         verify_payload(payload, payload_crc)?;
         Ok((header, payload))
     }
+}
+
+/// The headers of a group's header block after its first (`first`,
+/// already decoded): each starts on an 8-byte boundary (the next after the
+/// header and key before it), and every boundary after the first header
+/// is looked at, so a damaged header hides no other member's. Returns
+/// every header that decodes and belongs to the group (the first
+/// included), and the first problem met: a torn or damaged header, or one
+/// that does not belong (not a member, not of the same extent and
+/// generation, or its payload not after the one before).
+pub fn decode_group(block: &[u8], first: RecordHeader) -> (Vec<RecordHeader>, Option<RecordProblem>) {
+    let mut at = member_slot_bytes(first.key.len());
+    let mut headers = vec![first];
+    let mut problem = None;
+    while at + HEADER_SIZE_BYTES <= block.len() {
+        if block[at + OFF_MAGIC..at + OFF_MAGIC + 4] != RECORD_MAGIC {
+            at += 8;
+            continue;
+        }
+        let last = headers.last().expect("the first header");
+        let follows =
+            u32::from(last.distance) + (payload_size_bytes(last.chunk_len as usize) / BLOCK_SIZE_BYTES) as u32;
+        let found = match RecordHeader::decode(&block[at..]) {
+            Err(p) => Err(p),
+            Ok((h, _)) if !h.grouped || h.extent != last.extent || h.generation != last.generation => {
+                Err(RecordProblem::Invalid("a header in a group's block that is not of the group"))
+            }
+            Ok((h, _)) if u32::from(h.distance) < follows => {
+                Err(RecordProblem::Invalid("a group member's payload overlaps the one before"))
+            }
+            Ok((h, _)) => Ok(h),
+        };
+        match found {
+            Ok(h) => {
+                at += member_slot_bytes(h.key.len());
+                headers.push(h);
+            }
+            Err(p) => {
+                problem.get_or_insert(p);
+                at += 8;
+            }
+        }
+    }
+    (headers, problem)
+}
+
+/// The headers a header block holds: one, or a group's. `Err` when the
+/// first header does not decode (the block holds no record).
+pub fn decode_block(block: &[u8]) -> Result<(Vec<RecordHeader>, Option<RecordProblem>), RecordProblem> {
+    let (first, _) = RecordHeader::decode(block)?;
+    Ok(if first.grouped { decode_group(block, first) } else { (vec![first], None) })
+}
+
+/// Whether a group whose header block holds `slots` bytes of headers and
+/// whose payloads end `end_blocks` after it takes one more member with a
+/// key of `key_len` bytes: room for its header, and its payload's
+/// distance (`end_blocks`) within a byte.
+pub fn fits_group(slots: usize, end_blocks: u32, key_len: usize) -> bool {
+    end_blocks <= u32::from(GROUP_DISTANCE_MAX) && slots + member_slot_bytes(key_len) <= HEADER_BLOCK_BYTES
+}
+
+/// Blocks from a record's header block to the end of its payload.
+pub fn span_blocks(distance: u8, chunk_len: usize) -> u32 {
+    u32::from(distance) + (payload_size_bytes(chunk_len) / BLOCK_SIZE_BYTES) as u32
 }
 
 /// Checks payload bytes read on their own against the CRC the locator
@@ -252,7 +388,120 @@ mod tests {
             payload_crc: crc32c::crc32c(payload),
             shard_crc: 0xdead_beef,
             written_unix_ms: 1_700_000_000_000,
+            grouped: false,
+            distance: 1,
         }
+    }
+
+    /// A group: the header block, then each payload block-padded, in
+    /// order. Returns the bytes and each member's header.
+    fn group(members: &[(&[u8], &[u8])]) -> (Vec<u8>, Vec<RecordHeader>) {
+        let mut out = vec![0u8; HEADER_BLOCK_BYTES];
+        let mut headers = Vec::new();
+        let mut slot = 0;
+        for (key, payload) in members {
+            let distance = (out.len() / HEADER_BLOCK_BYTES) as u8;
+            let h = RecordHeader { grouped: true, distance, ..sample(key, payload) };
+            h.encode_slot(&mut out[slot..]);
+            slot += member_slot_bytes(key.len());
+            out.extend_from_slice(payload);
+            out.resize(out.len().next_multiple_of(HEADER_BLOCK_BYTES), 0);
+            headers.push(h);
+        }
+        (out, headers)
+    }
+
+    #[test]
+    fn group_members_round_trip_each_by_its_distance() {
+        let payloads: Vec<Vec<u8>> = [4096, 1, 4097, 9000, 4095].iter().map(|&n| vec![n as u8 ^ 0x5a; n]).collect();
+        let keys: Vec<Vec<u8>> = (0..5).map(|i| vec![b'a' + i as u8; 1 + i * 60]).collect();
+        let members: Vec<(&[u8], &[u8])> =
+            keys.iter().map(Vec::as_slice).zip(payloads.iter().map(Vec::as_slice)).collect();
+        let (bytes, headers) = group(&members);
+        assert_eq!(headers.iter().map(|h| h.distance).collect::<Vec<_>>(), [1, 2, 3, 5, 8]);
+        let (all, problem) = decode_block(&bytes[..HEADER_BLOCK_BYTES]).unwrap();
+        assert_eq!((all, problem), (headers.clone(), None));
+        for (h, payload) in headers.iter().zip(&payloads) {
+            let (back, got) = RecordHeader::verify(&bytes, h.distance, h.payload_crc).unwrap();
+            assert_eq!((&back, got), (h, payload.as_slice()));
+        }
+        // A distance no member has, or a member's distance with another's
+        // CRC, is not this record.
+        assert_eq!(RecordHeader::verify(&bytes, 4, 0).unwrap_err(), RecordProblem::Mismatch);
+        // An empty member would share its distance with the next one.
+        let mut block = vec![0u8; HEADER_BLOCK_BYTES];
+        RecordHeader { grouped: true, ..sample(b"e", &[]) }.encode_slot(&mut block);
+        assert_eq!(decode_block(&block).unwrap_err(), RecordProblem::Invalid("an empty group member"));
+        assert_eq!(RecordHeader::verify(&bytes, 2, headers[3].payload_crc).unwrap_err(), RecordProblem::Mismatch);
+    }
+
+    #[test]
+    fn a_full_header_block_holds_members_to_its_last_byte() {
+        // 4096 / 128 = 32 slots of 64 + 64 bytes exactly.
+        let keys: Vec<Vec<u8>> = (0..32u8).map(|i| vec![i + 1; 64]).collect();
+        let members: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (k.as_slice(), &b"xy"[..])).collect();
+        let (bytes, headers) = group(&members);
+        assert_eq!(headers.last().unwrap().distance, 32);
+        assert_eq!(decode_block(&bytes[..HEADER_BLOCK_BYTES]).unwrap(), (headers, None));
+    }
+
+    #[test]
+    fn every_bit_flip_in_a_group_header_is_caught_and_loses_that_member_alone() {
+        let (k1, k2, k3) = (b"first".as_slice(), b"second".as_slice(), b"third".as_slice());
+        let (p1, p2, p3) = (vec![1u8; 100], vec![2u8; 5000], vec![3u8; 7]);
+        let (mut bytes, headers) = group(&[(k1, &p1), (k2, &p2), (k3, &p3)]);
+        let second = member_slot_bytes(k1.len());
+        for byte in second..second + HEADER_SIZE_BYTES + k2.len() {
+            for bit in 0..8 {
+                bytes[byte] ^= 1 << bit;
+                let (found, problem) = decode_block(&bytes[..HEADER_BLOCK_BYTES]).unwrap();
+                assert_eq!(found, [headers[0].clone(), headers[2].clone()], "flip of bit {bit} of byte {byte}");
+                assert!(
+                    problem.is_some() || bytes[second..second + 4] != RECORD_MAGIC,
+                    "flip of bit {bit} of byte {byte} lost a header without a problem"
+                );
+                assert!(RecordHeader::verify(&bytes, headers[1].distance, headers[1].payload_crc).is_err());
+                assert!(RecordHeader::verify(&bytes, 1, headers[0].payload_crc).is_ok());
+                assert!(RecordHeader::verify(&bytes, headers[2].distance, headers[2].payload_crc).is_ok());
+                bytes[byte] ^= 1 << bit;
+            }
+        }
+        // With the first member's header damaged, the others still verify.
+        bytes[10] ^= 1;
+        assert!(RecordHeader::verify(&bytes, 1, headers[0].payload_crc).is_err());
+        for h in &headers[1..] {
+            assert!(RecordHeader::verify(&bytes, h.distance, h.payload_crc).is_ok());
+        }
+        bytes[10] ^= 1;
+        // The third member's payload is checked like any other.
+        let at = usize::from(headers[2].distance) * HEADER_BLOCK_BYTES;
+        bytes[at + 3] ^= 4;
+        assert_eq!(
+            RecordHeader::verify(&bytes, headers[2].distance, headers[2].payload_crc).unwrap_err(),
+            RecordProblem::BadPayloadChecksum
+        );
+    }
+
+    #[test]
+    fn a_member_header_that_does_not_follow_the_one_before_is_refused() {
+        let payload = vec![9u8; 8192];
+        let first = RecordHeader { grouped: true, distance: 1, ..sample(b"a", &payload) };
+        // Its payload would overlap the first's two blocks.
+        let overlapping = RecordHeader { grouped: true, distance: 2, ..sample(b"b", &payload) };
+        let other_extent = RecordHeader { grouped: true, distance: 3, extent: 4, ..sample(b"c", &payload) };
+        for second in [overlapping, other_extent] {
+            let mut block = vec![0u8; HEADER_BLOCK_BYTES];
+            first.encode_slot(&mut block);
+            second.encode_slot(&mut block[member_slot_bytes(1)..]);
+            let (found, problem) = decode_block(&block).unwrap();
+            assert_eq!(found, std::slice::from_ref(&first));
+            assert!(matches!(problem, Some(RecordProblem::Invalid(_))), "{problem:?}");
+        }
+        // A lone record's header never starts a list, whatever follows it.
+        let mut block = vec![0u8; HEADER_BLOCK_BYTES * 3];
+        sample(b"a", &[7u8; 10]).encode(&[7u8; 10], &mut block[..HEADER_BLOCK_BYTES * 2]);
+        first.encode_slot(&mut block[member_slot_bytes(1)..]);
+        assert_eq!(decode_block(&block[..HEADER_BLOCK_BYTES]).unwrap().0.len(), 1);
     }
 
     #[test]
@@ -266,7 +515,7 @@ mod tests {
             let mut out = vec![0xAAu8; record_size_bytes(key_len, payload_len) as usize];
             assert_eq!(out.len() % 4096, 0);
             header.encode(&payload, &mut out);
-            let (back, got) = RecordHeader::verify(&out, header.payload_crc).unwrap();
+            let (back, got) = RecordHeader::verify(&out, 1, header.payload_crc).unwrap();
             assert_eq!(back, header);
             assert_eq!(got, payload.as_slice());
         }
@@ -283,7 +532,7 @@ mod tests {
         for byte in covered {
             for bit in 0..8 {
                 out[byte] ^= 1 << bit;
-                assert!(RecordHeader::verify(&out, crc).is_err(), "flip of bit {bit} of byte {byte} not caught");
+                assert!(RecordHeader::verify(&out, 1, crc).is_err(), "flip of bit {bit} of byte {byte} not caught");
                 out[byte] ^= 1 << bit;
             }
         }
@@ -298,7 +547,7 @@ mod tests {
         let new = sample(b"k", &new_payload);
         let mut out = vec![0u8; 8192];
         old.encode(&old_payload, &mut out);
-        assert_eq!(RecordHeader::verify(&out, new.payload_crc).unwrap_err(), RecordProblem::Mismatch);
+        assert_eq!(RecordHeader::verify(&out, 1, new.payload_crc).unwrap_err(), RecordProblem::Mismatch);
         assert!(verify_payload(&out[4096..4196], new.payload_crc).is_err());
     }
 }

@@ -5,10 +5,10 @@
 
 use super::tail::Tail;
 use super::{
-    chunk_count, encode_checkpoint, key_text, meta, read_bytes, record_blocks, record_size_bytes, scrub, superblock,
-    validate_key, write_bytes, BlockDevice, BlockDeviceExt, BufferPool, CheckpointHeader, Error, ExtentInfo,
-    ExtentTable, Index, Locator, LogRecord, ReadPipeline, ReclaimCounts, RepairList, Result, ShardMeta, Store, BLOCK,
-    BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX, KEY_SIZE_BYTES_MAX, SHARD_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
+    chunk_count, encode_checkpoint, key_text, live_blocks, meta, read_bytes, record_size_bytes, scrub, span_blocks,
+    superblock, validate_key, write_bytes, BlockDevice, BlockDeviceExt, BufferPool, CheckpointHeader, Error,
+    ExtentInfo, ExtentTable, Index, Locator, LogRecord, ReadPipeline, ReclaimCounts, RepairList, Result, ShardMeta,
+    Store, BLOCK, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX, KEY_SIZE_BYTES_MAX, SHARD_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
 };
 
 impl Store {
@@ -311,7 +311,7 @@ impl Store {
             ));
         }
         for (i, l) in meta.locators().enumerate() {
-            self.check_locator(l, record_blocks(key.len(), meta.size, i))
+            self.check_locator(l, span_blocks(l, meta.size, i))
                 .map_err(|why| format!("shard {:?} chunk {i}: {why}", key_text(key)))?;
         }
         Ok(())
@@ -368,7 +368,7 @@ impl Store {
                 if *chunk as usize >= m.chunk_count() {
                     return Err(format!("relocation of chunk {chunk} of a {}-chunk shard", m.chunk_count()));
                 }
-                self.check_locator(*to, record_blocks(key.len(), m.size, *chunk as usize))
+                self.check_locator(*to, span_blocks(*to, m.size, *chunk as usize))
             }
             LogRecord::Reset { extent, .. } => {
                 extent_in(*extent)?;
@@ -395,10 +395,10 @@ impl Store {
     pub(super) fn load_entry(&mut self, key: &[u8], meta: &ShardMeta, version: u32) {
         self.next_sequence = self.next_sequence.max(meta.sequence + 1);
         for (i, l) in meta.locators().enumerate() {
-            self.extents.load_live(l.extent, record_blocks(key.len(), meta.size, i), meta.written_unix_ms, version);
+            self.extents.load_live(l.extent, live_blocks(l, meta.size, i), meta.written_unix_ms, version);
         }
         if let Some(old) = self.index.insert(key, meta) {
-            self.release(key, &old);
+            self.release(&old);
         }
     }
 }

@@ -243,7 +243,7 @@ impl Store {
             let room = !self.reads.has_queued() && self.dev.in_flight() < STORE_QUEUE_DEPTH / 2;
             let Some(plan) = self.scrub.plan_window(self.pool.slot_size() as u64, room) else { return };
             let Some(buf) = self.pool.take(plan.len) else { return };
-            let offset = self.locator_offset(Locator { extent: plan.extent, block: plan.block, crc: 0 });
+            let offset = self.locator_offset(Locator::lone(plan.extent, plan.block, 0));
             let token = ReadToken::Scrub { window: plan.id as u32 }.encode();
             let submitted = self.dev.submit(IoOp { token, kind: IoKind::Read { offset, buf } }).is_ok();
             self.scrub.window_submitted(plan, submitted);
@@ -270,7 +270,7 @@ impl Store {
                 continue;
             }
             let at = (chunk.loc.block - window.block) as usize * block_bytes;
-            let record_len = record::record_size_bytes(chunk.key.len(), chunk.len) as usize;
+            let record_len = record::span_blocks(chunk.loc.distance, chunk.len) as usize * block_bytes;
             let mut report = ScrubReport::default();
             self.verify_record(
                 &chunk.key,

@@ -55,7 +55,7 @@ impl Store {
                 let at = self.locator_offset(loc);
                 let record_len = record_size_bytes(key.len(), len) as usize;
                 let problem = match read_bytes(self.dev.as_mut(), at, record_len) {
-                    Ok(bytes) => match RecordHeader::verify(&bytes, loc.crc) {
+                    Ok(bytes) => match RecordHeader::verify(&bytes, 1, loc.crc) {
                         Ok((h, _)) if h.key == key && h.sequence == sequence => continue,
                         Ok(_) => record::RecordProblem::Mismatch.to_string(),
                         Err(p) => p.to_string(),
@@ -78,6 +78,11 @@ impl Store {
                 );
                 let detail = match (whole, read_only) {
                     (false, _) => format!("{what}; the log's copy of its payload is incomplete, not repaired"),
+                    // A one-flush commit never groups its records
+                    // (`commit_batch`): a rewrite writes a record of its own,
+                    // which in a group's place would overwrite the other
+                    // members' headers. Only a damaged log names one here.
+                    (true, _) if loc.distance != 1 => format!("{what}; a member of a record group, not repaired"),
                     (true, true) => format!("{what}; not repaired: opened read-only"),
                     (true, false) => {
                         let header = RecordHeader {
@@ -91,6 +96,8 @@ impl Store {
                             payload_crc: loc.crc,
                             shard_crc: meta.crc,
                             written_unix_ms: meta.written_unix_ms,
+                            grouped: false,
+                            distance: 1,
                         };
                         let mut bytes = vec![0u8; record_len];
                         header.encode(&payload, &mut bytes);

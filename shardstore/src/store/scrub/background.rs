@@ -439,7 +439,7 @@ impl Background {
         }
         if seen < LIST_STEP_ENTRIES {
             scan.listed = true;
-            scan.chunks.sort_by_key(|c| c.loc.block);
+            scan.chunks.sort_by_key(|c| (c.loc.block, c.loc.distance));
         } else {
             scan.list_after = last;
         }
@@ -463,7 +463,7 @@ impl Background {
         let mut end_block = start;
         let mut count = 0;
         for c in &scan.chunks[first..] {
-            let blocks = (record::record_size_bytes(c.key.len(), c.len) / BLOCK_SIZE_BYTES) as u32;
+            let blocks = record::span_blocks(c.loc.distance, c.len);
             let gap = u64::from(c.loc.block.saturating_sub(end_block)) * BLOCK_SIZE_BYTES;
             let new_end = c.loc.block + blocks;
             if count > 0 && (gap > GAP_BYTES_MAX || u64::from(new_end - start) * BLOCK_SIZE_BYTES > slot) {

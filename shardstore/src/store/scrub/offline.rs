@@ -130,7 +130,8 @@ impl Store {
         report: &mut ScrubReport,
     ) {
         let at = self.locator_offset(loc);
-        let record_len = record::record_size_bytes(key.len(), len) as usize;
+        // A group member: from its group's header block to its payload.
+        let record_len = record::span_blocks(loc.distance, len) as usize * HEADER_BLOCK_BYTES;
         let buf = self.pool.take(record_len).expect("no other operation holds the pool during a pass");
         let Ok(read) = self.dev.run_one(IoKind::Read { offset: at, buf }) else {
             self.split_unreadable(key, at, record_len, report);
@@ -154,7 +155,7 @@ impl Store {
         report: &mut ScrubReport,
     ) {
         let at = self.locator_offset(loc);
-        let (problem_kind, detail) = match RecordHeader::verify(bytes, loc.crc) {
+        let (problem_kind, detail) = match RecordHeader::verify(bytes, loc.distance, loc.crc) {
             Ok((h, _)) if h.key == key && h.sequence == sequence => {
                 report.chunks_verified += 1;
                 report.chunk_bytes_verified += len as u64;
@@ -174,7 +175,7 @@ impl Store {
             Err(p) => (FindingKind::ChunkHeader, format!("chunk {chunk}: {p}")),
         };
         let (offset, flen) = if problem_kind == FindingKind::ChunkChecksum {
-            (at + HEADER_BLOCK_BYTES as u64, len as u64)
+            (at + u64::from(loc.distance) * HEADER_BLOCK_BYTES as u64, len as u64)
         } else {
             (at, HEADER_BLOCK_BYTES as u64)
         };
