@@ -468,7 +468,9 @@ impl Store {
     }
 
     /// Where each chunk's data lives: (device offset of its payload,
-    /// payload bytes). The chunk's header block is the 4 KiB before it.
+    /// payload bytes). The chunk's header block is the 4 KiB before it,
+    /// or, for a later member of a record group, the block the group
+    /// starts with (docs/format.md, "Record group").
     pub fn chunk_locations(&self, key: &[u8]) -> Option<Vec<(u64, u64)>> {
         self.index.get(key).map(|m| {
             m.locators().enumerate().map(|(i, l)| (self.payload_offset(l), chunk_len(m.size, i) as u64)).collect()
