@@ -139,6 +139,19 @@ fn crash_at_every_write_of_a_delete() {
     });
 }
 
+/// What a batch of puts and deletes should leave, as `sweep` takes it:
+/// (key, value after the op, acknowledged).
+fn outcomes(ops: Vec<Op>, results: Vec<shardstore::error::Result<()>>) -> Vec<(Vec<u8>, Option<Vec<u8>>, bool)> {
+    ops.into_iter()
+        .zip(results)
+        .map(|(op, r)| match op {
+            Op::Put { key, data, .. } => (key, Some(data.to_vec()), r.is_ok()),
+            Op::Delete { key } => (key, None, r.is_ok()),
+            other => unreachable!("this test makes no {other:?}"),
+        })
+        .collect()
+}
+
 #[test]
 fn crash_at_every_write_of_a_batch() {
     // The three puts' records lie side by side and go as one write (a
@@ -152,14 +165,7 @@ fn crash_at_every_write_of_a_batch() {
             Op::put(b"b/2".to_vec(), Vec::new()),
         ];
         let results = s.commit(&ops);
-        ops.into_iter()
-            .zip(results)
-            .map(|(op, r)| match op {
-                Op::Put { key, data, .. } => (key, Some(data.to_vec()), r.is_ok()),
-                Op::Delete { key } => (key, None, r.is_ok()),
-                other => unreachable!("this test makes no {other:?}"),
-            })
-            .collect()
+        outcomes(ops, results)
     });
 }
 
@@ -168,8 +174,8 @@ fn crash_at_every_write_of_a_batch_whose_records_share_a_header_block() {
     // Twelve small puts are more than a one-flush batch: their data goes
     // first (one write: a header block holding all twelve headers, then
     // their payloads; a torn one tears it sector by sector), a flush, the
-    // log's two copies and a flush: five crash points.
-    sweep("grouped batch", 5, |s| {
+    // log's two copies and a flush: with "after", six crash points.
+    sweep("grouped batch", 6, |s| {
         let mut ops: Vec<Op> =
             (0..12u8).map(|i| Op::put(vec![b'g', i], bytes(6000 + usize::from(i), 20 + u64::from(i)))).collect();
         ops.push(Op::put(b"base/2".to_vec(), bytes(700, 3)));
@@ -181,14 +187,7 @@ fn crash_at_every_write_of_a_batch_whose_records_share_a_header_block() {
             let at = |k: &[u8]| s.chunk_locations(k).unwrap()[0].0;
             assert_eq!(at(&[b'g', 1]) - at(&[b'g', 0]), 8192, "the puts share a header block");
         }
-        ops.into_iter()
-            .zip(results)
-            .map(|(op, r)| match op {
-                Op::Put { key, data, .. } => (key, Some(data.to_vec()), r.is_ok()),
-                Op::Delete { key } => (key, None, r.is_ok()),
-                other => unreachable!("this test makes no {other:?}"),
-            })
-            .collect()
+        outcomes(ops, results)
     });
 }
 
