@@ -134,14 +134,15 @@ impl Store {
         let mut records = Vec::with_capacity(batch.len());
         let mut moved = 0u64;
         let mut written = Ok(());
-        let mut rest = moving.as_slice();
-        while !rest.is_empty() {
-            let n = self.moved_together(rest);
-            match self.write_moved(victim, &rest[..n]) {
+        while !moving.is_empty() {
+            let n = self.moved_together(&moving);
+            let part: Vec<Moving> = moving.drain(..n).collect();
+            let ids: Vec<(Vec<u8>, u64, u32)> =
+                part.iter().map(|m| (m.header.key.clone(), m.header.sequence, m.chunk as u32)).collect();
+            match self.write_moved(victim, part) {
                 Ok((to, bytes)) => {
                     moved += bytes;
-                    for (m, to) in rest[..n].iter().zip(to) {
-                        let (key, sequence, chunk) = (m.header.key.clone(), m.header.sequence, m.chunk as u32);
+                    for ((key, sequence, chunk), to) in ids.into_iter().zip(to) {
                         records.push(LogRecord::Relocate { key, sequence, chunk, to });
                     }
                 }
@@ -150,7 +151,6 @@ impl Store {
                     break;
                 }
             }
-            rest = &rest[n..];
         }
         // Every write of the batch completes before anything returns:
         // their buffers belong to the device until reaped.
@@ -279,22 +279,33 @@ impl Store {
                 }
             })
             .map_err(|p| damaged(p.to_string()))?;
-        Ok(Moving { chunk, payload: payload.to_vec(), header })
+        // A chunk to group is copied out (its buffer goes back for the
+        // group's write); any other is moved in its own buffer.
+        let bytes = if self.moves_grouped(key.len(), payload.len()) {
+            MovingBytes::Copied(payload.to_vec())
+        } else {
+            MovingBytes::Read { start: usize::from(from.distance) * record::HEADER_BLOCK_BYTES, buf }
+        };
+        Ok(Moving { chunk, bytes, header })
+    }
+
+    /// Whether a moved chunk is written as a group member: a non-empty
+    /// payload of a record of at most a quarter of a buffer, as a commit
+    /// groups.
+    fn moves_grouped(&self, key_len: usize, payload_len: usize) -> bool {
+        payload_len > 0
+            && record_size_bytes(key_len, payload_len) as usize
+                <= self.pool.slot_size() / super::commit::RUN_RECORDS_MIN
     }
 
     /// How many of `moving` (at least one) go to the device as one write:
     /// the small ones at its start that share a header block, or the first
     /// alone.
     fn moved_together(&self, moving: &[Moving]) -> usize {
-        let small = |m: &Moving| {
-            m.header.chunk_len > 0
-                && record_size_bytes(m.header.key.len(), m.payload.len()) as usize
-                    <= self.pool.slot_size() / super::commit::RUN_RECORDS_MIN
-        };
         let (mut slots, mut end_blocks, mut bytes) = (0, 1u32, record::HEADER_BLOCK_BYTES);
         let mut n = 0;
-        for m in moving.iter().take_while(|m| small(m)) {
-            let payload = record::payload_size_bytes(m.payload.len()) as usize;
+        for m in moving.iter().take_while(|m| matches!(m.bytes, MovingBytes::Copied(_))) {
+            let payload = record::payload_size_bytes(m.header.chunk_len as usize) as usize;
             if !record::fits_group(slots, end_blocks, m.header.key.len()) || bytes + payload > self.pool.slot_size() {
                 break;
             }
@@ -307,47 +318,81 @@ impl Store {
     }
 
     /// Submits the copies of `moving` as one write (reaped by the caller):
-    /// a group when there are several or the one is small, else a record
-    /// of its own. Returns their new locators and the bytes written.
-    fn write_moved(&mut self, victim: u32, moving: &[Moving]) -> Result<(Vec<Locator>, u64)> {
-        let grouped = moving.len() > 1
-            || (moving[0].header.chunk_len > 0
-                && record_size_bytes(moving[0].header.key.len(), moving[0].payload.len()) as usize
-                    <= self.pool.slot_size() / super::commit::RUN_RECORDS_MIN);
-        let payload_blocks = |m: &Moving| (record::payload_size_bytes(m.payload.len()) / BLOCK_SIZE_BYTES) as u32;
+    /// a group of the chunks copied out, or a chunk moved in its own
+    /// buffer as a record of its own. Returns their new locators and the
+    /// bytes written.
+    fn write_moved(&mut self, victim: u32, moving: Vec<Moving>) -> Result<(Vec<Locator>, u64)> {
+        let payload_blocks =
+            |m: &Moving| (record::payload_size_bytes(m.header.chunk_len as usize) / BLOCK_SIZE_BYTES) as u32;
         let blocks = 1 + moving.iter().map(payload_blocks).sum::<u32>();
         let Some(at) = self.extents.allocate(blocks, 0) else {
             return Err(Error::NoSpace(format!("{}: no room to evacuate extent {victim}", self.name)));
         };
         assert_ne!(at.extent, victim, "the victim is sealed, never the open extent");
         let len = blocks as usize * record::HEADER_BLOCK_BYTES;
-        let mut buf = self.pool.take(len).expect("the reads' buffers went back; each write holds one");
         let generation = self.extents.get(at.extent).generation;
-        let out = buf.as_mut_slice();
-        out[..record::HEADER_BLOCK_BYTES].fill(0);
-        let (mut slot, mut distance) = (0, 1u32);
         let mut to = Vec::with_capacity(moving.len());
-        for m in moving {
-            let d = u8::try_from(distance).expect("checked by moved_together");
-            let header = RecordHeader { extent: at.extent, generation, grouped, distance: d, ..m.header.clone() };
-            let start = usize::from(d) * record::HEADER_BLOCK_BYTES;
-            let end = start + (payload_blocks(m) as usize) * record::HEADER_BLOCK_BYTES;
-            out[start..start + m.payload.len()].copy_from_slice(&m.payload);
-            out[start + m.payload.len()..end].fill(0);
-            header.encode_slot(&mut out[slot..]);
-            slot += record::member_slot_bytes(m.header.key.len());
-            distance += payload_blocks(m);
-            to.push(Locator { extent: at.extent, block: at.block, distance: d, crc: m.header.payload_crc });
-        }
+        let buf = match <[Moving; 1]>::try_from(moving) {
+            Ok([Moving { bytes: MovingBytes::Read { mut buf, start }, header, .. }]) => {
+                let header = RecordHeader { extent: at.extent, generation, grouped: false, distance: 1, ..header };
+                let payload_len = header.chunk_len as usize;
+                let out = buf.as_mut_slice();
+                out.copy_within(start..start + payload_len, record::HEADER_BLOCK_BYTES);
+                out[record::HEADER_BLOCK_BYTES + payload_len..len].fill(0);
+                buf.set_len(len);
+                header.encode_header(buf.as_mut_slice());
+                to.push(Locator::lone(at.extent, at.block, header.payload_crc));
+                buf
+            }
+            Ok(one) => self.write_group(at, generation, len, &one, &mut to),
+            Err(many) => self.write_group(at, generation, len, &many, &mut to),
+        };
         let offset = self.locator_offset(at);
         self.dev.submit(IoOp { token: u64::from(at.block), kind: IoKind::Write { offset, buf, fua: false } })?;
         Ok((to, len as u64))
+    }
+
+    /// Lays out chunks copied out (`MovingBytes::Copied`) as a group at
+    /// `at`, in a buffer of `len` bytes; pushes their locators.
+    fn write_group(
+        &mut self,
+        at: Locator,
+        generation: u32,
+        len: usize,
+        moving: &[Moving],
+        to: &mut Vec<Locator>,
+    ) -> crate::device::IoBuf {
+        let mut buf = self.pool.take(len).expect("copied chunks' buffers went back; each write holds one");
+        let out = buf.as_mut_slice();
+        out[..record::HEADER_BLOCK_BYTES].fill(0);
+        let (mut slot, mut distance) = (0, 1u32);
+        for m in moving {
+            let MovingBytes::Copied(payload) = &m.bytes else { unreachable!("only copied chunks are grouped") };
+            let d = u8::try_from(distance).expect("checked by moved_together");
+            let header = RecordHeader { extent: at.extent, generation, grouped: true, distance: d, ..m.header.clone() };
+            let start = usize::from(d) * record::HEADER_BLOCK_BYTES;
+            let end = start + record::payload_size_bytes(payload.len()) as usize;
+            out[start..start + payload.len()].copy_from_slice(payload);
+            out[start + payload.len()..end].fill(0);
+            header.encode_slot(&mut out[slot..]);
+            slot += record::member_slot_bytes(m.header.key.len());
+            distance += ((end - start) / record::HEADER_BLOCK_BYTES) as u32;
+            to.push(Locator { extent: at.extent, block: at.block, distance: d, crc: m.header.payload_crc });
+        }
+        buf
     }
 }
 
 /// A chunk read back and verified, to be written elsewhere.
 pub(super) struct Moving {
     chunk: usize,
-    payload: Vec<u8>,
+    bytes: MovingBytes,
     header: RecordHeader,
+}
+
+/// A moving chunk's payload: copied out to join a group, or still in the
+/// buffer it was read into, `start` bytes in.
+enum MovingBytes {
+    Copied(Vec<u8>),
+    Read { buf: crate::device::IoBuf, start: usize },
 }
