@@ -262,27 +262,11 @@ impl RecordHeader {
     /// slice.
     pub fn verify(bytes: &[u8], distance: u8, payload_crc: u32) -> Result<(RecordHeader, &[u8]), RecordProblem> {
         let block = &bytes[..bytes.len().min(HEADER_BLOCK_BYTES)];
-        let header = match RecordHeader::decode(block) {
-            Ok((first, _)) if first.distance == distance => first,
-            Ok((first, _)) if !first.grouped => return Err(RecordProblem::Mismatch),
-            Ok((first, _)) => decode_group(block, first)
-                .0
-                .into_iter()
-                .find(|h| h.distance == distance)
-                .ok_or(RecordProblem::Mismatch)?,
-            Err(p) if distance == 1 => return Err(p),
-            // The first member's header is damaged: a later member's is
-            // still found where the locator says a group's block is.
-            Err(p) => {
-                (8..block.len().saturating_sub(HEADER_SIZE_BYTES - 1))
-                    .step_by(8)
-                    .filter(|&at| block[at + OFF_MAGIC..at + OFF_MAGIC + 4] == RECORD_MAGIC)
-                    .find_map(|at| {
-                        RecordHeader::decode(&block[at..]).ok().filter(|(h, _)| h.grouped && h.distance == distance)
-                    })
-                    .ok_or(p)?
-                    .0
-            }
+        let header = if distance == 1 {
+            // A record of its own, or a group's first member.
+            RecordHeader::decode(block)?.0
+        } else {
+            member_at(block, distance)?
         };
         let start = usize::from(distance) * HEADER_BLOCK_BYTES;
         let end = start + header.chunk_len as usize;
@@ -296,6 +280,22 @@ impl RecordHeader {
         verify_payload(payload, payload_crc)?;
         Ok((header, payload))
     }
+}
+
+/// The header in a group's block whose payload is `distance` (over 1)
+/// blocks after it: the one at an 8-byte boundary past the first whose
+/// flags and distance bytes say so, decoded (and so checked) alone. Every
+/// boundary is looked at, so a damaged header, the first included, hides
+/// no other member's; `Mismatch` when none is there.
+fn member_at(block: &[u8], distance: u8) -> Result<RecordHeader, RecordProblem> {
+    (8..block.len().saturating_sub(HEADER_SIZE_BYTES - 1))
+        .step_by(8)
+        .find(|&at| {
+            block[at + OFF_MAGIC..at + OFF_MAGIC + 4] == RECORD_MAGIC
+                && block[at + OFF_FLAGS] == FLAG_GROUP_MEMBER
+                && block[at + OFF_RESERVED0] == distance
+        })
+        .map_or(Err(RecordProblem::Mismatch), |at| Ok(RecordHeader::decode(&block[at..])?.0))
 }
 
 /// The headers of a group's header block after its first (`first`,
