@@ -27,6 +27,7 @@ pub mod record;
 mod recovery;
 mod repair;
 pub mod scrub;
+mod stage;
 mod tail;
 pub mod thread;
 

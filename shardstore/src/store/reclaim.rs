@@ -281,21 +281,12 @@ impl Store {
             .map_err(|p| damaged(p.to_string()))?;
         // A chunk to group is copied out (its buffer goes back for the
         // group's write); any other is moved in its own buffer.
-        let bytes = if self.moves_grouped(key.len(), payload.len()) {
+        let bytes = if self.groupable(key.len(), payload.len()) {
             MovingBytes::Copied(payload.to_vec())
         } else {
             MovingBytes::Read { start: usize::from(from.distance) * record::HEADER_BLOCK_BYTES, buf }
         };
         Ok(Moving { chunk, bytes, header })
-    }
-
-    /// Whether a moved chunk is written as a group member: a non-empty
-    /// payload of a record of at most a quarter of a buffer, as a commit
-    /// groups.
-    fn moves_grouped(&self, key_len: usize, payload_len: usize) -> bool {
-        payload_len > 0
-            && record_size_bytes(key_len, payload_len) as usize
-                <= self.pool.slot_size() / super::commit::RUN_RECORDS_MIN
     }
 
     /// How many of `moving` (at least one) go to the device as one write:
