@@ -417,6 +417,14 @@ fn each_member_of_a_record_group_is_verified_on_its_own() {
     let offline = store.scrub_pass(|_, _| {});
     assert_eq!(sorted(&offline.findings), want, "{:#?}", offline.findings);
     assert_eq!(offline.chunks_verified, 21);
+    // fsck walks past the damaged first header to every other member: the
+    // three damaged shards are its only problems, each named.
+    let fsck = store.fsck();
+    assert_eq!(fsck.records_found, 22, "every member but the two whose headers are damaged");
+    let named = |key: &str| fsck.problems.iter().filter(|p| p.contains(&format!("\"{key}\""))).count();
+    assert_eq!(fsck.problems.len(), 3, "{:#?}", fsck.problems);
+    assert!(["g00", "g05", "g10"].iter().all(|k| named(k) == 1), "{:#?}", fsck.problems);
+    assert!(fsck.problems.iter().any(|p| p.contains("\"g00\"") && p.contains("first of a record group")));
     for (key, value) in &shards {
         match key.as_str() {
             // Damaged (the scrubber listed them for repair): never served.

@@ -12,7 +12,7 @@
 //! are dead space (deleted, overwritten or never acknowledged), reported
 //! but not an error.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -51,6 +51,9 @@ impl Store {
         // (extent, header block, payload distance) -> (record identity,
         // payload CRC, payload ok)
         let mut found: HashMap<(u32, u32, u8), (RecordId, u32, bool)> = HashMap::new();
+        // (extent, block) of groups whose first header is damaged: a problem
+        // only when the index references that first member.
+        let mut damaged_first = HashSet::new();
         let layout = self.sb.layout;
         for (e, info) in self.extents.all().to_vec().iter().enumerate() {
             if info.write_blocks == 0 {
@@ -61,18 +64,30 @@ impl Store {
             let mut block = 0u32;
             while block < info.write_blocks {
                 let at = base + u64::from(block) * BLOCK_SIZE_BYTES;
+                // Not a current record: skip one block and look again (the
+                // space below the write pointer can hold a torn, never
+                // acknowledged record). A group's block whose first header
+                // is damaged still names its other members (and where the
+                // walk goes on) in theirs, as it does for the scrubbers.
+                let current = |h: &RecordHeader| h.extent == e as u32 && h.generation == info.generation;
                 let headers = match self.dev.read_at(at, HEADER_BLOCK_BYTES) {
-                    Ok(buf) => record::decode_block(buf.as_slice()).ok(),
+                    Ok(buf) => {
+                        if let Ok((headers, _)) = record::decode_block(buf.as_slice()) {
+                            Some(headers).filter(|headers| current(&headers[0]))
+                        } else {
+                            let members = record::salvage_group(buf.as_slice());
+                            members.first().is_some_and(current).then(|| {
+                                damaged_first.insert((e as u32, block));
+                                members
+                            })
+                        }
+                    }
                     Err(err) => {
                         report.problems.push(format!("extent {e} block {block}: unreadable header: {err}"));
                         None
                     }
                 };
-                // Not a current record: skip one block and look again (the
-                // space below the write pointer can hold a torn, never
-                // acknowledged record).
-                let current = |h: &RecordHeader| h.extent == e as u32 && h.generation == info.generation;
-                let Some((headers, _)) = headers.filter(|(headers, _)| current(&headers[0])) else {
+                let Some(headers) = headers else {
                     block += 1;
                     continue;
                 };
@@ -109,6 +124,12 @@ impl Store {
                 let offset = c as u64 * record::CHUNK_SIZE_BYTES_MAX as u64;
                 let name = format!("shard {:?} chunk {c}", key_text(key));
                 match found.get(&(loc.extent, loc.block, loc.distance)) {
+                    None if loc.distance == 1 && damaged_first.contains(&(loc.extent, loc.block)) => {
+                        report.problems.push(format!(
+                            "{name}: its header at extent {} block {} is damaged (the first of a record group's)",
+                            loc.extent, loc.block
+                        ));
+                    }
                     None => report.problems.push(format!(
                         "{name}: no current record at extent {} block {}{} (index points at nothing)",
                         loc.extent,

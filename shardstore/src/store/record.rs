@@ -307,7 +307,12 @@ fn member_at(block: &[u8], distance: u8) -> Result<RecordHeader, RecordProblem> 
 /// that does not belong (not a member, not of the same extent and
 /// generation, or its payload not after the one before).
 pub fn decode_group(block: &[u8], first: RecordHeader) -> (Vec<RecordHeader>, Option<RecordProblem>) {
-    let mut at = member_slot_bytes(first.key.len());
+    let at = member_slot_bytes(first.key.len());
+    decode_members(block, first, at)
+}
+
+/// `decode_group` from the member `first`, whose slot ends at `at`.
+fn decode_members(block: &[u8], first: RecordHeader, mut at: usize) -> (Vec<RecordHeader>, Option<RecordProblem>) {
     let mut headers = vec![first];
     let mut problem = None;
     while at + HEADER_SIZE_BYTES <= block.len() {
@@ -347,6 +352,22 @@ pub fn decode_group(block: &[u8], first: RecordHeader) -> (Vec<RecordHeader>, Op
 pub fn decode_block(block: &[u8]) -> Result<(Vec<RecordHeader>, Option<RecordProblem>), RecordProblem> {
     let (first, _) = RecordHeader::decode(block)?;
     Ok(if first.grouped { decode_group(block, first) } else { (vec![first], None) })
+}
+
+/// The members of a group whose block's first header is damaged: the
+/// headers at the 8-byte boundaries after it, from the first one that
+/// decodes as a group member whose payload is after the first member's
+/// (distance over 1), as `decode_group` finds them. Empty when none does:
+/// the block is not a group's, or all its headers are damaged.
+pub fn salvage_group(block: &[u8]) -> Vec<RecordHeader> {
+    let first = (8..block.len().saturating_sub(HEADER_SIZE_BYTES - 1)).step_by(8).find_map(|at| {
+        let plausible = block[at + OFF_MAGIC..at + OFF_MAGIC + 4] == RECORD_MAGIC
+            && block[at + OFF_FLAGS] == FLAG_GROUP_MEMBER
+            && block[at + OFF_RESERVED0] > 1;
+        let (h, _) = RecordHeader::decode(&block[at..]).ok().filter(|_| plausible)?;
+        Some((at + member_slot_bytes(h.key.len()), h))
+    });
+    first.map_or_else(Vec::new, |(at, h)| decode_members(block, h, at).0)
 }
 
 /// Whether a group whose header block holds `slots` bytes of headers and
@@ -466,13 +487,29 @@ mod tests {
                 bytes[byte] ^= 1 << bit;
             }
         }
-        // With the first member's header damaged, the others still verify.
+        // With the first member's header damaged, the others still verify,
+        // and the block's walk finds them; with theirs damaged too, none.
         bytes[10] ^= 1;
         assert!(RecordHeader::verify(&bytes, 1, headers[0].payload_crc).is_err());
         for h in &headers[1..] {
             assert!(RecordHeader::verify(&bytes, h.distance, h.payload_crc).is_ok());
         }
+        assert!(decode_block(&bytes[..HEADER_BLOCK_BYTES]).is_err());
+        assert_eq!(salvage_group(&bytes[..HEADER_BLOCK_BYTES]), headers[1..]);
+        bytes[second + 10] ^= 1;
+        assert_eq!(salvage_group(&bytes[..HEADER_BLOCK_BYTES]), headers[2..]);
+        let third = second + member_slot_bytes(k2.len());
+        bytes[third + 10] ^= 1;
+        assert!(salvage_group(&bytes[..HEADER_BLOCK_BYTES]).is_empty());
+        bytes[third + 10] ^= 1;
+        bytes[second + 10] ^= 1;
         bytes[10] ^= 1;
+        // A record of its own is never salvaged as a group.
+        let lone = sample(b"lone", &p1);
+        let mut block = vec![0u8; HEADER_BLOCK_BYTES];
+        lone.encode_slot(&mut block);
+        block[10] ^= 1;
+        assert!(salvage_group(&block).is_empty());
         // The third member's payload is checked like any other.
         let at = usize::from(headers[2].distance) * HEADER_BLOCK_BYTES;
         bytes[at + 3] ^= 4;
