@@ -28,9 +28,13 @@ pub(super) struct Arrived<'a> {
 
 /// The body of a put: announced by `content-length`, at most the shard
 /// maximum, within the body memory budget, arriving within the body
-/// timeout. Kept in the frames it came in (the store copies them once,
-/// into its I/O buffer). Without the client's CRC, each frame's CRC is
-/// taken as it arrives, while it is still in cache.
+/// timeout. Landed in record buffers when it is large and some are free,
+/// else kept in the frames it came in (the store copies them once, into
+/// its I/O buffer). Without the client's CRC, the agent's is of the body
+/// as it arrived: a landed body's is the one landing took of the bytes in
+/// the record buffers (one pass, the store's: it checks a client's CRC
+/// against it); a kept body's is taken from each frame as it arrives,
+/// while it is in cache, and the store checks its copy against it.
 pub(super) async fn read_body<'a>(
     app: &'a App,
     headers: &HeaderMap,
@@ -72,14 +76,16 @@ pub(super) async fn read_body<'a>(
         let mut small = bytes::BytesMut::new();
         while let Some(frame) = body.frame().await {
             if let Ok(data) = frame?.into_data() {
-                if client_crc.is_none() {
-                    sum = crc32c::crc32c_append(sum, &data);
-                }
                 if let Some(landed) = &mut landing {
                     if !landed.extend(&data) {
                         return Err(axum::BoxError::from(format!("more than the {len} bytes announced")));
                     }
-                } else if data.len() >= FRAME_KEPT_BYTES_MIN && small.is_empty() {
+                    continue;
+                }
+                if client_crc.is_none() {
+                    sum = crc32c::crc32c_append(sum, &data);
+                }
+                if data.len() >= FRAME_KEPT_BYTES_MIN && small.is_empty() {
                     parts.push(data);
                 } else {
                     small.extend_from_slice(&data);
@@ -91,6 +97,7 @@ pub(super) async fn read_body<'a>(
         }
         let data = if let Some(landed) = landing {
             let got = landed.filled();
+            sum = landed.crc32c();
             landed.finish().ok_or_else(|| format!("{got} of the {len} bytes announced arrived"))?
         } else {
             parts.push(small.freeze());

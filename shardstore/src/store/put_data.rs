@@ -25,7 +25,9 @@ enum Repr {
     /// One record buffer per chunk: chunk `c`'s payload after the header
     /// block, zero padding after it, the header block left to the store.
     /// A slot is emptied when the store hands its buffer to the device.
-    Records(Mutex<Vec<Option<IoBuf>>>),
+    /// With each, the CRC32C of its payload, taken from the buffer as the
+    /// bytes landed ([`Landed::extend`]).
+    Records(Mutex<Vec<Option<IoBuf>>>, Vec<u32>),
 }
 
 impl Default for PutData {
@@ -39,7 +41,7 @@ impl Clone for PutData {
     fn clone(&self) -> PutData {
         match &self.repr {
             Repr::Parts(parts) => PutData { repr: Repr::Parts(parts.clone()), len: self.len },
-            Repr::Records(_) => PutData::from(self.to_vec()),
+            Repr::Records(..) => PutData::from(self.to_vec()),
         }
     }
 }
@@ -56,7 +58,7 @@ impl std::fmt::Debug for PutData {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.repr {
             Repr::Parts(p) => format!("{} pieces", p.len()),
-            Repr::Records(_) => "landed records".to_owned(),
+            Repr::Records(..) => "landed records".to_owned(),
         };
         f.debug_struct("PutData").field("len", &self.len).field("held_as", &kind).finish()
     }
@@ -81,7 +83,7 @@ impl PutData {
     /// Whether the bytes are in record buffers the store writes as they
     /// are ([`Landing`]).
     pub fn is_landed(&self) -> bool {
-        matches!(self.repr, Repr::Records(_))
+        matches!(self.repr, Repr::Records(..))
     }
 
     /// Calls `f` with each piece overlapping `range`, cut to it, in order.
@@ -99,7 +101,7 @@ impl PutData {
                     }
                 }
             }
-            Repr::Records(records) => {
+            Repr::Records(records, _) => {
                 let records = records.lock().expect("landed records");
                 let mut at = range.start;
                 while at < range.end {
@@ -153,15 +155,25 @@ impl PutData {
         out
     }
 
-    /// Chunk `chunk`'s record buffer, for the store to write (once):
-    /// `None` for pieces, which the store copies into its own buffers.
-    pub(super) fn take_record(&self, chunk: usize) -> Option<IoBuf> {
+    /// The CRC32C of chunk `chunk`'s payload as it landed in its record
+    /// buffer: `None` for pieces, whose CRC the store takes as it copies.
+    pub(super) fn landed_crc(&self, chunk: usize) -> Option<u32> {
         match &self.repr {
             Repr::Parts(_) => None,
-            Repr::Records(records) => {
+            Repr::Records(_, crcs) => Some(crcs[chunk]),
+        }
+    }
+
+    /// Chunk `chunk`'s record buffer and its payload's CRC32C, for the
+    /// store to write (once): `None` for pieces, which the store copies
+    /// into its own buffers.
+    pub(super) fn take_record(&self, chunk: usize) -> Option<(IoBuf, u32)> {
+        match &self.repr {
+            Repr::Parts(_) => None,
+            Repr::Records(records, crcs) => {
                 let taken = records.lock().expect("landed records")[chunk].take();
                 assert!(taken.is_some(), "chunk {chunk}'s landed record was taken twice");
-                taken
+                taken.map(|buf| (buf, crcs[chunk]))
             }
         }
     }
@@ -197,7 +209,7 @@ impl Landing {
             buf.set_len(HEADER_BLOCK_BYTES + payload_size_bytes(payload) as usize);
             records.push(buf);
         }
-        Some(Landed { records, len, filled: 0 })
+        Some(Landed { crcs: vec![0; chunks], records, len, filled: 0 })
     }
 
     /// Buffers in all.
@@ -216,26 +228,50 @@ impl Landing {
 #[derive(Debug)]
 pub struct Landed {
     records: Vec<IoBuf>,
+    /// Each record's payload CRC32C so far, of the bytes in the buffer.
+    crcs: Vec<u32>,
     len: usize,
     filled: usize,
 }
 
+/// Landing copies and checksums this much at a time: the CRC reads each
+/// piece of the record buffer right behind its copy, while it is in L1.
+const LAND_CRC_BLOCK_BYTES: usize = 16 * 1024;
+
 impl Landed {
-    /// Copies `bytes` into place after those before them; false (nothing
-    /// copied) when they would run past the announced length.
+    /// Copies `bytes` into place after those before them, taking the CRC
+    /// of the copy in the record buffer (the bytes the device will get) as
+    /// it goes; false (nothing copied) when they would run past the
+    /// announced length.
     pub fn extend(&mut self, mut bytes: &[u8]) -> bool {
         if bytes.len() > self.len - self.filled {
             return false;
         }
         while !bytes.is_empty() {
             let (c, within) = (self.filled / CHUNK_SIZE_BYTES_MAX, self.filled % CHUNK_SIZE_BYTES_MAX);
-            let n = (CHUNK_SIZE_BYTES_MAX - within).min(bytes.len());
+            let n = (CHUNK_SIZE_BYTES_MAX - within).min(bytes.len()).min(LAND_CRC_BLOCK_BYTES);
             let at = HEADER_BLOCK_BYTES + within;
-            self.records[c].as_mut_slice()[at..at + n].copy_from_slice(&bytes[..n]);
+            let to = &mut self.records[c].as_mut_slice()[at..at + n];
+            to.copy_from_slice(&bytes[..n]);
+            self.crcs[c] = crc32c::crc32c_append(self.crcs[c], to);
             self.filled += n;
             bytes = &bytes[n..];
         }
         true
+    }
+
+    /// The CRC32C of the bytes landed so far, taken from the record
+    /// buffers (no pass over the bytes of its own).
+    pub fn crc32c(&self) -> u32 {
+        let mut crc = 0;
+        for (c, &chunk) in self.crcs.iter().enumerate() {
+            let landed = self.filled.saturating_sub(c * CHUNK_SIZE_BYTES_MAX).min(CHUNK_SIZE_BYTES_MAX);
+            if landed == 0 {
+                break;
+            }
+            crc = if c == 0 { chunk } else { crc32c::crc32c_combine(crc, chunk, landed) };
+        }
+        crc
     }
 
     /// Bytes landed so far.
@@ -254,7 +290,7 @@ impl Landed {
             buf.as_mut_slice()[HEADER_BLOCK_BYTES + payload..].fill(0);
         }
         let records = self.records.into_iter().map(Some).collect();
-        Some(PutData { repr: Repr::Records(Mutex::new(records)), len: self.len })
+        Some(PutData { repr: Repr::Records(Mutex::new(records), self.crcs), len: self.len })
     }
 }
 
@@ -306,9 +342,15 @@ mod tests {
         assert_eq!(landing.free(), 1);
         for frame in whole.chunks(300_007) {
             assert!(landed.extend(frame));
+            assert_eq!(landed.crc32c(), crc32c::crc32c(&whole[..landed.filled()]), "after {}", landed.filled());
         }
         assert!(!landed.extend(&[1]), "past the announced length");
+        assert_eq!(landed.crc32c(), crc32c::crc32c(&whole), "the body's CRC, from the landed bytes");
         let data = landed.finish().expect("all landed");
+        for c in 0..3 {
+            let chunk = &whole[c * CHUNK_SIZE_BYTES_MAX..len.min((c + 1) * CHUNK_SIZE_BYTES_MAX)];
+            assert_eq!(data.landed_crc(c), Some(crc32c::crc32c(chunk)), "chunk {c}");
+        }
         assert!(data.is_landed());
         assert_eq!(data.len(), len);
         assert_eq!(data.to_vec(), whole);
@@ -322,7 +364,8 @@ mod tests {
         assert!(!copy.is_landed());
         assert_eq!(copy.to_vec(), whole);
         // Each record: payload after the header block, zeros to the block's end.
-        let last = data.take_record(2).expect("a landed record");
+        let (last, last_crc) = data.take_record(2).expect("a landed record");
+        assert_eq!(last_crc, crc32c::crc32c(&whole[2 * edge..]));
         let tail = len - 2 * edge;
         assert_eq!(last.len(), HEADER_BLOCK_BYTES + payload_size_bytes(tail) as usize);
         assert_eq!(&last.as_slice()[HEADER_BLOCK_BYTES..][..tail], &whole[2 * edge..]);
@@ -348,7 +391,8 @@ mod tests {
             assert!(short.extend(&[8; 6]));
             short.finish().unwrap()
         };
-        let rec = short.take_record(0).unwrap();
+        let (rec, crc) = short.take_record(0).unwrap();
+        assert_eq!(crc, crc32c::crc32c(&[7, 7, 7, 7, 8, 8, 8, 8, 8, 8]), "the dirty buffer's old bytes are not in it");
         assert_eq!(rec.len(), HEADER_BLOCK_BYTES + 4096);
         assert_eq!(&rec.as_slice()[HEADER_BLOCK_BYTES..][..10], &[7, 7, 7, 7, 8, 8, 8, 8, 8, 8]);
         assert!(rec.as_slice()[HEADER_BLOCK_BYTES + 10..].iter().all(|&b| b == 0));

@@ -94,14 +94,15 @@ impl Store {
         // in the I/O buffer while it is in cache. A longer one needs every
         // chunk's CRC first (each header carries the whole shard's), so it
         // is checked against the sender's before anything is written, and
-        // each buffer's copy against its chunk's CRC.
+        // each buffer's copy against its chunk's CRC. Landed chunks' CRCs
+        // were taken from their record buffers as the bytes landed.
         let chunk_crcs: Vec<u32> = if count == 1 {
             Vec::new()
         } else {
             (0..count)
                 .map(|c| {
                     let start = c * CHUNK_SIZE_BYTES_MAX;
-                    data.crc32c(start..start + chunk_len(size, c))
+                    data.landed_crc(c).unwrap_or_else(|| data.crc32c(start..start + chunk_len(size, c)))
                 })
                 .collect()
         };
@@ -139,15 +140,11 @@ impl Store {
                     return Err(self.fail(&format!("reaping writes failed: {e}")));
                 }
             }
-            // A landed record is written as it is; its CRC is taken from the
-            // very bytes that go to the device (a longer shard's were, just
-            // above, from these same buffers: not taken twice).
-            let (mut target, placed_crc) = if let Some(buf) = data.take_record(c) {
+            // A landed record is written as it is; its CRC was taken from
+            // the very bytes that go to the device, right behind their copy
+            // into this buffer as they landed ([`super::Landed::extend`]).
+            let (mut target, placed_crc) = if let Some((buf, crc)) = data.take_record(c) {
                 assert_eq!(buf.len(), len, "a landed record is shaped for its chunk");
-                let crc = chunk_crcs
-                    .get(c)
-                    .copied()
-                    .unwrap_or_else(|| crc32c::crc32c(&buf.as_slice()[record::HEADER_BLOCK_BYTES..][..payload_len]));
                 (Target::Own(buf), crc)
             } else {
                 let (mut target, bytes) = if joins {
