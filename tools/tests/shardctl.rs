@@ -80,6 +80,32 @@ fn a_small_file_formats_without_an_extent_size() {
     assert!(stderr(&o).contains("too small"), "{}", stderr(&o));
 }
 
+/// `--lay-out` writes the whole new file, as fio lays out its files (the
+/// benchmarks' devices): every block is allocated, none is a hole; the
+/// store is formatted on it as on a sparse one. An existing file is not
+/// laid out (nor overwritten).
+#[test]
+fn a_laid_out_file_has_every_block_written() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let img = dir.path().join("full.img");
+    let p = img.to_str().unwrap();
+    let o = shardctl(&["format", p, "--size", "64M", "--extent-size", "4M", "--lay-out"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let meta = std::fs::metadata(&img).unwrap();
+    assert_eq!(meta.len(), 64 << 20);
+    assert!(meta.blocks() * 512 >= 64 << 20, "{} bytes allocated: holes left", meta.blocks() * 512);
+    assert_eq!(inspect_json(p).1["status"], "healthy");
+    let o = shardctl(&["format", p, "--size", "64M", "--lay-out", "--force"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--lay-out writes only a file --size creates"), "{}", stderr(&o));
+    assert_eq!(inspect_json(p).1["status"], "healthy", "the refused command wrote nothing");
+    // Without --lay-out the file is sparse: what the option changes.
+    let sparse = dir.path().join("sparse.img");
+    assert!(shardctl(&["format", sparse.to_str().unwrap(), "--size", "64M", "--extent-size", "4M"]).status.success());
+    assert!(std::fs::metadata(&sparse).unwrap().blocks() * 512 < 32 << 20);
+}
+
 #[test]
 fn inspect_reports_damaged_copies_and_exit_codes() {
     let dir = tempfile::tempdir().unwrap();

@@ -175,7 +175,7 @@ pub(super) fn prepare(path: &Path, spec: &JobSpec) -> anyhow::Result<()> {
 /// the file system's journal), which a raw device never does and the fio
 /// file it is compared with no longer does. Zeros, with O_DIRECT in 8 MiB
 /// pieces; an unaligned tail through the page cache.
-pub(super) fn lay_out(path: &Path, size: u64) -> anyhow::Result<()> {
+pub fn lay_out(path: &Path, size: u64) -> anyhow::Result<()> {
     const PIECE: u64 = 8 << 20;
     let file = std::fs::File::create(path)?;
     file.set_len(size)?;

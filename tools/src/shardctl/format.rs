@@ -1,5 +1,6 @@
-//! `shardctl format DEVICE`: lay out a device (creating a sparse file when
-//! `--size` is given) and write its first superblock.
+//! `shardctl format DEVICE`: lay out a device (creating a file when
+//! `--size` is given: sparse, or written whole with `--lay-out`) and write
+//! its first superblock.
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
@@ -22,6 +23,12 @@ pub struct Args {
     /// 256MiB device gets 8MiB extents.
     #[arg(long, value_parser = parse_size)]
     pub extent_size: Option<u64>,
+    /// With --size, write every block of the new file (zeros) instead of
+    /// leaving it sparse, as fio lays out its files: a file-backed device
+    /// then behaves like a raw one (no block allocation on first writes,
+    /// no file-system journal commit with each flush). For benchmarks.
+    #[arg(long, requires = "size")]
+    pub lay_out: bool,
     /// Overwrite a device that holds a shardnode store or any other data.
     #[arg(long)]
     pub force: bool,
@@ -73,7 +80,17 @@ fn prepare_file(args: &Args) -> anyhow::Result<bool> {
                 .open(path)
                 .with_context(|| format!("{}: cannot create", path.display()))?;
             file.set_len(size).with_context(|| format!("{}: cannot size to {size} bytes", path.display()))?;
+            drop(file);
+            if args.lay_out {
+                if let Err(e) = crate::bench::run::lay_out(path, size) {
+                    let _ = std::fs::remove_file(path);
+                    return Err(e).with_context(|| format!("{}: cannot lay out {size} bytes", path.display()));
+                }
+            }
             Ok(true)
+        }
+        (Ok(_), Some(_)) if args.lay_out => {
+            bail!("{}: exists; --lay-out writes only a file --size creates", path.display())
         }
         (Err(e), Some(_)) => Err(e).with_context(|| format!("{}: cannot stat", path.display())),
         (Ok(meta), Some(size)) => {
