@@ -81,6 +81,12 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Requests sent to the device's store thread (each a trip and a wake-up).",
     ),
+    (
+        "shardnode_device_io_stalled_seconds",
+        Kind::Gauge,
+        "How long the device's oldest I/O in flight has waited, while past the stall threshold (health.io_stall_ms); 0 otherwise.",
+    ),
+    ("shardnode_device_io_stalls_total", Kind::Counter, "Times the device stopped completing an I/O within the stall threshold."),
     ("shardnode_admission_waiting", Kind::Gauge, "Requests waiting for room on the device (admission control)."),
     (
         "shardnode_admission_drops_total",

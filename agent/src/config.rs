@@ -147,6 +147,10 @@ pub struct Health {
     pub recovery_intervals: u32,
     pub baseline_intervals_min: u32,
     pub auto_fence: bool,
+    /// An I/O in flight this long is a stall: the device is suspect (and
+    /// fenced automatically within the limit) while it lasts. 0 turns the
+    /// watch off.
+    pub io_stall_ms: u64,
 }
 
 impl Default for Health {
@@ -163,6 +167,7 @@ impl Default for Health {
             recovery_intervals: r.recovery_intervals,
             baseline_intervals_min: r.baseline_intervals_min,
             auto_fence: r.auto_fence,
+            io_stall_ms: shardstore::constants::IO_STALL_AFTER_MS_DEFAULT,
         }
     }
 }

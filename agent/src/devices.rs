@@ -84,9 +84,13 @@ fn create_default_device(path: &Path, size: u64) -> anyhow::Result<()> {
 /// use (clean-shutdown flag cleared) and records a clean shutdown on close.
 /// Opens a device on its store thread, its scrubber configured with
 /// `scrub` before the thread serves anything.
-pub fn open_device(path: &Path, scrub: shardstore::store::scrub::ScrubSettings) -> Device {
+pub fn open_device(path: &Path, scrub: shardstore::store::scrub::ScrubSettings, io_stall_ms: u64) -> Device {
     let result = (|| -> anyhow::Result<(StoreHandle, std::thread::JoinHandle<()>, bool)> {
-        let options = OpenOptions { busy_wait_ms: DEVICE_BUSY_WAIT_MS_MAX, ..OpenOptions::default() };
+        let options = OpenOptions {
+            busy_wait_ms: DEVICE_BUSY_WAIT_MS_MAX,
+            stall_after_ms: io_stall_ms,
+            ..OpenOptions::default()
+        };
         let dev = device::open(path, &options)?;
         let (store, thread) = store_thread::spawn_with(Box::new(dev), Some(scrub)).map_err(|e| match e {
             shardstore::Error::NotFormatted { .. } => anyhow::anyhow!(

@@ -177,6 +177,10 @@ pub fn publish_device_gauges(node: &Node, scrubs: &[(usize, Result<ScrubStatus, 
         c("shardnode_device_group_commits_total", stats.commits.load(Ordering::Relaxed));
         c("shardnode_device_group_commit_operations_total", stats.committed_ops.load(Ordering::Relaxed));
         c("shardnode_device_store_requests_total", stats.requests.load(Ordering::Relaxed));
+        let stall = &store.counters().io_stall;
+        metrics::gauge!("shardnode_device_io_stalled_seconds", "device" => device.clone())
+            .set(stall.stalled_for().map_or(0.0, |d| d.as_secs_f64()));
+        c("shardnode_device_io_stalls_total", stall.stalls());
     }
 }
 

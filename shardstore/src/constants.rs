@@ -70,6 +70,12 @@ pub const IO_SIZE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// asynchronously after the ring is gone.
 pub const OPEN_BUSY_WAIT_MS_MAX: u64 = 1000;
 
+/// An I/O in flight this long is a stall (`OpenOptions::stall_after_ms`):
+/// far past any latency of a working drive under load, short of the
+/// kernel's own block-layer timeout (30 s), after which it would fail the
+/// I/O itself.
+pub const IO_STALL_AFTER_MS_DEFAULT: u64 = 10_000;
+
 /// io_uring accepts at most this many registered buffers.
 pub const REGISTERED_BUFFERS_COUNT_MAX: usize = 16 * 1024;
 

@@ -8,7 +8,11 @@
 //! [`CounterSnapshot`] of each once per interval and feeds them all to
 //! [`judge_host`]. The rules, with the defaults of [`HealthRules`]:
 //!
-//! - **suspect** when, over the last `window_intervals` intervals, the
+//! - **suspect** when the device is stalled at the interval's end (an
+//!   operation in flight for longer than its stall threshold, see
+//!   [`crate::device::StallWatch`]: a hung drive records no latency at
+//!   all, so this is the only evidence it leaves); or when, over the last
+//!   `window_intervals` intervals, the
 //!   device had `io_errors_suspect` I/O errors or `checksum_failures_suspect`
 //!   checksum failures, or when for `slow_intervals_suspect` intervals in a
 //!   row it was slow at the same work. Latency is judged per kind (reads,
@@ -24,7 +28,7 @@
 //!   operations of a kind and class says nothing about it, so one slow I/O,
 //!   or an idle device, changes nothing.
 //! - back to **healthy** only after `recovery_intervals` clean intervals in
-//!   a row (no error, not slow): hysteresis, so a device at the edge does
+//!   a row (no error, not slow, not stalled): hysteresis, so a device at the edge does
 //!   not flap.
 //! - **fenced** (no new shards placed; reads go on): set by an operator, or
 //!   automatically when a device is suspect and `auto_fence` is on, but
@@ -39,9 +43,12 @@
 //!   poisoned it). Only a restart clears it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+
+use crate::device::StallWatch;
 
 /// Latency buckets: four per power of two of microseconds, up to 2^32 µs.
 const SUB_BUCKETS: usize = 4;
@@ -124,6 +131,10 @@ pub struct DeviceCounters {
     pub read_latency: ClassedLatency,
     /// Group commits, from start to durable, by the batch's bytes.
     pub commit_latency: ClassedLatency,
+    /// Operations the device stopped completing (published by the device
+    /// itself while the store thread waits on it: a stalled operation
+    /// blocks that thread, and no latency is recorded for it).
+    pub io_stall: Arc<StallWatch>,
 }
 
 impl DeviceCounters {
@@ -131,6 +142,8 @@ impl DeviceCounters {
         CounterSnapshot {
             io_errors: self.io_errors.load(Ordering::Relaxed),
             checksum_failures: self.checksum_failures.load(Ordering::Relaxed),
+            io_stalled_ms: self.io_stall.stalled_for().map_or(0, |d| d.as_millis() as u64),
+            io_stalls: self.io_stall.stalls(),
             latency: [self.read_latency.snapshot(), self.commit_latency.snapshot()],
         }
     }
@@ -144,6 +157,11 @@ const KINDS: [&str; 2] = ["read", "commit"];
 pub struct CounterSnapshot {
     pub io_errors: u64,
     pub checksum_failures: u64,
+    /// How long the device's oldest operation in flight has been waiting,
+    /// while it is stalled ([`StallWatch`]); 0 when not.
+    pub io_stalled_ms: u64,
+    /// Stalls since the device was opened.
+    pub io_stalls: u64,
     /// Histograms by kind (read, commit) and size class.
     pub latency: [[[u64; LATENCY_BUCKETS]; SIZE_CLASSES]; 2],
 }
@@ -290,6 +308,9 @@ impl Baseline {
 pub struct Interval {
     io_errors: u64,
     checksum_failures: u64,
+    /// The device's stall at the interval's end (ms the oldest operation
+    /// in flight has waited), or 0.
+    stalled_ms: u64,
     medians: [[Option<u64>; SIZE_CLASSES]; 2],
 }
 
@@ -379,6 +400,7 @@ impl HealthTracker {
         let mut interval = Interval {
             io_errors: now.io_errors.saturating_sub(before.io_errors),
             checksum_failures: now.checksum_failures.saturating_sub(before.checksum_failures),
+            stalled_ms: now.io_stalled_ms,
             medians: Default::default(),
         };
         for (k, medians) in interval.medians.iter_mut().enumerate() {
@@ -445,10 +467,15 @@ impl HealthTracker {
             }
         }
         self.slow_streak = if slow.is_some() { self.slow_streak + 1 } else { 0 };
-        let clean = io == 0 && sums == 0 && slow.is_none();
+        let clean = io == 0 && sums == 0 && slow.is_none() && me.stalled_ms == 0;
         self.clean_streak = if clean { self.clean_streak + 1 } else { 0 };
 
-        let evidence = if window_io >= self.rules.io_errors_suspect {
+        let evidence = if me.stalled_ms > 0 {
+            Some(format!(
+                "I/O stalled: an operation has been in flight for {:.1} s without completing",
+                me.stalled_ms as f64 / 1000.0
+            ))
+        } else if window_io >= self.rules.io_errors_suspect {
             Some(format!("{window_io} I/O errors in the last {} intervals", self.window.len()))
         } else if window_sums >= self.rules.checksum_failures_suspect {
             Some(format!("{window_sums} checksum failures in the last {} intervals", self.window.len()))
@@ -536,6 +563,8 @@ mod tests {
             Fake(CounterSnapshot {
                 io_errors: 0,
                 checksum_failures: 0,
+                io_stalled_ms: 0,
+                io_stalls: 0,
                 latency: [[[0; LATENCY_BUCKETS]; SIZE_CLASSES]; 2],
             })
         }
@@ -674,6 +703,62 @@ mod tests {
         let (mut trackers, mut fakes) = host(1);
         run(&mut trackers, &mut fakes, 40, |_, i| vec![(READ, 4096, if i < 20 { 100 } else { 5000 })]);
         assert_eq!(trackers[0].state(), HealthState::Suspect);
+    }
+
+    /// A hung device records no latency and no error: its stall is the
+    /// evidence. Suspect while it lasts (and fenced within the limit), and
+    /// no interval of it counts as clean, so recovery starts only once the
+    /// I/O completes.
+    #[test]
+    fn a_stalled_device_is_suspect_and_recovers_only_after_the_stall() {
+        let (mut trackers, mut fakes) = host(3);
+        let mut seen = run(&mut trackers, &mut fakes, 3, |_, _| vec![(READ, 4096, 100)]);
+        assert!(seen.is_empty(), "{seen:#?}");
+        // Device 1 stops completing I/O: its counters stand still.
+        fakes[1].0.io_stalled_ms = 12_500;
+        fakes[1].0.io_stalls = 1;
+        seen = run(&mut trackers, &mut fakes, 2, |d, _| if d == 1 { vec![] } else { vec![(READ, 4096, 100)] });
+        let to: Vec<(usize, HealthState)> = seen.iter().map(|(d, t)| (*d, t.to)).collect();
+        assert_eq!(to, vec![(1, HealthState::Suspect), (1, HealthState::Fenced)], "{seen:#?}");
+        assert!(
+            seen[0].1.reason.contains("I/O stalled") && seen[0].1.reason.contains("12.5 s"),
+            "{}",
+            seen[0].1.reason
+        );
+        // One device alone, which is never fenced: suspect for as long as
+        // the stall lasts, whatever else it does, then healthy after the
+        // clean intervals the rules ask for.
+        let mut alone = HealthTracker::new(rules());
+        let mut fake = Fake::new();
+        fake.0.io_stalled_ms = 10_000;
+        let mut transitions: Vec<Transition> = Vec::new();
+        for _ in 0..30 {
+            transitions.extend(alone.observe(fake.work(READ, 4096, 100, 20)));
+        }
+        assert_eq!(transitions.iter().map(|t| t.to).collect::<Vec<_>>(), vec![HealthState::Suspect]);
+        fake.0.io_stalled_ms = 0;
+        let recovery = rules().recovery_intervals as usize;
+        for _ in 0..recovery - 1 {
+            transitions.extend(alone.observe(fake.work(READ, 4096, 100, 20)));
+        }
+        assert_eq!(alone.state(), HealthState::Suspect, "not clean before the stall ended");
+        transitions.extend(alone.observe(fake.work(READ, 4096, 100, 20)));
+        assert_eq!(alone.state(), HealthState::Healthy, "{transitions:#?}");
+    }
+
+    #[test]
+    fn a_stall_watch_counts_each_stall_once() {
+        let w = crate::device::StallWatch::default();
+        assert_eq!((w.stalled_for(), w.stalls()), (None, 0));
+        assert!(w.publish(Some(Duration::from_millis(10_500))), "a stall starts");
+        assert!(!w.publish(Some(Duration::from_secs(11))), "the same stall, older");
+        assert_eq!((w.stalled_for(), w.stalls()), (Some(Duration::from_secs(11)), 1));
+        assert!(!w.publish(None));
+        assert_eq!(w.stalled_for(), None);
+        assert!(w.publish(Some(Duration::from_micros(300))), "a second stall; under a millisecond still shows");
+        assert_eq!((w.stalled_for(), w.stalls()), (Some(Duration::from_millis(1)), 2));
+        assert_eq!(crate::device::StallWatch::check_interval(Duration::from_secs(10)), Duration::from_secs(1));
+        assert_eq!(crate::device::StallWatch::check_interval(Duration::from_millis(400)), Duration::from_millis(100));
     }
 
     #[test]

@@ -286,6 +286,9 @@ async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
                 d["admission_waiting"] = json!(s.admission.waiting());
                 d["refused_overloaded"] = json!(s.admission.overloaded.load(Ordering::Relaxed));
                 d["refused_deadline"] = json!(s.admission.deadline_exceeded.load(Ordering::Relaxed));
+                let stall = &store.counters().io_stall;
+                d["io_stalled_seconds"] = json!(stall.stalled_for().map(|t| t.as_secs_f64()));
+                d["io_stalls"] = json!(stall.stalls());
                 match scrubs.remove(&s.id) {
                     Some(Ok(st)) => d["scrub"] = scrub_json(&st),
                     Some(Err(e)) => d["scrub"] = json!({ "error": e.to_string() }),

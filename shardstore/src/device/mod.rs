@@ -78,6 +78,10 @@ pub struct OpenOptions {
     /// together, which starves the device of depth until the whole batch
     /// is back (io_uring only).
     pub submit_batch: u32,
+    /// An operation in flight this long is a stall, reported through the
+    /// [`StallWatch`] the store hands the device (io_uring only); 0 turns
+    /// the watch off.
+    pub stall_after_ms: u64,
 }
 
 impl Default for OpenOptions {
@@ -90,6 +94,7 @@ impl Default for OpenOptions {
             register_file: true,
             busy_wait_ms: crate::constants::OPEN_BUSY_WAIT_MS_MAX,
             submit_batch: 1,
+            stall_after_ms: crate::constants::IO_STALL_AFTER_MS_DEFAULT,
         }
     }
 }
@@ -205,11 +210,65 @@ pub trait BlockDevice: Send {
     fn reap_or_wake(&mut self, out: &mut Vec<Completion>) -> Result<usize> {
         self.reap(1, out)
     }
+
+    /// Has the device report operations that stop completing to `watch`
+    /// (see [`StallWatch`]). Devices that never wait on hardware (the
+    /// simulated one, psync, whose calls block their caller) ignore it.
+    fn watch_stalls(&mut self, _watch: Arc<StallWatch>) {}
 }
 
 /// Ends a device thread's wait from another thread.
 pub trait Wake: Send + Sync + std::fmt::Debug {
     fn wake(&self);
+}
+
+/// What a device publishes about operations that stop completing (a hung
+/// drive, controller or path: an I/O the hardware never answers blocks the
+/// thread waiting for it, and no latency is ever recorded for it). While
+/// it waits for completions, a device checks at least every
+/// [`StallWatch::check_interval`] whether its oldest operation in flight is
+/// older than its `stall_after_ms`: it is then stalled (counted once, its
+/// oldest operation's age published and logged) until no operation that
+/// old is left in flight. Read by other threads (the drive-health judge,
+/// metrics).
+#[derive(Debug, Default)]
+pub struct StallWatch {
+    /// Age (ms) of the oldest operation in flight while stalled; 0 when not.
+    stalled_ms: std::sync::atomic::AtomicU64,
+    /// Stalls since the device was opened.
+    stalls: std::sync::atomic::AtomicU64,
+}
+
+impl StallWatch {
+    /// How often a waiting device looks at its operations' ages, at most:
+    /// a quarter of the stall threshold, and at least every second.
+    pub fn check_interval(stall_after: std::time::Duration) -> std::time::Duration {
+        (stall_after / 4).clamp(std::time::Duration::from_millis(10), std::time::Duration::from_secs(1))
+    }
+
+    /// How long the oldest operation in flight has been, while stalled.
+    pub fn stalled_for(&self) -> Option<std::time::Duration> {
+        let ms = self.stalled_ms.load(std::sync::atomic::Ordering::Relaxed);
+        (ms > 0).then(|| std::time::Duration::from_millis(ms))
+    }
+
+    /// Stalls since the device was opened.
+    pub fn stalls(&self) -> u64 {
+        self.stalls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The device's oldest operation in flight is `age` old (`None`: none
+    /// is past the threshold). Returns whether this starts a stall.
+    pub fn publish(&self, age: Option<std::time::Duration>) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let ms = age.map_or(0, |a| (a.as_millis() as u64).max(1));
+        let was = self.stalled_ms.swap(ms, Relaxed);
+        let starts = was == 0 && ms > 0;
+        if starts {
+            self.stalls.fetch_add(1, Relaxed);
+        }
+        starts
+    }
 }
 
 /// Blocking helpers for code that does one operation at a time (superblock

@@ -22,6 +22,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
@@ -29,7 +30,8 @@ use io_uring::{opcode, squeue, types, IoUring};
 
 use super::file::{open_target, TargetKind};
 use super::{
-    validate, BlockDevice, BufferPool, Completion, DeviceInfo, EngineFeatures, IoKind, IoOp, OpenOptions, Wake,
+    validate, BlockDevice, BufferPool, Completion, DeviceInfo, EngineFeatures, IoKind, IoOp, OpenOptions, StallWatch,
+    Wake,
 };
 use crate::constants::{QUEUE_DEPTH_MAX, REGISTERED_BUFFERS_COUNT_MAX};
 use crate::device::IoBuf;
@@ -68,6 +70,12 @@ pub struct UringDevice {
     /// `OpenOptions::submit_batch`: queued SQEs that trigger an enter.
     submit_batch: usize,
     in_flight: usize,
+    /// `OpenOptions::stall_after_ms` (`None`: 0, off).
+    stall_after: Option<Duration>,
+    /// Where stalls are published, once the store asked (`watch_stalls`).
+    stall: Option<Arc<StallWatch>>,
+    /// Whether a stall is published (checked again after each wait).
+    stalled: bool,
     /// The wake eventfd, once a waker was asked for, and whether a poll on
     /// it is in the ring.
     wake: Option<Arc<EventWaker>>,
@@ -81,6 +89,8 @@ struct InFlight {
     offset: u64,
     len: u64,
     buf: Option<IoBuf>,
+    /// When it was queued (for the stall watch).
+    since: Instant,
 }
 
 impl std::fmt::Debug for UringDevice {
@@ -150,6 +160,10 @@ impl UringDevice {
             },
         };
         let depth = depth as usize;
+        let ext_arg = ring.params().is_feature_ext_arg();
+        if !ext_arg && options.stall_after_ms > 0 {
+            tracing::warn!(device = %info.name, "this kernel's io_uring cannot wait with a timeout: I/O stalls are not watched");
+        }
         Ok(UringDevice {
             info,
             ring,
@@ -163,6 +177,11 @@ impl UringDevice {
             queued: 0,
             submit_batch: options.submit_batch.max(1) as usize,
             in_flight: 0,
+            // Timed waits need IORING_FEAT_EXT_ARG (Linux 5.11); without
+            // it stalls go unwatched.
+            stall_after: (options.stall_after_ms > 0 && ext_arg).then(|| Duration::from_millis(options.stall_after_ms)),
+            stall: None,
+            stalled: false,
             wake: None,
             wake_armed: false,
         })
@@ -236,7 +255,7 @@ impl UringDevice {
                 continue;
             }
             let slot = cqe.user_data() as usize;
-            let InFlight { token, op, offset, len, buf } =
+            let InFlight { token, op, offset, len, buf, .. } =
                 self.slots[slot].take().expect("completion for a slot with no operation in flight");
             self.free_slots.push(slot as u32);
             self.in_flight -= 1;
@@ -273,7 +292,7 @@ impl UringDevice {
         let op_kind = kind.op();
         let (offset, len, buf) = kind.into_parts();
         debug_assert!(self.slots[slot as usize].is_none());
-        self.slots[slot as usize] = Some(InFlight { token, op: op_kind, offset, len, buf });
+        self.slots[slot as usize] = Some(InFlight { token, op: op_kind, offset, len, buf, since: Instant::now() });
         // The submission queue has as many entries as there are slots, so
         // with a free slot there is always room for the SQE.
         // SAFETY: the SQE points into the buffer now owned by the slot,
@@ -295,22 +314,73 @@ impl UringDevice {
                 .map_err(|e| Error::io(&self.info.name, OpKind::Submit, 0, 0, e))?;
             self.ring_enabled = true;
         }
+        // A wait that must also watch for stalls wakes up at least every
+        // check interval to look at the operations' ages.
+        let watched = self.stall.as_ref().and(self.stall_after).filter(|_| want > 0);
         loop {
             let result = if want == 0 && self.info.features.defer_taskrun {
                 // SAFETY: no extended argument is passed; the call only
                 // submits queued SQEs and runs deferred completion work.
                 unsafe { self.ring.submitter().enter::<libc::sigset_t>(self.queued as u32, 0, ENTER_GETEVENTS, None) }
+            } else if let Some(after) = watched {
+                let interval = StallWatch::check_interval(after);
+                let ts = types::Timespec::from(interval);
+                self.ring.submitter().submit_with_args(want, &types::SubmitArgs::new().timespec(&ts))
             } else {
                 self.ring.submitter().submit_and_wait(want)
             };
             match result {
-                Ok(_) => {
+                // A wait that timed out after submitting also returns Ok:
+                // it is done only once `want` completions are there.
+                Ok(_) if watched.is_none() || self.ring.completion().len() >= want => {
                     self.queued = 0;
+                    if self.stalled {
+                        self.check_stalls();
+                    }
                     return Ok(());
                 }
+                Ok(_) => {
+                    self.queued = 0;
+                    self.check_stalls();
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ETIME) => self.check_stalls(),
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) => return Err(Error::io(&self.info.name, OpKind::Submit, 0, 0, e)),
             }
+        }
+    }
+
+    /// Publishes the age of the oldest operation in flight when it is past
+    /// the stall threshold (logging a stall's start, its end, and every
+    /// further threshold's worth of waiting), or the end of a stall.
+    fn check_stalls(&mut self) {
+        let (Some(watch), Some(after)) = (self.stall.clone(), self.stall_after) else { return };
+        let oldest = self.slots.iter().flatten().min_by_key(|f| f.since);
+        let age = oldest.map(|f| f.since.elapsed()).filter(|age| *age >= after);
+        let name = &self.info.name;
+        if let (Some(age), Some(op)) = (age, oldest) {
+            let stuck = self.slots.iter().flatten().filter(|f| f.since.elapsed() >= after).count();
+            let previous = watch.stalled_for();
+            if watch.publish(Some(age)) {
+                tracing::error!(
+                    device = %name, op = %op.op, offset = op.offset, len = op.len,
+                    waited_s = age.as_secs_f64(), stuck, in_flight = self.in_flight,
+                    "I/O stalled: the device has not completed an operation in {} s", after.as_secs_f64()
+                );
+            } else if previous.is_some_and(|p| p.as_millis() / after.as_millis() < age.as_millis() / after.as_millis())
+            {
+                tracing::error!(
+                    device = %name, op = %op.op, offset = op.offset, waited_s = age.as_secs_f64(), stuck,
+                    "I/O still stalled"
+                );
+            }
+            self.stalled = true;
+        } else {
+            if let Some(was) = watch.stalled_for() {
+                tracing::warn!(device = %name, stalled_s = was.as_secs_f64(), "I/O completing again after a stall");
+            }
+            watch.publish(None);
+            self.stalled = false;
         }
     }
 }
@@ -406,6 +476,10 @@ impl BlockDevice for UringDevice {
             self.wake = Some(Arc::new(EventWaker(fd)));
         }
         Ok(self.wake.clone().map(|w| w as Arc<dyn Wake>))
+    }
+
+    fn watch_stalls(&mut self, watch: Arc<StallWatch>) {
+        self.stall = Some(watch);
     }
 
     fn in_flight(&self) -> usize {

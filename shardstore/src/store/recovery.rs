@@ -28,6 +28,10 @@ impl Store {
 
     pub(super) fn open_mode(mut dev: Box<dyn BlockDevice>, read_only: bool) -> Result<Store> {
         let name = dev.info().name.clone();
+        // Stalls are watched from the first read on (a device that hangs
+        // while the store opens says so in the log).
+        let counters = std::sync::Arc::<crate::health::DeviceCounters>::default();
+        dev.watch_stalls(std::sync::Arc::clone(&counters.io_stall));
         let opened = superblock::open(dev.as_mut(), !read_only)?;
         let sb = opened.superblock;
         let opened_clean = sb.clean_shutdown;
@@ -93,7 +97,7 @@ impl Store {
             scrub: scrub::Background::new(header.scrub),
             damaged: RepairList::default(),
             tombstones: std::collections::BTreeMap::new(),
-            counters: std::sync::Arc::default(),
+            counters,
             plan: None,
             stuck: None,
             reclaim_counts: ReclaimCounts::default(),

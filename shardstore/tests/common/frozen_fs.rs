@@ -1,0 +1,63 @@
+//! A file system whose writes can be made to wait, for tests of I/O that
+//! does not complete: an ext4 file system on a loop device, frozen with
+//! `fsfreeze` (a write to a frozen file system waits until it is thawed,
+//! as an I/O to a hung drive waits for an answer). Needs root. Shared by
+//! `shardstore/tests/io_stall.rs` and `agent/tests/io_stall.rs`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A loop-mounted ext4 file system, thawed, unmounted and detached however
+/// the test ends.
+pub struct Mounted {
+    loop_dev: String,
+    pub mnt: PathBuf,
+}
+
+impl Mounted {
+    /// A 256 MiB ext4 file system, mounted at `dir/mnt` (its image in
+    /// `dir`).
+    pub fn new(dir: &Path) -> Mounted {
+        let backing = dir.join("fs.img");
+        std::fs::File::create(&backing).unwrap().set_len(256 << 20).unwrap();
+        let out = Command::new("losetup").args(["--find", "--show"]).arg(&backing).output().unwrap();
+        assert!(out.status.success(), "losetup: {}", String::from_utf8_lossy(&out.stderr));
+        let loop_dev = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let mnt = dir.join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let mounted = Mounted { loop_dev, mnt };
+        run("mkfs.ext4", &["-q", "-F", &mounted.loop_dev]);
+        run("mount", &[&mounted.loop_dev, mounted.mnt.to_str().unwrap()]);
+        mounted
+    }
+
+    /// Freezes (writes wait) or thaws the file system.
+    pub fn freeze(&self, on: bool) {
+        run("fsfreeze", &[if on { "--freeze" } else { "--unfreeze" }, self.mnt.to_str().unwrap()]);
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let mnt = self.mnt.to_str().unwrap();
+        let _ = Command::new("fsfreeze").args(["--unfreeze", mnt]).output();
+        // The kernel lets go of a closed io_uring's files asynchronously:
+        // the file system may be busy for a moment after the store closed.
+        // Lazily at last (should a failed test's store thread still hold
+        // a file): the loop device then detaches itself once it is free.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !Command::new("umount").arg(mnt).output().is_ok_and(|o| o.status.success()) {
+            if std::time::Instant::now() > deadline {
+                let _ = Command::new("umount").args(["--lazy", mnt]).output();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = Command::new("losetup").args(["-d", &self.loop_dev]).output();
+    }
+}
+
+pub fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
