@@ -2,8 +2,9 @@
 //! its two devices is a file on an ext4 file system (on a loop device) that
 //! the test freezes, so the writes of a PUT placed there wait as they would
 //! on a hung drive. The agent logs the stall, its metric and status show
-//! how long the oldest I/O has waited, the device turns suspect, and once
-//! the file system is thawed every PUT is acknowledged and reads back.
+//! how long the oldest I/O has waited, the device turns suspect (and its
+//! store thread is not asked for what it cannot answer), and once the file
+//! system is thawed every PUT is acknowledged and reads back.
 
 mod common;
 
@@ -79,6 +80,9 @@ fn a_hung_device_is_reported_stalled_and_suspect_until_its_io_completes() {
     assert!(d0["io_stalled_seconds"].as_f64().unwrap() >= 0.5, "{d0}");
     assert!(d0["health"]["reason"].as_str().unwrap().contains("I/O stalled"), "{d0}");
     assert_eq!(d0["io_stalls"], 1);
+    // Its store thread is not asked what it cannot answer while it waits
+    // for the device (a view of every device would wait 5 s for it).
+    assert!(d0["scrub"]["error"].as_str().is_some_and(|e| e.contains("I/O is stalled")), "{d0}");
     let metrics = String::from_utf8(request(addr, "GET", "/metrics", &[], b"").body).unwrap();
     let stalled: f64 = metrics
         .lines()
