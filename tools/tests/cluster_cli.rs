@@ -32,6 +32,20 @@ fn interrupt(child: &std::process::Child) {
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
 }
 
+/// The warnings, errors and object shards not sent, from the logs of a
+/// `cluster local`'s agents.
+fn agent_warnings(dir: &std::path::Path) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for host in 1..=8 {
+        let Ok(log) = std::fs::read_to_string(dir.join(format!("host-{host}/agent.log"))) else { continue };
+        for line in log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("not sent")) {
+            let _ = writeln!(out, "host {host}: {line}");
+        }
+    }
+    out
+}
+
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
@@ -191,10 +205,17 @@ fn objects_round_trip_through_shardctl() {
             .spawn()
             .unwrap(),
     ));
+    // Every agent the test talks to coordinates with its own view of the
+    // cluster: each must see all six alive (one agent's view converging
+    // said nothing of another's, whose PUT then found two holders not yet
+    // alive: 503 InsufficientHolders, about one run in ten).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !shardctl(&["cluster", "status", "--agent", "http://127.0.31.2:7482"]).status.success() {
-        assert!(Instant::now() < deadline, "the cluster did not converge");
-        std::thread::sleep(Duration::from_millis(300));
+    for host in 2..=7 {
+        let url = format!("http://127.0.31.{host}:7482");
+        while !shardctl(&["cluster", "status", "--agent", &url]).status.success() {
+            assert!(Instant::now() < deadline, "the cluster did not converge in {url}'s view");
+            std::thread::sleep(Duration::from_millis(300));
+        }
     }
     let file = dir.path().join("in.bin");
     let body: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
@@ -211,7 +232,7 @@ fn objects_round_trip_through_shardctl() {
         shardctl(&all)
     };
     let o = shardctl(&["object", "put", "--agent", "http://127.0.31.3:7482", "dir/file.bin", file.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}\nthe agents' warnings:\n{}", text(&o), agent_warnings(&d));
     assert!(text(&o).contains("coded"), "{}", text(&o));
     let o =
         shardctl(&["object", "put", "--agent", "http://127.0.31.3:7482", "dir/j", file.to_str().unwrap(), "--json"]);
