@@ -32,8 +32,7 @@ fn device0(addr: SocketAddr) -> serde_json::Value {
 
 #[test]
 fn a_hung_device_is_reported_stalled_and_suspect_until_its_io_completes() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root to mount and freeze a file system");
+    if !frozen_fs::prerequisites("a_hung_device_is_reported_stalled_and_suspect_until_its_io_completes") {
         return;
     }
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();

@@ -28,8 +28,7 @@ fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn a_write_that_does_not_complete_is_reported_as_a_stall_until_it_does() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root to mount and freeze a file system");
+    if !frozen_fs::prerequisites("a_write_that_does_not_complete_is_reported_as_a_stall_until_it_does") {
         return;
     }
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();

@@ -61,3 +61,22 @@ pub fn run(cmd: &str, args: &[&str]) {
     let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
     assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Whether the test can run: as root, with mkfs.ext4 and fsfreeze
+/// (installed by `scripts/ensure-tool` when missing). Otherwise it says it
+/// skips, and under CI (`CI` set), where every prerequisite must be
+/// present, fails.
+pub fn prerequisites(test: &str) -> bool {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/ensure-tool");
+    let have = |cmd: &str, pkg: &str| Command::new(script).args([cmd, pkg]).status().is_ok_and(|s| s.success());
+    let why = if !nix::unistd::Uid::effective().is_root() {
+        "needs root to mount and freeze a file system"
+    } else if !have("mkfs.ext4", "e2fsprogs") || !have("fsfreeze", "util-linux") || !have("losetup", "mount") {
+        "mkfs.ext4, fsfreeze or losetup missing and not installable here"
+    } else {
+        return true;
+    };
+    assert!(std::env::var_os("CI").is_none(), "prerequisite missing under CI: {test}: {why}");
+    eprintln!("SKIPPED: {test}: {why}");
+    false
+}
