@@ -288,14 +288,21 @@ impl RecordHeader {
 /// boundary is looked at, so a damaged header, the first included, hides
 /// no other member's; `Mismatch` when none is there.
 fn member_at(block: &[u8], distance: u8) -> Result<RecordHeader, RecordProblem> {
+    member_slots(block)
+        .find(|&(_, d)| d == distance)
+        .map_or(Err(RecordProblem::Mismatch), |(at, _)| Ok(RecordHeader::decode(&block[at..])?.0))
+}
+
+/// The 8-byte boundaries past a group block's first header where a
+/// member's header may start (magic and member flag there, not yet
+/// checked), with the distance byte each holds.
+fn member_slots(block: &[u8]) -> impl Iterator<Item = (usize, u8)> + '_ {
     (8..block.len().saturating_sub(HEADER_SIZE_BYTES - 1))
         .step_by(8)
-        .find(|&at| {
-            block[at + OFF_MAGIC..at + OFF_MAGIC + 4] == RECORD_MAGIC
-                && block[at + OFF_FLAGS] == FLAG_GROUP_MEMBER
-                && block[at + OFF_RESERVED0] == distance
+        .filter(|&at| {
+            block[at + OFF_MAGIC..at + OFF_MAGIC + 4] == RECORD_MAGIC && block[at + OFF_FLAGS] == FLAG_GROUP_MEMBER
         })
-        .map_or(Err(RecordProblem::Mismatch), |at| Ok(RecordHeader::decode(&block[at..])?.0))
+        .map(|at| (at, block[at + OFF_RESERVED0]))
 }
 
 /// The headers of a group's header block after its first (`first`,
@@ -360,11 +367,8 @@ pub fn decode_block(block: &[u8]) -> Result<(Vec<RecordHeader>, Option<RecordPro
 /// (distance over 1), as `decode_group` finds them. Empty when none does:
 /// the block is not a group's, or all its headers are damaged.
 pub fn salvage_group(block: &[u8]) -> Vec<RecordHeader> {
-    let first = (8..block.len().saturating_sub(HEADER_SIZE_BYTES - 1)).step_by(8).find_map(|at| {
-        let plausible = block[at + OFF_MAGIC..at + OFF_MAGIC + 4] == RECORD_MAGIC
-            && block[at + OFF_FLAGS] == FLAG_GROUP_MEMBER
-            && block[at + OFF_RESERVED0] > 1;
-        let (h, _) = RecordHeader::decode(&block[at..]).ok().filter(|_| plausible)?;
+    let first = member_slots(block).filter(|&(_, distance)| distance > 1).find_map(|(at, _)| {
+        let (h, _) = RecordHeader::decode(&block[at..]).ok()?;
         Some((at + member_slot_bytes(h.key.len()), h))
     });
     first.map_or_else(Vec::new, |(at, h)| decode_members(block, h, at).0)
