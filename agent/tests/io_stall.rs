@@ -9,22 +9,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{get, request, Agent};
-use shardstore::device::{self, OpenOptions};
-use shardstore::format::{format, FormatOptions};
 
 #[path = "../../shardstore/tests/common/frozen_fs.rs"]
 mod frozen_fs;
 use frozen_fs::Mounted;
-
-fn formatted(path: &Path) {
-    std::fs::File::create(path).unwrap().set_len(128 << 20).unwrap();
-    let mut dev = device::open(path, &OpenOptions { queue_depth: 4, ..OpenOptions::default() }).unwrap();
-    format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
-}
 
 fn device0(addr: SocketAddr) -> serde_json::Value {
     request(addr, "GET", "/v1/status", &[], b"").json()["devices"][0].clone()
@@ -38,8 +29,8 @@ fn a_hung_device_is_reported_stalled_and_suspect_until_its_io_completes() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let fs = Mounted::new(dir.path());
     let (hung, fine) = (fs.mnt.join("dev0.img"), dir.path().join("dev1.img"));
-    formatted(&hung);
-    formatted(&fine);
+    frozen_fs::formatted_file(&hung, 128 << 20);
+    frozen_fs::formatted_file(&fine, 128 << 20);
     let config = dir.path().join("agent.toml");
     std::fs::write(
         &config,

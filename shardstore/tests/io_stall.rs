@@ -11,7 +11,6 @@
 use std::time::{Duration, Instant};
 
 use shardstore::device::{self, OpenOptions};
-use shardstore::format::{format, FormatOptions};
 use shardstore::store::thread;
 
 #[path = "common/frozen_fs.rs"]
@@ -34,11 +33,7 @@ fn a_write_that_does_not_complete_is_reported_as_a_stall_until_it_does() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let fs = Mounted::new(dir.path());
     let path = fs.mnt.join("dev.img");
-    std::fs::File::create(&path).unwrap().set_len(64 << 20).unwrap();
-    {
-        let mut dev = device::open(&path, &OpenOptions { queue_depth: 4, ..OpenOptions::default() }).unwrap();
-        format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
-    }
+    frozen_fs::formatted_file(&path, 64 << 20);
     // Well past what a flush of this loop-mounted file system takes on a
     // busy shared disk, so ordinary work never counts as a stall.
     let stall_after = Duration::from_secs(2);

@@ -80,3 +80,13 @@ pub fn prerequisites(test: &str) -> bool {
     eprintln!("SKIPPED: {test}: {why}");
     false
 }
+
+/// A store device file of `size` bytes at `path`, formatted with 4 MiB
+/// extents.
+pub fn formatted_file(path: &Path, size: u64) {
+    use shardstore::device::{self, OpenOptions};
+    use shardstore::format::{format, FormatOptions};
+    std::fs::File::create(path).unwrap().set_len(size).unwrap();
+    let mut dev = device::open(path, &OpenOptions { queue_depth: 4, ..OpenOptions::default() }).unwrap();
+    format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
+}
