@@ -74,8 +74,6 @@ pub struct UringDevice {
     stall_after: Option<Duration>,
     /// Where stalls are published, once the store asked (`watch_stalls`).
     stall: Option<Arc<StallWatch>>,
-    /// Whether a stall is published (checked again after each wait).
-    stalled: bool,
     /// The wake eventfd, once a waker was asked for, and whether a poll on
     /// it is in the ring.
     wake: Option<Arc<EventWaker>>,
@@ -181,7 +179,6 @@ impl UringDevice {
             // it stalls go unwatched.
             stall_after: (options.stall_after_ms > 0 && ext_arg).then(|| Duration::from_millis(options.stall_after_ms)),
             stall: None,
-            stalled: false,
             wake: None,
             wake_armed: false,
         })
@@ -334,7 +331,8 @@ impl UringDevice {
                 // it is done only once `want` completions are there.
                 Ok(_) if watched.is_none() || self.ring.completion().len() >= want => {
                     self.queued = 0;
-                    if self.stalled {
+                    // A published stall is looked at again after each wait.
+                    if self.stall.as_ref().is_some_and(|w| w.stalled_for().is_some()) {
                         self.check_stalls();
                     }
                     return Ok(());
@@ -353,8 +351,8 @@ impl UringDevice {
     /// Publishes the age of the oldest operation in flight when it is past
     /// the stall threshold (logging a stall's start, its end, and every
     /// further threshold's worth of waiting), or the end of a stall.
-    fn check_stalls(&mut self) {
-        let (Some(watch), Some(after)) = (self.stall.clone(), self.stall_after) else { return };
+    fn check_stalls(&self) {
+        let (Some(watch), Some(after)) = (&self.stall, self.stall_after) else { return };
         let oldest = self.slots.iter().flatten().min_by_key(|f| f.since);
         let age = oldest.map(|f| f.since.elapsed()).filter(|age| *age >= after);
         let name = &self.info.name;
@@ -374,13 +372,11 @@ impl UringDevice {
                     "I/O still stalled"
                 );
             }
-            self.stalled = true;
         } else {
             if let Some(was) = watch.stalled_for() {
                 tracing::warn!(device = %name, stalled_s = was.as_secs_f64(), "I/O completing again after a stall");
             }
             watch.publish(None);
-            self.stalled = false;
         }
     }
 }
