@@ -283,7 +283,11 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                 store.submit_gets(&mut finished);
                 get_replies.answer_all(&mut finished);
             };
-            wake.parked.store(true, Ordering::SeqCst);
+            // Gets taken in the same batch as the writes were only
+            // started: their reads go out now, with the commit's first
+            // writes, not after its first completion (which a drive whose
+            // writes hang never posts).
+            pump(&mut store);
             let results = store.commit_with(&ops, &mut pump);
             wake.parked.store(false, Ordering::SeqCst);
             wake.stats.commits.fetch_add(1, Ordering::Relaxed);

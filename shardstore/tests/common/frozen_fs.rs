@@ -2,7 +2,8 @@
 //! does not complete: an ext4 file system on a loop device, frozen with
 //! `fsfreeze` (a write to a frozen file system waits until it is thawed,
 //! as an I/O to a hung drive waits for an answer). Needs root. Shared by
-//! `shardstore/tests/io_stall.rs` and `agent/tests/io_stall.rs`.
+//! `shardstore/tests/{io_stall,commit_in_flight}.rs` and
+//! `agent/tests/io_stall.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
