@@ -192,6 +192,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             loop {
                 tick.tick().await;
                 app.node.judge_health();
+                // Older copies left on a device while its I/O stalled.
+                let owed = app.node.take_owed();
+                if !owed.is_empty() {
+                    let app = Arc::clone(&app);
+                    tokio::spawn(async move {
+                        for key in owed {
+                            app.node.tidy(&key).await;
+                        }
+                    });
+                }
             }
         })
     };

@@ -28,6 +28,10 @@ use crate::filter::KeyFilter;
 const STRIPES: usize = 1024;
 /// Keys fetched per store call while building a filter.
 const LIST_PAGE: usize = 10_000;
+/// Keys a device may hold older copies of, written elsewhere while its I/O
+/// stalled, remembered for tidying once it answers again (`Slot::owed`).
+/// Past this many, the rest are left for when each key is next touched.
+const OWED_KEYS_MAX: usize = 100_000;
 
 /// One device's copy of a key: a shard (`stat`) or a tombstone.
 #[derive(Debug, Clone, Copy)]
@@ -84,7 +88,19 @@ pub struct Slot {
     pub transitions: [AtomicU64; 4],
     /// A request found the store stopped or poisoned: the device failed.
     pub stopped: AtomicBool,
+    /// Keys this device was not asked about because its I/O stalled (one
+    /// may have been written elsewhere meanwhile, leaving an older copy
+    /// here): tidied once it answers again (`Node::take_owed`), so that no
+    /// older copy lingers (a listing shows the newest).
+    owed: Mutex<Owed>,
     filter: Arc<Mutex<FilterState>>,
+}
+
+#[derive(Debug, Default)]
+struct Owed {
+    keys: std::collections::BTreeSet<Vec<u8>>,
+    /// More were owed than `OWED_KEYS_MAX`.
+    overflowed: bool,
 }
 
 /// Device faults seen by requests.
@@ -120,7 +136,35 @@ impl Slot {
     }
 
     pub fn accepts_writes(&self) -> bool {
-        self.store.is_some() && !self.fenced.load(Ordering::Relaxed) && !self.stopped.load(Ordering::Relaxed)
+        self.store.is_some()
+            && !self.fenced.load(Ordering::Relaxed)
+            && !self.stopped.load(Ordering::Relaxed)
+            && self.stalled().is_none()
+    }
+
+    /// How long the device's oldest I/O has waited, while that is past the
+    /// stall threshold (`health.io_stall_ms`). A stalled device is treated
+    /// as one that cannot be asked until the I/O completes: nothing new is
+    /// sent to it (a request would wait behind a drive that has not
+    /// answered for that long), reads of keys it may hold are answered
+    /// `Unavailable`, and writes go to other devices.
+    pub fn stalled(&self) -> Option<std::time::Duration> {
+        self.store.as_ref().and_then(|s| s.counters().io_stall.stalled_for())
+    }
+
+    fn owe(&self, key: &[u8]) {
+        let mut owed = self.owed.lock().expect("owed lock");
+        if owed.keys.len() < OWED_KEYS_MAX {
+            owed.keys.insert(key.to_vec());
+        } else {
+            owed.overflowed = true;
+        }
+    }
+
+    /// Whether requests may be sent to the device's store thread: it opened,
+    /// has not stopped, and its I/O is not stalled.
+    pub fn askable(&self) -> bool {
+        self.store.is_some() && !self.stopped.load(Ordering::Relaxed) && self.stalled().is_none()
     }
 }
 
@@ -254,6 +298,7 @@ impl Node {
                 errors: Errors::default(),
                 traffic: Traffic::default(),
                 admission: Admission::new(thresholds),
+                owed: Mutex::default(),
                 health: Mutex::new(HealthTracker::new(health)),
                 transitions: Default::default(),
                 stopped: AtomicBool::new(false),
@@ -301,7 +346,7 @@ impl Node {
     pub fn route(&self, key: &[u8]) -> Route {
         let (mut candidates, mut last, mut all_full, mut provable) = (0, 0, true, true);
         for slot in &self.slots {
-            if slot.store.is_none() || slot.stopped.load(Ordering::Relaxed) {
+            if !slot.askable() {
                 provable = false;
             }
             if slot.store.is_none() || !slot.filter().may_contain(key) {
@@ -339,6 +384,17 @@ impl Node {
             if !slot.filter().may_contain(key) {
                 continue;
             }
+            if let Some(waited) = slot.stalled() {
+                // The caller may write the key elsewhere: the device owes
+                // a tidy of it (run under the stripe, after the caller).
+                slot.owe(key);
+                unavailable.push(format!(
+                    "device {} (I/O stalled: its oldest has waited {:.0} s)",
+                    slot.id,
+                    waited.as_secs_f64()
+                ));
+                continue;
+            }
             match lookup(store, key).await {
                 Ok(Lookup::Shard(stat)) => {
                     copies.push(Copy { slot: slot.id, sequence: stat.sequence, stat: Some(stat) });
@@ -372,6 +428,15 @@ impl Node {
         let mut clean = true;
         for c in older.iter().chain(deleted) {
             let Some(store) = self.slots[c.slot].store.as_ref() else { continue };
+            if self.slots[c.slot].stalled().is_some() {
+                // Not waited for: the copy is older than what the caller
+                // has (a read finds the newest), and goes once the device
+                // answers again.
+                self.slots[c.slot].owe(key);
+                clean = false;
+                tracing::debug!(key = %crate::keys::encode_key(key), device = c.slot, "an older copy was kept: the device's I/O is stalled");
+                continue;
+            }
             let op = match c.stat {
                 Some(_) => Op::Delete { key: key.to_vec() },
                 None => Op::Purge { key: key.to_vec(), version: c.sequence },
@@ -409,9 +474,35 @@ impl Node {
         Ok(())
     }
 
-    /// Whether every device could be asked (none failed to open or stopped).
+    /// The keys owed by each device whose stall has ended (see
+    /// `Slot::owed`), for the caller to tidy. Run once per health interval.
+    pub fn take_owed(&self) -> Vec<Vec<u8>> {
+        let mut keys = Vec::new();
+        for slot in self.slots.iter().filter(|s| s.askable()) {
+            let owed = std::mem::take(&mut *slot.owed.lock().expect("owed lock"));
+            if owed.overflowed {
+                tracing::warn!(
+                    device = slot.id,
+                    max = OWED_KEYS_MAX,
+                    "more keys were written elsewhere while the device stalled than are remembered; older copies of the rest go when each key is next read or written"
+                );
+            }
+            if !owed.keys.is_empty() {
+                tracing::info!(
+                    device = slot.id,
+                    keys = owed.keys.len(),
+                    "the device answers again: tidying the keys written elsewhere meanwhile"
+                );
+                keys.extend(owed.keys);
+            }
+        }
+        keys
+    }
+
+    /// Whether every device could be asked (none failed to open, stopped,
+    /// or has its I/O stalled).
     pub fn all_devices_available(&self) -> bool {
-        self.slots.iter().all(|s| s.store.is_some() && !s.stopped.load(Ordering::Relaxed))
+        self.slots.iter().all(Slot::askable)
     }
 
     /// At start: every tombstone on the host is reconciled (older copies

@@ -5,6 +5,14 @@
 //! how long the oldest I/O has waited, the device turns suspect (and its
 //! store thread is not asked for what it cannot answer), and once the file
 //! system is thawed every PUT is acknowledged and reads back.
+//!
+//! While the stall lasts the device is treated as one that cannot be
+//! asked: new PUTs (and an overwrite of a key it holds) go to the other
+//! device at once, a GET of a key it holds is answered `503 Unavailable`
+//! naming the stall (not left waiting, not "not found"), a DELETE of such
+//! a key leaves a tombstone on the other device (the copy does not come
+//! back once the device answers again), listing and the repair list say
+//! the device could not be asked, and the other device's keys are served.
 
 mod common;
 
@@ -17,8 +25,55 @@ use common::{get, request, Agent};
 mod frozen_fs;
 use frozen_fs::Mounted;
 
+fn device(addr: SocketAddr, id: usize) -> serde_json::Value {
+    request(addr, "GET", "/v1/status", &[], b"").json()["devices"][id].clone()
+}
+
 fn device0(addr: SocketAddr) -> serde_json::Value {
-    request(addr, "GET", "/v1/status", &[], b"").json()["devices"][0].clone()
+    device(addr, 0)
+}
+
+/// The agent's stripe of a key (`node::STRIPES`, by CRC32C): a PUT waiting
+/// for the frozen device holds its key's stripe, and a request of another
+/// key in that stripe waits for it, as the agent means it to.
+fn stripe(key: &str) -> u32 {
+    crc32c::crc32c(key.as_bytes()) % 1024
+}
+
+/// Puts keys `{prefix}-N` one at a time until one has landed on each
+/// device (told by the devices' shard counts), among keys whose stripe is
+/// not in `avoid`: `(key on device 0, key on device 1)`.
+fn one_key_per_device(addr: SocketAddr, prefix: &str, avoid: &[u32]) -> (String, String) {
+    let (mut on0, mut on1) = (None, None);
+    for i in 0..64 {
+        let key = format!("{prefix}-{i}");
+        if avoid.contains(&stripe(&key)) {
+            continue;
+        }
+        // Shard counts are published by each store thread just after it
+        // answers: wait for the new shard to be counted somewhere.
+        let counts = || [0, 1].map(|d| device(addr, d)["shards"].as_u64().unwrap());
+        let before = counts();
+        assert_eq!(request(addr, "PUT", &format!("/v1/shards/{key}"), &[], key.as_bytes()).status, 201);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let after = loop {
+            let after = counts();
+            if after[0] + after[1] > before[0] + before[1] {
+                break after;
+            }
+            assert!(Instant::now() < deadline, "{key} not counted on either device");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        if after[0] > before[0] {
+            on0.get_or_insert(key);
+        } else {
+            on1.get_or_insert(key);
+        }
+        if let (Some(a), Some(b)) = (&on0, &on1) {
+            return (a.clone(), b.clone());
+        }
+    }
+    panic!("64 puts did not land on both devices");
 }
 
 #[test]
@@ -45,6 +100,9 @@ fn a_hung_device_is_reported_stalled_and_suspect_until_its_io_completes() {
     let (mut agent, addr) = Agent::serving(&["--config", config.to_str().unwrap()]);
     assert_eq!(device0(addr)["io_stalled_seconds"], serde_json::Value::Null);
     assert_eq!(device0(addr)["io_stalls"], 0);
+    let hung_stripes: Vec<u32> = (0..8).map(|i| stripe(&format!("stall-{i}"))).collect();
+    let (to_delete, on1) = one_key_per_device(addr, "kept", &hung_stripes);
+    let (to_overwrite, _) = one_key_per_device(addr, "over", &hung_stripes);
 
     // Freeze device 0's file system; PUTs of new keys go to both devices.
     fs.freeze(true);
@@ -83,19 +141,72 @@ fn a_hung_device_is_reported_stalled_and_suspect_until_its_io_completes() {
     assert!(stalled >= 2.0, "{stalled}");
     assert!(metrics.contains("shardnode_device_io_stalls_total{device=\"0\"} 1"), "{metrics}");
 
+    // The stalled device cannot be asked: its keys are unavailable, new
+    // writes go to the other device, the other device's keys are served.
+    let r = get(addr, &to_delete);
+    assert_eq!((r.status, r.code()), (503, "Unavailable".to_owned()), "{}", r.text());
+    assert!(r.text().contains("I/O stalled"), "{}", r.text());
+    assert_eq!(get(addr, &on1).body, on1.as_bytes());
+    let shards1 = device(addr, 1)["shards"].as_u64().unwrap();
+    for i in 0..4 {
+        let key = format!("during-{i}");
+        assert_eq!(request(addr, "PUT", &format!("/v1/shards/{key}"), &[], b"while stalled").status, 201, "{key}");
+    }
+    assert_eq!(request(addr, "PUT", &format!("/v1/shards/{to_overwrite}"), &[], b"newer").status, 201);
+    assert_eq!(request(addr, "DELETE", &format!("/v1/shards/{to_delete}"), &[], b"").status, 204);
+    // The four new shards and the overwrite, all on device 1 (counted once
+    // its store thread publishes them, just after answering).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while device(addr, 1)["shards"].as_u64().unwrap() != shards1 + 5 {
+        assert!(Instant::now() < deadline, "not 5 more shards on device 1: {}", device(addr, 1));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(get(addr, &to_overwrite).body, b"newer");
+    let list = request(addr, "GET", "/v1/shards?prefix=", &[], b"");
+    assert_eq!(list.status, 503, "a list without device 0's keys: {}", list.text());
+    assert!(list.text().contains("stalled"), "{}", list.text());
+    let repairs = request(addr, "GET", "/v1/repairs", &[], b"").json();
+    assert_eq!(repairs["unavailable"][0]["device"], 0, "{repairs}");
+
     let thawed_at = frozen_at.elapsed();
     fs.freeze(false);
     let answered: Vec<(u16, Duration)> = puts.into_iter().map(|p| p.join().unwrap()).collect();
     assert!(answered.iter().all(|(status, _)| *status == 201), "{answered:?}");
     assert!(answered.iter().any(|(_, t)| *t >= thawed_at), "no PUT waited for the thaw: {answered:?}");
-    for i in 0..8 {
-        assert_eq!(get(addr, &format!("stall-{i}")).body, vec![i as u8; 5000]);
-    }
     let deadline = Instant::now() + Duration::from_secs(10);
     while device0(addr)["io_stalled_seconds"] != serde_json::Value::Null {
         assert!(Instant::now() < deadline, "the stall did not clear: {}", device0(addr));
         std::thread::sleep(Duration::from_millis(100));
     }
+    for i in 0..8 {
+        assert_eq!(get(addr, &format!("stall-{i}")).body, vec![i as u8; 5000]);
+    }
+    // Device 0 answers again. The keys it was not asked about meanwhile are
+    // tidied in the background (the next health interval), with no request
+    // of them needed: the listing then shows the newest of each (a GET
+    // would tidy the key it finds, so none is sent before this).
+    let listed = |key: &str| -> Option<u64> {
+        let list = request(addr, "GET", "/v1/shards?prefix=", &[], b"");
+        assert_eq!(list.status, 200, "{}", list.text());
+        list.json()["shards"].as_array().unwrap().iter().find(|s| s["key"] == key).map(|s| s["size"].as_u64().unwrap())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while listed(&to_delete).is_some() || listed(&to_overwrite) != Some(5) {
+        assert!(
+            Instant::now() < deadline,
+            "older copies still listed: {:?} {:?}",
+            listed(&to_delete),
+            listed(&to_overwrite)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Its older copies lost to what was written while it stalled, and the
+    // delete holds.
+    assert_eq!(get(addr, &to_overwrite).body, b"newer");
+    assert_eq!(get(addr, &to_delete).status, 404);
+    assert_eq!(get(addr, &on1).body, on1.as_bytes());
+    let repairs = request(addr, "GET", "/v1/repairs", &[], b"").json();
+    assert_eq!(repairs["unavailable"], serde_json::json!([]), "{repairs}");
     drop(agent);
     drop(fs);
 }

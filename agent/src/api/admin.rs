@@ -210,9 +210,18 @@ pub(super) async fn scrub_control(
 }
 
 pub(super) async fn repairs(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
-    let mut shards = Vec::new();
+    let (mut shards, mut unavailable) = (Vec::new(), Vec::new());
     for s in &app.node.slots {
         let Some(store) = &s.store else { continue };
+        // Its store thread answers after the commit it waits in: the list
+        // says the device was not asked rather than wait for it.
+        if let Some(waited) = s.stalled() {
+            unavailable.push(json!({
+                "device": s.id,
+                "reason": format!("its I/O is stalled (the oldest has waited {:.0} s)", waited.as_secs_f64()),
+            }));
+            continue;
+        }
         match node::damaged_shards(store).await {
             Ok(list) => shards.extend(list.into_iter().map(|d| {
                 json!({
@@ -221,10 +230,14 @@ pub(super) async fn repairs(State(app): State<Arc<App>>) -> Json<serde_json::Val
                     "found_unix_seconds": d.found_unix_ms as f64 / 1000.0,
                 })
             })),
-            Err(e) => tracing::error!(device = s.id, error = %e, "cannot read the repair list"),
+            Err(e) => {
+                tracing::error!(device = s.id, error = %e, "cannot read the repair list");
+                unavailable
+                    .push(json!({ "device": s.id, "reason": format!("the repair list could not be read: {e}") }));
+            }
         }
     }
-    let mut out = json!({ "shards": shards });
+    let mut out = json!({ "shards": shards, "unavailable": unavailable });
     if let Some(c) = &app.cluster {
         out["objects"] = c.repairs.view();
     }

@@ -53,6 +53,9 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     }
     let shards = view["shards"].as_array().cloned().unwrap_or_default();
     println!("{} damaged shard(s) on this agent's devices", shards.len());
+    for u in view["unavailable"].as_array().into_iter().flatten() {
+        println!("  device {} not asked: {}", u["device"], u["reason"].as_str().unwrap_or("?"));
+    }
     for s in shards.iter().take(args.limit) {
         println!(
             "  device {} {} ({} at {} +{})",
