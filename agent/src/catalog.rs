@@ -16,6 +16,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ("shardnode_build_info", Kind::Gauge, "Always 1; the labels name the version and git commit of the running agent."),
     ("shardnode_http_requests_total", Kind::Counter, "HTTP requests answered, by operation and status code."),
     (
+        "shardnode_body_memory_bytes",
+        Kind::Gauge,
+        "Request bodies held in memory now, in bytes of the budget each reserved (limits.body_memory_bytes_max); a put that would pass the budget is refused with 503.",
+    ),
+    (
         "shardnode_landing_records",
         Kind::Gauge,
         "Record buffers put bodies of 64 KiB or more land in (limits.landing_records), 1 MiB of payload each.",

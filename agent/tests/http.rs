@@ -222,9 +222,13 @@ fn broken_slow_and_hostile_clients_get_errors_and_store_nothing() {
     let mut first = TcpStream::connect(addr).unwrap();
     first.write_all(b"PUT /v1/shards/big-1 HTTP/1.1\r\nhost: t\r\ncontent-length: 786432\r\n\r\n").unwrap();
     first.write_all(&[1u8; 1000]).unwrap();
-    // Time for the agent to take the first body's share (well inside the
-    // 1 s body timeout).
-    std::thread::sleep(Duration::from_millis(300));
+    // Once the agent holds the first body's share of the budget (its
+    // status says so; well inside the 1 s body timeout):
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while request(addr, "GET", "/v1/status", &[], b"").json()["body_memory_bytes"].as_u64() < Some(786_432) {
+        assert!(std::time::Instant::now() < deadline, "the first body's share was not taken");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let r = request(addr, "PUT", "/v1/shards/big-2", &[], &vec![2u8; 512 << 10]);
     assert_eq!((r.status, r.code(), r.header("retry-after")), (503, "Overloaded".to_owned(), Some("1")));
     first.write_all(&vec![1u8; 786_432 - 1000]).unwrap();

@@ -45,6 +45,8 @@ fn metrics_pass_promtool_and_describe_every_family() {
     }
     let build = text.lines().find(|l| l.starts_with("shardnode_build_info{")).expect("shardnode_build_info");
     assert!(build.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))) && build.ends_with(" 1"), "{build}");
+    // The put's body was let go once it was stored.
+    assert!(text.lines().any(|l| l == "shardnode_body_memory_bytes 0"), "no idle body memory gauge:\n{text}");
     for name in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_max_fds"] {
         assert!(families.contains(name), "{name} missing");
     }

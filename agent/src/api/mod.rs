@@ -298,12 +298,24 @@ async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
             d
         })
         .collect();
-    Json(json!({ "node": app.node.name, "version": env!("CARGO_PKG_VERSION"), "devices": devices }))
+    Json(json!({
+        "node": app.node.name,
+        "version": env!("CARGO_PKG_VERSION"),
+        "body_memory_bytes": body_memory_held(&app),
+        "devices": devices,
+    }))
+}
+
+/// Bytes of the request body budget reserved by bodies being read or held.
+fn body_memory_held(app: &App) -> u64 {
+    let free = (app.body_memory.available_permits() as u64) << 10;
+    app.body_memory_bytes_max.saturating_sub(free)
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let scrubs = scrub_statuses(&app.node).await;
     crate::metrics::publish_device_gauges(&app.node, &scrubs);
+    metrics::gauge!("shardnode_body_memory_bytes").set(body_memory_held(&app) as f64);
     if let Some(landing) = &app.landing {
         metrics::gauge!("shardnode_landing_records").set(landing.records() as f64);
         metrics::gauge!("shardnode_landing_records_free").set(landing.free() as f64);
