@@ -179,16 +179,40 @@ pub struct Node {
     clock: AtomicU64,
 }
 
-/// A store call's answer, turned into a future.
+/// How `Unavailable` names a device not asked because its I/O stalled.
+fn stalled_device(id: usize, waited_s: u64) -> String {
+    format!("device {id} (I/O stalled: its oldest has waited {waited_s} s)")
+}
+
+/// How often a request waiting for a store's answer looks at whether the
+/// device's I/O has stalled.
+const STALL_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A store call's answer, turned into a future. While it waits, once a
+/// second, it looks at the device's stall watch: a request to a device
+/// whose I/O has stalled (an operation in flight past `health.io_stall_ms`)
+/// is given up on with `Error::Stalled` rather than left waiting for a
+/// drive that may never answer. The store thread still carries it out if
+/// the device does answer: a write given up on may take effect (it was
+/// never acknowledged).
 async fn ask<T: Send + 'static>(
     store: &StoreHandle,
     submit: impl FnOnce(Box<dyn FnOnce(Result<T, Error>) + Send>) -> Result<(), Error>,
 ) -> Result<T, Error> {
-    let (tx, rx) = oneshot::channel();
+    let (tx, mut rx) = oneshot::channel();
     submit(Box::new(move |r| {
         let _ = tx.send(r);
     }))?;
-    rx.await.map_err(|_| store.gone())?
+    loop {
+        match tokio::time::timeout(STALL_CHECK, &mut rx).await {
+            Ok(answer) => return answer.map_err(|_| store.gone())?,
+            Err(_) => {
+                if let Some(waited) = store.counters().io_stall.stalled_for() {
+                    return Err(Error::Stalled { device: store.name().to_owned(), waited_s: waited.as_secs() });
+                }
+            }
+        }
+    }
 }
 
 pub async fn scrub_status(store: &StoreHandle) -> Result<ScrubStatus, Error> {
@@ -388,11 +412,7 @@ impl Node {
                 // The caller may write the key elsewhere: the device owes
                 // a tidy of it (run under the stripe, after the caller).
                 slot.owe(key);
-                unavailable.push(format!(
-                    "device {} (I/O stalled: its oldest has waited {:.0} s)",
-                    slot.id,
-                    waited.as_secs_f64()
-                ));
+                unavailable.push(stalled_device(slot.id, waited.as_secs()));
                 continue;
             }
             match lookup(store, key).await {
@@ -404,6 +424,11 @@ impl Node {
                 Err(e @ Error::Stopped { .. }) => {
                     slot.stopped.store(true, Ordering::Relaxed);
                     unavailable.push(format!("device {} ({e})", slot.id));
+                }
+                // It stalled while asked: as if it had been when asked.
+                Err(Error::Stalled { waited_s, .. }) => {
+                    slot.owe(key);
+                    unavailable.push(stalled_device(slot.id, waited_s));
                 }
                 Err(e) => return Err(e),
             }
@@ -446,6 +471,9 @@ impl Node {
                 break;
             }
             if let Err(e) = submit(store, op).await {
+                if matches!(e, Error::Stalled { .. }) {
+                    self.slots[c.slot].owe(key);
+                }
                 clean = false;
                 tracing::warn!(key = %crate::keys::encode_key(key), device = c.slot, error = %e, "an older copy was not removed");
             }

@@ -3,8 +3,11 @@
 //! the test freezes, so the writes of a PUT placed there wait as they would
 //! on a hung drive. The agent logs the stall, its metric and status show
 //! how long the oldest I/O has waited, the device turns suspect (and its
-//! store thread is not asked for what it cannot answer), and once the file
-//! system is thawed every PUT is acknowledged and reads back.
+//! store thread is not asked for what it cannot answer). The requests sent
+//! to it before the stall was seen are given up on (`503 DeviceStalled`,
+//! outcome unknown) instead of waiting for the device; once the file system
+//! is thawed each of those writes has taken effect or not, and nothing
+//! else.
 //!
 //! While the stall lasts the device is treated as one that cannot be
 //! asked: new PUTs (and an overwrite of a key it holds) go to the other
@@ -100,21 +103,25 @@ fn a_hung_device_is_reported_stalled_and_suspect_until_its_io_completes() {
     let (mut agent, addr) = Agent::serving(&["--config", config.to_str().unwrap()]);
     assert_eq!(device0(addr)["io_stalled_seconds"], serde_json::Value::Null);
     assert_eq!(device0(addr)["io_stalls"], 0);
-    let hung_stripes: Vec<u32> = (0..8).map(|i| stripe(&format!("stall-{i}"))).collect();
+    let mut hung_stripes: Vec<u32> = (0..8).map(|i| stripe(&format!("stall-{i}"))).collect();
+    let (hung, _) = one_key_per_device(addr, "hung", &hung_stripes);
+    hung_stripes.push(stripe(&hung));
     let (to_delete, on1) = one_key_per_device(addr, "kept", &hung_stripes);
     let (to_overwrite, _) = one_key_per_device(addr, "over", &hung_stripes);
 
-    // Freeze device 0's file system; PUTs of new keys go to both devices.
+    // Freeze device 0's file system. An overwrite of a key it holds goes
+    // to it (and waits); PUTs of new keys go to either device.
     fs.freeze(true);
     let frozen_at = Instant::now();
-    let puts: Vec<_> = (0..8)
-        .map(|i| {
-            std::thread::spawn(move || {
-                let r = request(addr, "PUT", &format!("/v1/shards/stall-{i}"), &[], &vec![i as u8; 5000]);
-                (r.status, frozen_at.elapsed())
-            })
+    let put = move |key: String, body: Vec<u8>| {
+        std::thread::spawn(move || {
+            let r = request(addr, "PUT", &format!("/v1/shards/{key}"), &[], &body);
+            let code = if r.status == 201 { String::new() } else { r.code() };
+            (r.status, code, frozen_at.elapsed())
         })
-        .collect();
+    };
+    let overwrite = put(hung.clone(), b"given up on".to_vec());
+    let puts: Vec<_> = (0..8).map(|i| put(format!("stall-{i}"), vec![i as u8; 5000])).collect();
     agent.wait_for("I/O stalled");
     let deadline = Instant::now() + Duration::from_secs(30);
     let d0 = loop {
@@ -168,19 +175,28 @@ fn a_hung_device_is_reported_stalled_and_suspect_until_its_io_completes() {
     let repairs = request(addr, "GET", "/v1/repairs", &[], b"").json();
     assert_eq!(repairs["unavailable"][0]["device"], 0, "{repairs}");
 
-    let thawed_at = frozen_at.elapsed();
+    // The requests sent to it before the stall was seen are given up on
+    // (within a second of it), not left waiting for the device: 503
+    // DeviceStalled, outcome unknown. The others were stored on device 1.
+    let (status, code, _) = overwrite.join().unwrap();
+    assert_eq!((status, code.as_str()), (503, "DeviceStalled"), "the overwrite of a key on the stalled device");
+    let answered: Vec<(u16, String, Duration)> = puts.into_iter().map(|p| p.join().unwrap()).collect();
+    assert!(answered.iter().all(|(s, c, _)| *s == 201 || (*s, c.as_str()) == (503, "DeviceStalled")), "{answered:?}");
     fs.freeze(false);
-    let answered: Vec<(u16, Duration)> = puts.into_iter().map(|p| p.join().unwrap()).collect();
-    assert!(answered.iter().all(|(status, _)| *status == 201), "{answered:?}");
-    assert!(answered.iter().any(|(_, t)| *t >= thawed_at), "no PUT waited for the thaw: {answered:?}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while device0(addr)["io_stalled_seconds"] != serde_json::Value::Null {
         assert!(Instant::now() < deadline, "the stall did not clear: {}", device0(addr));
         std::thread::sleep(Duration::from_millis(100));
     }
-    for i in 0..8 {
-        assert_eq!(get(addr, &format!("stall-{i}")).body, vec![i as u8; 5000]);
+    // Once the device answers, a write given up on may have taken effect
+    // or not, and nothing else: the key reads back as before or as put.
+    for (i, (status, ..)) in answered.iter().enumerate() {
+        let r = get(addr, &format!("stall-{i}"));
+        let stored = r.status == 200 && r.body == vec![i as u8; 5000];
+        assert!(stored || (*status == 503 && r.status == 404), "stall-{i}: {status} then {}", r.status);
     }
+    let r = get(addr, &hung);
+    assert!(r.status == 200 && (r.body == hung.as_bytes() || r.body == b"given up on"), "{hung}: {}", r.text());
     // Device 0 answers again. The keys it was not asked about meanwhile are
     // tidied in the background (the next health interval), with no request
     // of them needed: the listing then shows the newest of each (a GET

@@ -71,6 +71,13 @@ pub enum Error {
     #[error("{device}: the store thread has stopped; the device is no longer served")]
     Stopped { device: String },
 
+    /// A request to a device whose I/O stalled (an operation in flight past
+    /// the stall threshold) was given up on: it may still complete.
+    #[error(
+        "{device}: its I/O is stalled (an operation has waited {waited_s} s without completing); the request was given up on and may or may not take effect"
+    )]
+    Stalled { device: String, waited_s: u64 },
+
     #[error("{device}: submission queue is full ({depth} operations in flight); reap completions first")]
     QueueFull { device: String, depth: usize },
 

@@ -142,6 +142,10 @@ fn store_error(node: &Node, slot: Option<usize>, e: Error) -> ApiError {
             ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Overloaded", format!("{device}: {reason}"))
         },
         Error::InvalidArgument(m) => ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "InvalidRange", m),
+        e @ Error::Stalled { .. } => ApiError {
+            retry_after_s: Some(30),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "DeviceStalled", e.to_string())
+        },
         other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "DeviceFailed", other.to_string()),
     }
 }
