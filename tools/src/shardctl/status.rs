@@ -39,14 +39,50 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
                 let reason = d["health"]["reason"].as_str().filter(|r| !r.is_empty());
                 println!("  health                  {h}{}", reason.map(|r| format!(": {r}")).unwrap_or_default());
             }
+            if let Some(line) = stall_line(d) {
+                println!("{line}");
+            }
             if d["scrub"].is_object() {
                 println!("  scrub                   {}", d["scrub"]["state"].as_str().unwrap_or("?"));
                 print_device_scrub(&d["scrub"]);
             }
         }
     }
-    let unhealthy = devices
-        .iter()
-        .any(|d| d["state"].as_str() != Some("open") || d["scrub"]["damaged_shards"].as_u64().unwrap_or(0) > 0);
-    Ok(if unhealthy { exit::FAILURE } else { exit::OK })
+    Ok(if devices.iter().any(unhealthy) { exit::FAILURE } else { exit::OK })
+}
+
+/// A device that is not open, holds damaged shards, or whose I/O is
+/// stalled makes the status fail (exit 1), for scripts and checks.
+fn unhealthy(d: &serde_json::Value) -> bool {
+    d["state"].as_str() != Some("open")
+        || d["scrub"]["damaged_shards"].as_u64().unwrap_or(0) > 0
+        || d["io_stalled_seconds"].as_f64().is_some()
+}
+
+fn stall_line(d: &serde_json::Value) -> Option<String> {
+    let waited = d["io_stalled_seconds"].as_f64()?;
+    Some(format!(
+        "  I/O stalled             an operation has waited {waited:.0} s; the device is not asked until it completes"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_stalled_device_is_shown_and_fails_the_status() {
+        let open = json!({ "state": "open", "io_stalled_seconds": null, "scrub": { "damaged_shards": 0 } });
+        assert!(!unhealthy(&open) && stall_line(&open).is_none());
+        let stalled = json!({ "state": "open", "io_stalled_seconds": 12.4, "scrub": { "error": "I/O is stalled" } });
+        assert!(unhealthy(&stalled));
+        assert_eq!(
+            stall_line(&stalled).unwrap(),
+            "  I/O stalled             an operation has waited 12 s; the device is not asked until it completes"
+        );
+        // A device that failed to open has no stall figure: unhealthy for
+        // its state alone.
+        assert!(unhealthy(&json!({ "state": "failed", "error": "did not open" })));
+    }
 }
