@@ -425,6 +425,8 @@ fn each_member_of_a_record_group_is_verified_on_its_own() {
     assert_eq!(fsck.problems.len(), 3, "{:#?}", fsck.problems);
     assert!(["g00", "g05", "g10"].iter().all(|k| named(k) == 1), "{:#?}", fsck.problems);
     assert!(fsck.problems.iter().any(|p| p.contains("\"g00\"") && p.contains("first of a record group")));
+    assert!(fsck.problems.iter().any(|p| p.contains("\"g10\"") && p.contains("header") && p.contains("damaged")));
+    assert!(fsck.problems.iter().all(|p| !p.contains("points at nothing")), "{:#?}", fsck.problems);
     for (key, value) in &shards {
         match key.as_str() {
             // Damaged (the scrubber listed them for repair): never served.
@@ -433,6 +435,19 @@ fn each_member_of_a_record_group_is_verified_on_its_own() {
             }
             _ => assert_eq!(&store.get(key.as_bytes()).unwrap(), value, "{key}"),
         }
+    }
+    // Every header of the group damaged: the walk finds none of them, and
+    // fsck says each member's header is damaged, never that the index
+    // points at nothing (the data may be there; the header cannot vouch).
+    for i in 0..24 {
+        h.rot_bit(header_block + i * 72 + 30, 3);
+    }
+    let fsck = store.fsck();
+    assert_eq!(fsck.records_found, 0, "{:#?}", fsck.problems);
+    assert_eq!(fsck.problems.len(), 24, "{:#?}", fsck.problems);
+    for (key, _) in &shards {
+        let about: Vec<_> = fsck.problems.iter().filter(|p| p.contains(&format!("\"{key}\""))).collect();
+        assert!(about.len() == 1 && about[0].contains("header") && about[0].contains("damaged"), "{key}: {about:?}");
     }
 }
 

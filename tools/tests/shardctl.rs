@@ -355,13 +355,22 @@ fn fsck_finds_dead_space_corruption_and_dangling_references() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("shard \"k/7\" chunk 0: payload corrupt") && out.contains("INCONSISTENT"), "{out}");
 
-    // A destroyed header block leaves the index pointing at nothing.
-    write_at(&img, offset - 4096, &[0u8; 64]);
-    let o = shardctl(&["fsck", p, "--json"]);
-    assert_eq!(o.status.code(), Some(1));
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let problems: Vec<&str> = v["problems"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
-    assert!(problems.iter().any(|p| p.contains("k/7") && p.contains("points at nothing")), "{problems:?}");
+    // A header partly overwritten is damage; a header block wiped blank
+    // leaves the index pointing at nothing.
+    let problems = |img_change: &[u8]| -> Vec<String> {
+        write_at(&img, offset - 4096, img_change);
+        let o = shardctl(&["fsck", p, "--json"]);
+        assert_eq!(o.status.code(), Some(1));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["problems"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect()
+    };
+    let damaged = problems(&[0u8; 64]);
+    assert!(damaged.iter().any(|p| p.contains("k/7") && p.contains("header") && p.contains("damaged")), "{damaged:?}");
+    let blank = problems(&[0u8; 4096]);
+    assert!(
+        blank.iter().any(|p| p.contains("k/7") && p.contains("blank") && p.contains("points at nothing")),
+        "{blank:?}"
+    );
 }
 
 #[test]

@@ -12,7 +12,7 @@
 //! are dead space (deleted, overwritten or never acknowledged), reported
 //! but not an error.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde::Serialize;
 
@@ -51,9 +51,6 @@ impl Store {
         // (extent, header block, payload distance) -> (record identity,
         // payload CRC, payload ok)
         let mut found: HashMap<(u32, u32, u8), (RecordId, u32, bool)> = HashMap::new();
-        // (extent, block) of groups whose first header is damaged: a problem
-        // only when the index references that first member.
-        let mut damaged_first = HashSet::new();
         let layout = self.sb.layout;
         for (e, info) in self.extents.all().to_vec().iter().enumerate() {
             if info.write_blocks == 0 {
@@ -76,10 +73,7 @@ impl Store {
                             Some(headers).filter(|headers| current(&headers[0]))
                         } else {
                             let members = record::salvage_group(buf.as_slice());
-                            members.first().is_some_and(current).then(|| {
-                                damaged_first.insert((e as u32, block));
-                                members
-                            })
+                            members.first().is_some_and(current).then_some(members)
                         }
                     }
                     Err(err) => {
@@ -118,28 +112,15 @@ impl Store {
             }
         }
         let mut referenced = 0u64;
+        // Locators with no record found, told apart after the walk.
+        let mut missing = Vec::new();
         for (key, meta) in self.index.iter() {
             report.shards_checked += 1;
             for (c, loc) in meta.locators().enumerate() {
                 let offset = c as u64 * record::CHUNK_SIZE_BYTES_MAX as u64;
                 let name = format!("shard {:?} chunk {c}", key_text(key));
                 match found.get(&(loc.extent, loc.block, loc.distance)) {
-                    None if loc.distance == 1 && damaged_first.contains(&(loc.extent, loc.block)) => {
-                        report.problems.push(format!(
-                            "{name}: its header at extent {} block {} is damaged (the first of a record group's)",
-                            loc.extent, loc.block
-                        ));
-                    }
-                    None => report.problems.push(format!(
-                        "{name}: no current record at extent {} block {}{} (index points at nothing)",
-                        loc.extent,
-                        loc.block,
-                        if loc.distance > 1 {
-                            format!(" (a group member, payload {} blocks after)", loc.distance)
-                        } else {
-                            String::new()
-                        }
-                    )),
+                    None => missing.push((name, loc)),
                     Some((id, crc, ok)) => {
                         referenced += 1;
                         if *id.0 != *key || id.1 != meta.sequence || id.2 != offset || *crc != loc.crc {
@@ -163,8 +144,53 @@ impl Store {
                 }
             }
         }
+        for (name, loc) in missing {
+            let why = self.why_missing(&loc);
+            report.problems.push(format!("{name}: {why}"));
+        }
         report.records_live = referenced;
         report.records_dead = report.records_found - referenced;
         report
+    }
+
+    /// Why the walk found no current record where a locator points, from
+    /// what its header block holds: a header that does not verify is
+    /// damage (a record the index references was written whole once),
+    /// told apart from a block that holds nothing or another generation's
+    /// record (the index itself is wrong).
+    fn why_missing(&mut self, loc: &super::meta::Locator) -> String {
+        let layout = self.sb.layout;
+        let at = layout.data_offset
+            + u64::from(loc.extent) * layout.extent_size_bytes
+            + u64::from(loc.block) * BLOCK_SIZE_BYTES;
+        let place = format!("extent {} block {}", loc.extent, loc.block);
+        let member = if loc.distance > 1 {
+            format!(" (a group member, payload {} blocks after)", loc.distance)
+        } else {
+            String::new()
+        };
+        let generation = self.extents.all().get(loc.extent as usize).map(|e| e.generation);
+        let current = |h: &RecordHeader| h.extent == loc.extent && Some(h.generation) == generation;
+        let buf = match self.dev.read_at(at, HEADER_BLOCK_BYTES) {
+            Ok(buf) => buf,
+            Err(err) => return format!("its header at {place}{member} is unreadable: {err}"),
+        };
+        let block = buf.as_slice();
+        let in_group = if loc.distance == 1 { "the first of a record group's" } else { "a record group's" };
+        match record::decode_block(block) {
+            // A current block without this member: its header is the one
+            // that did not decode.
+            Ok((headers, _)) if current(&headers[0]) => {
+                format!("its header at {place}{member} is damaged ({in_group}; the others verify)")
+            }
+            Ok(_) => format!("no current record at {place}{member}: the block holds another generation's or extent's record (index points at nothing)"),
+            Err(_) if block.iter().all(|&b| b == 0) => {
+                format!("no current record at {place}{member}: the block is blank (index points at nothing)")
+            }
+            Err(_) if record::salvage_group(block).first().is_some_and(current) => {
+                format!("its header at {place}{member} is damaged ({in_group})")
+            }
+            Err(_) => format!("its header at {place}{member} does not verify: damaged"),
+        }
     }
 }
