@@ -81,20 +81,18 @@ fn one_key_per_device(addr: SocketAddr, prefix: &str, avoid: &[u32]) -> (String,
 
 #[test]
 fn a_hung_device_is_reported_stalled_and_suspect_until_its_io_completes() {
-    if !frozen_fs::prerequisites("a_hung_device_is_reported_stalled_and_suspect_until_its_io_completes") {
+    let Some(fs) = Mounted::for_test("a_hung_device_is_reported_stalled_and_suspect_until_its_io_completes") else {
         return;
-    }
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let fs = Mounted::new(dir.path());
-    let (hung, fine) = (fs.mnt.join("dev0.img"), dir.path().join("dev1.img"));
+    };
+    let (hung, fine) = (fs.mnt.join("dev0.img"), fs.dir.path().join("dev1.img"));
     frozen_fs::formatted_file(&hung, 128 << 20);
     frozen_fs::formatted_file(&fine, 128 << 20);
-    let config = dir.path().join("agent.toml");
+    let config = fs.dir.path().join("agent.toml");
     std::fs::write(
         &config,
         format!(
             "data_dir = \"{}\"\ndevices = [\"{}\", \"{}\"]\n[health]\ninterval_ms = 100\nio_stall_ms = 2000\n",
-            dir.path().join("data").display(),
+            fs.dir.path().join("data").display(),
             hung.display(),
             fine.display()
         ),

@@ -44,11 +44,7 @@ fn count(order: &[String], prefix: &str) -> usize {
 
 #[test]
 fn gets_are_answered_while_a_commit_is_in_flight() {
-    if !frozen_fs::prerequisites("gets_are_answered_while_a_commit_is_in_flight") {
-        return;
-    }
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let fs = Mounted::new(dir.path());
+    let Some(fs) = Mounted::for_test("gets_are_answered_while_a_commit_is_in_flight") else { return };
     let path = fs.mnt.join("dev.img");
     frozen_fs::formatted_file(&path, 128 << 20);
     let (store, join) = thread::spawn(Box::new(device::open(&path, &OpenOptions::default()).unwrap())).unwrap();

@@ -27,11 +27,9 @@ fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn a_write_that_does_not_complete_is_reported_as_a_stall_until_it_does() {
-    if !frozen_fs::prerequisites("a_write_that_does_not_complete_is_reported_as_a_stall_until_it_does") {
+    let Some(fs) = Mounted::for_test("a_write_that_does_not_complete_is_reported_as_a_stall_until_it_does") else {
         return;
-    }
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let fs = Mounted::new(dir.path());
+    };
     let path = fs.mnt.join("dev.img");
     frozen_fs::formatted_file(&path, 64 << 20);
     // Well past what a flush of this loop-mounted file system takes on a

@@ -9,24 +9,33 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A loop-mounted ext4 file system, thawed, unmounted and detached however
-/// the test ends.
+/// the test ends, and then its directory removed.
 pub struct Mounted {
     loop_dev: String,
     pub mnt: PathBuf,
+    /// The test's directory: the image, the mount point, and whatever else
+    /// the test keeps there (read by the agent's test only).
+    #[allow(dead_code)]
+    pub dir: tempfile::TempDir,
 }
 
 impl Mounted {
-    /// A 256 MiB ext4 file system, mounted at `dir/mnt` (its image in
-    /// `dir`).
-    pub fn new(dir: &Path) -> Mounted {
-        let backing = dir.join("fs.img");
+    /// For `test`: a 256 MiB ext4 file system mounted in a directory of
+    /// its own; `None` (the test skips) when its prerequisites are missing
+    /// (`prerequisites`).
+    pub fn for_test(test: &str) -> Option<Mounted> {
+        prerequisites(test).then(|| Mounted::new(tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()))
+    }
+
+    fn new(dir: tempfile::TempDir) -> Mounted {
+        let backing = dir.path().join("fs.img");
         std::fs::File::create(&backing).unwrap().set_len(256 << 20).unwrap();
         let out = Command::new("losetup").args(["--find", "--show"]).arg(&backing).output().unwrap();
         assert!(out.status.success(), "losetup: {}", String::from_utf8_lossy(&out.stderr));
         let loop_dev = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        let mnt = dir.join("mnt");
+        let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
-        let mounted = Mounted { loop_dev, mnt };
+        let mounted = Mounted { loop_dev, mnt, dir };
         run("mkfs.ext4", &["-q", "-F", &mounted.loop_dev]);
         run("mount", &[&mounted.loop_dev, mounted.mnt.to_str().unwrap()]);
         mounted
@@ -67,7 +76,7 @@ pub fn run(cmd: &str, args: &[&str]) {
 /// (installed by `scripts/ensure-tool` when missing). Otherwise it says it
 /// skips, and under CI (`CI` set), where every prerequisite must be
 /// present, fails.
-pub fn prerequisites(test: &str) -> bool {
+fn prerequisites(test: &str) -> bool {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/ensure-tool");
     let have = |cmd: &str, pkg: &str| Command::new(script).args([cmd, pkg]).status().is_ok_and(|s| s.success());
     let why = if !nix::unistd::Uid::effective().is_root() {
