@@ -28,9 +28,9 @@ use crate::filter::KeyFilter;
 const STRIPES: usize = 1024;
 /// Keys fetched per store call while building a filter.
 const LIST_PAGE: usize = 10_000;
-/// Keys a device may hold older copies of, written elsewhere while its I/O
-/// stalled, remembered for tidying once it answers again (`Slot::owed`).
-/// Past this many, the rest are left for when each key is next touched.
+/// Keys a device was not asked about while its I/O stalled, remembered for
+/// tidying once it answers again (`Slot::owed`). Past this many, the rest
+/// are left for when each key is next touched.
 const OWED_KEYS_MAX: usize = 100_000;
 
 /// One device's copy of a key: a shard (`stat`) or a tombstone.
@@ -179,9 +179,9 @@ pub struct Node {
     clock: AtomicU64,
 }
 
-/// How `Unavailable` names a device not asked because its I/O stalled.
-fn stalled_device(id: usize, waited_s: u64) -> String {
-    format!("device {id} (I/O stalled: its oldest has waited {waited_s} s)")
+/// Why a device whose I/O stalled is not asked, for messages.
+pub fn stall_reason(waited_s: u64) -> String {
+    format!("its I/O is stalled (the oldest operation has waited {waited_s} s)")
 }
 
 /// How often a request waiting for a store's answer looks at whether the
@@ -412,7 +412,7 @@ impl Node {
                 // The caller may write the key elsewhere: the device owes
                 // a tidy of it (run under the stripe, after the caller).
                 slot.owe(key);
-                unavailable.push(stalled_device(slot.id, waited.as_secs()));
+                unavailable.push(format!("device {} ({})", slot.id, stall_reason(waited.as_secs())));
                 continue;
             }
             match lookup(store, key).await {
@@ -428,7 +428,7 @@ impl Node {
                 // It stalled while asked: as if it had been when asked.
                 Err(Error::Stalled { waited_s, .. }) => {
                     slot.owe(key);
-                    unavailable.push(stalled_device(slot.id, waited_s));
+                    unavailable.push(format!("device {} ({})", slot.id, stall_reason(waited_s)));
                 }
                 Err(e) => return Err(e),
             }

@@ -150,7 +150,7 @@ fn a_hung_device_is_reported_stalled_and_suspect_until_its_io_completes() {
     // writes go to the other device, the other device's keys are served.
     let r = get(addr, &to_delete);
     assert_eq!((r.status, r.code()), (503, "Unavailable".to_owned()), "{}", r.text());
-    assert!(r.text().contains("I/O stalled"), "{}", r.text());
+    assert!(r.text().contains("its I/O is stalled"), "{}", r.text());
     assert_eq!(get(addr, &on1).body, on1.as_bytes());
     let shards1 = device(addr, 1)["shards"].as_u64().unwrap();
     for i in 0..4 {

@@ -218,7 +218,7 @@ pub(super) async fn repairs(State(app): State<Arc<App>>) -> Json<serde_json::Val
         if let Some(waited) = s.stalled() {
             unavailable.push(json!({
                 "device": s.id,
-                "reason": format!("its I/O is stalled (the oldest has waited {:.0} s)", waited.as_secs_f64()),
+                "reason": node::stall_reason(waited.as_secs()),
             }));
             continue;
         }

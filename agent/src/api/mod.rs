@@ -375,11 +375,7 @@ async fn list(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Result<
                 ..ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "Unavailable",
-                    format!(
-                        "device {} cannot be listed: its I/O is stalled (the oldest has waited {:.0} s)",
-                        s.id,
-                        waited.as_secs_f64()
-                    ),
+                    format!("device {} cannot be listed: {}", s.id, node::stall_reason(waited.as_secs())),
                 )
             });
         }
