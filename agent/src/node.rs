@@ -179,26 +179,29 @@ pub struct Node {
     clock: AtomicU64,
 }
 
-/// Why a device whose I/O stalled is not asked, for messages.
-pub fn stall_reason(waited_s: u64) -> String {
-    format!("its I/O is stalled (the oldest operation has waited {waited_s} s)")
-}
-
 /// How often a request waiting for a store's answer looks at whether the
 /// device's I/O has stalled.
 const STALL_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// A store call's answer, turned into a future. While it waits, once a
-/// second, it looks at the device's stall watch: a request to a device
-/// whose I/O has stalled (an operation in flight past `health.io_stall_ms`)
-/// is given up on with `Error::Stalled` rather than left waiting for a
-/// drive that may never answer. The store thread still carries it out if
-/// the device does answer: a write given up on may take effect (it was
-/// never acknowledged).
+/// A store call's answer, turned into a future. A device whose I/O is
+/// stalled (an operation in flight past `health.io_stall_ms`) is not sent
+/// the request, and a request already waiting looks at the stall watch
+/// once a second: once the device stalls it is given up on. Either way the
+/// answer is `Error::Stalled`, never a wait for a drive that may never
+/// answer. The store thread still carries out a request given up on if
+/// the device does answer: such a write may take effect (it was never
+/// acknowledged).
 async fn ask<T: Send + 'static>(
     store: &StoreHandle,
     submit: impl FnOnce(Box<dyn FnOnce(Result<T, Error>) + Send>) -> Result<(), Error>,
 ) -> Result<T, Error> {
+    let stalled = || {
+        let waited = store.counters().io_stall.stalled_for()?;
+        Some(Error::Stalled { device: store.name().to_owned(), waited_s: waited.as_secs() })
+    };
+    if let Some(e) = stalled() {
+        return Err(e);
+    }
     let (tx, mut rx) = oneshot::channel();
     submit(Box::new(move |r| {
         let _ = tx.send(r);
@@ -207,8 +210,8 @@ async fn ask<T: Send + 'static>(
         match tokio::time::timeout(STALL_CHECK, &mut rx).await {
             Ok(answer) => return answer.map_err(|_| store.gone())?,
             Err(_) => {
-                if let Some(waited) = store.counters().io_stall.stalled_for() {
-                    return Err(Error::Stalled { device: store.name().to_owned(), waited_s: waited.as_secs() });
+                if let Some(e) = stalled() {
+                    return Err(e);
                 }
             }
         }
@@ -408,13 +411,6 @@ impl Node {
             if !slot.filter().may_contain(key) {
                 continue;
             }
-            if let Some(waited) = slot.stalled() {
-                // The caller may write the key elsewhere: the device owes
-                // a tidy of it (run under the stripe, after the caller).
-                slot.owe(key);
-                unavailable.push(format!("device {} ({})", slot.id, stall_reason(waited.as_secs())));
-                continue;
-            }
             match lookup(store, key).await {
                 Ok(Lookup::Shard(stat)) => {
                     copies.push(Copy { slot: slot.id, sequence: stat.sequence, stat: Some(stat) });
@@ -425,10 +421,15 @@ impl Node {
                     slot.stopped.store(true, Ordering::Relaxed);
                     unavailable.push(format!("device {} ({e})", slot.id));
                 }
-                // It stalled while asked: as if it had been when asked.
+                // Not asked, or given up on, because its I/O is stalled.
+                // The caller may write the key elsewhere: the device owes a
+                // tidy of it (run under the stripe, after the caller).
                 Err(Error::Stalled { waited_s, .. }) => {
                     slot.owe(key);
-                    unavailable.push(format!("device {} ({})", slot.id, stall_reason(waited_s)));
+                    unavailable.push(format!(
+                        "device {} (its I/O is stalled: the oldest operation has waited {waited_s} s)",
+                        slot.id
+                    ));
                 }
                 Err(e) => return Err(e),
             }
@@ -453,15 +454,6 @@ impl Node {
         let mut clean = true;
         for c in older.iter().chain(deleted) {
             let Some(store) = self.slots[c.slot].store.as_ref() else { continue };
-            if self.slots[c.slot].stalled().is_some() {
-                // Not waited for: the copy is older than what the caller
-                // has (a read finds the newest), and goes once the device
-                // answers again.
-                self.slots[c.slot].owe(key);
-                clean = false;
-                tracing::debug!(key = %crate::keys::encode_key(key), device = c.slot, "an older copy was kept: the device's I/O is stalled");
-                continue;
-            }
             let op = match c.stat {
                 Some(_) => Op::Delete { key: key.to_vec() },
                 None => Op::Purge { key: key.to_vec(), version: c.sequence },
@@ -470,12 +462,18 @@ impl Node {
             if is_newest && !clean {
                 break;
             }
-            if let Err(e) = submit(store, op).await {
-                if matches!(e, Error::Stalled { .. }) {
+            match submit(store, op).await {
+                Ok(()) => {}
+                // The copy is older than what the caller has (a read finds
+                // the newest), and goes once the device answers again.
+                Err(Error::Stalled { .. }) => {
                     self.slots[c.slot].owe(key);
+                    clean = false;
                 }
-                clean = false;
-                tracing::warn!(key = %crate::keys::encode_key(key), device = c.slot, error = %e, "an older copy was not removed");
+                Err(e) => {
+                    clean = false;
+                    tracing::warn!(key = %crate::keys::encode_key(key), device = c.slot, error = %e, "an older copy was not removed");
+                }
             }
         }
     }

@@ -71,10 +71,11 @@ pub enum Error {
     #[error("{device}: the store thread has stopped; the device is no longer served")]
     Stopped { device: String },
 
-    /// A request to a device whose I/O stalled (an operation in flight past
-    /// the stall threshold) was given up on: it may still complete.
+    /// A request to a device whose I/O is stalled (an operation in flight
+    /// past the stall threshold): not sent, or given up on while it waited
+    /// (then it may still complete).
     #[error(
-        "{device}: its I/O is stalled (an operation has waited {waited_s} s without completing); the request was given up on and may or may not take effect"
+        "{device}: its I/O is stalled (an operation has waited {waited_s} s without completing); the request is not answered (a write already sent to the device may still take effect)"
     )]
     Stalled { device: String, waited_s: u64 },
 

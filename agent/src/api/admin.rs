@@ -115,22 +115,13 @@ pub fn scrub_json(st: &ScrubStatus) -> serde_json::Value {
 pub const STORE_ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 /// Each open device's scrub status, in device order; `Busy` for a store
-/// thread that did not answer within `STORE_ANSWER_WITHIN`, and at once
-/// for a device whose I/O is stalled (its store thread waits for the
-/// device and cannot answer: a scrape of `/metrics` must not wait for
-/// every hung device in turn).
+/// thread that did not answer within `STORE_ANSWER_WITHIN`; `Stalled`, at
+/// once, for a device whose I/O is stalled (`node::ask`: a scrape of
+/// `/metrics` must not wait for every hung device in turn).
 pub async fn scrub_statuses(node: &Node) -> Vec<(usize, Result<ScrubStatus, Error>)> {
     let mut out = Vec::new();
     for s in &node.slots {
         if let Some(store) = &s.store {
-            if let Some(stalled) = store.counters().io_stall.stalled_for() {
-                let reason = format!(
-                    "its I/O is stalled (an operation in flight for {:.1} s): its store thread waits for the device",
-                    stalled.as_secs_f64()
-                );
-                out.push((s.id, Err(Error::Busy { device: store.name().to_owned(), reason })));
-                continue;
-            }
             let status =
                 tokio::time::timeout(STORE_ANSWER_WITHIN, node::scrub_status(store)).await.unwrap_or_else(|_| {
                     Err(Error::Busy {
@@ -213,15 +204,6 @@ pub(super) async fn repairs(State(app): State<Arc<App>>) -> Json<serde_json::Val
     let (mut shards, mut unavailable) = (Vec::new(), Vec::new());
     for s in &app.node.slots {
         let Some(store) = &s.store else { continue };
-        // Its store thread answers after the commit it waits in: the list
-        // says the device was not asked rather than wait for it.
-        if let Some(waited) = s.stalled() {
-            unavailable.push(json!({
-                "device": s.id,
-                "reason": node::stall_reason(waited.as_secs()),
-            }));
-            continue;
-        }
         match node::damaged_shards(store).await {
             Ok(list) => shards.extend(list.into_iter().map(|d| {
                 json!({

@@ -368,17 +368,6 @@ async fn list(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Result<
     let ListParams { prefix, after, limit } = list_params(query.as_deref())?;
     let mut all = Vec::new();
     for s in &app.node.slots {
-        if let Some(waited) = s.stalled() {
-            // A list without the device's keys would claim their absence.
-            return Err(ApiError {
-                retry_after_s: Some(30),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Unavailable",
-                    format!("device {} cannot be listed: {}", s.id, node::stall_reason(waited.as_secs())),
-                )
-            });
-        }
         if let Some(store) = &s.store {
             // One more than asked, to know whether there is more.
             let page = node::list(store, &prefix, after.as_deref(), limit + 1)

@@ -328,10 +328,6 @@ async fn scan(app: &App, cluster: &Arc<Cluster>, errors: &BTreeMap<String, (u32,
     let mut queue = Vec::new();
     for slot in &app.node.slots {
         let Some(store) = &slot.store else { continue };
-        if slot.stalled().is_some() {
-            tracing::debug!(device = slot.id, "repair scan: the device's I/O is stalled; its repair list is not read");
-            return None;
-        }
         let damaged = match crate::node::damaged_shards(store).await {
             Ok(d) => d,
             Err(e) => {
