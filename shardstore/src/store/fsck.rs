@@ -145,7 +145,7 @@ impl Store {
             }
         }
         for (name, loc) in missing {
-            let why = self.why_missing(&loc);
+            let why = self.why_missing(loc);
             report.problems.push(format!("{name}: {why}"));
         }
         report.records_live = referenced;
@@ -158,11 +158,8 @@ impl Store {
     /// damage (a record the index references was written whole once),
     /// told apart from a block that holds nothing or another generation's
     /// record (the index itself is wrong).
-    fn why_missing(&mut self, loc: &super::meta::Locator) -> String {
-        let layout = self.sb.layout;
-        let at = layout.data_offset
-            + u64::from(loc.extent) * layout.extent_size_bytes
-            + u64::from(loc.block) * BLOCK_SIZE_BYTES;
+    fn why_missing(&mut self, loc: super::meta::Locator) -> String {
+        let at = self.locator_offset(loc);
         let place = format!("extent {} block {}", loc.extent, loc.block);
         let member = if loc.distance > 1 {
             format!(" (a group member, payload {} blocks after)", loc.distance)
