@@ -3,8 +3,9 @@
 //! in its new life, see a drive fenced on another host, adopt a newer
 //! signed roster, and reject every datagram a faulty network damaged.
 //!
-//! Each test has its own 127.0.N.0/24 (hosts at .2, .3, ...), so tests
-//! run in parallel. SWIM timing is shortened by configuration (probe every
+//! Each test has its own 127.R.N.0/24 (hosts at .2, .3, ...; R held by
+//! this process, `common::testnet`), so tests run in parallel, and beside
+//! another run of them. SWIM timing is shortened by configuration (probe every
 //! 200 ms, suspicion 3 s); the bounds asserted are derived from it.
 
 mod common;

@@ -2,6 +2,14 @@
 
 use std::process::{Command, Output};
 
+#[path = "../../agent/tests/common/testnet.rs"]
+mod testnet;
+
+/// The agent `cluster local` runs as host `host` (its address 127.R.NET.host).
+fn url(net: u8, host: u8, port: u16) -> String {
+    format!("http://127.{}.{net}.{host}:{port}", testnet::run_octet())
+}
+
 fn shardctl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shardctl")).args(args).output().expect("run shardctl")
 }
@@ -133,7 +141,7 @@ fn keygen_sign_and_verify_a_roster() {
 }
 
 /// `cluster local` for real: three agents (the `shard-agent` built next to
-/// this shardctl, as `cargo test --workspace` builds it) on 127.0.30.x,
+/// this shardctl, as `cargo test --workspace` builds it) on 127.R.30.x,
 /// seen alive by `cluster status`, all stopped by one SIGINT.
 #[test]
 fn cluster_local_starts_a_cluster_status_shows_it_and_sigint_stops_it() {
@@ -154,8 +162,9 @@ fn cluster_local_starts_a_cluster_status_shows_it_and_sigint_stops_it() {
         Command::new(env!("CARGO_BIN_EXE_shardctl"))
             .args(["cluster", "local", "--hosts", "3", "--dir", d.to_str().unwrap(), "--http-port", "7481"])
             .args(["--gossip-port", "7947", "--device-size", "256MiB", "--agent-bin", agent.to_str().unwrap()])
-            // 127.0.30.x: not the 127.0.0.x the README uses.
-            .args(["--first-ip", "127.0.30.2"])
+            // 127.R.30.x: not the 127.0.0.x the README uses, nor another
+            // test run's (`testnet`).
+            .args(["--first-ip", &format!("127.{}.30.2", testnet::run_octet())])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -166,14 +175,14 @@ fn cluster_local_starts_a_cluster_status_shows_it_and_sigint_stops_it() {
     let all_alive = loop {
         assert!(Instant::now() < deadline, "no converged status within 30 s; last:\n{last}");
         std::thread::sleep(Duration::from_millis(300));
-        let o = shardctl(&["cluster", "status", "--agent", "http://127.0.30.2:7481"]);
+        let o = shardctl(&["cluster", "status", "--agent", &url(30, 2, 7481)]);
         last = text(&o);
         if o.status.success() {
             break last.clone();
         }
     };
     assert_eq!(all_alive.lines().filter(|l| l.contains(" alive ")).count(), 3, "{all_alive}");
-    let json = shardctl(&["cluster", "status", "--agent", "http://127.0.30.3:7481", "--json"]);
+    let json = shardctl(&["cluster", "status", "--agent", &url(30, 3, 7481), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["members"].as_array().unwrap().len(), 3);
     let out = child.stop();
@@ -199,7 +208,7 @@ fn objects_round_trip_through_shardctl() {
         Command::new(env!("CARGO_BIN_EXE_shardctl"))
             .args(["cluster", "local", "--hosts", "6", "--dir", d.to_str().unwrap(), "--http-port", "7482"])
             .args(["--gossip-port", "7948", "--device-size", "256MiB", "--agent-bin", agent.to_str().unwrap()])
-            .args(["--first-ip", "127.0.31.2"])
+            .args(["--first-ip", &format!("127.{}.31.2", testnet::run_octet())])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -211,9 +220,9 @@ fn objects_round_trip_through_shardctl() {
     // alive: 503 InsufficientHolders, about one run in ten).
     let deadline = Instant::now() + Duration::from_secs(30);
     for host in 2..=7 {
-        let url = format!("http://127.0.31.{host}:7482");
-        while !shardctl(&["cluster", "status", "--agent", &url]).status.success() {
-            assert!(Instant::now() < deadline, "the cluster did not converge in {url}'s view");
+        let agent = url(31, host, 7482);
+        while !shardctl(&["cluster", "status", "--agent", &agent]).status.success() {
+            assert!(Instant::now() < deadline, "the cluster did not converge in {agent}'s view");
             std::thread::sleep(Duration::from_millis(300));
         }
     }
@@ -222,7 +231,7 @@ fn objects_round_trip_through_shardctl() {
     std::fs::write(&file, &body).unwrap();
     // The object API needs the client token cluster local made.
     let client = d.join("keys/client.token");
-    let o = shardctl(&["object", "put", "--agent", "http://127.0.31.3:7482", "dir/file.bin", file.to_str().unwrap()]);
+    let o = shardctl(&["object", "put", "--agent", &url(31, 3, 7482), "dir/file.bin", file.to_str().unwrap()]);
     assert!(!o.status.success() && text(&o).contains("Unauthorized"), "{}", text(&o));
     let shardctl = |args: &[&str]| {
         let mut all = args.to_vec();
@@ -231,17 +240,16 @@ fn objects_round_trip_through_shardctl() {
         }
         shardctl(&all)
     };
-    let o = shardctl(&["object", "put", "--agent", "http://127.0.31.3:7482", "dir/file.bin", file.to_str().unwrap()]);
+    let o = shardctl(&["object", "put", "--agent", &url(31, 3, 7482), "dir/file.bin", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}\nthe agents' warnings:\n{}", text(&o), agent_warnings(&d));
     assert!(text(&o).contains("coded"), "{}", text(&o));
-    let o =
-        shardctl(&["object", "put", "--agent", "http://127.0.31.3:7482", "dir/j", file.to_str().unwrap(), "--json"]);
+    let o = shardctl(&["object", "put", "--agent", &url(31, 3, 7482), "dir/j", file.to_str().unwrap(), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
     assert_eq!(v["key"], "dir/j");
     assert!(v["version"].is_string() && v["layout"].is_string() && v["crc32c"].is_string(), "{v}");
     // shardbench's objects target against the same cluster.
     let o = Command::new(env!("CARGO_BIN_EXE_shardbench"))
-        .args(["--name=objs", "--target=objects", "--url=http://127.0.31.4:7482", "--rw=randread", "--bs=512k"])
+        .args(["--name=objs", "--target=objects", &format!("--url={}", url(31, 4, 7482)), "--rw=randread", "--bs=512k"])
         .args(["--size=4m", "--runtime=1", "--time_based", "--output-format=json"])
         .env("SHARDNODE_TOKEN_FILE", &client)
         .output()
@@ -251,12 +259,12 @@ fn objects_round_trip_through_shardctl() {
     assert!(report["jobs"][0]["read"]["io_bytes"].as_u64().unwrap() >= 512 << 10, "{report}");
     // The repair queue, and its throttle set with the admin token.
     let admin = d.join("keys/admin.token");
-    let o = shardctl(&["repairs", "--agent", "http://127.0.31.3:7482", "--rate", "32MiB"]);
+    let o = shardctl(&["repairs", "--agent", &url(31, 3, 7482), "--rate", "32MiB"]);
     assert!(!o.status.success() && text(&o).contains("--token-file"), "{}", text(&o));
     let o = shardctl(&[
         "repairs",
         "--agent",
-        "http://127.0.31.3:7482",
+        &url(31, 3, 7482),
         "--rate",
         "32MiB",
         "--token-file",
@@ -264,20 +272,19 @@ fn objects_round_trip_through_shardctl() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("0 queued, throttle 32MiB/s"), "{}", text(&o));
-    let o = shardctl(&["repairs", "--agent", "http://127.0.31.3:7482", "--json"]);
+    let o = shardctl(&["repairs", "--agent", &url(31, 3, 7482), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["objects"]["rate_bytes_per_second"], 32 << 20);
-    let o = shardctl(&["object", "stat", "--agent", "http://127.0.31.4:7482", "dir/file.bin", "--json"]);
+    let o = shardctl(&["object", "stat", "--agent", &url(31, 4, 7482), "dir/file.bin", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["size"], 3_000_000);
     let out = dir.path().join("out.bin");
-    let o =
-        shardctl(&["object", "get", "--agent", "http://127.0.31.5:7482", "dir/file.bin", "-o", out.to_str().unwrap()]);
+    let o = shardctl(&["object", "get", "--agent", &url(31, 5, 7482), "dir/file.bin", "-o", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(std::fs::read(&out).unwrap() == body, "the bytes differ");
-    let o = shardctl(&["object", "rm", "--agent", "http://127.0.31.6:7482", "dir/file.bin"]);
+    let o = shardctl(&["object", "rm", "--agent", &url(31, 6, 7482), "dir/file.bin"]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = shardctl(&["object", "stat", "--agent", "http://127.0.31.2:7482", "dir/file.bin"]);
+    let o = shardctl(&["object", "stat", "--agent", &url(31, 2, 7482), "dir/file.bin"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("no such object"), "{}", text(&o));
     let out = child.stop();

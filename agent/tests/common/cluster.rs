@@ -1,5 +1,6 @@
 //! A cluster of real agents on loopback for the integration tests: keys,
-//! a signed roster, one config per host on its own 127.0.N.x address.
+//! a signed roster, one config per host on its own 127.R.N.x address (R
+//! this process's, `testnet`).
 #![allow(dead_code)]
 
 use std::fmt::Write as _;
@@ -37,7 +38,7 @@ pub struct TestCluster {
 }
 
 pub fn ip(net: u8, host: u32) -> String {
-    format!("127.0.{net}.{}", host + 1)
+    format!("127.{}.{net}.{}", super::testnet::run_octet(), host + 1)
 }
 
 pub fn roster_text(net: u8, n: u32, epoch: u64, gossip_of: &dyn Fn(u32) -> String, extra: &str) -> String {

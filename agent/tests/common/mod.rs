@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod testnet;
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
