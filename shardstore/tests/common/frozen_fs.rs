@@ -45,6 +45,25 @@ impl Mounted {
     pub fn freeze(&self, on: bool) {
         run("fsfreeze", &[if on { "--freeze" } else { "--unfreeze" }, self.mnt.to_str().unwrap()]);
     }
+
+    /// A guard that thaws the file system when dropped. Declared after
+    /// whatever waits for the file system's I/O when dropped (an agent
+    /// process, which cannot exit while a write of its is held), it is
+    /// dropped first when a failed assertion unwinds the test: without it,
+    /// the agent's drop would wait forever for a process the frozen file
+    /// system holds, and the test would hang instead of failing.
+    #[allow(dead_code)]
+    pub fn thaw_on_drop(&self) -> Thaw<'_> {
+        Thaw(self)
+    }
+}
+
+pub struct Thaw<'a>(&'a Mounted);
+
+impl Drop for Thaw<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("fsfreeze").args(["--unfreeze", self.0.mnt.to_str().unwrap()]).output();
+    }
 }
 
 impl Drop for Mounted {
