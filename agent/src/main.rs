@@ -196,11 +196,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let owed = app.node.take_owed();
                 if !owed.is_empty() {
                     let app = Arc::clone(&app);
-                    tokio::spawn(async move {
-                        for key in owed {
-                            app.node.tidy(&key).await;
-                        }
-                    });
+                    tokio::spawn(async move { app.node.tidy_each(owed).await });
                 }
             }
         })

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use shardstore::health::{self, CounterSnapshot, HealthRules, HealthState, HealthTracker, Transition};
 use shardstore::store::scrub::{DamagedShard, ScrubSettings, ScrubStatus};
 use shardstore::store::thread::StoreHandle;
-use shardstore::store::{ByteRange, Lookup, Op, PutData, Read, ShardStat};
+use shardstore::store::{ByteRange, Listed, Lookup, Op, PutData, Read, ShardStat};
 use shardstore::Error;
 use tokio::sync::oneshot;
 
@@ -161,6 +161,11 @@ impl Slot {
         }
     }
 
+    /// "device N (why it did not open)", for a device without a store.
+    pub fn why_not_open(&self) -> String {
+        format!("device {} ({})", self.id, self.error.as_deref().unwrap_or("did not open"))
+    }
+
     /// Whether requests may be sent to the device's store thread: it opened,
     /// has not stopped, and its I/O is not stalled.
     pub fn askable(&self) -> bool {
@@ -275,7 +280,7 @@ pub async fn list(
     prefix: &[u8],
     start_after: Option<&[u8]>,
     limit: usize,
-) -> Result<Vec<(Vec<u8>, u64)>, Error> {
+) -> Result<Vec<Listed>, Error> {
     let (prefix, start_after) = (prefix.to_vec(), start_after.map(<[u8]>::to_vec));
     ask(store, |done| store.submit_list(prefix, start_after, limit, done)).await
 }
@@ -404,8 +409,7 @@ impl Node {
         let mut copies: Vec<Copy> = Vec::new();
         for slot in &self.slots {
             let Some(store) = &slot.store else {
-                let why = slot.error.as_deref().unwrap_or("did not open");
-                unavailable.push(format!("device {} ({why})", slot.id));
+                unavailable.push(slot.why_not_open());
                 continue;
             };
             if !slot.filter().may_contain(key) {
@@ -490,14 +494,22 @@ impl Node {
         }
     }
 
+    /// `tidy` of each key in turn (older copies found by a listing, or owed
+    /// by a device whose stall ended).
+    pub async fn tidy_each(&self, keys: Vec<Vec<u8>>) {
+        for key in keys {
+            self.tidy(&key).await;
+        }
+    }
+
     /// Deletes `key` so that no older copy can come back: a tombstone at a
     /// new version on `slot` (which removes the shard there, if any).
     pub async fn tombstone(&self, slot: usize, key: &[u8]) -> Result<(), Error> {
         let store = self.slots[slot].store.as_ref().expect("a tombstone goes to an open device");
         let version = self.next_version();
-        submit(store, Op::Tombstone { key: key.to_vec(), version }).await?;
+        // Before the write, which may take effect even if given up on.
         self.remember(slot, key);
-        Ok(())
+        submit(store, Op::Tombstone { key: key.to_vec(), version }).await
     }
 
     /// The keys owed by each device whose stall has ended (see
@@ -696,22 +708,16 @@ async fn build_filter(store: &StoreHandle) -> Result<KeyFilter, Error> {
     let filter = KeyFilter::new(store.stats().usage().shards.saturating_mul(2));
     let mut after: Option<Vec<u8>> = None;
     loop {
+        // Shards and tombstones: a tombstone is a copy of its key too, which
+        // a lookup must ask.
         let page = list(store, b"", after.as_deref(), LIST_PAGE).await?;
-        for (key, _) in &page {
-            filter.insert(key);
+        for l in &page {
+            filter.insert(&l.key);
         }
         if page.len() < LIST_PAGE {
-            // Tombstones are copies of a key too: a lookup must ask them.
-            let handle = store.clone();
-            let tombstones = tokio::task::spawn_blocking(move || handle.tombstones())
-                .await
-                .map_err(|e| Error::InvalidArgument(format!("listing tombstones: {e}")))??;
-            for (key, _) in &tombstones {
-                filter.insert(key);
-            }
             return Ok(filter);
         }
-        after = page.last().map(|(k, _)| k.clone());
+        after = page.last().map(|l| l.key.clone());
     }
 }
 

@@ -99,6 +99,8 @@ fn a_hung_device_is_reported_stalled_and_suspect_until_its_io_completes() {
     )
     .unwrap();
     let (mut agent, addr) = Agent::serving(&["--config", config.to_str().unwrap()]);
+    // Dropped before the agent should an assertion fail while frozen.
+    let thaw = fs.thaw_on_drop();
     assert_eq!(device0(addr)["io_stalled_seconds"], serde_json::Value::Null);
     assert_eq!(device0(addr)["io_stalls"], 0);
     let mut hung_stripes: Vec<u32> = (0..8).map(|i| stripe(&format!("stall-{i}"))).collect();
@@ -109,6 +111,7 @@ fn a_hung_device_is_reported_stalled_and_suspect_until_its_io_completes() {
 
     // Freeze device 0's file system. An overwrite of a key it holds goes
     // to it (and waits); PUTs of new keys go to either device.
+    let shards0 = device0(addr)["shards"].as_u64().unwrap();
     fs.freeze(true);
     let frozen_at = Instant::now();
     let put = move |key: String, body: Vec<u8>| {
@@ -168,8 +171,12 @@ fn a_hung_device_is_reported_stalled_and_suspect_until_its_io_completes() {
     }
     assert_eq!(get(addr, &to_overwrite).body, b"newer");
     let list = request(addr, "GET", "/v1/shards?prefix=", &[], b"");
-    assert_eq!(list.status, 503, "a list without device 0's keys: {}", list.text());
+    assert_eq!((list.status, list.code()), (503, "Unavailable".to_owned()), "without device 0's keys: {}", list.text());
     assert!(list.text().contains("stalled"), "{}", list.text());
+    let list = request(addr, "GET", "/v1/shards?prefix=during-&partial=1", &[], b"").json();
+    assert_eq!(list["shards"].as_array().unwrap().len(), 4, "{list}");
+    let left_out = list["unavailable"][0].as_str().unwrap();
+    assert!(left_out.starts_with("device 0 (") && left_out.contains("its I/O is stalled"), "{list}");
     let repairs = request(addr, "GET", "/v1/repairs", &[], b"").json();
     assert_eq!(repairs["unavailable"][0]["device"], 0, "{repairs}");
 
@@ -197,23 +204,29 @@ fn a_hung_device_is_reported_stalled_and_suspect_until_its_io_completes() {
     assert!(r.status == 200 && (r.body == hung.as_bytes() || r.body == b"given up on"), "{hung}: {}", r.text());
     // Device 0 answers again. The keys it was not asked about meanwhile are
     // tidied in the background (the next health interval), with no request
-    // of them needed: the listing then shows the newest of each (a GET
-    // would tidy the key it finds, so none is sent before this).
-    let listed = |key: &str| -> Option<u64> {
-        let list = request(addr, "GET", "/v1/shards?prefix=", &[], b"");
-        assert_eq!(list.status, 200, "{}", list.text());
-        list.json()["shards"].as_array().unwrap().iter().find(|s| s["key"] == key).map(|s| s["size"].as_u64().unwrap())
-    };
+    // of them needed: its older copies of the key deleted and the key
+    // overwritten go (a GET or a listing would tidy what it finds, so
+    // neither is sent before this). What it holds besides: the shards it
+    // held, and the PUTs given up on that took effect.
+    // (A write given up on may still be landing: counted again each time.)
     let deadline = Instant::now() + Duration::from_secs(10);
-    while listed(&to_delete).is_some() || listed(&to_overwrite) != Some(5) {
-        assert!(
-            Instant::now() < deadline,
-            "older copies still listed: {:?} {:?}",
-            listed(&to_delete),
-            listed(&to_overwrite)
-        );
+    loop {
+        let landed = answered
+            .iter()
+            .enumerate()
+            .filter(|(i, (status, ..))| *status == 503 && get(addr, &format!("stall-{i}")).status == 200)
+            .count() as u64;
+        let held = device0(addr)["shards"].as_u64().unwrap();
+        if held == shards0 - 2 + landed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "device 0 holds {held} shards, not {shards0} - 2 + {landed} given up on");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let list = request(addr, "GET", "/v1/shards?prefix=", &[], b"").json();
+    let listed =
+        |key: &str| list["shards"].as_array().unwrap().iter().find(|s| s["key"] == key).map(|s| s["size"].clone());
+    assert_eq!((listed(&to_delete), listed(&to_overwrite)), (None, Some(5.into())), "{list}");
     // Its older copies lost to what was written while it stalled, and the
     // delete holds.
     assert_eq!(get(addr, &to_overwrite).body, b"newer");
@@ -222,5 +235,6 @@ fn a_hung_device_is_reported_stalled_and_suspect_until_its_io_completes() {
     let repairs = request(addr, "GET", "/v1/repairs", &[], b"").json();
     assert_eq!(repairs["unavailable"], serde_json::json!([]), "{repairs}");
     drop(agent);
+    drop(thaw);
     drop(fs);
 }

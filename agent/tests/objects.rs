@@ -595,3 +595,38 @@ fn racing_writers_never_mix_versions_a_delete_outlives_a_late_repair_and_tokens_
     assert_eq!(r.status, 200, "{}", r.code());
     assert!(r.body == v2, "a read with the new version's copy holders stopped returned the old version");
 }
+
+/// A holder whose device did not open is up and gossiping, but cannot say
+/// what that device holds: its listing answers 503, and an object reader
+/// counts it as not heard from. With m + 1 holders in that state the
+/// object is `503 Unavailable`, never `404`: its shards are on devices
+/// that did not open, not gone.
+#[test]
+fn an_object_on_holders_whose_devices_did_not_open_is_unavailable_not_absent() {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut c = TestCluster::coded(34, 6, 4, 2);
+    for id in 1..=6 {
+        c.start(id);
+    }
+    within(Duration::from_secs(20), || c.converged()).expect("converged");
+    let body = object(1 << 20, 9);
+    let r = put(&c, 1, "kept-away", &body);
+    assert_eq!(r.status, 201, "{}", r.code());
+    let holders = c.holders(r.json()["group"].as_u64().unwrap() as u32);
+    for &h in &holders[..3] {
+        assert!(c.agents[(h - 1) as usize].take().unwrap().signal(Signal::SIGTERM).success());
+        // Junk over both superblock zones: the device no longer opens.
+        let device = c.dir.path().join(format!("host-{h}/dev0.img"));
+        let size = std::fs::metadata(&device).unwrap().len();
+        let mut f = std::fs::OpenOptions::new().write(true).open(&device).unwrap();
+        for zone in [0, size - (1 << 20)] {
+            f.seek(SeekFrom::Start(zone)).unwrap();
+            f.write_all(&vec![0xa5; 1 << 20]).unwrap();
+        }
+        c.start(h);
+    }
+    within(Duration::from_secs(20), || c.converged()).expect("converged again");
+    let via = holders[5];
+    let r = get(&c, via, "kept-away");
+    assert_eq!((r.status, r.code()), (503, "Unavailable".to_owned()), "{}", r.text());
+}

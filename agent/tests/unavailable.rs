@@ -15,6 +15,21 @@ use nix::sys::signal::Signal;
 
 const DEVICE_BYTES: u64 = 256 << 20;
 
+/// The agent's status once its devices count `n` shards in all (each
+/// store thread publishes its count just after it answers a put).
+fn counted(addr: std::net::SocketAddr, n: u64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = request(addr, "GET", "/v1/status", &[], b"").json();
+        let total: u64 = status["devices"].as_array().unwrap().iter().map(|d| d["shards"].as_u64().unwrap()).sum();
+        if total == n {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "not {n} shards counted: {status}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn keys_of_a_device_that_did_not_open_answer_unavailable_not_not_found() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -22,7 +37,7 @@ fn keys_of_a_device_that_did_not_open_answer_unavailable_not_not_found() {
     for i in 0..60 {
         assert_eq!(put(addr, &format!("k{i}"), format!("value {i}").as_bytes()).status, 201);
     }
-    let status = request(addr, "GET", "/v1/status", &[], b"").json();
+    let status = counted(addr, 60);
     let shards = |d: usize| status["devices"][d]["shards"].as_u64().unwrap();
     assert!(shards(1) > 0, "{status}");
     assert!(agent.signal(Signal::SIGTERM).success());
@@ -58,6 +73,19 @@ fn keys_of_a_device_that_did_not_open_answer_unavailable_not_not_found() {
     }
     assert_eq!(unavailable, shards(1), "exactly the keys of the device that did not open");
     assert_eq!(served + unavailable, 60);
+    // A listing would leave its keys out: refused, naming it, unless the
+    // client asks for what the others hold.
+    let r = request(addr, "GET", "/v1/shards?prefix=k", &[], b"");
+    assert_eq!((r.status, r.code()), (503, "Unavailable".to_owned()));
+    let message = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("device 1") && message.contains("partial=1"), "{message}");
+    let r = request(addr, "GET", "/v1/shards?prefix=k&partial=1", &[], b"");
+    assert_eq!(r.status, 200);
+    let listing = r.json();
+    assert_eq!(listing["shards"].as_array().unwrap().len() as u64, served, "{listing}");
+    let left_out = listing["unavailable"].as_array().unwrap();
+    assert!(left_out.len() == 1 && left_out[0].as_str().unwrap().starts_with("device 1 "), "{listing}");
+    assert_eq!(request(addr, "GET", "/v1/shards?partial=yes", &[], b"").status, 400);
     // A key that never existed cannot be proven absent either; deleting
     // it leaves a tombstone on a device that opened, so whatever the
     // missing device holds of it never comes back.
@@ -102,7 +130,7 @@ fn a_device_that_missed_an_overwrite_and_a_delete_returns_without_bringing_them_
     for i in 0..60 {
         assert_eq!(put(addr, &format!("v{i}"), format!("old {i}").as_bytes()).status, 201);
     }
-    let before = request(addr, "GET", "/v1/status", &[], b"").json();
+    let before = counted(addr, 60);
     let held = before["devices"][1]["shards"].as_u64().unwrap();
     assert!(held > 0);
     assert!(agent.signal(Signal::SIGTERM).success());
@@ -118,7 +146,7 @@ fn a_device_that_missed_an_overwrite_and_a_delete_returns_without_bringing_them_
         if get(addr, &key).status == 503 {
             missed.push(i);
             if i % 2 == 1 {
-                assert_eq!(put(addr, &key, format!("new {i}").as_bytes()).status, 201);
+                assert_eq!(put(addr, &key, format!("newer {i}").as_bytes()).status, 201);
             } else {
                 assert_eq!(request(addr, "DELETE", &format!("/v1/shards/{key}"), &[], b"").status, 204);
             }
@@ -127,16 +155,40 @@ fn a_device_that_missed_an_overwrite_and_a_delete_returns_without_bringing_them_
     assert_eq!(missed.len() as u64, held, "exactly the pulled device's keys were unavailable");
     assert!(agent.signal(Signal::SIGTERM).success());
 
-    // It comes back with its old copies: the newer writes and the deletes win.
+    // It comes back with its old copies: the newer writes and the deletes
+    // win, in a listing (each key's newest copy, its size; none for a key
+    // deleted) as in reads.
     std::fs::rename(&away, &devices[1]).unwrap();
     let (mut agent, addr) = start(dir.path(), &devices);
+    let listing = request(addr, "GET", "/v1/shards?prefix=v", &[], b"").json();
+    let listed: std::collections::BTreeMap<String, u64> = listing["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["key"].as_str().unwrap().to_owned(), s["size"].as_u64().unwrap()))
+        .collect();
+    let want: std::collections::BTreeMap<String, u64> = (0..60)
+        .filter(|i| !missed.contains(i) || i % 2 == 1)
+        .map(|i| {
+            let value = if missed.contains(&i) { format!("newer {i}") } else { format!("old {i}") };
+            (format!("v{i}"), value.len() as u64)
+        })
+        .collect();
+    assert_eq!(listed, want, "the listing after the device returned: {listing}");
+    // The listing found the old copies of the overwritten keys, and has
+    // them removed (no read of those keys is made before this is checked).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while request(addr, "GET", "/v1/status", &[], b"").json()["devices"][1]["shards"].as_u64().unwrap() > 0 {
+        assert!(std::time::Instant::now() < deadline, "old copies left on device 1 after the listing saw them");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     for i in 0..60 {
         let key = format!("v{i}");
         let r = get(addr, &key);
         if !missed.contains(&i) {
             assert_eq!(r.body, format!("old {i}").as_bytes(), "{key} was never touched");
         } else if i % 2 == 1 {
-            assert_eq!((r.status, r.body.clone()), (200, format!("new {i}").into_bytes()), "{key}: the overwrite");
+            assert_eq!((r.status, r.body.clone()), (200, format!("newer {i}").into_bytes()), "{key}: the overwrite");
         } else {
             assert_eq!(r.status, 404, "{key}: deleted while its device was away, and came back");
         }

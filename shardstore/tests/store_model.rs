@@ -299,15 +299,26 @@ impl Harness {
             Step::List { prefix, after, limit } => {
                 let p = PREFIXES[prefix].as_bytes();
                 let after = after.map(|a| KEYS[a].as_bytes());
-                let got = self.store().list(p, after, limit);
-                let want: Vec<(Vec<u8>, u64)> = self
-                    .model
-                    .iter()
+                let listed = self.store().list(p, after, limit);
+                // Every shard with its size, and every key whose last
+                // change was a tombstone, without a size.
+                let mut want: BTreeMap<Vec<u8>, Option<u64>> = self.tombs.iter().map(|k| (k.clone(), None)).collect();
+                want.extend(self.model.iter().map(|(k, v)| (k.clone(), Some(v.len() as u64))));
+                let want: Vec<(Vec<u8>, Option<u64>)> = want
+                    .into_iter()
                     .filter(|(k, _)| k.starts_with(p) && after.is_none_or(|a| k.as_slice() > a))
                     .take(limit)
-                    .map(|(k, v)| (k.clone(), v.len() as u64))
                     .collect();
+                let got: Vec<(Vec<u8>, Option<u64>)> = listed.iter().map(|l| (l.key.clone(), l.size)).collect();
                 assert_eq!(got, want, "list {p:?} after {after:?}");
+                for l in &listed {
+                    let sequence = match self.store().lookup(&l.key) {
+                        Lookup::Shard(stat) => stat.sequence,
+                        Lookup::Tombstone(sequence) => sequence,
+                        Lookup::Absent => panic!("listed {:?}, which lookup finds nowhere", l.key),
+                    };
+                    assert_eq!(l.sequence, sequence, "list: the sequence of {:?}", l.key);
+                }
             }
             Step::Batch { puts, deletes } => {
                 let mut ops: Vec<Op> = puts

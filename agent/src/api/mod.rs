@@ -337,13 +337,16 @@ struct ListParams {
     prefix: Vec<u8>,
     after: Option<Vec<u8>>,
     limit: usize,
+    /// `partial=1`: list what the devices that can be asked hold, and
+    /// name the others, rather than refuse.
+    partial: bool,
 }
 
 /// `prefix`, `start_after` and `limit` from a listing's query string.
 /// Values are percent-decoded to bytes (`+` is a plus sign).
 fn list_params(query: Option<&str>) -> Result<ListParams, ApiError> {
     let invalid = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "InvalidArgument", m);
-    let (mut prefix, mut after, mut limit) = (Vec::new(), None, LIST_LIMIT_DEFAULT);
+    let (mut prefix, mut after, mut limit, mut partial) = (Vec::new(), None, LIST_LIMIT_DEFAULT, false);
     for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let value = crate::keys::decode_component(value).map_err(|e| invalid(format!("{name}: {e}")))?;
@@ -357,32 +360,86 @@ fn list_params(query: Option<&str>) -> Result<ListParams, ApiError> {
                     .filter(|l| (1..=LIST_LIMIT_MAX).contains(l))
                     .ok_or_else(|| invalid(format!("limit must be a number from 1 to {LIST_LIMIT_MAX}")))?;
             }
-            other => return Err(invalid(format!("unknown query parameter {other:?} (prefix, start_after, limit)"))),
+            "partial" => {
+                partial = match value.as_slice() {
+                    b"1" | b"true" => true,
+                    b"0" | b"false" => false,
+                    _ => return Err(invalid("partial must be 1 or 0".to_owned())),
+                };
+            }
+            other => {
+                return Err(invalid(format!("unknown query parameter {other:?} (prefix, start_after, limit, partial)")))
+            }
         }
     }
-    Ok(ListParams { prefix, after, limit })
+    Ok(ListParams { prefix, after, limit, partial })
 }
 
-/// Keys with a prefix, in order, merged across devices, paginated.
+/// Keys with a prefix, in order, merged across devices, paginated. A key
+/// with copies on several devices (one came back after the key was
+/// written or deleted elsewhere) is listed as its newest copy, and not at
+/// all when that is a tombstone; its older copies are removed in the
+/// background. A device that cannot be asked makes the listing `503
+/// Unavailable` (its keys would be missing, and a missing key would read
+/// as absent), unless the client asks for `partial=1`: then the listing of
+/// the others names it in `unavailable`.
 async fn list(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Result<Json<serde_json::Value>, ApiError> {
-    let ListParams { prefix, after, limit } = list_params(query.as_deref())?;
+    let ListParams { prefix, after, limit, partial } = list_params(query.as_deref())?;
     let mut all = Vec::new();
+    let mut unavailable = Vec::new();
     for s in &app.node.slots {
-        if let Some(store) = &s.store {
-            // One more than asked, to know whether there is more.
-            let page = node::list(store, &prefix, after.as_deref(), limit + 1)
-                .await
-                .map_err(|e| store_error(&app.node, Some(s.id), e))?;
-            all.extend(page);
+        let Some(store) = &s.store else {
+            unavailable.push(s.why_not_open());
+            continue;
+        };
+        // One more than asked, to know whether there is more.
+        match node::list(store, &prefix, after.as_deref(), limit + 1).await {
+            Ok(page) => all.extend(page),
+            Err(e @ (Error::Stalled { .. } | Error::Stopped { .. })) => {
+                if matches!(e, Error::Stopped { .. }) {
+                    s.stopped.store(true, Ordering::Relaxed);
+                }
+                unavailable.push(format!("device {} ({e})", s.id));
+            }
+            Err(e) => return Err(store_error(&app.node, Some(s.id), e)),
         }
     }
-    all.sort_by(|a, b| a.0.cmp(&b.0));
-    all.dedup_by(|a, b| a.0 == b.0);
+    if !unavailable.is_empty() && !partial {
+        return Err(ApiError {
+            retry_after_s: Some(30),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                format!(
+                    "the listing would leave out what these devices hold: {}; ask with partial=1 to list the others",
+                    unavailable.join("; ")
+                ),
+            )
+        });
+    }
+    // Each key's newest copy first, then the one kept.
+    all.sort_by(|a, b| a.key.cmp(&b.key).then(b.sequence.cmp(&a.sequence)));
+    let mut superseded = Vec::new();
+    all.dedup_by(|older, newest| {
+        let same = older.key == newest.key;
+        if same && superseded.last() != Some(&older.key) {
+            superseded.push(older.key.clone());
+        }
+        same
+    });
+    if !superseded.is_empty() {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move { app.node.tidy_each(superseded).await });
+    }
     let truncated = all.len() > limit;
     all.truncate(limit);
-    let next = if truncated { all.last().map(|(k, _)| encode_key(k)) } else { None };
-    let shards: Vec<_> = all.iter().map(|(k, size)| json!({ "key": encode_key(k), "size": size })).collect();
-    Ok(Json(json!({ "shards": shards, "truncated": truncated, "next_start_after": next })))
+    // A page may end on a tombstone: the next starts after it.
+    let next = if truncated { all.last().map(|l| encode_key(&l.key)) } else { None };
+    let shards: Vec<_> =
+        all.iter().filter_map(|l| Some(json!({ "key": encode_key(&l.key), "size": l.size? }))).collect();
+    Ok(Json(json!({
+        "shards": shards, "truncated": truncated, "next_start_after": next, "unavailable": unavailable,
+    })))
 }
 
 /// The device holding the newest copy of `key`: `404 NotFound` only when
@@ -622,13 +679,16 @@ async fn put_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     let permit = admit(node, target, deadline).await?;
     let len = data.len() as u64;
     let version = node.next_version();
+    // The device may hold the key from the moment the write is sent: one
+    // given up on (its I/O stalled) may still take effect, and a read that
+    // skipped the device on its key filter would then claim absence.
+    node.remember(target, &key);
     let stored_at = Instant::now();
     node::put(store, &key, data, crc, version).await.map_err(|e| store_error(node, Some(target), e))?;
     let store_us = stored_at.elapsed().as_micros() as u64;
     drop(permit);
     node.slots[target].traffic.writes.fetch_add(1, Ordering::Relaxed);
     node.slots[target].traffic.written_bytes.fetch_add(len, Ordering::Relaxed);
-    node.remember(target, &key);
     // Every other copy is now older: the holder's when the shard moved off
     // a fenced device, older ones and tombstones elsewhere (the target's
     // own tombstone went with the put).

@@ -340,7 +340,7 @@ async fn scan(app: &App, cluster: &Arc<Cluster>, errors: &BTreeMap<String, (u32,
                 let bytes = crate::node::list(store, d.key.as_bytes(), None, 1)
                     .await
                     .ok()
-                    .and_then(|l| l.into_iter().find(|(k, _)| *k == d.key.as_bytes()).map(|(_, n)| n))
+                    .and_then(|l| l.into_iter().find(|l| l.key == d.key.as_bytes()).and_then(|l| l.size))
                     .unwrap_or(0);
                 queue.push(entry(d.key, me, Source::Scrubber, bytes, d.found_unix_ms, None));
             }
@@ -352,7 +352,8 @@ async fn scan(app: &App, cluster: &Arc<Cluster>, errors: &BTreeMap<String, (u32,
                 return None;
             }
         };
-        for (raw, size) in intents {
+        // Tombstones (no size) are deleted intents.
+        for (raw, size) in intents.into_iter().filter_map(|l| Some((l.key, l.size?))) {
             let Ok(intent) = String::from_utf8(raw) else { continue };
             let Some((key, host)) = parse_intent(&intent) else { continue };
             let body = crate::node::get(store, intent.as_bytes(), 0, size).await.unwrap_or_default();

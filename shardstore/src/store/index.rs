@@ -288,9 +288,9 @@ impl Index {
         self.entries.range::<[u8], _>((start, Bound::Unbounded)).map(|e| (e.0.key(), e.0.meta()))
     }
 
-    /// Keys and sizes from `start` on, in key order.
-    pub fn sizes_from<'a>(&'a self, start: Bound<&'a [u8]>) -> impl Iterator<Item = (&'a [u8], u64)> + 'a {
-        self.entries.range::<[u8], _>((start, Bound::Unbounded)).map(|e| (e.0.key(), e.0.size()))
+    /// Keys, sizes and sequences from `start` on, in key order.
+    pub fn listing_from<'a>(&'a self, start: Bound<&'a [u8]>) -> impl Iterator<Item = (&'a [u8], u64, u64)> + 'a {
+        self.entries.range::<[u8], _>((start, Bound::Unbounded)).map(|e| (e.0.key(), e.0.size(), e.0.u64_at(12)))
     }
 }
 
@@ -321,8 +321,8 @@ mod tests {
         assert_eq!(index.get(b"b"), Some(meta(11, 8, 1)));
         let keys: Vec<&[u8]> = index.iter().map(|(k, _)| k).collect();
         assert_eq!(keys, [&b"a"[..], b"b", b"c"]);
-        let from_b: Vec<(&[u8], u64)> = index.sizes_from(Bound::Excluded(b"a")).collect();
-        assert_eq!(from_b, [(&b"b"[..], 11), (b"c", 0)]);
+        let from_b: Vec<(&[u8], u64, u64)> = index.listing_from(Bound::Excluded(b"a")).collect();
+        assert_eq!(from_b, [(&b"b"[..], 11, 7), (b"c", 0, 7)]);
         assert_eq!(index.remove(b"a"), Some(meta(3 << 20, 6, 3)));
         assert!(!index.contains_key(b"a"));
         assert_eq!(index.len(), 2);

@@ -207,6 +207,18 @@ pub struct Usage {
     pub shards: u64,
 }
 
+/// One key of a device's listing (`Store::list`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: Vec<u8>,
+    /// The shard's sequence, or the tombstone's: copies of a key on two
+    /// devices of a host compare by it (the newest wins).
+    pub sequence: u64,
+    /// The shard's size; `None` for a tombstone (the key was deleted at
+    /// `sequence`).
+    pub size: Option<u64>,
+}
+
 /// What `stat` tells about a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShardStat {
@@ -442,19 +454,49 @@ impl Store {
         })
     }
 
-    /// Keys with `prefix`, after `start_after`, at most `limit`, in order,
-    /// with their sizes.
-    pub fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Vec<(Vec<u8>, u64)> {
+    /// Keys with `prefix`, after `start_after`, at most `limit`, in order:
+    /// each key's shard or, where it has none, its tombstone (so that a
+    /// caller merging the listings of several devices can tell a key
+    /// deleted here from one this device never held).
+    pub fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Vec<Listed> {
         let start = match start_after {
             Some(after) if after >= prefix => std::ops::Bound::Excluded(after),
             _ => std::ops::Bound::Included(prefix),
         };
-        self.index
-            .sizes_from(start)
+        let mut shards = self
+            .index
+            .listing_from(start)
+            .take_while(|(k, ..)| k.starts_with(prefix))
+            .map(|(key, size, sequence)| Listed { key: key.to_vec(), sequence, size: Some(size) })
+            .peekable();
+        let mut tombstones = self
+            .tombstones
+            .range::<[u8], _>((start, std::ops::Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, size)| (k.to_vec(), size))
-            .collect()
+            .map(|(key, &sequence)| Listed { key: key.clone(), sequence, size: None })
+            .peekable();
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let next = match (shards.peek(), tombstones.peek()) {
+                (Some(s), Some(t)) if s.key == t.key => {
+                    // Both only when the tombstone is older (a newer one
+                    // removes the shard): the newest is the key's.
+                    let t = tombstones.next().expect("peeked");
+                    let s = shards.next().expect("peeked");
+                    if t.sequence > s.sequence {
+                        t
+                    } else {
+                        s
+                    }
+                }
+                (Some(s), Some(t)) if t.key < s.key => tombstones.next().expect("peeked"),
+                (Some(_), _) => shards.next().expect("peeked"),
+                (None, Some(_)) => tombstones.next().expect("peeked"),
+                (None, None) => break,
+            };
+            out.push(next);
+        }
+        out
     }
 
     /// Device offset of a chunk's payload (after its header block).

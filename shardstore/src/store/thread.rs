@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::scrub::{DamagedShard, ScrubSettings, ScrubStatus};
-use super::{ByteRange, Lookup, Op, PutData, Read, ShardStat, Store, Usage, BATCH_OPS_MAX, STORE_QUEUE_DEPTH};
+use super::{ByteRange, Listed, Lookup, Op, PutData, Read, ShardStat, Store, Usage, BATCH_OPS_MAX, STORE_QUEUE_DEPTH};
 use crate::device::{BlockDevice, Wake};
 use crate::error::{Error, Result};
 
@@ -46,7 +46,7 @@ enum Request {
     Lookup { key: Vec<u8>, reply: Reply<Lookup> },
     Read { key: Vec<u8>, range: Option<ByteRange>, reply: Reply<Read> },
     Tombstones(Reply<Vec<(Vec<u8>, u64)>>),
-    List { prefix: Vec<u8>, start_after: Option<Vec<u8>>, limit: usize, reply: Reply<Vec<(Vec<u8>, u64)>> },
+    List { prefix: Vec<u8>, start_after: Option<Vec<u8>>, limit: usize, reply: Reply<Vec<Listed>> },
     Checkpoint(Reply<()>),
     Close(Reply<()>),
     UpdateScrub(Box<dyn FnOnce(&mut ScrubSettings) + Send>, Reply<ScrubSettings>),
@@ -526,7 +526,7 @@ impl StoreHandle {
         prefix: Vec<u8>,
         start_after: Option<Vec<u8>>,
         limit: usize,
-        done: impl FnOnce(Result<Vec<(Vec<u8>, u64)>>) + Send + 'static,
+        done: impl FnOnce(Result<Vec<Listed>>) + Send + 'static,
     ) -> Result<()> {
         self.send(Request::List { prefix, start_after, limit, reply: Box::new(done) })
     }
@@ -656,7 +656,7 @@ impl StoreHandle {
         self.call(|reply| Request::Stat { key: key.to_vec(), reply })
     }
 
-    pub fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, u64)>> {
+    pub fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<Vec<Listed>> {
         self.call(|reply| Request::List {
             prefix: prefix.to_vec(),
             start_after: start_after.map(<[u8]>::to_vec),
