@@ -282,6 +282,7 @@ async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
                 let stats = store.stats();
                 let u = stats.usage();
                 d["opened_clean"] = json!(s.opened_clean);
+                d["format_version"] = json!(store.format_version());
                 d["capacity_bytes"] = json!(u.capacity_bytes);
                 d["free_bytes"] = json!(u.free_bytes);
                 d["live_bytes"] = json!(u.live_bytes);

@@ -137,6 +137,15 @@ impl ReadPipeline {
     }
 }
 
+/// When a chunk read `start_reads` submits reaches the kernel.
+#[derive(Debug, Clone, Copy)]
+enum Handoff {
+    /// As `BlockDevice::submit` hands it over (by the next enter at the latest).
+    Now,
+    /// With the wait that follows (one enter submits and waits).
+    WithNextReap,
+}
+
 impl Store {
     pub fn get(&mut self, key: &[u8]) -> Result<Vec<u8>> {
         let size = self.index.get(key).ok_or_else(|| Error::NotFound(key_text(key)))?.size;
@@ -221,18 +230,18 @@ impl Store {
     /// them to the kernel at its next enter at the latest). Gets that end
     /// without I/O go to `done`.
     pub fn submit_gets(&mut self, done: &mut Vec<FinishedGet>) {
-        self.start_reads(done, false);
+        self.start_reads(done, Handoff::Now);
     }
 
     /// [`Store::submit_gets`] then [`Store::reap_gets`], with the new reads
     /// handed to the kernel by the same system call that waits (one enter
     /// per turn of a serving loop instead of two).
     pub fn submit_and_reap_gets(&mut self, wait: bool, done: &mut Vec<FinishedGet>) -> Result<()> {
-        self.start_reads(done, true);
+        self.start_reads(done, Handoff::WithNextReap);
         self.reap_gets(wait, done)
     }
 
-    fn start_reads(&mut self, done: &mut Vec<FinishedGet>, with_next_reap: bool) {
+    fn start_reads(&mut self, done: &mut Vec<FinishedGet>, handoff: Handoff) {
         // Reaped reads not yet finished still hold their buffers: a read
         // goes out only when a buffer is free for it.
         while self.dev.in_flight() + self.reads.completions.len() < STORE_QUEUE_DEPTH {
@@ -260,7 +269,10 @@ impl Store {
             let at = self.payload_offset(loc);
             let token = ReadToken::Get { slot, chunk }.encode();
             let op = IoOp { token, kind: IoKind::Read { offset: at, buf } };
-            let submitted = if with_next_reap { self.dev.submit_with_next_reap(op) } else { self.dev.submit(op) };
+            let submitted = match handoff {
+                Handoff::Now => self.dev.submit(op),
+                Handoff::WithNextReap => self.dev.submit_with_next_reap(op),
+            };
             if let Err(e) = submitted {
                 self.finish_chunk(slot, Err(e));
             }
@@ -434,7 +446,7 @@ impl Store {
         // Finished gets stay in the pipeline for `take_finished_gets`.
         while self.gets_pending() {
             let mut none = Vec::new();
-            self.start_reads(&mut none, true);
+            self.start_reads(&mut none, Handoff::WithNextReap);
             let reaped = self.reap_reads(true);
             while self.finish_next_read(&mut none) {}
             self.reads.finished.append(&mut none);

@@ -68,6 +68,7 @@ pub struct StoreHandle {
     name: String,
     wake: Arc<Wakeup>,
     opened_clean: bool,
+    format_version: u32,
 }
 
 /// Figures the store thread keeps current for its callers (placement,
@@ -148,7 +149,8 @@ pub fn spawn_with(dev: Box<dyn BlockDevice>, scrub: Option<ScrubSettings>) -> Re
                 });
                 wake.stats.publish(&store.usage());
                 wake.stats.next_sequence_at_open.store(store.next_sequence(), Ordering::Relaxed);
-                let _ = opened_tx.send(Ok((Arc::clone(&wake), store.opened_clean())));
+                let opened = (Arc::clone(&wake), store.opened_clean(), store.superblock().format_version);
+                let _ = opened_tx.send(Ok(opened));
                 serve(store, &rx, &wake);
             }
             Err(e) => {
@@ -156,10 +158,10 @@ pub fn spawn_with(dev: Box<dyn BlockDevice>, scrub: Option<ScrubSettings>) -> Re
             }
         })
         .map_err(|e| Error::InvalidArgument(format!("cannot start the store thread for {name}: {e}")))?;
-    let (wake, opened_clean) = opened_rx
+    let (wake, opened_clean, format_version) = opened_rx
         .recv()
         .map_err(|_| Error::InvalidArgument(format!("the store thread for {name} died while opening")))??;
-    Ok((StoreHandle { tx, name, wake, opened_clean }, thread))
+    Ok((StoreHandle { tx, name, wake, opened_clean, format_version }, thread))
 }
 
 fn short_name(name: &str) -> String {
@@ -623,6 +625,12 @@ impl StoreHandle {
     /// Whether the previous run closed the store cleanly.
     pub fn opened_clean(&self) -> bool {
         self.opened_clean
+    }
+
+    /// The device's format version once opened (docs/format.md, "Version
+    /// history"): what a build must read to open it.
+    pub fn format_version(&self) -> u32 {
+        self.format_version
     }
 
     /// The device this store serves.

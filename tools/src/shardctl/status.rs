@@ -39,6 +39,9 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
                 let reason = d["health"]["reason"].as_str().filter(|r| !r.is_empty());
                 println!("  health                  {h}{}", reason.map(|r| format!(": {r}")).unwrap_or_default());
             }
+            if let Some(v) = d["format_version"].as_u64() {
+                println!("  format version          {v}");
+            }
             if let Some(line) = stall_line(d) {
                 println!("{line}");
             }
