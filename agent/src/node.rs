@@ -161,9 +161,14 @@ impl Slot {
         }
     }
 
+    /// Why a device without a store did not open.
+    pub fn open_error(&self) -> &str {
+        self.error.as_deref().unwrap_or("did not open")
+    }
+
     /// "device N (why it did not open)", for a device without a store.
     pub fn why_not_open(&self) -> String {
-        format!("device {} ({})", self.id, self.error.as_deref().unwrap_or("did not open"))
+        format!("device {} ({})", self.id, self.open_error())
     }
 
     /// Whether requests may be sent to the device's store thread: it opened,

@@ -86,6 +86,10 @@ fn keys_of_a_device_that_did_not_open_answer_unavailable_not_not_found() {
     let left_out = listing["unavailable"].as_array().unwrap();
     assert!(left_out.len() == 1 && left_out[0].as_str().unwrap().starts_with("device 1 "), "{listing}");
     assert_eq!(request(addr, "GET", "/v1/shards?partial=yes", &[], b"").status, 400);
+    // Nor does the repair list claim the device has no damaged shard.
+    let repairs = request(addr, "GET", "/v1/repairs", &[], b"").json();
+    assert_eq!(repairs["unavailable"][0]["device"], 1, "{repairs}");
+    assert!(repairs["unavailable"][0]["reason"].as_str().unwrap().starts_with("not open: "), "{repairs}");
     // A key that never existed cannot be proven absent either; deleting
     // it leaves a tombstone on a device that opened, so whatever the
     // missing device holds of it never comes back.

@@ -203,7 +203,11 @@ pub(super) async fn scrub_control(
 pub(super) async fn repairs(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
     let (mut shards, mut unavailable) = (Vec::new(), Vec::new());
     for s in &app.node.slots {
-        let Some(store) = &s.store else { continue };
+        let Some(store) = &s.store else {
+            // Its damaged shards cannot be listed: not "none".
+            unavailable.push(json!({ "device": s.id, "reason": format!("not open: {}", s.open_error()) }));
+            continue;
+        };
         match node::damaged_shards(store).await {
             Ok(list) => shards.extend(list.into_iter().map(|d| {
                 json!({
