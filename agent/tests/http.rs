@@ -103,6 +103,9 @@ fn shard_api_round_trips_and_answers_every_error_with_its_code() {
     assert_eq!(get_list(addr, "?limit=0").code(), "InvalidArgument");
     assert_eq!(get_list(addr, "?colour=red").code(), "InvalidArgument");
     assert_eq!(request(addr, "GET", "/v2/nothing", &[], b"").code(), "NoSuchRoute");
+    let r = request(addr, "POST", "/v1/shards/photos%2Fcat.jpg", &[], b"");
+    assert_eq!((r.status, r.code()), (405, "MethodNotAllowed".to_owned()));
+    assert_eq!(r.header("allow"), Some("GET,HEAD,PUT,DELETE"));
 
     // Admin routes need the token.
     let r = request(addr, "POST", "/v1/devices/0/fence", &[], b"");

@@ -180,6 +180,13 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             ApiError::new(StatusCode::NOT_FOUND, "NoSuchRoute", format!("no route for {method} {}", uri.path()))
         })
+        .method_not_allowed_fallback(|method: Method, uri: axum::http::Uri| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                format!("{method} is not served on {} (the Allow header lists what is)", uri.path()),
+            )
+        })
         .with_state(app)
 }
 
