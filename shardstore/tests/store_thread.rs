@@ -235,3 +235,30 @@ fn a_read_answers_the_stat_and_the_range_in_one_request() {
     store.close().unwrap();
     join.join().unwrap();
 }
+
+/// The shard count callers read without a round trip (the agent's status)
+/// already counts a put or delete when its answer is given: the answer
+/// (run on the store thread, as the agent's is) reads it.
+#[test]
+fn a_write_is_counted_before_it_is_answered() {
+    let mut dev = SimDevice::new(SimConfig::new(64 << 20, 12));
+    format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
+    let (store, join) = thread::spawn(Box::new(dev)).unwrap();
+    let store = Arc::new(store);
+    for (i, delete) in [(0u64, false), (1, false), (2, false), (1, true)] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let seen = Arc::clone(&store);
+        let done = move |r: shardstore::error::Result<()>| {
+            let _ = tx.send((r.is_ok(), seen.stats().usage().shards));
+        };
+        if delete {
+            store.submit_delete(b"s0".to_vec(), done).unwrap();
+        } else {
+            store.submit_put(format!("s{i}").into_bytes(), vec![7u8; 100], None, done).unwrap();
+        }
+        let want = if delete { 2 } else { i + 1 };
+        assert_eq!(rx.recv().unwrap(), (true, want), "write {i} (delete: {delete})");
+    }
+    store.close().unwrap();
+    join.join().unwrap();
+}

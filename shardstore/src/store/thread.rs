@@ -295,6 +295,10 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             wake.stats.commits.fetch_add(1, Ordering::Relaxed);
             wake.stats.committed_ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
             usage_dirty = true;
+            // The shard count costs nothing to publish (the rest of the
+            // usage walks the extent table): published before the replies,
+            // a caller that got its answer sees its write counted.
+            wake.stats.shards.store(store.len() as u64, Ordering::Relaxed);
             for (r, reply) in results.into_iter().zip(replies) {
                 reply(r);
             }
