@@ -84,6 +84,18 @@ fn keys_of_a_device_that_did_not_open_answer_unavailable_not_not_found() {
     let repairs = request(addr, "GET", "/v1/repairs", &[], b"").json();
     assert_eq!(repairs["unavailable"][0]["device"], 1, "{repairs}");
     assert!(repairs["unavailable"][0]["reason"].as_str().unwrap().starts_with("not open: "), "{repairs}");
+    // Nor the scrub statuses that it is being scrubbed.
+    let scrub = request(addr, "GET", "/v1/scrub", &[], b"").json();
+    assert!(scrub["devices"][1]["error"].as_str().unwrap().starts_with("not open: "), "{scrub}");
+    assert!(scrub["devices"][0]["scrub"].is_object(), "{scrub}");
+    let shardctl = std::path::Path::new(env!("CARGO_BIN_EXE_shard-agent")).with_file_name("shardctl");
+    assert!(shardctl.exists(), "{} is missing: build the workspace first", shardctl.display());
+    let o =
+        std::process::Command::new(&shardctl).args(["scrub", "--agent", &format!("http://{addr}")]).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("device 1 (") && l.contains("): not open: ")), "{out}");
+    assert!(out.contains("device 0 (") && out.contains("scrub running"), "{out}");
     // A key that never existed cannot be proven absent either; deleting
     // it leaves a tombstone on a device that opened, so whatever the
     // missing device holds of it never comes back.

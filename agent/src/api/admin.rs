@@ -144,11 +144,20 @@ fn device_scrub_json(slot: &node::Slot, status: Result<ScrubStatus, Error>) -> s
     }
 }
 
+/// Every device's scrub status; a device that did not open is listed with
+/// why, not left out (a list without it would read as all scrubbing).
 pub(super) async fn scrub_all(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
-    let devices: Vec<_> = scrub_statuses(&app.node)
-        .await
-        .into_iter()
-        .map(|(id, st)| device_scrub_json(&app.node.slots[id], st))
+    let mut statuses = scrub_statuses(&app.node).await.into_iter().peekable();
+    let devices: Vec<_> = app
+        .node
+        .slots
+        .iter()
+        .map(|slot| match statuses.next_if(|(id, _)| *id == slot.id) {
+            Some((_, st)) => device_scrub_json(slot, st),
+            None => json!({
+                "id": slot.id, "path": slot.path.display().to_string(), "error": not_open(slot),
+            }),
+        })
         .collect();
     Json(json!({ "devices": devices }))
 }
@@ -160,6 +169,11 @@ pub(super) async fn scrub_one(
     let slot = slot_by_id(&app, &id)?;
     let store = open_store_of(slot)?;
     Ok(Json(device_scrub_json(slot, node::scrub_status(store).await)))
+}
+
+/// Why a device is not asked at all: "not open: " and why it did not open.
+fn not_open(slot: &node::Slot) -> String {
+    format!("not open: {}", slot.open_error())
 }
 
 fn open_store_of(slot: &node::Slot) -> Result<&shardstore::store::thread::StoreHandle, ApiError> {
@@ -205,7 +219,7 @@ pub(super) async fn repairs(State(app): State<Arc<App>>) -> Json<serde_json::Val
     for s in &app.node.slots {
         let Some(store) = &s.store else {
             // Its damaged shards cannot be listed: not "none".
-            unavailable.push(json!({ "device": s.id, "reason": format!("not open: {}", s.open_error()) }));
+            unavailable.push(json!({ "device": s.id, "reason": not_open(s) }));
             continue;
         };
         match node::damaged_shards(store).await {

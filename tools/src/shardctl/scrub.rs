@@ -91,11 +91,15 @@ fn offline(device: &Path, json: bool) -> anyhow::Result<u8> {
 
 fn online(url: &str, args: &Args) -> anyhow::Result<u8> {
     let action = args.target.as_deref().unwrap_or("status");
-    let devices: Vec<usize> = if let Some(id) = args.device_id {
-        vec![id]
+    // Devices that did not open are reported, and fail the command: their
+    // scrub is neither running nor changed.
+    let (devices, not_open): (Vec<usize>, Vec<serde_json::Value>) = if let Some(id) = args.device_id {
+        (vec![id], Vec::new())
     } else {
         let all = crate::http::call_ok(url, "GET", "/v1/scrub", None)?;
-        all["devices"].as_array().into_iter().flatten().filter_map(|d| d["id"].as_u64()).map(|i| i as usize).collect()
+        let (open, not_open): (Vec<_>, Vec<_>) =
+            all["devices"].as_array().into_iter().flatten().cloned().partition(|d| d["error"].is_null());
+        (open.iter().filter_map(|d| d["id"].as_u64()).map(|i| i as usize).collect(), not_open)
     };
     let answers: Vec<serde_json::Value> = match action {
         "status" => devices
@@ -117,8 +121,17 @@ fn online(url: &str, args: &Args) -> anyhow::Result<u8> {
         other => bail!("unknown scrub action {other:?} (start, pause, resume, status)"),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "devices": answers }))?);
+        let all: Vec<_> = answers.iter().chain(&not_open).collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "devices": all }))?);
     } else {
+        for d in &not_open {
+            println!(
+                "device {} ({}): {}",
+                d["id"],
+                d["path"].as_str().unwrap_or("?"),
+                d["error"].as_str().unwrap_or("?")
+            );
+        }
         for d in &answers {
             let s = &d["scrub"];
             println!(
@@ -131,7 +144,7 @@ fn online(url: &str, args: &Args) -> anyhow::Result<u8> {
         }
     }
     let damaged = answers.iter().any(|d| d["scrub"]["damaged_shards"].as_u64().unwrap_or(0) > 0);
-    Ok(if action == "status" && damaged { exit::FAILURE } else { exit::OK })
+    Ok(if (action == "status" && damaged) || !not_open.is_empty() { exit::FAILURE } else { exit::OK })
 }
 
 /// Where the scrubber stands against its deadline, in words an operator
