@@ -171,6 +171,23 @@ impl Slot {
         format!("device {} ({})", self.id, self.open_error())
     }
 
+    /// "device N (why)" when `e` says the device could not be asked (its
+    /// store stopped, which is noted, or its I/O is stalled); `None` for
+    /// any other error, which is the request's own.
+    pub fn not_asked(&self, e: &Error) -> Option<String> {
+        match e {
+            Error::Stopped { .. } => self.stopped.store(true, Ordering::Relaxed),
+            Error::Stalled { waited_s, .. } => {
+                return Some(format!(
+                    "device {} (its I/O is stalled: the oldest operation has waited {waited_s} s)",
+                    self.id
+                ))
+            }
+            _ => return None,
+        }
+        Some(format!("device {} ({e})", self.id))
+    }
+
     /// Whether requests may be sent to the device's store thread: it opened,
     /// has not stopped, and its I/O is not stalled.
     pub fn askable(&self) -> bool {
@@ -426,21 +443,17 @@ impl Node {
                 }
                 Ok(Lookup::Tombstone(sequence)) => copies.push(Copy { slot: slot.id, sequence, stat: None }),
                 Ok(Lookup::Absent) => {}
-                Err(e @ Error::Stopped { .. }) => {
-                    slot.stopped.store(true, Ordering::Relaxed);
-                    unavailable.push(format!("device {} ({e})", slot.id));
+                Err(e) => {
+                    // Not asked, or given up on, because its I/O is stalled:
+                    // the caller may write the key elsewhere, and the device
+                    // owes a tidy of it (run under the stripe, after the
+                    // caller).
+                    let stalled = matches!(e, Error::Stalled { .. });
+                    unavailable.push(slot.not_asked(&e).ok_or(e)?);
+                    if stalled {
+                        slot.owe(key);
+                    }
                 }
-                // Not asked, or given up on, because its I/O is stalled.
-                // The caller may write the key elsewhere: the device owes a
-                // tidy of it (run under the stripe, after the caller).
-                Err(Error::Stalled { waited_s, .. }) => {
-                    slot.owe(key);
-                    unavailable.push(format!(
-                        "device {} (its I/O is stalled: the oldest operation has waited {waited_s} s)",
-                        slot.id
-                    ));
-                }
-                Err(e) => return Err(e),
             }
         }
         copies.sort_by_key(|c| std::cmp::Reverse(c.sequence));

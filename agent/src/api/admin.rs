@@ -147,13 +147,13 @@ fn device_scrub_json(slot: &node::Slot, status: Result<ScrubStatus, Error>) -> s
 /// Every device's scrub status; a device that did not open is listed with
 /// why, not left out (a list without it would read as all scrubbing).
 pub(super) async fn scrub_all(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
-    let mut statuses = scrub_statuses(&app.node).await.into_iter().peekable();
+    let mut statuses: std::collections::HashMap<_, _> = scrub_statuses(&app.node).await.into_iter().collect();
     let devices: Vec<_> = app
         .node
         .slots
         .iter()
-        .map(|slot| match statuses.next_if(|(id, _)| *id == slot.id) {
-            Some((_, st)) => device_scrub_json(slot, st),
+        .map(|slot| match statuses.remove(&slot.id) {
+            Some(st) => device_scrub_json(slot, st),
             None => json!({
                 "id": slot.id, "path": slot.path.display().to_string(), "error": not_open(slot),
             }),

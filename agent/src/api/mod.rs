@@ -403,13 +403,10 @@ async fn list(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Result<
         // One more than asked, to know whether there is more.
         match node::list(store, &prefix, after.as_deref(), limit + 1).await {
             Ok(page) => all.extend(page),
-            Err(e @ (Error::Stalled { .. } | Error::Stopped { .. })) => {
-                if matches!(e, Error::Stopped { .. }) {
-                    s.stopped.store(true, Ordering::Relaxed);
-                }
-                unavailable.push(format!("device {} ({e})", s.id));
-            }
-            Err(e) => return Err(store_error(&app.node, Some(s.id), e)),
+            Err(e) => match s.not_asked(&e) {
+                Some(why) => unavailable.push(why),
+                None => return Err(store_error(&app.node, Some(s.id), e)),
+            },
         }
     }
     if !unavailable.is_empty() && !partial {

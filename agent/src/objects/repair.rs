@@ -337,11 +337,10 @@ async fn scan(app: &App, cluster: &Arc<Cluster>, errors: &BTreeMap<String, (u32,
         };
         {
             for d in damaged.into_iter().filter(|d| d.key.starts_with("o.")).take(SCAN_MAX) {
-                let bytes = crate::node::list(store, d.key.as_bytes(), None, 1)
-                    .await
-                    .ok()
-                    .and_then(|l| l.into_iter().find(|l| l.key == d.key.as_bytes()).and_then(|l| l.size))
-                    .unwrap_or(0);
+                let bytes = match crate::node::lookup(store, d.key.as_bytes()).await {
+                    Ok(shardstore::store::Lookup::Shard(stat)) => stat.size,
+                    _ => 0,
+                };
                 queue.push(entry(d.key, me, Source::Scrubber, bytes, d.found_unix_ms, None));
             }
         }

@@ -137,15 +137,18 @@ impl Store {
         // From now on a crash must be visible at the next open.
         if read_only {
             store.failed = Some("opened read-only".to_owned());
-        } else if store.sb.clean_shutdown || store.sb.format_version == superblock::FORMAT_VERSION_UPGRADED_FROM {
+        } else {
             // Before anything this build writes: the device says it holds
             // records older builds cannot read (superblock::FORMAT_VERSION).
-            store.sb = superblock::commit(store.dev.as_mut(), &store.sb, |sb| {
-                sb.clean_shutdown = false;
-                if sb.format_version == superblock::FORMAT_VERSION_UPGRADED_FROM {
-                    sb.format_version = superblock::FORMAT_VERSION;
-                }
-            })?;
+            let upgrade = store.sb.format_version == superblock::FORMAT_VERSION_UPGRADED_FROM;
+            if store.sb.clean_shutdown || upgrade {
+                store.sb = superblock::commit(store.dev.as_mut(), &store.sb, |sb| {
+                    sb.clean_shutdown = false;
+                    if upgrade {
+                        sb.format_version = superblock::FORMAT_VERSION;
+                    }
+                })?;
+            }
         }
         Ok(store)
     }
