@@ -58,10 +58,7 @@ fn get(c: &TestCluster, via: u32, key: &str) -> common::Reply {
 #[test]
 fn objects_round_trip_and_ride_out_two_dead_agents_and_never_return_wrong_bytes() {
     let mut c = TestCluster::coded(26, 7, 4, 2);
-    for id in 1..=7 {
-        c.start(id);
-    }
-    within(Duration::from_secs(20), || c.converged()).expect("7 agents converge");
+    c.start_all();
     let sizes = [0usize, 1, 1000, 4 * 65_536 - 1, 4 * 65_536, (1 << 20) + 7, (5 << 20) + 3, 64 << 20];
     let mut stored = Vec::new();
     let mut groups = std::collections::HashMap::new();
@@ -228,10 +225,7 @@ fn a_rotten_shard_is_found_by_the_scrubber_and_rebuilt_from_its_siblings() {
     for id in 1..=6 {
         c.append_config(id, "repair_interval_ms = 200\n");
     }
-    for id in 1..=6 {
-        c.start(id);
-    }
-    within(Duration::from_secs(20), || c.converged()).expect("converged");
+    c.start_all();
     let body = object(1 << 20, 42);
     let r = put(&c, 1, "rot-me", &body);
     assert_eq!(r.status, 201, "{}", r.code());
@@ -303,10 +297,7 @@ fn a_write_with_a_holder_down_is_acknowledged_and_its_shard_delivered_when_it_re
     for id in 1..=6 {
         c.append_config(id, "repair_interval_ms = 200\n");
     }
-    for id in 1..=6 {
-        c.start(id);
-    }
-    within(Duration::from_secs(20), || c.converged()).expect("converged");
+    c.start_all();
     // Six hosts, 4+2: every stripe group is all six; host 6 misses out.
     assert!(c.agents[5].take().unwrap().signal(Signal::SIGTERM).success());
     within(Duration::from_secs(10), || c.all_see(6, "down", None)).expect("host 6 seen down");
@@ -383,10 +374,7 @@ fn a_read_that_meets_a_rotten_shard_answers_right_and_has_it_rebuilt() {
         // The scrubber paused: only the read can find the damage.
         c.append_config(id, "repair_interval_ms = 200\n\n[scrub]\npaused = true\n");
     }
-    for id in 1..=6 {
-        c.start(id);
-    }
-    within(Duration::from_secs(20), || c.converged()).expect("converged");
+    c.start_all();
     let body = object(1 << 20, 77);
     let r = put(&c, 1, "read-finds-rot", &body);
     assert_eq!(r.status, 201, "{}", r.code());
@@ -438,10 +426,7 @@ fn racing_writers_never_mix_versions_a_delete_outlives_a_late_repair_and_tokens_
     for id in 1..=6 {
         c.append_config(id, &format!("repair_interval_ms = 200\nclient_token_file = \"{}\"\n", tokens.display()));
     }
-    for id in 1..=6 {
-        c.start(id);
-    }
-    within(Duration::from_secs(20), || c.converged()).expect("converged");
+    c.start_all();
     let with = |token: &str| format!("Bearer {token}");
 
     // Client tokens: none or a wrong one is refused and stores nothing.
@@ -605,10 +590,7 @@ fn racing_writers_never_mix_versions_a_delete_outlives_a_late_repair_and_tokens_
 fn an_object_on_holders_whose_devices_did_not_open_is_unavailable_not_absent() {
     use std::io::{Seek, SeekFrom, Write};
     let mut c = TestCluster::coded(34, 6, 4, 2);
-    for id in 1..=6 {
-        c.start(id);
-    }
-    within(Duration::from_secs(20), || c.converged()).expect("converged");
+    c.start_all();
     let body = object(1 << 20, 9);
     let r = put(&c, 1, "kept-away", &body);
     assert_eq!(r.status, 201, "{}", r.code());

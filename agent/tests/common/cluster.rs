@@ -161,6 +161,15 @@ impl TestCluster {
         self.agents[(id - 1) as usize] = Some(agent);
     }
 
+    /// Starts every host and waits (at most 20 s) until each sees all of
+    /// them alive.
+    pub fn start_all(&mut self) {
+        for id in 1..=self.hosts.len() as u32 {
+            self.start(id);
+        }
+        within(Duration::from_secs(20), || self.converged()).expect("the agents converge");
+    }
+
     pub fn agent(&mut self, id: u32) -> &mut Agent {
         self.agents[(id - 1) as usize].as_mut().expect("running")
     }
