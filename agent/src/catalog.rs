@@ -92,6 +92,28 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "How long the device's oldest I/O in flight has waited, while past the stall threshold (health.io_stall_ms); 0 otherwise.",
     ),
     ("shardnode_device_io_stalls_total", Kind::Counter, "Times the device stopped completing an I/O within the stall threshold."),
+    (
+        "shardnode_read_cache_lookups_total",
+        Kind::Counter,
+        "Shard GETs that looked in the device's read cache, by result (hit: answered from memory; miss: read from the device).",
+    ),
+    ("shardnode_read_cache_evictions_total", Kind::Counter, "Shards the device's read cache let go of to make room."),
+    (
+        "shardnode_read_cache_invalidations_total",
+        Kind::Counter,
+        "Shards dropped from the device's read cache because their key was written, deleted or found damaged.",
+    ),
+    (
+        "shardnode_read_cache_bytes",
+        Kind::Gauge,
+        "Memory the device's read cache holds (shards, keys and overhead), at most read_cache.bytes_per_device.",
+    ),
+    ("shardnode_read_cache_shards", Kind::Gauge, "Shards in the device's read cache."),
+    (
+        "shardnode_read_cache_corrupt_total",
+        Kind::Counter,
+        "Cached shards whose bytes failed their CRC when looked up (memory damage): dropped and read from the device.",
+    ),
     ("shardnode_admission_waiting", Kind::Gauge, "Requests waiting for room on the device (admission control)."),
     (
         "shardnode_admission_drops_total",

@@ -46,6 +46,8 @@ pub struct Config {
     pub scrub: Scrub,
     #[serde(default)]
     pub health: Health,
+    #[serde(default)]
+    pub read_cache: ReadCache,
     /// Membership and health gossip with the other agents of a cluster.
     /// Without it the agent runs alone.
     #[serde(default)]
@@ -188,6 +190,34 @@ impl Health {
     }
 }
 
+/// Each device's read cache: whole small shards kept in memory as reads
+/// verified them, answered without a device read (the store reads with
+/// `O_DIRECT`, so the kernel's page cache holds none of them).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadCache {
+    /// Memory for each device's cache (shards, keys and overhead); 0 turns
+    /// caching off.
+    pub bytes_per_device: u64,
+    /// Largest shard kept.
+    pub shard_bytes_max: u64,
+}
+
+impl Default for ReadCache {
+    fn default() -> Self {
+        ReadCache { bytes_per_device: 64 << 20, shard_bytes_max: 128 << 10 }
+    }
+}
+
+impl ReadCache {
+    pub fn settings(&self) -> shardstore::store::cache::ReadCacheSettings {
+        shardstore::store::cache::ReadCacheSettings {
+            capacity_bytes: self.bytes_per_device,
+            shard_bytes_max: self.shard_bytes_max,
+        }
+    }
+}
+
 /// The background scrubber of every device.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -293,6 +323,7 @@ impl Default for Config {
             limits: Limits::default(),
             scrub: Scrub::default(),
             health: Health::default(),
+            read_cache: ReadCache::default(),
             cluster: None,
         }
     }

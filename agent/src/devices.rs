@@ -82,9 +82,9 @@ fn create_default_device(path: &Path, size: u64) -> anyhow::Result<()> {
 /// Opens one device for serving: superblock open with repair, recovery of
 /// its store, and a store thread to serve it. The store marks the device in
 /// use (clean-shutdown flag cleared) and records a clean shutdown on close.
-/// Opens a device on its store thread, its scrubber configured with
-/// `scrub` before the thread serves anything.
-pub fn open_device(path: &Path, scrub: shardstore::store::scrub::ScrubSettings, io_stall_ms: u64) -> Device {
+/// Opens a device on its store thread, its scrubber and read cache
+/// configured with `settings` before the thread serves anything.
+pub fn open_device(path: &Path, settings: store_thread::ThreadSettings, io_stall_ms: u64) -> Device {
     let result = (|| -> anyhow::Result<(StoreHandle, std::thread::JoinHandle<()>, bool)> {
         let options = OpenOptions {
             busy_wait_ms: DEVICE_BUSY_WAIT_MS_MAX,
@@ -92,7 +92,7 @@ pub fn open_device(path: &Path, scrub: shardstore::store::scrub::ScrubSettings, 
             ..OpenOptions::default()
         };
         let dev = device::open(path, &options)?;
-        let (store, thread) = store_thread::spawn_with(Box::new(dev), Some(scrub)).map_err(|e| match e {
+        let (store, thread) = store_thread::spawn_with(Box::new(dev), settings).map_err(|e| match e {
             shardstore::Error::NotFormatted { .. } => anyhow::anyhow!(
                 "{}: not a shardnode device; the agent never formats a configured device: run `shardctl format {}` first",
                 path.display(),

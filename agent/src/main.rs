@@ -127,12 +127,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let config = config.clone();
         tokio::task::spawn_blocking(move || devices::device_paths(&config)).await??
     };
-    let scrub = config.scrub.settings();
+    let settings = shardstore::store::thread::ThreadSettings {
+        scrub: Some(config.scrub.settings()),
+        read_cache: config.read_cache.settings(),
+    };
     let io_stall_ms = config.health.io_stall_ms;
     let mut devices: Vec<devices::Device> = tokio::task::spawn_blocking(move || {
         std::thread::scope(|s| {
             let opening: Vec<_> =
-                paths.iter().map(|p| s.spawn(move || devices::open_device(p, scrub, io_stall_ms))).collect();
+                paths.iter().map(|p| s.spawn(move || devices::open_device(p, settings, io_stall_ms))).collect();
             opening.into_iter().map(|h| h.join().expect("device open panicked")).collect()
         })
     })

@@ -181,6 +181,16 @@ pub fn publish_device_gauges(node: &Node, scrubs: &[(usize, Result<ScrubStatus, 
         metrics::gauge!("shardnode_device_io_stalled_seconds", "device" => device.clone())
             .set(stall.stalled_for().map_or(0.0, |d| d.as_secs_f64()));
         c("shardnode_device_io_stalls_total", stall.stalls());
+        let cache = store.read_cache().stats();
+        for (result, n) in [("hit", &cache.hits), ("miss", &cache.misses)] {
+            metrics::counter!("shardnode_read_cache_lookups_total", "device" => device.clone(), "result" => result)
+                .absolute(n.load(Ordering::Relaxed));
+        }
+        c("shardnode_read_cache_evictions_total", cache.evictions.load(Ordering::Relaxed));
+        c("shardnode_read_cache_invalidations_total", cache.invalidations.load(Ordering::Relaxed));
+        c("shardnode_read_cache_corrupt_total", cache.corrupt.load(Ordering::Relaxed));
+        g("shardnode_read_cache_bytes", cache.bytes.load(Ordering::Relaxed));
+        g("shardnode_read_cache_shards", cache.entries.load(Ordering::Relaxed));
     }
 }
 

@@ -411,6 +411,7 @@ fn a_get_is_one_trip_to_the_store_thread() {
     let (_agent, addr) = start(dir.path());
     let data: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
     assert_eq!(put(addr, "one-trip", &data).status, 201);
+    assert_eq!(put(addr, "one-trip-ranged", &data).status, 201);
     // A scrape's own trips, measured between two scrapes with nothing
     // in between; then the same around each read.
     let (a, b) = (store_trips(addr), store_trips(addr));
@@ -420,12 +421,21 @@ fn a_get_is_one_trip_to_the_store_thread() {
         ask();
         store_trips(addr) - before - scrape
     };
+    let ranged_of = |key: &'static str| {
+        let data = &data;
+        move || {
+            let r = request(addr, "GET", &format!("/v1/shards/{key}"), &[("range", "bytes=100-199")], b"");
+            assert!(r.status == 206 && r.body == data[100..200]);
+        }
+    };
     let whole = trips(&|| assert!(get(addr, "one-trip").body == data));
-    let ranged = trips(&|| {
-        let r = request(addr, "GET", "/v1/shards/one-trip", &[("range", "bytes=100-199")], b"");
-        assert!(r.status == 206 && r.body == data[100..200]);
-    });
-    let absent = trips(&|| assert_eq!(get(addr, "never-put").status, 404));
+    let ranged = trips(&ranged_of("one-trip-ranged"));
     assert_eq!((whole, ranged), (1, 1), "a GET finds and reads the shard in one request to its device's thread");
+    // The whole read kept the shard in the read cache: GETs of it, whole
+    // or ranged, are answered without any trip.
+    let hot = trips(&|| assert!(get(addr, "one-trip").body == data));
+    let hot_ranged = trips(&ranged_of("one-trip"));
+    assert_eq!((hot, hot_ranged), (0, 0), "a cached shard is answered from memory");
+    let absent = trips(&|| assert_eq!(get(addr, "never-put").status, 404));
     assert!(absent <= 1, "a key no filter may hold costs no trip ({absent})");
 }

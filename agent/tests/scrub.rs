@@ -7,31 +7,15 @@ mod common;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{get, put, request, Agent};
-use shardstore::device::{self, OpenOptions};
-use shardstore::store::Store;
+use common::{get, locate, put, request, Agent};
 
 const TOKEN: &str = "scrub-token";
 
 fn start(dir: &Path) -> (Agent, SocketAddr) {
     common::start_configured(dir, 512 << 20, TOKEN, "")
-}
-
-/// The device file holding `key` and the device offset of its payload,
-/// found by opening each device read-only beside the agent.
-fn locate(dir: &Path, key: &[u8]) -> (usize, PathBuf, u64) {
-    for i in 0..3 {
-        let path = dir.join("data").join(format!("dev{i}.img"));
-        let options = OpenOptions { read_only: true, exclusive: false, queue_depth: 4, ..OpenOptions::default() };
-        let store = Store::open_read_only(Box::new(device::open(&path, &options).unwrap())).unwrap();
-        if let Some(locs) = store.chunk_locations(key) {
-            return (i, path, locs[0].0);
-        }
-    }
-    panic!("no device holds {key:?}");
 }
 
 /// Runs `shardctl` (built beside the agent) and returns its exit code,

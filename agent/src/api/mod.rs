@@ -10,8 +10,8 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bytes::Bytes;
 use serde_json::json;
-use shardstore::store::scrub::ScrubStatus;
 use shardstore::store::{ByteRange, Read, ShardStat};
 use shardstore::Error;
 
@@ -21,11 +21,13 @@ use crate::node::{self, Located, Node, Route};
 
 mod admin;
 mod body;
+mod status;
 
-pub use admin::{constant_time_eq, scrub_json, scrub_statuses};
+pub use admin::{constant_time_eq, scrub_statuses};
 use admin::{fence, repairs, scrub_all, scrub_control, scrub_one, set_repair_rate, unfence};
 pub use body::crc32c_header;
 use body::{client_crc, read_body};
+use status::{metrics, readyz, status};
 
 /// Shards a listing returns when the client names no limit, and at most.
 pub const LIST_LIMIT_DEFAULT: usize = 1000;
@@ -252,94 +254,6 @@ fn key_of(req_path: &str) -> Result<Vec<u8>, ApiError> {
     Ok(decode_key(raw)?)
 }
 
-async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let open = app.node.open_count();
-    if open > 0 {
-        (StatusCode::OK, format!("ready: {open} of {} devices open\n", app.node.slots.len())).into_response()
-    } else {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "DeviceFailed", "no device is open").into_response()
-    }
-}
-
-async fn status(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
-    let mut scrubs: std::collections::HashMap<usize, Result<ScrubStatus, Error>> =
-        scrub_statuses(&app.node).await.into_iter().collect();
-    let devices: Vec<_> = app
-        .node
-        .slots
-        .iter()
-        .map(|s| {
-            let state = match (&s.store, s.fenced.load(Ordering::Relaxed)) {
-                (None, _) => "failed",
-                (Some(_), true) => "fenced",
-                (Some(_), false) => "open",
-            };
-            let (health, reason) = s.health_state();
-            let mut d = json!({
-                "id": s.id,
-                "path": s.path.display().to_string(),
-                "state": state,
-                "health": { "state": health.name(), "reason": reason },
-                "errors": { "corruption": s.errors.corruption.load(Ordering::Relaxed), "io": s.errors.io.load(Ordering::Relaxed) },
-            });
-            if let Some(e) = &s.error {
-                d["error"] = json!(e);
-            }
-            if let Some(store) = &s.store {
-                let stats = store.stats();
-                let u = stats.usage();
-                d["opened_clean"] = json!(s.opened_clean);
-                d["format_version"] = json!(store.format_version());
-                d["capacity_bytes"] = json!(u.capacity_bytes);
-                d["free_bytes"] = json!(u.free_bytes);
-                d["live_bytes"] = json!(u.live_bytes);
-                d["shards"] = json!(u.shards);
-                d["queued"] = json!(stats.queued.load(Ordering::Relaxed));
-                d["admission_waiting"] = json!(s.admission.waiting());
-                d["refused_overloaded"] = json!(s.admission.overloaded.load(Ordering::Relaxed));
-                d["refused_deadline"] = json!(s.admission.deadline_exceeded.load(Ordering::Relaxed));
-                let stall = &store.counters().io_stall;
-                d["io_stalled_seconds"] = json!(stall.stalled_for().map(|t| t.as_secs_f64()));
-                d["io_stalls"] = json!(stall.stalls());
-                match scrubs.remove(&s.id) {
-                    Some(Ok(st)) => d["scrub"] = scrub_json(&st),
-                    Some(Err(e)) => d["scrub"] = json!({ "error": e.to_string() }),
-                    None => {}
-                }
-            }
-            d
-        })
-        .collect();
-    Json(json!({
-        "node": app.node.name,
-        "version": env!("CARGO_PKG_VERSION"),
-        "body_memory_bytes": body_memory_held(&app),
-        "devices": devices,
-    }))
-}
-
-/// Bytes of the request body budget reserved by bodies being read or held.
-fn body_memory_held(app: &App) -> u64 {
-    let free = (app.body_memory.available_permits() as u64) << 10;
-    app.body_memory_bytes_max.saturating_sub(free)
-}
-
-async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let scrubs = scrub_statuses(&app.node).await;
-    crate::metrics::publish_device_gauges(&app.node, &scrubs);
-    metrics::gauge!("shardnode_body_memory_bytes").set(body_memory_held(&app) as f64);
-    if let Some(landing) = &app.landing {
-        metrics::gauge!("shardnode_landing_records").set(landing.records() as f64);
-        metrics::gauge!("shardnode_landing_records_free").set(landing.free() as f64);
-    }
-    crate::cluster::routes::publish_metrics(&app);
-    crate::metrics::collect_process();
-    match &app.metrics {
-        Some(h) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
-        None => ApiError::new(StatusCode::NOT_FOUND, "NoSuchRoute", "metrics are not enabled").into_response(),
-    }
-}
-
 /// What a listing asks for.
 struct ListParams {
     prefix: Vec<u8>,
@@ -526,12 +440,24 @@ async fn get_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     // its thread finds the shard and reads it.
     if let Route::Sole(slot) = route {
         let store = app.node.slots[slot].store.as_ref().expect("a sole candidate is open");
+        // A hot shard: what the device's store holds now, from memory
+        // (no device read, no trip to its thread; `cache.rs`).
+        if let Some(hit) = store.cached(&key) {
+            let (offset, bytes) = match (spec, range_header) {
+                (Some(spec), Some(v)) => {
+                    let (offset, len) = spec.resolve(hit.stat.size).ok_or_else(|| unsatisfiable(v, hit.stat.size))?;
+                    (Some(offset), hit.bytes.slice(offset as usize..(offset + len) as usize))
+                }
+                _ => (None, hit.bytes),
+            };
+            return Ok(shard_answer(&app, slot, &hit.stat, offset, bytes));
+        }
         refuse_background(&app, slot, background)?;
         let permit = admit(&app.node, slot, deadline).await?;
         match node::read(store, &key, spec).await {
             Ok(Read::Shard { stat, offset, bytes }) => {
                 drop(permit);
-                return Ok(shard_answer(&app, slot, &stat, spec.map(|_| offset), bytes));
+                return Ok(shard_answer(&app, slot, &stat, spec.map(|_| offset), bytes.into()));
             }
             Ok(Read::OutOfRange(stat)) => {
                 return Err(unsatisfiable(range_header.expect("a range was asked"), stat.size));
@@ -559,7 +485,7 @@ async fn get_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     let permit = admit(&app.node, found.slot, deadline).await?;
     let bytes = node::get(store, &key, offset, len).await.map_err(|e| store_error(&app.node, Some(found.slot), e))?;
     drop(permit);
-    Ok(shard_answer(&app, found.slot, &found.stat, range.map(|(o, _)| o), bytes))
+    Ok(shard_answer(&app, found.slot, &found.stat, range.map(|(o, _)| o), bytes.into()))
 }
 
 /// A background (repair) read runs only in the room foreground requests
@@ -581,7 +507,7 @@ fn refuse_background(app: &App, slot: usize, background: bool) -> Result<(), Api
 
 /// The answer to a shard read: the bytes (a range of them from `offset`
 /// when one was asked), the shard's CRC, and the range's own CRC.
-fn shard_answer(app: &App, slot: usize, stat: &ShardStat, offset: Option<u64>, bytes: Vec<u8>) -> Response {
+fn shard_answer(app: &App, slot: usize, stat: &ShardStat, offset: Option<u64>, bytes: Bytes) -> Response {
     let len = bytes.len() as u64;
     let traffic = &app.node.slots[slot].traffic;
     traffic.reads.fetch_add(1, Ordering::Relaxed);

@@ -344,3 +344,19 @@ pub fn start_configured(dir: &std::path::Path, device_bytes: u64, token: &str, e
     .unwrap();
     Agent::serving(&["--config", config.to_str().unwrap()])
 }
+
+/// The device file holding `key` (of an agent on the three default devices
+/// in `dir/data`) and the device offset of its payload, found by opening
+/// each device read-only beside the agent.
+pub fn locate(dir: &std::path::Path, key: &[u8]) -> (usize, std::path::PathBuf, u64) {
+    use shardstore::device::{self, OpenOptions};
+    for i in 0..3 {
+        let path = dir.join("data").join(format!("dev{i}.img"));
+        let options = OpenOptions { read_only: true, exclusive: false, queue_depth: 4, ..OpenOptions::default() };
+        let store = shardstore::store::Store::open_read_only(Box::new(device::open(&path, &options).unwrap())).unwrap();
+        if let Some(locs) = store.chunk_locations(key) {
+            return (i, path, locs[0].0);
+        }
+    }
+    panic!("no device holds {key:?}");
+}

@@ -113,6 +113,10 @@ struct SimState {
     /// Completions one reap hands over beyond what it must wait for
     /// (`None`: every completed operation, as a fast drive).
     reap_extra_max: Option<usize>,
+    /// The next operation's completion is held back until released (an
+    /// I/O that completes after later ones, as on a real queue).
+    hold_next: bool,
+    held_released: bool,
 }
 
 /// The test's grip on a simulated device, shared with every handle.
@@ -130,6 +134,8 @@ pub struct SimDevice {
     poisoned: bool,
     depth: usize,
     done: VecDeque<Completion>,
+    /// Completions held back (`SimHandle::hold_next_completion`).
+    held: VecDeque<Completion>,
 }
 
 impl SimDevice {
@@ -151,6 +157,8 @@ impl SimDevice {
             latency: std::time::Duration::ZERO,
             next_delay: std::time::Duration::ZERO,
             reap_extra_max: None,
+            hold_next: false,
+            held_released: false,
             bandwidth_bytes_per_s: None,
         };
         SimHandle { state: Arc::new(Mutex::new(state)), config }.attach()
@@ -287,6 +295,7 @@ impl SimHandle {
             poisoned: false,
             depth: self.config.queue_depth.max(1),
             done: VecDeque::new(),
+            held: VecDeque::new(),
         }
     }
 
@@ -387,6 +396,18 @@ impl SimHandle {
         self.lock().reap_extra_max = extra;
     }
 
+    /// Holds the next operation's completion back (it executes, but is
+    /// not reaped) until `release_held`: a read that completes after the
+    /// writes submitted after it, which a real queue may do.
+    pub fn hold_next_completion(&self) {
+        let mut s = self.lock();
+        (s.hold_next, s.held_released) = (true, false);
+    }
+
+    pub fn release_held(&self) {
+        self.lock().held_released = true;
+    }
+
     pub fn clear_faults(&self) {
         self.lock().faults.clear();
     }
@@ -425,15 +446,16 @@ impl BlockDevice for SimDevice {
     fn submit(&mut self, op: IoOp) -> Result<()> {
         let IoOp { token, mut kind } = op;
         validate(&self.info, &kind, false, self.poisoned)?;
-        if self.done.len() >= self.depth {
+        if self.in_flight() >= self.depth {
             return Err(Error::QueueFull { device: self.info.name.clone(), depth: self.depth });
         }
-        let delay = {
+        let (delay, hold) = {
             let mut s = self.lock();
+            let hold = std::mem::take(&mut s.hold_next);
             let transfer = s.bandwidth_bytes_per_s.map_or(std::time::Duration::ZERO, |rate| {
                 std::time::Duration::from_secs_f64(kind.extent().1 as f64 / rate.max(1) as f64)
             });
-            s.latency + transfer + std::mem::take(&mut s.next_delay)
+            (s.latency + transfer + std::mem::take(&mut s.next_delay), hold)
         };
         if !delay.is_zero() {
             std::thread::sleep(delay);
@@ -445,12 +467,24 @@ impl BlockDevice for SimDevice {
         }
         let (offset, len, buf) = kind.into_parts();
         let result = result.map_err(|e| Error::io(&self.info.name, op, offset, len, e));
-        self.done.push_back(Completion { token, op, offset, len, result, buf });
+        let c = Completion { token, op, offset, len, result, buf };
+        if hold {
+            self.held.push_back(c);
+        } else {
+            self.done.push_back(c);
+        }
         Ok(())
     }
 
     fn reap(&mut self, min_complete: usize, out: &mut Vec<Completion>) -> Result<usize> {
-        let n = match self.lock().reap_extra_max {
+        let (extra_max, released) = {
+            let s = self.lock();
+            (s.reap_extra_max, s.held_released)
+        };
+        if released {
+            self.done.append(&mut self.held);
+        }
+        let n = match extra_max {
             // Only what the caller waits for (at least one) has completed.
             Some(extra) => self.done.len().min(min_complete.max(1) + extra),
             None => self.done.len(),
@@ -460,7 +494,7 @@ impl BlockDevice for SimDevice {
     }
 
     fn in_flight(&self) -> usize {
-        self.done.len()
+        self.done.len() + self.held.len()
     }
 
     fn queue_depth(&self) -> usize {

@@ -14,6 +14,7 @@
 //! This is the synchronous core, driven by one thread that owns the
 //! device; reclamation and the device thread with its queue build on it.
 
+pub mod cache;
 mod checkpoint;
 mod commit;
 mod extents;
@@ -229,6 +230,16 @@ pub struct ShardStat {
     pub chunks: usize,
 }
 
+fn stat_of(m: &ShardMeta) -> ShardStat {
+    ShardStat {
+        size: m.size,
+        crc32c: m.crc,
+        written_unix_ms: m.written_unix_ms,
+        sequence: m.sequence,
+        chunks: m.chunk_count(),
+    }
+}
+
 pub fn chunk_count(size: u64) -> usize {
     size.div_ceil(CHUNK_SIZE_BYTES_MAX as u64).max(1) as usize
 }
@@ -317,6 +328,9 @@ pub struct Store {
     /// Aligned buffers for log writes, reused (a fresh mapping per log
     /// write cost a map and an unmap for each copy of every commit).
     log_buffers: BufferPool,
+    /// Whole small shards as gets verified them (`cache.rs`), shared with
+    /// the store thread's callers.
+    read_cache: std::sync::Arc<cache::ReadCache>,
 }
 
 impl std::fmt::Debug for Store {
@@ -331,6 +345,7 @@ impl Store {
     fn apply(&mut self, record: &LogRecord) {
         match record {
             LogRecord::Put { key, meta } => {
+                self.read_cache.forget(key);
                 self.next_sequence = self.next_sequence.max(meta.sequence + 1);
                 for (i, l) in meta.locators().enumerate() {
                     let (span, live) = (span_blocks(l, meta.size, i), live_blocks(l, meta.size, i));
@@ -345,6 +360,7 @@ impl Store {
                 self.tombstones.remove(key);
             }
             LogRecord::Delete { key, sequence } => {
+                self.read_cache.forget(key);
                 self.next_sequence = self.next_sequence.max(sequence + 1);
                 if let Some(old) = self.index.remove(key) {
                     self.release(&old);
@@ -377,6 +393,7 @@ impl Store {
                 self.scrub.set_cursor(*scrub);
             }
             LogRecord::Tombstone { key, sequence } => {
+                self.read_cache.forget(key);
                 self.next_sequence = self.next_sequence.max(sequence + 1);
                 if let Some(old) = self.index.get(key).filter(|m| m.sequence < *sequence) {
                     self.index.remove(key);
@@ -392,6 +409,7 @@ impl Store {
                 }
             }
             LogRecord::Damaged { key, damage } => {
+                self.read_cache.forget(key);
                 if self.index.get(key).is_some_and(|m| m.sequence == damage.sequence) {
                     self.damaged.insert(key.clone(), *damage);
                 }
@@ -418,7 +436,19 @@ impl Store {
 
     fn fail(&mut self, why: &str) -> Error {
         self.failed = Some(why.to_owned());
+        // A failed store answers nothing more, from the device or memory.
+        self.read_cache.clear();
         Error::Poisoned { device: format!("{} ({why})", self.name), op: crate::error::OpKind::Write }
+    }
+
+    /// Turns the read cache on (or off, or resizes it), empty.
+    pub fn set_read_cache(&mut self, settings: cache::ReadCacheSettings) {
+        self.read_cache = std::sync::Arc::new(cache::ReadCache::new(settings));
+    }
+
+    /// The read cache, for callers on other threads to look shards up in.
+    pub fn read_cache(&self) -> std::sync::Arc<cache::ReadCache> {
+        std::sync::Arc::clone(&self.read_cache)
     }
 
     /// The device's error and latency counters (shared with the caller).
@@ -445,13 +475,7 @@ impl Store {
     }
 
     pub fn stat(&self, key: &[u8]) -> Option<ShardStat> {
-        self.index.get(key).map(|m| ShardStat {
-            size: m.size,
-            crc32c: m.crc,
-            written_unix_ms: m.written_unix_ms,
-            sequence: m.sequence,
-            chunks: m.chunk_count(),
-        })
+        self.index.get(key).map(|m| stat_of(&m))
     }
 
     /// Keys with `prefix`, after `start_after`, at most `limit`, in order:
@@ -624,6 +648,7 @@ impl Store {
 
     /// As `close`, for an owner that drops the store afterwards itself.
     pub fn close_in_place(&mut self) -> Result<()> {
+        self.read_cache.clear();
         self.checkpoint()?;
         let sb = superblock::commit(self.dev.as_mut(), &self.sb, |sb| sb.clean_shutdown = true)?;
         self.sb = sb;

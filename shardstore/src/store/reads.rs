@@ -433,10 +433,25 @@ impl Store {
             None => {
                 // What a get returns is exactly the range it asked for.
                 assert_eq!(ctx.out.len() as u64, ctx.end - ctx.offset, "a get assembled the wrong length");
+                self.offer_to_cache(&ctx);
                 Ok(ctx.out)
             }
         };
         self.reads.finished.push((ctx.id, result));
+    }
+
+    /// Keeps a verified whole-shard read in the read cache if the index
+    /// still holds that write of the key, undamaged: a put or delete
+    /// applied while the read was in flight already changed the index
+    /// (and emptied the key's entry), and its older bytes must not return.
+    fn offer_to_cache(&self, ctx: &GetCtx) {
+        if ctx.offset != 0 || ctx.end != ctx.meta.size || !self.read_cache.takes(ctx.meta.size) {
+            return;
+        }
+        let current = self.index.get(&ctx.key).is_some_and(|m| m.sequence == ctx.meta.sequence);
+        if current && self.damage_of(&ctx.key, ctx.meta.sequence).is_none() {
+            self.read_cache.insert(&ctx.key, super::stat_of(&ctx.meta), &ctx.out);
+        }
     }
 
     /// Completes every get in progress, keeping their results for

@@ -96,6 +96,7 @@ impl Store {
             reads: ReadPipeline::new(),
             scrub: scrub::Background::new(header.scrub),
             damaged: RepairList::default(),
+            read_cache: std::sync::Arc::new(super::cache::ReadCache::new(super::cache::ReadCacheSettings::OFF)),
             tombstones: std::collections::BTreeMap::new(),
             counters,
             plan: None,

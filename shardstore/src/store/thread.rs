@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::cache::{Cached, ReadCache, ReadCacheSettings};
 use super::scrub::{DamagedShard, ScrubSettings, ScrubStatus};
 use super::{ByteRange, Listed, Lookup, Op, PutData, Read, ShardStat, Store, Usage, BATCH_OPS_MAX, STORE_QUEUE_DEPTH};
 use crate::device::{BlockDevice, Wake};
@@ -69,6 +70,16 @@ pub struct StoreHandle {
     wake: Arc<Wakeup>,
     opened_clean: bool,
     format_version: u32,
+    cache: Arc<ReadCache>,
+}
+
+/// What a store thread applies to its store before it serves anything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ThreadSettings {
+    /// The scrubber's settings (a scrubber configured paused never takes a
+    /// step); `None`: the store's defaults.
+    pub scrub: Option<ScrubSettings>,
+    pub read_cache: ReadCacheSettings,
 }
 
 /// Figures the store thread keeps current for its callers (placement,
@@ -125,12 +136,11 @@ struct Wakeup {
 /// Starts a thread that opens the store on `dev` and serves it. Returns
 /// once the store is open (or failed to open).
 pub fn spawn(dev: Box<dyn BlockDevice>) -> Result<(StoreHandle, JoinHandle<()>)> {
-    spawn_with(dev, None)
+    spawn_with(dev, ThreadSettings::default())
 }
 
-/// As `spawn`, with the scrubber's settings applied before the thread
-/// serves anything (a scrubber configured paused never takes a step).
-pub fn spawn_with(dev: Box<dyn BlockDevice>, scrub: Option<ScrubSettings>) -> Result<(StoreHandle, JoinHandle<()>)> {
+/// As `spawn`, with `settings` applied before the thread serves anything.
+pub fn spawn_with(dev: Box<dyn BlockDevice>, settings: ThreadSettings) -> Result<(StoreHandle, JoinHandle<()>)> {
     let name = dev.info().name.clone();
     let (tx, rx) = mpsc::sync_channel(STORE_QUEUE_REQUESTS_MAX);
     let (opened_tx, opened_rx) = mpsc::sync_channel(1);
@@ -138,9 +148,10 @@ pub fn spawn_with(dev: Box<dyn BlockDevice>, scrub: Option<ScrubSettings>) -> Re
         .name(format!("store:{}", short_name(&name)))
         .spawn(move || match Store::open(dev).and_then(|mut s| s.waker().map(|w| (s, w))) {
             Ok((mut store, waker)) => {
-                if let Some(settings) = scrub {
-                    store.set_scrub_settings(settings);
+                if let Some(scrub) = settings.scrub {
+                    store.set_scrub_settings(scrub);
                 }
+                store.set_read_cache(settings.read_cache);
                 let wake = Arc::new(Wakeup {
                     parked: AtomicBool::new(false),
                     waker,
@@ -149,7 +160,8 @@ pub fn spawn_with(dev: Box<dyn BlockDevice>, scrub: Option<ScrubSettings>) -> Re
                 });
                 wake.stats.publish(&store.usage());
                 wake.stats.next_sequence_at_open.store(store.next_sequence(), Ordering::Relaxed);
-                let opened = (Arc::clone(&wake), store.opened_clean(), store.superblock().format_version);
+                let opened =
+                    (Arc::clone(&wake), store.opened_clean(), store.superblock().format_version, store.read_cache());
                 let _ = opened_tx.send(Ok(opened));
                 serve(store, &rx, &wake);
             }
@@ -158,10 +170,10 @@ pub fn spawn_with(dev: Box<dyn BlockDevice>, scrub: Option<ScrubSettings>) -> Re
             }
         })
         .map_err(|e| Error::InvalidArgument(format!("cannot start the store thread for {name}: {e}")))?;
-    let (wake, opened_clean, format_version) = opened_rx
+    let (wake, opened_clean, format_version, cache) = opened_rx
         .recv()
         .map_err(|_| Error::InvalidArgument(format!("the store thread for {name} died while opening")))??;
-    Ok((StoreHandle { tx, name, wake, opened_clean, format_version }, thread))
+    Ok((StoreHandle { tx, name, wake, opened_clean, format_version, cache }, thread))
 }
 
 fn short_name(name: &str) -> String {
@@ -617,6 +629,17 @@ impl StoreHandle {
     }
 
     /// The thread's current figures.
+    /// The whole shard of `key` from the read cache, without a trip to the
+    /// thread: exactly what the store holds for the key now (`cache.rs`),
+    /// or `None` (not cached; ask the thread).
+    pub fn cached(&self, key: &[u8]) -> Option<Cached> {
+        self.cache.get(key)
+    }
+
+    pub fn read_cache(&self) -> &ReadCache {
+        &self.cache
+    }
+
     pub fn stats(&self) -> &StoreStats {
         &self.wake.stats
     }
