@@ -122,6 +122,7 @@ fn an_operator_started_pass_finds_a_flipped_bit_and_lists_the_shard_for_repair()
     assert!(out.contains("damaged shards 1") && out.contains("oldest unverified byte"), "{out}");
     let format_version = shardstore::superblock::FORMAT_VERSION;
     assert!(out.contains(&format!("format version          {format_version}\n")), "{out}");
+    assert!(out.contains("  read cache              ") && out.contains("% of GETs hit"), "{out}");
     assert!(out.contains(&format!("chunk_checksum shard \"victim\" at offset {payload}")), "{out}");
     let dev_id = dev.to_string();
     let (code, _, err) = shardctl(&["scrub", "--agent", &url, "--device", &dev_id, "pause"]);

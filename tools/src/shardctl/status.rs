@@ -45,6 +45,9 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
             if let Some(line) = stall_line(d) {
                 println!("{line}");
             }
+            if let Some(line) = cache_line(&d["read_cache"]) {
+                println!("{line}");
+            }
             if d["scrub"].is_object() {
                 println!("  scrub                   {}", d["scrub"]["state"].as_str().unwrap_or("?"));
                 print_device_scrub(&d["scrub"]);
@@ -69,10 +72,40 @@ fn stall_line(d: &serde_json::Value) -> Option<String> {
     ))
 }
 
+/// The device's read cache: what it holds and how often GETs hit it.
+fn cache_line(c: &serde_json::Value) -> Option<String> {
+    let capacity = c["capacity_bytes"].as_u64()?;
+    if capacity == 0 {
+        return Some("  read cache              off".to_owned());
+    }
+    let (hits, misses) = (c["hits"].as_u64().unwrap_or(0), c["misses"].as_u64().unwrap_or(0));
+    let ratio = if hits + misses == 0 {
+        "no GETs yet".to_owned()
+    } else {
+        format!("{:.1}% of GETs hit", 100.0 * hits as f64 / (hits + misses) as f64)
+    };
+    Some(format!(
+        "  read cache              {} shards, {} of {}; {ratio}",
+        c["shards"],
+        human_bytes(c["bytes"].as_u64().unwrap_or(0)),
+        human_bytes(capacity),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_read_cache_line_says_what_it_holds_and_how_often_it_hits() {
+        let on = json!({ "capacity_bytes": 67_108_864, "bytes": 1_048_576, "shards": 200, "hits": 3, "misses": 1 });
+        let line = cache_line(&on).unwrap();
+        assert!(line.contains("200 shards") && line.contains("75.0% of GETs hit"), "{line}");
+        assert_eq!(cache_line(&json!({ "capacity_bytes": 0 })).unwrap(), "  read cache              off");
+        // An agent from before the cache tells nothing: no line.
+        assert!(cache_line(&serde_json::Value::Null).is_none());
+    }
 
     #[test]
     fn a_stalled_device_is_shown_and_fails_the_status() {
