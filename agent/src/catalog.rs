@@ -95,7 +95,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "shardnode_read_cache_lookups_total",
         Kind::Counter,
-        "Shard GETs that looked in the device's read cache, by result (hit: answered from memory; miss: read from the device).",
+        "Shard GETs and HEADs that looked in the device's read cache, by result (hit: answered from memory; miss: read from the device).",
     ),
     ("shardnode_read_cache_evictions_total", Kind::Counter, "Shards the device's read cache let go of to make room."),
     (

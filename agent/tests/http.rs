@@ -435,7 +435,11 @@ fn a_get_is_one_trip_to_the_store_thread() {
     // or ranged, are answered without any trip.
     let hot = trips(&|| assert!(get(addr, "one-trip").body == data));
     let hot_ranged = trips(&ranged_of("one-trip"));
-    assert_eq!((hot, hot_ranged), (0, 0), "a cached shard is answered from memory");
+    let hot_head = trips(&|| {
+        let r = request(addr, "HEAD", "/v1/shards/one-trip", &[], b"");
+        assert!(r.status == 200 && r.header("content-length") == Some("10000"));
+    });
+    assert_eq!((hot, hot_ranged, hot_head), (0, 0, 0), "a cached shard is answered from memory");
     let absent = trips(&|| assert_eq!(get(addr, "never-put").status, 404));
     assert!(absent <= 1, "a key no filter may hold costs no trip ({absent})");
 }

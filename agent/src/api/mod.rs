@@ -414,11 +414,19 @@ fn crc_header(crc: u32) -> HeaderValue {
 async fn head_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response, ApiError> {
     let key = key_of(req.uri().path())?;
     let _read = app.node.stripe(&key).read().await;
-    let found = find(&app, &key).await?;
+    // A cached shard's stat is what its device holds now (as for GET).
+    let cached = match app.node.route(&key) {
+        Route::Sole(slot) => app.node.slots[slot].store.as_ref().and_then(|s| s.cached(&key)).map(|hit| hit.stat),
+        _ => None,
+    };
+    let stat = match cached {
+        Some(stat) => stat,
+        None => find(&app, &key).await?.stat,
+    };
     let mut r = Response::new(Body::empty());
     let h = r.headers_mut();
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(found.stat.size));
-    h.insert("x-shard-crc32c", crc_header(found.stat.crc32c));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(stat.size));
+    h.insert("x-shard-crc32c", crc_header(stat.crc32c));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     Ok(r)
 }
