@@ -153,6 +153,10 @@ pub struct Health {
     /// fenced automatically within the limit) while it lasts. 0 turns the
     /// watch off.
     pub io_stall_ms: u64,
+    /// Keys written to other devices while a device stalled that are
+    /// remembered, to remove its older copies once it answers again; past
+    /// as many, its whole listing is swept instead.
+    pub owed_keys_max: usize,
 }
 
 impl Default for Health {
@@ -170,6 +174,7 @@ impl Default for Health {
             baseline_intervals_min: r.baseline_intervals_min,
             auto_fence: r.auto_fence,
             io_stall_ms: shardstore::constants::IO_STALL_AFTER_MS_DEFAULT,
+            owed_keys_max: crate::node::OWED_KEYS_MAX_DEFAULT,
         }
     }
 }

@@ -154,7 +154,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         lifo_after: config.limits.device_lifo_after,
         queue_max: config.limits.device_queue_max,
     };
-    let node = node::Node::new(hostname(), &devices, thresholds, config.scrub.settings(), config.health.rules()).await;
+    let node = node::Node::new(
+        hostname(),
+        &devices,
+        thresholds,
+        config.scrub.settings(),
+        config.health.rules(),
+        config.health.owed_keys_max,
+    )
+    .await;
     let open = node.open_count();
     let landing = match config.limits.landing_records {
         0 => None,
@@ -196,10 +204,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 tick.tick().await;
                 app.node.judge_health();
                 // Older copies left on a device while its I/O stalled.
-                let owed = app.node.take_owed();
-                if !owed.is_empty() {
+                let owing = app.node.take_owed();
+                if !owing.keys.is_empty() || !owing.sweep.is_empty() {
                     let app = Arc::clone(&app);
-                    tokio::spawn(async move { app.node.tidy_each(owed).await });
+                    tokio::spawn(async move {
+                        app.node.tidy_each(owing.keys).await;
+                        for slot in owing.sweep {
+                            app.node.sweep(slot).await;
+                        }
+                    });
                 }
             }
         })

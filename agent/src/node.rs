@@ -29,9 +29,10 @@ const STRIPES: usize = 1024;
 /// Keys fetched per store call while building a filter.
 const LIST_PAGE: usize = 10_000;
 /// Keys a device was not asked about while its I/O stalled, remembered for
-/// tidying once it answers again (`Slot::owed`). Past this many, the rest
-/// are left for when each key is next touched.
-const OWED_KEYS_MAX: usize = 100_000;
+/// tidying once it answers again (`Slot::owed`), by default
+/// (`health.owed_keys_max`). Past as many, the device's whole listing is
+/// swept instead (`Node::sweep`).
+pub const OWED_KEYS_MAX_DEFAULT: usize = 100_000;
 
 /// One device's copy of a key: a shard (`stat`) or a tombstone.
 #[derive(Debug, Clone, Copy)]
@@ -93,13 +94,23 @@ pub struct Slot {
     /// here): tidied once it answers again (`Node::take_owed`), so that no
     /// older copy lingers (a listing shows the newest).
     owed: Mutex<Owed>,
+    /// Keys remembered in `owed` at most.
+    owed_keys_max: usize,
     filter: Arc<Mutex<FilterState>>,
+}
+
+/// What devices whose stall ended are owed (`Node::take_owed`): keys to
+/// tidy, and devices to sweep whole.
+#[derive(Debug, Default)]
+pub struct Owing {
+    pub keys: Vec<Vec<u8>>,
+    pub sweep: Vec<usize>,
 }
 
 #[derive(Debug, Default)]
 struct Owed {
     keys: std::collections::BTreeSet<Vec<u8>>,
-    /// More were owed than `OWED_KEYS_MAX`.
+    /// More were owed than `Slot::owed_keys_max`: the device is swept.
     overflowed: bool,
 }
 
@@ -154,7 +165,7 @@ impl Slot {
 
     fn owe(&self, key: &[u8]) {
         let mut owed = self.owed.lock().expect("owed lock");
-        if owed.keys.len() < OWED_KEYS_MAX {
+        if owed.keys.len() < self.owed_keys_max {
             owed.keys.insert(key.to_vec());
         } else {
             owed.overflowed = true;
@@ -323,6 +334,7 @@ impl Node {
         thresholds: Thresholds,
         scrub: ScrubSettings,
         health: HealthRules,
+        owed_keys_max: usize,
     ) -> Node {
         let mut slots = Vec::with_capacity(devices.len());
         for (id, d) in devices.iter().enumerate() {
@@ -353,6 +365,7 @@ impl Node {
                 traffic: Traffic::default(),
                 admission: Admission::new(thresholds),
                 owed: Mutex::default(),
+                owed_keys_max,
                 health: Mutex::new(HealthTracker::new(health)),
                 transitions: Default::default(),
                 stopped: AtomicBool::new(false),
@@ -530,29 +543,63 @@ impl Node {
         submit(store, Op::Tombstone { key: key.to_vec(), version }).await
     }
 
-    /// The keys owed by each device whose stall has ended (see
-    /// `Slot::owed`), for the caller to tidy. Run once per health interval.
-    pub fn take_owed(&self) -> Vec<Vec<u8>> {
-        let mut keys = Vec::new();
+    /// What the devices whose stall has ended are owed (see `Slot::owed`),
+    /// for the caller to tidy. Run once per health interval.
+    pub fn take_owed(&self) -> Owing {
+        let mut owing = Owing::default();
         for slot in self.slots.iter().filter(|s| s.askable()) {
             let owed = std::mem::take(&mut *slot.owed.lock().expect("owed lock"));
             if owed.overflowed {
                 tracing::warn!(
                     device = slot.id,
-                    max = OWED_KEYS_MAX,
-                    "more keys were written elsewhere while the device stalled than are remembered; older copies of the rest go when each key is next read or written"
+                    max = slot.owed_keys_max,
+                    "more keys were written elsewhere while the device stalled than are remembered: sweeping all its keys for older copies"
                 );
-            }
-            if !owed.keys.is_empty() {
+                owing.sweep.push(slot.id);
+            } else if !owed.keys.is_empty() {
                 tracing::info!(
                     device = slot.id,
                     keys = owed.keys.len(),
                     "the device answers again: tidying the keys written elsewhere meanwhile"
                 );
-                keys.extend(owed.keys);
+                owing.keys.extend(owed.keys);
             }
         }
-        keys
+        owing
+    }
+
+    /// Tidies every key of `slot`'s device that another device may also
+    /// hold (its key filter says maybe): what a device whose owed keys
+    /// overflowed is owed. Pages through the device's listing; if the
+    /// device cannot be listed (it stalled again, or stopped), the sweep
+    /// is owed again and runs once it answers.
+    pub async fn sweep(&self, slot: usize) {
+        let Some(store) = self.slots[slot].store.as_ref() else { return };
+        let (mut after, mut tidied, mut seen) = (None::<Vec<u8>>, 0u64, 0u64);
+        loop {
+            let page = match list(store, b"", after.as_deref(), LIST_PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(device = slot, error = %e, "sweep for older copies stopped; it resumes once the device answers");
+                    self.slots[slot].owed.lock().expect("owed lock").overflowed = true;
+                    return;
+                }
+            };
+            for listed in &page {
+                seen += 1;
+                let elsewhere =
+                    self.slots.iter().any(|s| s.id != slot && s.store.is_some() && s.filter().may_contain(&listed.key));
+                if elsewhere {
+                    self.tidy(&listed.key).await;
+                    tidied += 1;
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == LIST_PAGE => after = Some(last.key.clone()),
+                _ => break,
+            }
+        }
+        tracing::info!(device = slot, keys = seen, tidied, "sweep for older copies done");
     }
 
     /// Whether every device could be asked (none failed to open, stopped,

@@ -74,7 +74,21 @@ fn one_key_per_device(addr: SocketAddr, prefix: &str, avoid: &[u32]) -> (String,
 
 #[test]
 fn a_hung_device_is_reported_stalled_and_suspect_until_its_io_completes() {
-    let Some(fs) = Mounted::for_test("a_hung_device_is_reported_stalled_and_suspect_until_its_io_completes") else {
+    // health.owed_keys_max at its default (systemd/agent.toml): every key
+    // written elsewhere during the stall is remembered.
+    stall("a_hung_device_is_reported_stalled_and_suspect_until_its_io_completes", 100_000);
+}
+
+/// The same stall with room to remember one key written elsewhere while it
+/// lasts, where two are: the device's whole listing is swept for older
+/// copies once it answers again, and the same checks hold.
+#[test]
+fn past_the_keys_remembered_during_a_stall_the_device_is_swept() {
+    stall("past_the_keys_remembered_during_a_stall_the_device_is_swept", 1);
+}
+
+fn stall(test: &str, owed_keys_max: usize) {
+    let Some(fs) = Mounted::for_test(test) else {
         return;
     };
     let (hung, fine) = (fs.mnt.join("dev0.img"), fs.dir.path().join("dev1.img"));
@@ -84,7 +98,7 @@ fn a_hung_device_is_reported_stalled_and_suspect_until_its_io_completes() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{}\"\ndevices = [\"{}\", \"{}\"]\n[health]\ninterval_ms = 100\nio_stall_ms = 2000\n",
+            "data_dir = \"{}\"\ndevices = [\"{}\", \"{}\"]\n[health]\ninterval_ms = 100\nio_stall_ms = 2000\nowed_keys_max = {owed_keys_max}\n",
             fs.dir.path().join("data").display(),
             hung.display(),
             fine.display()
@@ -210,6 +224,10 @@ fn a_hung_device_is_reported_stalled_and_suspect_until_its_io_completes() {
         }
         assert!(Instant::now() < deadline, "device 0 holds {held} shards, not {shards0} - 2 + {landed} given up on");
         std::thread::sleep(Duration::from_millis(100));
+    }
+    if owed_keys_max < 2 {
+        // Two keys were owed: the sweep, not the remembered key, did it.
+        agent.wait_for("sweep for older copies done");
     }
     let list = request(addr, "GET", "/v1/shards?prefix=", &[], b"").json();
     let listed =
