@@ -364,7 +364,7 @@ fn a_write_with_a_holder_down_is_acknowledged_and_its_shard_delivered_when_it_re
         c.agents[(id - 1) as usize].take().unwrap().signal(Signal::SIGKILL);
     }
     let r = get(&c, 4, "written-while-down");
-    assert!(r.status == 200 && r.body == body, "read with hosts 2 and 3 dead: {}", r.code());
+    assert!(r.status == 200 && r.body == body, "read with hosts 2 and 3 dead: {} {}", r.code(), r.text());
 }
 
 #[test]
