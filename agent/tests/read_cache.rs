@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
 use std::sync::Arc;
 
-use common::{get, locate, put, request};
+use common::{flip_bit, get, locate, put, request};
 
 /// Keys the writers and readers race on.
 const KEYS: u32 = 4;
@@ -135,18 +135,13 @@ fn a_cache_turned_off_reads_the_device_every_time() {
 /// is seen and repaired rather than masked until the entry is evicted.
 #[test]
 fn damage_the_scrubber_records_is_not_hidden_by_the_cache() {
-    use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let (agent, addr) = common::start_configured(dir.path(), 256 << 20, "tok", "");
     let data: Vec<u8> = (0..4096u32).map(|i| (i * 31 % 251) as u8).collect();
     assert_eq!(put(addr, "hot", &data).status, 201);
     assert_eq!(get(addr, "hot").body, data);
     let (dev, path, payload) = locate(dir.path(), b"hot");
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
-    let mut byte = [0u8; 1];
-    file.read_exact_at(&mut byte, payload + 100).unwrap();
-    file.write_all_at(&[byte[0] ^ 0x01], payload + 100).unwrap();
-    file.sync_all().unwrap();
+    flip_bit(&path, payload + 100, 0x01);
     let hit = get(addr, "hot");
     assert_eq!((hit.status, &hit.body), (200, &data), "the verified bytes in memory are still right");
 

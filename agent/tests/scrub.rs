@@ -6,11 +6,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{get, locate, put, request, Agent};
+use common::{flip_bit, get, locate, put, request, Agent};
 
 const TOKEN: &str = "scrub-token";
 
@@ -56,11 +55,7 @@ fn an_operator_started_pass_finds_a_flipped_bit_and_lists_the_shard_for_repair()
     }
     let (dev, path, payload) = locate(dir.path(), b"victim");
     // Flip one bit of the shard's bytes on the device file.
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
-    let mut byte = [0u8; 1];
-    file.read_exact_at(&mut byte, payload + 1000).unwrap();
-    file.write_all_at(&[byte[0] ^ 0x10], payload + 1000).unwrap();
-    file.sync_all().unwrap();
+    flip_bit(&path, payload + 1000, 0x10);
 
     let all = request(addr, "GET", "/v1/scrub", &[], b"").json();
     assert_eq!(all["devices"].as_array().unwrap().len(), 3);

@@ -202,11 +202,11 @@ fn a_hit_is_never_older_than_a_write_acknowledged_before_it() {
     join.join().unwrap();
 }
 
-/// The same race made certain on the simulated device (which can hold a
-/// read's completion back on demand): a read of the old bytes is in flight while an
-/// overwrite commits and is acknowledged, and finishes only after it. It
-/// returns the old bytes (it began before the overwrite), but they must
-/// not enter the cache.
+/// The same race made certain on the simulated device, which can hold a
+/// read's completion back on demand: a read of the old bytes is in flight
+/// while an overwrite commits and is acknowledged, and finishes only after
+/// it. It returns the old bytes (it began before the overwrite), but they
+/// must not enter the cache.
 #[test]
 fn a_read_finishing_after_an_overwrite_does_not_bring_the_old_bytes_back() {
     use shardstore::device::sim::{SimConfig, SimDevice};
@@ -214,7 +214,7 @@ fn a_read_finishing_after_an_overwrite_does_not_bring_the_old_bytes_back() {
     let mut dev = SimDevice::new(SimConfig::new(64 << 20, 3));
     format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
     let h = dev.handle();
-    // The scrubber paused: the delayed operation must be the get's read.
+    // The scrubber paused: the operation held back must be the get's read.
     let settings =
         ThreadSettings { scrub: Some(ScrubSettings { paused: true, ..ScrubSettings::default() }), read_cache: ON };
     let (store, join) = thread::spawn_with(Box::new(dev), settings).unwrap();

@@ -360,3 +360,14 @@ pub fn locate(dir: &std::path::Path, key: &[u8]) -> (usize, std::path::PathBuf, 
     }
     panic!("no device holds {key:?}");
 }
+
+/// Flips the bits of `mask` in the byte at `offset` of the file at `path`
+/// (rot on a device file the agent serves), durably.
+pub fn flip_bit(path: &std::path::Path, offset: u64, mask: u8) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, offset).unwrap();
+    file.write_all_at(&[byte[0] ^ mask], offset).unwrap();
+    file.sync_all().unwrap();
+}

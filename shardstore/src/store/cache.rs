@@ -144,7 +144,7 @@ impl ReadCache {
             let intact = crc32c::crc32c(&hit.bytes) == hit.stat.crc32c;
             if !intact {
                 self.stats.corrupt.fetch_add(1, Ordering::Relaxed);
-                self.forget(key);
+                self.drop_entry(key);
             }
             intact
         });
@@ -197,19 +197,22 @@ impl ReadCache {
         self.stats.evictions.fetch_add(evicted, Ordering::Relaxed);
     }
 
-    /// Drops `key`'s entry: the index is about to change what it holds
-    /// (or its bytes failed their check). Safe from any thread: a removal
-    /// can only turn a hit into a miss.
+    /// Drops `key`'s entry: the index is about to change what it holds.
+    /// (A removal is safe from any thread: it can only turn a hit into a
+    /// miss; `get` drops entries whose bytes fail their check.)
     pub(super) fn forget(&self, key: &[u8]) {
-        if !self.enabled() {
-            return;
-        }
-        let mut clock = self.clock.lock().expect("read cache lock");
-        if clock.remove(key) {
-            self.publish(&clock);
-            drop(clock);
+        if self.enabled() && self.drop_entry(key) {
             self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    fn drop_entry(&self, key: &[u8]) -> bool {
+        let mut clock = self.clock.lock().expect("read cache lock");
+        let dropped = clock.remove(key);
+        if dropped {
+            self.publish(&clock);
+        }
+        dropped
     }
 
     /// Drops everything (the store failed or closed).
@@ -290,6 +293,7 @@ mod tests {
         assert!(c.get(b"a").is_none(), "bytes that fail their CRC were returned");
         assert_eq!(c.stats().corrupt.load(Ordering::Relaxed), 1);
         assert_eq!(c.stats().entries.load(Ordering::Relaxed), 0, "the bad entry stays");
+        assert_eq!(c.stats().invalidations.load(Ordering::Relaxed), 0, "memory damage is not a change of the key");
         assert_eq!(c.stats().misses.load(Ordering::Relaxed), 1);
     }
 
