@@ -45,8 +45,13 @@ pub struct Copy {
 /// Where a read goes (`Node::route`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
-    /// Every device that may hold the key is overloaded (this one among them).
-    Refuse(usize),
+    /// Every device that may hold the key is overloaded (`slot` among
+    /// them); `sole`: it is the only one, and every device is open (as for
+    /// `Sole`: a shard in its read cache is the node's answer).
+    Refuse {
+        slot: usize,
+        sole: bool,
+    },
     /// Only this device may hold the key, and every device is open.
     Sole(usize),
     Search,
@@ -425,7 +430,7 @@ impl Node {
         }
         match candidates {
             0 => Route::Search,
-            _ if all_full => Route::Refuse(last),
+            _ if all_full => Route::Refuse { slot: last, sole: candidates == 1 && provable },
             1 if provable => Route::Sole(last),
             _ => Route::Search,
         }

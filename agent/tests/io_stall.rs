@@ -244,3 +244,64 @@ fn stall(test: &str, owed_keys_max: usize) {
     drop(thaw);
     drop(fs);
 }
+
+/// A device whose one request slot is held by a write its frozen file
+/// system keeps waiting (the stall watch off, so the device stays askable
+/// and merely overloaded): a GET of a shard in its read cache is still
+/// answered, from memory, while one that must read the device is refused
+/// `503 Overloaded` at once. Once the file system thaws, the write lands
+/// and the other shard reads again.
+#[test]
+fn a_cached_shard_is_answered_while_its_device_is_overloaded() {
+    let Some(fs) = Mounted::for_test("a_cached_shard_is_answered_while_its_device_is_overloaded") else {
+        return;
+    };
+    let dev = fs.mnt.join("dev0.img");
+    frozen_fs::formatted_file(&dev, 128 << 20);
+    let config = fs.dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\ndevices = [\"{}\"]\n[limits]\ndevice_concurrency = 1\ndevice_queue_max = 0\n\
+             [health]\nio_stall_ms = 0\n",
+            fs.dir.path().join("data").display(),
+            dev.display()
+        ),
+    )
+    .unwrap();
+    let (agent, addr) = Agent::serving(&["--config", config.to_str().unwrap()]);
+    let thaw = fs.thaw_on_drop();
+    let (hot, cold, held) = ("hot", "cold", "held");
+    assert!(stripe(held) != stripe(hot) && stripe(held) != stripe(cold), "the held PUT must not hold their stripe");
+    for key in [hot, cold] {
+        assert_eq!(request(addr, "PUT", &format!("/v1/shards/{key}"), &[], key.as_bytes()).status, 201);
+    }
+    assert_eq!(get(addr, hot).body, b"hot", "read once: now in the read cache");
+
+    fs.freeze(true);
+    let waiting = std::thread::spawn(move || request(addr, "PUT", &format!("/v1/shards/{held}"), &[], b"w").status);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(addr, cold);
+        if r.status == 503 {
+            assert_eq!(r.code(), "Overloaded", "{}", r.text());
+            break;
+        }
+        assert_eq!(r.status, 200);
+        assert!(Instant::now() < deadline, "the held write never took the device's slot");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = get(addr, hot);
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"hot"[..]), "{}", r.text());
+    let r = request(addr, "GET", "/v1/shards/hot", &[("range", "bytes=1-")], b"");
+    assert_eq!((r.status, r.body.as_slice()), (206, &b"ot"[..]));
+    assert_eq!((get(addr, cold).status, get(addr, cold).code()), (503, "Overloaded".to_owned()));
+
+    fs.freeze(false);
+    assert_eq!(waiting.join().unwrap(), 201, "the held write lands once the file system thaws");
+    assert_eq!(get(addr, cold).body, b"cold");
+    assert_eq!(get(addr, held).body, b"w");
+    drop(agent);
+    drop(thaw);
+    drop(fs);
+}

@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::json;
+use shardstore::store::cache::Cached;
 use shardstore::store::{ByteRange, Read, ShardStat};
 use shardstore::Error;
 
@@ -220,13 +221,26 @@ fn overloaded(slot: usize) -> ApiError {
 /// Refuses a read or delete at once when every device that may hold the
 /// key is overloaded (`Node::route`); else where the read goes.
 fn refuse_early(node: &Node, key: &[u8]) -> Result<Route, ApiError> {
-    match node.route(key) {
-        Route::Refuse(slot) => {
+    refuse_overloaded(node, node.route(key))
+}
+
+fn refuse_overloaded(node: &Node, route: Route) -> Result<Route, ApiError> {
+    match route {
+        Route::Refuse { slot, .. } => {
             node.slots[slot].admission.overloaded.fetch_add(1, Ordering::Relaxed);
             Err(overloaded(slot))
         }
         route => Ok(route),
     }
+}
+
+/// The shard of `key` from the read cache of the one device that may hold
+/// it, when every device is open: what that device holds now, answered
+/// from memory (no device read, no trip to its thread, no device time, so
+/// even while the device is overloaded; `cache.rs`).
+fn cached(node: &Node, route: Route, key: &[u8]) -> Option<(usize, Cached)> {
+    let (Route::Sole(slot) | Route::Refuse { slot, sole: true }) = route else { return None };
+    node.slots[slot].store.as_ref()?.cached(key).map(|hit| (slot, hit))
 }
 
 /// Waits for a turn on a device (see `admission.rs`).
@@ -415,12 +429,8 @@ async fn head_shard(State(app): State<Arc<App>>, req: Request) -> Result<Respons
     let key = key_of(req.uri().path())?;
     let _read = app.node.stripe(&key).read().await;
     // A cached shard's stat is what its device holds now (as for GET).
-    let cached = match app.node.route(&key) {
-        Route::Sole(slot) => app.node.slots[slot].store.as_ref().and_then(|s| s.cached(&key)).map(|hit| hit.stat),
-        _ => None,
-    };
-    let stat = match cached {
-        Some(stat) => stat,
+    let stat = match cached(&app.node, app.node.route(&key), &key) {
+        Some((_, hit)) => hit.stat,
         None => find(&app, &key).await?.stat,
     };
     let mut r = Response::new(Body::empty());
@@ -443,23 +453,23 @@ async fn get_shard(State(app): State<Arc<App>>, req: Request) -> Result<Response
     // The route is taken under the key's stripe: a put finishing on
     // another device in between would make a sole candidate stale.
     let _read = app.node.stripe(&key).read().await;
-    let route = refuse_early(&app.node, &key)?;
+    let route = app.node.route(&key);
+    // A hot shard, from memory.
+    if let Some((slot, hit)) = cached(&app.node, route, &key) {
+        let (offset, bytes) = match (spec, range_header) {
+            (Some(spec), Some(v)) => {
+                let (offset, len) = spec.resolve(hit.stat.size).ok_or_else(|| unsatisfiable(v, hit.stat.size))?;
+                (Some(offset), hit.bytes.slice(offset as usize..(offset + len) as usize))
+            }
+            _ => (None, hit.bytes),
+        };
+        return Ok(shard_answer(&app, slot, &hit.stat, offset, bytes));
+    }
+    let route = refuse_overloaded(&app.node, route)?;
     // When only one device may hold the key (the usual case), one trip to
     // its thread finds the shard and reads it.
     if let Route::Sole(slot) = route {
         let store = app.node.slots[slot].store.as_ref().expect("a sole candidate is open");
-        // A hot shard: what the device's store holds now, from memory
-        // (no device read, no trip to its thread; `cache.rs`).
-        if let Some(hit) = store.cached(&key) {
-            let (offset, bytes) = match (spec, range_header) {
-                (Some(spec), Some(v)) => {
-                    let (offset, len) = spec.resolve(hit.stat.size).ok_or_else(|| unsatisfiable(v, hit.stat.size))?;
-                    (Some(offset), hit.bytes.slice(offset as usize..(offset + len) as usize))
-                }
-                _ => (None, hit.bytes),
-            };
-            return Ok(shard_answer(&app, slot, &hit.stat, offset, bytes));
-        }
         refuse_background(&app, slot, background)?;
         let permit = admit(&app.node, slot, deadline).await?;
         match node::read(store, &key, spec).await {
