@@ -577,7 +577,7 @@ impl Node {
     /// hold (its key filter says maybe): what a device whose owed keys
     /// overflowed is owed. Pages through the device's listing; if the
     /// device cannot be listed (it stalled again, or stopped), the sweep
-    /// is owed again and runs once it answers.
+    /// is owed again and starts over once it answers.
     pub async fn sweep(&self, slot: usize) {
         let Some(store) = self.slots[slot].store.as_ref() else { return };
         let (mut after, mut tidied, mut seen) = (None::<Vec<u8>>, 0u64, 0u64);
@@ -585,7 +585,7 @@ impl Node {
             let page = match list(store, b"", after.as_deref(), LIST_PAGE).await {
                 Ok(page) => page,
                 Err(e) => {
-                    tracing::warn!(device = slot, error = %e, "sweep for older copies stopped; it resumes once the device answers");
+                    tracing::warn!(device = slot, error = %e, "sweep for older copies stopped; it starts again once the device answers");
                     self.slots[slot].owed.lock().expect("owed lock").overflowed = true;
                     return;
                 }
