@@ -247,7 +247,9 @@ fn stall(test: &str, owed_keys_max: usize) {
 
 /// A device whose one request slot is held by a write its frozen file
 /// system keeps waiting (the stall watch off, so the device stays askable
-/// and merely overloaded): a GET of a shard in its read cache is still
+/// and merely overloaded; the scrubber paused, whose record of a finished
+/// pass would be a write of the store thread's own to wait on the frozen
+/// file system): a GET of a shard in its read cache is still
 /// answered, from memory, while one that must read the device is refused
 /// `503 Overloaded` at once. Once the file system thaws, the write lands
 /// and the other shard reads again.
@@ -263,7 +265,7 @@ fn a_cached_shard_is_answered_while_its_device_is_overloaded() {
         &config,
         format!(
             "data_dir = \"{}\"\ndevices = [\"{}\"]\n[limits]\ndevice_concurrency = 1\ndevice_queue_max = 0\n\
-             [health]\nio_stall_ms = 0\n",
+             [health]\nio_stall_ms = 0\n[read_cache]\nshard_bytes_max = 16\n[scrub]\npaused = true\n",
             fs.dir.path().join("data").display(),
             dev.display()
         ),
@@ -273,13 +275,27 @@ fn a_cached_shard_is_answered_while_its_device_is_overloaded() {
     let thaw = fs.thaw_on_drop();
     let (hot, cold, held) = ("hot", "cold", "held");
     assert!(stripe(held) != stripe(hot) && stripe(held) != stripe(cold), "the held PUT must not hold their stripe");
-    for key in [hot, cold] {
-        assert_eq!(request(addr, "PUT", &format!("/v1/shards/{key}"), &[], key.as_bytes()).status, 201);
-    }
+    // The cold shard is past `shard_bytes_max`: however often it is read
+    // (below, until the device is full), it is never cached.
+    let cold_body = vec![b'c'; 64];
+    assert_eq!(request(addr, "PUT", "/v1/shards/hot", &[], b"hot").status, 201);
+    assert_eq!(request(addr, "PUT", "/v1/shards/cold", &[], &cold_body).status, 201);
     assert_eq!(get(addr, hot).body, b"hot", "read once: now in the read cache");
 
     fs.freeze(true);
-    let waiting = std::thread::spawn(move || request(addr, "PUT", &format!("/v1/shards/{held}"), &[], b"w").status);
+    // The PUT is refused while a GET below holds the one slot: it tries
+    // again until it holds the slot itself (and waits, frozen).
+    let waiting = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = request(addr, "PUT", &format!("/v1/shards/{held}"), &[], b"w");
+            if r.status != 503 || Instant::now() > deadline {
+                return r.status;
+            }
+            assert_eq!(r.code(), "Overloaded");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let r = get(addr, cold);
@@ -288,7 +304,12 @@ fn a_cached_shard_is_answered_while_its_device_is_overloaded() {
             break;
         }
         assert_eq!(r.status, 200);
-        assert!(Instant::now() < deadline, "the held write never took the device's slot");
+        assert!(
+            Instant::now() < deadline,
+            "the held write never took the device's slot (it finished: {}): {}",
+            waiting.is_finished(),
+            device0(addr)
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let r = get(addr, hot);
@@ -299,7 +320,7 @@ fn a_cached_shard_is_answered_while_its_device_is_overloaded() {
 
     fs.freeze(false);
     assert_eq!(waiting.join().unwrap(), 201, "the held write lands once the file system thaws");
-    assert_eq!(get(addr, cold).body, b"cold");
+    assert_eq!(get(addr, cold).body, cold_body);
     assert_eq!(get(addr, held).body, b"w");
     drop(agent);
     drop(thaw);
