@@ -240,3 +240,28 @@ fn a_read_finishing_after_an_overwrite_does_not_bring_the_old_bytes_back() {
     store.close().unwrap();
     join.join().unwrap();
 }
+
+/// A store whose flush failed answers nothing more from memory: its cache
+/// is emptied and stays empty, even as gets go on reading what the device
+/// holds (the simulated device fails one flush on demand).
+#[test]
+fn a_failed_store_answers_nothing_from_its_cache() {
+    use shardstore::device::sim::{Fault, SimConfig, SimDevice};
+    use shardstore::error::OpKind;
+    let mut dev = SimDevice::new(SimConfig::new(64 << 20, 4));
+    format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
+    let h = dev.handle();
+    let settings = ThreadSettings { read_cache: ON, ..ThreadSettings::default() };
+    let (store, join) = thread::spawn_with(Box::new(dev), settings).unwrap();
+    store.put(b"k", vec![7u8; 4096]).unwrap();
+    store.get(b"k").unwrap();
+    assert!(store.cached(b"k").is_some());
+    h.inject(Fault::once(OpKind::Flush));
+    assert!(store.put(b"other", vec![1u8; 10]).is_err(), "the put whose flush failed");
+    assert!(store.cached(b"k").is_none(), "a failed store's cache still answers");
+    let _ = store.get(b"k");
+    assert!(store.cached(b"k").is_none(), "a failed store's cache was filled again");
+    assert_eq!(store.read_cache().stats().bytes.load(SeqCst), 0);
+    drop(store);
+    join.join().unwrap();
+}

@@ -14,7 +14,8 @@
 //! - every change the index makes to a key (a put, delete or tombstone
 //!   applied, damage recorded) removes it first, before the change is
 //!   answered to anyone; relocation keeps it (the bytes are the same);
-//! - a store that fails or closes empties it;
+//! - a store that fails or closes empties it (a failed one adds nothing
+//!   more);
 //! - a hit is checked against the shard's CRC before it is returned (as a
 //!   device read is): a bit flipped in memory costs a device read, never a
 //!   wrong answer.

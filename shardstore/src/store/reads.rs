@@ -445,7 +445,9 @@ impl Store {
     /// applied while the read was in flight already changed the index
     /// (and emptied the key's entry), and its older bytes must not return.
     fn offer_to_cache(&self, ctx: &GetCtx) {
-        if ctx.offset != 0 || ctx.end != ctx.meta.size || !self.read_cache.takes(ctx.meta.size) {
+        // A failed store emptied its cache and keeps it empty.
+        let whole = ctx.offset == 0 && ctx.end == ctx.meta.size;
+        if !whole || self.failed.is_some() || !self.read_cache.takes(ctx.meta.size) {
             return;
         }
         let current = self.index.get(&ctx.key).is_some_and(|m| m.sequence == ctx.meta.sequence);
