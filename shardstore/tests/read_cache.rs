@@ -1,11 +1,14 @@
-//! The read cache on a real file through io_uring: a shard enters when a
+//! The read cache, on a real file through io_uring: a shard enters when a
 //! whole-shard get verified it, a write or delete of the key drops it
 //! before the write is answered, and a hit is never older than a write
 //! acknowledged before the lookup, while reads in flight race overwrites.
+//! On the simulated device, the states a real one gives only by chance: a
+//! read completing after a later overwrite, a failed flush.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
+use shardstore::device::sim::{SimConfig, SimDevice, SimHandle};
 use shardstore::device::OpenOptions;
 use shardstore::format::{format, FormatOptions};
 use shardstore::store::cache::ReadCacheSettings;
@@ -21,6 +24,15 @@ fn start(dir: &std::path::Path, read_cache: ReadCacheSettings) -> (StoreHandle, 
     }
     let dev = shardstore::device::open(&path, &options).unwrap();
     thread::spawn_with(Box::new(dev), ThreadSettings { read_cache, ..ThreadSettings::default() }).unwrap()
+}
+
+/// A store thread on a formatted simulated device, with its handle.
+fn start_sim(seed: u64, settings: ThreadSettings) -> (StoreHandle, std::thread::JoinHandle<()>, SimHandle) {
+    let mut dev = SimDevice::new(SimConfig::new(64 << 20, seed));
+    format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
+    let h = dev.handle();
+    let (store, join) = thread::spawn_with(Box::new(dev), settings).unwrap();
+    (store, join, h)
 }
 
 const ON: ReadCacheSettings = ReadCacheSettings { capacity_bytes: 1 << 20, shard_bytes_max: 64 << 10 };
@@ -209,15 +221,11 @@ fn a_hit_is_never_older_than_a_write_acknowledged_before_it() {
 /// must not enter the cache.
 #[test]
 fn a_read_finishing_after_an_overwrite_does_not_bring_the_old_bytes_back() {
-    use shardstore::device::sim::{SimConfig, SimDevice};
     use shardstore::store::scrub::ScrubSettings;
-    let mut dev = SimDevice::new(SimConfig::new(64 << 20, 3));
-    format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
-    let h = dev.handle();
     // The scrubber paused: the operation held back must be the get's read.
     let settings =
         ThreadSettings { scrub: Some(ScrubSettings { paused: true, ..ScrubSettings::default() }), read_cache: ON };
-    let (store, join) = thread::spawn_with(Box::new(dev), settings).unwrap();
+    let (store, join, h) = start_sim(3, settings);
     store.put(b"k", vec![1u8; 4096]).unwrap();
     h.hold_next_completion();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -246,13 +254,9 @@ fn a_read_finishing_after_an_overwrite_does_not_bring_the_old_bytes_back() {
 /// holds (the simulated device fails one flush on demand).
 #[test]
 fn a_failed_store_answers_nothing_from_its_cache() {
-    use shardstore::device::sim::{Fault, SimConfig, SimDevice};
+    use shardstore::device::sim::Fault;
     use shardstore::error::OpKind;
-    let mut dev = SimDevice::new(SimConfig::new(64 << 20, 4));
-    format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
-    let h = dev.handle();
-    let settings = ThreadSettings { read_cache: ON, ..ThreadSettings::default() };
-    let (store, join) = thread::spawn_with(Box::new(dev), settings).unwrap();
+    let (store, join, h) = start_sim(4, ThreadSettings { read_cache: ON, ..ThreadSettings::default() });
     store.put(b"k", vec![7u8; 4096]).unwrap();
     store.get(b"k").unwrap();
     assert!(store.cached(b"k").is_some());

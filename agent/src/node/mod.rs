@@ -491,11 +491,13 @@ impl Node {
                     return;
                 }
             };
+            // The other devices' filters, taken once a page (not once a key:
+            // each take locks the filter's state).
+            let others: Vec<Arc<KeyFilter>> =
+                self.slots.iter().filter(|s| s.id != slot && s.store.is_some()).map(Slot::filter).collect();
             for listed in &page {
                 seen += 1;
-                let elsewhere =
-                    self.slots.iter().any(|s| s.id != slot && s.store.is_some() && s.filter().may_contain(&listed.key));
-                if elsewhere {
+                if others.iter().any(|f| f.may_contain(&listed.key)) {
                     self.tidy(&listed.key).await;
                     tidied += 1;
                 }

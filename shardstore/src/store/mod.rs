@@ -436,7 +436,8 @@ impl Store {
 
     fn fail(&mut self, why: &str) -> Error {
         self.failed = Some(why.to_owned());
-        // A failed store answers nothing more, from the device or memory.
+        // Nothing more from memory (gets still read the device, and add
+        // nothing to the cache: `offer_to_cache`).
         self.read_cache.clear();
         Error::Poisoned { device: format!("{} ({why})", self.name), op: crate::error::OpKind::Write }
     }

@@ -628,7 +628,6 @@ impl StoreHandle {
         self.send(Request::Get { key, offset, len, reply: Box::new(done) })
     }
 
-    /// The thread's current figures.
     /// The whole shard of `key` from the read cache, without a trip to the
     /// thread: exactly what the store holds for the key now (`cache.rs`),
     /// or `None` (not cached; ask the thread).
@@ -640,6 +639,7 @@ impl StoreHandle {
         &self.cache
     }
 
+    /// The thread's current figures.
     pub fn stats(&self) -> &StoreStats {
         &self.wake.stats
     }
