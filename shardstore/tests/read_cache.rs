@@ -14,6 +14,10 @@ use shardstore::format::{format, FormatOptions};
 use shardstore::store::cache::ReadCacheSettings;
 use shardstore::store::thread::{self, StoreHandle, ThreadSettings};
 
+#[path = "common/overwrites.rs"]
+mod overwrites;
+use overwrites::{overwrite_until, problem, versioned};
+
 fn start(dir: &std::path::Path, read_cache: ReadCacheSettings) -> (StoreHandle, std::thread::JoinHandle<()>) {
     let path = dir.join("store.img");
     std::fs::File::create(&path).unwrap().set_len(256 << 20).unwrap();
@@ -91,12 +95,6 @@ fn a_store_without_a_cache_keeps_nothing() {
     join.join().unwrap();
 }
 
-/// A shard of `key` at `version`: every 8-byte word is (key, version).
-fn versioned(key: u32, version: u32) -> Vec<u8> {
-    let word = (u64::from(key) << 32 | u64::from(version)).to_le_bytes();
-    word.iter().copied().cycle().take(4096).collect()
-}
-
 const KEYS: u32 = 8;
 const GETS: u64 = 20_000;
 
@@ -150,17 +148,7 @@ fn a_hit_is_never_older_than_a_write_acknowledged_before_it() {
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (s, stop) = (Arc::clone(&s), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            let mut puts = 0u32;
-            while !stop.load(SeqCst) {
-                let key = (puts * 5) % KEYS;
-                let version = puts / KEYS + 1;
-                s.store.put(format!("k{key}").as_bytes(), versioned(key, version)).unwrap();
-                s.acked[key as usize].fetch_max(version, SeqCst);
-                puts += 1;
-            }
-            puts
-        })
+        std::thread::spawn(move || overwrite_until(&s.store, &s.acked, 5, || stop.load(SeqCst)))
     };
     let checker = {
         let (s, stop) = (Arc::clone(&s), Arc::clone(&stop));
@@ -172,15 +160,8 @@ fn a_hit_is_never_older_than_a_write_acknowledged_before_it() {
                 lookups += 1;
                 let Some(hit) = s.store.cached(format!("k{key}").as_bytes()) else { continue };
                 hits += 1;
-                let word = u64::from_le_bytes(hit.bytes[..8].try_into().unwrap());
-                let version = word as u32;
-                if (word >> 32) as u32 != key || hit.bytes != versioned(key, version) {
-                    s.problems.lock().unwrap().push(format!("hit of k{key}: another shard's bytes, or torn"));
-                } else if version < at_least {
-                    s.problems
-                        .lock()
-                        .unwrap()
-                        .push(format!("hit of k{key}: version {version}, {at_least} was acknowledged before"));
+                if let Some(p) = problem(key, &hit.bytes, at_least) {
+                    s.problems.lock().unwrap().push(format!("hit of k{key}: {p}"));
                 }
             }
             (lookups, hits)

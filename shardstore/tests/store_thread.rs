@@ -8,6 +8,10 @@ use shardstore::device::sim::{SimConfig, SimDevice};
 use shardstore::format::{format, FormatOptions};
 use shardstore::store::{thread, Store};
 
+#[path = "common/overwrites.rs"]
+mod overwrites;
+use overwrites::{overwrite_until, problem, versioned};
+
 #[test]
 fn concurrent_writers_share_group_commits() {
     let mut dev = SimDevice::new(SimConfig::new(128 << 20, 11));
@@ -73,12 +77,6 @@ fn concurrent_writers_share_group_commits() {
     }
 }
 
-/// A shard of `key` at `version`: every 8-byte word is (key, version).
-fn versioned(key: u32, version: u32) -> Vec<u8> {
-    let word = (u64::from(key) << 32 | u64::from(version)).to_le_bytes();
-    word.iter().copied().cycle().take(4096).collect()
-}
-
 struct Readers {
     store: thread::StoreHandle,
     acked: Vec<std::sync::atomic::AtomicU32>,
@@ -102,17 +100,7 @@ fn chain(r: &Arc<Readers>, n: u64) {
     let queued = r.store.submit_get(format!("k{key}").into_bytes(), 0, u64::MAX, move |got| {
         let problem = match got {
             Err(e) => Some(format!("get {n} of k{key}: {e}")),
-            Ok(bytes) => {
-                let word = u64::from_le_bytes(bytes[..8].try_into().unwrap());
-                let version = word as u32;
-                if (word >> 32) as u32 != key || bytes != versioned(key, version) {
-                    Some(format!("get {n} of k{key}: bytes of another shard or torn"))
-                } else if version < at_least {
-                    Some(format!("get {n} of k{key}: version {version}, {at_least} was acknowledged before it"))
-                } else {
-                    None
-                }
-            }
+            Ok(bytes) => problem(key, &bytes, at_least).map(|p| format!("get {n} of k{key}: {p}")),
         };
         let next = me.issued.fetch_add(1, SeqCst);
         if next < GETS {
@@ -162,15 +150,7 @@ fn reads_chained_from_completions_see_acknowledged_overwrites() {
     let writer = {
         let readers = Arc::clone(&readers);
         std::thread::spawn(move || {
-            let mut puts = 0u32;
-            while readers.issued.load(SeqCst) < GETS {
-                let key = (puts * 37) % KEYS;
-                let version = puts / KEYS + 1;
-                readers.store.put(format!("k{key}").as_bytes(), versioned(key, version)).unwrap();
-                readers.acked[key as usize].fetch_max(version, SeqCst);
-                puts += 1;
-            }
-            puts
+            overwrite_until(&readers.store, &readers.acked, 37, || readers.issued.load(SeqCst) >= GETS)
         })
     };
     let mut done = readers.done.lock().unwrap();
