@@ -201,6 +201,55 @@ fn gets_started_while_reaped_reads_wait_do_not_exhaust_buffers() {
     }
 }
 
+/// A long put is copied into its I/O buffer a block at a time, the commit
+/// serving gets between blocks: gets started then are answered before the
+/// put's write reaches the device (they used to wait for the whole copy),
+/// even twice a queue's worth of them, while the copy holds a buffer no
+/// queue slot carries yet (a read then waits for a buffer: without that
+/// wait, the read path took a buffer the pool did not have and panicked).
+#[test]
+fn gets_are_answered_while_a_long_put_is_copied() {
+    let (h, mut store) = fresh(41);
+    let gets = 2 * shardstore::store::STORE_QUEUE_DEPTH as u64;
+    let value = |i: u64| vec![i as u8; 4096];
+    for i in 0..gets {
+        store.put(format!("k{i}").as_bytes(), &value(i)).unwrap();
+    }
+    let big: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(13) >> 3) as u8).collect();
+    let writes_before = h.stats().writes;
+    let mut done = Vec::new();
+    let (mut started, mut answered_before_the_write) = (false, 0);
+    let mut pump = |store: &mut Store| {
+        if !started {
+            for i in 0..gets {
+                store.start_get(i, format!("k{i}").as_bytes(), 0, u64::MAX).unwrap();
+            }
+            started = true;
+        }
+        store.submit_gets(&mut done);
+        store.take_finished_gets(&mut done);
+        if h.stats().writes == writes_before {
+            answered_before_the_write = done.len();
+        }
+    };
+    let put = Op::Put { key: b"big".to_vec(), data: big.clone().into(), crc32c: None, version: None };
+    let results = store.commit_with(&[put], &mut pump);
+    for r in results {
+        r.unwrap();
+    }
+    assert!(answered_before_the_write > 0, "no get was answered while the put was copied");
+    while store.gets_pending() {
+        store.poll_gets(true, &mut done).unwrap();
+    }
+    store.take_finished_gets(&mut done);
+    done.sort_by_key(|(id, _)| *id);
+    assert_eq!(done.len() as u64, gets);
+    for (id, result) in done {
+        assert_eq!(result.unwrap(), value(id), "get {id}");
+    }
+    assert_eq!(store.get(b"big").unwrap(), big);
+}
+
 /// The store thread panicked with "blocking helper used with operations
 /// in flight": the scrubber's last window of an extent completed while a
 /// get's read was still in flight, and finishing the extent wrote its log

@@ -175,7 +175,7 @@ impl Store {
 
         for (i, op) in ops.iter().enumerate() {
             match op {
-                Op::Put { key, .. } => match self.stage_put(i, op, now, &mut writes) {
+                Op::Put { key, .. } => match self.stage_put(i, op, now, &mut writes, &mut *pump) {
                     Ok(record) => {
                         exists.insert(key.as_slice(), true);
                         staged[i] = Some(record);
@@ -297,8 +297,18 @@ impl Store {
     /// reads go to the read pipeline and are verified at once, their gets
     /// left finished for the thread to answer.
     pub(super) fn reap_commit_io(&mut self, writes: &mut WriteBatch) -> Result<()> {
+        self.collect_commit_io(writes, true)
+    }
+
+    /// As [`Store::reap_commit_io`], without waiting: what has completed
+    /// by now.
+    pub(super) fn poll_commit_io(&mut self, writes: &mut WriteBatch) -> Result<()> {
+        self.collect_commit_io(writes, false)
+    }
+
+    fn collect_commit_io(&mut self, writes: &mut WriteBatch, wait: bool) -> Result<()> {
         let mut got = std::mem::take(&mut writes.scratch);
-        let reaped = self.dev.reap_or_wake(&mut got);
+        let reaped = if wait { self.dev.reap_or_wake(&mut got) } else { self.dev.reap(0, &mut got) };
         for c in got.drain(..) {
             match ReadToken::decode(c.token) {
                 ReadToken::Commit { op } => {

@@ -265,7 +265,12 @@ impl Store {
                 self.finish_chunk(slot, result);
                 continue;
             }
-            let buf = self.pool.take(len).expect("a free buffer for every queue slot");
+            let Some(buf) = self.pool.take(len) else {
+                // A commit copying a put holds a buffer no slot carries
+                // yet: this read goes out once a buffer is back.
+                self.reads.queue.push_front((slot, chunk));
+                break;
+            };
             let at = self.payload_offset(loc);
             let token = ReadToken::Get { slot, chunk }.encode();
             let op = IoOp { token, kind: IoKind::Read { offset: at, buf } };

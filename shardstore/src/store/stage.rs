@@ -6,7 +6,7 @@
 
 use crate::device::IoBuf;
 
-use super::commit::WriteBatch;
+use super::commit::{Pump, WriteBatch};
 use super::{
     chunk_count, chunk_len, combine_crcs, key_text, record, record_size_bytes, validate_key, Error, IoKind, LogRecord,
     Op, RecordHeader, Result, ShardMeta, Store, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX, RESERVE_EXTENTS_COUNT,
@@ -16,6 +16,13 @@ use super::{
 /// A put's bytes are copied into the I/O buffer and checksummed there in
 /// blocks of this size: half of an L1 data cache of 32 KiB or more.
 const COPY_CRC_BLOCK_BYTES: usize = 16 * 1024;
+
+/// While a long put is copied and checksummed (about 100 µs a MiB here),
+/// the thread looks at the device and serves gets (`Pump`) every this many
+/// bytes: a get whose read completes meanwhile, or that arrives, is not
+/// held for the whole copy. Measured: the p99 of 4 KiB gets during 1 MiB
+/// puts fell from about 5x to 3x the idle p99 with no copy at all.
+const PUMP_EVERY_BYTES: usize = 128 * 1024;
 
 /// A record of at most `1 / RUN_RECORDS_MIN` of an I/O buffer is gathered
 /// with the records written right behind it on the device into one buffer
@@ -78,7 +85,14 @@ impl Store {
     /// returns the log record that will make it visible. The CRC of every
     /// aligned buffer that goes to the device is compared with what the
     /// sender vouched for (`expected`) before the buffer is written.
-    pub(super) fn stage_put(&mut self, i: usize, put: &Op, now: u64, writes: &mut WriteBatch) -> Result<LogRecord> {
+    pub(super) fn stage_put(
+        &mut self,
+        i: usize,
+        put: &Op,
+        now: u64,
+        writes: &mut WriteBatch,
+        pump: Pump<'_>,
+    ) -> Result<LogRecord> {
         let Op::Put { key, data, crc32c: expected, version } = put else { unreachable!("stage_put stages puts") };
         let key: &[u8] = key;
         let (expected, version) = (*expected, *version);
@@ -96,16 +110,12 @@ impl Store {
         // is checked against the sender's before anything is written, and
         // each buffer's copy against its chunk's CRC. Landed chunks' CRCs
         // were taken from their record buffers as the bytes landed.
-        let chunk_crcs: Vec<u32> = if count == 1 {
-            Vec::new()
-        } else {
-            (0..count)
-                .map(|c| {
-                    let start = c * CHUNK_SIZE_BYTES_MAX;
-                    data.landed_crc(c).unwrap_or_else(|| data.crc32c(start..start + chunk_len(size, c)))
-                })
-                .collect()
-        };
+        let mut chunk_crcs: Vec<u32> = Vec::with_capacity(if count == 1 { 0 } else { count });
+        for c in (0..count).filter(|_| count > 1) {
+            let start = c * CHUNK_SIZE_BYTES_MAX;
+            chunk_crcs.push(data.landed_crc(c).unwrap_or_else(|| data.crc32c(start..start + chunk_len(size, c))));
+            self.serve_gets_meanwhile(writes, pump)?;
+        }
         let mut shard_crc = if count == 1 { 0 } else { combine_crcs(&chunk_crcs, size) };
         if let Some(want) = expected.filter(|&want| count > 1 && want != shard_crc) {
             return Err(bad_digest(want, shard_crc));
@@ -164,18 +174,40 @@ impl Store {
                 // The CRC of the copy in the I/O buffer, taken block by block
                 // right behind the copy, while each block is still in L1.
                 let mut placed_crc = 0;
-                let mut fill = |to: &mut [u8]| {
+                let mut fill = |to: &mut [u8], mut between: Option<&mut dyn FnMut() -> Result<()>>| -> Result<()> {
                     for (i, block) in to.chunks_mut(COPY_CRC_BLOCK_BYTES).enumerate() {
-                        data.copy_to(start + i * COPY_CRC_BLOCK_BYTES, block);
+                        let at = i * COPY_CRC_BLOCK_BYTES;
+                        if at > 0 && at % PUMP_EVERY_BYTES == 0 {
+                            if let Some(between) = between.as_mut() {
+                                between()?;
+                            }
+                        }
+                        data.copy_to(start + at, block);
                         placed_crc = crc32c::crc32c_append(placed_crc, block);
                     }
+                    Ok(())
                 };
-                let out = target.record(writes, bytes);
-                if member {
-                    fill(&mut out[..payload_len]);
-                    out[payload_len..].fill(0);
+                if let Target::Own(buf) = &mut target {
+                    // A record of its own (the long ones): gets are served
+                    // between blocks; the buffer is the record's alone.
+                    let mut between = || self.serve_gets_meanwhile(writes, pump);
+                    let mut filled = Ok(());
+                    record::place_payload_with(
+                        payload_len,
+                        |to| filled = fill(to, Some(&mut between)),
+                        buf.as_mut_slice(),
+                    );
+                    filled?;
                 } else {
-                    record::place_payload_with(payload_len, fill, out);
+                    let out = target.record(writes, bytes);
+                    if member {
+                        fill(&mut out[..payload_len], None)?;
+                        out[payload_len..].fill(0);
+                    } else {
+                        let mut filled = Ok(());
+                        record::place_payload_with(payload_len, |to| filled = fill(to, None), out);
+                        filled?;
+                    }
                 }
                 (target, placed_crc)
             };
@@ -270,6 +302,17 @@ impl Store {
             chunks.push(loc);
         }
         Ok(LogRecord::Put { key: key.to_vec(), meta: ShardMeta::new(size, shard_crc, sequence, now, chunks) })
+    }
+
+    /// While a put is staged: collects what the device completed (the
+    /// commit's writes so far, gets' reads) and runs `pump` to answer and
+    /// start gets. Fails only when the ring itself does.
+    fn serve_gets_meanwhile(&mut self, writes: &mut WriteBatch, pump: Pump<'_>) -> Result<()> {
+        if let Err(e) = self.poll_commit_io(writes) {
+            return Err(self.fail(&format!("reaping writes failed: {e}")));
+        }
+        pump(self);
+        Ok(())
     }
 
     /// Whether a record of `len` bytes is small enough to share a write
