@@ -64,6 +64,12 @@ pub const QUEUE_DEPTH_DEFAULT: u32 = 128;
 /// Largest single I/O the engine accepts (one buffer-pool slot at most).
 pub const IO_SIZE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
+/// Writes longer than this, queued while reads are in flight, are sent in
+/// pieces of this size, at most `WRITE_PIECES_WITH_READS_DEFAULT` in flight
+/// while reads are (`OpenOptions::write_piece_bytes`).
+pub const WRITE_PIECE_BYTES_DEFAULT: u64 = 256 * 1024;
+pub const WRITE_PIECES_WITH_READS_DEFAULT: u32 = 2;
+
 /// How long opening waits for a device that is busy before saying so. A
 /// process that just exited (even cleanly) can hold its exclusive claim a
 /// little longer: the kernel drops an io_uring's registered file

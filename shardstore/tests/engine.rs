@@ -12,6 +12,11 @@ use shardstore::device::{BlockDevice, BlockDeviceExt, BufferPool, Completion, Io
 use shardstore::error::{Error, OpKind};
 use shardstore::rng::Rng;
 
+#[path = "common/frozen_fs.rs"]
+#[allow(dead_code)]
+mod frozen_fs;
+use frozen_fs::Mounted;
+
 const FILE_SIZE: u64 = 64 << 20;
 
 fn make_file(dir: &Path, size: u64) -> std::path::PathBuf {
@@ -307,4 +312,120 @@ fn operations_reach_the_kernel_when_the_submission_batch_fills_or_at_the_next_re
     assert_eq!(dev.reap(1, &mut done).unwrap(), 1, "the reap submits what waits and waits for it");
     done[0].result.as_ref().unwrap();
     assert!(file_holds(&path, 24576, &data));
+}
+
+/// Opens `path` with long writes split into 64 KiB pieces, one in flight
+/// while reads are.
+fn open_with_pieces(path: &Path, buffers: Option<BufferPool>) -> UringDevice {
+    let options =
+        OpenOptions { write_piece_bytes: 64 << 10, write_pieces_with_reads: 1, buffers, ..OpenOptions::default() };
+    UringDevice::open(path, &options).unwrap()
+}
+
+/// Queues `count` 4 KiB reads at `at` for the next reap (so they are in
+/// flight when what follows is queued).
+fn queue_reads(dev: &mut UringDevice, pool: &BufferPool, at: u64, count: u64) {
+    for i in 0..count {
+        let buf = pool.take(4096).unwrap();
+        dev.submit_with_next_reap(IoOp { token: 100 + i, kind: IoKind::Read { offset: at + i * 4096, buf } }).unwrap();
+    }
+}
+
+/// A long write queued while reads are in flight goes to the kernel in
+/// pieces (so a read queued behind it waits for a piece, not the whole
+/// write) and completes once, whole, with its buffer; from registered
+/// buffers and plain ones, with and without FUA. With no read in flight
+/// a write goes whole.
+#[test]
+fn a_long_write_queued_behind_reads_goes_in_pieces_and_lands_whole() {
+    for registered in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make_file(dir.path(), FILE_SIZE);
+        let pool = BufferPool::new(1 << 20, 8).unwrap();
+        let mut dev = open_with_pieces(&path, registered.then(|| pool.clone()));
+        assert_eq!(dev.info().features.registered_buffers, registered);
+        let mut split = 0;
+        for (i, fua) in [false, true].into_iter().enumerate() {
+            let offset = (1 + 2 * i as u64) << 20;
+            // One piece and a bit more than 15: the last piece is short.
+            let len = (1 << 20) - 4096;
+            let data = pattern(offset, len, 3);
+            queue_reads(&mut dev, &pool, 32 << 20, 4);
+            let mut buf = pool.take(len).unwrap();
+            buf.as_mut_slice().copy_from_slice(&data);
+            dev.submit(IoOp { token: 1, kind: IoKind::Write { offset, buf, fua } }).unwrap();
+            split += 1;
+            assert_eq!(dev.writes_split(), split, "queued behind reads, the write is split");
+            assert_eq!(dev.in_flight(), 5, "a split write is one operation in flight");
+            let mut done = Vec::new();
+            dev.reap(5, &mut done).unwrap();
+            assert_eq!(done.len(), 5);
+            let write = done.iter().find(|c| c.token == 1).expect("the write completes once");
+            write.result.as_ref().unwrap();
+            assert_eq!((write.op, write.offset, write.len), (OpKind::Write, offset, len as u64));
+            assert_eq!(write.buf.as_ref().unwrap().as_slice(), &data[..], "the buffer comes back");
+            assert!(done.iter().all(|c| c.result.is_ok()));
+            assert_eq!(dev.in_flight(), 0);
+            assert!(file_holds(&path, offset, &data), "every piece landed where it belongs");
+        }
+        // Nothing else in flight: the write goes whole.
+        let data = pattern(8 << 20, 1 << 20, 5);
+        dev.write_at(8 << 20, &data, false).unwrap();
+        assert_eq!(dev.writes_split(), split);
+        assert!(file_holds(&path, 8 << 20, &data));
+    }
+}
+
+/// A piece that fails fails its write, naming where, and no piece after
+/// it is sent; the device goes on serving. The write fills a hole of a
+/// file on a file system with room for only part of it (ENOSPC).
+#[test]
+fn a_failed_piece_fails_its_write_and_the_device_goes_on() {
+    let Some(fs) = Mounted::for_test("a_failed_piece_fails_its_write_and_the_device_goes_on") else {
+        return;
+    };
+    let path = fs.mnt.join("dev.img");
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(16 << 20).unwrap();
+    // Written first, so that reads of it need no room.
+    std::os::unix::fs::FileExt::write_all_at(&f, &vec![7u8; 64 << 10], 0).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    // The file system filled, then 128 KiB given back: room for two of
+    // the write's sixteen pieces.
+    let room = fs.mnt.join("room");
+    std::fs::write(&room, vec![1u8; 128 << 10]).unwrap();
+    let out = std::process::Command::new("stat").args(["-f", "-c", "%f %S"]).arg(&fs.mnt).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let [free, block]: [u64; 2] =
+        text.split_whitespace().map(|n| n.parse().unwrap()).collect::<Vec<_>>().try_into().unwrap();
+    let filler = (free * block).saturating_sub(8 << 20).to_string();
+    frozen_fs::run("fallocate", &["-l", &filler, fs.mnt.join("filler").to_str().unwrap()]);
+    // The rest by writing until the file system refuses (dd then fails).
+    let of = format!("of={}", fs.mnt.join("filler2").display());
+    let _ = std::process::Command::new("dd").args(["if=/dev/zero", &of, "bs=64k"]).output().unwrap();
+    std::fs::remove_file(&room).unwrap();
+    frozen_fs::run("sync", &[]);
+
+    let pool = BufferPool::new(1 << 20, 8).unwrap();
+    let mut dev = open_with_pieces(&path, Some(pool.clone()));
+    queue_reads(&mut dev, &pool, 0, 4);
+    let offset = 4 << 20;
+    let buf = pool.take(1 << 20).unwrap();
+    dev.submit(IoOp { token: 1, kind: IoKind::Write { offset, buf, fua: false } }).unwrap();
+    assert_eq!(dev.writes_split(), 1);
+    let mut done = Vec::new();
+    dev.reap(5, &mut done).unwrap();
+    let write = done.iter().find(|c| c.token == 1).expect("the write completes");
+    let err = write.result.as_ref().unwrap_err();
+    let Error::Io { op, offset: at, len, .. } = err else { panic!("expected an I/O error, got {err}") };
+    assert_eq!(*op, OpKind::Write);
+    assert!((offset..offset + (1 << 20)).contains(at) && *len == 64 << 10, "names the piece: {err}");
+    assert!(err.to_string().contains("No space"), "{err}");
+    assert!(write.buf.is_some(), "the buffer comes back");
+    assert!(done.iter().filter(|c| c.token != 1).all(|c| c.result.is_ok()), "the reads are unharmed");
+    assert_eq!(dev.in_flight(), 0);
+    // The device goes on: a read, and a write where there is room.
+    assert!(dev.read_at(0, 4096).unwrap().as_slice().iter().all(|&b| b == 7));
+    dev.write_at(0, &[9u8; 4096], false).unwrap();
 }

@@ -82,6 +82,15 @@ pub struct OpenOptions {
     /// [`StallWatch`] the store hands the device (io_uring only); 0 turns
     /// the watch off.
     pub stall_after_ms: u64,
+    /// A write longer than this, queued while reads are in flight, goes to
+    /// the kernel in pieces of this size (io_uring only; 0: whole). A read
+    /// queued behind a write on the device waits for the whole write: a
+    /// 4 KiB read behind a 1 MiB write waits for the megabyte.
+    pub write_piece_bytes: u64,
+    /// While reads are in flight, at most this many pieces of split writes
+    /// are (the rest follow as pieces complete); with no read in flight the
+    /// rest go at once.
+    pub write_pieces_with_reads: u32,
 }
 
 impl Default for OpenOptions {
@@ -95,6 +104,8 @@ impl Default for OpenOptions {
             busy_wait_ms: crate::constants::OPEN_BUSY_WAIT_MS_MAX,
             submit_batch: 1,
             stall_after_ms: crate::constants::IO_STALL_AFTER_MS_DEFAULT,
+            write_piece_bytes: crate::constants::WRITE_PIECE_BYTES_DEFAULT,
+            write_pieces_with_reads: crate::constants::WRITE_PIECES_WITH_READS_DEFAULT,
         }
     }
 }

@@ -7,6 +7,12 @@
 //! safe code can reach. Submission is batched: `submit` only fills SQEs,
 //! `reap` hands the whole batch to the kernel in one `io_uring_enter`.
 //!
+//! A long write queued while reads are in flight is sent in pieces, a few
+//! at a time while reads keep coming (`OpenOptions::write_piece_bytes`):
+//! the device serves requests in the order it takes them, and a 4 KiB read
+//! behind a whole 1 MiB write waits for all of it. The write completes,
+//! as one operation, when its last piece does.
+//!
 //! Every feature falls back cleanly: `SINGLE_ISSUER`/`DEFER_TASKRUN` (6.0+
 //! and 6.1+), registered buffers (refused when `RLIMIT_MEMLOCK` is too low
 //! for a non-root user) and a registered file.
@@ -17,6 +23,7 @@
 //! then stay there.
 #![allow(unsafe_code)]
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -43,6 +50,10 @@ const ENTER_GETEVENTS: u32 = 1;
 
 /// `user_data` of the poll on the wake eventfd; slots are numbered from 0.
 const WAKE_TOKEN: u64 = u64::MAX;
+
+/// A piece of a split write carries its slot in the low 32 bits of
+/// `user_data` and its number plus one above them (0: a whole operation).
+const PIECE_SHIFT: u32 = 32;
 
 /// Wakes the thread driving a ring: a write to an eventfd the ring polls.
 #[derive(Debug)]
@@ -78,6 +89,19 @@ pub struct UringDevice {
     /// it is in the ring.
     wake: Option<Arc<EventWaker>>,
     wake_armed: bool,
+    /// `OpenOptions::write_piece_bytes` (0: writes go whole) and
+    /// `write_pieces_with_reads`.
+    piece_bytes: u64,
+    pieces_with_reads: usize,
+    /// Reads in flight, and pieces of split writes in the kernel.
+    reads_in_flight: usize,
+    pieces_in_flight: usize,
+    /// Slots of split writes with pieces not yet sent, oldest first.
+    paced: VecDeque<u32>,
+    /// Pieces are queued that no enter has handed over yet.
+    pieces_queued: bool,
+    /// Writes sent in pieces since the device was opened.
+    writes_split: u64,
 }
 
 #[derive(Debug)]
@@ -89,6 +113,19 @@ struct InFlight {
     buf: Option<IoBuf>,
     /// When it was queued (for the stall watch).
     since: Instant,
+    /// A write sent in pieces: how far it is sent and what came back.
+    pieces: Option<Pieces>,
+}
+
+#[derive(Debug)]
+struct Pieces {
+    fua: bool,
+    /// Bytes sent to the kernel so far, from the start.
+    sent: u64,
+    /// Pieces in the kernel.
+    outstanding: u32,
+    /// The first piece that failed; no more are sent after it.
+    failure: Option<Error>,
 }
 
 impl std::fmt::Debug for UringDevice {
@@ -181,6 +218,13 @@ impl UringDevice {
             stall: None,
             wake: None,
             wake_armed: false,
+            piece_bytes: options.write_piece_bytes,
+            pieces_with_reads: options.write_pieces_with_reads.max(1) as usize,
+            reads_in_flight: 0,
+            pieces_in_flight: 0,
+            paced: VecDeque::with_capacity(depth),
+            pieces_queued: false,
+            writes_split: 0,
         })
     }
 
@@ -209,15 +253,9 @@ impl UringDevice {
                 }
             }
             IoKind::Write { offset, buf, fua } => {
-                let len = buf.len() as u32;
-                let ptr = buf.as_ptr();
                 let flags = if *fua { libc::RWF_DSYNC } else { 0 };
-                if Some(buf.pool_id()) == pool_id {
-                    let index = buf.slot() as u16;
-                    with_fd!(|f| opcode::WriteFixed::new(f, ptr, len, index).offset(*offset).rw_flags(flags).build())
-                } else {
-                    with_fd!(|f| opcode::Write::new(f, ptr, len).offset(*offset).rw_flags(flags).build())
-                }
+                let fixed = (Some(buf.pool_id()) == pool_id).then(|| buf.slot() as u16);
+                self.write_entry(buf.as_ptr(), buf.len() as u32, *offset, fixed, flags)
             }
             IoKind::Flush => {
                 // On a block device fsync and fdatasync both flush the
@@ -241,9 +279,8 @@ impl UringDevice {
     /// Moves every posted completion to `out`; a wake is consumed, not
     /// reported.
     fn drain_completions(&mut self, out: &mut Vec<Completion>) {
-        let mut cq = self.ring.completion();
-        cq.sync();
-        for cqe in &mut cq {
+        // One entry at a time: counting off a piece needs `self` whole.
+        while let Some(cqe) = self.next_cqe() {
             if cqe.user_data() == WAKE_TOKEN {
                 self.wake_armed = false;
                 if let Some(w) = &self.wake {
@@ -251,13 +288,22 @@ impl UringDevice {
                 }
                 continue;
             }
-            let slot = cqe.user_data() as usize;
-            let InFlight { token, op, offset, len, buf, .. } =
+            let slot = (cqe.user_data() & u64::from(u32::MAX)) as usize;
+            let piece = cqe.user_data() >> PIECE_SHIFT;
+            if piece > 0 && !self.piece_done(slot, piece - 1, cqe.result()) {
+                continue;
+            }
+            let InFlight { token, op, offset, len, buf, pieces, .. } =
                 self.slots[slot].take().expect("completion for a slot with no operation in flight");
             self.free_slots.push(slot as u32);
             self.in_flight -= 1;
+            if op == OpKind::Read {
+                self.reads_in_flight -= 1;
+            }
             let res = cqe.result();
-            let result = if res < 0 {
+            let result = if let Some(p) = pieces {
+                p.failure.map_or(Ok(()), Err)
+            } else if res < 0 {
                 Err(Error::io(&self.info.name, op, offset, len, io::Error::from_raw_os_error(-res)))
             } else if op != OpKind::Flush && res as u64 != len {
                 Err(Error::io(
@@ -275,6 +321,99 @@ impl UringDevice {
             }
             out.push(Completion { token, op, offset, len, result, buf });
         }
+        self.send_pieces();
+    }
+
+    fn next_cqe(&mut self) -> Option<io_uring::cqueue::Entry> {
+        self.ring.completion().next()
+    }
+
+    /// Counts off piece `piece` of the split write in `slot`, which
+    /// completed with `res`; true when it was the write's last.
+    fn piece_done(&mut self, slot: usize, piece: u64, res: i32) -> bool {
+        self.pieces_in_flight -= 1;
+        let name = &self.info.name;
+        let f = self.slots[slot].as_mut().expect("a piece of a write in flight");
+        let p = f.pieces.as_mut().expect("a piece of a split write");
+        p.outstanding -= 1;
+        let start = piece * self.piece_bytes;
+        let want = self.piece_bytes.min(f.len - start);
+        let failure = if res < 0 {
+            Some(io::Error::from_raw_os_error(-res))
+        } else if res as u64 != want {
+            Some(io::Error::new(io::ErrorKind::UnexpectedEof, format!("short write: {res} of {want} bytes")))
+        } else {
+            None
+        };
+        if let Some(cause) = failure.filter(|_| p.failure.is_none()) {
+            p.failure = Some(Error::io(name, OpKind::Write, f.offset + start, want, cause));
+            // Nothing more of it is sent.
+            self.paced.retain(|&s| s as usize != slot);
+        }
+        p.outstanding == 0 && (p.failure.is_some() || p.sent == f.len)
+    }
+
+    /// Sends the next pieces of split writes, oldest write first: while
+    /// reads are in flight up to `pieces_with_reads` in the kernel, else
+    /// as many as there are slots. Queued, not entered.
+    fn send_pieces(&mut self) {
+        let pool_id = self.registered_pool.as_ref().map(BufferPool::id);
+        while let Some(&slot) = self.paced.front() {
+            let limit = if self.reads_in_flight > 0 { self.pieces_with_reads } else { self.slots.len() };
+            if self.pieces_in_flight >= limit || self.ring.submission().is_full() {
+                return;
+            }
+            let f = self.slots[slot as usize].as_mut().expect("a paced write in flight");
+            let p = f.pieces.as_mut().expect("a paced write is split");
+            let buf = f.buf.as_ref().expect("a write owns its buffer");
+            let start = p.sent;
+            let len = self.piece_bytes.min(f.len - start);
+            // SAFETY: start + len <= the buffer's length.
+            let ptr = unsafe { buf.as_ptr().add(start as usize) };
+            let flags = if p.fua { libc::RWF_DSYNC } else { 0 };
+            let fixed = (Some(buf.pool_id()) == pool_id).then(|| buf.slot() as u16);
+            let piece = start / self.piece_bytes;
+            let user_data = u64::from(slot) | ((piece + 1) << PIECE_SHIFT);
+            let offset = f.offset + start;
+            p.sent += len;
+            p.outstanding += 1;
+            if p.sent == f.len {
+                self.paced.pop_front();
+            }
+            let entry = self.write_entry(ptr, len as u32, offset, fixed, flags).user_data(user_data);
+            // SAFETY: the SQE points into the buffer the slot owns until its
+            // last piece's CQE is reaped; the fd outlives the ring.
+            unsafe {
+                self.ring.submission().push(&entry).expect("checked for room above");
+            }
+            self.queued += 1;
+            self.pieces_in_flight += 1;
+            self.pieces_queued = true;
+        }
+    }
+
+    /// Hands the kernel pieces that completions just released, before the
+    /// caller goes off to other work.
+    fn submit_pieces(&mut self) -> Result<()> {
+        if self.pieces_queued {
+            self.enter(0)?;
+        }
+        Ok(())
+    }
+
+    /// A write SQE of `len` bytes from `ptr` at `offset`, from registered
+    /// buffer `fixed` if it is one.
+    fn write_entry(&self, ptr: *const u8, len: u32, offset: u64, fixed: Option<u16>, flags: i32) -> squeue::Entry {
+        let file = types::Fixed(0);
+        let fd = types::Fd(self.file.as_raw_fd());
+        match (fixed, self.info.features.registered_file) {
+            (Some(index), true) => {
+                opcode::WriteFixed::new(file, ptr, len, index).offset(offset).rw_flags(flags).build()
+            }
+            (Some(index), false) => opcode::WriteFixed::new(fd, ptr, len, index).offset(offset).rw_flags(flags).build(),
+            (None, true) => opcode::Write::new(file, ptr, len).offset(offset).rw_flags(flags).build(),
+            (None, false) => opcode::Write::new(fd, ptr, len).offset(offset).rw_flags(flags).build(),
+        }
     }
 
     /// Puts one operation in the submission queue without entering the
@@ -285,21 +424,48 @@ impl UringDevice {
         let Some(slot) = self.free_slots.pop() else {
             return Err(Error::QueueFull { device: self.info.name.clone(), depth: self.slots.len() });
         };
-        let entry = self.entry(&mut kind).user_data(u64::from(slot));
+        let split = match &kind {
+            IoKind::Write { buf, fua, .. } if self.reads_in_flight > 0 && self.piece_bytes > 0 => {
+                (buf.len() as u64 > self.piece_bytes).then_some(*fua)
+            }
+            _ => None,
+        };
         let op_kind = kind.op();
+        let entry = split.is_none().then(|| self.entry(&mut kind).user_data(u64::from(slot)));
         let (offset, len, buf) = kind.into_parts();
+        let pieces = split.map(|fua| Pieces { fua, sent: 0, outstanding: 0, failure: None });
         debug_assert!(self.slots[slot as usize].is_none());
-        self.slots[slot as usize] = Some(InFlight { token, op: op_kind, offset, len, buf, since: Instant::now() });
-        // The submission queue has as many entries as there are slots, so
-        // with a free slot there is always room for the SQE.
+        self.slots[slot as usize] =
+            Some(InFlight { token, op: op_kind, offset, len, buf, since: Instant::now(), pieces });
+        self.in_flight += 1;
+        if op_kind == OpKind::Read {
+            self.reads_in_flight += 1;
+        }
+        let Some(entry) = entry else {
+            self.paced.push_back(slot);
+            self.writes_split += 1;
+            self.send_pieces();
+            return Ok(());
+        };
+        if self.ring.submission().is_full() {
+            // Pieces of split writes can fill the queue the slots size.
+            let _ = self.enter(0);
+        }
         // SAFETY: the SQE points into the buffer now owned by the slot,
         // which keeps it alive and untouched until the CQE is reaped; the
         // fd (or registered index 0) stays open as long as the ring.
-        unsafe {
-            self.ring.submission().push(&entry).expect("submission queue sized to the slot count");
+        let pushed = unsafe { self.ring.submission().push(&entry) };
+        if pushed.is_err() {
+            // The kernel took nothing: the operation is not in flight.
+            self.slots[slot as usize] = None;
+            self.free_slots.push(slot);
+            self.in_flight -= 1;
+            if op_kind == OpKind::Read {
+                self.reads_in_flight -= 1;
+            }
+            return Err(Error::QueueFull { device: self.info.name.clone(), depth: self.slots.len() });
         }
         self.queued += 1;
-        self.in_flight += 1;
         Ok(())
     }
 
@@ -331,6 +497,7 @@ impl UringDevice {
                 // it is done only once `want` completions are there.
                 Ok(_) if watched.is_none() || self.ring.completion().len() >= want => {
                     self.queued = 0;
+                    self.pieces_queued = false;
                     // A published stall is looked at again after each wait.
                     if self.stall.as_ref().is_some_and(|w| w.stalled_for().is_some()) {
                         self.check_stalls();
@@ -339,6 +506,7 @@ impl UringDevice {
                 }
                 Ok(_) => {
                     self.queued = 0;
+                    self.pieces_queued = false;
                     self.check_stalls();
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ETIME) => self.check_stalls(),
@@ -346,6 +514,12 @@ impl UringDevice {
                 Err(e) => return Err(Error::io(&self.info.name, OpKind::Submit, 0, 0, e)),
             }
         }
+    }
+
+    /// Writes sent in pieces since the device was opened (queued while
+    /// reads were in flight, longer than a piece).
+    pub fn writes_split(&self) -> u64 {
+        self.writes_split
     }
 
     /// Publishes the age of the oldest operation in flight when it is past
@@ -441,6 +615,7 @@ impl BlockDevice for UringDevice {
             self.enter(want.saturating_sub(got))?;
             self.drain_completions(out);
             if out.len() - before >= want {
+                self.submit_pieces()?;
                 return Ok(out.len() - before);
             }
         }
@@ -462,6 +637,7 @@ impl BlockDevice for UringDevice {
         let before = out.len();
         self.enter(1)?;
         self.drain_completions(out);
+        self.submit_pieces()?;
         Ok(out.len() - before)
     }
 
