@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Default data directory when neither the file nor a flag names one.
 pub const DATA_DIR_DEFAULT: &str = "/var/lib/shardnode";
@@ -17,7 +17,7 @@ pub const DEFAULT_DEVICE_SIZE_BYTES: u64 = 4 << 30;
 /// Where the agent listens when neither the file nor a flag says.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:7480";
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where the agent keeps its own files (and its default devices).
@@ -55,7 +55,7 @@ pub struct Config {
 }
 
 /// This agent as a host of a cluster (docs/cluster.md).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
     /// This host's id on the roster.
@@ -136,7 +136,7 @@ fn default_join_interval() -> u64 {
 
 /// Drive health rules (see `shardstore::health`), evaluated every
 /// `interval_ms`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Health {
     pub interval_ms: u64,
@@ -198,7 +198,7 @@ impl Health {
 /// Each device's read cache: whole small shards kept in memory as reads
 /// verified them, answered without a device read (the store reads with
 /// `O_DIRECT`, so the kernel's page cache holds none of them).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReadCache {
     /// Memory for each device's cache (shards, keys and overhead); 0 turns
@@ -224,7 +224,7 @@ impl ReadCache {
 }
 
 /// The background scrubber of every device.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Scrub {
     /// Every live byte is to be verified at least this often, in days.
@@ -253,7 +253,7 @@ impl Scrub {
 }
 
 /// Bounds on what a client may send and how long it may take.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Request line and headers together, in bytes.
@@ -278,6 +278,13 @@ pub struct Limits {
     pub device_lifo_after: usize,
     /// Waiting requests past which new ones are refused (`Overloaded`).
     pub device_queue_max: usize,
+    /// A device write longer than this, sent while reads are in flight on
+    /// the device, goes in pieces of this size, so that a read waits for a
+    /// piece and not the whole write; a multiple of 4096, 0: whole
+    /// (`OpenOptions::write_piece_bytes`).
+    pub write_piece_bytes: u64,
+    /// Pieces of such writes in flight at once while reads are; at least 1.
+    pub write_pieces_with_reads: u32,
     /// Testing only: every shard GET waits this long before it is served
     /// (a slow holder, for the hedged-read tests and benchmarks). 0: off.
     pub test_shard_read_delay_ms: u64,
@@ -295,6 +302,8 @@ impl Default for Limits {
             device_concurrency: 32,
             device_lifo_after: 32,
             device_queue_max: 512,
+            write_piece_bytes: shardstore::constants::WRITE_PIECE_BYTES_DEFAULT,
+            write_pieces_with_reads: shardstore::constants::WRITE_PIECES_WITH_READS_DEFAULT,
             test_shard_read_delay_ms: 0,
         }
     }
@@ -337,7 +346,21 @@ impl Default for Config {
 impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read config", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("{}: invalid config", path.display()))
+        let config: Config = toml::from_str(&text).with_context(|| format!("{}: invalid config", path.display()))?;
+        config.check().with_context(|| format!("{}: invalid config", path.display()))?;
+        Ok(config)
+    }
+
+    /// What parsing cannot check: values that would fail every I/O.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let piece = self.limits.write_piece_bytes;
+        if piece % shardstore::constants::BLOCK_SIZE_BYTES != 0 {
+            anyhow::bail!("limits.write_piece_bytes = {piece}: must be a multiple of 4096 (or 0: writes go whole)");
+        }
+        if self.limits.write_pieces_with_reads == 0 {
+            anyhow::bail!("limits.write_pieces_with_reads = 0: must be at least 1");
+        }
+        Ok(())
     }
 }
 
@@ -370,6 +393,42 @@ mod tests {
         let c = config.cluster.unwrap();
         assert_eq!((c.publish_interval_ms, c.join_interval_ms), (default_publish_interval(), default_join_interval()));
         assert_eq!(c.probe_period_ms, None);
+    }
+
+    /// Every key the code knows is in the example, in its place: the
+    /// tables of the defaults and of the example hold the same keys.
+    #[test]
+    fn the_example_config_names_every_key() {
+        fn keys(value: &toml::Value, at: &str, out: &mut Vec<String>) {
+            if let toml::Value::Table(table) = value {
+                for (k, v) in table {
+                    let path = format!("{at}{k}");
+                    keys(v, &format!("{path}."), out);
+                    out.push(path);
+                }
+            }
+        }
+        let (mut documented, mut known) = (Vec::new(), Vec::new());
+        keys(&toml::from_str(include_str!("../../systemd/agent.toml")).unwrap(), "", &mut documented);
+        keys(&toml::Value::try_from(Config::default()).unwrap(), "", &mut known);
+        documented.sort();
+        known.sort();
+        let missing: Vec<_> = known.iter().filter(|k| !documented.contains(k)).collect();
+        assert!(missing.is_empty(), "systemd/agent.toml lacks {missing:?}");
+        assert_eq!(documented, known);
+    }
+
+    #[test]
+    fn values_that_would_fail_every_io_are_refused_by_name() {
+        let mut config = Config::default();
+        config.check().unwrap();
+        config.limits.write_piece_bytes = 1000;
+        let err = config.check().unwrap_err().to_string();
+        assert!(err.contains("limits.write_piece_bytes = 1000") && err.contains("4096"), "{err}");
+        config.limits.write_piece_bytes = 0;
+        config.check().unwrap();
+        config.limits.write_pieces_with_reads = 0;
+        assert!(config.check().unwrap_err().to_string().contains("limits.write_pieces_with_reads"));
     }
 
     #[test]

@@ -79,16 +79,37 @@ fn create_default_device(path: &Path, size: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How the agent's devices are driven (`health.io_stall_ms`,
+/// `limits.write_piece_bytes`, `limits.write_pieces_with_reads`).
+#[derive(Debug, Clone, Copy)]
+pub struct IoSettings {
+    pub stall_after_ms: u64,
+    pub write_piece_bytes: u64,
+    pub write_pieces_with_reads: u32,
+}
+
+impl IoSettings {
+    pub fn of(config: &crate::config::Config) -> IoSettings {
+        IoSettings {
+            stall_after_ms: config.health.io_stall_ms,
+            write_piece_bytes: config.limits.write_piece_bytes,
+            write_pieces_with_reads: config.limits.write_pieces_with_reads,
+        }
+    }
+}
+
 /// Opens one device for serving: superblock open with repair, recovery of
 /// its store, and a store thread to serve it. The store marks the device in
 /// use (clean-shutdown flag cleared) and records a clean shutdown on close.
 /// Opens a device on its store thread, its scrubber and read cache
 /// configured with `settings` before the thread serves anything.
-pub fn open_device(path: &Path, settings: store_thread::ThreadSettings, io_stall_ms: u64) -> Device {
+pub fn open_device(path: &Path, settings: store_thread::ThreadSettings, io: IoSettings) -> Device {
     let result = (|| -> anyhow::Result<(StoreHandle, std::thread::JoinHandle<()>, bool)> {
         let options = OpenOptions {
             busy_wait_ms: DEVICE_BUSY_WAIT_MS_MAX,
-            stall_after_ms: io_stall_ms,
+            stall_after_ms: io.stall_after_ms,
+            write_piece_bytes: io.write_piece_bytes,
+            write_pieces_with_reads: io.write_pieces_with_reads,
             ..OpenOptions::default()
         };
         let dev = device::open(path, &options)?;

@@ -131,11 +131,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         scrub: Some(config.scrub.settings()),
         read_cache: config.read_cache.settings(),
     };
-    let io_stall_ms = config.health.io_stall_ms;
+    let io = devices::IoSettings::of(&config);
     let mut devices: Vec<devices::Device> = tokio::task::spawn_blocking(move || {
         std::thread::scope(|s| {
             let opening: Vec<_> =
-                paths.iter().map(|p| s.spawn(move || devices::open_device(p, settings, io_stall_ms))).collect();
+                paths.iter().map(|p| s.spawn(move || devices::open_device(p, settings, io))).collect();
             opening.into_iter().map(|h| h.join().expect("device open panicked")).collect()
         })
     })

@@ -338,6 +338,10 @@ fn queue_reads(dev: &mut UringDevice, pool: &BufferPool, at: u64, count: u64) {
 /// a write goes whole.
 #[test]
 fn a_long_write_queued_behind_reads_goes_in_pieces_and_lands_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_file(dir.path(), FILE_SIZE);
+    let err = UringDevice::open(&path, &OpenOptions { write_piece_bytes: 1000, ..OpenOptions::default() }).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)) && err.to_string().contains("write_piece_bytes 1000"), "{err}");
     for registered in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let path = make_file(dir.path(), FILE_SIZE);

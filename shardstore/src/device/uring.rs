@@ -160,6 +160,12 @@ impl UringDevice {
     pub fn open(path: &Path, options: &OpenOptions) -> Result<Self> {
         let target = open_target(path, options.read_only, options.exclusive, options.busy_wait_ms)?;
         let name = path.display().to_string();
+        if options.write_piece_bytes % target.logical_block_size != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "{name}: write_piece_bytes {} is not a multiple of the device's {}-byte blocks",
+                options.write_piece_bytes, target.logical_block_size
+            )));
+        }
         let depth = options.queue_depth.clamp(1, QUEUE_DEPTH_MAX);
         // One more entry than slots: room for the wake poll.
         let (ring, single_issuer, defer_taskrun) = build_ring(depth + 1).map_err(|e| {
