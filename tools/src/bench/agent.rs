@@ -149,7 +149,13 @@ fn client(
 ) -> anyhow::Result<JobResult> {
     let (next, started) = (&start.next, start.started);
     let mut rng = Rng::new(spec.randseed ^ client.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let payload: Vec<u8> = (0..spec.bs).map(|_| rng.next_u64() as u8).collect();
+    // With bs=READ,WRITE the puts go to keys of their own (`<name>/w/<n>`), as
+    // many as the size holds at the write size, so that gets keep reading
+    // shards of the read size.
+    let put_bs = spec.bs_write.unwrap_or(spec.bs);
+    let put_name = spec.bs_write.map_or_else(|| spec.name.clone(), |_| format!("{}%2Fw", spec.name));
+    let put_count = (spec.size.unwrap_or(256 << 20) / put_bs).max(1);
+    let payload: Vec<u8> = (0..put_bs).map(|_| rng.next_u64() as u8).collect();
     let read_percent = spec.rw.read_percent(spec.rwmixread);
     let mut conn = Conn::open(api)?;
     let mut result = JobResult { name: spec.name.clone(), jobs: 1, ..JobResult::default() };
@@ -169,7 +175,11 @@ fn client(
         }
         let n = if spec.rw.is_random() { rng.below(count) } else { seq % count };
         let is_read = read_percent == 100 || (read_percent > 0 && rng.below(100) < u64::from(read_percent));
-        let p = api.path(&spec.name, n);
+        let p = if is_read || spec.bs_write.is_none() {
+            api.path(&spec.name, n)
+        } else {
+            api.path(&put_name, if spec.rw.is_random() { rng.below(put_count) } else { seq % put_count })
+        };
         let t0 = Instant::now();
         let (status, len) = if is_read { conn.call("GET", &p, b"")? } else { conn.call("PUT", &p, &payload)? };
         let ns = t0.elapsed().as_nanos() as u64;
@@ -177,7 +187,7 @@ fn client(
             (true, 200) | (false, 201) => {}
             _ => bail!("{} {p} answered {status}", if is_read { "GET" } else { "PUT" }),
         }
-        let bytes = if is_read { len as u64 } else { spec.bs };
+        let bytes = if is_read { len as u64 } else { put_bs };
         progress.add(is_read, bytes);
         if now < ramp_end {
             continue;

@@ -176,7 +176,7 @@ pub struct JobSpec {
     /// `bs_write`, the size of reads.
     pub bs: u64,
     /// fio's second `bs` value (`bs=4k,1m`): the size of writes when it
-    /// differs from reads (`--target=store`: gets of `bs`-byte shards
+    /// differs from reads (`--target=store` or `agent`: gets of `bs`-byte shards
     /// while puts write `bs_write`-byte shards under keys of their own).
     pub bs_write: Option<u64>,
     pub sizes: BlockSizes,
@@ -683,9 +683,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
         if job.scrub_only && job.scrub == Scrub::Off {
             return Err(format!("job {:?}: --scrub_only needs --scrub=deadline, max or a rate", job.name));
         }
-        if job.bs_write.is_some() && job.target != Target::Store {
+        if job.bs_write.is_some() && !matches!(job.target, Target::Store | Target::Agent) {
             return Err(format!(
-                "job {:?}: separate read and write block sizes (bs=R,W) are for --target=store",
+                "job {:?}: separate read and write block sizes (bs=R,W) are for --target=store or agent",
                 job.name
             ));
         }

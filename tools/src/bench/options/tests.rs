@@ -171,7 +171,7 @@ fn every_error_names_what_is_wrong() {
         ("--name=a --filename=/d --target=store --rate=1m", "rate/rate_iops is for --target=device"),
         ("--name=a --filename=/d --target=store --fdatasync=1", "every put is durable"),
         ("--name=a --filename=/d --target=store --bsrange=4k-8k", "bsrange/bssplit is for --target=device"),
-        ("--name=a --filename=/d --bs=4k,1m", "bs=R,W) are for --target=store"),
+        ("--name=a --filename=/d --bs=4k,1m", "bs=R,W) are for --target=store or agent"),
         ("--name=a --filename=/d --target=store --bs=4k,x", "option bs (writes)"),
         ("--name=a --filename=/d --crash-test", "--crash-test is for --target=store"),
         ("--name=a --filename=/d --target=store --crash-test", "--crash-test writes"),
