@@ -20,8 +20,9 @@ const COPY_CRC_BLOCK_BYTES: usize = 16 * 1024;
 /// While a long put is copied and checksummed (about 100 µs a MiB here),
 /// the thread looks at the device and serves gets (`Pump`) every this many
 /// bytes: a get whose read completes meanwhile, or that arrives, is not
-/// held for the whole copy. Measured: the p99 of 4 KiB gets during 1 MiB
-/// puts fell from about 5x to 3x the idle p99 with no copy at all.
+/// held for the whole copy (BENCHMARKS.md, "Gets during 1 MiB puts": with
+/// the copy skipped, as a probe, the p99 of 4 KiB gets during 1 MiB puts
+/// fell from 4-5x the idle p99 to 3x).
 const PUMP_EVERY_BYTES: usize = 128 * 1024;
 
 /// A record of at most `1 / RUN_RECORDS_MIN` of an I/O buffer is gathered
@@ -113,7 +114,12 @@ impl Store {
         let mut chunk_crcs: Vec<u32> = Vec::with_capacity(if count == 1 { 0 } else { count });
         for c in (0..count).filter(|_| count > 1) {
             let start = c * CHUNK_SIZE_BYTES_MAX;
-            chunk_crcs.push(data.landed_crc(c).unwrap_or_else(|| data.crc32c(start..start + chunk_len(size, c))));
+            if let Some(crc) = data.landed_crc(c) {
+                chunk_crcs.push(crc);
+                continue;
+            }
+            chunk_crcs.push(data.crc32c(start..start + chunk_len(size, c)));
+            // A MiB of checksum: gets are served between chunks.
             self.serve_gets_meanwhile(writes, pump)?;
         }
         let mut shard_crc = if count == 1 { 0 } else { combine_crcs(&chunk_crcs, size) };
