@@ -55,6 +55,18 @@ const WAKE_TOKEN: u64 = u64::MAX;
 /// `user_data` and its number plus one above them (0: a whole operation).
 const PIECE_SHIFT: u32 = 32;
 
+/// An SQE built by `$build` (a closure taking a file argument) against the
+/// device's registered file when it has one, else its plain descriptor.
+macro_rules! with_fd {
+    ($dev:expr, $build:expr) => {
+        if $dev.info.features.registered_file {
+            $build(types::Fixed(0))
+        } else {
+            $build(types::Fd($dev.file.as_raw_fd()))
+        }
+    };
+}
+
 /// Wakes the thread driving a ring: a write to an eventfd the ring polls.
 #[derive(Debug)]
 struct EventWaker(EventFd);
@@ -126,6 +138,30 @@ struct Pieces {
     outstanding: u32,
     /// The first piece that failed; no more are sent after it.
     failure: Option<Error>,
+}
+
+impl InFlight {
+    /// Counts off piece `piece` of this split write (pieces of
+    /// `piece_bytes`), which completed with `res`. Returns whether it was
+    /// the write's last, and whether it is the write's first failure.
+    fn piece_done(&mut self, piece: u64, res: i32, piece_bytes: u64, device: &str) -> (bool, bool) {
+        let p = self.pieces.as_mut().expect("a piece of a split write");
+        p.outstanding -= 1;
+        let start = piece * piece_bytes;
+        let want = piece_bytes.min(self.len - start);
+        let failure = if res < 0 {
+            Some(io::Error::from_raw_os_error(-res))
+        } else if res as u64 != want {
+            Some(io::Error::new(io::ErrorKind::UnexpectedEof, format!("short write: {res} of {want} bytes")))
+        } else {
+            None
+        };
+        let first = failure.is_some() && p.failure.is_none();
+        if let Some(cause) = failure.filter(|_| first) {
+            p.failure = Some(Error::io(device, OpKind::Write, self.offset + start, want, cause));
+        }
+        (p.outstanding == 0 && (p.failure.is_some() || p.sent == self.len), first)
+    }
 }
 
 impl std::fmt::Debug for UringDevice {
@@ -235,27 +271,16 @@ impl UringDevice {
     }
 
     fn entry(&self, kind: &mut IoKind) -> squeue::Entry {
-        let fixed = types::Fixed(0);
-        let fd = types::Fd(self.file.as_raw_fd());
         let pool_id = self.registered_pool.as_ref().map(BufferPool::id);
-        macro_rules! with_fd {
-            ($builder:expr) => {
-                if self.info.features.registered_file {
-                    $builder(fixed)
-                } else {
-                    $builder(fd)
-                }
-            };
-        }
         match kind {
             IoKind::Read { offset, buf } => {
                 let len = buf.len() as u32;
                 let ptr = buf.as_mut_ptr();
                 if Some(buf.pool_id()) == pool_id {
                     let index = buf.slot() as u16;
-                    with_fd!(|f| opcode::ReadFixed::new(f, ptr, len, index).offset(*offset).build())
+                    with_fd!(self, |f| opcode::ReadFixed::new(f, ptr, len, index).offset(*offset).build())
                 } else {
-                    with_fd!(|f| opcode::Read::new(f, ptr, len).offset(*offset).build())
+                    with_fd!(self, |f| opcode::Read::new(f, ptr, len).offset(*offset).build())
                 }
             }
             IoKind::Write { offset, buf, fua } => {
@@ -277,7 +302,7 @@ impl UringDevice {
                 // resolving a registered file takes the ring's submission
                 // lock, spinning while this thread submits or reaps (perf:
                 // a sixth of a single durable writer's samples).
-                opcode::Fsync::new(fd).flags(flags).build()
+                opcode::Fsync::new(types::Fd(self.file.as_raw_fd())).flags(flags).build()
             }
         }
     }
@@ -285,8 +310,9 @@ impl UringDevice {
     /// Moves every posted completion to `out`; a wake is consumed, not
     /// reported.
     fn drain_completions(&mut self, out: &mut Vec<Completion>) {
-        // One entry at a time: counting off a piece needs `self` whole.
-        while let Some(cqe) = self.next_cqe() {
+        let mut cq = self.ring.completion();
+        cq.sync();
+        for cqe in &mut cq {
             if cqe.user_data() == WAKE_TOKEN {
                 self.wake_armed = false;
                 if let Some(w) = &self.wake {
@@ -296,8 +322,17 @@ impl UringDevice {
             }
             let slot = (cqe.user_data() & u64::from(u32::MAX)) as usize;
             let piece = cqe.user_data() >> PIECE_SHIFT;
-            if piece > 0 && !self.piece_done(slot, piece - 1, cqe.result()) {
-                continue;
+            if piece > 0 {
+                self.pieces_in_flight -= 1;
+                let f = self.slots[slot].as_mut().expect("a piece of a write in flight");
+                let (last, failed) = f.piece_done(piece - 1, cqe.result(), self.piece_bytes, &self.info.name);
+                if failed {
+                    // Nothing more of it is sent.
+                    self.paced.retain(|&s| s as usize != slot);
+                }
+                if !last {
+                    continue;
+                }
             }
             let InFlight { token, op, offset, len, buf, pieces, .. } =
                 self.slots[slot].take().expect("completion for a slot with no operation in flight");
@@ -327,36 +362,8 @@ impl UringDevice {
             }
             out.push(Completion { token, op, offset, len, result, buf });
         }
+        drop(cq);
         self.send_pieces();
-    }
-
-    fn next_cqe(&mut self) -> Option<io_uring::cqueue::Entry> {
-        self.ring.completion().next()
-    }
-
-    /// Counts off piece `piece` of the split write in `slot`, which
-    /// completed with `res`; true when it was the write's last.
-    fn piece_done(&mut self, slot: usize, piece: u64, res: i32) -> bool {
-        self.pieces_in_flight -= 1;
-        let name = &self.info.name;
-        let f = self.slots[slot].as_mut().expect("a piece of a write in flight");
-        let p = f.pieces.as_mut().expect("a piece of a split write");
-        p.outstanding -= 1;
-        let start = piece * self.piece_bytes;
-        let want = self.piece_bytes.min(f.len - start);
-        let failure = if res < 0 {
-            Some(io::Error::from_raw_os_error(-res))
-        } else if res as u64 != want {
-            Some(io::Error::new(io::ErrorKind::UnexpectedEof, format!("short write: {res} of {want} bytes")))
-        } else {
-            None
-        };
-        if let Some(cause) = failure.filter(|_| p.failure.is_none()) {
-            p.failure = Some(Error::io(name, OpKind::Write, f.offset + start, want, cause));
-            // Nothing more of it is sent.
-            self.paced.retain(|&s| s as usize != slot);
-        }
-        p.outstanding == 0 && (p.failure.is_some() || p.sent == f.len)
     }
 
     /// Sends the next pieces of split writes, oldest write first: while
@@ -410,15 +417,11 @@ impl UringDevice {
     /// A write SQE of `len` bytes from `ptr` at `offset`, from registered
     /// buffer `fixed` if it is one.
     fn write_entry(&self, ptr: *const u8, len: u32, offset: u64, fixed: Option<u16>, flags: i32) -> squeue::Entry {
-        let file = types::Fixed(0);
-        let fd = types::Fd(self.file.as_raw_fd());
-        match (fixed, self.info.features.registered_file) {
-            (Some(index), true) => {
-                opcode::WriteFixed::new(file, ptr, len, index).offset(offset).rw_flags(flags).build()
+        match fixed {
+            Some(index) => {
+                with_fd!(self, |f| opcode::WriteFixed::new(f, ptr, len, index).offset(offset).rw_flags(flags).build())
             }
-            (Some(index), false) => opcode::WriteFixed::new(fd, ptr, len, index).offset(offset).rw_flags(flags).build(),
-            (None, true) => opcode::Write::new(file, ptr, len).offset(offset).rw_flags(flags).build(),
-            (None, false) => opcode::Write::new(fd, ptr, len).offset(offset).rw_flags(flags).build(),
+            None => with_fd!(self, |f| opcode::Write::new(f, ptr, len).offset(offset).rw_flags(flags).build()),
         }
     }
 
