@@ -358,7 +358,6 @@ mod tests {
         }
         // The lookups were answered, not all missed: the comparison ran.
         let (hits, misses) = (c.stats().hits.load(Ordering::Relaxed), c.stats().misses.load(Ordering::Relaxed));
-        eprintln!("{hits} hits, {misses} misses");
         assert!(hits > 500, "{hits} hits, {misses} misses");
     }
 }

@@ -136,15 +136,17 @@ pub fn record_size_bytes(key_len: usize, chunk_len: usize) -> u64 {
 /// header block) and zeroes the padding after it. Returns the payload as
 /// placed, still hot in cache for its CRC.
 pub fn place_payload<'a>(payload: &[u8], out: &'a mut [u8]) -> &'a [u8] {
-    place_payload_with(payload.len(), |to| to.copy_from_slice(payload), out)
+    let to = payload_mut(payload.len(), out);
+    to.copy_from_slice(payload);
+    to
 }
 
-/// As [`place_payload`], the payload's `len` bytes copied in by `fill`.
-pub fn place_payload_with(len: usize, fill: impl FnOnce(&mut [u8]), out: &mut [u8]) -> &[u8] {
+/// The place of a `len`-byte payload in a record buffer (after the header
+/// block), the padding after it zeroed, for the caller to fill.
+pub fn payload_mut(len: usize, out: &mut [u8]) -> &mut [u8] {
     let end = HEADER_BLOCK_BYTES + len;
-    fill(&mut out[HEADER_BLOCK_BYTES..end]);
     out[end..].fill(0);
-    &out[HEADER_BLOCK_BYTES..end]
+    &mut out[HEADER_BLOCK_BYTES..end]
 }
 
 impl RecordHeader {

@@ -9,7 +9,7 @@ use crate::device::IoBuf;
 use super::commit::{Pump, WriteBatch};
 use super::{
     chunk_count, chunk_len, combine_crcs, key_text, record, record_size_bytes, validate_key, Error, IoKind, LogRecord,
-    Op, RecordHeader, Result, ShardMeta, Store, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX, RESERVE_EXTENTS_COUNT,
+    Op, PutData, RecordHeader, Result, ShardMeta, Store, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX, RESERVE_EXTENTS_COUNT,
     SHARD_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
 };
 
@@ -79,6 +79,22 @@ impl Target {
             writes.run.as_mut().expect("the run joined").buf.set_len(at);
         }
     }
+}
+
+/// Copies `data` from `start` into `to`, taking the CRC of each block
+/// right behind its copy, while the block is still in L1, and running
+/// `between` every `PUMP_EVERY_BYTES`. Returns the CRC of what was placed.
+fn copy_with_crc(data: &PutData, start: usize, to: &mut [u8], mut between: impl FnMut() -> Result<()>) -> Result<u32> {
+    let mut crc = 0;
+    for (i, block) in to.chunks_mut(COPY_CRC_BLOCK_BYTES).enumerate() {
+        let at = i * COPY_CRC_BLOCK_BYTES;
+        if at > 0 && at % PUMP_EVERY_BYTES == 0 {
+            between()?;
+        }
+        data.copy_to(start + at, block);
+        crc = crc32c::crc32c_append(crc, block);
+    }
+    Ok(crc)
 }
 
 impl Store {
@@ -177,44 +193,21 @@ impl Store {
                     };
                     (Target::Own(buf), len)
                 };
-                // The CRC of the copy in the I/O buffer, taken block by block
-                // right behind the copy, while each block is still in L1.
-                let mut placed_crc = 0;
-                let mut fill = |to: &mut [u8], mut between: Option<&mut dyn FnMut() -> Result<()>>| -> Result<()> {
-                    for (i, block) in to.chunks_mut(COPY_CRC_BLOCK_BYTES).enumerate() {
-                        let at = i * COPY_CRC_BLOCK_BYTES;
-                        if at > 0 && at % PUMP_EVERY_BYTES == 0 {
-                            if let Some(between) = between.as_mut() {
-                                between()?;
-                            }
-                        }
-                        data.copy_to(start + at, block);
-                        placed_crc = crc32c::crc32c_append(placed_crc, block);
-                    }
-                    Ok(())
-                };
-                if let Target::Own(buf) = &mut target {
+                let placed_crc = if let Target::Own(buf) = &mut target {
                     // A record of its own (the long ones): gets are served
-                    // between blocks; the buffer is the record's alone.
-                    let mut between = || self.serve_gets_meanwhile(writes, pump);
-                    let mut filled = Ok(());
-                    record::place_payload_with(
-                        payload_len,
-                        |to| filled = fill(to, Some(&mut between)),
-                        buf.as_mut_slice(),
-                    );
-                    filled?;
+                    // during the copy; the buffer is the record's alone.
+                    let to = record::payload_mut(payload_len, buf.as_mut_slice());
+                    copy_with_crc(data, start, to, || self.serve_gets_meanwhile(writes, pump))?
                 } else {
                     let out = target.record(writes, bytes);
-                    if member {
-                        fill(&mut out[..payload_len], None)?;
+                    let to = if member {
                         out[payload_len..].fill(0);
+                        &mut out[..payload_len]
                     } else {
-                        let mut filled = Ok(());
-                        record::place_payload_with(payload_len, |to| filled = fill(to, None), out);
-                        filled?;
-                    }
-                }
+                        record::payload_mut(payload_len, out)
+                    };
+                    copy_with_crc(data, start, to, || Ok(()))?
+                };
                 (target, placed_crc)
             };
             let (payload_crc, refused) = if count == 1 {
