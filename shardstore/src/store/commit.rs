@@ -7,8 +7,8 @@ use super::stage::Run;
 use super::{
     chunk_len, key_text, meta, superblock, validate_key, Completion, Error, HashMap, IoKind, IoOp, LogRecord, Op,
     PutData, ReadToken, Result, ShardMeta, Store, BATCH_OPS_MAX, BLOCK, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX,
-    COMMIT_LOG_OP, LOG_BUFFER_SIZE_BYTES, LOG_PAYLOAD_BYTES_MAX, ONE_FLUSH_BATCH_BYTES_MAX,
-    RECLAIM_AHEAD_EXTENTS_COUNT, RESERVE_EXTENTS_COUNT, STORE_QUEUE_DEPTH,
+    COMMIT_LOG_OP, LOG_BUFFER_SIZE_BYTES, LOG_PAYLOAD_BYTES_MAX, ONE_FLUSH_BATCH_BYTES_MAX, RESERVE_EXTENTS_COUNT,
+    STORE_QUEUE_DEPTH,
 };
 
 /// A group commit's own operations on the device: how many are in
@@ -125,15 +125,15 @@ impl Store {
     pub(super) fn commit_batch(&mut self, ops: &[Op], pump: Pump<'_>) -> Vec<Result<()>> {
         assert!(ops.len() <= BATCH_OPS_MAX, "batch of {} operations exceeds {BATCH_OPS_MAX}", ops.len());
         let needed = self.extents_needed(ops);
-        // Gets in flight keep going through the commit (their completions
-        // are verified as its own are reaped), unless one of them could
-        // read what the batch writes: a get that started before an extent
-        // was reset (its locators may point into it, and the batch may
-        // write there now); or the batch reclaims (moving chunks uses the
-        // device one operation at a time); or scrub windows are out. Then
-        // every read finishes first.
-        let reclaims = self.extents.free_count() <= RESERVE_EXTENTS_COUNT + needed + RECLAIM_AHEAD_EXTENTS_COUNT;
-        if reclaims || self.scrub.in_flight() > 0 || self.reads.started_before(self.resets_applied) {
+        // Gets in flight keep going through the commit and the chunks its
+        // reclamation step moves (their completions are verified as its
+        // own are reaped), unless one of them could read what the batch
+        // writes: a get that started before an extent was reset (its
+        // locators may point into it, and the batch may write there now);
+        // or scrub windows are out. Then every read finishes first. (A
+        // chunk being moved stays where gets find it until the batch's
+        // log names its copy; its extent is reset a commit later.)
+        if self.scrub.in_flight() > 0 || self.reads.started_before(self.resets_applied) {
             self.quiesce();
         }
         // Reads reaped and not yet verified hold I/O buffers staging needs.
@@ -147,7 +147,7 @@ impl Store {
                 Ok(None) | Err(_) => break,
             }
         }
-        let reclaimed = self.reclaim_along(ops, needed);
+        let reclaimed = self.reclaim_along(ops, needed, &mut *pump);
         if let Err(e) = self.check_usable() {
             return ops
                 .iter()

@@ -49,6 +49,12 @@ pub(super) enum ReadToken {
     Commit {
         op: u32,
     },
+    /// Not a get's read: reclamation's read or write of the `index`-th
+    /// chunk it moves. Gets keep flowing while chunks move, as they do
+    /// through a commit.
+    Reclaim {
+        index: u32,
+    },
 }
 
 /// The `Commit` token's operation for writes and flushes that belong to
@@ -57,10 +63,12 @@ pub(super) const COMMIT_LOG_OP: u32 = u32::MAX;
 
 impl ReadToken {
     /// The top bit tells a get (clear) from the rest; the next bit a
-    /// scrub window (clear) from a commit's own operation. A get's slot
-    /// takes the 31 bits below the top, its chunk the low 32.
+    /// scrub window (clear) from a commit's or reclamation's own
+    /// operation, and the third a commit's (clear) from reclamation's. A
+    /// get's slot takes the 31 bits below the top, its chunk the low 32.
     const SCRUB_BIT: u64 = 1 << 63;
     const COMMIT_BIT: u64 = 1 << 62;
+    const RECLAIM_BIT: u64 = 1 << 61;
 
     pub(super) fn encode(self) -> u64 {
         match self {
@@ -70,6 +78,7 @@ impl ReadToken {
             }
             ReadToken::Scrub { window } => Self::SCRUB_BIT | u64::from(window),
             ReadToken::Commit { op } => Self::SCRUB_BIT | Self::COMMIT_BIT | u64::from(op),
+            ReadToken::Reclaim { index } => Self::SCRUB_BIT | Self::COMMIT_BIT | Self::RECLAIM_BIT | u64::from(index),
         }
     }
 
@@ -78,8 +87,10 @@ impl ReadToken {
             ReadToken::Get { slot: (token >> 32) as u32, chunk: token as u32 }
         } else if token & Self::COMMIT_BIT == 0 {
             ReadToken::Scrub { window: token as u32 }
-        } else {
+        } else if token & Self::RECLAIM_BIT == 0 {
             ReadToken::Commit { op: token as u32 }
+        } else {
+            ReadToken::Reclaim { index: token as u32 }
         }
     }
 }
@@ -336,7 +347,9 @@ impl Store {
                 let result = self.verify_chunk(slot, chunk as usize, c);
                 self.finish_chunk(slot, result);
             }
-            ReadToken::Commit { .. } => unreachable!("a commit's completions are routed to it, never to reads"),
+            ReadToken::Commit { .. } | ReadToken::Reclaim { .. } => {
+                unreachable!("a commit's and reclamation's completions are routed to them, never to reads")
+            }
         }
         done.append(&mut self.reads.finished);
         true
@@ -502,6 +515,8 @@ mod tests {
             ReadToken::Commit { op: 0 },
             ReadToken::Commit { op: super::COMMIT_LOG_OP },
             ReadToken::Scrub { window: u32::MAX },
+            ReadToken::Reclaim { index: 0 },
+            ReadToken::Reclaim { index: u32::MAX },
         ];
         let encoded: Vec<u64> = tokens.iter().map(|t| t.encode()).collect();
         for (t, e) in tokens.iter().zip(&encoded) {

@@ -5,7 +5,7 @@
 
 use super::{
     chunk_count, chunk_len, key_text, record, record_size_bytes, span_blocks, BlockDeviceExt, Completion, Error,
-    ExtentInfo, IoKind, IoOp, Locator, LogRecord, Op, RecordHeader, Result, Store, BLOCK_SIZE_BYTES,
+    ExtentInfo, IoKind, IoOp, Locator, LogRecord, Op, Pump, ReadToken, RecordHeader, Result, Store, BLOCK_SIZE_BYTES,
     RESERVE_EXTENTS_COUNT, STORE_QUEUE_DEPTH,
 };
 
@@ -64,7 +64,7 @@ impl Store {
         // round trips as the extent allows.
         let batch_len = STORE_QUEUE_DEPTH.min(self.dev.queue_depth()).max(1);
         for batch in live.chunks(batch_len) {
-            let (relocations, bytes) = self.move_chunks(victim, batch)?;
+            let (relocations, bytes) = self.move_chunks(victim, batch, &mut |_| {})?;
             records.extend(relocations.into_iter().map(|r| (0, r)));
             moved += bytes;
         }
@@ -110,27 +110,40 @@ impl Store {
     /// (not yet durable: the caller flushes, then logs them) and the bytes
     /// moved. A chunk that cannot be read and verified stops the move
     /// before anything is written: copying it forward would launder the
-    /// damage.
-    pub(super) fn move_chunks(&mut self, victim: u32, batch: &[LiveChunk]) -> Result<(Vec<LogRecord>, u64)> {
-        for (i, (_, _, chunk, from, size)) in batch.iter().enumerate() {
-            // A group member is read from its group's header block to its
-            // payload's end (within one buffer: a group fits one).
-            let len = u64::from(span_blocks(*from, *size, *chunk)) * BLOCK_SIZE_BYTES;
-            let buf = self.pool.take(len as usize).expect("no operations in flight between batches");
-            let kind = IoKind::Read { offset: self.locator_offset(*from), buf };
-            self.dev.submit(IoOp { token: i as u64, kind })?;
-        }
-        let mut reads = Vec::with_capacity(batch.len());
-        while reads.len() < batch.len() {
-            self.dev.reap(batch.len() - reads.len(), &mut reads)?;
-        }
+    /// damage. Gets in flight keep going: their completions are verified
+    /// as reclamation's own are reaped, and `pump` runs between the steps
+    /// (it may start and finish gets, never write).
+    pub(super) fn move_chunks(
+        &mut self,
+        victim: u32,
+        batch: &[LiveChunk],
+        pump: Pump<'_>,
+    ) -> Result<(Vec<LogRecord>, u64)> {
+        let mut io = MoveIo::default();
+        let read = self.read_moving(batch, &mut io, pump);
+        // Every read is reaped before anything returns: their buffers
+        // belong to the device until then.
+        let reaped = self.await_move_io(&mut io, pump);
+        read?;
+        reaped?;
+        let mut reads = std::mem::take(&mut io.done);
         reads.sort_by_key(|c| c.token);
-        // Every read is reaped: a failure returns with nothing in flight.
         let mut moving = Vec::with_capacity(batch.len());
+        let mut verified = Ok(());
         for done in reads {
-            let (key, sequence, chunk, from, _) = &batch[done.token as usize];
-            moving.push(self.verify_moving(victim, key, *sequence, *chunk, *from, done)?);
+            let ReadToken::Reclaim { index } = ReadToken::decode(done.token) else {
+                unreachable!("only reclamation's completions are kept")
+            };
+            let (key, sequence, chunk, from, _) = &batch[index as usize];
+            if verified.is_ok() {
+                match self.verify_moving(victim, key, *sequence, *chunk, *from, done) {
+                    Ok(m) => moving.push(m),
+                    Err(e) => verified = Err(e),
+                }
+            }
+            pump(self);
         }
+        verified?;
         let mut records = Vec::with_capacity(batch.len());
         let mut moved = 0u64;
         let mut written = Ok(());
@@ -139,7 +152,7 @@ impl Store {
             let part: Vec<Moving> = moving.drain(..n).collect();
             let ids: Vec<(Vec<u8>, u64, u32)> =
                 part.iter().map(|m| (m.header.key.clone(), m.header.sequence, m.chunk as u32)).collect();
-            match self.write_moved(victim, part) {
+            match self.write_moved(victim, part, &mut io) {
                 Ok((to, bytes)) => {
                     moved += bytes;
                     for ((key, sequence, chunk), to) in ids.into_iter().zip(to) {
@@ -151,18 +164,90 @@ impl Store {
                     break;
                 }
             }
+            pump(self);
         }
-        // Every write of the batch completes before anything returns:
-        // their buffers belong to the device until reaped.
-        let mut writes = Vec::new();
-        while self.dev.in_flight() > 0 {
-            self.dev.reap(self.dev.in_flight(), &mut writes)?;
-        }
+        // Every write of the batch completes before anything returns.
+        let reaped = self.await_move_io(&mut io, pump);
         written?;
-        for c in writes {
+        reaped?;
+        for c in io.done {
             c.result?;
         }
         Ok((records, moved))
+    }
+
+    /// Submits a read of each chunk of `batch` (each its own buffer).
+    fn read_moving(&mut self, batch: &[LiveChunk], io: &mut MoveIo, pump: Pump<'_>) -> Result<()> {
+        for (i, (_, _, chunk, from, size)) in batch.iter().enumerate() {
+            // A group member is read from its group's header block to its
+            // payload's end (within one buffer: a group fits one).
+            let len = u64::from(span_blocks(*from, *size, *chunk)) * BLOCK_SIZE_BYTES;
+            let buf = self.move_buffer(len as usize, io)?;
+            let kind = IoKind::Read { offset: self.locator_offset(*from), buf };
+            self.submit_move_io(i, kind, io)?;
+        }
+        pump(self);
+        Ok(())
+    }
+
+    /// Submits one of reclamation's reads or writes.
+    fn submit_move_io(&mut self, index: usize, kind: IoKind, io: &mut MoveIo) -> Result<()> {
+        let token = ReadToken::Reclaim { index: u32::try_from(index).expect("a batch fits a queue") }.encode();
+        self.dev.submit(IoOp { token, kind })?;
+        io.outstanding += 1;
+        Ok(())
+    }
+
+    /// An I/O buffer of `len` bytes with a queue slot free to carry it.
+    /// Gets may hold every buffer: their reads are reaped (and verified,
+    /// giving their buffers back) until one is free, with no new get
+    /// started meanwhile.
+    fn move_buffer(&mut self, len: usize, io: &mut MoveIo) -> Result<crate::device::IoBuf> {
+        loop {
+            if self.dev.in_flight() < STORE_QUEUE_DEPTH.min(self.dev.queue_depth()) {
+                if let Some(buf) = self.pool.take(len) {
+                    return Ok(buf);
+                }
+            }
+            if self.dev.in_flight() == 0 {
+                // Reclamation holds every buffer itself: it takes at most
+                // a batch's worth, and a batch is at most the pool.
+                return Err(self.fail("reclamation found no free I/O buffer with nothing in flight"));
+            }
+            self.collect_move_io(io, true)?;
+        }
+    }
+
+    /// Waits until every read or write reclamation submitted has
+    /// completed, running `pump` after each completion.
+    fn await_move_io(&mut self, io: &mut MoveIo, pump: Pump<'_>) -> Result<()> {
+        while io.outstanding > 0 {
+            self.collect_move_io(io, true)?;
+            pump(self);
+        }
+        Ok(())
+    }
+
+    /// Waits for at least one completion (or a request arriving: the
+    /// store's waker) and sorts what came back: reclamation's own kept in
+    /// `io`, reads of gets verified and their gets left finished.
+    fn collect_move_io(&mut self, io: &mut MoveIo, wait: bool) -> Result<()> {
+        let mut got = Vec::new();
+        let reaped = if wait { self.dev.reap_or_wake(&mut got) } else { self.dev.reap(0, &mut got) };
+        for c in got {
+            match ReadToken::decode(c.token) {
+                ReadToken::Reclaim { .. } => {
+                    io.outstanding -= 1;
+                    io.done.push(c);
+                }
+                _ => self.reads.reaped_elsewhere(c),
+            }
+        }
+        self.finish_reaped_reads();
+        if let Err(e) = reaped {
+            return Err(self.fail(&format!("reaping reclamation's I/O failed: {e}")));
+        }
+        Ok(())
     }
 
     /// Reclamation in steps that ride on group commits, so no commit waits
@@ -191,7 +276,7 @@ impl Store {
         u32::try_from(Self::batch_bytes(ops).div_ceil(extent)).unwrap_or(u32::MAX / 2).max(1)
     }
 
-    pub(super) fn reclaim_along(&mut self, ops: &[Op], needed: u32) -> Vec<LogRecord> {
+    pub(super) fn reclaim_along(&mut self, ops: &[Op], needed: u32, pump: Pump<'_>) -> Vec<LogRecord> {
         let mut records: Vec<LogRecord> = self
             .extents
             .emptied()
@@ -233,7 +318,7 @@ impl Store {
         }
         let batch_len = STORE_QUEUE_DEPTH.min(self.dev.queue_depth()).max(1);
         let moved = batch.chunks(batch_len).try_for_each(|part| {
-            let (relocations, _) = self.move_chunks(victim, part)?;
+            let (relocations, _) = self.move_chunks(victim, part, &mut *pump)?;
             self.reclaim_counts.chunks_moved_along += relocations.len() as u64;
             records.extend(relocations);
             Ok::<(), Error>(())
@@ -312,7 +397,7 @@ impl Store {
     /// a group of the chunks copied out, or a chunk moved in its own
     /// buffer as a record of its own. Returns their new locators and the
     /// bytes written.
-    fn write_moved(&mut self, victim: u32, moving: Vec<Moving>) -> Result<(Vec<Locator>, u64)> {
+    fn write_moved(&mut self, victim: u32, moving: Vec<Moving>, io: &mut MoveIo) -> Result<(Vec<Locator>, u64)> {
         let payload_blocks =
             |m: &Moving| (record::payload_size_bytes(m.header.chunk_len as usize) / BLOCK_SIZE_BYTES) as u32;
         let blocks = 1 + moving.iter().map(payload_blocks).sum::<u32>();
@@ -335,11 +420,11 @@ impl Store {
                 to.push(Locator::lone(at.extent, at.block, header.payload_crc));
                 buf
             }
-            Ok(one) => self.write_group(at, generation, len, &one, &mut to),
-            Err(many) => self.write_group(at, generation, len, &many, &mut to),
+            Ok(one) => self.write_group(at, generation, len, &one, &mut to, io)?,
+            Err(many) => self.write_group(at, generation, len, &many, &mut to, io)?,
         };
         let offset = self.locator_offset(at);
-        self.dev.submit(IoOp { token: u64::from(at.block), kind: IoKind::Write { offset, buf, fua: false } })?;
+        self.submit_move_io(io.outstanding + io.done.len(), IoKind::Write { offset, buf, fua: false }, io)?;
         Ok((to, len as u64))
     }
 
@@ -352,8 +437,9 @@ impl Store {
         len: usize,
         moving: &[Moving],
         to: &mut Vec<Locator>,
-    ) -> crate::device::IoBuf {
-        let mut buf = self.pool.take(len).expect("copied chunks' buffers went back; each write holds one");
+        io: &mut MoveIo,
+    ) -> Result<crate::device::IoBuf> {
+        let mut buf = self.move_buffer(len, io)?;
         let out = buf.as_mut_slice();
         out[..record::HEADER_BLOCK_BYTES].fill(0);
         let (mut slot, mut distance) = (0, 1u32);
@@ -370,8 +456,15 @@ impl Store {
             distance += ((end - start) / record::HEADER_BLOCK_BYTES) as u32;
             to.push(Locator { extent: at.extent, block: at.block, distance: d, crc: m.header.payload_crc });
         }
-        buf
+        Ok(buf)
     }
+}
+
+/// Reclamation's reads or writes in flight, and those completed.
+#[derive(Default)]
+struct MoveIo {
+    outstanding: usize,
+    done: Vec<Completion>,
 }
 
 /// A chunk read back and verified, to be written elsewhere.
