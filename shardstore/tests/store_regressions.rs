@@ -273,7 +273,7 @@ fn gets_are_answered_while_reclamation_moves_chunks() {
                 Op::put(key, vec![(round * 31 + i) as u8; 7000 + (round as usize * 7 + i as usize) % 1000])
             })
             .collect();
-        let in_batch: std::collections::HashSet<&[u8]> = ops.iter().map(|op| op.key()).collect();
+        let in_batch: std::collections::HashSet<&[u8]> = ops.iter().map(Op::key).collect();
         let readable: Vec<(u64, Vec<u8>)> = model
             .keys()
             .filter(|k| !in_batch.contains(k.as_slice()))
