@@ -93,6 +93,21 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ),
     ("shardnode_device_io_stalls_total", Kind::Counter, "Times the device stopped completing an I/O within the stall threshold."),
     (
+        "shardnode_device_writes_split_total",
+        Kind::Counter,
+        "Long writes sent to the device in pieces so that reads queued beside them pass (limits.write_piece_bytes).",
+    ),
+    (
+        "shardnode_reclaim_chunks_moved_total",
+        Kind::Counter,
+        "Live chunks copied out of extents being reclaimed, by how (along: in steps riding on group commits; whole: whole extents evacuated at once, when idle or as a last resort).",
+    ),
+    (
+        "shardnode_reclaim_extents_total",
+        Kind::Counter,
+        "Extents reclaimed and reset for reuse, by how (along: emptied by steps riding on group commits; whole: evacuated at once).",
+    ),
+    (
         "shardnode_read_cache_lookups_total",
         Kind::Counter,
         "Shard GETs and HEADs that looked in the device's read cache, by result (hit: answered from memory; miss: read from the device).",

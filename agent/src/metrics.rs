@@ -177,6 +177,15 @@ pub fn publish_device_gauges(node: &Node, scrubs: &[(usize, Result<ScrubStatus, 
         c("shardnode_device_group_commits_total", stats.commits.load(Ordering::Relaxed));
         c("shardnode_device_group_commit_operations_total", stats.committed_ops.load(Ordering::Relaxed));
         c("shardnode_device_store_requests_total", stats.requests.load(Ordering::Relaxed));
+        c("shardnode_device_writes_split_total", stats.writes_split.load(Ordering::Relaxed));
+        for (how, n) in [("along", &stats.chunks_moved_along), ("whole", &stats.chunks_moved_whole)] {
+            metrics::counter!("shardnode_reclaim_chunks_moved_total", "device" => device.clone(), "how" => how)
+                .absolute(n.load(Ordering::Relaxed));
+        }
+        for (how, n) in [("along", &stats.extents_reset_along), ("whole", &stats.whole_extents_reclaimed)] {
+            metrics::counter!("shardnode_reclaim_extents_total", "device" => device.clone(), "how" => how)
+                .absolute(n.load(Ordering::Relaxed));
+        }
         let stall = &store.counters().io_stall;
         metrics::gauge!("shardnode_device_io_stalled_seconds", "device" => device.clone())
             .set(stall.stalled_for().map_or(0.0, |d| d.as_secs_f64()));

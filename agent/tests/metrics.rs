@@ -47,6 +47,14 @@ fn metrics_pass_promtool_and_describe_every_family() {
     assert!(build.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))) && build.ends_with(" 1"), "{build}");
     // The put's body was let go once it was stored.
     assert!(text.lines().any(|l| l == "shardnode_body_memory_bytes 0"), "no idle body memory gauge:\n{text}");
+    // Every device's reclamation and split-write counters, at 0 on an idle store.
+    for line in [
+        "shardnode_device_writes_split_total{device=\"0\"} 0",
+        "shardnode_reclaim_chunks_moved_total{device=\"0\",how=\"along\"} 0",
+        "shardnode_reclaim_extents_total{device=\"0\",how=\"whole\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}`:\n{text}");
+    }
     for name in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_max_fds"] {
         assert!(families.contains(name), "{name} missing");
     }

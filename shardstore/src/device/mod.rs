@@ -198,6 +198,13 @@ pub trait BlockDevice: Send {
 
     fn queue_depth(&self) -> usize;
 
+    /// Writes sent in pieces since the device was opened (longer than a
+    /// piece, queued while reads were in flight); 0 for devices that never
+    /// split a write.
+    fn writes_split(&self) -> u64 {
+        0
+    }
+
     /// True once a flush has failed; writes and flushes are then refused.
     fn is_poisoned(&self) -> bool;
 

@@ -525,12 +525,6 @@ impl UringDevice {
         }
     }
 
-    /// Writes sent in pieces since the device was opened (queued while
-    /// reads were in flight, longer than a piece).
-    pub fn writes_split(&self) -> u64 {
-        self.writes_split
-    }
-
     /// Publishes the age of the oldest operation in flight when it is past
     /// the stall threshold (logging a stall's start, its end, and every
     /// further threshold's worth of waiting), or the end of a stall.
@@ -583,6 +577,10 @@ fn register(ring: &IoUring, pool: &BufferPool, name: &str) -> bool {
 }
 
 impl BlockDevice for UringDevice {
+    fn writes_split(&self) -> u64 {
+        self.writes_split
+    }
+
     fn register_pool(&mut self, pool: &BufferPool) -> bool {
         if self.registered_pool.is_some() || !register(&self.ring, pool, &self.info.name) {
             return false;

@@ -554,6 +554,11 @@ impl Store {
         self.reclaim_counts
     }
 
+    /// Writes the device sent in pieces to let reads pass.
+    pub fn writes_split(&self) -> u64 {
+        self.dev.writes_split()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
     }

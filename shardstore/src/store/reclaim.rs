@@ -19,6 +19,8 @@ pub struct ReclaimCounts {
     /// Whole extents evacuated at once (idle passes, explicit calls, and
     /// the last resort before a batch when free extents ran out).
     pub whole_extents: u64,
+    /// Chunks copied forward by those whole-extent evacuations.
+    pub chunks_moved_whole: u64,
 }
 
 /// A live chunk to move out of an extent being reclaimed: its shard's
@@ -65,6 +67,7 @@ impl Store {
         let batch_len = STORE_QUEUE_DEPTH.min(self.dev.queue_depth()).max(1);
         for batch in live.chunks(batch_len) {
             let (relocations, bytes) = self.move_chunks(victim, batch, &mut |_| {})?;
+            self.reclaim_counts.chunks_moved_whole += relocations.len() as u64;
             records.extend(relocations.into_iter().map(|r| (0, r)));
             moved += bytes;
         }

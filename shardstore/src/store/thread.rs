@@ -99,6 +99,15 @@ pub struct StoreStats {
     pub committed_ops: AtomicU64,
     /// The store's next write sequence when it opened.
     pub next_sequence_at_open: AtomicU64,
+    /// Writes the device sent in pieces to let reads pass (see
+    /// `OpenOptions::write_piece_bytes`).
+    pub writes_split: AtomicU64,
+    /// Reclamation: chunks moved and extents reset by steps riding on
+    /// commits, whole extents evacuated at once and the chunks they moved.
+    pub chunks_moved_along: AtomicU64,
+    pub extents_reset_along: AtomicU64,
+    pub whole_extents_reclaimed: AtomicU64,
+    pub chunks_moved_whole: AtomicU64,
 }
 
 impl StoreStats {
@@ -107,6 +116,17 @@ impl StoreStats {
         self.free_bytes.store(usage.free_bytes, Ordering::Relaxed);
         self.live_bytes.store(usage.live_bytes, Ordering::Relaxed);
         self.shards.store(usage.shards, Ordering::Relaxed);
+    }
+
+    /// The store's own counters (cheap: published after every commit and
+    /// idle reclamation).
+    fn publish_counts(&self, store: &Store) {
+        let r = store.reclaim_counts();
+        self.writes_split.store(store.writes_split(), Ordering::Relaxed);
+        self.chunks_moved_along.store(r.chunks_moved_along, Ordering::Relaxed);
+        self.extents_reset_along.store(r.extents_reset_along, Ordering::Relaxed);
+        self.whole_extents_reclaimed.store(r.whole_extents, Ordering::Relaxed);
+        self.chunks_moved_whole.store(r.chunks_moved_whole, Ordering::Relaxed);
     }
 
     pub fn usage(&self) -> Usage {
@@ -221,6 +241,7 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                     if last_reclaim.elapsed() >= Duration::from_millis(RECLAIM_IDLE_INTERVAL_MS) {
                         if let Ok(Some(_)) = store.reclaim() {
                             usage_dirty = true;
+                            wake.stats.publish_counts(&store);
                         }
                         last_reclaim = Instant::now();
                     }
@@ -306,6 +327,7 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             wake.parked.store(false, Ordering::SeqCst);
             wake.stats.commits.fetch_add(1, Ordering::Relaxed);
             wake.stats.committed_ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
+            wake.stats.publish_counts(&store);
             usage_dirty = true;
             // The shard count costs nothing to publish (the rest of the
             // usage walks the extent table): published before the replies,
