@@ -45,6 +45,11 @@ pub const RECLAIM_AHEAD_EXTENTS_COUNT: u32 = 1;
 /// At most this many live bytes move with one group commit.
 pub const RECLAIM_STEP_BYTES_MAX: u64 = 8 << 20;
 
+/// While gets are in progress, reclamation keeps at most this many of its
+/// reads or writes (a chunk each, up to a MiB) on the device at once, so
+/// a get's read never queues behind a whole step's I/O.
+pub const RECLAIM_IN_FLIGHT_WITH_GETS: usize = 2;
+
 impl Store {
     /// Evacuates the sealed extent with the most dead space (if at least a
     /// quarter of what was written to it is dead): its live chunks are
@@ -155,6 +160,10 @@ impl Store {
             let part: Vec<Moving> = moving.drain(..n).collect();
             let ids: Vec<(Vec<u8>, u64, u32)> =
                 part.iter().map(|m| (m.header.key.clone(), m.header.sequence, m.chunk as u32)).collect();
+            if let Err(e) = self.make_room(&mut io, pump) {
+                written = Err(e);
+                break;
+            }
             match self.write_moved(victim, part, &mut io) {
                 Ok((to, bytes)) => {
                     moved += bytes;
@@ -185,6 +194,7 @@ impl Store {
             // A group member is read from its group's header block to its
             // payload's end (within one buffer: a group fits one).
             let len = u64::from(span_blocks(*from, *size, *chunk)) * BLOCK_SIZE_BYTES;
+            self.make_room(io, pump)?;
             let buf = self.move_buffer(len as usize, io)?;
             let kind = IoKind::Read { offset: self.locator_offset(*from), buf };
             self.submit_move_io(i, kind, io)?;
@@ -193,8 +203,23 @@ impl Store {
         Ok(())
     }
 
+    /// Waits, serving gets, while gets are in progress and reclamation
+    /// has [`RECLAIM_IN_FLIGHT_WITH_GETS`] operations on the device.
+    fn make_room(&mut self, io: &mut MoveIo, pump: Pump<'_>) -> Result<()> {
+        while io.outstanding >= RECLAIM_IN_FLIGHT_WITH_GETS && self.gets_pending() {
+            self.collect_move_io(io, true)?;
+            pump(self);
+        }
+        Ok(())
+    }
+
     /// Submits one of reclamation's reads or writes.
     fn submit_move_io(&mut self, index: usize, kind: IoKind, io: &mut MoveIo) -> Result<()> {
+        debug_assert!(
+            io.outstanding < RECLAIM_IN_FLIGHT_WITH_GETS || !self.gets_pending(),
+            "reclamation would put {} operations on the device ahead of gets",
+            io.outstanding + 1
+        );
         let token = ReadToken::Reclaim { index: u32::try_from(index).expect("a batch fits a queue") }.encode();
         self.dev.submit(IoOp { token, kind })?;
         io.outstanding += 1;
