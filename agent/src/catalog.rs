@@ -146,7 +146,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "The scrub coverage deadline in seconds: every live byte is to be verified at least this often.",
     ),
     (
-        "shardnode_scrub_rate_bytes",
+        "shardnode_scrub_rate_bytes_per_second",
         Kind::Gauge,
         "Bytes per second the scrubber needs now to meet its deadline (-1: unthrottled).",
     ),

@@ -211,7 +211,10 @@ fn publish_scrub(device: &str, st: &ScrubStatus) {
     let c = |name: &'static str, v: u64| metrics::counter!(name, "device" => device.to_owned()).absolute(v);
     g("shardnode_scrub_oldest_unverified_seconds", st.oldest_unverified_age_ms.unwrap_or(0) as f64 / 1000.0);
     g("shardnode_scrub_deadline_seconds", st.deadline_ms as f64 / 1000.0);
-    g("shardnode_scrub_rate_bytes", if st.rate_bytes_per_s == u64::MAX { -1.0 } else { st.rate_bytes_per_s as f64 });
+    g(
+        "shardnode_scrub_rate_bytes_per_second",
+        if st.rate_bytes_per_s == u64::MAX { -1.0 } else { st.rate_bytes_per_s as f64 },
+    );
     let progress = if st.pass_total_bytes == 0 { 1.0 } else { st.pass_done_bytes as f64 / st.pass_total_bytes as f64 };
     g("shardnode_scrub_pass_progress_ratio", progress);
     g("shardnode_scrub_pass_eta_timestamp_seconds", st.pass_eta_ms.unwrap_or(0) as f64 / 1000.0);
