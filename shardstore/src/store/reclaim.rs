@@ -260,9 +260,9 @@ impl Store {
     /// store's waker) and sorts what came back: reclamation's own kept in
     /// `io`, reads of gets verified and their gets left finished.
     fn collect_move_io(&mut self, io: &mut MoveIo, wait: bool) -> Result<()> {
-        let mut got = Vec::new();
+        let mut got = std::mem::take(&mut io.scratch);
         let reaped = if wait { self.dev.reap_or_wake(&mut got) } else { self.dev.reap(0, &mut got) };
-        for c in got {
+        for c in got.drain(..) {
             match ReadToken::decode(c.token) {
                 ReadToken::Reclaim { .. } => {
                     io.outstanding -= 1;
@@ -271,6 +271,7 @@ impl Store {
                 _ => self.reads.reaped_elsewhere(c),
             }
         }
+        io.scratch = got;
         self.finish_reaped_reads();
         if let Err(e) = reaped {
             return Err(self.fail(&format!("reaping reclamation's I/O failed: {e}")));
@@ -452,6 +453,8 @@ impl Store {
             Err(many) => self.write_group(at, generation, len, &many, &mut to, io)?,
         };
         let offset = self.locator_offset(at);
+        // A write's token only has to be reclamation's: the batch's writes
+        // are counted off, never looked up (the reads' index their chunk).
         self.submit_move_io(io.outstanding + io.done.len(), IoKind::Write { offset, buf, fua: false }, io)?;
         Ok((to, len as u64))
     }
@@ -488,11 +491,13 @@ impl Store {
     }
 }
 
-/// Reclamation's reads or writes in flight, and those completed.
+/// Reclamation's reads or writes in flight, those completed, and a
+/// vector reused for each reap.
 #[derive(Default)]
 struct MoveIo {
     outstanding: usize,
     done: Vec<Completion>,
+    scratch: Vec<Completion>,
 }
 
 /// A chunk read back and verified, to be written elsewhere.
