@@ -224,6 +224,61 @@ fn chained_gets_beside_overwrites(size: u64, extent: u64, full: bool) -> Publish
     published
 }
 
+/// The thread reclaims a whole extent when idle; a get arriving then
+/// used to wait for every chunk of it to move (on a slow drive, the whole
+/// pass). Now it is answered while the pass goes on, and the pass ends.
+#[test]
+fn gets_are_answered_while_the_idle_thread_reclaims_an_extent() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::time::{Duration, Instant};
+    let mut dev = SimDevice::new(SimConfig::new(64 << 20, 71));
+    format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
+    let h = dev.handle();
+    // The scrubber paused: the only reads of an idle thread are the pass's.
+    let paused = shardstore::store::scrub::ScrubSettings { paused: true, ..Default::default() };
+    let settings = thread::ThreadSettings { scrub: Some(paused), ..Default::default() };
+    let (store, join) = thread::spawn_with(Box::new(dev), settings).unwrap();
+    let value = |i: u64, round: u64| vec![(i * 7 + round) as u8; 6000];
+    // Every other shard overwritten: the first extents are half dead.
+    for round in 0..2 {
+        for i in (0..1200u64).filter(|i| round == 0 || i % 2 == 0) {
+            store.put(format!("k{i:04}").as_bytes(), value(i, round)).unwrap();
+        }
+    }
+    // A slow drive (1 ms an operation): moving half an extent's chunks
+    // takes hundreds of operations.
+    h.set_latency(Duration::from_millis(1));
+    let stats = store.stats();
+    // Nothing is asked of the thread until its idle pass has started
+    // reading (a request would restart its idle wait).
+    let reads_idle = h.stats().reads;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while h.stats().reads == reads_idle {
+        assert!(Instant::now() < deadline, "no idle reclamation started");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut during = 0;
+    while stats.whole_extents_reclaimed.load(SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the idle pass did not end");
+        assert_eq!(store.get(b"k0001").unwrap(), value(1, 0));
+        // Published when the pass ends, before the thread takes another
+        // request: a get that waited for the pass sees it ended.
+        if stats.whole_extents_reclaimed.load(SeqCst) == 0 {
+            during += 1;
+        }
+    }
+    assert!(during > 0, "no get was answered while the idle pass moved chunks");
+    assert!(stats.chunks_moved_whole.load(SeqCst) > 0, "the pass moved live chunks");
+    h.set_latency(Duration::ZERO);
+    store.close().unwrap();
+    join.join().unwrap();
+    let mut reopened = Store::open(Box::new(h.attach())).unwrap();
+    reopened.check_invariants();
+    for i in 0..1200u64 {
+        assert_eq!(reopened.get(format!("k{i:04}").as_bytes()).unwrap(), value(i, u64::from(i % 2 == 0)));
+    }
+}
+
 /// A read in one trip: the shard's stat and the verified bytes of the
 /// range (resolved against the size by the thread), or why there are
 /// none.

@@ -60,7 +60,22 @@ impl Store {
     /// aborts the pass and leaves the extent untouched: it stays referenced
     /// (and copying a corrupt chunk forward would launder it).
     pub fn reclaim(&mut self) -> Result<Option<(u32, u64)>> {
-        self.quiesce();
+        self.reclaim_with(&mut |_| {})
+    }
+
+    /// As [`Store::reclaim`], serving gets while the chunks move: `pump`
+    /// runs as it does through a commit (it may start and finish gets,
+    /// never write). Gets in flight keep going until the flush and the
+    /// log write, which have the device to themselves: every read is
+    /// finished before the extent's reset is logged, so none can read it
+    /// once it is free.
+    pub fn reclaim_with(&mut self, pump: Pump<'_>) -> Result<Option<(u32, u64)>> {
+        // As before a commit: scrub windows in flight, or a get that
+        // started before an extent was reset (the copies may be written
+        // there now), finish first.
+        if self.scrub.in_flight() > 0 || self.reads.started_before(self.resets_applied) {
+            self.quiesce();
+        }
         self.check_usable()?;
         let Some(victim) = self.victim() else { return Ok(None) };
         let live = self.live_chunks(victim);
@@ -71,12 +86,13 @@ impl Store {
         // round trips as the extent allows.
         let batch_len = STORE_QUEUE_DEPTH.min(self.dev.queue_depth()).max(1);
         for batch in live.chunks(batch_len) {
-            let (relocations, bytes) = self.move_chunks(victim, batch, &mut |_| {})?;
+            let (relocations, bytes) = self.move_chunks(victim, batch, &mut *pump)?;
             self.reclaim_counts.chunks_moved_whole += relocations.len() as u64;
             records.extend(relocations.into_iter().map(|r| (0, r)));
             moved += bytes;
         }
         if !records.is_empty() {
+            self.quiesce();
             if let Err(e) = self.dev.flush() {
                 return Err(self.fail(&format!("flush failed: {e}")));
             }

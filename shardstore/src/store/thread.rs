@@ -7,7 +7,8 @@
 //! Reads are served in arrival order from the in-memory index and the
 //! device. When the queue is idle it reclaims, at most one extent per
 //! `RECLAIM_IDLE_INTERVAL_MS`, so reclamation never competes with a busy
-//! queue but keeps ahead of a steady overwrite load. The background
+//! queue but keeps ahead of a steady overwrite load (gets arriving during
+//! such a pass are served; writes wait for it). The background
 //! scrubber (`scrub.rs`) takes a step whenever it asks to: its reads share
 //! the ring with the gets but only take the room the gets leave.
 
@@ -239,7 +240,16 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                     #[cfg(debug_assertions)]
                     store.check_invariants();
                     if last_reclaim.elapsed() >= Duration::from_millis(RECLAIM_IDLE_INTERVAL_MS) {
-                        if let Ok(Some(_)) = store.reclaim() {
+                        // A whole extent may take a while to move: gets
+                        // arriving meanwhile are served; writes wait in
+                        // `pending` for the pass to end.
+                        let none = HashSet::new();
+                        let mut pump = |store: &mut Store| {
+                            serve_meanwhile(store, rx, wake, &mut get_replies, &mut pending, &mut finished, &none);
+                        };
+                        let reclaimed = store.reclaim_with(&mut pump);
+                        wake.parked.store(false, Ordering::SeqCst);
+                        if let Ok(Some(_)) = reclaimed {
                             usage_dirty = true;
                             wake.stats.publish_counts(&store);
                         }
@@ -309,14 +319,7 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             // arriving then wakes the thread (the device's waker ends the
             // wait) instead of waiting for the commit's next completion.
             let mut pump = |store: &mut Store| {
-                store.take_finished_gets(&mut finished);
-                get_replies.answer_all(&mut finished);
-                start_arrived_gets(store, rx, &mut get_replies, &mut pending, &wake.stats, &batch_keys);
-                // Set before the last look, so a request sent after it wakes us.
-                wake.parked.store(true, Ordering::SeqCst);
-                start_arrived_gets(store, rx, &mut get_replies, &mut pending, &wake.stats, &batch_keys);
-                store.submit_gets(&mut finished);
-                get_replies.answer_all(&mut finished);
+                serve_meanwhile(store, rx, wake, &mut get_replies, &mut pending, &mut finished, &batch_keys);
             };
             // Gets taken in the same batch as the writes were only
             // started: their reads go out now, with the commit's first
@@ -422,6 +425,31 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
 /// writes), go to `pending` for the next turn of the loop. Reordering is
 /// safe: a get or lookup overtakes only writes not yet acknowledged, which
 /// it may or may not see.
+/// What the thread does each time a commit or a reclamation pass waiting
+/// on the device gets something back: answers finished gets, starts the
+/// gets (and answers the lookups) that arrived, except of keys in `held`,
+/// and sends their reads to the device; other requests wait in
+/// `pending`. Leaves `parked` set, so that a request arriving while the
+/// caller waits wakes it (the caller clears it when done).
+fn serve_meanwhile(
+    store: &mut Store,
+    rx: &Receiver<Request>,
+    wake: &Wakeup,
+    replies: &mut Replies,
+    pending: &mut Vec<Request>,
+    finished: &mut Vec<super::FinishedGet>,
+    held: &HashSet<&[u8]>,
+) {
+    store.take_finished_gets(finished);
+    replies.answer_all(finished);
+    start_arrived_gets(store, rx, replies, pending, &wake.stats, held);
+    // Set before the last look, so a request sent after it wakes us.
+    wake.parked.store(true, Ordering::SeqCst);
+    start_arrived_gets(store, rx, replies, pending, &wake.stats, held);
+    store.submit_gets(finished);
+    replies.answer_all(finished);
+}
+
 fn start_arrived_gets(
     store: &mut Store,
     rx: &Receiver<Request>,
