@@ -254,9 +254,9 @@ fn gets_are_answered_while_a_long_put_is_copied() {
 /// every read finished first, and the step's reads, checks and writes ran
 /// with the device to themselves (4 ms at p99 in a full store). Now gets
 /// are started and answered between them, including gets of the very
-/// chunks being moved, and read what the index holds; while gets are in
-/// progress reclamation keeps at most `RECLAIM_IN_FLIGHT_WITH_GETS` of
-/// its operations on the device (a debug assertion where it submits).
+/// chunks being moved, and read what the index holds; reclamation keeps
+/// at most `RECLAIM_IN_FLIGHT_MAX` of its operations on the device (a
+/// debug assertion where it submits).
 #[test]
 fn gets_are_answered_while_reclamation_moves_chunks() {
     use shardstore::rng::Rng;
