@@ -4,7 +4,7 @@
 use shardstore::device::sim::{Fault, SimConfig, SimDevice, SimHandle};
 use shardstore::error::{Error, OpKind};
 use shardstore::format::{format, FormatOptions};
-use shardstore::store::{Op, Store};
+use shardstore::store::{Op, Pace, Store};
 
 fn fresh(seed: u64) -> (SimHandle, Store) {
     let mut dev = SimDevice::new(SimConfig::new(64 << 20, seed));
@@ -254,9 +254,9 @@ fn gets_are_answered_while_a_long_put_is_copied() {
 /// every read finished first, and the step's reads, checks and writes ran
 /// with the device to themselves (4 ms at p99 in a full store). Now gets
 /// are started and answered between them, including gets of the very
-/// chunks being moved, and read what the index holds; reclamation keeps
-/// at most `RECLAIM_IN_FLIGHT_MAX` of its operations on the device (a
-/// debug assertion where it submits).
+/// chunks being moved, and read what the index holds; while gets are in
+/// progress reclamation keeps at most `RECLAIM_IN_FLIGHT_MAX` of its
+/// operations on the device (a debug assertion where it submits).
 #[test]
 fn gets_are_answered_while_reclamation_moves_chunks() {
     use shardstore::rng::Rng;
@@ -350,15 +350,7 @@ fn gets_are_answered_while_reclamation_moves_chunks() {
 #[test]
 fn gets_are_answered_while_a_whole_extent_is_reclaimed() {
     let (h, mut store) = fresh(61);
-    let value = |i: u64, round: u64| vec![(i * 7 + round) as u8; 6000];
-    // 4 MiB extents: 1200 shards of two blocks fill about two and a half;
-    // overwriting every other one leaves the first extents half dead.
-    for round in 0..2 {
-        for i in (0..1200u64).filter(|i| round == 0 || i % 2 == 0) {
-            store.put(format!("k{i:04}").as_bytes(), &value(i, round)).unwrap();
-        }
-    }
-    let current = |i: u64| value(i, u64::from(i % 2 == 0));
+    half_dead(&mut store);
     let flushes_before = h.stats().flushes;
     let (mut next, mut during) = (0u64, 0usize);
     let mut done = Vec::new();
@@ -374,7 +366,8 @@ fn gets_are_answered_while_a_whole_extent_is_reclaimed() {
             during = done.len();
         }
     };
-    let (victim, moved) = store.reclaim_with(&mut pump).unwrap().expect("an extent half dead is reclaimed");
+    let (victim, moved) =
+        store.reclaim_with(&mut pump, Pace::Background).unwrap().expect("an extent half dead is reclaimed");
     assert!(moved > 0, "extent {victim} had live chunks to move");
     assert!(during > 0, "no get was answered while extent {victim}'s chunks moved");
     while store.gets_pending() {
@@ -383,7 +376,7 @@ fn gets_are_answered_while_a_whole_extent_is_reclaimed() {
     store.take_finished_gets(&mut done);
     assert_eq!(done.len() as u64, next);
     for (id, result) in done {
-        assert_eq!(result.unwrap(), current(id), "get {id}");
+        assert_eq!(result.unwrap(), half_dead_value(id), "get {id}");
     }
     assert_eq!(store.extents()[victim as usize].write_blocks, 0, "extent {victim} is free again");
     store.check_invariants();
@@ -391,7 +384,52 @@ fn gets_are_answered_while_a_whole_extent_is_reclaimed() {
     let mut store = Store::open(Box::new(h.attach())).unwrap();
     store.check_invariants();
     for i in 0..1200u64 {
-        assert_eq!(store.get(format!("k{i:04}").as_bytes()).unwrap(), current(i), "k{i:04}");
+        assert_eq!(store.get(format!("k{i:04}").as_bytes()).unwrap(), half_dead_value(i), "k{i:04}");
+    }
+}
+
+/// Shard `k{i:04}` as `half_dead` left it.
+fn half_dead_value(i: u64) -> Vec<u8> {
+    vec![(i * 7 + u64::from(i % 2 == 0)) as u8; 6000]
+}
+
+/// 1200 shards of two blocks (about two and a half 4 MiB extents), every
+/// other one overwritten: the first extents are half dead.
+fn half_dead(store: &mut Store) {
+    for round in 0..2u64 {
+        for i in (0..1200u64).filter(|i| round == 0 || i % 2 == 0) {
+            store.put(format!("k{i:04}").as_bytes(), &vec![(i * 7 + round) as u8; 6000]).unwrap();
+        }
+    }
+}
+
+/// In the background (the thread's idle pass) reclamation keeps at most
+/// `RECLAIM_IN_FLIGHT_MAX` of its operations on the device even with no
+/// get in progress, so a get arriving finds little ahead of it (32 chunk
+/// reads sent at once made one wait 25 ms); a commit's pass (foreground)
+/// with no get in progress fills the queue.
+#[test]
+fn background_reclamation_keeps_little_on_the_device() {
+    use shardstore::store::RECLAIM_IN_FLIGHT_MAX;
+    for pace in [Pace::Background, Pace::Foreground] {
+        let (h, mut store) = fresh(67);
+        half_dead(&mut store);
+        h.reset_in_flight_max();
+        // Read at each pump: while chunks move, before the pass's flush and
+        // log write (which have the device to themselves).
+        let mut moving = 0;
+        let mut pump = |_: &mut Store| moving = h.stats().in_flight_max;
+        store.reclaim_with(&mut pump, pace).unwrap().expect("an extent half dead is reclaimed");
+        let most = moving as usize;
+        if pace == Pace::Background {
+            assert!((1..=RECLAIM_IN_FLIGHT_MAX).contains(&most), "{most} at once in the background");
+        } else {
+            assert!(most > RECLAIM_IN_FLIGHT_MAX, "only {most} at once in the foreground");
+        }
+        for i in 0..1200u64 {
+            assert_eq!(store.get(format!("k{i:04}").as_bytes()).unwrap(), half_dead_value(i), "k{i:04}");
+        }
+        store.check_invariants();
     }
 }
 

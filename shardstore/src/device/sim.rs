@@ -87,6 +87,9 @@ pub struct SimStats {
     pub writes: u64,
     pub flushes: u64,
     pub faults_hit: u64,
+    /// The most operations submitted and not yet reaped at once, since the
+    /// device was made or `reset_in_flight_max`.
+    pub in_flight_max: u64,
 }
 
 #[derive(Debug)]
@@ -408,6 +411,11 @@ impl SimHandle {
         self.lock().held_released = true;
     }
 
+    /// Starts `SimStats::in_flight_max` again from nothing.
+    pub fn reset_in_flight_max(&self) {
+        self.lock().stats.in_flight_max = 0;
+    }
+
     pub fn clear_faults(&self) {
         self.lock().faults.clear();
     }
@@ -473,6 +481,9 @@ impl BlockDevice for SimDevice {
         } else {
             self.done.push_back(c);
         }
+        let in_flight = self.in_flight() as u64;
+        let mut s = self.lock();
+        s.stats.in_flight_max = s.stats.in_flight_max.max(in_flight);
         Ok(())
     }
 

@@ -24,7 +24,9 @@ use bytes::Bytes;
 
 use super::cache::{Cached, ReadCache, ReadCacheSettings};
 use super::scrub::{DamagedShard, ScrubSettings, ScrubStatus};
-use super::{ByteRange, Listed, Lookup, Op, PutData, Read, ShardStat, Store, Usage, BATCH_OPS_MAX, STORE_QUEUE_DEPTH};
+use super::{
+    ByteRange, Listed, Lookup, Op, Pace, PutData, Read, ShardStat, Store, Usage, BATCH_OPS_MAX, STORE_QUEUE_DEPTH,
+};
 use crate::device::{BlockDevice, Wake};
 use crate::error::{Error, Result};
 
@@ -247,7 +249,7 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                         let mut pump = |store: &mut Store| {
                             serve_meanwhile(store, rx, wake, &mut get_replies, &mut pending, &mut finished, &none);
                         };
-                        let reclaimed = store.reclaim_with(&mut pump);
+                        let reclaimed = store.reclaim_with(&mut pump, Pace::Background);
                         wake.parked.store(false, Ordering::SeqCst);
                         if let Ok(Some(_)) = reclaimed {
                             usage_dirty = true;
