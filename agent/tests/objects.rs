@@ -356,6 +356,11 @@ fn a_write_with_a_holder_down_is_acknowledged_and_its_shard_delivered_when_it_re
         host5["records"].as_array().into_iter().flatten().any(|r| r["kind"] == "host" && r["maintenance"] == true)
     })
     .expect("host 1 learns host 5 is under maintenance");
+    // The read below goes through host 4, and needs host 5's shard: every
+    // host must have seen host 5 back (under load, host 4 could still hold
+    // it down and not ask it: "holders [2, 3, 5] could not be asked").
+    within(Duration::from_secs(20), || c.all_see(5, "alive", Some(c.own_generation(5))))
+        .expect("host 5 back, everywhere");
     let r = put(&c, 1, "not-on-maintenance", &object(1 << 20, 6));
     assert_eq!((r.status, r.json()["missing_holders"].clone()), (201, serde_json::json!([5])), "{}", r.code());
     // Proof it is there: with two other holders gone, host 6's shard is

@@ -367,7 +367,7 @@ fn gets_are_answered_while_a_whole_extent_is_reclaimed() {
         }
     };
     let (victim, moved) =
-        store.reclaim_with(&mut pump, Pace::Background).unwrap().expect("an extent half dead is reclaimed");
+        store.reclaim_with(&mut pump, Pace::Background, &|| false).unwrap().expect("an extent half dead is reclaimed");
     assert!(moved > 0, "extent {victim} had live chunks to move");
     assert!(during > 0, "no get was answered while extent {victim}'s chunks moved");
     while store.gets_pending() {
@@ -419,7 +419,7 @@ fn background_reclamation_keeps_little_on_the_device() {
         // log write (which have the device to themselves).
         let mut moving = 0;
         let mut pump = |_: &mut Store| moving = h.stats().in_flight_max;
-        store.reclaim_with(&mut pump, pace).unwrap().expect("an extent half dead is reclaimed");
+        store.reclaim_with(&mut pump, pace, &|| false).unwrap().expect("an extent half dead is reclaimed");
         let most = moving as usize;
         if pace == Pace::Background {
             assert!((1..=RECLAIM_IN_FLIGHT_MAX).contains(&most), "{most} at once in the background");
@@ -430,6 +430,39 @@ fn background_reclamation_keeps_little_on_the_device() {
             assert_eq!(store.get(format!("k{i:04}").as_bytes()).unwrap(), half_dead_value(i), "k{i:04}");
         }
         store.check_invariants();
+    }
+}
+
+/// An idle pass gives way to writes: asked between batches of chunks, it
+/// ends there, logging the chunks it moved (they read from their new
+/// place, before and after a restart) and leaving the rest of the extent
+/// for a later pass, which finishes it.
+#[test]
+fn a_whole_extent_pass_that_gives_way_logs_what_it_moved() {
+    let (h, mut store) = fresh(73);
+    half_dead(&mut store);
+    let asked = std::cell::Cell::new(0);
+    let give_way = || {
+        asked.set(asked.get() + 1);
+        true
+    };
+    assert_eq!(store.reclaim_with(&mut |_| {}, Pace::Background, &give_way).unwrap(), None, "the pass gave way");
+    assert_eq!(asked.get(), 1, "asked after the first batch");
+    let moved = store.reclaim_counts().chunks_moved_whole;
+    assert_eq!(moved, shardstore::store::STORE_QUEUE_DEPTH as u64, "one batch of chunks moved");
+    assert_eq!(store.reclaim_counts().whole_extents, 0);
+    store.check_invariants();
+    drop(store);
+    let mut store = Store::open(Box::new(h.attach())).unwrap();
+    store.check_invariants();
+    for i in 0..1200u64 {
+        assert_eq!(store.get(format!("k{i:04}").as_bytes()).unwrap(), half_dead_value(i), "k{i:04}");
+    }
+    let (victim, _) = store.reclaim_with(&mut |_| {}, Pace::Background, &|| false).unwrap().expect("finished later");
+    assert_eq!(store.extents()[victim as usize].write_blocks, 0, "extent {victim} is free again");
+    store.check_invariants();
+    for i in 0..1200u64 {
+        assert_eq!(store.get(format!("k{i:04}").as_bytes()).unwrap(), half_dead_value(i), "k{i:04}");
     }
 }
 

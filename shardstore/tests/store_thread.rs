@@ -224,31 +224,31 @@ fn chained_gets_beside_overwrites(size: u64, extent: u64, full: bool) -> Publish
     published
 }
 
-/// The thread reclaims a whole extent when idle; a get arriving then
-/// used to wait for every chunk of it to move (on a slow drive, the whole
-/// pass). Now it is answered while the pass goes on, and the pass ends.
-#[test]
-fn gets_are_answered_while_the_idle_thread_reclaims_an_extent() {
-    use std::sync::atomic::Ordering::SeqCst;
+/// Shard `k{i:04}` as `slow_idle_pass` wrote it.
+fn idle_value(i: u64) -> Vec<u8> {
+    vec![(i * 7 + u64::from(i % 2 == 0)) as u8; 6000]
+}
+
+/// A store thread on a slow simulated drive (1 ms an operation), its
+/// scrubber paused, holding 1200 shards of which every other one was
+/// overwritten (the first extents half dead), returned once its idle pass
+/// has started reading: moving half an extent's chunks takes hundreds of
+/// operations from there.
+fn slow_idle_pass(seed: u64) -> (shardstore::device::sim::SimHandle, thread::StoreHandle, std::thread::JoinHandle<()>) {
     use std::time::{Duration, Instant};
-    let mut dev = SimDevice::new(SimConfig::new(64 << 20, 71));
+    let mut dev = SimDevice::new(SimConfig::new(64 << 20, seed));
     format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
     let h = dev.handle();
     // The scrubber paused: the only reads of an idle thread are the pass's.
     let paused = shardstore::store::scrub::ScrubSettings { paused: true, ..Default::default() };
     let settings = thread::ThreadSettings { scrub: Some(paused), ..Default::default() };
     let (store, join) = thread::spawn_with(Box::new(dev), settings).unwrap();
-    let value = |i: u64, round: u64| vec![(i * 7 + round) as u8; 6000];
-    // Every other shard overwritten: the first extents are half dead.
     for round in 0..2 {
         for i in (0..1200u64).filter(|i| round == 0 || i % 2 == 0) {
-            store.put(format!("k{i:04}").as_bytes(), value(i, round)).unwrap();
+            store.put(format!("k{i:04}").as_bytes(), vec![(i * 7 + round) as u8; 6000]).unwrap();
         }
     }
-    // A slow drive (1 ms an operation): moving half an extent's chunks
-    // takes hundreds of operations.
     h.set_latency(Duration::from_millis(1));
-    let stats = store.stats();
     // Nothing is asked of the thread until its idle pass has started
     // reading (a request would restart its idle wait).
     let reads_idle = h.stats().reads;
@@ -257,10 +257,41 @@ fn gets_are_answered_while_the_idle_thread_reclaims_an_extent() {
         assert!(Instant::now() < deadline, "no idle reclamation started");
         std::thread::sleep(Duration::from_millis(1));
     }
+    (h, store, join)
+}
+
+/// Closes the thread and checks the store it leaves, `changed` aside.
+fn close_and_check(
+    h: &shardstore::device::sim::SimHandle,
+    store: &thread::StoreHandle,
+    join: std::thread::JoinHandle<()>,
+    changed: &[(u64, Vec<u8>)],
+) {
+    h.set_latency(std::time::Duration::ZERO);
+    store.close().unwrap();
+    join.join().unwrap();
+    let mut reopened = Store::open(Box::new(h.attach())).unwrap();
+    reopened.check_invariants();
+    for i in 0..1200u64 {
+        let want = changed.iter().find(|(k, _)| *k == i).map_or_else(|| idle_value(i), |(_, v)| v.clone());
+        assert_eq!(reopened.get(format!("k{i:04}").as_bytes()).unwrap(), want, "k{i:04}");
+    }
+}
+
+/// The thread reclaims a whole extent when idle; a get arriving then
+/// used to wait for every chunk of it to move (on a slow drive, the whole
+/// pass). Now it is answered while the pass goes on, and the pass ends.
+#[test]
+fn gets_are_answered_while_the_idle_thread_reclaims_an_extent() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::time::{Duration, Instant};
+    let (h, store, join) = slow_idle_pass(71);
+    let stats = store.stats();
+    let deadline = Instant::now() + Duration::from_secs(20);
     let mut during = 0;
     while stats.whole_extents_reclaimed.load(SeqCst) == 0 {
         assert!(Instant::now() < deadline, "the idle pass did not end");
-        assert_eq!(store.get(b"k0001").unwrap(), value(1, 0));
+        assert_eq!(store.get(b"k0001").unwrap(), idle_value(1));
         // Published when the pass ends, before the thread takes another
         // request: a get that waited for the pass sees it ended.
         if stats.whole_extents_reclaimed.load(SeqCst) == 0 {
@@ -269,14 +300,25 @@ fn gets_are_answered_while_the_idle_thread_reclaims_an_extent() {
     }
     assert!(during > 0, "no get was answered while the idle pass moved chunks");
     assert!(stats.chunks_moved_whole.load(SeqCst) > 0, "the pass moved live chunks");
-    h.set_latency(Duration::ZERO);
-    store.close().unwrap();
-    join.join().unwrap();
-    let mut reopened = Store::open(Box::new(h.attach())).unwrap();
-    reopened.check_invariants();
-    for i in 0..1200u64 {
-        assert_eq!(reopened.get(format!("k{i:04}").as_bytes()).unwrap(), value(i, u64::from(i % 2 == 0)));
-    }
+    close_and_check(&h, &store, join, &[]);
+}
+
+/// A put arriving during an idle pass used to wait for the whole pass.
+/// Now the pass gives way after the chunks it is moving: it logs them,
+/// the put is committed, and the rest of the extent waits for a later
+/// pass.
+#[test]
+fn a_put_arriving_during_an_idle_pass_ends_it() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (h, store, join) = slow_idle_pass(79);
+    let stats = store.stats();
+    let newer = vec![0xee; 6000];
+    store.put(b"k0001", newer.clone()).unwrap();
+    // Published before the thread took the put: the pass had ended early.
+    assert_eq!(stats.whole_extents_reclaimed.load(SeqCst), 0, "the put waited for the whole pass");
+    assert!(stats.chunks_moved_whole.load(SeqCst) > 0, "the chunks moved before the put were logged");
+    assert_eq!(store.get(b"k0001").unwrap(), newer);
+    close_and_check(&h, &store, join, &[(1, newer)]);
 }
 
 /// A read in one trip: the shard's stat and the verified bytes of the

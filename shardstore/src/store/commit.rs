@@ -142,7 +142,7 @@ impl Store {
         // extents are evacuated before the batch (a failure here leaves
         // puts to find NoSpace). Normally `reclaim_along` keeps ahead.
         while self.extents.free_count() <= RESERVE_EXTENTS_COUNT + needed {
-            match self.reclaim_with(&mut *pump, super::Pace::Foreground) {
+            match self.reclaim_with(&mut *pump, super::Pace::Foreground, &|| false) {
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
             }

@@ -29,6 +29,7 @@ mod recovery;
 mod repair;
 pub mod scrub;
 mod stage;
+mod stats;
 mod tail;
 pub mod thread;
 

@@ -76,7 +76,7 @@ impl Store {
     /// aborts the pass and leaves the extent untouched: it stays referenced
     /// (and copying a corrupt chunk forward would launder it).
     pub fn reclaim(&mut self) -> Result<Option<(u32, u64)>> {
-        self.reclaim_with(&mut |_| {}, Pace::Foreground)
+        self.reclaim_with(&mut |_| {}, Pace::Foreground, &|| false)
     }
 
     /// As [`Store::reclaim`], serving gets while the chunks move: `pump`
@@ -84,8 +84,16 @@ impl Store {
     /// never write). Gets in flight keep going until the flush and the
     /// log write, which have the device to themselves: every read is
     /// finished before the extent's reset is logged, so none can read it
-    /// once it is free.
-    pub fn reclaim_with(&mut self, pump: Pump<'_>, pace: Pace) -> Result<Option<(u32, u64)>> {
+    /// once it is free. `give_way` is asked between batches of chunks:
+    /// when it says so (writes are waiting for an idle pass), the pass
+    /// ends there, logging the chunks moved so far (the extent keeps the
+    /// rest, for a later pass), and returns `None`.
+    pub fn reclaim_with(
+        &mut self,
+        pump: Pump<'_>,
+        pace: Pace,
+        give_way: &dyn Fn() -> bool,
+    ) -> Result<Option<(u32, u64)>> {
         // As before a commit: scrub windows in flight, or a get that
         // started before an extent was reset (the copies may be written
         // there now), finish first.
@@ -101,17 +109,28 @@ impl Store {
         // flight: the store thread is away from its queue for as few device
         // round trips as the extent allows.
         let batch_len = STORE_QUEUE_DEPTH.min(self.dev.queue_depth()).max(1);
-        for batch in live.chunks(batch_len) {
+        let mut batches = live.chunks(batch_len);
+        let mut ended_early = false;
+        for batch in batches.by_ref() {
             let (relocations, bytes) = self.move_chunks(victim, batch, &mut *pump, pace)?;
             self.reclaim_counts.chunks_moved_whole += relocations.len() as u64;
             records.extend(relocations.into_iter().map(|r| (0, r)));
             moved += bytes;
+            if give_way() {
+                ended_early = true;
+                break;
+            }
         }
+        ended_early &= batches.next().is_some();
         if !records.is_empty() {
             self.quiesce();
             if let Err(e) = self.dev.flush() {
                 return Err(self.fail(&format!("flush failed: {e}")));
             }
+        }
+        if ended_early {
+            self.make_durable(&records)?;
+            return Ok(None);
         }
         let generation = self.extents.get(victim).generation.wrapping_add(1);
         records.push((0, LogRecord::Reset { extent: victim, generation }));

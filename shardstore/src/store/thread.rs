@@ -8,13 +8,13 @@
 //! device. When the queue is idle it reclaims, at most one extent per
 //! `RECLAIM_IDLE_INTERVAL_MS`, so reclamation never competes with a busy
 //! queue but keeps ahead of a steady overwrite load (gets arriving during
-//! such a pass are served; writes wait for it). The background
+//! such a pass are served; a write arriving ends it early). The background
 //! scrubber (`scrub.rs`) takes a step whenever it asks to: its reads share
 //! the ring with the gets but only take the room the gets leave.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,9 +24,8 @@ use bytes::Bytes;
 
 use super::cache::{Cached, ReadCache, ReadCacheSettings};
 use super::scrub::{DamagedShard, ScrubSettings, ScrubStatus};
-use super::{
-    ByteRange, Listed, Lookup, Op, Pace, PutData, Read, ShardStat, Store, Usage, BATCH_OPS_MAX, STORE_QUEUE_DEPTH,
-};
+pub use super::stats::StoreStats;
+use super::{ByteRange, Listed, Lookup, Op, Pace, PutData, Read, ShardStat, Store, BATCH_OPS_MAX, STORE_QUEUE_DEPTH};
 use crate::device::{BlockDevice, Wake};
 use crate::error::{Error, Result};
 
@@ -83,63 +82,6 @@ pub struct ThreadSettings {
     /// step); `None`: the store's defaults.
     pub scrub: Option<ScrubSettings>,
     pub read_cache: ReadCacheSettings,
-}
-
-/// Figures the store thread keeps current for its callers (placement,
-/// status, metrics), read without a round trip to the thread.
-#[derive(Debug, Default)]
-pub struct StoreStats {
-    pub capacity_bytes: AtomicU64,
-    pub free_bytes: AtomicU64,
-    pub live_bytes: AtomicU64,
-    pub shards: AtomicU64,
-    /// Requests queued and not yet taken by the thread.
-    pub queued: AtomicU64,
-    /// Requests sent to the thread so far (each a trip and a wake-up).
-    pub requests: AtomicU64,
-    /// Group commits and the operations they carried.
-    pub commits: AtomicU64,
-    pub committed_ops: AtomicU64,
-    /// The store's next write sequence when it opened.
-    pub next_sequence_at_open: AtomicU64,
-    /// Writes the device sent in pieces to let reads pass (see
-    /// `OpenOptions::write_piece_bytes`).
-    pub writes_split: AtomicU64,
-    /// Reclamation: chunks moved and extents reset by steps riding on
-    /// commits, whole extents evacuated at once and the chunks they moved.
-    pub chunks_moved_along: AtomicU64,
-    pub extents_reset_along: AtomicU64,
-    pub whole_extents_reclaimed: AtomicU64,
-    pub chunks_moved_whole: AtomicU64,
-}
-
-impl StoreStats {
-    fn publish(&self, usage: &Usage) {
-        self.capacity_bytes.store(usage.capacity_bytes, Ordering::Relaxed);
-        self.free_bytes.store(usage.free_bytes, Ordering::Relaxed);
-        self.live_bytes.store(usage.live_bytes, Ordering::Relaxed);
-        self.shards.store(usage.shards, Ordering::Relaxed);
-    }
-
-    /// The store's own counters (cheap: published after every commit and
-    /// idle reclamation).
-    fn publish_counts(&self, store: &Store) {
-        let r = store.reclaim_counts();
-        self.writes_split.store(store.writes_split(), Ordering::Relaxed);
-        self.chunks_moved_along.store(r.chunks_moved_along, Ordering::Relaxed);
-        self.extents_reset_along.store(r.extents_reset_along, Ordering::Relaxed);
-        self.whole_extents_reclaimed.store(r.whole_extents, Ordering::Relaxed);
-        self.chunks_moved_whole.store(r.chunks_moved_whole, Ordering::Relaxed);
-    }
-
-    pub fn usage(&self) -> Usage {
-        Usage {
-            capacity_bytes: self.capacity_bytes.load(Ordering::Relaxed),
-            free_bytes: self.free_bytes.load(Ordering::Relaxed),
-            live_bytes: self.live_bytes.load(Ordering::Relaxed),
-            shards: self.shards.load(Ordering::Relaxed),
-        }
-    }
 }
 
 /// How a caller wakes the store thread while it waits on its device for
@@ -243,15 +185,21 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                     store.check_invariants();
                     if last_reclaim.elapsed() >= Duration::from_millis(RECLAIM_IDLE_INTERVAL_MS) {
                         // A whole extent may take a while to move: gets
-                        // arriving meanwhile are served; writes wait in
-                        // `pending` for the pass to end.
+                        // arriving meanwhile are served; a write arriving
+                        // ends the pass after the chunks being moved (it
+                        // waits in `pending` until then).
                         let none = HashSet::new();
+                        let writes_wait = std::cell::Cell::new(false);
                         let mut pump = |store: &mut Store| {
                             serve_meanwhile(store, rx, wake, &mut get_replies, &mut pending, &mut finished, &none);
+                            writes_wait.set(!pending.is_empty());
                         };
-                        let reclaimed = store.reclaim_with(&mut pump, Pace::Background);
+                        let before = store.reclaim_counts();
+                        // Whatever it did is published (a failure failed
+                        // the store, which says why itself).
+                        let _ = store.reclaim_with(&mut pump, Pace::Background, &|| writes_wait.get());
                         wake.parked.store(false, Ordering::SeqCst);
-                        if let Ok(Some(_)) = reclaimed {
+                        if store.reclaim_counts() != before {
                             usage_dirty = true;
                             wake.stats.publish_counts(&store);
                         }

@@ -1,0 +1,63 @@
+//! The figures a store thread keeps current for its callers (placement,
+//! status, metrics), read without a round trip to the thread.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Store, Usage};
+
+/// Figures the store thread keeps current for its callers (placement,
+/// status, metrics), read without a round trip to the thread.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    pub capacity_bytes: AtomicU64,
+    pub free_bytes: AtomicU64,
+    pub live_bytes: AtomicU64,
+    pub shards: AtomicU64,
+    /// Requests queued and not yet taken by the thread.
+    pub queued: AtomicU64,
+    /// Requests sent to the thread so far (each a trip and a wake-up).
+    pub requests: AtomicU64,
+    /// Group commits and the operations they carried.
+    pub commits: AtomicU64,
+    pub committed_ops: AtomicU64,
+    /// The store's next write sequence when it opened.
+    pub next_sequence_at_open: AtomicU64,
+    /// Writes the device sent in pieces to let reads pass (see
+    /// `OpenOptions::write_piece_bytes`).
+    pub writes_split: AtomicU64,
+    /// Reclamation: chunks moved and extents reset by steps riding on
+    /// commits, whole extents evacuated at once and the chunks they moved.
+    pub chunks_moved_along: AtomicU64,
+    pub extents_reset_along: AtomicU64,
+    pub whole_extents_reclaimed: AtomicU64,
+    pub chunks_moved_whole: AtomicU64,
+}
+
+impl StoreStats {
+    pub(super) fn publish(&self, usage: &Usage) {
+        self.capacity_bytes.store(usage.capacity_bytes, Ordering::Relaxed);
+        self.free_bytes.store(usage.free_bytes, Ordering::Relaxed);
+        self.live_bytes.store(usage.live_bytes, Ordering::Relaxed);
+        self.shards.store(usage.shards, Ordering::Relaxed);
+    }
+
+    /// The store's own counters (cheap: published after every commit and
+    /// idle reclamation).
+    pub(super) fn publish_counts(&self, store: &Store) {
+        let r = store.reclaim_counts();
+        self.writes_split.store(store.writes_split(), Ordering::Relaxed);
+        self.chunks_moved_along.store(r.chunks_moved_along, Ordering::Relaxed);
+        self.extents_reset_along.store(r.extents_reset_along, Ordering::Relaxed);
+        self.whole_extents_reclaimed.store(r.whole_extents, Ordering::Relaxed);
+        self.chunks_moved_whole.store(r.chunks_moved_whole, Ordering::Relaxed);
+    }
+
+    pub fn usage(&self) -> Usage {
+        Usage {
+            capacity_bytes: self.capacity_bytes.load(Ordering::Relaxed),
+            free_bytes: self.free_bytes.load(Ordering::Relaxed),
+            live_bytes: self.live_bytes.load(Ordering::Relaxed),
+            shards: self.shards.load(Ordering::Relaxed),
+        }
+    }
+}
