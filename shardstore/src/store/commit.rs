@@ -308,21 +308,18 @@ impl Store {
 
     fn collect_commit_io(&mut self, writes: &mut WriteBatch, wait: bool) -> Result<()> {
         let mut got = std::mem::take(&mut writes.scratch);
-        let reaped = if wait { self.dev.reap_or_wake(&mut got) } else { self.dev.reap(0, &mut got) };
-        for c in got.drain(..) {
-            match ReadToken::decode(c.token) {
-                ReadToken::Commit { op } => {
-                    writes.outstanding -= 1;
-                    if let Err(e) = c.result {
-                        writes.write_failed(op, &e);
-                    }
+        let reaped = self.reap_sorting(wait, &mut got, |c| match ReadToken::decode(c.token) {
+            ReadToken::Commit { op } => {
+                writes.outstanding -= 1;
+                if let Err(e) = &c.result {
+                    writes.write_failed(op, e);
                 }
-                _ => self.reads.reaped_elsewhere(c),
+                None
             }
-        }
+            _ => Some(c),
+        });
         writes.scratch = got;
-        self.finish_reaped_reads();
-        reaped.map(drop)
+        reaped
     }
 
     /// Waits until every operation the commit submitted has completed,

@@ -363,6 +363,27 @@ impl Store {
         self.reads.finished.append(&mut finished);
     }
 
+    /// What a commit or reclamation waiting on the device does with what
+    /// it completed (if `wait`, at least one completion or a wake-up, as
+    /// [`Store::waker`] allows): each completion goes to `own`, which keeps
+    /// its own and gives back the rest; those, reads of gets and scrub
+    /// windows, are verified at once, their gets left finished.
+    pub(super) fn reap_sorting(
+        &mut self,
+        wait: bool,
+        scratch: &mut Vec<Completion>,
+        mut own: impl FnMut(Completion) -> Option<Completion>,
+    ) -> Result<()> {
+        let reaped = if wait { self.dev.reap_or_wake(scratch) } else { self.dev.reap(0, scratch) };
+        for c in scratch.drain(..) {
+            if let Some(c) = own(c) {
+                self.reads.reaped_elsewhere(c);
+            }
+        }
+        self.finish_reaped_reads();
+        reaped.map(drop)
+    }
+
     /// Gets that finished while a commit or checkpoint drained the device.
     pub fn take_finished_gets(&mut self, done: &mut Vec<FinishedGet>) {
         done.append(&mut self.reads.finished);

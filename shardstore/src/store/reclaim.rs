@@ -321,18 +321,15 @@ impl Store {
     /// `io`, reads of gets verified and their gets left finished.
     fn collect_move_io(&mut self, io: &mut MoveIo, wait: bool) -> Result<()> {
         let mut got = std::mem::take(&mut io.scratch);
-        let reaped = if wait { self.dev.reap_or_wake(&mut got) } else { self.dev.reap(0, &mut got) };
-        for c in got.drain(..) {
-            match ReadToken::decode(c.token) {
-                ReadToken::Reclaim { .. } => {
-                    io.outstanding -= 1;
-                    io.done.push(c);
-                }
-                _ => self.reads.reaped_elsewhere(c),
+        let reaped = self.reap_sorting(wait, &mut got, |c| {
+            if !matches!(ReadToken::decode(c.token), ReadToken::Reclaim { .. }) {
+                return Some(c);
             }
-        }
+            io.outstanding -= 1;
+            io.done.push(c);
+            None
+        });
         io.scratch = got;
-        self.finish_reaped_reads();
         if let Err(e) = reaped {
             return Err(self.fail(&format!("reaping reclamation's I/O failed: {e}")));
         }

@@ -368,13 +368,6 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
     let _ = store.close_in_place();
 }
 
-/// Starts the gets (and reads) waiting in the queue and answers the
-/// lookups and stats, at most a device queue's worth per call (so a flood
-/// of gets cannot keep the thread from finishing the reads it has); other
-/// requests, and those of a key in `held` (the batch a commit in progress
-/// writes), go to `pending` for the next turn of the loop. Reordering is
-/// safe: a get or lookup overtakes only writes not yet acknowledged, which
-/// it may or may not see.
 /// What the thread does each time a commit or a reclamation pass waiting
 /// on the device gets something back: answers finished gets, starts the
 /// gets (and answers the lookups) that arrived, except of keys in `held`,
@@ -400,6 +393,13 @@ fn serve_meanwhile(
     replies.answer_all(finished);
 }
 
+/// Starts the gets (and reads) waiting in the queue and answers the
+/// lookups and stats, at most a device queue's worth per call (so a flood
+/// of gets cannot keep the thread from finishing the reads it has); other
+/// requests, and those of a key in `held` (the batch a commit in progress
+/// writes), go to `pending` for the next turn of the loop. Reordering is
+/// safe: a get or lookup overtakes only writes not yet acknowledged, which
+/// it may or may not see.
 fn start_arrived_gets(
     store: &mut Store,
     rx: &Receiver<Request>,
