@@ -126,7 +126,6 @@ fn steady_overwrites_never_run_out_of_space() {
 #[test]
 fn reclamation_rides_on_commits_under_steady_overwrites_and_survives_crashes() {
     use shardstore::rng::Rng;
-    use shardstore::store::Op;
     use std::collections::HashMap;
     // 16 extents of 4 MiB; 2 000 shards of two payload blocks each, their
     // headers grouped (16 MiB live).
@@ -137,20 +136,11 @@ fn reclamation_rides_on_commits_under_steady_overwrites_and_survives_crashes() {
     for crash_at in [150u64, 320, 500] {
         while round < crash_at {
             round += 1;
-            let ops: Vec<Op> = (0..32)
-                .map(|i| {
-                    let key = format!("k{:05}", rng.below(2000)).into_bytes();
-                    let data = vec![(round * 31 + i) as u8; 7000 + (round as usize * 7 + i as usize) % 1000];
-                    Op::put(key, data)
-                })
-                .collect();
-            let results = store.commit(&ops);
-            for (op, r) in ops.iter().zip(results) {
+            let ops = overwrites(&mut rng, round);
+            for r in store.commit(&ops) {
                 r.unwrap();
-                if let Op::Put { key, data, .. } = op {
-                    model.insert(key.clone(), data.to_vec());
-                }
             }
+            apply(&mut model, &ops);
         }
         let counts = store.reclaim_counts();
         assert!(counts.chunks_moved_along > 0 && counts.extents_reset_along > 0, "{counts:?}");
@@ -162,9 +152,34 @@ fn reclamation_rides_on_commits_under_steady_overwrites_and_survives_crashes() {
         h.crash();
         store = Store::open(Box::new(h.attach())).unwrap();
         store.check_invariants();
-        for (key, data) in &model {
-            assert_eq!(&store.get(key).unwrap(), data, "{}", String::from_utf8_lossy(key));
+        assert_model(&mut store, &model);
+    }
+}
+
+/// 32 puts over 2 000 keys (`k00000`..), each 7 000 to 7 999 bytes (two
+/// payload blocks: small records, staged into runs), for round `round`.
+fn overwrites(rng: &mut shardstore::rng::Rng, round: u64) -> Vec<Op> {
+    (0..32)
+        .map(|i| {
+            let key = format!("k{:05}", rng.below(2000)).into_bytes();
+            Op::put(key, vec![(round * 31 + i) as u8; 7000 + (round as usize * 7 + i as usize) % 1000])
+        })
+        .collect()
+}
+
+/// The model after `ops` (puts) were acknowledged.
+fn apply(model: &mut std::collections::HashMap<Vec<u8>, Vec<u8>>, ops: &[Op]) {
+    for op in ops {
+        if let Op::Put { key, data, .. } = op {
+            model.insert(key.clone(), data.to_vec());
         }
+    }
+}
+
+/// Every key of the model reads back as the model has it.
+fn assert_model(store: &mut Store, model: &std::collections::HashMap<Vec<u8>, Vec<u8>>) {
+    for (key, data) in model {
+        assert_eq!(&store.get(key).unwrap(), data, "{}", String::from_utf8_lossy(key));
     }
 }
 
@@ -269,12 +284,7 @@ fn gets_are_answered_while_reclamation_moves_chunks() {
     for round in 0..600u64 {
         // Small puts only: they are staged into runs with no pump, so the
         // commit's first pump before any write is reclamation's.
-        let ops: Vec<Op> = (0..32)
-            .map(|i| {
-                let key = format!("k{:05}", rng.below(2000)).into_bytes();
-                Op::put(key, vec![(round * 31 + i) as u8; 7000 + (round as usize * 7 + i as usize) % 1000])
-            })
-            .collect();
+        let ops = overwrites(&mut rng, round);
         let in_batch: std::collections::HashSet<&[u8]> = ops.iter().map(Op::key).collect();
         let readable: Vec<(u64, Vec<u8>)> = model
             .keys()
@@ -320,11 +330,7 @@ fn gets_are_answered_while_reclamation_moves_chunks() {
             let key = &readable[id as usize].1;
             assert_eq!(result.unwrap(), model[key], "round {round}: {}", String::from_utf8_lossy(key));
         }
-        for op in &ops {
-            if let Op::Put { key, data, .. } = op {
-                model.insert(key.clone(), data.to_vec());
-            }
-        }
+        apply(&mut model, &ops);
         if store.reclaim_counts().chunks_moved_along > moved_before {
             reclaiming_commits += 1;
             answered_during_moves += during;
@@ -337,9 +343,7 @@ fn gets_are_answered_while_reclamation_moves_chunks() {
     assert!(answered_during_moves > 0, "no get was answered while a commit moved chunks");
     assert_eq!(store.reclaim_counts().whole_extents, 0, "{:?}", store.reclaim_counts());
     store.check_invariants();
-    for (key, data) in &model {
-        assert_eq!(&store.get(key).unwrap(), data, "{}", String::from_utf8_lossy(key));
-    }
+    assert_model(&mut store, &model);
 }
 
 /// An idle pass (or a commit's last resort) evacuating a whole extent ran
@@ -383,14 +387,19 @@ fn gets_are_answered_while_a_whole_extent_is_reclaimed() {
     drop(store);
     let mut store = Store::open(Box::new(h.attach())).unwrap();
     store.check_invariants();
-    for i in 0..1200u64 {
-        assert_eq!(store.get(format!("k{i:04}").as_bytes()).unwrap(), half_dead_value(i), "k{i:04}");
-    }
+    assert_half_dead(&mut store);
 }
 
 /// Shard `k{i:04}` as `half_dead` left it.
 fn half_dead_value(i: u64) -> Vec<u8> {
     vec![(i * 7 + u64::from(i % 2 == 0)) as u8; 6000]
+}
+
+/// Every shard reads back as `half_dead` left it.
+fn assert_half_dead(store: &mut Store) {
+    for i in 0..1200u64 {
+        assert_eq!(store.get(format!("k{i:04}").as_bytes()).unwrap(), half_dead_value(i), "k{i:04}");
+    }
 }
 
 /// 1200 shards of two blocks (about two and a half 4 MiB extents), every
@@ -426,9 +435,7 @@ fn background_reclamation_keeps_little_on_the_device() {
         } else {
             assert!(most > RECLAIM_IN_FLIGHT_MAX, "only {most} at once in the foreground");
         }
-        for i in 0..1200u64 {
-            assert_eq!(store.get(format!("k{i:04}").as_bytes()).unwrap(), half_dead_value(i), "k{i:04}");
-        }
+        assert_half_dead(&mut store);
         store.check_invariants();
     }
 }
@@ -455,15 +462,11 @@ fn a_whole_extent_pass_that_gives_way_logs_what_it_moved() {
     drop(store);
     let mut store = Store::open(Box::new(h.attach())).unwrap();
     store.check_invariants();
-    for i in 0..1200u64 {
-        assert_eq!(store.get(format!("k{i:04}").as_bytes()).unwrap(), half_dead_value(i), "k{i:04}");
-    }
+    assert_half_dead(&mut store);
     let (victim, _) = store.reclaim_with(&mut |_| {}, Pace::Background, &|| false).unwrap().expect("finished later");
     assert_eq!(store.extents()[victim as usize].write_blocks, 0, "extent {victim} is free again");
     store.check_invariants();
-    for i in 0..1200u64 {
-        assert_eq!(store.get(format!("k{i:04}").as_bytes()).unwrap(), half_dead_value(i), "k{i:04}");
-    }
+    assert_half_dead(&mut store);
 }
 
 /// The store thread panicked with "blocking helper used with operations
