@@ -759,3 +759,31 @@ fn a_record_of_its_own_amid_grouped_records_is_found_by_fsck() {
     let mut store = Store::open(Box::new(h.attach())).unwrap();
     check(&mut store);
 }
+
+/// A commit or reclamation whose wait on the ring failed gives up with
+/// its operations still on the device; their completions come back to
+/// whatever reaps next. A get reaping them after the store failed found
+/// a commit's (or reclamation's) token in the read pipeline and panicked
+/// the store thread; they are dropped (the store failed and its callers
+/// were answered), and the get reads what was stored.
+#[test]
+fn operations_given_up_on_a_failed_reap_leave_gets_working() {
+    let (h, mut store) = fresh(61);
+    let value = vec![5u8; 4096];
+    store.put(b"kept", &value).unwrap();
+    h.inject(Fault::once(OpKind::Submit));
+    let err = store.put(b"lost", &[6u8; 4096]).unwrap_err();
+    assert!(matches!(err, Error::Poisoned { .. }), "the failed reap fails the put: {err}");
+    assert_eq!(h.stats().faults_hit, 1);
+    assert_eq!(store.get(b"kept").unwrap(), value, "a get after the failure reads what was stored");
+    assert_eq!(store.get(b"kept").unwrap(), value);
+
+    let (h, mut store) = fresh(62);
+    half_dead(&mut store);
+    // Past the first reap, so the pass has its reads out when one fails.
+    h.inject(Fault { skip: 1, ..Fault::once(OpKind::Submit) });
+    let err = store.reclaim_with(&mut |_| {}, Pace::Foreground, &|| false).unwrap_err();
+    assert!(matches!(err, Error::Poisoned { .. }), "the failed reap fails the pass: {err}");
+    assert_eq!(h.stats().faults_hit, 1);
+    assert_half_dead(&mut store);
+}

@@ -62,7 +62,8 @@ pub enum Fate {
     Misdirect(u64),
 }
 
-/// An injected I/O error.
+/// An injected I/O error. `OpKind::Submit` fails a reap (the ring's
+/// `io_uring_enter`), leaving what completed to the next one.
 #[derive(Debug, Clone)]
 pub struct Fault {
     pub op: OpKind,
@@ -489,7 +490,12 @@ impl BlockDevice for SimDevice {
 
     fn reap(&mut self, min_complete: usize, out: &mut Vec<Completion>) -> Result<usize> {
         let (extra_max, released) = {
-            let s = self.lock();
+            let mut s = self.lock();
+            if s.take_fault(OpKind::Submit, 0, 0) {
+                s.stats.faults_hit += 1;
+                let e = io::Error::from_raw_os_error(libc::EIO);
+                return Err(Error::io(&self.info.name, OpKind::Submit, 0, 0, e));
+            }
             (s.reap_extra_max, s.held_released)
         };
         if released {

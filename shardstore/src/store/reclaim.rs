@@ -336,16 +336,6 @@ impl Store {
         Ok(())
     }
 
-    /// Reclamation in steps that ride on group commits, so no commit waits
-    /// for a whole extent: extents emptied by earlier commits are reset
-    /// (their last references left in records already durable), and once
-    /// free extents are down to the reserve, the `needed` extents the batch
-    /// may open and [`RECLAIM_AHEAD_EXTENTS_COUNT`], live chunks of the emptiest sealed
-    /// extent are copied forward, as many bytes as this batch writes times
-    /// the victim's live-to-dead ratio (with a quarter to spare, so
-    /// reclamation gains on the writes), at most [`RECLAIM_STEP_BYTES_MAX`].
-    /// Returns the records to log with the batch (the copies are written;
-    /// the batch's flush makes them durable before its log write).
     /// Record bytes a batch writes.
     pub(super) fn batch_bytes(ops: &[Op]) -> u64 {
         ops.iter()
@@ -362,6 +352,16 @@ impl Store {
         u32::try_from(Self::batch_bytes(ops).div_ceil(extent)).unwrap_or(u32::MAX / 2).max(1)
     }
 
+    /// Reclamation in steps that ride on group commits, so no commit waits
+    /// for a whole extent: extents emptied by earlier commits are reset
+    /// (their last references left in records already durable), and once
+    /// free extents are down to the reserve, the `needed` extents the batch
+    /// may open and [`RECLAIM_AHEAD_EXTENTS_COUNT`], live chunks of the emptiest sealed
+    /// extent are copied forward, as many bytes as this batch writes times
+    /// the victim's live-to-dead ratio (with a quarter to spare, so
+    /// reclamation gains on the writes), at most [`RECLAIM_STEP_BYTES_MAX`].
+    /// Returns the records to log with the batch (the copies are written;
+    /// the batch's flush makes them durable before its log write).
     pub(super) fn reclaim_along(&mut self, ops: &[Op], needed: u32, pump: Pump<'_>) -> Vec<LogRecord> {
         let mut records: Vec<LogRecord> = self
             .extents
