@@ -1,6 +1,7 @@
 //! Gets keep flowing while a group commit's writes and flush are in
-//! flight: gets and lookups of other keys are answered while a put's
-//! commit cannot complete (before, every get waited for the whole commit).
+//! flight: gets and lookups of other keys, listings and the scrubber's
+//! reports are answered while a put's commit cannot complete (before,
+//! every get waited for the whole commit).
 //! A get or lookup of the key being put is held for the commit and never
 //! sees anything but nothing or the new bytes.
 //!
@@ -132,11 +133,32 @@ fn gets_are_answered_while_a_commit_is_in_flight() {
             o.lock().unwrap().push(seen.to_owned());
         })
         .unwrap();
+    // A listing and the scrubber's report read only memory: answered
+    // during the commit too, the key being put not yet in the listing.
+    let o = Arc::clone(&order);
+    store
+        .submit_list(Vec::new(), None, 100, move |r| {
+            let keys: Vec<Vec<u8>> = r.unwrap().into_iter().map(|l| l.key).collect();
+            let small: Vec<Vec<u8>> = (0..8u8).map(|i| format!("small/{i}").into_bytes()).collect();
+            assert_eq!(keys, small, "a listing during the commit lists what was acknowledged");
+            o.lock().unwrap().push("list".to_owned());
+        })
+        .unwrap();
+    let o = Arc::clone(&order);
+    store
+        .submit_scrub_status(move |r| {
+            r.unwrap();
+            o.lock().unwrap().push("scrub status".to_owned());
+        })
+        .unwrap();
     wait_for("lookups of other keys answered during the commit", &order, |o| count(o, "lookup ") >= 4);
+    wait_for("a listing and a scrub report answered during the commit", &order, |o| {
+        count(o, "list") == 1 && count(o, "scrub status") == 1
+    });
     assert_eq!(count(&order.lock().unwrap(), "put"), 0, "a put acknowledged while its writes could not complete");
 
     fs.freeze(false);
-    wait_for("every request answered once thawed", &order, |o| o.len() == 15);
+    wait_for("every request answered once thawed", &order, |o| o.len() == 17);
     let order = order.lock().unwrap().clone();
     let put_at = order.iter().position(|e| e == "put").unwrap();
     for kind in ["get ", "lookup "] {

@@ -370,9 +370,9 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
 
 /// What the thread does each time a commit or a reclamation pass waiting
 /// on the device gets something back: answers finished gets, starts the
-/// gets (and answers the lookups) that arrived, except of keys in `held`,
-/// and sends their reads to the device; other requests wait in
-/// `pending`. Leaves `parked` set, so that a request arriving while the
+/// gets that arrived (except of keys in `held`) and answers what reads
+/// only memory (`start_arrived_gets`), and sends the gets' reads to the
+/// device; other requests wait in `pending`. Leaves `parked` set, so that a request arriving while the
 /// caller waits wakes it (the caller clears it when done).
 fn serve_meanwhile(
     store: &mut Store,
@@ -394,12 +394,13 @@ fn serve_meanwhile(
 }
 
 /// Starts the gets (and reads) waiting in the queue and answers the
-/// lookups and stats, at most a device queue's worth per call (so a flood
-/// of gets cannot keep the thread from finishing the reads it has); other
-/// requests, and those of a key in `held` (the batch a commit in progress
-/// writes), go to `pending` for the next turn of the loop. Reordering is
-/// safe: a get or lookup overtakes only writes not yet acknowledged, which
-/// it may or may not see.
+/// lookups, stats, listings and scrub reports, at most a device queue's
+/// worth per call (so a flood of gets cannot keep the thread from
+/// finishing the reads it has); other requests, and gets, reads, lookups
+/// and stats of a key in `held` (the batch a commit in progress writes),
+/// go to `pending` for the next turn of the loop. Reordering is safe: a
+/// request answered here overtakes only writes not yet acknowledged,
+/// which it may or may not see.
 fn start_arrived_gets(
     store: &mut Store,
     rx: &Receiver<Request>,
@@ -432,6 +433,23 @@ fn start_arrived_gets(
             Request::Stat { key, reply } if !held.contains(key.as_slice()) => {
                 stats.queued.fetch_sub(1, Ordering::Relaxed);
                 reply(Ok(store.stat(&key)));
+            }
+            // A listing and the scrubber's reports read only memory: also
+            // answered at once (a repair scan or an operator's status must
+            // not wait for a commit or an idle pass). Keys of the batch in
+            // progress show as they were before it, as for a get overtaking
+            // a write not yet acknowledged.
+            Request::List { prefix, start_after, limit, reply } => {
+                stats.queued.fetch_sub(1, Ordering::Relaxed);
+                reply(Ok(store.list(&prefix, start_after.as_deref(), limit)));
+            }
+            Request::ScrubStatus(reply) => {
+                stats.queued.fetch_sub(1, Ordering::Relaxed);
+                reply(Ok(store.scrub_status()));
+            }
+            Request::Damaged(reply) => {
+                stats.queued.fetch_sub(1, Ordering::Relaxed);
+                reply(Ok(store.damaged_shards()));
             }
             // Still counted as queued until the loop takes it from `pending`.
             other => pending.push(other),
