@@ -42,7 +42,10 @@ pub use put_data::{Landed, Landing, PutData};
 pub use reads::FinishedGet;
 use reads::{ReadPipeline, ReadToken, COMMIT_LOG_OP};
 use reclaim::ReclaimPlan;
-pub use reclaim::{Pace, ReclaimCounts, RECLAIM_AHEAD_EXTENTS_COUNT, RECLAIM_IN_FLIGHT_MAX, RECLAIM_STEP_BYTES_MAX};
+pub use reclaim::{
+    Pace, ReclaimCounts, RECLAIM_AHEAD_EXTENTS_COUNT, RECLAIM_BACKGROUND_BATCH_BYTES_MAX, RECLAIM_IN_FLIGHT_MAX,
+    RECLAIM_STEP_BYTES_MAX,
+};
 use repair::RepairList;
 
 use std::collections::HashMap;
