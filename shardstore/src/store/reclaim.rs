@@ -124,7 +124,7 @@ impl Store {
         };
         let (mut start, mut ended_early) = (0, false);
         while start < live.len() {
-            let end = start + self.batch_len(&live[start..], count_max, bytes_max);
+            let end = start + Self::batch_len(&live[start..], count_max, bytes_max);
             let (relocations, bytes) = self.move_chunks(victim, &live[start..end], &mut *pump, pace)?;
             start = end;
             self.reclaim_counts.chunks_moved_whole += relocations.len() as u64;
@@ -158,7 +158,7 @@ impl Store {
 
     /// How many of `chunks` (at least one) the next batch moves: at most
     /// `count_max`, and no more once their bytes reach `bytes_max`.
-    fn batch_len(&self, chunks: &[LiveChunk], count_max: usize, bytes_max: u64) -> usize {
+    fn batch_len(chunks: &[LiveChunk], count_max: usize, bytes_max: u64) -> usize {
         let mut bytes = 0;
         for (n, (_, _, chunk, from, size)) in chunks.iter().take(count_max).enumerate() {
             if n > 0 && bytes >= bytes_max {
