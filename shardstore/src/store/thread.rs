@@ -372,8 +372,10 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
 /// on the device gets something back: answers finished gets, starts the
 /// gets that arrived (except of keys in `held`) and answers what reads
 /// only memory (`start_arrived_gets`), and sends the gets' reads to the
-/// device; other requests wait in `pending`. Leaves `parked` set, so that a request arriving while the
-/// caller waits wakes it (the caller clears it when done).
+/// device; other requests wait in `pending`. Leaves `parked` set, so that
+/// a request arriving while the caller waits wakes it (the caller clears
+/// it when done). The index changes only after a commit's last pump, so
+/// nothing answered here sees a write before it is durable.
 fn serve_meanwhile(
     store: &mut Store,
     rx: &Receiver<Request>,
