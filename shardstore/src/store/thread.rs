@@ -374,8 +374,9 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
 /// only memory (`start_arrived_gets`), and sends the gets' reads to the
 /// device; other requests wait in `pending`. Leaves `parked` set, so that
 /// a request arriving while the caller waits wakes it (the caller clears
-/// it when done). The index changes only after a commit's last pump, so
-/// nothing answered here sees a write before it is durable.
+/// it when done). A commit applies its writes to the index only after its
+/// last pump (what moves meanwhile is where chunks are, not what a key
+/// holds), so nothing answered here sees a write before it is durable.
 fn serve_meanwhile(
     store: &mut Store,
     rx: &Receiver<Request>,
