@@ -108,6 +108,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Extents reclaimed and reset for reuse, by how (along: emptied by steps riding on group commits; whole: evacuated at once).",
     ),
     (
+        "shardnode_reclaim_passes_given_way_total",
+        Kind::Counter,
+        "Whole-extent passes of an idle store that gave way to an arriving write before the extent was empty (their moves logged, the rest left for a later pass).",
+    ),
+    (
         "shardnode_read_cache_lookups_total",
         Kind::Counter,
         "Shard GETs and HEADs that looked in the device's read cache, by result (hit: answered from memory; miss: read from the device).",

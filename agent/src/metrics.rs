@@ -186,6 +186,7 @@ pub fn publish_device_gauges(node: &Node, scrubs: &[(usize, Result<ScrubStatus, 
             metrics::counter!("shardnode_reclaim_extents_total", "device" => device.clone(), "how" => how)
                 .absolute(n.load(Ordering::Relaxed));
         }
+        c("shardnode_reclaim_passes_given_way_total", stats.reclaim_passes_given_way.load(Ordering::Relaxed));
         let stall = &store.counters().io_stall;
         metrics::gauge!("shardnode_device_io_stalled_seconds", "device" => device.clone())
             .set(stall.stalled_for().map_or(0.0, |d| d.as_secs_f64()));

@@ -320,6 +320,7 @@ fn a_whole_extent_pass_that_gives_way_logs_what_it_moved() {
     let moved = store.reclaim_counts().chunks_moved_whole;
     assert_eq!(moved, shardstore::store::STORE_QUEUE_DEPTH as u64, "one batch of chunks moved");
     assert_eq!(store.reclaim_counts().whole_extents, 0);
+    assert_eq!(store.reclaim_counts().passes_given_way, 1, "the pass is counted as given way");
     store.check_invariants();
     drop(store);
     let mut store = Store::open(Box::new(h.attach())).unwrap();
@@ -396,6 +397,8 @@ fn a_background_batch_of_large_chunks_is_bounded_by_bytes() {
             assert!(moved > 8, "only {moved} chunks moved in the foreground");
             assert_eq!(asked.get(), 0, "nothing left to give way to");
         }
+        let given_way = u64::from(pace == Pace::Background);
+        assert_eq!(store.reclaim_counts().passes_given_way, given_way, "{pace:?}");
         store.check_invariants();
         drop(store);
         let mut store = Store::open(Box::new(h.attach())).unwrap();

@@ -317,6 +317,7 @@ fn a_put_arriving_during_an_idle_pass_ends_it() {
     // Published before the thread took the put: the pass had ended early.
     assert_eq!(stats.whole_extents_reclaimed.load(SeqCst), 0, "the put waited for the whole pass");
     assert!(stats.chunks_moved_whole.load(SeqCst) > 0, "the chunks moved before the put were logged");
+    assert_eq!(stats.reclaim_passes_given_way.load(SeqCst), 1, "the pass that gave way is published");
     assert_eq!(store.get(b"k0001").unwrap(), newer);
     close_and_check(&h, &store, join, &[(1, newer)]);
 }

@@ -21,6 +21,9 @@ pub struct ReclaimCounts {
     pub whole_extents: u64,
     /// Chunks copied forward by those whole-extent evacuations.
     pub chunks_moved_whole: u64,
+    /// Whole-extent passes that gave way to writes before the extent was
+    /// empty (their moves logged, the rest left for a later pass).
+    pub passes_given_way: u64,
 }
 
 /// A live chunk to move out of an extent being reclaimed: its shard's
@@ -143,6 +146,7 @@ impl Store {
         }
         if ended_early {
             self.make_durable(&records)?;
+            self.reclaim_counts.passes_given_way += 1;
             return Ok(None);
         }
         let generation = self.extents.get(victim).generation.wrapping_add(1);

@@ -26,11 +26,13 @@ pub struct StoreStats {
     /// `OpenOptions::write_piece_bytes`).
     pub writes_split: AtomicU64,
     /// Reclamation: chunks moved and extents reset by steps riding on
-    /// commits, whole extents evacuated at once and the chunks they moved.
+    /// commits, whole extents evacuated at once and the chunks they moved,
+    /// and whole-extent passes that gave way to writes before the end.
     pub chunks_moved_along: AtomicU64,
     pub extents_reset_along: AtomicU64,
     pub whole_extents_reclaimed: AtomicU64,
     pub chunks_moved_whole: AtomicU64,
+    pub reclaim_passes_given_way: AtomicU64,
 }
 
 impl StoreStats {
@@ -50,6 +52,7 @@ impl StoreStats {
         self.extents_reset_along.store(r.extents_reset_along, Ordering::Relaxed);
         self.whole_extents_reclaimed.store(r.whole_extents, Ordering::Relaxed);
         self.chunks_moved_whole.store(r.chunks_moved_whole, Ordering::Relaxed);
+        self.reclaim_passes_given_way.store(r.passes_given_way, Ordering::Relaxed);
     }
 
     pub fn usage(&self) -> Usage {
