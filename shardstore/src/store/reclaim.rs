@@ -30,6 +30,13 @@ pub struct ReclaimCounts {
 /// key, sequence and size, the chunk's number and where it is.
 pub(super) type LiveChunk = (Vec<u8>, u64, usize, Locator, u64);
 
+/// The bytes a live chunk is read as: a group member from its group's
+/// header block to its payload's end (within one buffer: a group fits
+/// one).
+fn span_bytes((_, _, chunk, from, size): &LiveChunk) -> u64 {
+    u64::from(span_blocks(*from, *size, *chunk)) * BLOCK_SIZE_BYTES
+}
+
 /// An extent being evacuated across group commits.
 #[derive(Debug)]
 pub(super) struct ReclaimPlan {
@@ -120,7 +127,7 @@ impl Store {
         // queue for as few device round trips as the extent allows; in the
         // background, batches are bounded by bytes too, so a write waits
         // little for the pass to give way.
-        let count_max = STORE_QUEUE_DEPTH.min(self.dev.queue_depth()).max(1);
+        let count_max = self.move_batch_count_max();
         let bytes_max = match pace {
             Pace::Background => RECLAIM_BACKGROUND_BATCH_BYTES_MAX,
             Pace::Foreground => u64::MAX,
@@ -160,15 +167,20 @@ impl Store {
         Ok(Some((victim, moved)))
     }
 
+    /// The most chunks one batch moves: all its reads in flight at once.
+    fn move_batch_count_max(&self) -> usize {
+        STORE_QUEUE_DEPTH.min(self.dev.queue_depth()).max(1)
+    }
+
     /// How many of `chunks` (at least one) the next batch moves: at most
     /// `count_max`, and no more once their bytes reach `bytes_max`.
     fn batch_len(chunks: &[LiveChunk], count_max: usize, bytes_max: u64) -> usize {
         let mut bytes = 0;
-        for (n, (_, _, chunk, from, size)) in chunks.iter().take(count_max).enumerate() {
+        for (n, c) in chunks.iter().take(count_max).enumerate() {
             if n > 0 && bytes >= bytes_max {
                 return n;
             }
-            bytes += u64::from(span_blocks(*from, *size, *chunk)) * BLOCK_SIZE_BYTES;
+            bytes += span_bytes(c);
         }
         chunks.len().min(count_max)
     }
@@ -272,13 +284,10 @@ impl Store {
 
     /// Submits a read of each chunk of `batch` (each its own buffer).
     fn read_moving(&mut self, batch: &[LiveChunk], io: &mut MoveIo, pump: Pump<'_>) -> Result<()> {
-        for (i, (_, _, chunk, from, size)) in batch.iter().enumerate() {
-            // A group member is read from its group's header block to its
-            // payload's end (within one buffer: a group fits one).
-            let len = u64::from(span_blocks(*from, *size, *chunk)) * BLOCK_SIZE_BYTES;
+        for (i, c) in batch.iter().enumerate() {
             self.make_room(io, pump)?;
-            let buf = self.move_buffer(len as usize, io)?;
-            let kind = IoKind::Read { offset: self.locator_offset(*from), buf };
+            let buf = self.move_buffer(span_bytes(c) as usize, io)?;
+            let kind = IoKind::Read { offset: self.locator_offset(c.3), buf };
             self.submit_move_io(i, kind, io)?;
         }
         pump(self);
@@ -432,7 +441,7 @@ impl Store {
                 batch.push(c);
             }
         }
-        let batch_len = STORE_QUEUE_DEPTH.min(self.dev.queue_depth()).max(1);
+        let batch_len = self.move_batch_count_max();
         let moved = batch.chunks(batch_len).try_for_each(|part| {
             let (relocations, _) = self.move_chunks(victim, part, &mut *pump, Pace::Foreground)?;
             self.reclaim_counts.chunks_moved_along += relocations.len() as u64;

@@ -1,5 +1,4 @@
-//! The figures a store thread keeps current for its callers (placement,
-//! status, metrics), read without a round trip to the thread.
+//! `StoreStats`, published by the store thread (`thread.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -234,15 +234,8 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                     replies.push(reply);
                 }
                 Request::Get { key, offset, len, reply } => get_replies.start(&mut store, &key, offset, len, reply),
-                Request::Stat { key, reply } => {
-                    reply(Ok(store.stat(&key)));
-                }
-                Request::Lookup { key, reply } => reply(Ok(store.lookup(&key))),
                 Request::Read { key, range, reply } => read(&mut store, &mut get_replies, &key, range, reply),
                 Request::Tombstones(reply) => reply(Ok(store.tombstones())),
-                Request::List { prefix, start_after, limit, reply } => {
-                    reply(Ok(store.list(&prefix, start_after.as_deref(), limit)));
-                }
                 Request::Checkpoint(reply) => {
                     reply(store.checkpoint());
                 }
@@ -253,9 +246,12 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                     next_scrub = Instant::now();
                     reply(Ok(settings));
                 }
-                Request::ScrubStatus(reply) => reply(Ok(store.scrub_status())),
-                Request::Damaged(reply) => reply(Ok(store.damaged_shards())),
                 Request::Close(reply) => closing = Some(reply),
+                other => {
+                    if answer_from_memory(&store, other, &HashSet::new()).is_some() {
+                        unreachable!("every other request reads only memory");
+                    }
+                }
             }
         }
         if !ops.is_empty() {
@@ -426,38 +422,37 @@ fn start_arrived_gets(
                 stats.queued.fetch_sub(1, Ordering::Relaxed);
                 read(store, replies, &key, range, reply);
             }
-            // A lookup is an index probe: answered at once, as a read's
-            // lookup is (a put's first step, finding the key's holder,
-            // must not wait for another key's commit).
-            Request::Lookup { key, reply } if !held.contains(key.as_slice()) => {
-                stats.queued.fetch_sub(1, Ordering::Relaxed);
-                reply(Ok(store.lookup(&key)));
-            }
-            Request::Stat { key, reply } if !held.contains(key.as_slice()) => {
-                stats.queued.fetch_sub(1, Ordering::Relaxed);
-                reply(Ok(store.stat(&key)));
-            }
-            // A listing and the scrubber's reports read only memory: also
-            // answered at once (a repair scan or an operator's status must
-            // not wait for a commit or an idle pass). Keys of the batch in
-            // progress show as they were before it, as for a get overtaking
-            // a write not yet acknowledged.
-            Request::List { prefix, start_after, limit, reply } => {
-                stats.queued.fetch_sub(1, Ordering::Relaxed);
-                reply(Ok(store.list(&prefix, start_after.as_deref(), limit)));
-            }
-            Request::ScrubStatus(reply) => {
-                stats.queued.fetch_sub(1, Ordering::Relaxed);
-                reply(Ok(store.scrub_status()));
-            }
-            Request::Damaged(reply) => {
-                stats.queued.fetch_sub(1, Ordering::Relaxed);
-                reply(Ok(store.damaged_shards()));
-            }
-            // Still counted as queued until the loop takes it from `pending`.
-            other => pending.push(other),
+            other => match answer_from_memory(store, other, held) {
+                None => {
+                    stats.queued.fetch_sub(1, Ordering::Relaxed);
+                }
+                // Still counted as queued until the loop takes it from `pending`.
+                Some(other) => pending.push(other),
+            },
         }
     }
+}
+
+/// Answers a request that reads only memory (and returns `None`), unless
+/// it names a key in `held`; gives any other back. A lookup is an index probe
+/// (a put's first step, finding the key's holder, must not wait for
+/// another key's commit), as is a stat; a listing and the scrubber's
+/// reports read only memory too (a repair scan or an operator's status
+/// must not wait for a commit or an idle pass), keys of a batch in
+/// progress showing as they were before it, as for a get overtaking a
+/// write not yet acknowledged.
+fn answer_from_memory(store: &Store, request: Request, held: &HashSet<&[u8]>) -> Option<Request> {
+    match request {
+        Request::Lookup { key, reply } if !held.contains(key.as_slice()) => reply(Ok(store.lookup(&key))),
+        Request::Stat { key, reply } if !held.contains(key.as_slice()) => reply(Ok(store.stat(&key))),
+        Request::List { prefix, start_after, limit, reply } => {
+            reply(Ok(store.list(&prefix, start_after.as_deref(), limit)));
+        }
+        Request::ScrubStatus(reply) => reply(Ok(store.scrub_status())),
+        Request::Damaged(reply) => reply(Ok(store.damaged_shards())),
+        other => return Some(other),
+    }
+    None
 }
 
 /// A lookup and, for a shard, the get of the range asked for, in one
