@@ -8,6 +8,8 @@ use shardstore::error::{Error, OpKind};
 use shardstore::format::{format, FormatOptions};
 use shardstore::store::{Op, Pace, Store};
 
+#[path = "common/half_dead.rs"]
+mod half_dead;
 #[path = "common/sim_store.rs"]
 mod sim_store;
 use sim_store::fresh;
@@ -222,8 +224,8 @@ fn gets_are_answered_while_a_whole_extent_is_reclaimed() {
     let mut done = Vec::new();
     let mut pump = |store: &mut Store| {
         // Eight gets in progress at a time, as a client at QD8.
-        while next < 1200 && next - (done.len() as u64) < 8 {
-            store.start_get(next, format!("k{next:04}").as_bytes(), 0, u64::MAX).unwrap();
+        while next < half_dead::SHARDS && next - (done.len() as u64) < 8 {
+            store.start_get(next, &half_dead::key(next), 0, u64::MAX).unwrap();
             next += 1;
         }
         store.submit_gets(&mut done);
@@ -242,7 +244,7 @@ fn gets_are_answered_while_a_whole_extent_is_reclaimed() {
     store.take_finished_gets(&mut done);
     assert_eq!(done.len() as u64, next);
     for (id, result) in done {
-        assert_eq!(result.unwrap(), half_dead_value(id), "get {id}");
+        assert_eq!(result.unwrap(), half_dead::value(id), "get {id}");
     }
     assert_eq!(store.extents()[victim as usize].write_blocks, 0, "extent {victim} is free again");
     store.check_invariants();
@@ -252,26 +254,16 @@ fn gets_are_answered_while_a_whole_extent_is_reclaimed() {
     assert_half_dead(&mut store);
 }
 
-/// Shard `k{i:04}` as `half_dead` left it.
-fn half_dead_value(i: u64) -> Vec<u8> {
-    vec![(i * 7 + u64::from(i % 2 == 0)) as u8; 6000]
-}
-
 /// Every shard reads back as `half_dead` left it.
 fn assert_half_dead(store: &mut Store) {
-    for i in 0..1200u64 {
-        assert_eq!(store.get(format!("k{i:04}").as_bytes()).unwrap(), half_dead_value(i), "k{i:04}");
+    for i in 0..half_dead::SHARDS {
+        assert_eq!(store.get(&half_dead::key(i)).unwrap(), half_dead::value(i), "k{i:04}");
     }
 }
 
-/// 1200 shards of two blocks (about two and a half 4 MiB extents), every
-/// other one overwritten: the first extents are half dead.
+/// The half-dead store (`common/half_dead.rs`).
 fn half_dead(store: &mut Store) {
-    for round in 0..2u64 {
-        for i in (0..1200u64).filter(|i| round == 0 || i % 2 == 0) {
-            store.put(format!("k{i:04}").as_bytes(), &vec![(i * 7 + round) as u8; 6000]).unwrap();
-        }
-    }
+    half_dead::fill(|key, value| store.put(&key, &value).unwrap());
 }
 
 /// In the background (the thread's idle pass) reclamation keeps at most

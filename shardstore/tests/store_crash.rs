@@ -7,17 +7,13 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use shardstore::device::sim::{Fate, SimConfig, SimDevice, SimHandle};
-use shardstore::format::{format, FormatOptions};
+use shardstore::device::sim::{Fate, SimHandle};
 use shardstore::rng::Rng;
 use shardstore::store::{Op, PutData, Store};
 
-fn fresh(seed: u64) -> (SimHandle, Store) {
-    let mut dev = SimDevice::new(SimConfig::new(64 << 20, seed));
-    format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
-    let h = dev.handle();
-    (h, Store::open(Box::new(dev)).unwrap())
-}
+#[path = "common/sim_store.rs"]
+mod sim_store;
+use sim_store::fresh;
 
 fn bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = Rng::new(seed);

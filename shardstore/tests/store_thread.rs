@@ -8,6 +8,8 @@ use shardstore::device::sim::{SimConfig, SimDevice};
 use shardstore::format::{format, FormatOptions};
 use shardstore::store::{thread, Store};
 
+#[path = "common/half_dead.rs"]
+mod half_dead;
 #[path = "common/overwrites.rs"]
 mod overwrites;
 use overwrites::{overwrite_until, problem, versioned};
@@ -224,16 +226,10 @@ fn chained_gets_beside_overwrites(size: u64, extent: u64, full: bool) -> Publish
     published
 }
 
-/// Shard `k{i:04}` as `slow_idle_pass` wrote it.
-fn idle_value(i: u64) -> Vec<u8> {
-    vec![(i * 7 + u64::from(i % 2 == 0)) as u8; 6000]
-}
-
 /// A store thread on a slow simulated drive (1 ms an operation), its
-/// scrubber paused, holding 1200 shards of which every other one was
-/// overwritten (the first extents half dead), returned once its idle pass
-/// has started reading: moving half an extent's chunks takes hundreds of
-/// operations from there.
+/// scrubber paused, holding the half-dead store (`common/half_dead.rs`),
+/// returned once its idle pass has started reading: moving half an
+/// extent's chunks takes hundreds of operations from there.
 fn slow_idle_pass(seed: u64) -> (shardstore::device::sim::SimHandle, thread::StoreHandle, std::thread::JoinHandle<()>) {
     use std::time::{Duration, Instant};
     let mut dev = SimDevice::new(SimConfig::new(64 << 20, seed));
@@ -243,11 +239,7 @@ fn slow_idle_pass(seed: u64) -> (shardstore::device::sim::SimHandle, thread::Sto
     let paused = shardstore::store::scrub::ScrubSettings { paused: true, ..Default::default() };
     let settings = thread::ThreadSettings { scrub: Some(paused), ..Default::default() };
     let (store, join) = thread::spawn_with(Box::new(dev), settings).unwrap();
-    for round in 0..2 {
-        for i in (0..1200u64).filter(|i| round == 0 || i % 2 == 0) {
-            store.put(format!("k{i:04}").as_bytes(), vec![(i * 7 + round) as u8; 6000]).unwrap();
-        }
-    }
+    half_dead::fill(|key, value| store.put(&key, value).unwrap());
     h.set_latency(Duration::from_millis(1));
     // Nothing is asked of the thread until its idle pass has started
     // reading (a request would restart its idle wait).
@@ -272,9 +264,9 @@ fn close_and_check(
     join.join().unwrap();
     let mut reopened = Store::open(Box::new(h.attach())).unwrap();
     reopened.check_invariants();
-    for i in 0..1200u64 {
-        let want = changed.iter().find(|(k, _)| *k == i).map_or_else(|| idle_value(i), |(_, v)| v.clone());
-        assert_eq!(reopened.get(format!("k{i:04}").as_bytes()).unwrap(), want, "k{i:04}");
+    for i in 0..half_dead::SHARDS {
+        let want = changed.iter().find(|(k, _)| *k == i).map_or_else(|| half_dead::value(i), |(_, v)| v.clone());
+        assert_eq!(reopened.get(&half_dead::key(i)).unwrap(), want, "k{i:04}");
     }
 }
 
@@ -291,7 +283,7 @@ fn gets_are_answered_while_the_idle_thread_reclaims_an_extent() {
     let mut during = 0;
     while stats.whole_extents_reclaimed.load(SeqCst) == 0 {
         assert!(Instant::now() < deadline, "the idle pass did not end");
-        assert_eq!(store.get(b"k0001").unwrap(), idle_value(1));
+        assert_eq!(store.get(b"k0001").unwrap(), half_dead::value(1));
         // Published when the pass ends, before the thread takes another
         // request: a get that waited for the pass sees it ended.
         if stats.whole_extents_reclaimed.load(SeqCst) == 0 {
