@@ -493,11 +493,17 @@ pub fn open(dev: &mut dyn BlockDevice, repair: bool) -> Result<Opened> {
 }
 
 fn write_copy(dev: &mut dyn BlockDevice, sb: &Superblock, index: usize) -> Result<()> {
+    let (offset, bytes) = copy_write(sb, index);
+    dev.write_at(offset, &bytes, false)
+}
+
+/// Where copy `index` of `sb` goes, and its bytes.
+pub(crate) fn copy_write(sb: &Superblock, index: usize) -> (u64, Vec<u8>) {
     let bytes = sb.encode(index);
     // Paired assertion: what we are about to write must read back as
     // exactly this version.
     assert_eq!(Superblock::decode(&bytes, index).as_ref(), Ok(sb), "superblock encoding round-trip");
-    dev.write_at(sb.layout.copy_offset(index), &bytes, false)
+    (sb.layout.copy_offset(index), bytes)
 }
 
 /// Writes version `sequence + 1` derived from `current` by `change`.
@@ -511,6 +517,19 @@ pub fn commit(
     current: &Superblock,
     change: impl FnOnce(&mut Superblock),
 ) -> Result<Superblock> {
+    let next = next_version(current, change);
+    dev.flush()?;
+    for index in 0..SUPERBLOCK_COPIES_COUNT {
+        write_copy(dev, &next, index)?;
+        dev.flush()?;
+    }
+    Ok(next)
+}
+
+/// Version `sequence + 1` derived from `current` by `change`, for
+/// [`commit`] (or a caller that follows its protocol on a ring of its
+/// own) to write.
+pub(crate) fn next_version(current: &Superblock, change: impl FnOnce(&mut Superblock)) -> Superblock {
     let mut next = current.clone();
     change(&mut next);
     assert_eq!(next.device_uuid, current.device_uuid, "an update may not change the device identity");
@@ -518,12 +537,7 @@ pub fn commit(
     next.sequence = current.sequence + 1;
     next.parent_checksum = current.version_checksum();
     next.updated_unix_ms = now_unix_ms().max(current.updated_unix_ms);
-    dev.flush()?;
-    for index in 0..SUPERBLOCK_COPIES_COUNT {
-        write_copy(dev, &next, index)?;
-        dev.flush()?;
-    }
-    Ok(next)
+    next
 }
 
 /// Writes the first version of a freshly formatted device (all copies).

@@ -11,6 +11,8 @@ use shardstore::device::sim::{Fate, SimHandle};
 use shardstore::rng::Rng;
 use shardstore::store::{Op, PutData, Store};
 
+#[path = "common/full_log.rs"]
+mod full_log;
 #[path = "common/sim_store.rs"]
 mod sim_store;
 use sim_store::fresh;
@@ -124,6 +126,25 @@ fn crash_at_every_write_of_an_overwrite_spanning_chunks() {
         let v = bytes((2 << 20) + 77, 10);
         let ok = s.put(b"base/3", &v).is_ok();
         vec![(b"base/3".to_vec(), Some(v), ok)]
+    });
+}
+
+#[test]
+fn crash_at_every_write_of_a_put_that_checkpoints() {
+    // The log half in force is full: the put's data goes (a write and a
+    // flush), then a checkpoint of the store without it into the other
+    // half (its one piece to each copy of the metadata region, and the
+    // superblock commit: a flush, then each of four copies written and
+    // flushed), then the put's log record opens the new half (two copies
+    // and a flush): with "after", seventeen crash points.
+    sweep_after("put that checkpoints", 17, full_log::fill_log, |s| {
+        let epoch = s.superblock().store.epoch;
+        let v = bytes(3000, 11);
+        let ok = s.put(b"new", &v).is_ok();
+        if ok {
+            assert_eq!(s.superblock().store.epoch, epoch + 1, "the put checkpointed");
+        }
+        vec![(b"new".to_vec(), Some(v), ok)]
     });
 }
 

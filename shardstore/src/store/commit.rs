@@ -324,7 +324,7 @@ impl Store {
 
     /// Waits until every operation the commit submitted has completed,
     /// running `pump` after each completion.
-    fn await_commit_io(&mut self, writes: &mut WriteBatch, pump: Pump<'_>) -> Result<()> {
+    pub(super) fn await_commit_io(&mut self, writes: &mut WriteBatch, pump: Pump<'_>) -> Result<()> {
         while writes.outstanding > 0 {
             self.reap_commit_io(writes)?;
             pump(self);
@@ -334,8 +334,22 @@ impl Store {
 
     /// One flush, pumping while it runs; fails if it (or a log write
     /// before it) failed.
-    fn flush_commit(&mut self, writes: &mut WriteBatch, pump: Pump<'_>) -> Result<()> {
+    pub(super) fn flush_commit(&mut self, writes: &mut WriteBatch, pump: Pump<'_>) -> Result<()> {
         self.submit_commit_io(COMMIT_LOG_OP, IoKind::Flush, writes)?;
+        self.settle_commit_io(writes, pump)
+    }
+
+    /// Writes `bytes` (whole blocks) at `offset` as the batch's own write
+    /// (a failure fails the batch), from a fresh aligned buffer.
+    pub(super) fn submit_batch_write(&mut self, offset: u64, bytes: &[u8], writes: &mut WriteBatch) -> Result<()> {
+        let mut buf = crate::device::IoBuf::standalone(bytes.len())?;
+        buf.as_mut_slice().copy_from_slice(bytes);
+        self.submit_commit_io(COMMIT_LOG_OP, IoKind::Write { offset, buf, fua: false }, writes)
+    }
+
+    /// Waits for everything submitted, pumping; fails if a write or flush
+    /// of the batch's own failed.
+    pub(super) fn settle_commit_io(&mut self, writes: &mut WriteBatch, pump: Pump<'_>) -> Result<()> {
         self.await_commit_io(writes, pump)?;
         match writes.batch_failure.take() {
             None => Ok(()),
@@ -350,22 +364,30 @@ impl Store {
     }
 
     /// Logs `records` (already backed by durable data) and applies them.
-    /// When the log half is full, a checkpoint takes the log's place. For
-    /// the paths that log outside a commit (scrub, reclamation): every read
-    /// still in flight finishes first.
+    /// When the log half is full, a checkpoint of the store before them
+    /// starts the other half first. For the paths that log outside a
+    /// commit (scrub, reclamation): every read still in flight finishes
+    /// first.
     pub(super) fn make_durable(&mut self, records: &[(usize, LogRecord)]) -> Result<()> {
         self.quiesce();
         self.log_records(records, &mut WriteBatch::new(0), &mut |_| {})
     }
 
     /// Writes `records` as one log write to every copy of the metadata
-    /// region and flushes (pumping while it waits), then applies them; or
-    /// applies them and checkpoints when the log half is full. A failed
-    /// log write or flush fails the store.
+    /// region and flushes (pumping while it waits), then applies them.
+    /// When the log half is full, the store as it stands (without them)
+    /// is checkpointed into the other half first, pumping too: what gets
+    /// and listings see meanwhile is durable, and the records open the new
+    /// half's log. Only when even the new half has no room for them are
+    /// they applied and checkpointed with the rest. A failed log write or
+    /// flush fails the store.
     fn log_records(&mut self, records: &[(usize, LogRecord)], writes: &mut WriteBatch, pump: Pump<'_>) -> Result<()> {
         self.check_usable()?;
         let projected = self.projected_checkpoint_bytes(records.iter().map(|(_, r)| r))?;
         let blocks = pack(records.iter().map(|(_, r)| r));
+        if !self.log_has_room(blocks.len()) {
+            self.checkpoint_with(pump)?;
+        }
         if self.log_has_room(blocks.len()) {
             let (bytes, crc) = self.encode_log(&blocks);
             // Every copy at once, then one flush for all of them: the batch

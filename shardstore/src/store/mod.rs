@@ -34,6 +34,7 @@ mod tail;
 pub mod thread;
 
 pub(crate) use checkpoint::write_initial_checkpoint;
+pub use checkpoint::CheckpointCounts;
 use checkpoint::{encode_checkpoint, read_bytes, write_bytes};
 pub use commit::Pump;
 pub use extents::ExtentInfo;
@@ -322,6 +323,9 @@ pub struct Store {
     stuck: Option<(u32, u32, u32)>,
     /// What reclamation did since open (see [`ReclaimCounts`]).
     reclaim_counts: ReclaimCounts,
+    /// Checkpoints made current since open, and the last one's time (µs).
+    checkpoints_written: u64,
+    checkpoint_last_micros: u64,
     /// Keys whose chunk records open rewrote from the log (`tail.rs`).
     completed_at_open: Vec<String>,
     /// Group commits made durable by one flush since open.
@@ -556,6 +560,16 @@ impl Store {
     /// What reclamation did since the store opened.
     pub fn reclaim_counts(&self) -> ReclaimCounts {
         self.reclaim_counts
+    }
+
+    /// Checkpoints since the store opened (see [`CheckpointCounts`]).
+    pub fn checkpoint_counts(&self) -> CheckpointCounts {
+        CheckpointCounts {
+            written: self.checkpoints_written,
+            last_micros: self.checkpoint_last_micros,
+            next_bytes: self.checkpoint_bytes,
+            half_bytes: self.sb.layout.meta_size_bytes / 2,
+        }
     }
 
     /// Writes the device sent in pieces to let reads pass.

@@ -102,6 +102,8 @@ impl Store {
             plan: None,
             stuck: None,
             reclaim_counts: ReclaimCounts::default(),
+            checkpoints_written: 0,
+            checkpoint_last_micros: 0,
             completed_at_open: Vec::new(),
             one_flush_commits: 0,
             resets_applied: 0,

@@ -32,6 +32,13 @@ pub struct StoreStats {
     pub whole_extents_reclaimed: AtomicU64,
     pub chunks_moved_whole: AtomicU64,
     pub reclaim_passes_given_way: AtomicU64,
+    /// Checkpoints written since open, the last one's time (µs), the size
+    /// the next one would have and the half of the metadata region that
+    /// holds it (see `CheckpointCounts`).
+    pub checkpoints: AtomicU64,
+    pub checkpoint_last_micros: AtomicU64,
+    pub checkpoint_next_bytes: AtomicU64,
+    pub metadata_half_bytes: AtomicU64,
 }
 
 impl StoreStats {
@@ -52,6 +59,11 @@ impl StoreStats {
         self.whole_extents_reclaimed.store(r.whole_extents, Ordering::Relaxed);
         self.chunks_moved_whole.store(r.chunks_moved_whole, Ordering::Relaxed);
         self.reclaim_passes_given_way.store(r.passes_given_way, Ordering::Relaxed);
+        let c = store.checkpoint_counts();
+        self.checkpoints.store(c.written, Ordering::Relaxed);
+        self.checkpoint_last_micros.store(c.last_micros, Ordering::Relaxed);
+        self.checkpoint_next_bytes.store(c.next_bytes, Ordering::Relaxed);
+        self.metadata_half_bytes.store(c.half_bytes, Ordering::Relaxed);
     }
 
     pub fn usage(&self) -> Usage {

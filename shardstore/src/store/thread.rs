@@ -124,6 +124,7 @@ pub fn spawn_with(dev: Box<dyn BlockDevice>, settings: ThreadSettings) -> Result
                     counters: store.counters(),
                 });
                 wake.stats.publish(&store.usage());
+                wake.stats.publish_counts(&store);
                 wake.stats.next_sequence_at_open.store(store.next_sequence(), Ordering::Relaxed);
                 let opened =
                     (Arc::clone(&wake), store.opened_clean(), store.superblock().format_version, store.read_cache());
@@ -237,7 +238,9 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                 Request::Read { key, range, reply } => read(&mut store, &mut get_replies, &key, range, reply),
                 Request::Tombstones(reply) => reply(Ok(store.tombstones())),
                 Request::Checkpoint(reply) => {
-                    reply(store.checkpoint());
+                    let done = store.checkpoint();
+                    wake.stats.publish_counts(&store);
+                    reply(done);
                 }
                 Request::UpdateScrub(change, reply) => {
                     let mut settings = store.scrub_settings();

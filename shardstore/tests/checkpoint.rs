@@ -1,0 +1,139 @@
+//! Checkpoints written while the store goes on serving: the index encoded
+//! in slices with gets answered between them and while the pieces are
+//! written, and a commit whose log half is full checkpointing the store
+//! as it stood before the commit's records.
+
+use std::collections::BTreeMap;
+
+use shardstore::device::sim::{SimConfig, SimDevice, SimHandle};
+use shardstore::format::{format, FormatOptions};
+use shardstore::rng::Rng;
+use shardstore::store::{Op, Store};
+
+#[path = "common/full_log.rs"]
+mod full_log;
+#[path = "common/sim_store.rs"]
+mod sim_store;
+use full_log::{fill_log, log_room};
+use sim_store::fresh;
+
+fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    (0..len).map(|_| rng.next_u64() as u8).collect()
+}
+
+/// Whether a write to the half of the metadata region not in force (where
+/// the next checkpoint goes) is still waiting for a flush.
+fn checkpoint_pending(h: &SimHandle, store: &Store) -> bool {
+    let layout = &store.superblock().layout;
+    let half = layout.meta_size_bytes / 2;
+    let inactive = 1 - u64::from(store.superblock().store.half);
+    let copies = [layout.meta_offset, layout.meta_mirror_offset];
+    h.pending().iter().any(|w| {
+        copies.iter().any(|&base| {
+            let start = base + inactive * half;
+            w.offset >= start && w.offset < start + half
+        })
+    })
+}
+
+#[test]
+fn a_checkpoint_of_many_slices_recovers_every_entry() {
+    // More entries than one slice of the encoding (4096), in three
+    // slices and a part: a slice boundary that lost or repeated an entry
+    // shows in the count, the listing or a get.
+    let mut dev = SimDevice::new(SimConfig::new(256 << 20, 5));
+    format(&mut dev, &FormatOptions { extent_size_bytes: Some(8 << 20), ..FormatOptions::default() }).unwrap();
+    let h = dev.handle();
+    let mut store = Store::open(Box::new(dev)).unwrap();
+    let keys: Vec<Vec<u8>> = (0..13_000u32).map(|i| format!("k/{i:06}").into_bytes()).collect();
+    for (n, batch) in keys.chunks(1000).enumerate() {
+        let ops: Vec<Op> = batch.iter().enumerate().map(|(i, k)| Op::put(k.clone(), bytes(i % 7, n as u64))).collect();
+        for r in store.commit(&ops) {
+            r.unwrap();
+        }
+    }
+    let epoch = store.superblock().store.epoch;
+    store.checkpoint().unwrap();
+    assert_eq!(store.superblock().store.epoch, epoch + 1);
+    // Recovery reads the checkpoint alone: the log after it is empty.
+    drop(store);
+    h.crash();
+    let mut store = Store::open(Box::new(h.attach())).unwrap();
+    store.check_invariants();
+    assert_eq!(store.len(), keys.len());
+    let listed: Vec<Vec<u8>> = store.list(b"k/", None, usize::MAX).into_iter().map(|l| l.key).collect();
+    assert_eq!(listed, keys);
+    for (n, batch) in keys.chunks(1000).enumerate() {
+        for (i, k) in batch.iter().enumerate().step_by(97) {
+            assert_eq!(store.get(k).unwrap(), bytes(i % 7, n as u64), "{}", String::from_utf8_lossy(k));
+        }
+    }
+}
+
+#[test]
+fn gets_are_answered_while_a_commit_checkpoints() {
+    let (h, mut store) = fresh(71);
+    let mut model = BTreeMap::new();
+    for i in 0..48u64 {
+        let key = format!("base/{i}").into_bytes();
+        let value = bytes(3000 + i as usize, i);
+        store.put(&key, &value).unwrap();
+        model.insert(key, value);
+    }
+    fill_log(&mut store, &mut model);
+    // The next put needs a log block and none is left: the commit
+    // checkpoints the store before its record, and gets of other keys
+    // started while the checkpoint's writes wait must be answered then.
+    let epoch = store.superblock().store.epoch;
+    let base: Vec<Vec<u8>> = model.keys().filter(|k| k.starts_with(b"base/")).cloned().collect();
+    let (mut next, mut during, mut pumped_during) = (0usize, 0usize, 0usize);
+    let mut done = Vec::new();
+    let mut pump = |store: &mut Store| {
+        store.take_finished_gets(&mut done);
+        if store.superblock().store.epoch == epoch {
+            // The checkpoint (if it started) is not in force yet.
+            during = done.len();
+        }
+        if !checkpoint_pending(&h, store) {
+            return;
+        }
+        pumped_during += 1;
+        // Four gets in progress at a time.
+        while next < base.len() && next - done.len() < 4 {
+            store.start_get(next as u64, &base[next], 0, u64::MAX).unwrap();
+            next += 1;
+        }
+        store.submit_gets(&mut done);
+    };
+    let value = bytes(60_000, 7);
+    let results = store.commit_with(&[Op::put(b"new".to_vec(), value.clone())], &mut pump);
+    for r in results {
+        r.unwrap();
+    }
+    model.insert(b"new".to_vec(), value);
+    assert_eq!(store.superblock().store.epoch, epoch + 1, "the commit checkpointed");
+    let counts = store.checkpoint_counts();
+    assert_eq!(counts.written, 1, "{counts:?}");
+    assert!(counts.last_micros > 0 && counts.next_bytes > 4096 && counts.half_bytes == 2 << 20, "{counts:?}");
+    assert!(pumped_during > 0, "the pump never ran while the checkpoint was written");
+    assert!(during > 0, "no get started during the checkpoint was answered before it was in force");
+    while store.gets_pending() {
+        store.poll_gets(true, &mut done).unwrap();
+    }
+    store.take_finished_gets(&mut done);
+    assert_eq!(done.len(), next);
+    for (id, result) in done {
+        assert_eq!(result.unwrap(), model[&base[id as usize]], "get {id}");
+    }
+    // The put's record opened the new half's log, after the checkpoint.
+    assert!(log_room(&store) < store.superblock().layout.meta_size_bytes / 2);
+    drop(store);
+    h.crash();
+    let mut store = Store::open(Box::new(h.attach())).unwrap();
+    store.check_invariants();
+    assert_eq!(store.len(), model.len());
+    for (key, value) in &model {
+        assert_eq!(&store.get(key).unwrap(), value, "{}", String::from_utf8_lossy(key));
+    }
+}
