@@ -113,6 +113,26 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Whole-extent passes of an idle store that gave way to an arriving write before the extent was empty (their moves logged, the rest left for a later pass).",
     ),
     (
+        "shardnode_checkpoints_total",
+        Kind::Counter,
+        "Checkpoints of the device's index written since the agent started (one whenever a half of the metadata region is full of log).",
+    ),
+    (
+        "shardnode_checkpoint_last_seconds",
+        Kind::Gauge,
+        "How long the last checkpoint took, from start to the superblock naming it (writes wait for it; gets are answered meanwhile).",
+    ),
+    (
+        "shardnode_checkpoint_bytes",
+        Kind::Gauge,
+        "The size the device's next checkpoint would have (its index, extent table and lists).",
+    ),
+    (
+        "shardnode_metadata_half_bytes",
+        Kind::Gauge,
+        "Bytes of a half of the device's metadata region, which holds a checkpoint and the log after it.",
+    ),
+    (
         "shardnode_read_cache_lookups_total",
         Kind::Counter,
         "Shard GETs and HEADs that looked in the device's read cache, by result (hit: answered from memory; miss: read from the device).",

@@ -187,6 +187,11 @@ pub fn publish_device_gauges(node: &Node, scrubs: &[(usize, Result<ScrubStatus, 
                 .absolute(n.load(Ordering::Relaxed));
         }
         c("shardnode_reclaim_passes_given_way_total", stats.reclaim_passes_given_way.load(Ordering::Relaxed));
+        c("shardnode_checkpoints_total", stats.checkpoints.load(Ordering::Relaxed));
+        metrics::gauge!("shardnode_checkpoint_last_seconds", "device" => device.clone())
+            .set(stats.checkpoint_last_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        g("shardnode_checkpoint_bytes", stats.checkpoint_next_bytes.load(Ordering::Relaxed));
+        g("shardnode_metadata_half_bytes", stats.metadata_half_bytes.load(Ordering::Relaxed));
         let stall = &store.counters().io_stall;
         metrics::gauge!("shardnode_device_io_stalled_seconds", "device" => device.clone())
             .set(stall.stalled_for().map_or(0.0, |d| d.as_secs_f64()));

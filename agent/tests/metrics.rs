@@ -53,8 +53,19 @@ fn metrics_pass_promtool_and_describe_every_family() {
         "shardnode_reclaim_chunks_moved_total{device=\"0\",how=\"along\"} 0",
         "shardnode_reclaim_extents_total{device=\"0\",how=\"whole\"} 0",
         "shardnode_reclaim_passes_given_way_total{device=\"0\"} 0",
+        "shardnode_checkpoints_total{device=\"0\"} 0",
     ] {
         assert!(text.lines().any(|l| l == line), "no `{line}`:\n{text}");
+    }
+    // The size of the next checkpoint and the half that must hold it.
+    for line in ["shardnode_checkpoint_bytes{device=\"0\"} ", "shardnode_metadata_half_bytes{device=\"0\"} "] {
+        let value: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .unwrap_or_else(|| panic!("no `{line}`:\n{text}"))
+            .parse()
+            .unwrap();
+        assert!(value > 0.0, "`{line}{value}`");
     }
     for name in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_max_fds"] {
         assert!(families.contains(name), "{name} missing");
