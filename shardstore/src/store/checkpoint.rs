@@ -40,11 +40,22 @@ pub(crate) struct CheckpointState<'a> {
 /// The encoded checkpoint for an index, extent table and scrub state.
 pub(crate) fn encode_checkpoint(state: &CheckpointState<'_>, index: &Index) -> Vec<u8> {
     let mut bytes = CheckpointBytes::begin(state.extents, index.len());
-    for (key, meta) in index.iter() {
-        bytes.entry(key, &meta);
-    }
+    bytes.entries(index, Bound::Unbounded, usize::MAX);
     bytes.finish(state)
 }
+
+/// The length [`encode_checkpoint`] would return, from the sizes the
+/// index keeps, without encoding anything.
+pub(crate) fn checkpoint_len(state: &CheckpointState<'_>, index: &Index) -> u64 {
+    let damaged: u64 = state.damaged.iter().map(|(key, _)| meta::damage_entry_len(key)).sum();
+    let tombstones: u64 = state.tombstones.keys().map(|key| meta::tombstone_entry_len(key)).sum();
+    let body = (state.extents.len() * EXTENT_ENTRY_BYTES) as u64 + index.entry_bytes() + damaged + tombstones;
+    (BLOCK as u64 + body).next_multiple_of(BLOCK as u64)
+}
+
+/// An extent's entry: generation u32, write pointer u32, verification
+/// time u64.
+const EXTENT_ENTRY_BYTES: usize = 16;
 
 /// A checkpoint as it is encoded: its header block held back (written
 /// last, when the counts are known), the extent table, then the entries
@@ -56,7 +67,7 @@ struct CheckpointBytes {
 
 impl CheckpointBytes {
     fn begin(extents: &[ExtentInfo], entries_hint: usize) -> CheckpointBytes {
-        let mut out = Vec::with_capacity(BLOCK + extents.len() * 24 + entries_hint * 64);
+        let mut out = Vec::with_capacity(BLOCK + extents.len() * EXTENT_ENTRY_BYTES + entries_hint * 64);
         out.resize(BLOCK, 0);
         for e in extents {
             out.extend_from_slice(&e.generation.to_le_bytes());
@@ -66,9 +77,11 @@ impl CheckpointBytes {
         CheckpointBytes { out, entries: 0 }
     }
 
-    fn entry(&mut self, key: &[u8], meta: &super::ShardMeta) {
-        meta::encode_entry(key, meta, &mut self.out);
-        self.entries += 1;
+    /// Up to `max` of the index's entries from `start` on; the last key.
+    fn entries<'a>(&mut self, index: &'a Index, start: Bound<&[u8]>, max: usize) -> Option<&'a [u8]> {
+        let (count, last) = index.encode_entries(start, max, &mut self.out);
+        self.entries += count as u64;
+        last
     }
 
     fn len(&self) -> usize {
@@ -168,15 +181,7 @@ impl Store {
         let mut after: Option<Vec<u8>> = None;
         let encoded = loop {
             let from = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-            let mut slice = self.index.iter_from(from).take(CHECKPOINT_SLICE_ENTRIES).peekable();
-            let mut last = None;
-            while let Some((key, meta)) = slice.next() {
-                bytes.entry(key, &meta);
-                if slice.peek().is_none() {
-                    last = Some(key.to_vec());
-                }
-            }
-            drop(slice);
+            let last = bytes.entries(&self.index, from, CHECKPOINT_SLICE_ENTRIES).map(<[u8]>::to_vec);
             if bytes.len() > room {
                 break Err(self.checkpoint_too_large(bytes.len()));
             }

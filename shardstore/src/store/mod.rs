@@ -35,7 +35,7 @@ pub mod thread;
 
 pub(crate) use checkpoint::write_initial_checkpoint;
 pub use checkpoint::CheckpointCounts;
-use checkpoint::{encode_checkpoint, read_bytes, write_bytes};
+use checkpoint::{checkpoint_len, encode_checkpoint, read_bytes, write_bytes};
 pub use commit::Pump;
 pub use extents::ExtentInfo;
 use extents::ExtentTable;

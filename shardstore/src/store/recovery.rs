@@ -5,10 +5,11 @@
 
 use super::tail::Tail;
 use super::{
-    chunk_count, encode_checkpoint, key_text, live_blocks, meta, read_bytes, record_size_bytes, scrub, span_blocks,
-    superblock, validate_key, write_bytes, BlockDevice, BlockDeviceExt, BufferPool, CheckpointHeader, Error,
-    ExtentInfo, ExtentTable, Index, Locator, LogRecord, ReadPipeline, ReclaimCounts, RepairList, Result, ShardMeta,
-    Store, BLOCK, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX, KEY_SIZE_BYTES_MAX, SHARD_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
+    checkpoint_len, chunk_count, encode_checkpoint, key_text, live_blocks, meta, read_bytes, record_size_bytes, scrub,
+    span_blocks, superblock, validate_key, write_bytes, BlockDevice, BlockDeviceExt, BufferPool, CheckpointHeader,
+    Error, ExtentInfo, ExtentTable, Index, Locator, LogRecord, ReadPipeline, ReclaimCounts, RepairList, Result,
+    ShardMeta, Store, BLOCK, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX, KEY_SIZE_BYTES_MAX, SHARD_SIZE_BYTES_MAX,
+    STORE_QUEUE_DEPTH,
 };
 
 impl Store {
@@ -136,7 +137,12 @@ impl Store {
         store.repair_metadata(repairs, read_only)?;
         store.complete_tail(tail, read_only)?;
         store.extents.recovered();
-        store.checkpoint_bytes = encode_checkpoint(&store.checkpoint_state(0), &store.index).len() as u64;
+        store.checkpoint_bytes = checkpoint_len(&store.checkpoint_state(0), &store.index);
+        debug_assert_eq!(
+            store.checkpoint_bytes,
+            encode_checkpoint(&store.checkpoint_state(0), &store.index).len() as u64,
+            "the checkpoint's length as computed and as encoded"
+        );
         // From now on a crash must be visible at the next open.
         if read_only {
             store.failed = Some("opened read-only".to_owned());
