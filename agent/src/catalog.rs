@@ -118,6 +118,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Checkpoints of the device's index written since the agent started (one whenever a half of the metadata region is full of log).",
     ),
     (
+        "shardnode_checkpoints_given_way_total",
+        Kind::Counter,
+        "Checkpoints an idle device started and abandoned for a write that arrived before they were made current.",
+    ),
+    (
         "shardnode_checkpoint_last_seconds",
         Kind::Gauge,
         "How long the last checkpoint took, from start to the superblock naming it (writes wait for it; gets are answered meanwhile).",

@@ -137,3 +137,43 @@ fn gets_are_answered_while_a_commit_checkpoints() {
         assert_eq!(&store.get(key).unwrap(), value, "{}", String::from_utf8_lossy(key));
     }
 }
+
+#[test]
+fn an_idle_checkpoint_gives_way_to_a_write_before_its_superblock_commit() {
+    let (h, mut store) = fresh(73);
+    let mut model = BTreeMap::new();
+    let mut n = 0u64;
+    while !store.checkpoint_due() {
+        let key = format!("k/{n}").into_bytes();
+        let value = bytes(20_000, n);
+        store.put(&key, &value).unwrap();
+        model.insert(key, value);
+        n += 1;
+    }
+    let epoch = store.superblock().store.epoch;
+    // A write waiting from the first pump on: the checkpoint is abandoned
+    // with its pieces written to the inactive half, which nothing names.
+    let mut pumps = 0;
+    assert!(!store.checkpoint_idle(&mut |_| pumps += 1, &|| true).unwrap());
+    assert!(pumps > 0);
+    assert_eq!(store.superblock().store.epoch, epoch, "an abandoned checkpoint was made current");
+    let counts = store.checkpoint_counts();
+    assert_eq!((counts.written, counts.given_way), (0, 1), "{counts:?}");
+    assert!(store.checkpoint_due());
+    store.put(b"after", &bytes(100, 1)).unwrap();
+    model.insert(b"after".to_vec(), bytes(100, 1));
+    // Undisturbed, it is made current and the log starts again.
+    assert!(store.checkpoint_idle(&mut |_| {}, &|| false).unwrap());
+    assert_eq!(store.superblock().store.epoch, epoch + 1);
+    assert!(!store.checkpoint_due(), "the log is empty after a checkpoint");
+    assert_eq!(store.checkpoint_counts().written, 1);
+    drop(store);
+    h.crash();
+    let mut store = Store::open(Box::new(h.attach())).unwrap();
+    store.check_invariants();
+    assert_eq!(store.superblock().store.epoch, epoch + 1);
+    assert_eq!(store.len(), model.len());
+    for (key, value) in &model {
+        assert_eq!(&store.get(key).unwrap(), value, "{}", String::from_utf8_lossy(key));
+    }
+}

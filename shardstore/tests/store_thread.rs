@@ -314,6 +314,45 @@ fn a_put_arriving_during_an_idle_pass_ends_it() {
     close_and_check(&h, &store, join, &[(1, newer)]);
 }
 
+/// An idle thread checkpoints once its log has used half its room, so
+/// that the commit that would find it full need not; then the log is
+/// empty and it does not checkpoint again.
+#[test]
+fn an_idle_thread_checkpoints_a_log_half_used() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::time::{Duration, Instant};
+    let mut dev = SimDevice::new(SimConfig::new(64 << 20, 83));
+    format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
+    let h = dev.handle();
+    let paused = shardstore::store::scrub::ScrubSettings { paused: true, ..Default::default() };
+    let settings = thread::ThreadSettings { scrub: Some(paused), ..Default::default() };
+    let (store, join) = thread::spawn_with(Box::new(dev), settings).unwrap();
+    let stats = store.stats();
+    // Puts of 60 KiB carry a copy of their payload in the log: 20 of them
+    // use more than half of a 2 MiB half, and less than all of it.
+    let value = |i: u32| vec![i as u8; 60_000];
+    for i in 0..20u32 {
+        store.put(format!("k{i}").as_bytes(), value(i)).unwrap();
+    }
+    // (A pause of the test's own past the idle interval may let the
+    // thread checkpoint among the puts; what is left after it is then too
+    // little to be due again: one checkpoint either way.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats.checkpoints.load(SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the idle thread did not checkpoint");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(stats.checkpoints.load(SeqCst), 1, "an idle thread checkpointed an empty log");
+    store.close().unwrap();
+    join.join().unwrap();
+    let mut reopened = Store::open(Box::new(h.attach())).unwrap();
+    reopened.check_invariants();
+    for i in 0..20u32 {
+        assert_eq!(reopened.get(format!("k{i}").as_bytes()).unwrap(), value(i));
+    }
+}
+
 /// A read in one trip: the shard's stat and the verified bytes of the
 /// range (resolved against the size by the thread), or why there are
 /// none.

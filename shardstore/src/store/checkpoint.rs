@@ -25,7 +25,17 @@ pub struct CheckpointCounts {
     pub next_bytes: u64,
     /// Bytes of a half of the metadata region.
     pub half_bytes: u64,
+    /// Checkpoints an idle store started and abandoned for a write that
+    /// arrived before their superblock commit.
+    pub given_way: u64,
 }
+
+/// An idle store checkpoints once its log has used this share (in
+/// percent) of the room the checkpoint in force left it: the checkpoint a
+/// full log would force on a commit (writes wait for it) is then usually
+/// written in a quiet moment instead, at the cost of at most one more
+/// checkpoint per half.
+pub const IDLE_CHECKPOINT_LOG_USED_PCT: u64 = 50;
 
 /// What a checkpoint holds besides the index.
 pub(crate) struct CheckpointState<'a> {
@@ -155,7 +165,29 @@ impl Store {
     /// flight finishes first: callers go on to blocking steps.
     pub fn checkpoint(&mut self) -> Result<()> {
         self.quiesce();
-        self.checkpoint_with(&mut |_| {})
+        self.checkpoint_with(&mut |_| {}, &|| false).map(drop)
+    }
+
+    /// Whether an idle store should checkpoint now: its log has used
+    /// [`IDLE_CHECKPOINT_LOG_USED_PCT`] of the room it had.
+    pub fn checkpoint_due(&self) -> bool {
+        let half_start = self.half_offset(self.sb.store.half);
+        let log_start = half_start + self.sb.store.checkpoint_len_bytes;
+        let room = (half_start + self.sb.layout.meta_size_bytes / 2).saturating_sub(log_start);
+        let used = self.log_offset.saturating_sub(log_start);
+        room > 0 && used * 100 >= room * IDLE_CHECKPOINT_LOG_USED_PCT
+    }
+
+    /// A checkpoint for an idle store, as [`Store::checkpoint`] with
+    /// `pump` run while it waits, abandoned when `give_way` says a write
+    /// waits before its superblock commit starts (what it wrote to the
+    /// inactive half is referenced by nothing). Whether it was made current.
+    pub fn checkpoint_idle(&mut self, pump: Pump<'_>, give_way: &dyn Fn() -> bool) -> Result<bool> {
+        let done = self.checkpoint_with(pump, give_way)?;
+        if !done {
+            self.checkpoints_given_way += 1;
+        }
+        Ok(done)
     }
 
     /// As [`Store::checkpoint`], running `pump` between slices of the
@@ -164,7 +196,9 @@ impl Store {
     /// they are encoded (every copy of the metadata region), the first one,
     /// whose block holds the header, last. `pump` must not commit: the
     /// index is encoded in slices by key, and must not change between them.
-    pub(super) fn checkpoint_with(&mut self, pump: Pump<'_>) -> Result<()> {
+    /// Abandoned (`Ok(false)`) if `give_way` is true after a slice or once
+    /// the pieces are written, before the superblock commit.
+    pub(super) fn checkpoint_with(&mut self, pump: Pump<'_>, give_way: &dyn Fn() -> bool) -> Result<bool> {
         self.check_usable()?;
         let started = std::time::Instant::now();
         let epoch = self.sb.store.epoch + 1;
@@ -189,19 +223,25 @@ impl Store {
             if let Err(e) = sending {
                 break Err(e);
             }
-            let Some(key) = last else { break Ok(()) };
+            let Some(key) = last else { break Ok(true) };
             after = Some(key);
             if let Err(e) = self.poll_commit_io(&mut writes) {
                 break Err(e);
             }
             pump(self);
+            if give_way() {
+                break Ok(false);
+            }
         };
         debug_assert_eq!(
             (self.index.len(), self.next_sequence),
             (entries, next_sequence),
             "the index changed while a checkpoint encoded it"
         );
-        let result = encoded.and_then(|()| {
+        let result = encoded.and_then(|whole| {
+            if !whole {
+                return Ok(None);
+            }
             let bytes = bytes.finish(&self.checkpoint_state(epoch));
             if bytes.len() > room {
                 return Err(self.checkpoint_too_large(bytes.len()));
@@ -212,7 +252,7 @@ impl Store {
             for at in self.meta_copies_of(offset) {
                 self.submit_batch_write(at, first, &mut writes)?;
             }
-            Ok(bytes)
+            Ok(Some(bytes))
         });
         // Whatever was submitted completes first: the device owns those
         // buffers until then. Every copy gets the checkpoint; the
@@ -220,7 +260,9 @@ impl Store {
         let settled = self.settle_commit_io(&mut writes, pump);
         let bytes = match (result, settled) {
             (Err(e @ Error::NoSpace(_)), Ok(())) => return Err(e),
-            (Ok(bytes), Ok(())) => bytes,
+            (Ok(None), Ok(())) => return Ok(false),
+            (Ok(Some(_)), Ok(())) if give_way() => return Ok(false),
+            (Ok(Some(bytes)), Ok(())) => bytes,
             (Err(e), _) | (_, Err(e)) => return Err(self.fail(&format!("checkpoint failed: {e}"))),
         };
         let store =
@@ -234,7 +276,7 @@ impl Store {
                 self.checkpoint_bytes = bytes.len() as u64;
                 self.checkpoints_written += 1;
                 self.checkpoint_last_micros = started.elapsed().as_micros() as u64;
-                Ok(())
+                Ok(true)
             }
             Err(e) => {
                 let _ = self.await_commit_io(&mut writes, pump);

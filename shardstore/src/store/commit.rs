@@ -386,7 +386,7 @@ impl Store {
         let projected = self.projected_checkpoint_bytes(records.iter().map(|(_, r)| r))?;
         let blocks = pack(records.iter().map(|(_, r)| r));
         if !self.log_has_room(blocks.len()) {
-            self.checkpoint_with(pump)?;
+            self.checkpoint_with(pump, &|| false)?;
         }
         if self.log_has_room(blocks.len()) {
             let (bytes, crc) = self.encode_log(&blocks);
