@@ -125,7 +125,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "shardnode_checkpoint_last_seconds",
         Kind::Gauge,
-        "How long the last checkpoint took, from start to the superblock naming it (writes wait for it; gets are answered meanwhile).",
+        "How long the last checkpoint took, from start to the superblock naming it (writes wait for one a full log forces on a commit; gets are answered meanwhile).",
     ),
     (
         "shardnode_checkpoint_bytes",
