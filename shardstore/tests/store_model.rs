@@ -87,6 +87,17 @@ enum Step {
         pick: u64,
         zero: bool,
     },
+    /// Puts of the model's keys until the log half in force is full: the
+    /// next step that logs anything (a put, a batch with gets in flight,
+    /// a delete, a scrub's findings) checkpoints the store first.
+    FillLog {
+        seed: u64,
+    },
+    /// The checkpoint an idle store writes, abandoned before its
+    /// superblock commit when `give_way` (a write arrived).
+    IdleCheckpoint {
+        give_way: bool,
+    },
     /// A delete that leaves a tombstone (optionally purged at once).
     Tombstone {
         key: usize,
@@ -127,6 +138,8 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (1..120u16, proptest::option::of(any::<u64>())).prop_map(|(steps, crash)| Step::Scrub { steps, crash }),
         2 => (0..2usize, any::<u64>(), any::<bool>()).prop_map(|(copy, pick, zero)| Step::RotMetadata { copy, pick, zero }),
         1 => (key.clone(), any::<bool>()).prop_map(|(key, purge)| Step::Tombstone { key, purge }),
+        1 => any::<u64>().prop_map(|seed| Step::FillLog { seed }),
+        1 => any::<bool>().prop_map(|give_way| Step::IdleCheckpoint { give_way }),
         1 => (key, any::<u64>(), any::<u64>(), any::<bool>(), any::<u64>())
             .prop_map(|(key, seed, pick, confirmed, fate_seed)| Step::RotLastCommit { key, seed, pick, confirmed, fate_seed }),
     ]
@@ -403,6 +416,30 @@ impl Harness {
                 }
             }
             Step::Checkpoint => self.store().checkpoint().unwrap(),
+            Step::FillLog { seed } => {
+                let room = |s: &Store| s.superblock().layout.meta_size_bytes / 2 - s.metadata_in_use()[0].1;
+                for n in 0..2000u64 {
+                    let left = room(self.store());
+                    if left == 0 {
+                        break;
+                    }
+                    // A put of up to 64 KiB logs a copy of its payload.
+                    let size = if left > 128 << 10 { 60_000 } else { 100 };
+                    let k = KEYS[(seed.wrapping_add(n) % KEYS.len() as u64) as usize].as_bytes();
+                    let v = data(size, seed ^ n);
+                    let r = self.store().put(k, &v);
+                    self.apply_put(k, v, &r);
+                    if r.is_err() {
+                        break;
+                    }
+                }
+            }
+            Step::IdleCheckpoint { give_way } => {
+                let epoch = self.store().superblock().store.epoch;
+                let made = self.store().checkpoint_idle(&mut |_| {}, &|| give_way).unwrap();
+                assert_eq!(made, !give_way);
+                assert_eq!(self.store().superblock().store.epoch, epoch + u64::from(made));
+            }
             Step::Reclaim => match self.store().reclaim() {
                 Ok(_) => {}
                 // A rotted chunk in the victim stops the pass, by design.
