@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use shardstore::device::sim::{SimConfig, SimDevice, SimHandle};
+use shardstore::device::{self, OpenOptions};
 use shardstore::format::{format, FormatOptions};
 use shardstore::rng::Rng;
 use shardstore::store::{Op, Store};
@@ -172,6 +173,67 @@ fn an_idle_checkpoint_gives_way_to_a_write_before_its_superblock_commit() {
     let mut store = Store::open(Box::new(h.attach())).unwrap();
     store.check_invariants();
     assert_eq!(store.superblock().store.epoch, epoch + 1);
+    assert_eq!(store.len(), model.len());
+    for (key, value) in &model {
+        assert_eq!(&store.get(key).unwrap(), value, "{}", String::from_utf8_lossy(key));
+    }
+}
+
+/// The same on a real file through io_uring: a delete (no data to write
+/// or flush first) finds the log full, so everything its commit waits for
+/// before the superblock names the new half is the checkpoint; gets
+/// started then are answered then.
+#[test]
+fn gets_are_answered_while_a_delete_checkpoints_on_a_real_file() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("store.img");
+    std::fs::File::create(&path).unwrap().set_len(256 << 20).unwrap();
+    let mut dev = device::open(&path, &OpenOptions::default()).unwrap();
+    format(&mut dev, &FormatOptions { extent_size_bytes: Some(8 << 20), ..FormatOptions::default() }).unwrap();
+    let mut store = Store::open(Box::new(dev)).unwrap();
+    let mut model = BTreeMap::new();
+    for i in 0..32u64 {
+        let key = format!("base/{i}").into_bytes();
+        let value = bytes(5000, i);
+        store.put(&key, &value).unwrap();
+        model.insert(key, value);
+    }
+    fill_log(&mut store, &mut model);
+    let epoch = store.superblock().store.epoch;
+    let base: Vec<Vec<u8>> = model.keys().filter(|k| k.starts_with(b"base/")).cloned().collect();
+    let (mut next, mut during) = (0usize, 0usize);
+    let mut done = Vec::new();
+    let mut pump = |store: &mut Store| {
+        store.take_finished_gets(&mut done);
+        if store.superblock().store.epoch != epoch {
+            return;
+        }
+        during = done.len();
+        while next < base.len() && next - done.len() < 4 {
+            store.start_get(next as u64, &base[next], 0, u64::MAX).unwrap();
+            next += 1;
+        }
+        store.submit_gets(&mut done);
+    };
+    let deleted = b"fill/0".to_vec();
+    for r in store.commit_with(&[Op::Delete { key: deleted.clone() }], &mut pump) {
+        r.unwrap();
+    }
+    model.remove(&deleted);
+    assert_eq!(store.superblock().store.epoch, epoch + 1, "the delete checkpointed");
+    assert!(during > 0, "no get was answered while the checkpoint was written");
+    while store.gets_pending() {
+        store.poll_gets(true, &mut done).unwrap();
+    }
+    store.take_finished_gets(&mut done);
+    assert_eq!(done.len(), next);
+    for (id, result) in done {
+        assert_eq!(result.unwrap(), model[&base[id as usize]], "get {id}");
+    }
+    // Dropped without a close, as a killed process leaves it.
+    drop(store);
+    let mut store = Store::open(Box::new(device::open(&path, &OpenOptions::default()).unwrap())).unwrap();
+    store.check_invariants();
     assert_eq!(store.len(), model.len());
     for (key, value) in &model {
         assert_eq!(&store.get(key).unwrap(), value, "{}", String::from_utf8_lossy(key));
