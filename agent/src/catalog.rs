@@ -118,14 +118,9 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Checkpoints of the device's index written since the agent started (one whenever a half of the metadata region is full of log).",
     ),
     (
-        "shardnode_checkpoints_given_way_total",
-        Kind::Counter,
-        "Checkpoints an idle device started and abandoned for a write that arrived before they were made current.",
-    ),
-    (
         "shardnode_checkpoint_last_seconds",
         Kind::Gauge,
-        "How long the last checkpoint took, from start to the superblock naming it (writes wait for one a full log forces on a commit; gets are answered meanwhile).",
+        "How long writes waited for the last checkpoint (for one written beside the commits, its encoding and switch; for one a full log forced on a commit, all of it).",
     ),
     (
         "shardnode_checkpoint_bytes",

@@ -188,7 +188,6 @@ pub fn publish_device_gauges(node: &Node, scrubs: &[(usize, Result<ScrubStatus, 
         }
         c("shardnode_reclaim_passes_given_way_total", stats.reclaim_passes_given_way.load(Ordering::Relaxed));
         c("shardnode_checkpoints_total", stats.checkpoints.load(Ordering::Relaxed));
-        c("shardnode_checkpoints_given_way_total", stats.checkpoints_given_way.load(Ordering::Relaxed));
         metrics::gauge!("shardnode_checkpoint_last_seconds", "device" => device.clone())
             .set(stats.checkpoint_last_micros.load(Ordering::Relaxed) as f64 / 1e6);
         g("shardnode_checkpoint_bytes", stats.checkpoint_next_bytes.load(Ordering::Relaxed));

@@ -54,7 +54,6 @@ fn metrics_pass_promtool_and_describe_every_family() {
         "shardnode_reclaim_extents_total{device=\"0\",how=\"whole\"} 0",
         "shardnode_reclaim_passes_given_way_total{device=\"0\"} 0",
         "shardnode_checkpoints_total{device=\"0\"} 0",
-        "shardnode_checkpoints_given_way_total{device=\"0\"} 0",
     ] {
         assert!(text.lines().any(|l| l == line), "no `{line}`:\n{text}");
     }

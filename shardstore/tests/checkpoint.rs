@@ -1,7 +1,8 @@
 //! Checkpoints written while the store goes on serving: the index encoded
 //! in slices with gets answered between them and while the pieces are
-//! written, and a commit whose log half is full checkpointing the store
-//! as it stood before the commit's records.
+//! written, a commit whose log half is full checkpointing the store as it
+//! stood before the commit's records, and a checkpoint written beside
+//! commits, which go on logging in the old half until it is made current.
 
 use std::collections::BTreeMap;
 
@@ -140,7 +141,7 @@ fn gets_are_answered_while_a_commit_checkpoints() {
 }
 
 #[test]
-fn an_idle_checkpoint_gives_way_to_a_write_before_its_superblock_commit() {
+fn commits_go_on_while_a_checkpoint_beside_them_is_written() {
     let (h, mut store) = fresh(73);
     let mut model = BTreeMap::new();
     let mut n = 0u64;
@@ -152,22 +153,33 @@ fn an_idle_checkpoint_gives_way_to_a_write_before_its_superblock_commit() {
         n += 1;
     }
     let epoch = store.superblock().store.epoch;
-    // A write waiting from the first pump on: the checkpoint is abandoned
-    // with its pieces written to the inactive half, which nothing names.
-    let mut pumps = 0;
-    assert!(!store.checkpoint_idle(&mut |_| pumps += 1, &|| true).unwrap());
-    assert!(pumps > 0);
-    assert_eq!(store.superblock().store.epoch, epoch, "an abandoned checkpoint was made current");
-    let counts = store.checkpoint_counts();
-    assert_eq!((counts.written, counts.given_way), (0, 1), "{counts:?}");
-    assert!(store.checkpoint_due());
+    let in_force = store.metadata_in_use();
+    assert!(store.start_checkpoint(&mut |_| {}).unwrap());
+    assert!(store.checkpoint_under_way());
+    assert!(!store.start_checkpoint(&mut |_| {}).unwrap(), "a second one started beside the first");
+    // Commits log in the half in force meanwhile, and are acknowledged.
+    for i in 0..6u64 {
+        let key = format!("during/{i}").into_bytes();
+        let value = bytes(100 + i as usize * 3000, 500 + i);
+        store.put(&key, &value).unwrap();
+        model.insert(key, value);
+    }
+    store.delete(b"k/0").unwrap();
+    model.remove(b"k/0".as_slice());
+    assert_eq!(store.superblock().store.epoch, epoch, "made current before it was written");
+    assert!(store.metadata_in_use()[0].1 > in_force[0].1, "the commits logged in the old half");
+    store.finish_checkpoint(&mut |_| {}).unwrap();
+    assert!(!store.checkpoint_under_way());
+    assert_eq!(store.superblock().store.epoch, epoch + 1);
+    assert_eq!(store.checkpoint_counts().written, 1);
+    // The new half: the checkpoint, then those commits' records.
+    let (_, used) = store.metadata_in_use()[0];
+    assert!(used > store.superblock().store.checkpoint_len_bytes, "the records were not written after it");
+    for (key, value) in &model {
+        assert_eq!(&store.get(key).unwrap(), value, "{}", String::from_utf8_lossy(key));
+    }
     store.put(b"after", &bytes(100, 1)).unwrap();
     model.insert(b"after".to_vec(), bytes(100, 1));
-    // Undisturbed, it is made current and the log starts again.
-    assert!(store.checkpoint_idle(&mut |_| {}, &|| false).unwrap());
-    assert_eq!(store.superblock().store.epoch, epoch + 1);
-    assert!(!store.checkpoint_due(), "the log is empty after a checkpoint");
-    assert_eq!(store.checkpoint_counts().written, 1);
     drop(store);
     h.crash();
     let mut store = Store::open(Box::new(h.attach())).unwrap();

@@ -149,6 +149,28 @@ fn crash_at_every_write_of_a_put_that_checkpoints() {
 }
 
 #[test]
+fn crash_at_every_write_of_a_checkpoint_beside_commits() {
+    // A checkpoint starts beside commits (its one piece to each copy of
+    // the metadata region), a put and a delete commit in the old half
+    // meanwhile (their writes and flushes), then it is made current: their
+    // records written after it in the new half (two copies), a flush, and
+    // the superblock commit (a flush, four copies each written and
+    // flushed): with "after", twenty-one crash points.
+    sweep("checkpoint beside commits", 21, |s| {
+        let epoch = s.superblock().store.epoch;
+        let started = s.start_checkpoint(&mut |_| {}).is_ok_and(|started| started);
+        let v = bytes(3000, 12);
+        let put = s.put(b"new", &v).is_ok();
+        let deleted = s.delete(b"base/1").is_ok();
+        if s.finish_checkpoint(&mut |_| {}).is_ok() && started && put && deleted {
+            assert_eq!(s.superblock().store.epoch, epoch + 1, "the checkpoint was made current");
+            assert!(!s.checkpoint_under_way());
+        }
+        vec![(b"new".to_vec(), Some(v), put), (b"base/1".to_vec(), None, deleted)]
+    });
+}
+
+#[test]
 fn crash_at_every_write_of_a_delete() {
     sweep("delete", 2, |s| {
         let ok = s.delete(b"base/4").is_ok();

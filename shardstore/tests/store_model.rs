@@ -93,10 +93,14 @@ enum Step {
     FillLog {
         seed: u64,
     },
-    /// The checkpoint an idle store writes, abandoned before its
-    /// superblock commit when `give_way` (a write arrived).
-    IdleCheckpoint {
-        give_way: bool,
+    /// A checkpoint beside commits starts: the store is encoded now, and
+    /// the steps after it (puts, deletes, scrub findings, crashes, a
+    /// clean restart) run while its pieces are written.
+    StartCheckpoint,
+    /// The checkpoint beside commits moves on (its pieces sent, and made
+    /// current once written), or with `finish` is completed now.
+    AdvanceCheckpoint {
+        finish: bool,
     },
     /// A delete that leaves a tombstone (optionally purged at once).
     Tombstone {
@@ -139,7 +143,8 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (0..2usize, any::<u64>(), any::<bool>()).prop_map(|(copy, pick, zero)| Step::RotMetadata { copy, pick, zero }),
         1 => (key.clone(), any::<bool>()).prop_map(|(key, purge)| Step::Tombstone { key, purge }),
         1 => any::<u64>().prop_map(|seed| Step::FillLog { seed }),
-        1 => any::<bool>().prop_map(|give_way| Step::IdleCheckpoint { give_way }),
+        1 => Just(Step::StartCheckpoint),
+        2 => any::<bool>().prop_map(|finish| Step::AdvanceCheckpoint { finish }),
         1 => (key, any::<u64>(), any::<u64>(), any::<bool>(), any::<u64>())
             .prop_map(|(key, seed, pick, confirmed, fate_seed)| Step::RotLastCommit { key, seed, pick, confirmed, fate_seed }),
     ]
@@ -434,11 +439,22 @@ impl Harness {
                     }
                 }
             }
-            Step::IdleCheckpoint { give_way } => {
+            Step::StartCheckpoint => {
+                let under_way = self.store().checkpoint_under_way();
+                let started = self.store().start_checkpoint(&mut |_| {}).unwrap();
+                assert!(!(under_way && started), "a second checkpoint started beside the first");
+            }
+            Step::AdvanceCheckpoint { finish } => {
                 let epoch = self.store().superblock().store.epoch;
-                let made = self.store().checkpoint_idle(&mut |_| {}, &|| give_way).unwrap();
-                assert_eq!(made, !give_way);
-                assert_eq!(self.store().superblock().store.epoch, epoch + u64::from(made));
+                let under_way = self.store().checkpoint_under_way();
+                if finish {
+                    self.store().finish_checkpoint(&mut |_| {}).unwrap();
+                    assert!(!self.store().checkpoint_under_way());
+                    assert_eq!(self.store().superblock().store.epoch, epoch + u64::from(under_way));
+                } else {
+                    let made = self.store().advance_checkpoint(&mut |_| {}).unwrap();
+                    assert!(!made || under_way);
+                }
             }
             Step::Reclaim => match self.store().reclaim() {
                 Ok(_) => {}

@@ -314,11 +314,11 @@ fn a_put_arriving_during_an_idle_pass_ends_it() {
     close_and_check(&h, &store, join, &[(1, newer)]);
 }
 
-/// An idle thread checkpoints once its log has used half its room, so
-/// that the commit that would find it full need not; then the log is
-/// empty and it does not checkpoint again.
+/// The thread checkpoints (beside its commits) once the log has used half
+/// its room, so that the commit that would find it full need not; then the
+/// log holds what was logged meanwhile, and it does not checkpoint again.
 #[test]
-fn an_idle_thread_checkpoints_a_log_half_used() {
+fn the_thread_checkpoints_once_the_log_is_half_used() {
     use std::sync::atomic::Ordering::SeqCst;
     use std::time::{Duration, Instant};
     let mut dev = SimDevice::new(SimConfig::new(64 << 20, 83));
@@ -334,16 +334,15 @@ fn an_idle_thread_checkpoints_a_log_half_used() {
     for i in 0..20u32 {
         store.put(format!("k{i}").as_bytes(), value(i)).unwrap();
     }
-    // (A pause of the test's own past the idle interval may let the
-    // thread checkpoint among the puts; what is left after it is then too
-    // little to be due again: one checkpoint either way.)
+    // (The checkpoint starts among the puts, when the log passes half;
+    // what they log after it is too little to be due again.)
     let deadline = Instant::now() + Duration::from_secs(10);
     while stats.checkpoints.load(SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the idle thread did not checkpoint");
+        assert!(Instant::now() < deadline, "the thread did not checkpoint");
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(stats.checkpoints.load(SeqCst), 1, "an idle thread checkpointed an empty log");
+    assert_eq!(stats.checkpoints.load(SeqCst), 1, "the thread checkpointed again");
     store.close().unwrap();
     join.join().unwrap();
     let mut reopened = Store::open(Box::new(h.attach())).unwrap();

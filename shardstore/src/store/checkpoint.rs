@@ -4,10 +4,11 @@
 
 use std::ops::Bound;
 
-use super::commit::{Pump, WriteBatch};
+use super::commit::{pack, Pump, WriteBatch};
 use super::{
-    meta, superblock, BlockDevice, BlockDeviceExt, CheckpointHeader, Error, ExtentInfo, Index, Layout, RepairList,
-    Result, ScrubCursor, Store, StoreRef, BLOCK, BLOCK_SIZE_BYTES, CHUNK_SIZE_BYTES_MAX,
+    meta, superblock, BlockDevice, BlockDeviceExt, CheckpointHeader, Completion, Error, ExtentInfo, Index, IoKind,
+    IoOp, Layout, LogRecord, ReadToken, RepairList, Result, ScrubCursor, Store, StoreRef, BLOCK, BLOCK_SIZE_BYTES,
+    CHUNK_SIZE_BYTES_MAX, STORE_QUEUE_DEPTH,
 };
 use crate::constants::SUPERBLOCK_COPIES_COUNT;
 
@@ -17,7 +18,9 @@ pub struct CheckpointCounts {
     /// Checkpoints made current (whatever asked: a full log half, a
     /// close, an operator, metadata the scrubber found damaged).
     pub written: u64,
-    /// The last one's time from start to the superblock naming it (µs).
+    /// How long writes waited for the last one (µs): its encoding and
+    /// switch for one written beside commits, all of it for one a full
+    /// log forced on a commit.
     pub last_micros: u64,
     /// The size of the checkpoint the next one would write (the index,
     /// the extent table and the lists), kept current by every commit; a
@@ -25,17 +28,14 @@ pub struct CheckpointCounts {
     pub next_bytes: u64,
     /// Bytes of a half of the metadata region.
     pub half_bytes: u64,
-    /// Checkpoints an idle store started and abandoned for a write that
-    /// arrived before their superblock commit.
-    pub given_way: u64,
 }
 
-/// An idle store checkpoints once its log has used this share (in
-/// percent) of the room the checkpoint in force left it: the checkpoint a
-/// full log would force on a commit (writes wait for it) is then usually
-/// written in a quiet moment instead, at the cost of at most one more
-/// checkpoint per half.
-pub const IDLE_CHECKPOINT_LOG_USED_PCT: u64 = 50;
+/// The store thread starts a checkpoint beside commits (`Beside`) once
+/// the log has used this share (in percent) of the room the checkpoint in
+/// force left it: the rest is room for what commits log while it is
+/// written, so the checkpoint a full log would force on a commit (writes
+/// wait for all of it) is seldom needed.
+pub const CHECKPOINT_DUE_LOG_USED_PCT: u64 = 50;
 
 /// What a checkpoint holds besides the index.
 pub(crate) struct CheckpointState<'a> {
@@ -125,6 +125,34 @@ impl CheckpointBytes {
     }
 }
 
+/// A checkpoint written beside commits: the store encoded at one moment
+/// between two commits, its pieces written into the inactive half while
+/// commits go on logging in the half in force, and the records those
+/// commits log kept in order, to be written after it in the new half when
+/// it is made current (`Store::advance_checkpoint`). A crash before then
+/// leaves the half in force with everything; after the superblock names
+/// the new half, its checkpoint and those records are the same state.
+#[derive(Debug)]
+pub(super) struct Beside {
+    epoch: u64,
+    half: u32,
+    offset: u64,
+    bytes: Vec<u8>,
+    /// Bytes handed to the device (each piece to every copy).
+    sent: usize,
+    pub(super) in_flight: usize,
+    failure: Option<String>,
+    /// Records made durable since the state was encoded.
+    relog: Vec<LogRecord>,
+    /// How long the encoding held the commits back.
+    encode_micros: u64,
+}
+
+/// Pieces (of `CHUNK_SIZE_BYTES_MAX`, to every copy) a checkpoint beside
+/// commits keeps in flight: the rest of the queue is the commits' and the
+/// gets'.
+const BESIDE_PIECES_IN_FLIGHT_MAX: usize = 4;
+
 /// Entries encoded between two runs of the pump while a checkpoint is
 /// written (about half a millisecond of a store thread's time): how long
 /// a get waits for the store thread at most, in a checkpoint.
@@ -165,29 +193,18 @@ impl Store {
     /// flight finishes first: callers go on to blocking steps.
     pub fn checkpoint(&mut self) -> Result<()> {
         self.quiesce();
-        self.checkpoint_with(&mut |_| {}, &|| false).map(drop)
+        self.drop_checkpoint();
+        self.checkpoint_with(&mut |_| {})
     }
 
-    /// Whether an idle store should checkpoint now: its log has used
-    /// [`IDLE_CHECKPOINT_LOG_USED_PCT`] of the room it had.
+    /// Whether a checkpoint is due: the log has used
+    /// [`CHECKPOINT_DUE_LOG_USED_PCT`] of the room it had.
     pub fn checkpoint_due(&self) -> bool {
         let half_start = self.half_offset(self.sb.store.half);
         let log_start = half_start + self.sb.store.checkpoint_len_bytes;
         let room = (half_start + self.sb.layout.meta_size_bytes / 2).saturating_sub(log_start);
         let used = self.log_offset.saturating_sub(log_start);
-        room > 0 && used * 100 >= room * IDLE_CHECKPOINT_LOG_USED_PCT
-    }
-
-    /// A checkpoint for an idle store, as [`Store::checkpoint`] with
-    /// `pump` run while it waits, abandoned when `give_way` says a write
-    /// waits before its superblock commit starts (what it wrote to the
-    /// inactive half is referenced by nothing). Whether it was made current.
-    pub fn checkpoint_idle(&mut self, pump: Pump<'_>, give_way: &dyn Fn() -> bool) -> Result<bool> {
-        let done = self.checkpoint_with(pump, give_way)?;
-        if !done {
-            self.checkpoints_given_way += 1;
-        }
-        Ok(done)
+        room > 0 && used * 100 >= room * CHECKPOINT_DUE_LOG_USED_PCT
     }
 
     /// As [`Store::checkpoint`], running `pump` between slices of the
@@ -196,10 +213,11 @@ impl Store {
     /// they are encoded (every copy of the metadata region), the first one,
     /// whose block holds the header, last. `pump` must not commit: the
     /// index is encoded in slices by key, and must not change between them.
-    /// Abandoned (`Ok(false)`) if `give_way` is true after a slice or once
-    /// the pieces are written, before the superblock commit.
-    pub(super) fn checkpoint_with(&mut self, pump: Pump<'_>, give_way: &dyn Fn() -> bool) -> Result<bool> {
+    pub(super) fn checkpoint_with(&mut self, pump: Pump<'_>) -> Result<()> {
         self.check_usable()?;
+        // It takes the inactive half a checkpoint beside commits was
+        // being written into.
+        self.drop_checkpoint();
         let started = std::time::Instant::now();
         let epoch = self.sb.store.epoch + 1;
         let half = 1 - self.sb.store.half;
@@ -223,25 +241,19 @@ impl Store {
             if let Err(e) = sending {
                 break Err(e);
             }
-            let Some(key) = last else { break Ok(true) };
+            let Some(key) = last else { break Ok(()) };
             after = Some(key);
             if let Err(e) = self.poll_commit_io(&mut writes) {
                 break Err(e);
             }
             pump(self);
-            if give_way() {
-                break Ok(false);
-            }
         };
         debug_assert_eq!(
             (self.index.len(), self.next_sequence),
             (entries, next_sequence),
             "the index changed while a checkpoint encoded it"
         );
-        let result = encoded.and_then(|whole| {
-            if !whole {
-                return Ok(None);
-            }
+        let result = encoded.and_then(|()| {
             let bytes = bytes.finish(&self.checkpoint_state(epoch));
             if bytes.len() > room {
                 return Err(self.checkpoint_too_large(bytes.len()));
@@ -252,7 +264,7 @@ impl Store {
             for at in self.meta_copies_of(offset) {
                 self.submit_batch_write(at, first, &mut writes)?;
             }
-            Ok(Some(bytes))
+            Ok(bytes)
         });
         // Whatever was submitted completes first: the device owns those
         // buffers until then. Every copy gets the checkpoint; the
@@ -260,9 +272,7 @@ impl Store {
         let settled = self.settle_commit_io(&mut writes, pump);
         let bytes = match (result, settled) {
             (Err(e @ Error::NoSpace(_)), Ok(())) => return Err(e),
-            (Ok(None), Ok(())) => return Ok(false),
-            (Ok(Some(_)), Ok(())) if give_way() => return Ok(false),
-            (Ok(Some(bytes)), Ok(())) => bytes,
+            (Ok(bytes), Ok(())) => bytes,
             (Err(e), _) | (_, Err(e)) => return Err(self.fail(&format!("checkpoint failed: {e}"))),
         };
         let store =
@@ -276,7 +286,7 @@ impl Store {
                 self.checkpoint_bytes = bytes.len() as u64;
                 self.checkpoints_written += 1;
                 self.checkpoint_last_micros = started.elapsed().as_micros() as u64;
-                Ok(true)
+                Ok(())
             }
             Err(e) => {
                 let _ = self.await_commit_io(&mut writes, pump);
@@ -334,6 +344,232 @@ impl Store {
             self.flush_commit(writes, pump)?;
         }
         Ok(next)
+    }
+
+    /// Starts a checkpoint beside commits (`Beside`): encodes the store
+    /// as it is (running `pump` between slices; nothing may commit
+    /// meanwhile) and hands its first pieces to the device. False when one
+    /// is already under way, or the store would not fit a half.
+    pub fn start_checkpoint(&mut self, pump: Pump<'_>) -> Result<bool> {
+        if self.beside.is_some() || self.failed.is_some() {
+            return Ok(false);
+        }
+        let started = std::time::Instant::now();
+        let epoch = self.sb.store.epoch + 1;
+        let half = 1 - self.sb.store.half;
+        let (entries, next_sequence) = (self.index.len(), self.next_sequence);
+        let mut bytes = CheckpointBytes::begin(self.extents.all(), entries);
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let from = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+            let Some(last) = bytes.entries(&self.index, from, CHECKPOINT_SLICE_ENTRIES).map(<[u8]>::to_vec) else {
+                break;
+            };
+            after = Some(last);
+            pump(self);
+        }
+        debug_assert_eq!(
+            (self.index.len(), self.next_sequence),
+            (entries, next_sequence),
+            "the index changed while a checkpoint encoded it"
+        );
+        let bytes = bytes.finish(&self.checkpoint_state(epoch));
+        if bytes.len() as u64 + BLOCK_SIZE_BYTES > self.sb.layout.meta_size_bytes / 2 {
+            return Ok(false);
+        }
+        let offset = self.half_offset(half);
+        let encode_micros = started.elapsed().as_micros() as u64;
+        self.beside = Some(Beside {
+            epoch,
+            half,
+            offset,
+            bytes,
+            sent: 0,
+            in_flight: 0,
+            failure: None,
+            relog: Vec::new(),
+            encode_micros,
+        });
+        self.send_beside_pieces()?;
+        Ok(true)
+    }
+
+    /// Whether a checkpoint beside commits is under way.
+    pub fn checkpoint_under_way(&self) -> bool {
+        self.beside.is_some()
+    }
+
+    /// Moves a checkpoint beside commits on: more of its pieces to the
+    /// device and, once all are written, the switch (`switch_beside`),
+    /// pumping while it waits. True when it was made current.
+    pub fn advance_checkpoint(&mut self, pump: Pump<'_>) -> Result<bool> {
+        let Some(b) = &self.beside else { return Ok(false) };
+        if let Some(why) = &b.failure {
+            let why = why.clone();
+            self.beside = None;
+            return Err(self.fail(&format!("checkpoint write failed: {why}")));
+        }
+        self.send_beside_pieces()?;
+        let b = self.beside.as_ref().expect("under way");
+        if b.sent < b.bytes.len() || b.in_flight > 0 {
+            return Ok(false);
+        }
+        self.switch_beside(pump).map(|()| true)
+    }
+
+    /// Completes a checkpoint beside commits now: the rest of its pieces
+    /// written and waited for, then the switch. For a commit that found
+    /// the log half full.
+    pub fn finish_checkpoint(&mut self, pump: Pump<'_>) -> Result<()> {
+        while self.beside.is_some() {
+            if self.advance_checkpoint(&mut *pump)? {
+                return Ok(());
+            }
+            let b = self.beside.as_ref().expect("under way");
+            if b.in_flight > 0 {
+                self.reap_for_checkpoint()?;
+                pump(self);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops a checkpoint beside commits (a synchronous checkpoint is
+    /// about to take the inactive half): its writes in flight finish first.
+    pub(super) fn drop_checkpoint(&mut self) {
+        while self.beside.as_ref().is_some_and(|b| b.in_flight > 0) {
+            if self.reap_for_checkpoint().is_err() {
+                break;
+            }
+        }
+        self.beside = None;
+    }
+
+    /// Waits for a completion and routes it (a checkpoint write's, a get's
+    /// or a scrub window's).
+    fn reap_for_checkpoint(&mut self) -> Result<()> {
+        let mut got = Vec::new();
+        let reaped = self.dev.reap_or_wake(&mut got);
+        for c in got {
+            self.reads.reaped_elsewhere(c);
+        }
+        self.finish_reaped_reads();
+        reaped.map(drop)
+    }
+
+    /// A write of the checkpoint beside commits completed.
+    pub(super) fn checkpoint_write_done(&mut self, c: &Completion) {
+        let Some(b) = &mut self.beside else {
+            debug_assert!(self.failed.is_some(), "a checkpoint write outlived its checkpoint");
+            return;
+        };
+        b.in_flight -= 1;
+        if let Err(e) = &c.result {
+            b.failure.get_or_insert_with(|| e.to_string());
+        }
+    }
+
+    /// A record made durable in the log: kept for the checkpoint beside
+    /// commits, if one is under way (payload copies aside: their puts are
+    /// durable by then).
+    pub(super) fn note_logged(&mut self, record: &LogRecord) {
+        if let Some(b) = &mut self.beside {
+            if !matches!(record, LogRecord::Payload { .. }) {
+                b.relog.push(record.clone());
+            }
+        }
+    }
+
+    /// Hands pieces of the checkpoint beside commits to the device, up to
+    /// `BESIDE_PIECES_IN_FLIGHT_MAX` in flight and leaving room in the queue.
+    fn send_beside_pieces(&mut self) -> Result<()> {
+        let copies = self.sb.layout.meta_copies().len();
+        loop {
+            let Some(b) = &self.beside else { return Ok(()) };
+            if b.sent >= b.bytes.len()
+                || b.in_flight + copies > BESIDE_PIECES_IN_FLIGHT_MAX * copies
+                || self.dev.in_flight() + copies > STORE_QUEUE_DEPTH
+            {
+                return Ok(());
+            }
+            let (sent, offset) = (b.sent, b.offset);
+            let end = b.bytes.len().min(sent + CHUNK_SIZE_BYTES_MAX);
+            for at in self.meta_copies_of(offset + sent as u64) {
+                let b = self.beside.as_ref().expect("under way");
+                let mut buf = crate::device::IoBuf::standalone(end - sent)?;
+                buf.as_mut_slice().copy_from_slice(&b.bytes[sent..end]);
+                self.dev.submit(IoOp {
+                    token: ReadToken::Checkpoint.encode(),
+                    kind: IoKind::Write { offset: at, buf, fua: false },
+                })?;
+                self.beside.as_mut().expect("under way").in_flight += 1;
+            }
+            self.beside.as_mut().expect("under way").sent = end;
+        }
+    }
+
+    /// Makes the checkpoint beside commits current: the records logged
+    /// since it was encoded, written after it in the new half (every
+    /// copy), one flush (which also makes its pieces durable), then the
+    /// superblock commit. No commit runs meanwhile (the store thread is
+    /// here); gets are pumped. If the records do not fit after it, a
+    /// checkpoint of the store as it is now takes its place.
+    fn switch_beside(&mut self, pump: Pump<'_>) -> Result<()> {
+        let b = self.beside.take().expect("under way");
+        let started = std::time::Instant::now();
+        let blocks = pack(b.relog.iter());
+        let half_end = b.offset + self.sb.layout.meta_size_bytes / 2;
+        let log_start = b.offset + b.bytes.len() as u64;
+        let relog_len = if b.relog.is_empty() { 0 } else { blocks.len() as u64 * BLOCK_SIZE_BYTES };
+        if log_start + relog_len + BLOCK_SIZE_BYTES > half_end {
+            return self.checkpoint_with(pump);
+        }
+        let crc = crc32c::crc32c(&b.bytes);
+        let mut writes = WriteBatch::new(0);
+        let mut prev = crc;
+        let mut log = vec![0u8; relog_len as usize];
+        if !b.relog.is_empty() {
+            for (k, (count, payload)) in blocks.iter().enumerate() {
+                prev = meta::encode_log_block_in_write(
+                    b.epoch,
+                    k as u64,
+                    prev,
+                    *count,
+                    k as u32,
+                    payload,
+                    &mut log[k * BLOCK..(k + 1) * BLOCK],
+                );
+            }
+            for at in self.meta_copies_of(log_start) {
+                for (i, piece) in log.chunks(CHUNK_SIZE_BYTES_MAX).enumerate() {
+                    if let Err(e) = self.submit_batch_write(at + (i * CHUNK_SIZE_BYTES_MAX) as u64, piece, &mut writes)
+                    {
+                        let _ = self.await_commit_io(&mut writes, pump);
+                        return Err(self.fail(&format!("checkpoint failed: {e}")));
+                    }
+                }
+            }
+        }
+        let store =
+            StoreRef { epoch: b.epoch, half: b.half, checkpoint_crc: crc, checkpoint_len_bytes: b.bytes.len() as u64 };
+        let switched = self
+            .settle_commit_io(&mut writes, pump)
+            .and_then(|()| self.commit_superblock_with(|sb| sb.store = store, &mut writes, pump));
+        match switched {
+            Ok(sb) => {
+                self.sb = sb;
+                self.log_offset = log_start + relog_len;
+                self.log_index = if b.relog.is_empty() { 0 } else { blocks.len() as u64 };
+                self.log_prev_crc = prev;
+                self.checkpoints_written += 1;
+                self.checkpoint_last_micros = b.encode_micros + started.elapsed().as_micros() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.await_commit_io(&mut writes, pump);
+                Err(self.fail(&format!("checkpoint failed: {e}")))
+            }
+        }
     }
 
     pub(super) fn checkpoint_state(&self, epoch: u64) -> CheckpointState<'_> {

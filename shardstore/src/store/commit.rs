@@ -386,7 +386,12 @@ impl Store {
         let projected = self.projected_checkpoint_bytes(records.iter().map(|(_, r)| r))?;
         let blocks = pack(records.iter().map(|(_, r)| r));
         if !self.log_has_room(blocks.len()) {
-            self.checkpoint_with(pump, &|| false)?;
+            if self.beside.is_some() {
+                self.finish_checkpoint(pump)?;
+            }
+            if !self.log_has_room(blocks.len()) {
+                self.checkpoint_with(pump)?;
+            }
         }
         if self.log_has_room(blocks.len()) {
             let (bytes, crc) = self.encode_log(&blocks);
@@ -405,6 +410,7 @@ impl Store {
             self.advance_log(bytes.len(), blocks.len(), crc);
             for (_, r) in records {
                 self.apply(r);
+                self.note_logged(r);
             }
         } else {
             for (_, r) in records {
@@ -528,6 +534,7 @@ impl Store {
         self.advance_log(bytes.len(), blocks.len(), crc);
         for r in resets.iter().chain(staged.iter().flatten()) {
             self.apply(r);
+            self.note_logged(r);
         }
         self.checkpoint_bytes = projected;
         self.one_flush_commits += 1;

@@ -35,7 +35,7 @@ pub mod thread;
 
 pub(crate) use checkpoint::write_initial_checkpoint;
 use checkpoint::{checkpoint_len, encode_checkpoint, read_bytes, write_bytes};
-pub use checkpoint::{CheckpointCounts, IDLE_CHECKPOINT_LOG_USED_PCT};
+pub use checkpoint::{CheckpointCounts, CHECKPOINT_DUE_LOG_USED_PCT};
 pub use commit::Pump;
 pub use extents::ExtentInfo;
 use extents::ExtentTable;
@@ -323,11 +323,11 @@ pub struct Store {
     stuck: Option<(u32, u32, u32)>,
     /// What reclamation did since open (see [`ReclaimCounts`]).
     reclaim_counts: ReclaimCounts,
-    /// Checkpoints made current since open, the last one's time (µs), and
-    /// idle ones abandoned for a write.
+    /// A checkpoint being written beside commits (`checkpoint::Beside`).
+    beside: Option<checkpoint::Beside>,
+    /// Checkpoints made current since open, and the last one's time (µs).
     checkpoints_written: u64,
     checkpoint_last_micros: u64,
-    checkpoints_given_way: u64,
     /// Keys whose chunk records open rewrote from the log (`tail.rs`).
     completed_at_open: Vec<String>,
     /// Group commits made durable by one flush since open.
@@ -571,7 +571,6 @@ impl Store {
             last_micros: self.checkpoint_last_micros,
             next_bytes: self.checkpoint_bytes,
             half_bytes: self.sb.layout.meta_size_bytes / 2,
-            given_way: self.checkpoints_given_way,
         }
     }
 

@@ -55,6 +55,9 @@ pub(super) enum ReadToken {
     Reclaim {
         index: u32,
     },
+    /// Not a read: a write of a checkpoint written beside commits
+    /// (`checkpoint::Beside`), which completes through whatever reaps.
+    Checkpoint,
 }
 
 /// The `Commit` token's operation for writes and flushes that belong to
@@ -69,6 +72,7 @@ impl ReadToken {
     const SCRUB_BIT: u64 = 1 << 63;
     const COMMIT_BIT: u64 = 1 << 62;
     const RECLAIM_BIT: u64 = 1 << 61;
+    const CHECKPOINT_BIT: u64 = 1 << 60;
 
     pub(super) fn encode(self) -> u64 {
         match self {
@@ -79,6 +83,7 @@ impl ReadToken {
             ReadToken::Scrub { window } => Self::SCRUB_BIT | u64::from(window),
             ReadToken::Commit { op } => Self::SCRUB_BIT | Self::COMMIT_BIT | u64::from(op),
             ReadToken::Reclaim { index } => Self::SCRUB_BIT | Self::COMMIT_BIT | Self::RECLAIM_BIT | u64::from(index),
+            ReadToken::Checkpoint => Self::SCRUB_BIT | Self::COMMIT_BIT | Self::RECLAIM_BIT | Self::CHECKPOINT_BIT,
         }
     }
 
@@ -89,8 +94,10 @@ impl ReadToken {
             ReadToken::Scrub { window: token as u32 }
         } else if token & Self::RECLAIM_BIT == 0 {
             ReadToken::Commit { op: token as u32 }
-        } else {
+        } else if token & Self::CHECKPOINT_BIT == 0 {
             ReadToken::Reclaim { index: token as u32 }
+        } else {
+            ReadToken::Checkpoint
         }
     }
 }
@@ -354,6 +361,7 @@ impl Store {
             ReadToken::Commit { .. } | ReadToken::Reclaim { .. } => {
                 debug_assert!(self.failed.is_some(), "a commit's completion outlived it on a working store");
             }
+            ReadToken::Checkpoint => self.checkpoint_write_done(&c),
         }
         done.append(&mut self.reads.finished);
         true
@@ -405,8 +413,10 @@ impl Store {
         self.reads.queue.len()
     }
 
+    /// Whether gets, scrub reads or the writes of a checkpoint beside
+    /// commits are in progress: the device has something to complete.
     pub fn gets_pending(&self) -> bool {
-        self.scrub.in_flight() > 0 || self.reads.any_get()
+        self.scrub.in_flight() > 0 || self.reads.any_get() || self.beside.as_ref().is_some_and(|b| b.in_flight > 0)
     }
 
     fn verify_chunk(&mut self, slot: u32, chunk: usize, c: Completion) -> Result<()> {
@@ -542,6 +552,7 @@ mod tests {
             ReadToken::Scrub { window: u32::MAX },
             ReadToken::Reclaim { index: 0 },
             ReadToken::Reclaim { index: u32::MAX },
+            ReadToken::Checkpoint,
         ];
         let encoded: Vec<u64> = tokens.iter().map(|t| t.encode()).collect();
         for (t, e) in tokens.iter().zip(&encoded) {

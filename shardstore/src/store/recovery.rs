@@ -105,7 +105,7 @@ impl Store {
             reclaim_counts: ReclaimCounts::default(),
             checkpoints_written: 0,
             checkpoint_last_micros: 0,
-            checkpoints_given_way: 0,
+            beside: None,
             completed_at_open: Vec::new(),
             one_flush_commits: 0,
             resets_applied: 0,

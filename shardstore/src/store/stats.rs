@@ -39,8 +39,6 @@ pub struct StoreStats {
     pub checkpoint_last_micros: AtomicU64,
     pub checkpoint_next_bytes: AtomicU64,
     pub metadata_half_bytes: AtomicU64,
-    /// Idle checkpoints abandoned for a write that arrived.
-    pub checkpoints_given_way: AtomicU64,
 }
 
 impl StoreStats {
@@ -66,7 +64,6 @@ impl StoreStats {
         self.checkpoint_last_micros.store(c.last_micros, Ordering::Relaxed);
         self.checkpoint_next_bytes.store(c.next_bytes, Ordering::Relaxed);
         self.metadata_half_bytes.store(c.half_bytes, Ordering::Relaxed);
-        self.checkpoints_given_way.store(c.given_way, Ordering::Relaxed);
     }
 
     pub fn usage(&self) -> Usage {

@@ -8,10 +8,10 @@
 //! device. When the queue is idle it reclaims, at most one extent per
 //! `RECLAIM_IDLE_INTERVAL_MS`, so reclamation never competes with a busy
 //! queue but keeps ahead of a steady overwrite load (gets arriving during
-//! such a pass are served; a write arriving ends it early), and writes a
-//! checkpoint once the log has used half of its room (`checkpoint_due`),
-//! so that the one a full log would force on a commit is seldom needed
-//! (a write arriving before its superblock commit abandons it). The background
+//! such a pass are served; a write arriving ends it early). Once the log
+//! has used half of its room (`checkpoint_due`), busy or idle, it writes a
+//! checkpoint beside the commits (`checkpoint::Beside`), so that the one a
+//! full log would force on a commit is seldom needed. The background
 //! scrubber (`scrub.rs`) takes a step whenever it asks to: its reads share
 //! the ring with the gets but only take the room the gets leave.
 
@@ -40,10 +40,6 @@ pub const STORE_QUEUE_REQUESTS_MAX: usize = 4096;
 pub const USAGE_PUBLISH_INTERVAL_MS: u64 = 50;
 /// Idle time between background reclamation passes.
 pub const RECLAIM_IDLE_INTERVAL_MS: u64 = 100;
-
-/// After an idle checkpoint gave way to a write, how long before an idle
-/// thread tries again.
-pub const IDLE_CHECKPOINT_RETRY_MS: u64 = 1000;
 
 /// How a request's result gets back to its caller: called once, on the
 /// store thread, so it must be quick (send on a channel, wake a task).
@@ -163,7 +159,6 @@ const REFILL_READS_MIN: usize = 8;
 
 fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
     let mut last_reclaim = Instant::now();
-    let mut next_idle_checkpoint = Instant::now();
     let (mut usage_dirty, mut last_publish) = (false, Instant::now());
     let mut pending: Vec<Request> = Vec::with_capacity(BATCH_OPS_MAX);
     let mut get_replies = Replies::default();
@@ -203,24 +198,12 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                             serve_meanwhile(store, rx, wake, &mut get_replies, &mut pending, &mut finished, &none);
                             writes_wait.set(!pending.is_empty());
                         };
-                        let before = (store.reclaim_counts(), store.checkpoint_counts());
+                        let before = store.reclaim_counts();
                         // Whatever it did is published (a failure failed
                         // the store, which says why itself).
                         let _ = store.reclaim_with(&mut pump, Pace::Background, &|| writes_wait.get());
-                        // A log half filling is checkpointed now rather
-                        // than by the commit that finds it full (writes
-                        // wait for that one); a write arriving before the
-                        // superblock commit ends it, unfinished.
-                        if !writes_wait.get() && store.checkpoint_due() && Instant::now() >= next_idle_checkpoint {
-                            // One that gave way wrote part of itself for
-                            // nothing: under requests that leave gaps just
-                            // past the idle interval, the next waits a while.
-                            if let Ok(false) = store.checkpoint_idle(&mut pump, &|| writes_wait.get()) {
-                                next_idle_checkpoint = Instant::now() + Duration::from_millis(IDLE_CHECKPOINT_RETRY_MS);
-                            }
-                        }
                         wake.parked.store(false, Ordering::SeqCst);
-                        if (store.reclaim_counts(), store.checkpoint_counts()) != before {
+                        if store.reclaim_counts() != before {
                             usage_dirty = true;
                             wake.stats.publish_counts(&store);
                         }
@@ -307,6 +290,28 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             wake.stats.shards.store(store.len() as u64, Ordering::Relaxed);
             for (r, reply) in results.into_iter().zip(replies) {
                 reply(r);
+            }
+        }
+        // A log half filling under writes is checkpointed beside them: the
+        // store encoded between two commits (gets served meanwhile), its
+        // pieces written while commits go on, and made current between two
+        // commits once written (`checkpoint::Beside`). Writes then wait
+        // for the encoding and the switch, not for the whole checkpoint.
+        if closing.is_none() && (store.checkpoint_under_way() || store.checkpoint_due()) {
+            let none = HashSet::new();
+            let mut pump = |store: &mut Store| {
+                serve_meanwhile(store, rx, wake, &mut get_replies, &mut pending, &mut finished, &none);
+            };
+            let moved = if store.checkpoint_under_way() {
+                store.advance_checkpoint(&mut pump)
+            } else {
+                store.start_checkpoint(&mut pump).map(|_| false)
+            };
+            wake.parked.store(false, Ordering::SeqCst);
+            match moved {
+                Ok(true) => wake.stats.publish_counts(&store),
+                Ok(false) => {}
+                Err(e) => tracing::error!(device = %store.name, error = %e, "checkpoint failed"),
             }
         }
         // Usage walks the extent table: under a stream of requests it is
