@@ -314,11 +314,12 @@ fn a_put_arriving_during_an_idle_pass_ends_it() {
     close_and_check(&h, &store, join, &[(1, newer)]);
 }
 
-/// The thread checkpoints (beside its commits) once the log has used half
-/// its room, so that the commit that would find it full need not; then the
-/// log holds what was logged meanwhile, and it does not checkpoint again.
+/// The thread checkpoints (beside its commits) once the log has used most
+/// of its room, so that the commit that would find it full need not; then
+/// the log holds what was logged meanwhile, and it does not checkpoint
+/// again.
 #[test]
-fn the_thread_checkpoints_once_the_log_is_half_used() {
+fn the_thread_checkpoints_before_the_log_is_full() {
     use std::sync::atomic::Ordering::SeqCst;
     use std::time::{Duration, Instant};
     let mut dev = SimDevice::new(SimConfig::new(64 << 20, 83));
@@ -328,13 +329,14 @@ fn the_thread_checkpoints_once_the_log_is_half_used() {
     let settings = thread::ThreadSettings { scrub: Some(paused), ..Default::default() };
     let (store, join) = thread::spawn_with(Box::new(dev), settings).unwrap();
     let stats = store.stats();
-    // Puts of 60 KiB carry a copy of their payload in the log: 20 of them
-    // use more than half of a 2 MiB half, and less than all of it.
+    // Puts of 60 KiB carry a copy of their payload in the log (15 blocks):
+    // 31 of them use 91% of a 2 MiB half, more than the share that makes a
+    // checkpoint due (80%) and less than all of it.
     let value = |i: u32| vec![i as u8; 60_000];
-    for i in 0..20u32 {
+    for i in 0..31u32 {
         store.put(format!("k{i}").as_bytes(), value(i)).unwrap();
     }
-    // (The checkpoint starts among the puts, when the log passes half;
+    // (The checkpoint starts among the puts, when the log passes 80%;
     // what they log after it is too little to be due again.)
     let deadline = Instant::now() + Duration::from_secs(10);
     while stats.checkpoints.load(SeqCst) == 0 {
@@ -347,7 +349,7 @@ fn the_thread_checkpoints_once_the_log_is_half_used() {
     join.join().unwrap();
     let mut reopened = Store::open(Box::new(h.attach())).unwrap();
     reopened.check_invariants();
-    for i in 0..20u32 {
+    for i in 0..31u32 {
         assert_eq!(reopened.get(format!("k{i}").as_bytes()).unwrap(), value(i));
     }
 }
