@@ -10,7 +10,7 @@ use shardstore::device::sim::{SimConfig, SimDevice, SimHandle};
 use shardstore::device::{self, OpenOptions};
 use shardstore::format::{format, FormatOptions};
 use shardstore::rng::Rng;
-use shardstore::store::{Op, Store};
+use shardstore::store::{FinishedGet, Op, Store};
 
 #[path = "common/full_log.rs"]
 mod full_log;
@@ -73,6 +73,25 @@ fn a_checkpoint_of_many_slices_recovers_every_entry() {
     }
 }
 
+/// Waits for the gets still in progress, then checks that all `started`
+/// answered the value `model` holds for their key (`base[id]`).
+fn check_gets(
+    store: &mut Store,
+    mut done: Vec<FinishedGet>,
+    started: usize,
+    base: &[Vec<u8>],
+    model: &BTreeMap<Vec<u8>, Vec<u8>>,
+) {
+    while store.gets_pending() {
+        store.poll_gets(true, &mut done).unwrap();
+    }
+    store.take_finished_gets(&mut done);
+    assert_eq!(done.len(), started);
+    for (id, result) in done {
+        assert_eq!(result.unwrap(), model[&base[id as usize]], "get {id}");
+    }
+}
+
 #[test]
 fn gets_are_answered_while_a_commit_checkpoints() {
     let (h, mut store) = fresh(71);
@@ -120,14 +139,7 @@ fn gets_are_answered_while_a_commit_checkpoints() {
     assert!(counts.last_micros > 0 && counts.next_bytes > 4096 && counts.half_bytes == 2 << 20, "{counts:?}");
     assert!(pumped_during > 0, "the pump never ran while the checkpoint was written");
     assert!(during > 0, "no get started during the checkpoint was answered before it was in force");
-    while store.gets_pending() {
-        store.poll_gets(true, &mut done).unwrap();
-    }
-    store.take_finished_gets(&mut done);
-    assert_eq!(done.len(), next);
-    for (id, result) in done {
-        assert_eq!(result.unwrap(), model[&base[id as usize]], "get {id}");
-    }
+    check_gets(&mut store, done, next, &base, &model);
     // The put's record opened the new half's log, after the checkpoint.
     assert!(log_room(&store) < store.superblock().layout.meta_size_bytes / 2);
     drop(store);
@@ -234,14 +246,7 @@ fn gets_are_answered_while_a_delete_checkpoints_on_a_real_file() {
     model.remove(&deleted);
     assert_eq!(store.superblock().store.epoch, epoch + 1, "the delete checkpointed");
     assert!(during > 0, "no get was answered while the checkpoint was written");
-    while store.gets_pending() {
-        store.poll_gets(true, &mut done).unwrap();
-    }
-    store.take_finished_gets(&mut done);
-    assert_eq!(done.len(), next);
-    for (id, result) in done {
-        assert_eq!(result.unwrap(), model[&base[id as usize]], "get {id}");
-    }
+    check_gets(&mut store, done, next, &base, &model);
     // Dropped without a close, as a killed process leaves it.
     drop(store);
     let mut store = Store::open(Box::new(device::open(&path, &OpenOptions::default()).unwrap())).unwrap();

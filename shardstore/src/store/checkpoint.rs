@@ -455,13 +455,7 @@ impl Store {
     /// Waits for a completion and routes it (a checkpoint write's, a get's
     /// or a scrub window's).
     fn reap_for_checkpoint(&mut self) -> Result<()> {
-        let mut got = Vec::new();
-        let reaped = self.dev.reap_or_wake(&mut got);
-        for c in got {
-            self.reads.reaped_elsewhere(c);
-        }
-        self.finish_reaped_reads();
-        reaped.map(drop)
+        self.reap_sorting(true, &mut Vec::new(), Some)
     }
 
     /// A write of the checkpoint beside commits completed.
