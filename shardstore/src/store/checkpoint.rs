@@ -228,35 +228,17 @@ impl Store {
         let offset = self.half_offset(half);
         // The checkpoint and at least one log block after it.
         let room = (self.sb.layout.meta_size_bytes / 2 - BLOCK_SIZE_BYTES) as usize;
-        let (entries, next_sequence) = (self.index.len(), self.next_sequence);
-        let mut bytes = CheckpointBytes::begin(self.extents.all(), entries);
+        let mut bytes = CheckpointBytes::begin(self.extents.all(), self.index.len());
         let mut writes = WriteBatch::new(0);
         // Bytes before this were handed to the device (the first piece,
         // with the header's block, is held back).
         let mut sent = CHUNK_SIZE_BYTES_MAX;
-        let mut after: Option<Vec<u8>> = None;
-        let encoded = loop {
-            let from = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-            let last = bytes.entries(&self.index, from, CHECKPOINT_SLICE_ENTRIES).map(<[u8]>::to_vec);
+        let encoded = self.encode_in_slices(&mut bytes, &mut writes, pump, |store, bytes, writes| {
             if bytes.len() > room {
-                break Err(self.checkpoint_too_large(bytes.len()));
+                return Err(store.checkpoint_too_large(bytes.len()));
             }
-            let sending = self.send_checkpoint_pieces(offset, &bytes.out, false, &mut sent, &mut writes);
-            if let Err(e) = sending {
-                break Err(e);
-            }
-            let Some(key) = last else { break Ok(()) };
-            after = Some(key);
-            if let Err(e) = self.poll_commit_io(&mut writes) {
-                break Err(e);
-            }
-            pump(self);
-        };
-        debug_assert_eq!(
-            (self.index.len(), self.next_sequence),
-            (entries, next_sequence),
-            "the index changed while a checkpoint encoded it"
-        );
+            store.send_checkpoint_pieces(offset, &bytes.out, false, &mut sent, writes)
+        });
         let result = encoded.and_then(|()| {
             let bytes = bytes.finish(&self.checkpoint_state(epoch));
             if bytes.len() > room {
@@ -297,6 +279,41 @@ impl Store {
                 Err(self.fail(&format!("checkpoint failed: {e}")))
             }
         }
+    }
+
+    /// Encodes the index into `bytes` in slices of
+    /// `CHECKPOINT_SLICE_ENTRIES`, running `each` after every slice and,
+    /// between slices, reaping what completed (gets' reads are verified;
+    /// `writes` counts off its own) and running `pump`, which must not
+    /// change the index.
+    fn encode_in_slices(
+        &mut self,
+        bytes: &mut CheckpointBytes,
+        writes: &mut WriteBatch,
+        pump: Pump<'_>,
+        mut each: impl FnMut(&mut Store, &CheckpointBytes, &mut WriteBatch) -> Result<()>,
+    ) -> Result<()> {
+        let (entries, next_sequence) = (self.index.len(), self.next_sequence);
+        let mut after: Option<Vec<u8>> = None;
+        let encoded = loop {
+            let from = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+            let last = bytes.entries(&self.index, from, CHECKPOINT_SLICE_ENTRIES).map(<[u8]>::to_vec);
+            if let Err(e) = each(self, bytes, writes) {
+                break Err(e);
+            }
+            let Some(key) = last else { break Ok(()) };
+            after = Some(key);
+            if let Err(e) = self.poll_commit_io(writes) {
+                break Err(e);
+            }
+            pump(self);
+        };
+        debug_assert_eq!(
+            (self.index.len(), self.next_sequence),
+            (entries, next_sequence),
+            "the index changed while a checkpoint encoded it"
+        );
+        encoded
     }
 
     fn checkpoint_too_large(&self, len: usize) -> Error {
@@ -361,26 +378,8 @@ impl Store {
         let started = std::time::Instant::now();
         let epoch = self.sb.store.epoch + 1;
         let half = 1 - self.sb.store.half;
-        let (entries, next_sequence) = (self.index.len(), self.next_sequence);
-        let mut bytes = CheckpointBytes::begin(self.extents.all(), entries);
-        let mut after: Option<Vec<u8>> = None;
-        let mut none = WriteBatch::new(0);
-        loop {
-            let from = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-            let Some(last) = bytes.entries(&self.index, from, CHECKPOINT_SLICE_ENTRIES).map(<[u8]>::to_vec) else {
-                break;
-            };
-            after = Some(last);
-            // Gets' reads that completed are verified, for the pump to
-            // answer (nothing else reaps while this encodes).
-            self.poll_commit_io(&mut none)?;
-            pump(self);
-        }
-        debug_assert_eq!(
-            (self.index.len(), self.next_sequence),
-            (entries, next_sequence),
-            "the index changed while a checkpoint encoded it"
-        );
+        let mut bytes = CheckpointBytes::begin(self.extents.all(), self.index.len());
+        self.encode_in_slices(&mut bytes, &mut WriteBatch::new(0), pump, |_, _, _| Ok(()))?;
         let bytes = bytes.finish(&self.checkpoint_state(epoch));
         if bytes.len() as u64 + BLOCK_SIZE_BYTES > self.sb.layout.meta_size_bytes / 2 {
             return Ok(false);
