@@ -183,6 +183,14 @@ impl IoBuf {
         Ok(pool.take(len).expect("fresh pool has a slot"))
     }
 
+    /// A standalone buffer holding a copy of `bytes` (for writes of
+    /// metadata and tools, not the data path).
+    pub fn copy_of(bytes: &[u8]) -> Result<IoBuf> {
+        let mut buf = IoBuf::standalone(bytes.len())?;
+        buf.as_mut_slice().copy_from_slice(bytes);
+        Ok(buf)
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -311,9 +311,7 @@ pub trait BlockDeviceExt: BlockDevice {
 
     /// Writes `data` at `offset` (copied into an aligned buffer).
     fn write_at(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<()> {
-        let mut buf = IoBuf::standalone(data.len())?;
-        buf.as_mut_slice().copy_from_slice(data);
-        self.run_one(IoKind::Write { offset, buf, fua }).map(drop)
+        self.run_one(IoKind::Write { offset, buf: IoBuf::copy_of(data)?, fua }).map(drop)
     }
 
     fn flush(&mut self) -> Result<()> {

@@ -496,8 +496,7 @@ impl Store {
             let end = b.bytes.len().min(sent + CHUNK_SIZE_BYTES_MAX);
             for at in self.meta_copies_of(offset + sent as u64) {
                 let b = self.beside.as_ref().expect("under way");
-                let mut buf = crate::device::IoBuf::standalone(end - sent)?;
-                buf.as_mut_slice().copy_from_slice(&b.bytes[sent..end]);
+                let buf = crate::device::IoBuf::copy_of(&b.bytes[sent..end])?;
                 self.dev.submit(IoOp {
                     token: ReadToken::Checkpoint.encode(),
                     kind: IoKind::Write { offset: at, buf, fua: false },

@@ -342,8 +342,7 @@ impl Store {
     /// Writes `bytes` (whole blocks) at `offset` as the batch's own write
     /// (a failure fails the batch), from a fresh aligned buffer.
     pub(super) fn submit_batch_write(&mut self, offset: u64, bytes: &[u8], writes: &mut WriteBatch) -> Result<()> {
-        let mut buf = crate::device::IoBuf::standalone(bytes.len())?;
-        buf.as_mut_slice().copy_from_slice(bytes);
+        let buf = crate::device::IoBuf::copy_of(bytes)?;
         self.submit_commit_io(COMMIT_LOG_OP, IoKind::Write { offset, buf, fua: false }, writes)
     }
 
