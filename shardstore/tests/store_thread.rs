@@ -429,3 +429,52 @@ fn a_write_is_counted_before_it_is_answered() {
     store.close().unwrap();
     join.join().unwrap();
 }
+
+/// Gets from many threads at once, on a real file through io_uring, and
+/// stats beside them: while enough gets' reads are at the device, a new
+/// get is left for the next completion instead of waking the thread
+/// (`lazy_waits` counts such waits); every get and stat is still
+/// answered, with its shard's own bytes.
+#[test]
+fn gets_sent_while_reads_are_in_flight_are_answered_without_a_wake_up_each() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("store.img");
+    std::fs::File::create(&path).unwrap().set_len(64 << 20).unwrap();
+    let options = shardstore::device::OpenOptions { queue_depth: 64, ..Default::default() };
+    format(&mut shardstore::device::open(&path, &options).unwrap(), &FormatOptions::default()).unwrap();
+    let (store, join) = thread::spawn(Box::new(shardstore::device::open(&path, &options).unwrap())).unwrap();
+    const SHARDS: u32 = 64;
+    for k in 0..SHARDS {
+        store.put(format!("k{k}").as_bytes(), vec![k as u8; 4096]).unwrap();
+    }
+    let getters: Vec<_> = (0..32u32)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..300u32 {
+                    let k = (t * 7 + i * 13) % SHARDS;
+                    assert_eq!(store.get(format!("k{k}").as_bytes()).unwrap(), vec![k as u8; 4096], "k{k}");
+                }
+            })
+        })
+        .collect();
+    let stats = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for i in 0..300u32 {
+                let k = i % SHARDS;
+                let stat = store.stat(format!("k{k}").as_bytes()).unwrap().expect("stored");
+                assert_eq!(stat.size, 4096);
+            }
+        })
+    };
+    for g in getters {
+        g.join().unwrap();
+    }
+    stats.join().unwrap();
+    let lazy = store.stats().lazy_waits.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("{lazy} waits left new gets to the next completion");
+    assert!(lazy > 0, "32 threads of gets never had 4 reads at the device during a wait");
+    store.close().unwrap();
+    join.join().unwrap();
+}

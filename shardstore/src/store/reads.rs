@@ -407,7 +407,17 @@ impl Store {
         self.dev.waker()
     }
 
-    /// Whether any read (a get, or a scrub window) is still in progress.
+    /// Gets started and not yet finished.
+    pub fn gets_in_progress(&self) -> usize {
+        self.reads.gets.iter().filter(|g| g.is_some()).count()
+    }
+
+    /// Operations handed to the device and not yet reaped: each will
+    /// complete (or be found stalled by the device's watch).
+    pub fn device_in_flight(&self) -> usize {
+        self.dev.in_flight()
+    }
+
     /// Reads of started gets not yet handed to the device.
     pub fn reads_unsubmitted(&self) -> usize {
         self.reads.queue.len()

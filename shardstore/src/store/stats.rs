@@ -14,8 +14,12 @@ pub struct StoreStats {
     pub shards: AtomicU64,
     /// Requests queued and not yet taken by the thread.
     pub queued: AtomicU64,
-    /// Requests sent to the thread so far (each a trip and a wake-up).
+    /// Requests sent to the thread so far (each a trip to it).
     pub requests: AtomicU64,
+    /// Waits on the device in which a get sent meanwhile was left for the
+    /// next completion instead of waking the thread (enough gets' reads
+    /// were at the device to bring one soon).
+    pub lazy_waits: AtomicU64,
     /// Group commits and the operations they carried.
     pub commits: AtomicU64,
     pub committed_ops: AtomicU64,
