@@ -437,13 +437,13 @@ fn a_write_is_counted_before_it_is_answered() {
 /// answered, with its shard's own bytes.
 #[test]
 fn gets_sent_while_reads_are_in_flight_are_answered_without_a_wake_up_each() {
+    const SHARDS: u32 = 64;
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let path = dir.path().join("store.img");
     std::fs::File::create(&path).unwrap().set_len(64 << 20).unwrap();
     let options = shardstore::device::OpenOptions { queue_depth: 64, ..Default::default() };
     format(&mut shardstore::device::open(&path, &options).unwrap(), &FormatOptions::default()).unwrap();
     let (store, join) = thread::spawn(Box::new(shardstore::device::open(&path, &options).unwrap())).unwrap();
-    const SHARDS: u32 = 64;
     for k in 0..SHARDS {
         store.put(format!("k{k}").as_bytes(), vec![k as u8; 4096]).unwrap();
     }
