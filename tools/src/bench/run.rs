@@ -167,7 +167,20 @@ pub(super) fn prepare(path: &Path, spec: &JobSpec) -> anyhow::Result<()> {
         bail!("{}: does not exist (give --size to create it)", path.display());
     };
     let total = spec.offset + size;
-    lay_out(path, total).with_context(|| format!("{}: cannot lay out {total} bytes", path.display()))
+    made_whole(path, |making| {
+        lay_out(making, total).with_context(|| format!("{}: cannot lay out {total} bytes", making.display()))
+    })
+}
+
+/// Makes a missing file under another name (`make`), then renames it to
+/// `path`: a run cut short (a full disk, ^C) leaves no half-made file
+/// behind that the next run would take as made.
+pub(super) fn made_whole(path: &Path, make: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let mut making = path.as_os_str().to_owned();
+    making.push(".making");
+    let making = std::path::PathBuf::from(making);
+    make(&making)?;
+    std::fs::rename(&making, path).with_context(|| format!("{}: cannot rename to {}", making.display(), path.display()))
 }
 
 /// Writes the whole file, as fio lays out a file it creates: a sparse file

@@ -49,9 +49,13 @@ pub(super) fn prepare(path: &Path, spec: &JobSpec) -> anyhow::Result<()> {
         });
         let data = count * record + written;
         let file_size = (data + data / 4 + (512 << 20)).next_multiple_of(1 << 20);
-        lay_out(path, file_size).with_context(|| format!("{}: cannot lay out {file_size} bytes", path.display()))?;
-        let mut dev = device::open(path, &OpenOptions { queue_depth: 4, ..OpenOptions::default() })?;
-        format(&mut dev, &FormatOptions::default())?;
+        super::run::made_whole(path, |making| {
+            lay_out(making, file_size)
+                .with_context(|| format!("{}: cannot lay out {file_size} bytes", making.display()))?;
+            let mut dev = device::open(making, &OpenOptions { queue_depth: 4, ..OpenOptions::default() })?;
+            format(&mut dev, &FormatOptions::default())?;
+            Ok(())
+        })?;
     }
     Ok(())
 }
