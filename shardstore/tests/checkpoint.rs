@@ -82,7 +82,7 @@ fn check_gets(
     base: &[Vec<u8>],
     model: &BTreeMap<Vec<u8>, Vec<u8>>,
 ) {
-    while store.gets_pending() {
+    while store.completions_pending() {
         store.poll_gets(true, &mut done).unwrap();
     }
     store.take_finished_gets(&mut done);

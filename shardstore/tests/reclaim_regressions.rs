@@ -185,7 +185,7 @@ fn gets_are_answered_while_reclamation_moves_chunks() {
         for r in store.commit_with(&ops, &mut pump) {
             r.unwrap();
         }
-        while store.gets_pending() {
+        while store.completions_pending() {
             store.poll_gets(true, &mut done).unwrap();
         }
         store.take_finished_gets(&mut done);
@@ -238,7 +238,7 @@ fn gets_are_answered_while_a_whole_extent_is_reclaimed() {
         store.reclaim_with(&mut pump, Pace::Background, &|| false).unwrap().expect("an extent half dead is reclaimed");
     assert!(moved > 0, "extent {victim} had live chunks to move");
     assert!(during > 0, "no get was answered while extent {victim}'s chunks moved");
-    while store.gets_pending() {
+    while store.completions_pending() {
         store.poll_gets(true, &mut done).unwrap();
     }
     store.take_finished_gets(&mut done);

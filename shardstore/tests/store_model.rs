@@ -376,7 +376,7 @@ impl Harness {
                     .map(|&k| (k, self.store().start_get(EARLY + k as u64, KEYS[k].as_bytes(), 0, u64::MAX)))
                     .collect();
                 let results = self.store().commit_with(&ops, &mut pump);
-                while self.store().gets_pending() {
+                while self.store().completions_pending() {
                     self.store().poll_gets(true, &mut finished).unwrap();
                 }
                 self.store().take_finished_gets(&mut finished);

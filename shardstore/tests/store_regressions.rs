@@ -88,7 +88,7 @@ fn gets_started_while_reaped_reads_wait_do_not_exhaust_buffers() {
         store.start_get(i, format!("k{i}").as_bytes(), 0, u64::MAX).unwrap();
     }
     store.submit_gets(&mut done);
-    while store.gets_pending() {
+    while store.completions_pending() {
         store.poll_gets(true, &mut done).unwrap();
     }
     done.sort_by_key(|(id, _)| *id);
@@ -135,7 +135,7 @@ fn gets_are_answered_while_a_long_put_is_copied() {
         r.unwrap();
     }
     assert!(answered_before_the_write > 0, "no get was answered while the put was copied");
-    while store.gets_pending() {
+    while store.completions_pending() {
         store.poll_gets(true, &mut done).unwrap();
     }
     store.take_finished_gets(&mut done);
@@ -165,11 +165,11 @@ fn finishing_a_scrub_extent_with_a_get_in_flight_keeps_the_get() {
     // Step until the scrubber's window over extent 0 is in flight.
     for _ in 0..100 {
         store.scrub_step().unwrap();
-        if store.gets_pending() {
+        if store.completions_pending() {
             break;
         }
     }
-    assert!(store.gets_pending(), "the scrubber never started a read");
+    assert!(store.completions_pending(), "the scrubber never started a read");
     // A get goes to the device behind the scrub window.
     store.start_get(7, b"b", 0, u64::MAX).unwrap();
     store.submit_gets(&mut done);
@@ -181,7 +181,7 @@ fn finishing_a_scrub_extent_with_a_get_in_flight_keeps_the_get() {
     // The extent is finished: its record is logged with the get in flight.
     store.scrub_step().unwrap();
     h.hold_completions(None);
-    while store.gets_pending() || !done.is_empty() {
+    while store.completions_pending() || !done.is_empty() {
         store.poll_gets(false, &mut done).unwrap();
         store.take_finished_gets(&mut done);
         if let Some((id, result)) = done.pop() {
@@ -401,7 +401,7 @@ fn a_get_queued_across_commits_never_reads_a_reused_extent() {
     }
     assert!(reused, "the test never wrote the first extent again");
     let mut done = Vec::new();
-    while store.gets_pending() {
+    while store.completions_pending() {
         store.poll_gets(true, &mut done).unwrap();
     }
     store.take_finished_gets(&mut done);

@@ -423,9 +423,10 @@ impl Store {
         self.reads.queue.len()
     }
 
-    /// Whether gets, scrub reads or the writes of a checkpoint beside
-    /// commits are in progress: the device has something to complete.
-    pub fn gets_pending(&self) -> bool {
+    /// Whether the device has something to complete that the thread must
+    /// reap: gets in progress, scrub reads, or the writes of a checkpoint
+    /// beside commits.
+    pub fn completions_pending(&self) -> bool {
         self.scrub.in_flight() > 0 || self.reads.any_get() || self.beside.as_ref().is_some_and(|b| b.in_flight > 0)
     }
 
@@ -524,7 +525,7 @@ impl Store {
     /// device one operation at a time and must have it to themselves.
     pub(super) fn quiesce(&mut self) {
         // Finished gets stay in the pipeline for `take_finished_gets`.
-        while self.gets_pending() {
+        while self.completions_pending() {
             let mut none = Vec::new();
             self.start_reads(&mut none, Handoff::WithNextReap);
             let reaped = self.reap_reads(true);

@@ -305,10 +305,10 @@ impl Store {
         Ok(())
     }
 
-    /// Whether reclamation may fill the queue: in the foreground with no
-    /// get in progress.
+    /// Whether reclamation may fill the queue: in the foreground with
+    /// nothing else in flight (no get, scrub read or checkpoint write).
     fn unlimited(&self, io: &MoveIo) -> bool {
-        io.pace == Pace::Foreground && !self.gets_pending()
+        io.pace == Pace::Foreground && !self.completions_pending()
     }
 
     /// Submits one of reclamation's reads or writes.

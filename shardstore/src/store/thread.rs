@@ -190,7 +190,7 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
         // new work without blocking, so reads keep the device's queue full;
         // otherwise sleep until work arrives or it is time for a background
         // reclamation pass.
-        let first = if store.gets_pending() || !pending.is_empty() {
+        let first = if store.completions_pending() || !pending.is_empty() {
             match rx.try_recv() {
                 Ok(r) => Some(r),
                 Err(TryRecvError::Empty) => None,
@@ -358,8 +358,11 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             next_scrub = match store.scrub_step() {
                 Ok(Some(after)) => {
                     scrub_failing = false;
-                    let busy =
-                        Duration::from_micros(if store.gets_pending() { SCRUB_BUSY_STEP_INTERVAL_US } else { 0 });
+                    let busy = Duration::from_micros(if store.completions_pending() {
+                        SCRUB_BUSY_STEP_INTERVAL_US
+                    } else {
+                        0
+                    });
                     now + after.max(busy)
                 }
                 Ok(None) => now + Duration::from_millis(SCRUB_IDLE_RECHECK_MS),
@@ -374,7 +377,7 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
         }
         store.take_finished_gets(&mut finished);
         get_replies.answer_all(&mut finished);
-        if store.gets_pending() {
+        if store.completions_pending() {
             // Wait for a completion or a new request, whichever comes first;
             // with enough gets in progress and operations at the device to
             // complete them, a new get waits for the next completion
