@@ -259,7 +259,6 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                 }
                 Request::Get { key, offset, len, reply } => get_replies.start(&mut store, &key, offset, len, reply),
                 Request::Read { key, range, reply } => read(&mut store, &mut get_replies, &key, range, reply),
-                Request::Tombstones(reply) => reply(Ok(store.tombstones())),
                 Request::Checkpoint(reply) => {
                     let done = store.checkpoint();
                     wake.stats.publish_counts(&store);
@@ -496,7 +495,8 @@ fn start_arrived_gets(
 /// (a put's first step, finding the key's holder, must not wait for
 /// another key's commit), as is a stat; a listing and the scrubber's
 /// reports read only memory too (a repair scan or an operator's status
-/// must not wait for a commit or an idle pass), keys of a batch in
+/// must not wait for a commit or an idle pass), as does the list of
+/// tombstones (the agent's reconciliation at start), keys of a batch in
 /// progress showing as they were before it, as for a get overtaking a
 /// write not yet acknowledged.
 fn answer_from_memory(store: &Store, request: Request, held: &HashSet<&[u8]>) -> Option<Request> {
@@ -506,6 +506,7 @@ fn answer_from_memory(store: &Store, request: Request, held: &HashSet<&[u8]>) ->
         Request::List { prefix, start_after, limit, reply } => {
             reply(Ok(store.list(&prefix, start_after.as_deref(), limit)));
         }
+        Request::Tombstones(reply) => reply(Ok(store.tombstones())),
         Request::ScrubStatus(reply) => reply(Ok(store.scrub_status())),
         Request::Damaged(reply) => reply(Ok(store.damaged_shards())),
         other => return Some(other),
