@@ -4,7 +4,7 @@
 
 use std::ops::Bound;
 
-use super::commit::{pack, Pump, WriteBatch};
+use super::commit::{encode_log_blocks, pack, Pump, WriteBatch};
 use super::{
     meta, superblock, BlockDevice, BlockDeviceExt, CheckpointHeader, Completion, Error, ExtentInfo, Index, IoKind,
     IoOp, Layout, LogRecord, ReadToken, RepairList, Result, ScrubCursor, Store, StoreRef, BLOCK, BLOCK_SIZE_BYTES,
@@ -516,36 +516,22 @@ impl Store {
     fn switch_beside(&mut self, pump: Pump<'_>) -> Result<()> {
         let b = self.beside.take().expect("under way");
         let started = std::time::Instant::now();
-        let blocks = pack(b.relog.iter());
+        // No records, no log write (`pack` always makes a first block).
+        let blocks = if b.relog.is_empty() { Vec::new() } else { pack(b.relog.iter()) };
         let half_end = b.offset + self.sb.layout.meta_size_bytes / 2;
         let log_start = b.offset + b.bytes.len() as u64;
-        let relog_len = if b.relog.is_empty() { 0 } else { blocks.len() as u64 * BLOCK_SIZE_BYTES };
+        let relog_len = blocks.len() as u64 * BLOCK_SIZE_BYTES;
         if log_start + relog_len + BLOCK_SIZE_BYTES > half_end {
             return self.checkpoint_with(pump);
         }
         let crc = crc32c::crc32c(&b.bytes);
         let mut writes = WriteBatch::new(0);
-        let mut prev = crc;
-        let mut log = vec![0u8; relog_len as usize];
-        if !b.relog.is_empty() {
-            for (k, (count, payload)) in blocks.iter().enumerate() {
-                prev = meta::encode_log_block_in_write(
-                    b.epoch,
-                    k as u64,
-                    prev,
-                    *count,
-                    k as u32,
-                    payload,
-                    &mut log[k * BLOCK..(k + 1) * BLOCK],
-                );
-            }
-            for at in self.meta_copies_of(log_start) {
-                for (i, piece) in log.chunks(CHUNK_SIZE_BYTES_MAX).enumerate() {
-                    if let Err(e) = self.submit_batch_write(at + (i * CHUNK_SIZE_BYTES_MAX) as u64, piece, &mut writes)
-                    {
-                        let _ = self.await_commit_io(&mut writes, pump);
-                        return Err(self.fail(&format!("checkpoint failed: {e}")));
-                    }
+        let (log, prev) = encode_log_blocks(b.epoch, 0, crc, &blocks);
+        for at in self.meta_copies_of(log_start) {
+            for (i, piece) in log.chunks(CHUNK_SIZE_BYTES_MAX).enumerate() {
+                if let Err(e) = self.submit_batch_write(at + (i * CHUNK_SIZE_BYTES_MAX) as u64, piece, &mut writes) {
+                    let _ = self.await_commit_io(&mut writes, pump);
+                    return Err(self.fail(&format!("checkpoint failed: {e}")));
                 }
             }
         }
@@ -558,7 +544,7 @@ impl Store {
             Ok(sb) => {
                 self.sb = sb;
                 self.log_offset = log_start + relog_len;
-                self.log_index = if b.relog.is_empty() { 0 } else { blocks.len() as u64 };
+                self.log_index = blocks.len() as u64;
                 self.log_prev_crc = prev;
                 self.checkpoints_written += 1;
                 self.checkpoint_last_micros = b.encode_micros + started.elapsed().as_micros() as u64;

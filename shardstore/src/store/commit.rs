@@ -83,6 +83,31 @@ pub(super) fn finish(results: Vec<Option<Result<()>>>, default: impl Fn(usize) -
     results.into_iter().enumerate().map(|(i, r)| r.unwrap_or_else(|| default(i))).collect()
 }
 
+/// Encodes log block payloads (`pack`) as one log write of `epoch`
+/// whose blocks continue a chain at block `first_index` after a block (or
+/// checkpoint) of CRC `prev_crc`; returns the bytes and the last CRC.
+pub(super) fn encode_log_blocks(
+    epoch: u64,
+    first_index: u64,
+    prev_crc: u32,
+    blocks: &[(u32, Vec<u8>)],
+) -> (Vec<u8>, u32) {
+    let mut bytes = vec![0u8; blocks.len() * BLOCK];
+    let mut crc = prev_crc;
+    for (k, (count, payload)) in blocks.iter().enumerate() {
+        crc = meta::encode_log_block_in_write(
+            epoch,
+            first_index + k as u64,
+            crc,
+            *count,
+            k as u32,
+            payload,
+            &mut bytes[k * BLOCK..(k + 1) * BLOCK],
+        );
+    }
+    (bytes, crc)
+}
+
 /// Packs records into log block payloads: (record count, bytes).
 pub(super) fn pack<'a>(records: impl Iterator<Item = &'a LogRecord>) -> Vec<(u32, Vec<u8>)> {
     let mut blocks: Vec<(u32, Vec<u8>)> = vec![(0, Vec::with_capacity(LOG_PAYLOAD_BYTES_MAX))];
@@ -544,20 +569,7 @@ impl Store {
     /// Encodes log block payloads as the blocks that continue the chain;
     /// returns them and the last block's CRC.
     fn encode_log(&self, blocks: &[(u32, Vec<u8>)]) -> (Vec<u8>, u32) {
-        let mut bytes = vec![0u8; blocks.len() * BLOCK];
-        let mut crc = self.log_prev_crc;
-        for (k, (count, payload)) in blocks.iter().enumerate() {
-            crc = meta::encode_log_block_in_write(
-                self.sb.store.epoch,
-                self.log_index + k as u64,
-                crc,
-                *count,
-                k as u32,
-                payload,
-                &mut bytes[k * BLOCK..(k + 1) * BLOCK],
-            );
-        }
-        (bytes, crc)
+        encode_log_blocks(self.sb.store.epoch, self.log_index, self.log_prev_crc, blocks)
     }
 
     /// The log's end moves past a durable log write.
