@@ -40,13 +40,22 @@ fn agents_converge_detect_death_ride_out_a_pause_and_see_new_lives() {
     ] {
         assert!(text.lines().any(|l| l == line), "/metrics lacks {line:?}:\n{text}");
     }
-    for family in [
-        "shardnode_gossip_datagrams_total{direction=\"received\"}",
-        "shardnode_gossip_bytes_total{direction=\"sent\"}",
-        "shardnode_cluster_record_age_seconds{host=\"2\"}",
-    ] {
+    for family in
+        ["shardnode_gossip_datagrams_total{direction=\"received\"}", "shardnode_gossip_bytes_total{direction=\"sent\"}"]
+    {
         assert!(text.lines().any(|l| l.starts_with(family)), "/metrics lacks {family}");
     }
+    // A host's health records spread within the bound, not with its
+    // membership: converged, host 1 may see host 2 alive before it holds
+    // a record of it (seen in CI: converged in 35 ms, no record yet), and
+    // the age of the newest record is published only once there is one.
+    let age = "shardnode_cluster_record_age_seconds{host=\"2\"}";
+    let has_age = || {
+        let metrics = request(c.hosts[0].http, "GET", "/metrics", &[], b"");
+        String::from_utf8_lossy(&metrics.body).lines().any(|l| l.starts_with(age))
+    };
+    let t = within(SPREAD_BOUND, has_age).unwrap_or_else(|| panic!("/metrics lacks {age} after {SPREAD_BOUND:?}"));
+    eprintln!("host 2's record age was published after {t:?}");
 
     // A drive fenced on host 1 shows as fenced in every other view.
     let fence =
