@@ -120,7 +120,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "shardnode_checkpoint_last_seconds",
         Kind::Gauge,
-        "How long writes waited for the last checkpoint (for one written beside the commits, its encoding and switch; for one a full log forced on a commit, all of it).",
+        "How long writes waited for the last checkpoint (for one written beside the commits, its longest slice of encoding and its switch; for one a full log forced on a commit, all of it).",
     ),
     (
         "shardnode_checkpoint_bytes",

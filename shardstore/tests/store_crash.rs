@@ -158,7 +158,7 @@ fn crash_at_every_write_of_a_checkpoint_beside_commits() {
     // flushed): with "after", twenty-one crash points.
     sweep("checkpoint beside commits", 21, |s| {
         let epoch = s.superblock().store.epoch;
-        let started = s.start_checkpoint(&mut |_| {}).is_ok_and(|started| started);
+        let started = s.start_checkpoint().is_ok_and(|started| started);
         let v = bytes(3000, 12);
         let put = s.put(b"new", &v).is_ok();
         let deleted = s.delete(b"base/1").is_ok();

@@ -93,9 +93,12 @@ enum Step {
     FillLog {
         seed: u64,
     },
-    /// A checkpoint beside commits starts: the store is encoded now, and
-    /// the steps after it (puts, deletes, scrub findings, crashes, a
-    /// clean restart) run while its pieces are written.
+    /// A checkpoint beside commits starts: of the store as it is now,
+    /// encoded two index entries at each `AdvanceCheckpoint`
+    /// (`SLICE_ENTRIES`), so the steps after it (puts, deletes,
+    /// reclamation, scrub findings, crashes, a clean restart) change keys
+    /// before and after the encoding reaches them, and run while its
+    /// pieces are written.
     StartCheckpoint,
     /// The checkpoint beside commits moves on (its pieces sent, and made
     /// current once written), or with `finish` is completed now.
@@ -199,12 +202,17 @@ struct Harness {
     tombs: BTreeSet<Vec<u8>>,
 }
 
+/// Index entries a checkpoint beside commits encodes at a time here: a
+/// few of the keys, so its encoding spans several steps.
+const SLICE_ENTRIES: usize = 2;
+
 impl Harness {
     fn new() -> Harness {
         let mut dev = SimDevice::new(SimConfig::new(64 << 20, 1));
         format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
         let handle = dev.handle();
-        let store = Store::open(Box::new(dev)).unwrap();
+        let mut store = Store::open(Box::new(dev)).unwrap();
+        store.set_checkpoint_slice_entries(SLICE_ENTRIES);
         Harness {
             handle,
             store: Some(store),
@@ -235,6 +243,7 @@ impl Harness {
     fn reopen(&mut self) {
         self.store = None;
         self.store = Some(Store::open(Box::new(self.handle.attach())).expect("reopen after restart"));
+        self.store().set_checkpoint_slice_entries(SLICE_ENTRIES);
         // The last commit before a crash is completed from the log's copy
         // of its payload when its chunk does not verify: rot of a put the
         // model holds is then healed (the exact bytes, and reported as a
@@ -441,7 +450,7 @@ impl Harness {
             }
             Step::StartCheckpoint => {
                 let under_way = self.store().checkpoint_under_way();
-                let started = self.store().start_checkpoint(&mut |_| {}).unwrap();
+                let started = self.store().start_checkpoint().unwrap();
                 assert!(!(under_way && started), "a second checkpoint started beside the first");
             }
             Step::AdvanceCheckpoint { finish } => {

@@ -18,9 +18,9 @@ pub struct CheckpointCounts {
     /// Checkpoints made current (whatever asked: a full log half, a
     /// close, an operator, metadata the scrubber found damaged).
     pub written: u64,
-    /// How long writes waited for the last one (µs): its encoding and
-    /// switch for one written beside commits, all of it for one a full
-    /// log forced on a commit.
+    /// How long writes waited for the last one (µs): its longest slice of
+    /// encoding and its switch for one written beside commits, all of it
+    /// for one a full log forced on a commit.
     pub last_micros: u64,
     /// The size of the checkpoint the next one would write (the index,
     /// the extent table and the lists), kept current by every commit; a
@@ -74,6 +74,7 @@ const EXTENT_ENTRY_BYTES: usize = 16;
 /// A checkpoint as it is encoded: its header block held back (written
 /// last, when the counts are known), the extent table, then the entries
 /// as they are added.
+#[derive(Debug)]
 struct CheckpointBytes {
     out: Vec<u8>,
     entries: u64,
@@ -129,27 +130,78 @@ impl CheckpointBytes {
     }
 }
 
-/// A checkpoint written beside commits: the store encoded at one moment
-/// between two commits, its pieces written into the inactive half while
-/// commits go on logging in the half in force, and the records those
-/// commits log kept in order, to be written after it in the new half when
-/// it is made current (`Store::advance_checkpoint`). A crash before then
-/// leaves the half in force with everything; after the superblock names
-/// the new half, its checkpoint and those records are the same state.
+/// A checkpoint written beside commits: the store as it stood at one
+/// moment between two commits, encoded a slice at a time between the
+/// commits that follow (the index keeps what they change until it is
+/// encoded: `Index::begin_snapshot`), its pieces written into the inactive
+/// half while commits go on logging in the half in force, and the records
+/// those commits log kept in order, to be written after it in the new half
+/// when it is made current (`Store::advance_checkpoint`). A crash before
+/// then leaves the half in force with everything; after the superblock
+/// names the new half, its checkpoint and those records are the same
+/// state.
 #[derive(Debug)]
 pub(super) struct Beside {
     epoch: u64,
     half: u32,
     offset: u64,
-    bytes: Vec<u8>,
-    /// Bytes handed to the device (each piece to every copy).
+    body: Body,
+    /// Bytes after the first piece handed to the device (each piece to
+    /// every copy); the first, whose block holds the header, goes last.
     sent: usize,
+    head_sent: bool,
     pub(super) in_flight: usize,
     failure: Option<String>,
-    /// Records made durable since the state was encoded.
+    /// Records made durable since the moment it encodes.
     relog: Vec<LogRecord>,
-    /// How long the encoding held the commits back.
+    /// The longest one step of the encoding held the commits back (µs).
     encode_micros: u64,
+}
+
+/// A checkpoint beside commits as it is encoded, then whole.
+#[derive(Debug)]
+enum Body {
+    Encoding { bytes: CheckpointBytes, state: Saved },
+    Encoded(Vec<u8>),
+}
+
+/// What a checkpoint holds besides the index and the extent table (which
+/// is encoded first), as it stood when the checkpoint began.
+#[derive(Debug)]
+struct Saved {
+    next_sequence: u64,
+    scrub: ScrubCursor,
+    damaged: RepairList,
+    tombstones: std::collections::BTreeMap<Vec<u8>, u64>,
+}
+
+impl Beside {
+    /// The bytes encoded so far, and whether that is all of them.
+    fn encoded(&self) -> (&[u8], bool) {
+        match &self.body {
+            Body::Encoding { bytes, .. } => (&bytes.out, false),
+            Body::Encoded(bytes) => (bytes, true),
+        }
+    }
+
+    /// The next piece to hand to the device, if one is ready: whole pieces
+    /// as they are encoded, the last partial one and then the first once
+    /// the encoding is done.
+    fn next_piece(&self) -> Option<std::ops::Range<usize>> {
+        let (bytes, done) = self.encoded();
+        if self.sent < bytes.len() && (self.sent + CHUNK_SIZE_BYTES_MAX <= bytes.len() || done) {
+            Some(self.sent..bytes.len().min(self.sent + CHUNK_SIZE_BYTES_MAX))
+        } else if done && !self.head_sent {
+            Some(0..bytes.len().min(CHUNK_SIZE_BYTES_MAX))
+        } else {
+            None
+        }
+    }
+
+    /// Every piece handed to the device and written.
+    fn written(&self) -> bool {
+        self.encoded().1 && self.head_sent && self.next_piece().is_none() && self.in_flight == 0
+    }
 }
 
 /// Pieces (of `CHUNK_SIZE_BYTES_MAX`, to every copy) a checkpoint beside
@@ -160,7 +212,7 @@ const BESIDE_PIECES_IN_FLIGHT_MAX: usize = 4;
 /// Entries encoded between two runs of the pump while a checkpoint is
 /// written (about half a millisecond of a store thread's time): how long
 /// a get waits for the store thread at most, in a checkpoint.
-const CHECKPOINT_SLICE_ENTRIES: usize = 4096;
+pub(super) const CHECKPOINT_SLICE_ENTRIES: usize = 4096;
 
 /// Writes the empty checkpoint of a freshly formatted device and returns
 /// the reference the first superblock records.
@@ -297,7 +349,7 @@ impl Store {
         let mut after: Option<Vec<u8>> = None;
         let encoded = loop {
             let from = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-            let last = bytes.entries(&self.index, from, CHECKPOINT_SLICE_ENTRIES).map(<[u8]>::to_vec);
+            let last = bytes.entries(&self.index, from, self.checkpoint_slice_entries).map(<[u8]>::to_vec);
             if let Err(e) = each(self, bytes, writes) {
                 break Err(e);
             }
@@ -367,38 +419,74 @@ impl Store {
         Ok(next)
     }
 
-    /// Starts a checkpoint beside commits (`Beside`): encodes the store
-    /// as it is (running `pump` between slices; nothing may commit
-    /// meanwhile) and hands its first pieces to the device. False when one
-    /// is already under way, or the store would not fit a half.
-    pub fn start_checkpoint(&mut self, pump: Pump<'_>) -> Result<bool> {
+    /// Starts a checkpoint beside commits (`Beside`) of the store as it
+    /// is now, to be encoded a slice at a time by `advance_checkpoint`
+    /// while commits go on. False when one is already under way, or the
+    /// store would not fit a half.
+    pub fn start_checkpoint(&mut self) -> Result<bool> {
         if self.beside.is_some() || self.failed.is_some() {
             return Ok(false);
         }
-        let started = std::time::Instant::now();
         let epoch = self.sb.store.epoch + 1;
-        let half = 1 - self.sb.store.half;
-        let mut bytes = CheckpointBytes::begin(self.extents.all(), self.index.len());
-        self.encode_in_slices(&mut bytes, &mut WriteBatch::new(0), pump, |_, _, _| Ok(()))?;
-        let bytes = bytes.finish(&self.checkpoint_state(epoch));
-        if bytes.len() as u64 + BLOCK_SIZE_BYTES > self.sb.layout.meta_size_bytes / 2 {
+        let state = self.checkpoint_state(epoch);
+        if checkpoint_len(&state, &self.index) + BLOCK_SIZE_BYTES > self.sb.layout.meta_size_bytes / 2 {
             return Ok(false);
         }
-        let offset = self.half_offset(half);
-        let encode_micros = started.elapsed().as_micros() as u64;
+        let saved = Saved {
+            next_sequence: state.next_sequence,
+            scrub: state.scrub,
+            damaged: state.damaged.clone(),
+            tombstones: state.tombstones.clone(),
+        };
+        let bytes = CheckpointBytes::begin(self.extents.all(), self.index.len());
+        self.index.begin_snapshot();
+        let half = 1 - self.sb.store.half;
         self.beside = Some(Beside {
             epoch,
             half,
-            offset,
-            bytes,
-            sent: 0,
+            offset: self.half_offset(half),
+            body: Body::Encoding { bytes, state: saved },
+            sent: CHUNK_SIZE_BYTES_MAX,
+            head_sent: false,
             in_flight: 0,
             failure: None,
             relog: Vec::new(),
-            encode_micros,
+            encode_micros: 0,
         });
-        self.send_beside_pieces()?;
         Ok(true)
+    }
+
+    /// Whether a checkpoint beside commits is still encoding the store:
+    /// the store thread then does not sleep while it has nothing else to
+    /// do.
+    pub fn checkpoint_encoding(&self) -> bool {
+        self.beside.as_ref().is_some_and(|b| matches!(b.body, Body::Encoding { .. }))
+    }
+
+    /// Encodes the next slice of a checkpoint beside commits, and finishes
+    /// it (the lists and the header) after the last.
+    fn encode_beside_slice(&mut self) {
+        let started = std::time::Instant::now();
+        let slice = self.checkpoint_slice_entries;
+        let Some(b) = &mut self.beside else { return };
+        let Body::Encoding { bytes, .. } = &mut b.body else { return };
+        let (count, done) = self.index.encode_snapshot(slice, &mut bytes.out);
+        bytes.entries += count as u64;
+        if done {
+            self.index.end_snapshot();
+            let body = std::mem::replace(&mut b.body, Body::Encoded(Vec::new()));
+            let Body::Encoding { bytes, state } = body else { unreachable!("encoding above") };
+            let state = CheckpointState {
+                epoch: b.epoch,
+                next_sequence: state.next_sequence,
+                extents: self.extents.all(),
+                scrub: state.scrub,
+                damaged: &state.damaged,
+                tombstones: &state.tombstones,
+            };
+            b.body = Body::Encoded(bytes.finish(&state));
+        }
+        b.encode_micros = b.encode_micros.max(started.elapsed().as_micros() as u64);
     }
 
     /// Whether a checkpoint beside commits is under way.
@@ -413,12 +501,12 @@ impl Store {
         let Some(b) = &self.beside else { return Ok(false) };
         if let Some(why) = &b.failure {
             let why = why.clone();
-            self.beside = None;
+            self.forget_checkpoint();
             return Err(self.fail(&format!("checkpoint write failed: {why}")));
         }
+        self.encode_beside_slice();
         self.send_beside_pieces()?;
-        let b = self.beside.as_ref().expect("under way");
-        if b.sent < b.bytes.len() || b.in_flight > 0 {
+        if !self.beside.as_ref().expect("under way").written() {
             return Ok(false);
         }
         self.switch_beside(pump).map(|()| true)
@@ -448,7 +536,13 @@ impl Store {
                 break;
             }
         }
+        self.forget_checkpoint();
+    }
+
+    /// No checkpoint beside commits any more, nor the snapshot it encoded.
+    fn forget_checkpoint(&mut self) {
         self.beside = None;
+        self.index.end_snapshot();
     }
 
     /// Waits for a completion and routes it (a checkpoint write's, a get's
@@ -486,24 +580,28 @@ impl Store {
         let copies = self.sb.layout.meta_copies().len();
         loop {
             let Some(b) = &self.beside else { return Ok(()) };
-            if b.sent >= b.bytes.len()
-                || b.in_flight + copies > BESIDE_PIECES_IN_FLIGHT_MAX * copies
+            let Some(piece) = b.next_piece() else { return Ok(()) };
+            if b.in_flight + copies > BESIDE_PIECES_IN_FLIGHT_MAX * copies
                 || self.dev.in_flight() + copies > STORE_QUEUE_DEPTH
             {
                 return Ok(());
             }
-            let (sent, offset) = (b.sent, b.offset);
-            let end = b.bytes.len().min(sent + CHUNK_SIZE_BYTES_MAX);
-            for at in self.meta_copies_of(offset + sent as u64) {
+            let offset = b.offset;
+            for at in self.meta_copies_of(offset + piece.start as u64) {
                 let b = self.beside.as_ref().expect("under way");
-                let buf = crate::device::IoBuf::copy_of(&b.bytes[sent..end])?;
+                let buf = crate::device::IoBuf::copy_of(&b.encoded().0[piece.clone()])?;
                 self.dev.submit(IoOp {
                     token: ReadToken::Checkpoint.encode(),
                     kind: IoKind::Write { offset: at, buf, fua: false },
                 })?;
                 self.beside.as_mut().expect("under way").in_flight += 1;
             }
-            self.beside.as_mut().expect("under way").sent = end;
+            let b = self.beside.as_mut().expect("under way");
+            if piece.start == 0 {
+                b.head_sent = true;
+            } else {
+                b.sent = piece.end;
+            }
         }
     }
 
@@ -515,16 +613,17 @@ impl Store {
     /// checkpoint of the store as it is now takes its place.
     fn switch_beside(&mut self, pump: Pump<'_>) -> Result<()> {
         let b = self.beside.take().expect("under way");
+        let Body::Encoded(bytes) = &b.body else { unreachable!("switched before it was encoded") };
         let started = std::time::Instant::now();
         // No records, no log write (`pack` always makes a first block).
         let blocks = if b.relog.is_empty() { Vec::new() } else { pack(b.relog.iter()) };
         let half_end = b.offset + self.sb.layout.meta_size_bytes / 2;
-        let log_start = b.offset + b.bytes.len() as u64;
+        let log_start = b.offset + bytes.len() as u64;
         let relog_len = blocks.len() as u64 * BLOCK_SIZE_BYTES;
         if log_start + relog_len + BLOCK_SIZE_BYTES > half_end {
             return self.checkpoint_with(pump);
         }
-        let crc = crc32c::crc32c(&b.bytes);
+        let crc = crc32c::crc32c(bytes);
         let mut writes = WriteBatch::new(0);
         let (log, prev) = encode_log_blocks(b.epoch, 0, crc, &blocks);
         for at in self.meta_copies_of(log_start) {
@@ -536,7 +635,7 @@ impl Store {
             }
         }
         let store =
-            StoreRef { epoch: b.epoch, half: b.half, checkpoint_crc: crc, checkpoint_len_bytes: b.bytes.len() as u64 };
+            StoreRef { epoch: b.epoch, half: b.half, checkpoint_crc: crc, checkpoint_len_bytes: bytes.len() as u64 };
         let switched = self
             .settle_commit_io(&mut writes, pump)
             .and_then(|()| self.commit_superblock_with(|sb| sb.store = store, &mut writes, pump));

@@ -23,7 +23,7 @@
 
 use std::alloc::Layout;
 use std::borrow::Borrow;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::hash::{Hash, Hasher};
 use std::ops::Bound;
 use std::ptr::NonNull;
@@ -154,6 +154,20 @@ impl Drop for Entry {
     }
 }
 
+/// Appends `e`'s checkpoint entry, copied field by field from its bytes
+/// (the encoding of `meta::encode_entry`: key length, key, sequence, size,
+/// CRC, time, chunk count, locators packed as here).
+fn encode_entry(e: Raw, out: &mut Vec<u8>) {
+    let b = e.bytes();
+    let locators_end = FIXED_BYTES + e.chunk_count() * LOCATOR_BYTES;
+    out.push(b[32]);
+    out.extend_from_slice(&b[locators_end..]);
+    out.extend_from_slice(&b[12..20]);
+    out.extend_from_slice(&b[0..12]);
+    out.extend_from_slice(&b[20..32]);
+    out.extend_from_slice(&b[FIXED_BYTES..locators_end]);
+}
+
 /// A second pointer to an entry owned by the B-tree: the hash table's
 /// element. Hashed and compared by key, as the key slice is.
 #[derive(Clone, Copy)]
@@ -219,6 +233,30 @@ pub struct Index {
     entries: BTreeSet<Entry>,
     /// Bytes of all entry allocations.
     entry_bytes: usize,
+    /// The index as it stood when a checkpoint began encoding it, while
+    /// it is encoded in slices between commits (`begin_snapshot`).
+    snapshot: Option<Snapshot>,
+}
+
+/// The index as it stood at one moment, kept while it changes: keys up to
+/// `encoded` have been encoded already; of each key after it that changed
+/// since, what it held then (`None`: absent). What no change touched is
+/// read from the index itself.
+#[derive(Default)]
+struct Snapshot {
+    encoded: Option<Vec<u8>>,
+    before: BTreeMap<Vec<u8>, Option<Entry>>,
+}
+
+impl Snapshot {
+    /// Keeps what `key` held before its first change since the snapshot,
+    /// unless it was encoded already.
+    fn keep(&mut self, key: &[u8], old: Option<Entry>) {
+        if self.encoded.as_deref().is_some_and(|done| key <= done) || self.before.contains_key(key) {
+            return;
+        }
+        self.before.insert(key.to_vec(), old);
+    }
 }
 
 impl std::fmt::Debug for Index {
@@ -231,7 +269,7 @@ impl Index {
     /// An empty index with room for `n` entries in its hash table (a
     /// recovery knows how many the checkpoint holds).
     pub fn with_capacity(n: usize) -> Index {
-        Index { by_key: HashSet::with_capacity(n), entries: BTreeSet::new(), entry_bytes: 0 }
+        Index { by_key: HashSet::with_capacity(n), entries: BTreeSet::new(), entry_bytes: 0, snapshot: None }
     }
 
     pub fn len(&self) -> usize {
@@ -257,16 +295,87 @@ impl Index {
         // The table's handle moves to the new entry before the B-tree lets
         // go of (and frees) the old one.
         self.by_key.replace(Handle(entry.0));
-        let old = self.entries.replace(entry).map(|old| old.0.meta())?;
-        self.entry_bytes -= entry_len(key.len(), old.chunk_count());
-        Some(old)
+        let old = self.entries.replace(entry);
+        let meta = old.as_ref().map(|old| old.0.meta());
+        if let Some(snapshot) = &mut self.snapshot {
+            snapshot.keep(key, old);
+        }
+        let meta = meta?;
+        self.entry_bytes -= entry_len(key.len(), meta.chunk_count());
+        Some(meta)
     }
 
     pub fn remove(&mut self, key: &[u8]) -> Option<ShardMeta> {
         self.by_key.remove(key);
-        let old = self.entries.take(key).map(|old| old.0.meta())?;
-        self.entry_bytes -= entry_len(key.len(), old.chunk_count());
-        Some(old)
+        let old = self.entries.take(key)?;
+        let meta = old.0.meta();
+        if let Some(snapshot) = &mut self.snapshot {
+            snapshot.keep(key, Some(old));
+        }
+        self.entry_bytes -= entry_len(key.len(), meta.chunk_count());
+        Some(meta)
+    }
+
+    /// Starts keeping the index as it is now, to be encoded in slices
+    /// (`encode_snapshot`) while it changes: each key's first change after
+    /// this keeps what it held, until the key is encoded. Replaces a
+    /// snapshot under way.
+    pub fn begin_snapshot(&mut self) {
+        self.snapshot = Some(Snapshot::default());
+    }
+
+    /// Drops the snapshot and what it kept.
+    pub fn end_snapshot(&mut self) {
+        self.snapshot = None;
+    }
+
+    /// Whether a snapshot is under way.
+    pub fn snapshot_under_way(&self) -> bool {
+        self.snapshot.is_some()
+    }
+
+    /// Appends the checkpoint entries of up to `max` more shards of the
+    /// snapshot, in key order, after those appended before (as
+    /// `encode_entries` does, each shard as it stood when the snapshot
+    /// began); the count, and whether every shard has been appended.
+    pub fn encode_snapshot(&mut self, max: usize, out: &mut Vec<u8>) -> (usize, bool) {
+        let snapshot = self.snapshot.as_mut().expect("a snapshot under way");
+        let start = snapshot.encoded.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        let mut now = self.entries.range::<[u8], _>((start, Bound::Unbounded)).peekable();
+        let mut kept = snapshot.before.range::<[u8], _>((start, Bound::Unbounded)).peekable();
+        let (mut count, mut last): (usize, Option<&[u8]>) = (0, None);
+        while count < max {
+            // The lower key of the two; a key that changed is read from
+            // what was kept of it.
+            let take_kept = match (now.peek(), kept.peek()) {
+                (None, None) => break,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some(e), Some((k, _))) => k.as_slice() <= e.0.key(),
+            };
+            if take_kept {
+                let (key, old) = kept.next().expect("peeked");
+                if now.peek().is_some_and(|e| e.0.key() == key.as_slice()) {
+                    now.next();
+                }
+                if let Some(old) = old {
+                    encode_entry(old.0, out);
+                    count += 1;
+                }
+                last = Some(key.as_slice());
+            } else {
+                let e = now.next().expect("peeked");
+                encode_entry(e.0, out);
+                count += 1;
+                last = Some(e.0.key());
+            }
+        }
+        let done = now.peek().is_none() && kept.peek().is_none();
+        if let Some(last) = last {
+            let last = last.to_vec();
+            snapshot.encoded = Some(last);
+        }
+        (count, done)
     }
 
     /// Heap bytes the index holds, estimated: the entries, the
@@ -297,16 +406,8 @@ impl Index {
     pub fn encode_entries(&self, start: Bound<&[u8]>, max: usize, out: &mut Vec<u8>) -> (usize, Option<&[u8]>) {
         let (mut count, mut last) = (0, None);
         for e in self.entries.range::<[u8], _>((start, Bound::Unbounded)).take(max) {
-            let b = e.0.bytes();
-            let locators_end = FIXED_BYTES + e.0.chunk_count() * LOCATOR_BYTES;
-            let key = &b[locators_end..];
-            out.push(b[32]);
-            out.extend_from_slice(key);
-            out.extend_from_slice(&b[12..20]);
-            out.extend_from_slice(&b[0..12]);
-            out.extend_from_slice(&b[20..32]);
-            out.extend_from_slice(&b[FIXED_BYTES..locators_end]);
-            (count, last) = (count + 1, Some(key));
+            encode_entry(e.0, out);
+            (count, last) = (count + 1, Some(e.0.key()));
         }
         (count, last)
     }
@@ -365,6 +466,46 @@ mod tests {
             after = Some(last.to_vec());
         }
         assert_eq!(sliced, want);
+    }
+
+    /// A snapshot encoded in slices while keys are put, replaced and
+    /// removed between them, before and after the slices reach them,
+    /// encodes the index as it stood when the snapshot began.
+    #[test]
+    fn a_snapshot_encodes_the_index_as_it_stood_while_it_changes() {
+        let mut rng = crate::rng::Rng::new(9);
+        for round in 0..200u64 {
+            let mut index = Index::default();
+            let key = |n: u64| format!("k{:03}", n % 40).into_bytes();
+            for n in 0..rng.next_u64() % 30 {
+                index.insert(&key(rng.next_u64()), &meta(n, n as u32, 1 + (n % 3) as u32));
+            }
+            let mut want = Vec::new();
+            let (count, _) = index.encode_entries(Bound::Unbounded, usize::MAX, &mut want);
+            index.begin_snapshot();
+            let (mut got, mut got_count) = (Vec::new(), 0);
+            let slice = 1 + (round % 5) as usize;
+            loop {
+                for _ in 0..rng.next_u64() % 4 {
+                    let k = key(rng.next_u64());
+                    if rng.next_u64() % 3 == 0 {
+                        index.remove(&k);
+                    } else {
+                        let n = rng.next_u64() % 1000;
+                        index.insert(&k, &meta(n, 7, 1 + (n % 2) as u32));
+                    }
+                }
+                let (n, done) = index.encode_snapshot(slice, &mut got);
+                assert!(n <= slice);
+                got_count += n;
+                if done {
+                    break;
+                }
+            }
+            assert_eq!((got_count, &got), (count, &want), "round {round}");
+            index.end_snapshot();
+            assert!(!index.snapshot_under_way());
+        }
     }
 
     #[test]

@@ -325,6 +325,9 @@ pub struct Store {
     reclaim_counts: ReclaimCounts,
     /// A checkpoint being written beside commits (`checkpoint::Beside`).
     beside: Option<checkpoint::Beside>,
+    /// Index entries a checkpoint encodes between two looks at the device
+    /// (`checkpoint::CHECKPOINT_SLICE_ENTRIES`; tests make it small).
+    checkpoint_slice_entries: usize,
     /// Checkpoints made current since open, and the last one's time (µs).
     checkpoints_written: u64,
     checkpoint_last_micros: u64,
@@ -572,6 +575,14 @@ impl Store {
             next_bytes: self.checkpoint_bytes,
             half_bytes: self.sb.layout.meta_size_bytes / 2,
         }
+    }
+
+    /// Sets how many index entries a checkpoint encodes at a time
+    /// (at least one): tests make a checkpoint beside commits take many
+    /// steps with few shards.
+    #[doc(hidden)]
+    pub fn set_checkpoint_slice_entries(&mut self, entries: usize) {
+        self.checkpoint_slice_entries = entries.max(1);
     }
 
     /// Writes the device sent in pieces to let reads pass.

@@ -106,6 +106,7 @@ impl Store {
             checkpoints_written: 0,
             checkpoint_last_micros: 0,
             beside: None,
+            checkpoint_slice_entries: super::checkpoint::CHECKPOINT_SLICE_ENTRIES,
             completed_at_open: Vec::new(),
             one_flush_commits: 0,
             resets_applied: 0,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use super::meta::Damage;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct RepairList {
     damaged: BTreeMap<Vec<u8>, Damage>,
 }

@@ -190,7 +190,7 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
         // new work without blocking, so reads keep the device's queue full;
         // otherwise sleep until work arrives or it is time for a background
         // reclamation pass.
-        let first = if store.completions_pending() || !pending.is_empty() {
+        let first = if store.completions_pending() || !pending.is_empty() || store.checkpoint_encoding() {
             match rx.try_recv() {
                 Ok(r) => Some(r),
                 Err(TryRecvError::Empty) => None,
@@ -312,10 +312,11 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             }
         }
         // A log half filling under writes is checkpointed beside them: the
-        // store encoded between two commits (gets served meanwhile), its
+        // store as it stood between two commits, encoded a slice at a
+        // time between the commits that follow (gets served meanwhile), its
         // pieces written while commits go on, and made current between two
         // commits once written (`checkpoint::Beside`). Writes then wait
-        // for the encoding and the switch, not for the whole checkpoint.
+        // for one slice of the encoding and the switch at most.
         if closing.is_none() && (store.checkpoint_under_way() || store.checkpoint_due()) {
             let none = HashSet::new();
             let mut pump = |store: &mut Store| {
@@ -324,7 +325,7 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             let moved = if store.checkpoint_under_way() {
                 store.advance_checkpoint(&mut pump)
             } else {
-                store.start_checkpoint(&mut pump).map(|_| false)
+                store.start_checkpoint().map(|_| false)
             };
             wake.parked.store(AWAKE, Ordering::SeqCst);
             match moved {
@@ -393,7 +394,9 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                 }
                 Err(_) => false,
             };
-            if let Err(e) = store.submit_and_reap_gets(!arrived, &mut finished) {
+            // A checkpoint still encoding goes on instead of sleeping.
+            let sleep = !arrived && !store.checkpoint_encoding();
+            if let Err(e) = store.submit_and_reap_gets(sleep, &mut finished) {
                 tracing::error!(error = %e, "store read path failed");
             }
             wake.parked.store(AWAKE, Ordering::SeqCst);
