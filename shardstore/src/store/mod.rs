@@ -325,6 +325,9 @@ pub struct Store {
     reclaim_counts: ReclaimCounts,
     /// A checkpoint being written beside commits (`checkpoint::Beside`).
     beside: Option<checkpoint::Beside>,
+    /// Log bytes written in the half in force while the last checkpoint
+    /// beside commits was encoded and written (`checkpoint_due`).
+    logged_during_checkpoint: u64,
     /// Index entries a checkpoint encodes between two looks at the device
     /// (`checkpoint::CHECKPOINT_SLICE_ENTRIES`; tests make it small).
     checkpoint_slice_entries: usize,

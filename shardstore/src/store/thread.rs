@@ -9,7 +9,8 @@
 //! `RECLAIM_IDLE_INTERVAL_MS`, so reclamation never competes with a busy
 //! queue but keeps ahead of a steady overwrite load (gets arriving during
 //! such a pass are served; a write arriving ends it early). Once the log
-//! has used 80% of its room (`checkpoint_due`), busy or idle, it writes a
+//! has used 80% of its room, or less when the log fills fast
+//! (`checkpoint_due`), busy or idle, it writes a
 //! checkpoint beside the commits (`checkpoint::Beside`), so that the one a
 //! full log would force on a commit is seldom needed. The background
 //! scrubber (`scrub.rs`) takes a step whenever it asks to: its reads share
