@@ -24,6 +24,20 @@ fn bytes(len: usize, seed: u64) -> Vec<u8> {
     (0..len).map(|_| rng.next_u64() as u8).collect()
 }
 
+/// The machine crashes with `store` open; the store opened again holds
+/// exactly `model`, and is returned.
+fn crash_and_check(h: &SimHandle, store: Store, model: &BTreeMap<Vec<u8>, Vec<u8>>) -> Store {
+    drop(store);
+    h.crash();
+    let mut store = Store::open(Box::new(h.attach())).unwrap();
+    store.check_invariants();
+    assert_eq!(store.len(), model.len());
+    for (key, value) in model {
+        assert_eq!(&store.get(key).unwrap(), value, "{}", String::from_utf8_lossy(key));
+    }
+    store
+}
+
 /// Whether a write to the half of the metadata region not in force (where
 /// the next checkpoint goes) is still waiting for a flush.
 fn checkpoint_pending(h: &SimHandle, store: &Store) -> bool {
@@ -142,14 +156,7 @@ fn gets_are_answered_while_a_commit_checkpoints() {
     check_gets(&mut store, done, next, &base, &model);
     // The put's record opened the new half's log, after the checkpoint.
     assert!(log_room(&store) < store.superblock().layout.meta_size_bytes / 2);
-    drop(store);
-    h.crash();
-    let mut store = Store::open(Box::new(h.attach())).unwrap();
-    store.check_invariants();
-    assert_eq!(store.len(), model.len());
-    for (key, value) in &model {
-        assert_eq!(&store.get(key).unwrap(), value, "{}", String::from_utf8_lossy(key));
-    }
+    crash_and_check(&h, store, &model);
 }
 
 #[test]
@@ -192,15 +199,8 @@ fn commits_go_on_while_a_checkpoint_beside_them_is_written() {
     }
     store.put(b"after", &bytes(100, 1)).unwrap();
     model.insert(b"after".to_vec(), bytes(100, 1));
-    drop(store);
-    h.crash();
-    let mut store = Store::open(Box::new(h.attach())).unwrap();
-    store.check_invariants();
+    let store = crash_and_check(&h, store, &model);
     assert_eq!(store.superblock().store.epoch, epoch + 1);
-    assert_eq!(store.len(), model.len());
-    for (key, value) in &model {
-        assert_eq!(&store.get(key).unwrap(), value, "{}", String::from_utf8_lossy(key));
-    }
 }
 
 /// The same on a real file through io_uring: a delete (no data to write
@@ -313,12 +313,5 @@ fn a_checkpoint_encoded_between_commits_holds_the_store_as_it_began() {
     assert!(landed, "no put landed in the reset extent");
     store.finish_checkpoint(&mut |_| {}).unwrap();
     assert_eq!(store.superblock().store.epoch, epoch + 1);
-    drop(store);
-    h.crash();
-    let mut store = Store::open(Box::new(h.attach())).unwrap();
-    store.check_invariants();
-    assert_eq!(store.len(), model.len());
-    for (key, value) in &model {
-        assert_eq!(&store.get(key).unwrap(), value, "{}", String::from_utf8_lossy(key));
-    }
+    crash_and_check(&h, store, &model);
 }
