@@ -2,8 +2,6 @@
 //! list written into the inactive half of the metadata region and made
 //! current by a superblock commit; the log restarts after it.
 
-use std::ops::Bound;
-
 use super::commit::{encode_log_blocks, pack, Pump, WriteBatch};
 use super::{
     meta, superblock, BlockDevice, BlockDeviceExt, CheckpointHeader, Completion, Error, ExtentInfo, Index, IoKind,
@@ -75,7 +73,7 @@ pub(crate) struct CheckpointState<'a> {
 /// The encoded checkpoint for an index, extent table and scrub state.
 pub(crate) fn encode_checkpoint(state: &CheckpointState<'_>, index: &Index) -> Vec<u8> {
     let mut bytes = CheckpointBytes::begin(state.extents, index.len());
-    bytes.entries(index, Bound::Unbounded, usize::MAX);
+    bytes.entries += index.encode_entries(&mut bytes.out) as u64;
     bytes.finish(state)
 }
 
@@ -113,11 +111,12 @@ impl CheckpointBytes {
         CheckpointBytes { out, entries: 0 }
     }
 
-    /// Up to `max` of the index's entries from `start` on; the last key.
-    fn entries<'a>(&mut self, index: &'a Index, start: Bound<&[u8]>, max: usize) -> Option<&'a [u8]> {
-        let (count, last) = index.encode_entries(start, max, &mut self.out);
+    /// Up to `max` more entries of the index's snapshot
+    /// (`Index::encode_snapshot`); whether that was the last of them.
+    fn snapshot_slice(&mut self, index: &mut Index, max: usize) -> bool {
+        let (count, done) = index.encode_snapshot(max, &mut self.out);
         self.entries += count as u64;
-        last
+        done
     }
 
     fn len(&self) -> usize {
@@ -375,20 +374,21 @@ impl Store {
         mut each: impl FnMut(&mut Store, &CheckpointBytes, &mut WriteBatch) -> Result<()>,
     ) -> Result<()> {
         let (entries, next_sequence) = (self.index.len(), self.next_sequence);
-        let mut after: Option<Vec<u8>> = None;
+        self.index.begin_snapshot();
         let encoded = loop {
-            let from = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-            let last = bytes.entries(&self.index, from, self.checkpoint_slice_entries).map(<[u8]>::to_vec);
+            let done = bytes.snapshot_slice(&mut self.index, self.checkpoint_slice_entries);
             if let Err(e) = each(self, bytes, writes) {
                 break Err(e);
             }
-            let Some(key) = last else { break Ok(()) };
-            after = Some(key);
+            if done {
+                break Ok(());
+            }
             if let Err(e) = self.poll_commit_io(writes) {
                 break Err(e);
             }
             pump(self);
         };
+        self.index.end_snapshot();
         debug_assert_eq!(
             (self.index.len(), self.next_sequence),
             (entries, next_sequence),
@@ -500,9 +500,7 @@ impl Store {
         let slice = self.checkpoint_slice_entries;
         let Some(b) = &mut self.beside else { return };
         let Body::Encoding { bytes, .. } = &mut b.body else { return };
-        let (count, done) = self.index.encode_snapshot(slice, &mut bytes.out);
-        bytes.entries += count as u64;
-        if done {
+        if bytes.snapshot_slice(&mut self.index, slice) {
             self.index.end_snapshot();
             let body = std::mem::replace(&mut b.body, Body::Encoded(Vec::new()));
             let Body::Encoding { bytes, state } = body else { unreachable!("encoding above") };

@@ -478,19 +478,16 @@ impl Index {
         self.entries.range::<[u8], _>((start, Bound::Unbounded)).map(|e| (e.0.key(), e.0.meta()))
     }
 
-    /// Appends the checkpoint entries of up to `max` shards from `start`
-    /// on, in key order, copied field by field from their bytes here (the
-    /// encoding of `meta::encode_entry`: key length, key, sequence, size,
-    /// CRC, time, chunk count, locators packed as here), and returns how
-    /// many and the last key appended. A million entries encode in a
-    /// fraction of the time a `ShardMeta` for each would take.
-    pub fn encode_entries(&self, start: Bound<&[u8]>, max: usize, out: &mut Vec<u8>) -> (usize, Option<&[u8]>) {
-        let (mut count, mut last) = (0, None);
-        for e in self.entries.range::<[u8], _>((start, Bound::Unbounded)).take(max) {
+    /// Appends the checkpoint entries of every shard, in key order,
+    /// copied field by field from their bytes here (`encode_entry`), and
+    /// returns how many. A million entries encode in a fraction of the
+    /// time a `ShardMeta` for each would take. (A checkpoint written while
+    /// the store serves encodes a snapshot in slices: `encode_snapshot`.)
+    pub fn encode_entries(&self, out: &mut Vec<u8>) -> usize {
+        for e in &self.entries {
             encode_entry(e.0, out);
-            (count, last) = (count + 1, Some(e.0.key()));
         }
-        (count, last)
+        self.entries.len()
     }
 
     /// The bytes of every shard's checkpoint entry (`meta::encode_entry`),
@@ -537,16 +534,14 @@ mod tests {
             crate::store::meta::encode_entry(key, m, &mut want);
         }
         assert_eq!(want.len() as u64, index.entry_bytes());
-        // In one go, and in slices of one resumed after the last key.
+        // In one go, and as a snapshot in slices of one.
         let mut got = Vec::new();
-        assert_eq!(index.encode_entries(Bound::Unbounded, usize::MAX, &mut got), (4, Some(&[0xff; 255][..])));
+        assert_eq!(index.encode_entries(&mut got), 4);
         assert_eq!(got, want);
-        let (mut sliced, mut after) = (Vec::new(), None::<Vec<u8>>);
-        loop {
-            let from = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-            let (_, Some(last)) = index.encode_entries(from, 1, &mut sliced) else { break };
-            after = Some(last.to_vec());
-        }
+        let mut sliced = Vec::new();
+        index.begin_snapshot();
+        while !index.encode_snapshot(1, &mut sliced).1 {}
+        index.end_snapshot();
         assert_eq!(sliced, want);
     }
 
@@ -563,7 +558,7 @@ mod tests {
                 index.insert(&key(rng.next_u64()), &meta(n, n as u32, 1 + (n % 3) as u32));
             }
             let mut want = Vec::new();
-            let (count, _) = index.encode_entries(Bound::Unbounded, usize::MAX, &mut want);
+            let count = index.encode_entries(&mut want);
             index.begin_snapshot();
             let (mut got, mut got_count) = (Vec::new(), 0);
             let slice = 1 + (round % 5) as usize;
