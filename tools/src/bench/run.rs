@@ -174,12 +174,16 @@ pub(super) fn prepare(path: &Path, spec: &JobSpec) -> anyhow::Result<()> {
 
 /// Makes a missing file under another name (`make`), then renames it to
 /// `path`: a run cut short (a full disk, ^C) leaves no half-made file
-/// behind that the next run would take as made.
+/// behind that the next run would take as made, and a failed one removes
+/// what it made.
 pub(super) fn made_whole(path: &Path, make: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let mut making = path.as_os_str().to_owned();
     making.push(".making");
     let making = std::path::PathBuf::from(making);
-    make(&making)?;
+    if let Err(e) = make(&making) {
+        let _ = std::fs::remove_file(&making);
+        return Err(e);
+    }
     std::fs::rename(&making, path).with_context(|| format!("{}: cannot rename to {}", making.display(), path.display()))
 }
 
