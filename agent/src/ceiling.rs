@@ -47,7 +47,23 @@ pub async fn run(listen: std::net::SocketAddr, limits: &crate::config::Limits) -
     let router = axum::Router::new()
         .route("/v1/shards/{*key}", axum::routing::get(get).head(head).put(put))
         .layer(axum::extract::DefaultBodyLimit::max(shardstore::store::SHARD_SIZE_BYTES_MAX as usize))
-        .with_state(shards);
+        .with_state(Arc::clone(&shards));
+    // Reads through the connection front, as the agent's.
+    let reads: crate::front::ShardReads = Arc::new(move |req: axum::extract::Request| {
+        let shards = Arc::clone(&shards);
+        Box::pin(async move {
+            // As axum's `Path` decodes it.
+            let raw = req.uri().path().strip_prefix("/v1/shards/").unwrap_or_default();
+            let Some(key) = crate::keys::decode_key(raw).ok().and_then(|k| String::from_utf8(k).ok()) else {
+                return StatusCode::BAD_REQUEST.into_response();
+            };
+            if req.method() == axum::http::Method::HEAD {
+                head(State(shards), Path(key)).await.into_response()
+            } else {
+                get(State(shards), Path(key)).await
+            }
+        })
+    });
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::warn!(listen = %listener.local_addr()?, "HTTP ceiling ready: answers from memory, stores nothing");
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -57,6 +73,6 @@ pub async fn run(listen: std::net::SocketAddr, limits: &crate::config::Limits) -
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    crate::server::serve(listener, router, limits, stop).await?;
+    crate::server::serve(listener, router, Some(reads), limits, stop).await?;
     Ok(())
 }

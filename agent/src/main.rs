@@ -11,6 +11,7 @@ mod cluster;
 mod config;
 mod devices;
 mod filter;
+mod front;
 mod keys;
 mod metrics;
 mod node;
@@ -258,7 +259,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let _ = tokio::time::timeout(Duration::from_secs(2), g).await;
         }
     };
-    server::serve(listener, router, &config.limits, stop).await?;
+    server::serve(listener, router, api::shard_reads(&app), &config.limits, stop).await?;
     drop(app);
 
     let failures = tokio::task::spawn_blocking(move || {

@@ -50,7 +50,7 @@ const OPERATIONS: [&str; 10] =
     ["put", "get", "head", "delete", "list", "object_put", "object_get", "object_head", "object_delete", "other"];
 
 /// What a request was, for its labels: an index into `OPERATIONS`.
-fn operation(method: &Method, path: &str) -> usize {
+pub fn operation(method: &Method, path: &str) -> usize {
     let shard = path.starts_with("/v1/shards/") && path.len() > "/v1/shards/".len();
     match (method.as_str(), shard) {
         ("PUT", true) => 0,
@@ -100,11 +100,17 @@ pub async fn record(req: Request, next: Next) -> Response {
     let op = operation(req.method(), req.uri().path());
     let started = Instant::now();
     let response = next.run(req).await;
-    count_request(op, response.status().as_u16());
+    observe(op, response.status().as_u16(), started);
+    response
+}
+
+/// Counts a request of operation `op` (`operation`) answered with
+/// `status`, and times it from `started`.
+pub fn observe(op: usize, status: u16, started: Instant) {
+    count_request(op, status);
     REQUEST_METRICS.durations[op]
         .get_or_init(|| metrics::histogram!("shardnode_http_request_duration_seconds", "op" => OPERATIONS[op]))
         .record(started.elapsed().as_secs_f64());
-    response
 }
 
 /// Sets the per-device gauges and totals from the store threads' figures

@@ -1,6 +1,7 @@
 //! The HTTP server: HTTP/1.1 connections with bounded headers, a header
 //! timeout for slow clients, and a graceful stop.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -14,13 +15,17 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::config::Limits;
+use crate::front::{Front, ShardReads};
 
 /// Serves `router` on `listener` until `stop` resolves, then stops
 /// accepting and gives connections in flight `grace` to finish; what is
-/// still running after it is cut off.
+/// still running after it is cut off. With `reads`, shard reads are
+/// answered by the connection front (`front.rs`) until a connection
+/// sends anything else.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    reads: Option<ShardReads>,
     limits: &Limits,
     stop: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -39,6 +44,19 @@ pub async fn serve(
     // request a boxed future and a service clone.
     let router = router.layer(axum::middleware::from_fn_with_state(limits.header_bytes_max, front));
     let graceful = GracefulShutdown::new();
+    let front = reads.map(|reads| {
+        Arc::new(Front {
+            router: router.clone(),
+            reads,
+            builder: builder.clone(),
+            header_bytes_max: limits.header_bytes_max,
+            header_timeout: Duration::from_millis(limits.header_timeout_ms),
+        })
+    });
+    // Front connections are told to stop by this; each holds a watcher of
+    // `graceful` (a receiver of its signal) until it ends, so the graceful
+    // shutdown waits for them as for hyper's.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -54,6 +72,15 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                if let Some(front) = &front {
+                    let (front, watcher, stopping) = (Arc::clone(front), graceful.watcher(), stopping.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = crate::front::connection(stream, front, watcher, stopping).await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    });
+                    continue;
+                }
                 let service = TowerToHyperService::new(router.clone());
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
@@ -67,6 +94,7 @@ pub async fn serve(
         }
     }
     drop(listener);
+    let _ = stopping_tx.send(true);
     let grace = Duration::from_millis(limits.shutdown_grace_ms);
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(

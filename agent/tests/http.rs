@@ -443,3 +443,111 @@ fn a_get_is_one_trip_to_the_store_thread() {
     let absent = trips(&|| assert_eq!(get(addr, "never-put").status, 404));
     assert!(absent <= 1, "a key no filter may hold costs no trip ({absent})");
 }
+
+/// A reader that returns at most one byte a read, so that `read_reply`
+/// never reads past the response it parses (the next one on the
+/// connection stays in the buffered reader).
+struct OneByte<'a>(&'a mut std::io::BufReader<TcpStream>);
+
+impl Read for OneByte<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(1);
+        self.0.read(&mut buf[..n])
+    }
+}
+
+/// A reply's headers without `date`, names lowercased, sorted.
+fn headers_but_date(r: &common::Reply) -> Vec<(String, String)> {
+    let mut h: Vec<_> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| !n.eq_ignore_ascii_case("date"))
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+        .collect();
+    h.sort();
+    h
+}
+
+/// A keep-alive connection starts at the front (shard reads answered
+/// without hyper, `front.rs`) and moves to the full server at its first
+/// other request, with every byte sent behind it: requests pipelined
+/// across the move are all answered, in order; and the front's answers,
+/// found, ranged and missing, are the full server's, header for header.
+#[test]
+fn a_connection_moves_from_the_front_to_the_full_server_without_losing_a_byte() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (mut agent, addr) = start(dir.path());
+    // Over the size the front copies behind the head: sent in two writes.
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    assert_eq!(put(addr, "front%2Fa", &data).status, 201);
+    let other = "a second shard";
+    let reads = [
+        "GET /v1/shards/front%2Fa HTTP/1.1\r\nhost: t\r\n\r\n",
+        "HEAD /v1/shards/front%2Fa HTTP/1.1\r\nhost: t\r\n\r\n",
+        "GET /v1/shards/front%2Fa HTTP/1.1\r\nhost: t\r\nrange: bytes=10-19\r\n\r\n",
+        "GET /v1/shards/front%2Fmissing HTTP/1.1\r\nhost: t\r\n\r\n",
+    ];
+    let wire = [
+        reads.concat(),
+        format!("PUT /v1/shards/front%2Fb HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n{other}", other.len()),
+        "GET /v1/shards/front%2Fb HTTP/1.1\r\nhost: t\r\n\r\n".to_owned(),
+        reads.concat(),
+    ]
+    .concat();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(wire.as_bytes()).unwrap();
+    let mut r = std::io::BufReader::new(s);
+    let mut next = |head: bool| common::read_reply(&mut OneByte(&mut r), head);
+    let answers = |next: &mut dyn FnMut(bool) -> common::Reply| [next(false), next(true), next(false), next(false)];
+    let front = answers(&mut next);
+    let put_answer = next(false);
+    assert_eq!(put_answer.status, 201, "{}", put_answer.text());
+    let b = next(false);
+    assert_eq!((b.status, b.body.as_slice()), (200, other.as_bytes()));
+    let full = answers(&mut next);
+
+    let [got, head, range, missing] = &front;
+    assert_eq!(got.status, 200);
+    assert!(got.body == data, "the front's body differs from what was put");
+    assert_eq!(got.header("x-shard-crc32c"), Some(crc_hex(&data).as_str()));
+    assert!(got.header("date").is_some(), "the front's answer has no date");
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some(data.len().to_string().as_str()));
+    assert!(head.body.is_empty());
+    assert_eq!((range.status, range.body.as_slice()), (206, &data[10..20]));
+    assert_eq!(range.header("x-range-crc32c"), Some(crc_hex(&data[10..20]).as_str()));
+    assert_eq!((missing.status, missing.code()), (404, "NotFound".to_owned()));
+    for (f, h) in front.iter().zip(&full) {
+        assert_eq!((f.status, headers_but_date(f)), (h.status, headers_but_date(h)));
+        assert_eq!(f.body, h.body);
+    }
+    assert!(agent.signal(Signal::SIGTERM).success());
+}
+
+/// A stop closes idle connections at once, at the front and moved to the
+/// full server, rather than wait for them the whole grace period.
+#[test]
+fn a_stop_closes_idle_connections_at_once() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let limits = "[limits]\nheader_timeout_ms = 60000\nshutdown_grace_ms = 30000\n";
+    let (mut agent, addr) = common::start_configured(dir.path(), 512 << 20, TOKEN, limits);
+    assert_eq!(put(addr, "idle", b"idle").status, 201);
+    let mut idle = Vec::new();
+    for first in ["GET /v1/shards/idle", "GET /healthz"] {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(format!("{first} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes()).unwrap();
+        let mut r = std::io::BufReader::new(s);
+        assert_eq!(common::read_reply(&mut OneByte(&mut r), false).status, 200);
+        idle.push(r);
+    }
+    let started = Instant::now();
+    assert!(agent.signal(Signal::SIGTERM).success());
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "the agent took {took:?} to stop with idle connections open");
+    for mut r in idle {
+        let mut rest = Vec::new();
+        assert_eq!(r.read_to_end(&mut rest).unwrap(), 0, "an idle connection was answered at the stop");
+    }
+}

@@ -153,6 +153,26 @@ fn store_error(node: &Node, slot: Option<usize>, e: Error) -> ApiError {
     }
 }
 
+/// The shard reads the connection front answers (`front.rs`), by the
+/// router's own handlers. None in a cluster: its shard routes answer
+/// peers only, checked by a layer of the router.
+pub fn shard_reads(app: &Arc<App>) -> Option<crate::front::ShardReads> {
+    if app.cluster.is_some() {
+        return None;
+    }
+    let app = Arc::clone(app);
+    Some(Arc::new(move |req: Request| {
+        let app = Arc::clone(&app);
+        Box::pin(async move {
+            if req.method() == Method::HEAD {
+                head_shard(State(app), req).await.into_response()
+            } else {
+                get_shard(State(app), req).await.into_response()
+            }
+        })
+    }))
+}
+
 pub fn router(app: Arc<App>) -> Router {
     let shards = Router::new()
         .route("/v1/shards", get(list))
