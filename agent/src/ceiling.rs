@@ -48,8 +48,8 @@ pub async fn run(listen: std::net::SocketAddr, limits: &crate::config::Limits) -
         .route("/v1/shards/{*key}", axum::routing::get(get).head(head).put(put))
         .layer(axum::extract::DefaultBodyLimit::max(shardstore::store::SHARD_SIZE_BYTES_MAX as usize))
         .with_state(Arc::clone(&shards));
-    // Reads through the connection front, as the agent's.
-    let reads: crate::front::ShardReads = Arc::new(move |req: axum::extract::Request| {
+    // Through the connection front, as the agent's.
+    let front: crate::front::ShardApi = Arc::new(move |req: axum::extract::Request| {
         let shards = Arc::clone(&shards);
         Box::pin(async move {
             // As axum's `Path` decodes it.
@@ -57,10 +57,14 @@ pub async fn run(listen: std::net::SocketAddr, limits: &crate::config::Limits) -
             let Some(key) = crate::keys::decode_key(raw).ok().and_then(|k| String::from_utf8(k).ok()) else {
                 return StatusCode::BAD_REQUEST.into_response();
             };
-            if req.method() == axum::http::Method::HEAD {
-                head(State(shards), Path(key)).await.into_response()
-            } else {
-                get(State(shards), Path(key)).await
+            match *req.method() {
+                axum::http::Method::HEAD => head(State(shards), Path(key)).await.into_response(),
+                axum::http::Method::PUT => match http_body_util::BodyExt::collect(req.into_body()).await {
+                    Ok(body) => put(State(shards), Path(key), body.to_bytes()).await.into_response(),
+                    Err(_) => StatusCode::BAD_REQUEST.into_response(),
+                },
+                axum::http::Method::GET => get(State(shards), Path(key)).await,
+                _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
             }
         })
     });
@@ -73,6 +77,6 @@ pub async fn run(listen: std::net::SocketAddr, limits: &crate::config::Limits) -
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    crate::server::serve(listener, router, Some(reads), limits, stop).await?;
+    crate::server::serve(listener, router, Some(front), limits, stop).await?;
     Ok(())
 }

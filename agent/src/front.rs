@@ -1,16 +1,17 @@
-//! The connection front: every connection starts here. A shard read
-//! (`GET` or `HEAD /v1/shards/{key}`, HTTP/1.1, no body, a head within
-//! the limit) is parsed with `httparse`, handed to its handler and
+//! The connection front: every connection starts here. A shard request
+//! (`GET`, `HEAD`, `PUT` or `DELETE /v1/shards/{key}`, HTTP/1.1, a head
+//! within the limit, a body only on a `PUT` and announced by
+//! `content-length`) is parsed with `httparse`, handed to its handler and
 //! answered on this task, with no HTTP machinery between; the first
 //! request that is anything else hands the connection, with every byte
 //! read and not yet served, to hyper and the full router, which serve it
 //! from then on (`server::serve`).
 //!
-//! Why: hyper's connection machinery and axum's routing cost the shard
-//! read most of its CPU on the HTTP side (BENCHMARKS.md, "A front for
-//! shard reads"). The handler is the same one the router calls, so a read
-//! answered here is the same answer, header for header, as through the
-//! router; only the bytes around it are written here.
+//! Why: hyper's connection machinery and axum's routing cost a 4 KiB GET
+//! most of its CPU on the HTTP side (BENCHMARKS.md, "A connection front
+//! for the shard API"). The handlers are the ones the router calls, so an
+//! answer given here is the router's, header for header; only the bytes
+//! around it are read and written here.
 
 use std::future::Future;
 use std::io;
@@ -32,8 +33,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-/// Answers a shard read (`GET` or `HEAD`), as the router's handler does.
-pub type ShardReads = Arc<dyn Fn(Request) -> Pin<Box<dyn Future<Output = Response> + Send>> + Send + Sync>;
+/// Answers a shard request (`GET`, `HEAD`, `PUT` or `DELETE`), as the
+/// router's handlers do.
+pub type ShardApi = Arc<dyn Fn(Request) -> Pin<Box<dyn Future<Output = Response> + Send>> + Send + Sync>;
 
 /// Headers a request served here may carry; one with more goes to hyper.
 const HEADERS_MAX: usize = 32;
@@ -45,14 +47,14 @@ const BODY_COPIED_BYTES_MAX: usize = 16 * 1024;
 /// What every connection's front shares.
 pub struct Front {
     pub router: Router,
-    pub reads: ShardReads,
+    pub shards: ShardApi,
     pub builder: http1::Builder,
     pub header_bytes_max: usize,
     pub header_timeout: Duration,
 }
 
-/// Serves one connection: shard reads here, until a request that is not
-/// one, then everything through hyper.
+/// Serves one connection: shard requests here, until a request that is
+/// not one, then everything through hyper.
 pub async fn connection(
     stream: TcpStream,
     front: Arc<Front>,
@@ -68,9 +70,9 @@ pub async fn connection(
         let deadline = tokio::time::Instant::now() + front.header_timeout;
         let req = loop {
             match parse(&buf, front.header_bytes_max) {
-                Ok(Head { req, len, close }) => {
+                Ok(Head { req, len, close, body }) => {
                     buf.advance(len);
-                    break Some((req, close));
+                    break Some((req, close, body));
                 }
                 Err(NotServed::Other) => break None,
                 Err(NotServed::Partial) => {}
@@ -89,22 +91,36 @@ pub async fn connection(
                 _ = stopping.changed(), if buf.is_empty() => return Ok(()),
             }
         };
-        let Some((req, close)) = req else {
+        let Some((mut req, close, body)) = req else {
             return hand_off(stream, buf.freeze(), &front, watcher).await;
         };
         let head_only = req.method() == Method::HEAD;
         let op = crate::metrics::operation(req.method(), req.uri().path());
         let started = Instant::now();
-        let response = (front.reads)(req).await;
+        // A body is passed to the handler as it arrives, while it runs. A
+        // handler that answers before taking all of it (a refusal, a
+        // timeout) leaves the rest unread: the connection closes.
+        let (response, whole) = if body > 0 {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            *req.body_mut() = axum::body::Body::new(Incoming { rx, left: body });
+            let handled = (front.shards)(req);
+            tokio::pin!(handled);
+            tokio::select! {
+                response = &mut handled => (response, false),
+                pumped = pump(&mut stream, &mut buf, body, tx) => (handled.await, pumped),
+            }
+        } else {
+            ((front.shards)(req).await, true)
+        };
         crate::metrics::observe(op, response.status().as_u16(), started);
-        let keep_alive = write_response(&mut stream, &mut out, response, head_only, close).await?;
+        let keep_alive = write_response(&mut stream, &mut out, response, head_only, close || !whole).await?;
         if !keep_alive || *stopping.borrow() {
             return Ok(());
         }
     }
 }
 
-/// A shard read at the start of the buffer.
+/// A shard request at the start of the buffer.
 struct Head {
     req: Request,
     /// The head's length: where the next request starts.
@@ -112,6 +128,8 @@ struct Head {
     /// The client asked to close the connection after it
     /// (`connection: close`).
     close: bool,
+    /// The length of its body (a `PUT`'s), which follows the head.
+    body: u64,
 }
 
 /// Why the start of the buffer is not a shard read served here.
@@ -123,7 +141,8 @@ enum NotServed {
     Partial,
 }
 
-/// The request at the start of `buf`, if it is a shard read served here.
+/// The request at the start of `buf`, if it is a shard request served
+/// here.
 fn parse(buf: &[u8], header_bytes_max: usize) -> Result<Head, NotServed> {
     if buf.is_empty() {
         return Err(NotServed::Partial);
@@ -138,6 +157,8 @@ fn parse(buf: &[u8], header_bytes_max: usize) -> Result<Head, NotServed> {
     let method = match parsed.method {
         Some("GET") => Method::GET,
         Some("HEAD") => Method::HEAD,
+        Some("PUT") => Method::PUT,
+        Some("DELETE") => Method::DELETE,
         _ => return Err(NotServed::Other),
     };
     let Some(path) = parsed.path.filter(|p| p.len() > "/v1/shards/".len() && p.starts_with("/v1/shards/")) else {
@@ -148,17 +169,22 @@ fn parse(buf: &[u8], header_bytes_max: usize) -> Result<Head, NotServed> {
     }
     let Ok(uri) = Uri::try_from(path) else { return Err(NotServed::Other) };
     let mut map = HeaderMap::with_capacity(parsed.headers.len());
-    let mut close = false;
+    let (mut close, mut body) = (false, None);
     for h in parsed.headers.iter() {
         let name = h.name;
-        // A body, an upgrade or an expectation: hyper's to handle.
+        // A chunked body, an upgrade or an expectation: hyper's to handle.
         let lower = |n: &str| name.eq_ignore_ascii_case(n);
-        if (lower("content-length") && h.value != b"0")
-            || lower("transfer-encoding")
-            || lower("upgrade")
-            || lower("expect")
-        {
+        if lower("transfer-encoding") || lower("upgrade") || lower("expect") {
             return Err(NotServed::Other);
+        }
+        if lower("content-length") {
+            // One, in digits (a list, a sign or a second one: hyper's).
+            let len =
+                std::str::from_utf8(h.value).ok().filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()));
+            match (len.and_then(|v| v.parse::<u64>().ok()), body) {
+                (Some(len), None) => body = Some(len),
+                _ => return Err(NotServed::Other),
+            }
         }
         if lower("connection") {
             for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
@@ -174,12 +200,95 @@ fn parse(buf: &[u8], header_bytes_max: usize) -> Result<Head, NotServed> {
         };
         map.append(name, value);
     }
+    // Only a put has a body, and says how long it is.
+    let body = match (&method, body) {
+        (&Method::PUT, Some(len)) => len,
+        (&Method::PUT, None) => return Err(NotServed::Other),
+        (_, Some(0) | None) => 0,
+        (_, Some(_)) => return Err(NotServed::Other),
+    };
     let mut req = Request::new(axum::body::Body::empty());
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = map;
-    Ok(Head { req, len, close })
+    Ok(Head { req, len, close, body })
+}
+
+/// The largest piece of a body read at once and passed on as one frame
+/// (hyper's bound on a connection's read buffer, `server.rs`).
+const BODY_FRAME_BYTES_MAX: usize = 256 * 1024;
+
+/// Passes a body of `left` bytes to the handler's `Incoming`: what `buf`
+/// holds after the head first, then reads. Whether all of it was passed.
+async fn pump(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    mut left: u64,
+    tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+) -> bool {
+    loop {
+        if !buf.is_empty() {
+            let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            left -= n as u64;
+            if tx.send(Ok(buf.split_to(n).freeze())).await.is_err() {
+                // The handler dropped the body: it answers without it.
+                return left == 0;
+            }
+        }
+        if left == 0 {
+            return true;
+        }
+        buf.reserve(usize::try_from(left).unwrap_or(usize::MAX).min(BODY_FRAME_BYTES_MAX));
+        let err = match stream.read_buf(buf).await {
+            Ok(0) => io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the connection closed {left} bytes short of the body"),
+            ),
+            Ok(_) => continue,
+            Err(e) => e,
+        };
+        let _ = tx.send(Err(err)).await;
+        return false;
+    }
+}
+
+/// A request body as the front reads it off the connection.
+struct Incoming {
+    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+    /// Bytes announced and not yet passed on.
+    left: u64,
+}
+
+impl http_body::Body for Incoming {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, io::Error>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(Ok(data))) => {
+                self.left -= data.len() as u64;
+                Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(Some(Err(io::Error::other("the body was cut off")))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
+    }
 }
 
 /// Writes `response` (its head only for a `HEAD`), saying the connection
@@ -314,10 +423,11 @@ mod tests {
         }
     }
 
-    /// Shard reads without a body are served here; everything else, and
-    /// anything this front does not fully understand, goes to hyper.
+    /// Shard requests are served here, a body only on a put and only as
+    /// one plain `content-length`; everything else, and anything this
+    /// front does not fully understand, goes to hyper.
     #[test]
-    fn only_plain_shard_reads_are_served_by_the_front() {
+    fn only_plain_shard_requests_are_served_by_the_front() {
         for (wire, want) in [
             ("GET /v1/shards/a%2Fb HTTP/1.1\r\nhost: t\r\n\r\n", "read"),
             ("HEAD /v1/shards/a HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n", "read"),
@@ -326,8 +436,16 @@ mod tests {
             ("GET /v1/shards/a HTTP/1.1\r\nconnection: keep-alive\r\n\r\n", "read"),
             ("GET /v1/shards/a HTTP/1.1\r\nhost: t\r\n", "partial"),
             ("GET /v1/shards/a HT", "partial"),
-            ("PUT /v1/shards/a HTTP/1.1\r\ncontent-length: 1\r\n\r\nx", "other"),
-            ("DELETE /v1/shards/a HTTP/1.1\r\n\r\n", "other"),
+            ("PUT /v1/shards/a HTTP/1.1\r\ncontent-length: 1\r\n\r\nx", "read"),
+            ("PUT /v1/shards/a HTTP/1.1\r\ncontent-length: 0\r\n\r\n", "read"),
+            ("DELETE /v1/shards/a HTTP/1.1\r\n\r\n", "read"),
+            ("PUT /v1/shards/a HTTP/1.1\r\n\r\n", "other"),
+            ("PUT /v1/shards/a HTTP/1.1\r\ncontent-length: +1\r\n\r\nx", "other"),
+            ("PUT /v1/shards/a HTTP/1.1\r\ncontent-length: 1, 1\r\n\r\nx", "other"),
+            ("PUT /v1/shards/a HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 1\r\n\r\nx", "other"),
+            ("PUT /v1/shards/a HTTP/1.1\r\ncontent-length: 99999999999999999999999\r\n\r\n", "other"),
+            ("DELETE /v1/shards/a HTTP/1.1\r\ncontent-length: 1\r\n\r\nx", "other"),
+            ("POST /v1/shards/a HTTP/1.1\r\n\r\n", "other"),
             ("GET /v1/shards/ HTTP/1.1\r\n\r\n", "other"),
             ("GET /v1/shards HTTP/1.1\r\n\r\n", "other"),
             ("GET /v1/shardsx/a HTTP/1.1\r\n\r\n", "other"),
@@ -357,7 +475,7 @@ mod tests {
     fn a_parsed_read_carries_its_method_target_and_headers() {
         let first = "GET /v1/shards/a%2Fb?x=1 HTTP/1.1\r\nhost: t\r\nrange: bytes=2-3\r\nx-deadline-ms: 50\r\n\r\n";
         let wire = format!("{first}HEAD /v1/shards/c HTTP/1.1\r\n\r\n");
-        let Ok(Head { req, len, close }) = parse(wire.as_bytes(), 8192) else { panic!("not a read") };
+        let Ok(Head { req, len, close, body }) = parse(wire.as_bytes(), 8192) else { panic!("not a read") };
         assert_eq!(
             (req.method(), req.uri().path(), req.uri().query()),
             (&Method::GET, "/v1/shards/a%2Fb", Some("x=1"))
@@ -365,8 +483,11 @@ mod tests {
         assert_eq!(req.headers()["range"], "bytes=2-3");
         assert_eq!(req.headers()["x-deadline-ms"], "50");
         assert_eq!(req.headers().len(), 3);
-        assert_eq!((len, close), (first.len(), false));
+        assert_eq!((len, close, body), (first.len(), false, 0));
         let Ok(Head { req: next, .. }) = parse(&wire.as_bytes()[len..], 8192) else { panic!("not a read") };
         assert_eq!((next.method(), next.uri().path()), (&Method::HEAD, "/v1/shards/c"));
+        let put = "PUT /v1/shards/d HTTP/1.1\r\nContent-Length: 12\r\n\r\nhello, world";
+        let Ok(Head { req, len, body, .. }) = parse(put.as_bytes(), 8192) else { panic!("not a put") };
+        assert_eq!((req.method(), len, body), (&Method::PUT, put.len() - 12, 12));
     }
 }

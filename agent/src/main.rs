@@ -259,7 +259,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let _ = tokio::time::timeout(Duration::from_secs(2), g).await;
         }
     };
-    server::serve(listener, router, api::shard_reads(&app), &config.limits, stop).await?;
+    server::serve(listener, router, api::shard_api(&app), &config.limits, stop).await?;
     drop(app);
 
     let failures = tokio::task::spawn_blocking(move || {

@@ -15,17 +15,17 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::config::Limits;
-use crate::front::{Front, ShardReads};
+use crate::front::{Front, ShardApi};
 
 /// Serves `router` on `listener` until `stop` resolves, then stops
 /// accepting and gives connections in flight `grace` to finish; what is
-/// still running after it is cut off. With `reads`, shard reads are
+/// still running after it is cut off. With `shards`, shard requests are
 /// answered by the connection front (`front.rs`) until a connection
 /// sends anything else.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    reads: Option<ShardReads>,
+    shards: Option<ShardApi>,
     limits: &Limits,
     stop: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -44,10 +44,10 @@ pub async fn serve(
     // request a boxed future and a service clone.
     let router = router.layer(axum::middleware::from_fn_with_state(limits.header_bytes_max, front));
     let graceful = GracefulShutdown::new();
-    let front = reads.map(|reads| {
+    let front = shards.map(|shards| {
         Arc::new(Front {
             router: router.clone(),
-            reads,
+            shards,
             builder: builder.clone(),
             header_bytes_max: limits.header_bytes_max,
             header_timeout: Duration::from_millis(limits.header_timeout_ms),

@@ -468,11 +468,12 @@ fn headers_but_date(r: &common::Reply) -> Vec<(String, String)> {
     h
 }
 
-/// A keep-alive connection starts at the front (shard reads answered
+/// A keep-alive connection starts at the front (shard requests answered
 /// without hyper, `front.rs`) and moves to the full server at its first
 /// other request, with every byte sent behind it: requests pipelined
-/// across the move are all answered, in order; and the front's answers,
-/// found, ranged and missing, are the full server's, header for header.
+/// through a put's body and across the move are all answered, in order;
+/// and the front's answers, found, ranged and missing, are the full
+/// server's, header for header.
 #[test]
 fn a_connection_moves_from_the_front_to_the_full_server_without_losing_a_byte() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -487,10 +488,14 @@ fn a_connection_moves_from_the_front_to_the_full_server_without_losing_a_byte() 
         "GET /v1/shards/front%2Fa HTTP/1.1\r\nhost: t\r\nrange: bytes=10-19\r\n\r\n",
         "GET /v1/shards/front%2Fmissing HTTP/1.1\r\nhost: t\r\n\r\n",
     ];
+    // Served by the front: the reads, a put whose body is followed by the
+    // next request, a read of it; then a request the front does not
+    // serve moves the connection, and the same reads follow.
     let wire = [
         reads.concat(),
         format!("PUT /v1/shards/front%2Fb HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n{other}", other.len()),
         "GET /v1/shards/front%2Fb HTTP/1.1\r\nhost: t\r\n\r\n".to_owned(),
+        "GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n".to_owned(),
         reads.concat(),
     ]
     .concat();
@@ -505,6 +510,7 @@ fn a_connection_moves_from_the_front_to_the_full_server_without_losing_a_byte() 
     assert_eq!(put_answer.status, 201, "{}", put_answer.text());
     let b = next(false);
     assert_eq!((b.status, b.body.as_slice()), (200, other.as_bytes()));
+    assert_eq!(next(false).status, 200, "GET /healthz");
     let full = answers(&mut next);
 
     let [got, head, range, missing] = &front;

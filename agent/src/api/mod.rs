@@ -153,10 +153,10 @@ fn store_error(node: &Node, slot: Option<usize>, e: Error) -> ApiError {
     }
 }
 
-/// The shard reads the connection front answers (`front.rs`), by the
+/// The shard requests the connection front answers (`front.rs`), by the
 /// router's own handlers. None in a cluster: its shard routes answer
 /// peers only, checked by a layer of the router.
-pub fn shard_reads(app: &Arc<App>) -> Option<crate::front::ShardReads> {
+pub fn shard_api(app: &Arc<App>) -> Option<crate::front::ShardApi> {
     if app.cluster.is_some() {
         return None;
     }
@@ -164,10 +164,11 @@ pub fn shard_reads(app: &Arc<App>) -> Option<crate::front::ShardReads> {
     Some(Arc::new(move |req: Request| {
         let app = Arc::clone(&app);
         Box::pin(async move {
-            if req.method() == Method::HEAD {
-                head_shard(State(app), req).await.into_response()
-            } else {
-                get_shard(State(app), req).await.into_response()
+            match *req.method() {
+                Method::HEAD => head_shard(State(app), req).await.into_response(),
+                Method::PUT => put_shard(State(app), req).await.into_response(),
+                Method::DELETE => delete_shard(State(app), req).await.into_response(),
+                _ => get_shard(State(app), req).await.into_response(),
             }
         })
     }))
