@@ -1,0 +1,351 @@
+//! HTTP/1.1 over io_uring: accept, recv and send on one ring per thread
+//! (SO_REUSEPORT listeners, no epoll, no tokio); with a data file, each
+//! GET reads 4 KiB from it with O_DIRECT on the same ring, at an offset
+//! hashed from its key.
+
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use io_uring::{cqueue, opcode, types, IoUring};
+
+use crate::Shards;
+
+const ACCEPT: u64 = 0;
+const RECV: u64 = 1;
+const SEND: u64 = 2;
+const READ: u64 = 3;
+
+const DATA_BLOCKS: u64 = 262144;
+const RBUF: usize = 64 * 1024;
+
+struct Conn {
+    fd: RawFd,
+    rbuf: Vec<u8>,
+    rlen: usize,
+    recv_in_flight: bool,
+    wbuf: Vec<u8>,
+    wsent: usize,
+    send_in_flight: bool,
+    wnext: Vec<u8>,
+    body_left: usize,
+    put_key: String,
+    put_body: Vec<u8>,
+    closing: bool,
+    /// An aligned 4 KiB buffer for a GET's direct read.
+    dbuf: *mut u8,
+    read_in_flight: bool,
+    /// A GET waiting for its read: the body length.
+    read_len: usize,
+}
+
+fn listener(addr: std::net::SocketAddrV4) -> RawFd {
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let one: libc::c_int = 1;
+        for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+            libc::setsockopt(fd, libc::SOL_SOCKET, opt, &one as *const _ as *const libc::c_void, 4);
+        }
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: addr.port().to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from(*addr.ip()).to_be() },
+            sin_zero: [0; 8],
+        };
+        let r =
+            libc::bind(fd, &sa as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_in>() as u32);
+        assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
+        assert_eq!(libc::listen(fd, 1024), 0);
+        fd
+    }
+}
+
+fn serve(addr: std::net::SocketAddrV4, shards: Shards, data_fd: RawFd) {
+    let lfd = listener(addr);
+    let mut ring = IoUring::builder().setup_single_issuer().setup_coop_taskrun().build(1024).unwrap();
+    let mut conns: Vec<Option<Box<Conn>>> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    let accept = opcode::AcceptMulti::new(types::Fd(lfd)).build().user_data(ACCEPT);
+    unsafe { ring.submission().push(&accept).unwrap() };
+    let mut pending: Vec<io_uring::squeue::Entry> = Vec::new();
+    let mut cqes: Vec<(u64, i32, u32)> = Vec::new();
+    loop {
+        {
+            let mut sq = ring.submission();
+            for e in pending.drain(..) {
+                unsafe { sq.push(&e).expect("sq room") };
+            }
+        }
+        ring.submit_and_wait(1).unwrap();
+        cqes.clear();
+        cqes.extend(ring.completion().map(|c: cqueue::Entry| (c.user_data(), c.result(), c.flags())));
+        for &(ud, res, flags) in &cqes {
+            let (slot, op) = ((ud >> 8) as usize, ud & 0xff);
+            match op {
+                ACCEPT => {
+                    if !cqueue::more(flags) {
+                        pending.push(opcode::AcceptMulti::new(types::Fd(lfd)).build().user_data(ACCEPT));
+                    }
+                    if res < 0 {
+                        continue;
+                    }
+                    let fd = res;
+                    let one: libc::c_int = 1;
+                    unsafe {
+                        libc::setsockopt(
+                            fd,
+                            libc::IPPROTO_TCP,
+                            libc::TCP_NODELAY,
+                            &one as *const _ as *const libc::c_void,
+                            4,
+                        )
+                    };
+                    let c = Box::new(Conn {
+                        fd,
+                        rbuf: vec![0; RBUF],
+                        rlen: 0,
+                        recv_in_flight: false,
+                        wbuf: Vec::with_capacity(16384),
+                        wsent: 0,
+                        send_in_flight: false,
+                        wnext: Vec::with_capacity(16384),
+                        body_left: 0,
+                        put_key: String::new(),
+                        put_body: Vec::new(),
+                        closing: false,
+                        dbuf: unsafe { std::alloc::alloc(std::alloc::Layout::from_size_align(4096, 4096).unwrap()) },
+                        read_in_flight: false,
+                        read_len: 0,
+                    });
+                    let slot = match free.pop() {
+                        Some(s) => {
+                            conns[s] = Some(c);
+                            s
+                        }
+                        None => {
+                            conns.push(Some(c));
+                            conns.len() - 1
+                        }
+                    };
+                    let c = conns[slot].as_mut().unwrap();
+                    pending.push(recv(c, slot));
+                }
+                RECV => {
+                    let c = conns[slot].as_mut().unwrap();
+                    c.recv_in_flight = false;
+                    if res <= 0 || c.closing {
+                        c.closing = true;
+                    } else {
+                        c.rlen += res as usize;
+                        if !c.read_in_flight {
+                            match handle(c, &shards, data_fd) {
+                                Some(off) if off >= 0 => pending.push(read(c, slot, off as u64, data_fd)),
+                                Some(_) => {}
+                                None => c.closing = true,
+                            }
+                        }
+                        if !c.closing {
+                            pending.push(recv(c, slot));
+                        }
+                        if !c.send_in_flight && !c.wnext.is_empty() {
+                            std::mem::swap(&mut c.wbuf, &mut c.wnext);
+                            c.wsent = 0;
+                            pending.push(send(c, slot));
+                        }
+                    }
+                }
+                SEND => {
+                    let c = conns[slot].as_mut().unwrap();
+                    c.send_in_flight = false;
+                    if res <= 0 {
+                        c.closing = true;
+                    } else {
+                        c.wsent += res as usize;
+                        if c.wsent < c.wbuf.len() {
+                            pending.push(send(c, slot));
+                        } else {
+                            c.wbuf.clear();
+                            c.wsent = 0;
+                            if !c.wnext.is_empty() {
+                                std::mem::swap(&mut c.wbuf, &mut c.wnext);
+                                pending.push(send(c, slot));
+                            }
+                        }
+                    }
+                }
+                READ => {
+                    let c = conns[slot].as_mut().unwrap();
+                    c.read_in_flight = false;
+                    if res != 4096 {
+                        c.closing = true;
+                    } else {
+                        use std::io::Write;
+                        let b = unsafe { std::slice::from_raw_parts(c.dbuf, 4096) };
+                        let b = &b[..c.read_len.min(4096)];
+                        let crc = crc32c::crc32c(b);
+                        let _ = write!(
+                            c.wnext,
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-shard-crc32c: {crc:08x}\r\naccept-ranges: bytes\r\n\r\n",
+                            b.len()
+                        );
+                        c.wnext.extend_from_slice(b);
+                        // Requests that came behind this one.
+                        if c.rlen > 0 {
+                            match handle(c, &shards, data_fd) {
+                                Some(off) if off >= 0 => pending.push(read(c, slot, off as u64, data_fd)),
+                                Some(_) => {}
+                                None => c.closing = true,
+                            }
+                        }
+                        if !c.send_in_flight && !c.wnext.is_empty() {
+                            std::mem::swap(&mut c.wbuf, &mut c.wnext);
+                            c.wsent = 0;
+                            pending.push(send(c, slot));
+                        }
+                    }
+                }
+                _ => unreachable!(),
+            }
+            if op != ACCEPT {
+                let c = conns[slot].as_ref().unwrap();
+                if c.closing && !c.recv_in_flight && !c.send_in_flight && !c.read_in_flight {
+                    unsafe { libc::close(c.fd) };
+                    conns[slot] = None;
+                    free.push(slot);
+                }
+            }
+        }
+    }
+}
+
+fn recv(c: &mut Conn, slot: usize) -> io_uring::squeue::Entry {
+    c.recv_in_flight = true;
+    let buf = &mut c.rbuf[c.rlen..];
+    opcode::Recv::new(types::Fd(c.fd), buf.as_mut_ptr(), buf.len() as u32)
+        .build()
+        .user_data(((slot as u64) << 8) | RECV)
+}
+
+fn read(c: &mut Conn, slot: usize, off: u64, data_fd: RawFd) -> io_uring::squeue::Entry {
+    c.read_in_flight = true;
+    opcode::Read::new(types::Fd(data_fd), c.dbuf, 4096).offset(off).build().user_data(((slot as u64) << 8) | READ)
+}
+
+fn send(c: &mut Conn, slot: usize) -> io_uring::squeue::Entry {
+    c.send_in_flight = true;
+    let buf = &c.wbuf[c.wsent..];
+    opcode::Send::new(types::Fd(c.fd), buf.as_ptr(), buf.len() as u32).build().user_data(((slot as u64) << 8) | SEND)
+}
+
+/// Answers every complete request in the read buffer; None to close;
+/// Some(offset) when a GET waits for a direct read at that offset.
+fn handle(c: &mut Conn, shards: &Shards, data_fd: RawFd) -> Option<i64> {
+    let mut wait = -1i64;
+    let mut at = 0;
+    loop {
+        if c.body_left > 0 {
+            let n = c.body_left.min(c.rlen - at);
+            c.put_body.extend_from_slice(&c.rbuf[at..at + n]);
+            at += n;
+            c.body_left -= n;
+            if c.body_left > 0 {
+                break;
+            }
+            let body = std::mem::take(&mut c.put_body);
+            shards.write().unwrap().insert(std::mem::take(&mut c.put_key), body.into());
+            c.wnext.extend_from_slice(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n");
+            continue;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 24];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&c.rbuf[at..c.rlen]) {
+            Ok(httparse::Status::Complete(n)) => {
+                let method = req.method.unwrap_or("");
+                let path = req.path.unwrap_or("");
+                let len = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                let Some(key) = path.strip_prefix("/v1/shards/") else {
+                    c.wnext.extend_from_slice(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+                    at += n;
+                    continue;
+                };
+                match method {
+                    "GET" if data_fd >= 0 && shards.read().unwrap().get(key).is_some() => {
+                        let len = shards.read().unwrap().get(key).map(|b| b.len()).unwrap();
+                        let mut h = 0xcbf29ce484222325u64;
+                        for &x in key.as_bytes() {
+                            h = (h ^ u64::from(x)).wrapping_mul(0x100000001b3);
+                        }
+                        c.read_len = len;
+                        wait = ((h % DATA_BLOCKS) * 4096) as i64;
+                        at += n;
+                        break;
+                    }
+                    "GET" | "HEAD" => {
+                        let got = shards.read().unwrap().get(key).cloned();
+                        match got {
+                            Some(b) => {
+                                use std::io::Write;
+                                let crc = crc32c::crc32c(&b);
+                                let _ = write!(
+                                    c.wnext,
+                                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-shard-crc32c: {crc:08x}\r\naccept-ranges: bytes\r\n\r\n",
+                                    b.len()
+                                );
+                                if method == "GET" {
+                                    c.wnext.extend_from_slice(&b);
+                                }
+                            }
+                            None => c.wnext.extend_from_slice(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"),
+                        }
+                    }
+                    "PUT" => {
+                        c.put_key = key.to_owned();
+                        c.put_body = Vec::with_capacity(len);
+                        c.body_left = len;
+                        if len == 0 {
+                            shards.write().unwrap().insert(std::mem::take(&mut c.put_key), bytes::Bytes::new());
+                            c.wnext.extend_from_slice(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n");
+                        }
+                    }
+                    _ => return None,
+                }
+                at += n;
+            }
+            Ok(httparse::Status::Partial) => break,
+            Err(_) => return None,
+        }
+    }
+    c.rbuf.copy_within(at..c.rlen, 0);
+    c.rlen -= at;
+    if c.rlen < RBUF {
+        Some(wait)
+    } else {
+        None
+    }
+}
+
+/// Serves on `threads` threads, each with its own ring and listener.
+pub fn run(addr: std::net::SocketAddrV4, threads: usize, data: Option<&str>) {
+    let data_fd = data.map_or(-1, |path| {
+        use std::os::fd::IntoRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path).unwrap();
+        f.into_raw_fd()
+    });
+    let shards: Shards = Arc::default();
+    let hs: Vec<_> = (0..threads)
+        .map(|_| {
+            let s = Arc::clone(&shards);
+            std::thread::spawn(move || serve(addr, s, data_fd))
+        })
+        .collect();
+    eprintln!("shard-agent ready (io_uring, {threads} threads) on {addr}");
+    for h in hs {
+        h.join().unwrap();
+    }
+}
