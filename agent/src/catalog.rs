@@ -15,6 +15,12 @@ pub enum Kind {
 pub const METRICS: &[(&str, Kind, &str)] = &[
     ("shardnode_build_info", Kind::Gauge, "Always 1; the labels name the version and git commit of the running agent."),
     ("shardnode_http_requests_total", Kind::Counter, "HTTP requests answered, by operation and status code."),
+    ("shardnode_http_connections_total", Kind::Counter, "HTTP connections accepted."),
+    (
+        "shardnode_http_connections_handed_off_total",
+        Kind::Counter,
+        "HTTP connections the connection front handed to the full server, at their first request that was not a shard request it serves (another route, a chunked body, an Expect, an upgrade, HTTP/1.0); every connection of an agent in a cluster is served by the full server and not counted here.",
+    ),
     (
         "shardnode_body_memory_bytes",
         Kind::Gauge,

@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::Request;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 use axum::response::Response;
 use axum::Router;
 use bytes::{Buf, Bytes, BytesMut};
@@ -322,14 +322,16 @@ async fn write_response(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if !parts.headers.contains_key(header::CONTENT_LENGTH) {
+    // No length on a 1xx or 204 answer (RFC 9110, 8.6), as hyper.
+    let bodiless = parts.status.is_informational() || parts.status == StatusCode::NO_CONTENT;
+    if !bodiless && !parts.headers.contains_key(header::CONTENT_LENGTH) {
         out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
     }
     out.extend_from_slice(b"date: ");
     date(out);
     out.extend_from_slice(b"\r\n\r\n");
     let io = |e: io::Error| e.to_string();
-    if head_only || body.is_empty() {
+    if head_only || bodiless || body.is_empty() {
         stream.write_all(out).await.map_err(io)?;
     } else if body.len() <= BODY_COPIED_BYTES_MAX {
         out.extend_from_slice(&body);
@@ -361,6 +363,7 @@ fn date(out: &mut Vec<u8>) {
 /// Hands the connection to hyper and the full router, which first read
 /// `read` (the bytes this front read and did not serve).
 async fn hand_off(stream: TcpStream, read: Bytes, front: &Front, watcher: Watcher) -> Result<(), String> {
+    metrics::counter!("shardnode_http_connections_handed_off_total").increment(1);
     let io = TokioIo::new(Rewind { read, stream });
     let service = TowerToHyperService::new(front.router.clone());
     watcher.watch(front.builder.serve_connection(io, service)).await.map_err(|e| e.to_string())

@@ -72,6 +72,7 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                metrics::counter!("shardnode_http_connections_total").increment(1);
                 if let Some(front) = &front {
                     let (front, watcher, stopping) = (Arc::clone(front), graceful.watcher(), stopping.clone());
                     tokio::spawn(async move {

@@ -472,8 +472,8 @@ fn headers_but_date(r: &common::Reply) -> Vec<(String, String)> {
 /// without hyper, `front.rs`) and moves to the full server at its first
 /// other request, with every byte sent behind it: requests pipelined
 /// through a put's body and across the move are all answered, in order;
-/// and the front's answers, found, ranged and missing, are the full
-/// server's, header for header.
+/// and the front's answers, found, ranged, missing and deleted, are the
+/// full server's, header for header.
 #[test]
 fn a_connection_moves_from_the_front_to_the_full_server_without_losing_a_byte() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -482,29 +482,47 @@ fn a_connection_moves_from_the_front_to_the_full_server_without_losing_a_byte() 
     let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
     assert_eq!(put(addr, "front%2Fa", &data).status, 201);
     let other = "a second shard";
-    let reads = [
-        "GET /v1/shards/front%2Fa HTTP/1.1\r\nhost: t\r\n\r\n",
-        "HEAD /v1/shards/front%2Fa HTTP/1.1\r\nhost: t\r\n\r\n",
-        "GET /v1/shards/front%2Fa HTTP/1.1\r\nhost: t\r\nrange: bytes=10-19\r\n\r\n",
-        "GET /v1/shards/front%2Fmissing HTTP/1.1\r\nhost: t\r\n\r\n",
-    ];
-    // Served by the front: the reads, a put whose body is followed by the
-    // next request, a read of it; then a request the front does not
-    // serve moves the connection, and the same reads follow.
+    for key in ["front%2Fgone-1", "front%2Fgone-2"] {
+        assert_eq!(put(addr, key, b"to delete").status, 201);
+    }
+    // The same requests on each side of the move, each deleting a key of
+    // its own.
+    let requests = |gone: &str| {
+        [
+            "GET /v1/shards/front%2Fa HTTP/1.1\r\nhost: t\r\n\r\n".to_owned(),
+            "HEAD /v1/shards/front%2Fa HTTP/1.1\r\nhost: t\r\n\r\n".to_owned(),
+            "GET /v1/shards/front%2Fa HTTP/1.1\r\nhost: t\r\nrange: bytes=10-19\r\n\r\n".to_owned(),
+            "GET /v1/shards/front%2Fmissing HTTP/1.1\r\nhost: t\r\n\r\n".to_owned(),
+            format!("DELETE /v1/shards/front%2F{gone} HTTP/1.1\r\nhost: t\r\n\r\n"),
+        ]
+        .concat()
+    };
+    // Served by the front: those requests, a put whose body is followed
+    // by the next request, a read of it; then a request the front does
+    // not serve moves the connection, and the same requests follow.
     let wire = [
-        reads.concat(),
+        requests("gone-1"),
         format!("PUT /v1/shards/front%2Fb HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n{other}", other.len()),
         "GET /v1/shards/front%2Fb HTTP/1.1\r\nhost: t\r\n\r\n".to_owned(),
         "GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n".to_owned(),
-        reads.concat(),
+        requests("gone-2"),
     ]
     .concat();
+    let counts = || {
+        let text = String::from_utf8(request(addr, "GET", "/metrics", &[], b"").body).unwrap();
+        let value = |series: &str| -> u64 {
+            text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0)
+        };
+        [value("shardnode_http_connections_total"), value("shardnode_http_connections_handed_off_total")]
+    };
+    let before = counts();
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(wire.as_bytes()).unwrap();
     let mut r = std::io::BufReader::new(s);
     let mut next = |head: bool| common::read_reply(&mut OneByte(&mut r), head);
-    let answers = |next: &mut dyn FnMut(bool) -> common::Reply| [next(false), next(true), next(false), next(false)];
+    let answers =
+        |next: &mut dyn FnMut(bool) -> common::Reply| [next(false), next(true), next(false), next(false), next(false)];
     let front = answers(&mut next);
     let put_answer = next(false);
     assert_eq!(put_answer.status, 201, "{}", put_answer.text());
@@ -513,7 +531,7 @@ fn a_connection_moves_from_the_front_to_the_full_server_without_losing_a_byte() 
     assert_eq!(next(false).status, 200, "GET /healthz");
     let full = answers(&mut next);
 
-    let [got, head, range, missing] = &front;
+    let [got, head, range, missing, deleted] = &front;
     assert_eq!(got.status, 200);
     assert!(got.body == data, "the front's body differs from what was put");
     assert_eq!(got.header("x-shard-crc32c"), Some(crc_hex(&data).as_str()));
@@ -524,10 +542,15 @@ fn a_connection_moves_from_the_front_to_the_full_server_without_losing_a_byte() 
     assert_eq!((range.status, range.body.as_slice()), (206, &data[10..20]));
     assert_eq!(range.header("x-range-crc32c"), Some(crc_hex(&data[10..20]).as_str()));
     assert_eq!((missing.status, missing.code()), (404, "NotFound".to_owned()));
+    assert_eq!((deleted.status, deleted.header("content-length")), (204, None));
     for (f, h) in front.iter().zip(&full) {
         assert_eq!((f.status, headers_but_date(f)), (h.status, headers_but_date(h)));
         assert_eq!(f.body, h.body);
     }
+    // This connection, and the second scrape's own (a scrape is a
+    // connection the front hands off, counted before it is answered).
+    let after = counts();
+    assert_eq!([after[0] - before[0], after[1] - before[1]], [2, 2], "accepted and handed off");
     assert!(agent.signal(Signal::SIGTERM).success());
 }
 
