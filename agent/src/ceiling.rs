@@ -59,10 +59,17 @@ pub async fn run(listen: std::net::SocketAddr, limits: &crate::config::Limits) -
             };
             match *req.method() {
                 axum::http::Method::HEAD => head(State(shards), Path(key)).await.into_response(),
-                axum::http::Method::PUT => match http_body_util::BodyExt::collect(req.into_body()).await {
-                    Ok(body) => put(State(shards), Path(key), body.to_bytes()).await.into_response(),
-                    Err(_) => StatusCode::BAD_REQUEST.into_response(),
-                },
+                axum::http::Method::PUT => {
+                    let limited =
+                        http_body_util::Limited::new(req.into_body(), shardstore::store::SHARD_SIZE_BYTES_MAX as usize);
+                    match http_body_util::BodyExt::collect(limited).await {
+                        Ok(body) => put(State(shards), Path(key), body.to_bytes()).await.into_response(),
+                        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                            StatusCode::PAYLOAD_TOO_LARGE.into_response()
+                        }
+                        Err(_) => StatusCode::BAD_REQUEST.into_response(),
+                    }
+                }
                 axum::http::Method::GET => get(State(shards), Path(key)).await,
                 _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
             }

@@ -37,12 +37,12 @@ pub async fn serve(
         // fill it, up to this bound: a bound as small as the header limit
         // made a 1 MiB body 64 reads and 64 frames (the HTTP ceiling's CPU
         // per 1 MiB PUT 0.63x, its rate 1.3x, with 256 KiB). The header
-        // limit is enforced after parsing (`front`).
+        // limit is enforced after parsing (`first_layer`).
         .max_buf_size(limits.header_bytes_max.max(READ_BUFFER_BYTES_MAX))
         .keep_alive(true);
     // One layer in front of every route: each `from_fn` layer costs a
     // request a boxed future and a service clone.
-    let router = router.layer(axum::middleware::from_fn_with_state(limits.header_bytes_max, front));
+    let router = router.layer(axum::middleware::from_fn_with_state(limits.header_bytes_max, first_layer));
     let graceful = GracefulShutdown::new();
     let front = shards.map(|shards| {
         Arc::new(Front {
@@ -126,7 +126,7 @@ fn head_bytes(req: &Request) -> usize {
 /// `limits.header_bytes_max`, before any route sees it (hyper itself
 /// refuses heads over its buffer); every other request is counted and
 /// timed (`metrics::record`).
-async fn front(State(max): State<usize>, req: Request, next: Next) -> Response {
+async fn first_layer(State(max): State<usize>, req: Request, next: Next) -> Response {
     if head_bytes(&req) > max {
         return (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, [(axum::http::header::CONNECTION, "close")])
             .into_response();

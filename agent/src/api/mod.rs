@@ -165,10 +165,17 @@ pub fn shard_api(app: &Arc<App>) -> Option<crate::front::ShardApi> {
         let app = Arc::clone(&app);
         Box::pin(async move {
             match *req.method() {
+                Method::GET => get_shard(State(app), req).await.into_response(),
                 Method::HEAD => head_shard(State(app), req).await.into_response(),
                 Method::PUT => put_shard(State(app), req).await.into_response(),
                 Method::DELETE => delete_shard(State(app), req).await.into_response(),
-                _ => get_shard(State(app), req).await.into_response(),
+                // The front passes no other method; the router's answer.
+                ref method => ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    format!("{method} is not served on {} (the Allow header lists what is)", req.uri().path()),
+                )
+                .into_response(),
             }
         })
     }))
