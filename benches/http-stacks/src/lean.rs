@@ -30,19 +30,9 @@ async fn conn(mut s: tokio::net::TcpStream, shards: Shards) {
                 w.extend_from_slice(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n");
                 continue;
             }
-            let mut headers = [httparse::EMPTY_HEADER; 24];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(&rbuf[at..rlen]) {
-                Ok(httparse::Status::Complete(n)) => {
-                    let method = req.method.unwrap_or("");
-                    let path = req.path.unwrap_or("");
-                    let len = req
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    let key = path.strip_prefix("/v1/shards/").unwrap_or("").to_owned();
+            match crate::parse_head(&rbuf[at..rlen]) {
+                Ok(Some(crate::Head { method, key, body: len, len: n })) => {
+                    let key = key.unwrap_or("").to_owned();
                     at += n;
                     match method {
                         "GET" | "HEAD" => {
@@ -71,7 +61,7 @@ async fn conn(mut s: tokio::net::TcpStream, shards: Shards) {
                         _ => return,
                     }
                 }
-                Ok(httparse::Status::Partial) => break,
+                Ok(None) => break,
                 Err(_) => return,
             }
         }

@@ -15,6 +15,32 @@ mod uring;
 
 type Shards = Arc<RwLock<HashMap<String, bytes::Bytes>>>;
 
+/// A request head at the start of a buffer: its method, its key (the
+/// target after `/v1/shards/`, if it is one), its body's length and its
+/// own.
+struct Head<'a> {
+    method: &'a str,
+    key: Option<&'a str>,
+    body: usize,
+    len: usize,
+}
+
+/// The head at the start of `buf`: `Ok(None)` while it is not whole,
+/// `Err` for bytes that are not HTTP.
+fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, httparse::Error> {
+    let mut headers = [httparse::EMPTY_HEADER; 24];
+    let mut req = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(len) = req.parse(buf)? else { return Ok(None) };
+    let body = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let key = req.path.and_then(|p| p.strip_prefix("/v1/shards/"));
+    Ok(Some(Head { method: req.method.unwrap_or(""), key, body, len }))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();

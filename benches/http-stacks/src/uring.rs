@@ -256,19 +256,9 @@ fn handle(c: &mut Conn, shards: &Shards, data_fd: RawFd) -> Option<i64> {
             c.wnext.extend_from_slice(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n");
             continue;
         }
-        let mut headers = [httparse::EMPTY_HEADER; 24];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&c.rbuf[at..c.rlen]) {
-            Ok(httparse::Status::Complete(n)) => {
-                let method = req.method.unwrap_or("");
-                let path = req.path.unwrap_or("");
-                let len = req
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                let Some(key) = path.strip_prefix("/v1/shards/") else {
+        match crate::parse_head(&c.rbuf[at..c.rlen]) {
+            Ok(Some(crate::Head { method, key, body: len, len: n })) => {
+                let Some(key) = key else {
                     c.wnext.extend_from_slice(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
                     at += n;
                     continue;
@@ -316,7 +306,7 @@ fn handle(c: &mut Conn, shards: &Shards, data_fd: RawFd) -> Option<i64> {
                 }
                 at += n;
             }
-            Ok(httparse::Status::Partial) => break,
+            Ok(None) => break,
             Err(_) => return None,
         }
     }
