@@ -114,6 +114,10 @@ pub async fn connection(
         };
         crate::metrics::observe(op, response.status().as_u16(), started);
         let keep_alive = write_response(&mut stream, &mut out, response, head_only, close || !whole).await?;
+        if !whole {
+            linger(stream).await;
+            return Ok(());
+        }
         if !keep_alive || *stopping.borrow() {
             return Ok(());
         }
@@ -341,6 +345,34 @@ async fn write_response(
         stream.write_all(&body).await.map_err(io)?;
     }
     Ok(keep_alive)
+}
+
+/// How long a closing connection is drained of a body it was answered
+/// before (`linger`): at most this long in all, and this long between
+/// reads, and at most this many bytes.
+const LINGER_TOTAL: Duration = Duration::from_secs(5);
+const LINGER_IDLE: Duration = Duration::from_secs(1);
+const LINGER_BYTES_MAX: usize = 80 << 20;
+
+/// Closes a connection answered before its request's body was read (a
+/// refusal, a timeout), as servers do: the answer is sent and the write
+/// side shut, then what the client still sends is read and dropped until
+/// it closes, within bounds. Closing at once with unread bytes makes the
+/// kernel reset the connection, and a client still sending its body would
+/// see the reset instead of the answer.
+async fn linger(mut stream: TcpStream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let until = tokio::time::Instant::now() + LINGER_TOTAL;
+    let (mut sink, mut drained) = (vec![0u8; 64 * 1024], 0);
+    while drained < LINGER_BYTES_MAX {
+        let deadline = until.min(tokio::time::Instant::now() + LINGER_IDLE);
+        match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => return,
+        }
+    }
 }
 
 /// Appends the `date` header's value, the current second's (formatted

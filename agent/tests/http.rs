@@ -580,3 +580,27 @@ fn a_stop_closes_idle_connections_at_once() {
         assert_eq!(r.read_to_end(&mut rest).unwrap(), 0, "an idle connection was answered at the stop");
     }
 }
+
+/// A put refused before its body is read (here too large) gets its
+/// answer, not a reset, while the client is still sending the body: the
+/// agent drains what comes after the answer before it closes.
+#[test]
+fn a_put_refused_while_its_body_is_still_coming_gets_its_answer_not_a_reset() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (mut agent, addr) = start(dir.path());
+    let over = shardstore::store::SHARD_SIZE_BYTES_MAX + 1;
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(format!("PUT /v1/shards/too-large HTTP/1.1\r\nhost: t\r\ncontent-length: {over}\r\n\r\n").as_bytes())
+        .unwrap();
+    // Part of the body, in pieces, while the answer is already sent.
+    let piece = vec![7u8; 64 * 1024];
+    for _ in 0..32 {
+        s.write_all(&piece).expect("the agent reset the connection while the body was coming");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let r = common::read_reply(&mut s, false);
+    assert_eq!((r.status, r.code(), r.header("connection")), (413, "TooLarge".to_owned(), Some("close")));
+    assert_eq!(get(addr, "too-large").code(), "NotFound");
+    assert!(agent.signal(Signal::SIGTERM).success());
+}
