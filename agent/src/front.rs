@@ -14,7 +14,7 @@
 //! around it are read and written here.
 
 use std::future::Future;
-use std::io;
+use std::io::{self, Write};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -56,12 +56,11 @@ pub struct Front {
 /// Serves one connection: shard requests here, until a request that is
 /// not one, then everything through hyper.
 pub async fn connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
     front: Arc<Front>,
     watcher: Watcher,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let mut stream = stream;
     let mut buf = BytesMut::with_capacity(8192);
     let mut out = Vec::with_capacity(BODY_COPIED_BYTES_MAX + 512);
     loop {
@@ -177,11 +176,11 @@ fn parse(buf: &[u8], header_bytes_max: usize) -> Result<Head, NotServed> {
     for h in parsed.headers.iter() {
         let name = h.name;
         // A chunked body, an upgrade or an expectation: hyper's to handle.
-        let lower = |n: &str| name.eq_ignore_ascii_case(n);
-        if lower("transfer-encoding") || lower("upgrade") || lower("expect") {
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if is("transfer-encoding") || is("upgrade") || is("expect") {
             return Err(NotServed::Other);
         }
-        if lower("content-length") {
+        if is("content-length") {
             // One, in digits (a list, a sign or a second one: hyper's).
             let len =
                 std::str::from_utf8(h.value).ok().filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()));
@@ -190,7 +189,7 @@ fn parse(buf: &[u8], header_bytes_max: usize) -> Result<Head, NotServed> {
                 _ => return Err(NotServed::Other),
             }
         }
-        if lower("connection") {
+        if is("connection") {
             for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
@@ -329,7 +328,7 @@ async fn write_response(
     // No length on a 1xx or 204 answer (RFC 9110, 8.6), as hyper.
     let bodiless = parts.status.is_informational() || parts.status == StatusCode::NO_CONTENT;
     if !bodiless && !parts.headers.contains_key(header::CONTENT_LENGTH) {
-        out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+        let _ = write!(out, "content-length: {}\r\n", body.len());
     }
     out.extend_from_slice(b"date: ");
     date(out);

@@ -368,7 +368,16 @@ fn bodies_land_in_record_buffers_or_are_kept_as_they_came() {
 /// The value of the sample `series` (name and labels, exactly as
 /// rendered) in the agent's /metrics, 0 while it is absent.
 fn sample(addr: SocketAddr, series: &str) -> f64 {
-    let text = String::from_utf8(request(addr, "GET", "/metrics", &[], b"").body).unwrap();
+    sample_of(&scrape(addr), series)
+}
+
+/// The agent's /metrics text.
+fn scrape(addr: SocketAddr) -> String {
+    String::from_utf8(request(addr, "GET", "/metrics", &[], b"").body).unwrap()
+}
+
+/// The value of `series` in a scrape's `text`, 0 while it is absent.
+fn sample_of(text: &str, series: &str) -> f64 {
     text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
 }
 
@@ -508,12 +517,11 @@ fn a_connection_moves_from_the_front_to_the_full_server_without_losing_a_byte() 
         requests("gone-2"),
     ]
     .concat();
+    // Both counters from one scrape (counts are whole numbers).
     let counts = || {
-        let text = String::from_utf8(request(addr, "GET", "/metrics", &[], b"").body).unwrap();
-        let value = |series: &str| -> u64 {
-            text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0)
-        };
-        [value("shardnode_http_connections_total"), value("shardnode_http_connections_handed_off_total")]
+        let text = scrape(addr);
+        ["shardnode_http_connections_total", "shardnode_http_connections_handed_off_total"]
+            .map(|series| sample_of(&text, series) as u64)
     };
     let before = counts();
     let mut s = TcpStream::connect(addr).unwrap();

@@ -170,15 +170,18 @@ pub fn shard_api(app: &Arc<App>) -> Option<crate::front::ShardApi> {
                 Method::PUT => put_shard(State(app), req).await.into_response(),
                 Method::DELETE => delete_shard(State(app), req).await.into_response(),
                 // The front passes no other method; the router's answer.
-                ref method => ApiError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "MethodNotAllowed",
-                    format!("{method} is not served on {} (the Allow header lists what is)", req.uri().path()),
-                )
-                .into_response(),
+                ref method => method_not_allowed(method, req.uri().path()).into_response(),
             }
         })
     }))
+}
+
+fn method_not_allowed(method: &Method, path: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        format!("{method} is not served on {path} (the Allow header lists what is)"),
+    )
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -212,11 +215,7 @@ pub fn router(app: Arc<App>) -> Router {
             ApiError::new(StatusCode::NOT_FOUND, "NoSuchRoute", format!("no route for {method} {}", uri.path()))
         })
         .method_not_allowed_fallback(|method: Method, uri: axum::http::Uri| async move {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                format!("{method} is not served on {} (the Allow header lists what is)", uri.path()),
-            )
+            method_not_allowed(&method, uri.path())
         })
         .with_state(app)
 }
