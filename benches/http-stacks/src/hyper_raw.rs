@@ -43,22 +43,11 @@ async fn handle(req: Request<hyper::body::Incoming>, shards: Shards) -> Result<R
 
 /// Serves on a runtime of `threads` workers.
 pub fn run(listen: &str, threads: usize) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build().unwrap();
-    rt.block_on(async {
-        let l = tokio::net::TcpListener::bind(listen).await.unwrap();
-        let shards: Shards = Arc::default();
-        eprintln!("shard-agent ready (hyper, service_fn) on {listen}");
-        loop {
-            let (s, _) = l.accept().await.unwrap();
-            let _ = s.set_nodelay(true);
-            let shards = Arc::clone(&shards);
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| handle(req, Arc::clone(&shards)));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .max_buf_size(256 * 1024)
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                    .await;
-            });
-        }
+    crate::accept_loop(listen, threads, "hyper, service_fn", |s, shards| async move {
+        let svc = hyper::service::service_fn(move |req| handle(req, Arc::clone(&shards)));
+        let _ = hyper::server::conn::http1::Builder::new()
+            .max_buf_size(256 * 1024)
+            .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+            .await;
     });
 }

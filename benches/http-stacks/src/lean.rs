@@ -1,6 +1,5 @@
 //! A lean HTTP/1.1 server on tokio: httparse, one task per connection,
 //! answers written by hand. What tokio costs without hyper and axum.
-use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::Shards;
@@ -78,15 +77,5 @@ async fn conn(mut s: tokio::net::TcpStream, shards: Shards) {
 
 /// Serves on a runtime of `threads` workers.
 pub fn run(listen: &str, threads: usize) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build().unwrap();
-    rt.block_on(async {
-        let l = tokio::net::TcpListener::bind(listen).await.unwrap();
-        let shards: Shards = Arc::default();
-        eprintln!("shard-agent ready (tokio, httparse) on {listen}");
-        loop {
-            let (s, _) = l.accept().await.unwrap();
-            let _ = s.set_nodelay(true);
-            tokio::spawn(conn(s, Arc::clone(&shards)));
-        }
-    });
+    crate::accept_loop(listen, threads, "tokio, httparse", conn);
 }

@@ -41,6 +41,26 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head<'_>>, httparse::Error> {
     Ok(Some(Head { method: req.method.unwrap_or(""), key, body, len }))
 }
 
+/// Accepts on `listen` on a tokio runtime of `threads` workers and serves
+/// each connection with `serve`, in a task of its own.
+fn accept_loop<F, Fut>(listen: &str, threads: usize, stack: &str, serve: F)
+where
+    F: Fn(tokio::net::TcpStream, Shards) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build().unwrap();
+    rt.block_on(async {
+        let l = tokio::net::TcpListener::bind(listen).await.unwrap();
+        let shards: Shards = Arc::default();
+        eprintln!("shard-agent ready ({stack}) on {listen}");
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            let _ = s.set_nodelay(true);
+            tokio::spawn(serve(s, Arc::clone(&shards)));
+        }
+    });
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
