@@ -10,7 +10,7 @@ use shardstore::device::sim::{SimConfig, SimDevice, SimHandle};
 use shardstore::device::{self, OpenOptions};
 use shardstore::format::{format, FormatOptions};
 use shardstore::rng::Rng;
-use shardstore::store::{FinishedGet, Op, Store};
+use shardstore::store::{FinishedGet, Lookup, Op, Store};
 
 #[path = "common/full_log.rs"]
 mod full_log;
@@ -314,4 +314,68 @@ fn a_checkpoint_encoded_between_commits_holds_the_store_as_it_began() {
     store.finish_checkpoint(&mut |_| {}).unwrap();
     assert_eq!(store.superblock().store.epoch, epoch + 1);
     crash_and_check(&h, store, &model);
+}
+
+/// A checkpoint beside commits begun with the log empty, while the old
+/// half fills to its last block with records kept whole for the new half
+/// (tombstones with long keys; a put's payload copies are not kept): the
+/// commit that finds the old half full switches it in with every one of
+/// those records written again after it, at the edge of the room the
+/// switch checks for, and nothing acknowledged is lost, before or after a
+/// crash.
+#[test]
+fn a_checkpoint_beside_commits_switched_with_a_full_half_of_records_keeps_them_all() {
+    let (h, mut store) = fresh(75);
+    let mut model = BTreeMap::new();
+    for i in 0..40u64 {
+        let key = format!("base/{i}").into_bytes();
+        let value = bytes(3000, i);
+        store.put(&key, &value).unwrap();
+        model.insert(key, value);
+    }
+    store.checkpoint().unwrap();
+    let epoch = store.superblock().store.epoch;
+    let begun_len = store.superblock().store.checkpoint_len_bytes;
+    let half = store.superblock().layout.meta_size_bytes / 2;
+    assert!(store.start_checkpoint().unwrap());
+    // Batches of 50 while there is room for them, then one at a time (a
+    // block each), until a commit finds the old half full.
+    let mut tombstones = Vec::new();
+    let logged = loop {
+        let logged = half - log_room(&store) - begun_len;
+        let n = if log_room(&store) > 64 << 10 { 50 } else { 1 };
+        let ops: Vec<Op> = (0..n)
+            .map(|_| {
+                let key = format!("{:05}/{}", tombstones.len(), "t".repeat(240)).into_bytes();
+                tombstones.push(key.clone());
+                Op::Tombstone { key, version: 1 }
+            })
+            .collect();
+        for r in store.commit(&ops) {
+            r.unwrap();
+        }
+        if store.superblock().store.epoch != epoch {
+            break logged;
+        }
+        assert!(tombstones.len() < 100_000, "the log never filled");
+    };
+    assert!(!store.checkpoint_under_way());
+    assert_eq!(store.superblock().store.epoch, epoch + 1);
+    // The new half: the checkpoint begun, then every record logged beside
+    // it (packed more densely than one commit's blocks were), then the
+    // last commit's.
+    let sb = store.superblock().store;
+    assert_eq!(sb.checkpoint_len_bytes, begun_len, "not the checkpoint begun with the log empty");
+    let after = store.metadata_in_use()[0].1 - sb.checkpoint_len_bytes;
+    assert!(after > logged * 3 / 4, "{after} bytes logged after the checkpoint, of {logged} logged beside it");
+    assert!(after + begun_len > half * 3 / 4, "the half is not three quarters full");
+    store.check_invariants();
+    let mut store = crash_and_check(&h, store, &model);
+    for key in &tombstones {
+        assert!(matches!(store.lookup(key), Lookup::Tombstone(_)), "a tombstone was lost");
+    }
+    store.put(b"after", &bytes(100, 1)).unwrap();
+    model.insert(b"after".to_vec(), bytes(100, 1));
+    let store = crash_and_check(&h, store, &model);
+    assert_eq!(store.superblock().store.epoch, epoch + 1);
 }
