@@ -649,10 +649,12 @@ impl Store {
         let half_end = b.offset + self.sb.layout.meta_size_bytes / 2;
         let log_start = b.offset + bytes.len() as u64;
         let relog_len = blocks.len() as u64 * BLOCK_SIZE_BYTES;
-        // A guard: the records were logged in the old half after a
-        // checkpoint no smaller than this one, and pack here at least as
-        // densely as one commit's blocks did (82% of their bytes in
-        // `tests/checkpoint.rs`, with the old half full), so they fit.
+        // A guard. The old half held these records after its own
+        // checkpoint and the log up to this one's start; this checkpoint
+        // outgrows that checkpoint by no more than that log took (an entry
+        // is no larger than the record that made it), and the records pack
+        // here at least as densely as commits' blocks did (82% of their
+        // bytes in `tests/checkpoint.rs`, the old half full): they fit.
         if log_start + relog_len + BLOCK_SIZE_BYTES > half_end {
             return self.checkpoint_with(pump);
         }
