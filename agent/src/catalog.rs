@@ -253,6 +253,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ),
     ("shardnode_repair_bytes_total", Kind::Counter, "Shard bytes rebuilt and written by repair."),
     (
+        "shardnode_repair_unscanned_devices",
+        Kind::Gauge,
+        "Devices the last repair scan could not read (not open, or their repair list or owed shards unreadable): the repair queue lacks what they hold.",
+    ),
+    (
         "shardnode_repair_rate_bytes_per_second",
         Kind::Gauge,
         "The repair throttle in force, in bytes per second (0: paused).",

@@ -616,4 +616,25 @@ fn an_object_on_holders_whose_devices_did_not_open_is_unavailable_not_absent() {
     let via = holders[5];
     let r = get(&c, via, "kept-away");
     assert_eq!((r.status, r.code()), (503, "Unavailable".to_owned()), "{}", r.text());
+    // A holder's repair queue lacks what its dead device holds, and says
+    // so once a round has scanned (its rounds go on for the rest).
+    let scanned = |host: u32| {
+        let mut view = serde_json::Value::Null;
+        within(Duration::from_secs(20), || {
+            view = repairs(&c, host);
+            view["rounds"].as_u64().is_some_and(|n| n > 0)
+        })
+        .expect("no repair round ran");
+        view
+    };
+    let broken = holders[0];
+    let view = scanned(broken);
+    let unscanned = view["unscanned_devices"].as_array().expect("unscanned_devices");
+    assert_eq!(unscanned.len(), 1, "{view}");
+    assert_eq!(unscanned[0]["device"], 0, "{view}");
+    assert!(unscanned[0]["reason"].as_str().unwrap().starts_with("not open: "), "{view}");
+    let text = request(c.hosts[(broken - 1) as usize].http, "GET", "/metrics", &[], b"").text();
+    assert!(text.lines().any(|l| l == "shardnode_repair_unscanned_devices 1"), "{text}");
+    // A holder whose devices all opened scanned them all.
+    assert_eq!(scanned(via)["unscanned_devices"], serde_json::json!([]));
 }

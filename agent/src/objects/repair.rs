@@ -47,8 +47,8 @@ use serde::Serialize;
 use shardnode_cluster::ec;
 use shardnode_cluster::manifest::Manifest;
 
-use super::repairer::summarize;
 pub use super::repairer::Repairer;
+use super::repairer::{summarize, Unscanned};
 use super::{fetch_hedged, frame, key_hash, list_hosts, peers, shard_path, Part, Version};
 use crate::api::App;
 use crate::cluster::{peer, unix_ms, Cluster};
@@ -320,37 +320,47 @@ pub async fn owe(cluster: &Arc<Cluster>, key: &str, host: u32, bytes: u64, sourc
 }
 
 /// The queue: every device's damaged object shards and every intent,
-/// most endangered stripes first, then oldest.
-/// `None` when a device's repair list or intents could not be read: the
-/// queue is then not known whole (the caller keeps the last one).
-async fn scan(app: &App, cluster: &Arc<Cluster>, errors: &BTreeMap<String, (u32, String)>) -> Option<Vec<Entry>> {
+/// most endangered stripes first, then oldest; and the devices that could
+/// not be read (not open, or their repair list or intents unreadable),
+/// whose entries the queue lacks. Those are reported, and the repairs of
+/// the rest go on: a dead device must not hold up its siblings' repairs.
+async fn scan(
+    app: &App,
+    cluster: &Arc<Cluster>,
+    errors: &BTreeMap<String, (u32, String)>,
+) -> (Vec<Entry>, Vec<Unscanned>) {
     let me = cluster.settings.host_id;
-    let mut queue = Vec::new();
+    let (mut queue, mut unscanned) = (Vec::new(), Vec::new());
     for slot in &app.node.slots {
-        let Some(store) = &slot.store else { continue };
+        let Some(store) = &slot.store else {
+            unscanned.push(Unscanned { device: slot.id, reason: format!("not open: {}", slot.open_error()) });
+            continue;
+        };
         let damaged = match crate::node::damaged_shards(store).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(device = slot.id, error = %e, "repair scan: the repair list could not be read");
-                return None;
+                unscanned
+                    .push(Unscanned { device: slot.id, reason: format!("the repair list could not be read: {e}") });
+                continue;
             }
         };
-        {
-            for d in damaged.into_iter().filter(|d| d.key.starts_with("o.")).take(SCAN_MAX) {
-                let bytes = match crate::node::lookup(store, d.key.as_bytes()).await {
-                    Ok(shardstore::store::Lookup::Shard(stat)) => stat.size,
-                    _ => 0,
-                };
-                queue.push(entry(d.key, me, Source::Scrubber, bytes, d.found_unix_ms, None));
-            }
-        }
         let intents = match crate::node::list(store, b"r.", None, SCAN_MAX).await {
             Ok(i) => i,
             Err(e) => {
                 tracing::warn!(device = slot.id, error = %e, "repair scan: the owed shards could not be listed");
-                return None;
+                unscanned
+                    .push(Unscanned { device: slot.id, reason: format!("the owed shards could not be listed: {e}") });
+                continue;
             }
         };
+        for d in damaged.into_iter().filter(|d| d.key.starts_with("o.")).take(SCAN_MAX) {
+            let bytes = match crate::node::lookup(store, d.key.as_bytes()).await {
+                Ok(shardstore::store::Lookup::Shard(stat)) => stat.size,
+                _ => 0,
+            };
+            queue.push(entry(d.key, me, Source::Scrubber, bytes, d.found_unix_ms, None));
+        }
         // Tombstones (no size) are deleted intents.
         for (raw, size) in intents.into_iter().filter_map(|l| Some((l.key, l.size?))) {
             let Ok(intent) = String::from_utf8(raw) else { continue };
@@ -367,7 +377,7 @@ async fn scan(app: &App, cluster: &Arc<Cluster>, errors: &BTreeMap<String, (u32,
         }
     }
     rank(cluster, &mut queue);
-    Some(queue)
+    (queue, unscanned)
 }
 
 pub(super) fn entry(key: String, holder: u32, source: Source, bytes: u64, since: u64, intent: Option<String>) -> Entry {
@@ -442,13 +452,15 @@ async fn delete_own(cluster: &Arc<Cluster>, key: &str) {
 pub async fn round(app: &App, cluster: &Arc<Cluster>) -> (usize, usize) {
     let r = &cluster.repairs;
     let errors = r.errors.lock().expect("never poisoned").clone();
-    let Some(queue) = scan(app, cluster, &errors).await else { return (0, 0) };
+    let (queue, unscanned) = scan(app, cluster, &errors).await;
     let m = cluster.placement().map_or(0, |p| i64::from(p.code.parity));
     publish_metrics(&queue, m);
+    metrics::gauge!("shardnode_repair_unscanned_devices").set(unscanned.len() as f64);
     {
         let mut s = r.status.lock().expect("never poisoned");
         s.rounds += 1;
         s.queue.clone_from(&queue);
+        s.unscanned_devices = unscanned;
     }
     // Errors of entries no longer queued are forgotten.
     let queued: BTreeSet<&str> = queue.iter().map(|e| e.key.as_str()).collect();

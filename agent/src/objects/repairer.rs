@@ -48,6 +48,17 @@ pub struct Status {
     /// Milliseconds the repairer is backing off after a `503 Busy`.
     pub backoff_ms: u64,
     pub queue: Vec<Entry>,
+    /// Devices the last scan could not read (not open, or their repair
+    /// list or owed shards unreadable): the queue lacks whatever they
+    /// hold, so it is not known whole.
+    pub unscanned_devices: Vec<Unscanned>,
+}
+
+/// A device the repair scan could not read, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unscanned {
+    pub device: usize,
+    pub reason: String,
 }
 
 /// This host's repairer: throttle, back-off and the queue it shows.
