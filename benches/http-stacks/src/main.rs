@@ -3,7 +3,10 @@
 //! answering from memory (a `PUT` keeps its body, a `GET` answers it with
 //! its CRC), for `benches/ab-agent` (it takes and ignores the agent's other
 //! arguments, and says "shard-agent ready"). `--direct FILE` (io_uring
-//! only): each GET also reads 4 KiB of FILE with O_DIRECT on the same ring.
+//! only): each GET also reads 4 KiB of FILE with O_DIRECT on the same ring;
+//! `--devices N` with it: FILE is N devices, each owned by one thread, and
+//! a GET whose device another thread owns hops there and back
+//! (`MSG_RING`).
 //! Benchmark code, not the agent's.
 
 use std::collections::HashMap;
@@ -69,7 +72,12 @@ fn main() {
     match arg("--stack").as_deref() {
         Some("hyper") => hyper_raw::run(&listen, threads),
         Some("tokio") => lean::run(&listen, threads),
-        Some("uring") => uring::run(listen.parse().expect("--listen IPV4:PORT"), threads, arg("--direct").as_deref()),
+        Some("uring") => uring::run(
+            listen.parse().expect("--listen IPV4:PORT"),
+            threads,
+            arg("--direct").as_deref(),
+            arg("--devices").map_or(0, |n| n.parse().expect("--devices N")),
+        ),
         other => panic!("--stack is hyper, tokio or uring, not {other:?}"),
     }
 }

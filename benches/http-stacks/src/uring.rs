@@ -2,6 +2,14 @@
 //! (SO_REUSEPORT listeners, no epoll, no tokio); with a data file, each
 //! GET reads 4 KiB from it with O_DIRECT on the same ring, at an offset
 //! hashed from its key.
+//!
+//! With `devices` (thread per core, as an agent would be): the file is
+//! opened once per device, each device is owned by one thread (device d
+//! by thread d mod threads), and a GET's key also names its device. A GET
+//! that arrives on another thread's connection hops to the owner's ring
+//! and back with `IORING_OP_MSG_RING`: the owner reads into the
+//! connection's buffer and posts the read's result to the connection's
+//! ring, whose thread answers.
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -14,6 +22,36 @@ const ACCEPT: u64 = 0;
 const RECV: u64 = 1;
 const SEND: u64 = 2;
 const READ: u64 = 3;
+/// A read asked of this thread's device by another thread (the CQE's
+/// user_data is a `Remote` pointer with this tag in its low byte).
+const REMOTE_REQ: u64 = 4;
+/// That read completed on this thread's ring.
+const REMOTE_READ: u64 = 5;
+/// A failed `MSG_RING` (successful ones post no CQE to their sender:
+/// `IOSQE_CQE_SKIP_SUCCESS`).
+const MSG_SENT: u64 = 6;
+
+/// A read one thread asks of a device another thread owns. Aligned so
+/// that its address leaves the low byte of a user_data for the tag.
+#[repr(align(256))]
+struct Remote {
+    origin: usize,
+    slot: usize,
+    buf: *mut u8,
+    offset: u64,
+    device: usize,
+}
+
+/// What every thread knows of the others: their rings, and the devices.
+struct Shared {
+    rings: Vec<std::sync::atomic::AtomicI32>,
+    ready: std::sync::Barrier,
+    /// One descriptor per device (all of the same file).
+    devices: Vec<RawFd>,
+    /// With `HTTP_STACKS_COUNT_HOPS` set: GETs read on their connection's
+    /// thread and GETs that hopped, printed every 65536 GETs.
+    count: Option<[std::sync::atomic::AtomicU64; 2]>,
+}
 
 const DATA_BLOCKS: u64 = 262144;
 const RBUF: usize = 64 * 1024;
@@ -36,6 +74,8 @@ struct Conn {
     read_in_flight: bool,
     /// A GET waiting for its read: the body length.
     read_len: usize,
+    /// ... and the device its key names (with `devices`).
+    read_device: usize,
 }
 
 fn listener(addr: std::net::SocketAddrV4) -> RawFd {
@@ -60,9 +100,46 @@ fn listener(addr: std::net::SocketAddrV4) -> RawFd {
     }
 }
 
-fn serve(addr: std::net::SocketAddrV4, shards: Shards, data_fd: RawFd) {
+fn serve(addr: std::net::SocketAddrV4, shards: Shards, data_fd: RawFd, me: usize, shared: Arc<Shared>) {
     let lfd = listener(addr);
     let mut ring = IoUring::builder().setup_single_issuer().setup_coop_taskrun().build(1024).unwrap();
+    {
+        use std::os::fd::AsRawFd;
+        shared.rings[me].store(ring.as_raw_fd(), std::sync::atomic::Ordering::Release);
+    }
+    shared.ready.wait();
+    let threads = shared.rings.len();
+    // A GET's read: on this ring, or (its device another thread's) asked
+    // of the owner's.
+    let start_read = |c: &mut Conn, slot: usize, off: u64, pending: &mut Vec<io_uring::squeue::Entry>| {
+        if shared.devices.is_empty() {
+            pending.push(read(c, slot, off, data_fd));
+            return;
+        }
+        let owner = c.read_device % threads;
+        if let Some(count) = &shared.count {
+            use std::sync::atomic::Ordering::Relaxed;
+            count[usize::from(owner != me)].fetch_add(1, Relaxed);
+            let (local, hopped) = (count[0].load(Relaxed), count[1].load(Relaxed));
+            if (local + hopped) % 65536 == 0 {
+                eprintln!("GETs read on their connection's thread {local}, hopped {hopped}");
+            }
+        }
+        if owner == me {
+            pending.push(read(c, slot, off, shared.devices[c.read_device]));
+            return;
+        }
+        c.read_in_flight = true;
+        let req = Box::new(Remote { origin: me, slot, buf: c.dbuf, offset: off, device: c.read_device });
+        let ud = Box::into_raw(req) as u64 | REMOTE_REQ;
+        let to = shared.rings[owner].load(std::sync::atomic::Ordering::Acquire);
+        pending.push(
+            opcode::MsgRingData::new(types::Fd(to), 0, ud, None)
+                .build()
+                .flags(io_uring::squeue::Flags::SKIP_SUCCESS)
+                .user_data(MSG_SENT),
+        );
+    };
     let mut conns: Vec<Option<Box<Conn>>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
     let accept = opcode::AcceptMulti::new(types::Fd(lfd)).build().user_data(ACCEPT);
@@ -82,6 +159,28 @@ fn serve(addr: std::net::SocketAddrV4, shards: Shards, data_fd: RawFd) {
         for &(ud, res, flags) in &cqes {
             let (slot, op) = ((ud >> 8) as usize, ud & 0xff);
             match op {
+                REMOTE_REQ => {
+                    let req = (ud & !0xff) as *mut Remote;
+                    let r = unsafe { &*req };
+                    let e = opcode::Read::new(types::Fd(shared.devices[r.device]), r.buf, 4096)
+                        .offset(r.offset)
+                        .build()
+                        .user_data(req as u64 | REMOTE_READ);
+                    pending.push(e);
+                    continue;
+                }
+                REMOTE_READ => {
+                    let req = unsafe { Box::from_raw((ud & !0xff) as *mut Remote) };
+                    let to = shared.rings[req.origin].load(std::sync::atomic::Ordering::Acquire);
+                    pending.push(
+                        opcode::MsgRingData::new(types::Fd(to), res, ((req.slot as u64) << 8) | READ, None)
+                            .build()
+                            .flags(io_uring::squeue::Flags::SKIP_SUCCESS)
+                            .user_data(MSG_SENT),
+                    );
+                    continue;
+                }
+                MSG_SENT => panic!("MSG_RING failed: {}", std::io::Error::from_raw_os_error(-res)),
                 ACCEPT => {
                     if !cqueue::more(flags) {
                         pending.push(opcode::AcceptMulti::new(types::Fd(lfd)).build().user_data(ACCEPT));
@@ -116,6 +215,7 @@ fn serve(addr: std::net::SocketAddrV4, shards: Shards, data_fd: RawFd) {
                         dbuf: unsafe { std::alloc::alloc(std::alloc::Layout::from_size_align(4096, 4096).unwrap()) },
                         read_in_flight: false,
                         read_len: 0,
+                        read_device: 0,
                     });
                     let slot = match free.pop() {
                         Some(s) => {
@@ -138,8 +238,8 @@ fn serve(addr: std::net::SocketAddrV4, shards: Shards, data_fd: RawFd) {
                     } else {
                         c.rlen += res as usize;
                         if !c.read_in_flight {
-                            match handle(c, &shards, data_fd) {
-                                Some(off) if off >= 0 => pending.push(read(c, slot, off as u64, data_fd)),
+                            match handle(c, &shards, data_fd, shared.devices.len()) {
+                                Some(off) if off >= 0 => start_read(c, slot, off as u64, &mut pending),
                                 Some(_) => {}
                                 None => c.closing = true,
                             }
@@ -191,8 +291,8 @@ fn serve(addr: std::net::SocketAddrV4, shards: Shards, data_fd: RawFd) {
                         c.wnext.extend_from_slice(b);
                         // Requests that came behind this one.
                         if c.rlen > 0 {
-                            match handle(c, &shards, data_fd) {
-                                Some(off) if off >= 0 => pending.push(read(c, slot, off as u64, data_fd)),
+                            match handle(c, &shards, data_fd, shared.devices.len()) {
+                                Some(off) if off >= 0 => start_read(c, slot, off as u64, &mut pending),
                                 Some(_) => {}
                                 None => c.closing = true,
                             }
@@ -239,7 +339,7 @@ fn send(c: &mut Conn, slot: usize) -> io_uring::squeue::Entry {
 
 /// Answers every complete request in the read buffer; None to close;
 /// Some(offset) when a GET waits for a direct read at that offset.
-fn handle(c: &mut Conn, shards: &Shards, data_fd: RawFd) -> Option<i64> {
+fn handle(c: &mut Conn, shards: &Shards, data_fd: RawFd, devices: usize) -> Option<i64> {
     let mut wait = -1i64;
     let mut at = 0;
     loop {
@@ -271,6 +371,7 @@ fn handle(c: &mut Conn, shards: &Shards, data_fd: RawFd) -> Option<i64> {
                             h = (h ^ u64::from(x)).wrapping_mul(0x100000001b3);
                         }
                         c.read_len = len;
+                        c.read_device = ((h >> 40) as usize) % devices.max(1);
                         wait = ((h % DATA_BLOCKS) * 4096) as i64;
                         at += n;
                         break;
@@ -319,22 +420,31 @@ fn handle(c: &mut Conn, shards: &Shards, data_fd: RawFd) -> Option<i64> {
     }
 }
 
-/// Serves on `threads` threads, each with its own ring and listener.
-pub fn run(addr: std::net::SocketAddrV4, threads: usize, data: Option<&str>) {
-    let data_fd = data.map_or(-1, |path| {
+/// Serves on `threads` threads, each with its own ring and listener;
+/// with `devices` (and `data`), each thread owns some of them.
+pub fn run(addr: std::net::SocketAddrV4, threads: usize, data: Option<&str>, devices: usize) {
+    let open = |path: &str| {
         use std::os::fd::IntoRawFd;
         use std::os::unix::fs::OpenOptionsExt;
         let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path).unwrap();
         f.into_raw_fd()
+    };
+    let data_fd = data.map_or(-1, open);
+    let shared = Arc::new(Shared {
+        rings: (0..threads).map(|_| std::sync::atomic::AtomicI32::new(-1)).collect(),
+        ready: std::sync::Barrier::new(threads),
+        devices: data.map_or(Vec::new(), |path| (0..devices).map(|_| open(path)).collect()),
+        count: std::env::var_os("HTTP_STACKS_COUNT_HOPS").map(|_| Default::default()),
     });
     let shards: Shards = Arc::default();
     let hs: Vec<_> = (0..threads)
-        .map(|_| {
+        .map(|me| {
             let s = Arc::clone(&shards);
-            std::thread::spawn(move || serve(addr, s, data_fd))
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || serve(addr, s, data_fd, me, shared))
         })
         .collect();
-    eprintln!("shard-agent ready (io_uring, {threads} threads) on {addr}");
+    eprintln!("shard-agent ready (io_uring, {threads} threads, {devices} devices) on {addr}");
     for h in hs {
         h.join().unwrap();
     }
