@@ -86,6 +86,9 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
             _ => String::new(),
         }
     );
+    for line in unscanned(o) {
+        println!("{line}");
+    }
     let at_risk = &o["stripes_at_risk"];
     println!("stripes at risk: {} with redundancy 0, {} with redundancy 1", at_risk["0"], at_risk["1"]);
     if !queue.is_empty() {
@@ -107,4 +110,39 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         println!("... and {} more (--limit, --json)", queue.len() - args.limit);
     }
     Ok(exit::OK)
+}
+
+/// A line per device the agent's last repair scan could not read: the
+/// queue lacks what they hold, which is said before the queue is shown.
+fn unscanned(objects: &serde_json::Value) -> Vec<String> {
+    objects["unscanned_devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|u| {
+            format!(
+                "  device {} not scanned: {} (repairs it holds are not in the queue)",
+                u["device"],
+                u["reason"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unscanned;
+
+    #[test]
+    fn devices_the_scan_could_not_read_are_named_with_why() {
+        let view = serde_json::json!({
+            "queue": [],
+            "unscanned_devices": [{ "device": 2, "reason": "not open: no superblock copy is valid" }],
+        });
+        assert_eq!(
+            unscanned(&view),
+            ["  device 2 not scanned: not open: no superblock copy is valid (repairs it holds are not in the queue)"]
+        );
+        assert!(unscanned(&serde_json::json!({ "queue": [], "unscanned_devices": [] })).is_empty());
+    }
 }
