@@ -133,12 +133,17 @@ fn serve(addr: std::net::SocketAddrV4, shards: Shards, data_fd: RawFd, me: usize
         let req = Box::new(Remote { origin: me, slot, buf: c.dbuf, offset: off, device: c.read_device });
         let ud = Box::into_raw(req) as u64 | REMOTE_REQ;
         let to = shared.rings[owner].load(std::sync::atomic::Ordering::Acquire);
-        pending.push(
-            opcode::MsgRingData::new(types::Fd(to), 0, ud, None)
-                .build()
-                .flags(io_uring::squeue::Flags::SKIP_SUCCESS)
-                .user_data(MSG_SENT),
-        );
+        pending.push(message(to, 0, ud));
+    };
+    // Every complete request in the connection's buffer answered, and the
+    // read of a GET waiting for one started.
+    let serve_buffered = |c: &mut Conn, slot: usize, pending: &mut Vec<io_uring::squeue::Entry>| {
+        let wait = handle(c, &shards, data_fd, shared.devices.len());
+        match wait {
+            Some(off) if off >= 0 => start_read(c, slot, off as u64, pending),
+            Some(_) => {}
+            None => c.closing = true,
+        }
     };
     let mut conns: Vec<Option<Box<Conn>>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
@@ -172,12 +177,7 @@ fn serve(addr: std::net::SocketAddrV4, shards: Shards, data_fd: RawFd, me: usize
                 REMOTE_READ => {
                     let req = unsafe { Box::from_raw((ud & !0xff) as *mut Remote) };
                     let to = shared.rings[req.origin].load(std::sync::atomic::Ordering::Acquire);
-                    pending.push(
-                        opcode::MsgRingData::new(types::Fd(to), res, ((req.slot as u64) << 8) | READ, None)
-                            .build()
-                            .flags(io_uring::squeue::Flags::SKIP_SUCCESS)
-                            .user_data(MSG_SENT),
-                    );
+                    pending.push(message(to, res, ((req.slot as u64) << 8) | READ));
                     continue;
                 }
                 MSG_SENT => panic!("MSG_RING failed: {}", std::io::Error::from_raw_os_error(-res)),
@@ -238,11 +238,7 @@ fn serve(addr: std::net::SocketAddrV4, shards: Shards, data_fd: RawFd, me: usize
                     } else {
                         c.rlen += res as usize;
                         if !c.read_in_flight {
-                            match handle(c, &shards, data_fd, shared.devices.len()) {
-                                Some(off) if off >= 0 => start_read(c, slot, off as u64, &mut pending),
-                                Some(_) => {}
-                                None => c.closing = true,
-                            }
+                            serve_buffered(c, slot, &mut pending);
                         }
                         if !c.closing {
                             pending.push(recv(c, slot));
@@ -291,11 +287,7 @@ fn serve(addr: std::net::SocketAddrV4, shards: Shards, data_fd: RawFd, me: usize
                         c.wnext.extend_from_slice(b);
                         // Requests that came behind this one.
                         if c.rlen > 0 {
-                            match handle(c, &shards, data_fd, shared.devices.len()) {
-                                Some(off) if off >= 0 => start_read(c, slot, off as u64, &mut pending),
-                                Some(_) => {}
-                                None => c.closing = true,
-                            }
+                            serve_buffered(c, slot, &mut pending);
                         }
                         if !c.send_in_flight && !c.wnext.is_empty() {
                             std::mem::swap(&mut c.wbuf, &mut c.wnext);
@@ -316,6 +308,15 @@ fn serve(addr: std::net::SocketAddrV4, shards: Shards, data_fd: RawFd, me: usize
             }
         }
     }
+}
+
+/// A CQE posted on the ring `to` (`MSG_RING`) with `user_data` and
+/// `result`; the sender sees a CQE only if it fails.
+fn message(to: RawFd, result: i32, user_data: u64) -> io_uring::squeue::Entry {
+    opcode::MsgRingData::new(types::Fd(to), result, user_data, None)
+        .build()
+        .flags(io_uring::squeue::Flags::SKIP_SUCCESS)
+        .user_data(MSG_SENT)
 }
 
 fn recv(c: &mut Conn, slot: usize) -> io_uring::squeue::Entry {
