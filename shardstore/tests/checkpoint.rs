@@ -24,6 +24,19 @@ fn bytes(len: usize, seed: u64) -> Vec<u8> {
     (0..len).map(|_| rng.next_u64() as u8).collect()
 }
 
+/// Puts `base/0` to `base/{n - 1}`, each holding `value(i)`; the model of
+/// what the store then holds.
+fn put_base(store: &mut Store, n: u64, value: impl Fn(u64) -> Vec<u8>) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut model = BTreeMap::new();
+    for i in 0..n {
+        let key = format!("base/{i}").into_bytes();
+        let value = value(i);
+        store.put(&key, &value).unwrap();
+        model.insert(key, value);
+    }
+    model
+}
+
 /// The machine crashes with `store` open; the store opened again holds
 /// exactly `model`, and is returned.
 fn crash_and_check(h: &SimHandle, store: Store, model: &BTreeMap<Vec<u8>, Vec<u8>>) -> Store {
@@ -109,13 +122,7 @@ fn check_gets(
 #[test]
 fn gets_are_answered_while_a_commit_checkpoints() {
     let (h, mut store) = fresh(71);
-    let mut model = BTreeMap::new();
-    for i in 0..48u64 {
-        let key = format!("base/{i}").into_bytes();
-        let value = bytes(3000 + i as usize, i);
-        store.put(&key, &value).unwrap();
-        model.insert(key, value);
-    }
+    let mut model = put_base(&mut store, 48, |i| bytes(3000 + i as usize, i));
     fill_log(&mut store, &mut model);
     // The next put needs a log block and none is left: the commit
     // checkpoints the store before its record, and gets of other keys
@@ -215,13 +222,7 @@ fn gets_are_answered_while_a_delete_checkpoints_on_a_real_file() {
     let mut dev = device::open(&path, &OpenOptions::default()).unwrap();
     format(&mut dev, &FormatOptions { extent_size_bytes: Some(8 << 20), ..FormatOptions::default() }).unwrap();
     let mut store = Store::open(Box::new(dev)).unwrap();
-    let mut model = BTreeMap::new();
-    for i in 0..32u64 {
-        let key = format!("base/{i}").into_bytes();
-        let value = bytes(5000, i);
-        store.put(&key, &value).unwrap();
-        model.insert(key, value);
-    }
+    let mut model = put_base(&mut store, 32, |i| bytes(5000, i));
     fill_log(&mut store, &mut model);
     let epoch = store.superblock().store.epoch;
     let base: Vec<Vec<u8>> = model.keys().filter(|k| k.starts_with(b"base/")).cloned().collect();
@@ -326,13 +327,7 @@ fn a_checkpoint_encoded_between_commits_holds_the_store_as_it_began() {
 #[test]
 fn a_checkpoint_beside_commits_switched_with_a_full_half_of_records_keeps_them_all() {
     let (h, mut store) = fresh(75);
-    let mut model = BTreeMap::new();
-    for i in 0..40u64 {
-        let key = format!("base/{i}").into_bytes();
-        let value = bytes(3000, i);
-        store.put(&key, &value).unwrap();
-        model.insert(key, value);
-    }
+    let mut model = put_base(&mut store, 40, |i| bytes(3000, i));
     store.checkpoint().unwrap();
     let epoch = store.superblock().store.epoch;
     let begun_len = store.superblock().store.checkpoint_len_bytes;
