@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 /// How long a conversation with the agent may take.
-const TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `http://HOST:PORT` (a trailing `/` allowed) to `HOST:PORT`.
 pub fn host_of(url: &str) -> anyhow::Result<String> {

@@ -423,3 +423,31 @@ fn help_is_grouped_and_a_bad_option_points_to_it() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bogus") && err.contains("shardbench --help"), "{err}");
 }
+
+/// An agent that takes connections and never answers (a stopped or hung
+/// process) fails the job, naming the request, once the timeout passes;
+/// the job does not wait for it for ever.
+#[test]
+fn an_agent_that_stops_answering_fails_the_job_instead_of_hanging_it() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Connections accepted and held, never read or answered.
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(4).collect();
+        std::thread::sleep(std::time::Duration::from_secs(120));
+        drop(held);
+    });
+    let started = std::time::Instant::now();
+    let o = shardbench(&[
+        "--name=silent".to_owned(),
+        "--target=agent".to_owned(),
+        format!("--url=http://{addr}"),
+        "--rw=randread".to_owned(),
+        "--bs=4k".to_owned(),
+        "--size=64k".to_owned(),
+    ]);
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(!o.status.success(), "{text}");
+    assert!(text.contains("HEAD /v1/shards/silent") && text.contains("did not answer within 30s"), "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(90), "{:?}", started.elapsed());
+}

@@ -66,6 +66,10 @@ impl Conn {
         let host = &api.host;
         let stream = TcpStream::connect(host).with_context(|| format!("cannot connect to the agent at {host}"))?;
         stream.set_nodelay(true)?;
+        // An agent that stops answering (stopped, hung) fails the job
+        // rather than holding it past its runtime for ever.
+        stream.set_read_timeout(Some(crate::http::TIMEOUT))?;
+        stream.set_write_timeout(Some(crate::http::TIMEOUT))?;
         Ok(Conn { stream, host: host.to_owned(), auth: api.auth.clone(), buf: Vec::with_capacity(1 << 16) })
     }
 
@@ -78,15 +82,24 @@ impl Conn {
             self.auth,
             body.len()
         );
-        self.stream.write_all(head.as_bytes())?;
-        self.stream.write_all(body)?;
+        let silent = |e: std::io::Error| {
+            let timed_out = matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut);
+            let why = if timed_out {
+                format!("the agent did not answer within {:?}", crate::http::TIMEOUT)
+            } else {
+                e.to_string()
+            };
+            anyhow::anyhow!("{method} {path}: {why}")
+        };
+        self.stream.write_all(head.as_bytes()).map_err(silent)?;
+        self.stream.write_all(body).map_err(silent)?;
         self.buf.clear();
         let mut chunk = vec![0u8; 1 << 16];
         let header_end = loop {
             if let Some(p) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break p + 4;
             }
-            let n = self.stream.read(&mut chunk)?;
+            let n = self.stream.read(&mut chunk).map_err(silent)?;
             if n == 0 {
                 bail!("the agent closed the connection");
             }
@@ -105,7 +118,7 @@ impl Conn {
         };
         let mut have = self.buf.len() - header_end;
         while have < len {
-            let n = self.stream.read(&mut chunk[..(len - have).min(1 << 16)])?;
+            let n = self.stream.read(&mut chunk[..(len - have).min(1 << 16)]).map_err(silent)?;
             if n == 0 {
                 bail!("the agent closed the connection in a body");
             }
