@@ -483,13 +483,17 @@ fn start_arrived_gets(
                 stats.queued.fetch_sub(1, Ordering::Relaxed);
                 read(store, replies, &key, range, reply);
             }
-            other => match answer_from_memory(store, other, held) {
-                None => {
-                    stats.queued.fetch_sub(1, Ordering::Relaxed);
+            other => {
+                // No longer queued before it is answered: a caller that has
+                // its answer sees the queue without it.
+                stats.queued.fetch_sub(1, Ordering::Relaxed);
+                if let Some(other) = answer_from_memory(store, other, held) {
+                    // Counted as queued again until the loop takes it from
+                    // `pending`.
+                    stats.queued.fetch_add(1, Ordering::Relaxed);
+                    pending.push(other);
                 }
-                // Still counted as queued until the loop takes it from `pending`.
-                Some(other) => pending.push(other),
-            },
+            }
         }
     }
 }
