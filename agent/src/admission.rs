@@ -66,15 +66,17 @@ pub struct Permit<'a> {
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        let took = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let avg = &self.admission.service_ns;
-        let old = avg.load(std::sync::atomic::Ordering::Relaxed);
-        // 1/8 weight to the newest: follows a change within a few dozen
-        // requests without jumping on one outlier.
-        let new = if old == 0 { took } else { old - old / 8 + took / 8 };
-        avg.store(new, std::sync::atomic::Ordering::Relaxed);
-        self.admission.release();
+        self.admission.finish(self.started);
     }
+}
+
+/// A turn on the device taken without waiting (`Admission::try_admit`),
+/// for a caller that cannot hold a `Permit` (a store thread's connection);
+/// given back with `Admission::done`.
+#[derive(Debug)]
+#[must_use = "a turn not given back keeps a place on the device for ever"]
+pub struct Ticket {
+    started: Instant,
 }
 
 impl Admission {
@@ -144,6 +146,37 @@ impl Admission {
                 Err(self.refuse(Refusal::DeadlineExceeded))
             }
         }
+    }
+
+    /// A turn on the device now, if one is free with nobody waiting for
+    /// it (a request without a deadline); `None`: the caller takes the
+    /// path that waits (`admit`).
+    pub fn try_admit(&self) -> Option<Ticket> {
+        let mut s = self.state.lock().expect("admission lock");
+        if s.running < self.limits.concurrency && s.waiting.is_empty() {
+            s.running += 1;
+            return Some(Ticket { started: Instant::now() });
+        }
+        None
+    }
+
+    /// Gives back a turn taken by `try_admit`.
+    #[allow(clippy::needless_pass_by_value)] // taken, so that a turn is given back once
+    pub fn done(&self, ticket: Ticket) {
+        self.finish(ticket.started);
+    }
+
+    /// A request that started at `started` finished: its time goes into
+    /// the service average, its turn to the next waiter.
+    fn finish(&self, started: Instant) {
+        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let avg = &self.service_ns;
+        let old = avg.load(std::sync::atomic::Ordering::Relaxed);
+        // 1/8 weight to the newest: follows a change within a few dozen
+        // requests without jumping on one outlier.
+        let new = if old == 0 { took } else { old - old / 8 + took / 8 };
+        avg.store(new, std::sync::atomic::Ordering::Relaxed);
+        self.release();
     }
 
     /// Whether a request starting at `now` would finish before `deadline`,

@@ -17,6 +17,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ("shardnode_http_requests_total", Kind::Counter, "HTTP requests answered, by operation and status code."),
     ("shardnode_http_connections_total", Kind::Counter, "HTTP connections accepted."),
     (
+        "shardnode_http_connections_moved_to_tokio_total",
+        Kind::Counter,
+        "HTTP connections a store thread served and then gave to the connection front on the tokio runtime, at their first request it does not serve or hand to the router's handler itself (a request with a body, such as a shard PUT; another route; bytes that are not HTTP/1.1).",
+    ),
+    (
         "shardnode_http_connections_handed_off_total",
         Kind::Counter,
         "HTTP connections the connection front handed to the full server, at their first request that was not a shard request it serves (another route, a chunked body, an Expect, an upgrade, HTTP/1.0); every connection of an agent in a cluster is served by the full server and not counted here.",
@@ -91,6 +96,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "shardnode_device_store_requests_total",
         Kind::Counter,
         "Requests sent to the device's store thread (each a trip and a wake-up).",
+    ),
+    (
+        "shardnode_device_store_local_reads_total",
+        Kind::Counter,
+        "Shard reads started on the device's store thread by a connection it serves itself, without a trip.",
     ),
     (
         "shardnode_device_io_stalled_seconds",

@@ -84,6 +84,6 @@ pub async fn run(listen: std::net::SocketAddr, limits: &crate::config::Limits) -
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    crate::server::serve(listener, router, Some(front), limits, stop).await?;
+    crate::server::serve(listener, router, Some(front), None, limits, stop).await?;
     Ok(())
 }

@@ -285,6 +285,11 @@ pub struct Limits {
     pub write_piece_bytes: u64,
     /// Pieces of such writes in flight at once while reads are; at least 1.
     pub write_pieces_with_reads: u32,
+    /// Serve connections on the store threads (one per device), each
+    /// reading its connections' requests through an io_uring of its own
+    /// and answering plain shard reads without a hand-off between threads;
+    /// off: every connection on the tokio runtime. Outside a cluster only.
+    pub connections_on_store_threads: bool,
     /// Testing only: every shard GET waits this long before it is served
     /// (a slow holder, for the hedged-read tests and benchmarks). 0: off.
     pub test_shard_read_delay_ms: u64,
@@ -304,6 +309,7 @@ impl Default for Limits {
             device_queue_max: 512,
             write_piece_bytes: shardstore::constants::WRITE_PIECE_BYTES_DEFAULT,
             write_pieces_with_reads: shardstore::constants::WRITE_PIECES_WITH_READS_DEFAULT,
+            connections_on_store_threads: true,
             test_shard_read_delay_ms: 0,
         }
     }

@@ -56,12 +56,23 @@ pub struct Front {
 /// Serves one connection: shard requests here, until a request that is
 /// not one, then everything through hyper.
 pub async fn connection(
+    stream: TcpStream,
+    front: Arc<Front>,
+    watcher: Watcher,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), String> {
+    connection_from(stream, BytesMut::with_capacity(8192), front, watcher, stopping).await
+}
+
+/// As `connection`, for a connection whose first bytes, `buf`, were read
+/// elsewhere (a store thread's front handing it on, `store_front.rs`).
+pub async fn connection_from(
     mut stream: TcpStream,
+    mut buf: BytesMut,
     front: Arc<Front>,
     watcher: Watcher,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let mut buf = BytesMut::with_capacity(8192);
     let mut out = Vec::with_capacity(BODY_COPIED_BYTES_MAX + 512);
     loop {
         // hyper's rule, kept: a connection has the header timeout to send
@@ -124,19 +135,19 @@ pub async fn connection(
 }
 
 /// A shard request at the start of the buffer.
-struct Head {
-    req: Request,
+pub(crate) struct Head {
+    pub req: Request,
     /// The head's length: where the next request starts.
-    len: usize,
+    pub len: usize,
     /// The client asked to close the connection after it
     /// (`connection: close`).
-    close: bool,
+    pub close: bool,
     /// The length of its body (a `PUT`'s), which follows the head.
-    body: u64,
+    pub body: u64,
 }
 
 /// Why the start of the buffer is not a shard read served here.
-enum NotServed {
+pub(crate) enum NotServed {
     /// A request this front does not serve, or bytes that are not one:
     /// hyper answers them.
     Other,
@@ -146,7 +157,7 @@ enum NotServed {
 
 /// The request at the start of `buf`, if it is a shard request served
 /// here.
-fn parse(buf: &[u8], header_bytes_max: usize) -> Result<Head, NotServed> {
+pub(crate) fn parse(buf: &[u8], header_bytes_max: usize) -> Result<Head, NotServed> {
     if buf.is_empty() {
         return Err(NotServed::Partial);
     }
@@ -304,6 +315,30 @@ async fn write_response(
     head_only: bool,
     close: bool,
 ) -> Result<bool, String> {
+    let (keep_alive, body) = encode_head(out, response, head_only, close).await?;
+    let io = |e: io::Error| e.to_string();
+    if body.is_empty() {
+        stream.write_all(out).await.map_err(io)?;
+    } else if body.len() <= BODY_COPIED_BYTES_MAX {
+        out.extend_from_slice(&body);
+        stream.write_all(out).await.map_err(io)?;
+    } else {
+        stream.write_all(out).await.map_err(io)?;
+        stream.write_all(&body).await.map_err(io)?;
+    }
+    Ok(keep_alive)
+}
+
+/// Writes `response`'s head to `out` (replacing what it held), saying the
+/// connection closes after it when the client asked (`close`); whether
+/// the connection stays open, and the body to send after the head (empty
+/// for a `HEAD` and a bodiless status).
+pub(crate) async fn encode_head(
+    out: &mut Vec<u8>,
+    response: Response,
+    head_only: bool,
+    close: bool,
+) -> Result<(bool, Bytes), String> {
     let (parts, body) = response.into_parts();
     let body = body.collect().await.map_err(|e| format!("answer body: {e}"))?.to_bytes();
     out.clear();
@@ -333,17 +368,7 @@ async fn write_response(
     out.extend_from_slice(b"date: ");
     date(out);
     out.extend_from_slice(b"\r\n\r\n");
-    let io = |e: io::Error| e.to_string();
-    if head_only || bodiless || body.is_empty() {
-        stream.write_all(out).await.map_err(io)?;
-    } else if body.len() <= BODY_COPIED_BYTES_MAX {
-        out.extend_from_slice(&body);
-        stream.write_all(out).await.map_err(io)?;
-    } else {
-        stream.write_all(out).await.map_err(io)?;
-        stream.write_all(&body).await.map_err(io)?;
-    }
-    Ok(keep_alive)
+    Ok((keep_alive, if head_only || bodiless { Bytes::new() } else { body }))
 }
 
 /// How long a closing connection is drained of a body it was answered
@@ -376,7 +401,7 @@ async fn linger(mut stream: TcpStream) {
 
 /// Appends the `date` header's value, the current second's (formatted
 /// once a second per thread).
-fn date(out: &mut Vec<u8>) {
+pub(crate) fn date(out: &mut Vec<u8>) {
     thread_local! {
         static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
     }

@@ -18,6 +18,7 @@ mod node;
 mod notify;
 mod objects;
 mod server;
+mod store_front;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -259,7 +260,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let _ = tokio::time::timeout(Duration::from_secs(2), g).await;
         }
     };
-    server::serve(listener, router, api::shard_api(&app), &config.limits, stop).await?;
+    let shards = api::shard_api(&app);
+    // Outside a cluster, connections are served on the store threads
+    // (`store_front.rs`) unless the config says otherwise.
+    let store_fronts = match &shards {
+        Some(shards) if config.limits.connections_on_store_threads => {
+            let (handoffs, received) = tokio::sync::mpsc::unbounded_channel();
+            store_front::StoreFronts::start(&app, Arc::clone(shards), &config.limits, handoffs)?
+                .map(|fronts| (fronts, received))
+        }
+        _ => None,
+    };
+    server::serve(listener, router, shards, store_fronts, &config.limits, stop).await?;
     drop(app);
 
     let failures = tokio::task::spawn_blocking(move || {

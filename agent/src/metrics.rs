@@ -183,6 +183,7 @@ pub fn publish_device_gauges(node: &Node, scrubs: &[(usize, Result<ScrubStatus, 
         c("shardnode_device_group_commits_total", stats.commits.load(Ordering::Relaxed));
         c("shardnode_device_group_commit_operations_total", stats.committed_ops.load(Ordering::Relaxed));
         c("shardnode_device_store_requests_total", stats.requests.load(Ordering::Relaxed));
+        c("shardnode_device_store_local_reads_total", stats.local_reads.load(Ordering::Relaxed));
         c("shardnode_device_writes_split_total", stats.writes_split.load(Ordering::Relaxed));
         for (how, n) in [("along", &stats.chunks_moved_along), ("whole", &stats.chunks_moved_whole)] {
             metrics::counter!("shardnode_reclaim_chunks_moved_total", "device" => device.clone(), "how" => how)

@@ -16,16 +16,21 @@ use tokio::net::TcpListener;
 
 use crate::config::Limits;
 use crate::front::{Front, ShardApi};
+use crate::store_front::{HandOff, StoreFronts};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Serves `router` on `listener` until `stop` resolves, then stops
 /// accepting and gives connections in flight `grace` to finish; what is
 /// still running after it is cut off. With `shards`, shard requests are
 /// answered by the connection front (`front.rs`) until a connection
-/// sends anything else.
+/// sends anything else; with `store_fronts` too, connections are served
+/// on the store threads (`store_front.rs`), which hand the ones they do
+/// not serve to the connection front through `handoffs`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shards: Option<ShardApi>,
+    store_fronts: Option<(StoreFronts, UnboundedReceiver<HandOff>)>,
     limits: &Limits,
     stop: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -57,9 +62,30 @@ pub async fn serve(
     // `graceful` (a receiver of its signal) until it ends, so the graceful
     // shutdown waits for them as for hyper's.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let (store_fronts, mut handoffs) = match store_fronts {
+        Some((fronts, handoffs)) if front.is_some() => (Some(fronts), Some(handoffs)),
+        _ => (None, None),
+    };
     tokio::pin!(stop);
     loop {
         tokio::select! {
+            Some(HandOff { fd, read }) = async { handoffs.as_mut()?.recv().await } => {
+                let Some(front) = &front else { continue };
+                let stream = match crate::store_front::into_tokio(fd) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "a connection from a store thread could not join tokio's reactor");
+                        continue;
+                    }
+                };
+                let (front, watcher, stopping) = (Arc::clone(front), graceful.watcher(), stopping.clone());
+                tokio::spawn(async move {
+                    let read = bytes::BytesMut::from(&read[..]);
+                    if let Err(e) = crate::front::connection_from(stream, read, front, watcher, stopping).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
@@ -73,6 +99,14 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 metrics::counter!("shardnode_http_connections_total").increment(1);
+                let stream = match &store_fronts {
+                    Some(fronts) => match fronts.adopt(stream) {
+                        Ok(()) => continue,
+                        // No store thread has room: served here.
+                        Err(stream) => stream,
+                    },
+                    None => stream,
+                };
                 if let Some(front) = &front {
                     let (front, watcher, stopping) = (Arc::clone(front), graceful.watcher(), stopping.clone());
                     tokio::spawn(async move {
@@ -97,7 +131,20 @@ pub async fn serve(
     drop(listener);
     let _ = stopping_tx.send(true);
     let grace = Duration::from_millis(limits.shutdown_grace_ms);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if let Some(fronts) = &store_fronts {
+        fronts.stop();
+    }
+    // The store threads' connections end as the front's do: idle ones at
+    // once, the others after their answer in progress.
+    let store_threads_done = async {
+        while store_fronts.as_ref().is_some_and(|f| f.live() > 0) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let all_done = async {
+        tokio::join!(graceful.shutdown(), store_threads_done);
+    };
+    if tokio::time::timeout(grace, all_done).await.is_err() {
         tracing::warn!(
             grace_ms = limits.shutdown_grace_ms,
             "requests still running after the grace period were cut off"

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{get, put, raw, request, Agent};
+use common::{get, put, raw, request, sample, sample_of, scrape, Agent};
 use nix::sys::signal::Signal;
 
 const TOKEN: &str = "s3cret-token";
@@ -365,22 +365,6 @@ fn bodies_land_in_record_buffers_or_are_kept_as_they_came() {
     assert!(agent.signal(Signal::SIGTERM).success());
 }
 
-/// The value of the sample `series` (name and labels, exactly as
-/// rendered) in the agent's /metrics, 0 while it is absent.
-fn sample(addr: SocketAddr, series: &str) -> f64 {
-    sample_of(&scrape(addr), series)
-}
-
-/// The agent's /metrics text.
-fn scrape(addr: SocketAddr) -> String {
-    String::from_utf8(request(addr, "GET", "/metrics", &[], b"").body).unwrap()
-}
-
-/// The value of `series` in a scrape's `text`, 0 while it is absent.
-fn sample_of(text: &str, series: &str) -> f64 {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
-}
-
 /// Every request is counted once under its operation and status, and
 /// timed under its operation (the handles are registered once and kept).
 #[test]
@@ -404,12 +388,17 @@ fn requests_are_counted_by_operation_and_status() {
     assert!(agent.signal(Signal::SIGTERM).success());
 }
 
-/// Trips to the store threads so far, by the agent's own count
-/// (`shardnode_device_store_requests_total`, summed over devices).
+/// Requests to the stores so far, by the agent's own count: trips to a
+/// store thread and reads a store thread started for a connection it
+/// serves (`shardnode_device_store_requests_total` and
+/// `shardnode_device_store_local_reads_total`, summed over devices).
 fn store_trips(addr: SocketAddr) -> u64 {
     let text = String::from_utf8(request(addr, "GET", "/metrics", &[], b"").body).unwrap();
     text.lines()
-        .filter(|l| l.starts_with("shardnode_device_store_requests_total{"))
+        .filter(|l| {
+            l.starts_with("shardnode_device_store_requests_total{")
+                || l.starts_with("shardnode_device_store_local_reads_total{")
+        })
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
         .sum()
 }

@@ -85,6 +85,12 @@ pub const IO_STALL_AFTER_MS_DEFAULT: u64 = 10_000;
 /// io_uring accepts at most this many registered buffers.
 pub const REGISTERED_BUFFERS_COUNT_MAX: usize = 16 * 1024;
 
+/// Socket operations a device's ring holds in flight at most
+/// (`BlockDevice::submit_socket`): each connection a store thread serves
+/// has at most one, so this bounds the connections a thread can serve;
+/// its ring's completion queue has room for all of them at once.
+pub const SOCKET_OPS_MAX: usize = 4096;
+
 const _: () = assert!(SUPERBLOCK_COPY_SIZE_BYTES >= SECTOR_SIZE_BYTES_MAX);
 const _: () = assert!(SUPERBLOCK_COPY_SIZE_BYTES % SECTOR_SIZE_BYTES_MAX == 0);
 const _: () = assert!(SUPERBLOCK_COPIES_COUNT == 4, "two per zone, two zones");

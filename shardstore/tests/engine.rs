@@ -433,3 +433,108 @@ fn a_failed_piece_fails_its_write_and_the_device_goes_on() {
     assert!(dev.read_at(0, 4096).unwrap().as_slice().iter().all(|&b| b == 7));
     dev.write_at(0, &[9u8; 4096], false).unwrap();
 }
+
+/// Socket operations on a device's ring (`submit_socket`), beside block
+/// I/O: a receive fills its buffer past what it held and ends the
+/// device's wait for a wake-up (with nothing else in flight, and while a
+/// read is); a send of a head and a body arrives whole, sent on from
+/// where a short send stopped; a poll completes when its descriptor is
+/// readable. Block completions never carry socket ones, nor the reverse.
+#[test]
+fn socket_operations_share_the_devices_ring_and_end_its_waits() {
+    use shardstore::sockets::{SocketDone, SocketOp};
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = make_file(dir.path(), 1 << 20);
+    let mut dev = UringDevice::open(&path, &OpenOptions::default()).unwrap();
+    let _waker = dev.waker().unwrap().expect("io_uring has a waker");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let fd = server.as_raw_fd();
+    let mut blocks = Vec::new();
+    let mut sockets = Vec::new();
+
+    // A receive, and the idle wait it ends.
+    dev.submit_socket(1, SocketOp::Recv { fd, buf: b"ab\0\0\0\0\0\0".to_vec(), at: 2 }).unwrap();
+    let started = Instant::now();
+    dev.wait_for_wake(Duration::from_millis(100), &mut blocks).unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(90), "the wait ended before anything happened");
+    dev.take_socket_completions(&mut sockets);
+    assert!(sockets.is_empty() && blocks.is_empty());
+    client.write_all(b"cdef").unwrap();
+    let started = Instant::now();
+    while sockets.is_empty() && started.elapsed() < Duration::from_secs(5) {
+        dev.wait_for_wake(Duration::from_secs(5), &mut blocks).unwrap();
+        dev.take_socket_completions(&mut sockets);
+    }
+    assert!(started.elapsed() < Duration::from_secs(4), "the receive did not end the wait");
+    assert!(blocks.is_empty(), "a socket completion reported as a block one");
+    let Some(SocketDone { token: 1, result: Ok(4), op: SocketOp::Recv { buf, .. } }) = sockets.pop() else {
+        panic!("not the receive")
+    };
+    assert_eq!(&buf[..6], b"abcdef");
+    assert_eq!(dev.sockets_in_flight(), 0);
+
+    // A receive completing while a read is in flight ends a reap_or_wake.
+    let pool = BufferPool::new(4096, 1).unwrap();
+    dev.submit_socket(2, SocketOp::Recv { fd, buf: vec![0; 16], at: 0 }).unwrap();
+    client.write_all(b"x").unwrap();
+    dev.submit(IoOp { token: 7, kind: IoKind::Read { offset: 0, buf: pool.take(4096).unwrap() } }).unwrap();
+    let started = Instant::now();
+    while (sockets.is_empty() || blocks.is_empty()) && started.elapsed() < Duration::from_secs(5) {
+        dev.reap_or_wake(&mut blocks).unwrap();
+        dev.take_socket_completions(&mut sockets);
+    }
+    assert!(matches!(blocks.as_slice(), [Completion { token: 7, result: Ok(()), .. }]), "{blocks:?}");
+    assert!(matches!(sockets.as_slice(), [SocketDone { token: 2, result: Ok(1), .. }]), "{sockets:?}");
+    blocks.clear();
+    sockets.clear();
+
+    // A send of 4 MB, sent on from where each short send stopped.
+    let body: Vec<u8> = (0..4_000_000u32).map(|i| i as u8).collect();
+    let want = [b"head".as_slice(), &body].concat();
+    let reader = std::thread::spawn(move || {
+        let mut got = vec![0; 4 + 4_000_000];
+        client.read_exact(&mut got).unwrap();
+        (client, got)
+    });
+    dev.submit_socket(3, SocketOp::Send { fd, head: b"head".to_vec(), body, sent: 0 }).unwrap();
+    loop {
+        dev.wait_for_wake(Duration::from_secs(5), &mut blocks).unwrap();
+        dev.take_socket_completions(&mut sockets);
+        let Some(done) = sockets.pop() else { continue };
+        let SocketDone { token: 3, result: Ok(n), op: SocketOp::Send { fd, head, body, sent } } = done else {
+            panic!("not the send: {done:?}")
+        };
+        if sent + n == head.len() + body.len() {
+            break;
+        }
+        dev.submit_socket(3, SocketOp::Send { fd, head, body, sent: sent + n }).unwrap();
+    }
+    let (mut client, got) = reader.join().unwrap();
+    assert!(got == want, "the bytes arrived whole and in order");
+
+    // A poll, completed once its descriptor is readable.
+    dev.submit_socket(4, SocketOp::Readable { fd }).unwrap();
+    dev.wait_for_wake(Duration::from_millis(50), &mut blocks).unwrap();
+    dev.take_socket_completions(&mut sockets);
+    assert!(sockets.is_empty(), "readable before anything was sent");
+    client.write_all(b"y").unwrap();
+    let started = Instant::now();
+    while sockets.is_empty() && started.elapsed() < Duration::from_secs(5) {
+        dev.wait_for_wake(Duration::from_secs(5), &mut blocks).unwrap();
+        dev.take_socket_completions(&mut sockets);
+    }
+    assert!(matches!(sockets.as_slice(), [SocketDone { token: 4, result: Ok(_), .. }]), "{sockets:?}");
+    assert!(blocks.is_empty());
+    assert_eq!((dev.sockets_in_flight(), dev.in_flight()), (0, 0));
+
+    // Devices without a ring refuse socket operations, saying why.
+    let mut sync = SyncDevice::open(&path, &OpenOptions { exclusive: false, ..OpenOptions::default() }).unwrap();
+    let e = sync.submit_socket(5, SocketOp::Readable { fd }).unwrap_err();
+    assert!(e.to_string().contains("io_uring"), "{e}");
+}

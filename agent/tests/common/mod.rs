@@ -296,6 +296,22 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
     raw(addr, &bytes)
 }
 
+/// The value of the sample `series` (name and labels, exactly as
+/// rendered) in the agent's /metrics, 0 while it is absent.
+pub fn sample(addr: SocketAddr, series: &str) -> f64 {
+    sample_of(&scrape(addr), series)
+}
+
+/// The agent's /metrics text.
+pub fn scrape(addr: SocketAddr) -> String {
+    String::from_utf8(request(addr, "GET", "/metrics", &[], b"").body).unwrap()
+}
+
+/// The value of `series` in a scrape's `text`, 0 while it is absent.
+pub fn sample_of(text: &str, series: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
+}
+
 pub fn put(addr: SocketAddr, key: &str, body: &[u8]) -> Reply {
     request(addr, "PUT", &format!("/v1/shards/{key}"), &[], body)
 }

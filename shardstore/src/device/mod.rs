@@ -229,6 +229,43 @@ pub trait BlockDevice: Send {
         self.reap(1, out)
     }
 
+    /// As [`BlockDevice::reap_or_wake`], but also with nothing in flight,
+    /// and for at most `timeout`: the wait of a thread that is idle but
+    /// for what its waker announces (a store thread serving connections,
+    /// `store::thread::Sidecar`). Devices without a waker wait for what is
+    /// in flight, or sleep out the timeout.
+    fn wait_for_wake(&mut self, timeout: std::time::Duration, out: &mut Vec<Completion>) -> Result<usize> {
+        if self.in_flight() > 0 {
+            return self.reap_or_wake(out);
+        }
+        std::thread::sleep(timeout);
+        Ok(0)
+    }
+
+    /// Queues a socket operation on the device's own ring (io_uring only:
+    /// others refuse): the connections of the thread driving the device
+    /// share its ring, so that its waits for completions or a wake-up end
+    /// on theirs too. Handed to the kernel with the next wait or reap;
+    /// completions are collected by every wait and reap, and taken with
+    /// [`BlockDevice::take_socket_completions`]. At most `SOCKET_OPS_MAX`
+    /// in flight. The descriptor stays open while its operation is.
+    fn submit_socket(&mut self, _token: u64, _op: crate::sockets::SocketOp) -> Result<()> {
+        Err(Error::InvalidArgument(format!("{}: socket operations need an io_uring device", self.info().name)))
+    }
+
+    /// Socket operations completed since the last call.
+    fn take_socket_completions(&mut self, _out: &mut Vec<crate::sockets::SocketDone>) {}
+
+    /// Socket operations queued or in flight.
+    fn sockets_in_flight(&self) -> usize {
+        0
+    }
+
+    /// Whether `submit_socket` takes operations.
+    fn supports_sockets(&self) -> bool {
+        false
+    }
+
     /// Has the device report operations that stop completing to `watch`
     /// (see [`StallWatch`]). Devices that never wait on hardware (the
     /// simulated one, psync, whose calls block their caller) ignore it.

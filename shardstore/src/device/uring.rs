@@ -40,9 +40,10 @@ use super::{
     validate, BlockDevice, BufferPool, Completion, DeviceInfo, EngineFeatures, IoKind, IoOp, OpenOptions, StallWatch,
     Wake,
 };
-use crate::constants::{QUEUE_DEPTH_MAX, REGISTERED_BUFFERS_COUNT_MAX};
+use crate::constants::{QUEUE_DEPTH_MAX, REGISTERED_BUFFERS_COUNT_MAX, SOCKET_OPS_MAX};
 use crate::device::IoBuf;
 use crate::error::{Error, OpKind, Result};
+use crate::sockets::{SocketDone, SocketOp, SocketSlots};
 
 /// `IORING_ENTER_GETEVENTS`: with `DEFER_TASKRUN`, completions are only
 /// posted while the owning thread is inside `io_uring_enter` with this flag.
@@ -50,6 +51,12 @@ const ENTER_GETEVENTS: u32 = 1;
 
 /// `user_data` of the poll on the wake eventfd; slots are numbered from 0.
 const WAKE_TOKEN: u64 = u64::MAX;
+/// The bit of `user_data` that marks a socket operation (`submit_socket`);
+/// block operations carry a slot and a piece number far below it.
+const SOCKET_TAG: u64 = 1 << 62;
+/// Submission entries for socket operations, beyond the device's queue:
+/// more queued at once are handed to the kernel early.
+const SOCKET_ENTRIES: u32 = 256;
 
 /// A piece of a split write carries its slot in the low 32 bits of
 /// `user_data` and its number plus one above them (0: a whole operation).
@@ -101,6 +108,10 @@ pub struct UringDevice {
     /// it is in the ring.
     wake: Option<Arc<EventWaker>>,
     wake_armed: bool,
+    /// Socket operations on this ring (`submit_socket`), and their
+    /// completions reaped and not yet taken.
+    sockets: SocketSlots,
+    socket_done: Vec<SocketDone>,
     /// `OpenOptions::write_piece_bytes` (0: writes go whole) and
     /// `write_pieces_with_reads`.
     piece_bytes: u64,
@@ -174,22 +185,22 @@ impl std::fmt::Debug for UringDevice {
     }
 }
 
-fn build_ring(depth: u32) -> io::Result<(IoUring, bool, bool)> {
+fn build_ring(entries: u32, completions: u32) -> io::Result<(IoUring, bool, bool)> {
     let mut builder = IoUring::builder();
-    builder.setup_single_issuer().setup_defer_taskrun().setup_r_disabled();
-    match builder.build(depth) {
+    builder.setup_cqsize(completions).setup_single_issuer().setup_defer_taskrun().setup_r_disabled();
+    match builder.build(entries) {
         Ok(ring) => return Ok((ring, true, true)),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
         Err(e) => return Err(e),
     }
     let mut builder = IoUring::builder();
-    builder.setup_single_issuer().setup_r_disabled();
-    match builder.build(depth) {
+    builder.setup_cqsize(completions).setup_single_issuer().setup_r_disabled();
+    match builder.build(entries) {
         Ok(ring) => return Ok((ring, true, false)),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
         Err(e) => return Err(e),
     }
-    Ok((IoUring::new(depth)?, false, false))
+    IoUring::builder().setup_cqsize(completions).build(entries).map(|ring| (ring, false, false))
 }
 
 impl UringDevice {
@@ -203,8 +214,11 @@ impl UringDevice {
             )));
         }
         let depth = options.queue_depth.clamp(1, QUEUE_DEPTH_MAX);
-        // One more entry than slots: room for the wake poll.
-        let (ring, single_issuer, defer_taskrun) = build_ring(depth + 1).map_err(|e| {
+        // One more entry than slots (the wake poll) and room for socket
+        // operations; completions for all of them in flight at once.
+        let entries = depth + 1 + SOCKET_ENTRIES;
+        let completions = (2 * (depth + 1) + SOCKET_OPS_MAX as u32).next_power_of_two();
+        let (ring, single_issuer, defer_taskrun) = build_ring(entries, completions).map_err(|e| {
             let hint = match e.raw_os_error() {
                 Some(libc::ENOMEM) => " (locked-memory limit too low? raise LimitMEMLOCK / ulimit -l)",
                 Some(libc::EPERM) => " (io_uring is disabled: see sysctl kernel.io_uring_disabled)",
@@ -260,6 +274,8 @@ impl UringDevice {
             stall: None,
             wake: None,
             wake_armed: false,
+            sockets: SocketSlots::new(SOCKET_TAG),
+            socket_done: Vec::new(),
             piece_bytes: options.write_piece_bytes,
             pieces_with_reads: options.write_pieces_with_reads.max(1) as usize,
             reads_in_flight: 0,
@@ -318,6 +334,10 @@ impl UringDevice {
                 if let Some(w) = &self.wake {
                     let _ = w.0.read();
                 }
+                continue;
+            }
+            if self.sockets.owns(cqe.user_data()) {
+                self.socket_done.push(self.sockets.complete(cqe.user_data(), cqe.result()));
                 continue;
             }
             let slot = (cqe.user_data() & u64::from(u32::MAX)) as usize;
@@ -525,6 +545,44 @@ impl UringDevice {
         }
     }
 
+    /// Puts a poll on the wake eventfd on the ring, unless one is there.
+    fn arm_wake(&mut self) {
+        let Some(wake) = &self.wake else { return };
+        if self.wake_armed {
+            return;
+        }
+        let entry =
+            opcode::PollAdd::new(types::Fd(wake.0.as_raw_fd()), libc::POLLIN as u32).build().user_data(WAKE_TOKEN);
+        // SAFETY: the poll reads no memory of ours; the eventfd lives in
+        // `self.wake` as long as the ring.
+        unsafe {
+            self.ring.submission().push(&entry).expect("the ring has an entry for the wake poll");
+        }
+        self.queued += 1;
+        self.wake_armed = true;
+    }
+
+    /// Submits what is queued and waits for one completion (the wake
+    /// poll's, with nothing else in flight) for at most `timeout`.
+    fn enter_for(&mut self, timeout: Duration) -> Result<()> {
+        if !self.ring_enabled {
+            self.ring
+                .submitter()
+                .register_enable_rings()
+                .map_err(|e| Error::io(&self.info.name, OpKind::Submit, 0, 0, e))?;
+            self.ring_enabled = true;
+        }
+        let ts = types::Timespec::from(timeout);
+        let result = self.ring.submitter().submit_with_args(1, &types::SubmitArgs::new().timespec(&ts));
+        match result {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => {}
+            Err(e) => return Err(Error::io(&self.info.name, OpKind::Submit, 0, 0, e)),
+        }
+        self.queued = 0;
+        Ok(())
+    }
+
     /// Publishes the age of the oldest operation in flight when it is past
     /// the stall threshold (logging a stall's start, its end, and every
     /// further threshold's worth of waiting), or the end of a stall.
@@ -613,6 +671,12 @@ impl BlockDevice for UringDevice {
         let want = min_complete.min(self.in_flight);
         let before = out.len();
         if self.in_flight == 0 {
+            // Socket operations queued go to the kernel, and theirs come
+            // back (with deferred task work, only when this thread enters).
+            if self.sockets.in_flight() > 0 {
+                self.enter(0)?;
+                self.drain_completions(out);
+            }
             return Ok(0);
         }
         // A wake may arrive among the completions: wait again until `want`
@@ -629,22 +693,25 @@ impl BlockDevice for UringDevice {
     }
 
     fn reap_or_wake(&mut self, out: &mut Vec<Completion>) -> Result<usize> {
-        let Some(wake) = self.wake.clone() else { return self.reap(1, out) };
-        if !self.wake_armed {
-            let entry =
-                opcode::PollAdd::new(types::Fd(wake.0.as_raw_fd()), libc::POLLIN as u32).build().user_data(WAKE_TOKEN);
-            // SAFETY: the poll reads no memory of ours; the eventfd lives in
-            // `self.wake` as long as the ring.
-            unsafe {
-                self.ring.submission().push(&entry).expect("the ring has one entry more than slots");
-            }
-            self.queued += 1;
-            self.wake_armed = true;
+        if self.wake.is_none() {
+            return self.reap(1, out);
         }
+        self.arm_wake();
         let before = out.len();
         self.enter(1)?;
         self.drain_completions(out);
         self.submit_pieces()?;
+        Ok(out.len() - before)
+    }
+
+    fn wait_for_wake(&mut self, timeout: Duration, out: &mut Vec<Completion>) -> Result<usize> {
+        if self.wake.is_none() || self.in_flight > 0 {
+            return self.reap_or_wake(out);
+        }
+        self.arm_wake();
+        let before = out.len();
+        self.enter_for(timeout)?;
+        self.drain_completions(out);
         Ok(out.len() - before)
     }
 
@@ -655,6 +722,44 @@ impl BlockDevice for UringDevice {
             self.wake = Some(Arc::new(EventWaker(fd)));
         }
         Ok(self.wake.clone().map(|w| w as Arc<dyn Wake>))
+    }
+
+    fn submit_socket(&mut self, token: u64, op: SocketOp) -> Result<()> {
+        if self.sockets.in_flight() >= SOCKET_OPS_MAX {
+            return Err(Error::QueueFull {
+                device: format!("{} (socket operations)", self.info.name),
+                depth: SOCKET_OPS_MAX,
+            });
+        }
+        // SAFETY: the entry is pushed once; the slot keeps the operation
+        // and its buffers until its completion is reaped (or, when the ring
+        // goes, leaks them: `SocketSlots::abandon`).
+        let entry = unsafe { self.sockets.entry(token, op) };
+        loop {
+            // SAFETY: as above.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                break;
+            }
+            // A full queue: hand it to the kernel, and try again.
+            if let Err(e) = self.enter(0) {
+                self.sockets.unqueue(entry.get_user_data());
+                return Err(e);
+            }
+        }
+        self.queued += 1;
+        Ok(())
+    }
+
+    fn take_socket_completions(&mut self, out: &mut Vec<SocketDone>) {
+        out.append(&mut self.socket_done);
+    }
+
+    fn sockets_in_flight(&self) -> usize {
+        self.sockets.in_flight()
+    }
+
+    fn supports_sockets(&self) -> bool {
+        true
     }
 
     fn watch_stalls(&mut self, watch: Arc<StallWatch>) {

@@ -312,12 +312,27 @@ impl Store {
         reaped
     }
 
-    fn reap_reads(&mut self, wait: bool) -> Result<()> {
-        if self.dev.in_flight() == 0 {
+    /// Waits for a call of the [`Store::waker`] for at most `timeout`, or
+    /// for a completion if anything is in flight, collecting completed
+    /// reads as [`Store::reap_gets`] does: the idle wait of a thread whose
+    /// waker also announces work of its own (`thread::Sidecar`).
+    pub fn wait_for_wake(&mut self, timeout: std::time::Duration, done: &mut Vec<FinishedGet>) -> Result<()> {
+        let reaped = self.reap_reads(Wait::Idle(timeout));
+        done.append(&mut self.reads.finished);
+        reaped
+    }
+
+    fn reap_reads(&mut self, wait: impl Into<Wait>) -> Result<()> {
+        let wait = wait.into();
+        if self.dev.in_flight() == 0 && !matches!(wait, Wait::Idle(_)) {
             return Ok(());
         }
         let mut completions = std::mem::take(&mut self.reads.completions);
-        let reaped = if wait { self.dev.reap_or_wake(&mut completions) } else { self.dev.reap(0, &mut completions) };
+        let reaped = match wait {
+            Wait::No => self.dev.reap(0, &mut completions),
+            Wait::Yes => self.dev.reap_or_wake(&mut completions),
+            Wait::Idle(timeout) => self.dev.wait_for_wake(timeout, &mut completions),
+        };
         if let Err(e) = reaped {
             // The ring itself failed: no get in progress can finish. Answer
             // them all and stop serving, rather than wait forever.
@@ -405,6 +420,27 @@ impl Store {
     /// thread (`None` when the device's waits are never long).
     pub fn waker(&mut self) -> Result<Option<std::sync::Arc<dyn crate::device::Wake>>> {
         self.dev.waker()
+    }
+
+    /// Queues a socket operation on the device's ring (see
+    /// [`crate::device::BlockDevice::submit_socket`]).
+    pub fn submit_socket(&mut self, token: u64, op: crate::sockets::SocketOp) -> Result<()> {
+        self.dev.submit_socket(token, op)
+    }
+
+    /// Socket operations completed since the last call.
+    pub fn take_socket_completions(&mut self, out: &mut Vec<crate::sockets::SocketDone>) {
+        self.dev.take_socket_completions(out);
+    }
+
+    /// Socket operations queued or in flight.
+    pub fn sockets_in_flight(&self) -> usize {
+        self.dev.sockets_in_flight()
+    }
+
+    /// Whether the device's ring takes socket operations.
+    pub fn supports_sockets(&self) -> bool {
+        self.dev.supports_sockets()
     }
 
     /// Gets started and not yet finished.
@@ -571,5 +607,25 @@ mod tests {
         }
         let distinct: std::collections::HashSet<u64> = encoded.iter().copied().collect();
         assert_eq!(distinct.len(), tokens.len());
+    }
+}
+
+/// How `reap_reads` waits.
+#[derive(Clone, Copy)]
+enum Wait {
+    No,
+    /// For a completion or a wake-up (when anything is in flight).
+    Yes,
+    /// For a wake-up or a completion, for at most this long.
+    Idle(std::time::Duration),
+}
+
+impl From<bool> for Wait {
+    fn from(wait: bool) -> Wait {
+        if wait {
+            Wait::Yes
+        } else {
+            Wait::No
+        }
     }
 }

@@ -16,6 +16,9 @@ pub struct StoreStats {
     pub queued: AtomicU64,
     /// Requests sent to the thread so far (each a trip to it).
     pub requests: AtomicU64,
+    /// Reads started on the thread by its sidecar (the connections it
+    /// serves), without a trip.
+    pub local_reads: AtomicU64,
     /// Waits on the device in which a get sent meanwhile was left for the
     /// next completion instead of waking the thread (enough gets' reads
     /// were at the device to bring one soon).

@@ -32,6 +32,9 @@ use crate::device::{BlockDevice, Wake};
 use crate::error::{Error, Result};
 
 mod handle;
+mod sidecar;
+
+pub use sidecar::{Local, Sidecar};
 
 /// Requests waiting for a store thread at most; beyond it callers get
 /// `Overloaded` rather than queueing without bound.
@@ -48,17 +51,40 @@ type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;
 
 enum Request {
     Write(Op, Reply<()>),
-    Get { key: Vec<u8>, offset: u64, len: u64, reply: Reply<Vec<u8>> },
-    Stat { key: Vec<u8>, reply: Reply<Option<ShardStat>> },
-    Lookup { key: Vec<u8>, reply: Reply<Lookup> },
-    Read { key: Vec<u8>, range: Option<ByteRange>, reply: Reply<Read> },
+    Get {
+        key: Vec<u8>,
+        offset: u64,
+        len: u64,
+        reply: Reply<Vec<u8>>,
+    },
+    Stat {
+        key: Vec<u8>,
+        reply: Reply<Option<ShardStat>>,
+    },
+    Lookup {
+        key: Vec<u8>,
+        reply: Reply<Lookup>,
+    },
+    Read {
+        key: Vec<u8>,
+        range: Option<ByteRange>,
+        reply: Reply<Read>,
+    },
     Tombstones(Reply<Vec<(Vec<u8>, u64)>>),
-    List { prefix: Vec<u8>, start_after: Option<Vec<u8>>, limit: usize, reply: Reply<Vec<Listed>> },
+    List {
+        prefix: Vec<u8>,
+        start_after: Option<Vec<u8>>,
+        limit: usize,
+        reply: Reply<Vec<Listed>>,
+    },
     Checkpoint(Reply<()>),
     Close(Reply<()>),
     UpdateScrub(Box<dyn FnOnce(&mut ScrubSettings) + Send>, Reply<ScrubSettings>),
     ScrubStatus(Reply<ScrubStatus>),
     Damaged(Reply<Vec<DamagedShard>>),
+    /// Work for the thread beside its requests, from now on; refused when
+    /// the device cannot wake the thread for it.
+    Attach(Box<dyn Sidecar>, Reply<()>),
 }
 
 /// How long an idle scrubber (paused, or nothing stored) waits before
@@ -186,6 +212,7 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
     let mut finished = Vec::with_capacity(STORE_QUEUE_DEPTH);
     let mut next_scrub = Instant::now();
     let mut scrub_failing = false;
+    let mut sidecar: Option<Box<dyn Sidecar>> = None;
     loop {
         // While gets are in flight or requests wait in `pending`, look for
         // new work without blocking, so reads keep the device's queue full;
@@ -200,8 +227,12 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
         } else {
             let wait = Duration::from_millis(RECLAIM_IDLE_INTERVAL_MS)
                 .min(next_scrub.saturating_duration_since(Instant::now()));
-            match rx.recv_timeout(wait) {
-                Ok(r) => Some(r),
+            let arrived = match sidecar {
+                Some(_) => wait_beside(&mut store, rx, wake, wait, &mut finished),
+                None => rx.recv_timeout(wait).map(Some),
+            };
+            match arrived {
+                Ok(r) => r,
                 Err(RecvTimeoutError::Timeout) => {
                     // Debug builds (every test) check the whole state when
                     // the thread is idle: the real thread, not only tests
@@ -216,7 +247,8 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                         let none = HashSet::new();
                         let writes_wait = std::cell::Cell::new(false);
                         let mut pump = |store: &mut Store| {
-                            serve_meanwhile(store, rx, wake, &mut get_replies, &mut pending, &mut finished, &none);
+                            let mut serving = Serving::new(wake, &mut get_replies, &mut pending, &mut finished);
+                            serve_meanwhile(store, rx, &mut serving, &mut sidecar, &none);
                             writes_wait.set(!pending.is_empty());
                         };
                         let before = store.reclaim_counts();
@@ -273,6 +305,17 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                     reply(Ok(settings));
                 }
                 Request::Close(reply) => closing = Some(reply),
+                Request::Attach(attached, reply) => {
+                    if store.supports_sockets() {
+                        sidecar = Some(attached);
+                        reply(Ok(()));
+                    } else {
+                        reply(Err(Error::InvalidArgument(format!(
+                            "{}: its device's ring cannot serve connections beside it (io_uring only)",
+                            store.name
+                        ))));
+                    }
+                }
                 other => {
                     if answer_from_memory(&store, other, &HashSet::new()).is_some() {
                         unreachable!("every other request reads only memory");
@@ -291,7 +334,8 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             // arriving then wakes the thread (the device's waker ends the
             // wait) instead of waiting for the commit's next completion.
             let mut pump = |store: &mut Store| {
-                serve_meanwhile(store, rx, wake, &mut get_replies, &mut pending, &mut finished, &batch_keys);
+                let mut serving = Serving::new(wake, &mut get_replies, &mut pending, &mut finished);
+                serve_meanwhile(store, rx, &mut serving, &mut sidecar, &batch_keys);
             };
             // Gets taken in the same batch as the writes were only
             // started: their reads go out now, with the commit's first
@@ -321,7 +365,8 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
         if closing.is_none() && (store.checkpoint_under_way() || store.checkpoint_due()) {
             let none = HashSet::new();
             let mut pump = |store: &mut Store| {
-                serve_meanwhile(store, rx, wake, &mut get_replies, &mut pending, &mut finished, &none);
+                let mut serving = Serving::new(wake, &mut get_replies, &mut pending, &mut finished);
+                serve_meanwhile(store, rx, &mut serving, &mut sidecar, &none);
             };
             let moved = if store.checkpoint_under_way() {
                 store.advance_checkpoint(&mut pump)
@@ -351,6 +396,20 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             let result = store.close_in_place();
             store.take_finished_gets(&mut finished);
             get_replies.answer_all(&mut finished);
+            if let Some(mut sidecar) = sidecar.take() {
+                // Its last answers (the reads just finished), then the end.
+                let none = HashSet::new();
+                let mut serving = Serving::new(wake, &mut get_replies, &mut pending, &mut finished);
+                turn(&mut store, &mut sidecar, &mut serving, &none);
+                let mut local = Local {
+                    store: &mut store,
+                    replies: serving.replies,
+                    pending: serving.pending,
+                    held: &none,
+                    stats: &wake.stats,
+                };
+                sidecar.close(&mut local);
+            }
             reply(result);
             return;
         }
@@ -378,6 +437,10 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
         }
         store.take_finished_gets(&mut finished);
         get_replies.answer_all(&mut finished);
+        if let Some(sidecar) = &mut sidecar {
+            let none = HashSet::new();
+            turn(&mut store, sidecar, &mut Serving::new(wake, &mut get_replies, &mut pending, &mut finished), &none);
+        }
         if store.completions_pending() {
             // Wait for a completion or a new request, whichever comes first;
             // with enough gets in progress and operations at the device to
@@ -420,9 +483,92 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                 }
                 get_replies.answer_all(&mut finished);
             }
+            if let Some(sidecar) = &mut sidecar {
+                let none = HashSet::new();
+                turn(
+                    &mut store,
+                    sidecar,
+                    &mut Serving::new(wake, &mut get_replies, &mut pending, &mut finished),
+                    &none,
+                );
+                store.submit_gets(&mut finished);
+                get_replies.answer_all(&mut finished);
+            }
         }
     }
     let _ = store.close_in_place();
+    if let Some(mut sidecar) = sidecar {
+        let none = HashSet::new();
+        let mut local = Local {
+            store: &mut store,
+            replies: &mut get_replies,
+            pending: &mut pending,
+            held: &none,
+            stats: &wake.stats,
+        };
+        sidecar.close(&mut local);
+    }
+}
+
+/// The thread's request state a pump or a sidecar's turn works on.
+struct Serving<'a> {
+    wake: &'a Wakeup,
+    replies: &'a mut Replies,
+    pending: &'a mut Vec<Request>,
+    finished: &'a mut Vec<super::FinishedGet>,
+}
+
+impl<'a> Serving<'a> {
+    fn new(
+        wake: &'a Wakeup,
+        replies: &'a mut Replies,
+        pending: &'a mut Vec<Request>,
+        finished: &'a mut Vec<super::FinishedGet>,
+    ) -> Serving<'a> {
+        Serving { wake, replies, pending, finished }
+    }
+}
+
+/// Gives the sidecar its turn: the reads it starts go to the device with
+/// the next submission (the caller's).
+fn turn(store: &mut Store, sidecar: &mut Box<dyn Sidecar>, serving: &mut Serving<'_>, held: &HashSet<&[u8]>) {
+    let mut local =
+        Local { store, replies: serving.replies, pending: serving.pending, held, stats: &serving.wake.stats };
+    sidecar.turn(&mut local);
+}
+
+/// The idle wait of a thread with a sidecar: for a request, the sidecar's
+/// own work (announced through the device's waker, as a request is) or
+/// `wait`, whichever comes first; `Ok(None)` when woken without a request.
+/// Reads the device completes meanwhile are collected as gets' are.
+fn wait_beside(
+    store: &mut Store,
+    rx: &Receiver<Request>,
+    wake: &Wakeup,
+    wait: Duration,
+    finished: &mut Vec<super::FinishedGet>,
+) -> std::result::Result<Option<Request>, RecvTimeoutError> {
+    let until = Instant::now() + wait;
+    // Set before the last look, so a request sent after it wakes us.
+    wake.parked.store(PARKED, Ordering::SeqCst);
+    let looked = rx.try_recv();
+    let arrived = match looked {
+        Ok(r) => Ok(Some(r)),
+        Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+        Err(TryRecvError::Empty) => {
+            if let Err(e) = store.wait_for_wake(wait, finished) {
+                tracing::error!(error = %e, "store idle wait failed");
+            }
+            match rx.try_recv() {
+                Ok(r) => Ok(Some(r)),
+                Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                Err(TryRecvError::Empty) if Instant::now() >= until => Err(RecvTimeoutError::Timeout),
+                Err(TryRecvError::Empty) => Ok(None),
+            }
+        }
+    };
+    wake.parked.store(AWAKE, Ordering::SeqCst);
+    arrived
 }
 
 /// What the thread does each time a commit or a reclamation pass waiting
@@ -437,20 +583,22 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
 fn serve_meanwhile(
     store: &mut Store,
     rx: &Receiver<Request>,
-    wake: &Wakeup,
-    replies: &mut Replies,
-    pending: &mut Vec<Request>,
-    finished: &mut Vec<super::FinishedGet>,
+    serving: &mut Serving<'_>,
+    sidecar: &mut Option<Box<dyn Sidecar>>,
     held: &HashSet<&[u8]>,
 ) {
-    store.take_finished_gets(finished);
-    replies.answer_all(finished);
-    start_arrived_gets(store, rx, replies, pending, &wake.stats, held);
+    let stats = &serving.wake.stats;
+    store.take_finished_gets(serving.finished);
+    serving.replies.answer_all(serving.finished);
+    start_arrived_gets(store, rx, serving.replies, serving.pending, stats, held);
+    if let Some(sidecar) = sidecar {
+        turn(store, sidecar, serving, held);
+    }
     // Set before the last look, so a request sent after it wakes us.
-    wake.parked.store(PARKED, Ordering::SeqCst);
-    start_arrived_gets(store, rx, replies, pending, &wake.stats, held);
-    store.submit_gets(finished);
-    replies.answer_all(finished);
+    serving.wake.parked.store(PARKED, Ordering::SeqCst);
+    start_arrived_gets(store, rx, serving.replies, serving.pending, stats, held);
+    store.submit_gets(serving.finished);
+    serving.replies.answer_all(serving.finished);
 }
 
 /// Starts the gets (and reads) waiting in the queue and answers the

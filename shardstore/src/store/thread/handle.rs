@@ -143,6 +143,13 @@ impl StoreHandle {
         self.send(Request::Get { key, offset, len, reply: Box::new(done) })
     }
 
+    /// Attaches `sidecar` to the thread (see [`super::Sidecar`]), replacing
+    /// any attached before; an error when the device cannot wake the
+    /// thread for it (only io_uring devices can).
+    pub fn attach(&self, sidecar: Box<dyn super::Sidecar>) -> Result<()> {
+        self.call(|reply| Request::Attach(sidecar, reply))
+    }
+
     /// The whole shard of `key` from the read cache, without a trip to the
     /// thread: exactly what the store holds for the key now (`cache.rs`),
     /// or `None` (not cached; ask the thread).

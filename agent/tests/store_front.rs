@@ -1,0 +1,192 @@
+//! Connections served on the store threads (`store_front.rs`): a plain
+//! shard read answered on the thread that owns its device, or on another
+//! device's thread and back, exactly as the router's handler answers it;
+//! idle connections closed at the header timeout. (The move of such a
+//! connection to the tokio front, with pipelined requests, and its stop
+//! are in `http.rs`.)
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::{put, Agent};
+use nix::sys::signal::Signal;
+
+/// An agent on `devices` default devices, read cache off (every read
+/// reaches a store), with `limits` appended to its `[limits]`.
+fn start(dir: &std::path::Path, devices: usize, limits: &str) -> (Agent, SocketAddr) {
+    let extra = format!("default_device_count = {devices}\n[read_cache]\nbytes_per_device = 0\n[limits]\n{limits}");
+    common::start_configured(dir, 512 << 20, "token", &extra)
+}
+
+/// A per-device counter or gauge, by device, from a scrape's `text`.
+fn by_device(text: &str, series: &str) -> BTreeMap<String, u64> {
+    let prefix = format!("{series}{{device=\"");
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (device, value) = rest.split_once("\"} ")?;
+            Some((device.to_owned(), value.parse::<f64>().ok()? as u64))
+        })
+        .collect()
+}
+
+const LOCAL: &str = "shardnode_device_store_local_reads_total";
+const TRIPS: &str = "shardnode_device_store_requests_total";
+
+fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after.iter().map(|(d, a)| (d.clone(), a - before.get(d).copied().unwrap_or(0))).collect()
+}
+
+/// Reads one reply from a keep-alive connection, byte by byte past its
+/// head, so that the next one stays on the connection.
+fn next_reply(r: &mut std::io::BufReader<TcpStream>, head: bool) -> common::Reply {
+    struct OneByte<'a>(&'a mut std::io::BufReader<TcpStream>);
+    impl Read for OneByte<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(1);
+            self.0.read(&mut buf[..n])
+        }
+    }
+    common::read_reply(&mut OneByte(r), head)
+}
+
+/// A reply's headers without `date`, names lowercased, sorted.
+fn headers_but_date(r: &common::Reply) -> Vec<(String, String)> {
+    let mut h: Vec<_> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| !n.eq_ignore_ascii_case("date"))
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+        .collect();
+    h.sort();
+    h
+}
+
+/// With one device every connection is its store thread's: a plain GET is
+/// read there (a local read, no trip), a HEAD answered from its index; a
+/// GET or HEAD with a header the thread does not serve goes to the
+/// router's handler (a trip from tokio). Both answers are the same,
+/// header for header and byte for byte, for a body sent with the head and
+/// one sent after it, and both are timed and counted.
+#[test]
+fn a_plain_read_on_the_devices_thread_is_the_handlers_answer() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (mut agent, addr) = start(dir.path(), 1, "");
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i * 13 + i / 97) as u8).collect();
+    assert_eq!(put(addr, "sf%2Fbig", &big).status, 201);
+    assert_eq!(put(addr, "sf%2Fsmall", b"small shard").status, 201);
+    let local_before = by_device(&common::scrape(addr), LOCAL);
+    let gets_before = common::sample(addr, "shardnode_http_requests_total{op=\"get\",status=\"200\"}");
+    let pair = |method: &str, key: &str| {
+        [
+            format!("{method} /v1/shards/{key} HTTP/1.1\r\nhost: t\r\n\r\n"),
+            format!("{method} /v1/shards/{key} HTTP/1.1\r\nhost: t\r\nx-probe: handler\r\n\r\n"),
+        ]
+        .concat()
+    };
+    let wire = [pair("GET", "sf%2Fbig"), pair("HEAD", "sf%2Fbig"), pair("GET", "sf%2Fsmall")].concat();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(wire.as_bytes()).unwrap();
+    let mut r = std::io::BufReader::new(s);
+    for (head, want) in [(false, &big[..]), (true, &[][..]), (false, &b"small shard"[..])] {
+        let here = next_reply(&mut r, head);
+        let handler = next_reply(&mut r, head);
+        assert_eq!(here.status, 200, "{}", here.text());
+        assert!(here.body == want, "the store thread's body differs from what was put");
+        assert_eq!((here.status, headers_but_date(&here)), (handler.status, headers_but_date(&handler)));
+        assert_eq!(here.body, handler.body);
+        assert!(here.header("date").is_some());
+    }
+    let local = delta(&by_device(&common::scrape(addr), LOCAL), &local_before);
+    assert_eq!(local.values().sum::<u64>(), 2, "the two plain GETs were read on the device's thread: {local:?}");
+    let gets = common::sample(addr, "shardnode_http_requests_total{op=\"get\",status=\"200\"}") - gets_before;
+    assert_eq!(gets as u64, 4, "every GET is counted once, wherever it was answered");
+    assert!(agent.signal(Signal::SIGTERM).success());
+}
+
+/// With three devices, one connection (served by one store thread) reads
+/// every shard: those on its own device are read there, the others on
+/// their device's thread and answered back; every byte is right.
+#[test]
+fn reads_of_other_devices_shards_go_to_their_threads_and_back() {
+    const KEYS: u32 = 60;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (mut agent, addr) = start(dir.path(), 3, "");
+    let shard = |i: u32| -> Vec<u8> { (0..3000 + i * 7).map(|j| (i * 31 + j) as u8).collect() };
+    for i in 0..KEYS {
+        assert_eq!(put(addr, &format!("hop-{i}"), &shard(i)).status, 201);
+    }
+    let held = by_device(&common::scrape(addr), "shardnode_device_shards");
+    assert_eq!(held.values().sum::<u64>(), u64::from(KEYS));
+    // What a scrape itself costs each device, measured between two.
+    let (a, b) = (common::scrape(addr), common::scrape(addr));
+    let scrape = delta(&by_device(&b, TRIPS), &by_device(&a, TRIPS));
+    let before = common::scrape(addr);
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let wire =
+        (0..KEYS).map(|i| format!("GET /v1/shards/hop-{i} HTTP/1.1\r\nhost: t\r\n\r\n")).collect::<Vec<_>>().concat();
+    s.write_all(wire.as_bytes()).unwrap();
+    let mut r = std::io::BufReader::new(s);
+    for i in 0..KEYS {
+        let reply = next_reply(&mut r, false);
+        assert_eq!(reply.status, 200, "hop-{i}: {}", reply.text());
+        assert!(reply.body == shard(i), "hop-{i}: wrong bytes");
+        assert_eq!(reply.header("x-shard-crc32c"), Some(format!("{:08x}", crc32c::crc32c(&shard(i))).as_str()));
+    }
+    let after = common::scrape(addr);
+    let local = delta(&by_device(&after, LOCAL), &by_device(&before, LOCAL));
+    let trips = delta(&by_device(&after, TRIPS), &by_device(&before, TRIPS));
+    // One device's thread served the connection: its shards were read
+    // there; every other device's were one trip each.
+    let serving: Vec<&String> = local.iter().filter(|(_, n)| **n > 0).map(|(d, _)| d).collect();
+    assert_eq!(serving.len(), 1, "one thread served the connection: {local:?}");
+    for (device, shards) in &held {
+        let reads = local[device] + trips[device] - scrape[device];
+        assert_eq!(reads, *shards, "device {device}: local {local:?}, trips {trips:?}, scrape {scrape:?}");
+        if device != serving[0] {
+            assert_eq!(local[device], 0);
+        }
+    }
+    assert!(held.values().filter(|n| **n > 0).count() >= 2, "the shards landed on one device: {held:?}");
+    assert!(agent.signal(Signal::SIGTERM).success());
+}
+
+/// An idle connection on a store thread, and one that sent half a head,
+/// is closed once the header timeout has passed since its last answer (or
+/// since it opened), as the tokio front closes its own.
+#[test]
+fn idle_connections_on_a_store_thread_close_at_the_header_timeout() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (mut agent, addr) = start(dir.path(), 1, "header_timeout_ms = 600\n");
+    assert_eq!(put(addr, "idle", b"idle").status, 201);
+    let mut answered = TcpStream::connect(addr).unwrap();
+    answered.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    answered.write_all(b"GET /v1/shards/idle HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
+    let mut r = std::io::BufReader::new(answered);
+    assert_eq!(next_reply(&mut r, false).body, b"idle");
+    let mut half = TcpStream::connect(addr).unwrap();
+    half.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    half.write_all(b"GET /v1/shards/idle HTT").unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    assert_eq!(r.read_to_end(&mut rest).unwrap(), 0, "the idle connection got bytes: {rest:?}");
+    assert_eq!(half.read_to_end(&mut rest).unwrap(), 0, "the half-sent head was answered: {rest:?}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "closed after {took:?}, not at the 600 ms timeout");
+    // A connection still in use stays open past it.
+    let mut busy = TcpStream::connect(addr).unwrap();
+    busy.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = std::io::BufReader::new(busy.try_clone().unwrap());
+    for _ in 0..6 {
+        busy.write_all(b"GET /v1/shards/idle HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
+        assert_eq!(next_reply(&mut r, false).body, b"idle");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(agent.signal(Signal::SIGTERM).success());
+}
