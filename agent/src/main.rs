@@ -98,7 +98,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         config.listen = listen;
     }
     if args.http_ceiling {
-        return ceiling::run(config.listen, &config.limits).await;
+        return ceiling::run(&config).await;
     }
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -266,7 +266,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let store_fronts = match &shards {
         Some(shards) if config.limits.connections_on_store_threads => {
             let (handoffs, received) = tokio::sync::mpsc::unbounded_channel();
-            store_front::StoreFronts::start(&app, Arc::clone(shards), &config.limits, handoffs)?
+            let stores: Vec<(usize, &shardstore::store::thread::StoreHandle)> =
+                app.node.slots.iter().filter_map(|s| Some((s.id, s.store.as_ref()?))).collect();
+            let source = store_front::Source::Stores(Arc::clone(&app));
+            store_front::StoreFronts::start(source, &stores, Arc::clone(shards), &config.limits, handoffs)?
                 .map(|fronts| (fronts, received))
         }
         _ => None,

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use shardstore::sockets::{SocketDone, SocketOp};
-use shardstore::store::thread::{Local, Sidecar};
+use shardstore::store::thread::{Local, Sidecar, StoreHandle};
 use shardstore::store::{Read, ShardStat};
 
 use crate::admission::Ticket;
@@ -73,9 +73,18 @@ pub struct HandOff {
     pub read: Vec<u8>,
 }
 
+/// Where plain reads are answered from.
+pub enum Source {
+    /// The agent's stores.
+    Stores(Arc<App>),
+    /// The HTTP ceiling's shards in memory (`ceiling.rs`), by key: the
+    /// same stack answering from memory.
+    Memory(Arc<std::sync::RwLock<std::collections::HashMap<Vec<u8>, bytes::Bytes>>>),
+}
+
 /// What every thread's front shares with the tokio side.
 struct Shared {
-    app: Arc<App>,
+    source: Source,
     shards: ShardApi,
     runtime: tokio::runtime::Handle,
     handoffs: tokio::sync::mpsc::UnboundedSender<HandOff>,
@@ -84,6 +93,16 @@ struct Shared {
     stopping: AtomicBool,
     /// Connections open on all the threads.
     live: AtomicUsize,
+}
+
+impl Shared {
+    /// Gives back a turn taken on `slot`'s device (only the agent's stores
+    /// take turns).
+    fn give_back(&self, slot: usize, ticket: Ticket) {
+        if let Source::Stores(app) = &self.source {
+            app.node.slots[slot].admission.done(ticket);
+        }
+    }
 }
 
 /// How other threads reach one store thread's front.
@@ -130,17 +149,20 @@ struct ConnId {
 }
 
 impl StoreFronts {
-    /// Attaches a front to the store thread of every open device whose
-    /// device can wake its thread for it (io_uring); `None` when none can.
-    /// Connections handed to the tokio front arrive on `handoffs`.
+    /// Attaches a front to each of `stores` (device id and store thread)
+    /// whose device's ring takes socket operations (io_uring); `None` when
+    /// none does. Plain reads are answered from `source`, other requests
+    /// without a body by `shards` (the router's handler); connections
+    /// handed to the tokio front arrive on `handoffs`.
     pub fn start(
-        app: &Arc<App>,
+        source: Source,
+        stores: &[(usize, &StoreHandle)],
         shards: ShardApi,
         limits: &crate::config::Limits,
         handoffs: tokio::sync::mpsc::UnboundedSender<HandOff>,
     ) -> anyhow::Result<Option<StoreFronts>> {
         let shared = Arc::new(Shared {
-            app: Arc::clone(app),
+            source,
             shards,
             runtime: tokio::runtime::Handle::current(),
             handoffs,
@@ -150,12 +172,11 @@ impl StoreFronts {
             live: AtomicUsize::new(0),
         });
         let mut threads = Vec::new();
-        for slot in &app.node.slots {
-            let Some(store) = &slot.store else { continue };
-            let (thread, mailbox) = ThreadFront::new(Arc::clone(&shared), slot.id)?;
+        for &(id, store) in stores {
+            let (thread, mailbox) = ThreadFront::new(Arc::clone(&shared), id)?;
             match store.attach(Box::new(thread)) {
                 Ok(()) => threads.push(mailbox),
-                Err(e) => tracing::info!(device = slot.id, error = %e, "connections not served on this store thread"),
+                Err(e) => tracing::info!(device = id, error = %e, "connections not served on this store thread"),
             }
         }
         Ok((!threads.is_empty()).then(|| StoreFronts { threads, next: AtomicUsize::new(0), shared }))
@@ -437,7 +458,7 @@ impl ThreadFront {
     fn close(&mut self, id: ConnId) {
         let Some(c) = self.conns.get_mut(id.slot as usize).and_then(Option::take) else { return };
         if let Pending::Read { slot, ticket: Some(t), .. } = c.pending {
-            self.shared.app.node.slots[slot].admission.done(t);
+            self.shared.give_back(slot, t);
         }
         self.free.push(id.slot);
         self.forget_one();
@@ -524,8 +545,29 @@ impl ThreadFront {
     ) {
         let started = Instant::now();
         let shared = Arc::clone(&self.shared);
-        let node = &shared.app.node;
-        if !shared.app.shard_read_delay.is_zero() {
+        let app = match &shared.source {
+            Source::Stores(app) => app,
+            Source::Memory(shards) => {
+                let bytes = shards.read().expect("never poisoned").get(&key).cloned();
+                match bytes {
+                    Some(bytes) => {
+                        let stat = ShardStat {
+                            size: bytes.len() as u64,
+                            crc32c: crc32c::crc32c(&bytes),
+                            written_unix_ms: 0,
+                            sequence: 0,
+                            chunks: 0,
+                        };
+                        let body = if head_only { Vec::new() } else { bytes.to_vec() };
+                        self.answer_shard(id, None, &stat, body, head_only, close, head_len, started);
+                    }
+                    None => self.through_handler(id),
+                }
+                return;
+            }
+        };
+        let node = &app.node;
+        if !app.shard_read_delay.is_zero() {
             return self.through_handler(id);
         }
         // The route is taken under the key's stripe (a put finishing on
@@ -541,7 +583,7 @@ impl ThreadFront {
         if let Some(hit) = store.cached(&key) {
             drop(stripe);
             let body = if head_only { Vec::new() } else { hit.bytes.to_vec() };
-            self.answer_shard(id, slot, &hit.stat, body, head_only, close, head_len, started);
+            self.answer_shard(id, Some(slot), &hit.stat, body, head_only, close, head_len, started);
             return;
         }
         if matches!(route, Route::Refuse { .. }) {
@@ -552,7 +594,9 @@ impl ThreadFront {
             let stat = if slot == self.slot { local.stat(&key) } else { None };
             drop(stripe);
             match stat {
-                Some(Some(stat)) => self.answer_shard(id, slot, &stat, Vec::new(), true, close, head_len, started),
+                Some(Some(stat)) => {
+                    self.answer_shard(id, Some(slot), &stat, Vec::new(), true, close, head_len, started);
+                }
                 _ => self.through_handler(id),
             }
             return;
@@ -589,7 +633,7 @@ impl ThreadFront {
         let shared = Arc::clone(&self.shared);
         let Some(c) = self.conn(id) else { return };
         if let Pending::Read { slot, ticket: Some(t), .. } = std::mem::replace(&mut c.pending, Pending::None) {
-            shared.app.node.slots[slot].admission.done(t);
+            shared.give_back(slot, t);
         }
     }
 
@@ -602,7 +646,7 @@ impl ThreadFront {
             return;
         };
         if let Some(t) = ticket {
-            shared.app.node.slots[slot].admission.done(t);
+            shared.give_back(slot, t);
         }
         let closing = c.closing;
         if closing {
@@ -611,7 +655,7 @@ impl ThreadFront {
         }
         match result {
             Ok(Read::Shard { stat, bytes, .. }) => {
-                self.answer_shard(id, slot, &stat, bytes, false, close, head_len, started);
+                self.answer_shard(id, Some(slot), &stat, bytes, false, close, head_len, started);
             }
             // Not found where the route said, or a failure: the handler's
             // answer (its search proves an absence; its errors are the
@@ -626,7 +670,7 @@ impl ThreadFront {
     fn answer_shard(
         &mut self,
         id: ConnId,
-        slot: usize,
+        slot: Option<usize>,
         stat: &ShardStat,
         body: Vec<u8>,
         head_only: bool,
@@ -634,10 +678,10 @@ impl ThreadFront {
         head_len: usize,
         started: Instant,
     ) {
-        let app = Arc::clone(&self.shared.app);
+        let shared = Arc::clone(&self.shared);
         let Some(c) = self.conn(id) else { return };
         c.start += head_len;
-        if !head_only {
+        if let (Source::Stores(app), Some(slot), false) = (&shared.source, slot, head_only) {
             let traffic = &app.node.slots[slot].traffic;
             traffic.reads.fetch_add(1, Ordering::Relaxed);
             traffic.read_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
