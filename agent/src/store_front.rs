@@ -30,7 +30,6 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::sys::eventfd::{EfdFlags, EventFd};
 use shardstore::sockets::{SocketDone, SocketOp};
 use shardstore::store::thread::{Local, Sidecar, StoreHandle};
 use shardstore::store::{Read, ShardStat};
@@ -105,12 +104,39 @@ impl Shared {
     }
 }
 
-/// How other threads reach one store thread's front.
+/// How other threads (and its own store's reply closures) reach one
+/// store thread's front.
+#[derive(Clone)]
 struct Mailbox {
     tx: Sender<Message>,
-    doorbell: Arc<Doorbell>,
+    /// Messages sent and not yet taken: the front has work while any are
+    /// (`Sidecar::has_work`).
+    waiting: Arc<AtomicUsize>,
+    /// The thread's store, to nudge it for them.
+    store: StoreHandle,
     /// Connections open on this thread.
     live: Arc<AtomicUsize>,
+}
+
+impl Mailbox {
+    /// Sends `message` from another thread, and wakes the thread for it
+    /// unless it is awake or sure to wake soon (`StoreHandle::nudge`).
+    fn post(&self, message: Message) -> bool {
+        let sent = self.post_here(message);
+        self.store.nudge();
+        sent
+    }
+
+    /// Sends `message` on the thread itself (the store's reply closures,
+    /// called before the thread gives its front a turn or looks for work
+    /// before it waits).
+    fn post_here(&self, message: Message) -> bool {
+        if self.tx.send(message).is_err() {
+            return false;
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        true
+    }
 }
 
 /// What other threads (and the store's reply closures) send a front.
@@ -121,23 +147,8 @@ enum Message {
     Read { conn: ConnId, result: shardstore::Result<Read> },
     /// An answer the router's handler gave, encoded: written as it is.
     Answer { conn: ConnId, bytes: Vec<u8>, keep_alive: bool },
-}
-
-/// An eventfd the thread's ring polls: rung after a message is sent, at
-/// most once between two looks (`rung`).
-#[derive(Debug)]
-struct Doorbell {
-    fd: EventFd,
-    rung: AtomicBool,
-}
-
-impl Doorbell {
-    fn ring(&self) {
-        if !self.rung.swap(true, Ordering::SeqCst) {
-            // A full counter (EAGAIN) already means it rang.
-            let _ = self.fd.write(1);
-        }
-    }
+    /// Look at the fronts' state (the agent stops).
+    Look,
 }
 
 /// A connection slot and the generation of its occupant: messages for a
@@ -173,7 +184,7 @@ impl StoreFronts {
         });
         let mut threads = Vec::new();
         for &(id, store) in stores {
-            let (thread, mailbox) = ThreadFront::new(Arc::clone(&shared), id)?;
+            let (thread, mailbox) = ThreadFront::new(Arc::clone(&shared), id, store);
             match store.attach(Box::new(thread)) {
                 Ok(()) => threads.push(mailbox),
                 Err(e) => tracing::info!(device = id, error = %e, "connections not served on this store thread"),
@@ -207,14 +218,12 @@ impl StoreFronts {
         // 0 waits for it too.
         mailbox.live.fetch_add(1, Ordering::SeqCst);
         self.shared.live.fetch_add(1, Ordering::SeqCst);
-        if mailbox.tx.send(Message::Adopt(OwnedFd::from(std))).is_err() {
+        if !mailbox.post(Message::Adopt(OwnedFd::from(std))) {
             // The thread is gone (its device closed): the socket closed
             // with the message.
             mailbox.live.fetch_sub(1, Ordering::SeqCst);
             self.shared.live.fetch_sub(1, Ordering::SeqCst);
-            return Ok(());
         }
-        mailbox.doorbell.ring();
         Ok(())
     }
 
@@ -223,7 +232,7 @@ impl StoreFronts {
     pub fn stop(&self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         for m in &self.threads {
-            m.doorbell.ring();
+            m.post(Message::Look);
         }
     }
 
@@ -241,11 +250,9 @@ struct ThreadFront {
     /// Socket operations to hand to the device's ring at the end of the
     /// turn.
     outbox: Vec<(u64, SocketOp)>,
-    doorbell: Arc<Doorbell>,
-    doorbell_armed: bool,
     rx: Receiver<Message>,
-    tx: Sender<Message>,
-    live: Arc<AtomicUsize>,
+    /// This thread's own mailbox, for the replies of reads it starts.
+    mailbox: Mailbox,
     conns: Vec<Option<Conn>>,
     free: Vec<u32>,
     generation: u32,
@@ -254,10 +261,7 @@ struct ThreadFront {
     done: Vec<SocketDone>,
 }
 
-/// `token` of the doorbell's poll; a connection's operations carry its
-/// slot and generation (`ConnId`).
-const DOORBELL_TOKEN: u64 = u64::MAX;
-
+/// A connection's operations carry its slot and generation (`ConnId`).
 fn token(id: ConnId) -> u64 {
     (u64::from(id.generation) << 32) | u64::from(id.slot)
 }
@@ -311,28 +315,23 @@ enum Pending {
 }
 
 impl ThreadFront {
-    fn new(shared: Arc<Shared>, slot: usize) -> anyhow::Result<(ThreadFront, Mailbox)> {
-        let fd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
-        let doorbell = Arc::new(Doorbell { fd, rung: false.into() });
+    fn new(shared: Arc<Shared>, slot: usize, store: &StoreHandle) -> (ThreadFront, Mailbox) {
         let (tx, rx) = mpsc::channel();
-        let live = Arc::new(AtomicUsize::new(0));
-        let mailbox = Mailbox { tx: tx.clone(), doorbell: Arc::clone(&doorbell), live: Arc::clone(&live) };
+        let mailbox =
+            Mailbox { tx, waiting: Arc::default(), store: store.clone(), live: Arc::new(AtomicUsize::new(0)) };
         let front = ThreadFront {
             shared,
             slot,
             outbox: Vec::new(),
-            doorbell,
-            doorbell_armed: false,
             rx,
-            tx,
-            live,
+            mailbox: mailbox.clone(),
             conns: Vec::new(),
             free: Vec::new(),
             generation: 0,
             next_timeout_check: Instant::now() + TIMEOUT_CHECK_INTERVAL,
             done: Vec::new(),
         };
-        Ok((front, mailbox))
+        (front, mailbox)
     }
 
     /// Queues `op` for the end of the turn.
@@ -346,10 +345,6 @@ impl ThreadFront {
         for (token, op) in std::mem::take(&mut self.outbox) {
             if let Err(e) = local.submit_socket(token, op) {
                 tracing::error!(error = %e, "a store thread's connection operation was refused");
-                if token == DOORBELL_TOKEN {
-                    self.doorbell_armed = false;
-                    continue;
-                }
                 let id = untoken(token);
                 if let Some(c) = self.conn(id) {
                     // Its buffers went with the operation.
@@ -359,13 +354,6 @@ impl ThreadFront {
                 }
                 self.close(id);
             }
-        }
-    }
-
-    fn arm_doorbell(&mut self) {
-        if !self.doorbell_armed {
-            self.submit(DOORBELL_TOKEN, SocketOp::Readable { fd: self.doorbell.fd.as_raw_fd() });
-            self.doorbell_armed = true;
         }
     }
 
@@ -404,7 +392,7 @@ impl ThreadFront {
 
     /// One connection fewer on this thread.
     fn forget_one(&self) {
-        self.live.fetch_sub(1, Ordering::SeqCst);
+        self.mailbox.live.fetch_sub(1, Ordering::SeqCst);
         self.shared.live.fetch_sub(1, Ordering::SeqCst);
     }
 
@@ -466,10 +454,6 @@ impl ThreadFront {
 
     /// A completion of the ring.
     fn completed(&mut self, local: &mut Local<'_, '_>, done: SocketDone) {
-        if done.token == DOORBELL_TOKEN {
-            self.doorbell_armed = false;
-            return;
-        }
         let id = untoken(done.token);
         let Some(c) = self.conn(id) else { return };
         c.op = false;
@@ -605,19 +589,17 @@ impl ThreadFront {
         if let Some(c) = self.conn(id) {
             c.pending = Pending::Read { slot, ticket: Some(ticket), started, head_len, close };
         }
-        let tx = self.tx.clone();
+        let mailbox = self.mailbox.clone();
         if slot == self.slot {
-            // Answered on this thread, which gives this front a turn after
-            // answering reads: no doorbell.
+            // Answered on this thread, which gives its front a turn after
+            // answering reads (or looks for its work before it waits).
             local.read(key, None, move |result| {
-                let _ = tx.send(Message::Read { conn: id, result });
+                mailbox.post_here(Message::Read { conn: id, result });
             });
             return;
         }
-        let doorbell = Arc::clone(&self.doorbell);
         let done = move |result| {
-            let _ = tx.send(Message::Read { conn: id, result });
-            doorbell.ring();
+            mailbox.post(Message::Read { conn: id, result });
         };
         if let Err(e) = store.submit_read(key, None, done) {
             // Its queue is full (or it stopped): the handler says so.
@@ -710,7 +692,7 @@ impl ThreadFront {
         };
         c.start += head.len;
         c.pending = Pending::Handler;
-        let (tx, doorbell, shards) = (self.tx.clone(), Arc::clone(&self.doorbell), Arc::clone(&self.shared.shards));
+        let (mailbox, shards) = (self.mailbox.clone(), Arc::clone(&self.shared.shards));
         let front::Head { req, close, .. } = head;
         self.shared.runtime.spawn(async move {
             let head_only = req.method() == axum::http::Method::HEAD;
@@ -729,8 +711,7 @@ impl ThreadFront {
                     (Vec::new(), false)
                 }
             };
-            let _ = tx.send(Message::Answer { conn: id, bytes, keep_alive });
-            doorbell.ring();
+            mailbox.post(Message::Answer { conn: id, bytes, keep_alive });
         });
     }
 
@@ -792,16 +773,15 @@ impl Sidecar for ThreadFront {
         // Messages, then what the ring completed, until neither has more;
         // what they lead to goes to the kernel at the end, in one call.
         loop {
-            if self.doorbell.rung.swap(false, Ordering::SeqCst) {
-                let _ = self.doorbell.fd.read();
-            }
             let mut any = false;
             while let Ok(message) = self.rx.try_recv() {
+                self.mailbox.waiting.fetch_sub(1, Ordering::SeqCst);
                 any = true;
                 match message {
                     Message::Adopt(fd) => self.adopt(fd),
                     Message::Read { conn, result } => self.read_done(conn, result),
                     Message::Answer { conn, bytes, keep_alive } => self.handler_answered(conn, bytes, keep_alive),
+                    Message::Look => {}
                 }
             }
             local.take_socket_completions(&mut self.done);
@@ -817,14 +797,16 @@ impl Sidecar for ThreadFront {
             self.done.append(&mut done);
         }
         self.check_idle(Instant::now());
-        self.arm_doorbell();
         self.flush(local);
+    }
+
+    fn has_work(&self) -> bool {
+        self.mailbox.waiting.load(Ordering::SeqCst) > 0
     }
 
     fn close(&mut self, local: &mut Local<'_, '_>) {
         // Every connection shut down, then its operation waited for (its
-        // buffers are the kernel's until then), within a bound; the
-        // doorbell's poll never ends by itself and holds no buffer.
+        // buffers are the kernel's until then), within a bound.
         self.flush(local);
         for c in self.conns.iter_mut().flatten() {
             c.pending = Pending::None;
@@ -832,19 +814,15 @@ impl Sidecar for ThreadFront {
             let _ = nix::sys::socket::shutdown(c.fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         }
         let until = Instant::now() + CLOSE_WAIT;
-        while local.sockets_in_flight() > usize::from(self.doorbell_armed) && Instant::now() < until {
+        while local.sockets_in_flight() > 0 && Instant::now() < until {
             local.wait(Duration::from_millis(50));
             local.take_socket_completions(&mut self.done);
-            for d in std::mem::take(&mut self.done) {
-                if d.token == DOORBELL_TOKEN {
-                    self.doorbell_armed = false;
-                }
-            }
+            self.done.clear();
         }
         // What the kernel still holds is left to it (the device's ring
         // leaks those buffers rather than free them under it).
         for _ in self.conns.drain(..).flatten() {
-            self.live.fetch_sub(1, Ordering::SeqCst);
+            self.mailbox.live.fetch_sub(1, Ordering::SeqCst);
             self.shared.live.fetch_sub(1, Ordering::SeqCst);
         }
     }

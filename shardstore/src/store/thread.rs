@@ -227,8 +227,8 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
         } else {
             let wait = Duration::from_millis(RECLAIM_IDLE_INTERVAL_MS)
                 .min(next_scrub.saturating_duration_since(Instant::now()));
-            let arrived = match sidecar {
-                Some(_) => wait_beside(&mut store, rx, wake, wait, &mut finished),
+            let arrived = match &sidecar {
+                Some(sidecar) => wait_beside(&mut store, rx, wake, sidecar.as_ref(), wait, &mut finished),
                 None => rx.recv_timeout(wait).map(Some),
             };
             match arrived {
@@ -458,8 +458,9 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                 }
                 Err(_) => false,
             };
-            // A checkpoint still encoding goes on instead of sleeping.
-            let sleep = !arrived && !store.checkpoint_encoding();
+            // A checkpoint still encoding goes on instead of sleeping, and
+            // so does work for the sidecar.
+            let sleep = !arrived && !store.checkpoint_encoding() && !sidecar.as_ref().is_some_and(|s| s.has_work());
             if let Err(e) = store.submit_and_reap_gets(sleep, &mut finished) {
                 tracing::error!(error = %e, "store read path failed");
             }
@@ -545,6 +546,7 @@ fn wait_beside(
     store: &mut Store,
     rx: &Receiver<Request>,
     wake: &Wakeup,
+    sidecar: &dyn Sidecar,
     wait: Duration,
     finished: &mut Vec<super::FinishedGet>,
 ) -> std::result::Result<Option<Request>, RecvTimeoutError> {
@@ -555,6 +557,7 @@ fn wait_beside(
     let arrived = match looked {
         Ok(r) => Ok(Some(r)),
         Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+        Err(TryRecvError::Empty) if sidecar.has_work() => Ok(None),
         Err(TryRecvError::Empty) => {
             if let Err(e) = store.wait_for_wake(wait, finished) {
                 tracing::error!(error = %e, "store idle wait failed");
@@ -599,6 +602,13 @@ fn serve_meanwhile(
     start_arrived_gets(store, rx, serving.replies, serving.pending, stats, held);
     store.submit_gets(serving.finished);
     serving.replies.answer_all(serving.finished);
+    // The sidecar's work that came meanwhile (its nudge found the thread
+    // awake), or that those answers made.
+    if let Some(sidecar) = sidecar.as_mut().filter(|s| s.has_work()) {
+        turn(store, sidecar, serving, held);
+        store.submit_gets(serving.finished);
+        serving.replies.answer_all(serving.finished);
+    }
 }
 
 /// Starts the gets (and reads) waiting in the queue and answers the

@@ -150,6 +150,20 @@ impl StoreHandle {
         self.call(|reply| Request::Attach(sidecar, reply))
     }
 
+    /// Ends the thread's wait for its sidecar, which has work
+    /// ([`super::Sidecar::has_work`] says so from now on): as a get sent
+    /// now would, so not while the thread is awake (it looks before it
+    /// waits) or waits on reads sure to complete soon.
+    pub fn nudge(&self) {
+        if wakes(self.wake.parked.load(Ordering::SeqCst), true)
+            && self.wake.parked.swap(AWAKE, Ordering::SeqCst) != AWAKE
+        {
+            if let Some(w) = &self.wake.waker {
+                w.wake();
+            }
+        }
+    }
+
     /// The whole shard of `key` from the read cache, without a trip to the
     /// thread: exactly what the store holds for the key now (`cache.rs`),
     /// or `None` (not cached; ask the thread).

@@ -25,6 +25,13 @@ pub trait Sidecar: Send {
     /// `local`.
     fn turn(&mut self, local: &mut Local<'_, '_>);
 
+    /// Whether work waits for the sidecar's turn (messages from other
+    /// threads, answers of reads): the thread looks after it sets itself
+    /// parked and before it waits, and does not wait while it is so. Work
+    /// announced from another thread is followed by
+    /// [`super::StoreHandle::nudge`].
+    fn has_work(&self) -> bool;
+
     /// The thread stops: what it serves ends (called once, after the
     /// store closed and every read in flight was answered).
     fn close(&mut self, local: &mut Local<'_, '_>);
