@@ -110,7 +110,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
             .collect();
         let (handoffs, received) = tokio::sync::mpsc::unbounded_channel();
         store_fronts =
-            StoreFronts::start(Source::Memory(Arc::clone(&shards)), &stores, Arc::clone(&front), limits, handoffs)?
+            StoreFronts::start(Source::Memory(Arc::clone(&shards)), &stores, Arc::clone(&front), limits, handoffs)
                 .map(|fronts| (fronts, received));
     }
     tracing::warn!(

@@ -269,7 +269,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let stores: Vec<(usize, &shardstore::store::thread::StoreHandle)> =
                 app.node.slots.iter().filter_map(|s| Some((s.id, s.store.as_ref()?))).collect();
             let source = store_front::Source::Stores(Arc::clone(&app));
-            store_front::StoreFronts::start(source, &stores, Arc::clone(shards), &config.limits, handoffs)?
+            store_front::StoreFronts::start(source, &stores, Arc::clone(shards), &config.limits, handoffs)
                 .map(|fronts| (fronts, received))
         }
         _ => None,

@@ -171,7 +171,7 @@ impl StoreFronts {
         shards: ShardApi,
         limits: &crate::config::Limits,
         handoffs: tokio::sync::mpsc::UnboundedSender<HandOff>,
-    ) -> anyhow::Result<Option<StoreFronts>> {
+    ) -> Option<StoreFronts> {
         let shared = Arc::new(Shared {
             source,
             shards,
@@ -190,7 +190,7 @@ impl StoreFronts {
                 Err(e) => tracing::info!(device = id, error = %e, "connections not served on this store thread"),
             }
         }
-        Ok((!threads.is_empty()).then(|| StoreFronts { threads, next: AtomicUsize::new(0), shared }))
+        (!threads.is_empty()).then(|| StoreFronts { threads, next: AtomicUsize::new(0), shared })
     }
 
     /// Gives `stream` to a store thread with room for it (the next in
