@@ -442,30 +442,6 @@ fn a_get_is_one_trip_to_the_store_thread() {
     assert!(absent <= 1, "a key no filter may hold costs no trip ({absent})");
 }
 
-/// A reader that returns at most one byte a read, so that `read_reply`
-/// never reads past the response it parses (the next one on the
-/// connection stays in the buffered reader).
-struct OneByte<'a>(&'a mut std::io::BufReader<TcpStream>);
-
-impl Read for OneByte<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = buf.len().min(1);
-        self.0.read(&mut buf[..n])
-    }
-}
-
-/// A reply's headers without `date`, names lowercased, sorted.
-fn headers_but_date(r: &common::Reply) -> Vec<(String, String)> {
-    let mut h: Vec<_> = r
-        .headers
-        .iter()
-        .filter(|(n, _)| !n.eq_ignore_ascii_case("date"))
-        .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
-        .collect();
-    h.sort();
-    h
-}
-
 /// A keep-alive connection starts at the front (shard requests answered
 /// without hyper, `front.rs`) and moves to the full server at its first
 /// other request, with every byte sent behind it: requests pipelined
@@ -517,7 +493,7 @@ fn a_connection_moves_from_the_front_to_the_full_server_without_losing_a_byte() 
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(wire.as_bytes()).unwrap();
     let mut r = std::io::BufReader::new(s);
-    let mut next = |head: bool| common::read_reply(&mut OneByte(&mut r), head);
+    let mut next = |head: bool| common::next_reply(&mut r, head);
     let answers =
         |next: &mut dyn FnMut(bool) -> common::Reply| [next(false), next(true), next(false), next(false), next(false)];
     let front = answers(&mut next);
@@ -541,7 +517,7 @@ fn a_connection_moves_from_the_front_to_the_full_server_without_losing_a_byte() 
     assert_eq!((missing.status, missing.code()), (404, "NotFound".to_owned()));
     assert_eq!((deleted.status, deleted.header("content-length")), (204, None));
     for (f, h) in front.iter().zip(&full) {
-        assert_eq!((f.status, headers_but_date(f)), (h.status, headers_but_date(h)));
+        assert_eq!((f.status, common::headers_but_date(f)), (h.status, common::headers_but_date(h)));
         assert_eq!(f.body, h.body);
     }
     // This connection, and the second scrape's own (a scrape is a
@@ -565,7 +541,7 @@ fn a_stop_closes_idle_connections_at_once() {
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         s.write_all(format!("{first} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes()).unwrap();
         let mut r = std::io::BufReader::new(s);
-        assert_eq!(common::read_reply(&mut OneByte(&mut r), false).status, 200);
+        assert_eq!(common::next_reply(&mut r, false).status, 200);
         idle.push(r);
     }
     let started = Instant::now();

@@ -41,31 +41,6 @@ fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTree
     after.iter().map(|(d, a)| (d.clone(), a - before.get(d).copied().unwrap_or(0))).collect()
 }
 
-/// Reads one reply from a keep-alive connection, byte by byte past its
-/// head, so that the next one stays on the connection.
-fn next_reply(r: &mut std::io::BufReader<TcpStream>, head: bool) -> common::Reply {
-    struct OneByte<'a>(&'a mut std::io::BufReader<TcpStream>);
-    impl Read for OneByte<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = buf.len().min(1);
-            self.0.read(&mut buf[..n])
-        }
-    }
-    common::read_reply(&mut OneByte(r), head)
-}
-
-/// A reply's headers without `date`, names lowercased, sorted.
-fn headers_but_date(r: &common::Reply) -> Vec<(String, String)> {
-    let mut h: Vec<_> = r
-        .headers
-        .iter()
-        .filter(|(n, _)| !n.eq_ignore_ascii_case("date"))
-        .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
-        .collect();
-    h.sort();
-    h
-}
-
 /// With one device every connection is its store thread's: a plain GET is
 /// read there (a local read, no trip), a HEAD answered from its index; a
 /// GET or HEAD with a header the thread does not serve goes to the
@@ -94,11 +69,14 @@ fn a_plain_read_on_the_devices_thread_is_the_handlers_answer() {
     s.write_all(wire.as_bytes()).unwrap();
     let mut r = std::io::BufReader::new(s);
     for (head, want) in [(false, &big[..]), (true, &[][..]), (false, &b"small shard"[..])] {
-        let here = next_reply(&mut r, head);
-        let handler = next_reply(&mut r, head);
+        let here = common::next_reply(&mut r, head);
+        let handler = common::next_reply(&mut r, head);
         assert_eq!(here.status, 200, "{}", here.text());
         assert!(here.body == want, "the store thread's body differs from what was put");
-        assert_eq!((here.status, headers_but_date(&here)), (handler.status, headers_but_date(&handler)));
+        assert_eq!(
+            (here.status, common::headers_but_date(&here)),
+            (handler.status, common::headers_but_date(&handler))
+        );
         assert_eq!(here.body, handler.body);
         assert!(here.header("date").is_some());
     }
@@ -134,7 +112,7 @@ fn reads_of_other_devices_shards_go_to_their_threads_and_back() {
     s.write_all(wire.as_bytes()).unwrap();
     let mut r = std::io::BufReader::new(s);
     for i in 0..KEYS {
-        let reply = next_reply(&mut r, false);
+        let reply = common::next_reply(&mut r, false);
         assert_eq!(reply.status, 200, "hop-{i}: {}", reply.text());
         assert!(reply.body == shard(i), "hop-{i}: wrong bytes");
         assert_eq!(reply.header("x-shard-crc32c"), Some(format!("{:08x}", crc32c::crc32c(&shard(i))).as_str()));
@@ -169,7 +147,7 @@ fn idle_connections_on_a_store_thread_close_at_the_header_timeout() {
     answered.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     answered.write_all(b"GET /v1/shards/idle HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
     let mut r = std::io::BufReader::new(answered);
-    assert_eq!(next_reply(&mut r, false).body, b"idle");
+    assert_eq!(common::next_reply(&mut r, false).body, b"idle");
     let mut half = TcpStream::connect(addr).unwrap();
     half.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     half.write_all(b"GET /v1/shards/idle HTT").unwrap();
@@ -185,7 +163,7 @@ fn idle_connections_on_a_store_thread_close_at_the_header_timeout() {
     let mut r = std::io::BufReader::new(busy.try_clone().unwrap());
     for _ in 0..6 {
         busy.write_all(b"GET /v1/shards/idle HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
-        assert_eq!(next_reply(&mut r, false).body, b"idle");
+        assert_eq!(common::next_reply(&mut r, false).body, b"idle");
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(agent.signal(Signal::SIGTERM).success());

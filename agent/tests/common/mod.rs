@@ -212,6 +212,36 @@ pub fn read_reply(s: &mut impl Read, head: bool) -> Reply {
     Reply { status, headers, body }
 }
 
+/// A reader that returns at most one byte a read, so that `read_reply`
+/// never reads past the response it parses (the next one on the
+/// connection stays in the buffered reader).
+struct OneByte<'a>(&'a mut std::io::BufReader<TcpStream>);
+
+impl Read for OneByte<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(1);
+        self.0.read(&mut buf[..n])
+    }
+}
+
+/// Reads one reply from a keep-alive connection, leaving what follows it
+/// on the connection.
+pub fn next_reply(r: &mut std::io::BufReader<TcpStream>, head: bool) -> Reply {
+    read_reply(&mut OneByte(r), head)
+}
+
+/// A reply's headers without `date`, names lowercased, sorted.
+pub fn headers_but_date(r: &Reply) -> Vec<(String, String)> {
+    let mut h: Vec<_> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| !n.eq_ignore_ascii_case("date"))
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+        .collect();
+    h.sort();
+    h
+}
+
 /// A connection that notes when the kernel received the bytes each read
 /// returns (`SO_TIMESTAMPNS`): when a response reached this host, apart
 /// from when this process got around to reading it. Hold a

@@ -499,13 +499,7 @@ impl UringDevice {
     }
 
     fn enter(&mut self, want: usize) -> Result<()> {
-        if !self.ring_enabled {
-            self.ring
-                .submitter()
-                .register_enable_rings()
-                .map_err(|e| Error::io(&self.info.name, OpKind::Submit, 0, 0, e))?;
-            self.ring_enabled = true;
-        }
+        self.enable_ring()?;
         // A wait that must also watch for stalls wakes up at least every
         // check interval to look at the operations' ages.
         let watched = self.stall.as_ref().and(self.stall_after).filter(|_| want > 0);
@@ -562,9 +556,9 @@ impl UringDevice {
         self.wake_armed = true;
     }
 
-    /// Submits what is queued and waits for one completion (the wake
-    /// poll's, with nothing else in flight) for at most `timeout`.
-    fn enter_for(&mut self, timeout: Duration) -> Result<()> {
+    /// Enables the ring (created disabled, so that it can be opened on
+    /// one thread and driven on another) at its first use.
+    fn enable_ring(&mut self) -> Result<()> {
         if !self.ring_enabled {
             self.ring
                 .submitter()
@@ -572,6 +566,13 @@ impl UringDevice {
                 .map_err(|e| Error::io(&self.info.name, OpKind::Submit, 0, 0, e))?;
             self.ring_enabled = true;
         }
+        Ok(())
+    }
+
+    /// Submits what is queued and waits for one completion (the wake
+    /// poll's, with nothing else in flight) for at most `timeout`.
+    fn enter_for(&mut self, timeout: Duration) -> Result<()> {
+        self.enable_ring()?;
         let ts = types::Timespec::from(timeout);
         let result = self.ring.submitter().submit_with_args(1, &types::SubmitArgs::new().timespec(&ts));
         match result {
