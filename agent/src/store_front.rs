@@ -390,6 +390,14 @@ impl ThreadFront {
         self.recv(id);
     }
 
+    /// Every connection still held no longer counted (dropped with it).
+    fn forget_all(&mut self) {
+        let held = std::mem::take(&mut self.conns).into_iter().flatten().count();
+        for _ in 0..held {
+            self.forget_one();
+        }
+    }
+
     /// One connection fewer on this thread.
     fn forget_one(&self) {
         self.mailbox.live.fetch_sub(1, Ordering::SeqCst);
@@ -821,10 +829,15 @@ impl Sidecar for ThreadFront {
         }
         // What the kernel still holds is left to it (the device's ring
         // leaks those buffers rather than free them under it).
-        for _ in self.conns.drain(..).flatten() {
-            self.mailbox.live.fetch_sub(1, Ordering::SeqCst);
-            self.shared.live.fetch_sub(1, Ordering::SeqCst);
-        }
+        self.forget_all();
+    }
+}
+
+impl Drop for ThreadFront {
+    /// Connections still held (the thread ended without `close`: a panic)
+    /// are no longer counted, so that a stop does not wait for them.
+    fn drop(&mut self) {
+        self.forget_all();
     }
 }
 
