@@ -307,7 +307,7 @@ impl Store {
     /// for at least one or a call of the [`Store::waker`]) for
     /// [`Store::finish_next_read`]; submits what the device still holds.
     pub fn reap_gets(&mut self, wait: bool, done: &mut Vec<FinishedGet>) -> Result<()> {
-        let reaped = self.reap_reads(wait);
+        let reaped = self.reap_reads(if wait { Wait::Yes } else { Wait::No });
         done.append(&mut self.reads.finished);
         reaped
     }
@@ -322,8 +322,7 @@ impl Store {
         reaped
     }
 
-    fn reap_reads(&mut self, wait: impl Into<Wait>) -> Result<()> {
-        let wait = wait.into();
+    fn reap_reads(&mut self, wait: Wait) -> Result<()> {
         if self.dev.in_flight() == 0 && !matches!(wait, Wait::Idle(_)) {
             return Ok(());
         }
@@ -564,7 +563,7 @@ impl Store {
         while self.completions_pending() {
             let mut none = Vec::new();
             self.start_reads(&mut none, Handoff::WithNextReap);
-            let reaped = self.reap_reads(true);
+            let reaped = self.reap_reads(Wait::Yes);
             while self.finish_next_read(&mut none) {}
             self.reads.finished.append(&mut none);
             if let Err(e) = reaped {
@@ -618,14 +617,4 @@ enum Wait {
     Yes,
     /// For a wake-up or a completion, for at most this long.
     Idle(std::time::Duration),
-}
-
-impl From<bool> for Wait {
-    fn from(wait: bool) -> Wait {
-        if wait {
-            Wait::Yes
-        } else {
-            Wait::No
-        }
-    }
 }

@@ -396,19 +396,12 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             let result = store.close_in_place();
             store.take_finished_gets(&mut finished);
             get_replies.answer_all(&mut finished);
-            if let Some(mut sidecar) = sidecar.take() {
-                // Its last answers (the reads just finished), then the end.
-                let none = HashSet::new();
-                let mut serving = Serving::new(wake, &mut get_replies, &mut pending, &mut finished);
-                turn(&mut store, &mut sidecar, &mut serving, &none);
-                let mut local = Local {
-                    store: &mut store,
-                    replies: serving.replies,
-                    pending: serving.pending,
-                    held: &none,
-                    stats: &wake.stats,
-                };
-                sidecar.close(&mut local);
+            if let Some(sidecar) = sidecar.take() {
+                close_sidecar(
+                    &mut store,
+                    sidecar,
+                    &mut Serving::new(wake, &mut get_replies, &mut pending, &mut finished),
+                );
             }
             reply(result);
             return;
@@ -485,29 +478,14 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                 get_replies.answer_all(&mut finished);
             }
             if let Some(sidecar) = &mut sidecar {
-                let none = HashSet::new();
-                turn(
-                    &mut store,
-                    sidecar,
-                    &mut Serving::new(wake, &mut get_replies, &mut pending, &mut finished),
-                    &none,
-                );
-                store.submit_gets(&mut finished);
-                get_replies.answer_all(&mut finished);
+                let mut serving = Serving::new(wake, &mut get_replies, &mut pending, &mut finished);
+                turn_and_submit(&mut store, sidecar, &mut serving, &HashSet::new());
             }
         }
     }
     let _ = store.close_in_place();
-    if let Some(mut sidecar) = sidecar {
-        let none = HashSet::new();
-        let mut local = Local {
-            store: &mut store,
-            replies: &mut get_replies,
-            pending: &mut pending,
-            held: &none,
-            stats: &wake.stats,
-        };
-        sidecar.close(&mut local);
+    if let Some(sidecar) = sidecar {
+        close_sidecar(&mut store, sidecar, &mut Serving::new(wake, &mut get_replies, &mut pending, &mut finished));
     }
 }
 
@@ -536,6 +514,30 @@ fn turn(store: &mut Store, sidecar: &mut Box<dyn Sidecar>, serving: &mut Serving
     let mut local =
         Local { store, replies: serving.replies, pending: serving.pending, held, stats: &serving.wake.stats };
     sidecar.turn(&mut local);
+}
+
+/// Gives the sidecar its turn and sends the reads it started to the device
+/// at once (answering those that finished without I/O): for a turn the
+/// caller does not follow with a submission of its own.
+fn turn_and_submit(
+    store: &mut Store,
+    sidecar: &mut Box<dyn Sidecar>,
+    serving: &mut Serving<'_>,
+    held: &HashSet<&[u8]>,
+) {
+    turn(store, sidecar, serving, held);
+    store.submit_gets(serving.finished);
+    serving.replies.answer_all(serving.finished);
+}
+
+/// The sidecar's last turn (the answers of the reads just finished), then
+/// its close.
+fn close_sidecar(store: &mut Store, mut sidecar: Box<dyn Sidecar>, serving: &mut Serving<'_>) {
+    let none = HashSet::new();
+    turn(store, &mut sidecar, serving, &none);
+    let mut local =
+        Local { store, replies: serving.replies, pending: serving.pending, held: &none, stats: &serving.wake.stats };
+    sidecar.close(&mut local);
 }
 
 /// The idle wait of a thread with a sidecar: for a request, the sidecar's
@@ -605,9 +607,7 @@ fn serve_meanwhile(
     // The sidecar's work that came meanwhile (its nudge found the thread
     // awake), or that those answers made.
     if let Some(sidecar) = sidecar.as_mut().filter(|s| s.has_work()) {
-        turn(store, sidecar, serving, held);
-        store.submit_gets(serving.finished);
-        serving.replies.answer_all(serving.finished);
+        turn_and_submit(store, sidecar, serving, held);
     }
 }
 
