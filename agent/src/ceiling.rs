@@ -2,7 +2,7 @@
 //! HTTP stack as the agent, answering the shard API's requests from
 //! memory: connections served on store threads (of empty scratch devices)
 //! whose fronts answer plain reads from memory as the agent's answer them
-//! from the stores (`store_front.rs`, `Source::Memory`), the rest through
+//! from the stores (`store_front/`, `Source::Memory`), the rest through
 //! the same connection front and server (`front.rs`, `server::serve`,
 //! which times and counts every request). A `PUT` reads its body and
 //! answers `201`, a `GET` answers the bytes last put under the key with

@@ -65,7 +65,7 @@ pub async fn connection(
 }
 
 /// As `connection`, for a connection whose first bytes, `buf`, were read
-/// elsewhere (a store thread's front handing it on, `store_front.rs`).
+/// elsewhere (a store thread's front handing it on, `store_front/`).
 pub async fn connection_from(
     mut stream: TcpStream,
     mut buf: BytesMut,

@@ -262,7 +262,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let shards = api::shard_api(&app);
     // Outside a cluster, connections are served on the store threads
-    // (`store_front.rs`) unless the config says otherwise.
+    // (`store_front/`) unless the config says otherwise.
     let store_fronts = match &shards {
         Some(shards) if config.limits.connections_on_store_threads => {
             let (handoffs, received) = tokio::sync::mpsc::unbounded_channel();

@@ -24,7 +24,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 /// still running after it is cut off. With `shards`, shard requests are
 /// answered by the connection front (`front.rs`) until a connection
 /// sends anything else; with `store_fronts` too, connections are served
-/// on the store threads (`store_front.rs`), which hand the ones they do
+/// on the store threads (`store_front/`), which hand the ones they do
 /// not serve to the connection front through `handoffs`.
 pub async fn serve(
     listener: TcpListener,

@@ -1,4 +1,4 @@
-//! Connections served on the store threads (`store_front.rs`): a plain
+//! Connections served on the store threads (`store_front/`): a plain
 //! shard read answered on the thread that owns its device, or on another
 //! device's thread and back, exactly as the router's handler answers it;
 //! idle connections closed at the header timeout. (The move of such a
