@@ -54,19 +54,9 @@ pub struct Front {
 }
 
 /// Serves one connection: shard requests here, until a request that is
-/// not one, then everything through hyper.
+/// not one, then everything through hyper. `buf`: what was read of it elsewhere and not served (a store thread's
+/// front handing it on, `store_front/`), else empty.
 pub async fn connection(
-    stream: TcpStream,
-    front: Arc<Front>,
-    watcher: Watcher,
-    stopping: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), String> {
-    connection_from(stream, BytesMut::with_capacity(8192), front, watcher, stopping).await
-}
-
-/// As `connection`, for a connection whose first bytes, `buf`, were read
-/// elsewhere (a store thread's front handing it on, `store_front/`).
-pub async fn connection_from(
     mut stream: TcpStream,
     mut buf: BytesMut,
     front: Arc<Front>,

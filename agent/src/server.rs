@@ -15,9 +15,10 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::config::Limits;
+use tokio::sync::mpsc::UnboundedReceiver;
+
 use crate::front::{Front, ShardApi};
 use crate::store_front::{HandOff, StoreFronts};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Serves `router` on `listener` until `stop` resolves, then stops
 /// accepting and gives connections in flight `grace` to finish; what is
@@ -71,20 +72,13 @@ pub async fn serve(
         tokio::select! {
             Some(HandOff { fd, read }) = async { handoffs.as_mut()?.recv().await } => {
                 let Some(front) = &front else { continue };
-                let stream = match crate::store_front::into_tokio(fd) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "a connection from a store thread could not join tokio's reactor");
-                        continue;
+                match crate::store_front::into_tokio(fd) {
+                    Ok(stream) => {
+                        let peer = stream.peer_addr().ok();
+                        spawn_front(front, stream, bytes::BytesMut::from(&read[..]), peer, &graceful, &stopping);
                     }
-                };
-                let (front, watcher, stopping) = (Arc::clone(front), graceful.watcher(), stopping.clone());
-                tokio::spawn(async move {
-                    let read = bytes::BytesMut::from(&read[..]);
-                    if let Err(e) = crate::front::connection_from(stream, read, front, watcher, stopping).await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
+                    Err(e) => tracing::debug!(error = %e, "a connection from a store thread could not join tokio's reactor"),
+                }
             }
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -108,12 +102,7 @@ pub async fn serve(
                     None => stream,
                 };
                 if let Some(front) = &front {
-                    let (front, watcher, stopping) = (Arc::clone(front), graceful.watcher(), stopping.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = crate::front::connection(stream, front, watcher, stopping).await {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                    });
+                    spawn_front(front, stream, bytes::BytesMut::with_capacity(8192), Some(peer), &graceful, &stopping);
                     continue;
                 }
                 let service = TowerToHyperService::new(router.clone());
@@ -151,6 +140,24 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// Serves a connection at the connection front (`front.rs`) from now on;
+/// `read`: what was read of it and not served before.
+fn spawn_front(
+    front: &Arc<Front>,
+    stream: tokio::net::TcpStream,
+    read: bytes::BytesMut,
+    peer: Option<std::net::SocketAddr>,
+    graceful: &GracefulShutdown,
+    stopping: &tokio::sync::watch::Receiver<bool>,
+) {
+    let (front, watcher, stopping) = (Arc::clone(front), graceful.watcher(), stopping.clone());
+    tokio::spawn(async move {
+        if let Err(e) = crate::front::connection(stream, read, front, watcher, stopping).await {
+            tracing::debug!(?peer, error = %e, "connection ended with an error");
+        }
+    });
 }
 
 /// The most a connection's read buffer grows to (headers and body).
