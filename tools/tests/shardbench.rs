@@ -451,3 +451,111 @@ fn an_agent_that_stops_answering_fails_the_job_instead_of_hanging_it() {
     assert!(text.contains("HEAD /v1/shards/silent") && text.contains("did not answer within 30s"), "{text}");
     assert!(started.elapsed() < std::time::Duration::from_secs(90), "{:?}", started.elapsed());
 }
+
+/// A server that answers the layout's `HEAD` (the shards are there) and
+/// then reads requests without ever answering: the job's client thread,
+/// with `iodepth` requests out, fails naming one of them once the timeout
+/// passes.
+#[test]
+fn requests_in_flight_that_are_never_answered_fail_the_job() {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for (n, stream) in listener.incoming().take(3).enumerate() {
+            let mut stream = stream.unwrap();
+            if n == 0 {
+                let mut r = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).unwrap() > 0 && !line.ends_with("\r\n\r\n") {}
+                stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4096\r\n\r\n").unwrap();
+            }
+            held.push(stream);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(120));
+        drop(held);
+    });
+    let started = std::time::Instant::now();
+    let o = shardbench(&[
+        "--name=mute".to_owned(),
+        "--target=agent".to_owned(),
+        format!("--url=http://{addr}"),
+        "--rw=randread".to_owned(),
+        "--bs=4k".to_owned(),
+        "--size=64k".to_owned(),
+        "--iodepth=2".to_owned(),
+    ]);
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(!o.status.success(), "{text}");
+    assert!(text.contains("GET /v1/shards/mute%2F") && text.contains("did not answer within 30s"), "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(90), "{:?}", started.elapsed());
+}
+
+/// The agent target against a real agent: gets of 4 KiB among puts of
+/// 1 MiB (bodies larger than a socket takes at once), `iodepth`
+/// connections of one client thread; every request answered as asked.
+#[test]
+fn the_agent_target_drives_a_real_agent_over_iodepth_connections() {
+    use std::io::{BufRead, Read, Write};
+    /// Kills the agent however the test ends.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let bin = Path::new(env!("CARGO_BIN_EXE_shardbench")).parent().unwrap().join("shard-agent");
+    assert!(bin.exists(), "build the workspace first (cargo test --workspace does)");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, "default_device_count = 1\ndefault_device_size_bytes = 268435456\n").unwrap();
+    let mut agent = Command::new(&bin)
+        .args(["--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = agent.stderr.take().unwrap();
+    let agent = Stop(agent);
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines.next().expect("the agent's log ended before it was ready").unwrap();
+        if line.contains("shard-agent ready") {
+            break line.split_whitespace().find_map(|w| w.strip_prefix("listen=")).unwrap().to_owned();
+        }
+    };
+    // The log keeps flowing, or the agent would block on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let o = shardbench(&[
+        "--name=mix".to_owned(),
+        "--target=agent".to_owned(),
+        format!("--url=http://{addr}"),
+        "--rw=randrw".to_owned(),
+        "--rwmixread=80".to_owned(),
+        "--bs=4k,1m".to_owned(),
+        "--size=16m".to_owned(),
+        "--iodepth=6".to_owned(),
+        "--runtime=1".to_owned(),
+        "--time_based".to_owned(),
+        "--output-format=json".to_owned(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = json_of(&o);
+    let (read, write) = (&v["jobs"][0]["read"], &v["jobs"][0]["write"]);
+    let (gets, puts) = (read["total_ios"].as_u64().unwrap(), write["total_ios"].as_u64().unwrap());
+    assert!(gets > 0 && puts > 0, "{v}");
+    assert_eq!(read["io_bytes"].as_u64().unwrap(), gets * 4096, "every get read a whole 4 KiB shard");
+    assert_eq!(write["io_bytes"].as_u64().unwrap(), puts << 20);
+    // One connection laid the shards out, the job's thread kept 6, and
+    // this is the eighth.
+    let mut m = std::net::TcpStream::connect(&addr).unwrap();
+    m.write_all(b"GET /metrics HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    m.read_to_string(&mut text).unwrap();
+    let accepted = text.lines().find_map(|l| l.strip_prefix("shardnode_http_connections_total ")).unwrap();
+    assert_eq!(accepted.trim(), "8", "{text}");
+    drop(agent);
+}

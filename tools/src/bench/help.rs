@@ -49,7 +49,7 @@ I/O size
   --offset=SIZE             where the region starts (device target)
 
 I/O depth
-  --iodepth=N               operations in flight (store/agent: concurrent clients)
+  --iodepth=N               operations in flight (agent: connections per job thread)
   --iodepth_batch_submit=N  (alias --iodepth_batch) I/Os handed to the kernel together; 0: iodepth
 
 Time

@@ -1,10 +1,12 @@
 //! `--target=agent --url=http://HOST:PORT`: the store jobs over the agent's
 //! HTTP API. `write` puts shards of `bs` bytes under keys `<job>/<n>` (as
 //! in the store mode, `/` sent as `%2F`), `read`/`randread` get them (put
-//! first when missing), `rw`/`randrw` mix by `rwmixread`. `iodepth` times
-//! `numjobs` client threads each keep one request in flight on its own
-//! keep-alive connection; a put counts once the agent answered 201, which
-//! it sends only when the shard is durable.
+//! first when missing), `rw`/`randrw` mix by `rwmixread`. Each of the
+//! `numjobs` client threads keeps `iodepth` requests in flight, one on each
+//! of its keep-alive connections, driven by epoll (`conns`), as the store
+//! mode's client keeps `iodepth` requests on the store's queue from one
+//! thread; a put counts once the agent answered 201, which it sends only
+//! when the shard is durable.
 //!
 //! `--target=objects` runs the same jobs on the cluster's object API
 //! (`/v1/objects/<job>%2F<n>`): a put counts once the object is durable
@@ -16,10 +18,14 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use shardstore::rng::Rng;
+
+mod conns;
+
+use conns::{Conns, Request};
 
 use super::options::{JobSpec, Target};
 use super::run::{run_clients, JobResult, Progress, Start};
@@ -146,12 +152,14 @@ pub fn run_job(spec: &JobSpec, progress: &Arc<Progress>) -> anyhow::Result<Vec<J
         }
     }
     // CPU figures are the client's: the agent's is its own process's.
-    let threads = spec.iodepth as usize * spec.numjobs as usize;
     let (owned, progress) = (spec.clone(), Arc::clone(progress));
+    let threads = spec.numjobs as usize;
     let per_job = run_clients(spec, threads, move |c, start| client(&api, &owned, c as u64, count, start, &progress))?;
     Ok(per_job)
 }
 
+/// One job thread: `iodepth` connections, each with one request in
+/// flight, the next sent as soon as an answer is whole.
 fn client(
     api: &Api,
     spec: &JobSpec,
@@ -168,46 +176,71 @@ fn client(
     let put_bs = spec.bs_write.unwrap_or(spec.bs);
     let put_name = spec.bs_write.map_or_else(|| spec.name.clone(), |_| format!("{}%2Fw", spec.name));
     let put_count = (spec.size.unwrap_or(256 << 20) / put_bs).max(1);
+    // One buffer, shared by every put of the job (as fio reuses its buffers).
     let payload: Vec<u8> = (0..put_bs).map(|_| rng.next_u64() as u8).collect();
     let read_percent = spec.rw.read_percent(spec.rwmixread);
-    let mut conn = Conn::open(api)?;
+    let mut conns = Conns::open(&api.host, &api.auth, spec.iodepth as usize)?;
     let mut result = JobResult { name: spec.name.clone(), jobs: 1, ..JobResult::default() };
     start.barrier.wait();
     let ramp_end = started.elapsed().as_micros() as u64 + spec.ramp_time_us;
     let end = spec.runtime_us.map_or(u64::MAX, |r| ramp_end + r);
     let ops_limit = if spec.time_based { u64::MAX } else { count };
     let mut measured_from = None;
-    loop {
+    // Per connection: whether its request is a read, and when it was sent
+    // (µs into the run), to count it only when sent after the ramp.
+    let mut sent: Vec<(bool, u64)> = vec![(false, 0); conns.len()];
+    let mut in_flight = 0;
+    let mut issue = |conns: &mut Conns, i: usize, sent: &mut [(bool, u64)]| -> anyhow::Result<bool> {
         let now = started.elapsed().as_micros() as u64;
         if now >= end {
-            break;
+            return Ok(false);
         }
         let seq = next.fetch_add(1, Ordering::Relaxed);
         if seq >= ops_limit {
-            break;
+            return Ok(false);
         }
         let n = if spec.rw.is_random() { rng.below(count) } else { seq % count };
         let is_read = read_percent == 100 || (read_percent > 0 && rng.below(100) < u64::from(read_percent));
-        let p = if is_read || spec.bs_write.is_none() {
+        let path = if is_read || spec.bs_write.is_none() {
             api.path(&spec.name, n)
         } else {
             api.path(&put_name, if spec.rw.is_random() { rng.below(put_count) } else { seq % put_count })
         };
-        let t0 = Instant::now();
-        let (status, len) = if is_read { conn.call("GET", &p, b"")? } else { conn.call("PUT", &p, &payload)? };
-        let ns = t0.elapsed().as_nanos() as u64;
-        match (is_read, status) {
-            (true, 200) | (false, 201) => {}
-            _ => bail!("{} {p} answered {status}", if is_read { "GET" } else { "PUT" }),
+        let (method, put) = if is_read { ("GET", false) } else { ("PUT", true) };
+        conns.send(i, &Request { method, path, put }, &payload)?;
+        sent[i] = (is_read, now);
+        Ok(true)
+    };
+    for i in 0..conns.len() {
+        if !issue(&mut conns, i, &mut sent)? {
+            break;
         }
-        let bytes = if is_read { len as u64 } else { put_bs };
-        progress.add(is_read, bytes);
-        if now < ramp_end {
-            continue;
+        in_flight += 1;
+    }
+    while in_flight > 0 {
+        for (i, answer) in conns.wait(WAIT_SLICE, &payload)? {
+            in_flight -= 1;
+            let (is_read, at) = sent[i];
+            match (is_read, answer.status) {
+                (true, 200) | (false, 201) => {}
+                _ => bail!("{} answered {}", conns.request(i), answer.status),
+            }
+            let bytes = if is_read { answer.len as u64 } else { put_bs };
+            progress.add(is_read, bytes);
+            if at >= ramp_end {
+                measured_from = Some(measured_from.map_or(at, |m: u64| m.min(at)));
+                result.record_request(is_read, bytes, answer.elapsed.as_nanos() as u64);
+            }
+            if issue(&mut conns, i, &mut sent)? {
+                in_flight += 1;
+            }
         }
-        measured_from.get_or_insert(now);
-        result.record_request(is_read, bytes, ns);
     }
     result.runtime_us = (started.elapsed().as_micros() as u64).saturating_sub(measured_from.unwrap_or(ramp_end));
     Ok(result)
 }
+
+/// How long one wait for answers may last before the client looks at the
+/// clock (an agent that answers nothing fails the job after the client's
+/// timeout, counted across waits).
+const WAIT_SLICE: Duration = Duration::from_millis(100);
