@@ -424,51 +424,22 @@ fn help_is_grouped_and_a_bad_option_points_to_it() {
     assert!(err.contains("bogus") && err.contains("shardbench --help"), "{err}");
 }
 
-/// An agent that takes connections and never answers (a stopped or hung
-/// process) fails the job, naming the request, once the timeout passes;
-/// the job does not wait for it for ever.
-#[test]
-fn an_agent_that_stops_answering_fails_the_job_instead_of_hanging_it() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    // Connections accepted and held, never read or answered.
-    std::thread::spawn(move || {
-        let held: Vec<_> = listener.incoming().take(4).collect();
-        std::thread::sleep(std::time::Duration::from_secs(120));
-        drop(held);
-    });
-    let started = std::time::Instant::now();
-    let o = shardbench(&[
-        "--name=silent".to_owned(),
-        "--target=agent".to_owned(),
-        format!("--url=http://{addr}"),
-        "--rw=randread".to_owned(),
-        "--bs=4k".to_owned(),
-        "--size=64k".to_owned(),
-    ]);
-    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(!o.status.success(), "{text}");
-    assert!(text.contains("HEAD /v1/shards/silent") && text.contains("did not answer within 30s"), "{text}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(90), "{:?}", started.elapsed());
-}
-
-/// A server that answers the layout's `HEAD` (the shards are there) and
-/// then reads requests without ever answering: the job's client thread,
-/// with `iodepth` requests out, fails naming one of them once the timeout
-/// passes.
-#[test]
-fn requests_in_flight_that_are_never_answered_fail_the_job() {
+/// Runs a 4 KiB randread job of `iodepth` against a server that holds
+/// every connection and answers nothing, except (with `head_answered`)
+/// the layout's `HEAD` on the first: the job must fail once the client's
+/// timeout passes, not wait for ever. Returns what it printed.
+fn job_against_a_silent_server(name: &str, iodepth: u32, head_answered: bool) -> String {
     use std::io::{BufRead, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         let mut held = Vec::new();
-        for (n, stream) in listener.incoming().take(3).enumerate() {
+        for (n, stream) in listener.incoming().take(iodepth as usize + 1).enumerate() {
             let mut stream = stream.unwrap();
-            if n == 0 {
+            if n == 0 && head_answered {
                 let mut r = std::io::BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                while r.read_line(&mut line).unwrap() > 0 && !line.ends_with("\r\n\r\n") {}
+                let mut head = String::new();
+                while r.read_line(&mut head).unwrap() > 0 && !head.ends_with("\r\n\r\n") {}
                 stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4096\r\n\r\n").unwrap();
             }
             held.push(stream);
@@ -478,18 +449,35 @@ fn requests_in_flight_that_are_never_answered_fail_the_job() {
     });
     let started = std::time::Instant::now();
     let o = shardbench(&[
-        "--name=mute".to_owned(),
+        format!("--name={name}"),
         "--target=agent".to_owned(),
         format!("--url=http://{addr}"),
         "--rw=randread".to_owned(),
         "--bs=4k".to_owned(),
         "--size=64k".to_owned(),
-        "--iodepth=2".to_owned(),
+        format!("--iodepth={iodepth}"),
     ]);
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(!o.status.success(), "{text}");
-    assert!(text.contains("GET /v1/shards/mute%2F") && text.contains("did not answer within 30s"), "{text}");
     assert!(started.elapsed() < std::time::Duration::from_secs(90), "{:?}", started.elapsed());
+    text
+}
+
+/// An agent that takes connections and never answers (a stopped or hung
+/// process) fails the job, naming the request, once the timeout passes;
+/// the job does not wait for it for ever.
+#[test]
+fn an_agent_that_stops_answering_fails_the_job_instead_of_hanging_it() {
+    let text = job_against_a_silent_server("silent", 1, false);
+    assert!(text.contains("HEAD /v1/shards/silent") && text.contains("did not answer within 30s"), "{text}");
+}
+
+/// The same once the job runs: its client thread, with `iodepth` requests
+/// out, fails naming one of them.
+#[test]
+fn requests_in_flight_that_are_never_answered_fail_the_job() {
+    let text = job_against_a_silent_server("mute", 2, true);
+    assert!(text.contains("GET /v1/shards/mute%2F") && text.contains("did not answer within 30s"), "{text}");
 }
 
 /// The agent target against a real agent: gets of 4 KiB among puts of
