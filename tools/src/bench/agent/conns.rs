@@ -114,6 +114,12 @@ impl Conns {
         self.all.len()
     }
 
+    /// Connection `i` takes no more requests: it is no longer watched (a
+    /// peer closing it would otherwise wake every wait until the job ends).
+    pub fn retire(&mut self, i: usize) -> anyhow::Result<()> {
+        self.epoll.delete(&self.all[i].stream).context("epoll_ctl del")
+    }
+
     /// Connection `i`'s last request, `METHOD path`.
     pub fn request(&self, i: usize) -> &str {
         &self.all[i].request

@@ -212,10 +212,11 @@ fn client(
         Ok(true)
     };
     for i in 0..conns.len() {
-        if !issue(&mut conns, i, &mut sent)? {
-            break;
+        if issue(&mut conns, i, &mut sent)? {
+            in_flight += 1;
+        } else {
+            conns.retire(i)?;
         }
-        in_flight += 1;
     }
     while in_flight > 0 {
         for (i, answer) in conns.wait(WAIT_SLICE, &payload)? {
@@ -233,6 +234,8 @@ fn client(
             }
             if issue(&mut conns, i, &mut sent)? {
                 in_flight += 1;
+            } else {
+                conns.retire(i)?;
             }
         }
     }
