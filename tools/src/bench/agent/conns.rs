@@ -138,7 +138,10 @@ impl Conns {
         )?;
         c.put = req.put;
         c.head_only = req.method == "HEAD";
-        c.request = format!("{} {}", req.method, req.path);
+        c.request.clear();
+        c.request.push_str(req.method);
+        c.request.push(' ');
+        c.request.push_str(&req.path);
         c.sent_at = Instant::now();
         c.state = State::Sending { written: 0 };
         self.push(i, payload)
@@ -175,10 +178,10 @@ impl Conns {
         Ok(())
     }
 
-    /// Waits for answers (at most `timeout` when none comes) and returns
-    /// those now whole, by connection. An agent that answers nothing for
+    /// Waits for answers (at most `timeout` when none comes) and appends
+    /// those now whole, by connection, to `out`. An agent that answers nothing for
     /// the client's timeout fails the job, naming a request it holds.
-    pub fn wait(&mut self, timeout: Duration, payload: &[u8]) -> anyhow::Result<Vec<(usize, Answer)>> {
+    pub fn wait(&mut self, timeout: Duration, payload: &[u8], out: &mut Vec<(usize, Answer)>) -> anyhow::Result<()> {
         let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
         let n = match self.epoll.wait(&mut self.events, ms) {
             Ok(n) => n,
@@ -201,7 +204,19 @@ impl Conns {
             let what = held.map_or("a request", |c| c.request.as_str());
             bail!("{what}: the agent did not answer within {:?}", crate::http::TIMEOUT);
         }
-        Ok(std::mem::take(&mut self.done))
+        out.append(&mut self.done);
+        Ok(())
+    }
+
+    /// Sends `req` on idle connection `i` and waits for its answer (the
+    /// only request in flight).
+    pub fn call(&mut self, i: usize, req: &Request, payload: &[u8]) -> anyhow::Result<Answer> {
+        self.send(i, req, payload)?;
+        let mut got = Vec::with_capacity(1);
+        while got.is_empty() {
+            self.wait(Duration::from_millis(100), payload, &mut got)?;
+        }
+        Ok(got.pop().expect("one answer").1)
     }
 
     /// Reads what connection `i` has of its answer.
@@ -320,7 +335,7 @@ mod tests {
     fn answers(conns: &mut Conns, n: usize, payload: &[u8]) -> anyhow::Result<Vec<(usize, Answer)>> {
         let mut got = Vec::new();
         while got.len() < n {
-            got.extend(conns.wait(Duration::from_millis(100), payload)?);
+            conns.wait(Duration::from_millis(100), payload, &mut got)?;
         }
         Ok(got)
     }
@@ -375,7 +390,9 @@ mod tests {
         conns.send(0, &Request { method: "GET", path: "/short".into(), put: false }, b"").unwrap();
         // The server answers 3 bytes of 10 and then waits for the next
         // request: the client does not count the answer.
-        assert!(conns.wait(Duration::from_millis(300), b"").unwrap().is_empty());
+        let mut got = Vec::new();
+        conns.wait(Duration::from_millis(300), b"", &mut got).unwrap();
+        assert!(got.is_empty());
 
         let addr = server(1, false, |_, _| b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n".to_vec());
         let mut conns = Conns::open(&addr, "", 1).unwrap();

@@ -14,8 +14,6 @@
 //! agent. A client token, if the cluster requires one, is read from the
 //! file named by `SHARDNODE_TOKEN_FILE`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,92 +57,19 @@ impl Api {
     }
 }
 
-/// One keep-alive HTTP/1.1 connection to the agent.
-struct Conn {
-    stream: TcpStream,
-    host: String,
-    auth: String,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    fn open(api: &Api) -> anyhow::Result<Conn> {
-        let host = &api.host;
-        let stream = TcpStream::connect(host).with_context(|| format!("cannot connect to the agent at {host}"))?;
-        stream.set_nodelay(true)?;
-        // An agent that stops answering (stopped, hung) fails the job
-        // rather than holding it past its runtime for ever.
-        stream.set_read_timeout(Some(crate::http::TIMEOUT))?;
-        stream.set_write_timeout(Some(crate::http::TIMEOUT))?;
-        Ok(Conn { stream, host: host.to_owned(), auth: api.auth.clone(), buf: Vec::with_capacity(1 << 16) })
-    }
-
-    /// Sends a request and reads the answer; returns the status and the
-    /// body length.
-    fn call(&mut self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<(u16, usize)> {
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {}\r\n{}content-length: {}\r\n\r\n",
-            self.host,
-            self.auth,
-            body.len()
-        );
-        let silent = |e: std::io::Error| {
-            let timed_out = matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut);
-            let why = if timed_out {
-                format!("the agent did not answer within {:?}", crate::http::TIMEOUT)
-            } else {
-                e.to_string()
-            };
-            anyhow::anyhow!("{method} {path}: {why}")
-        };
-        self.stream.write_all(head.as_bytes()).map_err(silent)?;
-        self.stream.write_all(body).map_err(silent)?;
-        self.buf.clear();
-        let mut chunk = vec![0u8; 1 << 16];
-        let header_end = loop {
-            if let Some(p) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-            let n = self.stream.read(&mut chunk).map_err(silent)?;
-            if n == 0 {
-                bail!("the agent closed the connection");
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&self.buf[..header_end]).into_owned();
-        let status: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("no status line")?;
-        // A HEAD answer has the length of a body it does not send.
-        let len: usize = if method == "HEAD" {
-            0
-        } else {
-            head.lines()
-                .find_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case("content-length")))
-                .and_then(|(_, v)| v.trim().parse().ok())
-                .unwrap_or(0)
-        };
-        let mut have = self.buf.len() - header_end;
-        while have < len {
-            let n = self.stream.read(&mut chunk[..(len - have).min(1 << 16)]).map_err(silent)?;
-            if n == 0 {
-                bail!("the agent closed the connection in a body");
-            }
-            have += n;
-        }
-        Ok((status, len))
-    }
-}
-
 pub fn run_job(spec: &JobSpec, progress: &Arc<Progress>) -> anyhow::Result<Vec<JobResult>> {
     let count = (spec.size.unwrap_or(256 << 20) / spec.bs).max(1);
     let read_percent = spec.rw.read_percent(spec.rwmixread);
     let api = Api::of(spec)?;
     if read_percent > 0 {
-        let mut conn = Conn::open(&api)?;
-        let (status, _) = conn.call("HEAD", &api.path(&spec.name, count - 1), b"")?;
-        if status == 404 {
+        // One connection, one request at a time.
+        let mut conn = Conns::open(&api.host, &api.auth, 1)?;
+        let head = Request { method: "HEAD", path: api.path(&spec.name, count - 1), put: false };
+        if conn.call(0, &head, b"")?.status == 404 {
             let payload = vec![0xA5u8; spec.bs as usize];
             for n in 0..count {
-                let (status, _) = conn.call("PUT", &api.path(&spec.name, n), &payload)?;
+                let put = Request { method: "PUT", path: api.path(&spec.name, n), put: true };
+                let status = conn.call(0, &put, &payload)?.status;
                 if status != 201 {
                     bail!("laying out {}: PUT answered {status}", api.path(&spec.name, n));
                 }
@@ -218,8 +143,10 @@ fn client(
             conns.retire(i)?;
         }
     }
+    let mut answers = Vec::with_capacity(conns.len());
     while in_flight > 0 {
-        for (i, answer) in conns.wait(WAIT_SLICE, &payload)? {
+        conns.wait(WAIT_SLICE, &payload, &mut answers)?;
+        for (i, answer) in answers.drain(..) {
             in_flight -= 1;
             let (is_read, at) = sent[i];
             match (is_read, answer.status) {
