@@ -170,6 +170,16 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Cached shards whose bytes failed their CRC when looked up (memory damage): dropped and read from the device.",
     ),
+    (
+        "shardnode_placed_reads_total",
+        Kind::Counter,
+        "GETs of the device's shards read on another store thread's ring from where the device's thread placed them, by outcome (read: answered; stale: an extent was reset during the read; failed: the read failed or did not verify). Stale and failed reads were asked of the device's own thread.",
+    ),
+    (
+        "shardnode_placed_shards",
+        Kind::Gauge,
+        "Shards of the device placed for reads on other store threads (hot small shards, at most 65536).",
+    ),
     ("shardnode_admission_waiting", Kind::Gauge, "Requests waiting for room on the device (admission control)."),
     (
         "shardnode_admission_drops_total",

@@ -290,6 +290,11 @@ pub struct Limits {
     /// and answering plain shard reads without a hand-off between threads;
     /// off: every connection on the tokio runtime. Outside a cluster only.
     pub connections_on_store_threads: bool,
+    /// Store threads that serve connections (the first devices'), at
+    /// most; 0: as many as the CPUs the agent may run on. The others'
+    /// shards are read by the serving threads from where their threads
+    /// placed them, or through their threads.
+    pub connection_threads: usize,
     /// Testing only: every shard GET waits this long before it is served
     /// (a slow holder, for the hedged-read tests and benchmarks). 0: off.
     pub test_shard_read_delay_ms: u64,
@@ -310,6 +315,7 @@ impl Default for Limits {
             write_piece_bytes: shardstore::constants::WRITE_PIECE_BYTES_DEFAULT,
             write_pieces_with_reads: shardstore::constants::WRITE_PIECES_WITH_READS_DEFAULT,
             connections_on_store_threads: true,
+            connection_threads: 0,
             test_shard_read_delay_ms: 0,
         }
     }

@@ -213,6 +213,12 @@ pub fn publish_device_gauges(node: &Node, scrubs: &[(usize, Result<ScrubStatus, 
         c("shardnode_read_cache_corrupt_total", cache.corrupt.load(Ordering::Relaxed));
         g("shardnode_read_cache_bytes", cache.bytes.load(Ordering::Relaxed));
         g("shardnode_read_cache_shards", cache.entries.load(Ordering::Relaxed));
+        let placed = store.placements().stats();
+        for (outcome, n) in [("read", &placed.reads), ("stale", &placed.stale), ("failed", &placed.failed)] {
+            metrics::counter!("shardnode_placed_reads_total", "device" => device.clone(), "outcome" => outcome)
+                .absolute(n.load(Ordering::Relaxed));
+        }
+        g("shardnode_placed_shards", placed.entries.load(Ordering::Relaxed));
     }
 }
 

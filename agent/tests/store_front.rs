@@ -1,6 +1,7 @@
 //! Connections served on the store threads (`store_front/`): a plain
-//! shard read answered on the thread that owns its device, or on another
-//! device's thread and back, exactly as the router's handler answers it;
+//! shard read answered on the thread that owns its device, from where
+//! another device's thread placed it, or on that thread and back, exactly
+//! as the router's handler answers it;
 //! idle connections closed at the header timeout. (The move of such a
 //! connection to the tokio front, with pipelined requests, and its stop
 //! are in `http.rs`.)
@@ -36,6 +37,7 @@ fn by_device(text: &str, series: &str) -> BTreeMap<String, u64> {
 
 const LOCAL: &str = "shardnode_device_store_local_reads_total";
 const TRIPS: &str = "shardnode_device_store_requests_total";
+const PLACED: &str = "shardnode_placed_reads_total";
 
 fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     after.iter().map(|(d, a)| (d.clone(), a - before.get(d).copied().unwrap_or(0))).collect()
@@ -89,7 +91,9 @@ fn a_plain_read_on_the_devices_thread_is_the_handlers_answer() {
 
 /// With three devices, one connection (served by one store thread) reads
 /// every shard: those on its own device are read there, the others on
-/// their device's thread and answered back; every byte is right.
+/// their device's thread and answered back, which places them; read
+/// again, those are read on the serving thread from their places. Every
+/// byte is right, also after overwrites.
 #[test]
 fn reads_of_other_devices_shards_go_to_their_threads_and_back() {
     const KEYS: u32 = 60;
@@ -132,6 +136,54 @@ fn reads_of_other_devices_shards_go_to_their_threads_and_back() {
         }
     }
     assert!(held.values().filter(|n| **n > 0).count() >= 2, "the shards landed on one device: {held:?}");
+
+    // Those reads placed the shards: read again, the other devices'
+    // shards are read on the serving thread's own ring (no trip), with the
+    // same bytes. Then half are overwritten: no read finds an old place,
+    // and the next reads place the new bytes.
+    let serving = serving[0].clone();
+    let read_all = |expect: &dyn Fn(u32) -> Vec<u8>| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(wire.as_bytes()).unwrap();
+        let mut r = std::io::BufReader::new(s);
+        for i in 0..KEYS {
+            let reply = common::next_reply(&mut r, false);
+            assert_eq!(reply.status, 200, "hop-{i}: {}", reply.text());
+            assert!(reply.body == expect(i), "hop-{i}: wrong bytes");
+        }
+    };
+    // Answered from a place, by device (the `read` outcome's series).
+    let placed_reads = |text: &str| {
+        let read = text.lines().filter(|l| l.contains("outcome=\"read\"")).map(|l| l.replace(",outcome=\"read\"", ""));
+        by_device(&read.collect::<Vec<_>>().join("\n"), PLACED)
+    };
+    let (before, (t0, l0)) = (placed_reads(&after), (by_device(&after, TRIPS), by_device(&after, LOCAL)));
+    read_all(&shard);
+    let after = common::scrape(addr);
+    let placed = delta(&placed_reads(&after), &before);
+    let trips = delta(&by_device(&after, TRIPS), &t0);
+    let local = delta(&by_device(&after, LOCAL), &l0);
+    for (device, shards) in &held {
+        if *device == serving {
+            assert_eq!((local[device], placed[device]), (*shards, 0), "device {device}: its own shards");
+        } else {
+            assert_eq!(placed[device], *shards, "device {device}: placed {placed:?}, trips {trips:?}");
+            assert_eq!(trips[device], scrape[device], "device {device}: a read went to its thread");
+        }
+    }
+    let new = |i: u32| -> Vec<u8> {
+        if i % 2 == 0 {
+            vec![i as u8 ^ 0x5a; 2000 + i as usize]
+        } else {
+            shard(i)
+        }
+    };
+    for i in (0..KEYS).step_by(2) {
+        assert_eq!(put(addr, &format!("hop-{i}"), &new(i)).status, 201);
+    }
+    read_all(&new);
+    read_all(&new);
     assert!(agent.signal(Signal::SIGTERM).success());
 }
 
@@ -165,6 +217,46 @@ fn idle_connections_on_a_store_thread_close_at_the_header_timeout() {
         busy.write_all(b"GET /v1/shards/idle HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
         assert_eq!(common::next_reply(&mut r, false).body, b"idle");
         std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(agent.signal(Signal::SIGTERM).success());
+}
+
+/// `limits.connection_threads` caps the store threads that serve
+/// connections: with 1 of 3, every connection is the first device's
+/// thread's (only it reads locally), and every shard is still read right,
+/// the others' through their threads or their places.
+#[test]
+fn connections_are_served_on_at_most_connection_threads_store_threads() {
+    const KEYS: u32 = 30;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (mut agent, addr) = start(dir.path(), 3, "connection_threads = 1\n");
+    let shard = |i: u32| -> Vec<u8> { (0..1000 + i * 11).map(|j| (i * 7 + j) as u8).collect() };
+    for i in 0..KEYS {
+        assert_eq!(put(addr, &format!("cap-{i}"), &shard(i)).status, 201);
+    }
+    let held = by_device(&common::scrape(addr), "shardnode_device_shards");
+    assert!(held.values().filter(|n| **n > 0).count() >= 2, "the shards landed on one device: {held:?}");
+    let before = by_device(&common::scrape(addr), LOCAL);
+    let wire =
+        (0..KEYS).map(|i| format!("GET /v1/shards/cap-{i} HTTP/1.1\r\nhost: t\r\n\r\n")).collect::<Vec<_>>().concat();
+    // Six connections, each handed to a serving thread in turn.
+    let conns: Vec<TcpStream> = (0..6).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    for mut s in conns {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(wire.as_bytes()).unwrap();
+        let mut r = std::io::BufReader::new(s);
+        for i in 0..KEYS {
+            let reply = common::next_reply(&mut r, false);
+            assert_eq!(reply.status, 200, "cap-{i}: {}", reply.text());
+            assert!(reply.body == shard(i), "cap-{i}: wrong bytes");
+        }
+    }
+    let local = delta(&by_device(&common::scrape(addr), LOCAL), &before);
+    assert_eq!(local.get("0").copied(), Some(6 * held["0"]), "device 0's thread read its shards: {local:?}");
+    for (device, n) in &local {
+        if device != "0" {
+            assert_eq!(*n, 0, "device {device}'s thread served a connection: {local:?}");
+        }
     }
     assert!(agent.signal(Signal::SIGTERM).success());
 }

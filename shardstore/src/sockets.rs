@@ -2,15 +2,19 @@
 //! thread serves beside its device (`store::thread::Sidecar`) share the
 //! ring of the device the thread drives, so that one wait covers both and
 //! their completions are the thread's own deferred work (no signal, no
-//! second ring; `BlockDevice::submit_socket`). Operations are a closed
+//! second ring; `BlockDevice::submit_socket`). So do its reads of shards
+//! other devices placed (`store::placed`). Operations are a closed
 //! enum ([`SocketOp`]) that own their buffers while the kernel holds them
 //! and hand them back in their completion ([`SocketDone`]).
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 
 use io_uring::{opcode, squeue, types};
+
+use crate::device::IoBuf;
 
 /// One operation on a socket (or a descriptor to watch). The descriptor
 /// is the caller's: it stays open while the operation is in flight.
@@ -23,6 +27,11 @@ pub enum SocketOp {
     Send { fd: RawFd, head: Vec<u8>, body: Vec<u8>, sent: usize },
     /// Completes once `fd` is readable.
     Readable { fd: RawFd },
+    /// Reads `buf.len()` bytes at `offset` of another device's file (a
+    /// shard placed there, `store::placed`): a read the device driving
+    /// this ring knows nothing of, so it is not counted as its I/O. The
+    /// operation holds the descriptor while it is in flight.
+    ReadAt { file: Arc<OwnedFd>, offset: u64, buf: IoBuf },
 }
 
 /// A finished operation, its buffers back with the caller.
@@ -99,6 +108,10 @@ impl SocketSlots {
                 opcode::SendMsg::new(types::Fd(*fd), &raw const f.msg).flags(libc::MSG_NOSIGNAL as u32).build()
             }
             SocketOp::Readable { fd } => opcode::PollAdd::new(types::Fd(*fd), libc::POLLIN as u32).build(),
+            SocketOp::ReadAt { file, offset, buf } => {
+                let len = u32::try_from(buf.len()).expect("a placed read fits one buffer");
+                opcode::Read::new(types::Fd(file.as_raw_fd()), buf.as_mut_ptr(), len).offset(*offset).build()
+            }
         };
         self.slots[slot as usize] = Some(f);
         self.in_flight += 1;

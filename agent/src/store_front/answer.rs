@@ -1,6 +1,6 @@
 //! What a store thread's front answers, and how: a plain read from the
-//! read cache, its own store or the holder's thread; anything else by the
-//! router's handler on tokio.
+//! read cache, its own store, where the holder placed it, or the holder's
+//! thread; anything else by the router's handler on tokio.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -86,17 +86,38 @@ impl ThreadFront {
         }
         let Some(ticket) = node.slots[slot].admission.try_admit() else { return self.through_handler(id) };
         if let Some(c) = self.conn(id) {
-            c.pending = Pending::Read { slot, ticket: Some(ticket), started, head_len, close };
+            c.pending = Pending::Read { slot, ticket: Some(ticket), started, head_len, close, placed: None };
         }
-        let mailbox = Arc::clone(&self.mailbox);
         if slot == self.slot {
             // Answered on this thread, which gives its front a turn after
             // answering reads (or looks for its work before it waits).
+            let mailbox = Arc::clone(&self.mailbox);
             local.read(key, None, move |result| {
                 mailbox.post_here(Message::Read { conn: id, result });
             });
             return;
         }
+        // Looked up under the stripe, as the holder's thread would.
+        let key = match store.placed(&key) {
+            Some(read) => match self.read_placed(id, read, key) {
+                Ok(()) => return,
+                Err(key) => key,
+            },
+            None => key,
+        };
+        self.ask_holder(id, slot, key);
+        drop(stripe);
+    }
+
+    /// Has `slot`'s store thread read `key` for the connection (its
+    /// pending read set), or the handler answer when it cannot.
+    pub(super) fn ask_holder(&mut self, id: ConnId, slot: usize, key: Vec<u8>) {
+        let Source::Stores(app) = &self.shared.source else { return };
+        let Some(store) = app.node.slots[slot].store.as_ref() else {
+            self.give_back_ticket(id);
+            return self.through_handler(id);
+        };
+        let mailbox = Arc::clone(&self.mailbox);
         let done = move |result| {
             mailbox.post(Message::Read { conn: id, result });
         };
@@ -104,10 +125,8 @@ impl ThreadFront {
             // Its queue is full (or it stopped): the handler says so.
             tracing::debug!(device = slot, error = %e, "store thread front: read not queued");
             self.give_back_ticket(id);
-            drop(stripe);
-            return self.through_handler(id);
+            self.through_handler(id);
         }
-        drop(stripe);
     }
 
     pub(super) fn give_back_ticket(&mut self, id: ConnId) {
@@ -122,7 +141,8 @@ impl ThreadFront {
     pub(super) fn read_done(&mut self, id: ConnId, result: shardstore::Result<Read>) {
         let shared = Arc::clone(&self.shared);
         let Some(c) = self.conn(id) else { return };
-        let Pending::Read { slot, ticket, started, head_len, close } = std::mem::replace(&mut c.pending, Pending::None)
+        let Pending::Read { slot, ticket, started, head_len, close, .. } =
+            std::mem::replace(&mut c.pending, Pending::None)
         else {
             return;
         };

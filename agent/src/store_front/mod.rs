@@ -2,9 +2,10 @@
 //! device) owns a share of the agent's connections, reads their requests
 //! and writes their answers through an io_uring of its own, and answers a
 //! shard `GET` or `HEAD` there and then: from the read cache, from its own
-//! store (the lookup and the read started on the thread, no hand-off), or
-//! from another device's store thread (one request through its queue,
-//! whose answer comes back to this thread). The thread's waits end when
+//! store (the lookup and the read started on the thread, no hand-off),
+//! from where another device's store thread placed the shard (read on this
+//! thread's ring, `placed.rs`), or from that thread (one request through
+//! its queue, whose answer comes back to this thread). The thread's waits end when
 //! the ring has completions (`shardstore::store::thread::Sidecar`), so it
 //! waits in one place for its device, its requests and its connections.
 //!
@@ -38,6 +39,7 @@ use crate::api::App;
 use crate::front::ShardApi;
 
 mod answer;
+mod placed;
 mod request;
 mod thread;
 
@@ -161,9 +163,10 @@ struct ConnId {
 }
 
 impl StoreFronts {
-    /// Attaches a front to each of `stores` (device id and store thread)
-    /// whose device's ring takes socket operations (io_uring); `None` when
-    /// none does. Plain reads are answered from `source`, other requests
+    /// Attaches a front to each of the first `limits.connection_threads`
+    /// of `stores` (device id and store thread; by default as many as
+    /// there are CPUs to run on) whose device's ring takes socket
+    /// operations (io_uring); `None` when none does. Plain reads are answered from `source`, other requests
     /// without a body by `shards` (the router's handler); connections
     /// handed to the tokio front arrive on `handoffs`.
     pub fn start(
@@ -184,7 +187,11 @@ impl StoreFronts {
             live: AtomicUsize::new(0),
         });
         let mut threads = Vec::new();
-        for &(id, store) in stores {
+        let serving = match limits.connection_threads {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        };
+        for &(id, store) in stores.iter().take(serving) {
             let (thread, mailbox) = ThreadFront::new(Arc::clone(&shared), id, store);
             match store.attach(Box::new(thread)) {
                 Ok(()) => threads.push(mailbox),
@@ -261,6 +268,10 @@ struct ThreadFront {
     next_timeout_check: Instant,
     /// Completions reaped and not yet handled.
     done: Vec<SocketDone>,
+    /// Buffers for reads of shards other devices placed (`placed.rs`);
+    /// `None` when none could be mapped (every such read goes to the
+    /// shard's own thread).
+    placed_buffers: Option<shardstore::device::BufferPool>,
 }
 
 /// A connection's operations carry its slot and generation (`ConnId`).
@@ -312,6 +323,9 @@ enum Pending {
         started: Instant,
         head_len: usize,
         close: bool,
+        /// Read on this thread's ring from where `slot`'s thread placed
+        /// the shard (`placed.rs`), while that read is in flight.
+        placed: Option<Box<placed::Placed>>,
     },
     /// An answer from the router's handler, on tokio.
     Handler,

@@ -37,6 +37,7 @@ impl ThreadFront {
             generation: 0,
             next_timeout_check: Instant::now() + TIMEOUT_CHECK_INTERVAL,
             done: Vec::new(),
+            placed_buffers: super::placed::buffers(),
         };
         (front, mailbox)
     }
@@ -57,7 +58,6 @@ impl ThreadFront {
                     // Its buffers went with the operation.
                     c.op = false;
                     c.closing = true;
-                    c.pending = Pending::None;
                 }
                 self.close(id);
             }
@@ -178,6 +178,7 @@ impl ThreadFront {
             SocketOp::Recv { buf, .. } => c.buf = buf,
             SocketOp::Send { head, body, .. } => (c.out, c.body) = (head, body),
             SocketOp::Readable { .. } => {}
+            SocketOp::ReadAt { buf, .. } => return self.placed_done(id, &done.result, &buf),
         }
         match done.result {
             // Shut meanwhile, the end of the stream, or an error: nothing
@@ -252,6 +253,7 @@ impl ThreadFront {
             return;
         }
         self.next_timeout_check = now + TIMEOUT_CHECK_INTERVAL;
+        self.check_placed(now);
         let timeout = self.shared.header_timeout;
         let idle: Vec<ConnId> = self
             .conns

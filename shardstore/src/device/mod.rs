@@ -266,6 +266,13 @@ pub trait BlockDevice: Send {
         false
     }
 
+    /// A duplicate of the device's descriptor (O_DIRECT, as opened), for
+    /// other threads to read it on rings of their own
+    /// (`store::placed`); `None` when the device has none to share.
+    fn try_clone_file(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
+        None
+    }
+
     /// Has the device report operations that stop completing to `watch`
     /// (see [`StallWatch`]). Devices that never wait on hardware (the
     /// simulated one, psync, whose calls block their caller) ignore it.

@@ -684,6 +684,10 @@ impl BlockDevice for UringDevice {
         true
     }
 
+    fn try_clone_file(&self) -> Option<io::Result<std::os::fd::OwnedFd>> {
+        Some(self.file.try_clone().map(std::os::fd::OwnedFd::from))
+    }
+
     fn watch_stalls(&mut self, watch: Arc<StallWatch>) {
         self.stall = Some(watch);
     }

@@ -21,6 +21,7 @@ mod extents;
 pub mod fsck;
 pub mod index;
 pub mod meta;
+pub mod placed;
 mod put_data;
 mod reads;
 mod reclaim;
@@ -347,6 +348,18 @@ pub struct Store {
     /// Whole small shards as gets verified them (`cache.rs`), shared with
     /// the store thread's callers.
     read_cache: std::sync::Arc<cache::ReadCache>,
+    /// Where hot small shards are, for reads on other threads
+    /// (`placed.rs`), shared with them.
+    placed: std::sync::Arc<placed::Placements>,
+}
+
+impl Drop for Store {
+    /// However the store goes (closed, or dropped by a thread that
+    /// panicked), other threads read nothing more through its placements,
+    /// and the device's descriptor is not held open by them.
+    fn drop(&mut self) {
+        self.placed.close();
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -361,7 +374,7 @@ impl Store {
     fn apply(&mut self, record: &LogRecord) {
         match record {
             LogRecord::Put { key, meta } => {
-                self.read_cache.forget(key);
+                self.key_changes(key);
                 self.next_sequence = self.next_sequence.max(meta.sequence + 1);
                 for (i, l) in meta.locators().enumerate() {
                     let (span, live) = (span_blocks(l, meta.size, i), live_blocks(l, meta.size, i));
@@ -376,7 +389,7 @@ impl Store {
                 self.tombstones.remove(key);
             }
             LogRecord::Delete { key, sequence } => {
-                self.read_cache.forget(key);
+                self.key_changes(key);
                 self.next_sequence = self.next_sequence.max(sequence + 1);
                 if let Some(old) = self.index.remove(key) {
                     self.release(&old);
@@ -384,6 +397,9 @@ impl Store {
                 self.damaged.remove(key);
             }
             LogRecord::Relocate { key, sequence, chunk, to } => {
+                // The bytes stay the same (the cache keeps them); the place
+                // does not.
+                self.placed.forget(key);
                 if let Some(mut m) = self.index.get(key).filter(|m| m.sequence == *sequence) {
                     let c = *chunk as usize;
                     let from = m.chunk(c);
@@ -403,13 +419,14 @@ impl Store {
             LogRecord::Reset { extent, generation } => {
                 self.extents.reset(*extent, *generation);
                 self.resets_applied += 1;
+                self.placed.reset_applied();
             }
             LogRecord::Scrubbed { extent, generation, checked_ms, scrub } => {
                 self.extents.scrubbed(*extent, *generation, *checked_ms);
                 self.scrub.set_cursor(*scrub);
             }
             LogRecord::Tombstone { key, sequence } => {
-                self.read_cache.forget(key);
+                self.key_changes(key);
                 self.next_sequence = self.next_sequence.max(sequence + 1);
                 if let Some(old) = self.index.get(key).filter(|m| m.sequence < *sequence) {
                     self.index.remove(key);
@@ -425,7 +442,7 @@ impl Store {
                 }
             }
             LogRecord::Damaged { key, damage } => {
-                self.read_cache.forget(key);
+                self.key_changes(key);
                 if self.index.get(key).is_some_and(|m| m.sequence == damage.sequence) {
                     self.damaged.insert(key.clone(), *damage);
                 }
@@ -433,6 +450,13 @@ impl Store {
             // Read by recovery for the last log write only (`complete_tail`).
             LogRecord::Payload { .. } => {}
         }
+    }
+
+    /// What others see of `key` (cached bytes, a place) goes before the
+    /// index changes it.
+    fn key_changes(&self, key: &[u8]) {
+        self.read_cache.forget(key);
+        self.placed.forget(key);
     }
 
     fn release(&mut self, old: &ShardMeta) {
@@ -455,6 +479,7 @@ impl Store {
         // Nothing more from memory (gets still read the device, and add
         // nothing to the cache: `offer_to_cache`).
         self.read_cache.clear();
+        self.placed.close();
         Error::Poisoned { device: format!("{} ({why})", self.name), op: crate::error::OpKind::Write }
     }
 
@@ -466,6 +491,11 @@ impl Store {
     /// The read cache, for callers on other threads to look shards up in.
     pub fn read_cache(&self) -> std::sync::Arc<cache::ReadCache> {
         std::sync::Arc::clone(&self.read_cache)
+    }
+
+    /// The placements, for callers on other threads to read shards from.
+    pub fn placements(&self) -> std::sync::Arc<placed::Placements> {
+        std::sync::Arc::clone(&self.placed)
     }
 
     /// The device's error and latency counters (shared with the caller).
@@ -689,6 +719,7 @@ impl Store {
     /// As `close`, for an owner that drops the store afterwards itself.
     pub fn close_in_place(&mut self) -> Result<()> {
         self.read_cache.clear();
+        self.placed.close();
         self.checkpoint()?;
         let sb = superblock::commit(self.dev.as_mut(), &self.sb, |sb| sb.clean_shutdown = true)?;
         self.sb = sb;

@@ -543,15 +543,25 @@ impl Store {
     /// still holds that write of the key, undamaged: a put or delete
     /// applied while the read was in flight already changed the index
     /// (and emptied the key's entry), and its older bytes must not return.
+    /// The same, for its place (`placed.rs`), when the index also still
+    /// has it where it was read (a relocation keeps the sequence).
     fn offer_to_cache(&self, ctx: &GetCtx) {
-        // A failed store emptied its cache and keeps it empty.
+        // A failed store emptied its cache and placements and keeps them
+        // empty.
         let whole = ctx.offset == 0 && ctx.end == ctx.meta.size;
-        if !whole || self.failed.is_some() || !self.read_cache.takes(ctx.meta.size) {
+        if !whole || self.failed.is_some() {
             return;
         }
-        let current = self.index.get(&ctx.key).is_some_and(|m| m.sequence == ctx.meta.sequence);
-        if current && self.damage_of(&ctx.key, ctx.meta.sequence).is_none() {
-            self.read_cache.insert(&ctx.key, super::stat_of(&ctx.meta), &ctx.out);
+        let Some(now) = self.index.get(&ctx.key).filter(|m| m.sequence == ctx.meta.sequence) else { return };
+        if self.damage_of(&ctx.key, ctx.meta.sequence).is_some() {
+            return;
+        }
+        let stat = super::stat_of(&ctx.meta);
+        if self.read_cache.takes(ctx.meta.size) {
+            self.read_cache.insert(&ctx.key, stat, &ctx.out);
+        }
+        if now == ctx.meta && ctx.meta.chunk_count() == 1 {
+            self.placed.place(&ctx.key, self.payload_offset(ctx.meta.chunk(0)), stat);
         }
     }
 

@@ -75,8 +75,13 @@ impl Store {
             let checked_ms = if header.version >= 2 { r.u64().ok_or_else(table)? } else { 0 };
             extents.push(ExtentInfo { generation, write_blocks, live_blocks: 0, checked_ms });
         }
+        // Other threads read placed shards through a duplicate of the
+        // device's descriptor (none for an inspection).
+        let file = if read_only { None } else { dev.try_clone_file().and_then(Result::ok) };
+        let placed = std::sync::Arc::new(super::placed::Placements::new(file, std::sync::Arc::clone(&counters)));
         let mut store = Store {
             dev,
+            placed,
             name: name.clone(),
             sb,
             pool: BufferPool::new(

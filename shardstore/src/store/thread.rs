@@ -25,6 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::cache::{ReadCache, ReadCacheSettings};
+use super::placed::Placements;
 use super::scrub::{DamagedShard, ScrubSettings, ScrubStatus};
 pub use super::stats::StoreStats;
 use super::{ByteRange, Listed, Lookup, Op, Pace, Read, ShardStat, Store, BATCH_OPS_MAX, STORE_QUEUE_DEPTH};
@@ -122,6 +123,7 @@ pub struct StoreHandle {
     opened_clean: bool,
     format_version: u32,
     cache: Arc<ReadCache>,
+    placed: Arc<Placements>,
 }
 
 /// What a store thread applies to its store before it serves anything.
@@ -176,8 +178,13 @@ pub fn spawn_with(dev: Box<dyn BlockDevice>, settings: ThreadSettings) -> Result
                 wake.stats.publish(&store.usage());
                 wake.stats.publish_counts(&store);
                 wake.stats.next_sequence_at_open.store(store.next_sequence(), Ordering::Relaxed);
-                let opened =
-                    (Arc::clone(&wake), store.opened_clean(), store.superblock().format_version, store.read_cache());
+                let opened = (
+                    Arc::clone(&wake),
+                    store.opened_clean(),
+                    store.superblock().format_version,
+                    store.read_cache(),
+                    store.placements(),
+                );
                 let _ = opened_tx.send(Ok(opened));
                 serve(store, &rx, &wake);
             }
@@ -186,10 +193,10 @@ pub fn spawn_with(dev: Box<dyn BlockDevice>, settings: ThreadSettings) -> Result
             }
         })
         .map_err(|e| Error::InvalidArgument(format!("cannot start the store thread for {name}: {e}")))?;
-    let (wake, opened_clean, format_version, cache) = opened_rx
+    let (wake, opened_clean, format_version, cache, placed) = opened_rx
         .recv()
         .map_err(|_| Error::InvalidArgument(format!("the store thread for {name} died while opening")))??;
-    Ok((StoreHandle { tx, name, wake, opened_clean, format_version, cache }, thread))
+    Ok((StoreHandle { tx, name, wake, opened_clean, format_version, cache, placed }, thread))
 }
 
 fn short_name(name: &str) -> String {

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use super::{Reply, Request, StoreHandle, AWAKE, PARKED, PARKED_FOR_READS, STORE_QUEUE_REQUESTS_MAX};
 use crate::error::{Error, Result};
 use crate::store::cache::{Cached, ReadCache};
+use crate::store::placed::{PlacedRead, Placements};
 use crate::store::scrub::{DamagedShard, ScrubSettings, ScrubStatus};
 use crate::store::stats::StoreStats;
 use crate::store::{ByteRange, Listed, Lookup, Op, PutData, Read, ShardStat};
@@ -173,6 +174,17 @@ impl StoreHandle {
 
     pub fn read_cache(&self) -> &ReadCache {
         &self.cache
+    }
+
+    /// A read of `key`'s shard to make on the caller's own ring, from
+    /// where the thread placed it (`placed.rs`), or `None` (not placed:
+    /// ask the thread).
+    pub fn placed(&self, key: &[u8]) -> Option<PlacedRead> {
+        self.placed.lookup(key)
+    }
+
+    pub fn placements(&self) -> &Placements {
+        &self.placed
     }
 
     /// The thread's current figures.
