@@ -118,6 +118,9 @@ fn a_moved_chunk_loses_its_place_and_a_read_across_a_reset_is_stale() {
     for i in 0..160u32 {
         owner.put(format!("filler-{i}").as_bytes(), &bytes(i as u8, 100 << 10)).unwrap();
     }
+    // Until another thread looks a shard up, nothing is placed.
+    owner.get(b"keep").unwrap();
+    assert!(owner.placements().lookup(b"keep").is_none(), "placed before anyone looked");
     owner.get(b"keep").unwrap();
     let before = owner.placements().lookup(b"keep").expect("placed");
     for i in 0..160u32 {

@@ -8,7 +8,8 @@
 //!
 //! - a shard is placed when a whole-shard get of it (one chunk, at most
 //!   [`PLACED_SHARD_BYTES_MAX`]) finishes verified and the index still
-//!   holds that very write at that very place, undamaged;
+//!   holds that very write at that very place, undamaged (once another
+//!   thread has looked a shard up: until then nobody reads places);
 //! - every change the index makes to a key (a put, delete or tombstone
 //!   applied, damage recorded, a chunk relocated) removes it first, before
 //!   the change is answered to anyone;
@@ -76,6 +77,10 @@ pub struct Placements {
     /// readers go to the owner, whose stall watch sees its own reads,
     /// until the owner finishes a read again.
     suspended: AtomicBool,
+    /// Set by the first lookup: until another thread looks, the owner
+    /// places nothing (a device whose thread serves all its reads itself
+    /// pays nothing for placements).
+    wanted: AtomicBool,
     counters: Arc<DeviceCounters>,
     stats: PlacedStats,
 }
@@ -100,6 +105,7 @@ impl Placements {
             places: Mutex::new(HashMap::new()),
             resets: AtomicU64::new(0),
             suspended: AtomicBool::new(false),
+            wanted: AtomicBool::new(false),
             counters,
             stats: PlacedStats::default(),
         }
@@ -116,6 +122,9 @@ impl Placements {
     /// The place of `key`'s shard, to read on the caller's thread, or
     /// `None` (not placed: ask the owner).
     pub fn lookup(self: &Arc<Self>, key: &[u8]) -> Option<PlacedRead> {
+        if !self.wanted.load(Ordering::Relaxed) {
+            self.wanted.store(true, Ordering::Relaxed);
+        }
         if self.suspended.load(Ordering::Relaxed) {
             return None;
         }
@@ -141,8 +150,13 @@ impl Placements {
     /// a whole-shard get that finished verified of the write the index
     /// holds).
     pub(super) fn place(&self, key: &[u8], offset: u64, stat: ShardStat) {
+        if !self.wanted.load(Ordering::Relaxed) {
+            return;
+        }
         // The owner read the device: readers may use it again.
-        self.suspended.store(false, Ordering::Relaxed);
+        if self.suspended.load(Ordering::Relaxed) {
+            self.suspended.store(false, Ordering::Relaxed);
+        }
         if stat.size == 0 || stat.size > PLACED_SHARD_BYTES_MAX as u64 || stat.chunks != 1 || !self.open() {
             return;
         }
