@@ -93,7 +93,7 @@ impl ThreadFront {
             // answering reads (or looks for its work before it waits).
             let mailbox = Arc::clone(&self.mailbox);
             local.read(key, None, move |result| {
-                mailbox.post_here(Message::Read { conn: id, result });
+                let _ = mailbox.post_here(Message::Read { conn: id, result });
             });
             return;
         }
@@ -119,7 +119,7 @@ impl ThreadFront {
         };
         let mailbox = Arc::clone(&self.mailbox);
         let done = move |result| {
-            mailbox.post(Message::Read { conn: id, result });
+            let _ = mailbox.post(Message::Read { conn: id, result });
         };
         if let Err(e) = store.submit_read(key, None, done) {
             // Its queue is full (or it stopped): the handler says so.
@@ -230,7 +230,7 @@ impl ThreadFront {
                     (Vec::new(), false)
                 }
             };
-            mailbox.post(Message::Answer { conn: id, bytes, keep_alive });
+            let _ = mailbox.post(Message::Answer { conn: id, bytes, keep_alive });
         });
     }
 

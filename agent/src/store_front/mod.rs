@@ -124,21 +124,20 @@ struct Mailbox {
 impl Mailbox {
     /// Sends `message` from another thread, and wakes the thread for it
     /// unless it is awake or sure to wake soon (`StoreHandle::nudge`).
-    fn post(&self, message: Message) -> bool {
-        let sent = self.post_here(message);
+    fn post(&self, message: Message) -> Result<(), Message> {
+        self.post_here(message)?;
         self.store.nudge();
-        sent
+        Ok(())
     }
 
     /// Sends `message` on the thread itself (the store's reply closures,
     /// called before the thread gives its front a turn or looks for work
     /// before it waits).
-    fn post_here(&self, message: Message) -> bool {
-        if self.tx.send(message).is_err() {
-            return false;
-        }
+    /// Gives `message` back when the thread is gone.
+    fn post_here(&self, message: Message) -> Result<(), Message> {
+        self.tx.send(message).map_err(|e| e.0)?;
         self.waiting.fetch_add(1, Ordering::SeqCst);
-        true
+        Ok(())
     }
 }
 
@@ -202,37 +201,48 @@ impl StoreFronts {
     }
 
     /// Gives `stream` to a store thread with room for it (the next in
-    /// turn), or back when none has (or the fronts are stopping).
+    /// turn), or back when none has (or the fronts are stopping). A thread
+    /// that is gone (its device closed, or its thread ended in a panic) is
+    /// passed over.
     pub fn adopt(&self, stream: tokio::net::TcpStream) -> Result<(), tokio::net::TcpStream> {
         if self.shared.stopping.load(Ordering::Relaxed) {
             return Err(stream);
         }
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         let n = self.threads.len();
-        let Some(mailbox) = (0..n)
+        let mut with_room = (0..n)
             .map(|i| &self.threads[(first + i) % n])
-            .find(|m| m.live.load(Ordering::Relaxed) < CONNECTIONS_PER_THREAD_MAX)
-        else {
+            .filter(|m| m.live.load(Ordering::Relaxed) < CONNECTIONS_PER_THREAD_MAX)
+            .peekable();
+        if with_room.peek().is_none() {
             return Err(stream);
-        };
-        let std = match stream.into_std() {
-            Ok(s) => s,
+        }
+        let mut fd = match stream.into_std() {
+            Ok(s) => OwnedFd::from(s),
             Err(e) => {
                 tracing::debug!(error = %e, "a connection could not leave tokio's reactor");
                 return Ok(());
             }
         };
-        // Counted before it is sent: a stop waiting for the count to reach
-        // 0 waits for it too.
-        mailbox.live.fetch_add(1, Ordering::SeqCst);
-        self.shared.live.fetch_add(1, Ordering::SeqCst);
-        if !mailbox.post(Message::Adopt(OwnedFd::from(std))) {
-            // The thread is gone (its device closed): the socket closed
-            // with the message.
-            mailbox.live.fetch_sub(1, Ordering::SeqCst);
-            self.shared.live.fetch_sub(1, Ordering::SeqCst);
+        for mailbox in with_room {
+            // Counted before it is sent: a stop waiting for the count to
+            // reach 0 waits for it too.
+            mailbox.live.fetch_add(1, Ordering::SeqCst);
+            self.shared.live.fetch_add(1, Ordering::SeqCst);
+            match mailbox.post(Message::Adopt(fd)) {
+                Ok(()) => return Ok(()),
+                Err(message) => {
+                    mailbox.live.fetch_sub(1, Ordering::SeqCst);
+                    self.shared.live.fetch_sub(1, Ordering::SeqCst);
+                    let Message::Adopt(back) = message else { unreachable!("the message just sent") };
+                    fd = back;
+                }
+            }
         }
-        Ok(())
+        // Every thread with room is gone: the tokio front serves it.
+        into_tokio(fd)
+            .map_err(|e| tracing::debug!(error = %e, "a connection could not return to tokio"))
+            .map_or(Ok(()), Err)
     }
 
     /// Stops taking connections; each thread closes its idle ones now and
@@ -240,7 +250,7 @@ impl StoreFronts {
     pub fn stop(&self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         for m in &self.threads {
-            m.post(Message::Look);
+            let _ = m.post(Message::Look);
         }
     }
 
@@ -336,4 +346,58 @@ pub fn into_tokio(fd: OwnedFd) -> std::io::Result<tokio::net::TcpStream> {
     let std = std::net::TcpStream::from(fd);
     std.set_nonblocking(true)?;
     tokio::net::TcpStream::from_std(std)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardstore::device::sim::{SimConfig, SimDevice};
+    use shardstore::format::{format, FormatOptions};
+
+    /// A thread that is gone (its device closed, or its thread ended in a
+    /// panic) is passed over: a connection goes to the next thread, or
+    /// back to the tokio front when none is left, and is never dropped.
+    #[tokio::test]
+    async fn a_connection_is_never_given_to_a_thread_that_is_gone() {
+        let mut dev = SimDevice::new(SimConfig::new(64 << 20, 1));
+        format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
+        let (store, join) = shardstore::store::thread::spawn(Box::new(dev)).unwrap();
+        let mailbox =
+            |tx| Arc::new(Mailbox { tx, waiting: Arc::default(), store: store.clone(), live: Arc::default() });
+        let (gone_tx, gone_rx) = std::sync::mpsc::channel();
+        drop(gone_rx);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (handoffs, _received) = tokio::sync::mpsc::unbounded_channel();
+        let shards: ShardApi = Arc::new(|_| Box::pin(async { axum::response::Response::default() }));
+        let shared = Arc::new(Shared {
+            source: Source::Memory(Arc::default()),
+            shards,
+            runtime: tokio::runtime::Handle::current(),
+            handoffs,
+            header_bytes_max: 1024,
+            header_timeout: Duration::from_secs(1),
+            stopping: AtomicBool::new(false),
+            live: AtomicUsize::new(0),
+        });
+        let fronts = StoreFronts { threads: vec![mailbox(gone_tx), mailbox(tx)], next: AtomicUsize::new(0), shared };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for _ in 0..4 {
+            let _client = std::net::TcpStream::connect(addr).unwrap();
+            let (stream, _) = listener.accept().await.unwrap();
+            assert!(fronts.adopt(stream).is_ok(), "a thread was left to take it");
+        }
+        let adopted = rx.try_iter().filter(|m| matches!(m, Message::Adopt(_))).count();
+        assert_eq!(adopted, 4, "connections given to the thread that is gone were lost");
+        assert_eq!(fronts.live(), 4);
+        assert_eq!(fronts.threads[0].live.load(Ordering::SeqCst), 0);
+        // With no thread left, the tokio front serves it.
+        drop(rx);
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        assert!(fronts.adopt(stream).is_err(), "a connection no thread can take was not given back");
+        assert_eq!(fronts.live(), 4);
+        store.close().unwrap();
+        join.join().unwrap();
+    }
 }

@@ -165,7 +165,13 @@ impl Conns {
                 Ok(sent) => written += sent,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => bail!("{}: {e}", c.request),
+                // An agent that answered before it read the whole body
+                // (a refusal) and closed: its answer says why.
+                Err(e) => {
+                    let e = anyhow::Error::from(e);
+                    self.answered_early(i)?;
+                    bail!("{}: {e}", self.all[i].request);
+                }
             }
         }
         let want_out = written < total;
@@ -219,6 +225,25 @@ impl Conns {
         Ok(got.pop().expect("one answer").1)
     }
 
+    /// Fails naming the status of an answer connection `i` has before its
+    /// request is all sent (an agent refusing a body it will not read);
+    /// `Ok` when none is there (yet).
+    fn answered_early(&mut self, i: usize) -> anyhow::Result<()> {
+        let c = &mut self.all[i];
+        // Looked at, not taken: a head not whole yet is read again whole.
+        let filled = loop {
+            match c.stream.peek(&mut self.buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => break 0,
+            }
+        };
+        let Some(end) = self.buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") else { return Ok(()) };
+        let (status, _) = parse_head(&self.buf[..end], true)
+            .with_context(|| format!("{}: the agent's answer before the request was sent", c.request))?;
+        bail!("{} answered {status} before the request was all sent", c.request)
+    }
+
     /// Reads what connection `i` has of its answer.
     fn pull(&mut self, i: usize) -> anyhow::Result<()> {
         let c = &mut self.all[i];
@@ -229,7 +254,9 @@ impl Conns {
                 State::Body { left, .. } => (0, left.min(self.buf.len())),
                 // A peer that closes an idle connection: noticed at the
                 // next request.
-                State::Idle | State::Sending { .. } => return Ok(()),
+                State::Idle => return Ok(()),
+                // An answer before the request is out: a refusal.
+                State::Sending { .. } => return self.answered_early(i),
             };
             let n = match c.stream.read(&mut self.buf[from..room]) {
                 Ok(0) => bail!("{}: the agent closed the connection", c.request),
@@ -402,6 +429,29 @@ mod tests {
             format!("{e:#}").contains("GET /bad: the agent's answer: a content-length that is not a number"),
             "{e:#}"
         );
+    }
+
+    /// An agent that refuses a PUT from its head (as it does one too
+    /// large), answering before it reads the body, and closes: the job
+    /// fails naming the status, not the failed write.
+    #[test]
+    fn an_answer_before_the_body_is_sent_fails_naming_its_status() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 256];
+            let _ = s.read(&mut buf);
+            s.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
+            // Kept open a while unread, then closed.
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        let mut conns = Conns::open(&addr, "", 1).unwrap();
+        let payload = vec![1u8; 32 << 20];
+        let put = Request { method: "PUT", path: "/huge".into(), put: true };
+        let e = conns.send(0, &put, &payload).and_then(|()| answers(&mut conns, 1, &payload).map(drop));
+        let e = e.expect_err("a refused PUT");
+        assert!(e.to_string().contains("PUT /huge answered 413 before the request was all sent"), "{e:#}");
     }
 
     #[test]
