@@ -97,6 +97,13 @@ fn a_placed_shard_is_read_on_another_ring_and_never_outlives_a_change_of_its_key
     assert_eq!(read.finish(&Ok(100), &bytes(4, 4096)), None, "a short read was answered");
     assert_eq!(owner.placements().stats().failed.load(std::sync::atomic::Ordering::SeqCst), 2);
 
+    // A reader whose read is slow suspends the places (the device may
+    // hang): lookups go to the owner until it finishes a read again.
+    read.suspend();
+    assert!(owner.placements().lookup(b"k2").is_none(), "a suspended device's places are still read");
+    owner.get(b"k2").unwrap();
+    assert_eq!(placed_bytes(&owner, &mut ring, b"k2"), Some(bytes(4, 4096)));
+
     // Closing removes every place (and the descriptor: nothing to read).
     owner.close().unwrap();
     assert!(stats.lookup(b"k2").is_none(), "a closed store's places are still read");
