@@ -115,6 +115,11 @@ impl Placements {
         &self.stats
     }
 
+    /// Extent resets applied since the store opened.
+    pub fn resets(&self) -> u64 {
+        self.resets.load(Ordering::SeqCst)
+    }
+
     fn open(&self) -> bool {
         self.file.read().expect("never poisoned").is_some()
     }
