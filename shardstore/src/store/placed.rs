@@ -124,6 +124,12 @@ impl Placements {
         self.file.read().expect("never poisoned").is_some()
     }
 
+    /// Whether a shard of `size` bytes in `chunks` chunks would be placed
+    /// (someone reads places, and it fits one reader's buffer).
+    pub(super) fn takes(&self, size: u64, chunks: usize) -> bool {
+        self.wanted.load(Ordering::Relaxed) && size > 0 && size <= PLACED_SHARD_BYTES_MAX as u64 && chunks == 1
+    }
+
     /// The place of `key`'s shard, to read on the caller's thread, or
     /// `None` (not placed: ask the owner).
     pub fn lookup(self: &Arc<Self>, key: &[u8]) -> Option<PlacedRead> {

@@ -549,7 +549,9 @@ impl Store {
         // A failed store emptied its cache and placements and keeps them
         // empty.
         let whole = ctx.offset == 0 && ctx.end == ctx.meta.size;
-        if !whole || self.failed.is_some() {
+        let cache = self.read_cache.takes(ctx.meta.size);
+        let place = self.placed.takes(ctx.meta.size, ctx.meta.chunk_count());
+        if !whole || self.failed.is_some() || !(cache || place) {
             return;
         }
         let Some(now) = self.index.get(&ctx.key).filter(|m| m.sequence == ctx.meta.sequence) else { return };
@@ -557,10 +559,10 @@ impl Store {
             return;
         }
         let stat = super::stat_of(&ctx.meta);
-        if self.read_cache.takes(ctx.meta.size) {
+        if cache {
             self.read_cache.insert(&ctx.key, stat, &ctx.out);
         }
-        if now == ctx.meta && ctx.meta.chunk_count() == 1 {
+        if place && now == ctx.meta {
             self.placed.place(&ctx.key, self.payload_offset(ctx.meta.chunk(0)), stat);
         }
     }
