@@ -161,15 +161,12 @@ impl Placements {
     /// a whole-shard get that finished verified of the write the index
     /// holds).
     pub(super) fn place(&self, key: &[u8], offset: u64, stat: ShardStat) {
-        if !self.wanted.load(Ordering::Relaxed) {
+        if !self.takes(stat.size, stat.chunks) || !self.open() {
             return;
         }
         // The owner read the device: readers may use it again.
         if self.suspended.load(Ordering::Relaxed) {
             self.suspended.store(false, Ordering::Relaxed);
-        }
-        if stat.size == 0 || stat.size > PLACED_SHARD_BYTES_MAX as u64 || stat.chunks != 1 || !self.open() {
-            return;
         }
         let place = Place { offset, stat };
         let mut places = self.places.lock().expect("never poisoned");
