@@ -29,7 +29,7 @@
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::ShardStat;
@@ -68,9 +68,9 @@ pub struct PlacedStats {
 /// changes them) and the threads that read from them.
 #[derive(Debug)]
 pub struct Placements {
-    /// The device's descriptor (a duplicate), while reads may use it.
-    file: RwLock<Option<Arc<OwnedFd>>>,
-    places: Mutex<HashMap<Box<[u8]>, Place>>,
+    /// The places and the descriptor to read them through, under one
+    /// lock: a lookup takes one.
+    inner: Mutex<Inner>,
     /// Extent resets applied since open: the epoch of every place.
     resets: AtomicU64,
     /// Set by a reader whose placed read is slow (the device may hang):
@@ -83,6 +83,13 @@ pub struct Placements {
     wanted: AtomicBool,
     counters: Arc<DeviceCounters>,
     stats: PlacedStats,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The device's descriptor (a duplicate), while reads may use it.
+    file: Option<Arc<OwnedFd>>,
+    places: HashMap<Box<[u8]>, Place>,
 }
 
 /// A read of a placed shard, from its lookup to its check.
@@ -101,8 +108,7 @@ impl Placements {
     /// thread can read, such as the simulated one; nothing is placed).
     pub fn new(file: Option<OwnedFd>, counters: Arc<DeviceCounters>) -> Placements {
         Placements {
-            file: RwLock::new(file.map(Arc::new)),
-            places: Mutex::new(HashMap::new()),
+            inner: Mutex::new(Inner { file: file.map(Arc::new), places: HashMap::new() }),
             resets: AtomicU64::new(0),
             suspended: AtomicBool::new(false),
             wanted: AtomicBool::new(false),
@@ -120,10 +126,6 @@ impl Placements {
         self.resets.load(Ordering::SeqCst)
     }
 
-    fn open(&self) -> bool {
-        self.file.read().expect("never poisoned").is_some()
-    }
-
     /// Whether a shard of `size` bytes in `chunks` chunks would be placed
     /// (someone reads places, and it fits one reader's buffer).
     pub(super) fn takes(&self, size: u64, chunks: usize) -> bool {
@@ -139,14 +141,14 @@ impl Placements {
         if self.suspended.load(Ordering::Relaxed) {
             return None;
         }
-        let file = self.file.read().expect("never poisoned").as_ref().map(Arc::clone)?;
-        let places = self.places.lock().expect("never poisoned");
-        let place = *places.get(key)?;
+        let inner = self.inner.lock().expect("never poisoned");
+        let file = Arc::clone(inner.file.as_ref()?);
+        let place = *inner.places.get(key)?;
         // Under the lock: the place is still there, so its key has not
         // moved, and its extent (reset only after its keys moved) has not
         // been reset; the epoch taken now is one the place is valid in.
         let resets = self.resets.load(Ordering::SeqCst);
-        drop(places);
+        drop(inner);
         Some(PlacedRead {
             placements: Arc::clone(self),
             file,
@@ -161,7 +163,11 @@ impl Placements {
     /// a whole-shard get that finished verified of the write the index
     /// holds).
     pub(super) fn place(&self, key: &[u8], offset: u64, stat: ShardStat) {
-        if !self.takes(stat.size, stat.chunks) || !self.open() {
+        if !self.takes(stat.size, stat.chunks) {
+            return;
+        }
+        let mut inner = self.inner.lock().expect("never poisoned");
+        if inner.file.is_none() {
             return;
         }
         // The owner read the device: readers may use it again.
@@ -169,7 +175,7 @@ impl Placements {
             self.suspended.store(false, Ordering::Relaxed);
         }
         let place = Place { offset, stat };
-        let mut places = self.places.lock().expect("never poisoned");
+        let places = &mut inner.places;
         // Placed again by each read on the owner: no new key then.
         if let Some(p) = places.get_mut(key) {
             *p = place;
@@ -184,9 +190,9 @@ impl Placements {
 
     /// The index is about to change `key` (or where its chunks are).
     pub(super) fn forget(&self, key: &[u8]) {
-        let mut places = self.places.lock().expect("never poisoned");
-        if places.remove(key).is_some() {
-            self.stats.entries.store(places.len() as u64, Ordering::Relaxed);
+        let mut inner = self.inner.lock().expect("never poisoned");
+        if inner.places.remove(key).is_some() {
+            self.stats.entries.store(inner.places.len() as u64, Ordering::Relaxed);
         }
     }
 
@@ -198,9 +204,9 @@ impl Placements {
 
     /// The store fails or closes: nothing more is placed or read.
     pub(super) fn close(&self) {
-        *self.file.write().expect("never poisoned") = None;
-        let mut places = self.places.lock().expect("never poisoned");
-        places.clear();
+        let mut inner = self.inner.lock().expect("never poisoned");
+        inner.file = None;
+        inner.places.clear();
         self.stats.entries.store(0, Ordering::Relaxed);
     }
 
