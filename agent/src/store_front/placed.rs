@@ -43,10 +43,9 @@ impl ThreadFront {
     /// Starts `read` of `key` for connection `id` (whose pending read is
     /// set) on this thread's ring; gives `key` back when no buffer is free.
     pub(super) fn read_placed(&mut self, id: ConnId, read: PlacedRead, key: Vec<u8>) -> Result<(), Vec<u8>> {
-        let Some(mut buf) = self.placed_buffers.as_ref().and_then(|p| p.take(read.read_len())) else {
+        let Some(buf) = self.placed_buffers.as_ref().and_then(|p| p.take_if_fits(read.read_len())) else {
             return Err(key);
         };
-        buf.set_len(read.read_len());
         let Some(c) = self.conn(id) else { return Err(key) };
         let Pending::Read { placed, .. } = &mut c.pending else { return Err(key) };
         let op = SocketOp::ReadAt { file: read.file(), offset: read.offset(), buf };
@@ -64,7 +63,7 @@ impl ThreadFront {
         let Pending::Read { slot, placed, .. } = &mut c.pending else { return };
         let (slot, Some(p)) = (*slot, placed.take()) else { return };
         if c.closing {
-            self.give_back_ticket(id);
+            // Its turn on the device goes back with it.
             self.close(id);
             return;
         }
