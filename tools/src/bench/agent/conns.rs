@@ -238,7 +238,7 @@ impl Conns {
                 Err(_) => break 0,
             }
         };
-        let Some(end) = self.buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") else { return Ok(()) };
+        let Some(end) = head_end(&self.buf[..filled]) else { return Ok(()) };
         let (status, _) = parse_head(&self.buf[..end], true)
             .with_context(|| format!("{}: the agent's answer before the request was sent", c.request))?;
         bail!("{} answered {status} before the request was all sent", c.request)
@@ -268,7 +268,7 @@ impl Conns {
             c.state = match c.state {
                 State::Head { filled } => {
                     let filled = filled + n;
-                    let Some(end) = self.buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") else {
+                    let Some(end) = head_end(&self.buf[..filled]) else {
                         c.state = State::Head { filled };
                         continue;
                     };
@@ -290,6 +290,12 @@ impl Conns {
             }
         }
     }
+}
+
+/// Where an answer's head ends in `buf` (the blank line's start), if it
+/// is whole.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n")
 }
 
 /// The status and body length of an answer's head (`content-length`; none
