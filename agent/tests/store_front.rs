@@ -39,6 +39,37 @@ const LOCAL: &str = "shardnode_device_store_local_reads_total";
 const TRIPS: &str = "shardnode_device_store_requests_total";
 const PLACED: &str = "shardnode_placed_reads_total";
 
+/// A connection for pipelined shard GETs.
+struct Getter {
+    w: TcpStream,
+    r: std::io::BufReader<TcpStream>,
+}
+
+impl Getter {
+    fn connect(addr: SocketAddr) -> Getter {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Getter { w: s.try_clone().unwrap(), r: std::io::BufReader::new(s) }
+    }
+
+    /// GETs of `{name}-{i}` for every `i` below `keys`, sent at once: each
+    /// answer must be `expect(i)`, with its CRC in the header.
+    fn get_all(&mut self, name: &str, keys: u32, expect: &dyn Fn(u32) -> Vec<u8>) {
+        let wire: String = (0..keys)
+            .map(|i| format!("GET /v1/shards/{name}-{i} HTTP/1.1\r\nhost: t\r\n\r\n"))
+            .collect::<Vec<_>>()
+            .concat();
+        self.w.write_all(wire.as_bytes()).unwrap();
+        for i in 0..keys {
+            let reply = common::next_reply(&mut self.r, false);
+            assert_eq!(reply.status, 200, "{name}-{i}: {}", reply.text());
+            let want = expect(i);
+            assert!(reply.body == want, "{name}-{i}: wrong bytes");
+            assert_eq!(reply.header("x-shard-crc32c"), Some(format!("{:08x}", crc32c::crc32c(&want)).as_str()));
+        }
+    }
+}
+
 fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     after.iter().map(|(d, a)| (d.clone(), a - before.get(d).copied().unwrap_or(0))).collect()
 }
@@ -109,18 +140,9 @@ fn reads_of_other_devices_shards_go_to_their_threads_and_back() {
     let (a, b) = (common::scrape(addr), common::scrape(addr));
     let scrape = delta(&by_device(&b, TRIPS), &by_device(&a, TRIPS));
     let before = common::scrape(addr);
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let wire =
-        (0..KEYS).map(|i| format!("GET /v1/shards/hop-{i} HTTP/1.1\r\nhost: t\r\n\r\n")).collect::<Vec<_>>().concat();
-    s.write_all(wire.as_bytes()).unwrap();
-    let mut r = std::io::BufReader::new(s);
-    for i in 0..KEYS {
-        let reply = common::next_reply(&mut r, false);
-        assert_eq!(reply.status, 200, "hop-{i}: {}", reply.text());
-        assert!(reply.body == shard(i), "hop-{i}: wrong bytes");
-        assert_eq!(reply.header("x-shard-crc32c"), Some(format!("{:08x}", crc32c::crc32c(&shard(i))).as_str()));
-    }
+    // One connection for every pass: one serving thread reads them all.
+    let mut conn = Getter::connect(addr);
+    conn.get_all("hop", KEYS, &shard);
     let after = common::scrape(addr);
     let local = delta(&by_device(&after, LOCAL), &by_device(&before, LOCAL));
     let trips = delta(&by_device(&after, TRIPS), &by_device(&before, TRIPS));
@@ -137,29 +159,18 @@ fn reads_of_other_devices_shards_go_to_their_threads_and_back() {
     }
     assert!(held.values().filter(|n| **n > 0).count() >= 2, "the shards landed on one device: {held:?}");
 
-    // Those reads placed the shards: read again, the other devices'
-    // shards are read on the serving thread's own ring (no trip), with the
-    // same bytes. Then half are overwritten: no read finds an old place,
-    // and the next reads place the new bytes.
+    // Those reads placed the shards: read again on the same connection,
+    // the other devices' shards are read on the serving thread's own ring
+    // (no trip), with the same bytes. Then half are overwritten: no read
+    // finds an old place, and the next reads place the new bytes.
     let serving = serving[0].clone();
-    let read_all = |expect: &dyn Fn(u32) -> Vec<u8>| {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.write_all(wire.as_bytes()).unwrap();
-        let mut r = std::io::BufReader::new(s);
-        for i in 0..KEYS {
-            let reply = common::next_reply(&mut r, false);
-            assert_eq!(reply.status, 200, "hop-{i}: {}", reply.text());
-            assert!(reply.body == expect(i), "hop-{i}: wrong bytes");
-        }
-    };
     // Answered from a place, by device (the `read` outcome's series).
     let placed_reads = |text: &str| {
         let read = text.lines().filter(|l| l.contains("outcome=\"read\"")).map(|l| l.replace(",outcome=\"read\"", ""));
         by_device(&read.collect::<Vec<_>>().join("\n"), PLACED)
     };
     let (before, (t0, l0)) = (placed_reads(&after), (by_device(&after, TRIPS), by_device(&after, LOCAL)));
-    read_all(&shard);
+    conn.get_all("hop", KEYS, &shard);
     let after = common::scrape(addr);
     let placed = delta(&placed_reads(&after), &before);
     let trips = delta(&by_device(&after, TRIPS), &t0);
@@ -182,8 +193,8 @@ fn reads_of_other_devices_shards_go_to_their_threads_and_back() {
     for i in (0..KEYS).step_by(2) {
         assert_eq!(put(addr, &format!("hop-{i}"), &new(i)).status, 201);
     }
-    read_all(&new);
-    read_all(&new);
+    conn.get_all("hop", KEYS, &new);
+    conn.get_all("hop", KEYS, &new);
     assert!(agent.signal(Signal::SIGTERM).success());
 }
 
@@ -237,19 +248,10 @@ fn connections_are_served_on_at_most_connection_threads_store_threads() {
     let held = by_device(&common::scrape(addr), "shardnode_device_shards");
     assert!(held.values().filter(|n| **n > 0).count() >= 2, "the shards landed on one device: {held:?}");
     let before = by_device(&common::scrape(addr), LOCAL);
-    let wire =
-        (0..KEYS).map(|i| format!("GET /v1/shards/cap-{i} HTTP/1.1\r\nhost: t\r\n\r\n")).collect::<Vec<_>>().concat();
     // Six connections, each handed to a serving thread in turn.
-    let conns: Vec<TcpStream> = (0..6).map(|_| TcpStream::connect(addr).unwrap()).collect();
-    for mut s in conns {
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.write_all(wire.as_bytes()).unwrap();
-        let mut r = std::io::BufReader::new(s);
-        for i in 0..KEYS {
-            let reply = common::next_reply(&mut r, false);
-            assert_eq!(reply.status, 200, "cap-{i}: {}", reply.text());
-            assert!(reply.body == shard(i), "cap-{i}: wrong bytes");
-        }
+    let mut conns: Vec<Getter> = (0..6).map(|_| Getter::connect(addr)).collect();
+    for conn in &mut conns {
+        conn.get_all("cap", KEYS, &shard);
     }
     let local = delta(&by_device(&common::scrape(addr), LOCAL), &before);
     assert_eq!(local.get("0").copied(), Some(6 * held["0"]), "device 0's thread read its shards: {local:?}");
