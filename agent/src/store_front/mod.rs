@@ -335,7 +335,7 @@ enum Pending {
         close: bool,
         /// Read on this thread's ring from where `slot`'s thread placed
         /// the shard (`placed.rs`), while that read is in flight.
-        placed: Option<Box<placed::Placed>>,
+        placed: Option<placed::Placed>,
     },
     /// An answer from the router's handler, on tokio.
     Handler,

@@ -49,7 +49,7 @@ impl ThreadFront {
         let Some(c) = self.conn(id) else { return Err(key) };
         let Pending::Read { placed, .. } = &mut c.pending else { return Err(key) };
         let op = SocketOp::ReadAt { file: read.file(), offset: read.offset(), buf };
-        *placed = Some(Box::new(Placed { read, key }));
+        *placed = Some(Placed { read, key });
         c.op = true;
         self.submit(token(id), op);
         Ok(())
