@@ -40,9 +40,6 @@ pub use sidecar::{Local, Sidecar};
 /// Requests waiting for a store thread at most; beyond it callers get
 /// `Overloaded` rather than queueing without bound.
 pub const STORE_QUEUE_REQUESTS_MAX: usize = 4096;
-/// Longest a handle's usage figures (`StoreStats::usage`) lag behind the
-/// store while commits keep coming; they are exact once the queue drains.
-pub const USAGE_PUBLISH_INTERVAL_MS: u64 = 50;
 /// Idle time between background reclamation passes.
 pub const RECLAIM_IDLE_INTERVAL_MS: u64 = 100;
 
@@ -213,7 +210,6 @@ const REFILL_READS_MIN: usize = 8;
 
 fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
     let mut last_reclaim = Instant::now();
-    let (mut usage_dirty, mut last_publish) = (false, Instant::now());
     let mut pending: Vec<Request> = Vec::with_capacity(BATCH_OPS_MAX);
     let mut get_replies = Replies::default();
     let mut finished = Vec::with_capacity(STORE_QUEUE_DEPTH);
@@ -264,14 +260,10 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                         let _ = store.reclaim_with(&mut pump, Pace::Background, &|| writes_wait.get());
                         wake.parked.store(AWAKE, Ordering::SeqCst);
                         if store.reclaim_counts() != before {
-                            usage_dirty = true;
+                            wake.stats.publish(&store.usage());
                             wake.stats.publish_counts(&store);
                         }
                         last_reclaim = Instant::now();
-                    }
-                    if usage_dirty {
-                        wake.stats.publish(&store.usage());
-                        (usage_dirty, last_publish) = (false, Instant::now());
                     }
                     None
                 }
@@ -354,11 +346,10 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             wake.stats.commits.fetch_add(1, Ordering::Relaxed);
             wake.stats.committed_ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
             wake.stats.publish_counts(&store);
-            usage_dirty = true;
-            // The shard count costs nothing to publish (the rest of the
-            // usage walks the extent table): published before the replies,
-            // a caller that got its answer sees its write counted.
-            wake.stats.shards.store(store.len() as u64, Ordering::Relaxed);
+            // Usage is kept as the store changes (no walk of the extent
+            // table): published before the replies, so that a caller that
+            // got its answer sees its write counted.
+            wake.stats.publish(&store.usage());
             for (r, reply) in results.into_iter().zip(replies) {
                 reply(r);
             }
@@ -386,17 +377,6 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                 Ok(false) => {}
                 Err(e) => tracing::error!(device = %store.name, error = %e, "checkpoint failed"),
             }
-        }
-        // Usage walks the extent table: under a stream of requests it is
-        // published at most every USAGE_PUBLISH_INTERVAL_MS, and at once
-        // when the queue has drained (a steady trickle of reads or status
-        // requests must not keep a commit's change from being published).
-        if usage_dirty
-            && (wake.stats.queued.load(Ordering::Relaxed) == 0
-                || last_publish.elapsed() >= Duration::from_millis(USAGE_PUBLISH_INTERVAL_MS))
-        {
-            wake.stats.publish(&store.usage());
-            (usage_dirty, last_publish) = (false, Instant::now());
         }
         if let Some(reply) = closing {
             // Writes queued before the close were committed above.
