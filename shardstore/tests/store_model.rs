@@ -205,6 +205,10 @@ struct Harness {
 /// Index entries a checkpoint beside commits encodes at a time here: a
 /// few of the keys, so its encoding spans several steps.
 const SLICE_ENTRIES: usize = 2;
+/// Index entries a reclamation plan lists at a time here: its listing of
+/// a victim's chunks spans commits (and the steps of whole-extent passes),
+/// keys changing in between.
+const LIST_STEP_ENTRIES: usize = 3;
 
 impl Harness {
     fn new() -> Harness {
@@ -213,6 +217,7 @@ impl Harness {
         let handle = dev.handle();
         let mut store = Store::open(Box::new(dev)).unwrap();
         store.set_checkpoint_slice_entries(SLICE_ENTRIES);
+        store.set_reclaim_list_step_entries(LIST_STEP_ENTRIES);
         Harness {
             handle,
             store: Some(store),
@@ -244,6 +249,7 @@ impl Harness {
         self.store = None;
         self.store = Some(Store::open(Box::new(self.handle.attach())).expect("reopen after restart"));
         self.store().set_checkpoint_slice_entries(SLICE_ENTRIES);
+        self.store().set_reclaim_list_step_entries(LIST_STEP_ENTRIES);
         // The last commit before a crash is completed from the log's copy
         // of its payload when its chunk does not verify: rot of a put the
         // model holds is then healed (the exact bytes, and reported as a

@@ -332,6 +332,9 @@ pub struct Store {
     /// Index entries a checkpoint encodes between two looks at the device
     /// (`checkpoint::CHECKPOINT_SLICE_ENTRIES`; tests make it small).
     checkpoint_slice_entries: usize,
+    /// Index entries a reclamation plan lists at a time
+    /// (`reclaim::RECLAIM_LIST_STEP_ENTRIES`; tests make it small).
+    reclaim_list_step_entries: usize,
     /// Checkpoints made current since open, and the last one's time (µs).
     checkpoints_written: u64,
     checkpoint_last_micros: u64,
@@ -616,6 +619,14 @@ impl Store {
     #[doc(hidden)]
     pub fn set_checkpoint_slice_entries(&mut self, entries: usize) {
         self.checkpoint_slice_entries = entries.max(1);
+    }
+
+    /// Sets how many index entries a reclamation plan lists at a time (at
+    /// least one): tests make the listing of a victim's chunks span many
+    /// commits with few shards.
+    #[doc(hidden)]
+    pub fn set_reclaim_list_step_entries(&mut self, entries: usize) {
+        self.reclaim_list_step_entries = entries.max(1);
     }
 
     /// Writes the device sent in pieces to let reads pass.

@@ -37,13 +37,32 @@ fn span_bytes((_, _, chunk, from, size): &LiveChunk) -> u64 {
     u64::from(span_blocks(*from, *size, *chunk)) * BLOCK_SIZE_BYTES
 }
 
-/// An extent being evacuated across group commits.
+/// An extent being evacuated, across group commits or idle passes.
 #[derive(Debug)]
 pub(super) struct ReclaimPlan {
     pub(super) victim: u32,
     pub(super) generation: u32,
+    /// Live chunks listed and not yet moved; each is checked against the
+    /// index again before it moves (`still_in_place`).
     pub(super) chunks: std::collections::VecDeque<LiveChunk>,
+    /// The last key the listing looked at (`None` before its first step),
+    /// and whether it has walked the whole index.
+    after: Option<Vec<u8>>,
+    listed: bool,
 }
+
+/// Index entries a reclamation plan lists its victim's live chunks from
+/// at a time, in steps the group commits take (a few each) and the
+/// whole-extent passes, gets served between them, so that a large index
+/// never holds the store thread for a whole walk (half a million shards
+/// held it for 20 ms, ten million take the better part of a second).
+/// Tests make it small (`Store::set_reclaim_list_step_entries`).
+pub const RECLAIM_LIST_STEP_ENTRIES: usize = 4096;
+
+/// Listing steps one commit takes at most (while fewer than its budget's
+/// bytes of chunks are listed): 131072 index entries, a few milliseconds,
+/// gets served between the steps.
+pub const RECLAIM_LIST_STEPS_PER_COMMIT_MAX: usize = 32;
 
 /// Group commits start moving live chunks out of the emptiest sealed
 /// extent, a little each, once free extents are down to the reserve, what
@@ -118,8 +137,22 @@ impl Store {
             self.quiesce();
         }
         self.check_usable()?;
-        let Some(victim) = self.victim() else { return Ok(None) };
-        let live = self.live_chunks(victim);
+        let Some(mut plan) = self.current_plan() else { return Ok(None) };
+        // Listed in steps, gets served between them; a pass giving way
+        // keeps what it listed for the next.
+        while !plan.listed {
+            self.list_step(&mut plan);
+            if !plan.listed {
+                pump(self);
+                if give_way() {
+                    self.plan = Some(plan);
+                    self.reclaim_counts.passes_given_way += 1;
+                    return Ok(None);
+                }
+            }
+        }
+        let victim = plan.victim;
+        let live: Vec<LiveChunk> = plan.chunks.drain(..).filter(|c| self.still_in_place(c)).collect();
         let mut records = Vec::with_capacity(live.len() + 1);
         let mut moved = 0u64;
         // A batch of chunks at a time, its reads and then its writes all in
@@ -152,6 +185,9 @@ impl Store {
             }
         }
         if ended_early {
+            // The rest stays listed for the next pass (or the commits').
+            plan.chunks.extend(live[start..].iter().cloned());
+            self.plan = Some(plan);
             self.make_durable(&records)?;
             self.reclaim_counts.passes_given_way += 1;
             return Ok(None);
@@ -192,17 +228,57 @@ impl Store {
         self.extents.victim(self.stuck)
     }
 
-    /// Every live chunk in `victim` (a walk of the whole index).
-    pub(super) fn live_chunks(&self, victim: u32) -> Vec<LiveChunk> {
-        let mut live = Vec::new();
-        for (key, m) in self.index.iter() {
+    /// The plan in force (its victim not reset since, and either still
+    /// being listed or with chunks left), taken out of the store; else a
+    /// new one for the current victim, nothing listed yet.
+    fn current_plan(&mut self) -> Option<ReclaimPlan> {
+        let current = self.plan.as_ref().is_some_and(|p| {
+            self.extents.get(p.victim).generation == p.generation && (!p.listed || !p.chunks.is_empty())
+        });
+        if current {
+            return self.plan.take();
+        }
+        self.plan = None;
+        self.victim().map(|victim| ReclaimPlan {
+            victim,
+            generation: self.extents.get(victim).generation,
+            chunks: std::collections::VecDeque::new(),
+            after: None,
+            listed: false,
+        })
+    }
+
+    /// Lists the victim's live chunks among the next index entries (at
+    /// most `reclaim_list_step_entries`). Complete once the walk reaches
+    /// the end: nothing enters a sealed extent (puts and moved copies go
+    /// to the open one), so every chunk still in the victim then was
+    /// there, where the walk passed it, when it did.
+    fn list_step(&self, plan: &mut ReclaimPlan) {
+        let after = plan.after.take();
+        let start = match &after {
+            Some(key) => std::ops::Bound::Excluded(key.as_slice()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut last = None;
+        for (seen, (key, m)) in self.index.iter_from(start).enumerate() {
+            if seen == self.reclaim_list_step_entries {
+                plan.after = last.map(<[u8]>::to_vec);
+                return;
+            }
             for (c, l) in m.locators().enumerate() {
-                if l.extent == victim {
-                    live.push((key.to_vec(), m.sequence, c, l, m.size));
+                if l.extent == plan.victim {
+                    plan.chunks.push_back((key.to_vec(), m.sequence, c, l, m.size));
                 }
             }
+            last = Some(key);
         }
-        live
+        plan.listed = true;
+    }
+
+    /// Whether a listed chunk is still where the listing found it (its
+    /// key not replaced or deleted since).
+    fn still_in_place(&self, (key, sequence, chunk, from, _): &LiveChunk) -> bool {
+        self.index.get(key).is_some_and(|m| m.sequence == *sequence && m.chunk(*chunk) == *from)
     }
 
     /// Reads `batch` (all in flight), verifies each chunk and writes its
@@ -413,34 +489,37 @@ impl Store {
             return records;
         }
         let written = Self::batch_bytes(ops);
-        let current = self
-            .plan
-            .as_ref()
-            .is_some_and(|p| !p.chunks.is_empty() && self.extents.get(p.victim).generation == p.generation);
-        if !current {
-            self.plan = self.victim().map(|victim| ReclaimPlan {
-                victim,
-                generation: self.extents.get(victim).generation,
-                chunks: self.live_chunks(victim).into(),
-            });
-        }
-        let Some(plan) = self.plan.as_mut() else { return records };
+        let Some(mut plan) = self.current_plan() else { return records };
         let victim = plan.victim;
         let e = self.extents.get(victim);
         let live = f64::from(e.live_blocks) / f64::from(e.write_blocks.max(1));
         let budget =
             ((written as f64 * live / (1.0 - live).max(0.05) * 1.25) as u64 + (256 << 10)).min(RECLAIM_STEP_BYTES_MAX);
+        // The listing goes on until the budget's worth is listed, a few
+        // steps at most per commit (gets served between them): on a large
+        // index a victim's chunks are few per step, and the walk is spread
+        // over the commits.
+        let mut steps = 0;
+        while !plan.listed
+            && steps < RECLAIM_LIST_STEPS_PER_COMMIT_MAX
+            && plan.chunks.iter().map(|c| record_size_bytes(c.0.len(), chunk_len(c.4, c.2))).sum::<u64>() < budget
+        {
+            if steps > 0 {
+                pump(self);
+            }
+            self.list_step(&mut plan);
+            steps += 1;
+        }
         let mut batch = Vec::new();
         let mut bytes = 0;
         while bytes < budget {
             let Some(c) = plan.chunks.pop_front() else { break };
-            // Still where the plan found it (not replaced or deleted since)?
-            let (key, sequence, chunk, from, _) = &c;
-            if self.index.get(key).is_some_and(|m| m.sequence == *sequence && m.chunk(*chunk) == *from) {
-                bytes += record_size_bytes(key.len(), chunk_len(c.4, *chunk));
+            if self.still_in_place(&c) {
+                bytes += record_size_bytes(c.0.len(), chunk_len(c.4, c.2));
                 batch.push(c);
             }
         }
+        self.plan = Some(plan);
         let batch_len = self.move_batch_count_max();
         let moved = batch.chunks(batch_len).try_for_each(|part| {
             let (relocations, _) = self.move_chunks(victim, part, &mut *pump, Pace::Foreground)?;

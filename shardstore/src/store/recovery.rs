@@ -112,6 +112,7 @@ impl Store {
             checkpoint_last_micros: 0,
             beside: None,
             checkpoint_slice_entries: super::checkpoint::CHECKPOINT_SLICE_ENTRIES,
+            reclaim_list_step_entries: super::reclaim::RECLAIM_LIST_STEP_ENTRIES,
             logged_during_checkpoint: 0,
             completed_at_open: Vec::new(),
             one_flush_commits: 0,
