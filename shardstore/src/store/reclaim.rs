@@ -37,6 +37,11 @@ fn span_bytes((_, _, chunk, from, size): &LiveChunk) -> u64 {
     u64::from(span_blocks(*from, *size, *chunk)) * BLOCK_SIZE_BYTES
 }
 
+/// The bytes a live chunk's record takes (what a commit's budget counts).
+fn record_bytes((key, _, chunk, _, size): &LiveChunk) -> u64 {
+    record_size_bytes(key.len(), chunk_len(*size, *chunk))
+}
+
 /// An extent being evacuated, across group commits or idle passes.
 #[derive(Debug)]
 pub(super) struct ReclaimPlan {
@@ -502,7 +507,7 @@ impl Store {
         let mut steps = 0;
         while !plan.listed
             && steps < RECLAIM_LIST_STEPS_PER_COMMIT_MAX
-            && plan.chunks.iter().map(|c| record_size_bytes(c.0.len(), chunk_len(c.4, c.2))).sum::<u64>() < budget
+            && plan.chunks.iter().map(record_bytes).sum::<u64>() < budget
         {
             if steps > 0 {
                 pump(self);
@@ -515,7 +520,7 @@ impl Store {
         while bytes < budget {
             let Some(c) = plan.chunks.pop_front() else { break };
             if self.still_in_place(&c) {
-                bytes += record_size_bytes(c.0.len(), chunk_len(c.4, c.2));
+                bytes += record_bytes(&c);
                 batch.push(c);
             }
         }
