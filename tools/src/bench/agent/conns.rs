@@ -437,17 +437,26 @@ mod tests {
         );
     }
 
+    /// A listener taking one connection: it reads the first bytes the
+    /// client sends, then hands the connection to `then`. Its address.
+    fn one_connection(then: impl FnOnce(std::net::TcpStream) + Send + 'static) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            then(s);
+        });
+        addr
+    }
+
     /// An agent that refuses a PUT from its head (as it does one too
     /// large), answering before it reads the body, and closes: the job
     /// fails naming the status, not the failed write.
     #[test]
     fn an_answer_before_the_body_is_sent_fails_naming_its_status() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut buf = [0u8; 256];
-            let _ = s.read(&mut buf);
+        let addr = one_connection(|mut s| {
             s.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
             // Kept open a while unread, then closed.
             std::thread::sleep(Duration::from_millis(500));
@@ -462,14 +471,8 @@ mod tests {
 
     #[test]
     fn a_closed_connection_fails_naming_the_request() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
-            // Closed without an answer.
-        });
+        // Closed without an answer.
+        let addr = one_connection(drop);
         let mut conns = Conns::open(&addr, "", 1).unwrap();
         conns.send(0, &Request { method: "GET", path: "/gone".into(), put: false }, b"").unwrap();
         let e = answers(&mut conns, 1, b"").err().expect("closed");
