@@ -257,27 +257,31 @@ impl Store {
     /// most `reclaim_list_step_entries`). Complete once the walk reaches
     /// the end: nothing enters a sealed extent (puts and moved copies go
     /// to the open one), so every chunk still in the victim then was
-    /// there, where the walk passed it, when it did.
-    fn list_step(&self, plan: &mut ReclaimPlan) {
+    /// there, where the walk passed it, when it did. Returns the bytes of
+    /// the chunks it listed (`record_bytes`).
+    fn list_step(&self, plan: &mut ReclaimPlan) -> u64 {
         let after = plan.after.take();
         let start = match &after {
             Some(key) => std::ops::Bound::Excluded(key.as_slice()),
             None => std::ops::Bound::Unbounded,
         };
-        let mut last = None;
+        let (mut last, mut bytes) = (None, 0);
         for (seen, (key, m)) in self.index.iter_from(start).enumerate() {
             if seen == self.reclaim_list_step_entries {
                 plan.after = last.map(<[u8]>::to_vec);
-                return;
+                return bytes;
             }
             for (c, l) in m.locators().enumerate() {
                 if l.extent == plan.victim {
-                    plan.chunks.push_back((key.to_vec(), m.sequence, c, l, m.size));
+                    let chunk = (key.to_vec(), m.sequence, c, l, m.size);
+                    bytes += record_bytes(&chunk);
+                    plan.chunks.push_back(chunk);
                 }
             }
             last = Some(key);
         }
         plan.listed = true;
+        bytes
     }
 
     /// Whether a listed chunk is still where the listing found it (its
@@ -504,15 +508,13 @@ impl Store {
         // steps at most per commit (gets served between them): on a large
         // index a victim's chunks are few per step, and the walk is spread
         // over the commits.
+        let mut listed: u64 = plan.chunks.iter().map(record_bytes).sum();
         let mut steps = 0;
-        while !plan.listed
-            && steps < RECLAIM_LIST_STEPS_PER_COMMIT_MAX
-            && plan.chunks.iter().map(record_bytes).sum::<u64>() < budget
-        {
+        while !plan.listed && steps < RECLAIM_LIST_STEPS_PER_COMMIT_MAX && listed < budget {
             if steps > 0 {
                 pump(self);
             }
-            self.list_step(&mut plan);
+            listed += self.list_step(&mut plan);
             steps += 1;
         }
         let mut batch = Vec::new();
