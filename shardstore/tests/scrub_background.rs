@@ -492,3 +492,88 @@ fn reclamation_moves_group_members_into_a_group() {
     check(&mut store);
     assert!(store.scrub_pass(|_, _| {}).is_clean());
 }
+
+/// Puts `count` shards of 1 MiB (one chunk each; seven fill an extent).
+fn put_mib(store: &mut Store, prefix: &str, count: usize) -> Vec<String> {
+    let keys: Vec<String> = (0..count).map(|i| format!("{prefix}{i:02}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        store.put(key.as_bytes(), &data(1 << 20, i as u64)).unwrap();
+    }
+    keys
+}
+
+fn extent_of(store: &Store, key: &str) -> u64 {
+    (store.chunk_locations(key.as_bytes()).unwrap()[0].0 - store.superblock().layout.data_offset) / EXTENT_BYTES
+}
+
+#[test]
+fn one_walk_of_the_index_lists_the_chunks_of_a_run_of_extents() {
+    // Runs as large as the default allows, of two extents' chunks at
+    // most, and of one extent each (its chunks alone are past the bound).
+    for (chunks_max, runs) in [(None, 1), (Some(14), 3), (Some(0), 5)] {
+        let (mut store, _h) = new_store(21);
+        let keys = put_mib(&mut store, "r", 30);
+        let extents: std::collections::BTreeSet<u64> = keys.iter().map(|k| extent_of(&store, k)).collect();
+        assert_eq!(extents.len(), 5, "30 shards of 1 MiB, seven to an extent");
+        if let Some(max) = chunks_max {
+            store.set_scrub_run_chunks_max(max);
+        }
+        store.set_scrub_settings(unthrottled());
+        scrub_until(&mut store, |s| passes(s) >= 1);
+        let counters = store.scrub_status().counters;
+        // The step that completes a pass begins the next pass's first run.
+        assert_eq!(store.scrub_runs_listed(), runs + 1, "walks of the index, runs of {chunks_max:?} chunks");
+        assert_eq!(counters.chunks_verified, 30, "runs of {chunks_max:?} chunks");
+        assert_eq!(counters.extents_verified, extents.len() as u64, "runs of {chunks_max:?} chunks");
+        assert!(counters.findings.iter().all(|n| *n == 0));
+    }
+}
+
+#[test]
+fn an_extent_reset_after_its_run_was_listed_is_listed_again_with_what_it_holds_now() {
+    let (mut store, h) = new_store(22);
+    let keys = put_mib(&mut store, "a", 21);
+    let second = extent_of(&store, "a07");
+    assert!(keys[7..14].iter().all(|k| extent_of(&store, k) == second), "the second seven share an extent");
+    store.set_scrub_settings(unthrottled());
+    // The first step lists the run (the index is small: one step) and
+    // reads nothing yet.
+    store.scrub_step().unwrap();
+    assert_eq!(store.scrub_runs_listed(), 1);
+    assert_eq!(store.scrub_status().counters.chunks_verified, 0);
+
+    // The second extent empties, is reset by the next commit, and new
+    // shards fill it again; one of those rots.
+    for key in &keys[7..14] {
+        store.delete(key.as_bytes()).unwrap();
+    }
+    let mut reused = None;
+    for i in 0..20 {
+        let key = format!("b{i:02}");
+        store.put(key.as_bytes(), &data(1 << 20, 100 + i)).unwrap();
+        if extent_of(&store, &key) == second {
+            reused = Some(key);
+            break;
+        }
+    }
+    let reused = reused.expect("new shards went to the reset extent");
+    let rotted = store.chunk_locations(reused.as_bytes()).unwrap()[0].0 + 1000;
+    h.rot_bit(rotted, 4);
+
+    scrub_until(&mut store, |s| passes(s) >= 1);
+    let status = store.scrub_status();
+    let found: Vec<(FindingKind, Option<String>, u64)> =
+        status.recent_findings.iter().map(|f| (f.kind, f.key.clone(), f.offset)).collect();
+    assert_eq!(
+        found,
+        vec![(FindingKind::ChunkChecksum, Some(reused.clone()), rotted - 1000)],
+        "the reset extent's new shard was read, its old listing not used"
+    );
+    // The first run, the run listed again from the reset extent, and the
+    // next pass's first (begun by the step that completed the pass).
+    assert_eq!(store.scrub_runs_listed(), 3, "the run was listed again from the reset extent");
+    match store.get(reused.as_bytes()) {
+        Err(Error::Corruption { .. }) => {}
+        other => panic!("the rotted shard was answered with {:?}", other.map(|b| b.len())),
+    }
+}

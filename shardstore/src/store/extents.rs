@@ -38,6 +38,53 @@ impl ExtentClasses {
     }
 }
 
+/// Sums of a per-extent count over any run of extents from the first,
+/// kept as the counts change (a Fenwick tree): the scrubber asks for the
+/// live bytes past its cursor at every step, and a 16 TB drive has a
+/// quarter of a million extents to sum.
+#[derive(Debug, Default)]
+struct PrefixSums {
+    /// `tree[i]` (from 1) holds the sum of the `i & i.wrapping_neg()`
+    /// counts ending at count `i - 1`.
+    tree: Vec<u64>,
+}
+
+impl PrefixSums {
+    fn new(counts: impl ExactSizeIterator<Item = u64>) -> PrefixSums {
+        let mut tree = vec![0u64; counts.len() + 1];
+        for (i, c) in counts.enumerate() {
+            let j = i + 1;
+            tree[j] = tree[j].wrapping_add(c);
+            let parent = j + (j & j.wrapping_neg());
+            if parent < tree.len() {
+                tree[parent] = tree[parent].wrapping_add(tree[j]);
+            }
+        }
+        PrefixSums { tree }
+    }
+
+    /// Count `i` grows by `delta` (shrinks, for a negative one).
+    fn add(&mut self, i: u32, delta: i64) {
+        let mut j = i as usize + 1;
+        while j < self.tree.len() {
+            // Two's complement: the sums come out right as long as every
+            // true sum is not negative, which the counts guarantee.
+            self.tree[j] = self.tree[j].wrapping_add(delta as u64);
+            j += j & j.wrapping_neg();
+        }
+    }
+
+    /// The sum of counts `0..i`.
+    fn below(&self, i: u32) -> u64 {
+        let (mut j, mut sum) = (i as usize, 0u64);
+        while j > 0 {
+            sum = sum.wrapping_add(self.tree[j]);
+            j -= j & j.wrapping_neg();
+        }
+        sum
+    }
+}
+
 /// One extent's state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExtentInfo {
@@ -78,6 +125,11 @@ pub(super) struct ExtentTable {
     /// store's usage is published after most commits, and a 16 TB drive
     /// has a quarter of a million extents to sum.
     live_total: u64,
+    /// Every extent's `live_blocks`, summable from any extent on.
+    live_sums: PrefixSums,
+    /// Live chunks (records the index references) in each extent: how the
+    /// scrubber sizes the run of extents one walk of the index lists.
+    live_chunks: Vec<u32>,
 }
 
 impl ExtentTable {
@@ -90,11 +142,24 @@ impl ExtentTable {
             "write pointers are checked against the extent size before the table is built"
         );
         let live_total = extents.iter().map(|e| u64::from(e.live_blocks)).sum();
-        ExtentTable { extents, open: None, classes: ExtentClasses::default(), blocks_per_extent, live_total }
+        let live_sums = PrefixSums::new(extents.iter().map(|e| u64::from(e.live_blocks)));
+        let live_chunks = vec![0; extents.len()];
+        ExtentTable {
+            extents,
+            open: None,
+            classes: ExtentClasses::default(),
+            blocks_per_extent,
+            live_total,
+            live_sums,
+            live_chunks,
+        }
     }
 
+    /// Recovery replayed everything: the classes are filed, and the sums
+    /// the checkpoint's shards were loaded without (`load_live`) built.
     pub(super) fn recovered(&mut self) {
         self.classes.rebuild(&self.extents, self.open);
+        self.live_sums = PrefixSums::new(self.extents.iter().map(|e| u64::from(e.live_blocks)));
     }
 
     pub(super) fn all(&self) -> &[ExtentInfo] {
@@ -176,16 +241,20 @@ impl ExtentTable {
         e.live_blocks += live;
         e.note_write(written_ms);
         self.live_total += u64::from(live);
+        self.live_sums.add(at.extent, i64::from(live));
+        self.live_chunks[at.extent as usize] += 1;
         self.touch(at.extent);
     }
 
     /// A checkpoint's shard is live in `extent` (its write pointer comes
     /// from the checkpoint). A version 1 checkpoint has no verification
-    /// times: the oldest write time in the extent stands in.
+    /// times: the oldest write time in the extent stands in. The sums are
+    /// built once, by [`ExtentTable::recovered`].
     pub(super) fn load_live(&mut self, extent: u32, blocks: u32, written_ms: u64, version: u32) {
         let e = &mut self.extents[extent as usize];
         e.live_blocks += blocks;
         self.live_total += u64::from(blocks);
+        self.live_chunks[extent as usize] += 1;
         if version < 2 && e.checked_ms != 0 {
             e.checked_ms = e.checked_ms.min(written_ms.max(1));
         } else {
@@ -199,12 +268,17 @@ impl ExtentTable {
         e.live_blocks =
             e.live_blocks.checked_sub(blocks).unwrap_or_else(|| panic!("extent {extent} live accounting underflow"));
         self.live_total -= u64::from(blocks);
+        self.live_sums.add(extent, -i64::from(blocks));
+        self.live_chunks[extent as usize] -= 1;
         self.touch(extent);
     }
 
     /// The extent was emptied: its generation moves on, nothing is in it.
     pub(super) fn reset(&mut self, extent: u32, generation: u32) {
-        self.live_total -= u64::from(self.extents[extent as usize].live_blocks);
+        let live = self.extents[extent as usize].live_blocks;
+        self.live_total -= u64::from(live);
+        self.live_sums.add(extent, -i64::from(live));
+        self.live_chunks[extent as usize] = 0;
         self.extents[extent as usize] = ExtentInfo { generation, write_blocks: 0, live_blocks: 0, checked_ms: 0 };
         if self.open == Some(extent) {
             self.open = None;
@@ -226,6 +300,16 @@ impl ExtentTable {
         self.live_total
     }
 
+    /// Blocks of live records in extents `first..`.
+    pub(super) fn live_blocks_from(&self, first: u32) -> u64 {
+        self.live_total - self.live_sums.below(first)
+    }
+
+    /// Live chunks in `extent`.
+    pub(super) fn live_chunks(&self, extent: u32) -> u32 {
+        self.live_chunks[extent as usize]
+    }
+
     /// Blocks left in the open extent.
     pub(super) fn open_blocks_left(&self) -> u32 {
         self.open.map_or(0, |e| self.blocks_per_extent - self.extents[e as usize].write_blocks)
@@ -245,11 +329,15 @@ impl ExtentTable {
             .map(|(i, _)| i as u32)
     }
 
-    /// Checks the table against the live blocks the index references per
-    /// extent; panics on a broken invariant.
-    pub(super) fn check(&self, live: &[u32]) {
+    /// Checks the table against the live blocks and chunks the index
+    /// references per extent; panics on a broken invariant.
+    pub(super) fn check(&self, live: &[u32], chunks: &[u32]) {
+        let mut below = 0;
         for (i, e) in self.extents.iter().enumerate() {
             assert_eq!(e.live_blocks, live[i], "extent {i} live blocks");
+            assert_eq!(self.live_chunks[i], chunks[i], "extent {i} live chunks");
+            assert_eq!(self.live_sums.below(i as u32), below, "live blocks of the extents before {i}, as summed");
+            below += u64::from(e.live_blocks);
             assert!(e.write_blocks <= self.blocks_per_extent, "extent {i} write pointer past its end");
         }
         let sum: u64 = self.extents.iter().map(|e| u64::from(e.live_blocks)).sum();

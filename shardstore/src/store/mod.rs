@@ -709,6 +709,7 @@ impl Store {
     /// invariant (tests call it after every step).
     pub fn check_invariants(&self) {
         let mut live = vec![0u32; self.extents.len()];
+        let mut chunks = vec![0u32; self.extents.len()];
         for (key, m) in self.index.iter() {
             assert_eq!(m.chunk_count(), chunk_count(m.size), "shard {key:?} chunk count");
             for (i, l) in m.locators().enumerate() {
@@ -717,9 +718,10 @@ impl Store {
                     "shard {key:?} chunk {i} beyond write pointer"
                 );
                 live[l.extent as usize] += live_blocks(l, m.size, i);
+                chunks[l.extent as usize] += 1;
             }
         }
-        self.extents.check(&live);
+        self.extents.check(&live, &chunks);
     }
 
     /// Checkpoints and records a clean shutdown.

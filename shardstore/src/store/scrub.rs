@@ -140,6 +140,20 @@ impl Store {
         self.scrub.wants_step()
     }
 
+    /// Walks of the index the scrubber began, each listing the chunks of
+    /// a run of extents (for tests and benchmarks).
+    #[doc(hidden)]
+    pub fn scrub_runs_listed(&self) -> u64 {
+        self.scrub.runs_listed()
+    }
+
+    /// Sizes the scrubber's runs to at most `chunks` live chunks (but at
+    /// least one extent): tests list one extent per walk with 0.
+    #[doc(hidden)]
+    pub fn set_scrub_run_chunks_max(&mut self, chunks: u64) {
+        self.scrub.set_run_chunks_max(chunks);
+    }
+
     /// The read rate the deadline needs now, in bytes per second.
     pub fn scrub_rate(&self, now_ms: u64) -> u64 {
         self.scrub.rate(&self.extents, now_ms)

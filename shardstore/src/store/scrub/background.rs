@@ -19,9 +19,13 @@ use crate::constants::BLOCK_SIZE_BYTES;
 
 // How it works.
 //
-// It walks the extents in order, one at a time. For the extent at the
-// cursor it lists the live chunks the index references (in bounded steps,
-// so a large index never stalls the store thread), sorts them by
+// It walks the extents in order, one at a time. The live chunks the
+// index references are listed for a run of extents at once, from the one
+// at the cursor on (as many extents as about `LIST_RUN_CHUNKS_MAX` chunks
+// fill): one walk of the index per run, in bounded steps so that a large
+// index never stalls the store thread, rather than one per extent, which
+// on a large drive full of small shards would cost more than the reads.
+// An extent's scan takes its chunks from the run, sorts them by
 // position, and reads them back in windows of up to about 1 MiB that may
 // span small dead gaps: sequential reads, through the same ring as the
 // store's gets but only while the gets leave room, and paced by a byte
@@ -41,8 +45,14 @@ const DAY_MS: u64 = 24 * 3600 * 1000;
 const PASS_TARGET_PERCENT: u64 = 90;
 /// Dead bytes a window reads through rather than starting a new read.
 const GAP_BYTES_MAX: u64 = 256 * 1024;
-/// Index entries examined per step while listing an extent's chunks.
+/// Index entries examined per step while listing a run's chunks.
 const LIST_STEP_ENTRIES: usize = 16 * 1024;
+/// Live chunks a run of extents holds at most when its listing starts
+/// (more when its first extent alone holds more): a few MiB of chunk
+/// references, 64 extents of 1 MiB shards at the default extent size.
+const LIST_RUN_CHUNKS_MAX: u64 = 64 * 1024;
+/// Extents in a run at most (empty ones among them are not scanned).
+const LIST_RUN_EXTENTS_MAX: usize = 1024;
 /// Windows in flight at most when unthrottled (one when paced).
 const UNTHROTTLED_WINDOWS_MAX: usize = 4;
 /// Recent findings kept for status (all are counted and logged).
@@ -128,18 +138,63 @@ pub(super) struct ChunkRef {
 pub(super) struct ExtentScan {
     extent: u32,
     generation: u32,
+    /// When the listing of its chunks began: records written to it since
+    /// (past its write pointer then) are newer, left to the next pass.
     started_ms: u64,
-    /// Write pointer when the scan started: later records are newer than
-    /// `started_ms` and left to the next pass.
-    snapshot_blocks: u32,
-    /// Where the listing of live chunks goes on (None: from the start).
-    list_after: Option<Vec<u8>>,
-    listed: bool,
     chunks: Vec<ChunkRef>,
     /// The next chunk no window has taken.
     next: usize,
     /// Bytes of the extent's live records already read in this scan.
     read_bytes: u64,
+}
+
+/// The live chunks of a run of extents (from `first`), listed by one walk
+/// of the index for the scans of those extents to take.
+#[derive(Debug)]
+struct RunListing {
+    started_ms: u64,
+    first: u32,
+    /// Per extent of the run; `None` once its scan took it.
+    extents: Vec<Option<Listed>>,
+    /// Where the walk goes on (None: from the start).
+    after: Option<Vec<u8>>,
+    done: bool,
+}
+
+/// One extent of a run: its generation and write pointer when the listing
+/// began, and the live chunks below that pointer.
+#[derive(Debug)]
+struct Listed {
+    generation: u32,
+    snapshot_blocks: u32,
+    chunks: Vec<ChunkRef>,
+}
+
+impl RunListing {
+    /// A run from extent `first` on: extents while their live chunks fit
+    /// `chunks_max` (at least the first), at most `LIST_RUN_EXTENTS_MAX`.
+    fn new(extents: &ExtentTable, first: u32, chunks_max: u64, now_ms: u64) -> RunListing {
+        let mut run = Vec::new();
+        let mut chunks = 0;
+        for e in first..extents.len() as u32 {
+            let n = u64::from(extents.live_chunks(e));
+            if !run.is_empty() && (chunks + n > chunks_max || run.len() == LIST_RUN_EXTENTS_MAX) {
+                break;
+            }
+            chunks += n;
+            let info = extents.get(e);
+            run.push(Some(Listed {
+                generation: info.generation,
+                snapshot_blocks: info.write_blocks,
+                chunks: Vec::new(),
+            }));
+        }
+        RunListing { started_ms: now_ms, first, extents: run, after: None, done: false }
+    }
+
+    fn covers(&self, extent: u32) -> bool {
+        extent >= self.first && ((extent - self.first) as usize) < self.extents.len()
+    }
 }
 
 /// One scrub read in flight: chunks `first..first + count` of the scan,
@@ -157,6 +212,12 @@ pub struct Background {
     cursor: ScrubCursor,
     settings: ScrubSettings,
     scan: Option<ExtentScan>,
+    /// The run being listed, or listed and not yet scanned to its end.
+    run: Option<RunListing>,
+    /// `LIST_RUN_CHUNKS_MAX`, but for tests.
+    run_chunks_max: u64,
+    /// Runs whose listing began since the store opened: walks of the index.
+    runs_listed: u64,
     windows: Vec<Option<Window>>,
     /// Chunks to verify one by one (their window could not be read).
     retry: Vec<ChunkRef>,
@@ -205,6 +266,9 @@ impl Background {
             cursor,
             settings: ScrubSettings::default(),
             scan: None,
+            run: None,
+            run_chunks_max: LIST_RUN_CHUNKS_MAX,
+            runs_listed: 0,
             windows: Vec::new(),
             retry: Vec::new(),
             allowance: 0.0,
@@ -216,6 +280,16 @@ impl Background {
             pending_damage: Vec::new(),
             wants_step: false,
         }
+    }
+
+    /// Walks of the index begun to list runs of extents.
+    pub(crate) fn runs_listed(&self) -> u64 {
+        self.runs_listed
+    }
+
+    /// Live chunks a run is sized to hold at most (tests make it small).
+    pub(crate) fn set_run_chunks_max(&mut self, chunks: u64) {
+        self.run_chunks_max = chunks;
     }
 
     /// The persisted cursor (written with every checkpoint).
@@ -255,14 +329,8 @@ impl Background {
     /// extents from the cursor on, less what the current extent's scan
     /// already read) and live bytes in all.
     fn pass_bytes(&self, extents: &ExtentTable) -> (u64, u64) {
-        let (mut left, mut all) = (0, 0);
-        for (i, e) in extents.all().iter().enumerate() {
-            let bytes = u64::from(e.live_blocks) * BLOCK_SIZE_BYTES;
-            all += bytes;
-            if i as u32 >= self.cursor.next_extent {
-                left += bytes;
-            }
-        }
+        let left = extents.live_blocks_from(self.cursor.next_extent) * BLOCK_SIZE_BYTES;
+        let all = extents.live_blocks() * BLOCK_SIZE_BYTES;
         let read = self.scan.as_ref().map_or(0, |s| s.read_bytes);
         (left.saturating_sub(read), all)
     }
@@ -354,7 +422,9 @@ impl Background {
     }
 
     /// Picks the next extent with live data from the cursor, unless a scan
-    /// is under way.
+    /// is under way, and starts its scan with the chunks its run listed;
+    /// or starts the listing of a run from there (`listing` then says so,
+    /// and the scan starts once the run is listed).
     pub(super) fn start_extent_scan(&mut self, extents: &ExtentTable, now_ms: u64) -> ScanStart {
         if self.scan.is_some() {
             return ScanStart::Scanning;
@@ -364,27 +434,39 @@ impl Background {
         }
         let count = extents.len() as u32;
         let mut e = self.cursor.next_extent;
-        while e < count {
-            let info = extents.get(e);
-            if info.live_blocks > 0 {
-                self.scan = Some(ExtentScan {
-                    extent: e,
-                    generation: info.generation,
-                    started_ms: now_ms,
-                    snapshot_blocks: info.write_blocks,
-                    list_after: None,
-                    listed: false,
-                    chunks: Vec::new(),
-                    next: 0,
-                    read_bytes: 0,
-                });
-                self.cursor.next_extent = e;
-                return ScanStart::Scanning;
-            }
+        while e < count && extents.get(e).live_blocks == 0 {
             e += 1;
         }
+        if e < count {
+            self.cursor.next_extent = e;
+            if let Some(run) = self.run.as_mut().filter(|r| r.covers(e)) {
+                if !run.done {
+                    return ScanStart::Scanning;
+                }
+                // Taken once: a scan abandoned (the ring failed) lists again.
+                let listed = run.extents[(e - run.first) as usize].take();
+                // An extent reset since the listing began holds other
+                // chunks now: the run is listed again from it.
+                if let Some(mut listed) = listed.filter(|l| l.generation == extents.get(e).generation) {
+                    listed.chunks.sort_by_key(|c| (c.loc.block, c.loc.distance));
+                    self.scan = Some(ExtentScan {
+                        extent: e,
+                        generation: listed.generation,
+                        started_ms: run.started_ms,
+                        chunks: listed.chunks,
+                        next: 0,
+                        read_bytes: 0,
+                    });
+                    return ScanStart::Scanning;
+                }
+            }
+            self.run = Some(RunListing::new(extents, e, self.run_chunks_max, now_ms));
+            self.runs_listed += 1;
+            return ScanStart::Scanning;
+        }
+        self.run = None;
         // A complete pass: every extent was verified since it began.
-        if extents.all().iter().all(|x| x.live_blocks == 0) {
+        if extents.live_blocks() == 0 {
             return ScanStart::Idle;
         }
         if self.settings.until_pass_end {
@@ -399,16 +481,18 @@ impl Background {
         })
     }
 
-    /// Whether the extent being scanned still has chunks to list.
+    /// Whether the run the next scan takes its chunks from is still being
+    /// listed.
     pub(super) fn listing(&self) -> bool {
-        self.scan.as_ref().is_some_and(|s| !s.listed)
+        self.scan.is_none() && self.run.as_ref().is_some_and(|r| !r.done)
     }
 
     /// Lists up to `LIST_STEP_ENTRIES` index entries for live chunks in the
-    /// extent being scanned, below its snapshot write pointer.
+    /// run's extents, below each one's write pointer when the listing
+    /// began.
     pub(super) fn list_step(&mut self, index: &Index, damaged: &RepairList) {
-        let scan = self.scan.as_mut().expect("a scan in progress");
-        let start = match &scan.list_after {
+        let run = self.run.as_mut().expect("a run being listed");
+        let start = match &run.after {
             Some(k) => std::ops::Bound::Excluded(k.as_slice()),
             None => std::ops::Bound::Unbounded,
         };
@@ -419,15 +503,19 @@ impl Background {
                 break;
             }
             seen += 1;
-            last = Some(key.to_vec());
+            last = Some(key);
             // A shard on the repair list was found damaged already: it is
             // not read again (nor reported again) until it is replaced.
             if damaged.get(key, m.sequence).is_some() {
                 continue;
             }
             for (c, l) in m.locators().enumerate() {
-                if l.extent == scan.extent && l.block < scan.snapshot_blocks {
-                    scan.chunks.push(ChunkRef {
+                if !run.covers(l.extent) {
+                    continue;
+                }
+                let Some(listed) = &mut run.extents[(l.extent - run.first) as usize] else { continue };
+                if l.block < listed.snapshot_blocks {
+                    listed.chunks.push(ChunkRef {
                         key: key.to_vec(),
                         sequence: m.sequence,
                         chunk: c as u32,
@@ -438,10 +526,9 @@ impl Background {
             }
         }
         if seen < LIST_STEP_ENTRIES {
-            scan.listed = true;
-            scan.chunks.sort_by_key(|c| (c.loc.block, c.loc.distance));
+            run.done = true;
         } else {
-            scan.list_after = last;
+            run.after = last.map(<[u8]>::to_vec);
         }
     }
 
@@ -524,9 +611,7 @@ impl Background {
     /// Whether the extent being scanned is done: every chunk read and
     /// verified, no window in flight, nothing to retry.
     pub(super) fn scan_done(&self) -> bool {
-        self.scan
-            .as_ref()
-            .is_some_and(|s| s.listed && s.next == s.chunks.len() && self.in_flight() == 0 && self.retry.is_empty())
+        self.scan.as_ref().is_some_and(|s| s.next == s.chunks.len() && self.in_flight() == 0 && self.retry.is_empty())
     }
 
     /// Whether a chunk listed for the scan is still what the index
@@ -546,6 +631,11 @@ impl Background {
         self.counters.chunks_verified += report.chunks_verified;
         self.counters.chunk_bytes_verified += report.chunk_bytes_verified;
         let Some(first) = report.findings.first() else { return Vec::new() };
+        // A chunk whose damage was put on the repair list since its run
+        // was listed (found by a read) was reported when it was found.
+        if damaged.get(&c.key, c.sequence).is_some_and(|d| d.chunk == c.chunk) {
+            return Vec::new();
+        }
         let damage = Damage {
             sequence: c.sequence,
             chunk: c.chunk,
