@@ -1,22 +1,31 @@
 //! The extent table: each extent's generation, write pointer, live
 //! blocks and verification time, the open extent, and the classes (free,
-//! emptied) kept up to date as extents change; allocation of space for
-//! new records.
+//! emptied, reclamation's candidates) kept up to date as extents change;
+//! allocation of space for new records.
 
 use super::Locator;
 
-/// Extents by class: free (nothing written, not open), and emptied
-/// (sealed, written, nothing live: reset by the next commit).
+/// Extents by class: free (nothing written, not open), emptied (sealed,
+/// written, nothing live: reset by the next commit), and reclamation's
+/// candidates (sealed, written, at least a quarter of it dead), by their
+/// dead blocks.
 #[derive(Debug, Default)]
 struct ExtentClasses {
     free: std::collections::BTreeSet<u32>,
     emptied: std::collections::BTreeSet<u32>,
+    /// (dead blocks, extent): the emptiest last.
+    candidates: std::collections::BTreeSet<(u32, u32)>,
+    /// The dead blocks each extent is filed under among the candidates.
+    filed: Vec<Option<u32>>,
 }
 
 impl ExtentClasses {
+    fn new(extents: usize) -> ExtentClasses {
+        ExtentClasses { filed: vec![None; extents], ..ExtentClasses::default() }
+    }
+
     fn rebuild(&mut self, extents: &[ExtentInfo], open: Option<u32>) {
-        self.free.clear();
-        self.emptied.clear();
+        *self = ExtentClasses::new(extents.len());
         for (i, e) in extents.iter().enumerate() {
             self.touch(i as u32, e, open);
         }
@@ -34,6 +43,18 @@ impl ExtentClasses {
             self.emptied.insert(i);
         } else {
             self.emptied.remove(&i);
+        }
+        let dead = e.write_blocks - e.live_blocks;
+        let candidate = (sealed && e.write_blocks > 0 && dead * 4 >= e.write_blocks).then_some(dead);
+        let filed = &mut self.filed[i as usize];
+        if *filed != candidate {
+            if let Some(was) = filed.take() {
+                self.candidates.remove(&(was, i));
+            }
+            if let Some(dead) = candidate {
+                self.candidates.insert((dead, i));
+            }
+            *filed = candidate;
         }
     }
 }
@@ -144,15 +165,8 @@ impl ExtentTable {
         let live_total = extents.iter().map(|e| u64::from(e.live_blocks)).sum();
         let live_sums = PrefixSums::new(extents.iter().map(|e| u64::from(e.live_blocks)));
         let live_chunks = vec![0; extents.len()];
-        ExtentTable {
-            extents,
-            open: None,
-            classes: ExtentClasses::default(),
-            blocks_per_extent,
-            live_total,
-            live_sums,
-            live_chunks,
-        }
+        let classes = ExtentClasses::new(extents.len());
+        ExtentTable { extents, open: None, classes, blocks_per_extent, live_total, live_sums, live_chunks }
     }
 
     /// Recovery replayed everything: the classes are filed, and the sums
@@ -318,15 +332,14 @@ impl ExtentTable {
     /// The sealed extent with the most dead space, if at least a quarter
     /// of what was written to it is dead, other than `stuck` (an extent
     /// whose evacuation failed, as it was then: extent, generation, live).
+    /// Of those equally dead, the last. Taken from the candidates kept as
+    /// extents change: a commit on a full drive with nothing to reclaim
+    /// would otherwise walk the table every time.
     pub(super) fn victim(&self, stuck: Option<(u32, u32, u32)>) -> Option<u32> {
-        self.extents
-            .iter()
-            .enumerate()
-            .filter(|(i, e)| e.write_blocks > 0 && self.open != Some(*i as u32))
-            .filter(|(_, e)| (e.write_blocks - e.live_blocks) * 4 >= e.write_blocks)
-            .filter(|(i, e)| stuck != Some((*i as u32, e.generation, e.live_blocks)))
-            .max_by_key(|(_, e)| e.write_blocks - e.live_blocks)
-            .map(|(i, _)| i as u32)
+        self.classes.candidates.iter().rev().map(|&(_, i)| i).find(|&i| {
+            let e = &self.extents[i as usize];
+            stuck != Some((i, e.generation, e.live_blocks))
+        })
     }
 
     /// Checks the table against the live blocks and chunks the index
@@ -348,6 +361,10 @@ impl ExtentTable {
         assert!(
             recomputed.emptied == self.classes.emptied,
             "emptied extents kept as they changed differ from the table"
+        );
+        assert!(
+            recomputed.candidates == self.classes.candidates && recomputed.filed == self.classes.filed,
+            "reclamation's candidates kept as they changed differ from the table"
         );
     }
 }
