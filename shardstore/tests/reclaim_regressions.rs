@@ -100,6 +100,7 @@ fn overwrites_reclaimed_along(list_step: Option<usize>) {
     let mut rng = Rng::new(9);
     let mut model: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     let mut round = 0u64;
+    let (mut walks, mut resets) = (0, 0);
     for crash_at in [150u64, 320, 500] {
         while round < crash_at {
             round += 1;
@@ -111,6 +112,7 @@ fn overwrites_reclaimed_along(list_step: Option<usize>) {
         }
         let counts = store.reclaim_counts();
         assert!(counts.chunks_moved_along > 0 && counts.extents_reset_along > 0, "{counts:?}");
+        (walks, resets) = (walks + counts.index_walks, resets + counts.extents_reset_along);
         assert_eq!(counts.whole_extents, 0, "no commit waited for a whole extent: {counts:?}");
         store.check_invariants();
         // Power cut: unflushed writes meet random fates; everything
@@ -122,6 +124,9 @@ fn overwrites_reclaimed_along(list_step: Option<usize>) {
         store.check_invariants();
         assert_model(&mut store, &model);
     }
+    // A walk of the index lists the next victims with its own (one walk
+    // per victim before, and a second for a victim emptied, not yet reset).
+    assert!(walks * 4 <= resets, "{walks} walks of the index for {resets} extents reset");
 }
 
 /// 32 puts over 2 000 keys (`k00000`..), each 7 000 to 7 999 bytes (two
@@ -450,4 +455,69 @@ fn a_background_batch_of_large_chunks_is_bounded_by_bytes() {
             assert_eq!(store.get(format!("b{i:02}").as_bytes()).unwrap(), value(i, round), "b{i:02} ({pace:?})");
         }
     }
+}
+
+/// A likely next victim whose chunks the walk of the victim before it
+/// listed, then emptied, reset and written again before its turn, is
+/// listed again when its turn comes: its old list names none of what it
+/// holds now, and evacuating by that list would reset it under live
+/// shards.
+#[test]
+fn a_victim_listed_ahead_and_reset_before_its_turn_is_listed_again() {
+    let (_h, mut store) = fresh(12);
+    let data_offset = store.superblock().layout.data_offset;
+    let extent_of =
+        |store: &Store, key: &str| (store.chunk_locations(key.as_bytes()).unwrap()[0].0 - data_offset) >> 22;
+    // Shards of 512 KiB: seven fill a 4 MiB extent.
+    let shard = |n: u64| vec![n as u8; 512 << 10];
+    let mut live = std::collections::BTreeMap::new();
+    for n in 0..28u64 {
+        let key = format!("a{n:02}");
+        store.put(key.as_bytes(), &shard(n)).unwrap();
+        live.insert(key, n);
+    }
+    let in_extent = |store: &Store, live: &std::collections::BTreeMap<String, u64>, e: u64| -> Vec<String> {
+        live.keys().filter(|k| extent_of(store, k) == e).cloned().collect()
+    };
+    let (first, second) = (extent_of(&store, "a00"), extent_of(&store, "a07"));
+    assert_eq!(in_extent(&store, &live, first).len(), 7);
+    assert_eq!(in_extent(&store, &live, second).len(), 7);
+    let delete = |store: &mut Store, live: &mut std::collections::BTreeMap<String, u64>, keys: &[String]| {
+        for key in keys {
+            store.delete(key.as_bytes()).unwrap();
+            live.remove(key);
+        }
+    };
+    // Both worth reclaiming, the first more: it goes first, and its walk
+    // lists the second ahead.
+    let doomed: Vec<String> = in_extent(&store, &live, first)[..4].to_vec();
+    delete(&mut store, &mut live, &doomed);
+    let doomed: Vec<String> = in_extent(&store, &live, second)[..2].to_vec();
+    delete(&mut store, &mut live, &doomed);
+    assert_eq!(store.reclaim().unwrap().map(|(v, _)| u64::from(v)), Some(first));
+    assert_eq!(store.reclaim_counts().index_walks, 1);
+
+    // The second empties (the next commit resets it) and fills again.
+    let rest = in_extent(&store, &live, second);
+    delete(&mut store, &mut live, &rest);
+    let mut refilled = Vec::new();
+    for n in 100..140u64 {
+        let key = format!("b{n:03}");
+        store.put(key.as_bytes(), &shard(n)).unwrap();
+        live.insert(key.clone(), n);
+        if extent_of(&store, &key) == second {
+            refilled.push(key);
+        } else if !refilled.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(refilled.len(), 7, "the reset extent filled again, and sealed");
+    // Now it is the emptiest: its turn.
+    delete(&mut store, &mut live, &refilled[..4]);
+    assert_eq!(store.reclaim().unwrap().map(|(v, _)| u64::from(v)), Some(second));
+    store.check_invariants();
+    for (key, n) in &live {
+        assert_eq!(store.get(key.as_bytes()).unwrap(), shard(*n), "{key}");
+    }
+    assert_eq!(store.reclaim_counts().index_walks, 2, "the extent reset since was listed again");
 }

@@ -336,10 +336,16 @@ impl ExtentTable {
     /// extents change: a commit on a full drive with nothing to reclaim
     /// would otherwise walk the table every time.
     pub(super) fn victim(&self, stuck: Option<(u32, u32, u32)>) -> Option<u32> {
-        self.classes.candidates.iter().rev().map(|&(_, i)| i).find(|&i| {
+        self.candidates().find(|&i| {
             let e = &self.extents[i as usize];
             stuck != Some((i, e.generation, e.live_blocks))
         })
+    }
+
+    /// Sealed extents at least a quarter dead, the most dead first (of
+    /// those equally dead, the last first).
+    pub(super) fn candidates(&self) -> impl Iterator<Item = u32> + '_ {
+        self.classes.candidates.iter().rev().map(|&(_, i)| i)
     }
 
     /// Checks the table against the live blocks and chunks the index
