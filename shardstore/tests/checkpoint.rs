@@ -210,6 +210,16 @@ fn commits_go_on_while_a_checkpoint_beside_them_is_written() {
     assert_eq!(store.superblock().store.epoch, epoch + 1);
 }
 
+/// A store formatted on a real file of 256 MiB (8 MiB extents) in `dir`,
+/// closed again: its path, to open through io_uring.
+fn formatted_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("store.img");
+    std::fs::File::create(&path).unwrap().set_len(256 << 20).unwrap();
+    let mut dev = device::open(&path, &OpenOptions::default()).unwrap();
+    format(&mut dev, &FormatOptions { extent_size_bytes: Some(8 << 20), ..FormatOptions::default() }).unwrap();
+    path
+}
+
 /// The same on a real file through io_uring: a delete (no data to write
 /// or flush first) finds the log full, so everything its commit waits for
 /// before the superblock names the new half is the checkpoint; gets
@@ -217,11 +227,8 @@ fn commits_go_on_while_a_checkpoint_beside_them_is_written() {
 #[test]
 fn gets_are_answered_while_a_delete_checkpoints_on_a_real_file() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let path = dir.path().join("store.img");
-    std::fs::File::create(&path).unwrap().set_len(256 << 20).unwrap();
-    let mut dev = device::open(&path, &OpenOptions::default()).unwrap();
-    format(&mut dev, &FormatOptions { extent_size_bytes: Some(8 << 20), ..FormatOptions::default() }).unwrap();
-    let mut store = Store::open(Box::new(dev)).unwrap();
+    let path = formatted_file(dir.path());
+    let mut store = Store::open(Box::new(device::open(&path, &OpenOptions::default()).unwrap())).unwrap();
     let mut model = put_base(&mut store, 32, |i| bytes(5000, i));
     fill_log(&mut store, &mut model);
     let epoch = store.superblock().store.epoch;
@@ -386,11 +393,7 @@ fn a_checkpoint_beside_commits_switched_with_a_full_half_of_records_keeps_them_a
 #[test]
 fn a_commit_finishing_a_checkpoint_still_being_encoded_waits_for_nothing_absent() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let path = dir.path().join("store.img");
-    std::fs::File::create(&path).unwrap().set_len(256 << 20).unwrap();
-    let mut dev = device::open(&path, &OpenOptions::default()).unwrap();
-    format(&mut dev, &FormatOptions { extent_size_bytes: Some(8 << 20), ..FormatOptions::default() }).unwrap();
-    drop(dev);
+    let path = formatted_file(dir.path());
     let (tx, rx) = std::sync::mpsc::channel();
     let opened = path.clone();
     std::thread::spawn(move || {

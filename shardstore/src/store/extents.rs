@@ -84,6 +84,11 @@ impl PrefixSums {
         PrefixSums { tree }
     }
 
+    /// The sums of each extent's live blocks.
+    fn of_live(extents: &[ExtentInfo]) -> PrefixSums {
+        PrefixSums::new(extents.iter().map(|e| u64::from(e.live_blocks)))
+    }
+
     /// Count `i` grows by `delta` (shrinks, for a negative one).
     fn add(&mut self, i: u32, delta: i64) {
         let mut j = i as usize + 1;
@@ -163,7 +168,7 @@ impl ExtentTable {
             "write pointers are checked against the extent size before the table is built"
         );
         let live_total = extents.iter().map(|e| u64::from(e.live_blocks)).sum();
-        let live_sums = PrefixSums::new(extents.iter().map(|e| u64::from(e.live_blocks)));
+        let live_sums = PrefixSums::of_live(&extents);
         let live_chunks = vec![0; extents.len()];
         let classes = ExtentClasses::new(extents.len());
         ExtentTable { extents, open: None, classes, blocks_per_extent, live_total, live_sums, live_chunks }
@@ -173,7 +178,7 @@ impl ExtentTable {
     /// the checkpoint's shards were loaded without (`load_live`) built.
     pub(super) fn recovered(&mut self) {
         self.classes.rebuild(&self.extents, self.open);
-        self.live_sums = PrefixSums::new(self.extents.iter().map(|e| u64::from(e.live_blocks)));
+        self.live_sums = PrefixSums::of_live(&self.extents);
     }
 
     pub(super) fn all(&self) -> &[ExtentInfo] {
