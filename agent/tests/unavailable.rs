@@ -4,7 +4,8 @@
 //! would take the shard for gone. Keys on the other devices are served;
 //! new shards go to the devices that open. A device that misses an
 //! overwrite and a delete while it is away and then returns brings back
-//! neither its old bytes nor the deleted shard.
+//! neither its old bytes nor the deleted shard, not even to a listing made
+//! while its old copies are being removed.
 
 mod common;
 
@@ -229,4 +230,81 @@ fn a_device_that_missed_an_overwrite_and_a_delete_returns_without_bringing_them_
         .unwrap();
         assert!(store.tombstones().is_empty(), "{}: tombstones left after every device came back", path.display());
     }
+}
+
+/// Listings made while the returned device's old copies are being removed
+/// (at start, beside the serving) never show a deleted key: a listing that
+/// saw a key's old copy on one device must also see the tombstone that
+/// hides it on another, even if the reconciliation removes both meanwhile.
+#[test]
+fn listings_during_the_reconciliation_of_a_returned_device_never_show_a_deleted_key() {
+    const KEYS: usize = 1200;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let devices = configured(dir.path());
+    let (mut agent, addr) = start(dir.path(), &devices);
+    for i in 0..KEYS {
+        assert_eq!(put(addr, &format!("w{i:04}"), b"old").status, 201);
+    }
+    assert!(agent.signal(Signal::SIGTERM).success());
+
+    // Every key of device 1 is deleted while it is away: a tombstone on
+    // another device each.
+    let away = dir.path().join("disk1.away");
+    std::fs::rename(&devices[1], &away).unwrap();
+    let (mut agent, addr) = start(dir.path(), &devices);
+    let mut deleted = std::collections::BTreeSet::new();
+    for i in 0..KEYS {
+        let key = format!("w{i:04}");
+        if get(addr, &key).status == 503 {
+            assert_eq!(request(addr, "DELETE", &format!("/v1/shards/{key}"), &[], b"").status, 204);
+            deleted.insert(key);
+        }
+    }
+    assert!(deleted.len() > KEYS / 6, "device 1 held {} of {KEYS} keys", deleted.len());
+    assert!(agent.signal(Signal::SIGTERM).success());
+
+    // It returns; the agent reconciles the tombstones while it serves.
+    std::fs::rename(&away, &devices[1]).unwrap();
+    let (mut agent, addr) = start(dir.path(), &devices);
+    let want: Vec<String> = (0..KEYS).map(|i| format!("w{i:04}")).filter(|k| !deleted.contains(k)).collect();
+    let old_copies = || request(addr, "GET", "/v1/status", &[], b"").json()["devices"][1]["shards"].as_u64().unwrap();
+    // Two clients list over and over until the old copies are gone (at
+    // most 1000 listings each, or 60 s).
+    let reconciled = std::sync::atomic::AtomicBool::new(false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let during: usize = std::thread::scope(|s| {
+        let listers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut during = 0;
+                    while during < 1000 && std::time::Instant::now() < deadline {
+                        if reconciled.load(std::sync::atomic::Ordering::SeqCst) {
+                            break;
+                        }
+                        let r = request(addr, "GET", &format!("/v1/shards?prefix=w&limit={}", KEYS + 1), &[], b"");
+                        assert_eq!(r.status, 200);
+                        let listed: Vec<String> = r.json()["shards"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|s| s["key"].as_str().unwrap().to_owned())
+                            .collect();
+                        let shown: Vec<&String> = listed.iter().filter(|k| deleted.contains(*k)).collect();
+                        assert!(shown.is_empty(), "listing {during} shows deleted keys {shown:?}");
+                        assert_eq!(listed, want, "listing {during}");
+                        during += 1;
+                    }
+                    during
+                })
+            })
+            .collect();
+        while std::time::Instant::now() < deadline && old_copies() > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        reconciled.store(true, std::sync::atomic::Ordering::SeqCst);
+        listers.into_iter().map(|l| l.join().unwrap()).sum()
+    });
+    assert_eq!(old_copies(), 0, "old copies left on device 1");
+    assert!(during > 0, "no listing ran while the old copies were being removed: the test proves nothing");
+    assert!(agent.signal(Signal::SIGTERM).success());
 }

@@ -350,6 +350,9 @@ async fn list(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Result<
     let ListParams { prefix, after, limit, partial } = list_params(query.as_deref())?;
     let mut all = Vec::new();
     let mut unavailable = Vec::new();
+    // No tombstone of a key whose old copy this listing saw is purged
+    // before the listing reads the tombstone's device.
+    let listing = app.node.listing().await;
     for s in &app.node.slots {
         let Some(store) = &s.store else {
             unavailable.push(s.why_not_open());
@@ -364,6 +367,7 @@ async fn list(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Result<
             },
         }
     }
+    drop(listing);
     if !unavailable.is_empty() && !partial {
         return Err(ApiError {
             retry_after_s: Some(30),

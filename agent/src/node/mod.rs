@@ -222,6 +222,12 @@ pub struct Node {
     /// The host's hybrid logical clock: versions of writes, ordered
     /// across the host's devices (see `next_version`).
     clock: AtomicU64,
+    /// Held for reading by a listing across the devices, for writing by
+    /// the purge of a key's newest tombstone (`reconcile`): a listing
+    /// reads the devices one after another, so one that saw a key's old
+    /// copy on a device must still find, on a device read later, the
+    /// tombstone that hides it, even if the old copy is removed meanwhile.
+    listing: tokio::sync::RwLock<()>,
 }
 
 /// Where a shard was found.
@@ -287,6 +293,7 @@ impl Node {
             stripes: (0..STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
             rng: AtomicU64::new(std::process::id().into()),
             clock: AtomicU64::new(clock.unwrap_or(0)),
+            listing: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -303,6 +310,12 @@ impl Node {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(now.max(v + 1)))
             .expect("the update never declines");
         now.max(previous + 1)
+    }
+
+    /// Taken by a listing across the devices for as long as it reads them
+    /// (see `Node::listing`).
+    pub async fn listing(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.listing.read().await
     }
 
     pub fn stripe(&self, key: &[u8]) -> &tokio::sync::RwLock<()> {
@@ -403,6 +416,9 @@ impl Node {
             if is_newest && !clean {
                 break;
             }
+            // No listing is between two devices while the last copy that
+            // hides the key goes (see `Node::listing`).
+            let _no_listing = if is_newest { Some(self.listing.write().await) } else { None };
             match submit(store, op).await {
                 Ok(()) => {}
                 // The copy is older than what the caller has (a read finds
