@@ -538,3 +538,104 @@ fn socket_operations_share_the_devices_ring_and_end_its_waits() {
     let e = sync.submit_socket(5, SocketOp::Readable { fd }).unwrap_err();
     assert!(e.to_string().contains("io_uring"), "{e}");
 }
+
+/// Completes `count` operations, each successfully.
+fn reap_ok(dev: &mut UringDevice, count: usize) {
+    let mut done = Vec::new();
+    assert_eq!(dev.reap(count, &mut done).unwrap(), count);
+    for c in &done {
+        c.result.as_ref().unwrap();
+    }
+}
+
+fn write_op(token: u64, offset: u64, seed: u64) -> IoOp {
+    let mut buf = shardstore::device::IoBuf::standalone(4096).unwrap();
+    buf.as_mut_slice().copy_from_slice(&pattern(offset, 4096, seed));
+    IoOp { token, kind: IoKind::Write { offset, buf, fua: false } }
+}
+
+#[test]
+fn a_flush_with_nothing_in_flight_is_made_by_the_thread_and_one_beside_other_io_by_the_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_file(dir.path(), 1 << 20);
+    let mut dev = UringDevice::open(&path, &OpenOptions::default()).unwrap();
+    // A write completed, then a flush alone: made in-line, its completion
+    // reaped as the ring's would be (counted in flight until then).
+    dev.submit(write_op(1, 0, 3)).unwrap();
+    reap_ok(&mut dev, 1);
+    dev.submit(IoOp { token: 2, kind: IoKind::Flush }).unwrap();
+    assert_eq!((dev.flushes_inline(), dev.in_flight()), (1, 1));
+    let mut done = Vec::new();
+    assert_eq!(dev.reap_or_wake(&mut done).unwrap(), 1);
+    assert_eq!((done[0].token, done[0].op), (2, OpKind::Flush));
+    done[0].result.as_ref().unwrap();
+    assert_eq!(dev.in_flight(), 0);
+    // A flush submitted while a write is in flight goes to the ring: it
+    // must not be taken for one covering that write.
+    dev.submit(write_op(3, 4096, 4)).unwrap();
+    dev.submit(IoOp { token: 4, kind: IoKind::Flush }).unwrap();
+    assert_eq!((dev.flushes_inline(), dev.in_flight()), (1, 2));
+    reap_ok(&mut dev, 2);
+    // An in-line flush's completion comes with the ring's that follow it.
+    dev.submit(IoOp { token: 5, kind: IoKind::Flush }).unwrap();
+    dev.submit(write_op(6, 8192, 5)).unwrap();
+    assert_eq!((dev.flushes_inline(), dev.in_flight()), (2, 2));
+    reap_ok(&mut dev, 2);
+    assert!(file_holds(&path, 8192, &pattern(8192, 4096, 5)));
+    drop(dev);
+    // Turned off, every flush goes to the ring.
+    let mut dev = UringDevice::open(&path, &OpenOptions { flush_inline: false, ..OpenOptions::default() }).unwrap();
+    dev.submit(IoOp { token: 1, kind: IoKind::Flush }).unwrap();
+    reap_ok(&mut dev, 1);
+    assert_eq!(dev.flushes_inline(), 0);
+}
+
+/// A flush the device's thread makes itself blocks that thread, which can
+/// then look at no operation's age: the call's start is marked in the
+/// stall watch, and other threads see the stall once it is past the
+/// threshold. Here the flush is made slow by 256 MiB of buffered writes to
+/// the same file (written back by the flush), against a 20 ms threshold.
+#[test]
+fn a_flush_made_by_the_thread_that_outlasts_the_threshold_is_seen_as_a_stall_while_it_lasts() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = make_file(dir.path(), 320 << 20);
+    let options = OpenOptions { stall_after_ms: 20, ..OpenOptions::default() };
+    let mut dev = UringDevice::open(&path, &options).unwrap();
+    let watch = std::sync::Arc::new(shardstore::device::StallWatch::default());
+    dev.watch_stalls(std::sync::Arc::clone(&watch));
+    dev.submit(write_op(1, 0, 3)).unwrap();
+    reap_ok(&mut dev, 1);
+    let dirty = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let chunk = vec![0x5a_u8; 1 << 20];
+    for i in 0..256 {
+        dirty.write_all_at(&chunk, (64 << 20) + i * (1 << 20)).unwrap();
+    }
+    let (seen, flushed) = (std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicBool::new(false));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // Bounded: the flush ends, or 60 s pass.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !flushed.load(std::sync::atomic::Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                if let Some(age) = watch.stalled_for() {
+                    seen.fetch_max(age.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+        let started = std::time::Instant::now();
+        dev.submit(IoOp { token: 2, kind: IoKind::Flush }).unwrap();
+        let took = started.elapsed();
+        flushed.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(dev.flushes_inline(), 1, "the flush was to be made in-line");
+        assert!(took >= std::time::Duration::from_millis(40), "the flush took {took:?}: too short to prove anything");
+    });
+    let seen = seen.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(seen >= 20, "another thread saw a stall of {seen} ms during the in-line flush");
+    assert_eq!((watch.stalled_for(), watch.stalls()), (None, 1), "over once the flush returned, and counted once");
+    reap_ok(&mut dev, 1);
+    // A flush within the threshold is no stall.
+    dev.submit(IoOp { token: 3, kind: IoKind::Flush }).unwrap();
+    reap_ok(&mut dev, 1);
+    assert_eq!(watch.stalls(), 1);
+}

@@ -129,6 +129,12 @@ pub struct UringDevice {
     pieces_queued: bool,
     /// Writes sent in pieces since the device was opened.
     writes_split: u64,
+    /// `OpenOptions::flush_inline`.
+    flush_inline: bool,
+    /// Completions of flushes made in-line, not yet reaped.
+    ready: Vec<Completion>,
+    /// Flushes made in-line since the device was opened.
+    flushes_inline: u64,
 }
 
 #[derive(Debug)]
@@ -173,6 +179,12 @@ fn build_ring(entries: u32, completions: u32) -> io::Result<(IoUring, bool, bool
 }
 
 impl UringDevice {
+    /// Flushes made by the device's thread (`OpenOptions::flush_inline`)
+    /// since it was opened.
+    pub fn flushes_inline(&self) -> u64 {
+        self.flushes_inline
+    }
+
     pub fn open(path: &Path, options: &OpenOptions) -> Result<Self> {
         let target = open_target(path, options.read_only, options.exclusive, options.busy_wait_ms)?;
         let name = path.display().to_string();
@@ -252,6 +264,9 @@ impl UringDevice {
             paced: VecDeque::with_capacity(depth),
             pieces_queued: false,
             writes_split: 0,
+            flush_inline: options.flush_inline,
+            ready: Vec::new(),
+            flushes_inline: 0,
         })
     }
 
@@ -371,6 +386,10 @@ impl UringDevice {
     fn queue(&mut self, op: IoOp) -> Result<()> {
         let IoOp { token, mut kind } = op;
         validate(&self.info, &kind, self.read_only, self.poisoned)?;
+        if matches!(kind, IoKind::Flush) && self.flush_inline && self.in_flight == 0 && self.sockets.in_flight() == 0 {
+            self.flush_now(token);
+            return Ok(());
+        }
         let Some(slot) = self.free_slots.pop() else {
             return Err(Error::QueueFull { device: self.info.name.clone(), depth: self.slots.len() });
         };
@@ -505,6 +524,24 @@ impl UringDevice {
         Ok(())
     }
 
+    /// A flush made by this thread (`OpenOptions::flush_inline`), its
+    /// completion reaped as a ring's would be. Nothing else is in flight,
+    /// so the flush covers every write completed before it, as one from
+    /// the ring does.
+    fn flush_now(&mut self, token: u64) {
+        let blocking = self.stall.as_ref().map(|w| w.blocking());
+        let result = if self.info.kind == TargetKind::File { self.file.sync_data() } else { self.file.sync_all() };
+        if let Some(b) = blocking {
+            b.end(&self.info.name, "flush");
+        }
+        let result = result.map_err(|e| Error::io(&self.info.name, OpKind::Flush, 0, 0, e));
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        self.flushes_inline += 1;
+        self.ready.push(Completion { token, op: OpKind::Flush, offset: 0, len: 0, result, buf: None });
+    }
+
     /// Publishes the age of the oldest operation in flight when it is past
     /// the stall threshold (logging a stall's start, its end, and every
     /// further threshold's worth of waiting), or the end of a stall.
@@ -590,8 +627,9 @@ impl BlockDevice for UringDevice {
     }
 
     fn reap(&mut self, min_complete: usize, out: &mut Vec<Completion>) -> Result<usize> {
-        let want = min_complete.min(self.in_flight);
         let before = out.len();
+        out.append(&mut self.ready);
+        let want = min_complete.min(self.in_flight + out.len() - before);
         if self.in_flight == 0 {
             // Socket operations queued go to the kernel, and theirs come
             // back (with deferred task work, only when this thread enters).
@@ -599,7 +637,7 @@ impl BlockDevice for UringDevice {
                 self.enter(0)?;
                 self.drain_completions(out);
             }
-            return Ok(0);
+            return Ok(out.len() - before);
         }
         // A wake may arrive among the completions: wait again until `want`
         // operations have completed.
@@ -615,7 +653,7 @@ impl BlockDevice for UringDevice {
     }
 
     fn reap_or_wake(&mut self, out: &mut Vec<Completion>) -> Result<usize> {
-        if self.wake.is_none() {
+        if self.wake.is_none() || !self.ready.is_empty() {
             return self.reap(1, out);
         }
         self.arm_wake();
@@ -627,7 +665,7 @@ impl BlockDevice for UringDevice {
     }
 
     fn wait_for_wake(&mut self, timeout: Duration, out: &mut Vec<Completion>) -> Result<usize> {
-        if self.wake.is_none() || self.in_flight > 0 {
+        if self.wake.is_none() || self.in_flight > 0 || !self.ready.is_empty() {
             return self.reap_or_wake(out);
         }
         self.arm_wake();
@@ -689,11 +727,14 @@ impl BlockDevice for UringDevice {
     }
 
     fn watch_stalls(&mut self, watch: Arc<StallWatch>) {
+        if let Some(after) = self.stall_after {
+            watch.set_threshold(after);
+        }
         self.stall = Some(watch);
     }
 
     fn in_flight(&self) -> usize {
-        self.in_flight
+        self.in_flight + self.ready.len()
     }
 
     fn queue_depth(&self) -> usize {
