@@ -550,12 +550,9 @@ impl Store {
             }
             // Its pieces in flight complete, or (none could be sent) what
             // fills the device's queue: gets and scrub reads. With nothing
-            // on the device (no piece encoded yet) there is nothing to wait
-            // for, and a wait would last until the next request: the
-            // encoding goes on.
-            if self.dev.in_flight() > 0 {
-                self.reap_for_checkpoint()?;
-            }
+            // on the device (no piece encoded yet) the reap does not wait
+            // (`reap_sorting`): the encoding goes on.
+            self.reap_for_checkpoint()?;
             pump(self);
         }
         Ok(())

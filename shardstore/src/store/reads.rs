@@ -389,17 +389,21 @@ impl Store {
         self.reads.finished.append(&mut finished);
     }
 
-    /// What a commit or reclamation waiting on the device does with what
-    /// it completed (if `wait`, at least one completion or a wake-up, as
-    /// [`Store::waker`] allows): each completion goes to `own`, which keeps
-    /// its own and gives back the rest; those, reads of gets and scrub
-    /// windows, are verified at once, their gets left finished.
+    /// What a commit, checkpoint or reclamation waiting on the device does
+    /// with what it completed (if `wait`, at least one completion or a
+    /// wake-up, as [`Store::waker`] allows): each completion goes to `own`,
+    /// which keeps its own and gives back the rest; those, reads of gets
+    /// and scrub windows, are verified at once, their gets left finished.
+    /// With nothing on the device it never waits: only a wake-up, the next
+    /// request, would end the wait, and these callers wait for their own
+    /// I/O, never for requests (a checkpoint's commit once hung so).
     pub(super) fn reap_sorting(
         &mut self,
         wait: bool,
         scratch: &mut Vec<Completion>,
         mut own: impl FnMut(Completion) -> Option<Completion>,
     ) -> Result<()> {
+        let wait = wait && self.dev.in_flight() > 0;
         let reaped = if wait { self.dev.reap_or_wake(scratch) } else { self.dev.reap(0, scratch) };
         for c in scratch.drain(..) {
             if let Some(c) = own(c) {
