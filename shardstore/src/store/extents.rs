@@ -1,14 +1,15 @@
 //! The extent table: each extent's generation, write pointer, live
 //! blocks and verification time, the open extent, and the classes (free,
-//! emptied, reclamation's candidates) kept up to date as extents change;
-//! allocation of space for new records.
+//! emptied, reclamation's candidates, by verification time) kept up to
+//! date as extents change; allocation of space for new records.
 
 use super::Locator;
 
 /// Extents by class: free (nothing written, not open), emptied (sealed,
-/// written, nothing live: reset by the next commit), and reclamation's
+/// written, nothing live: reset by the next commit), reclamation's
 /// candidates (sealed, written, at least a quarter of it dead), by their
-/// dead blocks.
+/// dead blocks, and the extents holding live blocks by their verification
+/// time (the scrub status's oldest, without a walk of the table).
 #[derive(Debug, Default)]
 struct ExtentClasses {
     free: std::collections::BTreeSet<u32>,
@@ -17,11 +18,16 @@ struct ExtentClasses {
     candidates: std::collections::BTreeSet<(u32, u32)>,
     /// The dead blocks each extent is filed under among the candidates.
     filed: Vec<Option<u32>>,
+    /// (verification time, extent) of every extent with live blocks: the
+    /// least verified first.
+    verified: std::collections::BTreeSet<(u64, u32)>,
+    /// The time each extent is filed under in `verified`.
+    verified_at: Vec<Option<u64>>,
 }
 
 impl ExtentClasses {
     fn new(extents: usize) -> ExtentClasses {
-        ExtentClasses { filed: vec![None; extents], ..ExtentClasses::default() }
+        ExtentClasses { filed: vec![None; extents], verified_at: vec![None; extents], ..ExtentClasses::default() }
     }
 
     fn rebuild(&mut self, extents: &[ExtentInfo], open: Option<u32>) {
@@ -55,6 +61,17 @@ impl ExtentClasses {
                 self.candidates.insert((dead, i));
             }
             *filed = candidate;
+        }
+        let checked = (e.live_blocks > 0 && e.checked_ms > 0).then_some(e.checked_ms);
+        let at = &mut self.verified_at[i as usize];
+        if *at != checked {
+            if let Some(was) = at.take() {
+                self.verified.remove(&(was, i));
+            }
+            if let Some(t) = checked {
+                self.verified.insert((t, i));
+            }
+            *at = checked;
         }
     }
 }
@@ -311,7 +328,13 @@ impl ExtentTable {
         let e = &mut self.extents[extent as usize];
         if e.generation == generation && e.checked_ms != 0 {
             e.checked_ms = e.checked_ms.max(checked_ms);
+            self.touch(extent);
         }
+    }
+
+    /// The earliest verification time of an extent holding live blocks.
+    pub(super) fn oldest_checked(&self) -> Option<u64> {
+        self.classes.verified.first().map(|&(t, _)| t)
     }
 
     /// Blocks of records the index references, in all.
@@ -376,6 +399,10 @@ impl ExtentTable {
         assert!(
             recomputed.candidates == self.classes.candidates && recomputed.filed == self.classes.filed,
             "reclamation's candidates kept as they changed differ from the table"
+        );
+        assert!(
+            recomputed.verified == self.classes.verified && recomputed.verified_at == self.classes.verified_at,
+            "extents by verification time kept as they changed differ from the table"
         );
     }
 }

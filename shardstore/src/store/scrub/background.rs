@@ -354,7 +354,7 @@ impl Background {
     pub(super) fn status(&self, extents: &ExtentTable, damaged_shards: u64, now: u64) -> ScrubStatus {
         let rate = self.rate(extents, now);
         let (left, total) = self.pass_bytes(extents);
-        let oldest = extents.all().iter().filter(|e| e.live_blocks > 0 && e.checked_ms > 0).map(|e| e.checked_ms).min();
+        let oldest = extents.oldest_checked();
         ScrubStatus {
             paused: self.settings.paused,
             unthrottled: self.settings.unthrottled,
