@@ -333,7 +333,6 @@ fn stall_clock_ms() -> u64 {
 #[derive(Debug)]
 pub struct Blocking<'a> {
     watch: &'a StallWatch,
-    since: std::time::Instant,
 }
 
 impl Blocking<'_> {
@@ -341,13 +340,14 @@ impl Blocking<'_> {
     /// logged as a stall that began and ended.
     pub fn end(self, name: &str, what: &str) {
         use std::sync::atomic::Ordering::Relaxed;
-        let took = self.since.elapsed();
+        let took_ms = stall_clock_ms().saturating_sub(self.watch.blocking_since.load(Relaxed) - 1);
         let after = self.watch.after_ms.load(Relaxed);
-        if after > 0 && took.as_millis() as u64 >= after {
+        if after > 0 && took_ms >= after {
             self.watch.stalls.fetch_add(1, Relaxed);
+            let took_s = took_ms as f64 / 1000.0;
             tracing::error!(
-                device = %name, op = %what, waited_s = took.as_secs_f64(),
-                "I/O stalled: a {what} made on the device's thread took {} s", took.as_secs_f64()
+                device = %name, op = %what, waited_s = took_s,
+                "I/O stalled: a {what} made on the device's thread took {took_s} s"
             );
         }
     }
@@ -392,7 +392,7 @@ impl StallWatch {
     /// guard is ended or dropped.
     pub fn blocking(&self) -> Blocking<'_> {
         self.blocking_since.store(stall_clock_ms() + 1, std::sync::atomic::Ordering::Relaxed);
-        Blocking { watch: self, since: std::time::Instant::now() }
+        Blocking { watch: self }
     }
 
     /// Stalls since the device was opened.

@@ -52,27 +52,28 @@ impl ExtentClasses {
         }
         let dead = e.write_blocks - e.live_blocks;
         let candidate = (sealed && e.write_blocks > 0 && dead * 4 >= e.write_blocks).then_some(dead);
-        let filed = &mut self.filed[i as usize];
-        if *filed != candidate {
-            if let Some(was) = filed.take() {
-                self.candidates.remove(&(was, i));
-            }
-            if let Some(dead) = candidate {
-                self.candidates.insert((dead, i));
-            }
-            *filed = candidate;
-        }
+        refile(&mut self.candidates, &mut self.filed[i as usize], i, candidate);
         let checked = (e.live_blocks > 0 && e.checked_ms > 0).then_some(e.checked_ms);
-        let at = &mut self.verified_at[i as usize];
-        if *at != checked {
-            if let Some(was) = at.take() {
-                self.verified.remove(&(was, i));
-            }
-            if let Some(t) = checked {
-                self.verified.insert((t, i));
-            }
-            *at = checked;
+        refile(&mut self.verified, &mut self.verified_at[i as usize], i, checked);
+    }
+}
+
+/// Files extent `i` in `set` under `key` (out of it when `None`), where it
+/// was under `*filed`, which then holds `key`.
+fn refile<K: Ord + Copy>(
+    set: &mut std::collections::BTreeSet<(K, u32)>,
+    filed: &mut Option<K>,
+    i: u32,
+    key: Option<K>,
+) {
+    if *filed != key {
+        if let Some(was) = filed.take() {
+            set.remove(&(was, i));
         }
+        if let Some(k) = key {
+            set.insert((k, i));
+        }
+        *filed = key;
     }
 }
 
