@@ -238,6 +238,11 @@ pub trait BlockDevice: Send {
         self.reap(1, out)
     }
 
+    /// Ends a [`BlockDevice::reap_or_wake`] in progress at `at` as the
+    /// waker would, once (the time of work of the waiting thread's own, a
+    /// deadline; `None`: no such time). Devices without a waker ignore it.
+    fn wake_at(&mut self, _at: Option<std::time::Instant>) {}
+
     /// As [`BlockDevice::reap_or_wake`], but also with nothing in flight,
     /// and for at most `timeout`: the wait of a thread that is idle but
     /// for what its waker announces (a store thread serving connections,

@@ -112,6 +112,8 @@ pub struct UringDevice {
     /// it is in the ring.
     wake: Option<Arc<EventWaker>>,
     wake_armed: bool,
+    /// When a wait for completions ends as if woken (`wake_at`).
+    wake_at: Option<Instant>,
     /// Socket operations on this ring (`submit_socket`), and their
     /// completions reaped and not yet taken.
     sockets: SocketSlots,
@@ -255,6 +257,7 @@ impl UringDevice {
             stall: None,
             wake: None,
             wake_armed: false,
+            wake_at: None,
             sockets: SocketSlots::new(SOCKET_TAG),
             socket_done: Vec::new(),
             piece_bytes: options.write_piece_bytes,
@@ -439,26 +442,37 @@ impl UringDevice {
     }
 
     fn enter(&mut self, want: usize) -> Result<()> {
+        self.enter_until(want, None)
+    }
+
+    /// `enter`, whose wait for `want` completions also ends at `until`.
+    fn enter_until(&mut self, want: usize, until: Option<Instant>) -> Result<()> {
         self.enable_ring()?;
         // A wait that must also watch for stalls wakes up at least every
         // check interval to look at the operations' ages.
         let watched = self.stall.as_ref().and(self.stall_after).filter(|_| want > 0);
         loop {
+            let timeout =
+                [watched.map(StallWatch::check_interval), until.map(|u| u.saturating_duration_since(Instant::now()))]
+                    .into_iter()
+                    .flatten()
+                    .min();
             let result = if want == 0 && self.info.features.defer_taskrun {
                 // SAFETY: no extended argument is passed; the call only
                 // submits queued SQEs and runs deferred completion work.
                 unsafe { self.ring.submitter().enter::<libc::sigset_t>(self.queued as u32, 0, ENTER_GETEVENTS, None) }
-            } else if let Some(after) = watched {
-                let interval = StallWatch::check_interval(after);
-                let ts = types::Timespec::from(interval);
+            } else if let Some(timeout) = timeout {
+                let ts = types::Timespec::from(timeout);
                 self.ring.submitter().submit_with_args(want, &types::SubmitArgs::new().timespec(&ts))
             } else {
                 self.ring.submitter().submit_and_wait(want)
             };
+            let over = until.is_some_and(|u| Instant::now() >= u);
             match result {
                 // A wait that timed out after submitting also returns Ok:
-                // it is done only once `want` completions are there.
-                Ok(_) if watched.is_none() || self.ring.completion().len() >= want => {
+                // it is done only once `want` completions are there (or at
+                // `until`).
+                Ok(_) if timeout.is_none() || over || self.ring.completion().len() >= want => {
                     self.queued = 0;
                     self.pieces_queued = false;
                     // A published stall is looked at again after each wait.
@@ -472,6 +486,7 @@ impl UringDevice {
                     self.pieces_queued = false;
                     self.check_stalls();
                 }
+                Err(e) if e.raw_os_error() == Some(libc::ETIME) && over => return Ok(()),
                 Err(e) if e.raw_os_error() == Some(libc::ETIME) => self.check_stalls(),
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) => return Err(Error::io(&self.info.name, OpKind::Submit, 0, 0, e)),
@@ -658,10 +673,17 @@ impl BlockDevice for UringDevice {
         }
         self.arm_wake();
         let before = out.len();
-        self.enter(1)?;
+        self.enter_until(1, self.wake_at)?;
+        if self.wake_at.is_some_and(|at| Instant::now() >= at) {
+            self.wake_at = None;
+        }
         self.drain_completions(out);
         self.submit_pieces()?;
         Ok(out.len() - before)
+    }
+
+    fn wake_at(&mut self, at: Option<Instant>) {
+        self.wake_at = at.filter(|_| self.wake.is_some());
     }
 
     fn wait_for_wake(&mut self, timeout: Duration, out: &mut Vec<Completion>) -> Result<usize> {

@@ -419,6 +419,12 @@ impl Store {
         done.append(&mut self.reads.finished);
     }
 
+    /// Ends a wait for the device in progress at `at`, once, as a wake
+    /// from another thread would (`BlockDevice::wake_at`).
+    pub fn wake_at(&mut self, at: Option<std::time::Instant>) {
+        self.dev.wake_at(at);
+    }
+
     /// A handle that ends a waiting [`Store::poll_gets`] early from another
     /// thread (`None` when the device's waits are never long).
     pub fn waker(&mut self) -> Result<Option<std::sync::Arc<dyn crate::device::Wake>>> {

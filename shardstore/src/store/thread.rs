@@ -501,6 +501,9 @@ fn turn(store: &mut Store, sidecar: &mut Box<dyn Sidecar>, serving: &mut Serving
     let mut local =
         Local { store, replies: serving.replies, pending: serving.pending, held, stats: &serving.wake.stats };
     sidecar.turn(&mut local);
+    // A wait for the device (a commit's too) ends at the sidecar's own
+    // time, for its next turn.
+    store.wake_at(sidecar.due());
 }
 
 /// Gives the sidecar its turn and sends the reads it started to the device
@@ -528,8 +531,9 @@ fn close_sidecar(store: &mut Store, mut sidecar: Box<dyn Sidecar>, serving: &mut
 }
 
 /// The idle wait of a thread with a sidecar: for a request, the sidecar's
-/// own work (announced through the device's waker, as a request is) or
-/// `wait`, whichever comes first; `Ok(None)` when woken without a request.
+/// own work (announced through the device's waker, as a request is), its
+/// own time (`Sidecar::due`) or `wait`, whichever comes first; `Ok(None)`
+/// when woken without a request before `wait` is over.
 /// Reads the device completes meanwhile are collected as gets' are.
 fn wait_beside(
     store: &mut Store,
@@ -548,6 +552,8 @@ fn wait_beside(
         Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
         Err(TryRecvError::Empty) if sidecar.has_work() => Ok(None),
         Err(TryRecvError::Empty) => {
+            // Woken at the sidecar's own time, if sooner, for its turn.
+            let wait = sidecar.due().map_or(wait, |due| wait.min(due.saturating_duration_since(Instant::now())));
             if let Err(e) = store.wait_for_wake(wait, finished) {
                 tracing::error!(error = %e, "store idle wait failed");
             }

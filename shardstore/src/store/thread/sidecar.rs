@@ -32,6 +32,13 @@ pub trait Sidecar: Send {
     /// [`super::StoreHandle::nudge`].
     fn has_work(&self) -> bool;
 
+    /// When the sidecar next has something to do of its own accord (a
+    /// deadline of its own): an idle thread waits no longer than that
+    /// before its next turn.
+    fn due(&self) -> Option<std::time::Instant> {
+        None
+    }
+
     /// The thread stops: what it serves ends (called once, after the
     /// store closed and every read in flight was answered).
     fn close(&mut self, local: &mut Local<'_, '_>);
