@@ -34,16 +34,69 @@ pub enum Refusal {
     DeadlineExceeded,
 }
 
-#[derive(Debug)]
 struct Waiter {
+    /// Told apart from the others by this, to be taken out of the queue
+    /// when its wait ends first.
+    id: u64,
     deadline: Option<Instant>,
-    grant: oneshot::Sender<()>,
+    grant: Grant,
 }
 
-#[derive(Debug, Default)]
+/// How a waiter is told.
+enum Grant {
+    /// A task waiting in `admit`: sent the turn, or dropped when its
+    /// deadline can no longer be met.
+    Task(oneshot::Sender<()>),
+    /// A caller that cannot wait (a store thread's connection), queued by
+    /// `try_admit_or_queue`: called once, under the admission's lock, with
+    /// its turn or `Expired`; `false` when it is gone (the turn passes on).
+    Call(Box<dyn FnOnce(Turn) -> bool + Send>),
+}
+
+/// What a queued caller is told (`Grant::Call`).
+#[derive(Debug)]
+pub enum Turn {
+    Granted(Ticket),
+    /// Its deadline can no longer be met: `DeadlineExceeded` (counted).
+    Expired,
+}
+
+/// What a caller that cannot wait gets now (`try_admit_or_queue`).
+#[derive(Debug)]
+pub enum Now {
+    Granted(Ticket),
+    Refused(Refusal),
+    /// Queued: told by its call; `Admission::withdraw` with this id when
+    /// its deadline passes first.
+    Queued(u64),
+}
+
+#[derive(Default)]
 struct State {
     running: usize,
     waiting: VecDeque<Waiter>,
+    /// The next waiter's id.
+    next_id: u64,
+}
+
+impl State {
+    /// Puts a waiter at the back of the queue; its id.
+    fn queue(&mut self, deadline: Option<Instant>, grant: Grant) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.waiting.push_back(Waiter { id, deadline, grant });
+        id
+    }
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("running", &self.running)
+            .field("waiting", &self.waiting.len())
+            .field("next_id", &self.next_id)
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -70,7 +123,26 @@ impl Drop for Permit<'_> {
     }
 }
 
-/// A turn on the device taken without waiting (`Admission::try_admit`),
+/// A task's place in the queue (`admit`) until it is told its turn.
+struct Waiting<'a> {
+    admission: &'a Admission,
+    id: u64,
+    granted: oneshot::Receiver<()>,
+    told: bool,
+}
+
+impl Drop for Waiting<'_> {
+    /// Its wait ended before it was told (a deadline, a client that left):
+    /// out of the queue if it is still there; else the releaser took it,
+    /// under the lock, and a turn sent is handed on at once.
+    fn drop(&mut self) {
+        if !self.told && !self.admission.withdraw(self.id) && self.granted.try_recv().is_ok() {
+            self.admission.release();
+        }
+    }
+}
+
+/// A turn on the device taken without waiting (`Admission::try_admit_or_queue`),
 /// for a caller that cannot hold a `Permit` (a store thread's connection);
 /// given back with `Admission::done`.
 #[derive(Debug)]
@@ -123,44 +195,74 @@ impl Admission {
                 return Err(self.refuse(Refusal::Overloaded));
             }
             let (grant, granted) = oneshot::channel();
-            s.waiting.push_back(Waiter { deadline, grant });
-            granted
+            (s.queue(deadline, Grant::Task(grant)), granted)
         };
-        let mut granted = granted;
+        let (id, granted) = granted;
+        // Also when this future is dropped while it waits (its client
+        // left): the place in the queue, or the turn given meanwhile, goes.
+        let mut wait = Waiting { admission: self, id, granted, told: false };
         let outcome = match deadline {
-            Some(d) => tokio::time::timeout_at(d.into(), &mut granted).await.ok(),
-            None => Some((&mut granted).await),
+            Some(d) => tokio::time::timeout_at(d.into(), &mut wait.granted).await.ok(),
+            None => Some((&mut wait.granted).await),
         };
+        wait.told = outcome.is_some();
+        drop(wait);
         match outcome {
             Some(Ok(())) => Ok(Permit { admission: self, started: Instant::now() }),
-            // Dropped by `release` as expired.
-            Some(Err(_)) => Err(self.refuse(Refusal::DeadlineExceeded)),
-            // Timed out here. Closing first makes any later grant fail (the
-            // releaser moves on); a grant that came before the close is a
-            // turn we own and hand on at once.
-            None => {
-                granted.close();
-                if granted.try_recv().is_ok() {
-                    self.release();
-                }
-                Err(self.refuse(Refusal::DeadlineExceeded))
-            }
+            // Dropped by `release` as expired; or timed out here.
+            Some(Err(_)) | None => Err(self.refuse(Refusal::DeadlineExceeded)),
         }
     }
 
-    /// A turn on the device now, if one is free with nobody waiting for
-    /// it (a request without a deadline); `None`: the caller takes the
-    /// path that waits (`admit`).
-    pub fn try_admit(&self) -> Option<Ticket> {
+    /// A turn on the device now, a refusal now, or a place in the queue,
+    /// for a caller that cannot wait for it (a store thread's connection):
+    /// `Overloaded` when the queue is full, `DeadlineExceeded` when the
+    /// request could not finish by `deadline` (in that order, as `api`
+    /// refuses), a turn if one is free with nobody waiting for it, else a
+    /// place in the queue, served as `admit`'s are, where `call` is told
+    /// its turn (or that its deadline can no longer be met). The caller
+    /// withdraws it when its deadline passes first (`withdraw`).
+    pub fn try_admit_or_queue(
+        &self,
+        deadline: Option<Instant>,
+        call: impl FnOnce(Turn) -> bool + Send + 'static,
+    ) -> Now {
         let mut s = self.state.lock().expect("admission lock");
+        if s.running >= self.limits.concurrency && s.waiting.len() >= self.limits.queue_max {
+            return Now::Refused(self.refuse(Refusal::Overloaded));
+        }
+        if !self.can_finish_by(deadline, Instant::now()) {
+            return Now::Refused(self.refuse(Refusal::DeadlineExceeded));
+        }
         if s.running < self.limits.concurrency && s.waiting.is_empty() {
             s.running += 1;
-            return Some(Ticket { started: Instant::now() });
+            return Now::Granted(Ticket { started: Instant::now() });
         }
-        None
+        Now::Queued(s.queue(deadline, Grant::Call(Box::new(call))))
     }
 
-    /// Gives back a turn taken by `try_admit`.
+    /// Takes waiter `id` out of the queue (its deadline passed, or it is
+    /// gone); `false` when it is no longer there: it was told (its call
+    /// made, its channel sent to or dropped). A caller withdrawn at its
+    /// deadline counts its refusal itself.
+    pub fn withdraw(&self, id: u64) -> bool {
+        let mut s = self.state.lock().expect("admission lock");
+        let Some(at) = s.waiting.iter().position(|w| w.id == id) else {
+            return false;
+        };
+        s.waiting.remove(at);
+        true
+    }
+
+    /// Gives back a turn that was not used (its caller left before it
+    /// could): the next waiter gets it, and the service time is not
+    /// touched.
+    #[allow(clippy::needless_pass_by_value)] // taken, so that a turn is given back once
+    pub fn pass(&self, _ticket: Ticket) {
+        self.release();
+    }
+
+    /// Gives back a turn taken by `try_admit_or_queue`.
     #[allow(clippy::needless_pass_by_value)] // taken, so that a turn is given back once
     pub fn done(&self, ticket: Ticket) {
         self.finish(ticket.started);
@@ -208,14 +310,24 @@ impl Admission {
                 s.running -= 1;
                 return;
             };
-            if !self.can_finish_by(w.deadline, now) {
-                continue;
-            }
-            if w.grant.send(()).is_ok() {
+            let expired = !self.can_finish_by(w.deadline, now);
+            let taken = match w.grant {
+                // Dropped: it answers `DeadlineExceeded`.
+                Grant::Task(_) if expired => false,
+                Grant::Task(grant) => grant.send(()).is_ok(),
+                Grant::Call(call) if expired => {
+                    self.refuse(Refusal::DeadlineExceeded);
+                    call(Turn::Expired);
+                    false
+                }
+                Grant::Call(call) => call(Turn::Granted(Ticket { started: now })),
+            };
+            if taken {
                 // The turn passes on: `running` is unchanged.
                 return;
             }
-            // Its request gave up (timed out or the client left).
+            // Expired, or its request gave up (timed out or the client
+            // left).
         }
     }
 }
@@ -293,6 +405,99 @@ mod tests {
         assert_eq!(refusal, Refusal::DeadlineExceeded);
         assert!(started.elapsed() < Duration::from_millis(10), "refused without waiting");
         drop(a.admit(Some(Instant::now() + Duration::from_millis(200))).await.unwrap());
+    }
+
+    /// A request whose wait is dropped (its client left) keeps neither its
+    /// place in the queue nor a turn sent to it before it looked.
+    #[tokio::test]
+    async fn a_waiter_dropped_while_it_waits_keeps_neither_its_place_nor_a_turn() {
+        let a = admission(1, 10, 1);
+        let held = a.admit(None).await.unwrap();
+        let mut waiter = Box::pin(a.admit(None));
+        assert!(tokio::time::timeout(Duration::from_millis(5), &mut waiter).await.is_err(), "it waits");
+        assert_eq!(a.waiting(), 1);
+        drop(waiter);
+        assert_eq!(a.waiting(), 0, "its place in the queue was kept");
+        let mut waiter = Box::pin(a.admit(None));
+        assert!(tokio::time::timeout(Duration::from_millis(5), &mut waiter).await.is_err(), "it waits");
+        // Its turn is sent; it is dropped before it looks.
+        drop(held);
+        assert_eq!(a.state.lock().unwrap().running, 1, "the turn passed to the waiter");
+        drop(waiter);
+        assert_eq!(a.state.lock().unwrap().running, 0, "the turn sent to it was kept");
+    }
+
+    /// A queued caller's call: what it was told, kept for the test.
+    fn recorder() -> (Arc<Mutex<Vec<Turn>>>, impl FnOnce(Turn) -> bool + Send + 'static) {
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let t = Arc::clone(&told);
+        (told, move |turn| {
+            t.lock().unwrap().push(turn);
+            true
+        })
+    }
+
+    /// What cannot wait is answered as `admit` would: a turn when one is
+    /// free, `Overloaded` at the bound, `DeadlineExceeded` when it could not
+    /// finish in time, and otherwise a place in the queue, whose call is
+    /// told its turn in the queue's order.
+    #[test]
+    fn a_caller_that_cannot_wait_is_answered_now_or_called_with_its_turn() {
+        let a = admission(1, 10, 2);
+        let past = Instant::now().checked_sub(Duration::from_millis(1)).unwrap();
+        let never = |_| -> bool { panic!("not queued") };
+        assert!(matches!(a.try_admit_or_queue(Some(past), never), Now::Refused(Refusal::DeadlineExceeded)));
+        let Now::Granted(first) = a.try_admit_or_queue(Some(Instant::now() + Duration::from_secs(5)), never) else {
+            panic!("a free turn")
+        };
+        let (told1, call1) = recorder();
+        let (told2, call2) = recorder();
+        assert!(matches!(a.try_admit_or_queue(None, call1), Now::Queued(_)));
+        assert!(matches!(a.try_admit_or_queue(None, call2), Now::Queued(_)));
+        assert!(matches!(a.try_admit_or_queue(None, never), Now::Refused(Refusal::Overloaded)));
+        assert_eq!(a.overloaded.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(a.deadline_exceeded.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // Each finished turn goes to the next in line, oldest first.
+        a.done(first);
+        let Some(Turn::Granted(second)) = told1.lock().unwrap().pop() else {
+            panic!("the first in line was not called")
+        };
+        assert!(told2.lock().unwrap().is_empty());
+        a.done(second);
+        let Some(Turn::Granted(third)) = told2.lock().unwrap().pop() else {
+            panic!("the second in line was not called")
+        };
+        a.done(third);
+        assert_eq!(a.state.lock().unwrap().running, 0);
+    }
+
+    /// A queued caller whose deadline passes is told so when a turn comes
+    /// (or withdraws first); one that is gone passes its turn on; a turn
+    /// not used is passed on without counting as service.
+    #[test]
+    fn expired_withdrawn_and_gone_callers_never_keep_a_turn() {
+        let a = admission(1, 10, 10);
+        let Now::Granted(held) = a.try_admit_or_queue(None, |_| true) else { panic!("a free turn") };
+        let soon = Instant::now() + Duration::from_millis(5);
+        let (expired, call) = recorder();
+        assert!(matches!(a.try_admit_or_queue(Some(soon), call), Now::Queued(_)));
+        let (withdrawn, call) = recorder();
+        let Now::Queued(id) = a.try_admit_or_queue(None, call) else { panic!("queued") };
+        assert!(matches!(a.try_admit_or_queue(None, |_| false), Now::Queued(_)), "one that will be gone");
+        let (last, call) = recorder();
+        assert!(matches!(a.try_admit_or_queue(None, call), Now::Queued(_)));
+        assert!(a.withdraw(id));
+        assert!(!a.withdraw(id), "withdrawn once");
+        std::thread::sleep(Duration::from_millis(10));
+        a.done(held);
+        assert!(matches!(expired.lock().unwrap()[..], [Turn::Expired]));
+        assert!(withdrawn.lock().unwrap().is_empty());
+        let Some(Turn::Granted(ticket)) = last.lock().unwrap().pop() else { panic!("the turn was not passed on") };
+        assert_eq!(a.deadline_exceeded.load(std::sync::atomic::Ordering::Relaxed), 1, "the expired one");
+        let service = a.service_ns.load(std::sync::atomic::Ordering::Relaxed);
+        a.pass(ticket);
+        assert_eq!(a.service_ns.load(std::sync::atomic::Ordering::Relaxed), service);
+        assert_eq!(a.state.lock().unwrap().running, 0);
     }
 
     #[tokio::test]

@@ -331,6 +331,32 @@ pub(crate) async fn encode_head(
 ) -> Result<(bool, Bytes), String> {
     let (parts, body) = response.into_parts();
     let body = body.collect().await.map_err(|e| format!("answer body: {e}"))?.to_bytes();
+    Ok(encode_parts(out, &parts, body, head_only, close))
+}
+
+/// `encode_head` for an answer whose body is in memory (an error's JSON),
+/// on a thread that cannot wait for one that is not.
+pub(crate) fn encode_ready(
+    out: &mut Vec<u8>,
+    response: Response,
+    head_only: bool,
+    close: bool,
+) -> Option<(bool, Bytes)> {
+    let (parts, body) = response.into_parts();
+    let mut collect = std::pin::pin!(body.collect());
+    let Poll::Ready(Ok(body)) = collect.as_mut().poll(&mut Context::from_waker(std::task::Waker::noop())) else {
+        return None;
+    };
+    Some(encode_parts(out, &parts, body.to_bytes(), head_only, close))
+}
+
+fn encode_parts(
+    out: &mut Vec<u8>,
+    parts: &axum::http::response::Parts,
+    body: Bytes,
+    head_only: bool,
+    close: bool,
+) -> (bool, Bytes) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(parts.status.as_str().as_bytes());
@@ -358,7 +384,7 @@ pub(crate) async fn encode_head(
     out.extend_from_slice(b"date: ");
     date(out);
     out.extend_from_slice(b"\r\n\r\n");
-    Ok((keep_alive, if head_only || bodiless { Bytes::new() } else { body }))
+    (keep_alive, if head_only || bodiless { Bytes::new() } else { body })
 }
 
 /// How long a closing connection is drained of a body it was answered

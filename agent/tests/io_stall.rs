@@ -19,7 +19,8 @@
 
 mod common;
 
-use std::net::SocketAddr;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::{get, request, Agent};
@@ -322,6 +323,142 @@ fn a_cached_shard_is_answered_while_its_device_is_overloaded() {
     assert_eq!(waiting.join().unwrap(), 201, "the held write lands once the file system thaws");
     assert_eq!(get(addr, cold).body, cold_body);
     assert_eq!(get(addr, held).body, b"w");
+    drop(agent);
+    drop(thaw);
+    drop(fs);
+}
+
+/// Reads that wait for a turn on their device, on the store thread that
+/// read them (no trip to the router's handler): the device's one request
+/// slot is held by a write its frozen file system keeps waiting (the stall
+/// watch off, the scrubber paused, the read cache off). A read with an
+/// `x-deadline-ms` waits in the device's queue and is answered
+/// `DeadlineExceeded` once its deadline passes, while the slot is still
+/// held; past the queue's bound a read is refused `Overloaded` at once.
+/// Both answers are the handler's, header for header. Reads without a
+/// deadline wait; once the file system thaws each gets its turn and is
+/// read on the thread, and a client that left while it waited gives its
+/// turn back: the slot is free again afterwards.
+#[test]
+fn reads_waiting_for_a_held_device_get_their_turn_or_their_deadline_on_the_store_thread() {
+    let test = "reads_waiting_for_a_held_device_get_their_turn_or_their_deadline_on_the_store_thread";
+    let Some(fs) = Mounted::for_test(test) else {
+        return;
+    };
+    let dev = fs.mnt.join("dev0.img");
+    frozen_fs::formatted_file(&dev, 128 << 20);
+    let config = fs.dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\ndevices = [\"{}\"]\n[limits]\ndevice_concurrency = 1\ndevice_queue_max = 3\n\
+             [health]\nio_stall_ms = 0\n[read_cache]\nbytes_per_device = 0\n[scrub]\npaused = true\n",
+            fs.dir.path().join("data").display(),
+            dev.display()
+        ),
+    )
+    .unwrap();
+    let (agent, addr) = Agent::serving(&["--config", config.to_str().unwrap()]);
+    let thaw = fs.thaw_on_drop();
+    let held = "held";
+    let body = |key: &str| key.repeat(100).into_bytes();
+    let keys = ["wait-a", "wait-b", "wait-c", "probe"];
+    for key in keys {
+        assert!(stripe(key) != stripe(held), "the held PUT must not hold {key}'s stripe");
+        assert_eq!(request(addr, "PUT", &format!("/v1/shards/{key}"), &[], &body(key)).status, 201);
+    }
+    let local_reads = "shardnode_device_store_local_reads_total{device=\"0\"}";
+    let local_before = common::sample(addr, local_reads);
+    let deadline_drops = "shardnode_admission_drops_total{device=\"0\",reason=\"deadline\"}";
+    let drops_before = common::sample(addr, deadline_drops);
+    let with_deadline = |ms: &str, extra: &[(&str, &str)]| {
+        let headers: Vec<(&str, &str)> = [("x-deadline-ms", ms)].into_iter().chain(extra.iter().copied()).collect();
+        request(addr, "GET", "/v1/shards/probe", &headers, b"")
+    };
+
+    fs.freeze(true);
+    let writer = std::thread::spawn(move || request(addr, "PUT", &format!("/v1/shards/{held}"), &[], b"w").status);
+    // The PUT holds the slot once a read with a deadline, queued behind
+    // it, runs out of time (before that it is read: counted).
+    let (mut read_before_held, until) = (0, Instant::now() + Duration::from_secs(10));
+    loop {
+        let r = with_deadline("200", &[]);
+        if r.status == 503 {
+            assert_eq!(r.code(), "DeadlineExceeded", "{}", r.text());
+            break;
+        }
+        assert_eq!((r.status, r.body), (200, body("probe")));
+        read_before_held += 1;
+        assert!(Instant::now() < until, "the held write never took the device's slot");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Answered at its deadline, not before (it waited in the queue) and
+    // not when the slot frees (it is held until the thaw): the handler's
+    // answer, which the header it does not serve asks for.
+    let sent = Instant::now();
+    let here = with_deadline("300", &[]);
+    let waited = sent.elapsed();
+    let handler = with_deadline("300", &[("x-probe", "handler")]);
+    assert_eq!((here.status, here.code()), (503, "DeadlineExceeded".to_owned()), "{}", here.text());
+    assert!(waited >= Duration::from_millis(300), "answered after {waited:?}, before its deadline");
+    assert_eq!((here.status, common::headers_but_date(&here)), (handler.status, common::headers_but_date(&handler)));
+    assert_eq!(here.body, handler.body);
+
+    // Three reads without a deadline wait in the queue (one that finds it
+    // full for a moment tries again); the third's client leaves.
+    let (queued_tx, queued) = std::sync::mpsc::channel();
+    let waiter = |key: &'static str, leaves: bool| {
+        let queued_tx = queued_tx.clone();
+        std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(20);
+            loop {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.write_all(format!("GET /v1/shards/{key} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes()).unwrap();
+                // No answer within 300 ms: it waits (nothing frees the slot).
+                s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+                if s.peek(&mut [0]).is_err() {
+                    queued_tx.send(key).unwrap();
+                    if leaves {
+                        return None;
+                    }
+                    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                    let r = common::read_reply(&mut s, false);
+                    return Some((r.status, r.body));
+                }
+                let r = common::read_reply(&mut s, false);
+                assert_eq!((r.status, r.code()), (503, "Overloaded".to_owned()), "{key}: {}", r.text());
+                assert!(Instant::now() < until, "{key} never found room in the queue");
+            }
+        })
+    };
+    let waiting = [waiter("wait-a", false), waiter("wait-b", false), waiter("wait-c", true)];
+    for _ in 0..3 {
+        queued.recv_timeout(Duration::from_secs(30)).expect("a read without a deadline never waited in the queue");
+    }
+    // The queue is full: a read is refused at once, as the handler refuses
+    // it.
+    let here = with_deadline("100", &[]);
+    assert_eq!((here.status, here.code()), (503, "Overloaded".to_owned()), "{}", here.text());
+    let handler = with_deadline("100", &[("x-probe", "handler")]);
+    assert_eq!(here.header("retry-after"), Some("1"));
+    assert_eq!((here.status, common::headers_but_date(&here)), (handler.status, common::headers_but_date(&handler)));
+    assert_eq!(here.body, handler.body);
+
+    fs.freeze(false);
+    assert_eq!(writer.join().unwrap(), 201, "the held write lands once the file system thaws");
+    let answers: Vec<_> = waiting.into_iter().map(|w| w.join().unwrap()).collect();
+    assert_eq!(answers[0], Some((200, body("wait-a"))));
+    assert_eq!(answers[1], Some((200, body("wait-b"))));
+    // Each waiting read was read on the store thread once its turn came
+    // (the one whose client left too).
+    let local = common::sample(addr, local_reads) - local_before;
+    assert_eq!(local as u64, read_before_held + 3, "the waiting reads were not all read on the thread");
+    assert!(common::sample(addr, deadline_drops) - drops_before >= 2.0, "the deadline refusals were not counted");
+    // No turn was kept: one at a time, reads go on being served in time.
+    for key in keys {
+        let r = request(addr, "GET", &format!("/v1/shards/{key}"), &[("x-deadline-ms", "5000")], b"");
+        assert_eq!((r.status, r.body), (200, body(key)));
+    }
     drop(agent);
     drop(thaw);
     drop(fs);

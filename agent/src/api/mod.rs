@@ -272,14 +272,20 @@ fn cached(node: &Node, route: Route, key: &[u8]) -> Option<(usize, Cached)> {
 
 /// Waits for a turn on a device (see `admission.rs`).
 async fn admit(node: &Node, slot: usize, deadline: Option<Instant>) -> Result<Permit<'_>, ApiError> {
-    node.slots[slot].admission.admit(deadline).await.map_err(|r| match r {
+    node.slots[slot].admission.admit(deadline).await.map_err(|r| refusal(slot, r))
+}
+
+/// The answer to a request `slot`'s admission refused (here or on a store
+/// thread's front).
+pub(crate) fn refusal(slot: usize, why: Refusal) -> ApiError {
+    match why {
         Refusal::Overloaded => overloaded(slot),
         Refusal::DeadlineExceeded => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "DeadlineExceeded",
             "the request could not start before its x-deadline-ms; nothing was done",
         ),
-    })
+    }
 }
 
 /// Whether a shard read asks to be served only in spare room

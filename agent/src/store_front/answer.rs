@@ -4,29 +4,125 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use shardstore::store::thread::Local;
 use shardstore::store::{Read, ShardStat};
 
-use super::request::shard_head;
+use super::request::{shard_head, Plain};
 use super::{ConnId, Message, Pending, Source, ThreadFront, BODY_COPIED_BYTES_MAX};
+use crate::admission::{Now, Refusal, Ticket, Turn};
 use crate::front;
 use crate::node::Route;
 
 impl ThreadFront {
     /// A plain `GET` or `HEAD` of a shard: answered here when it can be
     /// (see the module's notes), else by the handler.
-    pub(super) fn fast(
+    pub(super) fn fast(&mut self, local: &mut Local<'_, '_>, id: ConnId, plain: Plain) {
+        let mut granted = None;
+        self.read_plain(local, id, plain, Instant::now(), &mut granted);
+    }
+
+    /// The turn on `slot`'s device a read queued by `read_plain` waited
+    /// for, or the news that its deadline can no longer be met.
+    pub(super) fn admitted(&mut self, local: &mut Local<'_, '_>, id: ConnId, slot: usize, turn: Turn) {
+        let shared = Arc::clone(&self.shared);
+        if !self.queued.is_empty() {
+            self.queued.retain(|&(_, c)| c != id);
+        }
+        let queued = self
+            .conn(id)
+            .filter(|c| matches!(c.pending, Pending::Queued { .. }))
+            .map(|c| std::mem::replace(&mut c.pending, Pending::None));
+        let Some(Pending::Queued { plain, started, .. }) = queued else {
+            // The connection left while it waited (or the thread closes).
+            if let Turn::Granted(ticket) = turn {
+                shared.pass(slot, ticket);
+            }
+            return;
+        };
+        if self.conn(id).is_some_and(|c| c.closing) {
+            if let Turn::Granted(ticket) = turn {
+                shared.pass(slot, ticket);
+            }
+            return self.close(id);
+        }
+        match turn {
+            Turn::Granted(ticket) => {
+                let mut granted = Some((slot, ticket));
+                self.read_plain(local, id, plain, started, &mut granted);
+            }
+            Turn::Expired => self.refuse(id, slot, Refusal::DeadlineExceeded, plain.head_len, plain.close, started),
+        }
+    }
+
+    /// Reads queued for a turn whose deadline has passed: withdrawn from
+    /// their device's queue and answered `DeadlineExceeded`. One no longer
+    /// in the queue was told its turn, and hears of it next.
+    pub(super) fn expire_queued(&mut self, now: Instant) {
+        let Source::Stores(app) = &self.shared.source else { return };
+        let app = Arc::clone(app);
+        let mut i = 0;
+        while i < self.queued.len() {
+            let (deadline, id) = self.queued[i];
+            let waiting = match self.conn(id).map(|c| &c.pending) {
+                Some(&Pending::Queued { slot, waiter, .. }) => Some((slot, waiter)),
+                _ => None,
+            };
+            if waiting.is_some() && deadline > now {
+                i += 1;
+                continue;
+            }
+            self.queued.swap_remove(i);
+            let Some((slot, waiter)) = waiting else { continue };
+            let admission = &app.node.slots[slot].admission;
+            if !admission.withdraw(waiter) {
+                continue;
+            }
+            admission.deadline_exceeded.fetch_add(1, Ordering::Relaxed);
+            let Some(c) = self.conn(id) else { continue };
+            let Pending::Queued { plain, started, .. } = std::mem::replace(&mut c.pending, Pending::None) else {
+                continue;
+            };
+            if c.closing {
+                self.close(id);
+            } else {
+                self.refuse(id, slot, Refusal::DeadlineExceeded, plain.head_len, plain.close, started);
+            }
+        }
+    }
+
+    /// The earliest deadline of the reads queued for a turn.
+    pub(super) fn next_expiry(&self) -> Option<Instant> {
+        self.queued.iter().map(|&(deadline, _)| deadline).min()
+    }
+
+    /// A plain read, first (`granted` empty) or again with the turn on its
+    /// device it waited for: a turn not used by the time it returns is
+    /// passed on.
+    fn read_plain(
         &mut self,
         local: &mut Local<'_, '_>,
         id: ConnId,
-        head_len: usize,
-        head_only: bool,
-        close: bool,
-        key: Vec<u8>,
+        plain: Plain,
+        started: Instant,
+        granted: &mut Option<(usize, Ticket)>,
     ) {
-        let started = Instant::now();
+        self.read_plain_with(local, id, plain, started, granted);
+        if let Some((slot, ticket)) = granted.take() {
+            self.shared.pass(slot, ticket);
+        }
+    }
+
+    fn read_plain_with(
+        &mut self,
+        local: &mut Local<'_, '_>,
+        id: ConnId,
+        plain: Plain,
+        started: Instant,
+        granted: &mut Option<(usize, Ticket)>,
+    ) {
+        let Plain { head_len, head_only, close, key, deadline_ms } = plain;
         let shared = Arc::clone(&self.shared);
         let app = match &shared.source {
             Source::Stores(app) => app,
@@ -69,8 +165,14 @@ impl ThreadFront {
             self.answer_shard(id, Some(slot), &hit.stat, body, head_only, close, head_len, started);
             return;
         }
-        if matches!(route, Route::Refuse { .. }) {
-            return self.through_handler(id);
+        if matches!(route, Route::Refuse { .. }) && granted.is_none() {
+            if head_only {
+                return self.through_handler(id);
+            }
+            // Its device's queue is full: refused as the handler would.
+            drop(stripe);
+            node.slots[slot].admission.overloaded.fetch_add(1, Ordering::Relaxed);
+            return self.refuse(id, slot, Refusal::Overloaded, head_len, close, started);
         }
         if head_only {
             // A stat is an index probe: on this thread, at once.
@@ -84,7 +186,39 @@ impl ThreadFront {
             }
             return;
         }
-        let Some(ticket) = node.slots[slot].admission.try_admit() else { return self.through_handler(id) };
+        let ticket = match granted.take() {
+            Some((granted_slot, ticket)) if granted_slot == slot => ticket,
+            Some(other) => {
+                // The shard moved while the read waited: the handler finds it.
+                *granted = Some(other);
+                return self.through_handler(id);
+            }
+            None => {
+                let deadline = deadline_ms.map(|ms| started + Duration::from_millis(ms));
+                let mailbox = Arc::clone(&self.mailbox);
+                let call = move |turn| mailbox.post(Message::Admitted { conn: id, slot, turn }).is_ok();
+                match node.slots[slot].admission.try_admit_or_queue(deadline, call) {
+                    Now::Granted(ticket) => ticket,
+                    Now::Refused(why) => {
+                        drop(stripe);
+                        return self.refuse(id, slot, why, head_len, close, started);
+                    }
+                    Now::Queued(waiter) => {
+                        // Looked up again when its turn comes: the stripe
+                        // is not held while it waits.
+                        drop(stripe);
+                        if let Some(d) = deadline {
+                            self.queued.push((d, id));
+                        }
+                        let plain = Plain { head_len, head_only, close, key, deadline_ms };
+                        if let Some(c) = self.conn(id) {
+                            c.pending = Pending::Queued { slot, waiter, plain, started };
+                        }
+                        return;
+                    }
+                }
+            }
+        };
         if let Some(c) = self.conn(id) {
             c.pending = Pending::Read { slot, ticket: Some(ticket), started, head_len, close, placed: None };
         }
@@ -196,6 +330,24 @@ impl ThreadFront {
         c.close_after = close;
         c.sent = 0;
         crate::metrics::observe(if head_only { 2 } else { 1 }, 200, started);
+        self.send(id);
+    }
+
+    /// Answers a read its device's admission refused, as the handler
+    /// would (`api::refusal`), without the trip to it.
+    fn refuse(&mut self, id: ConnId, slot: usize, why: Refusal, head_len: usize, close: bool, started: Instant) {
+        let Some(c) = self.conn(id) else { return };
+        let response = axum::response::IntoResponse::into_response(crate::api::refusal(slot, why));
+        let status = response.status().as_u16();
+        let Some((keep_alive, body)) = front::encode_ready(&mut c.out, response, false, close) else {
+            // Not an answer in memory after all: the handler's.
+            return self.through_handler(id);
+        };
+        c.start += head_len;
+        c.out.extend_from_slice(&body);
+        c.close_after = !keep_alive;
+        c.sent = 0;
+        crate::metrics::observe(1, status, started);
         self.send(id);
     }
 

@@ -11,8 +11,11 @@
 //!
 //! Only the plain case is served here: a `GET` or `HEAD` of a whole shard
 //! with no query and no headers beyond `host`, `user-agent`, `accept`,
-//! `connection` and a zero `content-length`, whose key only one device
-//! may hold, admitted at once and not under a write of its stripe. Every
+//! `connection`, `x-deadline-ms` and a zero `content-length`, whose key
+//! only one device may hold, not under a write of its stripe. Its device's
+//! admission is asked here too (`answer.rs`): a refusal is written here,
+//! and a read that must wait for a turn waits here, its connection
+//! parked, until the turn's message or its deadline. Every
 //! other request without a body is answered by the router's own handler
 //! on the tokio runtime, and its answer written here; so is a plain read
 //! whose shard was not found where the route said (its absence proven
@@ -34,7 +37,7 @@ use shardstore::sockets::{SocketDone, SocketOp};
 use shardstore::store::thread::StoreHandle;
 use shardstore::store::Read;
 
-use crate::admission::Ticket;
+use crate::admission::{Ticket, Turn};
 use crate::api::App;
 use crate::front::ShardApi;
 
@@ -106,6 +109,22 @@ impl Shared {
             app.node.slots[slot].admission.done(ticket);
         }
     }
+
+    /// Takes a read that waits for a turn out of `slot`'s queue (its
+    /// connection left); if its turn was given meanwhile, the message
+    /// that tells it passes the turn on.
+    fn withdraw(&self, slot: usize, waiter: u64) {
+        if let Source::Stores(app) = &self.source {
+            app.node.slots[slot].admission.withdraw(waiter);
+        }
+    }
+
+    /// Gives back a turn on `slot`'s device that was not used.
+    fn pass(&self, slot: usize, ticket: Ticket) {
+        if let Source::Stores(app) = &self.source {
+            app.node.slots[slot].admission.pass(ticket);
+        }
+    }
 }
 
 /// How other threads (and its own store's reply closures) reach one
@@ -149,6 +168,9 @@ enum Message {
     Read { conn: ConnId, result: shardstore::Result<Read> },
     /// An answer the router's handler gave, encoded: written as it is.
     Answer { conn: ConnId, bytes: Vec<u8>, keep_alive: bool },
+    /// A turn on `slot`'s device for a connection's queued read, or the
+    /// news that its deadline can no longer be met.
+    Admitted { conn: ConnId, slot: usize, turn: Turn },
     /// Look at the fronts' state (the agent stops).
     Look,
 }
@@ -282,6 +304,10 @@ struct ThreadFront {
     /// `None` when none could be mapped (every such read goes to the
     /// shard's own thread).
     placed_buffers: Option<shardstore::device::BufferPool>,
+    /// Connections whose read waits in a device's queue with a deadline,
+    /// and the deadline (entries of connections no longer waiting are
+    /// dropped as they are found).
+    queued: Vec<(Instant, ConnId)>,
 }
 
 /// A connection's operations carry its slot and generation (`ConnId`).
@@ -339,6 +365,15 @@ enum Pending {
     },
     /// An answer from the router's handler, on tokio.
     Handler,
+    /// A turn on `slot`'s device for a plain read, in its queue as
+    /// `waiter` (`Admission::try_admit_or_queue`); told by a message
+    /// (`Message::Admitted`), or withdrawn at its deadline.
+    Queued {
+        slot: usize,
+        waiter: u64,
+        plain: request::Plain,
+        started: Instant,
+    },
 }
 
 /// A socket handed over as a tokio stream.

@@ -12,11 +12,23 @@ pub(super) enum Step {
     /// Not yet a whole head.
     More,
     /// A plain `GET` or `HEAD` of a whole shard, served here.
-    Fast { head_len: usize, head_only: bool, close: bool, key: Vec<u8> },
+    Fast(Plain),
     /// A request without a body the router's handler answers.
     Handler,
     /// Anything else: the tokio front serves the connection from here on.
     HandOff,
+}
+
+/// A plain shard read, as `classify` found it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Plain {
+    pub head_len: usize,
+    pub head_only: bool,
+    /// The client asked to close the connection after the answer.
+    pub close: bool,
+    pub key: Vec<u8>,
+    /// The request's `x-deadline-ms`, if it gave one.
+    pub deadline_ms: Option<u64>,
 }
 
 /// Headers a request served here may carry.
@@ -41,10 +53,18 @@ pub(super) fn classify(buf: &[u8], header_bytes_max: usize) -> Step {
     if raw.is_empty() || raw.contains('?') || parsed.version != Some(1) {
         return Step::Handler;
     }
-    let mut close = false;
+    let (mut close, mut deadline_ms) = (false, None);
     for h in parsed.headers.iter() {
         let is = |n: &str| h.name.eq_ignore_ascii_case(n);
         if is("host") || is("user-agent") || is("accept") {
+            continue;
+        }
+        if is("x-deadline-ms") && deadline_ms.is_none() {
+            // One that is not a number is the handler's to refuse.
+            let Some(ms) = std::str::from_utf8(h.value).ok().and_then(|t| t.trim().parse::<u64>().ok()) else {
+                return Step::Handler;
+            };
+            deadline_ms = Some(ms);
             continue;
         }
         if is("content-length") && h.value == b"0" {
@@ -63,7 +83,7 @@ pub(super) fn classify(buf: &[u8], header_bytes_max: usize) -> Step {
         return Step::Handler;
     }
     match crate::keys::decode_key(raw) {
-        Ok(key) => Step::Fast { head_len, head_only, close, key },
+        Ok(key) => Step::Fast(Plain { head_len, head_only, close, key, deadline_ms }),
         Err(_) => Step::Handler,
     }
 }
@@ -96,18 +116,28 @@ mod tests {
     /// to the tokio front.
     #[test]
     fn plain_shard_reads_are_served_here_and_the_rest_elsewhere() {
-        let fast =
-            |head_only, close, key: &[u8], len| Step::Fast { head_len: len, head_only, close, key: key.to_vec() };
+        let plain = |head_only, close, key: &[u8], len| Plain {
+            head_len: len,
+            head_only,
+            close,
+            key: key.to_vec(),
+            deadline_ms: None,
+        };
+        let fast = |head_only, close, key: &[u8], len| Step::Fast(plain(head_only, close, key, len));
         let w = "GET /v1/shards/a%2Fb HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n";
         assert_eq!(step(w), fast(false, false, b"a/b", w.len()));
         let w = "HEAD /v1/shards/k HTTP/1.1\r\nHost: t\r\nConnection: Close\r\n\r\n";
         assert_eq!(step(w), fast(true, true, b"k", w.len()));
         let w = "GET /v1/shards/k HTTP/1.1\r\nconnection: keep-alive\r\nuser-agent: x\r\naccept: */*\r\n\r\nGET ";
         assert_eq!(step(w), fast(false, false, b"k", w.len() - 4));
+        // A deadline is kept for the admission on the thread.
+        let w = "GET /v1/shards/k HTTP/1.1\r\nx-deadline-ms: 50\r\n\r\n";
+        assert_eq!(step(w), Step::Fast(Plain { deadline_ms: Some(50), ..plain(false, false, b"k", w.len()) }));
         for (wire, want) in [
             ("GET /v1/shards/k HTTP/1.1\r\nhost: t\r\n", Step::More),
             ("GET /v1/shards/k HTTP/1.1\r\nrange: bytes=0-1\r\n\r\n", Step::Handler),
-            ("GET /v1/shards/k HTTP/1.1\r\nx-deadline-ms: 5\r\n\r\n", Step::Handler),
+            ("GET /v1/shards/k HTTP/1.1\r\nx-deadline-ms: soon\r\n\r\n", Step::Handler),
+            ("GET /v1/shards/k HTTP/1.1\r\nx-deadline-ms: -5\r\n\r\n", Step::Handler),
             ("GET /v1/shards/k?priority=background HTTP/1.1\r\n\r\n", Step::Handler),
             ("GET /v1/shards/k HTTP/1.1\r\ncontent-length: 1\r\n\r\nx", Step::Handler),
             ("GET /v1/shards/k HTTP/1.1\r\nconnection: upgrade\r\n\r\n", Step::Handler),

@@ -13,7 +13,7 @@ use shardstore::store::thread::{Local, Sidecar, StoreHandle};
 
 use super::request::{classify, Step};
 use super::{
-    token, untoken, Conn, ConnId, HandOff, Mailbox, Message, Pending, Shared, ThreadFront, BODY_COPIED_BYTES_MAX,
+    token, untoken, Conn, ConnId, HandOff, Mailbox, Message, Pending, Shared, ThreadFront, Turn, BODY_COPIED_BYTES_MAX,
     CLOSE_WAIT, READ_BUFFER_BYTES, TIMEOUT_CHECK_INTERVAL,
 };
 
@@ -38,6 +38,7 @@ impl ThreadFront {
             next_timeout_check: Instant::now() + TIMEOUT_CHECK_INTERVAL,
             done: Vec::new(),
             placed_buffers: super::placed::buffers(),
+            queued: Vec::new(),
         };
         (front, mailbox)
     }
@@ -160,8 +161,13 @@ impl ThreadFront {
 
     pub(super) fn close(&mut self, id: ConnId) {
         let Some(c) = self.conns.get_mut(id.slot as usize).and_then(Option::take) else { return };
-        if let Pending::Read { slot, ticket: Some(t), .. } = c.pending {
-            self.shared.give_back(slot, t);
+        match c.pending {
+            Pending::Read { slot, ticket: Some(t), .. } => self.shared.give_back(slot, t),
+            Pending::Queued { slot, waiter, .. } => self.shared.withdraw(slot, waiter),
+            _ => {}
+        }
+        if !self.queued.is_empty() {
+            self.queued.retain(|&(_, c)| c != id);
         }
         self.free.push(id.slot);
         self.forget_one();
@@ -226,7 +232,7 @@ impl ThreadFront {
         }
         match classify(&c.buf[c.start..c.filled], max) {
             Step::More => self.recv(id),
-            Step::Fast { head_len, head_only, close, key } => self.fast(local, id, head_len, head_only, close, key),
+            Step::Fast(plain) => self.fast(local, id, plain),
             Step::Handler => self.through_handler(id),
             Step::HandOff => self.hand_off(id),
         }
@@ -286,6 +292,7 @@ impl Sidecar for ThreadFront {
                     Message::Adopt(fd) => self.adopt(fd),
                     Message::Read { conn, result } => self.read_done(conn, result),
                     Message::Answer { conn, bytes, keep_alive } => self.handler_answered(conn, bytes, keep_alive),
+                    Message::Admitted { conn, slot, turn } => self.admitted(local, conn, slot, turn),
                     Message::Look => {}
                 }
             }
@@ -301,7 +308,11 @@ impl Sidecar for ThreadFront {
             std::mem::swap(&mut self.done, &mut done);
             self.done.append(&mut done);
         }
-        self.check_idle(Instant::now());
+        let now = Instant::now();
+        if self.next_expiry().is_some_and(|d| d <= now) {
+            self.expire_queued(now);
+        }
+        self.check_idle(now);
         self.flush(local);
     }
 
@@ -309,12 +320,34 @@ impl Sidecar for ThreadFront {
         self.mailbox.waiting.load(Ordering::SeqCst) > 0
     }
 
+    fn due(&self) -> Option<Instant> {
+        self.next_expiry()
+    }
+
     fn close(&mut self, local: &mut Local<'_, '_>) {
         // Every connection shut down, then its operation waited for (its
         // buffers are the kernel's until then), within a bound.
         self.flush(local);
+        // Turns on other devices held or waited for are given back: those
+        // devices go on serving. A waiter no longer in its queue was told
+        // its turn, in a message here by now.
+        let shared = Arc::clone(&self.shared);
         for c in self.conns.iter_mut().flatten() {
-            c.pending = Pending::None;
+            match std::mem::replace(&mut c.pending, Pending::None) {
+                Pending::Read { slot, ticket: Some(t), .. } => shared.give_back(slot, t),
+                Pending::Queued { slot, waiter, .. } => shared.withdraw(slot, waiter),
+                _ => {}
+            }
+        }
+        while let Ok(message) = self.rx.try_recv() {
+            self.mailbox.waiting.fetch_sub(1, Ordering::SeqCst);
+            match message {
+                Message::Admitted { slot, turn: Turn::Granted(ticket), .. } => shared.pass(slot, ticket),
+                Message::Adopt(_) => self.forget_one(),
+                _ => {}
+            }
+        }
+        for c in self.conns.iter_mut().flatten() {
             c.closing = true;
             let _ = nix::sys::socket::shutdown(c.fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         }
