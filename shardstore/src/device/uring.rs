@@ -668,12 +668,18 @@ impl BlockDevice for UringDevice {
     }
 
     fn reap_or_wake(&mut self, out: &mut Vec<Completion>) -> Result<usize> {
+        self.reap_or_wake_n(1, out)
+    }
+
+    fn reap_or_wake_n(&mut self, want: usize, out: &mut Vec<Completion>) -> Result<usize> {
         if self.wake.is_none() || !self.ready.is_empty() {
-            return self.reap(1, out);
+            return self.reap(want, out);
         }
         self.arm_wake();
         let before = out.len();
-        self.enter_until(1, self.wake_at)?;
+        // The wake poll's completion, when it comes, is among those waited
+        // for: a wake-up ends the wait (with nothing in flight, only it).
+        self.enter_until(want.min(self.in_flight).max(1), self.wake_at)?;
         if self.wake_at.is_some_and(|at| Instant::now() >= at) {
             self.wake_at = None;
         }

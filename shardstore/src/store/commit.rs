@@ -295,11 +295,23 @@ impl Store {
     /// of the batch, or `COMMIT_LOG_OP`), first making room on the device
     /// when the queue is full.
     pub(super) fn submit_commit_io(&mut self, op: u32, kind: IoKind, writes: &mut WriteBatch) -> Result<()> {
+        self.submit_commit_io_then(op, kind, writes, false)
+    }
+
+    /// `submit_commit_io`; `with_wait`: handed to the kernel by the wait
+    /// that follows (the commit waits for it next: one system call for
+    /// both, and the writes so gathered reach the device together).
+    fn submit_commit_io_then(&mut self, op: u32, kind: IoKind, writes: &mut WriteBatch, with_wait: bool) -> Result<()> {
         // A wake-up (a request arrived) ends a wait without freeing a slot.
         while self.dev.in_flight() >= STORE_QUEUE_DEPTH {
             self.reap_commit_io(writes)?;
         }
-        self.dev.submit(IoOp { token: ReadToken::Commit { op }.encode(), kind })?;
+        let io = IoOp { token: ReadToken::Commit { op }.encode(), kind };
+        if with_wait {
+            self.dev.submit_with_next_reap(io)?;
+        } else {
+            self.dev.submit(io)?;
+        }
         writes.outstanding += 1;
         Ok(())
     }
@@ -333,7 +345,14 @@ impl Store {
 
     fn collect_commit_io(&mut self, writes: &mut WriteBatch, wait: bool) -> Result<()> {
         let mut got = std::mem::take(&mut writes.scratch);
-        let reaped = self.reap_sorting(wait, &mut got, |c| match ReadToken::decode(c.token) {
+        // With nothing but the commit's own on the device, all of them in
+        // one wait (a wake-up still ends it).
+        let want = match wait {
+            false => 0,
+            true if self.dev.in_flight() == writes.outstanding => writes.outstanding,
+            true => 1,
+        };
+        let reaped = self.reap_sorting(want, &mut got, |c| match ReadToken::decode(c.token) {
             ReadToken::Commit { op } => {
                 writes.outstanding -= 1;
                 if let Err(e) = &c.result {
@@ -580,7 +599,7 @@ impl Store {
     }
 
     /// Submits `bytes` at the log's end in every copy of the metadata
-    /// region; the caller waits for them.
+    /// region, with the wait for them: the caller waits next.
     fn submit_log_copies(&mut self, bytes: &[u8], writes: &mut WriteBatch) -> Result<()> {
         // Pieces of at most one reusable buffer (a small log write, nearly
         // all of them, is one piece per copy); fresh ones past the pool.
@@ -593,7 +612,7 @@ impl Store {
                 };
                 buf.as_mut_slice().copy_from_slice(piece);
                 let at = offset + (i * step) as u64;
-                self.submit_commit_io(COMMIT_LOG_OP, IoKind::Write { offset: at, buf, fua: false }, writes)?;
+                self.submit_commit_io_then(COMMIT_LOG_OP, IoKind::Write { offset: at, buf, fua: false }, writes, true)?;
             }
         }
         Ok(())
