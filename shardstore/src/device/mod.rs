@@ -238,13 +238,6 @@ pub trait BlockDevice: Send {
         self.reap(1, out)
     }
 
-    /// As [`BlockDevice::reap_or_wake`], waiting for `want` completions
-    /// (or the waker): for a caller whose operations are all that is in
-    /// flight.
-    fn reap_or_wake_n(&mut self, want: usize, out: &mut Vec<Completion>) -> Result<usize> {
-        self.reap(want, out)
-    }
-
     /// Ends a [`BlockDevice::reap_or_wake`] in progress at `at` as the
     /// waker would, once (the time of work of the waiting thread's own, a
     /// deadline; `None`: no such time). Devices without a waker ignore it.

@@ -452,11 +452,8 @@ impl UringDevice {
         // check interval to look at the operations' ages.
         let watched = self.stall.as_ref().and(self.stall_after).filter(|_| want > 0);
         loop {
-            let timeout =
-                [watched.map(StallWatch::check_interval), until.map(|u| u.saturating_duration_since(Instant::now()))]
-                    .into_iter()
-                    .flatten()
-                    .min();
+            let left = until.map(|u| u.saturating_duration_since(Instant::now()));
+            let timeout = watched.map(StallWatch::check_interval).into_iter().chain(left).min();
             let result = if want == 0 && self.info.features.defer_taskrun {
                 // SAFETY: no extended argument is passed; the call only
                 // submits queued SQEs and runs deferred completion work.
@@ -470,8 +467,7 @@ impl UringDevice {
             let over = until.is_some_and(|u| Instant::now() >= u);
             match result {
                 // A wait that timed out after submitting also returns Ok:
-                // it is done only once `want` completions are there (or at
-                // `until`).
+                // it is done once `want` completions are there (or at `until`).
                 Ok(_) if timeout.is_none() || over || self.ring.completion().len() >= want => {
                     self.queued = 0;
                     self.pieces_queued = false;
@@ -668,18 +664,13 @@ impl BlockDevice for UringDevice {
     }
 
     fn reap_or_wake(&mut self, out: &mut Vec<Completion>) -> Result<usize> {
-        self.reap_or_wake_n(1, out)
-    }
-
-    fn reap_or_wake_n(&mut self, want: usize, out: &mut Vec<Completion>) -> Result<usize> {
         if self.wake.is_none() || !self.ready.is_empty() {
-            return self.reap(want, out);
+            return self.reap(1, out);
         }
         self.arm_wake();
         let before = out.len();
-        // The wake poll's completion, when it comes, is among those waited
-        // for: a wake-up ends the wait (with nothing in flight, only it).
-        self.enter_until(want.min(self.in_flight).max(1), self.wake_at)?;
+        // One completion: the wake poll's, when it comes, ends the wait.
+        self.enter_until(1, self.wake_at)?;
         if self.wake_at.is_some_and(|at| Instant::now() >= at) {
             self.wake_at = None;
         }

@@ -578,7 +578,7 @@ impl Store {
     /// Waits for a completion and routes it (a checkpoint write's, a get's
     /// or a scrub window's).
     fn reap_for_checkpoint(&mut self) -> Result<()> {
-        self.reap_sorting(1, &mut Vec::new(), Some)
+        self.reap_sorting(true, &mut Vec::new(), Some)
     }
 
     /// A write of the checkpoint beside commits completed.

@@ -345,14 +345,7 @@ impl Store {
 
     fn collect_commit_io(&mut self, writes: &mut WriteBatch, wait: bool) -> Result<()> {
         let mut got = std::mem::take(&mut writes.scratch);
-        // With nothing but the commit's own on the device, all of them in
-        // one wait (a wake-up still ends it).
-        let want = match wait {
-            false => 0,
-            true if self.dev.in_flight() == writes.outstanding => writes.outstanding,
-            true => 1,
-        };
-        let reaped = self.reap_sorting(want, &mut got, |c| match ReadToken::decode(c.token) {
+        let reaped = self.reap_sorting(wait, &mut got, |c| match ReadToken::decode(c.token) {
             ReadToken::Commit { op } => {
                 writes.outstanding -= 1;
                 if let Err(e) = &c.result {

@@ -397,21 +397,14 @@ impl Store {
     /// With nothing on the device it never waits: only a wake-up, the next
     /// request, would end the wait, and these callers wait for their own
     /// I/O, never for requests (a checkpoint's commit once hung so).
-    /// `want` completions are waited for (0: none; more than one only by
-    /// a caller whose own are everything on the device, so that no get's
-    /// read waits behind them).
     pub(super) fn reap_sorting(
         &mut self,
-        want: usize,
+        wait: bool,
         scratch: &mut Vec<Completion>,
         mut own: impl FnMut(Completion) -> Option<Completion>,
     ) -> Result<()> {
-        let want = want.min(self.dev.in_flight());
-        let reaped = match want {
-            0 => self.dev.reap(0, scratch),
-            1 => self.dev.reap_or_wake(scratch),
-            n => self.dev.reap_or_wake_n(n, scratch),
-        };
+        let wait = wait && self.dev.in_flight() > 0;
+        let reaped = if wait { self.dev.reap_or_wake(scratch) } else { self.dev.reap(0, scratch) };
         for c in scratch.drain(..) {
             if let Some(c) = own(c) {
                 self.reads.reaped_elsewhere(c);

@@ -506,7 +506,7 @@ impl Store {
     /// `io`, reads of gets verified and their gets left finished.
     fn collect_move_io(&mut self, io: &mut MoveIo, wait: bool) -> Result<()> {
         let mut got = std::mem::take(&mut io.scratch);
-        let reaped = self.reap_sorting(usize::from(wait), &mut got, |c| {
+        let reaped = self.reap_sorting(wait, &mut got, |c| {
             if !matches!(ReadToken::decode(c.token), ReadToken::Reclaim { .. }) {
                 return Some(c);
             }
