@@ -246,6 +246,29 @@ fn stall(test: &str, owed_keys_max: usize) {
     drop(fs);
 }
 
+/// An agent on one device, a file on the frozen file system's mount, with
+/// one request slot (`limits` adds to `[limits]`, `read_cache` is its
+/// `[read_cache]`), the stall watch off (the device stays askable, merely
+/// overloaded, while a write holds the slot) and the scrubber paused
+/// (whose record of a finished pass would be a write of the store
+/// thread's own to wait on the frozen file system).
+fn one_slot_agent(fs: &Mounted, limits: &str, read_cache: &str) -> (Agent, SocketAddr) {
+    let dev = fs.mnt.join("dev0.img");
+    frozen_fs::formatted_file(&dev, 128 << 20);
+    let config = fs.dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\ndevices = [\"{}\"]\n[limits]\ndevice_concurrency = 1\n{limits}\n\
+             [health]\nio_stall_ms = 0\n[read_cache]\n{read_cache}\n[scrub]\npaused = true\n",
+            fs.dir.path().join("data").display(),
+            dev.display()
+        ),
+    )
+    .unwrap();
+    Agent::serving(&["--config", config.to_str().unwrap()])
+}
+
 /// A device whose one request slot is held by a write its frozen file
 /// system keeps waiting (the stall watch off, so the device stays askable
 /// and merely overloaded; the scrubber paused, whose record of a finished
@@ -259,20 +282,7 @@ fn a_cached_shard_is_answered_while_its_device_is_overloaded() {
     let Some(fs) = Mounted::for_test("a_cached_shard_is_answered_while_its_device_is_overloaded") else {
         return;
     };
-    let dev = fs.mnt.join("dev0.img");
-    frozen_fs::formatted_file(&dev, 128 << 20);
-    let config = fs.dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{}\"\ndevices = [\"{}\"]\n[limits]\ndevice_concurrency = 1\ndevice_queue_max = 0\n\
-             [health]\nio_stall_ms = 0\n[read_cache]\nshard_bytes_max = 16\n[scrub]\npaused = true\n",
-            fs.dir.path().join("data").display(),
-            dev.display()
-        ),
-    )
-    .unwrap();
-    let (agent, addr) = Agent::serving(&["--config", config.to_str().unwrap()]);
+    let (agent, addr) = one_slot_agent(&fs, "device_queue_max = 0", "shard_bytes_max = 16");
     let thaw = fs.thaw_on_drop();
     let (hot, cold, held) = ("hot", "cold", "held");
     assert!(stripe(held) != stripe(hot) && stripe(held) != stripe(cold), "the held PUT must not hold their stripe");
@@ -345,20 +355,7 @@ fn reads_waiting_for_a_held_device_get_their_turn_or_their_deadline_on_the_store
     let Some(fs) = Mounted::for_test(test) else {
         return;
     };
-    let dev = fs.mnt.join("dev0.img");
-    frozen_fs::formatted_file(&dev, 128 << 20);
-    let config = fs.dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{}\"\ndevices = [\"{}\"]\n[limits]\ndevice_concurrency = 1\ndevice_queue_max = 3\n\
-             [health]\nio_stall_ms = 0\n[read_cache]\nbytes_per_device = 0\n[scrub]\npaused = true\n",
-            fs.dir.path().join("data").display(),
-            dev.display()
-        ),
-    )
-    .unwrap();
-    let (agent, addr) = Agent::serving(&["--config", config.to_str().unwrap()]);
+    let (agent, addr) = one_slot_agent(&fs, "device_queue_max = 3", "bytes_per_device = 0");
     let thaw = fs.thaw_on_drop();
     let held = "held";
     let body = |key: &str| key.repeat(100).into_bytes();

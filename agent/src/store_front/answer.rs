@@ -19,8 +19,7 @@ impl ThreadFront {
     /// A plain `GET` or `HEAD` of a shard: answered here when it can be
     /// (see the module's notes), else by the handler.
     pub(super) fn fast(&mut self, local: &mut Local<'_, '_>, id: ConnId, plain: Plain) {
-        let mut granted = None;
-        self.read_plain(local, id, plain, Instant::now(), &mut granted);
+        self.read_plain(local, id, plain, Instant::now(), &mut None);
     }
 
     /// The turn on `slot`'s device a read queued by `read_plain` waited
@@ -51,6 +50,9 @@ impl ThreadFront {
             Turn::Granted(ticket) => {
                 let mut granted = Some((slot, ticket));
                 self.read_plain(local, id, plain, started, &mut granted);
+                if let Some((slot, ticket)) = granted {
+                    self.shared.pass(slot, ticket);
+                }
             }
             Turn::Expired => self.refuse(id, slot, Refusal::DeadlineExceeded, plain.head_len, plain.close, started),
         }
@@ -98,23 +100,9 @@ impl ThreadFront {
     }
 
     /// A plain read, first (`granted` empty) or again with the turn on its
-    /// device it waited for: a turn not used by the time it returns is
-    /// passed on.
+    /// device it waited for (taken from `granted` when used; the caller
+    /// passes on one left there).
     fn read_plain(
-        &mut self,
-        local: &mut Local<'_, '_>,
-        id: ConnId,
-        plain: Plain,
-        started: Instant,
-        granted: &mut Option<(usize, Ticket)>,
-    ) {
-        self.read_plain_with(local, id, plain, started, granted);
-        if let Some((slot, ticket)) = granted.take() {
-            self.shared.pass(slot, ticket);
-        }
-    }
-
-    fn read_plain_with(
         &mut self,
         local: &mut Local<'_, '_>,
         id: ConnId,
