@@ -598,20 +598,9 @@ fn a_flush_with_nothing_in_flight_is_made_by_the_thread_and_one_beside_other_io_
 /// against a 5 ms threshold.
 #[test]
 fn a_flush_made_by_the_thread_that_outlasts_the_threshold_is_seen_as_a_stall_while_it_lasts() {
-    use std::os::unix::fs::FileExt;
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let path = make_file(dir.path(), 576 << 20);
-    let options = OpenOptions { stall_after_ms: 5, ..OpenOptions::default() };
-    let mut dev = UringDevice::open(&path, &options).unwrap();
-    let watch = std::sync::Arc::new(shardstore::device::StallWatch::default());
-    dev.watch_stalls(std::sync::Arc::clone(&watch));
-    dev.submit(write_op(1, 0, 3)).unwrap();
-    reap_ok(&mut dev, 1);
-    let dirty = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    let chunk = vec![0x5a_u8; 1 << 20];
-    for i in 0..512 {
-        dirty.write_all_at(&chunk, (64 << 20) + i * (1 << 20)).unwrap();
-    }
+    let (_dir, mut dev, watch) = device_with_a_slow_flush();
+    // A write that stalled under load (past 5 ms) is a stall of its own.
+    let before = watch.stalls();
     let (seen, flushed) = (std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicBool::new(false));
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -633,6 +622,50 @@ fn a_flush_made_by_the_thread_that_outlasts_the_threshold_is_seen_as_a_stall_whi
     });
     let seen = seen.load(std::sync::atomic::Ordering::SeqCst);
     assert!(seen >= 5, "another thread saw a stall of {seen} ms during the in-line flush");
-    assert_eq!((watch.stalled_for(), watch.stalls()), (None, 1), "over once the flush returned, and counted once");
+    assert_eq!(
+        (watch.stalled_for(), watch.stalls() - before),
+        (None, 1),
+        "over once the flush returned, and counted once"
+    );
     reap_ok(&mut dev, 1);
+}
+
+/// A device with a 5 ms stall threshold whose next flush is slow: 512 MiB
+/// of buffered writes to its file, which the flush writes back (40-250
+/// ms on these machines). One write of its own is done first.
+fn device_with_a_slow_flush() -> (tempfile::TempDir, UringDevice, std::sync::Arc<shardstore::device::StallWatch>) {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = make_file(dir.path(), 576 << 20);
+    let options = OpenOptions { stall_after_ms: 5, ..OpenOptions::default() };
+    let mut dev = UringDevice::open(&path, &options).unwrap();
+    let watch = std::sync::Arc::new(shardstore::device::StallWatch::default());
+    dev.watch_stalls(std::sync::Arc::clone(&watch));
+    dev.submit(write_op(1, 0, 3)).unwrap();
+    reap_ok(&mut dev, 1);
+    let dirty = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let chunk = vec![0x5a_u8; 1 << 20];
+    for i in 0..512 {
+        dirty.write_all_at(&chunk, (64 << 20) + i * (1 << 20)).unwrap();
+    }
+    (dir, dev, watch)
+}
+
+/// A stall ends when its operation's completion is taken, not at the
+/// device's next wait (which an idle device may not make for a long
+/// time): the slow flush, sent to the ring beside a write, is seen as a
+/// stall while the reap waits for it, and no more once the reap returns.
+#[test]
+fn a_stall_ends_when_its_operation_is_reaped() {
+    let (_dir, mut dev, watch) = device_with_a_slow_flush();
+    let before = watch.stalls();
+    let started = std::time::Instant::now();
+    dev.submit(write_op(2, 4096, 4)).unwrap();
+    dev.submit(IoOp { token: 3, kind: IoKind::Flush }).unwrap();
+    reap_ok(&mut dev, 2);
+    let took = started.elapsed();
+    assert_eq!(dev.flushes_inline(), 0, "the flush beside a write goes to the ring");
+    assert!(took >= std::time::Duration::from_millis(15), "the flush took {took:?}: too short to prove anything");
+    assert!(watch.stalls() > before, "the slow flush was not seen as a stall");
+    assert_eq!(watch.stalled_for(), None, "the stall outlived the reap of its operation");
 }

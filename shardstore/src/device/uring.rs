@@ -371,6 +371,10 @@ impl UringDevice {
         }
         drop(cq);
         self.send_pieces();
+        // A stall whose operation was just drained ends now, not at the next wait.
+        if self.stall.as_ref().is_some_and(|w| w.stalled_for().is_some()) {
+            self.check_stalls();
+        }
     }
 
     /// A write SQE of `len` bytes from `ptr` at `offset`, from registered
@@ -421,7 +425,7 @@ impl UringDevice {
         };
         if self.ring.submission().is_full() {
             // Pieces of split writes can fill the queue the slots size.
-            let _ = self.enter(0);
+            let _ = self.enter(0, None);
         }
         // SAFETY: the SQE points into the buffer now owned by the slot,
         // which keeps it alive and untouched until the CQE is reaped; the
@@ -441,12 +445,9 @@ impl UringDevice {
         Ok(())
     }
 
-    fn enter(&mut self, want: usize) -> Result<()> {
-        self.enter_until(want, None)
-    }
-
-    /// `enter`, whose wait for `want` completions also ends at `until`.
-    fn enter_until(&mut self, want: usize, until: Option<Instant>) -> Result<()> {
+    /// Submits what is queued and waits for `want` completions, or until
+    /// `until`.
+    fn enter(&mut self, want: usize, until: Option<Instant>) -> Result<()> {
         self.enable_ring()?;
         // A wait that must also watch for stalls wakes up at least every
         // check interval to look at the operations' ages.
@@ -628,7 +629,7 @@ impl BlockDevice for UringDevice {
             // The operation is accepted either way: if the kernel refuses
             // the enter now, the SQE stays queued and the next enter, in
             // `reap`, reports the failure.
-            let _ = self.enter(0);
+            let _ = self.enter(0, None);
         }
         Ok(())
     }
@@ -645,7 +646,7 @@ impl BlockDevice for UringDevice {
             // Socket operations queued go to the kernel, and theirs come
             // back (with deferred task work, only when this thread enters).
             if self.sockets.in_flight() > 0 {
-                self.enter(0)?;
+                self.enter(0, None)?;
                 self.drain_completions(out);
             }
             return Ok(out.len() - before);
@@ -654,7 +655,7 @@ impl BlockDevice for UringDevice {
         // operations have completed.
         loop {
             let got = out.len() - before;
-            self.enter(want.saturating_sub(got))?;
+            self.enter(want.saturating_sub(got), None)?;
             self.drain_completions(out);
             if out.len() - before >= want {
                 self.submit_pieces()?;
@@ -670,7 +671,7 @@ impl BlockDevice for UringDevice {
         self.arm_wake();
         let before = out.len();
         // One completion: the wake poll's, when it comes, ends the wait.
-        self.enter_until(1, self.wake_at)?;
+        self.enter(1, self.wake_at)?;
         if self.wake_at.is_some_and(|at| Instant::now() >= at) {
             self.wake_at = None;
         }
@@ -720,7 +721,7 @@ impl BlockDevice for UringDevice {
                 break;
             }
             // A full queue: hand it to the kernel, and try again.
-            if let Err(e) = self.enter(0) {
+            if let Err(e) = self.enter(0, None) {
                 self.sockets.unqueue(entry.get_user_data());
                 return Err(e);
             }

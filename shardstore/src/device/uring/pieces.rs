@@ -89,7 +89,7 @@ impl UringDevice {
     /// caller goes off to other work.
     pub(super) fn submit_pieces(&mut self) -> Result<()> {
         if self.pieces_queued {
-            self.enter(0)?;
+            self.enter(0, None)?;
         }
         Ok(())
     }
