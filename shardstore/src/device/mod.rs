@@ -238,8 +238,9 @@ pub trait BlockDevice: Send {
         self.reap(1, out)
     }
 
-    /// Ends a [`BlockDevice::reap_or_wake`] in progress at `at` as the
-    /// waker would, once (the time of work of the waiting thread's own, a
+    /// Ends a [`BlockDevice::reap_or_wake`] or
+    /// [`BlockDevice::wait_for_wake`] in progress at `at` as the waker
+    /// would, once (the time of work of the waiting thread's own, a
     /// deadline; `None`: no such time). Devices without a waker ignore it.
     fn wake_at(&mut self, _at: Option<std::time::Instant>) {}
 

@@ -491,6 +491,11 @@ impl UringDevice {
         }
     }
 
+    /// `wake_at` ends one wait: forgotten once past.
+    fn forget_wake_at_once_past(&mut self) {
+        self.wake_at = self.wake_at.filter(|&at| Instant::now() < at);
+    }
+
     /// Puts a poll on the wake eventfd on the ring, unless one is there.
     fn arm_wake(&mut self) {
         let Some(wake) = &self.wake else { return };
@@ -672,9 +677,7 @@ impl BlockDevice for UringDevice {
         let before = out.len();
         // One completion: the wake poll's, when it comes, ends the wait.
         self.enter(1, self.wake_at)?;
-        if self.wake_at.is_some_and(|at| Instant::now() >= at) {
-            self.wake_at = None;
-        }
+        self.forget_wake_at_once_past();
         self.drain_completions(out);
         self.submit_pieces()?;
         Ok(out.len() - before)
@@ -690,7 +693,8 @@ impl BlockDevice for UringDevice {
         }
         self.arm_wake();
         let before = out.len();
-        self.enter_for(timeout)?;
+        self.enter_for(self.wake_at.map_or(timeout, |at| at.saturating_duration_since(Instant::now()).min(timeout)))?;
+        self.forget_wake_at_once_past();
         self.drain_completions(out);
         Ok(out.len() - before)
     }

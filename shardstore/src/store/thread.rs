@@ -532,8 +532,9 @@ fn close_sidecar(store: &mut Store, mut sidecar: Box<dyn Sidecar>, serving: &mut
 
 /// The idle wait of a thread with a sidecar: for a request, the sidecar's
 /// own work (announced through the device's waker, as a request is), its
-/// own time (`Sidecar::due`) or `wait`, whichever comes first; `Ok(None)`
-/// when woken without a request before `wait` is over.
+/// own time (`Sidecar::due`, which its turn handed to the device) or
+/// `wait`, whichever comes first; `Ok(None)` when woken without a request
+/// before `wait` is over.
 /// Reads the device completes meanwhile are collected as gets' are.
 fn wait_beside(
     store: &mut Store,
@@ -552,8 +553,6 @@ fn wait_beside(
         Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
         Err(TryRecvError::Empty) if sidecar.has_work() => Ok(None),
         Err(TryRecvError::Empty) => {
-            // Woken at the sidecar's own time, if sooner, for its turn.
-            let wait = sidecar.due().map_or(wait, |due| wait.min(due.saturating_duration_since(Instant::now())));
             if let Err(e) = store.wait_for_wake(wait, finished) {
                 tracing::error!(error = %e, "store idle wait failed");
             }
