@@ -219,14 +219,14 @@ impl Admission {
     /// `Overloaded` when the queue is full, `DeadlineExceeded` when the
     /// request could not finish by `deadline` (in that order, as `api`
     /// refuses), a turn if one is free with nobody waiting for it, else a
-    /// place in the queue, served as `admit`'s are, where `call` is told
-    /// its turn (or that its deadline can no longer be met). The caller
-    /// withdraws it when its deadline passes first (`withdraw`).
-    pub fn try_admit_or_queue(
-        &self,
-        deadline: Option<Instant>,
-        call: impl FnOnce(Turn) -> bool + Send + 'static,
-    ) -> Now {
+    /// place in the queue, served as `admit`'s are, where the call `call`
+    /// makes (only then) is told its turn (or that its deadline can no
+    /// longer be met). The caller withdraws it when its deadline passes
+    /// first (`withdraw`).
+    pub fn try_admit_or_queue<C>(&self, deadline: Option<Instant>, call: impl FnOnce() -> C) -> Now
+    where
+        C: FnOnce(Turn) -> bool + Send + 'static,
+    {
         let mut s = self.state.lock().expect("admission lock");
         if s.running >= self.limits.concurrency && s.waiting.len() >= self.limits.queue_max {
             return Now::Refused(self.refuse(Refusal::Overloaded));
@@ -238,7 +238,7 @@ impl Admission {
             s.running += 1;
             return Now::Granted(Ticket { started: Instant::now() });
         }
-        Now::Queued(s.queue(deadline, Grant::Call(Box::new(call))))
+        Now::Queued(s.queue(deadline, Grant::Call(Box::new(call()))))
     }
 
     /// Takes waiter `id` out of the queue (its deadline passed, or it is
@@ -445,15 +445,16 @@ mod tests {
     fn a_caller_that_cannot_wait_is_answered_now_or_called_with_its_turn() {
         let a = admission(1, 10, 2);
         let past = Instant::now().checked_sub(Duration::from_millis(1)).unwrap();
-        let never = |_| -> bool { panic!("not queued") };
+        // Made only for a caller that is queued.
+        let never = || -> fn(Turn) -> bool { panic!("not queued") };
         assert!(matches!(a.try_admit_or_queue(Some(past), never), Now::Refused(Refusal::DeadlineExceeded)));
         let Now::Granted(first) = a.try_admit_or_queue(Some(Instant::now() + Duration::from_secs(5)), never) else {
             panic!("a free turn")
         };
         let (told1, call1) = recorder();
         let (told2, call2) = recorder();
-        assert!(matches!(a.try_admit_or_queue(None, call1), Now::Queued(_)));
-        assert!(matches!(a.try_admit_or_queue(None, call2), Now::Queued(_)));
+        assert!(matches!(a.try_admit_or_queue(None, || call1), Now::Queued(_)));
+        assert!(matches!(a.try_admit_or_queue(None, || call2), Now::Queued(_)));
         assert!(matches!(a.try_admit_or_queue(None, never), Now::Refused(Refusal::Overloaded)));
         assert_eq!(a.overloaded.load(std::sync::atomic::Ordering::Relaxed), 1);
         assert_eq!(a.deadline_exceeded.load(std::sync::atomic::Ordering::Relaxed), 1);
@@ -477,15 +478,15 @@ mod tests {
     #[test]
     fn expired_withdrawn_and_gone_callers_never_keep_a_turn() {
         let a = admission(1, 10, 10);
-        let Now::Granted(held) = a.try_admit_or_queue(None, |_| true) else { panic!("a free turn") };
+        let Now::Granted(held) = a.try_admit_or_queue(None, || |_| true) else { panic!("a free turn") };
         let soon = Instant::now() + Duration::from_millis(5);
         let (expired, call) = recorder();
-        assert!(matches!(a.try_admit_or_queue(Some(soon), call), Now::Queued(_)));
+        assert!(matches!(a.try_admit_or_queue(Some(soon), || call), Now::Queued(_)));
         let (withdrawn, call) = recorder();
-        let Now::Queued(id) = a.try_admit_or_queue(None, call) else { panic!("queued") };
-        assert!(matches!(a.try_admit_or_queue(None, |_| false), Now::Queued(_)), "one that will be gone");
+        let Now::Queued(id) = a.try_admit_or_queue(None, || call) else { panic!("queued") };
+        assert!(matches!(a.try_admit_or_queue(None, || |_| false), Now::Queued(_)), "one that will be gone");
         let (last, call) = recorder();
-        assert!(matches!(a.try_admit_or_queue(None, call), Now::Queued(_)));
+        assert!(matches!(a.try_admit_or_queue(None, || call), Now::Queued(_)));
         assert!(a.withdraw(id));
         assert!(!a.withdraw(id), "withdrawn once");
         std::thread::sleep(Duration::from_millis(10));

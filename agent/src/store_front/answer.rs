@@ -29,32 +29,33 @@ impl ThreadFront {
         if !self.queued.is_empty() {
             self.queued.retain(|&(_, c)| c != id);
         }
-        let queued = self
-            .conn(id)
-            .filter(|c| matches!(c.pending, Pending::Queued { .. }))
-            .map(|c| std::mem::replace(&mut c.pending, Pending::None));
-        let Some(Pending::Queued { plain, started, .. }) = queued else {
-            // The connection left while it waited (or the thread closes).
-            if let Turn::Granted(ticket) = turn {
-                shared.pass(slot, ticket);
+        let (queued, closing) = match self.conn(id) {
+            Some(c) if matches!(c.pending, Pending::Queued { .. }) => {
+                (Some(std::mem::replace(&mut c.pending, Pending::None)), c.closing)
             }
-            return;
+            _ => (None, false),
         };
-        if self.conn(id).is_some_and(|c| c.closing) {
-            if let Turn::Granted(ticket) = turn {
-                shared.pass(slot, ticket);
-            }
-            return self.close(id);
-        }
-        match turn {
-            Turn::Granted(ticket) => {
+        match (queued, turn) {
+            (Some(Pending::Queued { plain, started, .. }), Turn::Granted(ticket)) if !closing => {
                 let mut granted = Some((slot, ticket));
                 self.read_plain(local, id, plain, started, &mut granted);
                 if let Some((slot, ticket)) = granted {
-                    self.shared.pass(slot, ticket);
+                    shared.pass(slot, ticket);
                 }
             }
-            Turn::Expired => self.refuse(id, slot, Refusal::DeadlineExceeded, plain.head_len, plain.close, started),
+            (Some(Pending::Queued { plain, started, .. }), Turn::Expired) if !closing => {
+                self.refuse(id, slot, Refusal::DeadlineExceeded, plain.head_len, plain.close, started);
+            }
+            // The connection left while it waited, or is closing (or the
+            // thread closes): the turn goes on to the next waiter.
+            (queued, turn) => {
+                if let Turn::Granted(ticket) = turn {
+                    shared.pass(slot, ticket);
+                }
+                if queued.is_some() {
+                    self.close(id);
+                }
+            }
         }
     }
 
@@ -183,8 +184,11 @@ impl ThreadFront {
             }
             None => {
                 let deadline = deadline_ms.map(|ms| started + Duration::from_millis(ms));
-                let mailbox = Arc::clone(&self.mailbox);
-                let call = move |turn| mailbox.post(Message::Admitted { conn: id, slot, turn }).is_ok();
+                // Its mailbox is cloned only when it is queued.
+                let call = || {
+                    let mailbox = Arc::clone(&self.mailbox);
+                    move |turn| mailbox.post(Message::Admitted { conn: id, slot, turn }).is_ok()
+                };
                 match node.slots[slot].admission.try_admit_or_queue(deadline, call) {
                     Now::Granted(ticket) => ticket,
                     Now::Refused(why) => {

@@ -110,12 +110,17 @@ impl Shared {
         }
     }
 
-    /// Takes a read that waits for a turn out of `slot`'s queue (its
-    /// connection left); if its turn was given meanwhile, the message
-    /// that tells it passes the turn on.
-    fn withdraw(&self, slot: usize, waiter: u64) {
-        if let Source::Stores(app) = &self.source {
-            app.node.slots[slot].admission.withdraw(waiter);
+    /// Lets go of what a connection that leaves was waiting with: the turn
+    /// its read held, or its place in a device's queue (if its turn was
+    /// given meanwhile, the message that tells it passes the turn on).
+    fn let_go(&self, pending: Pending) {
+        let Source::Stores(app) = &self.source else { return };
+        match pending {
+            Pending::Read { slot, ticket: Some(t), .. } => app.node.slots[slot].admission.done(t),
+            Pending::Queued { slot, waiter, .. } => {
+                app.node.slots[slot].admission.withdraw(waiter);
+            }
+            _ => {}
         }
     }
 
@@ -305,8 +310,8 @@ struct ThreadFront {
     /// shard's own thread).
     placed_buffers: Option<shardstore::device::BufferPool>,
     /// Connections whose read waits in a device's queue with a deadline,
-    /// and the deadline (entries of connections no longer waiting are
-    /// dropped as they are found).
+    /// and the deadline (taken out when the read is told its turn, is
+    /// withdrawn, or its connection closes).
     queued: Vec<(Instant, ConnId)>,
 }
 

@@ -161,11 +161,7 @@ impl ThreadFront {
 
     pub(super) fn close(&mut self, id: ConnId) {
         let Some(c) = self.conns.get_mut(id.slot as usize).and_then(Option::take) else { return };
-        match c.pending {
-            Pending::Read { slot, ticket: Some(t), .. } => self.shared.give_back(slot, t),
-            Pending::Queued { slot, waiter, .. } => self.shared.withdraw(slot, waiter),
-            _ => {}
-        }
+        self.shared.let_go(c.pending);
         if !self.queued.is_empty() {
             self.queued.retain(|&(_, c)| c != id);
         }
@@ -333,11 +329,7 @@ impl Sidecar for ThreadFront {
         // its turn, in a message here by now.
         let shared = Arc::clone(&self.shared);
         for c in self.conns.iter_mut().flatten() {
-            match std::mem::replace(&mut c.pending, Pending::None) {
-                Pending::Read { slot, ticket: Some(t), .. } => shared.give_back(slot, t),
-                Pending::Queued { slot, waiter, .. } => shared.withdraw(slot, waiter),
-                _ => {}
-            }
+            shared.let_go(std::mem::replace(&mut c.pending, Pending::None));
         }
         while let Ok(message) = self.rx.try_recv() {
             self.mailbox.waiting.fetch_sub(1, Ordering::SeqCst);
