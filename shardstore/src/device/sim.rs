@@ -2,7 +2,11 @@
 //! for reaching states a real disk cannot produce on demand.
 //!
 //! It keeps the *durable image* (what survives power loss) and the *pending
-//! writes* (completed but not yet covered by a completed flush). Reads see
+//! writes* (submitted but not yet covered by a completed flush). A flush
+//! covers only the writes that completed before it was submitted, as on a
+//! real drive: here a write completes when a reap hands its completion
+//! over, so a flush sent while a write is still in flight leaves that
+//! write to the crash's mercy. Reads see
 //! the durable image with pending writes applied in order, as a real drive
 //! with a write-back cache does. A [`SimHandle`] held by the test can:
 //! - **crash** the device: every pending write independently persists, is
@@ -44,11 +48,15 @@ impl SimConfig {
     }
 }
 
-/// A write that completed but is not yet durable.
+/// A write that is not yet durable.
 #[derive(Debug, Clone)]
 pub struct PendingWrite {
     pub offset: u64,
     pub data: Vec<u8>,
+    /// Its completion was handed over: a flush submitted from now on
+    /// makes it durable.
+    pub completed: bool,
+    id: u64,
 }
 
 /// What a crash does to one pending write.
@@ -100,6 +108,8 @@ struct SimState {
     durable: Vec<u8>,
     image: Vec<u8>,
     pending: Vec<PendingWrite>,
+    /// Names the next pending write, so that its completion can find it.
+    next_write_id: u64,
     faults: Vec<Fault>,
     /// Writes and flushes that may still complete before power is lost.
     power_budget: Option<u64>,
@@ -137,9 +147,11 @@ pub struct SimDevice {
     epoch: u64,
     poisoned: bool,
     depth: usize,
-    done: VecDeque<Completion>,
+    /// Completions not yet handed over, each with the pending write it
+    /// completes (if it is a write that did not reach the medium at once).
+    done: VecDeque<(Completion, Option<u64>)>,
     /// Completions held back (`SimHandle::hold_next_completion`).
-    held: VecDeque<Completion>,
+    held: VecDeque<(Completion, Option<u64>)>,
 }
 
 impl SimDevice {
@@ -152,6 +164,7 @@ impl SimDevice {
             durable: vec![0; size],
             image: vec![0; size],
             pending: Vec::new(),
+            next_write_id: 0,
             faults: Vec::new(),
             power_budget: None,
             powered: true,
@@ -184,7 +197,8 @@ impl SimDevice {
         self.state.lock().expect("sim lock")
     }
 
-    fn execute(&mut self, kind: &mut IoKind) -> io::Result<()> {
+    /// Runs `kind` against the image; for a write left pending, its id.
+    fn execute(&mut self, kind: &mut IoKind) -> io::Result<Option<u64>> {
         let epoch = self.epoch;
         let mut s = self.lock();
         if s.epoch != epoch {
@@ -213,7 +227,8 @@ impl SimDevice {
                     // the medium, whole or in part: it joins the pending
                     // writes and the crash decides its fate.
                     if let IoKind::Write { offset, buf, .. } = kind {
-                        s.pending.push(PendingWrite { offset: *offset, data: buf.as_slice().to_vec() });
+                        let (offset, data) = (*offset, buf.as_slice().to_vec());
+                        s.push_pending(offset, data);
                     }
                     return Err(io::Error::other("simulated power loss"));
                 }
@@ -228,22 +243,35 @@ impl SimDevice {
                 if *fua {
                     s.durable[start..end].copy_from_slice(buf.as_slice());
                 } else {
-                    s.pending.push(PendingWrite { offset, data: buf.as_slice().to_vec() });
+                    return Ok(Some(s.push_pending(offset, buf.as_slice().to_vec())));
                 }
             }
             IoKind::Flush => {
+                // Only what completed before the flush; the rest stays
+                // pending, in order, for a later flush or the crash.
                 let state = &mut *s;
-                for w in state.pending.drain(..) {
-                    let at = w.offset as usize;
-                    state.durable[at..at + w.data.len()].copy_from_slice(&w.data);
+                for w in std::mem::take(&mut state.pending) {
+                    if w.completed {
+                        let at = w.offset as usize;
+                        state.durable[at..at + w.data.len()].copy_from_slice(&w.data);
+                    } else {
+                        state.pending.push(w);
+                    }
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 }
 
 impl SimState {
+    fn push_pending(&mut self, offset: u64, data: Vec<u8>) -> u64 {
+        let id = self.next_write_id;
+        self.next_write_id += 1;
+        self.pending.push(PendingWrite { offset, data, completed: false, id });
+        id
+    }
+
     fn take_fault(&mut self, op: OpKind, offset: u64, len: u64) -> bool {
         let hit = self.faults.iter().position(|f| {
             f.op == op
@@ -469,7 +497,10 @@ impl BlockDevice for SimDevice {
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
-        let result = self.execute(&mut kind);
+        let (result, write) = match self.execute(&mut kind) {
+            Ok(write) => (Ok(()), write),
+            Err(e) => (Err(e), None),
+        };
         let op = kind.op();
         if op == OpKind::Flush && result.is_err() {
             self.poisoned = true;
@@ -478,9 +509,9 @@ impl BlockDevice for SimDevice {
         let result = result.map_err(|e| Error::io(&self.info.name, op, offset, len, e));
         let c = Completion { token, op, offset, len, result, buf };
         if hold {
-            self.held.push_back(c);
+            self.held.push_back((c, write));
         } else {
-            self.done.push_back(c);
+            self.done.push_back((c, write));
         }
         let in_flight = self.in_flight() as u64;
         let mut s = self.lock();
@@ -506,7 +537,16 @@ impl BlockDevice for SimDevice {
             Some(extra) => self.done.len().min(min_complete.max(1) + extra),
             None => self.done.len(),
         };
-        out.extend(self.done.drain(..n));
+        let state = Arc::clone(&self.state);
+        let mut s = state.lock().expect("sim lock");
+        for (c, write) in self.done.drain(..n) {
+            if let Some(id) = write {
+                if let Some(w) = s.pending.iter_mut().find(|w| w.id == id) {
+                    w.completed = true;
+                }
+            }
+            out.push(c);
+        }
         Ok(n)
     }
 
@@ -526,7 +566,7 @@ impl BlockDevice for SimDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::BlockDeviceExt;
+    use crate::device::{BlockDeviceExt, IoBuf};
 
     #[test]
     fn unflushed_writes_are_lost_and_flushed_ones_kept() {
@@ -540,6 +580,33 @@ mod tests {
         let mut dev = h.attach();
         assert_eq!(dev.read_at(0, 4096).unwrap().as_slice(), &[1u8; 4096]);
         assert_eq!(dev.read_at(4096, 4096).unwrap().as_slice(), &[0u8; 4096]);
+    }
+
+    #[test]
+    fn a_flush_covers_only_writes_completed_before_it() {
+        let mut dev = SimDevice::new(SimConfig::new(1 << 20, 3));
+        let h = dev.handle();
+        let write = |at: u64, byte: u8| IoOp {
+            token: at,
+            kind: IoKind::Write { offset: at, buf: IoBuf::copy_of(&[byte; 4096]).unwrap(), fua: false },
+        };
+        // The first write's completion is reaped before the flush is sent;
+        // the second is still in flight when the flush goes out with it.
+        dev.submit(write(0, 1)).unwrap();
+        let mut out = Vec::new();
+        dev.reap(1, &mut out).unwrap();
+        dev.submit(write(4096, 2)).unwrap();
+        dev.submit(IoOp { token: 99, kind: IoKind::Flush }).unwrap();
+        dev.reap(2, &mut out).unwrap();
+        assert_eq!(out.len(), 3);
+        assert!(out.iter().all(|c| c.result.is_ok()));
+        let pending = h.pending();
+        assert_eq!(pending.len(), 1, "the write in flight stays pending");
+        assert_eq!((pending[0].offset, pending[0].completed), (4096, true));
+        h.crash_with(|_, _| Fate::Drop);
+        let mut dev = h.attach();
+        assert_eq!(dev.read_at(0, 4096).unwrap().as_slice(), &[1u8; 4096], "completed before the flush: durable");
+        assert_eq!(dev.read_at(4096, 4096).unwrap().as_slice(), &[0u8; 4096], "in flight at the flush: lost");
     }
 
     #[test]

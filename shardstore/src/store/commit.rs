@@ -369,9 +369,13 @@ impl Store {
         Ok(())
     }
 
-    /// One flush, pumping while it runs; fails if it (or a log write
-    /// before it) failed.
+    /// One flush, pumping while it runs; fails if it (or a write before
+    /// it) failed. A flush covers only the writes that completed before
+    /// it was submitted (a drive may run a flush beside a write still in
+    /// flight, and an io-wq worker's `fdatasync` does), so every write
+    /// the batch submitted is waited for first.
     pub(super) fn flush_commit(&mut self, writes: &mut WriteBatch, pump: Pump<'_>) -> Result<()> {
+        self.await_commit_io(writes, pump)?;
         self.submit_commit_io(COMMIT_LOG_OP, IoKind::Flush, writes)?;
         self.settle_commit_io(writes, pump)
     }
