@@ -37,10 +37,9 @@ enum State {
     Sending {
         written: usize,
     },
-    /// The answer's head is not whole yet: `filled` bytes of it read.
-    Head {
-        filled: usize,
-    },
+    /// The answer's head is not whole yet (what came of it is in the
+    /// connection's `answer`).
+    Head,
     /// The head was read; `left` bytes of the body are to come.
     Body {
         status: u16,
@@ -53,6 +52,10 @@ struct Conn {
     stream: TcpStream,
     state: State,
     head: Vec<u8>,
+    /// The answer's head as far as it came: its own, since the read
+    /// buffer is shared by every connection and a head may come in pieces
+    /// between other connections' reads.
+    answer: Vec<u8>,
     put: bool,
     head_only: bool,
     request: String,
@@ -91,6 +94,7 @@ impl Conns {
                 stream,
                 state: State::Idle,
                 head: Vec::with_capacity(256),
+                answer: Vec::with_capacity(256),
                 put: false,
                 head_only: false,
                 request: String::new(),
@@ -175,7 +179,7 @@ impl Conns {
             }
         }
         let want_out = written < total;
-        c.state = if want_out { State::Sending { written } } else { State::Head { filled: 0 } };
+        c.state = if want_out { State::Sending { written } } else { State::Head };
         if want_out != c.want_out {
             let flags = if want_out { EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT } else { EpollFlags::EPOLLIN };
             self.epoll.modify(&c.stream, &mut EpollEvent::new(flags, i as u64)).context("epoll_ctl mod")?;
@@ -249,8 +253,8 @@ impl Conns {
         let c = &mut self.all[i];
         loop {
             let (from, room) = match c.state {
-                State::Head { filled } if filled < self.buf.len() => (filled, self.buf.len()),
-                State::Head { .. } => bail!("{}: the answer's head is longer than {READ_BYTES} bytes", c.request),
+                State::Head if c.answer.len() < READ_BYTES => (0, READ_BYTES - c.answer.len()),
+                State::Head => bail!("{}: the answer's head is longer than {READ_BYTES} bytes", c.request),
                 State::Body { left, .. } => (0, left.min(self.buf.len())),
                 // A peer that closes an idle connection: noticed at the
                 // next request.
@@ -266,15 +270,16 @@ impl Conns {
                 Err(e) => bail!("{}: {e}", c.request),
             };
             c.state = match c.state {
-                State::Head { filled } => {
-                    let filled = filled + n;
-                    let Some(end) = head_end(&self.buf[..filled]) else {
-                        c.state = State::Head { filled };
+                State::Head => {
+                    c.answer.extend_from_slice(&self.buf[..n]);
+                    let Some(end) = head_end(&c.answer) else {
+                        c.state = State::Head;
                         continue;
                     };
-                    let (status, len) = parse_head(&self.buf[..end], c.head_only)
+                    let (status, len) = parse_head(&c.answer[..end], c.head_only)
                         .with_context(|| format!("{}: the agent's answer", c.request))?;
-                    let have = filled - (end + 4);
+                    let have = c.answer.len() - (end + 4);
+                    c.answer.clear();
                     if have > len {
                         bail!("{}: the agent sent more than its answer ({have} body bytes of {len})", c.request);
                     }
