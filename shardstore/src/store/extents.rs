@@ -7,16 +7,17 @@ use super::Locator;
 
 /// Extents by class: free (nothing written, not open), emptied (sealed,
 /// written, nothing live: reset by the next commit), reclamation's
-/// candidates (sealed, written, at least a quarter of it dead), by their
-/// dead blocks, and the extents holding live blocks by their verification
-/// time (the scrub status's oldest, without a walk of the table).
+/// candidates (sealed, written, with a reset giving back at least a
+/// quarter of an extent), by the blocks a reset gives back, and the
+/// extents holding live blocks by their verification time (the scrub
+/// status's oldest, without a walk of the table).
 #[derive(Debug, Default)]
 struct ExtentClasses {
     free: std::collections::BTreeSet<u32>,
     emptied: std::collections::BTreeSet<u32>,
-    /// (dead blocks, extent): the emptiest last.
+    /// (blocks a reset gives back, extent): the emptiest last.
     candidates: std::collections::BTreeSet<(u32, u32)>,
-    /// The dead blocks each extent is filed under among the candidates.
+    /// The blocks each extent is filed under among the candidates.
     filed: Vec<Option<u32>>,
     /// (verification time, extent) of every extent with live blocks: the
     /// least verified first.
@@ -30,14 +31,14 @@ impl ExtentClasses {
         ExtentClasses { filed: vec![None; extents], verified_at: vec![None; extents], ..ExtentClasses::default() }
     }
 
-    fn rebuild(&mut self, extents: &[ExtentInfo], open: Option<u32>) {
+    fn rebuild(&mut self, extents: &[ExtentInfo], open: Option<u32>, blocks_per_extent: u32) {
         *self = ExtentClasses::new(extents.len());
         for (i, e) in extents.iter().enumerate() {
-            self.touch(i as u32, e, open);
+            self.touch(i as u32, e, open, blocks_per_extent);
         }
     }
 
-    fn touch(&mut self, i: u32, e: &ExtentInfo, open: Option<u32>) {
+    fn touch(&mut self, i: u32, e: &ExtentInfo, open: Option<u32>, blocks_per_extent: u32) {
         let sealed = open != Some(i);
         let (free, emptied) = (sealed && e.write_blocks == 0, sealed && e.write_blocks > 0 && e.live_blocks == 0);
         if free {
@@ -50,8 +51,10 @@ impl ExtentClasses {
         } else {
             self.emptied.remove(&i);
         }
-        let dead = e.write_blocks - e.live_blocks;
-        let candidate = (sealed && e.write_blocks > 0 && dead * 4 >= e.write_blocks).then_some(dead);
+        // A reset gives back the whole extent: its dead blocks and what a
+        // restart (which seals the open extent) left unwritten alike.
+        let regained = blocks_per_extent - e.live_blocks;
+        let candidate = (sealed && e.write_blocks > 0 && regained * 4 >= blocks_per_extent).then_some(regained);
         refile(&mut self.candidates, &mut self.filed[i as usize], i, candidate);
         let checked = (e.live_blocks > 0 && e.checked_ms > 0).then_some(e.checked_ms);
         refile(&mut self.verified, &mut self.verified_at[i as usize], i, checked);
@@ -195,7 +198,7 @@ impl ExtentTable {
     /// Recovery replayed everything: the classes are filed, and the sums
     /// the checkpoint's shards were loaded without (`load_live`) built.
     pub(super) fn recovered(&mut self) {
-        self.classes.rebuild(&self.extents, self.open);
+        self.classes.rebuild(&self.extents, self.open, self.blocks_per_extent);
         self.live_sums = PrefixSums::of_live(&self.extents);
     }
 
@@ -226,7 +229,7 @@ impl ExtentTable {
 
     /// Files extent `i` under its class after it (or the open extent) changed.
     fn touch(&mut self, i: u32) {
-        self.classes.touch(i, &self.extents[i as usize], self.open);
+        self.classes.touch(i, &self.extents[i as usize], self.open, self.blocks_per_extent);
     }
 
     /// Where `allocate` would put a record of `blocks` if the open extent
@@ -358,12 +361,14 @@ impl ExtentTable {
         self.open.map_or(0, |e| self.blocks_per_extent - self.extents[e as usize].write_blocks)
     }
 
-    /// The sealed extent with the most dead space, if at least a quarter
-    /// of what was written to it is dead, other than `stuck` (an extent
-    /// whose evacuation failed, as it was then: extent, generation, live).
-    /// Of those equally dead, the last. Taken from the candidates kept as
-    /// extents change: a commit on a full drive with nothing to reclaim
-    /// would otherwise walk the table every time.
+    /// The sealed extent whose reset gives back the most (the fewest live
+    /// blocks), if at least a quarter of an extent, other than `stuck` (an
+    /// extent whose evacuation failed, as it was then: extent, generation,
+    /// live). Of those equally live, the last. Not the most dead blocks:
+    /// an extent sealed by a restart holds few blocks, all of which may be
+    /// live, and its unwritten rest is space too. Taken from the
+    /// candidates kept as extents change: a commit on a full drive with
+    /// nothing to reclaim would otherwise walk the table every time.
     pub(super) fn victim(&self, stuck: Option<(u32, u32, u32)>) -> Option<u32> {
         self.candidates().find(|&i| {
             let e = &self.extents[i as usize];
@@ -371,8 +376,8 @@ impl ExtentTable {
         })
     }
 
-    /// Sealed extents at least a quarter dead, the most dead first (of
-    /// those equally dead, the last first).
+    /// Sealed extents a reset would give at least a quarter of back, the
+    /// fewest live blocks first (of those equally live, the last first).
     pub(super) fn candidates(&self) -> impl Iterator<Item = u32> + '_ {
         self.classes.candidates.iter().rev().map(|&(_, i)| i)
     }
@@ -391,7 +396,7 @@ impl ExtentTable {
         let sum: u64 = self.extents.iter().map(|e| u64::from(e.live_blocks)).sum();
         assert_eq!(self.live_total, sum, "live blocks kept as they changed differ from the table's sum");
         let mut recomputed = ExtentClasses::default();
-        recomputed.rebuild(&self.extents, self.open);
+        recomputed.rebuild(&self.extents, self.open, self.blocks_per_extent);
         assert!(recomputed.free == self.classes.free, "free extents kept as they changed differ from the table");
         assert!(
             recomputed.emptied == self.classes.emptied,

@@ -80,7 +80,7 @@ pub(super) struct Ahead {
 pub const RECLAIM_LIST_STEP_ENTRIES: usize = 4096;
 
 /// A walk of the index lists, with its victim's, the live chunks of the
-/// next candidates (by dead blocks) while theirs add up to at most this
+/// next candidates (by live blocks) while theirs add up to at most this
 /// many: on a large index the walk, not the moves, is what a victim costs
 /// (16 million shards take about 0.16 s to walk).
 pub const RECLAIM_LIST_AHEAD_CHUNKS_MAX: u64 = 64 * 1024;
@@ -132,10 +132,11 @@ pub enum Pace {
 }
 
 impl Store {
-    /// Evacuates the sealed extent with the most dead space (if at least a
-    /// quarter of what was written to it is dead): its live chunks are
-    /// rewritten elsewhere, the relocations and the extent's reset are
-    /// logged in one write after a flush, and only then is it reused.
+    /// Evacuates the sealed extent whose reset gives back the most space
+    /// (the fewest live blocks; if at least a quarter of an extent): its
+    /// live chunks are rewritten elsewhere, the relocations and the
+    /// extent's reset are logged in one write after a flush, and only then
+    /// is it reused.
     /// Returns the extent reclaimed and the live bytes moved, or `None`
     /// when no extent is worth it. A chunk that cannot be read and verified
     /// aborts the pass and leaves the extent untouched: it stays referenced
@@ -252,9 +253,9 @@ impl Store {
         chunks.len().min(count_max)
     }
 
-    /// The sealed extent with the most dead space, if at least a quarter
-    /// of what was written to it is dead (and it is not one whose
-    /// evacuation failed as it is now).
+    /// The sealed extent whose reset gives back the most space, if at
+    /// least a quarter of an extent (and it is not one whose evacuation
+    /// failed as it is now): see `ExtentTable::victim`.
     pub(super) fn victim(&self) -> Option<u32> {
         self.extents.victim(self.stuck)
     }
@@ -541,10 +542,12 @@ impl Store {
     /// for a whole extent: extents emptied by earlier commits are reset
     /// (their last references left in records already durable), and once
     /// free extents are down to the reserve, the `needed` extents the batch
-    /// may open and [`RECLAIM_AHEAD_EXTENTS_COUNT`], live chunks of the emptiest sealed
-    /// extent are copied forward, as many bytes as this batch writes times
-    /// the victim's live-to-dead ratio (with a quarter to spare, so
-    /// reclamation gains on the writes), at most [`RECLAIM_STEP_BYTES_MAX`].
+    /// may open and [`RECLAIM_AHEAD_EXTENTS_COUNT`], live chunks of the
+    /// victim (the sealed extent with the fewest live blocks) are copied
+    /// forward, as many bytes as this batch writes times the ratio of the
+    /// victim's live blocks to those its reset gives back (with a quarter
+    /// to spare, so reclamation gains on the writes), at most
+    /// [`RECLAIM_STEP_BYTES_MAX`].
     /// Returns the records to log with the batch (the copies are written;
     /// the batch's flush makes them durable before its log write).
     pub(super) fn reclaim_along(&mut self, ops: &[Op], needed: u32, pump: Pump<'_>) -> Vec<LogRecord> {
@@ -562,7 +565,7 @@ impl Store {
         let Some(mut plan) = self.current_plan() else { return records };
         let victim = plan.victim;
         let e = self.extents.get(victim);
-        let live = f64::from(e.live_blocks) / f64::from(e.write_blocks.max(1));
+        let live = f64::from(e.live_blocks) / f64::from(self.extents.blocks_per_extent());
         let budget =
             ((written as f64 * live / (1.0 - live).max(0.05) * 1.25) as u64 + (256 << 10)).min(RECLAIM_STEP_BYTES_MAX);
         // The listing goes on until the budget's worth is listed, a few
