@@ -195,11 +195,29 @@ impl ExtentTable {
         ExtentTable { extents, open: None, classes, blocks_per_extent, live_total, live_sums, live_chunks }
     }
 
-    /// Recovery replayed everything: the classes are filed, and the sums
-    /// the checkpoint's shards were loaded without (`load_live`) built.
+    /// Recovery replayed everything: appends go on in the extent that was
+    /// open (`reopen`), the classes are filed, and the sums the
+    /// checkpoint's shards were loaded without (`load_live`) built.
     pub(super) fn recovered(&mut self) {
+        self.open = self.reopen();
         self.classes.rebuild(&self.extents, self.open, self.blocks_per_extent);
         self.live_sums = PrefixSums::of_live(&self.extents);
+    }
+
+    /// The extent appends go on in after an open: the one written part of
+    /// the way with live blocks in it and the most room left (the one open
+    /// when the store last ran, unless reclamation's copies or an older
+    /// build left others so). Sealing it instead would leave its rest
+    /// unwritten until reclamation moved its live chunks to get it back.
+    /// Appending past its write pointer is what the open extent always
+    /// does: whatever lies there (a record written but never logged) is
+    /// referenced by nothing. One with nothing live is left sealed, for
+    /// the next commit to reset whole.
+    fn reopen(&self) -> Option<u32> {
+        let per = self.blocks_per_extent;
+        let partial = |(_, e): &(usize, &ExtentInfo)| e.write_blocks > 0 && e.write_blocks < per && e.live_blocks > 0;
+        let (i, _) = self.extents.iter().enumerate().filter(partial).min_by_key(|(_, e)| e.write_blocks)?;
+        Some(i as u32)
     }
 
     pub(super) fn all(&self) -> &[ExtentInfo] {
@@ -410,5 +428,46 @@ impl ExtentTable {
             recomputed.verified == self.classes.verified && recomputed.verified_at == self.classes.verified_at,
             "extents by verification time kept as they changed differ from the table"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ExtentInfo, ExtentTable};
+
+    fn extent(write_blocks: u32, live_blocks: u32) -> ExtentInfo {
+        ExtentInfo { generation: 1, write_blocks, live_blocks, checked_ms: 1 }
+    }
+
+    /// After an open, appends go on in the extent written part of the way
+    /// with the most room left; of the sealed ones, the victim is the one
+    /// whose reset gives back the most (the fewest live blocks), even when
+    /// all it holds is live: an extent an older build sealed at 30% (70
+    /// blocks back) before one 40% dead (40 back). Chosen by dead blocks,
+    /// the partial extent was not even a candidate.
+    #[test]
+    fn appends_resume_in_the_open_extent_and_the_victim_is_the_least_live() {
+        let mut table = ExtentTable::new(vec![extent(100, 60), extent(10, 10), extent(30, 30), extent(0, 0)], 100);
+        table.recovered();
+        assert_eq!(table.open, Some(1), "the partial extent with the most room left is open again");
+        assert_eq!(table.candidates().collect::<Vec<_>>(), vec![2, 0]);
+        assert_eq!(table.victim(None), Some(2));
+        assert_eq!(table.victim(Some((2, 1, 30))), Some(0), "a stuck extent is passed over");
+        assert_eq!(table.free_count(), 1);
+        assert_eq!(table.allocate(5, 0).map(|l| (l.extent, l.block)), Some((1, 10)), "appended where it stopped");
+    }
+
+    /// A reset must give back at least a quarter of an extent: full
+    /// extents a fifth and 24% dead are left alone; a partial extent with
+    /// nothing live is not reopened (the one with live blocks is) but
+    /// emptied, for the next commit to reset whole.
+    #[test]
+    fn a_victim_gives_back_a_quarter_of_an_extent_and_an_empty_one_is_reset() {
+        let extents = vec![extent(100, 80), extent(100, 76), extent(80, 80), extent(40, 0), extent(0, 0)];
+        let mut table = ExtentTable::new(extents, 100);
+        table.recovered();
+        assert_eq!(table.open, Some(2));
+        assert_eq!(table.emptied().collect::<Vec<_>>(), vec![3]);
+        assert_eq!(table.candidates().collect::<Vec<_>>(), vec![3], "only the empty extent gives back a quarter");
     }
 }
