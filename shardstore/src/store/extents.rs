@@ -51,8 +51,9 @@ impl ExtentClasses {
         } else {
             self.emptied.remove(&i);
         }
-        // A reset gives back the whole extent: its dead blocks and what a
-        // restart (which seals the open extent) left unwritten alike.
+        // A reset gives back the whole extent: its dead blocks and what was
+        // never written alike (older builds sealed the open extent at
+        // every open, its rest unwritten).
         let regained = blocks_per_extent - e.live_blocks;
         let candidate = (sealed && e.write_blocks > 0 && regained * 4 >= blocks_per_extent).then_some(regained);
         refile(&mut self.candidates, &mut self.filed[i as usize], i, candidate);
@@ -206,8 +207,8 @@ impl ExtentTable {
 
     /// The extent appends go on in after an open: the one written part of
     /// the way with live blocks in it and the most room left (the one open
-    /// when the store last ran, unless reclamation's copies or an older
-    /// build left others so). Sealing it instead would leave its rest
+    /// when the store last ran, unless an older build, which sealed it at
+    /// every open, left others so). Sealing it instead would leave its rest
     /// unwritten until reclamation moved its live chunks to get it back.
     /// Appending past its write pointer is what the open extent always
     /// does: whatever lies there (a record written but never logged) is
@@ -383,8 +384,9 @@ impl ExtentTable {
     /// blocks), if at least a quarter of an extent, other than `stuck` (an
     /// extent whose evacuation failed, as it was then: extent, generation,
     /// live). Of those equally live, the last. Not the most dead blocks:
-    /// an extent sealed by a restart holds few blocks, all of which may be
-    /// live, and its unwritten rest is space too. Taken from the
+    /// an extent sealed part of the way (by an older build at an open)
+    /// may hold few blocks, all of them live, and its unwritten rest is
+    /// space too. Taken from the
     /// candidates kept as extents change: a commit on a full drive with
     /// nothing to reclaim would otherwise walk the table every time.
     pub(super) fn victim(&self, stuck: Option<(u32, u32, u32)>) -> Option<u32> {
