@@ -386,9 +386,9 @@ impl ExtentTable {
     /// live). Of those equally live, the last. Not the most dead blocks:
     /// an extent sealed part of the way (by an older build at an open)
     /// may hold few blocks, all of them live, and its unwritten rest is
-    /// space too. Taken from the
-    /// candidates kept as extents change: a commit on a full drive with
-    /// nothing to reclaim would otherwise walk the table every time.
+    /// space too. Taken from the candidates kept as extents change: a
+    /// commit on a full drive with nothing to reclaim would otherwise walk
+    /// the table every time.
     pub(super) fn victim(&self, stuck: Option<(u32, u32, u32)>) -> Option<u32> {
         self.candidates().find(|&i| {
             let e = &self.extents[i as usize];
