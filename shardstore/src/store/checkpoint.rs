@@ -594,11 +594,11 @@ impl Store {
     }
 
     /// A record made durable in the log: kept for the checkpoint beside
-    /// commits, if one is under way (payload copies aside: their puts are
-    /// durable by then).
+    /// commits, if one is under way (payload copies and vouches aside:
+    /// their puts are durable by then).
     pub(super) fn note_logged(&mut self, record: &LogRecord) {
         if let Some(b) = &mut self.beside {
-            if !matches!(record, LogRecord::Payload { .. }) {
+            if !matches!(record, LogRecord::Payload { .. } | LogRecord::Vouch { .. }) {
                 b.relog.push(record.clone());
             }
         }

@@ -191,7 +191,13 @@ impl Store {
         // cannot carry copies of their payload: two flushes (a landed body
         // is larger than a one-flush batch anyway).
         let landed = ops.iter().any(|op| matches!(op, Op::Put { data, .. } if data.is_landed()));
-        let one_flush = !relocated && !landed && Self::batch_bytes(ops) <= ONE_FLUSH_BATCH_BYTES_MAX;
+        // With commits vouched, every batch with a put is (its log carries
+        // no payload: a third less written for a lone 4 KiB put); a batch
+        // of deletes alone still takes the one-flush path, which needs no
+        // confirmation.
+        let puts = ops.iter().any(|op| matches!(op, Op::Put { .. }));
+        let vouched_instead = self.vouching && puts;
+        let one_flush = !(relocated || landed || vouched_instead || Self::batch_bytes(ops) > ONE_FLUSH_BATCH_BYTES_MAX);
         // Small records share header blocks only where the data is durable
         // before the log names it: recovery rewrites a one-flush commit's
         // records from the log's copy one by one (`complete_tail`), which
@@ -243,6 +249,10 @@ impl Store {
             if let Some(done) = self.commit_one_flush(ops, &reclaimed, &mut staged, &mut results, &mut writes, pump) {
                 return done;
             }
+        } else if self.vouching {
+            if let Some(done) = self.commit_vouched(ops, &reclaimed, &mut staged, &mut results, &mut writes, pump) {
+                return done;
+            }
         }
         if let Err(e) = self.await_commit_io(&mut writes, pump) {
             let err = self.fail(&format!("reaping writes failed: {e}"));
@@ -250,18 +260,7 @@ impl Store {
                 Err(Error::Poisoned { device: err.to_string(), op: crate::error::OpKind::Write })
             });
         }
-        for (i, failed) in writes.failed.iter().enumerate() {
-            if *failed && results[i].is_none() {
-                staged[i] = None;
-                results[i] = Some(Err(Error::Io {
-                    device: self.name.clone(),
-                    op: crate::error::OpKind::Write,
-                    offset: 0,
-                    len: 0,
-                    cause: std::io::Error::other(format!("writing shard {} failed", op_key(&ops[i]))),
-                }));
-            }
-        }
+        self.fail_failed_writes(ops, &writes, &mut staged, &mut results);
         if writes.any_data || relocated {
             if let Err(e) = self.flush_commit(&mut writes, pump) {
                 let err = self.fail(&format!("flush failed: {e}"));
@@ -487,7 +486,8 @@ impl Store {
                 | LogRecord::Reset { .. }
                 | LogRecord::Scrubbed { .. }
                 | LogRecord::Purge { .. }
-                | LogRecord::Payload { .. } => continue,
+                | LogRecord::Payload { .. }
+                | LogRecord::Vouch { .. } => continue,
             };
             if let Some(old) = self.index.get(key) {
                 removed += entry_len(key, old.chunk_count());
@@ -582,6 +582,151 @@ impl Store {
         Some(finish(results, |_| Ok(())))
     }
 
+    /// Each operation whose chunk write failed fails alone: its record is
+    /// not logged.
+    fn fail_failed_writes(
+        &self,
+        ops: &[Op],
+        writes: &WriteBatch,
+        staged: &mut [Option<LogRecord>],
+        results: &mut [Option<Result<()>>],
+    ) {
+        for (i, failed) in writes.failed.iter().enumerate() {
+            if *failed && results[i].is_none() {
+                staged[i] = None;
+                results[i] = Some(Err(Error::Io {
+                    device: self.name.clone(),
+                    op: crate::error::OpKind::Write,
+                    offset: 0,
+                    len: 0,
+                    cause: std::io::Error::other(format!("writing shard {} failed", op_key(&ops[i]))),
+                }));
+            }
+        }
+    }
+
+    /// A batch with a put, when commits are vouched
+    /// (`set_vouched_commits`): its chunk records, the chunks its
+    /// reclamation step moved and its log write, opened by a `Vouch`, are
+    /// in flight together and made durable by one flush.
+    ///
+    /// Recovery needs no copy of the data: a log write starts only after
+    /// the previous one's flush completed, so a later write proves this
+    /// one durable, and while it is the last, recovery reads back every
+    /// chunk it names and leaves out a put whose chunk does not verify
+    /// (`tail.rs`). The store thread writes an empty log write at once
+    /// after a vouched commit that no other follows (`confirm`), so an
+    /// acknowledged put is unconfirmed only for that long.
+    ///
+    /// A chunk write that fails fails its operation alone, as on the
+    /// two-flush path: the log write, not yet flushed nor followed, is
+    /// written again in its place without it before the flush. `None`
+    /// when the batch needs the two-flush path (nothing staged, the log
+    /// half full, the index outgrowing the region): the caller takes it
+    /// with `staged` intact.
+    fn commit_vouched(
+        &mut self,
+        ops: &[Op],
+        reclaimed: &[LogRecord],
+        staged: &mut [Option<LogRecord>],
+        results: &mut [Option<Result<()>>],
+        writes: &mut WriteBatch,
+        pump: Pump<'_>,
+    ) -> Option<Vec<Result<()>>> {
+        let vouch = |staged: &[Option<LogRecord>]| LogRecord::Vouch {
+            records: (reclaimed.len() + staged.iter().flatten().count()) as u32,
+        };
+        let first = vouch(staged);
+        let in_order = || std::iter::once(&first).chain(reclaimed.iter()).chain(staged.iter().flatten());
+        if staged.iter().all(Option::is_none) {
+            return None;
+        }
+        let mut projected = self.projected_checkpoint_bytes(in_order()).ok()?;
+        let mut blocks = pack(in_order());
+        if !self.log_has_room(blocks.len()) {
+            return None;
+        }
+        let (mut bytes, mut crc) = self.encode_log(&blocks);
+        let mut submitted = self.submit_log_copies(&bytes, writes);
+        loop {
+            // Whatever was submitted completes before anything returns: the
+            // device owns those buffers until then.
+            if let Err(e) = self.await_commit_io(writes, pump) {
+                return Some(poison(
+                    self,
+                    results,
+                    &format!("reaping writes failed: {e}"),
+                    crate::error::OpKind::Write,
+                ));
+            }
+            if let Err(e) = submitted {
+                return Some(poison(self, results, &format!("log write failed: {e}"), crate::error::OpKind::Write));
+            }
+            if let Some(why) = writes.batch_failure.take() {
+                return Some(poison(self, results, &format!("log write failed: {why}"), crate::error::OpKind::Write));
+            }
+            let failed = writes.failed.iter().zip(results.iter()).any(|(f, r)| *f && r.is_none());
+            if !failed {
+                break;
+            }
+            self.fail_failed_writes(ops, writes, staged, results);
+            let again = vouch(staged);
+            let in_order = || std::iter::once(&again).chain(reclaimed.iter()).chain(staged.iter().flatten());
+            // Fewer records than before: the projection shrinks, and the
+            // blocks fit where the first ones did.
+            projected = self.projected_checkpoint_bytes(in_order()).ok()?;
+            blocks = pack(in_order());
+            (bytes, crc) = self.encode_log(&blocks);
+            submitted = self.submit_log_copies(&bytes, writes);
+        }
+        if let Err(e) = self.flush_commit(writes, pump) {
+            return Some(poison(self, results, &format!("flush failed: {e}"), crate::error::OpKind::Flush));
+        }
+        self.advance_log(bytes.len(), blocks.len(), crc);
+        for r in reclaimed.iter().chain(staged.iter().flatten()) {
+            self.apply(r);
+            self.note_logged(r);
+        }
+        self.checkpoint_bytes = projected;
+        self.vouched_end = Some((self.sb.store.epoch, self.log_index));
+        self.vouched_commits += 1;
+        let results = results.iter_mut().map(Option::take).collect();
+        Some(finish(results, |_| Ok(())))
+    }
+
+    /// Whether the last log write is a vouched commit's that no later log
+    /// write has proved durable yet (see `commit_vouched`).
+    pub fn unconfirmed(&self) -> bool {
+        self.vouched_end == Some((self.sb.store.epoch, self.log_index))
+    }
+
+    /// Proves the last vouched commit durable, if it is still the last log
+    /// write, with an empty log write of its own (pumping while it waits):
+    /// the store thread's step after a vouched commit no other follows.
+    pub fn confirm(&mut self, pump: Pump<'_>) -> Result<()> {
+        if !self.unconfirmed() {
+            return Ok(());
+        }
+        self.log_records(&[], &mut WriteBatch::new(0), pump)?;
+        self.confirmations += 1;
+        Ok(())
+    }
+
+    /// Makes commits of batches with a put one-flush commits vouched by
+    /// their log write (`commit_vouched`); off (as opened), a batch takes
+    /// payload copies in the log (up to `ONE_FLUSH_BATCH_BYTES_MAX`) or
+    /// two flushes. The store thread turns it on, and confirms each
+    /// vouched commit no other follows.
+    pub fn set_vouched_commits(&mut self, on: bool) {
+        self.vouching = on;
+    }
+
+    /// Vouched commits since open, and empty log writes made to confirm
+    /// one.
+    pub fn vouched_commits(&self) -> (u64, u64) {
+        (self.vouched_commits, self.confirmations)
+    }
+
     /// Encodes log block payloads as the blocks that continue the chain;
     /// returns them and the last block's CRC.
     fn encode_log(&self, blocks: &[(u32, Vec<u8>)]) -> (Vec<u8>, u32) {
@@ -614,6 +759,19 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Fails the store (`what` says why) and every operation of the batch not
+/// yet answered.
+fn poison(
+    store: &mut Store,
+    results: &mut [Option<Result<()>>],
+    what: &str,
+    op: crate::error::OpKind,
+) -> Vec<Result<()>> {
+    let err = store.fail(what);
+    let results = results.iter_mut().map(Option::take).collect();
+    finish(results, |_| Err(Error::Poisoned { device: err.to_string(), op }))
 }
 
 /// A put's payload as `Payload` records, each filling a log block.

@@ -72,6 +72,7 @@ const TAG_PAYLOAD: u8 = 9;
 /// distance over 1): a tag of its own, so that a binary from before groups
 /// refuses the log instead of misreading the locator.
 const TAG_PUT_GROUPED: u8 = 10;
+const TAG_VOUCH: u8 = 11;
 
 /// Bytes of a `Payload` record other than its piece of payload: tag, key
 /// length, key, sequence, chunk, offset and length.
@@ -280,6 +281,14 @@ pub enum LogRecord {
         /// A slice of the put's own buffer when written (no copy).
         bytes: bytes::Bytes,
     },
+    /// The first record of a log write made durable by the same flush as
+    /// the chunk records it names (a vouched commit), followed by
+    /// `records` more. Until a later log write exists, recovery verifies
+    /// those chunks before applying the records that name them (see
+    /// `tail.rs`). Replay changes nothing for it.
+    Vouch {
+        records: u32,
+    },
 }
 
 /// Where the background scrubber is in its passes over the extents.
@@ -385,6 +394,10 @@ impl LogRecord {
                 out.extend_from_slice(&offset.to_le_bytes());
                 out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
                 out.extend_from_slice(bytes);
+            }
+            LogRecord::Vouch { records } => {
+                out.push(TAG_VOUCH);
+                out.extend_from_slice(&records.to_le_bytes());
             }
         }
     }
@@ -498,6 +511,7 @@ impl<'a> Reader<'a> {
                 let bytes = bytes::Bytes::copy_from_slice(self.take(len)?);
                 Some(LogRecord::Payload { key, sequence, chunk, offset, bytes })
             }
+            TAG_VOUCH => Some(LogRecord::Vouch { records: self.u32()? }),
             _ => None,
         }
     }

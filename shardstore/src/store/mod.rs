@@ -340,8 +340,19 @@ pub struct Store {
     checkpoint_last_micros: u64,
     /// Keys whose chunk records open rewrote from the log (`tail.rs`).
     completed_at_open: Vec<String>,
+    /// Keys whose put in the last, vouched, commit before a crash was not
+    /// applied at open (`tail.rs`).
+    reverted_at_open: Vec<String>,
     /// Group commits made durable by one flush since open.
     one_flush_commits: u64,
+    /// Whether larger batches are vouched commits (`commit_vouched`).
+    vouching: bool,
+    /// Where the last vouched commit's log write ended (epoch, log index):
+    /// unconfirmed while the log still ends there.
+    vouched_end: Option<(u64, u64)>,
+    /// Vouched commits, and empty log writes confirming one, since open.
+    vouched_commits: u64,
+    confirmations: u64,
     /// Extents reset since open: a get that started before the last reset
     /// may hold locators into an extent a commit can now reuse.
     resets_applied: u64,
@@ -450,8 +461,8 @@ impl Store {
                     self.damaged.insert(key.clone(), *damage);
                 }
             }
-            // Read by recovery for the last log write only (`complete_tail`).
-            LogRecord::Payload { .. } => {}
+            // Read by recovery for the last log write only (`tail.rs`).
+            LogRecord::Payload { .. } | LogRecord::Vouch { .. } => {}
         }
     }
 

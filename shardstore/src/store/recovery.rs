@@ -3,7 +3,7 @@
 //! against the layout before its numbers index anything (a violation is
 //! `Corruption` with the offset, never a panic).
 
-use super::tail::Tail;
+use super::tail::{Held, Tail};
 use super::{
     checkpoint_len, chunk_count, encode_checkpoint, key_text, live_blocks, meta, read_bytes, record_size_bytes, scrub,
     span_blocks, superblock, validate_key, write_bytes, BlockDevice, BlockDeviceExt, BufferPool, CheckpointHeader,
@@ -115,7 +115,12 @@ impl Store {
             reclaim_list_step_entries: super::reclaim::RECLAIM_LIST_STEP_ENTRIES,
             logged_during_checkpoint: 0,
             completed_at_open: Vec::new(),
+            reverted_at_open: Vec::new(),
             one_flush_commits: 0,
+            vouching: false,
+            vouched_end: None,
+            vouched_commits: 0,
+            confirmations: 0,
             resets_applied: 0,
             log_buffers: BufferPool::new(super::LOG_BUFFER_SIZE_BYTES, super::LOG_BUFFERS_COUNT)?,
         };
@@ -142,9 +147,14 @@ impl Store {
         if !r.is_empty() {
             return Err(corrupt("checkpoint trailing bytes".to_owned(), half_offset));
         }
-        let tail = store.replay_log(half_offset + half_size, &mut repairs)?;
+        let mut tail = store.replay_log(half_offset + half_size, &mut repairs)?;
         store.repair_metadata(repairs, read_only)?;
+        let held = tail.held.take();
         store.complete_tail(tail, read_only)?;
+        let left_out = match held {
+            Some(held) => store.settle_vouched(held)?,
+            None => false,
+        };
         store.extents.recovered();
         store.checkpoint_bytes = checkpoint_len(&store.checkpoint_state(0), &store.index);
         debug_assert_eq!(
@@ -166,6 +176,12 @@ impl Store {
                         sb.format_version = superblock::FORMAT_VERSION;
                     }
                 })?;
+            }
+            // Records of the last write left out must not come back when a
+            // later write proves that write durable: the store as recovered
+            // becomes the checkpoint in force.
+            if left_out {
+                store.checkpoint()?;
             }
         }
         Ok(store)
@@ -208,20 +224,35 @@ impl Store {
                 let position = meta::log_block_write_position(blocks[good]);
                 last_write_start = self.log_index.saturating_sub(u64::from(position));
                 if position == 0 {
-                    tail.restart();
+                    // A vouched write followed by another was durable.
+                    if let Some(held) = tail.restart() {
+                        for (index, offset, record) in held.records {
+                            self.check_and_apply(index, offset, &record)?;
+                        }
+                    }
                 }
                 for c in bad {
                     mismatched.push((self.log_index, c, blocks[good].to_vec()));
                 }
                 let (crc, records) = decoded.into_iter().nth(good).flatten().expect("found above");
-                for record in &records {
-                    self.check_record(record).map_err(|what| Error::Corruption {
-                        device: self.name.clone(),
-                        what: format!("log block {}: {what}", self.log_index),
-                        offset: self.log_offset,
-                    })?;
-                    tail.note(record);
-                    self.apply(record);
+                for (n, record) in records.into_iter().enumerate() {
+                    if let LogRecord::Vouch { records: vouched } = record {
+                        if position != 0 || n != 0 {
+                            return Err(Error::Corruption {
+                                device: self.name.clone(),
+                                what: format!("log block {}: a vouch that does not open its log write", self.log_index),
+                                offset: self.log_offset,
+                            });
+                        }
+                        tail.held = Some(Held { vouched, records: Vec::new() });
+                        continue;
+                    }
+                    if let Some(held) = &mut tail.held {
+                        held.records.push((self.log_index, self.log_offset, record));
+                        continue;
+                    }
+                    tail.note(&record);
+                    self.check_and_apply(self.log_index, self.log_offset, &record)?;
                 }
                 self.log_offset += BLOCK_SIZE_BYTES;
                 self.log_index += 1;
@@ -246,6 +277,18 @@ impl Store {
             });
         }
         Ok(tail)
+    }
+
+    /// Checks a record of log block `index` (at device `offset`) against
+    /// the layout and the index as recovered so far, then applies it.
+    pub(super) fn check_and_apply(&mut self, index: u64, offset: u64, record: &LogRecord) -> Result<()> {
+        self.check_record(record).map_err(|what| Error::Corruption {
+            device: self.name.clone(),
+            what: format!("log block {index}: {what}"),
+            offset,
+        })?;
+        self.apply(record);
+        Ok(())
     }
 
     /// No copy continues the chain at the log's end position. After a
@@ -412,6 +455,7 @@ impl Store {
                     live => Err(format!("reset of extent {extent}, which still holds {live} live blocks")),
                 }
             }
+            LogRecord::Vouch { .. } => Ok(()),
             LogRecord::Scrubbed { extent, scrub, .. } => {
                 extent_in(*extent)?;
                 if scrub.next_extent as usize > count {
