@@ -132,6 +132,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let settings = shardstore::store::thread::ThreadSettings {
         scrub: Some(config.scrub.settings()),
         read_cache: config.read_cache.settings(),
+        unvouched_commits: false,
     };
     let io = devices::IoSettings::of(&config);
     let mut devices: Vec<devices::Device> = tokio::task::spawn_blocking(move || {

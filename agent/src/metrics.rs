@@ -182,6 +182,8 @@ pub fn publish_device_gauges(node: &Node, scrubs: &[(usize, Result<ScrubStatus, 
         let c = |name: &'static str, v: u64| metrics::counter!(name, "device" => device.clone()).absolute(v);
         c("shardnode_device_group_commits_total", stats.commits.load(Ordering::Relaxed));
         c("shardnode_device_group_commit_operations_total", stats.committed_ops.load(Ordering::Relaxed));
+        c("shardnode_device_vouched_commits_total", stats.vouched_commits.load(Ordering::Relaxed));
+        c("shardnode_device_commit_confirmations_total", stats.confirmations.load(Ordering::Relaxed));
         c("shardnode_device_store_requests_total", stats.requests.load(Ordering::Relaxed));
         c("shardnode_device_store_local_reads_total", stats.local_reads.load(Ordering::Relaxed));
         c("shardnode_device_writes_split_total", stats.writes_split.load(Ordering::Relaxed));

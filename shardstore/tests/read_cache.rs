@@ -204,8 +204,11 @@ fn a_hit_is_never_older_than_a_write_acknowledged_before_it() {
 fn a_read_finishing_after_an_overwrite_does_not_bring_the_old_bytes_back() {
     use shardstore::store::scrub::ScrubSettings;
     // The scrubber paused: the operation held back must be the get's read.
-    let settings =
-        ThreadSettings { scrub: Some(ScrubSettings { paused: true, ..ScrubSettings::default() }), read_cache: ON };
+    let settings = ThreadSettings {
+        scrub: Some(ScrubSettings { paused: true, ..ScrubSettings::default() }),
+        read_cache: ON,
+        unvouched_commits: false,
+    };
     let (store, join, h) = start_sim(3, settings);
     store.put(b"k", vec![1u8; 4096]).unwrap();
     h.hold_next_completion();

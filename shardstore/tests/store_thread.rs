@@ -326,7 +326,10 @@ fn the_thread_checkpoints_before_the_log_is_full() {
     format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
     let h = dev.handle();
     let paused = shardstore::store::scrub::ScrubSettings { paused: true, ..Default::default() };
-    let settings = thread::ThreadSettings { scrub: Some(paused), ..Default::default() };
+    // Unvouched: puts of 60 KiB carry a copy of their payload in the log
+    // (vouched, each would log one block, and a confirmation or not as
+    // timing has it).
+    let settings = thread::ThreadSettings { scrub: Some(paused), unvouched_commits: true, ..Default::default() };
     let (store, join) = thread::spawn_with(Box::new(dev), settings).unwrap();
     let stats = store.stats();
     // Puts of 60 KiB carry a copy of their payload in the log (15 blocks):
@@ -477,4 +480,45 @@ fn gets_sent_while_reads_are_in_flight_are_answered_without_a_wake_up_each() {
     assert!(lazy > 0, "32 threads of gets never had 4 reads at the device during a wait");
     store.close().unwrap();
     join.join().unwrap();
+}
+
+/// A put too large for payload copies in the log is a vouched commit
+/// (one flush); with no write after it, the thread proves it durable at
+/// once with an empty log write of its own. Rot of its data then is
+/// damage found by reads after a crash, never the put left out.
+#[test]
+fn the_thread_confirms_a_vouched_commit_no_other_follows() {
+    use shardstore::device::sim::Fate;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut dev = SimDevice::new(SimConfig::new(64 << 20, 21));
+    format(&mut dev, &FormatOptions { extent_size_bytes: Some(4 << 20), ..FormatOptions::default() }).unwrap();
+    let h = dev.handle();
+    // The scrubber paused: its findings would be log writes too.
+    let paused = shardstore::store::scrub::ScrubSettings { paused: true, ..Default::default() };
+    let settings = thread::ThreadSettings { scrub: Some(paused), ..Default::default() };
+    let (store, join) = thread::spawn_with(Box::new(dev), settings).unwrap();
+    let confirmed = |n: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while store.stats().confirmations.load(Relaxed) < n {
+            assert!(std::time::Instant::now() < deadline, "the vouched commit was never confirmed");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    };
+    store.put(b"old", vec![1u8; 1000]).unwrap();
+    confirmed(1);
+    let flushes = h.stats().flushes;
+    store.put(b"k", vec![7u8; 200_000]).unwrap();
+    confirmed(2);
+    assert_eq!(store.stats().vouched_commits.load(Relaxed), 2);
+    assert_eq!(store.stats().confirmations.load(Relaxed), 2);
+    assert_eq!(h.stats().flushes - flushes, 2, "one flush for the put, one for its confirmation");
+    let (offset, len) = Store::open_read_only(Box::new(h.attach())).unwrap().chunk_locations(b"k").unwrap()[0];
+    h.rot_bit(offset + len / 3, 2);
+    h.crash_with(|_, _| Fate::Persist);
+    drop(store);
+    let _ = join.join();
+    let mut reopened = Store::open(Box::new(h.attach())).unwrap();
+    assert!(reopened.reverted_at_open().is_empty());
+    assert!(matches!(reopened.get(b"k"), Err(shardstore::error::Error::Corruption { .. })));
+    assert_eq!(reopened.get(b"old").unwrap(), vec![1u8; 1000]);
 }

@@ -26,6 +26,11 @@ pub struct StoreStats {
     /// Group commits and the operations they carried.
     pub commits: AtomicU64,
     pub committed_ops: AtomicU64,
+    /// Commits vouched by their log write (one flush for a batch with a
+    /// put), and empty log writes the thread made to confirm one no other
+    /// commit followed.
+    pub vouched_commits: AtomicU64,
+    pub confirmations: AtomicU64,
     /// The store's next write sequence when it opened.
     pub next_sequence_at_open: AtomicU64,
     /// Writes the device sent in pieces to let reads pass (see
@@ -59,6 +64,9 @@ impl StoreStats {
     /// The store's own counters (cheap: published after every commit and
     /// idle reclamation).
     pub(super) fn publish_counts(&self, store: &Store) {
+        let (vouched, confirmations) = store.vouched_commits();
+        self.vouched_commits.store(vouched, Ordering::Relaxed);
+        self.confirmations.store(confirmations, Ordering::Relaxed);
         let r = store.reclaim_counts();
         self.writes_split.store(store.writes_split(), Ordering::Relaxed);
         self.chunks_moved_along.store(r.chunks_moved_along, Ordering::Relaxed);

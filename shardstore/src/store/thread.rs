@@ -92,6 +92,13 @@ const SCRUB_IDLE_RECHECK_MS: u64 = 1000;
 /// busy (a finished scrub read also asks for a step at once).
 const SCRUB_BUSY_STEP_INTERVAL_US: u64 = 1000;
 
+/// How long after a vouched commit the thread waits for a write whose
+/// commit would confirm it before it confirms it with an empty log write
+/// (`Store::confirm`): writers answered by the commit send their next
+/// writes within it, and the confirmation's write and flush then cost
+/// nothing.
+const CONFIRM_WAIT_US: u64 = 500;
+
 /// `Wakeup::parked`: the thread is not waiting (a request sent now is
 /// seen without a wake-up).
 const AWAKE: u8 = 0;
@@ -130,6 +137,13 @@ pub struct ThreadSettings {
     /// step); `None`: the store's defaults.
     pub scrub: Option<ScrubSettings>,
     pub read_cache: ReadCacheSettings,
+    /// Commits as the store makes them driven directly (payload copies in
+    /// the log for a small batch, two flushes for a larger one) instead of
+    /// vouched by their log write (`Store::set_vouched_commits`): no
+    /// window after an acknowledgement in which rot of its data could not
+    /// be told from a crash before its flush, for more bytes or a second
+    /// flush per commit.
+    pub unvouched_commits: bool,
 }
 
 /// How a caller wakes the store thread while it waits on its device for
@@ -166,6 +180,10 @@ pub fn spawn_with(dev: Box<dyn BlockDevice>, settings: ThreadSettings) -> Result
                     store.set_scrub_settings(scrub);
                 }
                 store.set_read_cache(settings.read_cache);
+                // Batches with a put take one flush, vouched by their log
+                // write (no payload copies in it), and are confirmed by the
+                // next (`serve`).
+                store.set_vouched_commits(!settings.unvouched_commits);
                 let wake = Arc::new(Wakeup {
                     parked: AtomicU8::new(AWAKE),
                     waker,
@@ -216,6 +234,9 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
     let mut next_scrub = Instant::now();
     let mut scrub_failing = false;
     let mut sidecar: Option<Box<dyn Sidecar>> = None;
+    // When the last vouched commit is confirmed unless a write arrives to
+    // confirm it first.
+    let mut confirm_by = Instant::now();
     loop {
         // While gets are in flight or requests wait in `pending`, look for
         // new work without blocking, so reads keep the device's queue full;
@@ -228,8 +249,11 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                 Err(TryRecvError::Disconnected) => break,
             }
         } else {
-            let wait = Duration::from_millis(RECLAIM_IDLE_INTERVAL_MS)
+            let mut wait = Duration::from_millis(RECLAIM_IDLE_INTERVAL_MS)
                 .min(next_scrub.saturating_duration_since(Instant::now()));
+            if store.unconfirmed() {
+                wait = wait.min(confirm_by.saturating_duration_since(Instant::now()));
+            }
             let arrived = match &sidecar {
                 Some(sidecar) => wait_beside(&mut store, rx, wake, sidecar.as_ref(), wait, &mut finished),
                 None => rx.recv_timeout(wait).map(Some),
@@ -353,6 +377,27 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
             for (r, reply) in results.into_iter().zip(replies) {
                 reply(r);
             }
+            if store.unconfirmed() {
+                confirm_by = Instant::now() + Duration::from_micros(CONFIRM_WAIT_US);
+            }
+        }
+        // A vouched commit is proved durable by the next log write: the
+        // next commit's, or when no write arrives in time to make one, an
+        // empty one (until then, recovery could not tell its data rotting
+        // from a crash before its flush; see `Store::commit_vouched`).
+        if store.unconfirmed()
+            && Instant::now() >= confirm_by
+            && !pending.iter().any(|r| matches!(r, Request::Write(..)))
+        {
+            let mut pump = |store: &mut Store| {
+                let mut serving = Serving::new(wake, &mut get_replies, &mut pending, &mut finished);
+                serve_meanwhile(store, rx, &mut serving, &mut sidecar, &HashSet::new());
+            };
+            if let Err(e) = store.confirm(&mut pump) {
+                tracing::error!(device = %store.name, error = %e, "confirming the last commit failed");
+            }
+            wake.parked.store(AWAKE, Ordering::SeqCst);
+            wake.stats.publish_counts(&store);
         }
         // A log half filling under writes is checkpointed beside them: the
         // store as it stood between two commits, encoded a slice at a
