@@ -281,7 +281,7 @@ impl Store {
 
     /// Checks a record of log block `index` (at device `offset`) against
     /// the layout and the index as recovered so far, then applies it.
-    pub(super) fn check_and_apply(&mut self, index: u64, offset: u64, record: &LogRecord) -> Result<()> {
+    fn check_and_apply(&mut self, index: u64, offset: u64, record: &LogRecord) -> Result<()> {
         self.check_record(record).map_err(|what| Error::Corruption {
             device: self.name.clone(),
             what: format!("log block {index}: {what}"),

@@ -167,10 +167,16 @@ impl Store {
         let whole = held.records.len() == held.vouched as usize;
         let mut left_out = false;
         for (index, offset, record) in held.records {
+            // Checked first: a chunk is read only at a place the layout has.
+            self.check_record(&record).map_err(|what| super::Error::Corruption {
+                device: self.name.clone(),
+                what: format!("log block {index}: {what}"),
+                offset,
+            })?;
             let problem = match &record {
                 LogRecord::Put { key, meta } => (0..meta.chunk_count())
                     .find_map(|c| self.chunk_problem(key, meta.sequence, meta.chunk(c), chunk_len(meta.size, c)))
-                    .map(|(at, why)| (key.clone(), meta.sequence, at, why)),
+                    .map(|(at, span, why)| (key.clone(), meta.sequence, at, span, why)),
                 LogRecord::Relocate { key, sequence, chunk, to } => {
                     let current = self.index.get(key).filter(|m| m.sequence == *sequence);
                     current.and_then(|m| {
@@ -178,20 +184,15 @@ impl Store {
                         (c < m.chunk_count())
                             .then(|| self.chunk_problem(key, *sequence, *to, chunk_len(m.size, c)))
                             .flatten()
-                            .map(|(at, why)| (key.clone(), *sequence, at, why))
+                            .map(|(at, span, why)| (key.clone(), *sequence, at, span, why))
                     })
                 }
                 _ => None,
             };
-            let Some((key, sequence, at, why)) = problem else {
-                self.check_and_apply(index, offset, &record)?;
+            let Some((key, sequence, at, span, why)) = problem else {
+                self.apply(&record);
                 continue;
             };
-            self.check_record(&record).map_err(|what| super::Error::Corruption {
-                device: self.name.clone(),
-                what: format!("log block {index}: {what}"),
-                offset,
-            })?;
             left_out = true;
             self.next_sequence = self.next_sequence.max(sequence + 1);
             let key = key_text(&key);
@@ -215,7 +216,7 @@ impl Store {
                 kind: scrub::FindingKind::ChunkChecksum,
                 key: Some(key),
                 offset: at,
-                len: 0,
+                len: span,
                 detail,
             });
         }
@@ -223,9 +224,9 @@ impl Store {
     }
 
     /// Reads back the chunk record at `loc` (`len` bytes of payload) and
-    /// names its problem, with its device offset, unless it is whole and
-    /// of `key` at `sequence`.
-    fn chunk_problem(&mut self, key: &[u8], sequence: u64, loc: Locator, len: usize) -> Option<(u64, String)> {
+    /// names its problem, with its device offset and the bytes read,
+    /// unless it is whole and of `key` at `sequence`.
+    fn chunk_problem(&mut self, key: &[u8], sequence: u64, loc: Locator, len: usize) -> Option<(u64, u64, String)> {
         let at = self.locator_offset(loc);
         let span = record::span_blocks(loc.distance, len) as usize * BLOCK;
         let why = match read_bytes(self.dev.as_mut(), at, span) {
@@ -236,7 +237,7 @@ impl Store {
             },
             Err(e) => e.to_string(),
         };
-        Some((at, why))
+        Some((at, span as u64, why))
     }
 
     /// Keys whose put in the last (vouched) commit before a crash open did
