@@ -614,9 +614,9 @@ impl Store {
     /// the previous one's flush completed, so a later write proves this
     /// one durable, and while it is the last, recovery reads back every
     /// chunk it names and leaves out a put whose chunk does not verify
-    /// (`tail.rs`). The store thread writes an empty log write at once
-    /// after a vouched commit that no other follows (`confirm`), so an
-    /// acknowledged put is unconfirmed only for that long.
+    /// (`tail.rs`). The store thread confirms a vouched commit no other
+    /// follows within half a millisecond with an empty log write
+    /// (`confirm`): an acknowledged put is unconfirmed only that long.
     ///
     /// A chunk write that fails fails its operation alone, as on the
     /// two-flush path: the log write, not yet flushed nor followed, is

@@ -6,13 +6,13 @@
 //! - a one-flush commit logs a copy of each payload
 //!   (`LogRecord::Payload`) before its `Put`, and recovery completes the
 //!   chunk records from it (`complete_tail`);
-//! - a vouched commit (larger batches) logs no copy: its write starts with
-//!   `LogRecord::Vouch`, and its records are held back while it is the
-//!   last write replayed. A later log write starts only after its flush
-//!   completed, so one proves it durable and its records apply as any
-//!   others; if none follows, each chunk it names is read back first, and
-//!   a `Put` or `Relocate` whose chunk does not verify is not applied
-//!   (`settle_vouched`).
+//! - a vouched commit (every batch with a put, as the store thread
+//!   commits) logs no copy: its write starts with `LogRecord::Vouch`, and
+//!   its records are held back while it is the last write replayed. A
+//!   later log write starts only after its flush completed, so one proves
+//!   it durable and its records apply as any others; if none follows,
+//!   each chunk it names is read back first, and a `Put` or `Relocate`
+//!   whose chunk does not verify is not applied (`settle_vouched`).
 //!
 //! See `docs/format.md`, "Group commit and what a crash leaves".
 
@@ -158,8 +158,8 @@ impl Store {
     /// acknowledged: a put not applied is the crash's ordinary outcome. A
     /// whole write is the commit's, acknowledged or not: the crash came
     /// before its flush completed, or after it and before any later log
-    /// write (a window the store thread closes at once with a write of its
-    /// own, `Store::confirm`) while the data rotted. The two look the
+    /// write (a window the store thread closes within half a millisecond
+    /// with a write of its own, `Store::confirm`) while the data rotted. The two look the
     /// same; the put is not applied and reported as a finding either way.
     /// Returns whether anything was left out (the caller then writes a
     /// checkpoint, so that no later write confirms the records left out).
