@@ -14,14 +14,16 @@ use crate::layout::{self, Layout};
 
 pub const MAGIC: [u8; 8] = *b"SHRDNDSB";
 /// The version new devices are formatted with, and the version a version 2
-/// device becomes when this build opens it to write: version 3 is version
-/// 2's layout with the records builds before it cannot read (record groups,
-/// one-flush commits' payload copies, checkpoint version 4), so those
-/// builds refuse it as an unsupported format instead of calling it corrupt.
-/// Version 1 (one copy of the metadata region) is still opened and served.
-pub const FORMAT_VERSION: u32 = 3;
-/// The newest format whose devices builds before version 3 can open: what
-/// a read-write open upgrades (see `FORMAT_VERSION`).
+/// or 3 device becomes when this build opens it to write. Each of 3 and 4
+/// is the layout of version 2 with records the builds before it cannot
+/// read: version 3 record groups, one-flush commits' payload copies and
+/// checkpoint version 4; version 4 vouched commits' `Vouch` log records.
+/// Those builds refuse such a device as an unsupported format instead of
+/// calling it corrupt. Version 1 (one copy of the metadata region) is
+/// still opened and served.
+pub const FORMAT_VERSION: u32 = 4;
+/// The oldest format a read-write open upgrades to `FORMAT_VERSION` (every
+/// version from it up; see `FORMAT_VERSION`).
 pub const FORMAT_VERSION_UPGRADED_FROM: u32 = 2;
 /// Oldest format version this build opens.
 pub const FORMAT_VERSION_MIN: u32 = 1;

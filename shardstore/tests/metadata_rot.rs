@@ -302,48 +302,63 @@ fn a_torn_tail_in_the_first_copy_ends_the_log_quietly() {
     assert_eq!(store.scrub_status().counters.findings.iter().sum::<u64>(), 0, "a torn tail is not damage");
 }
 
-/// A version 2 store (what builds before version 3 write, and all they
-/// can read) is marked version 3 by the first open that may write, in the
-/// superblock update that open makes before it returns: nothing this build
-/// writes reaches the device while it still says version 2, so those
-/// builds refuse it as an unsupported format instead of misreading it.
-/// Opened read-only it stays version 2. A power cut at any step of that
-/// update leaves version 2 or 3 on the device, and the store opens either
-/// way, takes writes, and says version 3 from then on.
+/// A version 2 or 3 store (what builds before version 3, or before 4,
+/// write, and the newest they can read) is marked the current version by
+/// the first open that may write, in the superblock update that open makes
+/// before it returns: nothing this build writes reaches the device while
+/// it still says the older version, so those builds refuse it as an
+/// unsupported format instead of misreading it. Opened read-only it keeps
+/// its version. A power cut at any step of that update leaves the old
+/// version or the current one on the device, and the store opens either
+/// way, takes writes, and says the current version from then on.
 #[test]
-fn a_version_2_store_is_marked_version_3_before_this_build_writes_to_it() {
-    use shardstore::superblock;
+fn an_older_store_is_marked_the_current_version_before_this_build_writes_to_it() {
+    use shardstore::superblock::{self, FORMAT_VERSION};
     let version_on_device = |h: &SimHandle| superblock::open(&mut h.attach(), false).unwrap().superblock.format_version;
-    // An update is 1 flush + 4 x (write, flush) = 9 steps; 10 lets it finish.
-    for budget in 0..=10u64 {
-        let mut dev = SimDevice::new(SimConfig::new(DEVICE_BYTES, 100 + budget));
-        let options =
-            FormatOptions { extent_size_bytes: Some(4 << 20), format_version: Some(2), ..FormatOptions::default() };
-        format(&mut dev, &options).unwrap();
-        let h = dev.handle();
-        let store = Store::open_read_only(Box::new(h.attach())).unwrap();
-        assert_eq!(store.superblock().format_version, 2);
-        drop(store);
-        assert_eq!(version_on_device(&h), 2, "a read-only open changed the format version");
-        h.cut_power_after(budget);
-        let opened = Store::open(Box::new(h.attach()));
-        if let Ok(store) = &opened {
-            assert_eq!(store.superblock().format_version, 3);
+    for old in [2, 3] {
+        // An update is 1 flush + 4 x (write, flush) = 9 steps; 10 lets it finish.
+        for budget in 0..=10u64 {
+            let mut dev = SimDevice::new(SimConfig::new(DEVICE_BYTES, 100 + budget + 20 * u64::from(old)));
+            let options = FormatOptions {
+                extent_size_bytes: Some(4 << 20),
+                format_version: Some(old),
+                ..FormatOptions::default()
+            };
+            format(&mut dev, &options).unwrap();
+            let h = dev.handle();
+            let store = Store::open_read_only(Box::new(h.attach())).unwrap();
+            assert_eq!(store.superblock().format_version, old);
+            drop(store);
+            assert_eq!(version_on_device(&h), old, "a read-only open changed the format version");
+            h.cut_power_after(budget);
+            let opened = Store::open(Box::new(h.attach()));
+            if let Ok(store) = &opened {
+                assert_eq!(store.superblock().format_version, FORMAT_VERSION);
+            }
+            let finished = opened.is_ok();
+            drop(opened);
+            h.crash();
+            let found = version_on_device(&h);
+            assert!(
+                found == old || found == FORMAT_VERSION,
+                "v{old}, budget {budget}: format version {found} after the crash"
+            );
+            if finished {
+                assert_eq!(
+                    found, FORMAT_VERSION,
+                    "v{old}, budget {budget}: an open that returned left the old version"
+                );
+            }
+            let mut store = Store::open(Box::new(h.attach())).unwrap();
+            assert_eq!(store.superblock().format_version, FORMAT_VERSION);
+            store.put(b"after", b"the upgrade").unwrap();
+            store.close().unwrap();
+            let mut store = Store::open(Box::new(h.attach())).unwrap();
+            assert_eq!(
+                (store.superblock().format_version, store.get(b"after").unwrap()),
+                (FORMAT_VERSION, b"the upgrade".to_vec())
+            );
         }
-        let finished = opened.is_ok();
-        drop(opened);
-        h.crash();
-        let found = version_on_device(&h);
-        assert!(found == 2 || found == 3, "budget {budget}: format version {found} after the crash");
-        if finished {
-            assert_eq!(found, 3, "budget {budget}: an open that returned left the device at version 2");
-        }
-        let mut store = Store::open(Box::new(h.attach())).unwrap();
-        assert_eq!(store.superblock().format_version, 3);
-        store.put(b"after", b"the upgrade").unwrap();
-        store.close().unwrap();
-        let mut store = Store::open(Box::new(h.attach())).unwrap();
-        assert_eq!((store.superblock().format_version, store.get(b"after").unwrap()), (3, b"the upgrade".to_vec()));
     }
 }
 

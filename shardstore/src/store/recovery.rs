@@ -168,7 +168,8 @@ impl Store {
         } else {
             // Before anything this build writes: the device says it holds
             // records older builds cannot read (superblock::FORMAT_VERSION).
-            let upgrade = store.sb.format_version == superblock::FORMAT_VERSION_UPGRADED_FROM;
+            let upgrade = (superblock::FORMAT_VERSION_UPGRADED_FROM..superblock::FORMAT_VERSION)
+                .contains(&store.sb.format_version);
             if store.sb.clean_shutdown || upgrade {
                 store.sb = superblock::commit(store.dev.as_mut(), &store.sb, |sb| {
                     sb.clean_shutdown = false;
