@@ -266,7 +266,11 @@ fn serve(mut store: Store, rx: &Receiver<Request>, wake: &Wakeup) {
                     // driving the store by hand, keeps its invariants.
                     #[cfg(debug_assertions)]
                     store.check_invariants();
-                    if last_reclaim.elapsed() >= Duration::from_millis(RECLAIM_IDLE_INTERVAL_MS) {
+                    // A wait cut short to confirm a vouched commit is not
+                    // idleness: the confirmation comes first (below), and a
+                    // pass only once the thread has waited for work again.
+                    if !store.unconfirmed() && last_reclaim.elapsed() >= Duration::from_millis(RECLAIM_IDLE_INTERVAL_MS)
+                    {
                         // A whole extent may take a while to move: gets
                         // arriving meanwhile are served; a write arriving
                         // ends the pass after the chunks being moved (it
