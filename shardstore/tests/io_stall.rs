@@ -36,8 +36,17 @@ fn a_write_that_does_not_complete_is_reported_as_a_stall_until_it_does() {
     // busy shared disk, so ordinary work never counts as a stall.
     let stall_after = Duration::from_secs(2);
     let options = OpenOptions { stall_after_ms: stall_after.as_millis() as u64, ..OpenOptions::default() };
-    let (store, join) = thread::spawn(Box::new(device::open(&path, &options).unwrap())).unwrap();
+    // The scrubber paused: its log records would confirm the put's commit
+    // in the thread's place (below) as often as not.
+    let paused = shardstore::store::scrub::ScrubSettings { paused: true, ..Default::default() };
+    let settings = thread::ThreadSettings { scrub: Some(paused), ..Default::default() };
+    let (store, join) = thread::spawn_with(Box::new(device::open(&path, &options).unwrap()), settings).unwrap();
     store.put(b"before", vec![1u8; 8192]).unwrap();
+    // The put's commit is confirmed by a log write of the thread's own
+    // half a millisecond later: it must not be the write the freeze
+    // catches, whose stall would have begun before the one timed here.
+    let confirmed = || store.stats().confirmations.load(std::sync::atomic::Ordering::SeqCst) == 1;
+    wait_for("the put's commit confirmed", Duration::from_secs(10), confirmed);
     let watch = &store.counters().io_stall;
     assert_eq!((watch.stalled_for(), watch.stalls()), (None, 0), "no stall in ordinary work");
 
