@@ -546,19 +546,14 @@ impl Store {
             return None;
         }
         let (bytes, crc) = self.encode_log(&blocks);
-        let mut poisoned = |store: &mut Store, what: String, op| {
-            let err = store.fail(&what);
-            let results = results.iter_mut().map(Option::take).collect();
-            Some(finish(results, |_| Err(Error::Poisoned { device: err.to_string(), op })))
-        };
         let submitted = self.submit_log_copies(&bytes, writes);
         // Whatever was submitted completes before anything returns: the
         // device owns those buffers until then.
         if let Err(e) = self.await_commit_io(writes, pump) {
-            return poisoned(self, format!("reaping writes failed: {e}"), crate::error::OpKind::Write);
+            return Some(poison(self, results, &format!("reaping writes failed: {e}"), crate::error::OpKind::Write));
         }
         if let Err(e) = submitted {
-            return poisoned(self, format!("log write failed: {e}"), crate::error::OpKind::Write);
+            return Some(poison(self, results, &format!("log write failed: {e}"), crate::error::OpKind::Write));
         }
         // A failed chunk write whose `Put` went to the log with it cannot
         // be answered for that operation alone: the store stops, and the
@@ -566,10 +561,11 @@ impl Store {
         // log without it (old or new, never anything else).
         if writes.failed.iter().any(|f| *f) || writes.batch_failure.is_some() {
             let why = writes.batch_failure.take().unwrap_or_else(|| "a chunk write failed".to_owned());
-            return poisoned(self, format!("a write of a one-flush commit failed: {why}"), crate::error::OpKind::Write);
+            let what = format!("a write of a one-flush commit failed: {why}");
+            return Some(poison(self, results, &what, crate::error::OpKind::Write));
         }
         if let Err(e) = self.flush_commit(writes, pump) {
-            return poisoned(self, format!("flush failed: {e}"), crate::error::OpKind::Flush);
+            return Some(poison(self, results, &format!("flush failed: {e}"), crate::error::OpKind::Flush));
         }
         self.advance_log(bytes.len(), blocks.len(), crc);
         for r in resets.iter().chain(staged.iter().flatten()) {
